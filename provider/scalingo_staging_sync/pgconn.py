@@ -1,0 +1,67 @@
+"""How to reach a PostgreSQL database: one value shared by psycopg and the libpq client tools.
+
+Passwords never go on a command line: client tools get them through ``PGPASSWORD`` in their
+environment (see :meth:`PgTarget.libpq_env`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PgTarget:
+    """A database on a server: host (or unix-socket directory), port, role, password, database."""
+
+    host: str
+    dbname: str
+    port: int = 5432
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    options: dict[str, str] = field(default_factory=dict)  # extra libpq keywords: sslmode, ...
+
+    def with_dbname(self, dbname: str) -> PgTarget:
+        return replace(self, dbname=dbname)
+
+    def conninfo(self) -> str:
+        from psycopg.conninfo import make_conninfo
+
+        kwargs: dict[str, Any] = {"host": self.host, "port": self.port, "dbname": self.dbname, **self.options}
+        if self.user:
+            kwargs["user"] = self.user
+        if self.password:
+            kwargs["password"] = self.password
+        return make_conninfo(**kwargs)
+
+    def connect(self, autocommit: bool = True, **kwargs: Any):
+        import psycopg
+
+        return psycopg.connect(self.conninfo(), autocommit=autocommit, **kwargs)
+
+    def libpq_env(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        """Environment for pg_restore / psql: PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, ..."""
+        env = dict(os.environ if base is None else base)
+        env.update({"PGHOST": self.host, "PGPORT": str(self.port), "PGDATABASE": self.dbname})
+        if self.user:
+            env["PGUSER"] = self.user
+        if self.password:
+            env["PGPASSWORD"] = self.password
+        libpq_vars = {
+            "sslmode": "PGSSLMODE",
+            "sslrootcert": "PGSSLROOTCERT",
+            "sslcert": "PGSSLCERT",
+            "sslkey": "PGSSLKEY",
+            "connect_timeout": "PGCONNECT_TIMEOUT",
+            "application_name": "PGAPPNAME",
+            "options": "PGOPTIONS",
+        }
+        for key, value in self.options.items():
+            if key in libpq_vars:
+                env[libpq_vars[key]] = str(value)
+        return env
+
+    def describe(self) -> str:
+        """Safe for logs: no password."""
+        return f"{self.user or '?'}@{self.host}:{self.port}/{self.dbname}"
