@@ -1,0 +1,214 @@
+"""Reference DAG: refresh a Scalingo staging database from a production backup, anonymized.
+
+Wiring only: every task calls the provider (operators, or plain callables in
+``scalingo_staging_sync.workflow``). Parsing reads no file, opens no connection and calls no network:
+the rules file and the connections are read when tasks run.
+
+    safety_gate ─> fetch_backup ─> restore_schema ─> plan_anonymization ─┬─> anonymize_table (mapped, one per table:
+                                                                          │     masked on load or UPDATE in place)
+                                                                          └─> load_unmasked_data
+         ─> restore_post_data ─> pii_scan ─> verify_anonymization ─> run_seeds ─> promote ─> post_sync_commands
+         ─> audit_report (teardown) ─> cleanup (teardown)
+"""
+
+from __future__ import annotations
+
+import os
+
+import pendulum
+from airflow.providers.standard.operators.python import ShortCircuitOperator
+from airflow.sdk import DAG, Param, task
+
+from scalingo_staging_sync import workflow
+from scalingo_staging_sync.operators import (
+    AnonymizeTableOperator,
+    PgRestoreOperator,
+    PiiScanOperator,
+    ScalingoBackupOperator,
+)
+
+DAG_ID = "scalingo_staging_sync"
+SCALINGO_CONN_ID = "scalingo_default"
+STAGING_CONN_ID = "staging_db"
+# Connection cap of the mapped anonymization (the rules' parallel_connections is enforced at run time too).
+MAX_PARALLEL_TABLES = int(os.environ.get("SCALINGO_STAGING_SYNC_MAX_PARALLEL_TABLES", "3"))
+
+
+def _setting(key: str) -> str:
+    return "{{ ti.xcom_pull(task_ids='safety_gate', key='settings')['" + key + "'] }}"
+
+
+def _restored(key: str) -> str:
+    return "{{ ti.xcom_pull(task_ids='restore_schema')['" + key + "'] }}"
+
+
+with DAG(
+    dag_id=DAG_ID,
+    description="Production backup -> anonymized, PII-scanned, verified staging database",
+    schedule=os.environ.get("SCALINGO_STAGING_SYNC_SCHEDULE", "0 7 * * 0"),  # Sundays 07:00 UTC
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    render_template_as_native_obj=True,
+    tags=["scalingo", "staging", "anonymization"],
+    doc_md=__doc__,
+    default_args={"on_failure_callback": workflow.notify_task_failure},
+    params={
+        "source_app": Param(
+            None,
+            type=["null", "string"],
+            description="Scalingo app whose PostgreSQL backup is copied. Empty: source_app of the rules file.",
+        ),
+        "target_app": Param(
+            os.environ.get("APP") or None,
+            type=["null", "string"],
+            description="Scalingo app of the staging database (default: env APP). Never a production app.",
+        ),
+        "backup": Param(
+            "latest",
+            type="string",
+            minLength=1,
+            description='"latest" (newest backup whose status is done), "new" (ask Scalingo for a fresh one and '
+            "wait for it), or a backup id.",
+        ),
+        "exclude_tables": Param(
+            [],
+            type="array",
+            items={"type": "string", "minLength": 1},
+            description="Tables whose data is not copied (schema kept), added to the rules file's exclude_tables.",
+        ),
+        "dry_run": Param(
+            False,
+            type="boolean",
+            description="Only check and print the plan (backup, tables, rules, exclusions, mode); change nothing.",
+        ),
+        "confirm_target": Param(
+            None,
+            type=["null", "string"],
+            description="Manual runs, when the rules set require_confirmation: type the target app name to confirm.",
+        ),
+        "slack_conn_id": Param(
+            None,
+            type=["null", "string"],
+            description="Slack incoming-webhook connection for run notifications (overrides the rules file).",
+        ),
+        "rules_file": Param(
+            None,
+            type=["null", "string"],
+            description="Path of the anonymization rules file. Empty: env SCALINGO_STAGING_SYNC_RULES.",
+        ),
+    },
+) as dag:
+    safety_gate = ShortCircuitOperator(
+        task_id="safety_gate",
+        python_callable=workflow.safety_gate,
+        op_kwargs={"scalingo_conn_id": SCALINGO_CONN_ID, "staging_conn_id": STAGING_CONN_ID},
+    )
+
+    fetch_backup = ScalingoBackupOperator(
+        task_id="fetch_backup",
+        scalingo_conn_id=SCALINGO_CONN_ID,
+        app=_setting("source_app"),
+        backup=_setting("backup"),
+        addon_id=_setting("addon_id"),
+        download_dir=_setting("download_dir"),
+    )
+
+    restore_schema = PgRestoreOperator(
+        task_id="restore_schema",
+        postgres_conn_id=STAGING_CONN_ID,
+        dump_path="{{ ti.xcom_pull(task_ids='fetch_backup')['dump_path'] }}",
+        section="pre-data",
+        mode=_setting("restore_mode"),
+        keep_previous=_setting("keep_previous"),
+        maintenance_app=_setting("maintenance_app"),
+        scalingo_conn_id=SCALINGO_CONN_ID,
+    )
+
+    @task
+    def plan_anonymization() -> list[dict]:
+        return workflow.plan_anonymization(STAGING_CONN_ID)
+
+    plan = plan_anonymization()
+
+    anonymize_table = AnonymizeTableOperator.partial(
+        task_id="anonymize_table",
+        postgres_conn_id=STAGING_CONN_ID,
+        database=_restored("database"),
+        dump_path="{{ ti.xcom_pull(task_ids='fetch_backup')['dump_path'] }}",
+        parallel_connections=_setting("parallel_connections"),
+        retry_attempts=_setting("retry_attempts"),
+        retry_base_delay_s=_setting("retry_base_delay_s"),
+        email_domain=_setting("email_domain"),
+        max_active_tis_per_dagrun=MAX_PARALLEL_TABLES,
+    ).expand(plan=plan)
+
+    load_unmasked_data = PgRestoreOperator(
+        task_id="load_unmasked_data",
+        postgres_conn_id=STAGING_CONN_ID,
+        database=_restored("database"),
+        dump_path="{{ ti.xcom_pull(task_ids='fetch_backup')['dump_path'] }}",
+        section="data",
+        mode="existing",
+        exclude_data="{{ ti.xcom_pull(task_ids='plan_anonymization', key='masked_tables') "
+        "+ ti.xcom_pull(task_ids='safety_gate', key='settings')['exclude_tables'] }}",
+        jobs=_setting("restore_jobs"),
+    )
+
+    restore_post_data = PgRestoreOperator(
+        task_id="restore_post_data",
+        postgres_conn_id=STAGING_CONN_ID,
+        database=_restored("database"),
+        dump_path="{{ ti.xcom_pull(task_ids='fetch_backup')['dump_path'] }}",
+        section="post-data",
+        mode="existing",
+        exclude_data=_setting("exclude_tables"),
+        jobs=_setting("restore_jobs"),
+        trigger_rule="none_failed_min_one_success",
+    )
+
+    pii_scan = PiiScanOperator(
+        task_id="pii_scan",
+        postgres_conn_id=STAGING_CONN_ID,
+        database=_restored("database"),
+        masked_columns="{{ ti.xcom_pull(task_ids='plan_anonymization', key='masked_columns') }}",
+        allow=_setting("pii_allow"),
+        on_unmasked=_setting("pii_on_unmasked"),
+        extra_patterns=_setting("pii_patterns"),
+        sample_rows=_setting("pii_sample_rows"),
+    )
+
+    @task
+    def verify_anonymization() -> dict:
+        return workflow.verify_anonymization(STAGING_CONN_ID)
+
+    @task
+    def run_seeds() -> list[dict]:
+        return workflow.run_seeds(STAGING_CONN_ID)
+
+    @task
+    def promote() -> dict:
+        return workflow.promote(STAGING_CONN_ID)
+
+    @task
+    def post_sync_commands() -> list[dict]:
+        return workflow.post_sync_commands(SCALINGO_CONN_ID)
+
+    @task
+    def audit_report() -> dict:
+        return workflow.audit_report()
+
+    @task
+    def cleanup() -> dict:
+        return workflow.cleanup(STAGING_CONN_ID, SCALINGO_CONN_ID)
+
+    verified = verify_anonymization()
+    seeded = run_seeds()
+    promoted = promote()
+    commands = post_sync_commands()
+    audit = audit_report().as_teardown(setups=safety_gate)
+    cleaned = cleanup().as_teardown(setups=safety_gate)
+
+    safety_gate >> fetch_backup >> restore_schema >> plan
+    plan >> [anonymize_table, load_unmasked_data] >> restore_post_data
+    restore_post_data >> pii_scan >> verified >> seeded >> promoted >> commands >> audit >> cleaned
