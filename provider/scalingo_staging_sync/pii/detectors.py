@@ -1,0 +1,465 @@
+"""PII detectors: by column name (tokenised) and by content (regexes plus checksums).
+
+No Airflow, no database: pure functions over names and sampled strings, so they are unit-testable
+and reusable.
+
+Column names are *tokenised* before matching: split on any non-alphanumeric character and on
+camelCase boundaries, lower-cased, and joined with ``_`` (``userEmail`` -> ``user_email``,
+``IPAddress`` -> ``ip_address``). Name patterns then match whole tokens, so ``phone_number``,
+``user_email``, ``birth_date`` and ``password_digest`` are caught, which the original gem's
+``\\b(...)\\b`` patterns missed (``\\b`` treats ``_`` as a word character).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+SEVERITIES = ("low", "medium", "high")
+_SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
+
+
+def severity_rank(severity: str) -> int:
+    return _SEVERITY_RANK.get(severity, 0)
+
+
+def max_severity(severities: Iterable[str]) -> str:
+    best = "low"
+    for severity in severities:
+        if severity_rank(severity) > severity_rank(best):
+            best = severity
+    return best
+
+
+def _check_severity(severity: str) -> str:
+    if severity not in _SEVERITY_RANK:
+        raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
+    return severity
+
+
+# --------------------------------------------------------------------------------------------------
+# Column names
+# --------------------------------------------------------------------------------------------------
+
+_CAMEL_1 = re.compile(r"([A-Z]+)([A-Z][a-z])")
+_CAMEL_2 = re.compile(r"([a-z0-9])([A-Z])")
+_NON_ALNUM = re.compile(r"[^A-Za-z0-9]+")
+
+
+def tokenize_name(name: str) -> list[str]:
+    """``"userEmail"`` -> ``["user", "email"]``; ``"IPAddress"`` -> ``["ip", "address"]``."""
+    spaced = _CAMEL_2.sub(r"\1_\2", _CAMEL_1.sub(r"\1_\2", name))
+    return [token.lower() for token in _NON_ALNUM.split(spaced) if token]
+
+
+def normalize_name(name: str) -> str:
+    """Tokens joined with ``_``: the string name patterns are matched against."""
+    return "_".join(tokenize_name(name))
+
+
+def _tokens(words: str) -> str:
+    """Alternation of token sequences, bounded by token edges: ``"email|e_mail"``."""
+    return rf"(?:^|_)(?:{words})(?:_|$)"
+
+
+@dataclass(frozen=True)
+class NamePattern:
+    """A column-name detector. ``regex`` is searched in the normalised name (see module doc)."""
+
+    name: str  # e.g. "contact.email"
+    regex: str
+    category: str
+    severity: str
+    # Only match when the *table* name holds one of these tokens (for ambiguous names like ``name``).
+    table_tokens: tuple[str, ...] = ()
+    compiled: re.Pattern = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_severity(self.severity)
+        object.__setattr__(self, "compiled", re.compile(self.regex, re.IGNORECASE))
+
+    def matches(self, normalized_column: str, table_tokens: Sequence[str] = ()) -> bool:
+        if not self.compiled.search(normalized_column):
+            return False
+        return not self.table_tokens or any(token in self.table_tokens for token in table_tokens)
+
+
+_PERSON_TABLES = (
+    "user",
+    "users",
+    "customer",
+    "customers",
+    "client",
+    "clients",
+    "employee",
+    "employees",
+    "person",
+    "persons",
+    "people",
+    "member",
+    "members",
+    "contact",
+    "contacts",
+    "profile",
+    "profiles",
+    "patient",
+    "patients",
+    "account",
+    "accounts",
+    "author",
+    "authors",
+    "guest",
+    "guests",
+    "student",
+    "students",
+    "driver",
+    "drivers",
+    "owner",
+    "owners",
+    "tenant",
+    "tenants",
+    "subscriber",
+    "subscribers",
+    "applicant",
+    "applicants",
+    "candidate",
+    "candidates",
+)
+
+# (name, token regex, category, severity). Documented in README "PII scan, verification, audit and Slack".
+DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
+    # identity
+    NamePattern(
+        "identity.national_id",
+        _tokens(
+            r"ssn|nir|social_security|tax_id|tax_number|tin|vat_number|passport|passport_number"
+            r"|driver_license|drivers_license|driving_licence|driving_license|national_id|id_card"
+            r"|identity_card|identity_number"
+        ),
+        "identity",
+        "high",
+    ),
+    # contact
+    NamePattern("contact.email", _tokens(r"e_?mail|emails|mail"), "contact", "high"),
+    NamePattern(
+        "contact.phone", _tokens(r"phone|phones|telephone|tel|mobile|cellphone|msisdn"), "contact", "high"
+    ),
+    NamePattern("contact.fax", _tokens(r"fax"), "contact", "medium"),
+    NamePattern(
+        "contact.address",
+        _tokens(r"address|addresses|addr|street|street_address|address_line\d?|line\d"),
+        "contact",
+        "high",
+    ),
+    NamePattern("contact.postal_code", _tokens(r"postal|postcode|zip|zipcode|zip_code"), "contact", "medium"),
+    NamePattern("contact.city", _tokens(r"city|town|birthplace|birth_place"), "contact", "low"),
+    NamePattern("contact.country", _tokens(r"country"), "contact", "low"),
+    NamePattern("location.geo", _tokens(r"latitude|longitude|lat|lng|lon|geolocation"), "location", "medium"),
+    # personal
+    NamePattern(
+        "personal.name",
+        _tokens(
+            r"first_name|last_name|full_name|middle_name|maiden_name|given_name|family_name|surname"
+            r"|firstname|lastname|fullname|givenname|familyname|maiden|nickname|nick_name|display_name"
+            r"|username|user_name|contact_name|customer_name|client_name|holder_name|cardholder_name"
+            r"|owner_name|patient_name|employee_name|member_name|billing_name|shipping_name|recipient_name"
+        ),
+        "personal",
+        "high",
+    ),
+    NamePattern("personal.name_in_person_table", r"^(?:name|names)$", "personal", "medium", _PERSON_TABLES),
+    NamePattern(
+        "personal.birth",
+        _tokens(r"birth|birthday|birthdate|birth_date|dob|date_of_birth"),
+        "personal",
+        "high",
+    ),
+    NamePattern("personal.age", _tokens(r"age"), "personal", "low"),
+    NamePattern(
+        "personal.demographic", _tokens(r"gender|sex|nationality|ethnicity|religion"), "personal", "medium"
+    ),
+    # financial
+    NamePattern(
+        "financial.card",
+        _tokens(
+            r"credit_card|card_number|cardnumber|cc_number|card_last_?4|pan|cvv|cvc|cvv2|card_cvc"
+            r"|card_expiry|expiry_date"
+        ),
+        "financial",
+        "high",
+    ),
+    NamePattern(
+        "financial.bank",
+        _tokens(r"iban|iban_last_?4|bic|swift|account_number|bank_account|routing_number|sort_code|rib"),
+        "financial",
+        "high",
+    ),
+    NamePattern("financial.income", _tokens(r"salary|income|wage|wages"), "financial", "medium"),
+    NamePattern(
+        "financial.processor_id",
+        r"(?:^|_)(?:stripe|paypal|braintree|adyen|mangopay|gocardless)_(?:customer|account|card|source|payment_method|payer|mandate)",
+        "financial",
+        "medium",
+    ),
+    # auth / secrets
+    NamePattern(
+        "auth.secret",
+        _tokens(
+            r"password|passwd|pwd|passphrase|secret|secrets|token|tokens|api_key|apikey|access_key"
+            r"|private_key|secret_key|otp|otp_secret|oauth|credential|credentials|jwt|session_key|pin"
+        ),
+        "auth",
+        "high",
+    ),
+    # network
+    NamePattern(
+        "network.ip",
+        _tokens(r"ip|ips|ip_address|ipaddress|ipaddr|ip_addr|ipv4|ipv6|remote_ip|mac_address"),
+        "network",
+        "medium",
+    ),
+    NamePattern("network.user_agent", _tokens(r"user_agent|useragent"), "network", "low"),
+    # medical
+    NamePattern(
+        "medical.health",
+        _tokens(
+            r"diagnosis|diagnoses|medical|prescription|health|disease|allergy|allergies|blood_type"
+            r"|insurance_number|social_insurance"
+        ),
+        "medical",
+        "high",
+    ),
+    NamePattern("medical.insurance", _tokens(r"insurance"), "medical", "medium"),
+    # biometric
+    NamePattern(
+        "biometric.data",
+        _tokens(r"fingerprint|retina|iris|face_id|faceprint|dna|biometric|biometrics|voiceprint"),
+        "biometric",
+        "high",
+    ),
+)
+
+
+def name_pattern_from_dict(item: Mapping[str, object]) -> NamePattern:
+    """A rules-file entry ``{pattern, category, severity}`` -> :class:`NamePattern`.
+
+    A pattern made only of letters, digits and ``_`` is a token sequence (``"siren"``,
+    ``"loyalty_card"``) matched on token boundaries; anything else is a regex searched in the
+    normalised name.
+    """
+    pattern = str(item["pattern"])
+    category = str(item.get("category") or "custom")
+    severity = _check_severity(str(item.get("severity") or "high"))
+    regex = _tokens(re.escape(pattern.lower())) if re.fullmatch(r"[A-Za-z0-9_]+", pattern) else pattern
+    return NamePattern(f"{category}.{pattern}", regex, category, severity)
+
+
+def detect_by_name(
+    column: str, table: str = "", patterns: Sequence[NamePattern] = DEFAULT_NAME_PATTERNS
+) -> list[NamePattern]:
+    """Name patterns that match ``column`` (of ``table``)."""
+    normalized = normalize_name(column)
+    table_tokens = tokenize_name(table)
+    return [p for p in patterns if p.matches(normalized, table_tokens)]
+
+
+# --------------------------------------------------------------------------------------------------
+# Content
+# --------------------------------------------------------------------------------------------------
+
+
+def luhn_valid(digits: str) -> bool:
+    """Luhn checksum of a digit string (card numbers)."""
+    if not digits.isdigit():
+        return False
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = ord(char) - 48
+        if index % 2 == 1:
+            value *= 2
+            if value > 9:
+                value -= 9
+        total += value
+    return total % 10 == 0
+
+
+# Lengths of IBANs by country (ISO 13616 registry, SWIFT release; the common and all SEPA ones).
+IBAN_LENGTHS = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29,
+    "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20, "EG": 29,
+    "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28,
+    "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20,
+    "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "MC": 27, "MD": 24, "ME": 22, "MK": 19,
+    "MR": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29,
+    "RO": 24, "RS": 22, "SA": 24, "SC": 31, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "ST": 25, "SV": 28,
+    "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
+}  # fmt: skip
+
+
+def iban_valid(candidate: str) -> bool:
+    """ISO 13616 check: known country, its length, and the mod-97 checksum equal to 1."""
+    iban = re.sub(r"[\s-]", "", candidate).upper()
+    if not re.fullmatch(r"[A-Z]{2}\d{2}[A-Z0-9]+", iban):
+        return False
+    expected = IBAN_LENGTHS.get(iban[:2])
+    if expected is None or len(iban) != expected:
+        return False
+    rearranged = iban[4:] + iban[:4]
+    number = "".join(str(int(char, 36)) for char in rearranged)
+    return int(number) % 97 == 1
+
+
+def iban_candidate_valid(candidate: str) -> bool:
+    """A regex candidate may run past the IBAN (a following code or word): check the expected length."""
+    compact = re.sub(r"[\s-]", "", candidate).upper()
+    expected = IBAN_LENGTHS.get(compact[:2])
+    return expected is not None and len(compact) >= expected and iban_valid(compact[:expected])
+
+
+_CARD_PREFIX = re.compile(
+    r"^(?:4\d{12}(?:\d{3}){0,2}"  # Visa 13/16/19
+    r"|5[1-5]\d{14}|2(?:2[2-9][1-9]|2[3-9]\d|[3-6]\d\d|7[01]\d|720)\d{12}"  # Mastercard
+    r"|3[47]\d{13}"  # Amex
+    r"|6(?:011|5\d\d)\d{12,15}|64[4-9]\d{13}"  # Discover
+    r"|35(?:2[89]|[3-8]\d)\d{12,15}"  # JCB
+    r"|3(?:0[0-5]|[68]\d)\d{11,16}"  # Diners
+    r"|(?:5018|5020|5038|5893|6304|6759|676[1-3])\d{8,15})$"  # Maestro
+)
+
+
+def card_number_valid(candidate: str) -> bool:
+    """A known card brand prefix and length, and a valid Luhn checksum."""
+    digits = re.sub(r"[\s-]", "", candidate)
+    return bool(_CARD_PREFIX.match(digits)) and luhn_valid(digits)
+
+
+def _ipv4_valid(candidate: str) -> bool:
+    parts = candidate.split(".")
+    return len(parts) == 4 and all(p.isdigit() and int(p) <= 255 and (p == "0" or p[0] != "0") for p in parts)
+
+
+def _ipv6_valid(candidate: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.IPv6Address(candidate.split("/")[0])
+    except ValueError:
+        return False
+    return True
+
+
+def _e164_valid(candidate: str) -> bool:
+    digits = re.sub(r"[\s().-]", "", candidate)
+    return bool(re.fullmatch(r"\+[1-9]\d{7,14}", digits))
+
+
+@dataclass(frozen=True)
+class ContentPattern:
+    """A content detector: a regex, optionally confirmed by a checksum over each candidate match."""
+
+    name: str
+    regex: str
+    severity: str
+    validator: object = None  # Callable[[str], bool] | None
+    hint: str | None = None  # a substring every match contains (cheap pre-filter)
+    needs_digit: bool = False  # every match contains a digit (cheap pre-filter)
+    compiled: re.Pattern = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_severity(self.severity)
+        object.__setattr__(self, "compiled", re.compile(self.regex, re.IGNORECASE))
+
+    def matches(self, value: str) -> bool:
+        validator = self.validator
+        for match in self.compiled.finditer(value):
+            if validator is None or validator(match.group(0)):  # type: ignore[operator]
+                return True
+        return False
+
+
+_B = r"(?<![\w@.+-])"  # left edge: not glued to another token
+_E = r"(?![\w@])"  # right edge
+
+DEFAULT_CONTENT_PATTERNS: tuple[ContentPattern, ...] = (
+    ContentPattern(
+        "email",
+        r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}(?![A-Za-z0-9-])",
+        "high",
+        hint="@",
+    ),
+    ContentPattern(
+        "phone_fr",
+        _B + r"(?:(?:\+|00)33[\s.-]?(?:\(0\)[\s.-]?)?|0)[1-9](?:[\s.-]?\d{2}){4}" + r"(?![\d])",
+        "high",
+        needs_digit=True,
+    ),
+    ContentPattern(
+        "phone_e164",
+        _B + r"\+[1-9][\d\s().-]{6,20}\d" + r"(?!\d)",
+        "medium",
+        _e164_valid,
+        hint="+",
+        needs_digit=True,
+    ),
+    ContentPattern(
+        "iban",
+        _B + r"[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]){11,30}" + _E,
+        "high",
+        iban_candidate_valid,
+        needs_digit=True,
+    ),
+    ContentPattern(
+        "card_number",
+        r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])",
+        "high",
+        card_number_valid,
+        needs_digit=True,
+    ),
+    ContentPattern(
+        "ipv4",
+        r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])",
+        "medium",
+        _ipv4_valid,
+        hint=".",
+        needs_digit=True,
+    ),
+    ContentPattern(
+        "ipv6",
+        r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Fa-f:])",
+        "medium",
+        _ipv6_valid,
+        hint=":",
+    ),
+    ContentPattern(
+        "jwt",
+        r"eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",
+        "high",
+        hint="eyJ",
+    ),
+)
+
+
+def content_pattern_from_dict(item: Mapping[str, object]) -> ContentPattern:
+    """A rules-file entry ``{name, regex, severity}`` -> :class:`ContentPattern` (case-insensitive)."""
+    return ContentPattern(
+        str(item["name"]), str(item["regex"]), _check_severity(str(item.get("severity") or "high"))
+    )
+
+
+def detect_in_value(value: str, patterns: Sequence[ContentPattern] = DEFAULT_CONTENT_PATTERNS) -> list[str]:
+    """Names of the content detectors that match ``value``."""
+    return [p.name for p in patterns if p.matches(value)]
+
+
+def build_patterns(
+    extra: Mapping[str, object] | None = None,
+) -> tuple[tuple[NamePattern, ...], tuple[ContentPattern, ...]]:
+    """Defaults plus ``pii_scan.patterns`` from the rules file: ``{names: [...], content: [...]}``."""
+    names = list(DEFAULT_NAME_PATTERNS)
+    content = list(DEFAULT_CONTENT_PATTERNS)
+    for item in (extra or {}).get("names") or []:  # type: ignore[union-attr]
+        names.append(name_pattern_from_dict(item))
+    for item in (extra or {}).get("content") or []:  # type: ignore[union-attr]
+        content.append(content_pattern_from_dict(item))
+    return tuple(names), tuple(content)

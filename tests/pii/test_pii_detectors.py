@@ -1,0 +1,168 @@
+"""Unit tests of the name and content detectors (no database)."""
+
+from __future__ import annotations
+
+import pytest
+
+from scalingo_staging_sync.pii.detectors import (
+    build_patterns,
+    card_number_valid,
+    detect_by_name,
+    detect_in_value,
+    iban_valid,
+    luhn_valid,
+    normalize_name,
+    tokenize_name,
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "tokens"),
+    [
+        ("user_email", ["user", "email"]),
+        ("userEmail", ["user", "email"]),
+        ("IPAddress", ["ip", "address"]),
+        ("dateOfBirth", ["date", "of", "birth"]),
+        ("password-digest", ["password", "digest"]),
+        ("HTTPServerURL", ["http", "server", "url"]),
+    ],
+)
+def test_tokenize(name, tokens):
+    assert tokenize_name(name) == tokens
+    assert normalize_name(name) == "_".join(tokens)
+
+
+@pytest.mark.parametrize(
+    ("column", "detector"),
+    [
+        ("user_email", "contact.email"),
+        ("email_address", "contact.email"),
+        ("phone_number", "contact.phone"),
+        ("mobilePhone", "contact.phone"),
+        ("birth_date", "personal.birth"),
+        ("date_of_birth", "personal.birth"),
+        ("dob", "personal.birth"),
+        ("iban", "financial.bank"),
+        ("iban_last4", "financial.bank"),
+        ("first_name", "personal.name"),
+        ("lastName", "personal.name"),
+        ("ip_address", "network.ip"),
+        ("last_sign_in_ip", "network.ip"),
+        ("password_digest", "auth.secret"),
+        ("encrypted_password", "auth.secret"),
+        ("reset_password_token", "auth.secret"),
+        ("api_token", "auth.secret"),
+        ("billing_address", "contact.address"),
+        ("zip_code", "contact.postal_code"),
+        ("credit_card_last_4", "financial.card"),
+        ("stripe_customer_id", "financial.processor_id"),
+        ("ssn", "identity.national_id"),
+    ],
+)
+def test_name_detection_catches_compound_names(column, detector):
+    assert detector in [p.name for p in detect_by_name(column, "users")]
+
+
+@pytest.mark.parametrize(
+    "column", ["title", "company", "total", "hire_date", "album_id", "description", "mailer"]
+)
+def test_name_detection_ignores_innocent_names(column):
+    assert detect_by_name(column, "anything") == []
+
+
+def test_bare_name_only_in_person_tables():
+    assert [p.name for p in detect_by_name("name", "users")] == ["personal.name_in_person_table"]
+    assert [p.name for p in detect_by_name("name", "customerAccounts")] == ["personal.name_in_person_table"]
+    assert detect_by_name("name", "artist") == []
+
+
+def test_extra_patterns_from_rules():
+    names, content = build_patterns(
+        {
+            "names": [
+                {"pattern": "siren", "category": "identity", "severity": "medium"},
+                {"pattern": r"^staff_.*", "category": "hr", "severity": "high"},
+            ],
+            "content": [{"name": "fr_siren", "regex": r"\b\d{3} ?\d{3} ?\d{3}\b", "severity": "low"}],
+        }
+    )
+    assert [p.name for p in detect_by_name("company_siren", "x", names)] == ["identity.siren"]
+    assert [p.name for p in detect_by_name("staff_matricule", "x", names)] == ["hr.^staff_.*"]
+    assert detect_by_name("sirens_count", "x", names) == []
+    assert "fr_siren" in detect_in_value("SIREN 732 829 320", content)
+    with pytest.raises(ValueError, match="severity"):
+        build_patterns({"names": [{"pattern": "x", "severity": "critical"}]})
+
+
+def test_luhn():
+    assert luhn_valid("4111111111111111")
+    assert luhn_valid("79927398713")
+    assert not luhn_valid("4111111111111112")
+    assert not luhn_valid("41111111a1111111")
+
+
+@pytest.mark.parametrize(
+    ("value", "valid"),
+    [
+        ("4111 1111 1111 1111", True),  # Visa test number
+        ("5500-0000-0000-0004", True),  # Mastercard
+        ("378282246310005", True),  # Amex
+        ("4111 1111 1111 1112", False),  # bad checksum
+        ("1234567812345670", False),  # Luhn-valid but no card brand prefix
+        ("0000000000000000", False),  # Luhn-valid zeros
+    ],
+)
+def test_card_numbers_need_brand_and_luhn(value, valid):
+    assert card_number_valid(value) is valid
+    assert ("card_number" in detect_in_value(f"paid with {value} yesterday")) is valid
+
+
+@pytest.mark.parametrize(
+    ("value", "valid"),
+    [
+        ("FR76 3000 6000 0112 3456 7890 189", True),
+        ("GB82 WEST 1234 5698 7654 32", True),
+        ("DE89370400440532013000", True),
+        ("FR76 3000 6000 0112 3456 7890 188", False),  # mod-97 fails
+        ("DE8937040044053201300", False),  # wrong length for DE
+        ("ZZ89370400440532013000", False),  # unknown country
+    ],
+)
+def test_iban_mod97(value, valid):
+    assert iban_valid(value) is valid
+    assert ("iban" in detect_in_value(f"virement sur {value}.")) is valid
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("contact: Bob.Smith+news@Example.co.uk", "email"),
+        ("BOB@GMAIL.COM", "email"),
+        ("appelez le 06 12 34 56 78", "phone_fr"),
+        ("+33 6 12 34 56 78", "phone_fr"),
+        ("0033612345678", "phone_fr"),
+        ("+1 (780) 428-9482", "phone_e164"),
+        ("+447911123456", "phone_e164"),
+        ("from 192.168.12.7 at noon", "ipv4"),
+        ("2001:db8:85a3::8a2e:370:7334", "ipv6"),
+        ("Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N", "jwt"),
+    ],
+)
+def test_content_true_positives(value, expected):
+    assert expected in detect_in_value(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "version 1.2.3",
+        "999.12.1.1",
+        "12:30:00",
+        "order #123456789012",
+        "total 42.50 EUR",
+        "AC/DC",
+        "user at home",
+    ],
+)
+def test_content_false_positives(value):
+    assert detect_in_value(value) == []
