@@ -1,0 +1,472 @@
+"""Run pg_restore (by section, with a filtered ``-L`` list) and stream one table's COPY data.
+
+pg_restore counts every failed statement as an error and exits 1 at the end. Errors known to be
+harmless for a staging copy (missing roles, comments on extensions, ``schema "public" already
+exists``, ...) are reported as warnings; anything else raises :class:`RestoreError` naming the
+failing TOC entry.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from psycopg.conninfo import make_conninfo
+
+from scalingo_staging_sync.pgconn import PgTarget
+from scalingo_staging_sync.restore.dump import ForeignKey, foreign_keys, read_dump_header
+from scalingo_staging_sync.restore.errors import DumpFormatError, RestoreError
+from scalingo_staging_sync.restore.names import normalize_tables, qualified_key
+from scalingo_staging_sync.restore.pgtools import PgTools, check_tools_for_dump, find_pg_tools
+from scalingo_staging_sync.restore.toc import TocEntry, read_toc, section_args, write_list_file
+
+log = logging.getLogger(__name__)
+
+SECTIONS = ("pre-data", "data", "post-data", "pre-data+data", "all")
+
+# Errors pg_restore counts but that do not matter for a staging copy.
+HARMLESS_PATTERNS = [
+    (re.compile(r'role "[^"]*" does not exist'), "missing role"),
+    (re.compile(r'schema "public" already exists'), "schema public already exists"),
+    (re.compile(r"must be owner of (extension|schema public)"), "not owner of an extension / schema public"),
+    (re.compile(r'extension "[^"]*" already exists'), "extension already exists"),
+    (re.compile(r"unrecognized configuration parameter \"[^\"]*\""), "setting unknown to this server"),
+    (re.compile(r'language "plpgsql" already exists'), "plpgsql already exists"),
+    (re.compile(r"permission denied to (set parameter|change default privileges)"), "setting not allowed"),
+]
+POSTGIS_EXTENSION_TABLES = {
+    ("public", "spatial_ref_sys"),
+    ("topology", "topology"),
+    ("topology", "layer"),
+}
+
+ProgressCallback = Callable[[int, int, str | None], None]
+
+
+@dataclass
+class RestoreIssue:
+    """One error pg_restore reported, with the TOC entry it belongs to."""
+
+    message: str
+    toc_entry: str | None = None
+    command: str | None = None
+    harmless: str | None = None  # reason when recognised as harmless
+
+    def describe(self) -> str:
+        where = f" [TOC entry {self.toc_entry}]" if self.toc_entry else ""
+        return f"{self.message}{where}"
+
+
+@dataclass
+class RestoreResult:
+    section: str
+    database: str
+    returncode: int
+    entries_total: int
+    entries_done: int
+    duration_s: float
+    warnings: list[str] = field(default_factory=list)
+    errors: list[RestoreIssue] = field(default_factory=list)
+    excluded_data: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # entries deliberately not restored, with reasons
+    tables: list[str] = field(default_factory=list)  # "schema.table" whose data this run loaded
+
+
+def default_jobs() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Selection of TOC entries
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Selection:
+    kept: list[TocEntry]
+    skipped: list[tuple[TocEntry, str]]
+    excluded_data: list[str]
+    loaded_tables: list[str]
+
+
+def select_entries(
+    entries: list[TocEntry],
+    *,
+    exclude_data: Iterable[str] = (),
+    only_data: Iterable[str] | None = None,
+    exclude_tables: Iterable[str] = (),
+    fks: list[ForeignKey] = (),
+    all_entries: list[TocEntry] | None = None,
+) -> Selection:
+    """Filter a section's entries: drop TABLE DATA of excluded tables (exact names, never regexes),
+    keep only ``only_data`` tables' data when given, skip FK constraints that reference a table whose
+    data is excluded (``exclude_tables``), and skip the data of PostGIS's own tables when the
+    archive creates the extension (the extension provides it)."""
+    excluded = normalize_tables(exclude_tables) + [
+        t for t in normalize_tables(exclude_data) if t not in normalize_tables(exclude_tables)
+    ]
+    only = normalize_tables(only_data) if only_data is not None else None
+    everything = all_entries if all_entries is not None else entries
+    has_postgis = any(e.desc == "EXTENSION" and e.tag.startswith("postgis") for e in everything)
+    table_entries = {(e.schema, e.tag) for e in everything if e.desc == "TABLE"}
+    hard_excluded = set(normalize_tables(exclude_tables))
+    fk_skip = {
+        fk.entry.dump_id: fk for fk in fks if fk.references in hard_excluded and fk.table not in hard_excluded
+    }
+    kept: list[TocEntry] = []
+    skipped: list[tuple[TocEntry, str]] = []
+    excluded_names: list[str] = []
+    loaded: list[str] = []
+    for entry in entries:
+        if entry.desc == "TABLE DATA":
+            match = next((t for t in excluded if entry.matches_table(*t)), None)
+            if match is not None:
+                skipped.append((entry, "excluded table"))
+                excluded_names.append(qualified_key(*match))
+                continue
+            if only is not None and not any(entry.matches_table(*t) for t in only):
+                skipped.append((entry, "not in only_data"))
+                continue
+            key = (entry.schema, entry.tag)
+            if has_postgis and key in POSTGIS_EXTENSION_TABLES and key in table_entries:
+                # A TABLE entry means a non-extension copy of PostGIS's table was dumped; its rows
+                # come from the extension itself (PostGIS docs: do not restore spatial_ref_sys).
+                skipped.append((entry, "data provided by the postgis extension"))
+                continue
+            loaded.append(qualified_key(entry.schema or "public", entry.tag))
+        elif entry.dump_id in fk_skip:
+            skipped.append((entry, f"FK to excluded table: {fk_skip[entry.dump_id].describe()}"))
+            continue
+        kept.append(entry)
+    return Selection(kept=kept, skipped=skipped, excluded_data=excluded_names, loaded_tables=loaded)
+
+
+# --------------------------------------------------------------------------------------------
+# stderr parsing
+# --------------------------------------------------------------------------------------------
+
+_TOC_CTX_RE = re.compile(r"^pg_restore: from TOC entry (?P<entry>.+)$")
+_ERROR_RE = re.compile(r"^pg_restore: error: (?P<msg>.*)$")
+_FINISHED_RE = re.compile(r"^pg_restore: finished item (?P<id>\d+) (?P<what>.*)$")
+_ITEM_RE = re.compile(r"^pg_restore: (?:processing|launching) item (?P<id>\d+) (?P<what>.*)$")
+_PROCESSING_DATA_RE = re.compile(r'^pg_restore: processing data for table "(?P<table>.*)"$')
+
+
+class StderrParser:
+    """Turns ``pg_restore -v`` stderr into progress (entries done / total, current item) and issues.
+
+    An entry counts as done when pg_restore reports ``finished item N`` (parallel phase) or moves on
+    from ``processing item N`` (serial phases); only the entries of our ``-L`` list are counted.
+    """
+
+    def __init__(self, total: int, progress: ProgressCallback | None = None, ids: Iterable[int] = ()) -> None:
+        self.total = total
+        self.progress = progress
+        self.ids = set(ids)
+        self.done_ids: set[int] = set()
+        self.current: str | None = None
+        self.issues: list[RestoreIssue] = []
+        self.lines: list[str] = []
+        self._ctx: str | None = None
+        self._parallel = False
+        self._in_command = False
+        self._serial_item: int | None = None
+
+    @property
+    def done(self) -> int:
+        return len(self.done_ids)
+
+    def _finish(self, dump_id: int | None) -> None:
+        if dump_id is not None and (not self.ids or dump_id in self.ids) and dump_id not in self.done_ids:
+            self.done_ids.add(dump_id)
+            self._report(force=False)
+
+    def feed(self, line: str) -> None:
+        line = line.rstrip("\n")
+        self.lines.append(line)
+        if len(self.lines) > 5000:
+            del self.lines[:1000]
+        if m := _TOC_CTX_RE.match(line):
+            self._ctx = m.group("entry")
+            self._in_command = False
+            return
+        if m := _ERROR_RE.match(line):
+            msg = m.group("msg")
+            issue = RestoreIssue(message=msg, toc_entry=self._ctx)
+            for pattern, reason in HARMLESS_PATTERNS:
+                if pattern.search(msg):
+                    issue.harmless = reason
+                    break
+            self.issues.append(issue)
+            self._in_command = False
+            return
+        if line.startswith("Command was: ") and self.issues:
+            self.issues[-1].command = line[len("Command was: ") :]
+            self._in_command = True
+            return
+        if not line.startswith("pg_restore:"):
+            if self._in_command and self.issues and self.issues[-1].command is not None:
+                if len(self.issues[-1].command) < 500:
+                    self.issues[-1].command += "\n" + line
+            return
+        self._in_command = False
+        if line.startswith("pg_restore: entering main parallel loop"):
+            self._finish(self._serial_item)
+            self._serial_item = None
+            self._parallel = True
+        elif line.startswith("pg_restore: finished main parallel loop"):
+            self._parallel = False
+        elif m := _FINISHED_RE.match(line):
+            self._finish(int(m.group("id")))
+        elif m := _ITEM_RE.match(line):
+            dump_id = int(m.group("id"))
+            if not self.ids or dump_id in self.ids:
+                self.current = m.group("what")
+            if not self._parallel and not line.startswith("pg_restore: launching"):
+                self._finish(self._serial_item)
+                self._serial_item = dump_id
+        elif m := _PROCESSING_DATA_RE.match(line):
+            self.current = f"TABLE DATA {m.group('table')}"
+
+    def close(self) -> None:
+        self._finish(self._serial_item)
+        self._serial_item = None
+
+    def _report(self, force: bool) -> None:
+        if self.progress is None:
+            return
+        self.progress(min(self.done, self.total), self.total, self.current)
+
+    def fatal(self) -> list[RestoreIssue]:
+        return [
+            i for i in self.issues if not i.harmless and not i.message.startswith("errors ignored on restore")
+        ]
+
+
+def log_progress(prefix: str = "pg_restore", every_s: float = 5.0) -> ProgressCallback:
+    """A progress callback logging ``done/total`` and the current item at most every ``every_s``."""
+    state = {"t": 0.0}
+
+    def callback(done: int, total: int, current: str | None) -> None:
+        now = time.monotonic()
+        if now - state["t"] >= every_s or done >= total:
+            state["t"] = now
+            log.info("%s: %d/%d TOC entries done; current: %s", prefix, done, total, current or "-")
+
+    return callback
+
+
+# --------------------------------------------------------------------------------------------
+# pg_restore
+# --------------------------------------------------------------------------------------------
+
+
+def pg_restore_base_args(tools: PgTools) -> list[str]:
+    args = [tools.path("pg_restore"), "--no-owner", "--no-privileges", "--no-comments"]
+    if tools.version >= 11:
+        args += ["--no-publications", "--no-subscriptions", "--no-security-labels", "--no-tablespaces"]
+    return args
+
+
+def run_pg_restore(
+    dump_path: str | os.PathLike,
+    target: PgTarget,
+    *,
+    section: str,
+    jobs: int | None = None,
+    exclude_data: Iterable[str] = (),
+    only_data: Iterable[str] | None = None,
+    tools: PgTools | None = None,
+    clean: bool = False,
+    progress: ProgressCallback | None = None,
+    exclude_tables: Iterable[str] = (),
+    entries: list[TocEntry] | None = None,
+    fks: list[ForeignKey] | None = None,
+) -> RestoreResult:
+    """Restore one section of an archive into ``target`` with a filtered ``-L`` list.
+
+    ``exclude_data`` / ``only_data``: table names (``schema.table`` or ``table`` = public, exact)
+    whose TABLE DATA entries are dropped / kept. ``exclude_tables``: like ``exclude_data`` plus the
+    FK constraints that reference those tables are skipped (and reported), so excluding a table
+    other tables reference never breaks post-data. Raises :class:`RestoreError` on real errors.
+    """
+    if section not in SECTIONS:
+        raise ValueError(f"unknown section {section!r}: use one of {', '.join(SECTIONS)}")
+    started = time.monotonic()
+    dump_path = Path(dump_path)
+    tools = tools or find_pg_tools()
+    header = read_dump_header(dump_path)
+    check_tools_for_dump(tools, header.dump_major)
+    if not header.is_archive:
+        raise DumpFormatError(
+            f"{dump_path} is a plain SQL dump: pg_restore cannot read it and sections do not apply; "
+            "restore it with restore.plain.run_sql_script (psql, ON_ERROR_STOP)"
+        )
+    all_entries = entries if entries is not None else read_toc(dump_path, tools)
+    section_entries = read_toc(dump_path, tools, section=section) if section != "all" else all_entries
+    exclude_tables = list(exclude_tables)
+    if fks is None:
+        needs_fks = exclude_tables and section in ("post-data", "all")
+        fks = foreign_keys(dump_path, tools, all_entries) if needs_fks else []
+    selection = select_entries(
+        section_entries,
+        exclude_data=exclude_data,
+        only_data=only_data,
+        exclude_tables=exclude_tables,
+        fks=fks,
+        all_entries=all_entries,
+    )
+    for entry, reason in selection.skipped:
+        if reason.startswith("FK to excluded"):
+            log.warning("not restoring %s (%s)", entry.raw, reason)
+        else:
+            log.info("not restoring %s (%s)", entry.raw, reason)
+    jobs = jobs or default_jobs()
+    if header.format == "tar" and jobs > 1:
+        log.info("tar-format archive: pg_restore cannot run parallel jobs on it; using 1 job")
+        jobs = 1
+    listfile = write_list_file(selection.kept, selection.skipped)
+    cmd = pg_restore_base_args(tools) + [
+        "--verbose",
+        f"--jobs={jobs}",
+        *section_args(section),
+        "-L",
+        str(listfile),
+    ]
+    if clean:
+        cmd += ["--clean", "--if-exists"]
+    cmd += ["-d", make_conninfo(dbname=target.dbname), str(dump_path)]
+    parser = StderrParser(
+        total=len(selection.kept), progress=progress, ids=[e.dump_id for e in selection.kept]
+    )
+    log.info(
+        "pg_restore section %s of %s into %s (%d TOC entries, %d jobs, %s)",
+        section, dump_path.name, target.describe(), len(selection.kept), jobs, tools.describe(),
+    )  # fmt: skip
+    try:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=target.libpq_env(),
+            text=True,
+            errors="replace",
+        )
+        try:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                parser.feed(line)
+            returncode = proc.wait()
+            parser.close()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    finally:
+        listfile.unlink(missing_ok=True)
+    duration = time.monotonic() - started
+    fatal = parser.fatal()
+    warnings = [f"{i.describe()} (harmless: {i.harmless})" for i in parser.issues if i.harmless]
+    for warning in warnings:
+        log.warning("pg_restore: %s", warning)
+    if returncode != 0 and (fatal or not parser.issues):
+        first = fatal[0] if fatal else None
+        detail = first.describe() if first else "\n".join(parser.lines[-15:])
+        if first and first.command:
+            detail += f"\n  command was: {first.command[:300]}"
+        more = f" (and {len(fatal) - 1} more errors)" if len(fatal) > 1 else ""
+        raise RestoreError(
+            f"pg_restore failed (exit status {returncode}) restoring section {section} into "
+            f"{target.describe()}: {detail}{more}"
+        )
+    if returncode == 0 and fatal:  # should not happen, but never hide an error
+        raise RestoreError(f"pg_restore reported errors: {fatal[0].describe()}")
+    return RestoreResult(
+        section=section,
+        database=target.dbname,
+        returncode=returncode,
+        entries_total=len(selection.kept),
+        entries_done=parser.done if returncode == 0 else parser.done,
+        duration_s=round(duration, 3),
+        warnings=warnings,
+        errors=parser.issues,
+        excluded_data=selection.excluded_data,
+        skipped=[f"{e.raw} ({reason})" for e, reason in selection.skipped],
+        tables=selection.loaded_tables,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# One table's COPY stream
+# --------------------------------------------------------------------------------------------
+
+_PG_TO_PY_ENCODING = {"UTF8": "utf-8", "SQL_ASCII": "latin-1", "LATIN1": "latin-1", "WIN1252": "cp1252"}
+_ENCODING_RE = re.compile(r"^SET client_encoding = '(?P<enc>[^']+)';")
+
+
+def find_table_data_entry(entries: list[TocEntry], table: str) -> TocEntry:
+    (schema, name) = normalize_tables([table])[0]
+    for entry in entries:
+        if entry.desc == "TABLE DATA" and entry.matches_table(schema, name):
+            return entry
+    raise RestoreError(f"the archive has no TABLE DATA entry for {qualified_key(schema, name)}")
+
+
+def stream_table_copy(
+    dump_path: str | os.PathLike,
+    table: str,
+    tools: PgTools | None = None,
+    entries: list[TocEntry] | None = None,
+) -> Iterator[str]:
+    """Yield a table's COPY block from the archive: first the ``COPY schema.table (cols) FROM stdin;``
+    header, then one COPY-text row per item (no trailing newline; the ``\\.`` terminator is not
+    yielded). Closing the generator early kills pg_restore."""
+    tools = tools or find_pg_tools()
+    entries = entries if entries is not None else read_toc(dump_path, tools)
+    entry = find_table_data_entry(entries, table)
+    listfile = write_list_file([entry])
+    cmd = [tools.path("pg_restore"), "-a", "-L", str(listfile), "-f", "-", str(dump_path)]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    finished = False
+    try:
+        assert proc.stdout is not None
+        encoding = "utf-8"
+        in_copy = False
+        for raw in proc.stdout:
+            if not in_copy:
+                text = raw.decode("utf-8", "replace")
+                if m := _ENCODING_RE.match(text):
+                    encoding = _PG_TO_PY_ENCODING.get(m.group("enc").upper(), "utf-8")
+                if text.startswith("COPY "):
+                    in_copy = True
+                    yield text.rstrip("\n")
+                continue
+            line = raw.decode(encoding, "surrogateescape").rstrip("\n")
+            if line == "\\.":
+                finished = True
+                break
+            yield line
+        if not finished:
+            proc.wait()
+            err = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
+            raise RestoreError(f"reading the data of {table} from {dump_path} failed: {err.strip()}")
+        proc.stdout.read()
+        rc = proc.wait()
+        if rc != 0:
+            err = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
+            raise RestoreError(f"pg_restore failed reading {table}: {err.strip()}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+        listfile.unlink(missing_ok=True)
