@@ -1,0 +1,251 @@
+"""Residual-value verification: prove that no sampled production value survived anonymization.
+
+Input: the results of the AnonymizeTableOperator mapped tasks (docs/CONTRACTS.md, "Residual-value
+proof"): per table ``{"table", "mode", "rows", "masked_columns", "proof": {"algorithm", "key_columns",
+"rows": [{"key": [...], "values": {column: fingerprint}}]}}``.
+
+For each table, one query re-reads the sampled keys (``WHERE (k1, k2) IN ((...), ...)``: the key
+texts are sent untyped so PostgreSQL casts them to the key columns' types and can use the primary-key
+index), computes ``fingerprint(salt, current::text)`` of every masked column, and fails when it equals
+the recorded one: same key, same value, the original is still there. Row counts are checked too:
+``count(*)`` against the rows the anonymize task reported, and against the restore's per-table rows
+when given.
+
+No Airflow here. Values are never logged or returned: only counts and column names.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from scalingo_staging_sync.fingerprint import ALGORITHM, fingerprint
+
+log = logging.getLogger(__name__)
+
+_KEY_BATCH = 1000  # keys per query (a proof holds about 200)
+
+
+class ResidualValueError(Exception):
+    """Verification failed: sampled originals survived, or row counts differ. Names table.column."""
+
+    def __init__(self, report: VerificationReport):
+        self.report = report
+        super().__init__("Residual-value verification failed: " + "; ".join(report.failures))
+
+
+@dataclass
+class TableVerification:
+    table: str
+    mode: str | None = None
+    passed: bool = True
+    rows_found: int | None = None
+    rows_reported: int | None = None
+    rows_restored: int | None = None
+    keys_sampled: int = 0
+    keys_found: int = 0
+    columns: dict[str, dict[str, int]] = field(default_factory=dict)  # col -> {checked, survived}
+    survived_columns: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["duration_s"] = round(self.duration_s, 3)
+        return data
+
+
+@dataclass
+class VerificationReport:
+    tables: list[TableVerification]
+    duration_s: float
+
+    @property
+    def passed(self) -> bool:
+        return all(t.passed for t in self.tables)
+
+    @property
+    def failures(self) -> list[str]:
+        return [f"{t.table}: {p}" for t in self.tables for p in t.problems]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "enabled": True,
+            "passed": self.passed,
+            "algorithm": ALGORITHM,
+            "duration_s": round(self.duration_s, 3),
+            "failures": self.failures,
+            "tables": [t.to_dict() for t in self.tables],
+        }
+
+
+def _split(table: str) -> tuple[str, str]:
+    if "." in table:
+        schema, name = table.split(".", 1)
+        return schema, name
+    return "public", table
+
+
+def _results_list(results: Any) -> list[Mapping[str, Any]]:
+    if results is None:
+        return []
+    if isinstance(results, Mapping):
+        return [results]
+    return [r for r in results if r]
+
+
+def verify_table(conn, result: Mapping[str, Any], salt: str, restored_rows: int | None = None) -> TableVerification:
+    """Verify one anonymized table (see module doc)."""
+    from psycopg import sql
+
+    started = time.monotonic()
+    table = str(result["table"])
+    schema, name = _split(table)
+    check = TableVerification(table=f"{schema}.{name}", mode=result.get("mode"))
+    relation = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+    rows_reported = result.get("rows")
+    check.rows_reported = int(rows_reported) if rows_reported is not None else None
+    check.rows_restored = int(restored_rows) if restored_rows is not None else None
+
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(relation))
+        check.rows_found = int(cur.fetchone()[0])
+    if check.rows_reported is not None:
+        if check.mode == "in_place":  # rows = rows the UPDATE touched (a condition may narrow it)
+            if check.rows_found < check.rows_reported:
+                check.problems.append(
+                    f"row count {check.rows_found} is below the {check.rows_reported} rows the anonymizer updated"
+                )
+        elif check.rows_found != check.rows_reported:
+            check.problems.append(
+                f"row count {check.rows_found} differs from the {check.rows_reported} rows the anonymizer loaded"
+            )
+    if check.rows_restored is not None and check.rows_found != check.rows_restored:
+        check.problems.append(
+            f"row count {check.rows_found} differs from the {check.rows_restored} rows of the restore"
+        )
+
+    proof = result.get("proof") or {}
+    algorithm = proof.get("algorithm")
+    samples = [r for r in proof.get("rows") or [] if r.get("key") and None not in r["key"]]
+    key_columns = list(proof.get("key_columns") or [])
+    if samples and algorithm != ALGORITHM:
+        check.problems.append(f"proof algorithm {algorithm!r} is not {ALGORITHM!r}: cannot verify")
+    elif samples and not key_columns:
+        check.problems.append("proof has sampled rows but no key_columns: cannot verify")
+    elif samples:
+        _check_samples(conn, check, relation, key_columns, samples, salt)
+    elif result.get("masked_columns") and (check.rows_found or 0) > 0:
+        check.problems.append("no residual-value proof although the table has rows and masked columns")
+    check.passed = not check.problems
+    check.duration_s = time.monotonic() - started
+    return check
+
+
+def _check_samples(conn, check, relation, key_columns: list[str], samples: list[dict], salt: str) -> None:
+    from psycopg import sql
+
+    columns = sorted({c for s in samples for c in (s.get("values") or {})})
+    if not columns:
+        return
+    expected: dict[tuple[str, ...], dict[str, str]] = {
+        tuple(str(k) for k in s["key"]): dict(s.get("values") or {}) for s in samples
+    }
+    check.keys_sampled = len(expected)
+    stats = {c: {"checked": 0, "survived": 0} for c in columns}
+    key_sql = sql.SQL(", ").join(sql.Identifier(k) for k in key_columns)
+    select = sql.SQL(", ").join(
+        [sql.SQL("{}::text").format(sql.Identifier(k)) for k in key_columns]
+        + [sql.SQL("{}::text").format(sql.Identifier(c)) for c in columns]
+    )
+    width = len(key_columns)
+    keys = list(expected)
+    found = 0
+    with conn.cursor() as cur:
+        for start in range(0, len(keys), _KEY_BATCH):
+            batch = keys[start : start + _KEY_BATCH]
+            row_ph = sql.SQL("({})").format(sql.SQL(", ").join([sql.Placeholder()] * width))
+            query = sql.SQL("SELECT {} FROM {} WHERE ({}) IN ({})").format(
+                select, relation, key_sql, sql.SQL(", ").join([row_ph] * len(batch))
+            )
+            cur.execute(query, [part for key in batch for part in key])
+            for row in cur.fetchall():
+                key = tuple(row[:width])
+                recorded = expected.get(key)
+                if recorded is None:
+                    continue
+                found += 1
+                for index, column in enumerate(columns):
+                    original = recorded.get(column)
+                    if original is None:
+                        continue
+                    stats[column]["checked"] += 1
+                    current = row[width + index]
+                    if current is not None and fingerprint(salt, current) == original:
+                        stats[column]["survived"] += 1
+    check.keys_found = found
+    check.columns = stats
+    check.survived_columns = [c for c in columns if stats[c]["survived"]]
+    for column in check.survived_columns:
+        check.problems.append(
+            f"column {check.table}.{column} still holds {stats[column]['survived']} of "
+            f"{stats[column]['checked']} sampled original values"
+        )
+    if found == 0:
+        check.problems.append(f"none of the {len(expected)} sampled keys was found after anonymization")
+
+
+def verify_anonymization_results(
+    conn,
+    results: Iterable[Mapping[str, Any]] | Mapping[str, Any] | None,
+    salt: str,
+    restore_rows: Mapping[str, int] | None = None,
+) -> VerificationReport:
+    """Verify every table of ``results`` on the autocommit psycopg connection ``conn``."""
+    if not salt:
+        raise ValueError("the anonymization salt is empty: verification cannot recompute fingerprints")
+    started = time.monotonic()
+    restore_rows = {(k if "." in k else f"public.{k}"): v for k, v in (restore_rows or {}).items()}
+    tables = []
+    for result in _results_list(results):
+        schema, name = _split(str(result["table"]))
+        try:
+            check = verify_table(conn, result, salt, restore_rows.get(f"{schema}.{name}"))
+        except Exception as exc:  # a query error is a failure, never a silent pass
+            check = TableVerification(table=f"{schema}.{name}", mode=result.get("mode"), passed=False)
+            check.problems.append(f"verification query failed ({type(exc).__name__})")
+            log.warning("verification of %s.%s failed: %s", schema, name, type(exc).__name__)
+        log.info(
+            "verification %s: %s (rows %s, %d/%d sampled keys found%s)",
+            check.table,
+            "PASS" if check.passed else "FAIL",
+            check.rows_found,
+            check.keys_found,
+            check.keys_sampled,
+            f"; {'; '.join(check.problems)}" if check.problems else "",
+        )
+        tables.append(check)
+    return VerificationReport(tables=tables, duration_s=time.monotonic() - started)
+
+
+def verify_residuals(
+    target,
+    results: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None,
+    salt: str,
+    restore_rows: Mapping[str, int] | None = None,
+    *,
+    raise_on_failure: bool = True,
+) -> dict[str, Any]:
+    """Verify on a :class:`~scalingo_staging_sync.pgconn.PgTarget`; return the report dict.
+
+    Raises :class:`ResidualValueError` (naming each table and column) when it fails, unless
+    ``raise_on_failure`` is false.
+    """
+    with target.connect(autocommit=True) as conn:
+        report = verify_anonymization_results(conn, results, salt, restore_rows)
+    if raise_on_failure and not report.passed:
+        raise ResidualValueError(report)
+    return report.to_dict()
