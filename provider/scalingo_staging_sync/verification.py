@@ -97,7 +97,9 @@ def _results_list(results: Any) -> list[Mapping[str, Any]]:
     return [r for r in results if r]
 
 
-def verify_table(conn, result: Mapping[str, Any], salt: str, restored_rows: int | None = None) -> TableVerification:
+def verify_table(
+    conn, result: Mapping[str, Any], salt: str, restored_rows: int | None = None
+) -> TableVerification:
     """Verify one anonymized table (see module doc)."""
     from psycopg import sql
 

@@ -31,7 +31,12 @@ def _proof(pg, db, table, key_columns, columns, limit=200):
     for row in rows:
         key, values = list(row[: len(key_columns)]), row[len(key_columns) :]
         out.append(
-            {"key": key, "values": {c: fingerprint(SALT, v) for c, v in zip(columns, values) if v is not None}}
+            {
+                "key": key,
+                "values": {
+                    c: fingerprint(SALT, v) for c, v in zip(columns, values, strict=True) if v is not None
+                },
+            }
         )
     return {"algorithm": ALGORITHM, "key_columns": key_columns, "rows": out}
 
@@ -39,8 +44,16 @@ def _proof(pg, db, table, key_columns, columns, limit=200):
 def test_verification_passes_when_every_row_changed(staging_pg16, chinook_verify):
     db = chinook_verify
     proof = _proof(staging_pg16, db, "customer", ["customer_id"], ["email", "last_name"])
-    staging_pg16.execute("UPDATE customer SET email = 'user' || customer_id || '@example.com', last_name = 'X'", db)
-    result = {"table": "public.customer", "mode": "in_place", "rows": 59, "masked_columns": ["email", "last_name"], "proof": proof}
+    staging_pg16.execute(
+        "UPDATE customer SET email = 'user' || customer_id || '@example.com', last_name = 'X'", db
+    )
+    result = {
+        "table": "public.customer",
+        "mode": "in_place",
+        "rows": 59,
+        "masked_columns": ["email", "last_name"],
+        "proof": proof,
+    }
     report = verify_residuals(_target(staging_pg16, db), [result], SALT, {"public.customer": 59})
     assert report["passed"]
     table = report["tables"][0]
@@ -52,8 +65,16 @@ def test_verification_catches_a_too_narrow_condition(staging_pg16, chinook_verif
     db = chinook_verify
     proof = _proof(staging_pg16, db, "customer", ["customer_id"], ["email", "phone"])
     # the rule's condition only matched some rows: the others keep their real email; phone untouched
-    staging_pg16.execute("UPDATE customer SET email = 'masked' || customer_id || '@example.com' WHERE country = 'USA'", db)
-    result = {"table": "public.customer", "mode": "in_place", "rows": 13, "masked_columns": ["email", "phone"], "proof": proof}
+    staging_pg16.execute(
+        "UPDATE customer SET email = 'masked' || customer_id || '@example.com' WHERE country = 'USA'", db
+    )
+    result = {
+        "table": "public.customer",
+        "mode": "in_place",
+        "rows": 13,
+        "masked_columns": ["email", "phone"],
+        "proof": proof,
+    }
     with pytest.raises(ResidualValueError) as excinfo:
         verify_residuals(_target(staging_pg16, db), [result], SALT)
     message = str(excinfo.value)
@@ -68,7 +89,13 @@ def test_verification_catches_a_too_narrow_condition(staging_pg16, chinook_verif
 def test_row_count_mismatch_fails(staging_pg16, chinook_verify):
     db = chinook_verify
     staging_pg16.execute("DELETE FROM invoice_line WHERE invoice_line_id > 2000", db)
-    result = {"table": "invoice_line", "mode": "on_load", "rows": 2240, "masked_columns": [], "proof": {"algorithm": ALGORITHM, "key_columns": ["invoice_line_id"], "rows": []}}
+    result = {
+        "table": "invoice_line",
+        "mode": "on_load",
+        "rows": 2240,
+        "masked_columns": [],
+        "proof": {"algorithm": ALGORITHM, "key_columns": ["invoice_line_id"], "rows": []},
+    }
     report = verify_residuals(_target(staging_pg16, db), [result], SALT, raise_on_failure=False)
     assert not report["passed"]
     assert "2000 differs from the 2240 rows the anonymizer loaded" in report["failures"][0]
@@ -88,7 +115,13 @@ def test_composite_keys_and_other_schema(staging_pg16):
         "key_columns": ["org", "n"],
         "rows": [{"key": [o, n], "values": {"e-mail": fingerprint(SALT, e)}} for o, n, e in rows],
     }
-    result = {"table": "Crm.Contact Book", "mode": "on_load", "rows": 30, "masked_columns": ["e-mail"], "proof": proof}
+    result = {
+        "table": "Crm.Contact Book",
+        "mode": "on_load",
+        "rows": 30,
+        "masked_columns": ["e-mail"],
+        "proof": proof,
+    }
     with pytest.raises(ResidualValueError, match=r"Crm\.Contact Book\.e-mail"):
         verify_residuals(_target(staging_pg16, db), [result], SALT)
     staging_pg16.execute('UPDATE "Crm"."Contact Book" SET "e-mail" = NULL WHERE org = 0', db)
@@ -100,7 +133,13 @@ def test_composite_keys_and_other_schema(staging_pg16):
 
 def test_missing_proof_and_missing_table_fail(staging_pg16, chinook_verify):
     db = chinook_verify
-    no_proof = {"table": "public.employee", "mode": "on_load", "rows": 8, "masked_columns": ["email"], "proof": None}
+    no_proof = {
+        "table": "public.employee",
+        "mode": "on_load",
+        "rows": 8,
+        "masked_columns": ["email"],
+        "proof": None,
+    }
     missing = {"table": "public.nope", "mode": "on_load", "rows": 1, "masked_columns": ["x"], "proof": None}
     report = verify_residuals(_target(staging_pg16, db), [no_proof, missing], SALT, raise_on_failure=False)
     assert not report["passed"]
