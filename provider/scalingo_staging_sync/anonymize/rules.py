@@ -1,0 +1,411 @@
+"""The reviewed YAML rules file: loading, JSON Schema validation, defaults, the frozen ``Rules`` value.
+
+Every error names the entry and the key (``anonymization_tables[3].columns.emial: ...``) and all of them
+are reported together, before anything runs. Checks that need the restored database (does the column
+exist, does the output fit its type) are done by :func:`scalingo_staging_sync.anonymize.planner.plan_anonymization`
+with the same naming.
+
+The path comes from the ``rules_file`` DAG param, else the env ``SCALINGO_STAGING_SYNC_RULES``
+(:func:`resolve_rules_path`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+RULES_ENV = "SCALINGO_STAGING_SYNC_RULES"
+
+
+class RulesError(ValueError):
+    """Invalid rules file; ``errors`` lists every problem, each naming its entry and key."""
+
+    def __init__(self, errors: list[str], source: str | None = None):
+        self.errors = list(errors)
+        self.source = source
+        where = f" in {source}" if source else ""
+        super().__init__(
+            f"{len(self.errors)} error(s){where}:\n" + "\n".join(f"  - {e}" for e in self.errors)
+        )
+
+
+class _AttrMapping(Mapping):
+    """Frozen dataclasses below also read like dicts (``rules.retry["attempts"]``)."""
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self.__dataclass_fields__:  # type: ignore[attr-defined]
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.__dataclass_fields__)  # type: ignore[attr-defined]
+
+    def __len__(self) -> int:
+        return len(self.__dataclass_fields__)  # type: ignore[attr-defined]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, _AttrMapping):
+        return value.to_dict()
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True)
+class TableRule(_AttrMapping):
+    """One ``anonymization_tables`` entry; ``columns`` is normalised to ``{col: {"transformer": ..}}``."""
+
+    index: int
+    table: str
+    strategy: str | None = None
+    columns: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    query: str | None = None
+    condition: str | None = None
+    translation: str | None = None
+
+    @property
+    def where(self) -> str:
+        return f"anonymization_tables[{self.index}]"
+
+    @property
+    def schema_name(self) -> tuple[str, str]:
+        return split_table_name(self.table)
+
+    @property
+    def qualified(self) -> str:
+        schema, name = self.schema_name
+        return f"{schema}.{name}"
+
+
+@dataclass(frozen=True)
+class PiiScanSettings(_AttrMapping):
+    enabled: bool = True
+    on_unmasked: str = "fail"
+    sample_rows: int = 1000
+    allow: tuple[Any, ...] = ()
+    patterns: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RetrySettings(_AttrMapping):
+    attempts: int = 3
+    base_delay_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class VerificationSettings(_AttrMapping):
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class ProductionPatterns(_AttrMapping):
+    apps: tuple[str, ...] = ("prod", "production")
+    hosts: tuple[str, ...] = ("prod", "production")
+
+
+@dataclass(frozen=True)
+class RestoreSettings(_AttrMapping):
+    mode: str = "auto"
+    keep_previous: bool = True
+    jobs: int | None = None
+    maintenance: bool = False
+
+
+@dataclass(frozen=True)
+class Rules(_AttrMapping):
+    source_app: str
+    target_app: str | None = None
+    anonymization_tables: tuple[TableRule, ...] = ()
+    exclude_tables: tuple[str, ...] = ()
+    pii_scan: PiiScanSettings = field(default_factory=PiiScanSettings)
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    verification: VerificationSettings = field(default_factory=VerificationSettings)
+    parallel_connections: int = 3
+    audit_dir: str | None = None
+    seeds: tuple[str, ...] = ()
+    post_sync_commands: tuple[str, ...] = ()
+    production_patterns: ProductionPatterns = field(default_factory=ProductionPatterns)
+    require_confirmation: bool = False
+    slack_conn_id: str | None = None
+    slack_channel: str | None = None
+    email_domain: str = "example.com"
+    restore: RestoreSettings = field(default_factory=RestoreSettings)
+    path: str | None = None
+    sha256: str | None = None
+
+    def seed_paths(self) -> list[Path]:
+        """``seeds`` resolved relative to the rules file."""
+        base = Path(self.path).parent if self.path else Path.cwd()
+        return [(base / s) for s in self.seeds]
+
+    def table_rule(self, table: str) -> TableRule | None:
+        wanted = ".".join(split_table_name(table))
+        return next((t for t in self.anonymization_tables if t.qualified == wanted), None)
+
+
+def split_table_name(table: str) -> tuple[str, str]:
+    """``"schema.table"`` -> (schema, table); ``"table"`` -> ("public", table). Names are data, never SQL."""
+    if "." in table:
+        schema, name = table.split(".", 1)
+        return schema, name
+    return "public", table
+
+
+@lru_cache(maxsize=1)
+def rules_schema() -> dict[str, Any]:
+    """The JSON Schema shipped in the package (``anonymize/rules.schema.json``)."""
+    text = (resources.files("scalingo_staging_sync.anonymize") / "rules.schema.json").read_text("utf-8")
+    return json.loads(text)
+
+
+def _path_str(path: Any) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _schema_errors(data: Any) -> list[str]:
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator(rules_schema())
+    errors: list[str] = []
+    for err in sorted(
+        validator.iter_errors(data), key=lambda e: (list(map(str, e.absolute_path)), e.message)
+    ):
+        where = _path_str(err.absolute_path)
+        if err.validator == "additionalProperties":
+            extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+            for key in extra:
+                errors.append(f"{_path_str([*err.absolute_path, key])}: unknown key")
+            continue
+        if err.validator == "oneOf" and err.schema is rules_schema()["$defs"]["table_rule"]:
+            present = [
+                k
+                for k in ("strategy", "columns", "query")
+                if isinstance(err.instance, dict) and k in err.instance
+            ]
+            if not present:
+                errors.append(f"{where}: needs one of strategy, columns or query")
+            else:
+                errors.append(
+                    f"{where}: give only one of strategy, columns or query (found {', '.join(present)})"
+                )
+            continue
+        if err.validator == "oneOf" and err.schema is rules_schema()["$defs"]["column_rule"]:
+            errors.append(
+                f"{where}: must be a transformer name, null, or {{transformer: <name>, ...options}}"
+            )
+            continue
+        errors.append(f"{where}: {err.message}")
+    return errors
+
+
+def _normalise_column(spec: Any) -> dict[str, Any]:
+    if spec is None:  # YAML `notes: null` -> the null transformer
+        return {"transformer": "null"}
+    if isinstance(spec, str):
+        return {"transformer": spec}
+    return dict(spec)
+
+
+def _check_transformer(where: str, spec: dict[str, Any], email_domain: str) -> list[str]:
+    from jsonschema import Draft202012Validator
+
+    from scalingo_staging_sync.anonymize.transformers import get_transformer, options_of
+
+    try:
+        transformer = get_transformer(spec["transformer"])
+    except KeyError as exc:
+        return [f"{where}: {exc.args[0]}"]
+    options = options_of(spec)
+    errors = []
+    schema = {
+        "type": "object",
+        "properties": transformer.options_schema,
+        "required": list(transformer.required_options),
+        "additionalProperties": False,
+    }
+    for err in Draft202012Validator(schema).iter_errors(options):
+        if err.validator == "additionalProperties":
+            for key in sorted(set(err.instance) - set(transformer.options_schema)):
+                allowed = ", ".join(sorted(transformer.options_schema)) or "none"
+                errors.append(
+                    f"{where}.{key}: unknown option of transformer {transformer.name!r} (options: {allowed})"
+                )
+        else:
+            sub = _path_str(err.absolute_path) if err.absolute_path else ""
+            errors.append(f"{where}{'.' + sub if sub else ''}: {err.message}")
+    return errors
+
+
+def _check_condition(where: str, condition: str) -> list[str]:
+    """Conditions are SQL from the reviewed file, wrapped as ``WHERE (\\n<cond>\\n)``; refuse what could
+    break out of the parentheses into another statement (the planner also EXPLAINs it as one statement)."""
+    errors = []
+    stripped = re.sub(r"'(?:[^']|'')*'", "''", condition)  # ignore string literals
+    if ";" in stripped:
+        errors.append(f"{where}: a condition is one boolean expression; ';' is not allowed")
+    if re.search(r"^\s*where\b", condition, re.IGNORECASE):
+        errors.append(f"{where}: write the condition without the WHERE keyword")
+    depth = 0
+    for ch in stripped:
+        depth += ch == "("
+        depth -= ch == ")"
+        if depth < 0:
+            errors.append(f"{where}: unbalanced parentheses")
+            break
+    else:
+        if depth:
+            errors.append(f"{where}: unbalanced parentheses")
+    return errors
+
+
+def validate_rules_dict(data: Any, *, path: str | None = None, sha256: str | None = None) -> Rules:
+    """Validate a parsed rules document and return :class:`Rules`; raise :class:`RulesError` listing
+    every problem (schema, transformers and their options, strategies, duplicates, conditions)."""
+    if not isinstance(data, dict):
+        raise RulesError(
+            ["(top level): the rules file must be a mapping (source_app: ..., anonymization_tables: ...)"],
+            path,
+        )
+    errors = _schema_errors(data)
+    if errors:
+        raise RulesError(errors, path)
+
+    from scalingo_staging_sync.anonymize.strategies import strategy_exists, strategy_names
+
+    email_domain = data.get("email_domain", "example.com")
+    tables: list[TableRule] = []
+    seen: dict[str, int] = {}
+    excluded = {".".join(split_table_name(t)) for t in data.get("exclude_tables", [])}
+    for i, entry in enumerate(data.get("anonymization_tables", [])):
+        where = f"anonymization_tables[{i}]"
+        qualified = ".".join(split_table_name(entry["table"]))
+        if qualified in seen:
+            errors.append(
+                f"{where}.table: {qualified} is already configured by anonymization_tables[{seen[qualified]}] "
+                "(one entry per table: merge them)"
+            )
+        seen.setdefault(qualified, i)
+        if qualified in excluded:
+            errors.append(f"{where}.table: {qualified} is also in exclude_tables (its data is not restored)")
+        columns: dict[str, dict[str, Any]] = {}
+        for col, spec in (entry.get("columns") or {}).items():
+            norm = _normalise_column(spec)
+            errors.extend(_check_transformer(f"{where}.columns.{col}", norm, email_domain))
+            columns[col] = norm
+        if entry.get("strategy") and not strategy_exists(entry["strategy"]):
+            errors.append(
+                f"{where}.strategy: unknown strategy {entry['strategy']!r} (known: {', '.join(strategy_names())})"
+            )
+        condition = entry.get("condition")
+        if condition is not None:
+            if entry.get("query"):
+                errors.append(f"{where}.condition: not allowed with query (write the WHERE inside the query)")
+            errors.extend(_check_condition(f"{where}.condition", condition))
+        tables.append(
+            TableRule(
+                index=i,
+                table=entry["table"],
+                strategy=entry.get("strategy"),
+                columns=columns,
+                query=entry.get("query"),
+                condition=condition,
+                translation=entry.get("translation"),
+            )
+        )
+    if errors:
+        raise RulesError(errors, path)
+
+    pii = data.get("pii_scan", {})
+    retry = data.get("retry", {})
+    prod = data.get("production_patterns", {})
+    restore = data.get("restore", {})
+    return Rules(
+        source_app=data["source_app"],
+        target_app=data.get("target_app"),
+        anonymization_tables=tuple(tables),
+        exclude_tables=tuple(data.get("exclude_tables", [])),
+        pii_scan=PiiScanSettings(
+            enabled=pii.get("enabled", True),
+            on_unmasked=pii.get("on_unmasked", "fail"),
+            sample_rows=pii.get("sample_rows", 1000),
+            allow=tuple(pii.get("allow", [])),
+            patterns=dict(pii.get("patterns", {})),
+        ),
+        retry=RetrySettings(
+            attempts=retry.get("attempts", 3), base_delay_s=float(retry.get("base_delay_s", 1.0))
+        ),
+        verification=VerificationSettings(enabled=data.get("verification", {}).get("enabled", True)),
+        parallel_connections=data.get("parallel_connections", 3),
+        audit_dir=data.get("audit_dir"),
+        seeds=tuple(data.get("seeds", [])),
+        post_sync_commands=tuple(data.get("post_sync_commands", [])),
+        production_patterns=ProductionPatterns(
+            apps=tuple(prod.get("apps", ("prod", "production"))),
+            hosts=tuple(prod.get("hosts", ("prod", "production"))),
+        ),
+        require_confirmation=data.get("require_confirmation", False),
+        slack_conn_id=data.get("slack_conn_id"),
+        slack_channel=data.get("slack_channel"),
+        email_domain=email_domain,
+        restore=RestoreSettings(
+            mode=restore.get("mode", "auto"),
+            keep_previous=restore.get("keep_previous", True),
+            jobs=restore.get("jobs"),
+            maintenance=restore.get("maintenance", False),
+        ),
+        path=path,
+        sha256=sha256,
+    )
+
+
+def parse_rules_text(text: str | bytes, *, path: str | None = None) -> Rules:
+    import yaml
+
+    raw = text.encode("utf-8") if isinstance(text, str) else text
+    try:
+        data = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise RulesError([f"(top level): not valid YAML: {exc}"], path) from None
+    return validate_rules_dict(data, path=path, sha256=hashlib.sha256(raw).hexdigest())
+
+
+def load_rules(path: str | os.PathLike[str]) -> Rules:
+    """Read, validate and return the rules file at ``path``."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise RulesError([f"(top level): cannot read the rules file: {exc.strerror}"], str(p)) from None
+    return parse_rules_text(raw, path=str(p.resolve()))
+
+
+def resolve_rules_path(param: str | None = None) -> Path:
+    """The ``rules_file`` DAG param when given, else the env ``SCALINGO_STAGING_SYNC_RULES``."""
+    value = param or os.environ.get(RULES_ENV)
+    if not value:
+        raise RulesError(
+            [
+                f"(top level): no rules file: pass the DAG param rules_file or set the environment variable {RULES_ENV}"
+            ]
+        )
+    return Path(value)

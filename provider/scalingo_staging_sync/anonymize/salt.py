@@ -1,0 +1,73 @@
+"""The anonymization salt: Airflow Variable ``scalingo_staging_sync_salt`` (env
+``AIRFLOW_VAR_SCALINGO_STAGING_SYNC_SALT``), never in the rules file, never logged.
+
+SQL never sees the salt itself: it sees a key derived from it (``derive_key``), set per session as the
+custom setting ``scalingo_staging_sync.key`` (``set_config`` for in-place UPDATEs, ``PGOPTIONS`` in
+pg_restore's environment for on-load triggers), so it is written neither in the catalog (trigger
+bodies read ``current_setting``) nor on a command line. Both are registered with the secret masker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+
+from scalingo_staging_sync.anonymize.transformers import KEY_GUC
+from scalingo_staging_sync.pgconn import PgTarget
+from scalingo_staging_sync.secrets import mask_secret
+
+SALT_VARIABLE = "scalingo_staging_sync_salt"
+SALT_ENV = "AIRFLOW_VAR_" + SALT_VARIABLE.upper()
+MIN_SALT_LENGTH = 16
+
+
+class SaltError(RuntimeError):
+    pass
+
+
+_HOW_TO = (
+    f"set the Airflow Variable {SALT_VARIABLE!r} to a long random secret "
+    f'(e.g. `airflow variables set {SALT_VARIABLE} "$(openssl rand -hex 32)"`, or the environment '
+    f"variable {SALT_ENV}); keep it stable between runs so masked values stay the same"
+)
+
+
+def check_salt(salt: str | None) -> str:
+    if not salt:
+        raise SaltError(f"no anonymization salt: {_HOW_TO}")
+    mask_secret(salt)
+    if len(salt) < MIN_SALT_LENGTH:
+        raise SaltError(f"the anonymization salt is shorter than {MIN_SALT_LENGTH} characters: {_HOW_TO}")
+    return salt
+
+
+def get_salt() -> str:
+    """The salt from the Airflow Variable (or its env form), masked in logs; clear error when missing."""
+    salt = None
+    try:
+        from airflow.sdk import Variable
+
+        salt = Variable.get(SALT_VARIABLE, default=None)
+    except Exception:  # outside a task / Airflow absent: the env form still works
+        salt = None
+    if not salt:
+        salt = os.environ.get(SALT_ENV)
+    return check_salt(salt)
+
+
+def derive_key(salt: str) -> str:
+    """Hex key used inside SQL (HMAC of a fixed label under the salt), masked in logs."""
+    key = hmac.new(salt.encode("utf-8"), b"scalingo-staging-sync/anonymize/v1", hashlib.sha256).hexdigest()
+    mask_secret(key)
+    return key
+
+
+def target_with_key(target: PgTarget, key: str) -> PgTarget:
+    """``target`` whose sessions (psycopg or libpq tools through PGOPTIONS) carry the key setting."""
+    from dataclasses import replace
+
+    options = dict(target.options)
+    extra = f"-c {KEY_GUC}={key}"  # hex only: nothing to escape
+    options["options"] = f"{options['options']} {extra}" if options.get("options") else extra
+    return replace(target, options=options)

@@ -1,0 +1,130 @@
+"""Statement building with :mod:`psycopg.sql` only: names are always ``sql.Identifier``; the only raw
+SQL pieces are the transformer expressions (built here), the catalog's own ``format_type`` strings, and
+the ``condition`` of the reviewed rules file, which is wrapped structurally as ``WHERE (\\n<cond>\\n)``
+(the newlines end a trailing ``--`` comment; generated statements are sent as prepared statements, so
+a condition cannot smuggle a second statement).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from psycopg import sql
+
+from scalingo_staging_sync.anonymize.transformers import BuildContext, ColumnInfo, get_transformer, options_of
+
+TRIGGER_NAME = "zz_scalingo_staging_sync_mask"
+
+
+def table_ident(schema: str, name: str) -> sql.Identifier:
+    return sql.Identifier(schema, name)
+
+
+def where_clause(condition: str | None) -> sql.Composable:
+    if not condition:
+        return sql.SQL("")
+    return sql.SQL(" WHERE (\n{}\n)").format(sql.SQL(condition))
+
+
+def column_expressions(
+    specs: Mapping[str, Mapping[str, Any]],
+    columns: Mapping[str, ColumnInfo],
+    src_for: Callable[[str], sql.Composable] = sql.Identifier,
+) -> dict[str, sql.Composable]:
+    """``{column: expression of its new value}``, every expression over the ORIGINAL values of the row
+    (``src_for(column)``); derived rules use the expression of their source column (its NEW value)."""
+    cache: dict[str, sql.Composable] = {}
+
+    def new(col: str, _stack: tuple[str, ...] = ()) -> sql.Composable:
+        if col in cache:
+            return cache[col]
+        if col in _stack:
+            raise ValueError(f"derived columns form a cycle: {' -> '.join((*_stack, col))}")
+        spec = specs.get(col)
+        if spec is None:  # not masked: its value is unchanged
+            return src_for(col)
+        transformer = get_transformer(spec["transformer"])
+        ctx = BuildContext(columns[col], options_of(spec), new=lambda other: new(other, (*_stack, col)))
+        cache[col] = transformer.expression(src_for(col), ctx)
+        return cache[col]
+
+    return {col: new(col) for col in specs}
+
+
+def update_statement(
+    schema: str, name: str, exprs: Mapping[str, sql.Composable], condition: str | None = None
+) -> sql.Composable:
+    """``UPDATE t SET c = <expr>, ... [WHERE (<cond>)]``: every right-hand side sees the old row, and the
+    expressions are written over the original values, so derived columns use the new values."""
+    sets = sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(c), e) for c, e in exprs.items())
+    return sql.SQL("UPDATE {} SET {}{}").format(table_ident(schema, name), sets, where_clause(condition))
+
+
+def sample_statement(
+    schema: str,
+    name: str,
+    key_columns: list[str],
+    masked_columns: list[str],
+    condition: str | None,
+    limit: int,
+) -> sql.Composable:
+    """Text of the key and masked columns of up to ``limit`` rows (the proof's originals)."""
+    cols = sql.SQL(", ").join(
+        sql.SQL("({})::text").format(sql.Identifier(c)) for c in [*key_columns, *masked_columns]
+    )
+    return sql.SQL("SELECT {} FROM {}{} LIMIT {}").format(
+        cols, table_ident(schema, name), where_clause(condition), sql.Literal(limit)
+    )
+
+
+def trigger_function_name(schema: str, name: str) -> str:
+    digest = hashlib.md5(f"{schema}.{name}".encode()).hexdigest()[:8]
+    return f"_sss_mask_{name[:40]}_{digest}"
+
+
+def trigger_statements(
+    schema: str,
+    name: str,
+    specs: Mapping[str, Mapping[str, Any]],
+    columns: Mapping[str, ColumnInfo],
+    conn: Any = None,
+) -> tuple[sql.Composable, sql.Composable, sql.Composable]:
+    """(CREATE FUNCTION, CREATE TRIGGER, DROP FUNCTION ... CASCADE) of the on-load masking trigger.
+
+    The PL/pgSQL function copies the originals into local variables first, then assigns every masked
+    column from the same expressions as the UPDATE path (so derived columns see NEW values too)."""
+    needed: list[str] = []
+
+    def collect(col: str) -> None:
+        if col not in needed:
+            needed.append(col)
+        spec = specs.get(col)
+        if spec is not None:
+            for dep in get_transformer(spec["transformer"]).depends_on(options_of(spec)):
+                collect(dep)
+
+    for col in specs:
+        collect(col)
+    local = {col: f"_sss_o{i}" for i, col in enumerate(needed)}
+    exprs = column_expressions(specs, columns, lambda c: sql.Identifier(local[c]))
+    declare = sql.SQL("\n").join(
+        sql.SQL("  {} {} := NEW.{};").format(
+            sql.Identifier(local[c]), sql.SQL(columns[c].type_sql), sql.Identifier(c)
+        )
+        for c in needed
+    )
+    assign = sql.SQL("\n").join(
+        sql.SQL("  NEW.{} := {};").format(sql.Identifier(c), e) for c, e in exprs.items()
+    )
+    body = sql.SQL("DECLARE\n{}\nBEGIN\n{}\n  RETURN NEW;\nEND").format(declare, assign).as_string(conn)
+    fname = sql.Identifier(schema, trigger_function_name(schema, name))
+    create_fn = sql.SQL("CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS {}").format(
+        fname, sql.Literal(body)
+    )
+    create_trigger = sql.SQL(
+        "CREATE TRIGGER {} BEFORE INSERT ON {} FOR EACH ROW EXECUTE FUNCTION {}()"
+    ).format(sql.Identifier(TRIGGER_NAME), table_ident(schema, name), fname)
+    drop = sql.SQL("DROP FUNCTION IF EXISTS {}() CASCADE").format(fname)
+    return create_fn, create_trigger, drop

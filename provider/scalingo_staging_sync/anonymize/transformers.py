@@ -1,0 +1,600 @@
+"""Column transformers: one small, documented unit per way of masking a value (Greenmask-style).
+
+Every transformer turns the *original* value of a column into a pure SQL expression (no pgcrypto, no
+helper function in the database) that the engine uses in two places: the right-hand side of an
+``UPDATE ... SET`` (in place) and an assignment in a ``BEFORE INSERT`` trigger (on load).
+
+Shared properties (tested in ``tests/anonymize/test_transformers.py``):
+
+* **Keyed and deterministic.** Hashes are ``md5(<key> || '|<purpose>|' || value)`` where ``<key>`` is
+  ``current_setting('scalingo_staging_sync.key')``, a secret derived from the salt and set per session
+  (never written in the rules file, the catalog or a command line). The purpose depends on the kind of
+  value, not on the table or column, so the same e-mail gives the same output in every table.
+* **Never the original.** Word-list picks remove the original word from the list before picking;
+  digit-based outputs add a non-zero offset to the original when it already has the output's shape;
+  ``date_shift`` moves by 1..N days, never 0.
+* **NULL stays NULL** (all the functions used are strict), except for ``fixed``.
+* **Fits the column.** :meth:`Transformer.check` rejects, at planning time, a rule whose output cannot
+  fit the column (type, ``varchar(n)``, ``NOT NULL``); :meth:`Transformer.expression` trims word-list
+  outputs to ``n`` characters and sizes hash-based outputs to the budget.
+
+Register your own with :func:`register_transformer`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from psycopg import sql
+
+KEY_GUC = "scalingo_staging_sync.key"
+KEY_SQL = sql.SQL("current_setting({})").format(sql.Literal(KEY_GUC))
+
+STRING_TYPES = frozenset({"text", "varchar", "bpchar", "citext", "name"})
+DATE_TYPES = frozenset({"date", "timestamp", "timestamptz"})
+NUMERIC_TYPES = frozenset({"int2", "int4", "int8", "numeric", "float4", "float8"})
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    """What the planner knows of a column (from the restored catalog)."""
+
+    name: str
+    type_sql: str  # format_type(), e.g. "character varying(60)"
+    base_type: str  # pg_type.typname of the (domain's base) type, e.g. "varchar"
+    max_length: int | None = None  # n of varchar(n)/char(n)
+    not_null: bool = False
+    generated: bool = False
+    is_domain: bool = False
+
+    @property
+    def category(self) -> str:
+        if self.base_type in STRING_TYPES:
+            return "string"
+        if self.base_type in DATE_TYPES:
+            return "date"
+        if self.base_type in NUMERIC_TYPES:
+            return "number"
+        return "other"
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "type_sql": self.type_sql,
+            "base_type": self.base_type,
+            "max_length": self.max_length,
+            "not_null": self.not_null,
+            "generated": self.generated,
+            "is_domain": self.is_domain,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ColumnInfo:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+@dataclass
+class BuildContext:
+    """Passed to :meth:`Transformer.expression`.
+
+    ``new(column)`` returns the masked expression of another column of the same row (for derived
+    columns such as ``email_md5`` or ``full_name`` that must be computed from the *new* values).
+    """
+
+    column: ColumnInfo
+    options: Mapping[str, Any]
+    new: Callable[[str], sql.Composable] = field(default=lambda name: sql.Identifier(name))
+
+
+# --------------------------------------------------------------------------------------------------
+# SQL building blocks
+
+
+def keyed_md5(purpose: str, value: sql.Composable) -> sql.Composable:
+    """``md5(key || '|purpose|' || value)``: 32 hex characters, keyed by the secret salt."""
+    return sql.SQL("md5({} || {} || {})").format(KEY_SQL, sql.Literal(f"|{purpose}|"), value)
+
+
+def hex_int(hash_expr: sql.Composable, start: int, hex_digits: int = 7) -> sql.Composable:
+    """Non-negative integer from ``hex_digits`` hex characters of a hash (7 -> 0..2^28-1)."""
+    bits = hex_digits * 4
+    cast = "int" if bits < 32 else "bigint"
+    return sql.SQL("('x' || substr({}, {}, {}))::bit({})::{}").format(
+        hash_expr, sql.Literal(start), sql.Literal(hex_digits), sql.SQL(str(bits)), sql.SQL(cast)
+    )
+
+
+def text_array(words: tuple[str, ...]) -> sql.Composable:
+    return sql.SQL("ARRAY[{}]::text[]").format(sql.SQL(", ").join(sql.Literal(w) for w in words))
+
+
+def pick_excluding(
+    words: tuple[str, ...], hash_expr: sql.Composable, start: int, exclude: sql.Composable
+) -> sql.Composable:
+    """A word of ``words`` picked by hash, never equal to ``exclude`` (removed from the list first)."""
+    return sql.SQL("(array_remove({}, {}))[{} % {} + 1]").format(
+        text_array(words), exclude, hex_int(hash_expr, start), sql.Literal(len(words) - 1)
+    )
+
+
+def as_text(src: sql.Composable) -> sql.Composable:
+    return sql.SQL("({})::text").format(src)
+
+
+def first_word(src: sql.Composable, n: int = 1) -> sql.Composable:
+    """The n-th word of the value, normalised like the word lists (``initcap``)."""
+    return sql.SQL("split_part(initcap(btrim({})), ' ', {})").format(as_text(src), sql.Literal(n))
+
+
+def fit(expr: sql.Composable, column: ColumnInfo, natural_max: int | None) -> sql.Composable:
+    """Trim a (non-unique) string output to the column's length when it could exceed it."""
+    if column.max_length is not None and (natural_max is None or natural_max > column.max_length):
+        return sql.SQL("left({}, {})").format(expr, sql.Literal(column.max_length))
+    return expr
+
+
+# --------------------------------------------------------------------------------------------------
+# Word lists (ASCII, fictional-sounding; embedded as SQL array literals)
+
+FIRST_NAMES = (
+    "Alex", "Andrea", "Ariel", "Avery", "Blake", "Cameron", "Camille", "Casey", "Charlie", "Dakota",
+    "Dominique", "Drew", "Eden", "Elliot", "Emery", "Finley", "Frankie", "Gabriel", "Harper", "Hayden",
+    "Jamie", "Jesse", "Jordan", "Jules", "Kai", "Kendall", "Lou", "Logan", "Maxime", "Morgan",
+    "Noa", "Noel", "Parker", "Quinn", "Reese", "Riley", "River", "Robin", "Rowan", "Sacha",
+    "Sage", "Sam", "Skyler", "Sol", "Stevie", "Taylor", "Teddy", "Toni", "Val", "Yael",
+)  # fmt: skip
+LAST_NAMES = (
+    "Abbott", "Bishop", "Brooks", "Carver", "Dalton", "Ellis", "Fletcher", "Garner", "Hale", "Hollis",
+    "Ingram", "Jarvis", "Keller", "Lambert", "Lowell", "Mercer", "Morrow", "Nash", "Norwood", "Oakley",
+    "Palmer", "Prescott", "Quincy", "Radley", "Rowe", "Sawyer", "Sloane", "Tanner", "Thorne", "Underhill",
+    "Vance", "Wade", "Warren", "Whitaker", "Winslow", "York", "Ashby", "Blackwood", "Crane", "Dorsey",
+    "Everly", "Fairfax", "Greer", "Hawthorne", "Kendrick", "Langley", "Marlowe", "Pemberton", "Ridley", "Stroud",
+)  # fmt: skip
+CITIES = (
+    "Ashford", "Bramble", "Brookvale", "Cedarton", "Clearwater", "Eastwick", "Elmstead", "Fairhaven",
+    "Foxley", "Glenmoor", "Greenfield", "Harborview", "Hillcrest", "Kingsbridge", "Lakeside", "Maplewood",
+    "Millbrook", "Northgate", "Oakridge", "Pinehurst", "Queensford", "Redcliff", "Riverside", "Rosedale",
+    "Silverton", "Southport", "Stonehaven", "Sunnyvale", "Thornbury", "Westfield", "Willowby", "Woodhaven",
+)  # fmt: skip
+STREETS = (
+    "Acacia", "Alder", "Beacon", "Birch", "Chestnut", "Clover", "Elm", "Fern", "Hazel", "Heather",
+    "Juniper", "Laurel", "Linden", "Magnolia", "Maple", "Meadow", "Mill", "Orchard", "Poplar", "Rowan",
+    "Spruce", "Sycamore", "Thistle", "Willow",
+)  # fmt: skip
+STREET_SUFFIXES = ("Street", "Road", "Lane", "Avenue", "Way", "Close", "Drive", "Place")
+COMPANY_WORDS = (
+    "Acorn", "Apex", "Arbor", "Beacon", "Bluebird", "Cascade", "Cobalt", "Crescent", "Ember", "Evergreen",
+    "Falcon", "Harbor", "Horizon", "Juniper", "Keystone", "Lantern", "Meridian", "Northwind", "Orbit", "Pioneer",
+    "Quartz", "Sequoia", "Summit", "Tidewater", "Vertex", "Willow",
+)  # fmt: skip
+COMPANY_SUFFIXES = ("Labs", "Works", "Partners", "Group", "Systems", "Studio", "Trading", "Holdings")
+
+
+def _max_len(words: tuple[str, ...]) -> int:
+    return max(len(w) for w in words)
+
+
+# --------------------------------------------------------------------------------------------------
+# Registry
+
+
+class Transformer:
+    """Base class. Subclasses set the class attributes and implement :meth:`expression`."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    #: column categories accepted ("string", "date", "number", "other", "*" = any)
+    categories: ClassVar[frozenset[str]] = frozenset({"string"})
+    #: JSON Schema "properties" of the options (besides "transformer")
+    options_schema: ClassVar[dict[str, Any]] = {}
+    required_options: ClassVar[tuple[str, ...]] = ()
+    #: output keeps distinct inputs distinct (up to keyed-hash collisions): safe under a UNIQUE index
+    unique: ClassVar[bool] = False
+    #: output of a NULL input is NULL
+    keeps_null: ClassVar[bool] = True
+    #: smallest varchar(n) that can hold a useful output
+    min_length: ClassVar[int] = 3
+
+    def check(self, column: ColumnInfo, options: Mapping[str, Any]) -> list[str]:
+        """Planning-time errors for this column (empty = fits)."""
+        errors = []
+        if "*" not in self.categories and column.category not in self.categories:
+            errors.append(
+                f"transformer {self.name!r} does not apply to type {column.type_sql} "
+                f"(accepts {', '.join(sorted(self.categories))} columns)"
+            )
+            return errors
+        if column.generated:
+            errors.append("generated column: it cannot be written, it is recomputed from the masked values")
+        if column.category == "string" and column.max_length is not None:
+            need = self.required_length(column, options)
+            if need is not None and column.max_length < need:
+                errors.append(
+                    f"transformer {self.name!r} needs at least {need} characters; column is {column.type_sql}"
+                )
+        return errors
+
+    def required_length(self, column: ColumnInfo, options: Mapping[str, Any]) -> int | None:
+        return self.min_length
+
+    def depends_on(self, options: Mapping[str, Any]) -> list[str]:
+        """Other columns whose new value this output is computed from."""
+        return []
+
+    def expression(self, src: sql.Composable, ctx: BuildContext) -> sql.Composable:
+        raise NotImplementedError
+
+    def skip_in_proof(self, original_text: str, options: Mapping[str, Any]) -> bool:
+        """True when an original value is public by construction and may legitimately survive."""
+        return False
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "categories": sorted(self.categories),
+            "unique": self.unique,
+            "options": self.options_schema,
+        }
+
+
+_REGISTRY: dict[str, Transformer] = {}
+
+
+def register_transformer(cls: type[Transformer]) -> type[Transformer]:
+    """Class decorator adding a transformer to the registry (its ``name`` must be new)."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", cls.name):
+        raise ValueError(f"invalid transformer name {cls.name!r}")
+    if cls.name in _REGISTRY:
+        raise ValueError(f"transformer {cls.name!r} is already registered")
+    _REGISTRY[cls.name] = cls()
+    return cls
+
+
+def get_transformer(name: str) -> Transformer:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown transformer {name!r} (known: {', '.join(sorted(_REGISTRY))})") from None
+
+
+def transformer_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def all_transformers() -> dict[str, Transformer]:
+    return dict(_REGISTRY)
+
+
+def options_of(spec: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in spec.items() if k != "transformer"}
+
+
+# --------------------------------------------------------------------------------------------------
+# Built-in transformers
+
+_DOMAIN_RE = (
+    r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
+DEFAULT_EMAIL_DOMAIN = "example.com"
+
+
+@register_transformer
+class EmailTransformer(Transformer):
+    name = "email"
+    description = (
+        "'u' || <16..32 hex of md5(key || lower(value))> || '@' || domain. Unique inputs stay unique "
+        "(case-insensitively) and the same address gives the same output in every table."
+    )
+    options_schema = {
+        "domain": {"type": "string", "pattern": _DOMAIN_RE, "description": "reserved domain (email_domain)"}
+    }
+    unique = True
+    MIN_HEX = 16
+
+    def _domain(self, options: Mapping[str, Any]) -> str:
+        return options.get("domain") or DEFAULT_EMAIL_DOMAIN
+
+    def required_length(self, column, options):
+        return 2 + self.MIN_HEX + len(self._domain(options))
+
+    def expression(self, src, ctx):
+        domain = self._domain(ctx.options)
+        hex_len = 32
+        if ctx.column.max_length is not None:
+            hex_len = min(32, ctx.column.max_length - 2 - len(domain))
+        h = keyed_md5("email", sql.SQL("lower({})").format(as_text(src)))
+        return sql.SQL("'u' || left({}, {}) || {}").format(h, sql.Literal(hex_len), sql.Literal("@" + domain))
+
+
+@register_transformer
+class PhoneTransformer(Transformer):
+    name = "phone"
+    description = (
+        "prefix ('+999', an unassigned country code) || digits from a keyed hash; an original already "
+        "of that shape is moved by a non-zero offset, so the output never equals it."
+    )
+    options_schema = {
+        "prefix": {"type": "string", "pattern": r"^[+0-9 ().-]{0,8}$"},
+        "digits": {"type": "integer", "minimum": 6, "maximum": 15},
+    }
+
+    def _digits(self, column, options) -> int:
+        prefix = options.get("prefix", "+999")
+        digits = int(options.get("digits", 12))
+        if column.max_length is not None:
+            digits = min(digits, column.max_length - len(prefix))
+        return digits
+
+    def required_length(self, column, options):
+        return len(options.get("prefix", "+999")) + 6
+
+    def expression(self, src, ctx):
+        prefix = ctx.options.get("prefix", "+999")
+        d = self._digits(ctx.column, ctx.options)
+        modulus = 10**d
+        h = keyed_md5("phone", sql.SQL("regexp_replace({}, '[^0-9+]', '', 'g')").format(as_text(src)))
+        same_shape = sql.SQL("CASE WHEN {} ~ {} THEN right({}, {})::bigint ELSE 0 END").format(
+            as_text(src),
+            sql.Literal("^" + re.escape(prefix) + "[0-9]{" + str(d) + "}$"),
+            as_text(src),
+            sql.Literal(d),
+        )
+        number = sql.SQL("(({} + 1 + {} % {}) % {})").format(
+            same_shape, hex_int(h, 1, 15), sql.Literal(modulus - 1), sql.Literal(modulus)
+        )
+        return sql.SQL("{} || lpad({}::text, {}, '0')").format(sql.Literal(prefix), number, sql.Literal(d))
+
+
+class _WordTransformer(Transformer):
+    words: ClassVar[tuple[str, ...]]
+    purpose: ClassVar[str]
+
+    def expression(self, src, ctx):
+        h = keyed_md5(self.purpose, sql.SQL("lower(btrim({}))").format(as_text(src)))
+        return fit(pick_excluding(self.words, h, 1, first_word(src)), ctx.column, _max_len(self.words))
+
+
+@register_transformer
+class FirstNameTransformer(_WordTransformer):
+    name = "first_name"
+    description = "a first name from a built-in list of 50, picked by keyed hash (never the original)."
+    words = FIRST_NAMES
+    purpose = "first_name"
+
+
+@register_transformer
+class LastNameTransformer(_WordTransformer):
+    name = "last_name"
+    description = "a last name from a built-in list of 50, picked by keyed hash (never the original)."
+    words = LAST_NAMES
+    purpose = "last_name"
+
+
+@register_transformer
+class CityTransformer(_WordTransformer):
+    name = "city"
+    description = "a fictional town name from a built-in list of 32, picked by keyed hash."
+    words = CITIES
+    purpose = "city"
+
+
+@register_transformer
+class FullNameTransformer(Transformer):
+    name = "full_name"
+    description = (
+        "'<first> <last>' from the word lists by keyed hash of the value; with option from: [first_col, "
+        "last_col] it is built from those columns' NEW (masked) values instead, so it stays consistent."
+    )
+    options_schema = {"from": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 4}}
+
+    def depends_on(self, options):
+        return list(options.get("from") or [])
+
+    def expression(self, src, ctx):
+        natural = _max_len(FIRST_NAMES) + 1 + _max_len(LAST_NAMES)
+        parts = ctx.options.get("from")
+        if parts:
+            pieces = [sql.SQL("({})::text").format(ctx.new(p)) for p in parts]
+            joined = sql.SQL("CASE WHEN {} IS NULL THEN NULL ELSE concat_ws(' ', {}) END").format(
+                src, sql.SQL(", ").join(pieces)
+            )
+            return fit(joined, ctx.column, None)
+        h = keyed_md5("full_name", sql.SQL("lower(btrim({}))").format(as_text(src)))
+        first = pick_excluding(FIRST_NAMES, h, 1, first_word(src))
+        last = pick_excluding(LAST_NAMES, h, 8, first_word(src, 2))
+        return fit(sql.SQL("{} || ' ' || {}").format(first, last), ctx.column, natural)
+
+
+@register_transformer
+class AddressTransformer(Transformer):
+    name = "address"
+    description = "'<1..999> <Street> <Suffix>' by keyed hash; the street word differs from the original's."
+    min_length = 5
+
+    def expression(self, src, ctx):
+        h = keyed_md5("address", sql.SQL("lower(btrim({}))").format(as_text(src)))
+        number = sql.SQL("(1 + {} % 999)::text").format(hex_int(h, 1))
+        street = pick_excluding(STREETS, h, 8, first_word(src, 2))
+        suffix = sql.SQL("({})[{} % {} + 1]").format(
+            text_array(STREET_SUFFIXES), hex_int(h, 15), sql.Literal(len(STREET_SUFFIXES))
+        )
+        natural = 3 + 1 + _max_len(STREETS) + 1 + _max_len(STREET_SUFFIXES)
+        return fit(
+            sql.SQL("{} || ' ' || {} || ' ' || {}").format(number, street, suffix), ctx.column, natural
+        )
+
+
+@register_transformer
+class PostalCodeTransformer(Transformer):
+    name = "postal_code"
+    description = (
+        "N digits (5 by default) from a keyed hash; an all-digit original of that length is moved by a "
+        "non-zero offset modulo 10^N, so the output never equals it."
+    )
+    options_schema = {"digits": {"type": "integer", "minimum": 3, "maximum": 10}}
+
+    def required_length(self, column, options):
+        return int(options.get("digits", 5))
+
+    def expression(self, src, ctx):
+        d = int(ctx.options.get("digits", 5))
+        modulus = 10**d
+        h = keyed_md5("postal_code", sql.SQL("upper(btrim({}))").format(as_text(src)))
+        same_shape = sql.SQL("CASE WHEN btrim({}) ~ {} THEN btrim({})::bigint ELSE 0 END").format(
+            as_text(src), sql.Literal("^[0-9]{" + str(d) + "}$"), as_text(src)
+        )
+        number = sql.SQL("(({} + 1 + {} % {}) % {})").format(
+            same_shape, hex_int(h, 1, 15), sql.Literal(modulus - 1), sql.Literal(modulus)
+        )
+        return sql.SQL("lpad({}::text, {}, '0')").format(number, sql.Literal(d))
+
+
+@register_transformer
+class CompanyTransformer(Transformer):
+    name = "company"
+    description = (
+        "'<Word> <Suffix>' from built-in lists by keyed hash; the first word differs from the original's."
+    )
+
+    def expression(self, src, ctx):
+        h = keyed_md5("company", sql.SQL("lower(btrim({}))").format(as_text(src)))
+        word = pick_excluding(COMPANY_WORDS, h, 1, first_word(src))
+        suffix = sql.SQL("({})[{} % {} + 1]").format(
+            text_array(COMPANY_SUFFIXES), hex_int(h, 8), sql.Literal(len(COMPANY_SUFFIXES))
+        )
+        natural = _max_len(COMPANY_WORDS) + 1 + _max_len(COMPANY_SUFFIXES)
+        return fit(sql.SQL("{} || ' ' || {}").format(word, suffix), ctx.column, natural)
+
+
+@register_transformer
+class NullTransformer(Transformer):
+    name = "null"
+    description = "NULL. Rejected on a NOT NULL column."
+    categories = frozenset({"*"})
+    min_length = 0
+
+    def check(self, column, options):
+        errors = super().check(column, options)
+        if column.not_null:
+            errors.append(f"null into NOT NULL column {column.name} (use fixed, hash or another transformer)")
+        return errors
+
+    def required_length(self, column, options):
+        return None
+
+    def expression(self, src, ctx):
+        return sql.SQL("NULL")
+
+
+@register_transformer
+class FixedTransformer(Transformer):
+    name = "fixed"
+    description = (
+        "a constant value (option value), also for NULL inputs; cast to the column type at planning."
+    )
+    categories = frozenset({"*"})
+    options_schema = {"value": {"type": ["string", "number", "boolean"]}}
+    required_options = ("value",)
+    keeps_null = False
+    min_length = 0
+
+    def required_length(self, column, options):
+        return len(str(self._text(options)))
+
+    @staticmethod
+    def _text(options) -> str:
+        value = options.get("value")
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return str(value)
+
+    def expression(self, src, ctx):
+        return sql.SQL("CAST({} AS {})").format(
+            sql.Literal(self._text(ctx.options)), sql.SQL(ctx.column.type_sql)
+        )
+
+    def skip_in_proof(self, original_text, options):
+        return original_text == self._text(options)
+
+
+@register_transformer
+class HashTransformer(Transformer):
+    name = "hash"
+    description = (
+        "hex of a keyed hash: sha256(convert_to(key || value, 'UTF8')) (built in since PG 11) or md5, "
+        "cut to option length (default: 32, or the column length). Unique when length >= 16."
+    )
+    options_schema = {
+        "length": {"type": "integer", "minimum": 8, "maximum": 64},
+        "algorithm": {"enum": ["sha256", "md5"]},
+    }
+    unique = True
+    min_length = 8
+
+    def _length(self, column, options) -> int:
+        algorithm = options.get("algorithm", "sha256")
+        max_len = 64 if algorithm == "sha256" else 32
+        length = int(options.get("length", 32))
+        if column.max_length is not None:
+            length = min(length, column.max_length)
+        return min(length, max_len)
+
+    def expression(self, src, ctx):
+        length = self._length(ctx.column, ctx.options)
+        if ctx.options.get("algorithm", "sha256") == "md5":
+            h = keyed_md5("hash", as_text(src))
+        else:
+            h = sql.SQL("encode(sha256(convert_to({} || '|hash|' || {}, 'UTF8')), 'hex')").format(
+                KEY_SQL, as_text(src)
+            )
+        return sql.SQL("left({}, {})").format(h, sql.Literal(length))
+
+
+@register_transformer
+class DateShiftTransformer(Transformer):
+    name = "date_shift"
+    description = (
+        "date/timestamp moved by 1..max_days days (default 365), forward or back, by keyed hash of the "
+        "value: never by 0. +-infinity are kept (they are not personal data)."
+    )
+    categories = frozenset({"date"})
+    options_schema = {"max_days": {"type": "integer", "minimum": 1, "maximum": 36500}}
+    min_length = 0
+
+    def required_length(self, column, options):
+        return None
+
+    def expression(self, src, ctx):
+        max_days = int(ctx.options.get("max_days", 365))
+        h = keyed_md5("date_shift", as_text(src))
+        magnitude = sql.SQL("(1 + {} % {})").format(hex_int(h, 1), sql.Literal(max_days))
+        sign = sql.SQL("(1 - 2 * ({} % 2))").format(hex_int(h, 8))
+        days = sql.SQL("({} * {})").format(magnitude, sign)
+        if ctx.column.base_type == "date":
+            return sql.SQL("({} + {})").format(src, days)
+        return sql.SQL("({} + make_interval(days => {}))").format(src, days)
+
+    def skip_in_proof(self, original_text, options):
+        return original_text in ("infinity", "-infinity")
+
+
+@register_transformer
+class Md5OfTransformer(Transformer):
+    name = "md5_of"
+    description = (
+        "md5 of another column's NEW (masked) value (option column), for derived columns such as "
+        "email_md5. The planner adds it by itself for <col>_md5 when <col> is masked."
+    )
+    options_schema = {"column": {"type": "string", "minLength": 1}}
+    required_options = ("column",)
+    min_length = 32
+
+    def depends_on(self, options):
+        return [options["column"]]
+
+    def expression(self, src, ctx):
+        return sql.SQL("md5(({})::text)").format(ctx.new(ctx.options["column"]))
