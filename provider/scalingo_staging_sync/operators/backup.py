@@ -1,0 +1,246 @@
+"""ScalingoBackupOperator: pick (latest ``done``), create (``new``) or name a backup of an app's
+PostgreSQL addon, download it (streamed, resumable, checksummed), extract the ``*.pgsql`` dump and
+return what the next tasks need as an XCom dict."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from scalingo_staging_sync.hooks.scalingo import ScalingoHook
+from scalingo_staging_sync.scalingo.archive import check_dump_file, extract_dump
+from scalingo_staging_sync.scalingo.download import sha256_file
+from scalingo_staging_sync.scalingo.errors import (
+    BackupFailedError,
+    BackupNotReadyError,
+    ScalingoApiError,
+    ScalingoDownloadError,
+)
+from scalingo_staging_sync.triggers.backup import ScalingoBackupTrigger
+
+log = logging.getLogger(__name__)
+
+DOWNLOAD_DIR_ENV = "SCALINGO_STAGING_SYNC_DOWNLOAD_DIR"
+_EVENT_ERRORS = {"BackupFailedError": BackupFailedError, "BackupNotReadyError": BackupNotReadyError}
+
+
+def default_download_dir() -> str:
+    return os.environ.get(DOWNLOAD_DIR_ENV) or str(
+        Path(tempfile.gettempdir()) / "scalingo_staging_sync" / "backups"
+    )
+
+
+def _major(version: str | None) -> int | None:
+    try:
+        return int(str(version).split(".")[0])
+    except (TypeError, ValueError):
+        return None
+
+
+class ScalingoBackupOperator(BaseOperator):
+    """Download a backup of ``app``'s PostgreSQL addon and extract its dump.
+
+    :param app: Scalingo app name (templated).
+    :param backup: ``"latest"`` (newest ``done`` backup), ``"new"`` (create one and wait for it), or a
+        backup id (templated).
+    :param addon_id: the PostgreSQL addon id, needed only when the app has several (templated).
+    :param scalingo_conn_id: the ``scalingo`` connection.
+    :param download_dir: local directory or ObjectStoragePath URL (``file:///shared/backups``, ``s3://...``)
+        (templated). Default: env ``SCALINGO_STAGING_SYNC_DOWNLOAD_DIR`` or ``<tmp>/scalingo_staging_sync/backups``.
+    :param poll_interval: seconds between two checks of a new backup (Scalingo allows 60 requests/min).
+    :param timeout: seconds to wait for a new backup.
+    :param deferrable: wait for a new backup in the triggerer instead of holding a worker slot.
+
+    Returns ``{"app", "addon_id", "backup_id", "backup_name", "created_at", "size", "sha256", "pg_version",
+    "pg_major", "archive_path", "dump_path", "dump_format", "resource_id", "db_hostname", "reused"}``.
+    """
+
+    template_fields: Sequence[str] = ("app", "backup", "addon_id", "download_dir")
+    ui_color = "#3f51b5"
+
+    def __init__(
+        self,
+        *,
+        app: str,
+        backup: str = "latest",
+        addon_id: str | None = None,
+        scalingo_conn_id: str = ScalingoHook.default_conn_name,
+        download_dir: str | os.PathLike | None = None,
+        poll_interval: float = 15.0,
+        timeout: float = 3600.0,
+        deferrable: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.app = app
+        self.backup = backup
+        self.addon_id = addon_id
+        self.scalingo_conn_id = scalingo_conn_id
+        self.download_dir = str(download_dir) if download_dir is not None else None
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+        self.deferrable = deferrable
+
+    # ------------------------------------------------------------------ execution
+    def execute(self, context) -> dict:
+        hook = ScalingoHook(self.scalingo_conn_id)
+        addon = hook.get_postgresql_addon(self.app, self.addon_id or None)
+        addon_id = addon["id"]
+        choice = (self.backup or "latest").strip()
+        if choice == "latest":
+            backup = hook.latest_done_backup(self.app, addon_id)
+            log.info("using the newest finished backup %s (%s)", backup["id"], backup.get("created_at"))
+        elif choice == "new":
+            created = hook.create_backup(self.app, addon_id)
+            if self.deferrable:
+                log.info("backup %s created; deferring until it is done", created["id"])
+                self.defer(
+                    trigger=ScalingoBackupTrigger(
+                        scalingo_conn_id=self.scalingo_conn_id,
+                        app=self.app,
+                        addon_id=addon_id,
+                        backup_id=created["id"],
+                        poll_interval=self.poll_interval,
+                        timeout=self.timeout,
+                    ),
+                    method_name="execute_complete",
+                    kwargs={"addon": addon},
+                    timeout=timedelta(seconds=self.timeout + 2 * self.poll_interval + 60),
+                )
+            backup = hook.wait_for_backup(
+                self.app, addon_id, created["id"], poll_interval=self.poll_interval, timeout=self.timeout
+            )
+        else:
+            backup = hook.get_backup(self.app, addon_id, choice)
+            status = backup.get("status")
+            if status in ("error", "cancelled"):
+                raise BackupFailedError(
+                    f"backup {choice!r} of app {self.app!r} is in status {status!r} and cannot be restored; "
+                    f"use backup='latest' or another id."
+                )
+            if status != "done":
+                raise BackupNotReadyError(
+                    f"backup {choice!r} of app {self.app!r} is {status!r}, not 'done'; wait for it or use "
+                    f"backup='latest'."
+                )
+        return self._fetch(hook, addon, backup)
+
+    def execute_complete(self, context, event: dict, addon: dict | None = None) -> dict:
+        status = (event or {}).get("status")
+        if status != "done":
+            error = _EVENT_ERRORS.get(event.get("error_type"), ScalingoApiError)
+            raise error(event.get("message") or f"waiting for the backup failed: {event!r}")
+        hook = ScalingoHook(self.scalingo_conn_id)
+        addon = addon or hook.get_postgresql_addon(self.app, self.addon_id or None)
+        return self._fetch(hook, addon, event["backup"])
+
+    # ------------------------------------------------------------------ download + extract
+    def _fetch(self, hook: ScalingoHook, addon: dict, backup: dict) -> dict:
+        addon_id = addon["id"]
+        try:
+            database = hook.get_database(self.app, addon_id)
+        except ScalingoApiError as exc:
+            log.warning("cannot read the database info of addon %s (%s); version unknown", addon_id, exc)
+            database = {}
+        target = self.download_dir or default_download_dir()
+        remote = None
+        if "://" in target:
+            from airflow.sdk import ObjectStoragePath
+
+            remote = ObjectStoragePath(target)
+            if remote.protocol in ("file", "local", ""):
+                local_dir, remote = Path(remote.path), None
+            else:
+                local_dir = Path(tempfile.mkdtemp(prefix="scalingo-backup-"))
+        else:
+            local_dir = Path(target)
+        local_dir.mkdir(parents=True, exist_ok=True)
+
+        name = backup.get("name") or backup["id"]
+        archive = local_dir / f"{name}.tar.gz"
+        sidecar = archive.with_name(archive.name + ".sha256")
+        reused = False
+        sha = self._reusable(archive, sidecar, backup)
+        if sha:
+            reused = True
+            size = archive.stat().st_size
+            log.info("reusing %s: size and sha256 match the previous download", archive)
+        else:
+            archive.unlink(missing_ok=True)
+            sidecar.unlink(missing_ok=True)
+            result = hook.download_backup(self.app, addon_id, backup, archive)
+            sha, size = result.sha256, result.size
+            sidecar.write_text(f"{sha}  {archive.name}\n")
+            log.info("downloaded %s (%d bytes, sha256 %s, %d resume(s))", archive, size, sha, result.resumes)
+        dump = extract_dump(archive, local_dir / name)
+        dump_format = check_dump_file(dump)
+        archive_ref, dump_ref = str(archive), str(dump)
+        if remote is not None:
+            archive_ref, dump_ref = self._upload(remote, archive, sidecar, dump, name)
+            shutil.rmtree(local_dir, ignore_errors=True)
+
+        version = database.get("readable_version")
+        return {
+            "app": self.app,
+            "addon_id": addon_id,
+            "backup_id": backup["id"],
+            "backup_name": name,
+            "backup_method": backup.get("method"),
+            "created_at": backup.get("created_at"),
+            "size": size,
+            "sha256": sha,
+            "pg_version": version,
+            "pg_major": _major(version),
+            "archive_path": archive_ref,
+            "dump_path": dump_ref,
+            "dump_format": dump_format,
+            "resource_id": addon.get("resource_id") or database.get("resource_id"),
+            "db_hostname": database.get("hostname"),
+            "database_plan": database.get("plan") or (addon.get("plan") or {}).get("name"),
+            "reused": reused,
+        }
+
+    @staticmethod
+    def _reusable(archive: Path, sidecar: Path, backup: dict) -> str | None:
+        """The sha256 of an existing archive when it is complete and unchanged, else None."""
+        if not archive.is_file() or not sidecar.is_file():
+            return None
+        expected = sidecar.read_text().split()[0] if sidecar.read_text().strip() else ""
+        size = archive.stat().st_size
+        if backup.get("size") and size != backup["size"]:
+            log.warning(
+                "existing %s has %d bytes, the backup %d: downloading again", archive, size, backup["size"]
+            )
+            return None
+        actual = sha256_file(archive)
+        if actual != expected:
+            log.warning("existing %s does not match its .sha256 sidecar: downloading again", archive)
+            return None
+        return actual
+
+    @staticmethod
+    def _upload(remote, archive: Path, sidecar: Path, dump: Path, name: str) -> tuple[str, str]:
+        remote.mkdir(parents=True, exist_ok=True)
+        refs = []
+        for local, dest in (
+            (archive, remote / archive.name),
+            (sidecar, remote / sidecar.name),
+            (dump, remote / name / dump.name),
+        ):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with open(local, "rb") as src, dest.open("wb") as out:
+                shutil.copyfileobj(src, out, 1024 * 1024)
+            refs.append(str(dest))
+        if remote.fs.size(refs[0]) != archive.stat().st_size:  # pragma: no cover - storage inconsistency
+            raise ScalingoDownloadError(
+                f"upload of {archive.name} to {remote} is incomplete; retry the task."
+            )
+        return refs[0], refs[2]

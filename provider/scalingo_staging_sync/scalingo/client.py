@@ -1,0 +1,784 @@
+"""Core Scalingo API client (no Airflow import): auth exchange, regions, addons, addon tokens,
+Database API backups, archive download, app formation / scale / one-off runs.
+
+Secrets (API token, user JWT, addon tokens, signed download URLs) are registered with
+``scalingo_staging_sync.secrets.mask_secret`` the moment they are held, and never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urljoin
+
+import requests
+import tenacity
+
+from scalingo_staging_sync import __version__
+from scalingo_staging_sync.scalingo import regions as _regions
+from scalingo_staging_sync.scalingo.download import DownloadResult, download_archive
+from scalingo_staging_sync.scalingo.errors import (
+    AddonNotFoundError,
+    BackupFailedError,
+    BackupNotReadyError,
+    ScalingoApiError,
+    ScalingoAuthError,
+    ScalingoNotFoundError,
+    ScalingoOperationError,
+    ScalingoRateLimitError,
+    ScalingoServerError,
+)
+from scalingo_staging_sync.secrets import mask_secret
+
+log = logging.getLogger(__name__)
+
+POSTGRESQL_PROVIDER_IDS = frozenset({"postgresql", "scalingo-postgresql"})
+BACKUP_DONE = "done"
+BACKUP_FAILED = frozenset({"error", "cancelled"})
+OPERATION_DONE = "done"
+OPERATION_FAILED = frozenset({"error", "failed"})
+JWT_REFRESH_MARGIN_S = 300
+ADDON_TOKEN_TTL_S = 50 * 60
+
+
+class _Retryable(Exception):
+    """Internal: a transient failure (429, 5xx, connection) that tenacity retries."""
+
+    def __init__(self, error: ScalingoApiError, retry_after: float | None = None):
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+
+
+def jwt_expiry(token: str) -> float | None:
+    """The ``exp`` claim of a JWT (read without verifying the signature), or None."""
+    try:
+        payload = token.split(".")[1]
+        payload += "=" * (-len(payload) % 4)
+        exp = json.loads(base64.urlsafe_b64decode(payload)).get("exp")
+        return float(exp) if exp is not None else None
+    except (IndexError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def parse_time(value: str | None) -> datetime:
+    if not value:
+        return datetime.min.replace(tzinfo=timezone.utc)
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.min.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    auth: str
+    api: str
+    db_api: str
+    source: str  # "overrides", "regions endpoint" or "static table"
+
+
+class _RateLimiter:
+    """Client-side sliding window: at most ``per_minute`` requests in any 60 s (Scalingo's limit)."""
+
+    def __init__(self, per_minute: int | None):
+        self.per_minute = per_minute
+        self.times: deque[float] = deque()
+        self.lock = threading.Lock()
+
+    def acquire(self) -> None:
+        if not self.per_minute:
+            return
+        while True:
+            with self.lock:
+                now = time.monotonic()
+                while self.times and now - self.times[0] >= 60:
+                    self.times.popleft()
+                if len(self.times) < self.per_minute:
+                    self.times.append(now)
+                    return
+                wait = 60 - (now - self.times[0])
+            log.info(
+                "client-side rate limit (%d requests/min) reached, waiting %.1f s", self.per_minute, wait
+            )
+            time.sleep(wait)
+
+
+class ScalingoClient:
+    """Blocking client for the Scalingo platform and Database APIs.
+
+    ``token`` is the long-lived API token (``tk-us-...``). Base URLs (scheme + host) override the
+    region's hosts; otherwise they come from ``GET <auth>/v1/regions`` with the static table as fallback.
+    """
+
+    def __init__(
+        self,
+        token: str,
+        *,
+        region: str | None = None,
+        auth_url: str | None = None,
+        api_url: str | None = None,
+        db_api_url: str | None = None,
+        timeout: tuple[float, float] = (10.0, 60.0),
+        download_timeout: tuple[float, float] = (10.0, 300.0),
+        max_attempts: int = 5,
+        backoff_s: float = 1.0,
+        backoff_max_s: float = 30.0,
+        rate_limit_per_minute: int | None = 60,
+        session: requests.Session | None = None,
+    ):
+        if not token or not token.strip():
+            raise ScalingoAuthError(
+                "no Scalingo API token given: put the API token (tk-us-...) in the password field of the "
+                "Scalingo connection (or SCALINGO_API_TOKEN for the core client)."
+            )
+        self._token = token.strip()
+        mask_secret(self._token)
+        self.region = (region or _regions.DEFAULT_REGION).strip()
+        self._auth_url = _regions.normalize_base_url(auth_url or _regions.DEFAULT_AUTH_URL, "auth_url")
+        self._api_override = _regions.normalize_base_url(api_url, "api_url") if api_url else None
+        self._db_api_override = _regions.normalize_base_url(db_api_url, "db_api_url") if db_api_url else None
+        self.timeout = timeout
+        self.download_timeout = download_timeout
+        self.max_attempts = max(1, int(max_attempts))
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.session = session or requests.Session()
+        self.session.headers.update({"User-Agent": f"airflow-provider-scalingo-staging-sync/{__version__}"})
+        self._limiter = _RateLimiter(rate_limit_per_minute)
+        self._lock = threading.RLock()
+        self._jwt: str | None = None
+        self._jwt_exp: float = 0.0
+        self._endpoints: Endpoints | None = None
+        self._addon_tokens: dict[tuple[str, str], tuple[str, float]] = {}
+
+    # ------------------------------------------------------------------ HTTP plumbing
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> ScalingoClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _send_once(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str],
+        json_body: Any = None,
+        auth: tuple[str, str] | None = None,
+        expected: Iterable[int] = (200,),
+    ) -> requests.Response:
+        self._limiter.acquire()
+        try:
+            resp = self.session.request(
+                method, url, headers=headers, json=json_body, auth=auth, timeout=self.timeout
+            )
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise _Retryable(
+                ScalingoServerError(
+                    f"{method} {url}: cannot reach Scalingo ({type(exc).__name__}); check the network and "
+                    f"the connection's URLs (region {self.region!r}).",
+                    url=url,
+                )
+            ) from None
+        if resp.status_code in tuple(expected):
+            return resp
+        raise self._error_for(method, url, resp)
+
+    def _error_for(self, method: str, url: str, resp: requests.Response) -> Exception:
+        status = resp.status_code
+        try:
+            body = resp.json()
+        except ValueError:
+            body = resp.text[:300]
+        detail = body.get("error") if isinstance(body, dict) else body
+        if isinstance(body, dict) and "errors" in body:
+            detail = body["errors"]
+        where = f"{method} {url} -> HTTP {status}"
+        if status == 429:
+            retry_after = _float_or_none(resp.headers.get("Retry-After"))
+            return _Retryable(
+                ScalingoRateLimitError(
+                    f"{where} ({detail!r}): Scalingo's rate limit (60 requests/min) is exceeded; lower the "
+                    f"polling frequency (poll_interval) or run fewer Scalingo tasks at once.",
+                    status=status,
+                    url=url,
+                    body=body,
+                ),
+                retry_after,
+            )
+        if status >= 500:
+            return _Retryable(
+                ScalingoServerError(
+                    f"{where} ({detail!r}): Scalingo server error; retry later or check "
+                    f"https://scalingostatus.com.",
+                    status=status,
+                    url=url,
+                    body=body,
+                ),
+                _float_or_none(resp.headers.get("Retry-After")),
+            )
+        if status in (401, 403):
+            return ScalingoAuthError(
+                f"{where} ({detail!r}): access refused. Check the API token of the Scalingo connection is "
+                f"valid and that its user is owner or full collaborator of the app.",
+                status=status,
+                url=url,
+                body=body,
+            )
+        if status == 404:
+            resource = body.get("resource") if isinstance(body, dict) else None
+            return ScalingoNotFoundError(
+                f"{where}: {resource or 'resource'} not found ({detail!r}). Check the app name / addon id / "
+                f"backup id, and the connection's region ({self.region!r}): the app may live in another region.",
+                status=status,
+                url=url,
+                body=body,
+            )
+        return ScalingoApiError(f"{where}: {detail!r}", status=status, url=url, body=body)
+
+    def _send(self, method: str, url: str, **kwargs) -> requests.Response:
+        """One logical request with retries (exponential backoff) on 429, 5xx and connection errors."""
+
+        def wait(retry_state: tenacity.RetryCallState) -> float:
+            exc = retry_state.outcome.exception() if retry_state.outcome else None
+            base = min(self.backoff_max_s, self.backoff_s * (2 ** (retry_state.attempt_number - 1)))
+            if isinstance(exc, _Retryable) and exc.retry_after is not None:
+                return min(max(exc.retry_after, base), self.backoff_max_s * 4)
+            return base
+
+        def before_sleep(retry_state: tenacity.RetryCallState) -> None:
+            exc = retry_state.outcome.exception()
+            log.warning(
+                "%s %s failed (%s), retry %d/%d in %.1f s",
+                method,
+                url,
+                str(exc).split(":", 2)[1].strip() if ":" in str(exc) else exc,
+                retry_state.attempt_number,
+                self.max_attempts - 1,
+                retry_state.next_action.sleep if retry_state.next_action else 0,
+            )
+
+        try:
+            for attempt in tenacity.Retrying(
+                retry=tenacity.retry_if_exception_type(_Retryable),
+                stop=tenacity.stop_after_attempt(self.max_attempts),
+                wait=wait,
+                before_sleep=before_sleep,
+                reraise=True,
+            ):
+                with attempt:
+                    return self._send_once(method, url, **kwargs)
+        except _Retryable as exc:
+            raise exc.error from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # ------------------------------------------------------------------ auth
+    def _user_jwt(self, force: bool = False) -> str:
+        with self._lock:
+            if not force and self._jwt and time.time() < self._jwt_exp - JWT_REFRESH_MARGIN_S:
+                return self._jwt
+            url = f"{self._auth_url}/v1/tokens/exchange"
+            try:
+                resp = self._send(
+                    "POST",
+                    url,
+                    headers={"Accept": "application/json", "Content-Type": "application/json"},
+                    json_body={},
+                    auth=("", self._token),
+                )
+            except ScalingoAuthError as exc:
+                raise ScalingoAuthError(
+                    f"the Scalingo API token was refused by {url} (HTTP {exc.status}). Create a new token in "
+                    f"the Scalingo dashboard (Account > Tokens) and put it in the password field of the "
+                    f"Scalingo connection.",
+                    status=exc.status,
+                    url=url,
+                ) from None
+            token = _json(resp, url).get("token")
+            if not token:
+                raise ScalingoAuthError(
+                    f"{url} answered without a token; check auth_url points at Scalingo's auth API."
+                )
+            mask_secret(token)
+            exp = jwt_expiry(token)
+            self._jwt = token
+            self._jwt_exp = exp if exp else time.time() + 3600
+            log.info(
+                "exchanged the Scalingo API token for a bearer token valid until %s",
+                datetime.fromtimestamp(self._jwt_exp, timezone.utc).isoformat(timespec="seconds"),
+            )
+            return token
+
+    def _user_request(
+        self, method: str, url: str, *, json_body: Any = None, expected=(200,)
+    ) -> requests.Response:
+        """Main / auth API request with the user JWT; on 401 refresh the JWT once and retry."""
+        for refreshed in (False, True):
+            headers = {
+                "Authorization": f"Bearer {self._user_jwt(force=refreshed)}",
+                "Accept": "application/json",
+                "Content-Type": "application/json",
+            }
+            try:
+                return self._send(method, url, headers=headers, json_body=json_body, expected=expected)
+            except ScalingoAuthError as exc:
+                if exc.status != 401 or refreshed:
+                    raise
+                log.info("bearer token refused (401), exchanging the API token again")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # ------------------------------------------------------------------ regions
+    def endpoints(self) -> Endpoints:
+        with self._lock:
+            if self._endpoints:
+                return self._endpoints
+            api, db_api, source = self._api_override, self._db_api_override, "overrides"
+            if not (api and db_api):
+                region = self._region_from_api() or self._region_from_table()
+                api = api or region[0]
+                db_api = db_api or region[1]
+                source = region[2]
+            self._endpoints = Endpoints(auth=self._auth_url, api=api, db_api=db_api, source=source)
+            log.info("Scalingo region %s: api %s, db-api %s (from %s)", self.region, api, db_api, source)
+            return self._endpoints
+
+    def list_regions(self) -> list[dict]:
+        url = f"{self._auth_url}/v1/regions"
+        return _json(self._user_request("GET", url), url).get("regions", [])
+
+    def _region_from_api(self) -> tuple[str, str, str] | None:
+        try:
+            regions = self.list_regions()
+        except ScalingoAuthError:
+            raise
+        except ScalingoApiError as exc:
+            log.warning("cannot read the Scalingo regions endpoint (%s); using the static region table", exc)
+            return None
+        for entry in regions:
+            if entry.get("name") == self.region and entry.get("api") and entry.get("database_api"):
+                return (
+                    _regions.normalize_base_url(entry["api"], "regions.api"),
+                    _regions.normalize_base_url(entry["database_api"], "regions.database_api"),
+                    "regions endpoint",
+                )
+        names = sorted(r.get("name") for r in regions if r.get("name"))
+        if self.region not in _regions.STATIC_REGIONS:
+            raise ScalingoApiError(
+                f"unknown Scalingo region {self.region!r}: the regions endpoint lists {names}. Set the "
+                f"connection extra 'region' to one of them, or give api_url and db_api_url."
+            )
+        return None
+
+    def _region_from_table(self) -> tuple[str, str, str]:
+        entry = _regions.STATIC_REGIONS.get(self.region)
+        if entry is None:
+            raise ScalingoApiError(
+                f"unknown Scalingo region {self.region!r}; known regions: {sorted(_regions.STATIC_REGIONS)}. "
+                f"Set the connection extra 'region', or give api_url and db_api_url."
+            )
+        return entry["api"], entry["database_api"], "static table"
+
+    def _api(self, path: str) -> str:
+        return f"{self.endpoints().api}/v1{path}"
+
+    def _db(self, path: str) -> str:
+        return f"{self.endpoints().db_api}/api{path}"
+
+    # ------------------------------------------------------------------ apps and addons
+    def list_apps(self) -> list[dict]:
+        url = self._api("/apps")
+        return _json(self._user_request("GET", url), url).get("apps", [])
+
+    def list_addons(self, app: str) -> list[dict]:
+        url = self._api(f"/apps/{_q(app)}/addons")
+        try:
+            return _json(self._user_request("GET", url), url).get("addons", [])
+        except ScalingoNotFoundError as exc:
+            raise ScalingoNotFoundError(
+                f"Scalingo app {app!r} not found in region {self.region!r} (HTTP 404). Check the app name "
+                f"(scalingo apps), the connection's region, and that the token's user can access the app.",
+                status=404,
+                url=url,
+                body=exc.body,
+            ) from None
+
+    def get_postgresql_addon(self, app: str, addon_id: str | None = None) -> dict:
+        """The app's PostgreSQL addon; ``addon_id`` picks one when there are several."""
+        addons = self.list_addons(app)
+        described = [
+            f"{a.get('id')} ({(a.get('addon_provider') or {}).get('id')}, {(a.get('plan') or {}).get('name')})"
+            for a in addons
+        ]
+        if addon_id:
+            for addon in addons:
+                if addon.get("id") == addon_id:
+                    provider = (addon.get("addon_provider") or {}).get("id")
+                    if provider not in POSTGRESQL_PROVIDER_IDS:
+                        raise AddonNotFoundError(
+                            f"addon {addon_id!r} of app {app!r} is a {provider!r} addon, not PostgreSQL; "
+                            f"the app's addons are: {described}."
+                        )
+                    return addon
+            raise AddonNotFoundError(
+                f"app {app!r} has no addon {addon_id!r}; its addons are: {described or 'none'}. "
+                f"Fix addon_id (or leave it empty when the app has a single PostgreSQL addon)."
+            )
+        pg = [a for a in addons if (a.get("addon_provider") or {}).get("id") in POSTGRESQL_PROVIDER_IDS]
+        if not pg:
+            raise AddonNotFoundError(
+                f"app {app!r} has no PostgreSQL addon (addon_provider.id 'postgresql'); its addons are: "
+                f"{described or 'none'}. Provision one (scalingo addons-add postgresql <plan>) or check the app name."
+            )
+        if len(pg) > 1:
+            ids = [a.get("id") for a in pg]
+            raise AddonNotFoundError(
+                f"app {app!r} has {len(pg)} PostgreSQL addons {ids}; pass addon_id= one of them to choose."
+            )
+        return pg[0]
+
+    def addon_token(self, app: str, addon_id: str, force: bool = False) -> str:
+        """Addon-scoped token for the Database API, cached ~50 min (or until its ``exp``)."""
+        key = (app, addon_id)
+        with self._lock:
+            cached = self._addon_tokens.get(key)
+            if cached and not force and time.time() < cached[1]:
+                return cached[0]
+            url = self._api(f"/apps/{_q(app)}/addons/{_q(addon_id)}/token")
+            token = (_json(self._user_request("POST", url), url).get("addon") or {}).get("token")
+            if not token:
+                raise ScalingoApiError(
+                    f"{url} answered without addon.token; is api_url the Scalingo main API?"
+                )
+            mask_secret(token)
+            expires = time.time() + ADDON_TOKEN_TTL_S
+            exp = jwt_expiry(token)
+            if exp:
+                expires = min(expires, exp - 60)
+            self._addon_tokens[key] = (token, expires)
+            return token
+
+    def _db_request(
+        self, app: str, addon_id: str, method: str, path: str, *, json_body: Any = None, expected=(200,)
+    ) -> requests.Response:
+        url = self._db(path)
+        for refreshed in (False, True):
+            headers = {
+                "Authorization": f"Bearer {self.addon_token(app, addon_id, force=refreshed)}",
+                "Accept": "application/json",
+                "Content-Type": "application/json",
+            }
+            try:
+                return self._send(method, url, headers=headers, json_body=json_body, expected=expected)
+            except ScalingoAuthError as exc:
+                if exc.status != 401 or refreshed:
+                    raise
+                log.info("addon token refused (401), requesting a new one")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # ------------------------------------------------------------------ database API
+    def get_database(self, app: str, addon_id: str) -> dict:
+        path = f"/databases/{_q(addon_id)}"
+        return _json(self._db_request(app, addon_id, "GET", path), path).get("database", {})
+
+    def list_backups(self, app: str, addon_id: str) -> list[dict]:
+        """Backups, newest first (by ``created_at``)."""
+        path = f"/databases/{_q(addon_id)}/backups"
+        backups = _json(self._db_request(app, addon_id, "GET", path), path).get("database_backups", [])
+        return sorted(backups, key=lambda b: parse_time(b.get("created_at")), reverse=True)
+
+    def latest_done_backup(self, app: str, addon_id: str) -> dict:
+        """The newest backup whose status is ``done`` (never a running or failed one)."""
+        backups = self.list_backups(app, addon_id)
+        for backup in backups:
+            if backup.get("status") == BACKUP_DONE:
+                return backup
+        seen = [f"{b.get('id')}={b.get('status')}" for b in backups[:10]]
+        raise BackupNotReadyError(
+            f"app {app!r} addon {addon_id!r} has no backup in status 'done' (found: {seen or 'none'}). "
+            f"Use backup='new' to create one, or wait for the running backup to finish."
+        )
+
+    def get_backup(self, app: str, addon_id: str, backup_id: str) -> dict:
+        path = f"/databases/{_q(addon_id)}/backups/{_q(backup_id)}"
+        try:
+            return _json(self._db_request(app, addon_id, "GET", path), path).get("database_backup", {})
+        except ScalingoNotFoundError:
+            pass  # undocumented endpoint: fall back to the documented list
+        for backup in self.list_backups(app, addon_id):
+            if backup.get("id") == backup_id:
+                return backup
+        raise ScalingoNotFoundError(
+            f"backup {backup_id!r} not found for app {app!r} addon {addon_id!r}; list the backups with "
+            f"`scalingo --app {app} --addon {addon_id} backups` and pass an existing id (or 'latest').",
+            status=404,
+        )
+
+    def create_backup(self, app: str, addon_id: str) -> dict:
+        path = f"/databases/{_q(addon_id)}/backups"
+        backup = _json(
+            self._db_request(app, addon_id, "POST", path, json_body={}, expected=(200, 201)), path
+        ).get("database_backup", {})
+        log.info("created backup %s of app %s (status %s)", backup.get("id"), app, backup.get("status"))
+        return backup
+
+    def backup_status(self, app: str, addon_id: str, backup_id: str) -> tuple[str, dict]:
+        """One poll: ``("done"|"failed"|"running", backup)``."""
+        backup = self.get_backup(app, addon_id, backup_id)
+        status = backup.get("status")
+        if status == BACKUP_DONE:
+            return "done", backup
+        if status in BACKUP_FAILED:
+            return "failed", backup
+        return "running", backup
+
+    def wait_for_backup(
+        self,
+        app: str,
+        addon_id: str,
+        backup_id: str,
+        *,
+        poll_interval: float = 15.0,
+        timeout: float = 3600.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> dict:
+        """Poll until the backup is ``done``; BackupFailedError on error/cancelled, BackupNotReadyError on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state, backup = self.backup_status(app, addon_id, backup_id)
+            if state == "done":
+                log.info("backup %s is done (%s bytes)", backup_id, backup.get("size"))
+                return backup
+            if state == "failed":
+                raise backup_failed_error(app, addon_id, backup)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BackupNotReadyError(
+                    f"backup {backup_id!r} of app {app!r} is still {backup.get('status')!r} after {timeout:.0f} s; "
+                    f"raise the timeout, or use backup='latest' to take the newest finished backup."
+                )
+            log.info("backup %s is %s, next check in %.0f s", backup_id, backup.get("status"), poll_interval)
+            sleep(min(poll_interval, remaining))
+
+    def archive_url(self, app: str, addon_id: str, backup_id: str) -> str:
+        """The pre-signed download URL of a backup (a secret: masked, never logged)."""
+        path = f"/databases/{_q(addon_id)}/backups/{_q(backup_id)}/archive"
+        try:
+            data = _json(self._db_request(app, addon_id, "GET", path), path)
+        except ScalingoApiError as exc:
+            if exc.status in (400, 409, 422):
+                raise BackupNotReadyError(
+                    f"backup {backup_id!r} of app {app!r} cannot be downloaded yet (HTTP {exc.status}); "
+                    f"only backups in status 'done' can be downloaded.",
+                    status=exc.status,
+                ) from None
+            raise
+        url = data.get("download_url")
+        if not url:
+            raise ScalingoApiError(
+                f"{path} answered without download_url; is db_api_url the Scalingo Database API?"
+            )
+        mask_secret(url)
+        if "token=" in url:
+            mask_secret(url.split("token=", 1)[1].split("&", 1)[0])
+        return url
+
+    def download_backup(
+        self,
+        app: str,
+        addon_id: str,
+        backup: dict,
+        dest: Path,
+        *,
+        max_resumes: int = 5,
+        progress_interval_s: float = 5.0,
+    ) -> DownloadResult:
+        """Stream the backup archive to ``dest`` (see ``download.download_archive``)."""
+        backup_id = backup["id"]
+        if backup.get("status") not in (None, BACKUP_DONE):
+            raise BackupNotReadyError(
+                f"backup {backup_id!r} is {backup.get('status')!r}; only 'done' backups can be downloaded."
+            )
+        return download_archive(
+            self.session,
+            lambda: self.archive_url(app, addon_id, backup_id),
+            Path(dest),
+            expected_size=backup.get("size") or None,
+            label=f"backup {backup_id} of {app}",
+            timeout=self.download_timeout,
+            max_resumes=max_resumes,
+            resume_backoff_s=min(self.backoff_s, 1.0),
+            progress_interval_s=progress_interval_s,
+        )
+
+    # ------------------------------------------------------------------ formation, operations, runs
+    def get_formation(self, app: str) -> list[dict]:
+        """The app's containers: ``[{"name": "web", "amount": 2, "size": "M"}, ...]``."""
+        url = self._api(f"/apps/{_q(app)}/containers")
+        return _json(self._user_request("GET", url), url).get("containers", [])
+
+    def scale(
+        self,
+        app: str,
+        containers: list[dict] | dict[str, int],
+        *,
+        wait: bool = True,
+        timeout: float = 600.0,
+        poll_interval: float = 3.0,
+    ) -> dict:
+        """Scale containers (``{"web": 0}`` or the API's list form); follow the operation when ``wait``."""
+        if isinstance(containers, dict):
+            containers = [{"name": name, "amount": int(amount)} for name, amount in containers.items()]
+        url = self._api(f"/apps/{_q(app)}/scale")
+        resp = self._user_request("POST", url, json_body={"containers": containers}, expected=(200, 202))
+        result = {
+            "containers": _json(resp, url).get("containers", []),
+            "operation_url": resp.headers.get("Location"),
+        }
+        log.info("scaling app %s: %s", app, ", ".join(f"{c['name']}={c.get('amount')}" for c in containers))
+        if wait and result["operation_url"]:
+            result["operation"] = self.wait_operation(
+                app, result["operation_url"], timeout=timeout, poll_interval=poll_interval, what="scale"
+            )
+        return result
+
+    def get_operation(self, app: str, location: str) -> dict:
+        url = urljoin(self.endpoints().api + "/", location) if not location.startswith("http") else location
+        return _json(self._user_request("GET", url), url).get("operation", {})
+
+    def wait_operation(
+        self,
+        app: str,
+        location: str,
+        *,
+        timeout: float = 600.0,
+        poll_interval: float = 3.0,
+        what: str = "operation",
+    ) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            op = self.get_operation(app, location)
+            status = op.get("status")
+            if status == OPERATION_DONE:
+                log.info("%s operation %s of app %s is done", what, op.get("id"), app)
+                return op
+            if status in OPERATION_FAILED:
+                raise ScalingoOperationError(
+                    f"{what} operation {op.get('id')} of app {app!r} failed: {op.get('error') or status!r}. "
+                    f"Check the app's logs (scalingo --app {app} logs) and its events in the dashboard."
+                )
+            if time.monotonic() >= deadline:
+                raise ScalingoOperationError(
+                    f"{what} operation {op.get('id')} of app {app!r} still {status!r} after {timeout:.0f} s; "
+                    f"raise the timeout or check the app in the dashboard."
+                )
+            time.sleep(poll_interval)
+
+    def run_detached(
+        self,
+        app: str,
+        command: str,
+        env: dict[str, str] | None = None,
+        size: str | None = None,
+        *,
+        wait: bool = True,
+        timeout: float = 3600.0,
+        poll_interval: float = 5.0,
+    ) -> dict:
+        """Run ``command`` in a detached one-off container of ``app``; follow it to completion when ``wait``.
+
+        Returns ``{"container": {...}, "operation_url": str|None, "operation": {...}}``. Environment
+        values are masked (they may carry secrets) and the command is logged by its first word only.
+        """
+        for value in (env or {}).values():
+            mask_secret(str(value))
+        body: dict[str, Any] = {"command": command, "env": env or {}, "detached": True}
+        if size:
+            body["size"] = size
+        url = self._api(f"/apps/{_q(app)}/run")
+        resp = self._user_request("POST", url, json_body=body, expected=(200, 201, 202))
+        data = _json(resp, url)
+        container = data.get("container", {})
+        result = {"container": container, "operation_url": resp.headers.get("Location")}
+        log.info(
+            "started one-off container %s in app %s (%s ...)",
+            container.get("id"),
+            app,
+            command.split()[0] if command.split() else "",
+        )
+        if wait:
+            if not result["operation_url"]:
+                raise ScalingoOperationError(
+                    f"run in app {app!r} returned no Location header to follow; use wait=False with this API."
+                )
+            result["operation"] = self.wait_operation(
+                app, result["operation_url"], timeout=timeout, poll_interval=poll_interval, what="one-off run"
+            )
+        return result
+
+    def restart(
+        self, app: str, scope: list[str] | None = None, *, wait: bool = True, timeout: float = 600.0
+    ) -> dict:
+        url = self._api(f"/apps/{_q(app)}/restart")
+        resp = self._user_request("POST", url, json_body={"scope": scope or []}, expected=(200, 202))
+        result = {"operation_url": resp.headers.get("Location")}
+        if wait and result["operation_url"]:
+            result["operation"] = self.wait_operation(
+                app, result["operation_url"], timeout=timeout, what="restart"
+            )
+        return result
+
+    # ------------------------------------------------------------------ health
+    def check(self) -> str:
+        """Exchange the token, resolve the region, list apps: a one-line summary for test_connection."""
+        self._user_jwt()
+        ep = self.endpoints()
+        apps = self.list_apps()
+        return f"token accepted; region {self.region} (api {ep.api}, db-api {ep.db_api}, from {ep.source}); {len(apps)} app(s) visible"
+
+
+def backup_failed_error(app: str, addon_id: str, backup: dict) -> BackupFailedError:
+    return BackupFailedError(
+        f"backup {backup.get('id')!r} of app {app!r} (addon {addon_id}) ended in status "
+        f"{backup.get('status')!r}; check the database dashboard, then use backup='latest' or create a new one."
+    )
+
+
+def _json(resp: requests.Response, where: str) -> dict:
+    try:
+        data = resp.json()
+    except ValueError:
+        raise ScalingoApiError(
+            f"{where}: expected a JSON object, got {resp.text[:120]!r}; check the connection's URLs point at Scalingo.",
+            status=resp.status_code,
+        ) from None
+    if not isinstance(data, dict):
+        raise ScalingoApiError(
+            f"{where}: expected a JSON object, got {type(data).__name__}", status=resp.status_code
+        )
+    return data
+
+
+def _q(value: str) -> str:
+    return quote(str(value), safe="")
+
+
+def _float_or_none(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None

@@ -1,0 +1,57 @@
+"""Typed errors of the Scalingo client. Every message says what went wrong *and* what to do about it."""
+
+from __future__ import annotations
+
+
+class ScalingoApiError(Exception):
+    """Any failure talking to Scalingo (base class).
+
+    ``status`` is the HTTP status when there was a response, ``url`` the request URL (never a signed
+    download URL: those are secrets), ``body`` the parsed error body when Scalingo sent one.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, url: str | None = None, body=None):
+        super().__init__(message)
+        self.status = status
+        self.url = url
+        self.body = body
+
+
+class ScalingoAuthError(ScalingoApiError):
+    """The API token, the user JWT or an addon token was refused (401/403)."""
+
+
+class ScalingoNotFoundError(ScalingoApiError):
+    """App, addon, database or backup not found (404)."""
+
+
+class AddonNotFoundError(ScalingoNotFoundError):
+    """The app has no PostgreSQL addon, or several and no explicit addon id was given."""
+
+
+class ScalingoRateLimitError(ScalingoApiError):
+    """429 Too Many Requests, still failing after the retries."""
+
+
+class ScalingoServerError(ScalingoApiError):
+    """5xx or connection error, still failing after the retries."""
+
+
+class BackupNotReadyError(ScalingoApiError):
+    """No usable (``done``) backup yet, or waiting for one timed out."""
+
+
+class BackupFailedError(ScalingoApiError):
+    """The backup ended in ``error`` / ``cancelled``."""
+
+
+class ScalingoDownloadError(ScalingoApiError):
+    """The backup archive could not be downloaded completely (size, interrupted stream, not a gzip)."""
+
+
+class ScalingoArchiveError(ScalingoApiError):
+    """The archive is unsafe (``..``, absolute path, link, device) or holds no PostgreSQL dump."""
+
+
+class ScalingoOperationError(ScalingoApiError):
+    """A scale / restart / one-off run operation ended in error or did not finish in time."""

@@ -1,0 +1,16 @@
+"""Helpers shared by the Scalingo tests (importable: pytest puts this directory on sys.path)."""
+
+from __future__ import annotations
+
+from scalingo_staging_sync.scalingo.client import ScalingoClient
+from scalingo_staging_sync.testing.fake_scalingo import FakeScalingoAPI
+
+APP = "my-prod-app"
+
+
+def make_client(fake: FakeScalingoAPI, **kwargs) -> ScalingoClient:
+    params = dict(
+        auth_url=fake.url, api_url=fake.url, db_api_url=fake.url, backoff_s=0.01, backoff_max_s=0.05
+    )
+    params.update(kwargs)
+    return ScalingoClient(fake.api_token, **params)

@@ -1,0 +1,327 @@
+"""Core client against the real HTTP fake server: happy path and every fault."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from datetime import timedelta
+
+import pytest
+from scalingo_helpers import APP, make_client
+
+from scalingo_staging_sync.scalingo.archive import extract_dump
+from scalingo_staging_sync.scalingo.client import jwt_expiry
+from scalingo_staging_sync.scalingo.download import sha256_file
+from scalingo_staging_sync.scalingo.errors import (
+    AddonNotFoundError,
+    BackupFailedError,
+    BackupNotReadyError,
+    ScalingoArchiveError,
+    ScalingoAuthError,
+    ScalingoDownloadError,
+    ScalingoNotFoundError,
+    ScalingoRateLimitError,
+    ScalingoServerError,
+)
+
+
+def test_happy_path_latest_backup_download_and_extract(fake, fake_app, client, chinook_dump, tmp_path):
+    old = fake.add_backup(APP, chinook_dump, age=timedelta(days=2))
+    new = fake.add_backup(APP, chinook_dump, age=timedelta(hours=3))
+    addon = client.get_postgresql_addon(APP)
+    assert addon["id"] == fake_app.id
+    backups = client.list_backups(APP, addon["id"])
+    assert [b["id"] for b in backups] == [new.id, old.id]
+    latest = client.latest_done_backup(APP, addon["id"])
+    assert latest["id"] == new.id
+    assert latest["name"].endswith("_" + fake_app.resource_id)
+
+    result = client.download_backup(APP, addon["id"], latest, tmp_path / "dl" / f"{latest['name']}.tar.gz")
+    assert result.size == new.archive.stat().st_size == latest["size"]
+    assert result.sha256 == sha256_file(new.archive)
+    assert result.resumes == 0
+    assert not list((tmp_path / "dl").glob("*.part"))
+    dump = extract_dump(result.path, tmp_path / "x")
+    assert dump.suffix == ".pgsql"
+    assert dump.read_bytes() == chinook_dump.read_bytes()
+    assert dump.read_bytes()[:5] == b"PGDMP"
+    assert client.get_database(APP, addon["id"])["readable_version"] == "16.9.0-1"
+
+
+def test_jwt_has_real_exp_and_is_cached(fake, fake_app, client):
+    client.list_addons(APP)
+    client.list_addons(APP)
+    assert len(fake.requests_to(r"/tokens/exchange$")) == 1
+    exchange_auth = [r.auth for r in fake.requests_to(r"/tokens/exchange$")]
+    assert exchange_auth == ["basic"]
+    token = client._user_jwt()
+    exp = jwt_expiry(token)
+    assert exp is not None and time.time() + 3500 < exp <= time.time() + 3601
+    payload = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    assert payload["exp"] == int(exp)
+
+
+def test_short_lived_jwt_is_refreshed_before_exp(tmp_path, chinook_dump):
+    from scalingo_staging_sync.testing.fake_scalingo import FakeScalingoAPI
+
+    with FakeScalingoAPI(workdir=tmp_path, jwt_ttl=60) as fake:  # < 5 min margin: refreshed each time
+        fake.add_addon(APP, dump_path=chinook_dump)
+        with make_client(fake) as client:
+            client.list_addons(APP)
+            client.list_addons(APP)
+        assert len(fake.requests_to(r"/tokens/exchange$")) == 2
+        assert not [r for r in fake.requests if r.path.endswith("/addons")] or all(
+            r.auth == "bearer" for r in fake.requests_to(r"/addons$")
+        )
+
+
+def test_expired_token_mid_run_is_refreshed_once(fake, fake_app, client, chinook_dump, tmp_path):
+    backup = fake.add_backup(APP, chinook_dump)
+    addon_id = client.get_postgresql_addon(APP)["id"]
+    client.list_backups(APP, addon_id)
+    fake.expire_tokens()  # both the user JWT and the addon token are now refused with 401
+    got = client.latest_done_backup(APP, addon_id)
+    assert got["id"] == backup.id
+    result = client.download_backup(APP, addon_id, got, tmp_path / "b.tar.gz")
+    assert result.size == backup.archive.stat().st_size
+    assert len(fake.requests_to(r"/tokens/exchange$")) == 2
+    # initial addon token; after expiry: one refused with the expired JWT (401), one with the new JWT
+    assert len(fake.requests_to(r"/addons/[^/]+/token$")) == 3
+
+
+def test_retry_once_on_429_plain_text(fake, fake_app, client):
+    fake.fail_next(429, times=1, path_contains="/addons")
+    assert client.get_postgresql_addon(APP)["id"] == fake_app.id
+    assert len(fake.requests_to(r"/apps/[^/]+/addons$")) == 2
+
+
+def test_retry_once_on_500(fake, fake_app, client):
+    fake.fail_next(500, times=1, path_contains="/backups")
+    assert client.list_backups(APP, fake_app.id) == []
+    assert len(fake.requests_to(r"/backups$")) == 2
+
+
+def test_persistent_429_gives_typed_error(fake, fake_app):
+    fake.fail_next(429, times=100, path_contains="/addons")
+    with (
+        make_client(fake, max_attempts=3) as client,
+        pytest.raises(ScalingoRateLimitError, match="rate limit"),
+    ):
+        client.list_addons(APP)
+    assert len(fake.requests_to(r"/addons$")) == 3
+
+
+def test_persistent_500_gives_server_error(fake, fake_app):
+    fake.fail_next(503, times=100, path_contains="/addons")
+    with make_client(fake, max_attempts=2) as client, pytest.raises(ScalingoServerError):
+        client.list_addons(APP)
+
+
+def test_no_retry_on_other_4xx(fake, fake_app, client):
+    fake.fail_next(403, times=1, path_contains="/addons")
+    with pytest.raises(ScalingoAuthError, match="owner or full collaborator"):
+        client.list_addons(APP)
+    assert len(fake.requests_to(r"/addons$")) == 1
+
+
+def test_connection_error_is_retried_then_typed(tmp_path):
+    from scalingo_staging_sync.scalingo.client import ScalingoClient
+
+    with ScalingoClient(
+        "tk-us-x" * 3,
+        auth_url="http://127.0.0.1:9",
+        api_url="http://127.0.0.1:9",
+        db_api_url="http://127.0.0.1:9",
+        backoff_s=0.01,
+        max_attempts=2,
+    ) as client:
+        with pytest.raises(ScalingoServerError, match="cannot reach Scalingo"):
+            client.list_apps()
+
+
+def test_bad_token_is_auth_error_naming_the_fix(fake, fake_app):
+    from scalingo_staging_sync.scalingo.client import ScalingoClient
+
+    with ScalingoClient(
+        "tk-us-wrong-token-123", auth_url=fake.url, api_url=fake.url, db_api_url=fake.url
+    ) as c:
+        with pytest.raises(ScalingoAuthError, match="password field of the Scalingo connection"):
+            c.list_addons(APP)
+
+
+def test_unknown_app_404(fake, fake_app, client):
+    with pytest.raises(ScalingoNotFoundError, match="'no-such-app' not found in region 'osc-fr1'"):
+        client.get_postgresql_addon("no-such-app")
+
+
+def test_app_without_postgresql_addon(fake, client):
+    fake.add_app("front")
+    fake.add_addon("front", provider_id="redis")
+    with pytest.raises(AddonNotFoundError, match="no PostgreSQL addon.*redis"):
+        client.get_postgresql_addon("front")
+
+
+def test_several_postgresql_addons_need_explicit_id(fake, fake_app, client, chinook_dump):
+    second = fake.add_addon(APP, dump_path=chinook_dump)
+    with pytest.raises(AddonNotFoundError, match="pass addon_id") as err:
+        client.get_postgresql_addon(APP)
+    assert fake_app.id in str(err.value) and second.id in str(err.value)
+    assert client.get_postgresql_addon(APP, second.id)["id"] == second.id
+    with pytest.raises(AddonNotFoundError, match="ad-nope"):
+        client.get_postgresql_addon(APP, "ad-nope")
+
+
+def test_latest_skips_error_and_running_backups(fake, fake_app, client, chinook_dump):
+    good = fake.add_backup(APP, chinook_dump, age=timedelta(days=1))
+    fake.add_backup(APP, chinook_dump, status="error", age=timedelta(hours=2))
+    fake.add_backup(APP, chinook_dump, status="running", age=timedelta(minutes=5))
+    assert client.latest_done_backup(APP, fake_app.id)["id"] == good.id
+
+
+def test_no_done_backup_is_not_ready(fake, fake_app, client, chinook_dump):
+    fake.add_backup(APP, chinook_dump, status="error")
+    with pytest.raises(BackupNotReadyError, match="backup='new'"):
+        client.latest_done_backup(APP, fake_app.id)
+
+
+def test_new_backup_waits_until_done(fake, fake_app, client, tmp_path):
+    created = client.create_backup(APP, fake_app.id)
+    assert created["status"] == "scheduled" and created["method"] == "manual"
+    done = client.wait_for_backup(APP, fake_app.id, created["id"], poll_interval=0.01, timeout=10)
+    assert done["status"] == "done" and done["size"] > 0
+    polls = fake.requests_to(rf"/backups/{created['id']}$")
+    assert len(polls) == 2  # new_backup_polls=2
+    result = client.download_backup(APP, fake_app.id, done, tmp_path / "new.tar.gz")
+    assert extract_dump(result.path, tmp_path / "x").read_bytes()[:5] == b"PGDMP"
+
+
+def test_new_backup_in_error_fails(fake, client, chinook_dump):
+    addon = fake.add_addon("other", dump_path=chinook_dump, new_backup_status="error", new_backup_polls=1)
+    created = client.create_backup("other", addon.id)
+    with pytest.raises(BackupFailedError, match="status 'error'"):
+        client.wait_for_backup("other", addon.id, created["id"], poll_interval=0.01, timeout=10)
+
+
+def test_wait_times_out(fake, fake_app, client, chinook_dump):
+    running = fake.add_backup(APP, chinook_dump, status="running")
+    with pytest.raises(BackupNotReadyError, match="raise the timeout"):
+        client.wait_for_backup(APP, fake_app.id, running.id, poll_interval=0.05, timeout=0.2)
+
+
+def test_download_resumes_with_range_after_cut(fake, fake_app, client, chinook_dump, tmp_path):
+    backup = fake.add_backup(APP, chinook_dump)
+    fake.cut_download()  # drop the connection half-way through
+    meta = client.latest_done_backup(APP, fake_app.id)
+    result = client.download_backup(APP, fake_app.id, meta, tmp_path / "r.tar.gz")
+    assert result.resumes == 1
+    assert result.sha256 == sha256_file(backup.archive)
+    downloads = fake.requests_to(r"/download$")
+    assert downloads[0].range is None
+    half = backup.archive.stat().st_size // 2
+    assert downloads[1].range == f"bytes={half}-"
+
+
+def test_download_fails_after_too_many_cuts(fake, fake_app, client, chinook_dump, tmp_path):
+    fake.add_backup(APP, chinook_dump)
+    fake.cut_download(after_bytes=1000, times=50)
+    meta = client.latest_done_backup(APP, fake_app.id)
+    with pytest.raises(ScalingoDownloadError, match="connection lost"):
+        client.download_backup(APP, fake_app.id, meta, tmp_path / "r.tar.gz", max_resumes=2)
+    assert not list(tmp_path.glob("r.tar.gz*"))
+
+
+def test_wrong_size_is_refused(fake, fake_app, client, chinook_dump, tmp_path):
+    backup = fake.add_backup(APP, chinook_dump, reported_size=123)
+    meta = client.latest_done_backup(APP, fake_app.id)
+    with pytest.raises(
+        ScalingoDownloadError, match=f"received {backup.archive.stat().st_size} bytes but .* 123"
+    ):
+        client.download_backup(APP, fake_app.id, meta, tmp_path / "w.tar.gz")
+    assert not list(tmp_path.glob("w.tar.gz*"))
+
+
+def test_not_gzip_body_is_refused(fake, fake_app, client, tmp_path):
+    bogus = tmp_path / "bogus.tar.gz"
+    bogus.write_bytes(b"fail to get archive from storage backend: NoSuchKey")
+    fake.add_backup(APP, archive=bogus)
+    meta = client.latest_done_backup(APP, fake_app.id)
+    with pytest.raises(ScalingoDownloadError, match="not a gzip archive.*NoSuchKey"):
+        client.download_backup(APP, fake_app.id, meta, tmp_path / "dl.tar.gz")
+
+
+def test_archive_without_dump(fake, fake_app, client, tmp_path):
+    fake.add_backup(APP, None, include_dump=False, extra_files={"README.txt": b"hello"})
+    meta = client.latest_done_backup(APP, fake_app.id)
+    result = client.download_backup(APP, fake_app.id, meta, tmp_path / "n.tar.gz")
+    with pytest.raises(ScalingoArchiveError, match=r"no PostgreSQL dump.*README\.txt"):
+        extract_dump(result.path, tmp_path / "x")
+
+
+def test_archive_with_parent_traversal(fake, fake_app, client, chinook_dump, tmp_path):
+    fake.add_backup(APP, chinook_dump, traversal_member=True)
+    meta = client.latest_done_backup(APP, fake_app.id)
+    result = client.download_backup(APP, fake_app.id, meta, tmp_path / "t" / "t.tar.gz")
+    with pytest.raises(ScalingoArchiveError, match=r"'\.\./.*\.pgsql' climbs out"):
+        extract_dump(result.path, tmp_path / "t" / "x")
+    assert not list(tmp_path.rglob("*.pgsql"))
+
+
+def test_archive_with_symlink(fake, fake_app, client, chinook_dump, tmp_path):
+    fake.add_backup(APP, chinook_dump, symlink_member=True)
+    meta = client.latest_done_backup(APP, fake_app.id)
+    result = client.download_backup(APP, fake_app.id, meta, tmp_path / "s.tar.gz")
+    with pytest.raises(ScalingoArchiveError, match="is a link to '/etc/passwd'"):
+        extract_dump(result.path, tmp_path / "x")
+
+
+def test_archive_with_non_dump_pgsql(fake, fake_app, client, tmp_path):
+    fake.add_backup(APP, None, include_dump=False, extra_files={"20240101000000_x.pgsql": b"not a dump"})
+    meta = client.latest_done_backup(APP, fake_app.id)
+    result = client.download_backup(APP, fake_app.id, meta, tmp_path / "p.tar.gz")
+    with pytest.raises(ScalingoArchiveError, match="not a pg_dump archive"):
+        extract_dump(result.path, tmp_path / "x")
+
+
+def test_backup_by_id_and_unknown_id(fake, fake_app, client, chinook_dump):
+    backup = fake.add_backup(APP, chinook_dump)
+    assert client.get_backup(APP, fake_app.id, backup.id)["id"] == backup.id
+    with pytest.raises(ScalingoNotFoundError, match="'nope'"):
+        client.get_backup(APP, fake_app.id, "nope")
+
+
+def test_archive_url_of_running_backup_is_not_ready(fake, fake_app, client, chinook_dump):
+    running = fake.add_backup(APP, chinook_dump, status="running")
+    with pytest.raises(BackupNotReadyError, match="only backups in status 'done'"):
+        client.archive_url(APP, fake_app.id, running.id)
+
+
+def test_regions_endpoint_resolves_hosts(fake, fake_app):
+    from scalingo_staging_sync.scalingo.client import ScalingoClient
+
+    with ScalingoClient(fake.api_token, auth_url=fake.url) as c:  # no api/db-api overrides
+        assert c.get_postgresql_addon(APP)["id"] == fake_app.id
+        assert c.endpoints().source == "regions endpoint"
+        assert c.endpoints().api == fake.url
+    with ScalingoClient(fake.api_token, auth_url=fake.url, region="nowhere-1") as c:
+        with pytest.raises(Exception, match="unknown Scalingo region 'nowhere-1'.*osc-fr1"):
+            c.endpoints()
+
+
+def test_static_region_fallback_when_regions_endpoint_fails(fake, fake_app):
+    from scalingo_staging_sync.scalingo.client import ScalingoClient
+
+    fake.fail_next(500, times=10, path_contains="/regions")
+    with ScalingoClient(fake.api_token, auth_url=fake.url, backoff_s=0.01, max_attempts=2) as c:
+        ep = c.endpoints()
+        assert ep.source == "static table"
+        assert ep.api == "https://api.osc-fr1.scalingo.com"
+
+
+def test_bad_base_url_is_explained():
+    from scalingo_staging_sync.scalingo.client import ScalingoClient
+
+    with pytest.raises(ValueError, match="api_url='api.osc-fr1.scalingo.com' is not a base URL"):
+        ScalingoClient("tk-us-abcdef", api_url="api.osc-fr1.scalingo.com")
+    c = ScalingoClient("tk-us-abcdef", api_url="https://api.example.com/v1/")
+    assert c._api_override == "https://api.example.com"
