@@ -1,0 +1,232 @@
+"""``restore()``: one phase of a restore, end to end, failing closed.
+
+Phases (``section``): ``pre-data`` (schema without indexes/constraints), ``data`` (TABLE DATA and
+sequence values), ``post-data`` (indexes, constraints, FKs, triggers), or ``pre-data+data`` /
+``all``. A section that includes pre-data starts a fresh restore: it prepares the target (scratch
+database in swap mode, wipe in place). Later sections go into the same database. Before anything is
+touched: client-tool version, archive readability (TOC + truncation check) and the extensions the
+dump needs are checked. When a step fails, the restored data is removed again (scratch dropped, or
+in-place wipe) and the error is raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from scalingo_staging_sync.pgconn import PgTarget
+from scalingo_staging_sync.restore import dump as dumpmod
+from scalingo_staging_sync.restore import targets
+from scalingo_staging_sync.restore.errors import MissingExtensionError, RestoreError, TargetError
+from scalingo_staging_sync.restore.names import normalize_tables, qualified_key
+from scalingo_staging_sync.restore.pgtools import PgTools, check_tools_for_dump, find_pg_tools
+from scalingo_staging_sync.restore.plain import run_sql_script
+from scalingo_staging_sync.restore.runner import SECTIONS, ProgressCallback, log_progress, run_pg_restore
+from scalingo_staging_sync.restore.toc import read_toc
+
+log = logging.getLogger(__name__)
+
+FRESH_SECTIONS = ("pre-data", "pre-data+data", "all")
+DATA_SECTIONS = ("data", "pre-data+data", "all")
+VERIFY_LEVELS = ("none", "quick", "full")
+
+
+def available_extensions(target: PgTarget) -> set[str]:
+    with targets.admin_connection(target) as conn:
+        return {row[0] for row in conn.execute("SELECT name FROM pg_available_extensions").fetchall()}
+
+
+def check_extensions(needed: Iterable[str], target: PgTarget) -> None:
+    needed = [n for n in needed if n != "plpgsql"]
+    if not needed:
+        return
+    missing = sorted(set(needed) - available_extensions(target))
+    if missing:
+        raise MissingExtensionError(
+            f"the dump needs the extension(s) {', '.join(missing)}, which the target server "
+            f"({target.host}) does not offer (pg_available_extensions); nothing was changed. "
+            + ("Install PostGIS on the staging server (or use a PostGIS-enabled database) and retry."
+               if any(m.startswith("postgis") for m in missing) else "Install them and retry.")
+        )  # fmt: skip
+
+
+def table_stats(target: PgTarget, tables: Iterable[str], exact: bool = True) -> dict[str, dict]:
+    """``{"schema.table": {"rows": n, "bytes": n}}`` (bytes: table + TOAST + indexes)."""
+    out: dict[str, dict] = {}
+    with target.connect(autocommit=True) as conn:
+        for schema, name in normalize_tables(tables):
+            ident = sql.Identifier(schema, name)
+            try:
+                size = conn.execute(
+                    "SELECT pg_total_relation_size(c.oid), c.reltuples FROM pg_class c"
+                    " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+                    (schema, name),
+                ).fetchone()
+                if size is None:
+                    continue
+                if exact:
+                    rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(ident)).fetchone()[0]
+                else:
+                    rows = max(0, int(size[1]))
+            except psycopg.Error as exc:
+                log.warning("cannot measure %s.%s: %s", schema, name, exc)
+                continue
+            out[qualified_key(schema, name)] = {"rows": int(rows), "bytes": int(size[0])}
+    return out
+
+
+def fail_closed(target: PgTarget, mode: str, scaler: Any = None) -> dict:
+    """Remove the unmasked data of a failed restore: drop the scratch database, or wipe in place."""
+    try:
+        if mode == "swap":
+            return {"dropped_scratch": targets.drop_scratch(target)}
+        out = targets.cleanup(target, "in_place", verified=False, scaler=scaler)
+        return out
+    except Exception as exc:  # noqa: BLE001 - the original error matters more; this one is logged
+        log.error("FAIL-CLOSED CLEANUP FAILED for %s (%s mode): %s", target.describe(), mode, exc)
+        return {"error": str(exc)}
+
+
+def restore(
+    dump_path: str | os.PathLike,
+    target: PgTarget,
+    *,
+    section: str = "all",
+    mode: str = "auto",
+    jobs: int | None = None,
+    exclude_tables: Iterable[str] = (),
+    exclude_data: Iterable[str] = (),
+    only_data: Iterable[str] | None = None,
+    pg_bin_dir: str | os.PathLike | None = None,
+    tools: PgTools | None = None,
+    verify: str = "quick",
+    scaler: Any = None,
+    app: str | None = None,
+    progress: ProgressCallback | None = None,
+    count_rows: bool = True,
+) -> dict:
+    """Run one restore phase into ``target`` (the *live* staging database's coordinates).
+
+    Returns ``{"database", "mode", "section", "tables", "excluded", "warnings", "skipped",
+    "duration_s", "format"}``. ``verify``: ``quick`` (TOC + truncation check, default), ``full``
+    (decompress the whole archive first: any corruption is found before the target is touched),
+    ``none``. ``scaler``/``app``: maintenance mode for in_place (scale ``app`` to 0 meanwhile).
+    """
+    started = time.monotonic()
+    if section not in SECTIONS:
+        raise ValueError(f"unknown section {section!r}: use one of {', '.join(SECTIONS)}")
+    if verify not in VERIFY_LEVELS:
+        raise ValueError(f"unknown verify level {verify!r}: use one of {', '.join(VERIFY_LEVELS)}")
+    dump_path = Path(dump_path)
+    tools = tools or find_pg_tools(pg_bin_dir)
+    header = dumpmod.read_dump_header(dump_path)
+    check_tools_for_dump(tools, header.dump_major)
+    resolved = targets.resolve_mode(target, mode)
+    fresh = section in FRESH_SECTIONS
+    exclude_tables = list(exclude_tables or ())
+    exclude_data = list(exclude_data or ())
+    excluded = [qualified_key(*t) for t in normalize_tables([*exclude_tables, *exclude_data])]
+    into = targets.restore_database(target, resolved)
+    summary: dict[str, Any] = {
+        "database": into.dbname,
+        "mode": resolved,
+        "section": section,
+        "format": header.format,
+        "tables": {},
+        "excluded": excluded,
+        "warnings": [],
+        "skipped": [],
+    }
+    progress = progress or log_progress(f"restore {section}")
+
+    if header.format == "plain":
+        if exclude_tables or exclude_data or only_data is not None:
+            raise RestoreError(
+                "plain-SQL dump: exclude_tables / exclude_data / only_data cannot apply (no table of contents "
+                "to filter); use a custom-format dump (pg_dump -Fc, what Scalingo backups are)"
+            )
+        if not fresh:
+            msg = (
+                f"plain-SQL dump: section {section!r} does not apply; the whole script already ran with "
+                "the first section, nothing to do"
+            )
+            log.warning(msg)
+            summary["warnings"].append(msg)
+            summary["duration_s"] = round(time.monotonic() - started, 3)
+            return summary
+        if section != "all":
+            msg = f"plain-SQL dump: sections do not apply; section {section!r} runs the whole script"
+            log.warning(msg)
+            summary["warnings"].append(msg)
+        check_extensions(dumpmod.plain_extensions(dump_path, header), target)
+        targets.prepare(target, resolved, scaler=scaler, app=app)
+        try:
+            result = run_sql_script(dump_path, into, tools=tools, header=header)
+        except BaseException:
+            fail_closed(target, resolved, scaler)
+            raise
+        summary["warnings"].extend(result["warnings"])
+        summary["tables"] = table_stats(into, _user_tables(into), exact=count_rows)
+        summary["duration_s"] = round(time.monotonic() - started, 3)
+        return summary
+
+    entries = read_toc(dump_path, tools)
+    if verify in ("quick", "full"):
+        dumpmod.quick_check(header, entries)
+    if verify == "full":
+        dumpmod.full_check(dump_path, tools)
+    check_extensions(dumpmod.extensions(entries), target)
+    fks = None
+    if exclude_tables and section in ("post-data", "all"):
+        fks = dumpmod.foreign_keys(dump_path, tools, entries)
+
+    if fresh:
+        into = targets.prepare(target, resolved, scaler=scaler, app=app)
+    elif resolved == "swap":
+        with targets.admin_connection(target, avoid=(into.dbname,)) as conn:
+            if not targets.database_exists(conn, into.dbname):
+                raise TargetError(
+                    f"section {section!r} restores into the scratch database {into.dbname}, which does not "
+                    "exist: run the pre-data section first"
+                )
+    try:
+        result = run_pg_restore(
+            dump_path,
+            into,
+            section=section,
+            jobs=jobs,
+            exclude_data=exclude_data,
+            only_data=only_data,
+            tools=tools,
+            progress=progress,
+            exclude_tables=exclude_tables,
+            entries=entries,
+            fks=fks,
+        )
+    except BaseException:
+        log.error("restore of section %s failed: removing the restored data (fail closed)", section)
+        fail_closed(target, resolved, scaler)
+        raise
+    summary["warnings"].extend(result.warnings)
+    summary["skipped"] = result.skipped
+    summary["entries"] = result.entries_total
+    if section in DATA_SECTIONS:
+        summary["tables"] = table_stats(into, result.tables, exact=count_rows)
+    summary["duration_s"] = round(time.monotonic() - started, 3)
+    return summary
+
+
+def _user_tables(target: PgTarget) -> list[tuple[str, str]]:
+    with target.connect(autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT schemaname, relname FROM pg_stat_user_tables WHERE schemaname <> %s",
+            (targets.STATE_SCHEMA,),
+        ).fetchall()
+    return [(s, t) for s, t in rows]
