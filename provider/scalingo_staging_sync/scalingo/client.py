@@ -37,9 +37,11 @@ from scalingo_staging_sync.scalingo.errors import (
     ScalingoRateLimitError,
     ScalingoServerError,
 )
-from scalingo_staging_sync.secrets import mask_secret
+from scalingo_staging_sync.secrets import install_log_filter, mask_secret
 
 log = logging.getLogger(__name__)
+# urllib3 logs request lines (a signed download URL carries its token in the query) at DEBUG level
+install_log_filter("urllib3.connectionpool")
 
 POSTGRESQL_PROVIDER_IDS = frozenset({"postgresql", "scalingo-postgresql"})
 BACKUP_DONE = "done"
