@@ -154,8 +154,7 @@ def _phases(
 ) -> list[dict[str, Any]]:
     task_states = task_states or {}
     phase_durations = phase_durations or {}
-    order = list(phases or [])
-    order += [t for t in list(task_states) + list(phase_durations) if t not in order]
+    order = list(dict.fromkeys([*(phases or []), *task_states, *phase_durations]))
     out = []
     for task_id in order:
         state = task_states.get(task_id)
