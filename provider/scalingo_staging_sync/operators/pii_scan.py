@@ -1,0 +1,102 @@
+"""PiiScanOperator: the gate before promotion. Thin adapter over :mod:`scalingo_staging_sync.pii.scanner`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from scalingo_staging_sync.hooks.postgres import DEFAULT_STAGING_CONN_ID, pg_target_from_connection
+from scalingo_staging_sync.pii.scanner import DEFAULT_SAMPLE_ROWS, UnmaskedPiiError, enforce, scan_target
+
+XCOM_KEY = "pii_scan"
+
+
+class PiiScanOperator(BaseOperator):
+    """Scan the restored database for personal data that no rule masks; fail before promotion.
+
+    :param postgres_conn_id: postgres connection of the staging server (default ``staging_db``).
+    :param database: database to scan instead of the connection's (templated; e.g. the scratch db).
+    :param masked_columns: ``["schema.table.column", ...]`` masked by the plan (templated).
+    :param allow: ``pii_scan.allow`` of the rules file: ``"schema.table.column"``, ``"schema.table.*"``
+        or ``{"column": ..., "reason": ...}`` (templated).
+    :param on_unmasked: ``"fail"`` (default): raise, naming every unmasked column; ``"warn"``: log only.
+    :param extra_patterns: ``pii_scan.patterns`` of the rules file: ``{"names": [...], "content": [...]}``.
+    :param sample_rows: rows sampled per table for content detection (default 1000).
+    :param schemas: schemas to scan (default: every user schema).
+
+    Returns (XCom ``return_value``, and also key ``pii_scan`` even when the task fails) the report dict:
+    counts, ``unmasked`` column names and ``findings`` (column, reasons, severity, sample counts,
+    status). Sampled values are never stored, returned or logged.
+    """
+
+    template_fields: Sequence[str] = ("database", "masked_columns", "allow", "on_unmasked", "schemas")
+    ui_color = "#f9d5e5"
+
+    def __init__(
+        self,
+        *,
+        postgres_conn_id: str = DEFAULT_STAGING_CONN_ID,
+        database: str | None = None,
+        masked_columns: list[str] | str | None = None,
+        allow: list[Any] | None = None,
+        on_unmasked: str = "fail",
+        extra_patterns: dict[str, Any] | None = None,
+        sample_rows: int = DEFAULT_SAMPLE_ROWS,
+        schemas: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if on_unmasked not in ("fail", "warn") and "{{" not in str(on_unmasked):
+            raise ValueError(f"on_unmasked must be 'fail' or 'warn', got {on_unmasked!r}")
+        self.postgres_conn_id = postgres_conn_id
+        self.database = database
+        self.masked_columns = masked_columns
+        self.allow = allow
+        self.on_unmasked = on_unmasked
+        self.extra_patterns = extra_patterns
+        self.sample_rows = sample_rows
+        self.schemas = schemas
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        target = pg_target_from_connection(self.postgres_conn_id, self.database or None)
+        self.log.info("PII scan of %s (sample_rows=%d)", target.describe(), self.sample_rows)
+        report = scan_target(
+            target,
+            schemas=_as_list(self.schemas) or None,
+            masked_columns=_as_list(self.masked_columns),
+            allow=_as_list(self.allow),
+            extra_patterns=self.extra_patterns,
+            sample_rows=int(self.sample_rows),
+        )
+        result = report.to_dict()
+        result["on_unmasked"] = self.on_unmasked
+        context["ti"].xcom_push(key=XCOM_KEY, value=result)
+        if report.unknown_masked:
+            self.log.warning("Masked columns not found in the database: %s", ", ".join(report.unknown_masked))
+        try:
+            enforce(report, self.on_unmasked)
+        except UnmaskedPiiError as exc:  # deterministic: retrying cannot help
+            raise AirflowFailException(str(exc)) from None
+        return result
+
+
+def _as_list(value: Any) -> list[Any]:
+    """Templated values may arrive as a JSON/Python-literal string or a lazy XCom sequence."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        import ast
+        import json
+
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return list(json.loads(text))
+            except ValueError:
+                return list(ast.literal_eval(text))
+        return [text]
+    return list(value)
