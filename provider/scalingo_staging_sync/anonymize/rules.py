@@ -146,6 +146,8 @@ class Rules(_AttrMapping):
     restore: RestoreSettings = field(default_factory=RestoreSettings)
     path: str | None = None
     sha256: str | None = None
+    #: the validated document as parsed (for display; use the typed attributes above)
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def seed_paths(self) -> list[Path]:
         """``seeds`` resolved relative to the rules file."""
@@ -375,6 +377,7 @@ def validate_rules_dict(data: Any, *, path: str | None = None, sha256: str | Non
         ),
         path=path,
         sha256=sha256,
+        raw=data,
     )
 
 

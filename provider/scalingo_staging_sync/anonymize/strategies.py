@@ -69,9 +69,9 @@ class Preset:
 
 
 def _c(
-    column: str, transformer: str, fallback: Mapping[str, Any] | None = None, **options: Any
+    name: str, transformer: str, fallback: Mapping[str, Any] | None = None, /, **options: Any
 ) -> PresetColumn:
-    return PresetColumn(column, {"transformer": transformer, **options}, fallback)
+    return PresetColumn(name, {"transformer": transformer, **options}, fallback)
 
 
 _ADDRESS = (

@@ -1,0 +1,457 @@
+"""Running one table's plan item: on load (masking trigger during the table's COPY) or in place (one
+UPDATE transaction), with retries on transient errors and the residual-value proof.
+
+**on_load** (``mode="on_load"`` and a dump): TRUNCATE the table (idempotent retries), install a
+``BEFORE INSERT`` PL/pgSQL trigger whose assignments are the transformer expressions, load the table's
+data with ``restore.runner.run_pg_restore(section="data", only_data=[table], jobs=1)`` in a session
+carrying the key setting (PGOPTIONS), drop the trigger function in ``finally``, count the rows. The
+proof's originals come from the first rows of the archive's COPY stream (``stream_table_copy``).
+
+**in_place**: (with a dump, load the table's data first, without trigger) then one transaction:
+``statement_timeout``, the key setting (``set_config(..., true)``: local), a sample of originals
+(``SELECT key, masked ... WHERE (<cond>) LIMIT n``), the UPDATE / inline query / custom statement,
+commit after checking the transaction status.
+
+Retries (tenacity, exponential backoff): serialization failures, deadlocks, lock timeouts, lost
+connections. SQL errors (syntax, constraint, missing column, statement timeout) are not retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import sql
+
+from scalingo_staging_sync.anonymize.planner import read_table
+from scalingo_staging_sync.anonymize.salt import derive_key, target_with_key
+from scalingo_staging_sync.anonymize.sql import (
+    column_expressions,
+    sample_statement,
+    trigger_statements,
+    update_statement,
+)
+from scalingo_staging_sync.anonymize.strategies import StrategyContext, build_custom_statement, get_custom
+from scalingo_staging_sync.anonymize.transformers import KEY_GUC, get_transformer, options_of
+from scalingo_staging_sync.fingerprint import ALGORITHM, fingerprint
+from scalingo_staging_sync.pgconn import PgTarget
+from scalingo_staging_sync.secrets import mask_secret
+
+log = logging.getLogger(__name__)
+
+SAMPLE_ROWS = 200
+
+
+class AnonymizationError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 3
+    base_delay_s: float = 1.0
+    max_delay_s: float = 60.0
+
+
+# --------------------------------------------------------------------------------------------------
+# Transient errors and retries
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth retrying: concurrency conflicts and lost connections, not SQL errors."""
+    import psycopg
+    from psycopg import errors as e
+
+    if isinstance(exc, (e.SerializationFailure, e.DeadlockDetected, e.LockNotAvailable)):
+        return True
+    if isinstance(exc, e.QueryCanceled):  # statement timeout / cancel: deterministic enough, do not loop
+        return False
+    if isinstance(exc, (e.AdminShutdown, e.CrashShutdown, e.CannotConnectNow, e.ConnectionException)):
+        return True
+    if isinstance(exc, psycopg.OperationalError) and getattr(exc, "sqlstate", None) is None:
+        return True  # client-side: connection lost / refused
+    return False
+
+
+def with_retries(policy: RetryPolicy, func, *, what: str):
+    from tenacity import (
+        Retrying,
+        retry_if_exception,
+        stop_after_attempt,
+        wait_exponential,
+    )
+
+    def before_sleep(state) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "%s: transient error on attempt %d/%d (%s: %s); retrying in %.1fs",
+            what,
+            state.attempt_number,
+            policy.attempts,
+            type(exc).__name__,
+            str(exc).strip().splitlines()[0] if exc else "",
+            state.next_action.sleep if state.next_action else 0.0,
+        )
+
+    retrying = Retrying(
+        stop=stop_after_attempt(max(1, policy.attempts)),
+        wait=wait_exponential(
+            multiplier=policy.base_delay_s, min=policy.base_delay_s, max=policy.max_delay_s
+        ),
+        retry=retry_if_exception(is_transient),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    return retrying(func)
+
+
+# --------------------------------------------------------------------------------------------------
+# COPY text parsing (for the on-load proof)
+
+_COPY_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", "\\": "\\"}
+
+
+def unescape_copy_field(field: str) -> str | None:
+    """One COPY-text field to its text value (``\\N`` = NULL)."""
+    if field == "\\N":
+        return None
+    if "\\" not in field:
+        return field
+    out: list[str] = []
+    i, n = 0, len(field)
+    while i < n:
+        ch = field[i]
+        if ch != "\\" or i + 1 >= n:
+            out.append(ch)
+            i += 1
+            continue
+        nxt = field[i + 1]
+        if nxt in _COPY_ESCAPES:
+            out.append(_COPY_ESCAPES[nxt])
+            i += 2
+        elif nxt in "01234567":
+            j = i + 1
+            while j < n and j < i + 4 and field[j] in "01234567":
+                j += 1
+            out.append(chr(int(field[i + 1 : j], 8)))
+            i = j
+        elif nxt == "x" and i + 2 < n and field[i + 2] in "0123456789abcdefABCDEF":
+            j = i + 2
+            while j < n and j < i + 4 and field[j] in "0123456789abcdefABCDEF":
+                j += 1
+            out.append(chr(int(field[i + 2 : j], 16)))
+            i = j
+        else:  # any other escaped character stands for itself
+            out.append(nxt)
+            i += 2
+    return "".join(out)
+
+
+def parse_copy_row(line: str) -> list[str | None]:
+    return [unescape_copy_field(f) for f in line.split("\t")]
+
+
+def parse_copy_header(header: str) -> list[str]:
+    """Column names of ``COPY schema.table (a, "B c", ...) FROM stdin;``."""
+    start = header.index("(")
+    end = header.rindex(")")
+    inner = header[start + 1 : end]
+    names: list[str] = []
+    buf: list[str] = []
+    quoted = False
+    i = 0
+    while i < len(inner):
+        ch = inner[i]
+        if quoted:
+            if ch == '"' and i + 1 < len(inner) and inner[i + 1] == '"':
+                buf.append('"')
+                i += 1
+            elif ch == '"':
+                quoted = False
+            else:
+                buf.append(ch)
+        elif ch == '"':
+            quoted = True
+        elif ch == ",":
+            names.append("".join(buf).strip())
+            buf = []
+        else:
+            buf.append(ch)
+        i += 1
+    names.append("".join(buf).strip())
+    return [n for n in names if n]
+
+
+# --------------------------------------------------------------------------------------------------
+# Proof
+
+
+def _skip(item: Mapping[str, Any], column: str, original: str) -> bool:
+    spec = (item.get("columns") or {}).get(column)
+    if not spec:
+        return False
+    try:
+        return get_transformer(spec["transformer"]).skip_in_proof(original, options_of(spec))
+    except KeyError:
+        return False
+
+
+def build_proof(
+    item: Mapping[str, Any], salt: str, key_columns: list[str], rows: Iterable[Mapping[str, str | None]]
+) -> dict[str, Any]:
+    """CONTRACTS residual-value proof from rows of original text values (NULLs skipped)."""
+    masked = list(item.get("masked_columns") or [])
+    out_rows = []
+    if key_columns and masked:
+        for row in rows:
+            key = [row.get(k) for k in key_columns]
+            if any(k is None for k in key):
+                continue
+            values = {
+                col: fingerprint(salt, row[col])
+                for col in masked
+                if row.get(col) is not None and not _skip(item, col, row[col])  # type: ignore[arg-type]
+            }
+            if values:
+                out_rows.append({"key": key, "values": values})
+    return {"algorithm": ALGORITHM, "key_columns": list(key_columns), "rows": out_rows}
+
+
+def sample_from_copy(lines: Iterator[str], limit: int = SAMPLE_ROWS) -> list[dict[str, str | None]]:
+    """First ``limit`` rows of a COPY stream (header first) as ``{column: text}``; closes the stream."""
+    rows: list[dict[str, str | None]] = []
+    try:
+        header = next(lines, None)
+        if header is None:
+            return rows
+        names = parse_copy_header(header)
+        for line in lines:
+            if len(rows) >= limit:
+                break
+            values = parse_copy_row(line)
+            rows.append(dict(zip(names, values, strict=False)))
+    finally:
+        close = getattr(lines, "close", None)
+        if close:
+            close()
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# Running
+
+
+def _qualified(item: Mapping[str, Any]) -> str:
+    return f"{item['schema']}.{item['name']}"
+
+
+def _load_table(dump_path: str, target: PgTarget, table: str, tools: Any) -> None:
+    from scalingo_staging_sync.restore.runner import run_pg_restore
+
+    run_pg_restore(dump_path, target, section="data", only_data=[table], jobs=1, tools=tools)
+
+
+def _truncate(conn: Any, item: Mapping[str, Any]) -> None:
+    conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(item["schema"], item["name"])))
+
+
+def _count(conn: Any, item: Mapping[str, Any]) -> int:
+    row = conn.execute(
+        sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(item["schema"], item["name"]))
+    )
+    return int(row.fetchone()[0])
+
+
+def _table_catalog(conn: Any, item: Mapping[str, Any]):
+    cat = read_table(conn, item["schema"], item["name"])
+    if cat is None:
+        raise AnonymizationError(f"table {_qualified(item)} does not exist in {conn.info.dbname}")
+    return cat
+
+
+def run_on_load(
+    item: Mapping[str, Any],
+    target: PgTarget,
+    salt: str,
+    dump_path: str,
+    *,
+    tools: Any = None,
+    retry: RetryPolicy = RetryPolicy(),
+    sample_rows: int = SAMPLE_ROWS,
+) -> dict[str, Any]:
+    from scalingo_staging_sync.restore.dump import primary_keys
+    from scalingo_staging_sync.restore.pgtools import find_pg_tools
+    from scalingo_staging_sync.restore.runner import stream_table_copy
+
+    table = _qualified(item)
+    tools = tools or find_pg_tools()
+    key = derive_key(salt)
+    keyed_target = target_with_key(target, key)
+    started = time.monotonic()
+
+    key_columns = list(item.get("key_columns") or [])
+    if not key_columns:
+        key_columns = primary_keys(dump_path, tools).get(table, [])
+    sample = sample_from_copy(stream_table_copy(dump_path, table, tools), sample_rows)
+    proof = build_proof(item, salt, key_columns, sample)
+
+    def attempt() -> int:
+        with target.connect(autocommit=True) as conn:
+            cat = _table_catalog(conn, item)
+            create_fn, create_trigger, drop = trigger_statements(
+                item["schema"], item["name"], item["columns"], cat.columns, conn
+            )
+            _truncate(conn, item)
+            conn.execute(drop)
+            try:
+                with conn.transaction():
+                    conn.execute(create_fn)
+                    conn.execute(create_trigger)
+                log.info("%s: masking trigger installed; loading the table's data", table)
+                _load_table(dump_path, keyed_target, table, tools)
+            finally:
+                conn.execute(drop)
+            return _count(conn, item)
+
+    rows = with_retries(retry, attempt, what=f"anonymize {table} (on load)")
+    return _result(item, "on_load", rows, started, proof)
+
+
+def run_in_place(
+    item: Mapping[str, Any],
+    target: PgTarget,
+    salt: str,
+    *,
+    dump_path: str | None = None,
+    tools: Any = None,
+    retry: RetryPolicy = RetryPolicy(),
+    statement_timeout_s: float | None = None,
+    email_domain: str = "example.com",
+    sample_rows: int = SAMPLE_ROWS,
+) -> dict[str, Any]:
+    table = _qualified(item)
+    key = derive_key(salt)
+    started = time.monotonic()
+
+    if dump_path:
+        from scalingo_staging_sync.restore.pgtools import find_pg_tools
+
+        tools = tools or find_pg_tools()
+
+        def load() -> None:
+            with target.connect(autocommit=True) as conn:
+                _truncate(conn, item)
+            _load_table(dump_path, target, table, tools)
+
+        with_retries(retry, load, what=f"load {table}")
+
+    def attempt() -> tuple[int, dict]:
+        with target.connect(autocommit=False) as conn:
+            cat = _table_catalog(conn, item)
+            statement, masked = _statement(item, cat, email_domain)
+            if statement_timeout_s:
+                conn.execute(
+                    "SELECT set_config('statement_timeout', %s, true)",
+                    (f"{int(statement_timeout_s * 1000)}ms",),
+                )
+            conn.execute("SELECT set_config(%s, %s, true)", (KEY_GUC, key))
+            key_columns = list(item.get("key_columns") or [])
+            proof_item = dict(item, masked_columns=masked)
+            if key_columns and masked:
+                stmt = sample_statement(
+                    item["schema"], item["name"], key_columns, masked, item.get("condition"), sample_rows
+                )
+                names = [*key_columns, *masked]
+                sample = [dict(zip(names, r, strict=True)) for r in conn.execute(stmt).fetchall()]
+            else:
+                sample = []
+            proof = build_proof(proof_item, salt, key_columns, sample)
+            if item.get("query"):  # reviewed inline SQL, run as given (may hold several statements)
+                cur = conn.execute(sql.SQL(item["query"]))  # type: ignore[arg-type]
+            else:
+                cur = conn.execute(statement, prepare=True)
+            rows = max(cur.rowcount, 0)
+            from psycopg.pq import TransactionStatus
+
+            if conn.info.transaction_status != TransactionStatus.INTRANS:
+                raise AnonymizationError(f"{table}: transaction is not in a committable state")
+            conn.commit()
+            return rows, proof
+
+    rows, proof = with_retries(retry, attempt, what=f"anonymize {table} (in place)")
+    return _result(item, "in_place", rows, started, proof)
+
+
+def _statement(
+    item: Mapping[str, Any], cat: Any, email_domain: str
+) -> tuple[sql.Composable | None, list[str]]:
+    if item.get("query"):
+        return None, list(item.get("masked_columns") or [])
+    strategy = item.get("strategy")
+    if strategy and not item.get("columns"):
+        custom = get_custom(strategy)
+        if custom is None:
+            raise AnonymizationError(
+                f"{_qualified(item)}: custom strategy {strategy!r} is not registered here"
+            )
+        ctx = StrategyContext(item["schema"], item["name"], cat.columns, item.get("condition"), email_domain)
+        return build_custom_statement(custom, ctx)
+    specs = item["columns"]
+    exprs = column_expressions(specs, cat.columns)
+    return update_statement(item["schema"], item["name"], exprs, item.get("condition")), list(specs)
+
+
+def _result(item: Mapping[str, Any], mode: str, rows: int, started: float, proof: dict) -> dict[str, Any]:
+    duration = time.monotonic() - started
+    log.info(
+        "%s: %d rows anonymized %s in %.2fs (%d sampled rows in the proof)",
+        _qualified(item),
+        rows,
+        mode.replace("_", " "),
+        duration,
+        len(proof["rows"]),
+    )
+    return {
+        "table": _qualified(item),
+        "mode": mode,
+        "rows": rows,
+        "duration_s": round(duration, 3),
+        "masked_columns": list(item.get("masked_columns") or []),
+        "proof": proof,
+    }
+
+
+def run_table_plan(
+    item: Mapping[str, Any],
+    target: PgTarget,
+    salt: str,
+    *,
+    dump_path: str | None = None,
+    tools: Any = None,
+    retry: RetryPolicy = RetryPolicy(),
+    statement_timeout_s: float | None = None,
+    email_domain: str = "example.com",
+    sample_rows: int = SAMPLE_ROWS,
+) -> dict[str, Any]:
+    """Anonymize one table as planned; returns the CONTRACTS XCom result with the proof."""
+    mask_secret(salt)
+    if item.get("mode") == "on_load":
+        if not dump_path:
+            raise AnonymizationError(
+                f"{_qualified(item)} is planned on_load but no dump_path was given to the operator"
+            )
+        return run_on_load(item, target, salt, dump_path, tools=tools, retry=retry, sample_rows=sample_rows)
+    return run_in_place(
+        item,
+        target,
+        salt,
+        dump_path=dump_path,
+        tools=tools,
+        retry=retry,
+        statement_timeout_s=statement_timeout_s,
+        email_domain=email_domain,
+        sample_rows=sample_rows,
+    )

@@ -1,0 +1,390 @@
+"""Planning: check the rules against the restored catalog (after pre-data) and produce one JSON item per
+table for ``AnonymizeTableOperator.partial(...).expand(plan=...)``.
+
+Every problem is collected and raised together (:class:`PlanError`), each naming its rules entry and key
+(``anonymization_tables[1].columns.emial: no such column in public.customer``), before any data moves:
+unknown tables and columns, transformers that do not fit the column (type, ``varchar(n)``, NOT NULL,
+generated columns), non-unique transformers on a unique/primary key column, conditions that do not
+parse as one boolean expression over the table, fixed values that do not cast, custom strategies that
+fail to build or ignore the condition. Derived columns are handled (``<col>_md5`` of a masked column is
+recomputed from the masked value) or flagged in ``warnings`` (tsvector, other digests, full names).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg import sql
+
+from scalingo_staging_sync.anonymize.rules import Rules, TableRule, split_table_name
+from scalingo_staging_sync.anonymize.sql import column_expressions, where_clause
+from scalingo_staging_sync.anonymize.strategies import (
+    StrategyContext,
+    StrategyError,
+    build_custom_statement,
+    get_builtin,
+    get_custom,
+    resolve_preset,
+)
+from scalingo_staging_sync.anonymize.transformers import ColumnInfo, get_transformer, options_of
+from scalingo_staging_sync.pgconn import PgTarget
+
+log = logging.getLogger(__name__)
+
+
+class PlanError(ValueError):
+    def __init__(self, errors: list[str]):
+        self.errors = list(errors)
+        super().__init__(
+            f"{len(self.errors)} anonymization rule error(s):\n" + "\n".join(f"  - {e}" for e in self.errors)
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Catalog
+
+
+@dataclass
+class TableCatalog:
+    schema: str
+    name: str
+    oid: int
+    relkind: str
+    columns: dict[str, ColumnInfo]
+    primary_key: list[str] = field(default_factory=list)
+    unique_indexes: list[tuple[str, list[str]]] = field(default_factory=list)  # (name, columns)
+    checks: list[tuple[str, str, list[str]]] = field(default_factory=list)  # (name, definition, columns)
+    foreign_keys: list[tuple[str, list[str]]] = field(default_factory=list)  # (name, local columns)
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+_COLUMNS_SQL = """
+SELECT a.attname,
+       format_type(a.atttypid, a.atttypmod),
+       COALESCE(bt.typname, t.typname),
+       t.typtype = 'd',
+       CASE WHEN COALESCE(bt.typname, t.typname) IN ('varchar', 'bpchar')
+            THEN NULLIF(CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END, -1) - 4 END,
+       a.attnotnull OR (t.typtype = 'd' AND t.typnotnull),
+       a.attgenerated <> ''
+FROM pg_attribute a
+JOIN pg_type t ON t.oid = a.atttypid
+LEFT JOIN pg_type bt ON t.typtype = 'd' AND bt.oid = t.typbasetype
+WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+_INDEXES_SQL = """
+SELECT ic.relname, i.indisprimary, i.indisunique,
+       ARRAY(SELECT a.attname FROM unnest(i.indkey) WITH ORDINALITY k(attnum, ord)
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.ord)
+FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+WHERE i.indrelid = %s
+"""
+_CONSTRAINTS_SQL = """
+SELECT conname, contype, pg_get_constraintdef(c.oid),
+       ARRAY(SELECT a.attname FROM pg_attribute a WHERE a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey))
+FROM pg_constraint c WHERE c.conrelid = %s AND contype IN ('c', 'f')
+"""
+
+
+def read_table(conn: Any, schema: str, name: str) -> TableCatalog | None:
+    """The catalog of one table (None when it does not exist). Names are parameters, never SQL."""
+    row = conn.execute(
+        "SELECT c.oid, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
+        (schema, name),
+    ).fetchone()
+    if row is None:
+        return None
+    oid, relkind = row
+    columns = {
+        r[0]: ColumnInfo(
+            name=r[0],
+            type_sql=r[1],
+            base_type=r[2],
+            is_domain=r[3],
+            max_length=r[4],
+            not_null=r[5],
+            generated=r[6],
+        )
+        for r in conn.execute(_COLUMNS_SQL, (oid,)).fetchall()
+    }
+    cat = TableCatalog(schema, name, oid, relkind, columns)
+    for idx_name, primary, unique, cols in conn.execute(_INDEXES_SQL, (oid,)).fetchall():
+        if primary:
+            cat.primary_key = list(cols)
+        if unique or primary:
+            cat.unique_indexes.append((idx_name, list(cols)))
+    for con_name, contype, definition, cols in conn.execute(_CONSTRAINTS_SQL, (oid,)).fetchall():
+        if contype == "c":
+            cat.checks.append((con_name, definition, list(cols)))
+        else:
+            cat.foreign_keys.append((con_name, list(cols)))
+    return cat
+
+
+# --------------------------------------------------------------------------------------------------
+# Planning
+
+_DIGEST_SUFFIXES = ("_sha1", "_sha256", "_hash", "_digest", "_hmac")
+
+
+def plan_anonymization(
+    target: PgTarget, rules: Rules, dump_path: str | None = None, tools: Any = None
+) -> list[dict]:
+    """One JSON-serialisable plan item per ``anonymization_tables`` entry (CONTRACTS format).
+
+    With ``dump_path`` (the restore flow) simple rules are planned ``on_load`` (masking trigger during
+    the table's COPY) and the others ``in_place``; primary keys come from the archive's post-data when
+    the catalog has none yet. Without it (an existing database) everything is ``in_place``.
+    """
+    dump_pks: dict[str, list[str]] = {}
+    if dump_path:
+        dump_pks = _dump_primary_keys(dump_path, tools)
+    errors: list[str] = []
+    items: list[dict] = []
+    with target.connect(autocommit=True) as conn:
+        for rule in rules.anonymization_tables:
+            item = _plan_table(conn, rules, rule, dump_path is not None, dump_pks, errors)
+            if item is not None:
+                items.append(item)
+    if errors:
+        raise PlanError(errors)
+    for item in items:
+        for warning in item["warnings"]:
+            log.warning("%s: %s", item["table"], warning)
+    return items
+
+
+def _dump_primary_keys(dump_path: str, tools: Any) -> dict[str, list[str]]:
+    from scalingo_staging_sync.restore.dump import primary_keys
+    from scalingo_staging_sync.restore.pgtools import find_pg_tools
+
+    return primary_keys(dump_path, tools or find_pg_tools())
+
+
+def _plan_table(
+    conn: Any,
+    rules: Rules,
+    rule: TableRule,
+    from_dump: bool,
+    dump_pks: Mapping[str, list[str]],
+    errors: list[str],
+) -> dict | None:
+    where = rule.where
+    schema, name = split_table_name(rule.table)
+    cat = read_table(conn, schema, name)
+    if cat is None:
+        errors.append(f"{where}.table: no such table {schema}.{name}")
+        return None
+    n_errors = len(errors)
+    warnings: list[str] = []
+    specs: dict[str, dict[str, Any]] = {}
+    masked: list[str] = []
+    custom = None
+    error_prefix = f"{where}.columns"
+
+    if rule.strategy:
+        preset = get_builtin(rule.strategy)
+        if preset is not None:
+            specs, notes = resolve_preset(preset, cat.columns)
+            warnings.extend(notes)
+            error_prefix = f"{where}.strategy({rule.strategy})"
+            if not specs:
+                errors.append(f"{where}.strategy: {rule.strategy} matches no column of {cat.qualified}")
+        else:
+            custom = get_custom(rule.strategy)
+            if custom is None:
+                errors.append(f"{where}.strategy: unknown strategy {rule.strategy!r}")
+    elif rule.columns:
+        for col, spec in rule.columns.items():
+            if col not in cat.columns:
+                errors.append(f"{where}.columns.{col}: no such column in {cat.qualified}")
+                continue
+            specs[col] = dict(spec)
+
+    for spec in specs.values():
+        if spec["transformer"] == "email":
+            spec.setdefault("domain", rules.email_domain)
+
+    if specs:
+        _add_derived(cat, specs, warnings)
+        errors.extend(_check_columns(conn, cat, specs, error_prefix))
+        masked = list(specs)
+
+    if rule.condition:
+        errors.extend(_check_condition(conn, cat, rule.condition, f"{where}.condition"))
+
+    if custom is not None:
+        ctx = StrategyContext(schema, name, cat.columns, rule.condition, rules.email_domain)
+        try:
+            statement, masked = build_custom_statement(custom, ctx)
+            statement.as_string(conn)
+        except (StrategyError, KeyError, TypeError, ValueError) as exc:
+            errors.append(f"{where}.strategy: {exc}")
+        else:
+            missing = [c for c in masked if c not in cat.columns]
+            for c in missing:
+                errors.append(
+                    f"{where}.strategy: custom strategy {custom.name!r} declares unknown column {c}"
+                )
+            if not masked:
+                warnings.append(
+                    f"custom strategy {custom.name} declares no masked column: no residual proof for this table"
+                )
+
+    if rule.query:
+        warnings.append(
+            "inline query: the columns it masks are unknown, so this table gets no residual proof"
+        )
+
+    if len(errors) > n_errors:
+        return None
+
+    _flag_derived(cat, masked, specs, warnings)
+    key_columns = _key_columns(cat, masked, dump_pks, warnings)
+    if cat.relkind == "p":
+        warnings.append("partitioned table: its partitions are restored as separate tables")
+    on_load = from_dump and not rule.condition and not rule.query and custom is None and bool(specs)
+    return {
+        "table": cat.qualified,
+        "schema": schema,
+        "name": name,
+        "mode": "on_load" if on_load else "in_place",
+        "columns": specs if custom is None else {},
+        "strategy": rule.strategy,
+        "condition": rule.condition,
+        "query": rule.query,
+        "key_columns": key_columns,
+        "masked_columns": masked,
+        "warnings": warnings,
+    }
+
+
+def _add_derived(cat: TableCatalog, specs: dict[str, dict[str, Any]], warnings: list[str]) -> None:
+    """``<col>_md5`` of a masked ``<col>`` is recomputed from the masked value when not configured."""
+    for col in list(specs):
+        digest_col = f"{col}_md5"
+        info = cat.columns.get(digest_col)
+        if info is not None and digest_col not in specs and not info.generated:
+            specs[digest_col] = {"transformer": "md5_of", "column": col}
+            warnings.append(f"{digest_col}: md5 of masked column {col}, recomputed from its masked value")
+
+
+def _flag_derived(
+    cat: TableCatalog, masked: list[str], specs: Mapping[str, Any], warnings: list[str]
+) -> None:
+    if not masked:
+        return
+    for info in cat.columns.values():
+        if info.name in masked:
+            continue
+        if info.generated:
+            warnings.append(f"{info.name}: generated column, recomputed by PostgreSQL from the masked values")
+        elif info.base_type == "tsvector":
+            warnings.append(
+                f"{info.name}: tsvector not masked: it may hold words of the original values "
+                f"(mask it with null or regenerate it in a seed)"
+            )
+        elif any(info.name == m + suffix for m in masked for suffix in _DIGEST_SUFFIXES):
+            warnings.append(f"{info.name}: looks like a digest of a masked column and is not masked")
+    if "full_name" in cat.columns and "full_name" not in masked and {"first_name", "last_name"} & set(masked):
+        warnings.append(
+            "full_name is not masked although first_name/last_name are: add "
+            "full_name: {transformer: full_name, from: [first_name, last_name]}"
+        )
+    for con_name, _definition, cols in cat.checks:
+        hit = sorted(set(cols) & set(masked))
+        if hit:
+            warnings.append(f"CHECK constraint {con_name} involves masked column(s) {', '.join(hit)}")
+    for con_name, cols in cat.foreign_keys:
+        hit = sorted(set(cols) & set(masked))
+        if hit:
+            warnings.append(f"foreign key {con_name} uses masked column(s) {', '.join(hit)}")
+
+
+def _check_columns(
+    conn: Any, cat: TableCatalog, specs: Mapping[str, Mapping[str, Any]], prefix: str
+) -> list[str]:
+    errors: list[str] = []
+    unique_cols = {c for _n, cols in cat.unique_indexes for c in cols} | set(cat.primary_key)
+    for col, spec in specs.items():
+        where = f"{prefix}.{col}"
+        info = cat.columns[col]
+        before = len(errors)
+        try:
+            transformer = get_transformer(spec["transformer"])
+        except KeyError as exc:
+            errors.append(f"{where}: {exc.args[0]}")
+            continue
+        options = options_of(spec)
+        for problem in transformer.check(info, options):
+            errors.append(f"{where}: {problem}")
+        for dep in transformer.depends_on(options):
+            if dep not in cat.columns:
+                errors.append(f"{where}: depends on column {dep}, which {cat.qualified} does not have")
+            elif dep not in specs:
+                errors.append(
+                    f"{where}: depends on column {dep}, which is not masked (it would copy the original)"
+                )
+        if col in unique_cols and not transformer.unique:
+            index = next(n for n, cols in cat.unique_indexes if col in cols)
+            errors.append(
+                f"{where}: transformer {transformer.name!r} does not keep values unique, but {col} is in "
+                f"unique index {index} (use email or hash)"
+            )
+        if transformer.name == "fixed" and len(errors) == before:
+            try:
+                with conn.transaction():
+                    conn.execute(
+                        sql.SQL("SELECT CAST(%s::text AS {})").format(sql.SQL(info.type_sql)),
+                        (str(transformer._text(options)),),  # type: ignore[attr-defined]
+                    )
+            except Exception as exc:
+                errors.append(f"{where}: fixed value does not fit {info.type_sql}: {str(exc).strip()}")
+    if not errors:
+        try:
+            exprs = column_expressions(specs, cat.columns)
+            select = sql.SQL("SELECT {} FROM {} LIMIT 0").format(
+                sql.SQL(", ").join(exprs.values()), sql.Identifier(cat.schema, cat.name)
+            )
+            with conn.transaction():
+                conn.execute(sql.SQL("SELECT set_config('scalingo_staging_sync.key', 'plan', true)"))
+                conn.execute(sql.SQL("EXPLAIN {}").format(select), prepare=False)
+        except Exception as exc:
+            errors.append(f"{prefix}: the masking expressions do not compile: {str(exc).strip()}")
+    return errors
+
+
+def _check_condition(conn: Any, cat: TableCatalog, condition: str, where: str) -> list[str]:
+    """The condition must parse as one boolean expression over the table: EXPLAIN it as a prepared
+    statement (a second statement smuggled in is refused by the server)."""
+    query = sql.SQL("EXPLAIN SELECT 1 FROM {}{}").format(
+        sql.Identifier(cat.schema, cat.name), where_clause(condition)
+    )
+    try:
+        with conn.transaction():
+            conn.execute(query, prepare=True)
+    except Exception as exc:
+        return [f"{where}: {str(exc).strip().splitlines()[0]}"]
+    return []
+
+
+def _key_columns(
+    cat: TableCatalog, masked: list[str], dump_pks: Mapping[str, list[str]], warnings: list[str]
+) -> list[str]:
+    pk = cat.primary_key or list(dump_pks.get(cat.qualified, []))
+    if pk and not set(pk) & set(masked):
+        return pk
+    if pk:
+        warnings.append("primary key columns are masked: the residual proof is keyed by the unmasked columns")
+    keys = [c for c, info in cat.columns.items() if c not in masked and not info.generated]
+    if not keys:
+        warnings.append("every column is masked and there is no primary key: no residual proof")
+    return keys

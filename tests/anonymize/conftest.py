@@ -1,0 +1,65 @@
+"""Fixtures of the anonymization tests: a fresh database per test, the salt, a rules helper."""
+
+from __future__ import annotations
+
+import itertools
+import textwrap
+
+import pytest
+
+from scalingo_staging_sync.anonymize.executor import RetryPolicy, run_table_plan
+from scalingo_staging_sync.anonymize.planner import plan_anonymization
+from scalingo_staging_sync.anonymize.rules import parse_rules_text
+from scalingo_staging_sync.pgconn import PgTarget
+
+SALT = "test-salt-for-anonymization-0123456789"
+_counter = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def salt_env(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_VAR_SCALINGO_STAGING_SYNC_SALT", SALT)
+    return SALT
+
+
+def target_of(pg, dbname: str) -> PgTarget:
+    return PgTarget(host=pg.host, port=pg.port, user=pg.user, dbname=dbname)
+
+
+@pytest.fixture
+def db(staging_pg16):
+    """(pg, PgTarget) of a new empty database on the PG16 staging server."""
+    name = f"anon_{next(_counter)}"
+    staging_pg16.create_database(name)
+    yield staging_pg16, target_of(staging_pg16, name)
+    staging_pg16.drop_database(name)
+
+
+@pytest.fixture
+def db_any(staging_pg):
+    """Same, on each staging version (16 and 18)."""
+    name = f"anonv_{next(_counter)}"
+    staging_pg.create_database(name)
+    yield staging_pg, target_of(staging_pg, name)
+    staging_pg.drop_database(name)
+
+
+def rules_from(yaml_text: str):
+    return parse_rules_text(textwrap.dedent(yaml_text))
+
+
+def anonymize(target: PgTarget, yaml_text: str, **kwargs):
+    """Plan the rules against ``target`` and run every item in place; returns the results."""
+    rules = rules_from(yaml_text)
+    items = plan_anonymization(target, rules)
+    retry = kwargs.pop("retry", RetryPolicy(attempts=2, base_delay_s=0.05))
+    return [
+        run_table_plan(item, target, SALT, retry=retry, email_domain=rules.email_domain, **kwargs)
+        for item in items
+    ]
+
+
+def execute(target: PgTarget, statement: str, params=None):
+    with target.connect() as conn:
+        cur = conn.execute(statement, params)
+        return cur.fetchall() if cur.description else []

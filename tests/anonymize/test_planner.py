@@ -1,0 +1,235 @@
+"""Planning against the restored catalog: errors named by entry and key, collected together;
+SQL injection attempts in table, column and condition fields; strategies and derived columns."""
+
+from __future__ import annotations
+
+import pytest
+
+from scalingo_staging_sync.anonymize.planner import PlanError, plan_anonymization
+
+from .conftest import anonymize, execute, rules_from
+
+
+@pytest.fixture
+def shop(db):
+    _pg, target = db
+    execute(
+        target,
+        """
+        CREATE TABLE users (id int PRIMARY KEY, email varchar(10), name text NOT NULL, born date,
+                            note text NOT NULL DEFAULT '', code varchar(3), created_at timestamptz DEFAULT now(),
+                            search tsvector, email_md5 text, email_sha256 text);
+        CREATE TABLE "users; DROP TABLE x" (id int);
+        CREATE TABLE x (id int);
+        CREATE TABLE accounts (id int PRIMARY KEY, login text UNIQUE, email text, first_name text,
+                               last_name text, full_name text);
+        """,
+    )
+    return target
+
+
+def plan_errors(target, text):
+    with pytest.raises(PlanError) as info:
+        plan_anonymization(target, rules_from(text))
+    return info.value.errors
+
+
+def test_bad_rules_rejected_with_named_entries(shop):
+    errors = plan_errors(
+        shop,
+        """
+source_app: p
+anonymization_tables:
+  - table: nope
+    columns: {a: email}
+  - table: users
+    columns:
+      emial: email            # unknown column
+      email: email            # email into varchar(10)
+      name: null              # NOT NULL
+      born: first_name        # wrong type
+      note: {transformer: date_shift}
+      code: {transformer: fixed, value: "ABCDE"}
+      created_at: {transformer: fixed, value: "not a date"}
+  - table: accounts
+    columns: {login: first_name}
+  - table: x
+    strategy: user_anonymization
+""",
+    )
+    joined = "\n".join(errors)
+    assert "anonymization_tables[0].table: no such table public.nope" in joined
+    assert "anonymization_tables[1].columns.emial: no such column in public.users" in joined
+    assert (
+        "anonymization_tables[1].columns.email: transformer 'email' needs at least 29 characters; column is character varying(10)"
+        in joined
+    )
+    assert "anonymization_tables[1].columns.name: null into NOT NULL column name" in joined
+    assert (
+        "anonymization_tables[1].columns.born: transformer 'first_name' does not apply to type date" in joined
+    )
+    assert (
+        "anonymization_tables[1].columns.note: transformer 'date_shift' does not apply to type text" in joined
+    )
+    assert (
+        "anonymization_tables[1].columns.code: transformer 'fixed' needs at least 5 characters; column is character varying(3)"
+        in joined
+    )
+    assert (
+        "anonymization_tables[1].columns.created_at: fixed value does not fit timestamp with time zone"
+        in joined
+    )
+    assert (
+        "anonymization_tables[2].columns.login: transformer 'first_name' does not keep values unique, but login is in unique index accounts_login_key"
+        in joined
+    )
+    assert "anonymization_tables[3].strategy: user_anonymization matches no column of public.x" in joined
+
+
+def test_unknown_transformer_and_strategy_rejected_before_planning():
+    from scalingo_staging_sync.anonymize.rules import RulesError
+
+    with pytest.raises(RulesError) as info:
+        rules_from(
+            "source_app: p\nanonymization_tables: [{table: t, columns: {a: fake_name}}, {table: u, strategy: nope}]"
+        )
+    assert any(
+        e.startswith("anonymization_tables[0].columns.a: unknown transformer 'fake_name'")
+        for e in info.value.errors
+    )
+    assert any(
+        e.startswith("anonymization_tables[1].strategy: unknown strategy 'nope'") for e in info.value.errors
+    )
+
+
+def test_injection_in_table_and_column_names_is_just_not_found(shop):
+    errors = plan_errors(
+        shop,
+        """
+source_app: p
+anonymization_tables:
+  - table: "users; DROP TABLE x"
+    columns: {"id; DROP TABLE x": email}
+  - table: "x\\"; DROP TABLE x; --"
+    columns: {id: null}
+""",
+    )
+    assert errors == [
+        "anonymization_tables[0].columns.id; DROP TABLE x: no such column in public.users; DROP TABLE x",
+        'anonymization_tables[1].table: no such table public.x"; DROP TABLE x; --',
+    ]
+    assert execute(shop, "SELECT count(*) FROM x") == [(0,)]  # still there
+
+
+def test_injection_in_condition_is_wrapped_and_refused(shop):
+    # a comment swallowing the closing parenthesis and a second statement: refused by the server
+    # as one prepared statement (the rules loader also refuses a ';')
+    from scalingo_staging_sync.anonymize.planner import _check_condition, read_table
+
+    with shop.connect() as conn:
+        cat = read_table(conn, "public", "users")
+        assert _check_condition(conn, cat, "true) OR (1=1", "c") == []  # still one expression, in parentheses
+        problems = _check_condition(conn, cat, "1=1) ; DROP TABLE x --", "anonymization_tables[0].condition")
+        assert problems and problems[0].startswith("anonymization_tables[0].condition:")
+        problems = _check_condition(conn, cat, "no_such_column > 1", "anonymization_tables[0].condition")
+        assert 'column "no_such_column" does not exist' in problems[0]
+    assert execute(shop, "SELECT count(*) FROM x") == [(0,)]
+
+
+def test_condition_with_trailing_comment_stays_wrapped(shop):
+    execute(
+        shop,
+        "INSERT INTO accounts VALUES (1, 'a', 'a@x.org', 'A', 'B', 'A B'), (2, 'b', 'b@x.org', 'C', 'D', 'C D')",
+    )
+    anonymize(
+        shop,
+        "source_app: p\nanonymization_tables: [{table: accounts, columns: {email: email}, condition: 'id > 1 -- only new ones'}]",
+    )
+    emails = dict(execute(shop, "SELECT id, email FROM accounts"))
+    assert emails[1] == "a@x.org" and emails[2].endswith("@example.com")
+
+
+def test_plan_items_and_derived_columns(shop):
+    rules = rules_from(
+        """
+source_app: p
+email_domain: demo.example.org
+anonymization_tables:
+  - table: accounts
+    columns: {email: email, first_name: first_name, last_name: last_name}
+  - table: public.users
+    columns: {name: full_name}
+    condition: "created_at < now()"
+  - table: x
+    query: "UPDATE x SET id = id"
+"""
+    )
+    items = plan_anonymization(shop, rules, dump_path=None)
+    accounts, users, x = items
+    assert set(accounts) == {
+        "table", "schema", "name", "mode", "columns", "strategy", "condition", "query", "key_columns",
+        "masked_columns", "warnings",
+    }  # fmt: skip
+    assert accounts["table"] == "public.accounts" and accounts["mode"] == "in_place"
+    assert accounts["columns"]["email"] == {"transformer": "email", "domain": "demo.example.org"}
+    assert accounts["key_columns"] == ["id"]
+    assert any("full_name is not masked" in w for w in accounts["warnings"])
+    assert users["condition"] == "created_at < now()" and users["key_columns"] == ["id"]
+    assert x["query"] and x["masked_columns"] == [] and x["key_columns"] == ["id"]
+    assert any("inline query" in w for w in x["warnings"])
+
+
+def test_md5_column_is_derived_and_tsvector_flagged(shop):
+    items = plan_anonymization(
+        shop,
+        rules_from(
+            "source_app: p\nanonymization_tables: [{table: users, columns: {name: full_name, email_md5: null}}]"
+        ),
+    )
+    assert items[0]["columns"]["email_md5"] == {"transformer": "null"}
+    items = plan_anonymization(
+        shop,
+        rules_from("source_app: p\nanonymization_tables: [{table: accounts, columns: {email: email}}]"),
+    )
+    execute(
+        shop,
+        "ALTER TABLE accounts ADD COLUMN email_md5 text, ADD COLUMN email_sha256 text, ADD COLUMN search tsvector",
+    )
+    items = plan_anonymization(
+        shop, rules_from("source_app: p\nanonymization_tables: [{table: accounts, columns: {email: email}}]")
+    )
+    item = items[0]
+    assert item["columns"]["email_md5"] == {"transformer": "md5_of", "column": "email"}
+    assert "email_md5" in item["masked_columns"]
+    text = "\n".join(item["warnings"])
+    assert "email_sha256: looks like a digest" in text and "search: tsvector not masked" in text
+
+
+def test_generated_column_cannot_be_masked_but_is_recomputed(db):
+    _pg, target = db
+    execute(
+        target,
+        "CREATE TABLE p (id int, first text, last text, display text GENERATED ALWAYS AS (first || ' ' || last) STORED)",
+    )
+    execute(target, "INSERT INTO p (id, first, last) VALUES (1, 'Alice', 'Martin')")
+    rules = rules_from("source_app: p\nanonymization_tables: [{table: p, columns: {display: full_name}}]")
+    with pytest.raises(PlanError, match=r"anonymization_tables\[0\]\.columns\.display: generated column"):
+        plan_anonymization(target, rules)
+    results = anonymize(
+        target,
+        "source_app: p\nanonymization_tables: [{table: p, columns: {first: first_name, last: last_name}}]",
+    )
+    first, last, display = execute(target, "SELECT first, last, display FROM p")[0]
+    assert display == f"{first} {last}" and "Alice" not in display
+    assert results[0]["masked_columns"] == ["first", "last"]
+
+
+def test_strategy_lists_the_columns_it_applies_to(shop):
+    items = plan_anonymization(
+        shop,
+        rules_from("source_app: p\nanonymization_tables: [{table: accounts, strategy: user_anonymization}]"),
+    )
+    item = items[0]
+    assert item["strategy"] == "user_anonymization"
+    assert set(item["masked_columns"]) == {"email", "first_name", "last_name", "full_name"}
+    assert item["columns"]["full_name"] == {"transformer": "full_name", "from": ["first_name", "last_name"]}

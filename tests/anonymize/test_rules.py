@@ -1,0 +1,226 @@
+"""Rules file: schema, defaults, normalisation, error messages naming the entry and key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scalingo_staging_sync.anonymize.rules import (
+    RULES_ENV,
+    Rules,
+    RulesError,
+    load_rules,
+    parse_rules_text,
+    resolve_rules_path,
+    rules_schema,
+    validate_rules_dict,
+)
+
+ISSUE_EXAMPLE = """
+source_app: my-production-app
+anonymization_tables:
+  - table: users                  # or public.users
+    strategy: user_anonymization  # built-in or registered strategy
+    condition: "created_at < now() - interval '1 year'"   # optional WHERE
+  - table: customers
+    columns:                      # column -> transformer, by name or with options
+      email: email
+      contact_name: full_name
+      notes: null
+      company: {transformer: fixed, value: "ACME"}
+  - table: api_keys
+    query: "UPDATE api_keys SET key = md5(random()::text)"
+exclude_tables: [audit_logs]
+pii_scan: {on_unmasked: fail, allow: ["public.products.product_name", "public.categories.*"]}
+"""
+
+
+def errors_of(text: str) -> list[str]:
+    with pytest.raises(RulesError) as info:
+        parse_rules_text(text)
+    return info.value.errors
+
+
+def test_issue_example_loads_with_defaults(tmp_path: Path):
+    path = tmp_path / "rules.yml"
+    path.write_text(ISSUE_EXAMPLE)
+    rules = load_rules(path)
+    assert isinstance(rules, Rules)
+    assert rules.source_app == "my-production-app"
+    users, customers, api_keys = rules.anonymization_tables
+    assert users.strategy == "user_anonymization" and users.condition.startswith("created_at")
+    assert customers.columns == {
+        "email": {"transformer": "email"},
+        "contact_name": {"transformer": "full_name"},
+        "notes": {"transformer": "null"},  # YAML null -> the null transformer
+        "company": {"transformer": "fixed", "value": "ACME"},
+    }
+    assert api_keys.query.startswith("UPDATE")
+    assert rules.exclude_tables == ("audit_logs",)
+    assert rules.pii_scan.on_unmasked == "fail" and rules.pii_scan.sample_rows == 1000
+    assert rules.pii_scan["allow"] == ("public.products.product_name", "public.categories.*")
+    # defaults of every other setting (CONTRACTS)
+    assert rules.retry.attempts == 3 and rules.retry.base_delay_s == 1.0
+    assert rules.verification.enabled is True
+    assert rules.parallel_connections == 3
+    assert rules.audit_dir is None and rules.seeds == () and rules.post_sync_commands == ()
+    assert rules.production_patterns.apps == ("prod", "production")
+    assert rules.production_patterns.hosts == ("prod", "production")
+    assert rules.require_confirmation is False
+    assert rules.slack_conn_id is None and rules.slack_channel is None
+    assert rules.email_domain == "example.com"
+    assert rules.restore.mode == "auto" and rules.restore.keep_previous is True
+    assert rules.restore.jobs is None and rules.restore.maintenance is False
+    assert rules.path == str(path.resolve()) and len(rules.sha256) == 64
+    assert rules.table_rule("public.customers") is customers
+    assert rules.raw["source_app"] == "my-production-app"
+    json.dumps(rules.to_dict())  # serialisable
+
+
+def test_all_settings_accepted():
+    rules = parse_rules_text(
+        """
+        source_app: prod-app
+        target_app: staging-app
+        anonymization_tables: []
+        retry: {attempts: 5, base_delay_s: 0.5}
+        verification: {enabled: false}
+        parallel_connections: 6
+        audit_dir: /var/audit
+        seeds: [seeds/demo.sql]
+        post_sync_commands: ["bundle exec rake demo:setup"]
+        production_patterns: {apps: ["-prd$"], hosts: ["db-prod"]}
+        require_confirmation: true
+        slack_conn_id: slack_default
+        slack_channel: "#ops"
+        email_domain: demo.example.org
+        restore: {mode: swap, keep_previous: false, jobs: 4, maintenance: true}
+        pii_scan:
+          enabled: true
+          on_unmasked: warn
+          sample_rows: 50
+          allow: [{column: public.products.name, reason: catalogue data}]
+          patterns:
+            names: [{pattern: "^siret$", category: company_id, severity: low}]
+            content: [{name: fr_siret, regex: "^[0-9]{14}$", severity: medium}]
+        """.replace("\n        ", "\n")
+    )
+    assert rules.target_app == "staging-app" and rules.retry.attempts == 5
+    assert rules.restore.mode == "swap" and rules.restore.jobs == 4
+    assert rules.email_domain == "demo.example.org"
+    assert rules.pii_scan.patterns["content"][0]["name"] == "fr_siret"
+    assert rules.seed_paths()[0].name == "demo.sql"
+
+
+def test_schema_is_shipped_in_the_package():
+    schema = rules_schema()
+    assert schema["$schema"].endswith("2020-12/schema")
+    assert "anonymization_tables" in schema["properties"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("anonymization_tables: []", "(top level): 'source_app' is a required property"),
+        ("source_app: a\nunknown_key: 1", "unknown_key: unknown key"),
+        (
+            "source_app: a\nanonymization_tables: [{table: t}]",
+            "anonymization_tables[0]: needs one of strategy, columns or query",
+        ),
+        (
+            "source_app: a\nanonymization_tables: [{table: t, strategy: user_anonymization, query: 'UPDATE t SET a = 1'}]",
+            "anonymization_tables[0]: give only one of strategy, columns or query (found strategy, query)",
+        ),
+        (
+            "source_app: a\nanonymization_tables: [{table: t, colums: {a: email}}]",
+            "anonymization_tables[0].colums: unknown key",
+        ),
+        (
+            "source_app: a\npii_scan: {on_unmasked: ignore}",
+            "pii_scan.on_unmasked: 'ignore' is not one of ['fail', 'warn']",
+        ),
+        ("source_app: a\nretry: {attempts: 0}", "retry.attempts: 0 is less than the minimum of 1"),
+        ("source_app: a\nemail_domain: 'not a domain'", "email_domain: 'not a domain' does not match"),
+        (
+            "source_app: a\nanonymization_tables: [{table: t, columns: {a: 3}}]",
+            "anonymization_tables[0].columns.a: must be a transformer name, null",
+        ),
+    ],
+)
+def test_schema_errors_name_the_key(text, expected):
+    errors = errors_of(text)
+    assert any(e.startswith(expected) for e in errors), errors
+
+
+def test_semantic_errors_are_collected_together():
+    errors = errors_of(
+        """
+source_app: a
+exclude_tables: [audit_logs]
+anonymization_tables:
+  - table: users
+    columns: {email: emial, phone: {transformer: phone, digitz: 3}, company: {transformer: fixed}}
+  - table: users
+    strategy: no_such_strategy
+  - table: audit_logs
+    columns: {x: null}
+  - table: orders
+    query: "UPDATE orders SET a = 1"
+    condition: "id > 3"
+  - table: things
+    columns: {a: email}
+    condition: "1 = 1); DROP TABLE things; --"
+"""
+    )
+    joined = "\n".join(errors)
+    assert "anonymization_tables[0].columns.email: unknown transformer 'emial'" in joined
+    assert "anonymization_tables[0].columns.phone.digitz: unknown option of transformer 'phone'" in joined
+    assert "anonymization_tables[0].columns.company: 'value' is a required property" in joined
+    assert (
+        "anonymization_tables[1].table: public.users is already configured by anonymization_tables[0]"
+        in joined
+    )
+    assert "anonymization_tables[1].strategy: unknown strategy 'no_such_strategy'" in joined
+    assert "anonymization_tables[2].table: public.audit_logs is also in exclude_tables" in joined
+    assert "anonymization_tables[3].condition: not allowed with query" in joined
+    assert (
+        "anonymization_tables[4].condition: a condition is one boolean expression; ';' is not allowed"
+        in joined
+    )
+    assert len(errors) >= 8
+
+
+def test_condition_semicolon_inside_literal_is_fine():
+    rules = parse_rules_text(
+        "source_app: a\nanonymization_tables: [{table: t, columns: {a: email}, condition: \"note <> 'a;b'\"}]"
+    )
+    assert rules.anonymization_tables[0].condition == "note <> 'a;b'"
+
+
+def test_not_yaml_mapping():
+    assert errors_of("- a\n- b")[0].startswith("(top level): the rules file must be a mapping")
+    assert errors_of("source_app: [unclosed")[0].startswith("(top level): not valid YAML")
+
+
+def test_rules_path_from_param_else_env(monkeypatch, tmp_path):
+    monkeypatch.delenv(RULES_ENV, raising=False)
+    with pytest.raises(RulesError, match="rules_file"):
+        resolve_rules_path(None)
+    monkeypatch.setenv(RULES_ENV, str(tmp_path / "env.yml"))
+    assert resolve_rules_path(None) == tmp_path / "env.yml"
+    assert resolve_rules_path(str(tmp_path / "param.yml")) == tmp_path / "param.yml"
+
+
+def test_missing_file_is_a_rules_error(tmp_path):
+    with pytest.raises(RulesError, match="cannot read the rules file"):
+        load_rules(tmp_path / "nope.yml")
+
+
+def test_validate_rules_dict_direct():
+    rules = validate_rules_dict(
+        {"source_app": "a", "anonymization_tables": [{"table": "x.y", "columns": {"c": None}}]}
+    )
+    assert rules.anonymization_tables[0].schema_name == ("x", "y")
+    assert rules.anonymization_tables[0].where == "anonymization_tables[0]"
