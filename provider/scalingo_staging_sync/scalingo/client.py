@@ -265,14 +265,13 @@ class ScalingoClient:
 
         def before_sleep(retry_state: tenacity.RetryCallState) -> None:
             exc = retry_state.outcome.exception()
+            reason = exc.error if isinstance(exc, _Retryable) else exc
             log.warning(
-                "%s %s failed (%s), retry %d/%d in %.1f s",
-                method,
-                url,
-                str(exc).split(":", 2)[1].strip() if ":" in str(exc) else exc,
+                "retry %d/%d in %.1f s after: %s",
                 retry_state.attempt_number,
                 self.max_attempts - 1,
                 retry_state.next_action.sleep if retry_state.next_action else 0,
+                str(reason)[:300],
             )
 
         try:
