@@ -218,7 +218,7 @@ def restore(
     summary["skipped"] = result.skipped
     summary["entries"] = result.entries_total
     if section in DATA_SECTIONS:
-        summary["tables"] = table_stats(into, result.tables, exact=count_rows)
+        summary["tables"] = table_stats(into, result.table_names, exact=count_rows)
     summary["duration_s"] = round(time.monotonic() - started, 3)
     return summary
 

@@ -76,6 +76,7 @@ class RestoreResult:
     excluded_data: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # entries deliberately not restored, with reasons
     tables: list[str] = field(default_factory=list)  # "schema.table" whose data this run loaded
+    table_names: list[tuple[str, str]] = field(default_factory=list)  # the same as (schema, table)
 
 
 def default_jobs() -> int:
@@ -92,7 +93,7 @@ class Selection:
     kept: list[TocEntry]
     skipped: list[tuple[TocEntry, str]]
     excluded_data: list[str]
-    loaded_tables: list[str]
+    loaded_tables: list[tuple[str, str]]
 
 
 def select_entries(
@@ -122,7 +123,7 @@ def select_entries(
     kept: list[TocEntry] = []
     skipped: list[tuple[TocEntry, str]] = []
     excluded_names: list[str] = []
-    loaded: list[str] = []
+    loaded: list[tuple[str, str]] = []
     for entry in entries:
         if entry.desc == "TABLE DATA":
             match = next((t for t in excluded if entry.matches_table(*t)), None)
@@ -139,7 +140,7 @@ def select_entries(
                 # come from the extension itself (PostGIS docs: do not restore spatial_ref_sys).
                 skipped.append((entry, "data provided by the postgis extension"))
                 continue
-            loaded.append(qualified_key(entry.schema or "public", entry.tag))
+            loaded.append((entry.schema or "public", entry.tag))
         elif entry.dump_id in fk_skip:
             skipped.append((entry, f"FK to excluded table: {fk_skip[entry.dump_id].describe()}"))
             continue
@@ -156,6 +157,7 @@ _ERROR_RE = re.compile(r"^pg_restore: error: (?P<msg>.*)$")
 _FINISHED_RE = re.compile(r"^pg_restore: finished item (?P<id>\d+) (?P<what>.*)$")
 _ITEM_RE = re.compile(r"^pg_restore: (?:processing|launching) item (?P<id>\d+) (?P<what>.*)$")
 _PROCESSING_DATA_RE = re.compile(r'^pg_restore: processing data for table "(?P<table>.*)"$')
+_SERIAL_RE = re.compile(r"^pg_restore: (?:creating|executing|processing data for table) (?P<what>.*)$")
 
 
 class StderrParser:
@@ -177,10 +179,12 @@ class StderrParser:
         self._parallel = False
         self._in_command = False
         self._serial_item: int | None = None
+        self._item_lines = False  # -j 1 prints no "processing item N" lines: count object lines
+        self._anonymous_done = 0
 
     @property
     def done(self) -> int:
-        return len(self.done_ids)
+        return min(self.total, len(self.done_ids) + self._anonymous_done)
 
     def _finish(self, dump_id: int | None) -> None:
         if dump_id is not None and (not self.ids or dump_id in self.ids) and dump_id not in self.done_ids:
@@ -225,14 +229,19 @@ class StderrParser:
         elif m := _FINISHED_RE.match(line):
             self._finish(int(m.group("id")))
         elif m := _ITEM_RE.match(line):
+            self._item_lines = True
             dump_id = int(m.group("id"))
             if not self.ids or dump_id in self.ids:
                 self.current = m.group("what")
             if not self._parallel and not line.startswith("pg_restore: launching"):
                 self._finish(self._serial_item)
                 self._serial_item = dump_id
-        elif m := _PROCESSING_DATA_RE.match(line):
-            self.current = f"TABLE DATA {m.group('table')}"
+        elif m := _SERIAL_RE.match(line):
+            data = _PROCESSING_DATA_RE.match(line)
+            self.current = f"TABLE DATA {data.group('table')}" if data else m.group("what")
+            if not self._item_lines:
+                self._anonymous_done += 1
+                self._report(force=False)
 
     def close(self) -> None:
         self._finish(self._serial_item)
@@ -399,7 +408,8 @@ def run_pg_restore(
         errors=parser.issues,
         excluded_data=selection.excluded_data,
         skipped=[f"{e.raw} ({reason})" for e, reason in selection.skipped],
-        tables=selection.loaded_tables,
+        tables=[qualified_key(*t) for t in selection.loaded_tables],
+        table_names=selection.loaded_tables,
     )
 
 

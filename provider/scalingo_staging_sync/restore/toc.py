@@ -7,7 +7,7 @@ import re
 import subprocess
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from scalingo_staging_sync.restore.errors import DumpFormatError
@@ -113,7 +113,24 @@ def read_toc(dump_path: str | os.PathLike, tools: PgTools, section: str | None =
         msg = proc.stderr.strip() or f"exit status {proc.returncode}"
         raise DumpFormatError(f"cannot read the table of contents of {dump_path}: {msg}")
     entries = [e for e in (parse_toc_line(line) for line in proc.stdout.splitlines()) if e is not None]
-    return entries
+    return resolve_schemas(entries)
+
+
+def resolve_schemas(entries: list[TocEntry], extra_schemas: Iterable[str] = ()) -> list[TocEntry]:
+    """``pg_restore -l`` prints ``<schema> <name>`` unquoted, so a schema with a space is ambiguous.
+    Split again on the longest schema name the archive defines (SCHEMA entries, plus public)."""
+    schemas = {"public", "pg_catalog", *extra_schemas}
+    schemas.update(e.names.partition(" ")[2] for e in entries if e.desc == "SCHEMA")
+    spaced = sorted((s for s in schemas if " " in s), key=len, reverse=True)
+    if not spaced:
+        return entries
+    out = []
+    for entry in entries:
+        match = next((s for s in spaced if entry.names.startswith(s + " ")), None)
+        if match and entry.desc != "SCHEMA":
+            entry = replace(entry, schema=match, tag=entry.names[len(match) + 1 :])
+        out.append(entry)
+    return out
 
 
 def write_list_file(

@@ -1,0 +1,453 @@
+"""Restore core against real PostgreSQL 16/18 servers and real pg_dump archives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+from restore_helpers import make_scalingo_db, superuser_target, tables_of, unique_db
+
+from scalingo_staging_sync.restore import dump as dumpmod
+from scalingo_staging_sync.restore import targets
+from scalingo_staging_sync.restore.api import restore
+from scalingo_staging_sync.restore.errors import (
+    DumpFormatError,
+    DumpTooNewError,
+    MissingExtensionError,
+    RestoreError,
+    TargetError,
+)
+from scalingo_staging_sync.restore.pgtools import PG_BIN_ENV, find_pg_tools
+from scalingo_staging_sync.restore.runner import StderrParser, run_pg_restore, stream_table_copy
+from scalingo_staging_sync.restore.toc import read_toc
+from scalingo_staging_sync.testing.postgres import pg_bin_dir
+
+CHINOOK_TABLES = {
+    f"public.{t}"
+    for t in (
+        "album artist customer employee genre invoice invoice_line media_type playlist playlist_track track".split()
+    )
+}
+PG15_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def _marker(pg, db):
+    pg.execute("CREATE TABLE live_marker (x int); INSERT INTO live_marker VALUES (42)", db)
+
+
+def _has_marker(pg, db) -> bool:
+    return pg.execute("SELECT x FROM live_marker", db) == [(42,)]
+
+
+# ---------------------------------------------------------------------------------------------- dumps
+
+
+def test_header_toc_keys_and_copy_stream(chinook_dump, tmp_path, prod_pg, chinook_prod):
+    header = dumpmod.read_dump_header(chinook_dump)
+    assert (header.format, header.archive_version[:2], header.dump_major) == ("custom", (1, 15), 16)
+    assert header.server_version.startswith("16.")
+    tools = find_pg_tools(pg_bin_dir(16))
+    entries = read_toc(chinook_dump, tools)
+    assert {e.qualified for e in entries if e.desc == "TABLE DATA"} == CHINOOK_TABLES
+    pks = dumpmod.primary_keys(chinook_dump, tools)
+    assert pks["public.playlist_track"] == ["playlist_id", "track_id"]
+    assert pks["public.customer"] == ["customer_id"]
+    stream = stream_table_copy(chinook_dump, "artist", tools)
+    assert next(stream).startswith("COPY public.artist (artist_id, name) FROM stdin;")
+    assert next(stream).split("\t")[0] == "1"
+    stream.close()  # early stop kills pg_restore
+    rows = list(stream_table_copy(chinook_dump, "public.track", tools))
+    assert len(rows) == 1 + 3503
+
+    plain = prod_pg.pg_dump(chinook_prod, tmp_path / "c.sql", fmt="p")
+    assert dumpmod.read_dump_header(plain).format == "plain"
+    tar = prod_pg.pg_dump(chinook_prod, tmp_path / "c.tar", fmt="t")
+    assert dumpmod.read_dump_header(tar).format == "tar"
+    junk = tmp_path / "junk.pgsql"
+    junk.write_bytes(b"hello, not a dump")
+    with pytest.raises(DumpFormatError):
+        dumpmod.read_dump_header(junk)
+
+
+def test_stderr_parser_separates_harmless_errors():
+    parser = StderrParser(total=2, ids=[10, 11])
+    for line in [
+        "pg_restore: processing item 10 TABLE album",
+        "pg_restore: from TOC entry 10; 1259 1 TABLE public album someone",
+        'pg_restore: error: could not execute query: ERROR:  role "someone" does not exist',
+        "Command was: ALTER TABLE public.album OWNER TO someone;",
+        "pg_restore: processing item 11 FK CONSTRAINT invoice invoice_customer_id_fkey",
+        "pg_restore: from TOC entry 11; 2606 2 FK CONSTRAINT public invoice invoice_customer_id_fkey x",
+        'pg_restore: error: could not execute query: ERROR:  insert or update on table "invoice" violates',
+        "pg_restore: warning: errors ignored on restore: 2",
+    ]:
+        parser.feed(line)
+    parser.close()
+    assert parser.done == 2
+    assert [i.harmless for i in parser.issues] == ["missing role", None]
+    fatal = parser.fatal()
+    assert len(fatal) == 1 and "FK CONSTRAINT" in fatal[0].toc_entry
+
+
+# ------------------------------------------------------------------------------------ tool versions
+
+
+@pytest.mark.skipif(not (PG15_BIN / "pg_restore").exists(), reason="Debian PostgreSQL 15 tools not installed")
+def test_dump_newer_than_pg_restore_is_refused_before_anything(chinook_dump, staging_pg16, monkeypatch):
+    db = unique_db()
+    staging_pg16.create_database(db)
+    _marker(staging_pg16, db)
+    target = superuser_target(staging_pg16, db)
+    with pytest.raises(DumpTooNewError) as err:
+        restore(chinook_dump, target, pg_bin_dir=str(PG15_BIN), mode="in_place")
+    msg = str(err.value)
+    assert "dump made by PostgreSQL 16 needs pg_restore >= 16" in msg and PG_BIN_ENV in msg
+    monkeypatch.setenv(PG_BIN_ENV, str(PG15_BIN))
+    with pytest.raises(DumpTooNewError):
+        restore(chinook_dump, target, mode="swap")
+    assert _has_marker(staging_pg16, db)
+    assert not staging_pg16.database_exists(db + "__incoming")
+
+
+# ------------------------------------------------------------------------------------ swap / phases
+
+
+def test_swap_by_phases_then_promote(chinook_dump, staging_pg):
+    db = unique_db()
+    staging_pg.create_database(db)
+    _marker(staging_pg, db)
+    target = superuser_target(staging_pg, db)
+    tools = find_pg_tools(pg_bin_dir(staging_pg.version))
+    pre = restore(chinook_dump, target, section="pre-data", tools=tools)
+    assert pre["mode"] == "swap" and pre["database"] == f"{db}__incoming"
+    scratch = pre["database"]
+    assert tables_of(staging_pg, scratch) == CHINOOK_TABLES
+    # pre-data creates no index: anonymization runs before indexes exist
+    assert staging_pg.execute("SELECT count(*) FROM pg_indexes WHERE schemaname = 'public'", scratch) == [
+        (0,)
+    ]
+    data = restore(chinook_dump, target, section="data", tools=tools)
+    assert data["tables"]["public.track"]["rows"] == 3503
+    assert data["tables"]["public.invoice"]["bytes"] > 0
+    post = restore(chinook_dump, target, section="post-data", tools=tools)
+    assert post["database"] == scratch and post["warnings"] == []
+    assert (
+        staging_pg.execute("SELECT count(*) FROM pg_indexes WHERE schemaname = 'public'", scratch)[0][0] >= 22
+    )
+    assert _has_marker(staging_pg, db)  # live untouched until promotion
+    out = targets.promote(target, "swap", keep_previous=True)
+    assert out["previous"] == f"{db}__previous"
+    assert staging_pg.execute("SELECT count(*) FROM track", db) == [(3503,)]
+    assert _has_marker(staging_pg, f"{db}__previous")
+    assert not staging_pg.database_exists(scratch)
+    # second run, previous copy dropped this time
+    restore(chinook_dump, target, section="all", tools=tools)
+    targets.promote(target, "swap", keep_previous=False)
+    assert not staging_pg.database_exists(f"{db}__previous")
+    assert staging_pg.execute("SELECT count(*) FROM invoice_line", db) == [(2240,)]
+
+
+def test_swap_promote_with_target_in_use(chinook_dump, staging_pg18):
+    pg = staging_pg18
+    db = unique_db()
+    pg.create_database(db)
+    target = superuser_target(pg, db)
+    restore(chinook_dump, target, section="all", mode="swap", tools=find_pg_tools(pg_bin_dir(18)))
+    blocker = pg.connect(db)
+    blocker.execute("SELECT 1")
+    with pytest.raises(TargetError, match="in use"):
+        targets.promote(target, "swap", terminate=False)
+    assert pg.database_exists(f"{db}__incoming")  # nothing half-done
+    targets.promote(target, "swap")  # ends the session
+    with pytest.raises(psycopg.OperationalError):
+        blocker.execute("SELECT 1")
+    blocker.close()
+    assert pg.execute("SELECT count(*) FROM artist", db) == [(275,)]
+
+
+# ------------------------------------------------------------------------------------ in place
+
+
+def test_in_place_with_exactly_scalingo_grants(chinook_dump, staging_pg):
+    db = unique_db("scalingo")
+    target = make_scalingo_db(staging_pg, db)
+    assert targets.resolve_mode(target, "auto") == "in_place"
+    with target.connect() as conn:  # what the app had in staging before
+        conn.execute("CREATE TABLE old_app_table (id int); INSERT INTO old_app_table VALUES (1)")
+        conn.execute("CREATE TABLE album (stale int)")
+    tools = find_pg_tools(pg_bin_dir(staging_pg.version))
+    for section in ("pre-data", "data", "post-data"):
+        out = restore(chinook_dump, target, section=section, tools=tools)
+        assert out["mode"] == "in_place" and out["database"] == db
+    assert tables_of(staging_pg, db) == CHINOOK_TABLES
+    assert staging_pg.execute("SELECT count(*) FROM customer", db) == [(59,)]
+    owner = staging_pg.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'track'", db)
+    assert owner == [("scalingo_stg_user",)]
+    assert targets.read_state(target)["status"] == "unmasked"
+    # teardown before verification -> fail closed: wiped
+    out = targets.cleanup(target, "in_place")
+    assert out["wiped"] and tables_of(staging_pg, db) == set()
+    # a full run, verified (promote), survives the teardown
+    restore(chinook_dump, target, section="all", tools=tools)
+    targets.promote(target, "in_place")
+    assert targets.cleanup(target, "auto")["wiped"] is False
+    assert staging_pg.execute("SELECT count(*) FROM track", db) == [(3503,)]
+
+
+def test_exclude_referenced_table_skips_its_fks(chinook_dump, staging_pg16, caplog):
+    pg = staging_pg16
+    db = unique_db("scalingo")
+    target = make_scalingo_db(pg, db)
+    tools = find_pg_tools(pg_bin_dir(16))
+    results = [
+        restore(chinook_dump, target, section=s, exclude_tables=["customer"], tools=tools)
+        for s in ("pre-data", "data", "post-data")
+    ]
+    assert results[1]["excluded"] == ["public.customer"]
+    assert "public.customer" not in results[1]["tables"]
+    assert any("invoice_customer_id_fkey" in s for s in results[2]["skipped"])
+    assert "FK to excluded table" in caplog.text
+    assert pg.execute("SELECT count(*) FROM customer", db) == [(0,)]
+    assert pg.execute("SELECT count(*) FROM invoice", db) == [(412,)]
+    fks = {r[0] for r in pg.execute("SELECT conname FROM pg_constraint WHERE contype = 'f'", db)}
+    assert "invoice_customer_id_fkey" not in fks and "invoice_line_invoice_id_fkey" in fks
+    # names are exact, never regexes: "invoice.*" matches nothing
+    out = restore(
+        chinook_dump, target, section="all", exclude_tables=["invoice.*", "public.invoic"], tools=tools
+    )
+    assert out["tables"]["public.invoice"]["rows"] == 412
+
+
+# ------------------------------------------------------------------------------------ bad dumps
+
+
+def _truncated(src: Path, dst: Path, fraction: float = 0.7) -> Path:
+    data = src.read_bytes()
+    dst.write_bytes(data[: int(len(data) * fraction)])
+    return dst
+
+
+def _corrupt_middle(src: Path, dst: Path) -> Path:
+    data = bytearray(src.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 64] = b"\xff" * 64
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+@pytest.mark.parametrize("mode", ["swap", "in_place"])
+def test_truncated_and_corrupt_dumps_leave_staging_untouched(chinook_dump, staging_pg16, tmp_path, mode):
+    pg = staging_pg16
+    db = unique_db()
+    pg.create_database(db)
+    _marker(pg, db)
+    target = superuser_target(pg, db)
+    tools = find_pg_tools(pg_bin_dir(16))
+    truncated = _truncated(chinook_dump, tmp_path / "truncated.pgsql")
+    with pytest.raises(DumpFormatError, match="truncated"):
+        restore(truncated, target, mode=mode, tools=tools)
+    header_broken = tmp_path / "header.pgsql"
+    header_broken.write_bytes(chinook_dump.read_bytes()[:5] + b"\x09\x09" + chinook_dump.read_bytes()[7:])
+    with pytest.raises(DumpFormatError):
+        restore(header_broken, target, mode=mode, tools=tools)
+    corrupt = _corrupt_middle(chinook_dump, tmp_path / "corrupt.pgsql")
+    with pytest.raises(DumpFormatError, match="corrupt"):
+        restore(corrupt, target, mode=mode, tools=tools, verify="full")
+    assert _has_marker(pg, db)
+    assert not pg.database_exists(f"{db}__incoming")
+    # without the full check, the corruption surfaces during the restore: fail closed
+    with pytest.raises(RestoreError):
+        restore(corrupt, target, mode=mode, tools=tools)
+    assert not pg.database_exists(f"{db}__incoming")
+    if mode == "swap":
+        assert _has_marker(pg, db)
+    else:
+        assert tables_of(pg, db) == set()  # wiped: no half-restored production data
+        assert targets.read_state(target)["status"] == "wiped"
+
+
+# ------------------------------------------------------------------------------------ interruptions
+
+
+def test_run_killed_between_sections_then_clean_run(chinook_dump, staging_pg18):
+    pg = staging_pg18
+    db = unique_db()
+    pg.create_database(db)
+    _marker(pg, db)
+    target = superuser_target(pg, db)
+    tools = find_pg_tools(pg_bin_dir(18))
+    restore(chinook_dump, target, section="pre-data+data", mode="swap", tools=tools)
+    # ... the worker dies here: no post-data, no promote, no teardown. A stale scratch remains.
+    assert pg.database_exists(f"{db}__incoming")
+    pg.execute("CREATE TABLE stale_from_killed_run (x int)", f"{db}__incoming")
+    restore(chinook_dump, target, section="pre-data", mode="swap", tools=tools)  # drops the stale one
+    assert "public.stale_from_killed_run" not in tables_of(pg, f"{db}__incoming")
+    restore(chinook_dump, target, section="data", mode="swap", tools=tools)
+    restore(chinook_dump, target, section="post-data", mode="swap", tools=tools)
+    targets.promote(target, "swap", keep_previous=False)
+    assert tables_of(pg, db) == CHINOOK_TABLES
+
+    # in place: killed after data -> the teardown (or next start) wipes the unmasked data
+    db2 = unique_db("scalingo")
+    target2 = make_scalingo_db(pg, db2)
+    restore(chinook_dump, target2, section="pre-data+data", tools=tools)
+    assert targets.cleanup(target2)["wiped"]
+    assert tables_of(pg, db2) == set()
+
+
+def test_interrupted_pg_restore_is_killed_and_cleaned(chinook_dump, staging_pg16):
+    pg = staging_pg16
+    db = unique_db()
+    pg.create_database(db)
+    target = superuser_target(pg, db)
+
+    def boom(done, total, current):
+        if done >= 3:
+            raise KeyboardInterrupt("simulated kill")
+
+    with pytest.raises(KeyboardInterrupt):
+        restore(
+            chinook_dump,
+            target,
+            section="all",
+            mode="swap",
+            progress=boom,
+            jobs=1,
+            tools=find_pg_tools(pg_bin_dir(16)),
+        )
+    assert not pg.database_exists(f"{db}__incoming")
+
+
+# ------------------------------------------------------------------------------------ names
+
+
+def test_quotes_spaces_and_capitals(prod_pg, staging_pg, tmp_path):
+    src = unique_db("Prod Src")
+    prod_pg.create_database(src)
+    prod_pg.execute(
+        'CREATE SCHEMA "Sales Dept";'
+        'CREATE TABLE "Order Items" (id int PRIMARY KEY, "Label" text);'
+        "INSERT INTO \"Order Items\" SELECT g, 'x' || g FROM generate_series(1, 10) g;"
+        'CREATE TABLE "Sales Dept"."Big ""Q"" Table" (id int PRIMARY KEY, item int REFERENCES "Order Items");'
+        'INSERT INTO "Sales Dept"."Big ""Q"" Table" SELECT g, g FROM generate_series(1, 5) g;',
+        src,
+    )
+    dump_file = prod_pg.pg_dump(src, tmp_path / "quoted.pgsql")
+    tools = find_pg_tools(pg_bin_dir(staging_pg.version))
+    pks = dumpmod.primary_keys(dump_file, tools)
+    assert pks == {"public.Order Items": ["id"], 'Sales Dept.Big "Q" Table': ["id"]}
+    db = 'Stag "ing" db ' + unique_db("X")
+    staging_pg.create_database(db)
+    target = superuser_target(staging_pg, db)
+    out = restore(
+        dump_file, target, section="pre-data+data", mode="swap", tools=tools, exclude_tables=["Order Items"]
+    )
+    assert out["excluded"] == ["public.Order Items"]
+    assert out["tables"] == {
+        'Sales Dept.Big "Q" Table': {"rows": 5, "bytes": out["tables"]['Sales Dept.Big "Q" Table']["bytes"]}
+    }
+    post = restore(
+        dump_file, target, section="post-data", mode="swap", tools=tools, exclude_tables=["Order Items"]
+    )
+    assert any("Big" in s and "FK to excluded" in s for s in post["skipped"])
+    targets.promote(target, "swap")
+    assert staging_pg.execute('SELECT count(*) FROM "Sales Dept"."Big ""Q"" Table"', db) == [(5,)]
+    assert staging_pg.execute('SELECT count(*) FROM "Order Items"', db) == [(0,)]
+    rows = list(stream_table_copy(dump_file, '"Sales Dept"."Big ""Q"" Table"', tools))
+    assert len(rows) == 6
+
+
+# ------------------------------------------------------------------------------------ plain SQL
+
+
+def test_plain_sql_dump_through_psql(prod_pg, chinook_prod, staging_pg16, tmp_path):
+    pg = staging_pg16
+    plain = prod_pg.pg_dump(chinook_prod, tmp_path / "chinook.sql", fmt="p", extra=["--no-owner", "--no-acl"])
+    db = unique_db("scalingo")
+    target = make_scalingo_db(pg, db)
+    tools = find_pg_tools(pg_bin_dir(16))
+    out = restore(plain, target, section="pre-data", tools=tools)
+    assert out["format"] == "plain" and any("sections do not apply" in w for w in out["warnings"])
+    assert out["tables"]["public.track"]["rows"] == 3503
+    noop = restore(plain, target, section="post-data", tools=tools)
+    assert "does not apply" in noop["warnings"][0]
+    with pytest.raises(RestoreError, match="exclude_tables"):
+        restore(plain, target, exclude_tables=["customer"], tools=tools)
+    broken = tmp_path / "broken.sql"
+    broken.write_text(plain.read_text() + "\nSELECT * FROM no_such_table;\n")
+    with pytest.raises(RestoreError, match="ON_ERROR_STOP|no_such_table|first error"):
+        restore(broken, target, section="all", tools=tools)
+    assert tables_of(pg, db) == set()  # fail closed
+
+
+# ------------------------------------------------------------------------------------ extensions
+
+
+@pytest.fixture
+def fake_postgis_on_pg16():
+    """A stand-in 'postgis' extension installed in the embedded PG16 only (PG18 lacks it, like both
+    lack the real PostGIS): lets production dump a database that needs postgis."""
+    ext_dir = pg_bin_dir(16).parent / "share" / "postgresql" / "extension"
+    if not ext_dir.exists():
+        ext_dir = pg_bin_dir(16).parent / "share" / "extension"
+    control, script = ext_dir / "postgis.control", ext_dir / "postgis--0.0.1.sql"
+    if control.exists():
+        pytest.skip("a postgis extension is really installed")
+    control.write_text("default_version = '0.0.1'\nrelocatable = false\nschema = public\n")
+    script.write_text(
+        "CREATE TABLE spatial_ref_sys (srid int PRIMARY KEY, auth_name text);\n"
+        "SELECT pg_catalog.pg_extension_config_dump('spatial_ref_sys', 'WHERE srid > 900000');\n"
+        "INSERT INTO spatial_ref_sys VALUES (4326, 'EPSG');\n"
+    )
+    try:
+        yield
+    finally:
+        control.unlink(missing_ok=True)
+        script.unlink(missing_ok=True)
+
+
+def test_missing_extension_is_refused_before_anything(prod_pg, staging_pg18, tmp_path, fake_postgis_on_pg16):
+    src = unique_db("gis")
+    prod_pg.create_database(src)
+    prod_pg.execute(
+        "CREATE EXTENSION postgis; INSERT INTO spatial_ref_sys VALUES (900001, 'custom');"
+        "CREATE TABLE places (id int PRIMARY KEY, srid int)",
+        src,
+    )
+    dump_file = prod_pg.pg_dump(src, tmp_path / "gis.pgsql")
+    tools = find_pg_tools(pg_bin_dir(18))
+    entries = read_toc(dump_file, tools)
+    assert dumpmod.extensions(entries) == ["postgis"]
+    db = unique_db()
+    staging_pg18.create_database(db)
+    _marker(staging_pg18, db)
+    for mode in ("swap", "in_place"):
+        with pytest.raises(MissingExtensionError, match="postgis"):
+            restore(dump_file, superuser_target(staging_pg18, db), mode=mode, tools=tools)
+    assert _has_marker(staging_pg18, db) and not staging_pg18.database_exists(f"{db}__incoming")
+    # the config rows the extension marked for dumping are extension config: kept by the selection
+    data = {e.qualified for e in entries if e.desc == "TABLE DATA"}
+    assert "public.spatial_ref_sys" in data and not any(
+        e.desc == "TABLE" and e.tag == "spatial_ref_sys" for e in entries
+    )
+
+
+def test_run_pg_restore_contract_only_and_exclude_data(chinook_dump, staging_pg18):
+    pg = staging_pg18
+    db = unique_db()
+    pg.create_database(db)
+    target = superuser_target(pg, db)
+    tools = find_pg_tools(pg_bin_dir(18))
+    run_pg_restore(chinook_dump, target, section="pre-data", tools=tools)
+    res = run_pg_restore(
+        chinook_dump, target, section="data", tools=tools, exclude_data=["public.customer", "track"]
+    )
+    assert set(res.excluded_data) == {"public.customer", "public.track"}
+    assert pg.execute("SELECT count(*) FROM track", db) == [(0,)]
+    res = run_pg_restore(chinook_dump, target, section="data", tools=tools, only_data=["track"])
+    assert res.tables == ["public.track"] and res.entries_done == res.entries_total
+    assert pg.execute("SELECT count(*) FROM track", db) == [(3503,)]
+    run_pg_restore(chinook_dump, target, section="post-data", tools=tools, exclude_tables=["customer"])
+    with pytest.raises(RestoreError, match="TOC entry .*TABLE DATA track"):  # duplicate keys now
+        run_pg_restore(chinook_dump, target, section="data", tools=tools, only_data=["track"])
