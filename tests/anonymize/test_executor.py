@@ -1,0 +1,323 @@
+"""Executor: on-load trigger with the real Chinook dump, in-place UPDATE with proof, retries after a
+real deadlock, no retry on SQL errors, custom strategies and inline queries, COPY text parsing."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from scalingo_staging_sync.anonymize import executor
+from scalingo_staging_sync.anonymize.executor import (
+    RetryPolicy,
+    build_proof,
+    parse_copy_header,
+    parse_copy_row,
+    run_table_plan,
+)
+from scalingo_staging_sync.anonymize.planner import PlanError, plan_anonymization
+from scalingo_staging_sync.anonymize.strategies import register_strategy, unregister_strategy
+from scalingo_staging_sync.fingerprint import ALGORITHM, fingerprint
+from scalingo_staging_sync.verification import verify_table
+
+from .conftest import SALT, anonymize, execute, rules_from
+
+CHINOOK_RULES = """
+source_app: prod
+anonymization_tables:
+  - table: customer
+    columns:
+      first_name: first_name
+      last_name: last_name
+      company: company
+      address: address
+      city: city
+      postal_code: postal_code
+      phone: phone
+      fax: null
+      email: email
+  - table: employee
+    strategy: user_anonymization
+"""
+
+
+def test_copy_text_parsing():
+    assert parse_copy_header(
+        'COPY public.customer (customer_id, "First Name", "a""b", email) FROM stdin;'
+    ) == [
+        "customer_id",
+        "First Name",
+        'a"b',
+        "email",
+    ]
+    assert parse_copy_row("1\t\\N\ta\\tb\\\\c\\nd\t\\101\\x42\t") == [
+        "1",
+        None,
+        "a\tb\\c\nd",
+        "AB",
+        "",
+    ]
+
+
+def test_proof_format_skips_nulls_and_public_constants():
+    item = {
+        "masked_columns": ["email", "label"],
+        "columns": {"email": {"transformer": "email"}, "label": {"transformer": "fixed", "value": "ACME"}},
+    }
+    proof = build_proof(
+        item,
+        SALT,
+        ["id"],
+        [
+            {"id": "1", "email": "a@b.c", "label": "ACME"},
+            {"id": "2", "email": None, "label": "secret"},
+            {"id": None, "email": "x@y.z", "label": "x"},
+        ],
+    )
+    assert proof == {
+        "algorithm": ALGORITHM,
+        "key_columns": ["id"],
+        "rows": [
+            {"key": ["1"], "values": {"email": fingerprint(SALT, "a@b.c")}},
+            {"key": ["2"], "values": {"label": fingerprint(SALT, "secret")}},
+        ],
+    }
+
+
+@pytest.fixture
+def chinook_schema(db_any, chinook_dump):
+    """A staging database with Chinook's pre-data restored (no data, no indexes)."""
+    from scalingo_staging_sync.restore.pgtools import find_pg_tools
+    from scalingo_staging_sync.restore.runner import run_pg_restore
+
+    pg, target = db_any
+    tools = find_pg_tools(pg.bin_dir)
+    run_pg_restore(chinook_dump, target, section="pre-data", tools=tools)
+    return pg, target, tools
+
+
+def test_on_load_with_real_chinook_dump(chinook_schema, chinook_dump, chinook_prod, prod_pg):
+    _pg, target, tools = chinook_schema
+    items = plan_anonymization(target, rules_from(CHINOOK_RULES), dump_path=str(chinook_dump), tools=tools)
+    assert [i["mode"] for i in items] == ["on_load", "on_load"]
+    assert items[0]["key_columns"] == ["customer_id"]  # from the archive's post-data
+    results = [run_table_plan(i, target, SALT, dump_path=str(chinook_dump), tools=tools) for i in items]
+    customer, employee = results
+    assert customer["rows"] == 59 and employee["rows"] == 8 and customer["mode"] == "on_load"
+    assert len(customer["proof"]["rows"]) == 59 and customer["proof"]["key_columns"] == ["customer_id"]
+    # no original survived: compare every row with production
+    prod = {
+        r[0]: r[1:]
+        for r in prod_pg.execute("SELECT customer_id, email, first_name, city FROM customer", chinook_prod)
+    }
+    staged = {
+        r[0]: r[1:] for r in execute(target, "SELECT customer_id, email, first_name, city FROM customer")
+    }
+    assert prod.keys() == staged.keys()
+    for cid, (email, first, city) in staged.items():
+        assert email != prod[cid][0] and email.endswith("@example.com")
+        assert first != prod[cid][1]
+        assert city is None or city != prod[cid][2]
+    # the trigger and its function are gone before post-data
+    assert execute(target, "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal") == [(0,)]
+    assert execute(target, "SELECT count(*) FROM pg_proc WHERE proname LIKE '_sss_mask_%'") == [(0,)]
+    # the residual-value verification accepts the proof
+    with target.connect() as conn:
+        for result in results:
+            check = verify_table(conn, result, SALT)
+            assert check.passed, check.problems
+            assert check.keys_found == len(result["proof"]["rows"])
+    # running it again (an Airflow retry) is idempotent: TRUNCATE, then masked load
+    again = run_table_plan(items[0], target, SALT, dump_path=str(chinook_dump), tools=tools)
+    assert again["rows"] == 59
+    assert execute(target, "SELECT count(*) FROM customer") == [(59,)]
+
+
+def test_in_place_proof_matches_verification(db):
+    _pg, target = db
+    execute(target, "CREATE TABLE users (id int PRIMARY KEY, email text, created date)")
+    execute(
+        target,
+        "INSERT INTO users SELECT g, 'p' || g || '@corp.com', date '2020-01-01' + g FROM generate_series(1, 500) g",
+    )
+    results = anonymize(
+        target,
+        "source_app: p\nanonymization_tables: [{table: users, columns: {email: email}, condition: \"created > '2020-06-01'\"}]",
+        statement_timeout_s=30,
+    )
+    result = results[0]
+    assert result["rows"] == execute(target, "SELECT count(*) FROM users WHERE created > '2020-06-01'")[0][0]
+    assert len(result["proof"]["rows"]) == 200
+    untouched = execute(target, "SELECT count(*) FROM users WHERE email LIKE '%@corp.com'")[0][0]
+    assert untouched == 500 - result["rows"]
+    with target.connect() as conn:
+        check = verify_table(conn, result, SALT)
+    assert check.passed, check.problems
+    # a proof recorded on rows that were NOT masked is caught by the verifier (the proof is real)
+    fake = dict(
+        result,
+        proof=build_proof({"masked_columns": ["email"]}, SALT, ["id"], [{"id": "1", "email": "p1@corp.com"}]),
+    )
+    with target.connect() as conn:
+        assert not verify_table(conn, fake, SALT).passed
+
+
+def test_retry_after_a_real_deadlock(db, caplog):
+    _pg, target = db
+    execute(target, "CREATE TABLE acc (id int, email text)")
+    execute(target, "INSERT INTO acc VALUES (1, 'a@x.org'), (2, 'b@x.org')")
+    items = plan_anonymization(
+        target, rules_from("source_app: p\nanonymization_tables: [{table: acc, columns: {email: email}}]")
+    )
+    other = psycopg.connect(target.conninfo(), autocommit=False)
+    other.execute("SET deadlock_timeout = '20s'")  # the anonymizer's side detects it and is the victim
+    other.execute("UPDATE acc SET email = email WHERE id = 2")  # holds row 2
+    attempts = []
+    real_attempt = executor.with_retries
+
+    def counting(policy, func, *, what):
+        def wrapped():
+            attempts.append(time.monotonic())
+            return func()
+
+        return real_attempt(policy, wrapped, what=what)
+
+    out = {}
+
+    def run():
+        try:
+            out["result"] = run_table_plan(
+                items[0], target, SALT, retry=RetryPolicy(attempts=3, base_delay_s=0.2)
+            )
+        except Exception as exc:  # pragma: no cover - reported below
+            out["error"] = exc
+
+    executor_with_retries = executor.with_retries
+    executor.with_retries = counting
+    try:
+        thread = threading.Thread(target=run)
+        thread.start()
+        waiting = 0
+        for _ in range(100):  # wait until the anonymizer's UPDATE (row 1 locked) waits for row 2
+            waiting = execute(
+                target,
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE%%acc%%'",
+            )[0][0]
+            if waiting:
+                break
+            time.sleep(0.05)
+        assert waiting == 1
+        other.execute("UPDATE acc SET email = email WHERE id = 1")  # opposite order: deadlock
+        other.commit()
+        thread.join(30)
+    finally:
+        executor.with_retries = executor_with_retries
+        other.close()
+    assert "error" not in out, out.get("error")
+    assert len(attempts) == 2  # failed once with a deadlock, succeeded on retry
+    assert "DeadlockDetected" in caplog.text
+    assert out["result"]["rows"] == 2
+    assert all(e.endswith("@example.com") for (e,) in execute(target, "SELECT email FROM acc"))
+
+
+def test_sql_errors_are_not_retried(db):
+    _pg, target = db
+    execute(target, "CREATE TABLE slow (id int)")
+    item = plan_anonymization(
+        target,
+        rules_from("source_app: p\nanonymization_tables: [{table: slow, query: 'SELECT pg_sleep(3)'}]"),
+    )[0]
+    started = time.monotonic()
+    with pytest.raises(psycopg.errors.QueryCanceled):
+        run_table_plan(
+            item, target, SALT, retry=RetryPolicy(attempts=3, base_delay_s=2), statement_timeout_s=0.2
+        )
+    assert time.monotonic() - started < 1.5  # no backoff sleep: not retried
+    assert not executor.is_transient(psycopg.errors.UndefinedColumn())
+    assert executor.is_transient(psycopg.errors.SerializationFailure())
+    assert executor.is_transient(psycopg.OperationalError("connection lost"))
+
+
+def test_inline_query_runs_as_given(db):
+    _pg, target = db
+    execute(target, "CREATE TABLE api_keys (id int PRIMARY KEY, key text)")
+    execute(target, "INSERT INTO api_keys VALUES (1, 'secret-1'), (2, 'secret-2')")
+    results = anonymize(
+        target,
+        "source_app: p\nanonymization_tables: [{table: api_keys, query: 'UPDATE api_keys SET key = md5(random()::text)'}]",
+    )
+    assert results[0]["rows"] == 2 and results[0]["proof"]["rows"] == []
+    assert execute(target, "SELECT count(*) FROM api_keys WHERE key LIKE 'secret%'") == [(0,)]
+
+
+def test_custom_strategies(db):
+    _pg, target = db
+    execute(target, "CREATE TABLE tokens (id int PRIMARY KEY, token text, owner text, active boolean)")
+    execute(target, "INSERT INTO tokens VALUES (1, 't1', 'o1', true), (2, 't2', 'o2', false)")
+
+    @register_strategy("test_tokens_map")
+    def tokens_map(ctx):
+        return {"token": ctx.mask("token", "hash", length=40), "owner": sql.SQL("'nobody'")}
+
+    @register_strategy("test_tokens_stmt", columns=["token"])
+    def tokens_stmt(ctx):
+        return sql.SQL("UPDATE {} SET token = 'revoked' {}").format(ctx.table, ctx.where)
+
+    @register_strategy("test_tokens_bad")
+    def tokens_bad(ctx):
+        return sql.SQL("UPDATE {} SET token = 'x'").format(ctx.table)
+
+    try:
+        results = anonymize(
+            target,
+            "source_app: p\nanonymization_tables: [{table: tokens, strategy: test_tokens_map, condition: active}]",
+        )
+        assert results[0]["rows"] == 1 and results[0]["mode"] == "in_place"
+        assert results[0]["masked_columns"] == ["token", "owner"]
+        rows = dict((r[0], r[1:]) for r in execute(target, "SELECT id, token, owner FROM tokens"))
+        assert len(rows[1][0]) == 40 and rows[1][1] == "nobody" and rows[2] == ("t2", "o2")
+        results = anonymize(
+            target,
+            "source_app: p\nanonymization_tables: [{table: tokens, strategy: test_tokens_stmt, condition: 'NOT active'}]",
+        )
+        assert results[0]["rows"] == 1 and execute(target, "SELECT token FROM tokens WHERE id = 2") == [
+            ("revoked",)
+        ]
+        with pytest.raises(PlanError, match="ignores the condition"):
+            plan_anonymization(
+                target,
+                rules_from(
+                    "source_app: p\nanonymization_tables: [{table: tokens, strategy: test_tokens_bad, condition: active}]"
+                ),
+            )
+    finally:
+        for name in ("test_tokens_map", "test_tokens_stmt", "test_tokens_bad"):
+            unregister_strategy(name)
+
+
+def test_strategy_entry_points(monkeypatch):
+    import importlib.metadata
+
+    from scalingo_staging_sync.anonymize import strategies
+
+    class FakeEP:
+        name = "plugin_strategy"
+        value = "pkg:func"
+
+        def load(self):
+            return lambda ctx: {"x": sql.SQL("NULL")}
+
+    monkeypatch.setattr(
+        importlib.metadata,
+        "entry_points",
+        lambda group: [FakeEP()] if group == strategies.ENTRY_POINT_GROUP else [],
+    )
+    monkeypatch.setattr(strategies, "_entry_points_loaded", False)
+    try:
+        assert strategies.strategy_exists("plugin_strategy")
+        assert "plugin_strategy" in strategies.strategy_names()
+    finally:
+        unregister_strategy("plugin_strategy")
