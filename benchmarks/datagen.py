@@ -50,7 +50,7 @@ SELECT g,
        (g % 200) || ' rue de la République, ' || lpad((g % 95 + 1)::text, 2, '0') || '000 Ville',
        date '1950-01-01' + (g % 20000),
        timestamptz '2020-01-01' + g * interval '1 minute'
-FROM generate_series(1, %(n)s) g
+FROM generate_series(1::bigint, %(n)s) g
 """
 
 ORDERS_SQL = """
@@ -58,7 +58,7 @@ INSERT INTO orders
 SELECT g, 1 + (g * 7919) %% %(users)s, (g * 31) %% 100000,
        (g %% 300) || ' avenue des Champs, ' || lpad((g %% 95 + 1)::text, 2, '0') || '100 Ville',
        timestamptz '2021-01-01' + g * interval '10 seconds'
-FROM generate_series(1, %(n)s) g
+FROM generate_series(1::bigint, %(n)s) g
 """
 
 EVENTS_SQL = """
@@ -66,7 +66,7 @@ INSERT INTO events
 SELECT g, (ARRAY['view','click','purchase','login'])[1 + g %% 4],
        jsonb_build_object('page', g %% 1000, 'ms', g %% 5000),
        timestamptz '2022-01-01' + g * interval '1 second'
-FROM generate_series(1, %(n)s) g
+FROM generate_series(1::bigint, %(n)s) g
 """
 
 INDEX_SQL = """
