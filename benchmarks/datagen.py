@@ -48,7 +48,7 @@ SELECT g,
        (ARRAY['Martin','Bernard','Dubois','Thomas','Robert','Richard','Petit','Durand','Leroy','Moreau'])[1 + (g / 10) % 10],
        '+33 6 ' || lpad((g % 100000000)::text, 8, '0'),
        (g % 200) || ' rue de la République, ' || lpad((g % 95 + 1)::text, 2, '0') || '000 Ville',
-       date '1950-01-01' + (g % 20000),
+       date '1950-01-01' + (g % 20000)::int,
        timestamptz '2020-01-01' + g * interval '1 minute'
 FROM generate_series(1::bigint, %(n)s) g
 """
