@@ -9,7 +9,7 @@ import pytest
 
 from scalingo_staging_sync.fingerprint import fingerprint
 
-from .conftest import SALT, execute, target_of
+from .conftest import SALT, execute
 
 pytestmark = pytest.mark.airflow
 
