@@ -24,6 +24,7 @@ from scalingo_staging_sync.operators import (
     AnonymizeTableOperator,
     PgRestoreOperator,
     PiiScanOperator,
+    ResidualVerificationOperator,
     ScalingoBackupOperator,
 )
 
@@ -36,6 +37,9 @@ MAX_PARALLEL_TABLES = int(os.environ.get("SCALINGO_STAGING_SYNC_MAX_PARALLEL_TAB
 
 def _setting(key: str) -> str:
     return "{{ ti.xcom_pull(task_ids='safety_gate', key='settings')['" + key + "'] }}"
+
+
+DUMP_PATH = "{{ ti.xcom_pull(task_ids='fetch_backup')['dump_path'] }}"
 
 
 def _restored(key: str) -> str:
@@ -52,7 +56,10 @@ with DAG(
     render_template_as_native_obj=True,
     tags=["scalingo", "staging", "anonymization"],
     doc_md=__doc__,
-    default_args={"on_failure_callback": workflow.notify_task_failure},
+    default_args={
+        "on_failure_callback": workflow.notify_task_failure,
+        "on_success_callback": workflow.notify_phase_done,
+    },
     params={
         "source_app": Param(
             None,
@@ -117,11 +124,12 @@ with DAG(
     restore_schema = PgRestoreOperator(
         task_id="restore_schema",
         postgres_conn_id=STAGING_CONN_ID,
-        dump_path="{{ ti.xcom_pull(task_ids='fetch_backup')['dump_path'] }}",
+        dump_path=DUMP_PATH,
         section="pre-data",
         mode=_setting("restore_mode"),
-        keep_previous=_setting("keep_previous"),
-        maintenance_app=_setting("maintenance_app"),
+        exclude_tables=_setting("exclude_tables"),
+        maintenance=_setting("maintenance"),
+        target_app=_setting("target_app"),
         scalingo_conn_id=SCALINGO_CONN_ID,
     )
 
@@ -131,11 +139,13 @@ with DAG(
 
     plan = plan_anonymization()
 
+    # Masked tables: each mapped task loads its own table's data through a masking trigger (rows
+    # written once, already masked) or, for conditional/custom rules, loads then UPDATEs in place.
     anonymize_table = AnonymizeTableOperator.partial(
         task_id="anonymize_table",
         postgres_conn_id=STAGING_CONN_ID,
         database=_restored("database"),
-        dump_path="{{ ti.xcom_pull(task_ids='fetch_backup')['dump_path'] }}",
+        dump_path=DUMP_PATH,
         parallel_connections=_setting("parallel_connections"),
         retry_attempts=_setting("retry_attempts"),
         retry_base_delay_s=_setting("retry_base_delay_s"),
@@ -143,28 +153,27 @@ with DAG(
         max_active_tis_per_dagrun=MAX_PARALLEL_TABLES,
     ).expand(plan=plan)
 
+    # Every other table's data, alongside, with pg_restore --jobs.
     load_unmasked_data = PgRestoreOperator(
         task_id="load_unmasked_data",
         postgres_conn_id=STAGING_CONN_ID,
-        database=_restored("database"),
-        dump_path="{{ ti.xcom_pull(task_ids='fetch_backup')['dump_path'] }}",
+        dump_path=DUMP_PATH,
         section="data",
-        mode="existing",
-        exclude_data="{{ ti.xcom_pull(task_ids='plan_anonymization', key='masked_tables') "
-        "+ ti.xcom_pull(task_ids='safety_gate', key='settings')['exclude_tables'] }}",
+        mode=_restored("mode"),
+        exclude_tables=_setting("exclude_tables"),
+        exclude_data="{{ ti.xcom_pull(task_ids='plan_anonymization', key='masked_tables') }}",
         jobs=_setting("restore_jobs"),
     )
 
     restore_post_data = PgRestoreOperator(
         task_id="restore_post_data",
         postgres_conn_id=STAGING_CONN_ID,
-        database=_restored("database"),
-        dump_path="{{ ti.xcom_pull(task_ids='fetch_backup')['dump_path'] }}",
+        dump_path=DUMP_PATH,
         section="post-data",
-        mode="existing",
-        exclude_data=_setting("exclude_tables"),
+        mode=_restored("mode"),
+        exclude_tables=_setting("exclude_tables"),
         jobs=_setting("restore_jobs"),
-        trigger_rule="none_failed_min_one_success",
+        trigger_rule="none_failed_min_one_success",  # no masked table: the mapped task is skipped
     )
 
     pii_scan = PiiScanOperator(
@@ -178,17 +187,28 @@ with DAG(
         sample_rows=_setting("pii_sample_rows"),
     )
 
-    @task
-    def verify_anonymization() -> dict:
-        return workflow.verify_anonymization(STAGING_CONN_ID)
+    verify_anonymization = ResidualVerificationOperator(
+        task_id="verify_anonymization",
+        postgres_conn_id=STAGING_CONN_ID,
+        database=_restored("database"),
+        anonymize_results="{{ ti.xcom_pull(task_ids='anonymize_table') }}",
+        enabled=_setting("verification_enabled"),
+    )
 
     @task
     def run_seeds() -> list[dict]:
         return workflow.run_seeds(STAGING_CONN_ID)
 
-    @task
-    def promote() -> dict:
-        return workflow.promote(STAGING_CONN_ID)
+    promote = PgRestoreOperator(
+        task_id="promote",
+        postgres_conn_id=STAGING_CONN_ID,
+        section="promote",
+        mode=_restored("mode"),
+        keep_previous=_setting("keep_previous"),
+        maintenance=_setting("maintenance"),
+        target_app=_setting("target_app"),
+        scalingo_conn_id=SCALINGO_CONN_ID,
+    )
 
     @task
     def post_sync_commands() -> list[dict]:
@@ -202,13 +222,11 @@ with DAG(
     def cleanup() -> dict:
         return workflow.cleanup(STAGING_CONN_ID, SCALINGO_CONN_ID)
 
-    verified = verify_anonymization()
     seeded = run_seeds()
-    promoted = promote()
     commands = post_sync_commands()
     audit = audit_report().as_teardown(setups=safety_gate)
     cleaned = cleanup().as_teardown(setups=safety_gate)
 
     safety_gate >> fetch_backup >> restore_schema >> plan
     plan >> [anonymize_table, load_unmasked_data] >> restore_post_data
-    restore_post_data >> pii_scan >> verified >> seeded >> promoted >> commands >> audit >> cleaned
+    restore_post_data >> pii_scan >> verify_anonymization >> seeded >> promote >> commands >> audit >> cleaned

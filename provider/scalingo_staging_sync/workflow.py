@@ -121,7 +121,7 @@ def resolve_settings(params: dict, rules: Any, rules_path: Path, run_id: str) ->
         "restore_mode": restore.get("mode", "auto"),
         "keep_previous": bool(restore.get("keep_previous", True)),
         "restore_jobs": restore.get("jobs"),
-        "maintenance_app": target_app if restore.get("maintenance") else None,
+        "maintenance": bool(restore.get("maintenance", False)),
         "parallel_connections": int(rules.parallel_connections),
         "retry_attempts": int(rules.retry.get("attempts", 3)),
         "retry_base_delay_s": float(rules.retry.get("base_delay_s", 1.0)),
@@ -210,7 +210,7 @@ def safety_gate(scalingo_conn_id: str = "scalingo_default", staging_conn_id: str
     conf["checks"] = [c.to_dict() for c in checks]
     ctx["ti"].xcom_push(key="settings", value=conf)
     safety.enforce(checks)
-    _notify(conf, "start", conf=conf)
+    _notify(conf, "start", conf=conf, run_id=dag_run.run_id)
 
     if conf["dry_run"]:
         _print_dry_run_plan(conf, rules, scalingo_conn_id, target, addon)
@@ -310,26 +310,6 @@ def plan_anonymization(staging_conn_id: str) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- 8.-11.
-def _salt() -> str:
-    from scalingo_staging_sync.anonymize.salt import get_salt
-
-    return get_salt()
-
-
-def verify_anonymization(staging_conn_id: str) -> dict:
-    from scalingo_staging_sync.verification import verify_residuals
-
-    ctx = _context()
-    conf = settings(ctx)
-    results = _pull(ANONYMIZE_TASK, context=ctx) or []
-    if isinstance(results, dict):
-        results = [results]
-    if not conf["verification_enabled"]:
-        log.warning("verification is disabled by the rules file (verification.enabled: false)")
-        return {"enabled": False, "tables": []}
-    return verify_residuals(_working_target(staging_conn_id, ctx), list(results), _salt())
-
-
 def run_seeds(staging_conn_id: str) -> list[dict]:
     from scalingo_staging_sync.seeds import resolve_seed_paths
     from scalingo_staging_sync.seeds import run_seeds as run
@@ -341,17 +321,6 @@ def run_seeds(staging_conn_id: str) -> list[dict]:
         return []
     paths = resolve_seed_paths(conf["seeds"], conf["rules_file"])
     return run(_working_target(staging_conn_id, ctx), paths)
-
-
-def promote(staging_conn_id: str) -> dict:
-    from scalingo_staging_sync.hooks.postgres import pg_target_from_connection
-    from scalingo_staging_sync.restore.targets import promote as promote_database
-
-    ctx = _context()
-    conf = settings(ctx)
-    restored = _pull(SCHEMA_TASK, context=ctx) or {}
-    live = pg_target_from_connection(staging_conn_id)
-    return promote_database(live, restored, keep_previous=conf["keep_previous"])
 
 
 def post_sync_commands(scalingo_conn_id: str) -> list[dict]:
@@ -423,8 +392,8 @@ def audit_report() -> dict:
         restore={t: _pull(t, context=ctx) for t in (SCHEMA_TASK, DATA_TASK, POST_DATA_TASK)},
         plan=_pull(PLAN_TASK, context=ctx),
         tables=_as_list(_pull(ANONYMIZE_TASK, context=ctx)),
-        pii=_pull(PII_TASK, context=ctx),
-        verification=_pull(VERIFY_TASK, context=ctx),
+        pii=_pull(PII_TASK, context=ctx) or _pull(PII_TASK, key="pii_scan", context=ctx),
+        verification=_pull(VERIFY_TASK, context=ctx) or _pull(VERIFY_TASK, key="verification", context=ctx),
         seeds=_pull(SEEDS_TASK, context=ctx),
         promotion=_pull(PROMOTE_TASK, context=ctx),
         commands=_pull(COMMANDS_TASK, context=ctx),
@@ -447,29 +416,30 @@ def _as_list(value: Any) -> list:
 
 
 def cleanup(staging_conn_id: str, scalingo_conn_id: str) -> dict:
-    """Teardown: drop the scratch database (or wipe an unverified in-place restore), remove temp files,
-    restore the target app's formation. Runs whatever happened; never turns a failed run green."""
+    """Teardown: drop the scratch database (or wipe an unverified in-place restore), scale the target
+    app back after maintenance, remove downloaded files. Runs whatever happened, also after a dry run,
+    and never turns a failed run green (teardowns do not decide the run's state)."""
     import shutil
 
-    from scalingo_staging_sync.hooks.postgres import pg_target_from_connection
-    from scalingo_staging_sync.restore.targets import cleanup as cleanup_database
+    from scalingo_staging_sync.operators.restore import cleanup_staging
 
     ctx = _context()
     conf = _pull(GATE_TASK, key="settings", context=ctx) or {}
-    done: dict[str, Any] = {}
+    restored = _pull(SCHEMA_TASK, context=ctx) or {}
     promoted = _pull(PROMOTE_TASK, context=ctx)
-    restored = _pull(SCHEMA_TASK, context=ctx)
+    done: dict[str, Any] = {}
     errors: list[str] = []
-    try:
-        done["database"] = cleanup_database(
-            pg_target_from_connection(staging_conn_id),
-            restored,
-            promoted=bool(promoted),
-            scalingo_conn_id=scalingo_conn_id,
-        )
-    except Exception as exc:
-        errors.append(f"database cleanup: {exc}")
-        log.exception("database cleanup failed")
+    if restored:  # something was restored: make sure no scratch copy or unverified data is left
+        try:
+            done["database"] = cleanup_staging(
+                staging_conn_id,
+                mode=restored.get("mode", "auto"),
+                verified=True if promoted else None,
+                scalingo_conn_id=scalingo_conn_id if conf.get("maintenance") else None,
+            )
+        except Exception as exc:
+            errors.append(f"database cleanup: {exc}")
+            log.exception("database cleanup failed")
     download_dir = conf.get("download_dir")
     if download_dir and Path(download_dir).exists():
         shutil.rmtree(download_dir, ignore_errors=True)
@@ -480,16 +450,32 @@ def cleanup(staging_conn_id: str, scalingo_conn_id: str) -> dict:
 
 
 # ----------------------------------------------------------------------------- Slack
-def _notify(conf: dict, event: str, **kwargs: Any) -> None:
-    conn_id = conf.get("slack_conn_id") if isinstance(conf, dict) else None
+def _notify(run_settings: dict, event: str, **kwargs: Any) -> None:
+    conn_id = run_settings.get("slack_conn_id") if isinstance(run_settings, dict) else None
     if not conn_id:
         return
     try:
         from scalingo_staging_sync.notifications.slack import send_event
 
+        kwargs.setdefault("labels", run_settings.get("translations") or {})
+        kwargs.setdefault("source_app", run_settings.get("source_app"))
+        kwargs.setdefault("target_app", run_settings.get("target_app"))
         send_event(conn_id, event, **kwargs)
     except Exception as exc:  # Slack must never break or fail a run
         log.warning("Slack notification %r not sent: %s", event, exc)
+
+
+def notify_phase_done(context: dict) -> None:
+    """Task success callback: one Slack message per finished phase (not per mapped table)."""
+    ti = context["ti"]
+    if ti.task_id not in PHASES or ti.task_id == GATE_TASK or getattr(ti, "map_index", -1) not in (-1, None):
+        return
+    run_settings = ti.xcom_pull(task_ids=GATE_TASK, key="settings") or {}
+    if not run_settings.get("slack_conn_id"):
+        return
+    from scalingo_staging_sync.notifications.slack import _duration
+
+    _notify(run_settings, "phase", task_id=ti.task_id, duration_s=_duration(ti))
 
 
 def notify_task_failure(context: dict) -> None:

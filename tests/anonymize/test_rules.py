@@ -131,7 +131,7 @@ def test_schema_is_shipped_in_the_package():
         ),
         (
             "source_app: a\nanonymization_tables: [{table: t, strategy: user_anonymization, query: 'UPDATE t SET a = 1'}]",
-            "anonymization_tables[0]: give only one of strategy, columns or query (found strategy, query)",
+            "anonymization_tables[0]: query cannot be combined with strategy or columns (found strategy, query)",
         ),
         (
             "source_app: a\nanonymization_tables: [{table: t, colums: {a: email}}]",

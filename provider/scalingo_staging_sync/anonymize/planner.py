@@ -196,13 +196,20 @@ def _plan_table(
             specs, notes = resolve_preset(preset, cat.columns)
             warnings.extend(notes)
             error_prefix = f"{where}.strategy({rule.strategy})"
-            if not specs:
+            if not specs and not rule.columns:
                 errors.append(f"{where}.strategy: {rule.strategy} matches no column of {cat.qualified}")
         else:
             custom = get_custom(rule.strategy)
             if custom is None:
                 errors.append(f"{where}.strategy: unknown strategy {rule.strategy!r}")
-    elif rule.columns:
+            elif rule.columns:
+                errors.append(
+                    f"{where}.columns: columns can only refine a built-in strategy, not the custom "
+                    f"strategy {rule.strategy!r}; move these columns into the strategy or a separate entry"
+                )
+    if rule.columns and custom is None:
+        if rule.strategy:  # columns override or extend the preset's choices
+            error_prefix = f"{where}.columns"
         for col, spec in rule.columns.items():
             if col not in cat.columns:
                 errors.append(f"{where}.columns.{col}: no such column in {cat.qualified}")

@@ -208,7 +208,8 @@ def _schema_errors(data: Any) -> list[str]:
                 errors.append(f"{where}: needs one of strategy, columns or query")
             else:
                 errors.append(
-                    f"{where}: give only one of strategy, columns or query (found {', '.join(present)})"
+                    f"{where}: query cannot be combined with strategy or columns (found {', '.join(present)}); "
+                    "use a query alone, or a strategy and/or columns"
                 )
             continue
         if err.validator == "oneOf" and err.schema is rules_schema()["$defs"]["column_rule"]:

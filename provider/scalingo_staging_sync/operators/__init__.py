@@ -9,6 +9,7 @@ _EXPORTS = {
     "PgRestoreOperator": "scalingo_staging_sync.operators.restore",
     "AnonymizeTableOperator": "scalingo_staging_sync.operators.anonymize",
     "PiiScanOperator": "scalingo_staging_sync.operators.pii_scan",
+    "ResidualVerificationOperator": "scalingo_staging_sync.operators.verify",
 }
 
 __all__ = sorted(_EXPORTS)

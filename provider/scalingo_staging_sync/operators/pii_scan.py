@@ -31,7 +31,15 @@ class PiiScanOperator(BaseOperator):
     status). Sampled values are never stored, returned or logged.
     """
 
-    template_fields: Sequence[str] = ("database", "masked_columns", "allow", "on_unmasked", "schemas")
+    template_fields: Sequence[str] = (
+        "database",
+        "masked_columns",
+        "allow",
+        "on_unmasked",
+        "schemas",
+        "extra_patterns",
+        "sample_rows",
+    )
     ui_color = "#f9d5e5"
 
     def __init__(

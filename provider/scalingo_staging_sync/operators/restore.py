@@ -80,6 +80,18 @@ def cleanup_staging(
     }
 
 
+def _names(value: Any, field: str) -> list[str]:
+    """A rendered table-name list; a bare string (one name, or an unrendered template) is an error."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        raise ValueError(
+            f"PgRestoreOperator.{field} must be a list of table names, got the string {value!r} "
+            "(with a Jinja template, set render_template_as_native_obj=True on the DAG)"
+        )
+    return [str(v) for v in value]
+
+
 class PgRestoreOperator(BaseOperator):
     """Restore a PostgreSQL dump into the staging database, by phase, failing closed.
 
@@ -114,6 +126,9 @@ class PgRestoreOperator(BaseOperator):
         "only_data",
         "target_app",
         "mode",
+        "maintenance",
+        "keep_previous",
+        "jobs",
     )
     ui_color = "#d6eaf8"
 
@@ -157,9 +172,10 @@ class PgRestoreOperator(BaseOperator):
         self.database = database
         self.mode = mode
         self.jobs = jobs
-        self.exclude_tables = list(exclude_tables or [])
-        self.exclude_data = list(exclude_data or [])
-        self.only_data = list(only_data) if only_data is not None else None
+        # kept as given: they may be Jinja templates, rendered (natively) before execute()
+        self.exclude_tables = exclude_tables
+        self.exclude_data = exclude_data
+        self.only_data = only_data
         self.pg_bin_dir = pg_bin_dir
         self.keep_previous = keep_previous
         self.terminate_sessions = terminate_sessions
@@ -203,9 +219,9 @@ class PgRestoreOperator(BaseOperator):
             section=self.section,
             mode=self.mode,
             jobs=self.jobs,
-            exclude_tables=self.exclude_tables,
-            exclude_data=self.exclude_data,
-            only_data=self.only_data,
+            exclude_tables=_names(self.exclude_tables, "exclude_tables"),
+            exclude_data=_names(self.exclude_data, "exclude_data"),
+            only_data=_names(self.only_data, "only_data") if self.only_data is not None else None,
             pg_bin_dir=self.pg_bin_dir,
             verify=self.verify,
             scaler=scaler,

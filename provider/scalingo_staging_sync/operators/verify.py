@@ -41,7 +41,7 @@ class ResidualVerificationOperator(BaseOperator):
     :param enabled: ``verification.enabled`` of the rules file; False skips (returns ``{"enabled": False}``).
     """
 
-    template_fields: Sequence[str] = ("anonymize_results", "database", "restore_rows")
+    template_fields: Sequence[str] = ("anonymize_results", "database", "restore_rows", "enabled")
     ui_color = "#d5f5e3"
 
     def __init__(

@@ -1,27 +1,150 @@
-"""`make demo`: the main job on embedded defaults (completed by the reference DAG)."""
+"""`make demo`: the reference DAG, end to end, on embedded defaults.
+
+Starts an embedded PostgreSQL 16 "production" holding Chinook (customers and employees with names,
+emails, phones, addresses), serves its ``pg_dump -Fc`` as a Scalingo backup through the fake Scalingo
+API, starts an embedded staging PostgreSQL, runs ``airflow dags test scalingo_staging_sync``, prints a
+short report, and stops everything it started. ``--standalone`` (``make airflow``) starts
+``airflow standalone`` on the same set-up instead, to try the trigger form in a browser.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
+import time
+from pathlib import Path
 
-from scalingo_staging_sync.testing.postgres import load_chinook, start_embedded_postgres
+from scalingo_staging_sync.testing.sandbox import (
+    STAGING_DB,
+    airflow_env,
+    find_dags_folder,
+    merged_environ,
+    start_sandbox,
+)
+
+DAG_ID = "scalingo_staging_sync"
+SAMPLE_SQL = (
+    "SELECT customer_id, first_name, last_name, email, phone FROM customer ORDER BY customer_id LIMIT 3"
+)
+
+
+def _airflow(args: list[str], env: dict[str, str], **kwargs) -> subprocess.CompletedProcess:
+    exe = shutil.which("airflow", path=env.get("PATH")) or str(Path(sys.executable).parent / "airflow")
+    return subprocess.run([exe, *args], env=env, **kwargs)
+
+
+def _print_rows(title: str, rows: list[tuple]) -> None:
+    print(f"  {title}")
+    for row in rows:
+        print("    " + " | ".join("NULL" if v is None else str(v) for v in row))
+
+
+def _report(box, audit_dir: Path, before: list[tuple], started: float) -> int:
+    reports = sorted(audit_dir.glob("*.json"), key=lambda p: p.stat().st_mtime)
+    if not reports:
+        print("no audit report was written: see the Airflow output above")
+        return 1
+    report = json.loads(reports[-1].read_text())
+    print()
+    print("=" * 78)
+    print(f"scalingo-staging-sync demo: result {report.get('result')!r}")
+    print("=" * 78)
+    tables = report.get("tables") or []
+    restore = report.get("restore") or {}
+    restored = restore.get("tables") if isinstance(restore, dict) else None
+    if restored:
+        print(
+            f"tables restored: {len(restored)}, rows: {sum(int(t.get('rows') or 0) for t in restored.values())}"
+        )
+    masked_rows = sum(int(t.get("rows") or 0) for t in tables)
+    print(f"tables anonymized: {len(tables)}, rows anonymized: {masked_rows}")
+    for t in tables:
+        print(
+            f"  {t.get('table'):<24} {t.get('rows'):>7} rows  {t.get('mode', ''):<9} {t.get('verification', '')}"
+        )
+    pii = report.get("pii_scan") or report.get("pii") or {}
+    if pii:
+        counts = pii.get("counts") or {}
+        print(f"PII scan: {pii.get('status', '?')} {counts}")
+    durations = report.get("phase_durations") or report.get("phases") or {}
+    if durations:
+        print("time per phase:")
+        for name, seconds in durations.items():
+            if seconds:
+                print(f"  {name:<24} {float(seconds):6.2f} s")
+    print(f"audit report: {reports[-1]} (+ .txt)")
+    if report.get("result") == "success":
+        after = box.staging.execute(SAMPLE_SQL, STAGING_DB)
+        print("three customers, before (production) and after (staging):")
+        _print_rows("before:", before)
+        _print_rows("after: ", after)
+    print(f"total wall time: {time.monotonic() - started:.1f} s")
+    return 0 if report.get("result") == "success" else 1
+
+
+def run_demo(keep: bool = False) -> int:
+    started = time.monotonic()
+    base = Path(tempfile.mkdtemp(prefix="sss-demo-"))
+    print(f"starting embedded PostgreSQL 16 (production, Chinook) and staging, fake Scalingo API in {base}")
+    box = start_sandbox(base / "sandbox")
+    try:
+        env = merged_environ(airflow_env(base / "airflow", find_dags_folder()), box.env)
+        before = box.prod.execute(SAMPLE_SQL, box.source_db)
+        print("initialising the Airflow metadata database (SQLite)...")
+        _airflow(["db", "migrate"], env, check=True, capture_output=True)
+        conf = json.dumps({"confirm_target": box.target_app, "target_app": box.target_app})
+        print(f"airflow dags test {DAG_ID} -c '{conf}'")
+        proc = _airflow(["dags", "test", DAG_ID, "-c", conf], env)
+        code = _report(box, Path(box.env["SCALINGO_STAGING_SYNC_AUDIT_DIR"]), before, started)
+        return code or proc.returncode
+    finally:
+        if keep:
+            print(f"kept {base}")
+        else:
+            box.stop()
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def run_standalone() -> int:
+    base = Path(tempfile.mkdtemp(prefix="sss-airflow-"))
+    box = start_sandbox(base / "sandbox")
+    env = merged_environ(airflow_env(base / "airflow", find_dags_folder()), box.env)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    exe = shutil.which("airflow", path=env["PATH"])
+    proc = subprocess.Popen([exe, "standalone"], env=env, start_new_session=True)
+    print(f"airflow standalone starting on http://localhost:8080 (AIRFLOW_HOME={base / 'airflow'})")
+    print(f"  trigger {DAG_ID} with target_app={box.target_app!r} and confirm_target={box.target_app!r}")
+    print("  the admin password is in simple_auth_manager_passwords.json.generated under AIRFLOW_HOME")
+    print("  Ctrl-C stops Airflow, the embedded databases and the fake Scalingo API")
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        except Exception:
+            pass
+        box.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--standalone", action="store_true", help="start `airflow standalone` instead")
-    parser.parse_args(argv)
-    base = tempfile.mkdtemp(prefix="sss-demo-")
-    prod = start_embedded_postgres(16, base)
-    try:
-        load_chinook(prod, "chinook")
-        rows = prod.execute("SELECT count(*) FROM customer", "chinook")[0][0]
-        print(f"production (PostgreSQL 16, embedded) loaded with Chinook: {rows} customers")
-    finally:
-        prod.stop()
-    return 0
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directories for inspection")
+    args = parser.parse_args(argv)
+    return run_standalone() if args.standalone else run_demo(keep=args.keep)
 
 
 if __name__ == "__main__":
