@@ -49,18 +49,20 @@ def bare_restore(pg, dump: Path, jobs: int, dbname: str) -> float:
     return elapsed
 
 
-def our_restore(pg, dump: Path, jobs: int, dbname: str) -> float:
+def our_restore(pg, dump: Path, jobs: int, dbname: str, count_rows: bool = True) -> float:
     target = PgTarget(host=pg.host, port=pg.port, user=pg.user, dbname=dbname)
     tools = find_pg_tools(pg_bin_dir(pg.version))
     started = time.monotonic()
     for section in ("pre-data", "data", "post-data"):
-        restore(dump, target, section=section, mode="swap", jobs=jobs, tools=tools)
+        restore(dump, target, section=section, mode="swap", jobs=jobs, tools=tools, count_rows=count_rows)
     elapsed = time.monotonic() - started
     targets.cleanup(target, "swap")
     return elapsed
 
 
-def run(scale: float = 0.3, repeats: int = 2, jobs: int | None = None, version: int = 16) -> dict:
+def run(
+    scale: float = 0.3, repeats: int = 2, jobs: int | None = None, version: int = 16, count_rows: bool = True
+) -> dict:
     jobs = jobs or max(1, os.cpu_count() or 1)
     base = Path(tempfile.mkdtemp(prefix="sss-restore-bench-"))
     pg = start_embedded_postgres(version, base)
@@ -77,7 +79,7 @@ def run(scale: float = 0.3, repeats: int = 2, jobs: int | None = None, version: 
                 if kind == "bare":
                     bare_times.append(bare_restore(pg, dump, jobs, f"bench_bare_{i}"))
                 else:
-                    our_times.append(our_restore(pg, dump, jobs, "bench_staging"))
+                    our_times.append(our_restore(pg, dump, jobs, "bench_staging", count_rows))
                 print(
                     f"run {i + 1} {kind}: {(bare_times if kind == 'bare' else our_times)[-1]:.2f} s",
                     flush=True,
@@ -91,6 +93,7 @@ def run(scale: float = 0.3, repeats: int = 2, jobs: int | None = None, version: 
             "jobs": jobs,
             "pg_version": version,
             "repeats": repeats,
+            "count_rows": count_rows,
             "bare_s": [round(t, 3) for t in bare_times],
             "ours_s": [round(t, 3) for t in our_times],
             "bare_median_s": round(bare, 3),
@@ -111,8 +114,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--jobs", type=int, default=None)
     parser.add_argument("--pg-version", type=int, default=16, choices=(16, 18))
     parser.add_argument("--json", action="store_true", help="print only the JSON result")
+    parser.add_argument("--no-count-rows", action="store_true", help="estimated row counts (no count(*))")
     args = parser.parse_args(argv)
-    result = run(args.scale, args.repeats, args.jobs, args.pg_version)
+    result = run(args.scale, args.repeats, args.jobs, args.pg_version, not args.no_count_rows)
     if args.json:
         print(json.dumps(result))
     else:
