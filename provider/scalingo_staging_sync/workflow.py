@@ -385,7 +385,10 @@ def audit_report() -> dict:
     states = _task_states(ctx)
     conf = _pull(GATE_TASK, key="settings", context=ctx) or {}
     report = build_and_write_report(
+        audit_dir=conf.get("audit_dir"),
         run_id=ctx["dag_run"].run_id,
+        dag_id=ctx["dag_run"].dag_id,
+        labels=conf.get("translations") or {},
         settings=conf,
         checks=conf.get("checks", []),
         backup=_pull(BACKUP_TASK, context=ctx),

@@ -1,0 +1,226 @@
+"""The reference DAG end to end: real Airflow runs (dag.test), real embedded PostgreSQL 16 production
+(Chinook) and staging, the fake Scalingo API over HTTP, the shipped Chinook rules file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scalingo_staging_sync.testing.sandbox import start_sandbox
+
+REPO = Path(__file__).resolve().parents[2]
+DAGS = REPO / "dags"
+RULES = REPO / "config" / "anonymization.yaml"
+CUSTOMER_SQL = "SELECT customer_id, first_name, last_name, email, phone, address FROM customer ORDER BY 1"
+
+pytestmark = pytest.mark.airflow
+
+
+@pytest.fixture(scope="module")
+def dag(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS))
+    assert not bag.import_errors, bag.import_errors
+    return bag.get_dag("scalingo_staging_sync")
+
+
+@pytest.fixture
+def box(tmp_path_factory, monkeypatch):
+    sandbox = start_sandbox(tmp_path_factory.mktemp("sandbox"))
+    for key, value in sandbox.env.items():
+        monkeypatch.setenv(key, value)
+    yield sandbox
+    sandbox.stop()
+
+
+def _run(dag, box, **conf):
+    """dag.test with this sandbox's target (dag.test keeps param values between runs of one DAG object)."""
+    defaults = {"target_app": box.target_app, "confirm_target": box.target_app, "dry_run": False}
+    defaults.update({"backup": "latest", "exclude_tables": [], "source_app": None, "rules_file": None})
+    conf = {**defaults, **conf}
+    return dag.test(run_conf=conf)
+
+
+def _states(dag_run) -> dict[str, str]:
+    states: dict[str, str] = {}
+    for ti in dag_run.get_task_instances():
+        states.setdefault(ti.task_id, str(ti.state.value if hasattr(ti.state, "value") else ti.state))
+    return states
+
+
+def _audit(box) -> dict:
+    files = sorted(Path(box.env["SCALINGO_STAGING_SYNC_AUDIT_DIR"]).glob("*.json"))
+    assert files, "no audit report written"
+    return json.loads(files[-1].read_text())
+
+
+def _databases(box) -> set[str]:
+    return {r[0] for r in box.staging.execute("SELECT datname FROM pg_database")}
+
+
+def _previous_staging_intact(box) -> bool:
+    rows = box.staging.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'previous_staging_marker'",
+        box.staging_db,
+    )
+    return rows[0][0] == 1
+
+
+def _write_rules(tmp_path: Path, mutate) -> Path:
+    rules = yaml.safe_load(RULES.read_text())
+    mutate(rules)
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump(rules))
+    return path
+
+
+def test_success_swaps_in_an_anonymized_verified_copy(dag, box):
+    prod_customers = box.prod.execute(CUSTOMER_SQL, box.source_db)
+    dag_run = _run(dag, box)
+    states = _states(dag_run)
+    assert str(dag_run.state) == "success", states
+    assert all(s == "success" for s in states.values()), states
+
+    staged = box.staging.execute(CUSTOMER_SQL, box.staging_db)
+    assert len(staged) == len(prod_customers) == 59
+    prod_by_id = {row[0]: row for row in prod_customers}
+    for row in staged:
+        original = prod_by_id[row[0]]
+        assert row[3].endswith("@example.com") and row[3] != original[3]
+        for index in (1, 2, 4, 5):  # names, phone, address: changed; NULL stays NULL
+            assert (row[index] is None) if original[index] is None else row[index] != original[index]
+    # untouched data is copied as is; constraints and indexes came back after masking
+    assert box.staging.execute("SELECT count(*) FROM invoice_line", box.staging_db) == [(2240,)]
+    fks = box.staging.execute(
+        "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND connamespace = 'public'::regnamespace",
+        box.staging_db,
+    )[0][0]
+    assert fks >= 10
+    # the previous staging copy was replaced and no scratch database is left
+    assert not _previous_staging_intact(box)
+    assert not any(name.endswith("__incoming") for name in _databases(box))
+
+    report = _audit(box)
+    assert report["result"] == "success"
+    assert {t["table"] for t in report["tables"]} == {"public.customer", "public.employee", "public.invoice"}
+    assert all(t["verification"]["passed"] for t in report["tables"])
+    assert report["pii_scan"]["counts"]["unmasked"] == 0
+    text = json.dumps(report)
+    for original in prod_customers[:5]:
+        assert original[3] not in text  # no raw e-mail of production in the audit
+
+
+def test_dry_run_prints_the_plan_and_skips_everything(dag, box):
+    dag_run = _run(dag, box, dry_run=True)
+    states = _states(dag_run)
+    assert states["safety_gate"] == "success"
+    skipped = {t for t, s in states.items() if s == "skipped"}
+    assert {"fetch_backup", "restore_schema", "promote", "pii_scan"} <= skipped
+    assert states["cleanup"] == "success" and states["audit_report"] == "success"
+    assert _previous_staging_intact(box)
+    assert _databases(box) == {"postgres", "template0", "template1", box.staging_db}
+    assert not box.fake.requests_to("/archive"), "a dry run must not download anything"
+    assert _audit(box)["dry_run"] is True
+
+
+def test_production_looking_target_fails_and_touches_nothing(dag, box, monkeypatch):
+    monkeypatch.setenv("APP", "shop-production")
+    dag_run = _run(dag, box, confirm_target="shop-production", target_app="shop-production")
+    states = _states(dag_run)
+    assert str(dag_run.state) == "failed"
+    assert states["safety_gate"] == "failed"
+    assert states["fetch_backup"] == "upstream_failed"
+    assert _previous_staging_intact(box)
+    assert not box.fake.requests_to("/backups")
+
+
+def test_wrong_confirmation_fails(dag, box):
+    dag_run = _run(dag, box, confirm_target="someone-else")
+    assert str(dag_run.state) == "failed"
+    assert _states(dag_run)["safety_gate"] == "failed"
+    assert _previous_staging_intact(box)
+
+
+def test_pii_gate_failure_keeps_previous_staging_and_leaves_no_scratch(dag, box, tmp_path, monkeypatch):
+    def drop_employee(rules):
+        rules["anonymization_tables"] = [
+            t for t in rules["anonymization_tables"] if t["table"] != "public.employee"
+        ]
+
+    monkeypatch.setenv("SCALINGO_STAGING_SYNC_RULES", str(_write_rules(tmp_path, drop_employee)))
+    dag_run = _run(dag, box)
+    states = _states(dag_run)
+    assert str(dag_run.state) == "failed", states
+    assert states["pii_scan"] == "failed", states
+    assert states["promote"] == "upstream_failed"
+    assert states["cleanup"] == "success"
+    assert _previous_staging_intact(box)
+    assert not any(name.endswith("__incoming") for name in _databases(box))
+    report = _audit(box)
+    assert report["result"] != "success"
+    unmasked = report["pii_scan"]["unmasked"]
+    assert any(c.startswith("public.employee.") for c in unmasked), unmasked
+    assert "pii_scan" in (report.get("stopped_at") or "") or "pii_scan" in report.get("failed_tasks", [])
+
+
+def test_invalid_params_are_rejected_before_the_run(dag, box):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError):
+        dag.test(run_conf={"dry_run": "yes please"})
+    with pytest.raises(ParamValidationError):
+        dag.test(run_conf={"exclude_tables": "invoice"})
+    assert _previous_staging_intact(box)
+
+
+def test_dag_parsing_is_cheap_and_reads_nothing(tmp_path):
+    """Parse the DAG file in a fresh interpreter with no connections, a missing rules file and the
+    network made unusable: it must import without touching any of them, quickly."""
+    probe = textwrap.dedent(
+        f"""
+        import os, socket, time, builtins
+        os.environ["SCALINGO_STAGING_SYNC_RULES"] = "/nonexistent/rules.yaml"
+        opened = []
+        real_open = builtins.open
+        def spy_open(file, *a, **k):
+            opened.append(str(file))
+            return real_open(file, *a, **k)
+        def no_network(*a, **k):
+            raise AssertionError("network access while parsing the DAG")
+        socket.socket.connect = no_network
+        from airflow.sdk import DAG  # Airflow's own import cost is not the DAG's
+        import scalingo_staging_sync.operators  # noqa: F401
+        builtins.open = spy_open
+        started = time.perf_counter()
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("ref_dag", {str(DAGS / "scalingo_staging_sync.py")!r})
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        elapsed = time.perf_counter() - started
+        builtins.open = real_open
+        read = [f for f in opened if f.endswith((".yaml", ".yml", ".json", ".sql", ".pgsql"))]
+        print(elapsed, len(module.dag.tasks), read)
+        """
+    )
+    out = (
+        subprocess.run(
+            [sys.executable, "-c", probe],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**__import__("os").environ, "AIRFLOW_HOME": str(tmp_path)},
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    elapsed, n_tasks, read = out.split(" ", 2)
+    assert int(n_tasks) == 14
+    assert read == "[]"
+    assert float(elapsed) < 5.0  # generous bound for a loaded CI machine; typically well under 1 s
