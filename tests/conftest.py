@@ -20,6 +20,7 @@ os.environ["AIRFLOW__CORE__TEST_CONNECTION"] = "Enabled"
 os.environ.setdefault("SCALINGO_STAGING_SYNC_AUDIT_DIR", str(_AIRFLOW_HOME / "audit"))
 
 import pytest  # noqa: E402
+
 from scalingo_staging_sync.testing.postgres import (  # noqa: E402
     EmbeddedPostgres,
     load_chinook,

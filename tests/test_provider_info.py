@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from importlib.metadata import distribution, entry_points
 
-import scalingo_staging_sync
 from packaging.utils import canonicalize_name
+
+import scalingo_staging_sync
 
 
 def test_package_name_is_the_canonical_distribution_name():
