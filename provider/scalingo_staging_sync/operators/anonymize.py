@@ -35,8 +35,9 @@ class AnonymizeTableOperator(BaseOperator):
     :param retry_base_delay_s: first backoff delay, doubled at each retry (rules ``retry.base_delay_s``).
     :param statement_timeout_s: statement timeout of the in-place UPDATE (None: server default).
     :param email_domain: reserved domain for custom strategies' ``ctx.mask(..., "email")``.
-    :param parallel_connections: accepted for symmetry with the rules file; the connection cap of
-        the mapped tasks is ``max_active_tis_per_dagrun`` or a pool.
+    :param parallel_connections: rules ``parallel_connections``: at most this many tables are masked
+        at the same time on the database (advisory-lock slots, see :mod:`scalingo_staging_sync.slots`),
+        on top of ``max_active_tis_per_dagrun`` / a pool. None or 0: no cap.
     """
 
     # "plan" is not templated: it holds SQL from the reviewed rules file, never rendered by Jinja.
@@ -83,7 +84,6 @@ class AnonymizeTableOperator(BaseOperator):
         self.sample_rows = sample_rows
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from scalingo_staging_sync.anonymize.executor import RetryPolicy, run_table_plan
         from scalingo_staging_sync.anonymize.salt import get_salt
         from scalingo_staging_sync.hooks.postgres import pg_target_from_connection
 
@@ -109,6 +109,14 @@ class AnonymizeTableOperator(BaseOperator):
         )
         for warning in item.get("warnings") or []:
             self.log.warning("%s: %s", item["table"], warning)
+        from scalingo_staging_sync.slots import connection_slot
+
+        with connection_slot(target, int(self.parallel_connections or 0)):
+            return self._run(item, target, salt, dump_path, tools)
+
+    def _run(self, item, target, salt, dump_path, tools) -> dict[str, Any]:
+        from scalingo_staging_sync.anonymize.executor import RetryPolicy, run_table_plan
+
         return run_table_plan(
             item,
             target,
