@@ -224,3 +224,68 @@ def test_dag_parsing_is_cheap_and_reads_nothing(tmp_path):
     assert int(n_tasks) == 14
     assert read == "[]"
     assert float(elapsed) < 5.0  # generous bound for a loaded CI machine; typically well under 1 s
+
+
+@pytest.fixture
+def scalingo_like_role(box, monkeypatch):
+    """Staging reached with a role granted what a Scalingo Shared Resources addon grants: no CREATEDB,
+    not the database owner, ALL on the database and CREATE on public; the app's own tables are its."""
+    box.staging.execute("CREATE ROLE app_user LOGIN NOCREATEDB NOSUPERUSER")
+    box.staging.execute(f'GRANT ALL ON DATABASE "{box.staging_db}" TO app_user')
+    box.staging.execute("GRANT ALL ON SCHEMA public TO app_user", box.staging_db)
+    box.staging.execute("ALTER TABLE previous_staging_marker OWNER TO app_user", box.staging_db)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_STAGING_DB", box.staging.airflow_conn_json(box.staging_db, user="app_user")
+    )
+    return "app_user"
+
+
+def _maintenance_rules(tmp_path, mutate=None):
+    def change(rules):
+        rules["restore"] = {"mode": "auto", "maintenance": True, "keep_previous": False}
+        if mutate:
+            mutate(rules)
+
+    return _write_rules(tmp_path, change)
+
+
+def _formation(box) -> dict[str, int]:
+    return {c["name"]: c["amount"] for c in box.fake.apps[box.target_app].containers}
+
+
+def test_in_place_with_scalingo_grants_and_maintenance(dag, box, scalingo_like_role, tmp_path, monkeypatch):
+    before = _formation(box)
+    monkeypatch.setenv("SCALINGO_STAGING_SYNC_RULES", str(_maintenance_rules(tmp_path)))
+    dag_run = _run(dag, box)
+    states = _states(dag_run)
+    assert str(dag_run.state) == "success", states
+    report = _audit(box)
+    assert report["promotion"]["mode"] == "in_place"
+    emails = box.staging.execute("SELECT email FROM customer", box.staging_db)
+    assert len(emails) == 59 and all(e[0].endswith("@example.com") for e in emails)
+    assert not any(name.endswith("__incoming") for name in _databases(box))
+    scale_bodies = [r for r in box.fake.requests_to("/scale")]
+    assert len(scale_bodies) >= 2, "maintenance scales the app down, then back"
+    assert _formation(box) == before
+
+
+def test_in_place_failure_wipes_unmasked_data_and_restores_the_app(
+    dag, box, scalingo_like_role, tmp_path, monkeypatch
+):
+    before = _formation(box)
+
+    def drop_employee(rules):
+        rules["anonymization_tables"] = [
+            t for t in rules["anonymization_tables"] if t["table"] != "public.employee"
+        ]
+
+    monkeypatch.setenv("SCALINGO_STAGING_SYNC_RULES", str(_maintenance_rules(tmp_path, drop_employee)))
+    dag_run = _run(dag, box)
+    states = _states(dag_run)
+    assert str(dag_run.state) == "failed", states
+    assert states["pii_scan"] == "failed" and states["cleanup"] == "success"
+    tables = box.staging.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'", box.staging_db
+    )
+    assert tables == [], f"unverified production data left in staging: {tables}"
+    assert _formation(box) == before
