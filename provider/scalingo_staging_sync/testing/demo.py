@@ -45,47 +45,66 @@ def _print_rows(title: str, rows: list[tuple]) -> None:
         print("    " + " | ".join("NULL" if v is None else str(v) for v in row))
 
 
-def _report(box, audit_dir: Path, before: list[tuple], started: float) -> int:
+def _restored_tables(box) -> list[tuple[str, int]]:
+    from psycopg import sql
+
+    out = []
+    with box.staging.connect(STAGING_DB) as conn:
+        names = conn.execute("SELECT schemaname, relname FROM pg_stat_user_tables ORDER BY 1, 2").fetchall()
+        for schema, name in names:
+            count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name)))
+            out.append((f"{schema}.{name}", count.fetchone()[0]))
+    return out
+
+
+def _report(box, audit_dir: Path, before: list[tuple], started: float, airflow_log: Path) -> int:
     reports = sorted(audit_dir.glob("*.json"), key=lambda p: p.stat().st_mtime)
     if not reports:
-        print("no audit report was written: see the Airflow output above")
+        print(f"no audit report was written: see {airflow_log}")
         return 1
     report = json.loads(reports[-1].read_text())
+    ok = report.get("result") == "success"
     print()
     print("=" * 78)
-    print(f"scalingo-staging-sync demo: result {report.get('result')!r}")
+    print(
+        f"scalingo-staging-sync demo: {report.get('result')}"
+        + ("" if ok else f", stopped at {report.get('stopped_at')}")
+    )
     print("=" * 78)
+    if ok:
+        restored = _restored_tables(box)
+        print(f"tables restored: {len(restored)}, rows: {sum(n for _, n in restored)}")
     tables = report.get("tables") or []
-    restore = report.get("restore") or {}
-    restored = restore.get("tables") if isinstance(restore, dict) else None
-    if restored:
-        print(
-            f"tables restored: {len(restored)}, rows: {sum(int(t.get('rows') or 0) for t in restored.values())}"
-        )
-    masked_rows = sum(int(t.get("rows") or 0) for t in tables)
-    print(f"tables anonymized: {len(tables)}, rows anonymized: {masked_rows}")
+    print(
+        f"tables anonymized: {len(tables)}, rows anonymized: {sum(int(t.get('rows') or 0) for t in tables)}"
+    )
     for t in tables:
+        verification = t.get("verification") or {}
+        proof = "verified" if verification.get("passed") else "NOT verified"
         print(
-            f"  {t.get('table'):<24} {t.get('rows'):>7} rows  {t.get('mode', ''):<9} {t.get('verification', '')}"
+            f"  {t.get('table'):<20} {t.get('rows') or 0:>6} rows  {t.get('mode') or '':<8} {proof}, columns: {', '.join(t.get('masked_columns') or [])}"
         )
-    pii = report.get("pii_scan") or report.get("pii") or {}
+    pii = report.get("pii_scan") or {}
     if pii:
         counts = pii.get("counts") or {}
-        print(f"PII scan: {pii.get('status', '?')} {counts}")
-    durations = report.get("phase_durations") or report.get("phases") or {}
-    if durations:
-        print("time per phase:")
-        for name, seconds in durations.items():
-            if seconds:
-                print(f"  {name:<24} {float(seconds):6.2f} s")
-    print(f"audit report: {reports[-1]} (+ .txt)")
-    if report.get("result") == "success":
+        verdict = "passed" if pii.get("passed") else "FAILED"
+        print(
+            f"PII scan: {verdict} ({pii.get('tables_scanned')} tables, {pii.get('columns_scanned')} columns): "
+            f"{counts.get('masked', 0)} masked, {counts.get('allowed', 0)} allowed, {counts.get('unmasked', 0)} unmasked"
+        )
+    print("time per phase:")
+    for phase in report.get("phases") or []:
+        if phase.get("duration_s") is not None:
+            print(f"  {phase['task_id']:<22} {phase['duration_s']:6.2f} s  {phase.get('state')}")
+    print(f"audit report: {reports[-1]} (and .txt)")
+    print(f"Airflow log: {airflow_log}")
+    if ok:
         after = box.staging.execute(SAMPLE_SQL, STAGING_DB)
         print("three customers, before (production) and after (staging):")
         _print_rows("before:", before)
         _print_rows("after: ", after)
     print(f"total wall time: {time.monotonic() - started:.1f} s")
-    return 0 if report.get("result") == "success" else 1
+    return 0 if ok else 1
 
 
 def run_demo(keep: bool = False) -> int:
@@ -93,15 +112,22 @@ def run_demo(keep: bool = False) -> int:
     base = Path(tempfile.mkdtemp(prefix="sss-demo-"))
     print(f"starting embedded PostgreSQL 16 (production, Chinook) and staging, fake Scalingo API in {base}")
     box = start_sandbox(base / "sandbox")
+    airflow_log = Path(tempfile.gettempdir()) / f"scalingo-staging-sync-demo-{os.getpid()}.log"
     try:
         env = merged_environ(airflow_env(base / "airflow", find_dags_folder()), box.env)
         before = box.prod.execute(SAMPLE_SQL, box.source_db)
         print("initialising the Airflow metadata database (SQLite)...")
         _airflow(["db", "migrate"], env, check=True, capture_output=True)
         conf = json.dumps({"confirm_target": box.target_app, "target_app": box.target_app})
-        print(f"airflow dags test {DAG_ID} -c '{conf}'")
-        proc = _airflow(["dags", "test", DAG_ID, "-c", conf], env)
-        code = _report(box, Path(box.env["SCALINGO_STAGING_SYNC_AUDIT_DIR"]), before, started)
+        print(f"airflow dags test {DAG_ID} -c '{conf}'  (output in {airflow_log})")
+        with open(airflow_log, "w") as log_file:
+            proc = _airflow(
+                ["dags", "test", DAG_ID, "-c", conf], env, stdout=log_file, stderr=subprocess.STDOUT
+            )
+        code = _report(box, Path(box.env["SCALINGO_STAGING_SYNC_AUDIT_DIR"]), before, started, airflow_log)
+        if code or proc.returncode:
+            print("the run failed; last lines of the Airflow output:")
+            print("".join(airflow_log.read_text(errors="replace").splitlines(keepends=True)[-30:]))
         return code or proc.returncode
     finally:
         if keep:
