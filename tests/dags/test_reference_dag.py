@@ -289,3 +289,59 @@ def test_in_place_failure_wipes_unmasked_data_and_restores_the_app(
     )
     assert tables == [], f"unverified production data left in staging: {tables}"
     assert _formation(box) == before
+
+
+def test_seeds_post_sync_commands_and_slack(dag, box, tmp_path, monkeypatch):
+    from scalingo_staging_sync.testing.slack_receiver import SlackReceiver
+
+    (tmp_path / "seeds").mkdir()
+    (tmp_path / "seeds" / "demo_user.sql").write_text(
+        "INSERT INTO employee (employee_id, last_name, first_name, email) "
+        "VALUES (1000, 'Demo', 'Admin', 'admin@example.com');"
+    )
+
+    def options(rules):
+        rules["seeds"] = ["seeds/demo_user.sql"]
+        rules["post_sync_commands"] = ["bundle exec rails db:migrate"]
+        rules["slack_conn_id"] = "slack_test"
+
+    monkeypatch.setenv("SCALINGO_STAGING_SYNC_RULES", str(_write_rules(tmp_path, options)))
+    with SlackReceiver() as slack:
+        monkeypatch.setenv("AIRFLOW_CONN_SLACK_TEST", slack.airflow_conn_json())
+        dag_run = _run(dag, box)
+        texts = slack.texts()
+    assert str(dag_run.state) == "success", _states(dag_run)
+    # seeds ran on the anonymized copy before it was promoted
+    assert box.staging.execute(
+        "SELECT first_name FROM employee WHERE employee_id = 1000", box.staging_db
+    ) == [("Admin",)]
+    # post-sync commands ran as detached one-off containers in the target app
+    assert [r["command"] for r in box.fake.runs] == ["bundle exec rails db:migrate"]
+    assert all(r["detached"] for r in box.fake.runs)
+    # Slack: start, phases with durations, success summary with the per-table labels
+    joined = "\n".join(texts)
+    assert box.target_app in texts[0]
+    assert any(t.startswith(":white_check_mark: Backup download done in ") for t in texts)
+    assert any("PII scan done in" in t for t in texts)
+    assert "succeeded" in texts[-1] and "Tables anonymized: 3" in texts[-1]
+    assert "Customers: 59 rows" in joined  # translation label of public.customer
+
+
+def test_failure_message_names_the_task_and_links_its_log(dag, box, tmp_path, monkeypatch):
+    from scalingo_staging_sync.testing.slack_receiver import SlackReceiver
+
+    def drop_employee(rules):
+        rules["anonymization_tables"] = [
+            t for t in rules["anonymization_tables"] if t["table"] != "public.employee"
+        ]
+        rules["slack_conn_id"] = "slack_test"
+
+    monkeypatch.setenv("SCALINGO_STAGING_SYNC_RULES", str(_write_rules(tmp_path, drop_employee)))
+    with SlackReceiver() as slack:
+        monkeypatch.setenv("AIRFLOW_CONN_SLACK_TEST", slack.airflow_conn_json())
+        dag_run = _run(dag, box)
+        texts = slack.texts()
+    assert str(dag_run.state) == "failed"
+    failure = [t for t in texts if "pii_scan" in t]
+    assert failure, texts
+    assert "http" in failure[0]  # link to the task log
