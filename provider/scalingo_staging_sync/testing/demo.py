@@ -144,9 +144,14 @@ def run_standalone() -> int:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     exe = shutil.which("airflow", path=env["PATH"])
     proc = subprocess.Popen([exe, "standalone"], env=env, start_new_session=True)
+
+    def _stop(signum, frame):  # SIGTERM (e.g. `timeout`, `kill`): stop Airflow and the servers too
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
     print(f"airflow standalone starting on http://localhost:8080 (AIRFLOW_HOME={base / 'airflow'})")
     print(f"  trigger {DAG_ID} with target_app={box.target_app!r} and confirm_target={box.target_app!r}")
-    print("  the admin password is in simple_auth_manager_passwords.json.generated under AIRFLOW_HOME")
+    print(f"  user admin, password in {base / 'airflow' / 'simple_auth_manager_passwords.json.generated'}")
     print("  Ctrl-C stops Airflow, the embedded databases and the fake Scalingo API")
     try:
         proc.wait()
