@@ -32,6 +32,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -577,6 +578,17 @@ def machine_info(box) -> dict:
     }
 
 
+def code_state() -> dict:
+    """The commit measured and the files that differed from it (B runs the working tree)."""
+
+    def git(*args: str) -> str:
+        proc = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+        return proc.stdout.strip() if proc.returncode == 0 else ""
+
+    dirty = git("diff", "--name-only", "HEAD").splitlines()
+    return {"commit": git("rev-parse", "HEAD") or None, "modified_files": dirty}
+
+
 def _loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -589,6 +601,9 @@ def run(args: argparse.Namespace) -> dict:
     rules.write_text(RULES_TEMPLATE.format(source_app=SOURCE_APP, jobs=jobs))
     dataset: dict = {}
     load_avg_start = _loadavg()
+    code = code_state()
+    if code["modified_files"]:
+        log(f"note: measuring the working tree of {code['commit']} with changes in {code['modified_files']}")
 
     def load_dataset(pg, dbname: str) -> str:
         pg.create_database(dbname)
@@ -664,6 +679,7 @@ def run(args: argparse.Namespace) -> dict:
             "repeat": args.repeat,
             "dataset": dataset,
             "machine": machine,
+            "code": code,
             "runs": {"A_s": a_runs, "B": b_runs, "order_and_load": loads},
             "summary": summarize(a_runs, b_runs),
             "extras": extras,
@@ -719,6 +735,8 @@ def main(argv: list[str] | None = None) -> int:
         args.scale, args.repeat, args.skip_extras = 0.01, 1, True
     if args.repeat < 1:
         parser.error("--repeat must be >= 1")
+    # a background run stopped with SIGTERM still stops its embedded servers (finally: in run())
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = run(args)
     path = write_results(result, args.results_dir)
     print_table(result)
