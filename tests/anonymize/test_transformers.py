@@ -17,7 +17,7 @@ from scalingo_staging_sync.anonymize.transformers import (
     transformer_names,
 )
 
-from .conftest import anonymize, execute
+from .conftest import SALT, anonymize, execute
 
 REQUIRED = {
     "email", "phone", "first_name", "last_name", "full_name", "address", "city", "postal_code",
@@ -277,3 +277,92 @@ def test_derived_columns_use_new_values(db):
         "birth_date",
         "credit_card_last_4",
     }
+
+
+def test_on_load_trigger_and_update_give_the_same_values(db):
+    """The trigger computes keyed hashes once per row into variables and the UPDATE inlines them: both
+    must give the same output for every transformer, including originals taken from the word lists
+    (where the pick moves to the next word) in any case."""
+    from scalingo_staging_sync.anonymize.planner import read_table
+    from scalingo_staging_sync.anonymize.salt import derive_key
+    from scalingo_staging_sync.anonymize.sql import column_expressions, trigger_statements, update_statement
+    from scalingo_staging_sync.anonymize.transformers import KEY_GUC, STREETS
+
+    _pg, target = db
+    specs = {
+        "email": {"transformer": "email"},
+        "first_name": {"transformer": "first_name"},
+        "last_name": {"transformer": "last_name"},
+        "full_name": {"transformer": "full_name"},
+        "built_name": {"transformer": "full_name", "from": ["first_name", "last_name"]},
+        "city": {"transformer": "city"},
+        "company": {"transformer": "company"},
+        "address": {"transformer": "address"},
+        "phone": {"transformer": "phone"},
+        "postal_code": {"transformer": "postal_code"},
+        "token": {"transformer": "hash", "length": 24},
+        "token_md5": {"transformer": "hash", "algorithm": "md5"},
+        "email_md5": {"transformer": "md5_of", "column": "email"},
+        "born": {"transformer": "date_shift"},
+        "seen": {"transformer": "date_shift", "max_days": 7},
+    }
+    cols = [c for c in specs if c not in ("born", "seen")]
+    execute(
+        target,
+        "CREATE TABLE src (id int, "
+        + ", ".join(f"{c} text" for c in cols)
+        + ", born date, seen timestamptz)",
+    )
+    words = [
+        *FIRST_NAMES, *LAST_NAMES, *CITIES, *COMPANY_WORDS,
+        *(w.upper() for w in FIRST_NAMES), *(f" {w.lower()} " for w in LAST_NAMES),
+    ]  # fmt: skip
+    rows = []
+    for i, w in enumerate(words):
+        rows.append(
+            (
+                i, f"{w}@Corp.example", w, w, f"{w} {LAST_NAMES[i % 50]}", f"{w} {w}", w, f"{w} Labs",
+                f"{i} {STREETS[i % len(STREETS)]} Street", f"+999{i:012d}", f"{i % 100000:05d}", w, w, w,
+                f"2000-01-{1 + i % 28:02d}", f"2020-02-{1 + i % 28:02d} 12:00+00",
+            )
+        )  # fmt: skip
+    rows.append((len(rows), *([None] * len(cols)), None, None))
+    with target.connect() as conn:
+        with conn.cursor().copy(
+            sql.SQL("COPY src (id, {}, born, seen) FROM STDIN").format(
+                sql.SQL(", ").join(sql.Identifier(c) for c in cols)
+            )
+        ) as copy:
+            for r in rows:
+                copy.write_row(r)
+        execute(target, "CREATE TABLE dst (LIKE src)")
+        cat = read_table(conn, "public", "dst")
+        create_fn, create_trigger, _drop = trigger_statements("public", "dst", specs, cat.columns, conn)
+        fn_text = create_fn.as_string(conn)
+        assert "STABLE" in fn_text and fn_text.count("current_setting") == 1
+        conn.execute(create_fn)
+        conn.execute(create_trigger)
+        conn.execute("SELECT set_config(%s, %s, false)", (KEY_GUC, derive_key(SALT)))
+        conn.execute("INSERT INTO dst SELECT * FROM src")
+        src_cat = read_table(conn, "public", "src")
+        conn.execute(update_statement("public", "src", column_expressions(specs, src_cat.columns)))
+    names = sql.SQL(", ").join(
+        [*(sql.Identifier(c) for c in cols), sql.SQL("born::text"), sql.SQL("seen::text")]
+    )
+    updated = execute(target, sql.SQL("SELECT id, {} FROM src ORDER BY id").format(names))
+    loaded = execute(target, sql.SQL("SELECT id, {} FROM dst ORDER BY id").format(names))
+    assert updated == loaded
+    originals = {r[0]: r for r in rows}
+    for row in loaded[:-1]:
+        orig = originals[row[0]]
+        for j, col in enumerate(cols, start=1):
+            assert row[j] is not None and row[j].strip().lower() != str(orig[j]).strip().lower(), (
+                col,
+                orig[j],
+            )
+        first, last, full, built = row[2], row[3], row[4], row[5]
+        assert built == f"{first} {last}"
+        assert full.split(" ")[0].lower() != orig[4].split(" ")[0].lower()
+        assert row[7].split(" ")[0].lower() != orig[7].split(" ")[0].lower()  # company word
+        assert row[8].split(" ")[1] != orig[8].split(" ")[1]  # street word
+    assert all(v is None for v in loaded[-1][1:])

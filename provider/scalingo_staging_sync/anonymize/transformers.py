@@ -87,36 +87,73 @@ class BuildContext:
     column: ColumnInfo
     options: Mapping[str, Any]
     new: Callable[[str], sql.Composable] = field(default=lambda name: sql.Identifier(name))
+    #: SQL of the secret key: ``current_setting(...)`` inline (UPDATE), or a PL/pgSQL variable read once
+    #: per row (on-load trigger)
+    key: sql.Composable = field(default_factory=lambda: KEY_SQL)
+    #: ``let(expr, type)`` -> a reference to ``expr`` computed once: the expression itself (UPDATE: SQL
+    #: has no common-subexpression elimination) or a PL/pgSQL variable assigned before the column
+    let: Callable[[sql.Composable, str], sql.Composable] = field(default=lambda expr, _type: expr)
+    #: True when ``let`` computes once (a variable): reading a let value again is then free
+    cached: bool = False
+
+    def hash(self, purpose: str, value: sql.Composable) -> sql.Composable:
+        """``md5(key || '|purpose|' || value)`` (32 hex characters), computed once per row and column
+        when the expression is used several times."""
+        return self.let(keyed_md5(purpose, value, self.key), "text")
+
+    def hash_int(self, purpose: str, value: sql.Composable) -> sql.Composable:
+        """A non-negative 60-bit integer from the keyed md5 (``hex_int`` of its first 15 hex digits)."""
+        return self.let(hex_int(keyed_md5(purpose, value, self.key), 1, 15), "bigint")
 
 
 # --------------------------------------------------------------------------------------------------
 # SQL building blocks
 
 
-def keyed_md5(purpose: str, value: sql.Composable) -> sql.Composable:
+def keyed_md5(purpose: str, value: sql.Composable, key: sql.Composable = KEY_SQL) -> sql.Composable:
     """``md5(key || '|purpose|' || value)``: 32 hex characters, keyed by the secret salt."""
-    return sql.SQL("md5({} || {} || {})").format(KEY_SQL, sql.Literal(f"|{purpose}|"), value)
+    return sql.SQL("md5({} || {} || {})").format(key, sql.Literal(f"|{purpose}|"), value)
 
 
 def hex_int(hash_expr: sql.Composable, start: int, hex_digits: int = 7) -> sql.Composable:
     """Non-negative integer from ``hex_digits`` hex characters of a hash (7 -> 0..2^28-1)."""
     bits = hex_digits * 4
     cast = "int" if bits < 32 else "bigint"
-    return sql.SQL("('x' || substr({}, {}, {}))::bit({})::{}").format(
-        hash_expr, sql.Literal(start), sql.Literal(hex_digits), sql.SQL(str(bits)), sql.SQL(cast)
+    part = (
+        sql.SQL("left({}, {})").format(hash_expr, sql.Literal(hex_digits))
+        if start == 1
+        else sql.SQL("substr({}, {}, {})").format(hash_expr, sql.Literal(start), sql.Literal(hex_digits))
     )
+    return sql.SQL("('x' || {})::bit({})::{}").format(part, sql.SQL(str(bits)), sql.SQL(cast))
 
 
 def text_array(words: tuple[str, ...]) -> sql.Composable:
     return sql.SQL("ARRAY[{}]::text[]").format(sql.SQL(", ").join(sql.Literal(w) for w in words))
 
 
+def pick(words: tuple[str, ...], index: sql.Composable) -> sql.Composable:
+    """``words[index % n]`` (index: a non-negative integer expression)."""
+    return sql.SQL("({})[1 + {} % {}]").format(text_array(words), index, sql.Literal(len(words)))
+
+
 def pick_excluding(
-    words: tuple[str, ...], hash_expr: sql.Composable, start: int, exclude: sql.Composable
+    words: tuple[str, ...], index: sql.Composable, exclude_lower: sql.Composable, cached: bool = False
 ) -> sql.Composable:
-    """A word of ``words`` picked by hash, never equal to ``exclude`` (removed from the list first)."""
-    return sql.SQL("(array_remove({}, {}))[{} % {} + 1]").format(
-        text_array(words), exclude, hex_int(hash_expr, start), sql.Literal(len(words) - 1)
+    """``words[index % n]``, or the next word when that one is ``exclude_lower`` (the original's word,
+    lower-cased): the output never equals the original, case-insensitively. No array is built per row.
+
+    ``index`` is read twice; when it is not ``cached`` (inline SQL recomputes it, keyed hash
+    included), the common case reads it once: ``= ANY`` of the constant lower-case list rules out
+    most originals first. Both forms give the same word."""
+    n = len(words)
+    lowered = sql.SQL("ARRAY[{}]::text[]").format(sql.SQL(", ").join(sql.Literal(w.lower()) for w in words))
+    exact = sql.SQL(
+        "CASE WHEN {ex} = ({low})[1 + {i} % {n}] THEN ({arr})[1 + ({i} + 1) % {n}] ELSE ({arr})[1 + {i} % {n}] END"
+    ).format(ex=exclude_lower, low=lowered, arr=text_array(words), i=index, n=sql.Literal(n))
+    if cached:
+        return exact
+    return sql.SQL("CASE WHEN {} = ANY({}) THEN {} ELSE {} END").format(
+        exclude_lower, lowered, exact, pick(words, index)
     )
 
 
@@ -124,9 +161,26 @@ def as_text(src: sql.Composable) -> sql.Composable:
     return sql.SQL("({})::text").format(src)
 
 
+def ascii_lower(text: sql.Composable) -> sql.Composable:
+    """``lower()`` under the "C" collation: ASCII letters only, the same in every database whatever
+    its locale, and about ten times cheaper than a libc/ICU ``lower()`` of a 40-character value."""
+    return sql.SQL('lower({} COLLATE "C")').format(text)
+
+
+def normalized(src: sql.Composable) -> sql.Composable:
+    """``lower(btrim(value))`` (ASCII lower): the hash input of word-like values and the source of
+    their words."""
+    return ascii_lower(sql.SQL("btrim({})").format(as_text(src)))
+
+
+def nth_word(norm: sql.Composable, n: int = 1) -> sql.Composable:
+    """The n-th space-separated word of an already normalised (lower, trimmed) value."""
+    return sql.SQL("split_part({}, ' ', {})").format(norm, sql.Literal(n))
+
+
 def first_word(src: sql.Composable, n: int = 1) -> sql.Composable:
-    """The n-th word of the value, normalised like the word lists (``initcap``)."""
-    return sql.SQL("split_part(initcap(btrim({})), ' ', {})").format(as_text(src), sql.Literal(n))
+    """The n-th word of the value, lower-cased (compared with the lower-cased word lists)."""
+    return nth_word(normalized(src), n)
 
 
 def fit(expr: sql.Composable, column: ColumnInfo, natural_max: int | None) -> sql.Composable:
@@ -134,6 +188,12 @@ def fit(expr: sql.Composable, column: ColumnInfo, natural_max: int | None) -> sq
     if column.max_length is not None and (natural_max is None or natural_max > column.max_length):
         return sql.SQL("left({}, {})").format(expr, sql.Literal(column.max_length))
     return expr
+
+
+def zero_padded(number: sql.Composable, digits: int) -> sql.Composable:
+    """``lpad(number::text, digits, '0')`` for 0 <= number < 10^digits, without lpad: the digits of
+    ``10^digits + number`` after its leading 1."""
+    return sql.SQL("substr(({} + {})::text, 2)").format(sql.Literal(10**digits), number)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -164,6 +224,9 @@ STREETS = (
     "Juniper", "Laurel", "Linden", "Magnolia", "Maple", "Meadow", "Mill", "Orchard", "Poplar", "Rowan",
     "Spruce", "Sycamore", "Thistle", "Willow",
 )  # fmt: skip
+#: characters removed from a phone number before hashing (same digits -> same output)
+PHONE_SEPARATORS = (" ", "-", ".", "(", ")", "/")
+
 STREET_SUFFIXES = ("Street", "Road", "Lane", "Avenue", "Way", "Close", "Drive", "Place")
 COMPANY_WORDS = (
     "Acorn", "Apex", "Arbor", "Beacon", "Bluebird", "Cascade", "Cobalt", "Crescent", "Ember", "Evergreen",
@@ -306,8 +369,10 @@ class EmailTransformer(Transformer):
         hex_len = 32
         if ctx.column.max_length is not None:
             hex_len = min(32, ctx.column.max_length - 2 - len(domain))
-        h = keyed_md5("email", sql.SQL("lower({})").format(as_text(src)))
-        return sql.SQL("'u' || left({}, {}) || {}").format(h, sql.Literal(hex_len), sql.Literal("@" + domain))
+        h = keyed_md5("email", ascii_lower(as_text(src)), ctx.key)
+        if hex_len < 32:
+            h = sql.SQL("left({}, {})").format(h, sql.Literal(hex_len))
+        return sql.SQL("'u' || {} || {}").format(h, sql.Literal("@" + domain))
 
 
 @register_transformer
@@ -336,17 +401,32 @@ class PhoneTransformer(Transformer):
         prefix = ctx.options.get("prefix", "+999")
         d = self._digits(ctx.column, ctx.options)
         modulus = 10**d
-        h = keyed_md5("phone", sql.SQL("regexp_replace({}, '[^0-9+]', '', 'g')").format(as_text(src)))
-        same_shape = sql.SQL("CASE WHEN {} ~ {} THEN right({}, {})::bigint ELSE 0 END").format(
-            as_text(src),
+        text = as_text(src)
+        norm = text
+        for ch in PHONE_SEPARATORS:
+            norm = sql.SQL("replace({}, {}, '')").format(norm, sql.Literal(ch))
+        x = hex_int(keyed_md5("phone", norm, ctx.key), 1, 15)
+        offset = sql.SQL("1 + {} % {}").format(x, sql.Literal(modulus - 1))  # 1 .. 10^d - 1
+        # Only an original of the output's exact shape (prefix + d digits) can come back: it is moved
+        # by the non-zero offset modulo 10^d. Every other value takes the cheap branch, whose result
+        # is the same formula with 0 for the original number.
+        shifted = sql.SQL("(CASE WHEN {} ~ {} THEN right({}, {})::bigint ELSE 0 END + {}) % {}").format(
+            text,
             sql.Literal("^" + re.escape(prefix) + "[0-9]{" + str(d) + "}$"),
-            as_text(src),
+            text,
             sql.Literal(d),
+            offset,
+            sql.Literal(modulus),
         )
-        number = sql.SQL("(({} + 1 + {} % {}) % {})").format(
-            same_shape, hex_int(h, 1, 15), sql.Literal(modulus - 1), sql.Literal(modulus)
+        return sql.SQL("{} || CASE WHEN length({}) = {} AND starts_with({}, {}) THEN {} ELSE {} END").format(
+            sql.Literal(prefix),
+            text,
+            sql.Literal(len(prefix) + d),
+            text,
+            sql.Literal(prefix),
+            zero_padded(shifted, d),
+            zero_padded(offset, d),
         )
-        return sql.SQL("{} || lpad({}::text, {}, '0')").format(sql.Literal(prefix), number, sql.Literal(d))
 
 
 class _WordTransformer(Transformer):
@@ -354,8 +434,10 @@ class _WordTransformer(Transformer):
     purpose: ClassVar[str]
 
     def expression(self, src, ctx):
-        h = keyed_md5(self.purpose, sql.SQL("lower(btrim({}))").format(as_text(src)))
-        return fit(pick_excluding(self.words, h, 1, first_word(src)), ctx.column, _max_len(self.words))
+        norm = ctx.let(normalized(src), "text")
+        x = ctx.hash_int(self.purpose, norm)
+        word = pick_excluding(self.words, x, nth_word(norm, 1), ctx.cached)
+        return fit(word, ctx.column, _max_len(self.words))
 
 
 @register_transformer
@@ -403,9 +485,10 @@ class FullNameTransformer(Transformer):
                 src, sql.SQL(", ").join(pieces)
             )
             return fit(joined, ctx.column, None)
-        h = keyed_md5("full_name", sql.SQL("lower(btrim({}))").format(as_text(src)))
-        first = pick_excluding(FIRST_NAMES, h, 1, first_word(src))
-        last = pick_excluding(LAST_NAMES, h, 8, first_word(src, 2))
+        norm = ctx.let(normalized(src), "text")
+        x = ctx.hash_int("full_name", norm)
+        first = pick_excluding(FIRST_NAMES, x, nth_word(norm, 1), ctx.cached)
+        last = pick_excluding(LAST_NAMES, sql.SQL("({} >> 30)").format(x), nth_word(norm, 2), ctx.cached)
         return fit(sql.SQL("{} || ' ' || {}").format(first, last), ctx.column, natural)
 
 
@@ -416,12 +499,11 @@ class AddressTransformer(Transformer):
     min_length = 5
 
     def expression(self, src, ctx):
-        h = keyed_md5("address", sql.SQL("lower(btrim({}))").format(as_text(src)))
-        number = sql.SQL("(1 + {} % 999)::text").format(hex_int(h, 1))
-        street = pick_excluding(STREETS, h, 8, first_word(src, 2))
-        suffix = sql.SQL("({})[{} % {} + 1]").format(
-            text_array(STREET_SUFFIXES), hex_int(h, 15), sql.Literal(len(STREET_SUFFIXES))
-        )
+        norm = ctx.let(normalized(src), "text")
+        x = ctx.hash_int("address", norm)  # 60 bits: number, street and suffix from different bits
+        number = sql.SQL("(1 + {} % 999)::text").format(x)
+        street = pick_excluding(STREETS, sql.SQL("({} >> 20)").format(x), nth_word(norm, 2), ctx.cached)
+        suffix = pick(STREET_SUFFIXES, sql.SQL("({} >> 40)").format(x))
         natural = 3 + 1 + _max_len(STREETS) + 1 + _max_len(STREET_SUFFIXES)
         return fit(
             sql.SQL("{} || ' ' || {} || ' ' || {}").format(number, street, suffix), ctx.column, natural
@@ -443,14 +525,23 @@ class PostalCodeTransformer(Transformer):
     def expression(self, src, ctx):
         d = int(ctx.options.get("digits", 5))
         modulus = 10**d
-        h = keyed_md5("postal_code", sql.SQL("upper(btrim({}))").format(as_text(src)))
-        same_shape = sql.SQL("CASE WHEN btrim({}) ~ {} THEN btrim({})::bigint ELSE 0 END").format(
-            as_text(src), sql.Literal("^[0-9]{" + str(d) + "}$"), as_text(src)
+        text = as_text(src)
+        trimmed = sql.SQL("btrim({})").format(text)
+        x = hex_int(
+            keyed_md5("postal_code", sql.SQL('upper({} COLLATE "C")').format(trimmed), ctx.key), 1, 15
         )
-        number = sql.SQL("(({} + 1 + {} % {}) % {})").format(
-            same_shape, hex_int(h, 1, 15), sql.Literal(modulus - 1), sql.Literal(modulus)
+        offset = sql.SQL("1 + {} % {}").format(x, sql.Literal(modulus - 1))  # 1 .. 10^d - 1
+        # an all-digit original of length d is moved by the offset; any other gets the offset itself
+        # (octet_length first: the regex converts the whole value to wide characters)
+        shifted = sql.SQL("({}::bigint + {}) % {}").format(trimmed, offset, sql.Literal(modulus))
+        return sql.SQL("CASE WHEN octet_length({}) = {} AND {} ~ {} THEN {} ELSE {} END").format(
+            trimmed,
+            sql.Literal(d),
+            trimmed,
+            sql.Literal("^[0-9]{" + str(d) + "}$"),
+            zero_padded(shifted, d),
+            zero_padded(offset, d),
         )
-        return sql.SQL("lpad({}::text, {}, '0')").format(number, sql.Literal(d))
 
 
 @register_transformer
@@ -461,11 +552,10 @@ class CompanyTransformer(Transformer):
     )
 
     def expression(self, src, ctx):
-        h = keyed_md5("company", sql.SQL("lower(btrim({}))").format(as_text(src)))
-        word = pick_excluding(COMPANY_WORDS, h, 1, first_word(src))
-        suffix = sql.SQL("({})[{} % {} + 1]").format(
-            text_array(COMPANY_SUFFIXES), hex_int(h, 8), sql.Literal(len(COMPANY_SUFFIXES))
-        )
+        norm = ctx.let(normalized(src), "text")
+        x = ctx.hash_int("company", norm)
+        word = pick_excluding(COMPANY_WORDS, x, nth_word(norm, 1), ctx.cached)
+        suffix = pick(COMPANY_SUFFIXES, sql.SQL("({} >> 30)").format(x))
         natural = _max_len(COMPANY_WORDS) + 1 + _max_len(COMPANY_SUFFIXES)
         return fit(sql.SQL("{} || ' ' || {}").format(word, suffix), ctx.column, natural)
 
@@ -546,12 +636,14 @@ class HashTransformer(Transformer):
     def expression(self, src, ctx):
         length = self._length(ctx.column, ctx.options)
         if ctx.options.get("algorithm", "sha256") == "md5":
-            h = keyed_md5("hash", as_text(src))
+            h = keyed_md5("hash", as_text(src), ctx.key)
+            full = 32
         else:
             h = sql.SQL("encode(sha256(convert_to({} || '|hash|' || {}, 'UTF8')), 'hex')").format(
-                KEY_SQL, as_text(src)
+                ctx.key, as_text(src)
             )
-        return sql.SQL("left({}, {})").format(h, sql.Literal(length))
+            full = 64
+        return h if length == full else sql.SQL("left({}, {})").format(h, sql.Literal(length))
 
 
 @register_transformer
@@ -570,10 +662,15 @@ class DateShiftTransformer(Transformer):
 
     def expression(self, src, ctx):
         max_days = int(ctx.options.get("max_days", 365))
-        h = keyed_md5("date_shift", as_text(src))
-        magnitude = sql.SQL("(1 + {} % {})").format(hex_int(h, 1), sql.Literal(max_days))
-        sign = sql.SQL("(1 - 2 * ({} % 2))").format(hex_int(h, 8))
-        days = sql.SQL("({} * {})").format(magnitude, sign)
+        x = hex_int(keyed_md5("date_shift", as_text(src), ctx.key), 1)
+        # one hash read: v = x % 2M in 0..2M-1, (v + M + 1) % (2M + 1) skips M, minus M: -M..-1, 1..M
+        days = sql.SQL("(({} % {} + {}) % {} - {})").format(
+            x,
+            sql.Literal(2 * max_days),
+            sql.Literal(max_days + 1),
+            sql.Literal(2 * max_days + 1),
+            sql.Literal(max_days),
+        )
         if ctx.column.base_type == "date":
             return sql.SQL("({} + {})").format(src, days)
         return sql.SQL("({} + make_interval(days => {}))").format(src, days)
