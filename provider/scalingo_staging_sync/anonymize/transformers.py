@@ -10,9 +10,12 @@ Shared properties (tested in ``tests/anonymize/test_transformers.py``):
   ``current_setting('scalingo_staging_sync.key')``, a secret derived from the salt and set per session
   (never written in the rules file, the catalog or a command line). The purpose depends on the kind of
   value, not on the table or column, so the same e-mail gives the same output in every table.
-* **Never the original.** Word-list picks remove the original word from the list before picking;
-  digit-based outputs add a non-zero offset to the original when it already has the output's shape;
-  ``date_shift`` moves by 1..N days, never 0.
+* **Never the original.** Word-list picks take ``words[x % n]`` and the next word when that one is
+  the original's word (ASCII case-insensitively); digit-based outputs add a non-zero offset to the
+  original when it already has the output's shape; ``date_shift`` moves by 1..N days, never 0.
+* **Cheap.** One keyed md5 per column and row (``BuildContext.let``: a PL/pgSQL variable in the
+  on-load trigger; inline SQL repeats it, so inline forms read the hash once where they can), no
+  array built per row, no regex on the common path, ASCII ``lower``/``upper`` (``COLLATE "C"``).
 * **NULL stays NULL** (all the functions used are strict), except for ``fixed``.
 * **Fits the column.** :meth:`Transformer.check` rejects, at planning time, a rule whose output cannot
   fit the column (type, ``varchar(n)``, ``NOT NULL``); :meth:`Transformer.expression` trims word-list
