@@ -153,13 +153,45 @@ def plan_anonymization(
         for rule in rules.anonymization_tables:
             item = _plan_table(conn, rules, rule, dump_path is not None, dump_pks, errors)
             if item is not None:
-                items.append(item)
+                items.extend(_leaf_partitions(conn, item, dump_pks) if dump_path else [item])
     if errors:
         raise PlanError(errors)
     for item in items:
         for warning in item["warnings"]:
             log.warning("%s: %s", item["table"], warning)
     return items
+
+
+def _leaf_partitions(conn: Any, item: dict, dump_pks: Mapping[str, list[str]]) -> list[dict]:
+    """A partitioned table's rows live in its leaf partitions, each with its own TABLE DATA in the
+    archive: plan one item per leaf (same rules), so each partition's rows load through its own
+    masking trigger and none is left to the unmasked data load."""
+    parent = conn.execute(
+        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relname = %s AND c.relkind = 'p'",
+        (item["schema"], item["name"]),
+    ).fetchone()
+    if parent is None:
+        return [item]
+    leaves = conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_partition_tree(%s) t"
+        " JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE t.isleaf ORDER BY 1, 2",
+        (parent[0],),
+    ).fetchall()
+    if not leaves:
+        return [item]
+    out = []
+    for schema, name in leaves:
+        leaf = dict(item, schema=schema, name=name, table=f"{schema}.{name}")
+        leaf["key_columns"] = dump_pks.get(f"{schema}.{name}") or item["key_columns"]
+        leaf["warnings"] = [
+            *[w for w in item["warnings"] if not w.startswith("partitioned table")],
+            f"partition of {item['table']}: masked with its parent's rules",
+        ]
+        out.append(leaf)
+    log.info("%s is partitioned: planned its %d leaf partitions", item["table"], len(out))
+    return out
 
 
 def _dump_primary_keys(dump_path: str, tools: Any) -> dict[str, list[str]]:
