@@ -4,9 +4,9 @@ Wiring only: every task calls the provider (operators, or plain callables in
 ``scalingo_staging_sync.workflow``). Parsing reads no file, opens no connection and calls no network:
 the rules file and the connections are read when tasks run.
 
-    safety_gate ─> fetch_backup ─> restore_schema ─> plan_anonymization ─┬─> anonymize_table (mapped, one per table:
-                                                                          │     masked on load or UPDATE in place)
-                                                                          └─> load_unmasked_data
+    safety_gate ─> fetch_backup ─> restore_schema ─> plan_anonymization ─> prepare_masking (mapped: proof +
+    masking trigger per table) ─> load_data (every table's data, one pg_restore --jobs, masked rows written
+    once) ─> anonymize_table (mapped: drop trigger + count, or UPDATE in place)
          ─> restore_post_data ─> pii_scan ─> verify_anonymization ─> run_seeds ─> promote ─> post_sync_commands
          ─> audit_report (teardown) ─> cleanup (teardown)
 """
@@ -139,31 +139,47 @@ with DAG(
 
     plan = plan_anonymization()
 
-    # Masked tables: each mapped task loads its own table's data through a masking trigger (rows
-    # written once, already masked) or, for conditional/custom rules, loads then UPDATEs in place.
-    anonymize_table = AnonymizeTableOperator.partial(
-        task_id="anonymize_table",
+    # Masking on load, one mapped task per table: take the residual-value proof from the archive and
+    # install the table's masking trigger (tables with conditions or inline queries: nothing yet).
+    prepare_masking = AnonymizeTableOperator.partial(
+        task_id="prepare_masking",
+        step="prepare",
         postgres_conn_id=STAGING_CONN_ID,
         database=_restored("database"),
         dump_path=DUMP_PATH,
+        retry_attempts=_setting("retry_attempts"),
+        retry_base_delay_s=_setting("retry_base_delay_s"),
+        max_active_tis_per_dagrun=MAX_PARALLEL_TABLES,
+    ).expand(plan=plan)
+
+    # Every table's data in one pg_restore --jobs (the same scheduling as a bare restore): rows of
+    # masked tables go through their triggers, so they are written once, already masked.
+    load_data = PgRestoreOperator(
+        task_id="load_data",
+        postgres_conn_id=STAGING_CONN_ID,
+        dump_path=DUMP_PATH,
+        section="data",
+        mode=_restored("mode"),
+        exclude_tables=_setting("exclude_tables"),
+        jobs=_setting("restore_jobs"),
+        mask_on_load=True,
+        trigger_rule="none_failed_min_one_success",  # no masked table: prepare_masking is skipped
+    )
+
+    # Then, per table: drop the trigger and count the rows, or UPDATE in place (conditional rules,
+    # inline queries, custom strategies), each retried on its own.
+    anonymize_table = AnonymizeTableOperator.partial(
+        task_id="anonymize_table",
+        step="finish",
+        prepare_task_id="prepare_masking",
+        postgres_conn_id=STAGING_CONN_ID,
+        database=_restored("database"),
         parallel_connections=_setting("parallel_connections"),
         retry_attempts=_setting("retry_attempts"),
         retry_base_delay_s=_setting("retry_base_delay_s"),
         email_domain=_setting("email_domain"),
         max_active_tis_per_dagrun=MAX_PARALLEL_TABLES,
     ).expand(plan=plan)
-
-    # Every other table's data, alongside, with pg_restore --jobs.
-    load_unmasked_data = PgRestoreOperator(
-        task_id="load_unmasked_data",
-        postgres_conn_id=STAGING_CONN_ID,
-        dump_path=DUMP_PATH,
-        section="data",
-        mode=_restored("mode"),
-        exclude_tables=_setting("exclude_tables"),
-        exclude_data="{{ ti.xcom_pull(task_ids='plan_anonymization', key='masked_tables') }}",
-        jobs=_setting("restore_jobs"),
-    )
 
     restore_post_data = PgRestoreOperator(
         task_id="restore_post_data",
@@ -173,7 +189,7 @@ with DAG(
         mode=_restored("mode"),
         exclude_tables=_setting("exclude_tables"),
         jobs=_setting("restore_jobs"),
-        trigger_rule="none_failed_min_one_success",  # no masked table: the mapped task is skipped
+        trigger_rule="none_failed_min_one_success",  # no masked table: anonymize_table is skipped
     )
 
     pii_scan = PiiScanOperator(
@@ -228,5 +244,6 @@ with DAG(
     cleaned = cleanup().as_teardown(setups=safety_gate)
 
     safety_gate >> fetch_backup >> restore_schema >> plan
-    plan >> [anonymize_table, load_unmasked_data] >> restore_post_data
+    plan >> prepare_masking >> load_data >> anonymize_table >> restore_post_data
+    plan >> load_data >> restore_post_data  # also when no table is masked (mapped tasks skipped)
     restore_post_data >> pii_scan >> verify_anonymization >> seeded >> promote >> commands >> audit >> cleaned

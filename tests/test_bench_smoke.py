@@ -50,8 +50,9 @@ def test_bench_runner_writes_a_complete_result(tmp_path):
     for task_id in (
         "fetch_backup",
         "restore_schema",
+        "prepare_masking",
+        "load_data",
         "anonymize_table",
-        "load_unmasked_data",
         "restore_post_data",
     ):
         assert b["tasks"][task_id]["span_s"] > 0, task_id

@@ -21,8 +21,9 @@ GATE_TASK = "safety_gate"
 BACKUP_TASK = "fetch_backup"
 SCHEMA_TASK = "restore_schema"
 PLAN_TASK = "plan_anonymization"
+PREPARE_TASK = "prepare_masking"
 ANONYMIZE_TASK = "anonymize_table"
-DATA_TASK = "load_unmasked_data"
+DATA_TASK = "load_data"
 POST_DATA_TASK = "restore_post_data"
 PII_TASK = "pii_scan"
 VERIFY_TASK = "verify_anonymization"
@@ -36,8 +37,9 @@ PHASES = (
     BACKUP_TASK,
     SCHEMA_TASK,
     PLAN_TASK,
-    ANONYMIZE_TASK,
+    PREPARE_TASK,
     DATA_TASK,
+    ANONYMIZE_TASK,
     POST_DATA_TASK,
     PII_TASK,
     VERIFY_TASK,

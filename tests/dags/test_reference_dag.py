@@ -221,7 +221,7 @@ def test_dag_parsing_is_cheap_and_reads_nothing(tmp_path):
         .splitlines()[-1]
     )
     elapsed, n_tasks, read = out.split(" ", 2)
-    assert int(n_tasks) == 14
+    assert int(n_tasks) == 15
     assert read == "[]"
     assert float(elapsed) < 5.0  # generous bound for a loaded CI machine; typically well under 1 s
 

@@ -272,6 +272,40 @@ def _table_catalog(conn: Any, item: Mapping[str, Any]):
     return cat
 
 
+def _install_trigger(conn: Any, item: Mapping[str, Any]) -> Any:
+    """Empty the table and install its masking trigger; returns the DROP statement."""
+    cat = _table_catalog(conn, item)
+    create_fn, create_trigger, drop = trigger_statements(
+        item["schema"], item["name"], item["columns"], cat.columns, conn
+    )
+    _truncate(conn, item)
+    conn.execute(drop)
+    with conn.transaction():
+        conn.execute(create_fn)
+        conn.execute(create_trigger)
+    return drop
+
+
+def _drop_trigger(conn: Any, item: Mapping[str, Any]) -> None:
+    cat = _table_catalog(conn, item)
+    _create_fn, _create_trigger, drop = trigger_statements(
+        item["schema"], item["name"], item["columns"], cat.columns, conn
+    )
+    conn.execute(drop)
+
+
+def _on_load_proof(item: Mapping[str, Any], salt: str, dump_path: str, tools: Any, sample_rows: int) -> dict:
+    from scalingo_staging_sync.restore.dump import primary_keys
+    from scalingo_staging_sync.restore.runner import stream_table_copy
+
+    table = _qualified(item)
+    key_columns = list(item.get("key_columns") or [])
+    if not key_columns:
+        key_columns = primary_keys(dump_path, tools).get(table, [])
+    sample = sample_from_copy(stream_table_copy(dump_path, table, tools), sample_rows)
+    return build_proof(item, salt, key_columns, sample)
+
+
 def run_on_load(
     item: Mapping[str, Any],
     target: PgTarget,
@@ -282,34 +316,19 @@ def run_on_load(
     retry: RetryPolicy = RetryPolicy(),
     sample_rows: int = SAMPLE_ROWS,
 ) -> dict[str, Any]:
-    from scalingo_staging_sync.restore.dump import primary_keys
+    """Mask one table on load on its own: trigger, load of this table's data, trigger dropped."""
     from scalingo_staging_sync.restore.pgtools import find_pg_tools
-    from scalingo_staging_sync.restore.runner import stream_table_copy
 
     table = _qualified(item)
     tools = tools or find_pg_tools()
-    key = derive_key(salt)
-    keyed_target = target_with_key(target, key)
+    keyed_target = target_with_key(target, derive_key(salt))
     started = time.monotonic()
-
-    key_columns = list(item.get("key_columns") or [])
-    if not key_columns:
-        key_columns = primary_keys(dump_path, tools).get(table, [])
-    sample = sample_from_copy(stream_table_copy(dump_path, table, tools), sample_rows)
-    proof = build_proof(item, salt, key_columns, sample)
+    proof = _on_load_proof(item, salt, dump_path, tools, sample_rows)
 
     def attempt() -> int:
         with target.connect(autocommit=True) as conn:
-            cat = _table_catalog(conn, item)
-            create_fn, create_trigger, drop = trigger_statements(
-                item["schema"], item["name"], item["columns"], cat.columns, conn
-            )
-            _truncate(conn, item)
-            conn.execute(drop)
+            drop = _install_trigger(conn, item)
             try:
-                with conn.transaction():
-                    conn.execute(create_fn)
-                    conn.execute(create_trigger)
                 log.info("%s: masking trigger installed; loading the table's data", table)
                 _load_table(dump_path, keyed_target, table, tools)
             finally:
@@ -318,6 +337,70 @@ def run_on_load(
 
     rows = with_retries(retry, attempt, what=f"anonymize {table} (on load)")
     return _result(item, "on_load", rows, started, proof)
+
+
+def prepare_on_load(
+    item: Mapping[str, Any],
+    target: PgTarget,
+    salt: str,
+    dump_path: str,
+    *,
+    tools: Any = None,
+    retry: RetryPolicy = RetryPolicy(),
+    sample_rows: int = SAMPLE_ROWS,
+) -> dict[str, Any]:
+    """Shared data load, step 1: take the proof from the archive and install the masking trigger.
+
+    The table's rows then arrive through the data section's ``pg_restore --jobs`` (run with the key,
+    see :func:`scalingo_staging_sync.anonymize.salt.target_with_key`), masked as COPY writes them;
+    :func:`finish_on_load` drops the trigger afterwards.
+    """
+    from scalingo_staging_sync.restore.pgtools import find_pg_tools
+
+    table = _qualified(item)
+    tools = tools or find_pg_tools()
+    started = time.monotonic()
+    proof = _on_load_proof(item, salt, dump_path, tools, sample_rows)
+
+    def attempt() -> None:
+        with target.connect(autocommit=True) as conn:
+            _install_trigger(conn, item)
+
+    with_retries(retry, attempt, what=f"install the masking trigger of {table}")
+    log.info("%s: masking trigger installed; its rows will be masked as the data section loads them", table)
+    return {
+        "table": table,
+        "mode": "on_load",
+        "step": "prepared",
+        "masked_columns": list(item.get("masked_columns") or item.get("columns") or []),
+        "proof": proof,
+        "duration_s": round(time.monotonic() - started, 3),
+    }
+
+
+def finish_on_load(
+    item: Mapping[str, Any],
+    target: PgTarget,
+    prepared: Mapping[str, Any],
+    *,
+    retry: RetryPolicy = RetryPolicy(),
+) -> dict[str, Any]:
+    """Shared data load, step 2: drop the masking trigger (before post-data) and count the rows."""
+    from scalingo_staging_sync.restore.api import table_stats
+
+    table = _qualified(item)
+    started = time.monotonic()
+
+    def attempt() -> None:
+        with target.connect(autocommit=True) as conn:
+            _drop_trigger(conn, item)
+
+    with_retries(retry, attempt, what=f"drop the masking trigger of {table}")
+    stats = table_stats(target, [table]).get(table) or {}
+    proof = dict(prepared.get("proof") or {})
+    result = _result(item, "on_load", int(stats.get("rows", 0)), started, proof)
+    result["duration_s"] = round(result["duration_s"] + float(prepared.get("duration_s") or 0.0), 3)
+    return result
 
 
 def run_in_place(

@@ -15,6 +15,8 @@ PHASE_LABELS = {
     "restore_schema": "Schema restore",
     "plan_anonymization": "Anonymization plan",
     "anonymize_table": "Anonymization",
+    "prepare_masking": "Masking triggers",
+    "load_data": "Data load (masked on the way in)",
     "load_unmasked_data": "Data restore (unmasked tables)",
     "restore_post_data": "Indexes and constraints",
     "pii_scan": "PII scan",

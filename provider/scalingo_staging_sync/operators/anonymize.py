@@ -21,6 +21,8 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
+STEPS = ("all", "prepare", "finish")
+
 
 class AnonymizeTableOperator(BaseOperator):
     """Anonymize one table from its plan item (see :mod:`scalingo_staging_sync.anonymize.planner`).
@@ -35,6 +37,12 @@ class AnonymizeTableOperator(BaseOperator):
     :param retry_base_delay_s: first backoff delay, doubled at each retry (rules ``retry.base_delay_s``).
     :param statement_timeout_s: statement timeout of the in-place UPDATE (None: server default).
     :param email_domain: reserved domain for custom strategies' ``ctx.mask(..., "email")``.
+    :param step: ``all`` (default): the task does everything for its table (loads its own data when
+        ``dump_path`` is given). With one shared data load (``PgRestoreOperator(section="data",
+        mask_on_load=True)``, every table's data in one ``pg_restore --jobs``): ``prepare`` takes the
+        proof and installs the masking trigger of an ``on_load`` table before the load; ``finish``,
+        after it, drops the trigger and counts the rows, or runs the UPDATE of an ``in_place`` table.
+    :param prepare_task_id: task id of the ``prepare`` step (read by ``finish``, same map index).
     :param parallel_connections: rules ``parallel_connections``: at most this many tables are masked
         at the same time on the database (advisory-lock slots, see :mod:`scalingo_staging_sync.slots`),
         on top of ``max_active_tis_per_dagrun`` / a pool. None or 0: no cap.
@@ -68,9 +76,15 @@ class AnonymizeTableOperator(BaseOperator):
         email_domain: str = "example.com",
         parallel_connections: int | None = None,
         sample_rows: int = 200,
+        step: str = "all",
+        prepare_task_id: str = "prepare_masking",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if step not in STEPS:
+            raise ValueError(f"AnonymizeTableOperator: unknown step {step!r}; use one of {', '.join(STEPS)}")
+        self.step = step
+        self.prepare_task_id = prepare_task_id
         self.plan = plan
         self.postgres_conn_id = postgres_conn_id
         self.database = database
@@ -112,18 +126,40 @@ class AnonymizeTableOperator(BaseOperator):
         from scalingo_staging_sync.slots import connection_slot
 
         with connection_slot(target, int(self.parallel_connections or 0)):
-            return self._run(item, target, salt, dump_path, tools)
+            return self._run(item, target, salt, dump_path, tools, context)
 
-    def _run(self, item, target, salt, dump_path, tools) -> dict[str, Any]:
-        from scalingo_staging_sync.anonymize.executor import RetryPolicy, run_table_plan
+    def _run(self, item, target, salt, dump_path, tools, context) -> dict[str, Any]:
+        from scalingo_staging_sync.anonymize import executor
 
-        return run_table_plan(
+        retry = executor.RetryPolicy(
+            attempts=int(self.retry_attempts), base_delay_s=float(self.retry_base_delay_s)
+        )
+        if self.step == "prepare":
+            if item["mode"] != "on_load":
+                self.log.info("%s is masked in place after the data load: nothing to prepare", item["table"])
+                return {"table": item["table"], "mode": item["mode"], "step": "nothing to prepare"}
+            return executor.prepare_on_load(
+                item, target, salt, dump_path, tools=tools, retry=retry, sample_rows=int(self.sample_rows)
+            )
+        if self.step == "finish":
+            if item["mode"] == "on_load":
+                prepared = context["ti"].xcom_pull(
+                    task_ids=self.prepare_task_id, map_indexes=context["ti"].map_index
+                )
+                if not isinstance(prepared, dict) or prepared.get("table") != item["table"]:
+                    raise ValueError(
+                        f"{item['table']}: no result of {self.prepare_task_id!r} for this table "
+                        "(the masking trigger was not installed): refusing to report it as masked"
+                    )
+                return executor.finish_on_load(item, target, prepared, retry=retry)
+            dump_path = None  # the shared data load brought its rows: UPDATE them in place
+        return executor.run_table_plan(
             item,
             target,
             salt,
             dump_path=dump_path,
             tools=tools,
-            retry=RetryPolicy(attempts=int(self.retry_attempts), base_delay_s=float(self.retry_base_delay_s)),
+            retry=retry,
             statement_timeout_s=float(self.statement_timeout_s) if self.statement_timeout_s else None,
             email_domain=self.email_domain or "example.com",
             sample_rows=int(self.sample_rows),

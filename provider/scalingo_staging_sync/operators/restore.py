@@ -115,6 +115,8 @@ class PgRestoreOperator(BaseOperator):
     :param target_app: Scalingo app of the staging database (maintenance).
     :param scalingo_conn_id: Scalingo connection for maintenance (default ``scalingo_default``).
     :param verify: archive check before touching the target: ``quick`` (default), ``full``, ``none``.
+    :param mask_on_load: data section only: run the load with the masking key, for tables whose
+        masking triggers ``AnonymizeTableOperator(step="prepare")`` installed (shared data load).
     :param verified: cleanup: True keeps in-place data, False wipes it, None reads the state table.
     """
 
@@ -153,9 +155,11 @@ class PgRestoreOperator(BaseOperator):
         verify: str = "quick",
         verified: bool | None = None,
         count_rows: bool = True,
+        mask_on_load: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.mask_on_load = mask_on_load
         if section not in SECTIONS:
             raise ValueError(
                 f"PgRestoreOperator: unknown section {section!r}; use one of {', '.join(SECTIONS)}"
@@ -186,6 +190,38 @@ class PgRestoreOperator(BaseOperator):
         self.verified = verified
         self.count_rows = count_rows
 
+    def _with_masking_key(self, target):
+        """Sessions of this data load carry the masking key (through PGOPTIONS, never a command line):
+        the masking triggers installed by ``AnonymizeTableOperator(step="prepare")`` read it. The load
+        replaces the data of the tables it loads (TRUNCATE first), so a retry never duplicates rows."""
+        from psycopg import sql
+
+        from scalingo_staging_sync.anonymize.salt import derive_key, get_salt, target_with_key
+        from scalingo_staging_sync.restore import targets
+        from scalingo_staging_sync.restore.pgtools import find_pg_tools
+        from scalingo_staging_sync.restore.toc import read_toc
+
+        into = targets.restore_database(target, targets.resolve_mode(target, self.mode))
+        names = {
+            (e.schema, e.tag)
+            for e in read_toc(self.dump_path, find_pg_tools(self.pg_bin_dir))
+            if e.desc == "TABLE DATA" and e.schema
+        }
+        with into.connect(autocommit=True) as conn:
+            existing = [
+                (schema, name)
+                for schema, name in conn.execute(
+                    "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    " WHERE c.relkind IN ('r', 'p')"
+                ).fetchall()
+                if (schema, name) in names
+            ]
+            if existing:
+                conn.execute(
+                    sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(sql.Identifier(*t) for t in existing))
+                )
+        return target_with_key(target, derive_key(get_salt()))
+
     def execute(self, context: Any) -> dict:
         maintenance_conn = self.scalingo_conn_id if self.maintenance else None
         if self.section == "promote":
@@ -212,6 +248,10 @@ class PgRestoreOperator(BaseOperator):
         from scalingo_staging_sync.restore.api import restore
 
         target = pg_target_from_connection(self.postgres_conn_id, database=self.database)
+        if self.mask_on_load:
+            if self.section != "data":
+                raise ValueError("PgRestoreOperator(mask_on_load=True) only applies to section='data'")
+            target = self._with_masking_key(target)
         scaler = _scaler(self.scalingo_conn_id) if self.maintenance else None
         result = restore(
             self.dump_path,
