@@ -339,7 +339,8 @@ def test_on_load_trigger_and_update_give_the_same_values(db):
         cat = read_table(conn, "public", "dst")
         create_fn, create_trigger, _drop = trigger_statements("public", "dst", specs, cat.columns, conn)
         fn_text = create_fn.as_string(conn)
-        assert "STABLE" in fn_text and fn_text.count("current_setting") == 1
+        # the key and the seed are read once per row (DECLARE), never in the assignments
+        assert "STABLE" in fn_text and "current_setting" not in fn_text.split("BEGIN", 1)[1]
         conn.execute(create_fn)
         conn.execute(create_trigger)
         conn.execute("SELECT set_config(%s, %s, false)", (KEY_GUC, derive_key(SALT)))
@@ -366,3 +367,63 @@ def test_on_load_trigger_and_update_give_the_same_values(db):
         assert row[7].split(" ")[0].lower() != orig[7].split(" ")[0].lower()  # company word
         assert row[8].split(" ")[1] != orig[8].split(" ")[1]  # street word
     assert all(v is None for v in loaded[-1][1:])
+
+
+#: outputs under SALT of the transformers hashed with hashtextextended (seeded), and of email (md5),
+#: computed once: the same on every supported server version (hash partitioning relies on
+#: hashtextextended never changing) and with or without the seed setting
+GOLDEN_INPUT = {"first_name": "Alice", "city": "Paris", "address": "12 rue de la Paix", "born": "1980-01-01"}
+GOLDEN_OUTPUT = {
+    "first_name": "Harper",
+    "city": "Hillcrest",
+    "address": "673 Acacia Close",
+    "born": "1979-11-19",
+    "email": "u9689de3a3dbd626481c0866916f01711@example.com",
+}
+
+
+def _golden_outputs(target, settings):
+    from scalingo_staging_sync.anonymize.planner import read_table
+    from scalingo_staging_sync.anonymize.sql import column_expressions
+
+    specs = {
+        "first_name": {"transformer": "first_name"},
+        "city": {"transformer": "city"},
+        "address": {"transformer": "address"},
+        "born": {"transformer": "date_shift"},
+        "email": {"transformer": "email"},
+    }
+    with target.connect() as conn:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS g (first_name text, city text, address text, born date, email text)"
+        )
+        conn.execute("TRUNCATE g")
+        conn.execute(
+            "INSERT INTO g VALUES (%s, %s, %s, %s, 'alice@corp.example')",
+            [GOLDEN_INPUT[c] for c in ("first_name", "city", "address", "born")],
+        )
+        exprs = column_expressions(specs, read_table(conn, "public", "g").columns)
+        for name, value in settings.items():
+            conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+        query = sql.SQL("SELECT {} FROM g").format(
+            sql.SQL(", ").join(sql.SQL("({})::text").format(e) for e in exprs.values())
+        )
+        return dict(zip(exprs, conn.execute(query).fetchone(), strict=True))
+
+
+def test_seeded_hash_outputs_are_fixed_across_versions_and_seed_sources(db_any):
+    """The seed setting and its SQL fallback (key only) give the same values, which are pinned: a server
+    version or a hashtextextended change would change masked values between runs."""
+    from scalingo_staging_sync.anonymize.salt import derive_key, derive_seed, key_settings
+    from scalingo_staging_sync.anonymize.transformers import KEY_GUC, KEY_SQL, seed_from
+
+    _pg, target = db_any
+    key = derive_key(SALT)
+    with target.connect() as conn:
+        conn.execute("SELECT set_config(%s, %s, false)", (KEY_GUC, key))
+        fallback = conn.execute(sql.SQL("SELECT {}").format(seed_from(KEY_SQL))).fetchone()[0]
+    assert fallback == derive_seed(key)
+    with_seed = _golden_outputs(target, key_settings(key))
+    key_only = _golden_outputs(target, {KEY_GUC: key})
+    assert with_seed == key_only
+    assert with_seed == GOLDEN_OUTPUT, with_seed

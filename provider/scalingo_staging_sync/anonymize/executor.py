@@ -27,7 +27,7 @@ from typing import Any
 from psycopg import sql
 
 from scalingo_staging_sync.anonymize.planner import read_table
-from scalingo_staging_sync.anonymize.salt import derive_key, target_with_key
+from scalingo_staging_sync.anonymize.salt import derive_key, key_settings, target_with_key
 from scalingo_staging_sync.anonymize.sql import (
     column_expressions,
     sample_statement,
@@ -35,7 +35,7 @@ from scalingo_staging_sync.anonymize.sql import (
     update_statement,
 )
 from scalingo_staging_sync.anonymize.strategies import StrategyContext, build_custom_statement, get_custom
-from scalingo_staging_sync.anonymize.transformers import KEY_GUC, get_transformer, options_of
+from scalingo_staging_sync.anonymize.transformers import get_transformer, options_of
 from scalingo_staging_sync.fingerprint import ALGORITHM, fingerprint
 from scalingo_staging_sync.pgconn import PgTarget
 from scalingo_staging_sync.secrets import mask_secret
@@ -440,7 +440,8 @@ def run_in_place(
                     "SELECT set_config('statement_timeout', %s, true)",
                     (f"{int(statement_timeout_s * 1000)}ms",),
                 )
-            conn.execute("SELECT set_config(%s, %s, true)", (KEY_GUC, key))
+            for name, value in key_settings(key).items():
+                conn.execute("SELECT set_config(%s, %s, true)", (name, value))
             key_columns = list(item.get("key_columns") or [])
             proof_item = dict(item, masked_columns=masked)
             if key_columns and masked:
