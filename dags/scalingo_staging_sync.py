@@ -141,28 +141,31 @@ with DAG(
 
     # Masking on load, one mapped task per table: take the residual-value proof from the archive and
     # install the table's masking trigger (tables with conditions or inline queries: nothing yet).
+    per_table = {
+        "postgres_conn_id": STAGING_CONN_ID,
+        "database": _restored("database"),
+        "retry_attempts": _setting("retry_attempts"),
+        "retry_base_delay_s": _setting("retry_base_delay_s"),
+        "max_active_tis_per_dagrun": MAX_PARALLEL_TABLES,
+    }
     prepare_masking = AnonymizeTableOperator.partial(
-        task_id="prepare_masking",
-        step="prepare",
-        postgres_conn_id=STAGING_CONN_ID,
-        database=_restored("database"),
-        dump_path=DUMP_PATH,
-        retry_attempts=_setting("retry_attempts"),
-        retry_base_delay_s=_setting("retry_base_delay_s"),
-        max_active_tis_per_dagrun=MAX_PARALLEL_TABLES,
+        task_id="prepare_masking", step="prepare", dump_path=DUMP_PATH, **per_table
     ).expand(plan=plan)
 
     # Every table's data in one pg_restore --jobs (the same scheduling as a bare restore): rows of
     # masked tables go through their triggers, so they are written once, already masked.
+    later_sections = {
+        "postgres_conn_id": STAGING_CONN_ID,
+        "dump_path": DUMP_PATH,
+        "mode": _restored("mode"),  # the mode restore_schema resolved: same database for every section
+        "exclude_tables": _setting("exclude_tables"),
+        "jobs": _setting("restore_jobs"),
+    }
     load_data = PgRestoreOperator(
         task_id="load_data",
-        postgres_conn_id=STAGING_CONN_ID,
-        dump_path=DUMP_PATH,
         section="data",
-        mode=_restored("mode"),
-        exclude_tables=_setting("exclude_tables"),
-        jobs=_setting("restore_jobs"),
         mask_on_load=True,
+        **later_sections,
         trigger_rule="none_failed_min_one_success",  # no masked table: prepare_masking is skipped
     )
 
@@ -172,23 +175,15 @@ with DAG(
         task_id="anonymize_table",
         step="finish",
         prepare_task_id="prepare_masking",
-        postgres_conn_id=STAGING_CONN_ID,
-        database=_restored("database"),
         parallel_connections=_setting("parallel_connections"),
-        retry_attempts=_setting("retry_attempts"),
-        retry_base_delay_s=_setting("retry_base_delay_s"),
         email_domain=_setting("email_domain"),
-        max_active_tis_per_dagrun=MAX_PARALLEL_TABLES,
+        **per_table,
     ).expand(plan=plan)
 
     restore_post_data = PgRestoreOperator(
         task_id="restore_post_data",
-        postgres_conn_id=STAGING_CONN_ID,
-        dump_path=DUMP_PATH,
         section="post-data",
-        mode=_restored("mode"),
-        exclude_tables=_setting("exclude_tables"),
-        jobs=_setting("restore_jobs"),
+        **later_sections,
         trigger_rule="none_failed_min_one_success",  # no masked table: anonymize_table is skipped
     )
 
