@@ -139,6 +139,11 @@ def test_production_looking_target_fails_and_touches_nothing(dag, box, monkeypat
     assert states["fetch_backup"] == "upstream_failed"
     assert _previous_staging_intact(box)
     assert not box.fake.requests_to("/backups")
+    # the refused run still leaves an audit that names the failed check
+    report = _audit(box)
+    assert report["result"] != "success"
+    failed = [c["name"] for c in report["safety"]["checks"] if not c["passed"]]
+    assert "target_app_not_production" in failed
 
 
 def test_wrong_confirmation_fails(dag, box):
