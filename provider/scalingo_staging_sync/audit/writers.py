@@ -51,15 +51,16 @@ def render_json(report: Mapping[str, Any]) -> str:
     return redact(json.dumps(report, indent=2, sort_keys=False, default=str)) + "\n"
 
 
-def _fmt_duration(seconds: Any) -> str:
+def format_duration(seconds: Any, *, missing: str = "-", sep: str = "") -> str:
+    """``12.3s``, ``4m05s``, ``1h02m03s`` (``sep=" "``: ``4m 05s``); ``missing`` when unknown."""
     if seconds is None:
-        return "-"
+        return missing
     seconds = float(seconds)
     if seconds < 60:
         return f"{seconds:.1f}s"
     minutes, sec = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{sec:02d}s" if hours else f"{minutes}m{sec:02d}s"
+    return f"{hours}h{sep}{minutes:02d}m{sep}{sec:02d}s" if hours else f"{minutes}m{sep}{sec:02d}s"
 
 
 def render_text(report: Mapping[str, Any]) -> str:
@@ -81,7 +82,7 @@ def render_text(report: Mapping[str, Any]) -> str:
         f"  Rows:                {summary.get('rows')}",
         f"  PII findings:        {summary.get('pii_findings')} ({summary.get('pii_unmasked')} unmasked)",
         f"  Verification passed: {_yes_no(summary.get('verification_passed'))}",
-        f"  Total duration:      {_fmt_duration(summary.get('total_duration_s'))}",
+        f"  Total duration:      {format_duration(summary.get('total_duration_s'))}",
         "",
         "BACKUP",
     ]
@@ -118,7 +119,7 @@ def render_text(report: Mapping[str, Any]) -> str:
         lines.append(
             f"  {table.get('table')}{label}: mode {table.get('mode')}, rows {table.get('rows')}"
             f" (restored {table.get('rows_restored') if table.get('rows_restored') is not None else '-'}),"
-            f" {_fmt_duration(table.get('duration_s'))}, verification {status}"
+            f" {format_duration(table.get('duration_s'))}, verification {status}"
         )
         lines.append(f"      rules: {how}" + (" (with condition)" if rules.get("has_condition") else ""))
         for problem in verification.get("problems") or []:
@@ -154,7 +155,7 @@ def render_text(report: Mapping[str, Any]) -> str:
     lines += ["", "PHASES"]
     for phase in report.get("phases") or []:
         lines.append(
-            f"  {phase.get('task_id'):<28} {str(phase.get('state')):<16} {_fmt_duration(phase.get('duration_s'))}"
+            f"  {phase.get('task_id'):<28} {str(phase.get('state')):<16} {format_duration(phase.get('duration_s'))}"
         )
     lines += [_RULE, ""]
     return redact("\n".join(lines))

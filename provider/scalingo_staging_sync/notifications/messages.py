@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from scalingo_staging_sync.audit.writers import format_duration as _format_duration
+
 PHASE_LABELS = {
     "safety_gate": "Safety checks",
     "fetch_backup": "Backup download",
@@ -31,14 +33,7 @@ _MAX_TABLE_LINES = 15
 
 
 def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = float(seconds)
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, sec = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m {sec:02d}s" if hours else f"{minutes}m {sec:02d}s"
+    return _format_duration(seconds, missing="?", sep=" ")
 
 
 def phase_label(task_id: str) -> str:

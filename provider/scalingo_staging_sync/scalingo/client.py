@@ -325,13 +325,13 @@ class ScalingoClient:
             )
             return token
 
-    def _user_request(
-        self, method: str, url: str, *, json_body: Any = None, expected=(200,)
+    def _bearer_request(
+        self, method: str, url: str, token: Callable[[bool], str], refused: str, *, json_body: Any, expected
     ) -> requests.Response:
-        """Main / auth API request with the user JWT; on 401 refresh the JWT once and retry."""
+        """A request with a bearer token; on 401 get a fresh token once (``token(True)``) and retry."""
         for refreshed in (False, True):
             headers = {
-                "Authorization": f"Bearer {self._user_jwt(force=refreshed)}",
+                "Authorization": f"Bearer {token(refreshed)}",
                 "Accept": "application/json",
                 "Content-Type": "application/json",
             }
@@ -340,8 +340,21 @@ class ScalingoClient:
             except ScalingoAuthError as exc:
                 if exc.status != 401 or refreshed:
                     raise
-                log.info("bearer token refused (401), exchanging the API token again")
+                log.info("%s token refused (401), getting a new one", refused)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _user_request(
+        self, method: str, url: str, *, json_body: Any = None, expected=(200,)
+    ) -> requests.Response:
+        """Main / auth API request with the user JWT; on 401 refresh the JWT once and retry."""
+        return self._bearer_request(
+            method,
+            url,
+            lambda force: self._user_jwt(force=force),
+            "bearer",
+            json_body=json_body,
+            expected=expected,
+        )
 
     # ------------------------------------------------------------------ regions
     def endpoints(self) -> Endpoints:
@@ -476,20 +489,15 @@ class ScalingoClient:
     def _db_request(
         self, app: str, addon_id: str, method: str, path: str, *, json_body: Any = None, expected=(200,)
     ) -> requests.Response:
-        url = self._db(path)
-        for refreshed in (False, True):
-            headers = {
-                "Authorization": f"Bearer {self.addon_token(app, addon_id, force=refreshed)}",
-                "Accept": "application/json",
-                "Content-Type": "application/json",
-            }
-            try:
-                return self._send(method, url, headers=headers, json_body=json_body, expected=expected)
-            except ScalingoAuthError as exc:
-                if exc.status != 401 or refreshed:
-                    raise
-                log.info("addon token refused (401), requesting a new one")
-        raise AssertionError("unreachable")  # pragma: no cover
+        """Database API request with the addon token; on 401 get a new addon token once and retry."""
+        return self._bearer_request(
+            method,
+            self._db(path),
+            lambda force: self.addon_token(app, addon_id, force=force),
+            "addon",
+            json_body=json_body,
+            expected=expected,
+        )
 
     # ------------------------------------------------------------------ database API
     def get_database(self, app: str, addon_id: str) -> dict:
