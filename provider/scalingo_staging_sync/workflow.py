@@ -359,8 +359,8 @@ def _short(value: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- 12.-13. teardowns
-def _task_states(ctx: dict) -> dict[str, str]:
-    """State of each task of this run, mapped tasks folded (worst state wins)."""
+def _task_states(ctx: dict) -> tuple[dict[str, str], dict[str, float]]:
+    """State and duration of each task of this run, mapped tasks folded (worst state wins, durations added)."""
     ti = ctx["ti"]
     dag_run = ctx["dag_run"]
     states: dict[str, str] = {}
@@ -368,7 +368,7 @@ def _task_states(ctx: dict) -> dict[str, str]:
         crumbs = ti.get_task_breadcrumbs(dag_id=dag_run.dag_id, run_id=dag_run.run_id)
     except Exception as exc:  # pragma: no cover - older SDKs
         log.warning("cannot read task states: %s", exc)
-        return states
+        return states, {}
     rank = {"failed": 3, "upstream_failed": 2, "skipped": 1, "success": 0}
     durations: dict[str, float] = {}
     for crumb in crumbs:
@@ -376,15 +376,14 @@ def _task_states(ctx: dict) -> dict[str, str]:
         if rank.get(state, 0) >= rank.get(states.get(task_id, "success"), 0):
             states[task_id] = state
         durations[task_id] = durations.get(task_id, 0.0) + float(crumb.get("duration") or 0.0)
-    ctx["_durations"] = durations
-    return states
+    return states, durations
 
 
 def audit_report() -> dict:
     from scalingo_staging_sync.audit import build_and_write_report
 
     ctx = _context()
-    states = _task_states(ctx)
+    states, durations = _task_states(ctx)
     conf = _pull(GATE_TASK, key="settings", context=ctx) or {}
     report = build_and_write_report(
         audit_dir=conf.get("audit_dir"),
@@ -403,7 +402,7 @@ def audit_report() -> dict:
         promotion=_pull(PROMOTE_TASK, context=ctx),
         commands=_pull(COMMANDS_TASK, context=ctx),
         task_states=states,
-        phase_durations=ctx.get("_durations", {}),
+        phase_durations=durations,
         phases=PHASES,
     )
     if conf:

@@ -40,7 +40,7 @@ def _inputs():
         },
         restore={
             "restore_schema": {"database": "app__incoming", "conninfo": f"password={PASSWORD}"},
-            "load_unmasked_data": {"table_rows": {"public.customer": 59, "invoice": 412}},
+            "load_data": {"table_rows": {"public.customer": 59, "invoice": 412}},
         },
         plan=[
             {

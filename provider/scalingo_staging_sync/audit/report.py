@@ -105,7 +105,7 @@ def _restore_rows(restore: Any) -> dict[str, int]:
 
 
 def _is_task_map(value: Mapping[str, Any]) -> bool:
-    """``{"restore_schema": {...}, "load_unmasked_data": {...}}`` (task id -> result)."""
+    """``{"restore_schema": {...}, "load_data": {...}}`` (task id -> result)."""
     return (
         bool(value) and all(isinstance(v, Mapping | None) for v in value.values()) and "tables" not in value
     )

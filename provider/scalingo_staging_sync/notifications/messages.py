@@ -19,7 +19,6 @@ PHASE_LABELS = {
     "anonymize_table": "Anonymization",
     "prepare_masking": "Masking triggers",
     "load_data": "Data load (masked on the way in)",
-    "load_unmasked_data": "Data restore (unmasked tables)",
     "restore_post_data": "Indexes and constraints",
     "pii_scan": "PII scan",
     "verify_anonymization": "Residual-value verification",

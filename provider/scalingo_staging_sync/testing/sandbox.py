@@ -30,13 +30,16 @@ STAGING_DB = "staging"
 
 
 def default_rules_file() -> Path:
-    """The Chinook rules shipped with the repository (config/anonymization.yaml), else a packaged copy."""
+    """The Chinook rules of the repository checkout (config/anonymization.yaml)."""
     here = Path(__file__).resolve()
-    for parent in here.parents:
+    for parent in (Path.cwd(), *here.parents):
         candidate = parent / "config" / "anonymization.yaml"
         if candidate.is_file():
             return candidate
-    return Path(str(here.parent / "data" / "chinook_rules.yaml"))
+    raise FileNotFoundError(
+        "config/anonymization.yaml (the Chinook rules) not found: run from the repository checkout, "
+        "or pass start_sandbox(rules_file=...)"
+    )
 
 
 @dataclass
