@@ -47,7 +47,6 @@ PHASES = (
     PROMOTE_TASK,
     COMMANDS_TASK,
 )
-RULES_ENV = "SCALINGO_STAGING_SYNC_RULES"
 DOWNLOAD_DIR_ENV = "SCALINGO_STAGING_SYNC_DOWNLOAD_DIR"
 
 
@@ -73,19 +72,6 @@ def settings(context: dict | None = None) -> dict:
     if not isinstance(value, dict):
         raise RunConfigurationError("the safety gate did not record run settings; did it run and pass?")
     return value
-
-
-def rules_path_from(params: dict) -> Path:
-    raw = (params.get("rules_file") or os.environ.get(RULES_ENV) or "").strip()
-    if not raw:
-        raise RunConfigurationError(
-            f"no rules file: set the rules_file param or the {RULES_ENV} environment variable to the path of "
-            "your anonymization rules (YAML)"
-        )
-    path = Path(raw).expanduser()
-    if not path.is_file():
-        raise RunConfigurationError(f"rules file {raw!r} not found; fix the rules_file param or {RULES_ENV}")
-    return path.resolve()
 
 
 def _merge_excludes(rule_excludes: list[str], param_excludes: list[str]) -> list[str]:
@@ -150,7 +136,7 @@ def resolve_settings(params: dict, rules: Any, rules_path: Path, run_id: str) ->
 def safety_gate(scalingo_conn_id: str = "scalingo_default", staging_conn_id: str = "staging_db", **_: Any):
     """Short-circuit gate: fails the run on any failed check; returns False on a dry run (all skipped)."""
     from scalingo_staging_sync import safety
-    from scalingo_staging_sync.anonymize.rules import load_rules
+    from scalingo_staging_sync.anonymize.rules import load_rules, resolve_rules_path
     from scalingo_staging_sync.hooks.postgres import pg_target_from_connection
 
     ctx = _context()
@@ -159,7 +145,9 @@ def safety_gate(scalingo_conn_id: str = "scalingo_default", staging_conn_id: str
     checks: list[safety.CheckResult] = []
 
     try:
-        rules_path = rules_path_from(params)
+        rules_path = (
+            resolve_rules_path((params.get("rules_file") or "").strip() or None).expanduser().resolve()
+        )
         rules = load_rules(rules_path)
         checks.append(safety.CheckResult("rules_file_valid", True, f"{rules_path} is valid"))
     except Exception as exc:

@@ -350,3 +350,12 @@ def test_failure_message_names_the_task_and_links_its_log(dag, box, tmp_path, mo
     failure = [t for t in texts if "pii_scan" in t]
     assert failure, texts
     assert "http" in failure[0]  # link to the task log
+
+
+def test_missing_rules_file_refuses_the_run(dag, box, tmp_path, monkeypatch):
+    monkeypatch.setenv("SCALINGO_STAGING_SYNC_RULES", str(tmp_path / "nope.yaml"))
+    dag_run = _run(dag, box)
+    assert str(dag_run.state) == "failed"
+    assert _states(dag_run)["safety_gate"] == "failed"
+    assert _previous_staging_intact(box)
+    assert not box.fake.requests_to("/backups")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -164,11 +163,3 @@ def load_chinook(pg: EmbeddedPostgres, dbname: str = "chinook") -> str:
     finally:
         Path(tmp).unlink(missing_ok=True)
     return dbname
-
-
-def which(tool: str, version: int = 16) -> str:
-    return (
-        str(pg_bin_dir(version) / tool)
-        if (pg_bin_dir(version) / tool).exists()
-        else (shutil.which(tool) or tool)
-    )

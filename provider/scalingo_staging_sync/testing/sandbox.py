@@ -13,7 +13,6 @@ variable, rules file, pg tools) that the reference DAG needs::
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
@@ -148,10 +147,6 @@ def find_dags_folder() -> Path:
             if (parent / "dags" / "scalingo_staging_sync.py").is_file():
                 return parent / "dags"
     raise FileNotFoundError("dags/scalingo_staging_sync.py not found: run from the repository checkout")
-
-
-def conf_json(**conf: object) -> str:
-    return json.dumps(conf)
 
 
 def merged_environ(*parts: dict[str, str]) -> dict[str, str]:
