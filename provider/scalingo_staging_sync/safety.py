@@ -10,10 +10,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
+from scalingo_staging_sync.errors import SyncError
+
 DEFAULT_PRODUCTION_PATTERNS = ("prod", "production")
 
 
-class SafetyCheckFailed(RuntimeError):
+class SafetyCheckFailed(SyncError, RuntimeError):
     """One or more safety checks failed; nothing was touched."""
 
     def __init__(self, failed: list[CheckResult]):

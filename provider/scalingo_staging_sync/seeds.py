@@ -11,12 +11,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from scalingo_staging_sync.errors import SyncError
 from scalingo_staging_sync.pgconn import PgTarget
 
 log = logging.getLogger(__name__)
 
 
-class SeedError(RuntimeError):
+class SeedError(SyncError, RuntimeError):
     pass
 
 

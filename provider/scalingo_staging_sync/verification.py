@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from scalingo_staging_sync.errors import SyncError
 from scalingo_staging_sync.fingerprint import ALGORITHM, fingerprint
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 _KEY_BATCH = 1000  # keys per query (a proof holds about 200)
 
 
-class ResidualValueError(Exception):
+class ResidualValueError(SyncError):
     """Verification failed: sampled originals survived, or row counts differ. Names table.column."""
 
     def __init__(self, report: VerificationReport):

@@ -36,6 +36,7 @@ from scalingo_staging_sync.anonymize.sql import (
 )
 from scalingo_staging_sync.anonymize.strategies import StrategyContext, build_custom_statement, get_custom
 from scalingo_staging_sync.anonymize.transformers import get_transformer, options_of
+from scalingo_staging_sync.errors import SyncError
 from scalingo_staging_sync.fingerprint import ALGORITHM, fingerprint
 from scalingo_staging_sync.pgconn import PgTarget
 from scalingo_staging_sync.secrets import mask_secret
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 SAMPLE_ROWS = 200
 
 
-class AnonymizationError(RuntimeError):
+class AnonymizationError(SyncError, RuntimeError):
     pass
 
 

@@ -30,12 +30,13 @@ from scalingo_staging_sync.anonymize.strategies import (
     resolve_preset,
 )
 from scalingo_staging_sync.anonymize.transformers import ColumnInfo, get_transformer, options_of
+from scalingo_staging_sync.errors import SyncError
 from scalingo_staging_sync.pgconn import PgTarget
 
 log = logging.getLogger(__name__)
 
 
-class PlanError(ValueError):
+class PlanError(SyncError, ValueError):
     def __init__(self, errors: list[str]):
         self.errors = list(errors)
         super().__init__(

@@ -22,10 +22,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from scalingo_staging_sync.errors import SyncError
+
 RULES_ENV = "SCALINGO_STAGING_SYNC_RULES"
 
 
-class RulesError(ValueError):
+class RulesError(SyncError, ValueError):
     """Invalid rules file; ``errors`` lists every problem, each naming its entry and key."""
 
     def __init__(self, errors: list[str], source: str | None = None):

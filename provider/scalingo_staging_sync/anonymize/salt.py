@@ -16,6 +16,7 @@ import hmac
 import os
 
 from scalingo_staging_sync.anonymize.transformers import KEY_GUC, SEED_GUC
+from scalingo_staging_sync.errors import SyncError
 from scalingo_staging_sync.pgconn import PgTarget
 from scalingo_staging_sync.secrets import mask_secret
 
@@ -24,7 +25,7 @@ SALT_ENV = "AIRFLOW_VAR_" + SALT_VARIABLE.upper()
 MIN_SALT_LENGTH = 16
 
 
-class SaltError(RuntimeError):
+class SaltError(SyncError, RuntimeError):
     pass
 
 

@@ -39,13 +39,14 @@ from scalingo_staging_sync.anonymize.transformers import (
     ColumnInfo,
     get_transformer,
 )
+from scalingo_staging_sync.errors import SyncError
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "scalingo_staging_sync.strategies"
 
 
-class StrategyError(ValueError):
+class StrategyError(SyncError, ValueError):
     pass
 
 

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from scalingo_staging_sync.errors import SyncError
 from scalingo_staging_sync.pii.detectors import (
     ContentPattern,
     NamePattern,
@@ -47,7 +48,7 @@ STATUS_ALLOWED = "allowed"
 STATUS_UNMASKED = "unmasked"
 
 
-class UnmaskedPiiError(Exception):
+class UnmaskedPiiError(SyncError):
     """Raised when ``on_unmasked="fail"`` and the scan found unmasked personal data."""
 
     def __init__(self, report: ScanReport):

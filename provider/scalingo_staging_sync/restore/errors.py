@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from scalingo_staging_sync.errors import SyncError
 
-class RestoreError(RuntimeError):
+
+class RestoreError(SyncError, RuntimeError):
     """A restore step failed; the message says which step and why (never a password)."""
 
 

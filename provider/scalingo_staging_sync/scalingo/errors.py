@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from scalingo_staging_sync.errors import SyncError
 
-class ScalingoApiError(Exception):
+
+class ScalingoApiError(SyncError):
     """Any failure talking to Scalingo (base class).
 
     ``status`` is the HTTP status when there was a response, ``url`` the request URL (never a signed
@@ -32,13 +34,19 @@ class AddonNotFoundError(ScalingoNotFoundError):
 class ScalingoRateLimitError(ScalingoApiError):
     """429 Too Many Requests, still failing after the retries."""
 
+    retryable = True
+
 
 class ScalingoServerError(ScalingoApiError):
     """5xx or connection error, still failing after the retries."""
 
+    retryable = True
+
 
 class BackupNotReadyError(ScalingoApiError):
     """No usable (``done``) backup yet, or waiting for one timed out."""
+
+    retryable = True
 
 
 class BackupFailedError(ScalingoApiError):
@@ -47,6 +55,8 @@ class BackupFailedError(ScalingoApiError):
 
 class ScalingoDownloadError(ScalingoApiError):
     """The backup archive could not be downloaded completely (size, interrupted stream, not a gzip)."""
+
+    retryable = True
 
 
 class ScalingoArchiveError(ScalingoApiError):
