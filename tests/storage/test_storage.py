@@ -295,3 +295,60 @@ def test_cache_dir_from_the_environment(monkeypatch, make_dump, tmp_path):
     assert resolve_cache_dir(tmp_path / "arg") == tmp_path / "arg"
     with pytest.raises(StorageConfigError, match="local directory"):
         resolve_cache_dir("s3://bucket/cache")
+
+
+def test_concurrent_materialize_on_one_worker_downloads_once(s3_bucket, make_dump, tmp_path):
+    import threading
+
+    dump = make_dump(tmp_path / "c.pgsql", 20 * MiB)
+    stored = store_archive(dump, s3_bucket.url, conn_id=s3_bucket.conn_id, run_key="c")
+    path = f"/{s3_bucket.name}/c/c.pgsql"
+    before = s3_bucket.server.count("GET", path)
+    materialize(stored, tmp_path / "other-worker")
+    one_download = s3_bucket.server.count("GET", path) - before
+
+    results, errors = [], []
+
+    def task():
+        try:
+            results.append(materialize(stored, tmp_path / "shared-worker"))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=task) for _ in range(3)]
+    before = s3_bucket.server.count("GET", path)
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+    assert len(set(results)) == 1 and filecmp.cmp(results[0], dump, shallow=False)
+    assert s3_bucket.server.count("GET", path) - before == one_download
+
+
+def test_stale_caches_of_other_runs_are_pruned_unless_in_use(s3_bucket, make_dump, tmp_path):
+    from scalingo_staging_sync.storage import _locked, prune_caches
+
+    cache = tmp_path / "cache"
+    old = store_archive(
+        make_dump(tmp_path / "o.pgsql", MiB, seed=1), s3_bucket.url, conn_id=s3_bucket.conn_id, run_key="old"
+    )
+    busy = store_archive(
+        make_dump(tmp_path / "b.pgsql", MiB, seed=2), s3_bucket.url, conn_id=s3_bucket.conn_id, run_key="busy"
+    )
+    new = store_archive(
+        make_dump(tmp_path / "n.pgsql", MiB, seed=3), s3_bucket.url, conn_id=s3_bucket.conn_id, run_key="new"
+    )
+    old_path, busy_path = materialize(old, cache), materialize(busy, cache)
+    long_ago = time.time() - 3 * 24 * 3600
+    for p in (old_path, busy_path):
+        os.utime(p.parent / SIDECAR_NAME, (long_ago, long_ago))
+
+    with _locked(busy_path.parent):  # another task of that run is materializing it right now
+        materialize(new, cache)  # prunes with the default max age (24 h)
+        assert not old_path.exists() and not (cache / "old").exists()
+        assert busy_path.exists()
+    # once released the stale entry goes; a recent entry stays whatever its run
+    assert prune_caches(cache, max_age_s=3600) == [busy_path.parent]
+    new_path = materialize(new, cache, prune=False)
+    assert prune_caches(cache, max_age_s=3600) == [] and new_path.exists()
