@@ -197,8 +197,28 @@ def join_location(base: str | os.PathLike, *parts: str) -> str:
     return "/".join([text.rstrip("/"), *parts])
 
 
+def split_conn_id(url: str, conn_id: str | None = None) -> tuple[str, str | None]:
+    """``("s3://bucket/key", "conn")`` from ObjectStoragePath's ``s3://conn@bucket/key`` form; an explicit
+    ``conn_id`` wins. URLs are recorded without credentials and the connection id beside them."""
+    text = str(url)
+    if is_local_location(text):
+        return text, conn_id
+    scheme, rest = text.split("://", 1)
+    netloc, sep, tail = rest.partition("/")
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        if ":" in userinfo:
+            raise StorageConfigError(
+                f"{scheme}://...@{host}: put credentials in an Airflow connection, not in the URL "
+                f"(use {scheme}://<conn_id>@{host}/... or conn_id=...)"
+            )
+        return f"{scheme}://{host}{sep}{tail}", conn_id or userinfo or None
+    return text, conn_id
+
+
 def _remote(url: str, conn_id: str | None):
     """``(fs, path)`` of an object-storage URL, through Airflow's ObjectStoragePath and the connection."""
+    url, conn_id = split_conn_id(url, conn_id)
     try:
         from airflow.sdk import ObjectStoragePath
     except ImportError as exc:  # pragma: no cover - airflow is a dependency of the provider
@@ -328,6 +348,7 @@ def store_archive(
     if pg_version is None and kind == "dump":
         pg_version = _pg_version(source)
     size = source.stat().st_size
+    dest_dir_url, conn_id = split_conn_id(str(dest_dir_url), conn_id)
     target_name = name or source.name
     parts = [safe_segment(run_key)] if run_key else []
     dest = join_location(dest_dir_url, *parts, target_name)
@@ -582,6 +603,45 @@ def materialize(
         return _download_into(entry, stored, conn_id or stored.conn_id)
 
 
+def cache_local_copy(
+    stored: StoredDump | dict,
+    local_file: str | os.PathLike,
+    cache_dir: str | os.PathLike | None = None,
+    *,
+    run_key: str | None = None,
+) -> Path:
+    """Move the dump that :func:`store_archive` has just stored into this worker's cache, as if it had
+    been materialised, so that a later task on the same worker does not download it again. Only for a
+    remote ``kind="dump"``; ``local_file`` must be the very file that was stored (its size is checked,
+    its sha256 is the one the upload verified). Returns the cached path (what :func:`materialize` returns).
+    """
+    stored = StoredDump.coerce(stored)
+    source = Path(local_file)
+    if stored.is_local or stored.kind != "dump":
+        raise StorageConfigError(
+            f"cache_local_copy: {stored.url} is {'a local path' if stored.is_local else 'an archive'}; only a "
+            f"remote dump is cached (materialize() returns local dumps as they are)."
+        )
+    size = source.stat().st_size
+    if size != stored.size:
+        raise StorageIntegrityError(
+            f"{source} has {size} bytes but {stored.url} was stored with {stored.size}"
+        )
+    entry = cache_entry_dir(stored, cache_dir, run_key=run_key)
+    with _locked(entry):
+        name = safe_segment(Path(urlsplit(stored.url).path).name or "dump")
+        dump = entry / name
+        try:
+            os.replace(source, dump)
+        except OSError:  # another filesystem: copy, then drop the source
+            part = entry / f"{name}.part"
+            shutil.copyfile(source, part)
+            os.replace(part, dump)
+            source.unlink()
+        _write_sidecar(entry, stored, dump, stored.sha256)
+    return dump
+
+
 def _local_passthrough(stored: StoredDump, verify: str) -> Path:
     path = local_path(stored.url)
     try:
@@ -649,6 +709,13 @@ def _download_into(entry: Path, stored: StoredDump, conn_id: str | None) -> Path
         raise StorageError(
             f"materializing {stored.url} into {entry} failed ({type(exc).__name__}: {exc}); retry the task."
         ) from exc
+    _write_sidecar(entry, stored, dump, dump_sha)
+    log.info("materialized %s into %s (%d bytes, sha256 verified)", stored.url, dump, dump.stat().st_size)
+    return dump
+
+
+def _write_sidecar(entry: Path, stored: StoredDump, dump: Path, dump_sha: str) -> None:
+    """Written last, atomically, once ``dump`` is verified: its presence is what makes the entry reusable."""
     _fsync_dir(dump.parent)
     st = dump.stat()
     _write_json_atomic(
@@ -665,8 +732,6 @@ def _download_into(entry: Path, stored: StoredDump, conn_id: str | None) -> Path
             "verified_at": time.time(),
         },
     )
-    log.info("materialized %s into %s (%d bytes, sha256 verified)", stored.url, dump, st.st_size)
-    return dump
 
 
 # ---------------------------------------------------------------------------------------------- removal
@@ -692,6 +757,9 @@ def remove_stored(stored: StoredDump | dict, *, conn_id: str | None = None) -> b
             ) from None
         if path.exists():
             raise StorageRemovalError(f"the stored dump {stored.url} is still there after deletion")
+        if stored.run_key and path.parent.name == safe_segment(stored.run_key):
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()  # only when empty
         return removed
     conn = conn_id or stored.conn_id
     try:

@@ -248,6 +248,7 @@ def test_file_url_and_local_paths(make_dump, tmp_path):
     with pytest.raises(StorageIntegrityError, match="bytes, expected"):
         materialize(stored)
     assert remove_stored(stored) is True and not expected.exists()
+    assert not expected.parent.exists()  # the run's (now empty) directory goes too
     assert remove_stored(stored) is False
 
 
@@ -352,3 +353,20 @@ def test_stale_caches_of_other_runs_are_pruned_unless_in_use(s3_bucket, make_dum
     assert prune_caches(cache, max_age_s=3600) == [busy_path.parent]
     new_path = materialize(new, cache, prune=False)
     assert prune_caches(cache, max_age_s=3600) == [] and new_path.exists()
+
+
+def test_the_uploading_worker_keeps_its_copy_as_cache(s3_bucket, make_dump, tmp_path):
+    from scalingo_staging_sync.storage import cache_local_copy
+
+    dump = make_dump(tmp_path / "dl" / "w.pgsql", 3 * MiB)
+    expected_bytes = dump.read_bytes()
+    # the conn id may also ride in the URL, ObjectStoragePath-style; it is recorded beside the URL
+    stored = store_archive(dump, f"s3://{s3_bucket.conn_id}@{s3_bucket.name}/b", run_key="w")
+    assert stored.url == f"s3://{s3_bucket.name}/b/w/w.pgsql" and stored.conn_id == s3_bucket.conn_id
+    cached = cache_local_copy(stored, dump, tmp_path / "cache")
+    assert not dump.exists() and cached.read_bytes() == expected_bytes
+    gets = s3_bucket.server.count("GET", f"/{s3_bucket.name}/b/w/w.pgsql")
+    assert materialize(stored, tmp_path / "cache") == cached
+    assert s3_bucket.server.count("GET", f"/{s3_bucket.name}/b/w/w.pgsql") == gets
+    with pytest.raises(StorageConfigError, match="credentials in an Airflow connection"):
+        store_archive(cached, f"s3://key:secret@{s3_bucket.name}/b")
