@@ -407,7 +407,7 @@ def _store_remote(source: Path, url: str, size: int, conn_id: str | None, progre
     fs, path = _remote(url, conn_id)
     tmp = f"{path}{PART_MARKER}{uuid.uuid4().hex[:12]}"
     out = None
-    committed = False
+    committed = renaming = False
     try:
         with open(source, "rb") as src:
             out = fs.open(tmp, "wb", block_size=_part_size(size))
@@ -419,6 +419,7 @@ def _store_remote(source: Path, url: str, size: int, conn_id: str | None, progre
             _check_readback(url, written, sha, size, got_size or 0, "<not read>")
         with fs.open(tmp, "rb", block_size=CHUNK_SIZE, cache_type="none") as back:
             _check_readback(url, written, sha, size, *_hash_stream(back))
+        renaming = True
         fs.mv(tmp, path)
         final_size = _remote_size(fs, path)
         if final_size != size:
@@ -430,9 +431,10 @@ def _store_remote(source: Path, url: str, size: int, conn_id: str | None, progre
     except BaseException as exc:
         if out is not None and not committed:
             _discard(out)
-        with contextlib.suppress(Exception):
-            if fs.exists(tmp):
-                fs.rm(tmp)
+        for key in (tmp, path) if renaming else (tmp,):  # verify and delete: never a doubtful final key
+            with contextlib.suppress(Exception):
+                if fs.exists(key):
+                    fs.rm(key)
         if isinstance(exc, SyncError) or not isinstance(exc, Exception):
             raise
         raise StorageError(
@@ -531,7 +533,10 @@ def _cached(entry: Path, stored: StoredDump, verify: str) -> Path | None:
     meta = _read_sidecar(entry)
     if not meta or meta.get("source_sha256") != stored.sha256:
         return None
-    dump = entry / str(meta.get("dump") or "")
+    rel = Path(str(meta.get("dump") or ""))
+    if not rel.parts or rel.is_absolute() or ".." in rel.parts:
+        return None
+    dump = entry / rel
     try:
         st = dump.stat()
     except OSError:
@@ -795,18 +800,32 @@ def remove_local_caches(run_key: str | StoredDump | dict, cache_dir: str | os.Pa
             )
         key = safe_segment(run_key)
     target = resolve_cache_dir(cache_dir) / key
-    if not target.exists():
-        return False
+    removed = False
     try:
-        shutil.rmtree(target)
+        entries = [e for e in target.iterdir() if _is_cache_entry(e)]
     except FileNotFoundError:
         return False
-    except OSError as exc:
-        raise StorageRemovalError(
-            f"cannot delete the dump cache {target} ({exc}); delete it by hand."
-        ) from None
-    log.info("removed the dump cache %s", target)
-    return True
+    for entry in entries:
+        try:
+            shutil.rmtree(entry)
+            removed = True
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise StorageRemovalError(
+                f"cannot delete the dump cache {entry} ({exc}); delete it by hand: it holds production data."
+            ) from None
+    with contextlib.suppress(OSError):
+        target.rmdir()  # only when nothing else is in it
+    if removed:
+        log.info("removed the dump cache %s", target)
+    return removed
+
+
+def _is_cache_entry(path: Path) -> bool:
+    """Only directories made by materialize (``<sha256>/`` holding its ``.lock``) are ever deleted, even
+    when the cache directory is shared with other files (say ``/tmp``)."""
+    return path.is_dir() and bool(_SHA256_RE.match(path.name)) and (path / ".lock").exists()
 
 
 def prune_caches(
@@ -826,7 +845,7 @@ def prune_caches(
         if not run_dir.is_dir() or run_dir.name in keep:
             continue
         for entry in list(run_dir.iterdir()):
-            if not entry.is_dir():
+            if not _is_cache_entry(entry):
                 continue
             marker = entry / SIDECAR_NAME
             last = marker.stat().st_mtime if marker.exists() else entry.stat().st_mtime

@@ -370,3 +370,24 @@ def test_the_uploading_worker_keeps_its_copy_as_cache(s3_bucket, make_dump, tmp_
     assert s3_bucket.server.count("GET", f"/{s3_bucket.name}/b/w/w.pgsql") == gets
     with pytest.raises(StorageConfigError, match="credentials in an Airflow connection"):
         store_archive(cached, f"s3://key:secret@{s3_bucket.name}/b")
+
+
+def test_a_cache_dir_shared_with_other_files_only_loses_cache_entries(s3_bucket, make_dump, tmp_path):
+    from scalingo_staging_sync.storage import prune_caches
+
+    cache = tmp_path / "tmp-like"
+    foreign = [cache / "someone-else" / "data", cache / "someone-else" / ("a" * 64), cache / "run1" / "notes"]
+    for path in foreign:
+        path.mkdir(parents=True)
+        (path / "f").write_text("keep me")
+    long_ago = time.time() - 10 * 24 * 3600
+    for path in foreign:
+        os.utime(path, (long_ago, long_ago))
+    stored = store_archive(
+        make_dump(tmp_path / "s.pgsql", MiB), s3_bucket.url, conn_id=s3_bucket.conn_id, run_key="run1"
+    )
+    materialize(stored, cache)
+    assert prune_caches(cache, max_age_s=0, keep=("run1",)) == []
+    assert remove_local_caches("run1", cache) is True
+    assert all((path / "f").read_text() == "keep me" for path in foreign)
+    assert not any((cache / "run1").glob("*/*.pgsql"))
