@@ -391,3 +391,27 @@ def test_a_cache_dir_shared_with_other_files_only_loses_cache_entries(s3_bucket,
     assert remove_local_caches("run1", cache) is True
     assert all((path / "f").read_text() == "keep me" for path in foreign)
     assert not any((cache / "run1").glob("*/*.pgsql"))
+
+
+def test_a_source_that_grows_during_the_upload_is_refused_and_deleted(s3_bucket, make_dump, tmp_path):
+    dump = make_dump(tmp_path / "g.pgsql", 12 * MiB)
+
+    def still_being_written(done: int, total: int) -> None:
+        if done == 8 * MiB:  # the downloader was still appending to it
+            with open(dump, "ab") as fh:
+                fh.write(b"late bytes")
+
+    with pytest.raises(StorageIntegrityError, match="changed while it was stored") as info:
+        store_archive(
+            dump, s3_bucket.url, conn_id=s3_bucket.conn_id, run_key="g", progress=still_being_written
+        )
+    assert info.value.retryable
+    assert s3_bucket.keys() == [] and s3_bucket.server.multipart_uploads(s3_bucket.name) == []
+
+
+def test_the_core_module_does_not_import_airflow():
+    code = "import sys, scalingo_staging_sync.storage as s; s.join_location('s3://b', 'r'); print('airflow' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=dict(os.environ)
+    )
+    assert out.stdout.strip() == "False"
