@@ -225,6 +225,8 @@ def _remote(url: str, conn_id: str | None):
         raise StorageConfigError(
             f"{url}: object-storage URLs need Airflow's ObjectStoragePath ({exc})"
         ) from None
+    if conn_id:
+        _require_connection(conn_id, url)
     try:
         opath = ObjectStoragePath(url, conn_id=conn_id) if conn_id else ObjectStoragePath(url)
         fs = opath.fs
@@ -241,6 +243,22 @@ def _remote(url: str, conn_id: str | None):
             ) from None
         raise
     return fs, fs._strip_protocol(url)
+
+
+def _require_connection(conn_id: str, url: str) -> None:
+    """The amazon provider silently falls back to the default credential chain when a named connection
+    is missing; a typo would then talk to another account's endpoint. Refuse it instead."""
+    from airflow.sdk import BaseHook
+
+    try:
+        BaseHook.get_connection(conn_id)
+    except Exception as exc:
+        if type(exc).__name__ != "AirflowNotFoundException":
+            raise
+        raise StorageConfigError(
+            f"connection {conn_id!r} (for {url}) does not exist; create it (Admin > Connections, or env "
+            f"AIRFLOW_CONN_{conn_id.upper()}) or fix the storage connection id."
+        ) from None
 
 
 def _remote_size(fs, path: str) -> int | None:
@@ -781,7 +799,8 @@ def remove_stored(stored: StoredDump | dict, *, conn_id: str | None = None) -> b
     except Exception as exc:
         raise StorageRemovalError(
             f"cannot delete the stored dump {stored.url} (connection {conn!r}: {type(exc).__name__}: {exc}); "
-            f"delete it by hand: it holds production data."
+            f"delete it by hand: it holds production data.",
+            retryable=exc.retryable if isinstance(exc, SyncError) else None,
         ) from exc
     log.info("removed %s%s", stored.url, "" if existed else " (already gone)")
     return existed

@@ -415,3 +415,15 @@ def test_the_core_module_does_not_import_airflow():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=dict(os.environ)
     )
     assert out.stdout.strip() == "False"
+
+
+def test_a_missing_connection_is_named_not_replaced_by_default_credentials(make_dump, tmp_path):
+    dump = make_dump(tmp_path / "m.pgsql", 1000)
+    with pytest.raises(StorageConfigError, match="'sss_no_such_conn'.*does not exist"):
+        store_archive(dump, "s3://bucket/x", conn_id="sss_no_such_conn")
+    stored = StoredDump("s3://bucket/x/m.pgsql", 1000, "0" * 64, conn_id="sss_no_such_conn")
+    with pytest.raises(StorageConfigError):
+        materialize(stored, tmp_path / "cache")
+    with pytest.raises(StorageRemovalError, match="s3://bucket/x/m.pgsql.*sss_no_such_conn") as info:
+        remove_stored(stored)
+    assert not info.value.retryable
