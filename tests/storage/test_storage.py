@@ -427,3 +427,21 @@ def test_a_missing_connection_is_named_not_replaced_by_default_credentials(make_
     with pytest.raises(StorageRemovalError, match="s3://bucket/x/m.pgsql.*sss_no_such_conn") as info:
         remove_stored(stored)
     assert not info.value.retryable
+
+
+def test_an_unsafe_archive_is_refused_at_materialize_and_nothing_is_cached(s3_bucket, make_dump, tmp_path):
+    from scalingo_staging_sync.scalingo.errors import ScalingoArchiveError
+
+    dump = make_dump(tmp_path / "inner.pgsql", MiB)
+    archive = build_backup_archive(dump, tmp_path / "dl", "evil", traversal_member=True)
+    stored = store_archive(archive, s3_bucket.url, conn_id=s3_bucket.conn_id, run_key="evil")
+    cache = tmp_path / "cache"
+    with pytest.raises(ScalingoArchiveError, match=r"\.\./evil\.pgsql"):
+        materialize(stored, cache)
+    entry = cache_entry_dir(stored, cache)
+    assert (
+        not (entry / SIDECAR_NAME).exists()
+        and not list(entry.rglob("*.pgsql"))
+        and not list(entry.rglob("*.tar.gz"))
+    )
+    assert not (tmp_path / "evil.pgsql").exists() and not (cache / "evil.pgsql").exists()
