@@ -21,13 +21,13 @@ from .test_trigger_safety import plan_item
 SECRET_NOTE = "Zoltan-Original-Secret-4417"
 SECRET_EMAIL = "zoltan.original@corp.test"
 
-TABLE = f"""
+TABLE = """
 CREATE TABLE people (
     id int PRIMARY KEY,
     email text NOT NULL CONSTRAINT people_email_corp CHECK (email LIKE '%@corp.test'),
     note text
 );
-INSERT INTO people VALUES (1, '{SECRET_EMAIL}', '{SECRET_NOTE}');
+INSERT INTO people VALUES (1, 'zoltan.original@corp.test', 'Zoltan-Original-Secret-4417');
 """
 
 

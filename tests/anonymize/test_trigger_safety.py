@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from psycopg import sql
 
 from scalingo_staging_sync.anonymize.executor import (
     AnonymizationError,
@@ -138,7 +139,9 @@ def test_child_plan_item_keeps_its_own_trigger(source_and_target, child_first):
     pg, build = source_and_target
     _dump, target, _tools = build(PEOPLE)
     parent = plan_item("public", "people", {"email": {"transformer": "email"}})
-    child = plan_item("public", "vip_people", {"email": {"transformer": "email"}, "note": {"transformer": "null"}})
+    child = plan_item(
+        "public", "vip_people", {"email": {"transformer": "email"}, "note": {"transformer": "null"}}
+    )
     with target.connect() as conn:
         for item in [child, parent] if child_first else [parent, child]:
             install_masking_trigger(conn, item)
@@ -194,18 +197,26 @@ def test_long_non_ascii_names_get_distinct_triggers(db_any):
     items = []
     with target.connect() as conn:
         for table in (first, second):
-            conn.execute(f'CREATE TABLE "{table}" (id int PRIMARY KEY, email text)')
+            conn.execute(
+                sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, email text)").format(sql.Identifier(table))
+            )
             items.append(plan_item("public", table, {"email": {"transformer": "email"}}))
             install_masking_trigger(conn, items[-1])
-        assert conn.execute("SELECT count(*) FROM pg_proc WHERE proname LIKE '_sss_mask_%'").fetchone()[0] == 2
+        assert (
+            conn.execute("SELECT count(*) FROM pg_proc WHERE proname LIKE '_sss_mask_%'").fetchone()[0] == 2
+        )
         drop_masking_trigger(conn, items[0])
-        left = conn.execute("SELECT tgrelid::regclass::text FROM pg_trigger WHERE tgname LIKE 'zz_sss_mask_%'")
+        left = conn.execute(
+            "SELECT tgrelid::regclass::text FROM pg_trigger WHERE tgname LIKE 'zz_sss_mask_%'"
+        )
         assert [r[0] for r in left.fetchall()] == [f'"{second}"']
         conn.execute("SELECT set_config(%s, %s, false)", ("scalingo_staging_sync.key", derive_key(SALT)))
-        conn.execute(f"INSERT INTO \"{second}\" VALUES (1, 'x@corp.test')")
-        conn.execute(f"INSERT INTO \"{first}\" VALUES (1, 'x@corp.test')")
-        assert conn.execute(f'SELECT email FROM "{second}"').fetchone()[0].endswith("@example.com")
-        assert conn.execute(f'SELECT email FROM "{first}"').fetchone()[0] == "x@corp.test"  # its trigger is gone
+        ids = {t: sql.Identifier(t) for t in (first, second)}
+        for t in (second, first):
+            conn.execute(sql.SQL("INSERT INTO {} VALUES (1, 'x@corp.test')").format(ids[t]))
+        email = {t: conn.execute(sql.SQL("SELECT email FROM {}").format(ids[t])).fetchone()[0] for t in ids}
+        assert email[second].endswith("@example.com")
+        assert email[first] == "x@corp.test"  # its trigger is gone
 
 
 def test_missing_table_is_a_clear_error(db_any):
