@@ -140,3 +140,30 @@ def test_materialized_views_refreshed_in_dependency_order_from_masked_data(targe
         "public.z_first",
         "public.a_second",
     ]
+
+
+def test_statistics_of_tables_emptied_after_analyze_are_removed(target):
+    run(
+        target,
+        """
+        CREATE TABLE sessions (id int PRIMARY KEY, token text, ip text);
+        INSERT INTO sessions SELECT g, 'tok' || (g % 4), '10.0.0.' || (g % 3) FROM generate_series(1, 60) g;
+        CREATE STATISTICS sessions_tok_ip (mcv) ON token, ip FROM sessions;
+        CREATE TABLE kept (id int, city text);
+        INSERT INTO kept SELECT g, 'Masked' FROM generate_series(1, 10) g;
+        CREATE TABLE logins (id int, email text);
+        INSERT INTO logins SELECT g, 'p' || (g % 5) || '@corp.test' FROM generate_series(1, 40) g;
+        ANALYZE sessions, kept, logins;
+        DELETE FROM sessions;  -- e.g. a custom strategy that empties the table
+        TRUNCATE logins;
+        """,
+    )
+    result = analyze_masked(target)
+    assert result["cleared"] == ["public.logins", "public.sessions"]  # ANALYZE alone keeps the originals
+    assert run(target, "SELECT count(*) FROM pg_stats WHERE tablename = 'logins'") == [(0,)]
+    assert run(target, "SELECT count(*) FROM pg_stats WHERE tablename = 'sessions'") == [(0,)]
+    assert run(
+        target,
+        "SELECT count(*) FROM pg_stats_ext WHERE tablename = 'sessions' AND most_common_vals IS NOT NULL",
+    ) == [(0,)]
+    assert run(target, "SELECT count(*) FROM pg_stats WHERE tablename = 'kept'") == [(2,)]

@@ -133,13 +133,94 @@ def refresh_materialized_views(target: PgTarget, views: Sequence[TableName] | No
     return {"refreshed": refreshed, "duration_s": round(duration, 3)}
 
 
+_STATS_TABLES_SQL = """
+SELECT DISTINCT s.schemaname::text, s.tablename::text, s.inherited, c.relkind::text
+FROM pg_stats s
+JOIN pg_namespace n ON n.nspname = s.schemaname
+JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = s.tablename
+WHERE s.schemaname NOT IN ('pg_catalog', 'information_schema')
+UNION
+SELECT DISTINCT e.schemaname::text, e.tablename::text, e.inherited, c.relkind::text
+FROM pg_stats_ext e
+JOIN pg_namespace n ON n.nspname = e.schemaname
+JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = e.tablename
+WHERE e.schemaname NOT IN ('pg_catalog', 'information_schema')
+ORDER BY 1, 2, 3
+"""
+
+
+def _is_empty(conn: Any, table: TableName, relkind: str, inherited: bool) -> bool:
+    only = sql.SQL("ONLY ") if relkind == "r" and not inherited else sql.SQL("")
+    query = sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {}{})").format(only, table.identifier())
+    return bool(conn.execute(query).fetchone()[0])
+
+
+def _clear_statistics(conn: Any, table: TableName, inherited: bool) -> None:
+    """Remove the column and extended statistics of an empty table (ANALYZE of an empty table keeps
+    the old ones): ``pg_clear_attribute_stats`` on PostgreSQL 18+, else direct deletes from
+    ``pg_statistic`` / ``pg_statistic_ext_data`` (superuser only)."""
+    oid = conn.execute(
+        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relname = %s",
+        (table.schema, table.name),
+    ).fetchone()[0]
+    ext = conn.execute(
+        "SELECT count(*) FROM pg_stats_ext WHERE schemaname = %s AND tablename = %s AND inherited = %s",
+        (table.schema, table.name, inherited),
+    ).fetchone()[0]
+    if conn.info.server_version >= 180000 and not ext:
+        for (attname,) in conn.execute(
+            "SELECT attname::text FROM pg_stats WHERE schemaname = %s AND tablename = %s AND inherited = %s",
+            (table.schema, table.name, inherited),
+        ).fetchall():
+            conn.execute(
+                "SELECT pg_clear_attribute_stats(%s, %s, %s, %s)",
+                (table.schema, table.name, attname, inherited),
+            )
+        return
+    with conn.transaction():
+        conn.execute("DELETE FROM pg_statistic WHERE starelid = %s AND stainherit = %s", (oid, inherited))
+        conn.execute(
+            "DELETE FROM pg_statistic_ext_data WHERE stxdinherit = %s"
+            " AND stxoid IN (SELECT oid FROM pg_statistic_ext WHERE stxrelid = %s)",
+            (inherited, oid),
+        )
+
+
+def clear_stale_statistics(conn: Any) -> list[str]:
+    """Statistics of user tables that hold no rows were computed from rows that are gone (an
+    ANALYZE before a masking strategy emptied them; ANALYZE of an empty table keeps the old ones):
+    remove them. Returns the tables cleared (``"schema.table"``, ``" (inherited)"`` for a parent's
+    statistics over its children). Raises :class:`PostLoadError` when they cannot be removed."""
+    cleared: list[str] = []
+    for schema, name, inherited, relkind in conn.execute(_STATS_TABLES_SQL).fetchall():
+        table = TableName(schema, name)
+        if not _is_empty(conn, table, relkind, inherited):
+            continue
+        label = f"{table}{' (inherited)' if inherited else ''}"
+        try:
+            _clear_statistics(conn, table, inherited)
+        except Exception as exc:  # noqa: BLE001 - reported without values
+            from scalingo_staging_sync.pgerrors import describe_pg_error
+
+            raise PostLoadError(
+                f"statistics of the empty table {label} were computed before masking and could not be "
+                f"removed ({describe_pg_error(exc)}): needs PostgreSQL 18 (pg_clear_attribute_stats) or a "
+                "superuser; or drop and recreate the table's extended statistics"
+            ) from None
+        cleared.append(label)
+    return cleared
+
+
 def analyze_masked(target: PgTarget, tables: Sequence[TableName] | None = None) -> dict[str, Any]:
     """ANALYZE every user table and materialized view (or ``tables``), so ``pg_stats`` describes the
     masked data only. A partitioned root is analyzed once (PostgreSQL recurses into its partitions).
+    Then the statistics left on empty tables (ANALYZE does not replace them) are removed
+    (:func:`clear_stale_statistics`).
 
     A table that ANALYZE cannot read (another owner) is reported by PostgreSQL as a skipped warning,
     not an error: :func:`scalingo_staging_sync.verification.verify_residuals` then finds any original
-    still in its ``pg_stats``. Returns ``{"analyzed": [...], "duration_s"}``."""
+    still in its ``pg_stats``. Returns ``{"analyzed": [...], "cleared": [...], "duration_s"}``."""
     started = time.monotonic()
     with target.connect(autocommit=True) as conn:
         if tables is None:
@@ -152,9 +233,17 @@ def analyze_masked(target: PgTarget, tables: Sequence[TableName] | None = None) 
                 f"analyze {name}",
                 error_cls=PostLoadError,
             )
+        cleared = sanitized(
+            lambda: clear_stale_statistics(conn), "clear stale statistics", error_cls=PostLoadError
+        )
     duration = time.monotonic() - started
-    log.info("analyzed %d table(s) and view(s) on masked data in %.2fs", len(names), duration)
-    return {"analyzed": [str(n) for n in names], "duration_s": round(duration, 3)}
+    log.info(
+        "analyzed %d table(s) and view(s) on masked data in %.2fs; stale statistics removed from %d empty table(s)",
+        len(names),
+        duration,
+        len(cleared),
+    )
+    return {"analyzed": [str(n) for n in names], "cleared": cleared, "duration_s": round(duration, 3)}
 
 
 def finalize_masked_data(target: PgTarget) -> dict[str, Any]:
@@ -167,6 +256,7 @@ def finalize_masked_data(target: PgTarget) -> dict[str, Any]:
 __all__ = [
     "PostLoadError",
     "analyze_masked",
+    "clear_stale_statistics",
     "finalize_masked_data",
     "matview_refresh_order",
     "refresh_materialized_views",
