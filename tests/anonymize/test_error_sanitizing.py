@@ -32,7 +32,10 @@ INSERT INTO people VALUES (1, 'zoltan.original@corp.test', 'Zoltan-Original-Secr
 
 
 def _assert_clean(exc: BaseException, caplog) -> None:
+    from scalingo_staging_sync.notifications.messages import failure_message
+
     texts = {
+        "slack": failure_message("anonymize_table", error=str(exc)),
         "str": str(exc),
         "repr": repr(exc),
         "traceback": "".join(traceback.format_exception(exc)),
