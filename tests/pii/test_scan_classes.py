@@ -166,3 +166,21 @@ def test_large_objects_present_but_not_kept_fail(db):
         enforce(report)
     clean = scan(pg, name, large_objects=True)
     assert clean.passed and clean.large_objects["matches"] == {}
+
+
+def test_rule_on_a_parent_covers_inheritance_children_in_the_scan(db):
+    pg, name = db
+    pg.execute(
+        """
+        CREATE TABLE people (id int, email text);
+        CREATE TABLE vip_people (level int) INHERITS (people);
+        INSERT INTO vip_people VALUES (1, 'u0123456789abcdef@example.com', 1);
+        """,
+        name,
+    )
+    report = scan(pg, name, masked_columns=["people.email"])
+    vip = next(f for f in report.findings if f.qualified_name == "public.vip_people.email")
+    assert vip.status == "masked" and report.passed
+    conditional = scan(pg, name, masked_columns=["people.email"], conditional={"people": "id > 5"})
+    # the parent's condition applies to the child's rows; each table is sampled for its own rows
+    assert [f.qualified_name for f in conditional.unmasked] == ["public.vip_people.email"]

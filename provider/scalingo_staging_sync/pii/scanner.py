@@ -424,7 +424,10 @@ def sample_table(
     select = sql.SQL(", ").join(
         sql.SQL("left({}::text, {})").format(sql.Identifier(c), sql.Literal(max_value_chars)) for c in columns
     )
-    relation = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
+    # ONLY: an inheritance parent's own rows; its children are scanned as tables of their own
+    relation = sql.SQL("{}{}").format(
+        sql.SQL("ONLY ") if table.relkind == "r" else sql.SQL(""), sql.Identifier(table.schema, table.name)
+    )
     percent = sample_plan(table, sample_rows)
     with conn.cursor() as cur:
         for _attempt in range(3):
