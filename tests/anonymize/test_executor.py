@@ -237,10 +237,12 @@ def test_sql_errors_are_not_retried(db):
         rules_from("source_app: p\nanonymization_tables: [{table: slow, query: 'SELECT pg_sleep(3)'}]"),
     )[0]
     started = time.monotonic()
-    with pytest.raises(psycopg.errors.QueryCanceled):
+    with pytest.raises(executor.AnonymizationError) as info:
         run_table_plan(
             item, target, SALT, retry=RetryPolicy(attempts=3, base_delay_s=2), statement_timeout_s=0.2
         )
+    assert info.value.sqlstate == "57014" and info.value.condition == "QueryCanceled"
+    assert "statement timeout" in str(info.value) and not info.value.retryable
     assert time.monotonic() - started < 1.5  # no backoff sleep: not retried
     assert not executor.is_transient(psycopg.errors.UndefinedColumn())
     assert executor.is_transient(psycopg.errors.SerializationFailure())
