@@ -43,7 +43,9 @@ def _check_plan(data: dict) -> None:
 
 
 def test_plan_of_a_chinook_dump(chinook_dump):
-    proc = run("plan", str(RULES), "--archive", str(chinook_dump), "--exclude-table", "invoice_line", "--json")
+    proc = run(
+        "plan", str(RULES), "--archive", str(chinook_dump), "--exclude-table", "invoice_line", "--json"
+    )
     assert proc.returncode == 0, proc.stderr
     _check_plan(json.loads(proc.stdout))
 
@@ -57,7 +59,9 @@ def test_plan_of_a_backup_downloaded_from_the_fake_api(chinook_dump, tmp_path):
     with FakeScalingoAPI() as fake:
         fake.add_addon("chinook-production", dump_path=str(chinook_dump))
         fake.add_backup("chinook-production", str(chinook_dump))
-        with ScalingoClient(fake.api_token, auth_url=fake.url, api_url=fake.url, db_api_url=fake.url) as client:
+        with ScalingoClient(
+            fake.api_token, auth_url=fake.url, api_url=fake.url, db_api_url=fake.url
+        ) as client:
             addon = client.get_postgresql_addon("chinook-production")
             backup = client.latest_done_backup("chinook-production", addon["id"])
             archive = tmp_path / "backup.tar.gz"

@@ -27,7 +27,10 @@ def transformer_guarantees(transformer: Any) -> dict[str, Any]:
     """
     from scalingo_staging_sync.anonymize.transformers import ColumnInfo
 
-    need = transformer.required_length(ColumnInfo("column", "text", "text"), {})
+    if transformer.required_options:  # its length depends on the options (a fixed value's length...)
+        need = transformer.min_length
+    else:
+        need = transformer.required_length(ColumnInfo("column", "text", "text"), {})
     return {
         "deterministic": bool(getattr(transformer, "deterministic", True)),
         "unique": bool(transformer.unique),
@@ -87,6 +90,7 @@ def transformers_markdown() -> str:
     for info in transformers_info():
         g = info["guarantees"]
         options = ", ".join(_option_text(k, v, v["required"]) for k, v in info["options"].items()) or "–"
+        options = options.replace("|", "\\|")
         desc = info["description"].replace("|", "\\|")
         accepts = "any" if info["accepts"] == ["*"] else ", ".join(info["accepts"])
         rows.append(
@@ -163,7 +167,7 @@ def rules_reference_markdown() -> str:
     """The generated part of ``docs/rules.md`` (between the markers)."""
     return "\n".join(
         [
-            "### Transformers",
+            "### Transformer reference",
             "",
             "Read from the transformer registry (`anonymize/transformers.py`). Every transformer is keyed by",
             "the salt; *keeps length* is `yes` only for a transformer that declares it; every output is cut",
@@ -171,13 +175,13 @@ def rules_reference_markdown() -> str:
             "",
             transformers_markdown(),
             "",
-            "### Strategies",
+            "### Strategy reference",
             "",
             "Built-in presets (`anonymize/strategies.py`); a preset masks the listed columns that the table has.",
             "",
             strategies_markdown(),
             "",
-            "### Keys of the rules file",
+            "### Rules file keys",
             "",
             "From the JSON Schema shipped in the package (`scalingo-staging-sync schema` prints it).",
             "",
