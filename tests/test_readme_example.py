@@ -138,8 +138,9 @@ def test_readme_commands_run_or_match_the_code(airflow_db, staging_pg16, chinook
     assert checked == len(commands)
 
     # the quick start's files exist where the next steps say
-    suggested = tmp_path / "my-sync" / "rules.yaml"
-    assert load_rules(suggested).anonymization_tables
+    suggested = load_rules(tmp_path / "my-sync" / "rules.yaml")
+    assert suggested.anonymization_tables
+    assert (suggested.source_app, suggested.target_app) == ("my-production-app", "my-staging-app")
     assert (tmp_path / "my-sync" / "rules.example.yaml").is_file()
 
 

@@ -247,6 +247,7 @@ def _safe_dsn(dsn: str) -> str:
 @click.option(
     "--source-app", default="my-production-app", show_default=True, help="source_app of --suggest-rules."
 )
+@click.option("--target-app", default=None, help="target_app of --suggest-rules (the staging app).")
 @click.option("--force", is_flag=True, help="Overwrite the --suggest-rules file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the scan report as JSON.")
 def scan(
@@ -256,6 +257,7 @@ def scan(
     rules: Path | None,
     suggest_out: Path | None,
     source_app: str,
+    target_app: str | None,
     force: bool,
     as_json: bool,
 ) -> None:
@@ -305,7 +307,10 @@ def scan(
             click.echo(f"  error    {table}: could not be sampled ({error})")
     if suggested is not None and suggest_out is not None:
         suggest_out.parent.mkdir(parents=True, exist_ok=True)
-        suggest_out.write_text(render_rules_yaml(suggested, source_app=source_app, database=where), "utf-8")
+        suggest_out.write_text(
+            render_rules_yaml(suggested, source_app=source_app, target_app=target_app, database=where),
+            "utf-8",
+        )
         from scalingo_staging_sync.suggest import summary_lines
 
         click.echo(f"wrote {suggest_out}: {summary_lines(suggested)[0]}", err=as_json)
@@ -359,16 +364,24 @@ def schema() -> None:
 # init
 
 
+#: file names in ``scalingo_staging_sync/example_dags``: the reference DAG (a two-line file calling the
+#: DAG factory of the package) and the commented starter rules
+EXAMPLE_FILE_NAMES = ("scalingo_staging_sync.py", "rules.example.yaml")
+
+
 def example_files() -> list[Path]:
-    """The files shipped in ``scalingo_staging_sync/example_dags`` (reference DAG, starter rules)."""
+    """The shipped example files that exist: the reference DAG and the starter rules file (the names the
+    ``example_dags`` package exports as ``REFERENCE_DAG_FILE`` / ``EXAMPLE_RULES_FILE`` when it has them)."""
     folder = Path(__file__).resolve().parent / "example_dags"
-    if not folder.is_dir():
-        return []
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and p.name != "__init__.py" and p.suffix in (".py", ".yaml", ".yml")
-    )
+    names = list(EXAMPLE_FILE_NAMES)
+    try:
+        import scalingo_staging_sync.example_dags as examples
+
+        exported = [getattr(examples, a, None) for a in ("REFERENCE_DAG_FILE", "EXAMPLE_RULES_FILE")]
+        names = [Path(p).name for p in exported if p is not None] or names
+    except ImportError:  # a folder of package data without __init__.py
+        pass
+    return [folder / name for name in names if (folder / name).is_file()]
 
 
 @main.command()

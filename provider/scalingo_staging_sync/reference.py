@@ -1,7 +1,8 @@
 """Reference text generated from the code itself: the transformer registry, the strategy presets and the
 rules JSON Schema. Used by ``scalingo-staging-sync transformers`` and by ``docs/rules.md``, whose
-reference section is rewritten with ``python -m scalingo_staging_sync.reference docs/rules.md``
-(``tests/docs/test_rules_reference.py`` fails when the committed page is stale). No Airflow here.
+reference section is rewritten with ``python -m scalingo_staging_sync.reference docs/rules.md``, and the
+settings table of ``docs/connections-and-configuration.md`` the same way
+(``tests/docs/test_rules_reference.py`` fails when a committed page is stale). No Airflow here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 BEGIN_MARKER = "<!-- BEGIN GENERATED REFERENCE: python -m scalingo_staging_sync.reference docs/rules.md -->"
-END_MARKER = "<!-- END GENERATED REFERENCE -->"
+END_MARKER = "<!-- END GENERATED REFERENCE -->"  # see begin_marker() / end_marker() for the other sections
 
 
 def transformer_guarantees(transformer: Any) -> dict[str, Any]:
@@ -190,19 +191,93 @@ def rules_reference_markdown() -> str:
     )
 
 
+#: settings read from the environment before the ``[scalingo_staging_sync]`` Airflow config section
+#: existed (``scalingo_staging_sync.config``): (variable, meaning, default)
+_ENVIRONMENT = (
+    (
+        "SCALINGO_STAGING_SYNC_RULES",
+        "path of the rules file (the `rules_file` param overrides it)",
+        "– (required)",
+    ),
+    ("APP", "the staging app (the `target_app` param and the rules' `target_app` override it)", "–"),
+    ("SCALINGO_STAGING_SYNC_PG_BIN", "directory of `pg_restore` and `psql`", "found on `PATH`"),
+    (
+        "SCALINGO_STAGING_SYNC_DOWNLOAD_DIR",
+        "where backups are downloaded (a shared volume or an object storage URL when workers differ)",
+        "under the system temp dir",
+    ),
+    (
+        "SCALINGO_STAGING_SYNC_AUDIT_DIR",
+        "where audit reports are written (the rules' `audit_dir` overrides it)",
+        "`$AIRFLOW_HOME/scalingo_staging_sync/audit`",
+    ),
+    ("SCALINGO_STAGING_SYNC_SCHEDULE", "the reference DAG's schedule", "`0 7 * * 0` (Sundays 07:00 UTC)"),
+    ("SCALINGO_STAGING_SYNC_MAX_PARALLEL_TABLES", "cap on per-table tasks running at once", "`3`"),
+)
+
+
+def configuration_markdown() -> str:
+    """The settings table of ``docs/connections-and-configuration.md``: the provider's Airflow config
+    section when this version has one (``scalingo_staging_sync.config.OPTIONS``), else its environment
+    variables."""
+    try:
+        from scalingo_staging_sync import config
+    except ImportError:
+        rows = ["| environment variable | meaning | default |", "|---|---|---|"]
+        rows += [f"| `{name}` | {meaning} | {default} |" for name, meaning, default in _ENVIRONMENT]
+        return "\n".join(rows)
+    section = config.SECTION
+    rows = [
+        f"Set them in `airflow.cfg` under `[{section}]`, as `AIRFLOW__{section.upper()}__<KEY>`, or through",
+        "the environment variable of the second column (the older way, still read). A DAG param or the rules",
+        "file, when they set the same thing, win.",
+        "",
+        "| key | environment variable | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    for key, (legacy, default, description) in config.OPTIONS.items():
+        env = f"`{legacy}`" if legacy else "–"
+        shown = f"`{default}`" if default is not None else "–"
+        rows.append(f"| `{key}` | {env} | {shown} | {description.replace('|', chr(92) + '|')} |")
+    return "\n".join(rows)
+
+
+#: generated sections: name -> text; a page holds any of them between its markers
+SECTIONS = {"REFERENCE": rules_reference_markdown, "CONFIGURATION": configuration_markdown}
+
+
+def begin_marker(name: str) -> str:
+    page = "docs/rules.md" if name == "REFERENCE" else "docs/connections-and-configuration.md"
+    return f"<!-- BEGIN GENERATED {name}: python -m scalingo_staging_sync.reference {page} -->"
+
+
+def end_marker(name: str) -> str:
+    return f"<!-- END GENERATED {name} -->"
+
+
 def render_page(page: str) -> str:
-    """``page`` with the text between the markers replaced by the current reference."""
-    if BEGIN_MARKER not in page or END_MARKER not in page:
-        raise ValueError(f"the page has no generated section: add the lines {BEGIN_MARKER} and {END_MARKER}")
-    head, rest = page.split(BEGIN_MARKER, 1)
-    _old, tail = rest.split(END_MARKER, 1)
-    return f"{head}{BEGIN_MARKER}\n{rules_reference_markdown()}\n{END_MARKER}{tail}"
+    """``page`` with the text between each pair of markers replaced by the current generated text."""
+    found = False
+    for name, render in SECTIONS.items():
+        begin, end = begin_marker(name), end_marker(name)
+        if begin not in page or end not in page:
+            continue
+        found = True
+        head, rest = page.split(begin, 1)
+        _old, tail = rest.split(end, 1)
+        page = f"{head}{begin}\n{render()}\n{end}{tail}"
+    if not found:
+        raise ValueError(
+            "the page has no generated section: add a pair of lines such as "
+            f"{begin_marker('REFERENCE')} and {end_marker('REFERENCE')}"
+        )
+    return page
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m scalingo_staging_sync.reference docs/rules.md", file=sys.stderr)
+        print("usage: python -m scalingo_staging_sync.reference PAGE.md", file=sys.stderr)
         return 2
     path = Path(args[0])
     old = path.read_text("utf-8")

@@ -225,6 +225,7 @@ def render_rules_yaml(
     suggested: SuggestedRules,
     *,
     source_app: str,
+    target_app: str | None = None,
     database: str = "",
     generated_at: _dt.datetime | None = None,
 ) -> str:
@@ -237,6 +238,7 @@ def render_rules_yaml(
         "# Each rule's comment gives the scan's finding (detectors and sampled matches) and why that",
         "# transformer was chosen; `scalingo-staging-sync transformers` lists them all.",
         f"source_app: {_scalar(source_app)}",
+        f"target_app: {_scalar(target_app)}" if target_app else "# target_app: my-staging-app",
         "",
     ]
     by_table: dict[str, list[Suggestion]] = {}

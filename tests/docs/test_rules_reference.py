@@ -15,6 +15,7 @@ from scalingo_staging_sync.anonymize.transformers import all_transformers
 from scalingo_staging_sync.reference import (
     BEGIN_MARKER,
     END_MARKER,
+    configuration_markdown,
     main,
     render_page,
     rules_reference_markdown,
@@ -24,11 +25,26 @@ REPO = Path(__file__).resolve().parents[2]
 RULES_PAGE = REPO / "docs" / "rules.md"
 
 
-def test_generated_reference_is_fresh():
-    text = RULES_PAGE.read_text()
+CONFIG_PAGE = REPO / "docs" / "connections-and-configuration.md"
+
+
+@pytest.mark.parametrize("page", [RULES_PAGE, CONFIG_PAGE], ids=lambda p: p.name)
+def test_generated_sections_are_fresh(page):
+    text = page.read_text()
     assert render_page(text) == text, (
-        "docs/rules.md is stale: run `python -m scalingo_staging_sync.reference docs/rules.md` and commit it"
+        f"docs/{page.name} is stale: run `python -m scalingo_staging_sync.reference docs/{page.name}` and commit it"
     )
+
+
+def test_configuration_table_names_variables_the_code_reads():
+    code = "\n".join(
+        p.read_text() for p in [*(REPO / "provider").rglob("*.py"), *(REPO / "dags").rglob("*.py")]
+    )
+    code = code.replace((REPO / "provider/scalingo_staging_sync/reference.py").read_text(), "")
+    for name in re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", configuration_markdown(), re.M) + re.findall(
+        r"\| `(SCALINGO_STAGING_SYNC_[A-Z_]+)` \|", configuration_markdown()
+    ):
+        assert f'"{name}"' in code, f"{name} is documented but no code reads it"
 
 
 def test_reference_covers_every_transformer_strategy_and_key():
