@@ -12,17 +12,23 @@ from pathlib import Path
 
 import pytest
 
+import scalingo_staging_sync
+
 pytest.importorskip("scalingo_staging_sync.inventory")  # built in parallel (issue 10 part A)
 
 from scalingo_staging_sync.scalingo.client import ScalingoClient  # noqa: E402
 from scalingo_staging_sync.testing.fake_scalingo import FakeScalingoAPI  # noqa: E402
+from scalingo_staging_sync.testing.postgres import pg_bin_dir  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+#: the provider/ folder of the package this test imports, for the CLI run in a subprocess
+PACKAGE_ROOT = str(Path(scalingo_staging_sync.__file__).resolve().parents[1])
 RULES = REPO / "config" / "anonymization.yaml"
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "provider")}
+    """The CLI in a subprocess, with PostgreSQL 18 client tools (they read any archive up to 18)."""
+    env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT, "SCALINGO_STAGING_SYNC_PG_BIN": str(pg_bin_dir(18))}
     return subprocess.run(
         [sys.executable, "-m", "scalingo_staging_sync.cli", *args],
         capture_output=True,
@@ -49,7 +55,16 @@ def test_plan_of_a_chinook_dump(chinook_dump):
     assert proc.returncode == 0, proc.stderr
     _check_plan(json.loads(proc.stdout))
 
-    text = run("plan", str(RULES), "--archive", str(chinook_dump), "--exclude-table", "invoice_line")
+    text = run(
+        "plan",
+        str(RULES),
+        "--archive",
+        str(chinook_dump),
+        "--exclude-table",
+        "invoice_line",
+        "--pg-bin",
+        str(pg_bin_dir(16)),
+    )
     assert text.returncode == 0, text.stderr
     assert "Plan (" in text.stdout and "public.customer:" in text.stdout
     assert "Archive inventory and classification" in text.stdout

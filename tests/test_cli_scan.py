@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import scalingo_staging_sync
 from scalingo_staging_sync.anonymize.executor import run_table_plan
 from scalingo_staging_sync.anonymize.planner import plan_anonymization
 from scalingo_staging_sync.anonymize.rules import load_rules
@@ -19,11 +20,13 @@ from scalingo_staging_sync.pgconn import PgTarget
 from scalingo_staging_sync.pii.scanner import masked_columns_from_plan, scan_target
 
 REPO = Path(__file__).resolve().parents[1]
+#: the provider/ folder of the package this test imports, for the CLI run in a subprocess
+PACKAGE_ROOT = str(Path(scalingo_staging_sync.__file__).resolve().parents[1])
 SALT = "cli-suggest-test-salt-0123456789"
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "provider")}
+    env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT}
     return subprocess.run(
         [sys.executable, "-m", "scalingo_staging_sync.cli", *args],
         capture_output=True,

@@ -21,7 +21,11 @@ from pathlib import Path
 import pytest
 import tomllib
 
+import scalingo_staging_sync
+
 REPO = Path(__file__).resolve().parents[1]
+#: the provider/ folder of the package this test imports, for the CLI run in a subprocess
+PACKAGE_ROOT = str(Path(scalingo_staging_sync.__file__).resolve().parents[1])
 README = REPO / "README.md"
 EXAMPLE_DSN = "postgresql://localhost/myapp_copy"
 
@@ -77,7 +81,9 @@ def test_readme_commands_run_or_match_the_code(airflow_db, staging_pg16, chinook
     assert commands, "the README has shell examples"
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     make_targets = set(re.findall(r"^([a-z][a-z-]*):", (REPO / "Makefile").read_text(), re.M))
-    dag_text = (REPO / "dags" / "scalingo_staging_sync.py").read_text()
+    code_text = "\n".join(
+        p.read_text() for p in [*Path(PACKAGE_ROOT).rglob("*.py"), *(REPO / "dags").rglob("*.py")]
+    )
     env_vars = _env_vars_read_by_the_code()
     dag_id, params = _dag_params()
 
@@ -96,7 +102,7 @@ def test_readme_commands_run_or_match_the_code(airflow_db, staging_pg16, chinook
         timeout=300,
     )
     assert restore.returncode == 0, restore.stderr
-    env = {**os.environ, "PYTHONPATH": str(REPO / "provider")}
+    env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT}
     checked = 0
     for command in commands:
         argv = shlex.split(command)
@@ -122,7 +128,7 @@ def test_readme_commands_run_or_match_the_code(airflow_db, staging_pg16, chinook
                 assert conn_id == ScalingoHook.default_conn_name
             else:
                 assert argv[argv.index("--conn-uri") + 1].startswith("postgresql://")
-                assert f'"{conn_id}"' in dag_text, f"the reference DAG uses the connection {conn_id}"
+                assert f'"{conn_id}"' in code_text, f"the reference DAG uses the connection {conn_id}"
         elif argv[:3] == ["airflow", "variables", "set"]:
             assert argv[3] == SALT_VARIABLE
         elif argv[0] == "export":
