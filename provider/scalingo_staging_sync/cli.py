@@ -337,7 +337,9 @@ def transformers(as_json: bool) -> None:
         g = info["guarantees"]
         flags = [
             "deterministic" if g["deterministic"] else "random",
-            "unique" if g["unique"] else "not unique",
+            ("unique" + (f" ({g['unique_bits']} hash bits)" if g.get("unique_bits") else ""))
+            if g["unique"]
+            else "not unique",
             "keeps NULL" if g["keeps_null"] else "NULL replaced",
             "keeps length" if g["keeps_length"] else "length may change",
             f"needs varchar(n) >= {g['min_length']}" if g["min_length"] else "any length",

@@ -21,7 +21,8 @@ def transformer_guarantees(transformer: Any) -> dict[str, Any]:
     """What a transformer promises, read from its registry attributes.
 
     * ``deterministic``: the same input (and salt) gives the same output, in every table;
-    * ``unique``: distinct inputs stay distinct (safe under a UNIQUE index);
+    * ``unique``: distinct inputs stay distinct (safe under a UNIQUE index); ``unique_bits``: with how
+      many hash bits, when the registry says (default options);
     * ``keeps_null``: NULL stays NULL;
     * ``keeps_length``: the output has the input's length (True only when the transformer declares it);
     * ``fits_column``: outputs are cut or sized to ``varchar(n)``; ``min_length`` is the smallest n.
@@ -32,8 +33,12 @@ def transformer_guarantees(transformer: Any) -> dict[str, Any]:
         need = transformer.min_length
     else:
         need = transformer.required_length(ColumnInfo("column", "text", "text"), {})
+    bits = None
+    if callable(getattr(transformer, "unique_bits", None)):  # how many hash bits keep values apart
+        bits = transformer.unique_bits(None, {})
     return {
         "deterministic": bool(getattr(transformer, "deterministic", True)),
+        "unique_bits": bits,
         "unique": bool(transformer.unique),
         "keeps_null": bool(transformer.keeps_null),
         "keeps_length": bool(getattr(transformer, "keeps_length", False)),
@@ -96,7 +101,7 @@ def transformers_markdown() -> str:
         accepts = "any" if info["accepts"] == ["*"] else ", ".join(info["accepts"])
         rows.append(
             f"| `{info['name']}` | {desc} | {accepts} | {options} | {_yes(g['deterministic'])} | "
-            f"{_yes(g['unique'])} | {_yes(g['keeps_null'])} | {_yes(g['keeps_length'])} | {g['min_length']} |"
+            f"{_yes(g['unique'])}{f' ({bits} bits)' if (bits := g.get('unique_bits')) and g['unique'] else ''} | {_yes(g['keeps_null'])} | {_yes(g['keeps_length'])} | {g['min_length']} |"
         )
     return "\n".join(rows)
 
