@@ -163,6 +163,11 @@ def suggest_for(finding: Finding, catalog: Any) -> Suggestion:
         return s
     unique_columns = {cols[0] for _name, cols in catalog.unique_indexes if len(cols) == 1}
     candidates: list[tuple[dict[str, Any], str]] = []
+    if not names:  # found by content only: free text that holds e-mails, phones...: cleared, not reshaped
+        spec, why = _fallback(info)
+        if spec is not None and _fits(spec, info, unique_columns):
+            s.spec, s.why = spec, f"free text holding personal data (the name says nothing): {why}"
+            return s
     for detector in sorted(detectors, key=lambda d: _PRIORITY.index(d) if d in _PRIORITY else len(_PRIORITY)):
         if detector == "personal.name":
             candidates.append(_name_spec(finding.column))
