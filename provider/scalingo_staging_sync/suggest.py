@@ -5,6 +5,7 @@ Every finding of the scan becomes either
 * a column rule with a suggested transformer, chosen from the detectors that fired (name and content)
   and checked against the column's catalog entry the way the planner checks it (type, ``varchar(n)``,
   NOT NULL, unique index), with a YAML comment saying why; or
+* for a column flagged by its content only (free text holding e-mails...), ``null`` or a constant; or
 * a ``pii_scan.allow`` entry with a reason, for a column judged clean: a finding whose only detectors
   are name matches on categories that do not single out a person (``contact.country``); or
 * a ``# REVIEW`` comment, when no built-in transformer fits the column: that column stays unmasked
