@@ -1,0 +1,226 @@
+"""Typed run settings: built once per run from params, the rules file and configuration.
+
+Precedence, for every setting that more than one source can give: **param, then rules file, then
+configuration** (the ``[scalingo_staging_sync]`` Airflow config section, which Airflow also reads from
+``AIRFLOW__SCALINGO_STAGING_SYNC__<KEY>`` environment variables). The core never reads Airflow: the
+adapter hands the config section over as a plain mapping.
+
+The value is serialised to XCom once (``to_json``) and read back as the same type (``from_json``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from scalingo_staging_sync.errors import SyncError
+from scalingo_staging_sync.tablename import TableName, parse_table_names
+
+#: keys of the ``[scalingo_staging_sync]`` config section that settings read (documented in
+#: ``get_provider_info()["config"]``)
+CONFIG_KEYS = (
+    "target_app",
+    "download_dir",
+    "download_conn_id",
+    "audit_dir",
+    "slack_conn_id",
+)
+
+
+class SettingsError(SyncError, ValueError):
+    """A param, rule or configuration value of the run is wrong; raised before anything is touched."""
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _first(*values: Any) -> str | None:
+    for value in values:
+        text = _text(value)
+        if text is not None:
+            return text
+    return None
+
+
+def _safe_run_key(run_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", run_id)[:200] or "run"
+
+
+def join_location(root: str, *parts: str) -> str:
+    """``root`` joined with ``parts``: a local path, or a URL (``s3://bucket/x``) kept a URL."""
+    if "://" in root:
+        return "/".join([root.rstrip("/"), *parts])
+    return str(Path(root).joinpath(*parts))
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything the steps of one run need, resolved once (see the module docstring for precedence)."""
+
+    run_id: str
+    rules_file: str
+    rules_sha256: str | None
+    source_app: str | None
+    target_app: str | None
+    backup: str = "latest"
+    dry_run: bool = False
+    confirm_target: str | None = None
+    require_confirmation: bool = False
+    exclude_tables: tuple[TableName, ...] = ()
+    download_dir: str = ""
+    download_conn_id: str | None = None
+    restore_mode: str = "auto"
+    keep_previous: bool = True
+    restore_jobs: int | None = None
+    maintenance: bool = False
+    parallel_connections: int = 3
+    retry_attempts: int = 3
+    retry_base_delay_s: float = 1.0
+    email_domain: str = "example.com"
+    pii_on_unmasked: str = "fail"
+    pii_allow: tuple[Any, ...] = ()
+    pii_patterns: Mapping[str, Any] = field(default_factory=dict)
+    pii_sample_rows: int = 1000
+    verification_enabled: bool = True
+    large_objects: str = "drop"
+    seeds: tuple[str, ...] = ()
+    post_sync_commands: tuple[str, ...] = ()
+    slack_conn_id: str | None = None
+    slack_channel: str | None = None
+    translations: Mapping[str, str] = field(default_factory=dict)
+    audit_dir: str | None = None
+    production_app_patterns: tuple[str, ...] = ("prod", "production")
+    production_host_patterns: tuple[str, ...] = ("prod", "production")
+    started_at: float = 0.0
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def build(
+        cls,
+        *,
+        params: Mapping[str, Any],
+        rules: Any,
+        config: Mapping[str, Any] | None = None,
+        run_id: str,
+        rules_path: str | Path | None = None,
+        now: float | None = None,
+    ) -> RunSettings:
+        """Resolve the run's settings. ``rules`` is a loaded :class:`~scalingo_staging_sync.anonymize.rules.Rules`."""
+        config = dict(config or {})
+        params = dict(params or {})
+        run_key = _safe_run_key(run_id)
+        try:
+            exclude = parse_table_names(
+                [*list(rules.exclude_tables), *list(params.get("exclude_tables") or [])],
+                what="exclude_tables",
+            )
+        except SyncError as exc:
+            raise SettingsError(str(exc)) from None
+        download_root = _first(config.get("download_dir")) or str(
+            Path(tempfile.gettempdir()) / "scalingo_staging_sync"
+        )
+        restore = rules.restore
+        translations: dict[str, str] = {}
+        for rule in rules.anonymization_tables:
+            if rule.translation:
+                translations[str(TableName.parse(rule.table))] = rule.translation
+        pii = rules.pii_scan
+        return cls(
+            run_id=run_id,
+            rules_file=str(rules_path or rules.path or ""),
+            rules_sha256=rules.sha256,
+            source_app=_first(params.get("source_app"), rules.source_app),
+            target_app=_first(params.get("target_app"), rules.target_app, config.get("target_app")),
+            backup=_first(params.get("backup")) or "latest",
+            dry_run=bool(params.get("dry_run") or False),
+            confirm_target=_first(params.get("confirm_target")),
+            require_confirmation=bool(rules.require_confirmation),
+            exclude_tables=tuple(exclude),
+            download_dir=join_location(download_root, run_key),
+            download_conn_id=_first(config.get("download_conn_id")),
+            restore_mode=restore.mode,
+            keep_previous=bool(restore.keep_previous),
+            restore_jobs=restore.jobs,
+            maintenance=bool(restore.maintenance),
+            parallel_connections=int(rules.parallel_connections),
+            retry_attempts=int(rules.retry.attempts),
+            retry_base_delay_s=float(rules.retry.base_delay_s),
+            email_domain=rules.email_domain,
+            pii_on_unmasked=pii.on_unmasked,
+            pii_allow=tuple(pii.allow),
+            pii_patterns=dict(pii.patterns or {}),
+            pii_sample_rows=int(pii.sample_rows),
+            verification_enabled=bool(rules.verification.enabled),
+            large_objects=str(getattr(rules, "large_objects", "drop") or "drop"),
+            seeds=tuple(rules.seeds),
+            post_sync_commands=tuple(rules.post_sync_commands),
+            slack_conn_id=_first(
+                params.get("slack_conn_id"), rules.slack_conn_id, config.get("slack_conn_id")
+            ),
+            slack_channel=_first(rules.slack_channel),
+            translations=translations,
+            audit_dir=_first(rules.audit_dir, config.get("audit_dir")),
+            production_app_patterns=tuple(rules.production_patterns.apps),
+            production_host_patterns=tuple(rules.production_patterns.hosts),
+            started_at=time.time() if now is None else now,
+        )
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def run_key(self) -> str:
+        """The run id made safe for file and object names."""
+        return _safe_run_key(self.run_id)
+
+    def seed_paths(self) -> list[Path]:
+        """``seeds`` resolved relative to the rules file (existence is checked by the preflight)."""
+        base = Path(self.rules_file).resolve().parent if self.rules_file else Path.cwd()
+        return [p if (p := Path(s)).is_absolute() else base / p for s in self.seeds]
+
+    def replace(self, **changes: Any) -> RunSettings:
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ JSON (XCom)
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "exclude_tables":
+                value = [str(t) for t in value]
+            elif isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | RunSettings) -> RunSettings:
+        if isinstance(data, RunSettings):
+            return data
+        if not isinstance(data, Mapping):
+            raise SettingsError(
+                f"run settings must be the mapping written by the safety gate, got {type(data).__name__}; "
+                "did the gate task run?"
+            )
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise SettingsError(f"run settings: unknown keys {unknown} (written by another version?)")
+        kwargs: dict[str, Any] = {}
+        for name, value in data.items():
+            if name == "exclude_tables":
+                value = tuple(TableName.parse(v) for v in value or ())
+            elif isinstance(value, list):
+                value = tuple(value)
+            kwargs[name] = value
+        return cls(**kwargs)
