@@ -387,9 +387,11 @@ def validate_rules_dict(data: Any, *, path: str | None = None, sha256: str | Non
 def parse_rules_text(text: str | bytes, *, path: str | None = None) -> Rules:
     import yaml
 
+    from scalingo_staging_sync.anonymize.yaml_loader import load_yaml  # refuses duplicate keys
+
     raw = text.encode("utf-8") if isinstance(text, str) else text
     try:
-        data = yaml.safe_load(raw)
+        data = load_yaml(raw)
     except yaml.YAMLError as exc:
         raise RulesError([f"(top level): not valid YAML: {exc}"], path) from None
     return validate_rules_dict(data, path=path, sha256=hashlib.sha256(raw).hexdigest())
