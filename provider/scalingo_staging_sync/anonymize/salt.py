@@ -64,7 +64,7 @@ class SaltError(SyncError, RuntimeError):
     pass
 
 
-_HOW_TO = (
+HOW_TO = (
     f"set the Airflow Variable {SALT_VARIABLE!r} to a long random secret "
     f'(e.g. `airflow variables set {SALT_VARIABLE} "$(openssl rand -base64 48)"`, or the environment '
     f"variable {SALT_ENV}); keep it stable between runs so masked values stay the same"
@@ -104,7 +104,7 @@ def check_salt(salt: str | None) -> str:
     """``salt`` when usable; :class:`SaltError` (saying why and how to fix it) otherwise."""
     problem = salt_problem(salt)
     if problem:
-        raise SaltError(f"{problem}: {_HOW_TO}")
+        raise SaltError(f"{problem}: {HOW_TO}")
     return salt  # type: ignore[return-value]
 
 
