@@ -372,3 +372,19 @@ def test_leftover_maintenance_is_scaled_back_after_the_wipe(staging_pg16):
     assert done["scaled_back"] == [{"name": "web", "amount": 2}]
     assert scaler.calls[-1] == ("shop-staging", [{"name": "web", "amount": 2}])
     assert targets.find_leftovers(target) == []
+
+
+def test_tables_the_app_creates_after_a_wipe_are_not_a_false_alarm(staging_pg18):
+    """On Scalingo the staging app shares the role: after a wipe it may recreate its own tables. Only a
+    wipe made by this cleanup is proven against the catalog; later runs are not refused for them."""
+    pg = staging_pg18
+    db = unique_db("scalingo")
+    target = _unmasked_in_place(pg, db)
+    assert targets.cleanup(target, "in_place", retry=FAST)["wiped"]
+    with target.connect() as conn:  # the app's migrations run again on the empty database
+        conn.execute("CREATE TABLE schema_migrations (version text)")
+    again = targets.cleanup(target, "auto", retry=FAST)
+    assert again["proven"] and not again["wiped"] and again["state"] == "wiped"
+    assert targets.find_leftovers(target) == []
+    assert targets.recover_leftovers(target)["proven"] is True
+    assert pg.execute("SELECT count(*) FROM schema_migrations", db) == [(0,)]

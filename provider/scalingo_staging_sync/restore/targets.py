@@ -722,9 +722,17 @@ def remaining_data(target: PgTarget) -> dict:
     return {"relations": int(row[0]), "large_objects": int(row[1])}
 
 
-def _finish(target: PgTarget, mode: str, *, verified: bool | None, dry_run: bool) -> dict:
+def _finish(
+    target: PgTarget, mode: str, *, verified: bool | None, dry_run: bool, memo: dict | None = None
+) -> dict:
     """One attempt at leaving no unverified data behind, then the proof. Connection errors propagate
-    (the caller retries); a result that cannot be proven raises :class:`CleanupNotProvenError`."""
+    (the caller retries, handing the same ``memo``); a result that cannot be proven raises
+    :class:`CleanupNotProvenError`.
+
+    The catalog proof (nothing owned by the role left) applies to a wipe made by this call (``memo``
+    remembers one started by an earlier attempt): after an older wipe, the staging app, which shares
+    the role on Scalingo, may rightly have created its own tables again."""
+    memo = {} if memo is None else memo
     if mode not in MODES:
         raise ValueError(f"unknown restore mode {mode!r}: use one of {', '.join(MODES)}")
     live = target.dbname
@@ -777,6 +785,7 @@ def _finish(target: PgTarget, mode: str, *, verified: bool | None, dry_run: bool
                     out["actions"].append("would " + what)
                 else:
                     log.warning("%s: wiping it", what)
+                    memo["wipe_started"] = True
                     out["dropped"] = wipe_owned_objects(target)
                     write_state(target, "wiped")
                     out["wiped"] = True
@@ -788,7 +797,8 @@ def _finish(target: PgTarget, mode: str, *, verified: bool | None, dry_run: bool
             out["state"] = after_state["status"] if after_state else None
             if after_state and after_state["status"] == "unmasked":
                 raise CleanupNotProvenError(f"the state of {live} still says 'unmasked' after the wipe")
-            if after_state and after_state["status"] == "wiped":
+            if after_state and after_state["status"] == "wiped" and memo.get("wipe_started"):
+                out["wiped"] = True
                 left = remaining_data(target)
                 out["remaining"] = left
                 if left["relations"] or left["large_objects"]:
@@ -847,11 +857,12 @@ def cleanup(
     data, and what to run) when it cannot prove the result."""
     started = time.monotonic()
     attempts = 0
+    memo: dict = {}
     try:
         for attempt in _retrying(retry, on_retry):
             with attempt:
                 attempts += 1
-                out = _finish(target, mode, verified=verified, dry_run=False)
+                out = _finish(target, mode, verified=verified, dry_run=False, memo=memo)
     except Exception as exc:  # noqa: BLE001 - whatever it was, the result is not proven
         log.error("cleanup of %s NOT PROVEN after %d attempt(s): %s", target.describe(), attempts, exc)
         raise _not_proven(target, mode, exc) from exc
@@ -890,9 +901,10 @@ def recover_leftovers(
     a connection failure (after ``retry``) raises :class:`StagingUnreachableError`, a result that cannot
     be proven :class:`CleanupNotProvenError`: never "nothing found"."""
     out: dict[str, Any] = {}
+    memo: dict = {}
     for attempt in _retrying(retry):
         with attempt:
-            out = _finish(target, mode, verified=None, dry_run=dry_run)
+            out = _finish(target, mode, verified=None, dry_run=dry_run, memo=memo)
     out["proven"] = None if dry_run else True
     out["scaled_back"] = []
     saved = out.get("formation_saved")
