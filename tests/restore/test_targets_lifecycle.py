@@ -388,3 +388,25 @@ def test_tables_the_app_creates_after_a_wipe_are_not_a_false_alarm(staging_pg18)
     assert targets.find_leftovers(target) == []
     assert targets.recover_leftovers(target)["proven"] is True
     assert pg.execute("SELECT count(*) FROM schema_migrations", db) == [(0,)]
+
+
+def test_recover_command_dry_run_reports_and_changes_nothing(staging_pg16):
+    pg = staging_pg16
+    db = unique_db("swapcli")
+    target = swap_target(pg, db)
+    put(target, "old staging")
+    new_scratch(target, "UNMASKED rows")
+    env = {"PGHOST": target.host, "PGPORT": str(target.port), "PGUSER": target.user, "PGDATABASE": db}
+    proc = subprocess.run(
+        [sys.executable, "-m", "scalingo_staging_sync.restore.targets", "recover", "--dry-run"],
+        env={**os.environ, "PYTHONPATH": str(PROVIDER), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["dry_run"] and report["actions"] == [
+        f"would drop scratch database {db}__incoming (never promoted)"
+    ]
+    assert copies(pg, db)["scratch"] == "UNMASKED rows"
