@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from scalingo_staging_sync.anonymize.planner import PlanError, plan_anonymization
+from scalingo_staging_sync.anonymize.rules import RulesError
 
 from .conftest import anonymize, execute, rules_from
 
@@ -110,15 +111,27 @@ source_app: p
 anonymization_tables:
   - table: "users; DROP TABLE x"
     columns: {"id; DROP TABLE x": email}
-  - table: "x\\"; DROP TABLE x; --"
+  - table: '"x""; DROP TABLE x; --"'
     columns: {id: null}
 """,
     )
     assert errors == [
         "anonymization_tables[0].columns.id; DROP TABLE x: no such column in public.users; DROP TABLE x",
-        'anonymization_tables[1].table: no such table public.x"; DROP TABLE x; --',
+        'anonymization_tables[1].table: no such table public."x""; DROP TABLE x; --"',
     ]
     assert execute(shop, "SELECT count(*) FROM x") == [(0,)]  # still there
+
+
+def test_unbalanced_quote_in_table_name_refused_by_the_rules():
+    with pytest.raises(RulesError, match=r"anonymization_tables\[0\]\.table: .*double quote"):
+        rules_from(
+            """
+source_app: p
+anonymization_tables:
+  - table: "x\\"; DROP TABLE x; --"
+    columns: {id: null}
+"""
+        )
 
 
 def test_injection_in_condition_is_wrapped_and_refused(shop):

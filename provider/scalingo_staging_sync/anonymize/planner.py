@@ -214,10 +214,11 @@ def _leaf_partitions(conn: Any, item: dict, dump_pks: Mapping[str, list[str]]) -
 
 
 def _dump_primary_keys(dump_path: str, tools: Any) -> dict[str, list[str]]:
-    from scalingo_staging_sync.restore.dump import primary_keys
-    from scalingo_staging_sync.restore.pgtools import find_pg_tools
+    """``{str(TableName): [pk columns]}`` from the archive's inventory (post-data, pglast-parsed)."""
+    from scalingo_staging_sync.inventory.build import build_inventory
 
-    return primary_keys(dump_path, tools or find_pg_tools())
+    inv = build_inventory(dump_path, tools)
+    return {str(t.name): t.primary_key for t in inv.tables.values() if t.primary_key}
 
 
 def plan_rule(
@@ -399,10 +400,10 @@ def _check_columns(
         if col in unique_cols and not keeps_unique(transformer, options, info):
             index = next((n for n, cols in cat.unique_indexes if col in cols), "primary key")
             errors.append(
-                f"{where}: transformer {transformer.name!r} (options {dict(options)}) does not keep values "
-                f"unique, but {col} is in unique index/constraint {index} of {cat.qualified}: use a "
-                f"transformer the registry marks unique ({', '.join(unique_transformers())}) with enough "
-                "length, or remove the constraint"
+                f"{where}: transformer {transformer.name!r} does not keep values unique, but {col} is in "
+                f"unique index {index} of {cat.qualified}; a unique key under a non-unique output fails the "
+                f"load: use a transformer the registry marks unique ({', '.join(unique_transformers())}) "
+                "with enough length, or mask another column"
             )
         if transformer.name == "fixed" and len(errors) == before and conn is not None:
             try:

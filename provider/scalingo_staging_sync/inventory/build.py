@@ -100,6 +100,24 @@ def build_inventory(dump_path: str | os.PathLike, tools: PgTools | None = None) 
     return inv
 
 
+def archive_foreign_keys(
+    dump_path: str | os.PathLike, tools: PgTools, entries: list[TocEntry]
+) -> list[tuple[TocEntry, ForeignKeyInfo, TableName]]:
+    """The archive's FK constraints, each with its TOC entry and referencing table (pglast-parsed)."""
+    fk_entries = [e for e in entries if e.desc == "FK CONSTRAINT"]
+    if not fk_entries:
+        return []
+    inv = Inventory(dump_path=str(dump_path))
+    _Reader(inv, entries).read(_parse_ddl(entries_sql(dump_path, tools, fk_entries), Path(dump_path)))
+    by_id = {e.dump_id: e for e in fk_entries}
+    return [
+        (by_id[fk.dump_id], fk, table.name)
+        for table in inv.tables.values()
+        for fk in table.foreign_keys
+        if fk.dump_id in by_id
+    ]
+
+
 def _check_descs(entries: list[TocEntry], data_section: set[int], dump_path: Path) -> None:
     for e in entries:
         if e.desc not in KNOWN_DESCS:
