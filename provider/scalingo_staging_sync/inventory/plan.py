@@ -195,14 +195,15 @@ def plan_inventory(inv: Inventory, rules: Rules, *, exclude_tables: Any = ()) ->
     masked_by: dict[TableName, str] = {}
     for name, rule in ruled.items():
         table = inv.tables[name]
+        n0 = len(errors)
         item = plan_rule(catalog_of(table), rules, rule, from_dump=True, dump_pks={}, errors=errors)
-        if item is None:
-            continue
-        item["table"] = str(name)
-        item["warnings"] = [w for w in item["warnings"] if not w.startswith("partitioned table")]
-        if table.kind != "partitioned table":
-            items.append(item)
-            masked_by[name] = f"{rule.where} names {name}"
+        parent_errors = set(errors[n0:])
+        if item is not None:
+            item["table"] = str(name)
+            item["warnings"] = [w for w in item["warnings"] if not w.startswith("partitioned table")]
+            if table.kind != "partitioned table":
+                items.append(item)
+                masked_by[name] = f"{rule.where} names {name}"
         for child_name in inv.descendants(name):
             if child_name in ruled:
                 warnings.append(
@@ -212,14 +213,14 @@ def plan_inventory(inv: Inventory, rules: Rules, *, exclude_tables: Any = ()) ->
             child = inv.tables[child_name]
             if child.kind == "partitioned table":
                 continue
-            child_item = _child_item(item, rule, rules, child, name, errors)
-            if child_item is not None:
+            child_item = _child_item(rule, rules, child, name, errors, parent_errors)
+            if child_item is not None and item is not None:
                 items.append(child_item)
                 how = "partition" if name in inv.ancestors(child_name)[:1] and child.partition_of else "child"
                 masked_by[child_name] = f"{rule.where} names {name}; {child_name} is its {how}"
 
     if errors:
-        raise PlanError(_dedupe(errors))
+        raise PlanError(sorted(_dedupe(errors), key=_entry_order))
 
     plan = ArchivePlan(items=items, warnings=warnings)
     plan.large_objects = {"policy": rules.large_objects, "count": inv.large_object_count}
@@ -256,15 +257,22 @@ def plan_inventory(inv: Inventory, rules: Rules, *, exclude_tables: Any = ()) ->
 
 
 def _child_item(
-    item: dict, rule: TableRule, rules: Rules, child: Table, parent: TableName, errors: list[str]
+    rule: TableRule,
+    rules: Rules,
+    child: Table,
+    parent: TableName,
+    errors: list[str],
+    parent_errors: set[str],
 ) -> dict | None:
-    """The parent's item for one partition / inheritance child: same columns and transformers, checked
-    against the child's own columns and unique keys (a child may add a UNIQUE the parent lacks)."""
+    """The parent's rule planned for one partition / inheritance child: same columns and transformers,
+    checked against the child's own columns and unique keys (a child may add a UNIQUE the parent
+    lacks). Errors the parent already has are not repeated for each child."""
     n = len(errors)
     child_errors: list[str] = []
     child_item = plan_rule(catalog_of(child), rules, rule, from_dump=True, dump_pks={}, errors=child_errors)
     for e in child_errors:
-        errors.append(f"{e} (on {child.name}, which inherits the rule of {parent})")
+        if e.replace(str(child.name), str(parent)) not in parent_errors:
+            errors.append(f"{e} (on {child.name}, which inherits the rule of {parent})")
     if child_item is None or len(errors) > n:
         return None
     child_item.update(table=str(child.name), schema=child.name.schema, name=child.name.name)
@@ -318,6 +326,15 @@ def classify(
     from scalingo_staging_sync.inventory.model import InventoryError
 
     raise InventoryError(f"TOC entry {entry.dump_id} ({entry.desc} {entry.tag}) cannot be classified")
+
+
+def _entry_order(error: str) -> tuple[int, int]:
+    """Errors in the order of the rules file: exclusions first, then by anonymization_tables index."""
+    head, sep, rest = error.partition("anonymization_tables[")
+    if head or not sep:
+        return (0, 0)
+    index = rest.partition("]")[0]
+    return (1, int(index)) if index.isdigit() else (1, 0)
 
 
 def _dedupe(errors: list[str]) -> list[str]:
