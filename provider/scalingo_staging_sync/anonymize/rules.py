@@ -174,12 +174,6 @@ class Rules(_AttrMapping):
         return [TableName.parse(t) for t in self.exclude_tables]
 
 
-def split_table_name(table: str) -> tuple[str, str]:
-    """Thin wrapper kept for old callers: ``TableName.parse(table)`` as (schema, name)."""
-    name = TableName.parse(table)
-    return name.schema, name.name
-
-
 @lru_cache(maxsize=1)
 def rules_schema() -> dict[str, Any]:
     """The JSON Schema shipped in the package (``anonymize/rules.schema.json``)."""

@@ -40,12 +40,6 @@ def parse_ident_list(text: str) -> list[str]:
     return [unquote_ident(m.group(0)) for m in _IDENT_RE.finditer(text)]
 
 
-def parse_table_name(name: Any, default_schema: str = "public") -> tuple[str, str]:
-    """A user-supplied table name -> (schema, table): ``TableName.parse`` as a pair."""
-    parsed = TableName.parse(name, default_schema)
-    return parsed.schema, parsed.name
-
-
 def qualified_key(schema: str, table: str) -> str:
     """The canonical key of a table (``str(TableName)``) used in results and XCom."""
     return str(TableName(schema or "public", table))
