@@ -476,3 +476,37 @@ def test_unknown_data_carrying_entry_fails_closed():
     entries = [parse_toc_line("2601; 1259 1 TABLE public t postgres")]
     with pytest.raises(InventoryError, match="in the data section"):
         _check_descs(entries, {2601}, "x.dump")
+
+
+def test_query_rule_on_a_partitioned_parent_runs_once_and_covers_every_partition(archives):
+    dump, tools = archives.make(PARTITIONED_DB)
+    rules = rules_from(
+        """
+        source_app: p
+        anonymization_tables:
+          - table: audit_log
+            query: UPDATE public.audit_log SET actor_email = NULL, ip = NULL
+        """
+    )
+    plan = plan_from_archive(dump, rules, tools=tools)
+    assert [i["table"] for i in plan.items] == ["public.audit_log"]
+    classes = classes_of(plan)
+    for leaf in ("public.audit_2024", "public.audit_2025_a", "public.audit_2025_b"):
+        assert classes[("TABLE DATA", leaf)] == "masked"
+
+
+def test_rule_under_an_excluded_parent_is_refused(archives):
+    dump, tools = archives.make(PARTITIONED_DB)
+    rules = rules_from(
+        """
+        source_app: p
+        exclude_tables: [audit_log]
+        anonymization_tables:
+          - table: audit_2024
+            columns: {ip: null}
+        """
+    )
+    with pytest.raises(
+        PlanError, match=r"anonymization_tables\[0\]\.table: public\.audit_2024 has a rule but"
+    ):
+        plan_from_archive(dump, rules, tools=tools)

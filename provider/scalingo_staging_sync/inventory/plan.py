@@ -201,6 +201,16 @@ def plan_inventory(inv: Inventory, rules: Rules, *, exclude_tables: Any = ()) ->
         if item is not None:
             item["table"] = str(name)
             item["warnings"] = [w for w in item["warnings"] if not w.startswith("partitioned table")]
+            if rule.query:
+                # an inline query names the ruled table itself: one item, run once; PostgreSQL's
+                # UPDATE on a parent reaches its partitions and inheritance children
+                items.append(item)
+                masked_by[name] = f"{rule.where} names {name}"
+                for child_name in inv.descendants(name):
+                    masked_by.setdefault(
+                        child_name, f"{rule.where}: its query on {name} also updates {child_name}"
+                    )
+                continue
             if table.kind != "partitioned table":
                 items.append(item)
                 masked_by[name] = f"{rule.where} names {name}"
