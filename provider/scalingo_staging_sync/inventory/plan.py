@@ -226,7 +226,7 @@ def plan_inventory(inv: Inventory, rules: Rules, *, exclude_tables: Any = ()) ->
             child_item = _child_item(rule, rules, child, name, errors, parent_errors)
             if child_item is not None and item is not None:
                 items.append(child_item)
-                how = "partition" if name in inv.ancestors(child_name)[:1] and child.partition_of else "child"
+                how = "partition" if child.partition_of is not None else "inheritance child"
                 masked_by[child_name] = f"{rule.where} names {name}; {child_name} is its {how}"
 
     if errors:
