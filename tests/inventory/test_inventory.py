@@ -402,6 +402,15 @@ def test_statistics_data_dropped(archives, fresh_db):
     run_pg_restore(dump, target, section="all", tools=tools, skip_dump_ids=plan.skip_dump_ids)
     assert query(target, "SELECT count(*) FROM clients") == [(200,)]
     assert query(target, "SELECT count(*) FROM pg_stats WHERE tablename = 'clients'") == [(0,)]
+    # restore(..., analyze=True): statistics computed from the data as restored, after post-data
+    from scalingo_staging_sync.restore.api import restore
+
+    analyzed = fresh_db(18)
+    out = restore(dump, analyzed, mode="in_place", tools=tools, plan=plan.to_json(), analyze=True)
+    assert "analyze_s" in out
+    assert query(
+        analyzed, "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE relname = 'clients'"
+    ) == [(True,)]
     # and without the plan they would have come back (the control)
     control = fresh_db(18)
     run_pg_restore(dump, control, section="all", tools=tools)

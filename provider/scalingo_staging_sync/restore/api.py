@@ -132,6 +132,7 @@ def restore(
     count_rows: bool = True,
     plan: Any = None,
     skip_dump_ids: Iterable[int] = (),
+    analyze: bool = False,
 ) -> dict:
     """Run one restore phase into ``target`` (the *live* staging database's coordinates).
 
@@ -142,7 +143,9 @@ def restore(
     ``plan``: the archive plan (``inventory.ArchivePlan`` or its ``to_json()`` dict): its
     ``skip_dump_ids`` (excluded data including partitions and children, statistics, large objects
     unless kept, materialized view data, FKs to excluded tables) never load, in any section.
-    ``skip_dump_ids``: more TOC entries to leave out.
+    ``skip_dump_ids``: more TOC entries to leave out. ``analyze``: after a section that includes
+    post-data, run ``ANALYZE`` so the planner statistics (``pg_stats``) describe the data as it is now
+    (masked, when masking ran before post-data), never the archive's statistics (which are not restored).
     """
     started = time.monotonic()
     if section not in SECTIONS:
@@ -244,6 +247,11 @@ def restore(
         log.error("restore of section %s failed: removing the restored data (fail closed)", section)
         fail_closed(target, resolved, scaler)
         raise
+    if analyze and section in ("post-data", "all"):
+        t = time.monotonic()
+        with into.connect(autocommit=True) as conn:
+            conn.execute("ANALYZE")
+        summary["analyze_s"] = round(time.monotonic() - t, 3)
     summary["warnings"].extend(result.warnings)
     summary["skipped"] = result.skipped
     summary["entries"] = result.entries_total
