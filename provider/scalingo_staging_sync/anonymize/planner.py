@@ -430,22 +430,18 @@ def _check_columns(
 
 def keeps_unique(transformer: Any, options: Mapping[str, Any], column: ColumnInfo) -> bool:
     """Whether the registry says ``transformer`` with ``options`` keeps distinct values distinct on this
-    column (enough output bits). A transformer may answer per options/column (``keeps_unique``/
-    ``unique_for`` method); else its ``unique`` flag."""
-    for attr in ("keeps_unique", "unique_for", "is_unique"):
-        fn = getattr(transformer, attr, None)
-        if callable(fn):
-            try:
-                return bool(fn(options, column))
-            except TypeError:
-                return bool(fn(options))
-    return bool(getattr(transformer, "unique", False))
+    column: enough output bits (:func:`~scalingo_staging_sync.anonymize.transformers.keeps_unique`), after
+    any cut to the column's length."""
+    from scalingo_staging_sync.anonymize import transformers
+
+    return transformers.keeps_unique(transformer.name, dict(options), column)
 
 
 def unique_transformers() -> list[str]:
     from scalingo_staging_sync.anonymize.transformers import all_transformers
+    from scalingo_staging_sync.anonymize.transformers import keeps_unique as registry_keeps_unique
 
-    return sorted(name for name, t in all_transformers().items() if getattr(t, "unique", False))
+    return sorted(name for name in all_transformers() if registry_keeps_unique(name))
 
 
 def check_condition_offline(cat: TableCatalog, condition: str, where: str) -> list[str]:
