@@ -1,6 +1,6 @@
 """Refresh Scalingo staging databases from production backups, anonymized and verified.
 
-Two layers (see README "Architecture"):
+Two layers (see docs/CONTRACTS.md, "Layering"):
 
 * the core, which knows nothing of Airflow: ``scalingo`` (API client), ``restore`` (pg_restore
   driving), ``anonymize`` (rules, transformers, SQL), ``pii`` (detection), ``audit`` (report);

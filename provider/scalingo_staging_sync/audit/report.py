@@ -193,7 +193,7 @@ def build_report(
     labels: Mapping[str, str] | None = None,
     generated_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """Assemble the audit report (see README "PII scan, verification, audit and Slack")."""
+    """Assemble the audit report (see docs/operators.md, "Audit report")."""
     settings = settings or {}
     generated = (generated_at or datetime.now(timezone.utc)).isoformat()
     check_list = [

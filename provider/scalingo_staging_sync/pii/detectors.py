@@ -127,7 +127,7 @@ _PERSON_TABLES = (
     "candidates",
 )
 
-# (name, token regex, category, severity). Documented in README "PII scan, verification, audit and Slack".
+# (name, token regex, category, severity). Documented in docs/rules.md, "PII scan detectors".
 DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
     # identity
     NamePattern(
