@@ -125,6 +125,11 @@ class SyncSlackNotifier(BaseNotifier):
     # ``dag.test()`` passes the serialized DAG to DAG-level callbacks, which has no Jinja environment:
     # render with a plain sandboxed one then.
     def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
+        # One notifier object serves every run of the DAG: render from the templates, never from the
+        # values a previous run rendered in place.
+        raw = self.__dict__.setdefault("_templates", {f: getattr(self, f) for f in self.template_fields})
+        for name, value in raw.items():
+            setattr(self, name, value)
         dag = context.get("dag")
         if jinja_env is None and dag is not None and not hasattr(dag, "get_template_env"):
             jinja_env = self.get_template_env(dag=None)
