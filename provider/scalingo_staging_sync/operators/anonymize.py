@@ -99,7 +99,7 @@ class AnonymizeTableOperator(BaseOperator):
 
         item = check_plan_item(self.plan)
         salt = get_salt()
-        target = pg_target_from_connection(self.postgres_conn_id, database=as_str(self.database))
+        target = pg_target_from_connection(as_str(self.postgres_conn_id), database=as_str(self.database))
         dump_path = str(local_dump(self.dump_path)) if as_str(self.dump_path) else None
         tools = None
         if dump_path:

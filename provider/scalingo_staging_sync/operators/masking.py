@@ -22,7 +22,7 @@ from scalingo_staging_sync.hooks.postgres import DEFAULT_STAGING_CONN_ID, pg_tar
 from scalingo_staging_sync.operators._base import as_float, as_int, as_mapping, as_str, maps_sync_errors
 from scalingo_staging_sync.operators.restore import PgRestoreOperator
 
-_TEMPLATED = ("database", "pg_bin_dir", "retry_attempts", "retry_base_delay_s")
+_TEMPLATED = ("database", "retry_attempts", "retry_base_delay_s")
 
 
 def check_plan_item(item: Any) -> dict[str, Any]:
@@ -80,7 +80,7 @@ class PrepareMaskingOperator(_MaskingStep):
     :class:`FinishMaskingOperator`.
     """
 
-    template_fields: Sequence[str] = ("dump_path", *_TEMPLATED)
+    template_fields: Sequence[str] = ("dump_path", "pg_bin_dir", *_TEMPLATED)
 
     def __init__(
         self, *, plan: Mapping[str, Any], dump_path: Any, sample_rows: int = 200, **kwargs: Any

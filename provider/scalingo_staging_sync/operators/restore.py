@@ -119,7 +119,6 @@ class PgRestoreOperator(BaseOperator):
             raise ValueError(
                 "PgRestoreOperator(maintenance=True) needs target_app (the staging Scalingo app)"
             )
-        only = self.only_data
         result = restore(
             str(local_dump(self.dump_path)),
             self.restore_target(),
@@ -128,7 +127,9 @@ class PgRestoreOperator(BaseOperator):
             jobs=as_int(self.jobs, "jobs"),
             exclude_tables=[str(v) for v in as_list(self.exclude_tables, "exclude_tables")],
             exclude_data=[str(v) for v in as_list(self.exclude_data, "exclude_data")],
-            only_data=None if only is None else [str(v) for v in as_list(only, "only_data")],
+            only_data=None
+            if self.only_data is None
+            else [str(v) for v in as_list(self.only_data, "only_data")],
             pg_bin_dir=as_str(self.pg_bin_dir),
             verify=self.verify,
             scaler=_scaler(self.scalingo_conn_id) if maintenance else None,
