@@ -105,12 +105,15 @@ def provider_config() -> dict[str, Any]:
     options = {}
     for key, (legacy, default, description) in OPTIONS.items():
         text = description + (f" Legacy fallback: the environment variable {legacy}." if legacy else "")
+        if default is not None:
+            text += f" Default: {default}."
         options[key] = {
             "description": text,
             "version_added": "0.2.0",
             "type": "integer" if key == "max_parallel_tables" else "string",
-            "example": None,
-            "default": default,
+            "example": default,
+            # no default here: it would hide the legacy environment variable (applied in get())
+            "default": None,
         }
     return {
         SECTION: {
