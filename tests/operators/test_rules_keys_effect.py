@@ -22,7 +22,9 @@ BASE = {"source_app": "shop-prod-app"}
 CHANGED = {
     "source_app": "other-app",
     "target_app": "shop-staging",
-    "anonymization_tables": [{"table": "customer", "columns": {"email": "email"}, "translation": "Customers"}],
+    "anonymization_tables": [
+        {"table": "customer", "columns": {"email": "email"}, "translation": "Customers"}
+    ],
     "exclude_tables": ["invoice_line"],
     "pii_scan": {"enabled": False},
     "pii_scan.enabled": False,
@@ -99,10 +101,12 @@ def test_every_rules_key_has_an_effect(path, tmp_path):
         for p in ("example_dags/reference.py", "operators/gate.py", "preflight.py", "settings.py")
     )
     wiring = "".join(
-        (PACKAGE / p).read_text() for p in ("example_dags/reference.py", "operators/gate.py", "operators/audit.py")
+        (PACKAGE / p).read_text()
+        for p in ("example_dags/reference.py", "operators/gate.py", "operators/audit.py")
     )
     for key in differing:
-        used = any(
-            form in wiring for form in (f'setting("{key}")', f"'{key}'", f'settings.get("{key}")')
-        ) or f"settings.{key}" in sources
+        used = (
+            any(form in wiring for form in (f'setting("{key}")', f"'{key}'", f'settings.get("{key}")'))
+            or f"settings.{key}" in sources
+        )
         assert used, f"run setting {key!r} (from rules key {path!r}) is not read by any step"
