@@ -140,3 +140,23 @@ def test_numbers_and_mappings_from_strings():
 def test_bad_values_are_refused_with_the_field_name(reader, value):
     with pytest.raises(CoercionError, match="the_field"):
         reader(value, "the_field")
+
+
+REQUIRED = {
+    "PgRestoreOperator": {"dump_path": "x"},
+    "MaskedDataLoadOperator": {"dump_path": "x"},
+    "PrepareMaskingOperator": {"plan": {}, "dump_path": "x"},
+    "FinishMaskingOperator": {"prepared": {}},
+    "AnonymizeTableOperator": {"plan": {}},
+    "PlanAnonymizationOperator": {"rules_file": "r"},
+    "ScalingoBackupOperator": {"app": "a"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(_EXPORTS))
+def test_every_templated_field_is_an_attribute_and_the_docstring_names_the_xcom_result(name):
+    cls = getattr(importlib.import_module(_EXPORTS[name]), name)
+    op = cls(task_id=f"probe_{name.lower()}", **REQUIRED.get(name, {}))
+    for field in cls.template_fields:
+        assert hasattr(op, field), f"{name}.{field} is templated but never set"
+    assert "XCom" in (cls.__doc__ or ""), f"{name}'s docstring does not name its XCom result"

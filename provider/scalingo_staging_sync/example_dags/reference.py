@@ -226,7 +226,6 @@ def build_reference_dag(
         per_table = {
             "postgres_conn_id": staging_conn_id,
             "database": restored_db,
-            "pg_bin_dir": setting("pg_bin_dir"),
             "retry_attempts": setting("retry_attempts"),
             "retry_base_delay_s": setting("retry_base_delay_s"),
             "max_active_tis_per_dagrun": max_parallel_tables,

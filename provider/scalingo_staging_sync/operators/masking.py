@@ -43,7 +43,6 @@ class _MaskingStep(BaseOperator):
         *,
         postgres_conn_id: str = DEFAULT_STAGING_CONN_ID,
         database: str | None = None,
-        pg_bin_dir: str | None = None,
         retry_attempts: Any = 3,
         retry_base_delay_s: Any = 1.0,
         **kwargs: Any,
@@ -51,7 +50,6 @@ class _MaskingStep(BaseOperator):
         super().__init__(**kwargs)
         self.postgres_conn_id = postgres_conn_id
         self.database = database
-        self.pg_bin_dir = pg_bin_dir
         self.retry_attempts = retry_attempts
         self.retry_base_delay_s = retry_base_delay_s
 
@@ -72,6 +70,7 @@ class PrepareMaskingOperator(_MaskingStep):
 
     :param plan: one plan item (map with ``.expand(plan=...)``; not templated: it holds reviewed SQL).
     :param dump_path: the archive, or the backup task's result (templated).
+    :param pg_bin_dir: PostgreSQL client bin directory (templated).
     :param postgres_conn_id: / :param database: the restored database (templated).
     :param sample_rows: rows sampled from the archive for the residual-value proof.
 
@@ -83,10 +82,17 @@ class PrepareMaskingOperator(_MaskingStep):
     template_fields: Sequence[str] = ("dump_path", "pg_bin_dir", *_TEMPLATED)
 
     def __init__(
-        self, *, plan: Mapping[str, Any], dump_path: Any, sample_rows: int = 200, **kwargs: Any
+        self,
+        *,
+        plan: Mapping[str, Any],
+        dump_path: Any,
+        pg_bin_dir: str | None = None,
+        sample_rows: int = 200,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.plan = plan
+        self.pg_bin_dir = pg_bin_dir
         self.dump_path = dump_path
         self.sample_rows = sample_rows
 
