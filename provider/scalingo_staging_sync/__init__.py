@@ -11,13 +11,16 @@ Two layers (see docs/CONTRACTS.md, "Layering"):
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+#: the one definition of the version (pyproject.toml reads it: ``dynamic = ["version"]``)
+__version__ = "0.2.0"
 
 DISTRIBUTION_NAME = "airflow-provider-scalingo-staging-sync"
 
 
 def get_provider_info() -> dict:
     """Provider metadata read by Airflow through the ``apache_airflow_provider`` entry point."""
+    from scalingo_staging_sync.config import provider_config
+
     return {
         "package-name": DISTRIBUTION_NAME,
         "name": "Scalingo staging sync",
@@ -33,20 +36,32 @@ def get_provider_info() -> dict:
         "hooks": [
             {
                 "integration-name": "Scalingo",
-                "python-modules": ["scalingo_staging_sync.hooks.scalingo"],
+                "python-modules": [
+                    "scalingo_staging_sync.hooks.scalingo",
+                    "scalingo_staging_sync.hooks.postgres",
+                ],
             }
         ],
         "operators": [
             {
                 "integration-name": "Scalingo",
                 "python-modules": [
+                    "scalingo_staging_sync.operators.gate",
                     "scalingo_staging_sync.operators.backup",
                     "scalingo_staging_sync.operators.restore",
+                    "scalingo_staging_sync.operators.plan",
+                    "scalingo_staging_sync.operators.masking",
                     "scalingo_staging_sync.operators.anonymize",
                     "scalingo_staging_sync.operators.pii_scan",
+                    "scalingo_staging_sync.operators.verify",
+                    "scalingo_staging_sync.operators.promote",
+                    "scalingo_staging_sync.operators.post_sync",
+                    "scalingo_staging_sync.operators.audit",
                 ],
             }
         ],
+        "notifications": ["scalingo_staging_sync.notifications.slack.SyncSlackNotifier"],
+        "config": provider_config(),
         "triggers": [
             {
                 "integration-name": "Scalingo",

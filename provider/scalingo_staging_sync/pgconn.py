@@ -10,6 +10,42 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+#: libpq connection keywords and the environment variables that carry them to the client tools
+LIBPQ_ENV = {
+    "sslmode": "PGSSLMODE",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "sslcrl": "PGSSLCRL",
+    "sslcrldir": "PGSSLCRLDIR",
+    "sslcompression": "PGSSLCOMPRESSION",
+    "sslsni": "PGSSLSNI",
+    "sslnegotiation": "PGSSLNEGOTIATION",
+    "ssl_min_protocol_version": "PGSSLMINPROTOCOLVERSION",
+    "ssl_max_protocol_version": "PGSSLMAXPROTOCOLVERSION",
+    "requiressl": "PGREQUIRESSL",
+    "gssencmode": "PGGSSENCMODE",
+    "gsslib": "PGGSSLIB",
+    "krbsrvname": "PGKRBSRVNAME",
+    "requirepeer": "PGREQUIREPEER",
+    "require_auth": "PGREQUIREAUTH",
+    "channel_binding": "PGCHANNELBINDING",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "application_name": "PGAPPNAME",
+    "options": "PGOPTIONS",
+    "target_session_attrs": "PGTARGETSESSIONATTRS",
+    "load_balance_hosts": "PGLOADBALANCEHOSTS",
+    "client_encoding": "PGCLIENTENCODING",
+    "service": "PGSERVICE",
+    "passfile": "PGPASSFILE",
+    "hostaddr": "PGHOSTADDR",
+    "tcp_user_timeout": None,
+    "keepalives": None,
+    "keepalives_idle": None,
+    "keepalives_interval": None,
+    "keepalives_count": None,
+}
+
 
 @dataclass(frozen=True)
 class PgTarget:
@@ -48,18 +84,9 @@ class PgTarget:
             env["PGUSER"] = self.user
         if self.password:
             env["PGPASSWORD"] = self.password
-        libpq_vars = {
-            "sslmode": "PGSSLMODE",
-            "sslrootcert": "PGSSLROOTCERT",
-            "sslcert": "PGSSLCERT",
-            "sslkey": "PGSSLKEY",
-            "connect_timeout": "PGCONNECT_TIMEOUT",
-            "application_name": "PGAPPNAME",
-            "options": "PGOPTIONS",
-        }
         for key, value in self.options.items():
-            if key in libpq_vars:
-                env[libpq_vars[key]] = str(value)
+            if LIBPQ_ENV.get(key):
+                env[LIBPQ_ENV[key]] = str(value)
         return env
 
     def describe(self) -> str:

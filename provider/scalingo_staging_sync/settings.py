@@ -30,6 +30,7 @@ CONFIG_KEYS = (
     "download_conn_id",
     "audit_dir",
     "slack_conn_id",
+    "pg_bin_dir",
 )
 
 
@@ -73,6 +74,7 @@ class RunSettings:
     source_app: str | None
     target_app: str | None
     backup: str = "latest"
+    addon_id: str | None = None
     dry_run: bool = False
     confirm_target: str | None = None
     require_confirmation: bool = False
@@ -87,6 +89,7 @@ class RunSettings:
     retry_attempts: int = 3
     retry_base_delay_s: float = 1.0
     email_domain: str = "example.com"
+    pii_enabled: bool = True
     pii_on_unmasked: str = "fail"
     pii_allow: tuple[Any, ...] = ()
     pii_patterns: Mapping[str, Any] = field(default_factory=dict)
@@ -99,6 +102,7 @@ class RunSettings:
     slack_channel: str | None = None
     translations: Mapping[str, str] = field(default_factory=dict)
     audit_dir: str | None = None
+    pg_bin_dir: str | None = None
     production_app_patterns: tuple[str, ...] = ("prod", "production")
     production_host_patterns: tuple[str, ...] = ("prod", "production")
     started_at: float = 0.0
@@ -156,6 +160,7 @@ class RunSettings:
             retry_attempts=int(rules.retry.attempts),
             retry_base_delay_s=float(rules.retry.base_delay_s),
             email_domain=rules.email_domain,
+            pii_enabled=bool(pii.enabled),
             pii_on_unmasked=pii.on_unmasked,
             pii_allow=tuple(pii.allow),
             pii_patterns=dict(pii.patterns or {}),
@@ -170,6 +175,7 @@ class RunSettings:
             slack_channel=_first(rules.slack_channel),
             translations=translations,
             audit_dir=_first(rules.audit_dir, config.get("audit_dir")),
+            pg_bin_dir=_first(config.get("pg_bin_dir")),
             production_app_patterns=tuple(rules.production_patterns.apps),
             production_host_patterns=tuple(rules.production_patterns.hosts),
             started_at=time.time() if now is None else now,

@@ -109,6 +109,8 @@ def test_success_swaps_in_an_anonymized_verified_copy(dag, box):
 
     report = _audit(box)
     assert report["result"] == "success"
+    assert report["cleanup"]["database"]["wiped"] is False  # promoted: nothing to wipe, recorded
+    assert [p["task_id"] for p in report["phases"]][-1] == "cleanup"
     assert {t["table"] for t in report["tables"]} == {"public.customer", "public.employee", "public.invoice"}
     assert all(t["verification"]["passed"] for t in report["tables"])
     assert report["pii_scan"]["counts"]["unmasked"] == 0
@@ -118,7 +120,7 @@ def test_success_swaps_in_an_anonymized_verified_copy(dag, box):
 
 
 def test_dry_run_prints_the_plan_and_skips_everything(dag, box):
-    dag_run = _run(dag, box, dry_run=True)
+    dag_run = _run(dag, box, dry_run=True, confirm_target=None)  # a dry run needs no confirmation
     states = _states(dag_run)
     assert states["safety_gate"] == "success"
     skipped = {t for t, s in states.items() if s == "skipped"}
@@ -294,6 +296,9 @@ def test_in_place_failure_wipes_unmasked_data_and_restores_the_app(
     )
     assert tables == [], f"unverified production data left in staging: {tables}"
     assert _formation(box) == before
+    # the audit is written after cleanup and records its outcome
+    cleanup = _audit(box)["cleanup"]["database"]
+    assert cleanup["wiped"] is True and cleanup["mode"] == "in_place"
 
 
 def test_seeds_post_sync_commands_and_slack(dag, box, tmp_path, monkeypatch):

@@ -50,7 +50,11 @@ def test_operator_phases_in_dag_test_with_maintenance(
 ):
     from airflow.sdk import DAG, DagRunState, task
 
-    from scalingo_staging_sync.operators import PgRestoreOperator
+    from scalingo_staging_sync.operators import (
+        PgRestoreOperator,
+        PromoteStagingOperator,
+        StagingCleanupOperator,
+    )
 
     pg = staging_pg16
     db = unique_db("scalingo")
@@ -72,8 +76,8 @@ def test_operator_phases_in_dag_test_with_maintenance(
             seen["during"] = _formation(fake_scalingo)
             Path(str(out_file)).write_text(json.dumps(restored))
 
-        promote = PgRestoreOperator(task_id="promote", section="promote", maintenance=True, target_app=APP)
-        cleanup = PgRestoreOperator(task_id="cleanup", section="cleanup", maintenance=True, target_app=APP)
+        promote = PromoteStagingOperator(task_id="promote", maintenance=True)
+        cleanup = StagingCleanupOperator(task_id="cleanup", maintenance=True)
         checked = check_scaled_down(data.output)
         pre >> data >> checked >> post >> promote >> cleanup.as_teardown(setups=pre)
 

@@ -187,6 +187,7 @@ def build_report(
     seeds: Any = None,
     promotion: Any = None,
     commands: Any = None,
+    cleanup: Any = None,
     task_states: Mapping[str, Any] | None = None,
     phase_durations: Mapping[str, Any] | None = None,
     phases: Sequence[str] | None = None,
@@ -290,6 +291,7 @@ def build_report(
         "seeds": seeds,
         "promotion": promotion,
         "post_sync_commands": commands,
+        "cleanup": cleanup,
         "phases": phase_list,
         "summary": {
             "tables": len([t for t in table_rows if t.get("rows") is not None]),

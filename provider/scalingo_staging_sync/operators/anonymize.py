@@ -12,6 +12,9 @@ Each task masks its table (on load through a trigger during its COPY, or in plac
 transaction), retries transient database errors itself (exponential backoff), and returns the CONTRACTS
 result ``{"table", "mode", "rows", "duration_s", "masked_columns", "proof"}`` to XCom. The salt comes from
 the Airflow Variable ``scalingo_staging_sync_salt`` and is masked in logs.
+
+Self-contained (one task does everything for its table). The reference DAG's shared data load uses
+the masking steps of :mod:`scalingo_staging_sync.operators.masking` instead.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-STEPS = ("all", "prepare", "finish")
+from scalingo_staging_sync.operators._base import as_float, as_int, as_str, maps_sync_errors
 
 
 class AnonymizeTableOperator(BaseOperator):
@@ -37,15 +40,11 @@ class AnonymizeTableOperator(BaseOperator):
     :param retry_base_delay_s: first backoff delay, doubled at each retry (rules ``retry.base_delay_s``).
     :param statement_timeout_s: statement timeout of the in-place UPDATE (None: server default).
     :param email_domain: reserved domain for custom strategies' ``ctx.mask(..., "email")``.
-    :param step: ``all`` (default): the task does everything for its table (loads its own data when
-        ``dump_path`` is given). With one shared data load (``PgRestoreOperator(section="data",
-        mask_on_load=True)``, every table's data in one ``pg_restore --jobs``): ``prepare`` takes the
-        proof and installs the masking trigger of an ``on_load`` table before the load; ``finish``,
-        after it, drops the trigger and counts the rows, or runs the UPDATE of an ``in_place`` table.
-    :param prepare_task_id: task id of the ``prepare`` step (read by ``finish``, same map index).
     :param parallel_connections: rules ``parallel_connections``: at most this many tables are masked
         at the same time on the database (advisory-lock slots, see :mod:`scalingo_staging_sync.slots`),
         on top of ``max_active_tis_per_dagrun`` / a pool. None or 0: no cap.
+
+    XCom ``return_value``: ``{"table", "mode", "rows", "duration_s", "masked_columns", "proof"}``.
     """
 
     # "plan" is not templated: it holds SQL from the reviewed rules file, never rendered by Jinja.
@@ -76,15 +75,9 @@ class AnonymizeTableOperator(BaseOperator):
         email_domain: str = "example.com",
         parallel_connections: int | None = None,
         sample_rows: int = 200,
-        step: str = "all",
-        prepare_task_id: str = "prepare_masking",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if step not in STEPS:
-            raise ValueError(f"AnonymizeTableOperator: unknown step {step!r}; use one of {', '.join(STEPS)}")
-        self.step = step
-        self.prepare_task_id = prepare_task_id
         self.plan = plan
         self.postgres_conn_id = postgres_conn_id
         self.database = database
@@ -97,22 +90,22 @@ class AnonymizeTableOperator(BaseOperator):
         self.parallel_connections = parallel_connections
         self.sample_rows = sample_rows
 
+    @maps_sync_errors
     def execute(self, context: Any) -> dict[str, Any]:
         from scalingo_staging_sync.anonymize.salt import get_salt
         from scalingo_staging_sync.hooks.postgres import pg_target_from_connection
+        from scalingo_staging_sync.operators._dump import local_dump
+        from scalingo_staging_sync.operators.masking import check_plan_item
 
-        item = dict(self.plan)
-        for key in ("table", "schema", "name", "mode"):
-            if key not in item:
-                raise ValueError(f"plan item has no {key!r}: {sorted(item)}")
+        item = check_plan_item(self.plan)
         salt = get_salt()
-        target = pg_target_from_connection(self.postgres_conn_id, database=self.database or None)
-        dump_path = self.dump_path or None
+        target = pg_target_from_connection(as_str(self.postgres_conn_id), database=as_str(self.database))
+        dump_path = str(local_dump(self.dump_path)) if as_str(self.dump_path) else None
         tools = None
         if dump_path:
             from scalingo_staging_sync.restore.pgtools import find_pg_tools
 
-            tools = find_pg_tools(self.pg_bin_dir)
+            tools = find_pg_tools(as_str(self.pg_bin_dir))
         self.log.info(
             "anonymizing %s (%s) in %s: columns %s%s",
             item["table"],
@@ -125,34 +118,17 @@ class AnonymizeTableOperator(BaseOperator):
             self.log.warning("%s: %s", item["table"], warning)
         from scalingo_staging_sync.slots import connection_slot
 
-        with connection_slot(target, int(self.parallel_connections or 0)):
+        with connection_slot(target, as_int(self.parallel_connections, "parallel_connections", default=0)):
             return self._run(item, target, salt, dump_path, tools, context)
 
     def _run(self, item, target, salt, dump_path, tools, context) -> dict[str, Any]:
         from scalingo_staging_sync.anonymize import executor
 
         retry = executor.RetryPolicy(
-            attempts=int(self.retry_attempts), base_delay_s=float(self.retry_base_delay_s)
+            attempts=as_int(self.retry_attempts, "retry_attempts", default=3),
+            base_delay_s=as_float(self.retry_base_delay_s, "retry_base_delay_s", default=1.0),
         )
-        if self.step == "prepare":
-            if item["mode"] != "on_load":
-                self.log.info("%s is masked in place after the data load: nothing to prepare", item["table"])
-                return {"table": item["table"], "mode": item["mode"], "step": "nothing to prepare"}
-            return executor.prepare_on_load(
-                item, target, salt, dump_path, tools=tools, retry=retry, sample_rows=int(self.sample_rows)
-            )
-        if self.step == "finish":
-            if item["mode"] == "on_load":
-                prepared = context["ti"].xcom_pull(
-                    task_ids=self.prepare_task_id, map_indexes=context["ti"].map_index
-                )
-                if not isinstance(prepared, dict) or prepared.get("table") != item["table"]:
-                    raise ValueError(
-                        f"{item['table']}: no result of {self.prepare_task_id!r} for this table "
-                        "(the masking trigger was not installed): refusing to report it as masked"
-                    )
-                return executor.finish_on_load(item, target, prepared, retry=retry)
-            dump_path = None  # the shared data load brought its rows: UPDATE them in place
+        timeout = as_float(self.statement_timeout_s, "statement_timeout_s")
         return executor.run_table_plan(
             item,
             target,
@@ -160,7 +136,7 @@ class AnonymizeTableOperator(BaseOperator):
             dump_path=dump_path,
             tools=tools,
             retry=retry,
-            statement_timeout_s=float(self.statement_timeout_s) if self.statement_timeout_s else None,
-            email_domain=self.email_domain or "example.com",
+            statement_timeout_s=timeout or None,
+            email_domain=as_str(self.email_domain, default="example.com"),
             sample_rows=int(self.sample_rows),
         )

@@ -16,6 +16,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from scalingo_staging_sync.hooks.scalingo import ScalingoHook
+from scalingo_staging_sync.operators._base import as_str, maps_sync_errors
 from scalingo_staging_sync.scalingo.archive import check_dump_file, extract_dump
 from scalingo_staging_sync.scalingo.download import sha256_file
 from scalingo_staging_sync.scalingo.errors import (
@@ -33,7 +34,9 @@ _EVENT_ERRORS = {"BackupFailedError": BackupFailedError, "BackupNotReadyError": 
 
 
 def default_download_dir() -> str:
-    return os.environ.get(DOWNLOAD_DIR_ENV) or str(
+    from scalingo_staging_sync import config
+
+    return config.get("download_dir") or str(
         Path(tempfile.gettempdir()) / "scalingo_staging_sync" / "backups"
     )
 
@@ -59,7 +62,7 @@ class ScalingoBackupOperator(BaseOperator):
     :param timeout: seconds to wait for a new backup.
     :param deferrable: wait for a new backup in the triggerer instead of holding a worker slot.
 
-    Returns ``{"app", "addon_id", "backup_id", "backup_name", "created_at", "size", "sha256", "pg_version",
+    XCom ``return_value``: ``{"app", "addon_id", "backup_id", "backup_name", "created_at", "size", "sha256", "pg_version",
     "pg_major", "archive_path", "dump_path", "dump_format", "resource_id", "db_hostname", "reused"}``.
     """
 
@@ -90,11 +93,17 @@ class ScalingoBackupOperator(BaseOperator):
         self.deferrable = deferrable
 
     # ------------------------------------------------------------------ execution
+    @maps_sync_errors
     def execute(self, context) -> dict:
+        self.app = as_str(self.app, "app")
+        if not self.app:
+            raise ValueError("ScalingoBackupOperator needs app (the source Scalingo app)")
+        self.addon_id = as_str(self.addon_id)
+        self.download_dir = as_str(self.download_dir)
         hook = ScalingoHook(self.scalingo_conn_id)
         addon = hook.get_postgresql_addon(self.app, self.addon_id or None)
         addon_id = addon["id"]
-        choice = (self.backup or "latest").strip()
+        choice = as_str(self.backup, default="latest")
         if choice == "latest":
             backup = hook.latest_done_backup(self.app, addon_id)
             log.info("using the newest finished backup %s (%s)", backup["id"], backup.get("created_at"))
@@ -133,6 +142,7 @@ class ScalingoBackupOperator(BaseOperator):
                 )
         return self._fetch(hook, addon, backup)
 
+    @maps_sync_errors
     def execute_complete(self, context, event: dict, addon: dict | None = None) -> dict:
         status = (event or {}).get("status")
         if status != "done":

@@ -8,6 +8,14 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from scalingo_staging_sync.hooks.postgres import DEFAULT_STAGING_CONN_ID, pg_target_from_connection
+from scalingo_staging_sync.operators._base import (
+    as_bool,
+    as_int,
+    as_list,
+    as_mapping,
+    as_str,
+    maps_sync_errors,
+)
 from scalingo_staging_sync.pii.scanner import DEFAULT_SAMPLE_ROWS, UnmaskedPiiError, enforce, scan_target
 
 XCOM_KEY = "pii_scan"
@@ -25,6 +33,8 @@ class PiiScanOperator(BaseOperator):
     :param extra_patterns: ``pii_scan.patterns`` of the rules file: ``{"names": [...], "content": [...]}``.
     :param sample_rows: rows sampled per table for content detection (default 1000).
     :param schemas: schemas to scan (default: every user schema).
+    :param enabled: ``pii_scan.enabled`` of the rules file (templated); False skips the scan and returns
+        ``{"enabled": False}`` (the verification still runs).
 
     Returns (XCom ``return_value``, and also key ``pii_scan`` even when the task fails) the report dict:
     counts, ``unmasked`` column names and ``findings`` (column, reasons, severity, sample counts,
@@ -39,6 +49,7 @@ class PiiScanOperator(BaseOperator):
         "schemas",
         "extra_patterns",
         "sample_rows",
+        "enabled",
     )
     ui_color = "#f9d5e5"
 
@@ -53,6 +64,7 @@ class PiiScanOperator(BaseOperator):
         extra_patterns: dict[str, Any] | None = None,
         sample_rows: int = DEFAULT_SAMPLE_ROWS,
         schemas: list[str] | None = None,
+        enabled: Any = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -66,45 +78,39 @@ class PiiScanOperator(BaseOperator):
         self.extra_patterns = extra_patterns
         self.sample_rows = sample_rows
         self.schemas = schemas
+        self.enabled = enabled
 
+    @maps_sync_errors
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        target = pg_target_from_connection(self.postgres_conn_id, self.database or None)
-        self.log.info("PII scan of %s (sample_rows=%d)", target.describe(), self.sample_rows)
+        if not as_bool(self.enabled, "enabled"):
+            self.log.warning("PII scan disabled by the rules file (pii_scan.enabled: false)")
+            result = {"enabled": False, "counts": {}, "unmasked": [], "findings": []}
+            context["ti"].xcom_push(key=XCOM_KEY, value=result)
+            return result
+        on_unmasked = as_str(self.on_unmasked, default="fail")
+        if on_unmasked not in ("fail", "warn"):
+            raise ValueError(f"on_unmasked must be 'fail' or 'warn', got {on_unmasked!r}")
+        sample_rows = as_int(self.sample_rows, "sample_rows", default=DEFAULT_SAMPLE_ROWS)
+        target = pg_target_from_connection(self.postgres_conn_id, as_str(self.database))
+        self.log.info("PII scan of %s (sample_rows=%d)", target.describe(), sample_rows)
         report = scan_target(
             target,
-            schemas=_as_list(self.schemas) or None,
-            masked_columns=_as_list(self.masked_columns),
-            allow=_as_list(self.allow),
-            extra_patterns=self.extra_patterns,
-            sample_rows=int(self.sample_rows),
+            schemas=[str(s) for s in as_list(self.schemas, "schemas")] or None,
+            masked_columns=[str(c) for c in as_list(self.masked_columns, "masked_columns")],
+            allow=as_list(self.allow, "allow"),
+            extra_patterns=as_mapping(self.extra_patterns, "extra_patterns"),
+            sample_rows=sample_rows,
         )
         result = report.to_dict()
-        result["on_unmasked"] = self.on_unmasked
+        result["enabled"] = True
+        result["on_unmasked"] = on_unmasked
         context["ti"].xcom_push(key=XCOM_KEY, value=result)
         if report.unknown_masked:
             self.log.warning("Masked columns not found in the database: %s", ", ".join(report.unknown_masked))
         try:
-            enforce(report, self.on_unmasked)
+            enforce(report, on_unmasked)
         except UnmaskedPiiError as exc:  # deterministic: retrying cannot help
             raise AirflowFailException(str(exc)) from None
         return result
-
-
-def _as_list(value: Any) -> list[Any]:
-    """Templated values may arrive as a JSON/Python-literal string or a lazy XCom sequence."""
-    if value is None or value == "":
-        return []
-    if isinstance(value, str):
-        import ast
-        import json
-
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                return list(json.loads(text))
-            except ValueError:
-                return list(ast.literal_eval(text))
-        return [text]
-    return list(value)

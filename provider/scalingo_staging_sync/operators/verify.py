@@ -8,6 +8,13 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from scalingo_staging_sync.hooks.postgres import DEFAULT_STAGING_CONN_ID, pg_target_from_connection
+from scalingo_staging_sync.operators._base import (
+    as_bool,
+    as_mapping,
+    as_mapping_list,
+    as_str,
+    maps_sync_errors,
+)
 
 SALT_VARIABLE = "scalingo_staging_sync_salt"
 
@@ -39,6 +46,9 @@ class ResidualVerificationOperator(BaseOperator):
     :param restore_rows: optional ``{"schema.table": rows}`` from the restore, compared with count(*).
     :param salt_variable: Airflow Variable holding the salt (default ``scalingo_staging_sync_salt``).
     :param enabled: ``verification.enabled`` of the rules file; False skips (returns ``{"enabled": False}``).
+
+    XCom ``return_value``: the verification report (``passed``, ``tables``: per table ``rows``,
+    ``residuals``, ...); on failure, key ``verification`` holds it.
     """
 
     template_fields: Sequence[str] = ("anonymize_results", "database", "restore_rows", "enabled")
@@ -63,21 +73,23 @@ class ResidualVerificationOperator(BaseOperator):
         self.salt_variable = salt_variable
         self.enabled = enabled
 
+    @maps_sync_errors
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
         from scalingo_staging_sync.verification import ResidualValueError, verify_residuals
 
-        if not self.enabled:
+        if not as_bool(self.enabled, "enabled"):
             self.log.warning("residual-value verification is disabled (verification.enabled: false)")
             return {"enabled": False, "passed": None, "tables": []}
-        results = self.anonymize_results
-        results = [results] if isinstance(results, dict) else [r for r in (results or []) if r]
+        results = as_mapping_list(self.anonymize_results, "anonymize_results")
         salt = get_salt(self.salt_variable)
-        target = pg_target_from_connection(self.postgres_conn_id, self.database or None)
+        target = pg_target_from_connection(self.postgres_conn_id, as_str(self.database))
         self.log.info("verifying %d anonymized table(s) on %s", len(results), target.describe())
         try:
-            return verify_residuals(target, results, salt, self.restore_rows or None)
+            return verify_residuals(
+                target, results, salt, as_mapping(self.restore_rows, "restore_rows") or None
+            )
         except ResidualValueError as exc:
             context["ti"].xcom_push(key="verification", value=exc.report.to_dict())
             raise AirflowFailException(str(exc)) from None

@@ -1,0 +1,364 @@
+"""The reference DAG's wiring: the provider's operators composed, values passed by templates.
+
+    safety_gate ─> fetch_backup ─> restore_schema ─> plan_anonymization ─> prepare_masking (mapped: proof +
+    masking trigger per table) ─> load_data (every table's data, one pg_restore --jobs, masked rows written
+    once) ─> anonymize_table (mapped: drop trigger + count, or UPDATE in place)
+         ─> restore_post_data ─> pii_scan ─> verify_anonymization ─> run_seeds ─> promote ─> post_sync_commands
+         ─> cleanup (teardown) ─> audit_report (teardown, records the cleanup outcome)
+
+Parsing reads no file and opens no connection: the rules file and the connections are read when tasks
+run. The only parse-time work is listing the configured rules folder, for the trigger form's
+``rules_file`` choices. Every value a task needs comes from an earlier task's XCom through a template
+(task ids from :mod:`scalingo_staging_sync.task_ids`); operators never pull XCom by task id themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scalingo_staging_sync import task_ids as T
+
+DAG_ID = "scalingo_staging_sync"
+SCALINGO_CONN_ID = "scalingo_default"
+STAGING_CONN_ID = "staging_db"
+
+DAG_DOC = __doc__
+
+
+def setting(key: str) -> str:
+    """Template of one run setting (the gate's ``settings`` XCom)."""
+    return "{{ ti.xcom_pull(task_ids='" + T.GATE + "', key='settings')['" + key + "'] }}"
+
+
+def result(task_id: str, key: str | None = None, *, field: str | None = None) -> str:
+    """Template of a task's XCom (``return_value`` or ``key``), or one field of it (None when absent)."""
+    pull = f"ti.xcom_pull(task_ids='{task_id}'" + (f", key='{key}')" if key else ")")
+    if field:
+        return "{{ (" + pull + " or {}).get('" + field + "') }}"
+    return "{{ " + pull + " }}"
+
+
+def params(rules_files: list[str], *, sections: bool = True) -> dict[str, Any]:
+    """The trigger form: titles, descriptions, sections, suggestions."""
+    from airflow.sdk import Param
+
+    def p(default: Any, section: str, **kw: Any) -> Any:
+        if sections:
+            kw["section"] = section
+        return Param(default, **kw)
+
+    what, safety, advanced = "What to copy", "Safety", "Notifications and rules"
+    return {
+        "source_app": p(
+            None,
+            what,
+            type=["null", "string"],
+            title="Source app",
+            description="Scalingo app whose PostgreSQL backup is copied. Empty: source_app of the rules file.",
+        ),
+        "backup": p(
+            "latest",
+            what,
+            type="string",
+            minLength=1,
+            title="Backup",
+            examples=["latest", "new"],
+            description='"latest" (newest backup whose status is done), "new" (ask Scalingo for a fresh one '
+            "and wait for it), or a backup id.",
+        ),
+        "exclude_tables": p(
+            [],
+            what,
+            type="array",
+            items={"type": "string", "minLength": 1},
+            title="Tables without data",
+            description="Tables whose data is not copied (schema kept), added to the rules file's exclude_tables.",
+        ),
+        "target_app": p(
+            None,
+            safety,
+            type=["null", "string"],
+            title="Target (staging) app",
+            description="Scalingo app of the staging database. Empty: target_app of the rules file, then "
+            "[scalingo_staging_sync] target_app. Never a production app.",
+        ),
+        "dry_run": p(
+            False,
+            safety,
+            type="boolean",
+            title="Dry run (preflight only)",
+            description="Run every preflight check and print the plan; change nothing. Needs no confirmation.",
+        ),
+        "confirm_target": p(
+            None,
+            safety,
+            type=["null", "string"],
+            title="Confirm the target app",
+            description="Manual runs, when the rules set require_confirmation: type the target app name.",
+        ),
+        "rules_file": p(
+            None,
+            advanced,
+            type=["null", "string"],
+            enum=[None, *rules_files],
+            title="Rules file",
+            description="One of the reviewed rules files of the configured rules folder "
+            "([scalingo_staging_sync] rules_folder). Empty: [scalingo_staging_sync] rules_file.",
+        ),
+        "slack_conn_id": p(
+            None,
+            advanced,
+            type=["null", "string"],
+            title="Slack connection",
+            description="Slack connection for run notifications (overrides the rules file). Empty: the rules "
+            "file's slack_conn_id, then the config section's.",
+        ),
+    }
+
+
+def build_reference_dag(
+    dag_id: str = DAG_ID,
+    *,
+    scalingo_conn_id: str = SCALINGO_CONN_ID,
+    staging_conn_id: str = STAGING_CONN_ID,
+    schedule: Any = "config",
+    max_parallel_tables: int | None = None,
+    **dag_kwargs: Any,
+):
+    """Build the reference DAG (``schedule`` and ``max_parallel_tables`` default to the config section)."""
+    import pendulum
+    from airflow.sdk import DAG
+
+    from scalingo_staging_sync import config
+    from scalingo_staging_sync.notifications.slack import SyncSlackNotifier
+    from scalingo_staging_sync.operators import (
+        AuditReportOperator,
+        FinishMaskingOperator,
+        MaskedDataLoadOperator,
+        PgRestoreOperator,
+        PiiScanOperator,
+        PlanAnonymizationOperator,
+        PostSyncCommandsOperator,
+        PrepareMaskingOperator,
+        PromoteStagingOperator,
+        ResidualVerificationOperator,
+        RunSeedsOperator,
+        SafetyGateOperator,
+        ScalingoBackupOperator,
+        StagingCleanupOperator,
+    )
+    from scalingo_staging_sync.operators.gate import list_rules_files
+
+    if schedule == "config":
+        schedule = config.get("schedule")
+    if max_parallel_tables is None:
+        max_parallel_tables = int(config.get("max_parallel_tables") or 3)
+    slack = {
+        "slack_conn_id": "{{ (ti.xcom_pull(task_ids='"
+        + T.GATE
+        + "', key='settings') or {}).get('slack_conn_id') or params.slack_conn_id }}",
+        "channel": "{{ (ti.xcom_pull(task_ids='"
+        + T.GATE
+        + "', key='settings') or {}).get('slack_channel') }}",
+        "target_app": "{{ (ti.xcom_pull(task_ids='"
+        + T.GATE
+        + "', key='settings') or {}).get('target_app') }}",
+        "source_app": "{{ (ti.xcom_pull(task_ids='"
+        + T.GATE
+        + "', key='settings') or {}).get('source_app') }}",
+    }
+    phase = {"on_success_callback": SyncSlackNotifier(event="phase", **slack)}
+    dump = result(T.BACKUP, field="dump_path")
+    restored_db = result(T.RESTORE_SCHEMA, field="database")
+    restored_mode = result(T.RESTORE_SCHEMA, field="mode")
+
+    defaults = {
+        "start_date": pendulum.datetime(2026, 1, 1, tz="UTC"),
+        "catchup": False,
+        "max_active_runs": 1,
+        "render_template_as_native_obj": True,
+        "tags": ["scalingo", "staging", "anonymization"],
+        "description": "Production backup -> anonymized, PII-scanned, verified staging database",
+        "doc_md": DAG_DOC,
+        "default_args": {"on_failure_callback": SyncSlackNotifier(event="failure", **slack)},
+        "params": params(list_rules_files(config.get("rules_folder")), sections=True),
+    }
+    defaults.update(dag_kwargs)
+    with DAG(dag_id=dag_id, schedule=schedule, **defaults) as dag:
+        gate = SafetyGateOperator(
+            task_id=T.GATE,
+            scalingo_conn_id=scalingo_conn_id,
+            staging_conn_id=staging_conn_id,
+            on_success_callback=SyncSlackNotifier(event="start", **slack),
+        )
+        backup = ScalingoBackupOperator(
+            task_id=T.BACKUP,
+            scalingo_conn_id=scalingo_conn_id,
+            app=setting("source_app"),
+            backup=setting("backup"),
+            addon_id=setting("addon_id"),
+            download_dir=setting("download_dir"),
+            **phase,
+        )
+        restore_schema = PgRestoreOperator(
+            task_id=T.RESTORE_SCHEMA,
+            postgres_conn_id=staging_conn_id,
+            dump_path=dump,
+            section="pre-data",
+            mode=setting("restore_mode"),
+            exclude_tables=setting("exclude_tables"),
+            maintenance=setting("maintenance"),
+            target_app=setting("target_app"),
+            pg_bin_dir=setting("pg_bin_dir"),
+            scalingo_conn_id=scalingo_conn_id,
+            **phase,
+        )
+        plan = PlanAnonymizationOperator(
+            task_id=T.PLAN,
+            postgres_conn_id=staging_conn_id,
+            rules_file=setting("rules_file"),
+            database=restored_db,
+            dump_path=dump,
+            exclude_tables=setting("exclude_tables"),
+            pg_bin_dir=setting("pg_bin_dir"),
+            **phase,
+        )
+        per_table = {
+            "postgres_conn_id": staging_conn_id,
+            "database": restored_db,
+            "retry_attempts": setting("retry_attempts"),
+            "retry_base_delay_s": setting("retry_base_delay_s"),
+            "max_active_tis_per_dagrun": max_parallel_tables,
+            **phase,
+        }
+        prepare = PrepareMaskingOperator.partial(
+            task_id=T.PREPARE_MASKING, dump_path=dump, **per_table
+        ).expand(plan=plan.output)
+        later_sections = {
+            "postgres_conn_id": staging_conn_id,
+            "dump_path": dump,
+            "mode": restored_mode,  # the mode restore_schema resolved: same database for every section
+            "exclude_tables": setting("exclude_tables"),
+            "jobs": setting("restore_jobs"),
+            "pg_bin_dir": setting("pg_bin_dir"),
+            **phase,
+        }
+        load_data = MaskedDataLoadOperator(
+            task_id=T.LOAD_DATA,
+            trigger_rule="none_failed_min_one_success",  # no masked table: prepare_masking is skipped
+            **later_sections,
+        )
+        finish = FinishMaskingOperator.partial(
+            task_id=T.FINISH_MASKING,
+            parallel_connections=setting("parallel_connections"),
+            email_domain=setting("email_domain"),
+            **per_table,
+        ).expand(prepared=prepare.output)
+        post_data = PgRestoreOperator(
+            task_id=T.RESTORE_POST_DATA,
+            section="post-data",
+            trigger_rule="none_failed_min_one_success",  # no masked table: anonymize_table is skipped
+            **later_sections,
+        )
+        pii = PiiScanOperator(
+            task_id=T.PII_SCAN,
+            postgres_conn_id=staging_conn_id,
+            database=restored_db,
+            enabled=setting("pii_enabled"),
+            masked_columns=result(T.PLAN, "masked_columns"),
+            allow=setting("pii_allow"),
+            on_unmasked=setting("pii_on_unmasked"),
+            extra_patterns=setting("pii_patterns"),
+            sample_rows=setting("pii_sample_rows"),
+            **phase,
+        )
+        verify = ResidualVerificationOperator(
+            task_id=T.VERIFY,
+            postgres_conn_id=staging_conn_id,
+            database=restored_db,
+            anonymize_results=result(T.FINISH_MASKING),
+            enabled=setting("verification_enabled"),
+            **phase,
+        )
+        seeds = RunSeedsOperator(
+            task_id=T.SEEDS,
+            postgres_conn_id=staging_conn_id,
+            database=restored_db,
+            seeds=setting("seeds"),
+            rules_file=setting("rules_file"),
+            **phase,
+        )
+        promote = PromoteStagingOperator(
+            task_id=T.PROMOTE,
+            postgres_conn_id=staging_conn_id,
+            mode=restored_mode,
+            keep_previous=setting("keep_previous"),
+            maintenance=setting("maintenance"),
+            scalingo_conn_id=scalingo_conn_id,
+            **phase,
+        )
+        commands = PostSyncCommandsOperator(
+            task_id=T.POST_SYNC_COMMANDS,
+            scalingo_conn_id=scalingo_conn_id,
+            commands=setting("post_sync_commands"),
+            target_app=setting("target_app"),
+            **phase,
+        )
+        # Teardowns without a setup: they run whatever happened (a refused run gets its audit too, a dry
+        # run its cleanup), and like every teardown they never decide the run's state.
+        cleanup = StagingCleanupOperator(
+            task_id=T.CLEANUP,
+            postgres_conn_id=staging_conn_id,
+            mode=restored_mode,
+            verified="{{ True if ti.xcom_pull(task_ids='" + T.PROMOTE + "') else None }}",
+            maintenance="{{ (ti.xcom_pull(task_ids='"
+            + T.GATE
+            + "', key='settings') or {}).get('maintenance') }}",
+            download_dir="{{ (ti.xcom_pull(task_ids='"
+            + T.GATE
+            + "', key='settings') or {}).get('download_dir') }}",
+            scalingo_conn_id=scalingo_conn_id,
+        ).as_teardown()
+        audit = AuditReportOperator(
+            task_id=T.AUDIT,
+            settings=result(T.GATE, "settings"),
+            preflight=result(T.GATE, "preflight"),
+            backup=result(T.BACKUP),
+            restore="{{ {"
+            + ", ".join(
+                f"'{t}': ti.xcom_pull(task_ids='{t}')"
+                for t in (T.RESTORE_SCHEMA, T.LOAD_DATA, T.RESTORE_POST_DATA)
+            )
+            + "} }}",
+            plan=result(T.PLAN),
+            tables=result(T.FINISH_MASKING),
+            pii="{{ ti.xcom_pull(task_ids='"
+            + T.PII_SCAN
+            + "') or ti.xcom_pull(task_ids='"
+            + T.PII_SCAN
+            + "', key='pii_scan') }}",
+            verification="{{ ti.xcom_pull(task_ids='"
+            + T.VERIFY
+            + "') or ti.xcom_pull(task_ids='"
+            + T.VERIFY
+            + "', key='verification') }}",
+            seeds=result(T.SEEDS),
+            promotion=result(T.PROMOTE),
+            commands=result(T.POST_SYNC_COMMANDS),
+            cleanup="{{ ti.xcom_pull(task_ids='"
+            + T.CLEANUP
+            + "') or ti.xcom_pull(task_ids='"
+            + T.CLEANUP
+            + "', key='cleanup') }}",
+            phases=list(T.PHASES),
+            on_success_callback=SyncSlackNotifier(
+                event="success", labels=setting("translations"), summary_task_id=T.AUDIT, **slack
+            ),
+            on_failure_callback=None,
+        ).as_teardown()
+
+        gate >> backup >> restore_schema >> plan
+        plan >> prepare >> load_data >> finish >> post_data
+        plan >> load_data >> post_data  # also when no table is masked (mapped tasks skipped)
+        post_data >> pii >> verify >> seeds >> promote >> commands >> cleanup >> audit
+    return dag

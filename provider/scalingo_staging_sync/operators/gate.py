@@ -1,0 +1,196 @@
+"""SafetyGateOperator: the run's preflight, and the one place where its settings are resolved."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow.providers.standard.operators.python import ShortCircuitOperator
+
+from scalingo_staging_sync.errors import SyncError
+from scalingo_staging_sync.operators._base import as_bool, as_mapping, as_str, sync_errors
+
+log = logging.getLogger(__name__)
+
+SETTINGS_KEY = "settings"
+PREFLIGHT_KEY = "preflight"
+RULES_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+class RulesFileChoiceError(SyncError, ValueError):
+    """The rules_file param names no reviewed rules file of the rules folder."""
+
+    retryable = False
+
+
+def list_rules_files(folder: str | None) -> list[str]:
+    """Names of the rules files directly in ``folder`` (sorted). Cheap: one directory listing, no read."""
+    if not folder:
+        return []
+    try:
+        entries = list(Path(folder).expanduser().iterdir())
+    except OSError:
+        return []
+    return sorted(e.name for e in entries if e.suffix in RULES_SUFFIXES and e.is_file())
+
+
+def resolve_rules_choice(choice: str | None, folder: str | None, default_file: str | None) -> Path:
+    """The rules file of the run: ``choice`` (a file name of ``folder``), else ``default_file``."""
+    if choice:
+        if not folder:
+            raise RulesFileChoiceError(
+                f"rules_file {choice!r} was chosen but no rules folder is configured: set "
+                "[scalingo_staging_sync] rules_folder"
+            )
+        if choice not in list_rules_files(folder):
+            raise RulesFileChoiceError(
+                f"rules_file {choice!r} is not a rules file of the rules folder {folder!r}; "
+                f"choose one of {list_rules_files(folder)}"
+            )
+        return (Path(folder).expanduser() / choice).resolve()
+    from scalingo_staging_sync.anonymize.rules import resolve_rules_path
+
+    return resolve_rules_path(default_file).expanduser().resolve()
+
+
+class SafetyGateOperator(ShortCircuitOperator):
+    """Resolve the run settings and run the preflight checks; fail the run on any failed check.
+
+    Reads the run's params (``context["params"]``: source_app, target_app, backup, exclude_tables,
+    dry_run, confirm_target, slack_conn_id, rules_file), the rules file and the ``[scalingo_staging_sync]``
+    config section, builds :class:`~scalingo_staging_sync.settings.RunSettings` once and runs
+    :func:`~scalingo_staging_sync.preflight.run_preflight`. A dry run logs the plan and the checks and
+    short-circuits (every downstream task is skipped; teardowns still run).
+
+    :param scalingo_conn_id: Scalingo connection (source addon lookup).
+    :param staging_conn_id: postgres connection of the staging database.
+    :param params_override: values that replace the run's params (templated; for use outside the
+        reference DAG's form).
+
+    XCom: key ``settings``: ``RunSettings.to_json()`` (pushed once, also when a check fails, so the
+    audit can report it); key ``preflight``: ``PreflightResult.to_json()`` (``passed``, ``checks``,
+    ``facts``); ``return_value``: True, or False on a dry run.
+    """
+
+    template_fields: Sequence[str] = ("params_override",)
+    ui_color = "#fadbd8"
+
+    def __init__(
+        self,
+        *,
+        scalingo_conn_id: str = "scalingo_default",
+        staging_conn_id: str = "staging_db",
+        params_override: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("ignore_downstream_trigger_rules", True)
+        super().__init__(python_callable=self._gate, **kwargs)
+        self.scalingo_conn_id = scalingo_conn_id
+        self.staging_conn_id = staging_conn_id
+        self.params_override = params_override
+
+    def execute(self, context: Any) -> Any:
+        with sync_errors():
+            return super().execute(context)
+
+    def _gate(self, **context: Any) -> bool:
+        from scalingo_staging_sync import config
+        from scalingo_staging_sync.anonymize.rules import load_rules
+        from scalingo_staging_sync.preflight import run_preflight
+        from scalingo_staging_sync.safety import CheckResult, enforce
+        from scalingo_staging_sync.settings import RunSettings
+
+        ti = context["ti"]
+        dag_run = context["dag_run"]
+        params = dict(context.get("params") or {})
+        params.update(as_mapping(self.params_override, "params_override") or {})
+        cfg = config.section()
+        try:
+            rules_path = resolve_rules_choice(
+                as_str(params.get("rules_file")), cfg.get("rules_folder"), cfg.get("rules_file")
+            )
+            rules = load_rules(rules_path)
+        except Exception as exc:
+            check = CheckResult("rules_file_valid", False, str(exc))
+            log.error("preflight rules_file_valid FAIL  %s", exc)
+            ti.xcom_push(key=PREFLIGHT_KEY, value={"passed": False, "checks": [check.to_dict()], "facts": {}})
+            if isinstance(exc, SyncError):
+                raise
+            enforce([check])
+            raise
+        settings = RunSettings.build(
+            params={**params, "dry_run": as_bool(params.get("dry_run"), "dry_run")},
+            rules=rules,
+            config=cfg,
+            run_id=dag_run.run_id,
+            rules_path=rules_path,
+        )
+        staging = staging_error = None
+        try:
+            from scalingo_staging_sync.hooks.postgres import pg_target_from_connection
+
+            staging = pg_target_from_connection(self.staging_conn_id)
+        except Exception as exc:  # noqa: BLE001 - reported as a failed check
+            staging_error = f"{type(exc).__name__}: {exc}"
+        scalingo = None
+        if settings.source_app:
+            from scalingo_staging_sync.hooks.scalingo import ScalingoHook
+
+            scalingo = ScalingoHook(scalingo_conn_id=self.scalingo_conn_id)
+        run_is_manual = str(getattr(dag_run, "run_type", "")).lower().endswith("manual")
+        result = run_preflight(
+            settings,
+            staging=staging,
+            scalingo=scalingo,
+            run_is_manual=run_is_manual,
+            staging_error=staging_error,
+        )
+        result.checks.insert(0, CheckResult("rules_file_valid", True, f"{rules_path} is valid"))
+        if result.facts.get("addon_id"):
+            settings = settings.replace(addon_id=result.facts["addon_id"])
+        ti.xcom_push(key=SETTINGS_KEY, value=settings.to_json())
+        ti.xcom_push(key=PREFLIGHT_KEY, value=result.to_json())
+        result.raise_if_failed()
+        if settings.dry_run:
+            self._print_dry_run(settings, rules, result, staging)
+            return False
+        return True
+
+    def _print_dry_run(self, settings: Any, rules: Any, result: Any, staging: Any) -> None:
+        lines = [
+            "DRY RUN: nothing will be changed. Preflight:",
+            *(f"  [{'PASS' if c.passed else 'FAIL'}] {c.name}: {c.detail}" for c in result.checks),
+            "The run would:",
+            f"  take backup {settings.backup!r} of app {settings.source_app!r} "
+            f"(addon {result.facts.get('addon_id')!r})",
+            f"  restore into: {staging.describe() if staging else '?'} (mode {settings.restore_mode})",
+            f"  exclude data of: {[str(t) for t in settings.exclude_tables] or 'nothing'}",
+            "  anonymize:",
+        ]
+        for index, rule in enumerate(rules.anonymization_tables):
+            raw = rules.raw.get("anonymization_tables", [])[index] if rules.raw else {}
+            how = (
+                f"strategy {raw.get('strategy')}"
+                if raw.get("strategy")
+                else "inline query"
+                if raw.get("query")
+                else f"columns {sorted((raw.get('columns') or {}).keys())}"
+            )
+            lines.append(f"    [{index}] {rule.table}: {how}")
+        lines.append(
+            "  PII scan: "
+            + (
+                f"on, {settings.pii_on_unmasked} on unmasked"
+                if settings.pii_enabled
+                else "off (pii_scan.enabled)"
+            )
+        )
+        lines.append(f"  verification: {'on' if settings.verification_enabled else 'off'}")
+        lines.append(
+            f"  seeds: {list(settings.seeds) or 'none'}; post-sync commands: "
+            f"{list(settings.post_sync_commands) or 'none'} in {settings.target_app!r}"
+        )
+        for line in lines:
+            self.log.info("%s", line)

@@ -1,0 +1,153 @@
+"""PromoteStagingOperator and StagingCleanupOperator: make the verified copy live; leave nothing unsafe."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from scalingo_staging_sync.hooks.postgres import DEFAULT_STAGING_CONN_ID, pg_target_from_connection
+from scalingo_staging_sync.operators._base import as_bool, as_str, maps_sync_errors
+
+
+def _scaler(scalingo_conn_id: str):
+    from scalingo_staging_sync.hooks.scalingo import ScalingoHook
+
+    return ScalingoHook(scalingo_conn_id=scalingo_conn_id)
+
+
+class PromoteStagingOperator(BaseOperator):
+    """Make the verified restore live (:func:`scalingo_staging_sync.restore.targets.promote`).
+
+    :param postgres_conn_id: postgres connection of the staging database (the live database's name).
+    :param mode: ``auto``, ``swap`` or ``in_place``: the mode the restore resolved (templated).
+    :param keep_previous: swap: keep the replaced database as ``<db>__previous`` (templated).
+    :param terminate_sessions: end sessions on the live database before renaming it.
+    :param maintenance: in_place: scale the app back up after maintenance (templated).
+    :param scalingo_conn_id: Scalingo connection (maintenance).
+
+    XCom ``return_value``: ``{"section": "promote", "mode", "database", "previous", "scaled_back", "duration_s"}``.
+    """
+
+    template_fields: Sequence[str] = ("mode", "keep_previous", "maintenance")
+    ui_color = "#abebc6"
+
+    def __init__(
+        self,
+        *,
+        postgres_conn_id: str = DEFAULT_STAGING_CONN_ID,
+        mode: str = "auto",
+        keep_previous: Any = True,
+        terminate_sessions: bool = True,
+        maintenance: Any = False,
+        scalingo_conn_id: str = "scalingo_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.postgres_conn_id = postgres_conn_id
+        self.mode = mode
+        self.keep_previous = keep_previous
+        self.terminate_sessions = terminate_sessions
+        self.maintenance = maintenance
+        self.scalingo_conn_id = scalingo_conn_id
+
+    @maps_sync_errors
+    def execute(self, context: Any) -> dict:
+        from scalingo_staging_sync.restore import targets
+
+        target = pg_target_from_connection(self.postgres_conn_id)
+        mode = targets.resolve_mode(target, as_str(self.mode, default="auto"))
+        scaler = _scaler(self.scalingo_conn_id) if as_bool(self.maintenance, "maintenance") else None
+        started = time.monotonic()
+        out = targets.promote(
+            target,
+            mode,
+            keep_previous=as_bool(self.keep_previous, "keep_previous"),
+            terminate=self.terminate_sessions,
+            scaler=scaler,
+        )
+        result = {"section": "promote", **out, "duration_s": round(time.monotonic() - started, 3)}
+        self.log.info("promoted: %s", result)
+        return result
+
+
+class StagingCleanupOperator(BaseOperator):
+    """Teardown: drop a leftover scratch database, wipe unverified in-place data, scale the app back
+    after maintenance, remove the downloaded files. Use it with ``.as_teardown()``.
+
+    :param postgres_conn_id: postgres connection of the staging database.
+    :param mode: the mode the restore resolved (templated). Empty: nothing was restored, the
+        database is left alone.
+    :param verified: True when the copy was promoted (kept), False to wipe in-place data, None (or
+        empty) to read the in-place state table (templated).
+    :param maintenance: scale the app back through ``scalingo_conn_id`` (templated).
+    :param scalingo_conn_id: Scalingo connection (maintenance).
+    :param download_dir: the run's download directory, removed (templated).
+
+    XCom ``return_value``: ``{"database": {"section": "cleanup", "dropped_scratch", "wiped",
+    "scaled_back", ...} | None, "removed": path | None}``. Raises when the cleanup cannot be proved.
+    """
+
+    template_fields: Sequence[str] = ("mode", "verified", "maintenance", "download_dir")
+    ui_color = "#e5e8e8"
+
+    def __init__(
+        self,
+        *,
+        postgres_conn_id: str = DEFAULT_STAGING_CONN_ID,
+        mode: str | None = "auto",
+        verified: Any = None,
+        maintenance: Any = False,
+        scalingo_conn_id: str = "scalingo_default",
+        download_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.postgres_conn_id = postgres_conn_id
+        self.mode = mode
+        self.verified = verified
+        self.maintenance = maintenance
+        self.scalingo_conn_id = scalingo_conn_id
+        self.download_dir = download_dir
+
+    @maps_sync_errors
+    def execute(self, context: Any) -> dict:
+        from scalingo_staging_sync.restore import targets
+
+        out: dict[str, Any] = {"database": None, "removed": None}
+        errors: list[str] = []
+        mode = as_str(self.mode)
+        if mode:
+            verified = None if as_str(self.verified) is None else as_bool(self.verified, "verified")
+            target = pg_target_from_connection(self.postgres_conn_id)
+            scaler = _scaler(self.scalingo_conn_id) if as_bool(self.maintenance, "maintenance") else None
+            started = time.monotonic()
+            try:
+                done = targets.cleanup(target, mode, verified=verified, scaler=scaler)
+                out["database"] = {
+                    "section": "cleanup",
+                    "database": target.dbname,
+                    "mode": mode,
+                    **done,
+                    "duration_s": round(time.monotonic() - started, 3),
+                }
+            except Exception as exc:
+                self.log.exception("database cleanup failed")
+                errors.append(f"database cleanup: {exc}")
+                out["database"] = {"section": "cleanup", "mode": mode, "error": str(exc)}
+        else:
+            self.log.info("nothing was restored: the staging database is left alone")
+        download_dir = as_str(self.download_dir)
+        if download_dir and "://" not in download_dir and Path(download_dir).exists():
+            shutil.rmtree(download_dir, ignore_errors=True)
+            out["removed"] = download_dir
+        context["ti"].xcom_push(key="cleanup", value=out)
+        if errors:
+            from scalingo_staging_sync.restore.errors import RestoreError
+
+            raise RestoreError("; ".join(errors), retryable=True)
+        return out
