@@ -1,0 +1,283 @@
+"""Masking engines side by side: CPU microseconds per masked row, on the same data, in one run.
+
+Engines (issue 14):
+
+* ``none``      COPY into the table, no trigger (the no-masking baseline);
+* ``noop``      COPY through a PL/pgSQL BEFORE INSERT trigger that only ``RETURN NEW`` (the call cost);
+* ``trigger``   engine (a): COPY through the masking trigger (``anonymize.sql.trigger_statements``);
+* ``setbased``  engine (b): COPY into an UNLOGGED load table, then ``INSERT INTO t SELECT <exprs>``;
+* ``stream``    engine (c): the COPY text is masked on the worker (``anonymize.stream``) and copied into
+  the table without a trigger (only when ``anonymize.stream`` exists / ``--engines`` asks for it).
+
+What is measured: **CPU**, not wall time (the machine is shared). For the database side, the backend's
+``utime + stime`` from ``/proc/<backend pid>/stat`` around the statement(s); for the worker side of
+``stream``, ``time.thread_time()`` of the transforming thread. The COPY text is read once with
+``COPY ... TO STDOUT`` (the same text ``pg_restore -a`` emits) and fed from memory, so the client's
+cost of sending it is the same for every engine and is not counted. Engines run alternately, ``--repeat``
+rounds in a rotating order; the report gives medians, µs per row and the ratio to ``none`` of the same
+round set. Wall-clock seconds are reported too, labelled ``wall``, for information only.
+
+    PYTHONPATH=provider .venv/bin/python benchmarks/engines.py --scale 0.05 --repeat 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from datagen import generate  # noqa: E402
+from psycopg import sql  # noqa: E402
+
+from scalingo_staging_sync.anonymize.planner import read_table  # noqa: E402
+from scalingo_staging_sync.anonymize.salt import derive_key, key_settings  # noqa: E402
+from scalingo_staging_sync.anonymize.sql import column_expressions, trigger_statements  # noqa: E402
+from scalingo_staging_sync.testing.postgres import start_embedded_postgres  # noqa: E402
+
+SALT = "benchmark-salt-0123456789abcdef"
+#: the bench rules (benchmarks/anonymize_bench.py): users and orders
+TABLES = {
+    "users": {
+        "email": {"transformer": "email"},
+        "first_name": {"transformer": "first_name"},
+        "last_name": {"transformer": "last_name"},
+        "phone": {"transformer": "phone"},
+        "address": {"transformer": "address"},
+        "birth_date": {"transformer": "date_shift"},
+    },
+    "orders": {"shipping_address": {"transformer": "address"}},
+}
+#: one column masked at a time (transformer families): table, column, transformer spec
+FAMILIES = {
+    "email (keyed md5)": ("users", {"email": {"transformer": "email"}}),
+    "phone (keyed md5)": ("users", {"phone": {"transformer": "phone"}}),
+    "hash sha256": ("users", {"email": {"transformer": "hash"}}),
+    "first_name (seeded pick)": ("users", {"first_name": {"transformer": "first_name"}}),
+    "address (seeded pick)": ("users", {"address": {"transformer": "address"}}),
+    "date_shift (seeded)": ("users", {"birth_date": {"transformer": "date_shift"}}),
+    "postal_code (keyed md5)": ("users", {"phone": {"transformer": "postal_code"}}),
+    "company (seeded pick)": ("users", {"last_name": {"transformer": "company"}}),
+}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid: int) -> float:
+    """utime + stime of a process, seconds (clock-tick resolution)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+class Bench:
+    def __init__(self, pg, dbname: str, copy_text: dict[str, bytes]):
+        self.pg = pg
+        self.dbname = dbname
+        self.copy_text = copy_text
+        self.conn = pg.connect(dbname)
+        self.pid = self.conn.info.backend_pid
+        for name, value in key_settings(derive_key(SALT)).items():
+            self.conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+
+    def fresh(self, table: str) -> str:
+        """An empty copy of ``table`` (columns only, like after pre-data), named ``<table>_run``."""
+        run = f"{table}_run"
+        self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(run)))
+        self.conn.execute(
+            sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS)").format(
+                sql.Identifier(run), sql.Identifier(table)
+            )
+        )
+        return run
+
+    def copy_in(self, table: str, data: bytes) -> None:
+        with (
+            self.conn.cursor() as cur,
+            cur.copy(sql.SQL("COPY {} FROM STDIN").format(sql.Identifier(table))) as cp,
+        ):
+            view = memoryview(data)
+            for i in range(0, len(view), 1 << 20):
+                cp.write(view[i : i + (1 << 20)])
+
+    def measured(self, func) -> tuple[float, float]:
+        """(backend CPU s, wall s) of ``func()``."""
+        self.conn.execute("SELECT 1")
+        cpu0, wall0 = proc_cpu(self.pid), time.monotonic()
+        func()
+        return proc_cpu(self.pid) - cpu0, time.monotonic() - wall0
+
+    def run(self, engine: str, table: str, specs: dict) -> dict[str, float]:
+        run = self.fresh(table)
+        data = self.copy_text[table]
+        worker = 0.0
+        if engine == "none":
+            db, wall = self.measured(lambda: self.copy_in(run, data))
+        elif engine == "noop":
+            self.conn.execute(
+                "CREATE OR REPLACE FUNCTION _bench_noop() RETURNS trigger LANGUAGE plpgsql AS "
+                "'BEGIN RETURN NEW; END'"
+            )
+            self.conn.execute(
+                sql.SQL(
+                    "CREATE TRIGGER noop BEFORE INSERT ON {} FOR EACH ROW EXECUTE FUNCTION _bench_noop()"
+                ).format(sql.Identifier(run))
+            )
+            db, wall = self.measured(lambda: self.copy_in(run, data))
+        elif engine == "trigger":
+            cat = read_table(self.conn, "public", run)
+            create_fn, create_trigger, _drop = trigger_statements(
+                "public", run, specs, cat.columns, self.conn
+            )
+            self.conn.execute(create_fn)
+            self.conn.execute(create_trigger)
+            db, wall = self.measured(lambda: self.copy_in(run, data))
+        elif engine == "setbased":
+            load = f"{table}_load"
+            self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(load)))
+            self.conn.execute(
+                sql.SQL("CREATE UNLOGGED TABLE {} (LIKE {})").format(
+                    sql.Identifier(load), sql.Identifier(table)
+                )
+            )
+            cat = read_table(self.conn, "public", run)
+            exprs = column_expressions(specs, cat.columns)
+            cols = list(cat.columns)
+            select = sql.SQL(", ").join(exprs.get(c, sql.Identifier(c)) for c in cols)
+            insert = sql.SQL("INSERT INTO {} SELECT {} FROM {}").format(
+                sql.Identifier(run), select, sql.Identifier(load)
+            )
+
+            def both():
+                self.copy_in(load, data)
+                self.conn.execute(insert)
+                self.conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(load)))
+
+            db, wall = self.measured(both)
+        elif engine in ("stream", "stream_md5picks"):
+            from stream_prototype import CopyMasker
+
+            cat = read_table(self.conn, "public", run)
+            masker = CopyMasker(
+                specs, cat.columns, list(cat.columns), derive_key(SALT), md5_picks=engine == "stream_md5picks"
+            )
+            out: list[bytes] = []
+
+            def transform():
+                t0 = time.thread_time()
+                out.append(masker.mask_block(data))
+                return time.thread_time() - t0
+
+            w0 = time.monotonic()
+            worker = transform()
+            db, _wall = self.measured(lambda: self.copy_in(run, out[0]))
+            wall = time.monotonic() - w0
+        else:
+            raise ValueError(engine)
+        return {"db_cpu_s": db, "worker_cpu_s": worker, "cpu_s": db + worker, "wall_s": wall}
+
+    def result_digest(self, table: str) -> str:
+        run = f"{table}_run"
+        return self.conn.execute(
+            sql.SQL("SELECT md5(string_agg(t::text, E'\\n' ORDER BY id)) FROM {} t").format(
+                sql.Identifier(run)
+            )
+        ).fetchone()[0]
+
+
+def rotate(items: list[str], i: int) -> list[str]:
+    k = i % len(items)
+    return items[k:] + items[:k]
+
+
+def compare(bench: Bench, table: str, specs: dict, engines: list[str], repeat: int, rows: int) -> dict:
+    samples: dict[str, list[dict]] = {e: [] for e in engines}
+    digests: dict[str, str] = {}
+    for i in range(repeat):
+        for engine in rotate(engines, i):
+            samples[engine].append(bench.run(engine, table, specs))
+            if engine not in ("none", "noop", "stream_md5picks"):
+                digests.setdefault(engine, bench.result_digest(table))
+    out: dict = {"rows": rows, "engines": {}}
+    base = statistics.median(s["cpu_s"] for s in samples["none"])
+    for engine, runs in samples.items():
+        cpu = statistics.median(s["cpu_s"] for s in runs)
+        out["engines"][engine] = {
+            "cpu_s_median": round(cpu, 3),
+            "db_cpu_s_median": round(statistics.median(s["db_cpu_s"] for s in runs), 3),
+            "worker_cpu_s_median": round(statistics.median(s["worker_cpu_s"] for s in runs), 3),
+            "cpu_us_per_row": round(cpu / rows * 1e6, 2),
+            "extra_cpu_us_per_row_vs_none": round((cpu - base) / rows * 1e6, 2),
+            "cpu_ratio_vs_none": round(cpu / base, 2) if base else None,
+            "wall_s_median": round(statistics.median(s["wall_s"] for s in runs), 3),
+        }
+    if len(set(digests.values())) > 1:
+        out["MISMATCH"] = digests
+    else:
+        out["outputs_identical"] = sorted(digests)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--scale", type=float, default=0.05, help="datagen scale (0.05: 50k users)")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--pg", type=int, default=16, choices=(16, 18))
+    parser.add_argument("--engines", default="none,noop,trigger,setbased")
+    parser.add_argument("--families", action="store_true", help="also one transformer family at a time")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    engines = args.engines.split(",")
+    base = Path(tempfile.mkdtemp(prefix="sss-engines-"))
+    pg = start_embedded_postgres(args.pg, base)
+    report: dict = {"scale": args.scale, "repeat": args.repeat, "pg": args.pg, "tables": {}, "families": {}}
+    try:
+        pg.create_database("bench")
+        report["datagen"] = generate(pg.conninfo("bench"), args.scale)
+        copy_text: dict[str, bytes] = {}
+        rows: dict[str, int] = {}
+        with pg.connect("bench") as conn:
+            for table in TABLES:
+                buf = bytearray()
+                with conn.cursor().copy(sql.SQL("COPY {} TO STDOUT").format(sql.Identifier(table))) as cp:
+                    for chunk in cp:
+                        buf += chunk
+                copy_text[table] = bytes(buf)
+                rows[table] = buf.count(b"\n")
+        bench = Bench(pg, "bench", copy_text)
+        for table, specs in TABLES.items():
+            report["tables"][table] = compare(bench, table, specs, engines, args.repeat, rows[table])
+        total_rows = sum(rows.values())
+        for engine in engines:
+            cpu = sum(report["tables"][t]["engines"][engine]["cpu_s_median"] for t in TABLES)
+            base_cpu = sum(report["tables"][t]["engines"]["none"]["cpu_s_median"] for t in TABLES)
+            report.setdefault("all_tables", {})[engine] = {
+                "cpu_us_per_row": round(cpu / total_rows * 1e6, 2),
+                "cpu_ratio_vs_none": round(cpu / base_cpu, 2),
+            }
+        if args.families:
+            fam_engines = [
+                e for e in engines if e in ("none", "noop", "trigger", "stream", "stream_md5picks")
+            ]
+            for label, (table, specs) in FAMILIES.items():
+                res = compare(bench, table, specs, fam_engines, args.repeat, rows[table])
+                report["families"][label] = {
+                    e: res["engines"][e]["extra_cpu_us_per_row_vs_none"] for e in fam_engines
+                }
+        bench.conn.close()
+    finally:
+        pg.stop()
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
