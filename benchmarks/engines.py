@@ -6,18 +6,33 @@ Engines (issue 14):
 * ``noop``      COPY through a PL/pgSQL BEFORE INSERT trigger that only ``RETURN NEW`` (the call cost);
 * ``trigger``   engine (a): COPY through the masking trigger (``anonymize.sql.trigger_statements``);
 * ``setbased``  engine (b): COPY into an UNLOGGED load table, then ``INSERT INTO t SELECT <exprs>``;
-* ``stream``    engine (c): the COPY text is masked on the worker (``anonymize.stream``) and copied into
-  the table without a trigger (only when ``anonymize.stream`` exists / ``--engines`` asks for it).
+* ``stream``    engine (c) in pure Python (``stream_prototype.CopyMasker``, byte-identical, with a
+  pure-Python ``hash_bytes_extended``): the COPY text is masked on the worker, then copied into the table
+  without a trigger;
+* ``stream_md5picks`` the same with keyed md5 instead of ``hashtextextended`` for picks and date shifts;
+* ``stream_duckdb`` engine (c) vectorised by DuckDB (``stream_duckdb.DuckMasker``, md5 picks: its output is
+  checked against ``stream_md5picks``);
+* ``trigger_literal_key`` experiment: the trigger with the key and seed as literals instead of settings
+  read per row (not shippable: it writes the key into the catalog), to price those reads.
 
 What is measured: **CPU**, not wall time (the machine is shared). For the database side, the backend's
-``utime + stime`` from ``/proc/<backend pid>/stat`` around the statement(s); for the worker side of
-``stream``, ``time.thread_time()`` of the transforming thread. The COPY text is read once with
-``COPY ... TO STDOUT`` (the same text ``pg_restore -a`` emits) and fed from memory, so the client's
-cost of sending it is the same for every engine and is not counted. Engines run alternately, ``--repeat``
-rounds in a rotating order; the report gives medians, µs per row and the ratio to ``none`` of the same
-round set. Wall-clock seconds are reported too, labelled ``wall``, for information only.
+``utime + stime`` from ``/proc/<backend pid>/stat`` around the statement(s) (clock ticks: 10 ms, so use
+at least 100k rows); for the worker side of the stream engines, ``getrusage(RUSAGE_SELF)`` around the
+transformation (DuckDB runs with ``threads=1``, spilling the block to a temporary file and back). The
+COPY text is read once with ``COPY ... TO STDOUT`` (the same text ``pg_restore -a`` emits) and fed from
+memory, so the client's cost of sending it is the same for every engine and is not counted, and neither
+is ``pg_restore``'s own CPU (the same for every engine). Tables are created ``LIKE`` the source without
+indexes (as after pre-data). Engines run alternately, ``--repeat`` rounds in a rotating order; the report
+gives medians, µs per row, the extra µs per row and the ratio against ``none`` of the same run, and the
+outputs' digests (engines of the same hash family must agree). Wall-clock seconds are reported too,
+labelled ``wall``, for information only.
 
-    PYTHONPATH=provider .venv/bin/python benchmarks/engines.py --scale 0.05 --repeat 5
+    PYTHONPATH=provider .venv/bin/python benchmarks/engines.py --scale 0.1 --repeat 5 --families
+    # with DuckDB (not a project dependency) from a separate venv:
+    python -m venv /tmp/perf-venv && /tmp/perf-venv/bin/pip install duckdb
+    PYTHONPATH=provider:benchmarks:/tmp/perf-venv/lib/python3.11/site-packages .venv/bin/python \
+        benchmarks/engines.py --scale 0.1 --repeat 5 --families \
+        --engines none,noop,trigger,trigger_literal_key,setbased,stream,stream_md5picks,stream_duckdb
 """
 
 from __future__ import annotations
@@ -262,11 +277,24 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=0.05, help="datagen scale (0.05: 50k users)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--pg", type=int, default=16, choices=(16, 18))
-    parser.add_argument("--engines", default="none,noop,trigger,setbased")
+    parser.add_argument(
+        "--engines",
+        default=None,
+        help="comma-separated (default: none,noop,trigger,setbased,stream, and stream_duckdb when importable)",
+    )
     parser.add_argument("--families", action="store_true", help="also one transformer family at a time")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    engines = args.engines.split(",")
+    if args.engines:
+        engines = args.engines.split(",")
+    else:
+        engines = ["none", "noop", "trigger", "setbased", "stream"]
+        try:
+            import duckdb  # noqa: F401
+
+            engines.append("stream_duckdb")
+        except ImportError:
+            pass
     base = Path(tempfile.mkdtemp(prefix="sss-engines-"))
     pg = start_embedded_postgres(args.pg, base)
     report: dict = {"scale": args.scale, "repeat": args.repeat, "pg": args.pg, "tables": {}, "families": {}}
