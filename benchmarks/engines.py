@@ -280,7 +280,7 @@ def main() -> None:
     parser.add_argument(
         "--engines",
         default=None,
-        help="comma-separated (default: none,noop,trigger,setbased,stream, and stream_duckdb when importable)",
+        help="comma-separated (default: none,noop,trigger,setbased,stream, and stream_md5picks,stream_duckdb when duckdb imports)",
     )
     parser.add_argument("--families", action="store_true", help="also one transformer family at a time")
     parser.add_argument("--out", type=Path, default=None)
@@ -292,7 +292,7 @@ def main() -> None:
         try:
             import duckdb  # noqa: F401
 
-            engines.append("stream_duckdb")
+            engines += ["stream_md5picks", "stream_duckdb"]
         except ImportError:
             pass
     base = Path(tempfile.mkdtemp(prefix="sss-engines-"))
