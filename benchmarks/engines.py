@@ -178,10 +178,16 @@ class Bench:
             db, wall = self.measured(both)
         elif engine.startswith("stream"):
             cat = read_table(self.conn, "public", run)
-            if engine == "stream_duckdb":
+            if engine in ("stream_duckdb", "stream_duckdb_exact"):
                 from stream_duckdb import DuckMasker
 
-                masker = DuckMasker(specs, cat.columns, list(cat.columns), derive_key(SALT))
+                masker = DuckMasker(
+                    specs,
+                    cat.columns,
+                    list(cat.columns),
+                    derive_key(SALT),
+                    exact=engine == "stream_duckdb_exact",
+                )
             else:
                 from stream_prototype import CopyMasker
 

@@ -1,9 +1,11 @@
 """Engine (c) with DuckDB, for measurement only: the COPY text of ``users``/``orders`` masked by one
 vectorised DuckDB query (``read_csv`` of the COPY text, the transformer expressions, ``COPY TO``).
 
-DuckDB has md5 but not PostgreSQL's ``hashtextextended``, so the word picks and ``date_shift`` use the
-keyed md5 (``stream_prototype.CopyMasker(md5_picks=True)`` gives the same bytes; the SQL side would have
-to switch to md5 picks too). Only the bench transformers and only COPY text without backslash escapes
+DuckDB has md5 but not PostgreSQL's ``hashtextextended``. Two modes: ``exact=False`` uses the keyed md5
+for the word picks and ``date_shift`` (``stream_prototype.CopyMasker(md5_picks=True)`` gives the same
+bytes; the SQL side would have to switch to md5 picks too); ``exact=True`` computes PostgreSQL's
+``hash_bytes_extended`` in DuckDB SQL (:func:`hash_bytes_extended_sql`: lookup3's 32-bit arithmetic on
+``UBIGINT``, ``list_reduce`` over the 12-byte blocks), byte-identical to the trigger. Only the bench transformers and only COPY text without backslash escapes
 in the masked columns are handled (a shipped engine would unescape/escape them with ``replace``).
 
 DuckDB is not a dependency of the project: install it in a separate venv and put its site-packages
@@ -18,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from scalingo_staging_sync.anonymize import transformers as tr
+from scalingo_staging_sync.anonymize.salt import derive_seed
 
 UP = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -30,8 +33,114 @@ def _arr(words) -> str:
     return "[" + ", ".join(_lit(w) for w in words) + "]"
 
 
+M32 = 4294967295
+_MIX = [("a", "c", 4, "c", "b"), ("b", "a", 6, "a", "c"), ("c", "b", 8, "b", "a")] + [
+    ("a", "c", 16, "c", "b"),
+    ("b", "a", 19, "a", "c"),
+    ("c", "b", 4, "b", "a"),
+]
+_FINAL = [
+    ("c", "b", 14),
+    ("a", "c", 11),
+    ("b", "a", 25),
+    ("c", "b", 16),
+    ("a", "c", 4),
+    ("b", "a", 14),
+    ("c", "b", 24),
+]
+
+
+def _rot(x: str, k: int) -> str:
+    return f"((({x} << {k}) | ({x} >> {32 - k})) & {M32})"
+
+
+def _sub(x: str, y: str) -> str:
+    return f"(({x} + 4294967296 - {y}) & {M32})"
+
+
+def _add(x: str, y: str) -> str:
+    return f"(({x} + {y}) & {M32})"
+
+
+def _st(a: str, b: str, c: str) -> str:
+    return "{'a': " + a + ", 'b': " + b + ", 'c': " + c + "}"
+
+
+def _step(prev: str, a: str, b: str, c: str) -> str:
+    """One sequential update of the (a, b, c) state; the one-element list binds ``s`` once, so the SQL
+    grows linearly with the number of steps."""
+    return f"list_transform([{prev}], lambda s: {_st(a, b, c)})[1]"
+
+
+def _fields() -> dict[str, str]:
+    return {x: f"s.{x}" for x in "abc"}
+
+
+def _mix(prev: str) -> str:
+    e = prev
+    for t, o, k, t2, src in _MIX:
+        f = _fields()
+        f[t] = f"xor({_sub('s.' + t, 's.' + o)}, {_rot('s.' + o, k)})"
+        e = _step(e, f["a"], f["b"], f["c"])
+        f = _fields()
+        f[t2] = _add("s." + t2, "s." + src)
+        e = _step(e, f["a"], f["b"], f["c"])
+    return e
+
+
+def _final(prev: str) -> str:
+    e = prev
+    for t, o, k in _FINAL:
+        f = _fields()
+        f[t] = _sub(f"xor(s.{t}, s.{o})", _rot("s." + o, k))
+        e = _step(e, f["a"], f["b"], f["c"])
+    return e
+
+
+def _word(h: str, i: str) -> str:
+    """Little-endian uint32 number ``i`` (0-based) of the hex string ``h``."""
+    parts = " || ".join(f"substr({h}, ({i}) * 8 + {o}, 2)" for o in (7, 5, 3, 1))
+    return f"('0x' || {parts})::UBIGINT"
+
+
+def hash_bytes_extended_sql(x: str, seed: int) -> str:
+    """DuckDB SQL of PostgreSQL's ``hash_bytes_extended(bytes of x, seed)`` (uint64, little-endian
+    server), i.e. ``hashtextextended(x, seed)`` as unsigned."""
+    seed &= 0xFFFFFFFFFFFFFFFF
+    length = f"octet_length(encode({x}))"
+    h = f"(hex(encode({x})) || repeat('0', 24))"
+    init = f"(2654435769 + {length} + 3923095)::UBIGINT"
+    e = _st(init, init, init)
+    if seed:
+        e = _mix(_step(e, _add("s.a", str(seed >> 32)), _add("s.b", str(seed & M32)), "s.c"))
+    body = _mix(
+        _step(
+            "acc",
+            _add("acc.a", _word(h, "i*3")),
+            _add("acc.b", _word(h, "i*3+1")),
+            _add("acc.c", _word(h, "i*3+2")),
+        )
+    )
+    e = f"list_reduce(range({length} // 12), lambda acc, i: {body}, {e})"
+    last = f"({length} // 12) * 3"
+    tail = _step(
+        e,
+        f"CASE WHEN {length} % 12 > 0 THEN {_add('s.a', _word(h, last))} ELSE s.a END",
+        f"CASE WHEN {length} % 12 > 0 THEN {_add('s.b', _word(h, last + ' + 1'))} ELSE s.b END",
+        f"CASE WHEN {length} % 12 > 0 THEN (s.c + ({_word(h, last + ' + 2')} << 8)) & {M32} ELSE s.c END",
+    )
+    return f"list_transform([{_final(tail)}], lambda r: (r.b << 32) | r.c)[1]"
+
+
 class DuckMasker:
-    def __init__(self, specs: Mapping[str, Mapping[str, Any]], catalog, columns: list[str], key: str):
+    def __init__(
+        self,
+        specs: Mapping[str, Mapping[str, Any]],
+        catalog,
+        columns: list[str],
+        key: str,
+        exact: bool = False,
+    ):
         import duckdb
 
         self.con = duckdb.connect()
@@ -42,7 +151,15 @@ class DuckMasker:
         def alower(e: str) -> str:
             return f"translate({e}, '{UP}', '{UP.lower()}')"
 
+        seed = derive_seed(key)
+
         def md5int(purpose: str, e: str) -> str:
+            if exact:  # hashtextextended('|purpose|' || e, seed) & (2^63 - 1), as the SQL side
+                salted = f"('|{purpose}|' || {e})"
+                return f"({hash_bytes_extended_sql(salted, seed)} & 9223372036854775807)::BIGINT"
+            return f"('0x' || left(md5({k} || '|{purpose}|' || {e}), 15))::BIGINT"
+
+        def md5key(purpose: str, e: str) -> str:
             return f"('0x' || left(md5({k} || '|{purpose}|' || {e}), 15))::BIGINT"
 
         def norm(c: str) -> str:
@@ -71,7 +188,7 @@ class DuckMasker:
                 pn = c
                 for ch in tr.PHONE_SEPARATORS:
                     pn = f"replace({pn}, {_lit(ch)}, '')"
-                off = f"(1 + {md5int('phone', pn)} % 999999999999)"
+                off = f"(1 + {md5key('phone', pn)} % 999999999999)"
                 exprs[col] = (
                     f"'+999' || CASE WHEN length({c}) = 16 AND starts_with({c}, '+999') THEN substr(((CASE WHEN "
                     f"regexp_full_match({c}, '\\+999[0-9]{{12}}') THEN right({c}, 12)::BIGINT ELSE 0 END + {off}) "
@@ -85,8 +202,10 @@ class DuckMasker:
                 )
             elif name == "date_shift" and catalog[col].base_type == "date":
                 exprs[col] = (
-                    f"CASE WHEN {c} IN ('infinity', '-infinity') THEN {c} ELSE strftime({c}::DATE + "
-                    f"((({md5int('date_shift', c)} % 730 + 366) % 731 - 365)::INT), '%Y-%m-%d') END"
+                    # the hash outside the CASE: DuckDB evaluates lambdas inside a CASE branch slowly
+                    f"(SELECT CASE WHEN {c} IN ('infinity', '-infinity') THEN {c} ELSE strftime({c}::DATE + "  # noqa: S608 (DuckDB text of constants)
+                    f"(((x % 730 + 366) % 731 - 365)::INT), '%Y-%m-%d') END "
+                    f"FROM (SELECT {md5int('date_shift', c)} AS x) h)"
                 )
             else:
                 raise NotImplementedError(name)
