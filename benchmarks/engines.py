@@ -276,6 +276,23 @@ def compare(bench: Bench, table: str, specs: dict, engines: list[str], repeat: i
     return out
 
 
+def summary(report: dict) -> str:
+    """A plain table: CPU µs per row, extra µs per row and ratio against ``none`` (same run)."""
+    lines = [f"CPU per row, medians of {report['repeat']} rounds, PostgreSQL {report['pg']} (wall: see JSON)"]
+    for table, res in report["tables"].items():
+        check = res.get("MISMATCH") and "OUTPUTS DIFFER" or "outputs identical within hash family"
+        lines.append(f"{table} ({res['rows']} rows; {check})")
+        for engine, e in res["engines"].items():
+            ratio = e["cpu_ratio_vs_none"]
+            lines.append(
+                f"  {engine:<22} {e['cpu_us_per_row']:7.2f} us/row  extra {e['extra_cpu_us_per_row_vs_none']:6.2f}"
+                f"  x{ratio if ratio is not None else float('nan'):.2f} vs none"
+            )
+    for label, fam in report.get("families", {}).items():
+        lines.append(f"family {label}: " + ", ".join(f"{e} +{v}" for e, v in fam.items()))
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -342,8 +359,11 @@ def main() -> None:
         pg.stop()
     text = json.dumps(report, indent=2)
     print(text)
+    print(summary(report))
     if args.out:
         args.out.write_text(text + "\n")
+    if any(res.get("MISMATCH") for res in report["tables"].values()):
+        sys.exit("engines of the same hash family gave different tables (see MISMATCH above)")
 
 
 if __name__ == "__main__":
