@@ -7,7 +7,7 @@ Checks fail closed: a value that cannot be read or parsed is a failure, never a 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 
 from scalingo_staging_sync.errors import SyncError
@@ -53,7 +53,12 @@ def _matching(value: str, patterns: list[re.Pattern]) -> list[str]:
 def check_target_app_not_production(target_app: str | None, app_patterns: Iterable[str]) -> CheckResult:
     name = "target_app_not_production"
     if not target_app:
-        return CheckResult(name, False, "no target app given: set the target_app param or the APP env var")
+        return CheckResult(
+            name,
+            False,
+            "no target app given: set target_app in the rules file, the target_app param, or the "
+            "SCALINGO_STAGING_SYNC_TARGET_APP environment variable ($APP is no longer read)",
+        )
     hits = _matching(target_app, _compile(app_patterns, "apps"))
     if hits:
         return CheckResult(name, False, f"target app {target_app!r} matches production pattern(s) {hits}")
@@ -98,6 +103,73 @@ def check_target_is_not_source(
             )
     return CheckResult(
         name, True, f"source {source_app!r} differs from target {target_app!r} (app and database host)"
+    )
+
+
+#: what Scalingo puts in every container (doc.scalingo.com, platform/app/environment): $APP is the app
+#: the container runs in, $CONTAINER its container (web-1, worker-1, one-off-1234, ...)
+SCALINGO_CONTAINER_VARS = ("APP", "CONTAINER")
+
+
+def scalingo_container_app(environ: Mapping[str, str]) -> str | None:
+    """The app this process runs in when it runs in a Scalingo container (``$APP`` and ``$CONTAINER``
+    both set, as Scalingo documents its runtime environment), else None."""
+    app, container = (environ.get(v, "").strip() for v in SCALINGO_CONTAINER_VARS)
+    return app if app and container else None
+
+
+def check_target_not_own_app(target_app: str | None, environ: Mapping[str, str]) -> CheckResult:
+    """Inside a Scalingo container, ``$APP`` is the app Airflow itself runs in: never the target
+    (maintenance would scale Airflow to zero)."""
+    name = "target_app_not_own_container"
+    own = scalingo_container_app(environ)
+    if own is None:
+        return CheckResult(name, True, "not running in a Scalingo container ($APP / $CONTAINER unset)")
+    if target_app and target_app.strip().lower() == own.lower():
+        return CheckResult(
+            name,
+            False,
+            f"target app {target_app!r} is the app this Airflow runs in ($APP in container "
+            f"{environ.get('CONTAINER')!r}): maintenance and post-sync commands would act on Airflow "
+            "itself. Set target_app (rules file, target_app param or SCALINGO_STAGING_SYNC_TARGET_APP) "
+            "to the staging app",
+        )
+    return CheckResult(name, True, f"target app {target_app!r} is not this container's app {own!r}")
+
+
+def _norm_host(host: str | None) -> str:
+    return (host or "").strip().rstrip(".").lower()
+
+
+def check_target_bound_to_staging(
+    target_app: str | None,
+    location: Mapping[str, object] | None,
+    staging_host: str | None,
+    staging_port: int | None,
+    staging_dbname: str | None,
+) -> CheckResult:
+    """The target app's own PostgreSQL addon (``location``: host, port, dbname read through the API)
+    is the database of the staging connection. Otherwise maintenance scaling and post-sync commands
+    would act on an app whose database is not the one being overwritten."""
+    name = "target_app_bound_to_staging"
+    if not target_app:
+        return CheckResult(name, False, "no target app given: cannot prove it owns the staging database")
+    if not location:
+        return CheckResult(name, False, f"the PostgreSQL addon of target app {target_app!r} was not read")
+    want = (_norm_host(str(location.get("host") or "")), int(location.get("port") or 5432))
+    have = (_norm_host(staging_host), int(staging_port or 5432))
+    where = f"{location.get('host')}:{location.get('port')}/{location.get('dbname')}"
+    mine = f"{staging_host}:{staging_port}/{staging_dbname}"
+    if not want[0] or want != have or str(location.get("dbname") or "") != (staging_dbname or ""):
+        return CheckResult(
+            name,
+            False,
+            f"the PostgreSQL addon of target app {target_app!r} is {where} (from "
+            f"{location.get('source')}), but the staging connection points at {mine}: fix target_app, "
+            "or the staging_db connection's host, port and database so both name the same database",
+        )
+    return CheckResult(
+        name, True, f"target app {target_app!r} owns the staging database {mine} ({location.get('source')})"
     )
 
 

@@ -37,6 +37,22 @@ def resolve_seed_paths(seeds: Sequence[str], rules_path: str | Path | None) -> l
     return paths
 
 
+def check_seed_files(seeds: Sequence[str], rules_path: str | Path | None) -> list[Path]:
+    """Every seed file exists and can be read (one byte is read): the preflight's check. Raises
+    :class:`SeedError` naming the first bad entry."""
+    paths = resolve_seed_paths(seeds, rules_path)
+    for index, path in enumerate(paths):
+        try:
+            with path.open("rb") as fh:
+                fh.read(1)
+        except OSError as exc:
+            raise SeedError(
+                f"seeds[{index}]: {seeds[index]!r} ({path}) cannot be read: {exc.strerror or exc}; "
+                "make it readable by the user Airflow runs as"
+            ) from None
+    return paths
+
+
 def run_seeds(target: PgTarget, paths: Sequence[Path]) -> list[dict]:
     """Run each SQL file in one transaction; returns [{file, duration_s}]."""
     results = []

@@ -11,6 +11,13 @@ the recorded one: same key, same value, the original is still there. Row counts 
 ``count(*)`` against the rows the anonymize task reported, and against the restore's per-table rows
 when given.
 
+Statistics too: ``pg_stats`` (``most_common_vals``, ``histogram_bounds``) of the table and of its
+ancestors (a partitioned or inheritance parent's statistics cover the children's rows), and the MCV
+lists of extended statistics (``pg_stats_ext``), are read for each masked column; every value listed
+is fingerprinted and compared with the sampled originals. A match fails the table: the statistics
+were computed before masking (an autovacuum ANALYZE before an in-place UPDATE, or statistics restored
+from a ``pg_dump --statistics`` archive) and ``anonymize.postload.analyze_masked`` did not run.
+
 No Airflow here. Values are never logged or returned: only counts and column names.
 """
 
@@ -50,6 +57,9 @@ class TableVerification:
     keys_found: int = 0
     columns: dict[str, dict[str, int]] = field(default_factory=dict)  # col -> {checked, survived}
     survived_columns: list[str] = field(default_factory=list)
+    #: col -> {"checked": values listed in pg_stats / pg_stats_ext, "survived": sampled originals among them}
+    stats: dict[str, dict[str, int]] = field(default_factory=dict)
+    stats_survived_columns: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     duration_s: float = 0.0
 
@@ -99,7 +109,12 @@ def _results_list(results: Any) -> list[Mapping[str, Any]]:
 
 
 def verify_table(
-    conn, result: Mapping[str, Any], salt: str, restored_rows: int | None = None
+    conn,
+    result: Mapping[str, Any],
+    salt: str,
+    restored_rows: int | None = None,
+    *,
+    check_stats: bool = True,
 ) -> TableVerification:
     """Verify one anonymized table (see module doc)."""
     from psycopg import sql
@@ -141,6 +156,8 @@ def verify_table(
         check.problems.append("proof has sampled rows but no key_columns: cannot verify")
     elif samples:
         _check_samples(conn, check, relation, key_columns, samples, salt)
+        if check_stats:
+            _check_statistics(conn, check, schema, name, samples, salt)
     elif result.get("masked_columns") and (check.rows_found or 0) > 0:
         check.problems.append("no residual-value proof although the table has rows and masked columns")
     check.passed = not check.problems
@@ -201,11 +218,66 @@ def _check_samples(conn, check, relation, key_columns: list[str], samples: list[
         check.problems.append(f"none of the {len(expected)} sampled keys was found after anonymization")
 
 
+_STATS_SQL = """
+WITH RECURSIVE up(oid) AS (
+    SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = %(schema)s AND c.relname = %(name)s
+    UNION
+    SELECT i.inhparent FROM pg_inherits i JOIN up ON i.inhrelid = up.oid
+), rels AS (
+    SELECT n.nspname, c.relname FROM up JOIN pg_class c ON c.oid = up.oid
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+)
+SELECT s.attname::text, v
+FROM rels JOIN pg_stats s ON s.schemaname = rels.nspname AND s.tablename = rels.relname
+CROSS JOIN LATERAL unnest(
+    coalesce(s.most_common_vals::text::text[], '{}'::text[])
+    || coalesce(s.histogram_bounds::text::text[], '{}'::text[])
+) AS v
+WHERE s.attname = ANY(%(columns)s::name[])
+UNION ALL
+SELECT a::text, v
+FROM rels JOIN pg_stats_ext e ON e.schemaname = rels.nspname AND e.tablename = rels.relname
+CROSS JOIN LATERAL unnest(e.attnames) AS a
+CROSS JOIN LATERAL unnest(coalesce(e.most_common_vals, '{}'::text[])) AS v
+WHERE a = ANY(%(columns)s::name[])
+"""
+
+
+def _check_statistics(conn, check, schema: str, name: str, samples: list[dict], salt: str) -> None:
+    """Look for the sampled originals among the values ``pg_stats`` / ``pg_stats_ext`` list."""
+    recorded: dict[str, set[str]] = {}
+    for sample in samples:
+        for column, value in (sample.get("values") or {}).items():
+            recorded.setdefault(column, set()).add(value)
+    if not recorded:
+        return
+    stats = {c: {"checked": 0, "survived": 0} for c in sorted(recorded)}
+    with conn.cursor() as cur:
+        cur.execute(_STATS_SQL, {"schema": schema, "name": name, "columns": sorted(recorded)})
+        for column, value in cur.fetchall():
+            if column not in stats or value is None:
+                continue
+            stats[column]["checked"] += 1
+            if fingerprint(salt, value) in recorded[column]:
+                stats[column]["survived"] += 1
+    check.stats = stats
+    check.stats_survived_columns = [c for c in sorted(stats) if stats[c]["survived"]]
+    for column in check.stats_survived_columns:
+        check.problems.append(
+            f"pg_stats of {check.table}.{column} still lists {stats[column]['survived']} sampled original "
+            "value(s): statistics were computed before masking; ANALYZE the masked data "
+            "(scalingo_staging_sync.anonymize.postload.analyze_masked)"
+        )
+
+
 def verify_anonymization_results(
     conn,
     results: Iterable[Mapping[str, Any]] | Mapping[str, Any] | None,
     salt: str,
     restore_rows: Mapping[str, int] | None = None,
+    *,
+    check_stats: bool = True,
 ) -> VerificationReport:
     """Verify every table of ``results`` on the autocommit psycopg connection ``conn``."""
     if not salt:
@@ -216,11 +288,16 @@ def verify_anonymization_results(
     for result in _results_list(results):
         schema, name = _split(str(result["table"]))
         try:
-            check = verify_table(conn, result, salt, restore_rows.get(f"{schema}.{name}"))
+            check = verify_table(
+                conn, result, salt, restore_rows.get(f"{schema}.{name}"), check_stats=check_stats
+            )
         except Exception as exc:  # a query error is a failure, never a silent pass
+            from scalingo_staging_sync.pgerrors import describe_pg_error
+
+            reason = describe_pg_error(exc)  # SQLSTATE and object names, never row contents
             check = TableVerification(table=f"{schema}.{name}", mode=result.get("mode"), passed=False)
-            check.problems.append(f"verification query failed ({type(exc).__name__})")
-            log.warning("verification of %s.%s failed: %s", schema, name, type(exc).__name__)
+            check.problems.append(f"verification query failed ({reason})")
+            log.warning("verification of %s.%s failed: %s", schema, name, reason)
         log.info(
             "verification %s: %s (rows %s, %d/%d sampled keys found%s)",
             check.table,
@@ -241,6 +318,7 @@ def verify_residuals(
     restore_rows: Mapping[str, int] | None = None,
     *,
     raise_on_failure: bool = True,
+    check_stats: bool = True,
 ) -> dict[str, Any]:
     """Verify on a :class:`~scalingo_staging_sync.pgconn.PgTarget`; return the report dict.
 
@@ -248,7 +326,7 @@ def verify_residuals(
     ``raise_on_failure`` is false.
     """
     with target.connect(autocommit=True) as conn:
-        report = verify_anonymization_results(conn, results, salt, restore_rows)
+        report = verify_anonymization_results(conn, results, salt, restore_rows, check_stats=check_stats)
     if raise_on_failure and not report.passed:
         raise ResidualValueError(report)
     return report.to_dict()

@@ -236,12 +236,27 @@ def test_sql_errors_are_not_retried(db):
         target,
         rules_from("source_app: p\nanonymization_tables: [{table: slow, query: 'SELECT pg_sleep(3)'}]"),
     )[0]
-    started = time.monotonic()
-    with pytest.raises(psycopg.errors.QueryCanceled):
-        run_table_plan(
-            item, target, SALT, retry=RetryPolicy(attempts=3, base_delay_s=2), statement_timeout_s=0.2
-        )
-    assert time.monotonic() - started < 1.5  # no backoff sleep: not retried
+    attempts: list[int] = []
+    real_attempt = executor.with_retries
+
+    def counting(policy, func, *, what):
+        def wrapped():
+            attempts.append(1)
+            return func()
+
+        return real_attempt(policy, wrapped, what=what)
+
+    executor.with_retries = counting
+    try:
+        with pytest.raises(executor.AnonymizationError) as info:
+            run_table_plan(
+                item, target, SALT, retry=RetryPolicy(attempts=3, base_delay_s=0.01), statement_timeout_s=0.2
+            )
+    finally:
+        executor.with_retries = real_attempt
+    assert info.value.sqlstate == "57014" and info.value.condition == "QueryCanceled"
+    assert "statement timeout" in str(info.value) and not info.value.retryable
+    assert len(attempts) == 1  # a statement timeout is an SQL error: never retried
     assert not executor.is_transient(psycopg.errors.UndefinedColumn())
     assert executor.is_transient(psycopg.errors.SerializationFailure())
     assert executor.is_transient(psycopg.OperationalError("connection lost"))

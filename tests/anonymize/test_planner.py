@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from scalingo_staging_sync.anonymize.planner import PlanError, plan_anonymization
+from scalingo_staging_sync.anonymize.rules import RulesError
 
 from .conftest import anonymize, execute, rules_from
 
@@ -110,15 +111,27 @@ source_app: p
 anonymization_tables:
   - table: "users; DROP TABLE x"
     columns: {"id; DROP TABLE x": email}
-  - table: "x\\"; DROP TABLE x; --"
+  - table: '"x""; DROP TABLE x; --"'
     columns: {id: null}
 """,
     )
     assert errors == [
         "anonymization_tables[0].columns.id; DROP TABLE x: no such column in public.users; DROP TABLE x",
-        'anonymization_tables[1].table: no such table public.x"; DROP TABLE x; --',
+        'anonymization_tables[1].table: no such table public."x""; DROP TABLE x; --"',
     ]
     assert execute(shop, "SELECT count(*) FROM x") == [(0,)]  # still there
+
+
+def test_unbalanced_quote_in_table_name_refused_by_the_rules():
+    with pytest.raises(RulesError, match=r"anonymization_tables\[0\]\.table: .*double quote"):
+        rules_from(
+            """
+source_app: p
+anonymization_tables:
+  - table: "x\\"; DROP TABLE x; --"
+    columns: {id: null}
+"""
+        )
 
 
 def test_injection_in_condition_is_wrapped_and_refused(shop):
@@ -233,3 +246,96 @@ def test_strategy_lists_the_columns_it_applies_to(shop):
     assert item["strategy"] == "user_anonymization"
     assert set(item["masked_columns"]) == {"email", "first_name", "last_name", "full_name"}
     assert item["columns"]["full_name"] == {"transformer": "full_name", "from": ["first_name", "last_name"]}
+
+
+# ------------------------------------------------------------------ the same checks on the archive alone
+
+SHOP_SQL = """
+CREATE TABLE users (id int PRIMARY KEY, email varchar(10), name text NOT NULL, born date,
+                    note text NOT NULL DEFAULT '', code varchar(3), created_at timestamptz DEFAULT now(),
+                    search tsvector, email_md5 text, email_sha256 text);
+CREATE TABLE x (id int);
+CREATE TABLE accounts (id int PRIMARY KEY, login text UNIQUE, email text, first_name text,
+                       last_name text, full_name text);
+"""
+
+
+@pytest.fixture
+def shop_archive(prod_pg, tmp_path):
+    """The ``shop`` tables in the production server, dumped by pg_dump 16 (no database at planning)."""
+    from scalingo_staging_sync.restore.pgtools import find_pg_tools
+
+    prod_pg.create_database("planner_shop")
+    try:
+        prod_pg.execute(SHOP_SQL, dbname="planner_shop")
+        dump = prod_pg.pg_dump("planner_shop", tmp_path / "shop.pgsql")
+    finally:
+        prod_pg.drop_database("planner_shop")
+    return dump, find_pg_tools(prod_pg.bin_dir)
+
+
+def test_archive_planning_refuses_bad_rules_without_a_database(shop_archive):
+    from scalingo_staging_sync.inventory import plan_from_archive
+
+    dump, tools = shop_archive
+    rules = rules_from(
+        """
+source_app: p
+anonymization_tables:
+  - table: nope
+    columns: {a: email}
+  - table: users
+    columns:
+      emial: email
+      email: email
+      name: null
+      born: first_name
+      note: {transformer: date_shift}
+      code: {transformer: fixed, value: "ABCDE"}
+      created_at: {transformer: date_shift}
+    condition: "born < now() AND nme IS NOT NULL"
+  - table: accounts
+    columns: {login: first_name}
+  - table: x
+    strategy: user_anonymization
+"""
+    )
+    with pytest.raises(PlanError) as info:
+        plan_from_archive(dump, rules, tools=tools)
+    errors = info.value.errors
+    assert errors[0].startswith("anonymization_tables[0].table: public.nope is not a table of this archive")
+    joined = "\n".join(errors)
+    for expected in (
+        "anonymization_tables[1].columns.emial: no such column in public.users",
+        "anonymization_tables[1].columns.email: transformer 'email' needs at least 29 characters",
+        "anonymization_tables[1].columns.name: null into NOT NULL column name",
+        "anonymization_tables[1].columns.born: transformer 'first_name' does not apply to type date",
+        "anonymization_tables[1].columns.note: transformer 'date_shift' does not apply to type text",
+        "anonymization_tables[1].columns.code: transformer 'fixed' needs at least 5 characters",
+        "anonymization_tables[1].condition: column nme does not exist in public.users",
+        "anonymization_tables[2].columns.login: transformer 'first_name' does not keep values unique, but "
+        "login is in unique index accounts_login_key of public.accounts",
+        "anonymization_tables[3].strategy: user_anonymization matches no column of public.x",
+    ):
+        assert expected in joined
+    assert "created_at" not in joined  # date_shift fits a timestamptz
+
+
+def test_archive_plan_items_match_the_catalog_plan(shop_archive, shop):
+    """On the same tables, the archive plan and the catalog plan give the same items (on_load where the
+    catalog path is told it restores from a dump)."""
+    from scalingo_staging_sync.inventory import plan_from_archive
+
+    dump, tools = shop_archive
+    text = """
+source_app: p
+anonymization_tables:
+  - table: accounts
+    columns: {email: email, first_name: first_name, last_name: last_name}
+  - table: public.users
+    columns: {name: full_name}
+    condition: "created_at < now()"
+"""
+    from_archive = plan_from_archive(dump, rules_from(text), tools=tools).items
+    from_catalog = plan_anonymization(shop, rules_from(text), dump_path=str(dump), tools=tools)
+    assert from_archive == from_catalog

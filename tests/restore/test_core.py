@@ -21,6 +21,7 @@ from scalingo_staging_sync.restore.errors import (
 from scalingo_staging_sync.restore.pgtools import PG_BIN_ENV, find_pg_tools
 from scalingo_staging_sync.restore.runner import StderrParser, run_pg_restore, stream_table_copy
 from scalingo_staging_sync.restore.toc import read_toc
+from scalingo_staging_sync.tablename import TableName
 from scalingo_staging_sync.testing.postgres import pg_bin_dir
 
 CHINOOK_TABLES = {
@@ -336,7 +337,8 @@ def test_quotes_spaces_and_capitals(prod_pg, staging_pg, tmp_path):
     dump_file = prod_pg.pg_dump(src, tmp_path / "quoted.pgsql")
     tools = find_pg_tools(pg_bin_dir(staging_pg.version))
     pks = dumpmod.primary_keys(dump_file, tools)
-    assert pks == {"public.Order Items": ["id"], 'Sales Dept.Big "Q" Table': ["id"]}
+    big = str(TableName("Sales Dept", 'Big "Q" Table'))  # the canonical key: 'Sales Dept."Big ""Q"" Table"'
+    assert pks == {"public.Order Items": ["id"], big: ["id"]}
     db = 'Stag "ing" db ' + unique_db("X")
     staging_pg.create_database(db)
     target = superuser_target(staging_pg, db)
@@ -344,9 +346,7 @@ def test_quotes_spaces_and_capitals(prod_pg, staging_pg, tmp_path):
         dump_file, target, section="pre-data+data", mode="swap", tools=tools, exclude_tables=["Order Items"]
     )
     assert out["excluded"] == ["public.Order Items"]
-    assert out["tables"] == {
-        'Sales Dept.Big "Q" Table': {"rows": 5, "bytes": out["tables"]['Sales Dept.Big "Q" Table']["bytes"]}
-    }
+    assert out["tables"] == {big: {"rows": 5, "bytes": out["tables"][big]["bytes"]}}
     post = restore(
         dump_file, target, section="post-data", mode="swap", tools=tools, exclude_tables=["Order Items"]
     )

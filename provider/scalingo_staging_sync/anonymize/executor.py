@@ -29,16 +29,20 @@ from psycopg import sql
 from scalingo_staging_sync.anonymize.planner import read_table
 from scalingo_staging_sync.anonymize.salt import derive_key, key_settings, target_with_key
 from scalingo_staging_sync.anonymize.sql import (
+    attach_trigger_statements,
     column_expressions,
+    drop_function_statement,
     sample_statement,
+    trigger_function_name,
+    trigger_name,
     trigger_statements,
     update_statement,
 )
 from scalingo_staging_sync.anonymize.strategies import StrategyContext, build_custom_statement, get_custom
 from scalingo_staging_sync.anonymize.transformers import get_transformer, options_of
-from scalingo_staging_sync.errors import SyncError
 from scalingo_staging_sync.fingerprint import ALGORITHM, fingerprint
 from scalingo_staging_sync.pgconn import PgTarget
+from scalingo_staging_sync.pgerrors import SanitizedDatabaseError, describe_pg_error, sanitized
 from scalingo_staging_sync.secrets import mask_secret
 
 log = logging.getLogger(__name__)
@@ -46,8 +50,17 @@ log = logging.getLogger(__name__)
 SAMPLE_ROWS = 200
 
 
-class AnonymizationError(SyncError, RuntimeError):
-    pass
+class AnonymizationError(SanitizedDatabaseError):
+    """Masking a table failed. The message names the table, the SQLSTATE, constraint and column,
+    never a row value (see :mod:`scalingo_staging_sync.pgerrors`)."""
+
+
+def _guarded(func, what: str):
+    """``func()`` with database and pg_restore errors turned into row-free :class:`AnonymizationError`
+    (the original exception is not chained)."""
+    from scalingo_staging_sync.restore.errors import RestoreError
+
+    return sanitized(func, what, error_cls=AnonymizationError, catch=(RestoreError,))
 
 
 @dataclass(frozen=True)
@@ -88,12 +101,11 @@ def with_retries(policy: RetryPolicy, func, *, what: str):
     def before_sleep(state) -> None:
         exc = state.outcome.exception() if state.outcome else None
         log.warning(
-            "%s: transient error on attempt %d/%d (%s: %s); retrying in %.1fs",
+            "%s: transient error on attempt %d/%d (%s); retrying in %.1fs",
             what,
             state.attempt_number,
             policy.attempts,
-            type(exc).__name__,
-            str(exc).strip().splitlines()[0] if exc else "",
+            describe_pg_error(exc) if exc else "",
             state.next_action.sleep if state.next_action else 0.0,
         )
 
@@ -255,8 +267,11 @@ def _load_table(dump_path: str, target: PgTarget, table: str, tools: Any) -> Non
     run_pg_restore(dump_path, target, section="data", only_data=[table], jobs=1, tools=tools)
 
 
-def _truncate(conn: Any, item: Mapping[str, Any]) -> None:
-    conn.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(item["schema"], item["name"])))
+def _truncate(conn: Any, item: Mapping[str, Any], relkind: str = "r") -> None:
+    """Empty the table itself (``ONLY``: its inheritance children are other plan items, maybe
+    already loaded); a partitioned table is emptied with its partitions."""
+    only = sql.SQL("ONLY ") if relkind == "r" else sql.SQL("")
+    conn.execute(sql.SQL("TRUNCATE {}{}").format(only, sql.Identifier(item["schema"], item["name"])))
 
 
 def _count(conn: Any, item: Mapping[str, Any]) -> int:
@@ -273,26 +288,95 @@ def _table_catalog(conn: Any, item: Mapping[str, Any]):
     return cat
 
 
-def _install_trigger(conn: Any, item: Mapping[str, Any]) -> Any:
-    """Empty the table and install its masking trigger; returns the DROP statement."""
+_DESCENDANTS_SQL = """
+WITH RECURSIVE tree(oid) AS (
+    SELECT i.inhrelid FROM pg_inherits i WHERE i.inhparent = %(oid)s
+    UNION
+    SELECT i.inhrelid FROM pg_inherits i JOIN tree t ON i.inhparent = t.oid
+)
+SELECT c.oid, n.nspname, c.relname, c.relkind::text
+FROM tree JOIN pg_class c ON c.oid = tree.oid JOIN pg_namespace n ON n.oid = c.relnamespace
+ORDER BY n.nspname, c.relname
+"""
+
+_TRIGGER_OF_SQL = """
+SELECT pn.nspname, p.proname, t.tgenabled::text
+FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_namespace pn ON pn.oid = p.pronamespace
+WHERE t.tgrelid = %s AND t.tgname = %s
+"""
+
+
+def descendants(conn: Any, oid: int) -> list[tuple[int, str, str, str]]:
+    """(oid, schema, name, relkind) of every partition and inheritance child of ``oid``, at any depth
+    (``pg_inherits``, as PostgreSQL's own DML on the parent reaches them)."""
+    return [tuple(r) for r in conn.execute(_DESCENDANTS_SQL, {"oid": oid}).fetchall()]  # type: ignore[misc]
+
+
+def install_masking_trigger(conn: Any, item: Mapping[str, Any]) -> list[str]:
+    """Empty the table, install its masking trigger, ``ENABLE ALWAYS``, on the table and on every
+    partition and inheritance child that holds rows (``pg_inherits`` at install time), and check that
+    each of them has one. Returns the tables covered.
+
+    A child that has its own plan item (the planner emits one per leaf partition and per inheritance
+    child) keeps its own trigger, whatever the order the items are installed in: each table's rows are
+    masked by its nearest ruled ancestor (itself first). An install never replaces a trigger calling
+    the function of one of its own descendants, and always replaces one calling a farther ancestor's."""
     cat = _table_catalog(conn, item)
-    create_fn, create_trigger, drop = trigger_statements(
-        item["schema"], item["name"], item["columns"], cat.columns, conn
-    )
-    _truncate(conn, item)
+    schema, name = item["schema"], item["name"]
+    create_fn, create_trigger, drop = trigger_statements(schema, name, item["columns"], cat.columns, conn)
+    children = descendants(conn, cat.oid)
+    _truncate(conn, item, cat.relkind)
     conn.execute(drop)
+    # functions of tables between this one and a descendant: their rules are nearer to its rows
+    closer = {(s, trigger_function_name(s, n)) for _o, s, n, _k in children}
     with conn.transaction():
         conn.execute(create_fn)
-        conn.execute(create_trigger)
-    return drop
+        if cat.relkind == "r":
+            conn.execute(create_trigger)
+        for oid, child_schema, child_name, relkind in children:
+            if relkind != "r":  # partitioned (no rows of its own), foreign: nothing is loaded into it
+                continue
+            conn.execute(
+                sql.SQL("LOCK TABLE ONLY {} IN SHARE ROW EXCLUSIVE MODE").format(
+                    sql.Identifier(child_schema, child_name)
+                )
+            )
+            row = conn.execute(_TRIGGER_OF_SQL, (oid, trigger_name(child_schema, child_name))).fetchone()
+            if row is not None and (row[0], row[1]) in closer:
+                continue  # installed by the child's own plan item, or by a nearer ruled ancestor's
+            for statement in attach_trigger_statements(child_schema, child_name, schema, name):
+                conn.execute(statement)
+    covered = ([] if cat.relkind != "r" else [(cat.oid, schema, name)]) + [
+        (oid, s, n) for oid, s, n, kind in children if kind == "r"
+    ]
+    missing = []
+    for oid, s, n in covered:
+        row = conn.execute(_TRIGGER_OF_SQL, (oid, trigger_name(s, n))).fetchone()
+        if row is None or row[2] != "A":
+            missing.append(f"{s}.{n}")
+    if missing:
+        conn.execute(drop)
+        raise AnonymizationError(
+            f"{_qualified(item)}: the masking trigger could not be installed ENABLE ALWAYS on "
+            f"{', '.join(missing)}; their rows would load unmasked"
+        )
+    if children:
+        log.info(
+            "%s: masking trigger also covers %d partition(s)/child table(s): %s",
+            _qualified(item),
+            len(covered) - (cat.relkind == "r"),
+            ", ".join(f"{s}.{n}" for _o, s, n in covered if (s, n) != (schema, name)),
+        )
+    return [f"{s}.{n}" for _o, s, n in covered]
 
 
-def _drop_trigger(conn: Any, item: Mapping[str, Any]) -> None:
-    cat = _table_catalog(conn, item)
-    _create_fn, _create_trigger, drop = trigger_statements(
-        item["schema"], item["name"], item["columns"], cat.columns, conn
-    )
-    conn.execute(drop)
+def drop_masking_trigger(conn: Any, item: Mapping[str, Any]) -> None:
+    """Drop the item's trigger function and, with it, every masking trigger calling it."""
+    conn.execute(drop_function_statement(item["schema"], item["name"]))
+
+
+_install_trigger = install_masking_trigger
+_drop_trigger = drop_masking_trigger
 
 
 def _on_load_proof(item: Mapping[str, Any], salt: str, dump_path: str, tools: Any, sample_rows: int) -> dict:
@@ -324,19 +408,22 @@ def run_on_load(
     tools = tools or find_pg_tools()
     keyed_target = target_with_key(target, derive_key(salt))
     started = time.monotonic()
-    proof = _on_load_proof(item, salt, dump_path, tools, sample_rows)
+    proof = _guarded(
+        lambda: _on_load_proof(item, salt, dump_path, tools, sample_rows), f"sample {table} from the archive"
+    )
 
     def attempt() -> int:
         with target.connect(autocommit=True) as conn:
-            drop = _install_trigger(conn, item)
+            _install_trigger(conn, item)
             try:
                 log.info("%s: masking trigger installed; loading the table's data", table)
                 _load_table(dump_path, keyed_target, table, tools)
             finally:
-                conn.execute(drop)
+                _drop_trigger(conn, item)
             return _count(conn, item)
 
-    rows = with_retries(retry, attempt, what=f"anonymize {table} (on load)")
+    what = f"anonymize {table} (on load)"
+    rows = _guarded(lambda: with_retries(retry, attempt, what=what), what)
     return _result(item, "on_load", rows, started, proof)
 
 
@@ -361,19 +448,23 @@ def prepare_on_load(
     table = _qualified(item)
     tools = tools or find_pg_tools()
     started = time.monotonic()
-    proof = _on_load_proof(item, salt, dump_path, tools, sample_rows)
+    proof = _guarded(
+        lambda: _on_load_proof(item, salt, dump_path, tools, sample_rows), f"sample {table} from the archive"
+    )
 
-    def attempt() -> None:
+    def attempt() -> list[str]:
         with target.connect(autocommit=True) as conn:
-            _install_trigger(conn, item)
+            return _install_trigger(conn, item)
 
-    with_retries(retry, attempt, what=f"install the masking trigger of {table}")
+    what = f"install the masking trigger of {table}"
+    covered = _guarded(lambda: with_retries(retry, attempt, what=what), what)
     log.info("%s: masking trigger installed; its rows will be masked as the data section loads them", table)
     return {
         "table": table,
         "mode": "on_load",
         "step": "prepared",
         "masked_columns": list(item.get("masked_columns") or item.get("columns") or []),
+        "covered_tables": covered,
         "proof": proof,
         "duration_s": round(time.monotonic() - started, 3),
     }
@@ -396,8 +487,9 @@ def finish_on_load(
         with target.connect(autocommit=True) as conn:
             _drop_trigger(conn, item)
 
-    with_retries(retry, attempt, what=f"drop the masking trigger of {table}")
-    stats = table_stats(target, [table]).get(table) or {}
+    what = f"drop the masking trigger of {table}"
+    _guarded(lambda: with_retries(retry, attempt, what=what), what)
+    stats = _guarded(lambda: table_stats(target, [table]).get(table) or {}, f"count the rows of {table}")
     proof = dict(prepared.get("proof") or {})
     result = _result(item, "on_load", int(stats.get("rows", 0)), started, proof)
     result["duration_s"] = round(result["duration_s"] + float(prepared.get("duration_s") or 0.0), 3)
@@ -427,10 +519,11 @@ def run_in_place(
 
         def load() -> None:
             with target.connect(autocommit=True) as conn:
-                _truncate(conn, item)
+                _truncate(conn, item, _table_catalog(conn, item).relkind)
             _load_table(dump_path, target, table, tools)
 
-        with_retries(retry, load, what=f"load {table}")
+        what = f"load {table}"
+        _guarded(lambda: with_retries(retry, load, what=what), what)
 
     def attempt() -> tuple[int, dict]:
         with target.connect(autocommit=False) as conn:
@@ -466,7 +559,8 @@ def run_in_place(
             conn.commit()
             return rows, proof
 
-    rows, proof = with_retries(retry, attempt, what=f"anonymize {table} (in place)")
+    what = f"anonymize {table} (in place)"
+    rows, proof = _guarded(lambda: with_retries(retry, attempt, what=what), what)
     return _result(item, "in_place", rows, started, proof)
 
 

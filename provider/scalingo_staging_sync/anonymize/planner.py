@@ -1,5 +1,10 @@
-"""Planning: check the rules against the restored catalog (after pre-data) and produce one JSON item per
-table for ``AnonymizeTableOperator.partial(...).expand(plan=...)``.
+"""Planning: check the rules against a table catalog and produce one JSON item per table for
+``AnonymizeTableOperator.partial(...).expand(plan=...)``.
+
+The restore flow plans on the archive's inventory, before anything is restored
+(:func:`scalingo_staging_sync.inventory.plan_from_archive`, no database needed); this module holds the
+checks both paths share (:func:`plan_rule`) and the catalog path for an existing database
+(:func:`plan_anonymization`, which also casts ``fixed`` values and EXPLAINs the expressions there).
 
 Every problem is collected and raised together (:class:`PlanError`), each naming its rules entry and key
 (``anonymization_tables[1].columns.emial: no such column in public.customer``), before any data moves:
@@ -19,7 +24,7 @@ from typing import Any
 
 from psycopg import sql
 
-from scalingo_staging_sync.anonymize.rules import Rules, TableRule, split_table_name
+from scalingo_staging_sync.anonymize.rules import Rules, TableRule
 from scalingo_staging_sync.anonymize.sql import column_expressions, where_clause
 from scalingo_staging_sync.anonymize.strategies import (
     StrategyContext,
@@ -32,11 +37,17 @@ from scalingo_staging_sync.anonymize.strategies import (
 from scalingo_staging_sync.anonymize.transformers import ColumnInfo, get_transformer, options_of
 from scalingo_staging_sync.errors import SyncError
 from scalingo_staging_sync.pgconn import PgTarget
+from scalingo_staging_sync.tablename import TableName
 
 log = logging.getLogger(__name__)
 
 
 class PlanError(SyncError, ValueError):
+    """Rules that do not fit the tables: every problem, each naming its rules entry and how to fix it.
+    Raised before anything is restored; a retry cannot fix it."""
+
+    retryable = False
+
     def __init__(self, errors: list[str]):
         self.errors = list(errors)
         super().__init__(
@@ -62,7 +73,7 @@ class TableCatalog:
 
     @property
     def qualified(self) -> str:
-        return f"{self.schema}.{self.name}"
+        return str(TableName(self.schema, self.name))
 
 
 _COLUMNS_SQL = """
@@ -152,7 +163,13 @@ def plan_anonymization(
     items: list[dict] = []
     with target.connect(autocommit=True) as conn:
         for rule in rules.anonymization_tables:
-            item = _plan_table(conn, rules, rule, dump_path is not None, dump_pks, errors)
+            name = rule.table_name
+            cat = read_table(conn, name.schema, name.name)
+            if cat is None:
+                errors.append(f"{rule.where}.table: no such table {name}")
+                continue
+            item = plan_rule(cat, rules, rule, from_dump=dump_path is not None, dump_pks=dump_pks,
+                             errors=errors, conn=conn)  # fmt: skip
             if item is not None:
                 items.extend(_leaf_partitions(conn, item, dump_pks) if dump_path else [item])
     if errors:
@@ -184,8 +201,9 @@ def _leaf_partitions(conn: Any, item: dict, dump_pks: Mapping[str, list[str]]) -
         return [item]
     out = []
     for schema, name in leaves:
-        leaf = dict(item, schema=schema, name=name, table=f"{schema}.{name}")
-        leaf["key_columns"] = dump_pks.get(f"{schema}.{name}") or item["key_columns"]
+        key = str(TableName(schema, name))
+        leaf = dict(item, schema=schema, name=name, table=key)
+        leaf["key_columns"] = dump_pks.get(key) or dump_pks.get(f"{schema}.{name}") or item["key_columns"]
         leaf["warnings"] = [
             *[w for w in item["warnings"] if not w.startswith("partitioned table")],
             f"partition of {item['table']}: masked with its parent's rules",
@@ -196,26 +214,29 @@ def _leaf_partitions(conn: Any, item: dict, dump_pks: Mapping[str, list[str]]) -
 
 
 def _dump_primary_keys(dump_path: str, tools: Any) -> dict[str, list[str]]:
-    from scalingo_staging_sync.restore.dump import primary_keys
-    from scalingo_staging_sync.restore.pgtools import find_pg_tools
+    """``{str(TableName): [pk columns]}`` from the archive's inventory (post-data, pglast-parsed)."""
+    from scalingo_staging_sync.inventory.build import build_inventory
 
-    return primary_keys(dump_path, tools or find_pg_tools())
+    inv = build_inventory(dump_path, tools)
+    return {str(t.name): t.primary_key for t in inv.tables.values() if t.primary_key}
 
 
-def _plan_table(
-    conn: Any,
+def plan_rule(
+    cat: TableCatalog,
     rules: Rules,
     rule: TableRule,
+    *,
     from_dump: bool,
     dump_pks: Mapping[str, list[str]],
     errors: list[str],
+    conn: Any = None,
 ) -> dict | None:
+    """Check one rule against its table's catalog and return its plan item (None when it has errors,
+    appended to ``errors``). ``conn`` (optional): a connection to a database holding the table, for the
+    checks only a server can do (``fixed`` casts, EXPLAIN of the expressions and the condition);
+    without it the condition is parsed with pglast and its column references checked."""
     where = rule.where
-    schema, name = split_table_name(rule.table)
-    cat = read_table(conn, schema, name)
-    if cat is None:
-        errors.append(f"{where}.table: no such table {schema}.{name}")
-        return None
+    schema, name = cat.schema, cat.name
     n_errors = len(errors)
     warnings: list[str] = []
     specs: dict[str, dict[str, Any]] = {}
@@ -259,13 +280,16 @@ def _plan_table(
         masked = list(specs)
 
     if rule.condition:
-        errors.extend(_check_condition(conn, cat, rule.condition, f"{where}.condition"))
+        if conn is not None:
+            errors.extend(_check_condition(conn, cat, rule.condition, f"{where}.condition"))
+        else:
+            errors.extend(check_condition_offline(cat, rule.condition, f"{where}.condition"))
 
     if custom is not None:
         ctx = StrategyContext(schema, name, cat.columns, rule.condition, rules.email_domain)
         try:
             statement, masked = build_custom_statement(custom, ctx)
-            statement.as_string(conn)
+            statement.as_string(conn)  # conn may be None: psycopg then quotes as UTF-8
         except (StrategyError, KeyError, TypeError, ValueError) as exc:
             errors.append(f"{where}.strategy: {exc}")
         else:
@@ -373,13 +397,15 @@ def _check_columns(
                 errors.append(
                     f"{where}: depends on column {dep}, which is not masked (it would copy the original)"
                 )
-        if col in unique_cols and not transformer.unique:
-            index = next(n for n, cols in cat.unique_indexes if col in cols)
+        if col in unique_cols and not keeps_unique(transformer, options, info):
+            index = next((n for n, cols in cat.unique_indexes if col in cols), "primary key")
             errors.append(
                 f"{where}: transformer {transformer.name!r} does not keep values unique, but {col} is in "
-                f"unique index {index} (use email or hash)"
+                f"unique index {index} of {cat.qualified}; a unique key under a non-unique output fails the "
+                f"load: use a transformer the registry marks unique ({', '.join(unique_transformers())}) "
+                "with enough length, or mask another column"
             )
-        if transformer.name == "fixed" and len(errors) == before:
+        if transformer.name == "fixed" and len(errors) == before and conn is not None:
             try:
                 with conn.transaction():
                     conn.execute(
@@ -388,7 +414,7 @@ def _check_columns(
                     )
             except Exception as exc:
                 errors.append(f"{where}: fixed value does not fit {info.type_sql}: {str(exc).strip()}")
-    if not errors:
+    if not errors and conn is not None:
         try:
             exprs = column_expressions(specs, cat.columns)
             select = sql.SQL("SELECT {} FROM {} LIMIT 0").format(
@@ -399,6 +425,48 @@ def _check_columns(
                 conn.execute(sql.SQL("EXPLAIN {}").format(select), prepare=False)
         except Exception as exc:
             errors.append(f"{prefix}: the masking expressions do not compile: {str(exc).strip()}")
+    return errors
+
+
+def keeps_unique(transformer: Any, options: Mapping[str, Any], column: ColumnInfo) -> bool:
+    """Whether the registry says ``transformer`` with ``options`` keeps distinct values distinct on this
+    column (enough output bits). A transformer may answer per options/column (``keeps_unique``/
+    ``unique_for`` method); else its ``unique`` flag."""
+    for attr in ("keeps_unique", "unique_for", "is_unique"):
+        fn = getattr(transformer, attr, None)
+        if callable(fn):
+            try:
+                return bool(fn(options, column))
+            except TypeError:
+                return bool(fn(options))
+    return bool(getattr(transformer, "unique", False))
+
+
+def unique_transformers() -> list[str]:
+    from scalingo_staging_sync.anonymize.transformers import all_transformers
+
+    return sorted(name for name, t in all_transformers().items() if getattr(t, "unique", False))
+
+
+def check_condition_offline(cat: TableCatalog, condition: str, where: str) -> list[str]:
+    """Without a server: the condition must parse (pglast, PostgreSQL's parser) as one expression in
+    ``SELECT 1 FROM t WHERE (...)`` and its unqualified column references must be columns of the table."""
+    import pglast
+    from pglast import ast
+
+    text = "SELECT 1 FROM _t WHERE (\n" + condition + "\n)"  # noqa: S608 - parsed, never run
+    try:
+        stmts = pglast.parse_sql(text)
+    except pglast.parser.ParseError as exc:
+        return [f"{where}: does not parse as an SQL boolean expression: {exc}"]
+    if len(stmts) != 1 or not isinstance(stmts[0].stmt, ast.SelectStmt):
+        return [f"{where}: a condition is one boolean expression (found {len(stmts)} statements)"]
+    errors: list[str] = []
+    from scalingo_staging_sync.inventory.build import _column_refs_full
+
+    for fields in _column_refs_full(stmts[0].stmt.whereClause):
+        if len(fields) == 1 and fields[0] not in cat.columns:
+            errors.append(f"{where}: column {fields[0]} does not exist in {cat.qualified}")
     return errors
 
 

@@ -1,9 +1,9 @@
 """The reviewed YAML rules file: loading, JSON Schema validation, defaults, the frozen ``Rules`` value.
 
 Every error names the entry and the key (``anonymization_tables[3].columns.emial: ...``) and all of them
-are reported together, before anything runs. Checks that need the restored database (does the column
-exist, does the output fit its type) are done by :func:`scalingo_staging_sync.anonymize.planner.plan_anonymization`
-with the same naming.
+are reported together, before anything runs. Checks that need the tables (does the column
+exist, does the output fit its type) are done on the archive's inventory by
+:func:`scalingo_staging_sync.inventory.plan_from_archive` with the same naming.
 
 The path comes from the ``rules_file`` DAG param, else the env ``SCALINGO_STAGING_SYNC_RULES``
 (:func:`resolve_rules_path`).
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from scalingo_staging_sync.errors import SyncError
+from scalingo_staging_sync.tablename import TableName, TableNameError
 
 RULES_ENV = "SCALINGO_STAGING_SYNC_RULES"
 
@@ -84,13 +85,18 @@ class TableRule(_AttrMapping):
         return f"anonymization_tables[{self.index}]"
 
     @property
+    def table_name(self) -> TableName:
+        """The rule's table, parsed once (bare name = public, SQL quoting understood)."""
+        return TableName.parse(self.table)
+
+    @property
     def schema_name(self) -> tuple[str, str]:
-        return split_table_name(self.table)
+        name = self.table_name
+        return name.schema, name.name
 
     @property
     def qualified(self) -> str:
-        schema, name = self.schema_name
-        return f"{schema}.{name}"
+        return str(self.table_name)
 
 
 @dataclass(frozen=True)
@@ -146,6 +152,8 @@ class Rules(_AttrMapping):
     slack_channel: str | None = None
     email_domain: str = "example.com"
     restore: RestoreSettings = field(default_factory=RestoreSettings)
+    #: large objects (pg_largeobject): "drop" (default, never restored) or "keep" (restored and scanned)
+    large_objects: str = "drop"
     path: str | None = None
     sha256: str | None = None
     #: the validated document as parsed (for display; use the typed attributes above)
@@ -156,17 +164,14 @@ class Rules(_AttrMapping):
         base = Path(self.path).parent if self.path else Path.cwd()
         return [(base / s) for s in self.seeds]
 
-    def table_rule(self, table: str) -> TableRule | None:
-        wanted = ".".join(split_table_name(table))
-        return next((t for t in self.anonymization_tables if t.qualified == wanted), None)
+    def table_rule(self, table: str | TableName) -> TableRule | None:
+        wanted = TableName.parse(table)
+        return next((t for t in self.anonymization_tables if t.table_name == wanted), None)
 
-
-def split_table_name(table: str) -> tuple[str, str]:
-    """``"schema.table"`` -> (schema, table); ``"table"`` -> ("public", table). Names are data, never SQL."""
-    if "." in table:
-        schema, name = table.split(".", 1)
-        return schema, name
-    return "public", table
+    @property
+    def exclude_table_names(self) -> list[TableName]:
+        """``exclude_tables`` parsed once (a bare name is public's only)."""
+        return [TableName.parse(t) for t in self.exclude_tables]
 
 
 @lru_cache(maxsize=1)
@@ -299,11 +304,20 @@ def validate_rules_dict(data: Any, *, path: str | None = None, sha256: str | Non
 
     email_domain = data.get("email_domain", "example.com")
     tables: list[TableRule] = []
-    seen: dict[str, int] = {}
-    excluded = {".".join(split_table_name(t)) for t in data.get("exclude_tables", [])}
+    seen: dict[TableName, int] = {}
+    excluded: set[TableName] = set()
+    for j, text in enumerate(data.get("exclude_tables", [])):
+        try:
+            excluded.add(TableName.parse(text))
+        except TableNameError as exc:
+            errors.append(f"exclude_tables[{j}]: {exc}")
     for i, entry in enumerate(data.get("anonymization_tables", [])):
         where = f"anonymization_tables[{i}]"
-        qualified = ".".join(split_table_name(entry["table"]))
+        try:
+            qualified = TableName.parse(entry["table"])
+        except TableNameError as exc:
+            errors.append(f"{where}.table: {exc}")
+            continue
         if qualified in seen:
             errors.append(
                 f"{where}.table: {qualified} is already configured by anonymization_tables[{seen[qualified]}] "
@@ -378,6 +392,7 @@ def validate_rules_dict(data: Any, *, path: str | None = None, sha256: str | Non
             jobs=restore.get("jobs"),
             maintenance=restore.get("maintenance", False),
         ),
+        large_objects=data.get("large_objects", "drop"),
         path=path,
         sha256=sha256,
         raw=data,
@@ -387,9 +402,11 @@ def validate_rules_dict(data: Any, *, path: str | None = None, sha256: str | Non
 def parse_rules_text(text: str | bytes, *, path: str | None = None) -> Rules:
     import yaml
 
+    from scalingo_staging_sync.anonymize.yaml_loader import load_yaml  # refuses duplicate keys
+
     raw = text.encode("utf-8") if isinstance(text, str) else text
     try:
-        data = yaml.safe_load(raw)
+        data = load_yaml(raw)
     except yaml.YAMLError as exc:
         raise RulesError([f"(top level): not valid YAML: {exc}"], path) from None
     return validate_rules_dict(data, path=path, sha256=hashlib.sha256(raw).hexdigest())

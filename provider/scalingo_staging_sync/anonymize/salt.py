@@ -22,27 +22,90 @@ from scalingo_staging_sync.secrets import mask_secret
 
 SALT_VARIABLE = "scalingo_staging_sync_salt"
 SALT_ENV = "AIRFLOW_VAR_" + SALT_VARIABLE.upper()
-MIN_SALT_LENGTH = 16
+#: at least this many bytes (UTF-8)
+MIN_SALT_BYTES = 32
+#: at least this many different characters (refuses "aaaa...", "changemechangeme...", short alphabets)
+MIN_DISTINCT_CHARS = 16
+MIN_SALT_LENGTH = MIN_SALT_BYTES  # old name
+
+#: Salts anyone who has read this repository (or any tutorial) knows: refused. Every salt-like example in
+#: the repository's *.md / *.yaml files must be refused (tests/safety/test_salt.py greps them), so add
+#: the value here when you write a new one in the docs. Compared case-insensitively; the longer ones
+#: are also refused when they appear inside a salt.
+KNOWN_PLACEHOLDERS: frozenset[str] = frozenset(
+    {
+        # docker-compose.yaml fallback (before compose refused to start without a salt)
+        "change-me-to-a-long-random-secret",
+        "change-me",
+        "changeme",
+        "change_me",
+        "replace-me",
+        "replaceme",
+        "secret",
+        "my-secret",
+        "mysecret",
+        "my-salt",
+        "salt",
+        "your-salt",
+        "your-salt-here",
+        "your_salt_here",
+        "<long random secret>",
+        "long-random-secret",
+        "a-long-random-secret",
+        "test-salt",
+        "example-salt",
+        "please-change-me",
+    }
+)
+_CONTAINED_MIN = 16  # placeholders at least this long are refused inside a longer salt too
 
 
 class SaltError(SyncError, RuntimeError):
     pass
 
 
-_HOW_TO = (
+HOW_TO = (
     f"set the Airflow Variable {SALT_VARIABLE!r} to a long random secret "
-    f'(e.g. `airflow variables set {SALT_VARIABLE} "$(openssl rand -hex 32)"`, or the environment '
+    f'(e.g. `airflow variables set {SALT_VARIABLE} "$(openssl rand -base64 48)"`, or the environment '
     f"variable {SALT_ENV}); keep it stable between runs so masked values stay the same"
 )
 
 
-def check_salt(salt: str | None) -> str:
-    if not salt:
-        raise SaltError(f"no anonymization salt: {_HOW_TO}")
+def salt_problem(salt: str | None) -> str | None:
+    """Why ``salt`` is refused (a sentence that never contains the salt), or None when it is usable.
+
+    Refused: missing or blank; fewer than ``MIN_SALT_BYTES`` bytes; a known placeholder (the
+    docker-compose fallback, anything the docs show as an example); fewer than ``MIN_DISTINCT_CHARS``
+    different characters. A weak salt lets anyone recompute the keyed hashes and reverse masked
+    e-mails and phone numbers with a dictionary."""
+    if salt is None or not salt.strip():
+        return "no anonymization salt is set"
     mask_secret(salt)
-    if len(salt) < MIN_SALT_LENGTH:
-        raise SaltError(f"the anonymization salt is shorter than {MIN_SALT_LENGTH} characters: {_HOW_TO}")
-    return salt
+    folded = salt.strip().casefold()
+    for placeholder in KNOWN_PLACEHOLDERS:
+        if folded == placeholder or (len(placeholder) >= _CONTAINED_MIN and placeholder in folded):
+            return (
+                "the anonymization salt is a known placeholder (from docker-compose.yaml or the docs): anyone "
+                "who has read them can recompute the masked values"
+            )
+    size = len(salt.encode("utf-8"))
+    if size < MIN_SALT_BYTES:
+        return f"the anonymization salt has {size} bytes, fewer than the {MIN_SALT_BYTES} required"
+    distinct = len(set(salt))
+    if distinct < MIN_DISTINCT_CHARS:
+        return (
+            f"the anonymization salt uses only {distinct} different characters (at least "
+            f"{MIN_DISTINCT_CHARS} required): it is not random enough"
+        )
+    return None
+
+
+def check_salt(salt: str | None) -> str:
+    """``salt`` when usable; :class:`SaltError` (saying why and how to fix it) otherwise."""
+    problem = salt_problem(salt)
+    if problem:
+        raise SaltError(f"{problem}: {HOW_TO}")
+    return salt  # type: ignore[return-value]
 
 
 def get_salt() -> str:

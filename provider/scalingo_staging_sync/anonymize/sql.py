@@ -22,7 +22,11 @@ from scalingo_staging_sync.anonymize.transformers import (
     seed_from,
 )
 
-TRIGGER_NAME = "zz_scalingo_staging_sync_mask"
+#: prefixes of the masking trigger (``zz_``: BEFORE triggers fire in name order, ours last) and of its
+#: function; the rest of each name is :func:`table_hash` of the table, so names stay short (28 and 26
+#: bytes) and distinct whatever the table names' length or characters
+TRIGGER_PREFIX = "zz_sss_mask_"
+FUNCTION_PREFIX = "_sss_mask_"
 
 
 def table_ident(schema: str, name: str) -> sql.Identifier:
@@ -86,9 +90,50 @@ def sample_statement(
     )
 
 
+def table_hash(schema: str, name: str) -> str:
+    """16 hex characters (64 bits) of sha256 over the schema and name (NUL-separated, so no two
+    qualified names share an input): the distinguishing part of our trigger and function names."""
+    return hashlib.sha256(f"{schema}\x00{name}".encode()).hexdigest()[:16]
+
+
 def trigger_function_name(schema: str, name: str) -> str:
-    digest = hashlib.md5(f"{schema}.{name}".encode()).hexdigest()[:8]
-    return f"_sss_mask_{name[:40]}_{digest}"
+    """Name of the masking trigger function of the ruled table ``schema.name`` (in its schema).
+
+    A hash of the qualified name, never a prefix of it: table names of up to 63 bytes (non-ASCII ones
+    reach that limit at 21 to 31 characters) would otherwise be cut by PostgreSQL to the same
+    identifier, and ``DROP FUNCTION ... CASCADE`` of one table would drop another table's trigger."""
+    return f"{FUNCTION_PREFIX}{table_hash(schema, name)}"
+
+
+def trigger_name(schema: str, name: str) -> str:
+    """Name of the masking trigger on the table ``schema.name`` (the table it is on, which is a
+    partition or inheritance child when it covers the rows of a ruled parent)."""
+    return f"{TRIGGER_PREFIX}{table_hash(schema, name)}"
+
+
+def attach_trigger_statements(
+    on_schema: str, on_name: str, fn_schema: str, fn_name: str
+) -> list[sql.Composable]:
+    """(Re)create the masking trigger of table ``on`` calling the function of ruled table ``fn``, and
+    make it ``ENABLE ALWAYS``: it fires whatever ``session_replication_role`` the loading session has
+    (``replica`` in PGOPTIONS or in the connection's options turns ordinary triggers off)."""
+    trigger = sql.Identifier(trigger_name(on_schema, on_name))
+    table = table_ident(on_schema, on_name)
+    function = sql.Identifier(fn_schema, trigger_function_name(fn_schema, fn_name))
+    return [
+        sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(trigger, table),
+        sql.SQL("CREATE TRIGGER {} BEFORE INSERT ON {} FOR EACH ROW EXECUTE FUNCTION {}()").format(
+            trigger, table, function
+        ),
+        sql.SQL("ALTER TABLE {} ENABLE ALWAYS TRIGGER {}").format(table, trigger),
+    ]
+
+
+def drop_function_statement(schema: str, name: str) -> sql.Composable:
+    """``DROP FUNCTION IF EXISTS <fn>() CASCADE``: the function of ruled table ``schema.name`` and
+    every masking trigger calling it (its own and those covering its partitions or children)."""
+    fname = sql.Identifier(schema, trigger_function_name(schema, name))
+    return sql.SQL("DROP FUNCTION IF EXISTS {}() CASCADE").format(fname)
 
 
 def trigger_statements(
@@ -98,7 +143,8 @@ def trigger_statements(
     columns: Mapping[str, ColumnInfo],
     conn: Any = None,
 ) -> tuple[sql.Composable, sql.Composable, sql.Composable]:
-    """(CREATE FUNCTION, CREATE TRIGGER, DROP FUNCTION ... CASCADE) of the on-load masking trigger.
+    """(CREATE FUNCTION, CREATE TRIGGER + ENABLE ALWAYS, DROP FUNCTION ... CASCADE) of the on-load
+    masking trigger of ``schema.name`` (names: :func:`trigger_function_name`, :func:`trigger_name`).
 
     The PL/pgSQL function assigns every masked column from the same transformer expressions as the
     UPDATE path, in dependency order: an expression reads its own column's original value
@@ -158,8 +204,5 @@ def trigger_statements(
     create_fn = sql.SQL(
         "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql STABLE AS {}"
     ).format(fname, sql.Literal(text))
-    create_trigger = sql.SQL(
-        "CREATE TRIGGER {} BEFORE INSERT ON {} FOR EACH ROW EXECUTE FUNCTION {}()"
-    ).format(sql.Identifier(TRIGGER_NAME), table_ident(schema, name), fname)
-    drop = sql.SQL("DROP FUNCTION IF EXISTS {}() CASCADE").format(fname)
-    return create_fn, create_trigger, drop
+    create_trigger = sql.SQL(";\n").join(attach_trigger_statements(schema, name, schema, name))
+    return create_fn, create_trigger, drop_function_statement(schema, name)

@@ -296,7 +296,8 @@ class Transformer:
     #: JSON Schema "properties" of the options (besides "transformer")
     options_schema: ClassVar[dict[str, Any]] = {}
     required_options: ClassVar[tuple[str, ...]] = ()
-    #: output keeps distinct inputs distinct (up to keyed-hash collisions): safe under a UNIQUE index
+    #: output can keep distinct inputs distinct (up to keyed-hash collisions); whether it does for given
+    #: options and column, and with how many bits, is :meth:`unique_bits` (see :func:`keeps_unique`)
     unique: ClassVar[bool] = False
     #: output of a NULL input is NULL
     keeps_null: ClassVar[bool] = True
@@ -336,12 +337,19 @@ class Transformer:
         """True when an original value is public by construction and may legitimately survive."""
         return False
 
+    def unique_bits(self, column: ColumnInfo | None, options: Mapping[str, Any]) -> int | None:
+        """Bits of keyed hash that tell distinct inputs apart in the output, or None when distinct
+        inputs can give the same output by construction (word lists, a lower-cased input, ...).
+        ``column`` (None: unknown) matters when the output is cut to the column's length."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "description": self.description,
             "categories": sorted(self.categories),
             "unique": self.unique,
+            "unique_bits": self.unique_bits(None, {}),
             "options": self.options_schema,
         }
 
@@ -378,6 +386,34 @@ def options_of(spec: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in spec.items() if k != "transformer"}
 
 
+#: fewest keyed-hash bits for a transformer to count as keeping a unique index: with 64 bits, 10^8
+#: distinct values collide with probability about 3e-4 (birthday bound n^2 / 2^65)
+MIN_UNIQUE_BITS = 64
+
+
+def unique_bits(
+    name: str, options: Mapping[str, Any] | None = None, column: ColumnInfo | None = None
+) -> int | None:
+    """Bits that keep distinct inputs of transformer ``name`` distinct with these options (and this
+    column's length, when given), or None when it does not keep them distinct at all."""
+    return get_transformer(name).unique_bits(column, options_of(options or {}))
+
+
+def keeps_unique(
+    name: str,
+    options: Mapping[str, Any] | None = None,
+    column: ColumnInfo | None = None,
+    *,
+    min_bits: int = MIN_UNIQUE_BITS,
+) -> bool:
+    """Whether transformer ``name`` with ``options`` (a rule's column spec; ``transformer`` is ignored)
+    may mask a column under a unique constraint or index: it keeps distinct inputs distinct with at
+    least ``min_bits`` bits of keyed hash. ``hash`` with ``length: 8`` does not (32 bits), ``email``
+    does unless ``case_insensitive: true``; word-list, date and constant transformers never do."""
+    bits = unique_bits(name, options, column)
+    return bits is not None and bits >= min_bits
+
+
 # --------------------------------------------------------------------------------------------------
 # Built-in transformers
 
@@ -391,11 +427,14 @@ DEFAULT_EMAIL_DOMAIN = "example.com"
 class EmailTransformer(Transformer):
     name = "email"
     description = (
-        "'u' || <16..32 hex of md5(key || lower(value))> || '@' || domain. Unique inputs stay unique "
-        "(case-insensitively) and the same address gives the same output in every table."
+        "'u' || <16..32 hex of md5(key || value)> || '@' || domain. Distinct inputs stay distinct, "
+        "including case variants (Bob@x / bob@x), so it keeps a unique index; the same address gives "
+        "the same output in every table. Option case_insensitive: true hashes lower(value) instead "
+        "(case variants give one output, so it does not keep uniqueness)."
     )
     options_schema = {
-        "domain": {"type": "string", "pattern": _DOMAIN_RE, "description": "reserved domain (email_domain)"}
+        "domain": {"type": "string", "pattern": _DOMAIN_RE, "description": "reserved domain (email_domain)"},
+        "case_insensitive": {"type": "boolean", "description": "hash lower(value): not unique-preserving"},
     }
     unique = True
     MIN_HEX = 16
@@ -403,15 +442,26 @@ class EmailTransformer(Transformer):
     def _domain(self, options: Mapping[str, Any]) -> str:
         return options.get("domain") or DEFAULT_EMAIL_DOMAIN
 
+    def _hex_len(self, column: ColumnInfo | None, options: Mapping[str, Any]) -> int:
+        if column is not None and column.max_length is not None:
+            return max(0, min(32, column.max_length - 2 - len(self._domain(options))))
+        return 32
+
     def required_length(self, column, options):
         return 2 + self.MIN_HEX + len(self._domain(options))
 
+    def unique_bits(self, column, options):
+        if options.get("case_insensitive"):
+            return None
+        return 4 * self._hex_len(column, options)
+
     def expression(self, src, ctx):
         domain = self._domain(ctx.options)
-        hex_len = 32
-        if ctx.column.max_length is not None:
-            hex_len = min(32, ctx.column.max_length - 2 - len(domain))
-        h = keyed_md5("email", ascii_lower(as_text(src)), ctx.key)
+        hex_len = self._hex_len(ctx.column, ctx.options)
+        value = as_text(src)
+        if ctx.options.get("case_insensitive"):
+            value = ascii_lower(value)
+        h = keyed_md5("email", value, ctx.key)
         if hex_len < 32:
             h = sql.SQL("left({}, {})").format(h, sql.Literal(hex_len))
         return sql.SQL("'u' || {} || {}").format(h, sql.Literal("@" + domain))
@@ -658,7 +708,8 @@ class HashTransformer(Transformer):
     name = "hash"
     description = (
         "hex of a keyed hash: sha256(convert_to(key || value, 'UTF8')) (built in since PG 11) or md5, "
-        "cut to option length (default: 32, or the column length). Unique when length >= 16."
+        "cut to option length (default: 32, or the column length). Keeps a unique index only with "
+        "at least 16 hex characters (64 bits): length 8 does not."
     )
     options_schema = {
         "length": {"type": "integer", "minimum": 8, "maximum": 64},
@@ -671,9 +722,12 @@ class HashTransformer(Transformer):
         algorithm = options.get("algorithm", "sha256")
         max_len = 64 if algorithm == "sha256" else 32
         length = int(options.get("length", 32))
-        if column.max_length is not None:
+        if column is not None and column.max_length is not None:
             length = min(length, column.max_length)
         return min(length, max_len)
+
+    def unique_bits(self, column, options):
+        return 4 * self._length(column, options)
 
     def expression(self, src, ctx):
         length = self._length(ctx.column, ctx.options)

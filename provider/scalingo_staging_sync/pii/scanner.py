@@ -10,6 +10,22 @@
   ``max_value_chars``. Cost does not grow with the table size.
 * Each finding gets a status: ``masked`` (a rule masks the column), ``allowed`` (``pii_scan.allow``)
   or ``unmasked``.
+* **Excluded tables** (``excluded_tables``, with their partitions and inheritance children): their
+  data was not restored, so their columns are not flagged by name; instead the table must be empty,
+  and one that holds rows fails the scan (``excluded_not_empty``).
+* **Conditional rules** (``conditional``: table -> the rule's ``condition``): the rows outside the
+  condition keep their originals by design. A masked column of such a table is not counted as
+  masked: the rows ``WHERE (condition) IS NOT TRUE`` are sampled, and when they hold values the
+  column is a finding (``outside_condition``, plus any content detector) that fails the gate unless
+  ``pii_scan.allow`` names it. (Verification samples the rows inside the condition.)
+* **Materialized views** are scanned like tables; refresh them from the masked data first
+  (:func:`scalingo_staging_sync.anonymize.postload.refresh_materialized_views`): an unpopulated one
+  cannot be read and fails the scan (fail closed).
+* **Large objects**: with ``large_objects=True`` (rules ``large_objects: keep``) up to
+  ``max_large_objects`` of them are read (the first ``max_value_chars`` bytes of each, decoded as
+  UTF-8) through the content detectors, and the report counts them (``large_objects``); a match is a
+  finding on ``pg_catalog.pg_largeobject.data``. With ``large_objects=False`` the database must hold
+  none: any large object fails the scan.
 
 Sampled values are only counted, never stored, returned or logged.
 """
@@ -32,6 +48,7 @@ from scalingo_staging_sync.pii.detectors import (
     max_severity,
     severity_rank,
 )
+from scalingo_staging_sync.tablename import TableName
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +75,19 @@ class UnmaskedPiiError(SyncError):
             f"PII scan found {len(columns)} unmasked column(s) holding personal data: {', '.join(columns)}. "
             "Mask them with a rule in anonymization_tables, or list them under pii_scan.allow "
             '("schema.table.column" or {column: ..., reason: ...}).'
+            if columns
+            else "PII scan failed."
         )
+        if report.excluded_not_empty:
+            message += (
+                f" Excluded table(s) holding rows although their data is not restored: "
+                f"{', '.join(report.excluded_not_empty)} (check exclude_tables and the restore)."
+            )
+        if report.large_objects.get("unexpected"):
+            message += (
+                f" The database holds {report.large_objects['count']} large object(s) although the rules do "
+                "not keep them (large_objects: keep); they may hold production files."
+            )
         if report.errors:
             message += f" Tables that could not be scanned: {', '.join(sorted(report.errors))}."
         super().__init__(message)
@@ -74,6 +103,13 @@ class TableInfo:
     pages: int
     root: str | None = None  # "schema.table" of the partitioned root table, for partitions
     columns: list[ColumnInfo] = field(default_factory=list)
+    #: partitioned / inheritance parents, nearest first
+    ancestors: list[TableName] = field(default_factory=list)
+    populated: bool = True  # False: a materialized view never refreshed (cannot be read)
+
+    @property
+    def table_name(self) -> TableName:
+        return TableName(self.schema, self.name)
 
     @property
     def qualified_name(self) -> str:
@@ -110,6 +146,8 @@ class Finding:
         for r in self.reasons:
             if r["kind"] == "name":
                 parts.append(f"name:{r['detector']}")
+            elif r["kind"] == "condition":
+                parts.append(f"outside the rule's condition: {r['matches']} value(s) left as they are")
             else:
                 parts.append(f"content:{r['detector']} ({r['matches']}/{self.sampled_values} sampled)")
         return ", ".join(parts)
@@ -134,14 +172,29 @@ class ScanReport:
     duration_s: float
     errors: dict[str, str] = field(default_factory=dict)  # table -> error class (never values)
     unknown_masked: list[str] = field(default_factory=list)
+    #: excluded table -> "empty" | "holds rows"
+    excluded: dict[str, str] = field(default_factory=dict)
+    #: masked columns of conditional rules -> non-null values sampled outside the condition
+    outside_condition: dict[str, int] = field(default_factory=dict)
+    #: {"kept", "count", "sampled", "bytes_read", "matches": {detector: n}, "unexpected"}
+    large_objects: dict[str, Any] = field(default_factory=dict)
 
     @property
     def unmasked(self) -> list[Finding]:
         return [f for f in self.findings if f.status == STATUS_UNMASKED]
 
     @property
+    def excluded_not_empty(self) -> list[str]:
+        return sorted(t for t, state in self.excluded.items() if state != "empty")
+
+    @property
     def passed(self) -> bool:
-        return not self.unmasked and not self.errors
+        return (
+            not self.unmasked
+            and not self.errors
+            and not self.excluded_not_empty
+            and not self.large_objects.get("unexpected")
+        )
 
     def counts(self) -> dict[str, int]:
         out = {STATUS_MASKED: 0, STATUS_ALLOWED: 0, STATUS_UNMASKED: 0}
@@ -164,6 +217,10 @@ class ScanReport:
             "unmasked": [f.qualified_name for f in self.unmasked],
             "errors": dict(self.errors),
             "unknown_masked": list(self.unknown_masked),
+            "excluded": dict(self.excluded),
+            "excluded_not_empty": self.excluded_not_empty,
+            "outside_condition": dict(self.outside_condition),
+            "large_objects": dict(self.large_objects),
             "findings": [f.to_dict() for f in self.findings],
         }
 
@@ -215,6 +272,10 @@ def _candidates(table: TableInfo, column: str) -> list[str]:
     names = [f"{table.qualified_name}.{column}"]
     if table.root:
         names.append(f"{table.root}.{column}")
+    for parent in table.ancestors:
+        name = f"{parent.schema}.{parent.name}.{column}"
+        if name not in names:
+            names.append(name)
     return names
 
 
@@ -235,7 +296,8 @@ SELECT n.nspname, c.relname, c.oid::bigint, c.relkind::text, c.reltuples::float8
        (pg_relation_size(c.oid) / current_setting('block_size')::int)::bigint,
        CASE WHEN c.relispartition THEN
          (SELECT rn.nspname || '.' || rc.relname FROM pg_class rc JOIN pg_namespace rn ON rn.oid = rc.relnamespace
-          WHERE rc.oid = pg_partition_root(c.oid)) END
+          WHERE rc.oid = pg_partition_root(c.oid)) END,
+       c.relispopulated
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'm')
@@ -269,12 +331,51 @@ def _is_text_like(typname: str, category: str, elem_name: str | None, elem_categ
     return False
 
 
+def _parents(conn) -> dict[int, list[tuple[int, TableName]]]:
+    out: dict[int, list[tuple[int, TableName]]] = {}
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT i.inhrelid::bigint, i.inhparent::bigint, pn.nspname, pc.relname FROM pg_inherits i"
+            " JOIN pg_class pc ON pc.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = pc.relnamespace"
+            " ORDER BY i.inhrelid, i.inhseqno"
+        )
+        for child, parent, schema, name in cur.fetchall():
+            out.setdefault(child, []).append((parent, TableName(schema, name)))
+    return out
+
+
+def _ancestors(oid: int, parents: Mapping[int, list[tuple[int, TableName]]]) -> list[TableName]:
+    """Parents, nearest first (breadth first over multiple inheritance)."""
+    found: list[TableName] = []
+    queue, seen = [oid], {oid}
+    while queue:
+        current = queue.pop(0)
+        for parent_oid, name in parents.get(current, ()):
+            if parent_oid in seen:
+                continue
+            seen.add(parent_oid)
+            found.append(name)
+            queue.append(parent_oid)
+    return found
+
+
 def list_tables(conn, schemas: Sequence[str] | None = None) -> list[TableInfo]:
     """User tables and materialized views with their columns (see module doc for the scope)."""
+    parents = _parents(conn)
     with conn.cursor() as cur:
         cur.execute(_TABLES_SQL, {"schemas": list(schemas) if schemas else None})
         tables = [
-            TableInfo(schema=r[0], name=r[1], oid=r[2], relkind=r[3], est_rows=r[4], pages=r[5], root=r[6])
+            TableInfo(
+                schema=r[0],
+                name=r[1],
+                oid=r[2],
+                relkind=r[3],
+                est_rows=r[4],
+                pages=r[5],
+                root=r[6],
+                ancestors=_ancestors(r[2], parents),
+                populated=r[7],
+            )
             for r in cur.fetchall()
         ]
         if not tables:
@@ -303,24 +404,39 @@ def sample_plan(table: TableInfo, sample_rows: int) -> float | None:
 
 
 def sample_table(
-    conn, table: TableInfo, columns: Sequence[str], sample_rows: int, max_value_chars: int
+    conn,
+    table: TableInfo,
+    columns: Sequence[str],
+    sample_rows: int,
+    max_value_chars: int,
+    where: Any = None,
 ) -> list[tuple]:
-    """One query per table: the text of ``columns`` for up to ``sample_rows`` rows."""
+    """One query per table: the text of ``columns`` for up to ``sample_rows`` rows (those of the
+    ``psycopg.sql`` condition ``where`` only, when given; sent as a prepared statement, so a
+    condition cannot carry a second statement)."""
     from psycopg import sql
+
+    if where is None:
+        where = sql.SQL("")
+    else:
+        where = sql.SQL(" WHERE {}").format(where)
 
     select = sql.SQL(", ").join(
         sql.SQL("left({}::text, {})").format(sql.Identifier(c), sql.Literal(max_value_chars)) for c in columns
     )
-    relation = sql.SQL("{}.{}").format(sql.Identifier(table.schema), sql.Identifier(table.name))
+    # ONLY: an inheritance parent's own rows; its children are scanned as tables of their own
+    relation = sql.SQL("{}{}").format(
+        sql.SQL("ONLY ") if table.relkind == "r" else sql.SQL(""), sql.Identifier(table.schema, table.name)
+    )
     percent = sample_plan(table, sample_rows)
     with conn.cursor() as cur:
         for _attempt in range(3):
             if percent is None:
                 break
-            query = sql.SQL("SELECT {} FROM {} TABLESAMPLE SYSTEM ({}) LIMIT {}").format(
-                select, relation, sql.Literal(percent), sql.Literal(sample_rows)
+            query = sql.SQL("SELECT {} FROM {} TABLESAMPLE SYSTEM ({}){} LIMIT {}").format(
+                select, relation, sql.Literal(percent), where, sql.Literal(sample_rows)
             )
-            cur.execute(query)
+            cur.execute(query, prepare=True)
             rows = cur.fetchall()
             if len(rows) >= sample_rows:
                 return rows
@@ -330,7 +446,10 @@ def sample_table(
                 percent *= 20
             if percent >= 50:
                 percent = None
-        cur.execute(sql.SQL("SELECT {} FROM {} LIMIT {}").format(select, relation, sql.Literal(sample_rows)))
+        cur.execute(
+            sql.SQL("SELECT {} FROM {}{} LIMIT {}").format(select, relation, where, sql.Literal(sample_rows)),
+            prepare=True,
+        )
         return cur.fetchall()
 
 
@@ -363,6 +482,59 @@ def count_content_matches(
     return matches, non_null
 
 
+DEFAULT_MAX_LARGE_OBJECTS = 200
+LARGE_OBJECTS_TABLE = TableName("pg_catalog", "pg_largeobject")
+
+
+def _outside(condition: str):
+    """``(<condition>) IS NOT TRUE``: the rows a conditional rule leaves as they are (false or NULL)."""
+    from psycopg import sql
+
+    return sql.SQL("(\n{}\n) IS NOT TRUE").format(sql.SQL(condition))
+
+
+def _is_empty(conn, table: TableInfo) -> bool:
+    from psycopg import sql
+
+    only = sql.SQL("ONLY ") if table.relkind == "r" else sql.SQL("")
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {}{})").format(
+                only, sql.Identifier(table.schema, table.name)
+            )
+        )
+        return bool(cur.fetchone()[0])
+
+
+def scan_large_objects(
+    conn, patterns: Sequence[ContentPattern], max_objects: int, max_bytes: int
+) -> tuple[dict[str, Any], dict[str, int], int]:
+    """Content detection over up to ``max_objects`` large objects (first ``max_bytes`` bytes of each,
+    UTF-8 with replacement). Returns (counts for the report, matches per detector, non-empty objects)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_largeobject_metadata")
+        total = int(cur.fetchone()[0])
+        cur.execute("SELECT oid FROM pg_largeobject_metadata ORDER BY oid LIMIT %s", (max_objects,))
+        oids = [r[0] for r in cur.fetchall()]
+        texts: list[tuple[str | None]] = []
+        read = 0
+        for oid in oids:
+            cur.execute("SELECT lo_get(%s, 0, %s)", (oid, max_bytes))
+            data = bytes(cur.fetchone()[0] or b"")
+            read += len(data)
+            texts.append((data.decode("utf-8", "replace").replace("\x00", " ") if data else None,))
+    matches, non_null = count_content_matches(texts, 1, patterns)
+    summary = {
+        "kept": True,
+        "count": total,
+        "sampled": len(oids),
+        "bytes_read": read,
+        "matches": dict(sorted(matches[0].items())),
+        "unexpected": False,
+    }
+    return summary, matches[0], non_null[0]
+
+
 def scan_database(
     conn,
     *,
@@ -375,8 +547,16 @@ def scan_database(
     max_value_chars: int = DEFAULT_MAX_VALUE_CHARS,
     name_patterns: Sequence[NamePattern] | None = None,
     content_patterns: Sequence[ContentPattern] | None = None,
+    excluded_tables: Sequence[TableName | str] = (),
+    conditional: Mapping[TableName | str, str] | None = None,
+    large_objects: bool = False,
+    max_large_objects: int = DEFAULT_MAX_LARGE_OBJECTS,
 ) -> ScanReport:
-    """Scan the database ``conn`` is connected to (an autocommit psycopg connection)."""
+    """Scan the database ``conn`` is connected to (an autocommit psycopg connection).
+
+    ``excluded_tables``: tables whose data was not restored (a parent covers its partitions and
+    inheritance children); ``conditional``: table -> condition of its conditional rule;
+    ``large_objects``: whether the rules keep large objects. See the module doc."""
     started = time.monotonic()
     if sample_rows < 1:
         raise ValueError("sample_rows must be >= 1")
@@ -385,34 +565,99 @@ def scan_database(
     content_patterns = tuple(content_patterns) if content_patterns is not None else default_content
     masked = [_qualify(m) for m in (masked_columns or ())]
     allow_entries = parse_allow(allow)
+    excluded = {TableName.parse(t) for t in excluded_tables}
+    conditions = {TableName.parse(t): c for t, c in (conditional or {}).items() if c}
     matched_masked: set[str] = set()
+    by_name = {p.name: p for p in content_patterns}
 
     tables = list_tables(conn, schemas)
     findings: list[Finding] = []
     errors: dict[str, str] = {}
+    excluded_state: dict[str, str] = {}
+    outside_counts: dict[str, int] = {}
     columns_scanned = columns_sampled = rows_sampled = 0
+
+    def allow_status(finding: Finding, candidates: Sequence[str]) -> None:
+        for entry in allow_entries:
+            if _matches_any(candidates, [entry.pattern]):
+                finding.status, finding.allow_reason = STATUS_ALLOWED, entry.reason
+                return
+
+    def sample(table: TableInfo, names: list[str], where: Any = None) -> list[tuple] | None:
+        try:
+            return sample_table(conn, table, names, sample_rows, max_value_chars, where)
+        except Exception as exc:  # noqa: BLE001 - recorded, the scan fails closed on it
+            from scalingo_staging_sync.pgerrors import describe_pg_error
+
+            reason = describe_pg_error(exc)  # SQLSTATE and names only, never values
+            log.warning("PII scan: could not sample %s (%s)", table.qualified_name, reason)
+            errors[table.qualified_name] = reason
+            return None
+
     for table in tables:
         columns_scanned += len(table.columns)
+        lineage = [table.table_name, *table.ancestors]
+        if any(t in excluded for t in lineage):
+            try:
+                empty = _is_empty(conn, table)
+            except Exception as exc:  # noqa: BLE001 - fail closed
+                from scalingo_staging_sync.pgerrors import describe_pg_error
+
+                errors[table.qualified_name] = describe_pg_error(exc)
+                continue
+            excluded_state[table.qualified_name] = "empty" if empty else "holds rows"
+            if not empty:
+                log.warning(
+                    "PII scan: %s is excluded (its data is not restored) but holds rows", table.qualified_name
+                )
+            continue
+        if not table.populated:
+            errors[table.qualified_name] = (
+                "materialized view not populated: refresh it from the masked data "
+                "(anonymize.postload.refresh_materialized_views) before the scan"
+            )
+            continue
+        condition = next((conditions[t] for t in lineage if t in conditions), None)
+        masked_here = {
+            c.name: hit for c in table.columns if (hit := _matches_any(_candidates(table, c.name), masked))
+        }
+        matched_masked.update(masked_here.values())
+        outside_cols = [c.name for c in table.columns if c.name in masked_here] if condition else []
+
         sampled = [c for c in table.columns if c.sampled]
         content: dict[str, tuple[dict[str, int], int]] = {}
         if sampled:
-            try:
-                rows = sample_table(conn, table, [c.name for c in sampled], sample_rows, max_value_chars)
-            except Exception as exc:  # noqa: BLE001 - recorded, the scan fails closed on it
-                log.warning("PII scan: could not sample %s (%s)", table.qualified_name, type(exc).__name__)
-                errors[table.qualified_name] = type(exc).__name__
-                rows = []
+            rows = sample(table, [c.name for c in sampled]) or []
             columns_sampled += len(sampled)
             rows_sampled += len(rows)
             counts, non_null = count_content_matches(rows, len(sampled), content_patterns)
             content = {c.name: (counts[i], non_null[i]) for i, c in enumerate(sampled)}
-        by_name = {p.name: p for p in content_patterns}
+        outside: dict[str, tuple[dict[str, int], int]] = {}
+        if outside_cols:
+            rows = sample(table, outside_cols, _outside(condition))  # type: ignore[arg-type]
+            if rows is not None:
+                rows_sampled += len(rows)
+                counts, non_null = count_content_matches(rows, len(outside_cols), content_patterns)
+                outside = {c: (counts[i], non_null[i]) for i, c in enumerate(outside_cols)}
         for column in table.columns:
+            candidates = _candidates(table, column.name)
             reasons: list[dict[str, Any]] = [
                 {"kind": "name", "detector": p.name, "category": p.category, "severity": p.severity}
                 for p in detect_by_name(column.name, table.name, name_patterns)
             ]
             col_counts, non_null_count = content.get(column.name, ({}, 0))
+            if column.name in outside:
+                col_counts, non_null_count = outside[column.name]
+                if non_null_count:
+                    outside_counts[f"{table.qualified_name}.{column.name}"] = non_null_count
+                    reasons.append(
+                        {
+                            "kind": "condition",
+                            "detector": "outside_condition",
+                            "severity": "high",
+                            "matches": non_null_count,
+                        }
+                    )
             for detector, n in sorted(col_counts.items()):
                 reasons.append(
                     {
@@ -422,10 +667,6 @@ def scan_database(
                         "matches": n,
                     }
                 )
-            candidates = _candidates(table, column.name)
-            masked_hit = _matches_any(candidates, masked)
-            if masked_hit:
-                matched_masked.add(masked_hit)
             if not reasons:
                 continue
             finding = Finding(
@@ -438,14 +679,49 @@ def scan_database(
                 sample_count=max(col_counts.values(), default=0),
                 sampled_values=non_null_count,
             )
-            if masked_hit:
+            if column.name in outside_cols:
+                if column.name in outside and outside[column.name][1] == 0:
+                    finding.status = STATUS_MASKED  # no row outside the condition holds a value
+                else:  # values left as they are (or the sample failed: recorded in errors)
+                    allow_status(finding, candidates)
+            elif column.name in masked_here:
                 finding.status = STATUS_MASKED
             else:
-                for entry in allow_entries:
-                    if _matches_any(candidates, [entry.pattern]):
-                        finding.status, finding.allow_reason = STATUS_ALLOWED, entry.reason
-                        break
+                allow_status(finding, candidates)
             findings.append(finding)
+
+    lo_summary: dict[str, Any] = {"kept": bool(large_objects)}
+    try:
+        if large_objects:
+            lo_summary, lo_matches, lo_non_null = scan_large_objects(
+                conn, content_patterns, max_large_objects, max_value_chars
+            )
+            if lo_matches:
+                finding = Finding(
+                    schema=LARGE_OBJECTS_TABLE.schema,
+                    table=LARGE_OBJECTS_TABLE.name,
+                    column="data",
+                    type="bytea",
+                    severity=max_severity(by_name[d].severity for d in lo_matches),
+                    reasons=[
+                        {"kind": "content", "detector": d, "severity": by_name[d].severity, "matches": n}
+                        for d, n in sorted(lo_matches.items())
+                    ],
+                    sample_count=max(lo_matches.values()),
+                    sampled_values=lo_non_null,
+                )
+                allow_status(finding, [f"{LARGE_OBJECTS_TABLE}.data"])
+                findings.append(finding)
+        else:
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM pg_largeobject_metadata")
+                count = int(cur.fetchone()[0])
+            lo_summary.update({"count": count, "unexpected": count > 0})
+    except Exception as exc:  # noqa: BLE001 - fail closed
+        from scalingo_staging_sync.pgerrors import describe_pg_error
+
+        errors[str(LARGE_OBJECTS_TABLE)] = describe_pg_error(exc)
+
     findings.sort(key=lambda f: (f.status != STATUS_UNMASKED, -severity_rank(f.severity), f.qualified_name))
     report = ScanReport(
         database=database,
@@ -459,19 +735,29 @@ def scan_database(
         duration_s=time.monotonic() - started,
         errors=errors,
         unknown_masked=sorted(set(masked) - matched_masked),
+        excluded=excluded_state,
+        outside_condition=outside_counts,
+        large_objects=lo_summary,
     )
     log.info(
-        "PII scan of %s: %d tables, %d columns (%d sampled), %d findings %s in %.2fs",
+        "PII scan of %s: %d tables (%d excluded), %d columns (%d sampled), %d findings %s, "
+        "large objects %s in %.2fs",
         database or "database",
         report.tables_scanned,
+        len(excluded_state),
         columns_scanned,
         columns_sampled,
         len(findings),
         report.counts(),
+        {k: v for k, v in lo_summary.items() if k != "matches"},
         report.duration_s,
     )
     for finding in report.unmasked:
         log.warning("PII scan: unmasked %s [%s] %s", finding.qualified_name, finding.severity, finding.reason)
+    for table in report.excluded_not_empty:
+        log.warning("PII scan: excluded table %s holds rows", table)
+    if lo_summary.get("unexpected"):
+        log.warning("PII scan: %d large object(s) present although not kept", lo_summary["count"])
     return report
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,13 @@ from scalingo_staging_sync.restore.errors import MissingExtensionError, RestoreE
 from scalingo_staging_sync.restore.names import normalize_tables, qualified_key
 from scalingo_staging_sync.restore.pgtools import PgTools, check_tools_for_dump, find_pg_tools
 from scalingo_staging_sync.restore.plain import run_sql_script
-from scalingo_staging_sync.restore.runner import SECTIONS, ProgressCallback, log_progress, run_pg_restore
+from scalingo_staging_sync.restore.runner import (
+    SECTIONS,
+    ProgressCallback,
+    archive_fks,
+    log_progress,
+    run_pg_restore,
+)
 from scalingo_staging_sync.restore.toc import read_toc
 
 log = logging.getLogger(__name__)
@@ -124,6 +130,9 @@ def restore(
     app: str | None = None,
     progress: ProgressCallback | None = None,
     count_rows: bool = True,
+    plan: Any = None,
+    skip_dump_ids: Iterable[int] = (),
+    analyze: bool = False,
 ) -> dict:
     """Run one restore phase into ``target`` (the *live* staging database's coordinates).
 
@@ -131,6 +140,12 @@ def restore(
     "duration_s", "format"}``. ``verify``: ``quick`` (TOC + truncation check, default), ``full``
     (decompress the whole archive first: any corruption is found before the target is touched),
     ``none``. ``scaler``/``app``: maintenance mode for in_place (scale ``app`` to 0 meanwhile).
+    ``plan``: the archive plan (``inventory.ArchivePlan`` or its ``to_json()`` dict): its
+    ``skip_dump_ids`` (excluded data including partitions and children, statistics, large objects
+    unless kept, materialized view data, FKs to excluded tables) never load, in any section.
+    ``skip_dump_ids``: more TOC entries to leave out. ``analyze``: after a section that includes
+    post-data, run ``ANALYZE`` so the planner statistics (``pg_stats``) describe the data as it is now
+    (masked, when masking ran before post-data), never the archive's statistics (which are not restored).
     """
     started = time.monotonic()
     if section not in SECTIONS:
@@ -146,6 +161,10 @@ def restore(
     exclude_tables = list(exclude_tables or ())
     exclude_data = list(exclude_data or ())
     excluded = [qualified_key(*t) for t in normalize_tables([*exclude_tables, *exclude_data])]
+    skip = _plan_skip(plan, skip_dump_ids)
+    if plan is not None:
+        plan_json = plan if isinstance(plan, Mapping) else plan.to_json()
+        excluded += [t for t in plan_json.get("excluded_tables", []) if t not in excluded]
     into = targets.restore_database(target, resolved)
     summary: dict[str, Any] = {
         "database": into.dbname,
@@ -160,7 +179,7 @@ def restore(
     progress = progress or log_progress(f"restore {section}")
 
     if header.format == "plain":
-        if exclude_tables or exclude_data or only_data is not None:
+        if exclude_tables or exclude_data or only_data is not None or skip:
             raise RestoreError(
                 "plain-SQL dump: exclude_tables / exclude_data / only_data cannot apply (no table of contents "
                 "to filter); use a custom-format dump (pg_dump -Fc, what Scalingo backups are)"
@@ -198,7 +217,7 @@ def restore(
     check_extensions(dumpmod.extensions(entries), target)
     fks = None
     if exclude_tables and section in ("post-data", "all"):
-        fks = dumpmod.foreign_keys(dump_path, tools, entries)
+        fks = archive_fks(dump_path, tools, entries)
 
     if fresh:
         into = targets.prepare(target, resolved, scaler=scaler, app=app)
@@ -222,11 +241,17 @@ def restore(
             exclude_tables=exclude_tables,
             entries=entries,
             fks=fks,
+            skip_dump_ids=skip,
         )
     except BaseException:
         log.error("restore of section %s failed: removing the restored data (fail closed)", section)
         fail_closed(target, resolved, scaler)
         raise
+    if analyze and section in ("post-data", "all"):
+        t = time.monotonic()
+        with into.connect(autocommit=True) as conn:
+            conn.execute("ANALYZE")
+        summary["analyze_s"] = round(time.monotonic() - t, 3)
     summary["warnings"].extend(result.warnings)
     summary["skipped"] = result.skipped
     summary["entries"] = result.entries_total
@@ -234,6 +259,22 @@ def restore(
         summary["tables"] = table_stats(into, result.table_names, exact=count_rows)
     summary["duration_s"] = round(time.monotonic() - started, 3)
     return summary
+
+
+def _plan_skip(plan: Any, extra: Iterable[int]) -> dict[int, str]:
+    """``{dump_id: reason}`` of the entries the restore leaves out, from the archive plan."""
+    skip: dict[int, str] = {}
+    if plan is not None:
+        data = plan if isinstance(plan, Mapping) else plan.to_json()
+        reasons = {
+            int(c["dump_id"]): f"archive plan: {c['class']}: {c['reason']}"
+            for c in data.get("classification", [])
+        }
+        for dump_id in data.get("skip_dump_ids", []):
+            skip[int(dump_id)] = reasons.get(int(dump_id), "archive plan: left out")
+    for dump_id in extra or ():
+        skip.setdefault(int(dump_id), "left out (skip_dump_ids)")
+    return skip
 
 
 def _user_tables(target: PgTarget) -> list[tuple[str, str]]:

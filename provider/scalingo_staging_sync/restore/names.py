@@ -1,10 +1,19 @@
-"""Table names: exact matching (never regular expressions), SQL identifier parsing of pg_dump output."""
+"""Table names in the restore: thin wrappers over :class:`scalingo_staging_sync.tablename.TableName`.
+
+New code uses ``TableName`` directly. ``IDENT`` / ``QUALIFIED`` / ``split_qualified`` /
+``parse_ident_list`` remain only for ``restore.dump``'s reading of ``pg_restore`` output; the archive's
+DDL is otherwise parsed with pglast (``scalingo_staging_sync.inventory``).
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from typing import Any
 
-# One SQL identifier as pg_dump prints it: "quoted ""x""" or bare.
+from scalingo_staging_sync.tablename import TableName
+
+# One SQL identifier as pg_dump prints it: "quoted ""x""" or bare (restore.dump only).
 IDENT = r'(?:"(?:[^"]|"")+"|[A-Za-z_\u0080-\uffff][A-Za-z0-9_$\u0080-\uffff]*)'
 QUALIFIED = rf"{IDENT}(?:\.{IDENT})?"
 _IDENT_RE = re.compile(IDENT)
@@ -18,7 +27,7 @@ def unquote_ident(token: str) -> str:
 
 
 def split_qualified(text: str) -> tuple[str | None, str]:
-    """``public."Order Items"`` -> ("public", "Order Items"); ``album`` -> (None, "album")."""
+    """SQL as pg_dump prints it: ``public."Order Items"`` -> ("public", "Order Items")."""
     parts = [unquote_ident(m.group(0)) for m in _IDENT_RE.finditer(text)]
     if len(parts) == 1:
         return None, parts[0]
@@ -31,34 +40,21 @@ def parse_ident_list(text: str) -> list[str]:
     return [unquote_ident(m.group(0)) for m in _IDENT_RE.finditer(text)]
 
 
-def parse_table_name(name: str, default_schema: str = "public") -> tuple[str, str]:
-    """A user-supplied table name -> (schema, table), matched exactly later (case-sensitive).
-
-    Accepted: ``table`` (in ``public``), ``schema.table``, or SQL-quoted parts such as
-    ``"My Schema"."Order Items"``. Unquoted names are taken verbatim (no case folding), so
-    ``Order Items`` means the table literally named ``Order Items``.
-    """
-    name = name.strip()
-    if not name:
-        raise ValueError("empty table name")
-    if '"' in name:
-        schema, table = split_qualified(name)
-        return schema or default_schema, table
-    if "." in name:
-        schema, table = name.split(".", 1)
-        return schema, table
-    return default_schema, name
-
-
 def qualified_key(schema: str, table: str) -> str:
-    """The ``schema.table`` key used in results and XCom (unquoted)."""
-    return f"{schema}.{table}"
+    """The canonical key of a table (``str(TableName)``) used in results and XCom."""
+    return str(TableName(schema or "public", table))
 
 
-def normalize_tables(names) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
+def table_names(names: Iterable[Any] | None) -> list[TableName]:
+    """Names parsed once with ``TableName.parse``, duplicates removed (first wins)."""
+    out: list[TableName] = []
     for name in names or ():
-        parsed = parse_table_name(name) if isinstance(name, str) else (name[0], name[1])
+        parsed = TableName.parse(name)
         if parsed not in out:
             out.append(parsed)
     return out
+
+
+def normalize_tables(names: Iterable[Any] | None) -> list[tuple[str, str]]:
+    """:func:`table_names` as (schema, table) pairs (old callers)."""
+    return [(t.schema, t.name) for t in table_names(names)]

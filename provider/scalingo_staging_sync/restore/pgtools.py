@@ -84,3 +84,18 @@ def check_tools_for_dump(tools: PgTools, dump_major: int | None) -> None:
             f"but {tools.describe()} is {tools.version}; set {PG_BIN_ENV} (or pg_bin_dir) to the bin "
             f"directory of PostgreSQL {dump_major} or newer client tools"
         )
+
+
+def client_tools_versions(pg_bin_dir: str | os.PathLike | None = None) -> dict:
+    """Find pg_restore and psql (same rules as :func:`find_pg_tools`) and read both versions:
+    ``{"bin_dir", "pg_restore", "pg_restore_major", "psql", "psql_major"}``; :class:`PgToolsError`
+    names the missing or unusable tool."""
+    tools = find_pg_tools(pg_bin_dir)
+    psql_major, psql_text = tool_version(tools.path("psql"))
+    return {
+        "bin_dir": str(tools.bin_dir) if tools.bin_dir else None,
+        "pg_restore": tools.version_string,
+        "pg_restore_major": tools.version,
+        "psql": psql_text,
+        "psql_major": psql_major,
+    }

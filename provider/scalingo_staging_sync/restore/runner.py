@@ -13,18 +13,19 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from psycopg.conninfo import make_conninfo
 
 from scalingo_staging_sync.pgconn import PgTarget
-from scalingo_staging_sync.restore.dump import ForeignKey, foreign_keys, read_dump_header
+from scalingo_staging_sync.restore.dump import ForeignKey, read_dump_header
 from scalingo_staging_sync.restore.errors import DumpFormatError, RestoreError
-from scalingo_staging_sync.restore.names import normalize_tables, qualified_key
+from scalingo_staging_sync.restore.names import qualified_key, table_names
 from scalingo_staging_sync.restore.pgtools import PgTools, check_tools_for_dump, find_pg_tools
 from scalingo_staging_sync.restore.toc import TocEntry, read_toc, section_args, write_list_file
+from scalingo_staging_sync.tablename import TableName
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,9 @@ HARMLESS_PATTERNS = [
     (re.compile(r"permission denied to (set parameter|change default privileges)"), "setting not allowed"),
 ]
 POSTGIS_EXTENSION_TABLES = {
-    ("public", "spatial_ref_sys"),
-    ("topology", "topology"),
-    ("topology", "layer"),
+    TableName("public", "spatial_ref_sys"),
+    TableName("topology", "topology"),
+    TableName("topology", "layer"),
 }
 
 ProgressCallback = Callable[[int, int, str | None], None]
@@ -79,6 +80,21 @@ class RestoreResult:
     table_names: list[tuple[str, str]] = field(default_factory=list)  # the same as (schema, table)
 
 
+def archive_fks(dump_path: str | os.PathLike, tools: PgTools, entries: list[TocEntry]) -> list[ForeignKey]:
+    """The archive's FK constraints with the table each references (DDL parsed with pglast)."""
+    from scalingo_staging_sync.inventory.build import archive_foreign_keys
+
+    return [
+        ForeignKey(
+            entry=entry,
+            table=(table.schema, table.name),
+            name=fk.name,
+            references=(fk.references.schema, fk.references.name),
+        )
+        for entry, fk, table in archive_foreign_keys(dump_path, tools, entries)
+    ]
+
+
 def default_jobs() -> int:
     return max(1, os.cpu_count() or 1)
 
@@ -96,6 +112,10 @@ class Selection:
     loaded_tables: list[tuple[str, str]]
 
 
+def _entry_table(entry: TocEntry) -> TableName:
+    return TableName(entry.schema or "public", entry.tag)
+
+
 def select_entries(
     entries: list[TocEntry],
     *,
@@ -104,43 +124,56 @@ def select_entries(
     exclude_tables: Iterable[str] = (),
     fks: list[ForeignKey] = (),
     all_entries: list[TocEntry] | None = None,
+    skip_dump_ids: Mapping[int, str] | Iterable[int] = (),
 ) -> Selection:
-    """Filter a section's entries: drop TABLE DATA of excluded tables (exact names, never regexes),
-    keep only ``only_data`` tables' data when given, skip FK constraints that reference a table whose
-    data is excluded (``exclude_tables``), and skip the data of PostGIS's own tables when the
-    archive creates the extension (the extension provides it)."""
-    excluded = normalize_tables(exclude_tables) + [
-        t for t in normalize_tables(exclude_data) if t not in normalize_tables(exclude_tables)
-    ]
-    only = normalize_tables(only_data) if only_data is not None else None
+    """Filter a section's entries: leave out ``skip_dump_ids`` (the archive plan's excluded and dropped
+    entries; a mapping gives each one's reason), drop TABLE DATA of excluded tables (``TableName``
+    values, exact), keep only ``only_data`` tables' data when given, skip FK constraints that reference a
+    table whose data is excluded (``exclude_tables``), and skip the data of PostGIS's own tables when
+    the archive creates the extension (the extension provides it)."""
+    hard_excluded = table_names(exclude_tables)
+    excluded = hard_excluded + [t for t in table_names(exclude_data) if t not in hard_excluded]
+    only = set(table_names(only_data)) if only_data is not None else None
+    plan_skip = (
+        dict(skip_dump_ids)
+        if isinstance(skip_dump_ids, Mapping)
+        else dict.fromkeys(skip_dump_ids, "left out by the archive plan")
+    )
     everything = all_entries if all_entries is not None else entries
     has_postgis = any(e.desc == "EXTENSION" and e.tag.startswith("postgis") for e in everything)
-    table_entries = {(e.schema, e.tag) for e in everything if e.desc == "TABLE"}
-    hard_excluded = set(normalize_tables(exclude_tables))
+    table_entries = {_entry_table(e) for e in everything if e.desc == "TABLE"}
+    hard = set(hard_excluded)
     fk_skip = {
-        fk.entry.dump_id: fk for fk in fks if fk.references in hard_excluded and fk.table not in hard_excluded
+        fk.entry.dump_id: fk
+        for fk in fks
+        if TableName(*fk.references) in hard and TableName(*fk.table) not in hard
     }
     kept: list[TocEntry] = []
     skipped: list[tuple[TocEntry, str]] = []
     excluded_names: list[str] = []
     loaded: list[tuple[str, str]] = []
     for entry in entries:
+        if entry.dump_id in plan_skip:
+            skipped.append((entry, plan_skip[entry.dump_id]))
+            if entry.desc == "TABLE DATA":
+                excluded_names.append(str(_entry_table(entry)))
+            continue
         if entry.desc == "TABLE DATA":
-            match = next((t for t in excluded if entry.matches_table(*t)), None)
-            if match is not None:
+            table = _entry_table(entry)
+            if table in excluded:
                 skipped.append((entry, "excluded table"))
-                excluded_names.append(qualified_key(*match))
+                excluded_names.append(str(table))
                 continue
-            if only is not None and not any(entry.matches_table(*t) for t in only):
+            if only is not None and table not in only:
                 skipped.append((entry, "not in only_data"))
                 continue
-            key = (entry.schema, entry.tag)
+            key = table
             if has_postgis and key in POSTGIS_EXTENSION_TABLES and key in table_entries:
                 # A TABLE entry means a non-extension copy of PostGIS's table was dumped; its rows
                 # come from the extension itself (PostGIS docs: do not restore spatial_ref_sys).
                 skipped.append((entry, "data provided by the postgis extension"))
                 continue
-            loaded.append((entry.schema or "public", entry.tag))
+            loaded.append((table.schema, table.name))
         elif entry.dump_id in fk_skip:
             skipped.append((entry, f"FK to excluded table: {fk_skip[entry.dump_id].describe()}"))
             continue
@@ -297,13 +330,16 @@ def run_pg_restore(
     exclude_tables: Iterable[str] = (),
     entries: list[TocEntry] | None = None,
     fks: list[ForeignKey] | None = None,
+    skip_dump_ids: Mapping[int, str] | Iterable[int] = (),
 ) -> RestoreResult:
     """Restore one section of an archive into ``target`` with a filtered ``-L`` list.
 
     ``exclude_data`` / ``only_data``: table names (``schema.table`` or ``table`` = public, exact)
     whose TABLE DATA entries are dropped / kept. ``exclude_tables``: like ``exclude_data`` plus the
     FK constraints that reference those tables are skipped (and reported), so excluding a table
-    other tables reference never breaks post-data. Raises :class:`RestoreError` on real errors.
+    other tables reference never breaks post-data. ``skip_dump_ids``: TOC entries left out whatever the
+    section (the archive plan's excluded data, statistics, large objects, matview data; see
+    ``inventory.ArchivePlan.skip_dump_ids``). Raises :class:`RestoreError` on real errors.
     """
     if section not in SECTIONS:
         raise ValueError(f"unknown section {section!r}: use one of {', '.join(SECTIONS)}")
@@ -322,7 +358,7 @@ def run_pg_restore(
     exclude_tables = list(exclude_tables)
     if fks is None:
         needs_fks = exclude_tables and section in ("post-data", "all")
-        fks = foreign_keys(dump_path, tools, all_entries) if needs_fks else []
+        fks = archive_fks(dump_path, tools, all_entries) if needs_fks else []
     selection = select_entries(
         section_entries,
         exclude_data=exclude_data,
@@ -330,6 +366,7 @@ def run_pg_restore(
         exclude_tables=exclude_tables,
         fks=fks,
         all_entries=all_entries,
+        skip_dump_ids=skip_dump_ids,
     )
     for entry, reason in selection.skipped:
         if reason.startswith("FK to excluded"):
@@ -421,12 +458,12 @@ _PG_TO_PY_ENCODING = {"UTF8": "utf-8", "SQL_ASCII": "latin-1", "LATIN1": "latin-
 _ENCODING_RE = re.compile(r"^SET client_encoding = '(?P<enc>[^']+)';")
 
 
-def find_table_data_entry(entries: list[TocEntry], table: str) -> TocEntry:
-    (schema, name) = normalize_tables([table])[0]
+def find_table_data_entry(entries: list[TocEntry], table: str | TableName) -> TocEntry:
+    wanted = TableName.parse(table)
     for entry in entries:
-        if entry.desc == "TABLE DATA" and entry.matches_table(schema, name):
+        if entry.desc == "TABLE DATA" and _entry_table(entry) == wanted:
             return entry
-    raise RestoreError(f"the archive has no TABLE DATA entry for {qualified_key(schema, name)}")
+    raise RestoreError(f"the archive has no TABLE DATA entry for {wanted}")
 
 
 def stream_table_copy(

@@ -13,18 +13,39 @@ Two modes (``auto`` picks the safer one the role allows):
   ``_scalingo_staging_sync.restore_state`` in the target records "unmasked data present" and the
   app formation saved by maintenance mode, so a teardown (:func:`cleanup`) or the next run can
   finish the job after a crash.
+
+Crash safety and proof (issue 11):
+
+* :func:`promote` (swap) records its steps as a marker on the scratch database (``COMMENT ON DATABASE``,
+  a shared catalog readable from any database: ``{"state": "promoting", ...}``) and renames live ->
+  ``__previous`` and scratch -> live in **one transaction**, so a kill leaves either the old or the new
+  state. States left by a crash of an older version (live renamed aside, scratch not yet in place) are
+  completed (scratch marked verified) or reverted (``__previous`` renamed back); ``__previous`` is
+  dropped only while a live database exists, so the last copy of staging is never dropped.
+* :func:`cleanup` reconnects with retries and backoff (tenacity), then *proves* its result: the
+  scratch database is gone (swap) or the restored tables are wiped (in_place). When it cannot, it
+  raises :class:`CleanupNotProvenError`, whose message says staging may hold unmasked data and what to
+  run. Reading the state table never turns a connection error into "no state".
+* :func:`recover_leftovers` (called by the safety gate before anything else) finds what an earlier,
+  interrupted run left (in-place state "unmasked", a scratch database, a half-done promote) and
+  finishes the job; with ``dry_run=True`` it only reports what it would do.
+* ``python -m scalingo_staging_sync.restore.targets recover`` does the same from a shell, with the
+  libpq environment (``PGHOST``, ``PGPORT``, ``PGUSER``, ``PGPASSWORD``, ``PGDATABASE``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shlex
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import psycopg
+import tenacity
 from psycopg import sql
 
 from scalingo_staging_sync.pgconn import PgTarget
@@ -64,6 +85,74 @@ _OWNED_TYPES_SQL = (
     " AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass"
     "                 AND d.objid = t.oid AND d.deptype = 'e')"
 )
+
+
+MARKER_PREFIX = "scalingo_staging_sync:"
+
+
+class StagingUnreachableError(TargetError):
+    """The staging server refused or dropped the connection (limit reached, restarting, network)."""
+
+    retryable = True
+
+
+class CleanupNotProvenError(TargetError):
+    """Cleanup could not prove that staging holds no unmasked data. The message says what to run.
+
+    Retryable: the server may come back, and a new attempt (or the next run's gate) finishes the job."""
+
+    retryable = True
+
+
+@dataclass(frozen=True)
+class ConnectRetry:
+    """How long teardowns keep reconnecting: ``attempts`` tries, exponential backoff from
+    ``base_delay_s`` up to ``max_delay_s`` between them (defaults: ~2.5 minutes in all)."""
+
+    attempts: int = 8
+    base_delay_s: float = 1.0
+    max_delay_s: float = 30.0
+
+
+DEFAULT_RETRY = ConnectRetry()
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    return isinstance(exc, (StagingUnreachableError, psycopg.OperationalError, psycopg.InterfaceError))
+
+
+def _retrying(
+    retry: ConnectRetry | None, on_retry: Callable[[int, BaseException], None] | None = None
+) -> tenacity.Retrying:
+    policy = retry or DEFAULT_RETRY
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "staging unreachable (attempt %d/%d), retrying in %.1f s: %s",
+            state.attempt_number,
+            policy.attempts,
+            state.next_action.sleep if state.next_action else 0.0,
+            _short(exc),
+        )
+        if on_retry is not None and exc is not None:
+            on_retry(state.attempt_number, exc)
+
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception(_is_connection_error),
+        stop=tenacity.stop_after_attempt(max(1, int(policy.attempts))),
+        wait=tenacity.wait_exponential(multiplier=policy.base_delay_s, max=policy.max_delay_s),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+
+
+def _short(exc: BaseException | None) -> str:
+    if exc is None:
+        return ""
+    text = str(exc).strip()
+    last = text.splitlines()[-1] if text else ""
+    return f"{type(exc).__name__}: {last}" if last else type(exc).__name__
 
 
 class Scaler(Protocol):
@@ -112,7 +201,9 @@ def admin_connection(target: PgTarget, avoid: tuple[str, ...] = ()) -> Iterator[
         finally:
             conn.close()
         return
-    raise TargetError(f"cannot connect to any maintenance database on {target.host}: {'; '.join(errors)}")
+    raise StagingUnreachableError(
+        f"cannot connect to any maintenance database on {target.host}:{target.port}: {'; '.join(errors)}"
+    )
 
 
 def database_exists(conn: psycopg.Connection, name: str) -> bool:
@@ -211,6 +302,7 @@ def create_scratch(target: PgTarget) -> PgTarget:
                 conn.execute(create)
         else:
             conn.execute(create)
+        _set_marker(conn, scratch, {"state": "unverified", "live": target.dbname, "at": time.time()})
     log.info("created scratch database %s", scratch)
     return target.with_dbname(scratch)
 
@@ -225,23 +317,136 @@ def drop_scratch(target: PgTarget) -> bool:
     return True
 
 
+def _marker(conn: psycopg.Connection, name: str) -> dict | None:
+    """The step marker this module left on database ``name`` (its comment), or None."""
+    row = conn.execute(
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s", (name,)
+    ).fetchone()
+    text = row[0] if row else None
+    if not text or not text.startswith(MARKER_PREFIX):
+        return None
+    try:
+        data = json.loads(text[len(MARKER_PREFIX) :])
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _set_marker(conn: psycopg.Connection, name: str, data: dict | None) -> None:
+    comment = sql.Literal(MARKER_PREFIX + json.dumps(data, sort_keys=True)) if data else sql.SQL("NULL")
+    conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), comment))
+
+
+def _rename(conn: psycopg.Connection, old: str, new: str) -> None:
+    conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new)))
+
+
+def swap_state(conn: psycopg.Connection, live: str) -> dict:
+    """What exists of a swap of ``live``: ``{"live", "scratch", "previous"}`` (bools) and the scratch's
+    ``marker`` (``{"state": "unverified"|"promoting", ...}`` or None)."""
+    scratch, previous = scratch_name(live), previous_name(live)
+    return {
+        "live": database_exists(conn, live),
+        "scratch": database_exists(conn, scratch),
+        "previous": database_exists(conn, previous),
+        "marker": _marker(conn, scratch) if database_exists(conn, scratch) else None,
+    }
+
+
+def plan_swap_recovery(live: str, state: dict) -> list[tuple[str, str]]:
+    """The steps that finish an interrupted swap, as ``(action, description)``; empty when consistent.
+
+    * scratch present, live present: the promotion did not happen -> drop the scratch (unverified, or
+      verified but never made live: the run failed, staging keeps its data);
+    * scratch marked ``promoting``, live missing: the swap was half done -> complete it (the scratch is
+      verified); ``__previous`` is kept;
+    * scratch unmarked, live missing: unverified data -> put ``__previous`` back (if any), drop the scratch;
+    * no scratch, live missing, ``__previous`` present: put ``__previous`` back as live.
+    ``__previous`` is never dropped here."""
+    scratch, previous = scratch_name(live), previous_name(live)
+    marker = state.get("marker") or {}
+    steps: list[tuple[str, str]] = []
+    if state["scratch"]:
+        if state["live"]:
+            steps.append(("drop_scratch", f"drop scratch database {scratch} (never promoted)"))
+        elif marker.get("state") == "promoting":
+            steps.append(
+                ("complete_swap", f"complete the interrupted promote: rename {scratch} (verified) to {live}")
+            )
+        else:
+            if state["previous"]:
+                steps.append(("revert_swap", f"rename {previous} back to {live} (live database missing)"))
+            steps.append(("drop_scratch", f"drop unverified scratch database {scratch}"))
+    elif not state["live"] and state["previous"]:
+        steps.append(("revert_swap", f"rename {previous} back to {live} (live database missing)"))
+    return steps
+
+
+def _apply_swap_step(conn: psycopg.Connection, live: str, action: str) -> None:
+    scratch, previous = scratch_name(live), previous_name(live)
+    if action == "drop_scratch":
+        _drop_database(conn, scratch)
+    elif action == "complete_swap":
+        _terminate(conn, scratch)
+        with conn.transaction():
+            _rename(conn, scratch, live)
+            _set_marker(conn, live, None)
+    elif action == "revert_swap":
+        _terminate(conn, previous)
+        _rename(conn, previous, live)
+    else:  # pragma: no cover - plan_swap_recovery only returns the three above
+        raise ValueError(action)
+    log.warning("swap recovery on %s: %s done", live, action)
+
+
+def recover_swap(target: PgTarget, *, dry_run: bool = False) -> list[str]:
+    """Finish an interrupted swap of ``target`` (see :func:`plan_swap_recovery`); returns what was
+    (or, with ``dry_run``, would be) done."""
+    live = target.dbname
+    with admin_connection(target, avoid=(live, scratch_name(live), previous_name(live))) as conn:
+        steps = plan_swap_recovery(live, swap_state(conn, live))
+        if not dry_run:
+            for action, _ in steps:
+                _apply_swap_step(conn, live, action)
+    return [("would " if dry_run else "") + text for _, text in steps]
+
+
 def swap_databases(
-    target: PgTarget, *, keep_previous: bool = True, terminate: bool = True, attempts: int = 10
+    target: PgTarget,
+    *,
+    keep_previous: bool = True,
+    terminate: bool = True,
+    attempts: int = 10,
+    step_hook: Callable[[str], None] | None = None,
 ) -> dict:
-    """Promote ``<db>__incoming``: end connections, rename live -> ``<db>__previous``, scratch -> live."""
+    """Promote ``<db>__incoming``: end connections, rename live -> ``<db>__previous`` and scratch -> live
+    in one transaction (a crash leaves the old or the new state, never half of it).
+
+    Steps, recorded on the scratch database (:func:`swap_state`): a live database missing next to a
+    ``__previous`` (a half-done promote of an older version) is put back first; ``__previous`` is
+    dropped only while live exists; the scratch is marked ``promoting`` (verified); the renames commit
+    together; ``__previous`` is dropped after when ``keep_previous`` is off. ``step_hook(step)`` is called
+    after each step (``"marked"``, ``"renamed_live_aside"`` (inside the transaction), ``"swapped"``):
+    tests kill the process there."""
     live, scratch, previous = target.dbname, scratch_name(target.dbname), previous_name(target.dbname)
-    ident = sql.Identifier
+    hook = step_hook or (lambda step: None)
     with admin_connection(target, avoid=(live, scratch, previous)) as conn:
         if not database_exists(conn, scratch):
             raise TargetError(
                 f"nothing to promote: scratch database {scratch} does not exist (restore first)"
             )
-        if database_exists(conn, previous):
-            _drop_database(conn, previous)
+        if not database_exists(conn, live) and database_exists(conn, previous):
+            log.warning("live database %s missing next to %s: renaming it back first", live, previous)
+            _apply_swap_step(conn, live, "revert_swap")
         live_existed = database_exists(conn, live)
-        if live_existed:
-            last_error: Exception | None = None
-            for _ in range(attempts):
+        if live_existed and database_exists(conn, previous):
+            _drop_database(conn, previous)  # live exists: __previous is not the last copy
+        marker = {"state": "promoting", "live": live, "keep_previous": keep_previous, "at": time.time()}
+        _set_marker(conn, scratch, marker)
+        hook("marked")
+        last_error: Exception | None = None
+        for _ in range(max(1, attempts)):
+            if live_existed:
                 if terminate:
                     ended = _terminate(conn, live)
                     if ended:
@@ -251,29 +456,29 @@ def swap_databases(
                         f"database {live} is in use by {_sessions(conn, live)} session(s) and "
                         "terminate_sessions is off: cannot swap"
                     )
-                try:
-                    conn.execute(
-                        sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(live), ident(previous))
-                    )
-                    last_error = None
-                    break
-                except psycopg.errors.ObjectInUse as exc:
-                    last_error = exc
-                    time.sleep(0.3)
-                except psycopg.Error as exc:
-                    raise TargetError(f"cannot rename {live} aside: {exc}") from exc
-            if last_error is not None:
-                raise TargetError(f"{live} stayed in use, could not rename it aside: {last_error}")
-        try:
             _terminate(conn, scratch)
-            conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(scratch), ident(live)))
-        except psycopg.Error as exc:
-            if live_existed:
-                conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(previous), ident(live)))
-            raise TargetError(f"cannot rename {scratch} to {live} (live database restored): {exc}") from exc
+            try:
+                with conn.transaction():
+                    if live_existed:
+                        _rename(conn, live, previous)
+                        hook("renamed_live_aside")
+                    _rename(conn, scratch, live)
+                    _set_marker(conn, live, None)
+                last_error = None
+                break
+            except psycopg.errors.ObjectInUse as exc:
+                last_error = exc
+                time.sleep(0.3)
+            except psycopg.Error as exc:
+                raise TargetError(
+                    f"cannot swap {scratch} into {live} (nothing changed, {live} is as it was): {exc}"
+                ) from exc
+        if last_error is not None:
+            raise TargetError(f"{live} stayed in use, could not swap it (nothing changed): {last_error}")
+        hook("swapped")
         dropped_previous = False
         if live_existed and not keep_previous:
-            _drop_database(conn, previous)
+            _drop_database(conn, previous)  # the new live exists
             dropped_previous = True
     log.info(
         "promoted %s to %s%s", scratch, live, f" (previous copy kept as {previous})" if keep_previous else ""
@@ -301,19 +506,27 @@ def _ensure_state_table(conn: psycopg.Connection) -> None:
 
 
 def read_state(target: PgTarget) -> dict | None:
-    """The in_place state row of ``target`` (None when absent or unreadable)."""
+    """The in_place state row of ``target``: None only when the state table or its row is absent.
+
+    A connection failure raises :class:`StagingUnreachableError`: "cannot read" is never "no state"."""
     try:
         with target.connect(autocommit=True) as conn:
-            exists = conn.execute("SELECT to_regclass(%s)", (f"{STATE_SCHEMA}.{STATE_TABLE}",)).fetchone()
-            if not exists or exists[0] is None:
-                return None
-            row = conn.execute(
-                sql.SQL("SELECT status, app, formation FROM {}.{} WHERE id = 1").format(
-                    sql.Identifier(STATE_SCHEMA), sql.Identifier(STATE_TABLE)
-                )
-            ).fetchone()
-    except psycopg.OperationalError:
+            return _read_state(conn)
+    except psycopg.OperationalError as exc:
+        raise StagingUnreachableError(
+            f"cannot read the restore state of {target.describe()}: {_short(exc)}"
+        ) from exc
+
+
+def _read_state(conn: psycopg.Connection) -> dict | None:
+    exists = conn.execute("SELECT to_regclass(%s)", (f"{STATE_SCHEMA}.{STATE_TABLE}",)).fetchone()
+    if not exists or exists[0] is None:
         return None
+    row = conn.execute(
+        sql.SQL("SELECT status, app, formation FROM {}.{} WHERE id = 1").format(
+            sql.Identifier(STATE_SCHEMA), sql.Identifier(STATE_TABLE)
+        )
+    ).fetchone()
     if not row:
         return None
     return {"status": row[0], "app": row[1], "formation": row[2]}
@@ -470,19 +683,155 @@ def promote(
     keep_previous: bool = True,
     terminate: bool = True,
     scaler: Scaler | None = None,
+    step_hook: Callable[[str], None] | None = None,
 ) -> dict:
-    """Make a verified restore live. swap: rename scratch into place. in_place: mark verified and
-    scale the app back up (maintenance)."""
+    """Make a verified restore live. swap: rename scratch into place (crash-safe, see
+    :func:`swap_databases`). in_place: mark verified and scale the app back up (maintenance)."""
     if mode == "auto":
         with admin_connection(target) as conn:
             mode = "swap" if database_exists(conn, scratch_name(target.dbname)) else "in_place"
     if mode == "swap":
-        out = swap_databases(target, keep_previous=keep_previous, terminate=terminate)
+        out = swap_databases(target, keep_previous=keep_previous, terminate=terminate, step_hook=step_hook)
         return {"mode": "swap", **out}
     state = read_state(target)
     mark_verified(target)
     scaled = scale_back(target, scaler, {**(state or {}), "status": "verified"}) if state else []
     return {"mode": "in_place", "database": target.dbname, "previous": None, "scaled_back": scaled}
+
+
+# --------------------------------------------------------------------------------------------
+# finishing the job: cleanup (teardown) and leftovers (next run's gate), both proven
+# --------------------------------------------------------------------------------------------
+
+_DATA_LEFT_SQL = (
+    "SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+    "        WHERE c.relkind IN ('r','p','m','S','f') AND pg_has_role(current_user, c.relowner, 'USAGE')"
+    "        AND n.nspname <> ALL(%s) AND n.nspname NOT LIKE 'pg\\_%%'"
+    "        AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass"
+    "                        AND d.objid = c.oid AND d.deptype = 'e')),"
+    " (SELECT count(*) FROM pg_largeobject_metadata WHERE pg_has_role(current_user, lomowner, 'USAGE'))"
+)
+
+
+def remaining_data(target: PgTarget) -> dict:
+    """What the role still owns that can hold rows in ``target``: ``{"relations": n, "large_objects": n}``
+    (tables, materialized views, sequences, foreign tables; extension members and the state schema
+    excluded). Zero after a wipe."""
+    with target.connect(autocommit=True) as conn:
+        row = conn.execute(_DATA_LEFT_SQL, (list(_SYSTEM_SCHEMAS),)).fetchone()
+    return {"relations": int(row[0]), "large_objects": int(row[1])}
+
+
+def _finish(
+    target: PgTarget, mode: str, *, verified: bool | None, dry_run: bool, memo: dict | None = None
+) -> dict:
+    """One attempt at leaving no unverified data behind, then the proof. Connection errors propagate
+    (the caller retries, handing the same ``memo``); a result that cannot be proven raises
+    :class:`CleanupNotProvenError`.
+
+    The catalog proof (nothing owned by the role left) applies to a wipe made by this call (``memo``
+    remembers one started by an earlier attempt): after an older wipe, the staging app, which shares
+    the role on Scalingo, may rightly have created its own tables again."""
+    memo = {} if memo is None else memo
+    if mode not in MODES:
+        raise ValueError(f"unknown restore mode {mode!r}: use one of {', '.join(MODES)}")
+    live = target.dbname
+    out: dict[str, Any] = {
+        "mode": mode,
+        "database": live,
+        "dry_run": dry_run,
+        "found": [],
+        "actions": [],
+        "dropped_scratch": False,
+        "swap_recovery": [],
+        "wiped": False,
+        "state": None,
+        "state_before": None,
+        "formation_saved": None,
+    }
+    live_exists = True
+    if mode in ("swap", "auto"):
+        with admin_connection(target, avoid=(scratch_name(live), previous_name(live))) as conn:
+            steps = plan_swap_recovery(live, swap_state(conn, live))
+            out["found"] += [text for _, text in steps]
+            if not dry_run:
+                for action, text in steps:
+                    _apply_swap_step(conn, live, action)
+                    out["swap_recovery"].append(text)
+                    out["actions"].append(text)
+                out["dropped_scratch"] = any(action == "drop_scratch" for action, _ in steps)
+                after = swap_state(conn, live)
+                if after["scratch"]:
+                    raise CleanupNotProvenError(f"{scratch_name(live)} still exists after dropping it")
+                out["scratch_exists"] = False
+                live_exists = after["live"]
+            else:
+                out["actions"] += ["would " + text for _, text in steps]
+                live_exists = database_exists(conn, live)
+    if mode == "in_place" or (mode == "auto" and live_exists):
+        state = read_state(target)
+        out["state_before"] = state["status"] if state else None
+        if state and state.get("formation") and state.get("app"):
+            out["formation_saved"] = {"app": state["app"], "formation": state["formation"]}
+        if state is not None:
+            if verified and state["status"] != "verified":
+                if not dry_run:
+                    mark_verified(target)
+                out["actions"].append(("would mark " if dry_run else "marked ") + f"{live} verified")
+            elif not verified and state["status"] == "unmasked":
+                what = f"wipe the restored, unverified (unmasked) data of {live} (in-place state 'unmasked')"
+                out["found"].append(f"in-place state 'unmasked' in {live}")
+                if dry_run:
+                    out["actions"].append("would " + what)
+                else:
+                    log.warning("%s: wiping it", what)
+                    memo["wipe_started"] = True
+                    out["dropped"] = wipe_owned_objects(target)
+                    write_state(target, "wiped")
+                    out["wiped"] = True
+                    out["actions"].append(what)
+            if out["formation_saved"]:
+                out["found"].append(f"app {state['app']} scaled down for maintenance")
+        if not dry_run:
+            after_state = read_state(target)
+            out["state"] = after_state["status"] if after_state else None
+            if after_state and after_state["status"] == "unmasked":
+                raise CleanupNotProvenError(f"the state of {live} still says 'unmasked' after the wipe")
+            if after_state and after_state["status"] == "wiped" and memo.get("wipe_started"):
+                out["wiped"] = True
+                left = remaining_data(target)
+                out["remaining"] = left
+                if left["relations"] or left["large_objects"]:
+                    raise CleanupNotProvenError(
+                        f"{live} still holds {left['relations']} relation(s) and {left['large_objects']} "
+                        "large object(s) owned by the role after the wipe"
+                    )
+    if not dry_run:
+        out["proven"] = True
+    return out
+
+
+def recovery_command(target: PgTarget, mode: str = "auto") -> str:
+    """The shell command that finishes a cleanup by hand (the password is never written here)."""
+    env = [f"PGHOST={shlex.quote(target.host)}", f"PGPORT={int(target.port)}"]
+    if target.user:
+        env.append(f"PGUSER={shlex.quote(target.user)}")
+    env += [f"PGDATABASE={shlex.quote(target.dbname)}", "PGPASSWORD='<password of the staging connection>'"]
+    return " ".join(env) + f" python -m scalingo_staging_sync.restore.targets recover --mode {mode}"
+
+
+def _not_proven(target: PgTarget, mode: str, exc: BaseException) -> CleanupNotProvenError:
+    what = {
+        "swap": f"the scratch database {target.dbname}{SCRATCH_SUFFIX} is gone",
+        "in_place": "the restored tables are wiped",
+        "auto": f"the scratch database {target.dbname}{SCRATCH_SUFFIX} is gone and the restored tables are wiped",
+    }[mode]
+    return CleanupNotProvenError(
+        f"staging may hold unmasked production data: cleanup of database {target.dbname!r} on "
+        f"{target.host}:{target.port} ({mode} mode) could not prove that {what} ({_short(exc)}). "
+        f"Run `{recovery_command(target, mode)}` once the server accepts connections, or trigger the DAG "
+        "again: its safety gate finishes this cleanup before anything else."
+    )
 
 
 def cleanup(
@@ -491,38 +840,133 @@ def cleanup(
     *,
     verified: bool | None = None,
     scaler: Scaler | None = None,
+    retry: ConnectRetry | None = None,
+    on_retry: Callable[[int, BaseException], None] | None = None,
 ) -> dict:
-    """Teardown: leave no scratch database and no unmasked data behind, whatever happened.
+    """Teardown: leave no scratch database and no unmasked data behind, whatever happened, and prove it.
 
-    swap (or auto): drop ``<db>__incoming`` if it still exists (a promoted run has none).
-    in_place (or auto): when the state table says unmasked data is present and ``verified`` is not
-    True, wipe the role's objects; then scale the app back if maintenance scaled it down.
-    """
-    out: dict[str, Any] = {"dropped_scratch": False, "wiped": False, "scaled_back": []}
-    errors: list[str] = []
-    if mode in ("swap", "auto"):
+    Reconnects with retries and backoff (``retry``; ``on_retry(attempt, error)`` is called before each
+    wait). swap (or auto): a scratch database is dropped, a half-done promote completed or reverted
+    (:func:`plan_swap_recovery`), then the scratch is proven gone. in_place (or auto): when the state
+    says unmasked data is present and ``verified`` is not True, the role's objects are wiped, then the
+    state and the catalog are re-read to prove it. Then the app is scaled back (maintenance).
+
+    Returns a JSON-able outcome for the audit: ``{"mode", "database", "proven": True, "attempts",
+    "dropped_scratch", "swap_recovery", "wiped", "state", "remaining", "scaled_back", "actions",
+    "duration_s"}``. Raises :class:`CleanupNotProvenError` (the message says staging may hold unmasked
+    data, and what to run) when it cannot prove the result."""
+    started = time.monotonic()
+    attempts = 0
+    memo: dict = {}
+    try:
+        for attempt in _retrying(retry, on_retry):
+            with attempt:
+                attempts += 1
+                out = _finish(target, mode, verified=verified, dry_run=False, memo=memo)
+    except Exception as exc:  # noqa: BLE001 - whatever it was, the result is not proven
+        log.error("cleanup of %s NOT PROVEN after %d attempt(s): %s", target.describe(), attempts, exc)
+        raise _not_proven(target, mode, exc) from exc
+    out["attempts"] = attempts
+    out["scaled_back"] = []
+    if out["formation_saved"]:
+        saved = {"status": out["state"] or "wiped", **out["formation_saved"]}
         try:
-            out["dropped_scratch"] = drop_scratch(target)
-        except (TargetError, psycopg.Error) as exc:
-            (errors if mode == "swap" else []).append(f"dropping the scratch database: {exc}")
-            log.warning("cleanup: could not check/drop the scratch database: %s", exc)
-    if mode in ("in_place", "auto"):
-        state = read_state(target)
-        if state is not None:
-            if verified:
-                if state["status"] != "verified":
-                    mark_verified(target)
-                state["status"] = "verified"
-            elif state["status"] == "unmasked":
-                log.warning("cleanup: %s still holds unverified (unmasked) data: wiping it", target.dbname)
-                out["dropped"] = wipe_owned_objects(target)
-                write_state(target, "wiped")
-                state["status"] = "wiped"
-                out["wiped"] = True
-            try:
-                out["scaled_back"] = scale_back(target, scaler, state)
-            except Exception as exc:  # noqa: BLE001 - reported below, after the wipe happened
-                errors.append(f"scaling the app back: {exc}")
-    if errors:
-        raise TargetError("cleanup incomplete: " + "; ".join(errors))
+            out["scaled_back"] = scale_back(target, scaler, saved)
+        except Exception as exc:  # the data part is proven; the app stays down: say so
+            raise TargetError(
+                f"cleanup proved {target.dbname} holds no unverified data, but scaling the app "
+                f"{saved['app']} back to {saved['formation']} failed: {exc}; scale it back by hand "
+                f"(scalingo --app {saved['app']} scale ...)",
+                retryable=True,
+            ) from exc
+    out["duration_s"] = round(time.monotonic() - started, 3)
+    log.info("cleanup of %s proven: %s", target.dbname, {k: out[k] for k in ("wiped", "dropped_scratch")})
     return out
+
+
+def recover_leftovers(
+    target: PgTarget,
+    scaler: Scaler | None = None,
+    *,
+    mode: str = "auto",
+    dry_run: bool = False,
+    retry: ConnectRetry | None = ConnectRetry(attempts=3, base_delay_s=1.0, max_delay_s=5.0),
+) -> dict:
+    """Find what an earlier, interrupted run left and finish the job; called by the safety gate before
+    anything else. A scratch database is dropped, a half-done promote completed or reverted, unverified
+    in-place data wiped, an app scaled down for maintenance scaled back.
+
+    ``dry_run``: only report (``found`` and ``actions`` say what a real run would do). Returns
+    ``{"database", "dry_run", "found": [...], "actions": [...], "proven": bool|None, "scaled_back"}``;
+    a connection failure (after ``retry``) raises :class:`StagingUnreachableError`, a result that cannot
+    be proven :class:`CleanupNotProvenError`: never "nothing found"."""
+    out: dict[str, Any] = {}
+    memo: dict = {}
+    for attempt in _retrying(retry):
+        with attempt:
+            out = _finish(target, mode, verified=None, dry_run=dry_run, memo=memo)
+    out["proven"] = None if dry_run else True
+    out["scaled_back"] = []
+    saved = out.get("formation_saved")
+    if saved:
+        if dry_run:
+            out["actions"].append(f"would scale {saved['app']} back to {saved['formation']}")
+        else:
+            out["scaled_back"] = scale_back(target, scaler, {"status": out["state"] or "wiped", **saved})
+            out["actions"].append(f"scaled {saved['app']} back to {out['scaled_back']}")
+    if out["found"]:
+        log.warning(
+            "leftovers of an earlier run in %s: %s; %s",
+            target.dbname,
+            "; ".join(out["found"]),
+            "; ".join(out["actions"]) or "nothing to do",
+        )
+    return {k: out[k] for k in ("database", "dry_run", "found", "actions", "proven", "scaled_back", "wiped")}
+
+
+def find_leftovers(target: PgTarget) -> list[str]:
+    """Read-only: what :func:`recover_leftovers` would finish (empty when there is nothing)."""
+    return recover_leftovers(target, dry_run=True, retry=None)["found"]
+
+
+# --------------------------------------------------------------------------------------------
+# python -m scalingo_staging_sync.restore.targets recover
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Finish a cleanup by hand with the libpq environment (PGHOST, PGPORT, PGUSER, PGPASSWORD,
+    PGDATABASE): what a :class:`CleanupNotProvenError` message tells you to run."""
+    import argparse
+    import os
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m scalingo_staging_sync.restore.targets")
+    sub = parser.add_subparsers(dest="command", required=True)
+    rec = sub.add_parser(
+        "recover", help="drop a scratch database, wipe unverified in-place data, and prove it"
+    )
+    rec.add_argument("--mode", choices=MODES, default="auto")
+    rec.add_argument("--dry-run", action="store_true", help="only say what would be done")
+    args = parser.parse_args(argv)
+    missing = [v for v in ("PGHOST", "PGDATABASE") if not os.environ.get(v)]
+    if missing:
+        parser.error(f"set {', '.join(missing)} (and PGPORT, PGUSER, PGPASSWORD) to the staging database")
+    target = PgTarget(
+        host=os.environ["PGHOST"],
+        port=int(os.environ.get("PGPORT") or 5432),
+        user=os.environ.get("PGUSER") or None,
+        password=os.environ.get("PGPASSWORD") or None,
+        dbname=os.environ["PGDATABASE"],
+    )
+    if args.dry_run:
+        out = recover_leftovers(target, mode=args.mode, dry_run=True)
+    else:
+        out = cleanup(target, args.mode)
+    json.dump(out, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised through a subprocess in the tests
+    raise SystemExit(main())

@@ -20,7 +20,8 @@ KNOWN_DESCS = sorted(
         "CHECK CONSTRAINT", "COLLATION", "COMMENT", "CONSTRAINT", "CONVERSION", "DATABASE",
         "DATABASE PROPERTIES", "DEFAULT", "DEFAULT ACL", "DOMAIN", "ENCODING", "EVENT TRIGGER",
         "EXTENSION", "FK CONSTRAINT", "FOREIGN DATA WRAPPER", "FOREIGN SERVER", "FOREIGN TABLE",
-        "FUNCTION", "INDEX", "INDEX ATTACH", "LARGE OBJECT", "MATERIALIZED VIEW",
+        "FUNCTION", "INDEX", "INDEX ATTACH", "LARGE OBJECT", "LARGE OBJECTS", "LARGE OBJECT DATA",
+        "MATERIALIZED VIEW",
         "MATERIALIZED VIEW DATA", "OPERATOR", "OPERATOR CLASS", "OPERATOR FAMILY", "POLICY",
         "PROCEDURE", "PROCEDURAL LANGUAGE", "PUBLICATION", "PUBLICATION TABLE",
         "PUBLICATION TABLES IN SCHEMA", "ROW SECURITY", "RULE", "SCHEMA", "SEARCHPATH",
@@ -33,7 +34,14 @@ KNOWN_DESCS = sorted(
     key=len,
     reverse=True,
 )  # fmt: skip
-DATA_DESCS = frozenset({"TABLE DATA", "SEQUENCE SET", "BLOBS", "BLOB DATA", "LARGE OBJECT DATA"})
+# Entries that carry data (rows, large objects, sequence values, matview contents, statistics); the
+# inventory classifies each of them (scalingo_staging_sync.inventory.model.DATA_CARRYING_DESCS).
+DATA_DESCS = frozenset(
+    {
+        "TABLE DATA", "SEQUENCE SET", "BLOB", "BLOBS", "BLOB DATA", "BLOB METADATA", "LARGE OBJECT",
+        "LARGE OBJECTS", "LARGE OBJECT DATA", "MATERIALIZED VIEW DATA", "STATISTICS DATA",
+    }
+)  # fmt: skip
 _LINE_RE = re.compile(r"^(?P<id>\d+);\s+(?P<tableoid>\d+)\s+(?P<oid>\d+)\s+(?P<rest>.*)$")
 SECTIONS = ("pre-data", "data", "post-data")
 

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 install_log_filter("urllib3.connectionpool")
 
 POSTGRESQL_PROVIDER_IDS = frozenset({"postgresql", "scalingo-postgresql"})
+#: the environment variable Scalingo sets in an app for its PostgreSQL addon
+POSTGRESQL_URL_VARIABLE = "SCALINGO_POSTGRESQL_URL"
 BACKUP_DONE = "done"
 BACKUP_FAILED = frozenset({"error", "cancelled"})
 OPERATION_DONE = "done"
@@ -465,6 +467,60 @@ class ScalingoClient:
             )
         return pg[0]
 
+    # ------------------------------------------------------------------ app environment
+    def get_variable(self, app: str, name: str) -> str | None:
+        """The value of one environment variable of ``app`` (``GET /v1/apps/{app}/variables``), or None.
+
+        The API answers with every variable; only ``name`` is kept, masked at once (values are secrets:
+        ``SCALINGO_POSTGRESQL_URL`` carries a password), the others are dropped unread."""
+        url = self._api(f"/apps/{_q(app)}/variables")
+        try:
+            variables = _json(self._user_request("GET", url), url).get("variables", [])
+        except ScalingoNotFoundError as exc:
+            raise ScalingoNotFoundError(
+                f"Scalingo app {app!r} not found in region {self.region!r} (HTTP 404) while reading its "
+                f"environment. Check the app name and the connection's region.",
+                status=404,
+                url=url,
+                body=exc.body,
+            ) from None
+        value = next(
+            (v.get("value") for v in variables if isinstance(v, dict) and v.get("name") == name), None
+        )
+        if value is not None:
+            mask_secret(str(value))
+        return None if value is None else str(value)
+
+    def postgresql_location(self, app: str, addon_id: str | None = None) -> dict:
+        """Where ``app``'s own PostgreSQL addon lives: ``{"app", "addon_id", "resource_id", "host", "port",
+        "dbname", "source"}`` (never the user or the password).
+
+        Read from the app's ``SCALINGO_POSTGRESQL_URL`` (the variable Scalingo sets for the addon); when
+        the app has none, from the Database API (``database.hostname`` = ``host:port``; on Shared
+        Resources the database is named after the addon's resource id)."""
+        addon = self.get_postgresql_addon(app, addon_id)
+        out: dict[str, Any] = {
+            "app": app,
+            "addon_id": addon.get("id"),
+            "resource_id": addon.get("resource_id"),
+        }
+        url = self.get_variable(app, POSTGRESQL_URL_VARIABLE)
+        if url:
+            out.update(parse_database_url(url))
+            out["source"] = f"${POSTGRESQL_URL_VARIABLE} of app {app}"
+            return out
+        database = self.get_database(app, str(addon.get("id")))
+        hostname = str(database.get("hostname") or "")
+        host, _, port = hostname.rpartition(":") if ":" in hostname else (hostname, "", "")
+        if not host:
+            raise ScalingoApiError(
+                f"app {app!r} has no {POSTGRESQL_URL_VARIABLE} variable and its database has no hostname: "
+                "cannot tell where its PostgreSQL addon lives"
+            )
+        out.update(host=host, port=int(port) if port.isdigit() else 5432, dbname=addon.get("resource_id"))
+        out["source"] = f"Database API hostname of addon {addon.get('id')} (database name = resource id)"
+        return out
+
     def addon_token(self, app: str, addon_id: str, force: bool = False) -> str:
         """Addon-scoped token for the Database API, cached ~50 min (or until its ``exp``)."""
         key = (app, addon_id)
@@ -780,6 +836,27 @@ def _json(resp: requests.Response, where: str) -> dict:
             f"{where}: expected a JSON object, got {type(data).__name__}", status=resp.status_code
         )
     return data
+
+
+def parse_database_url(url: str) -> dict:
+    """``{"host", "port", "dbname"}`` of a ``postgres://`` URL (the password is masked, never returned)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    mask_secret(url)
+    try:
+        parts = conninfo_to_dict(url)
+    except Exception as exc:
+        raise ScalingoApiError(
+            f"{POSTGRESQL_URL_VARIABLE} is not a valid PostgreSQL URL ({type(exc).__name__})"
+        ) from None
+    if parts.get("password"):
+        mask_secret(str(parts["password"]))
+    port = str(parts.get("port") or "5432")
+    return {
+        "host": str(parts.get("host") or ""),
+        "port": int(port) if port.isdigit() else 5432,
+        "dbname": str(parts.get("dbname") or ""),
+    }
 
 
 def _q(value: str) -> str:

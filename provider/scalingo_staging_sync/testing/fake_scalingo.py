@@ -2,7 +2,7 @@
 
 It is a real HTTP server on 127.0.0.1 (``ThreadingHTTPServer`` in a thread) speaking the protocol of
 the real services on one port: the auth API (``/v1/tokens/exchange``, ``/v1/regions``), the regional
-main API (``/v1/apps/...``: addons, addon token, containers, scale, restart, run, operations) and the
+main API (``/v1/apps/...``: addons, addon token, variables, containers, scale, restart, run, operations) and the
 Database API (``/api/databases/...``: database, backups, archive, signed download URL with HTTP Range).
 
     from scalingo_staging_sync.testing.fake_scalingo import FakeScalingoAPI
@@ -106,10 +106,39 @@ class FakeAddon:
     new_backup_polls: int = 1
     new_backup_status: str = "done"
     backups: list[FakeBackup] = field(default_factory=list)
+    #: where the addon's database lives (default: Scalingo's naming from the resource id)
+    host: str | None = None
+    port: int | None = None
+    database: str | None = None
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+
+    @property
+    def db_host(self) -> str:
+        return self.host or f"{self.resource_id.replace('_', '-')}.postgresql.a.osc-fr1.scalingo-dbs.com"
+
+    @property
+    def db_port(self) -> int:
+        return int(self.port or 30000)
+
+    @property
+    def db_name(self) -> str:
+        return self.database or self.resource_id
 
     @property
     def hostname(self) -> str:
-        return f"{self.resource_id.replace('_', '-')}.postgresql.a.osc-fr1.scalingo-dbs.com:30000"
+        """``host:port``, as the Database API's ``database.hostname``."""
+        return f"{self.db_host}:{self.db_port}"
+
+    @property
+    def database_url(self) -> str:
+        """The ``SCALINGO_POSTGRESQL_URL`` Scalingo sets in the app (user = resource id, as on Shared
+        Resources); a unix-socket directory host is percent-encoded, as libpq reads it."""
+        from urllib.parse import quote
+
+        return (
+            f"postgres://{self.resource_id}:{quote(self.password, safe='')}@{quote(self.db_host, safe='')}"
+            f":{self.db_port}/{quote(self.db_name, safe='')}?sslmode=prefer"
+        )
 
     def as_json(self, app_id: str) -> dict:
         now = _iso(datetime.now(timezone.utc))
@@ -139,6 +168,8 @@ class FakeApp:
     containers: list[dict]
     addons: list[FakeAddon] = field(default_factory=list)
     status: str = "running"
+    #: environment variables (``GET /v1/apps/{app}/variables``); a PostgreSQL addon adds its URL
+    variables: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -288,8 +319,15 @@ class FakeScalingoAPI:
         plan: str | None = None,
         new_backup_polls: int = 1,
         new_backup_status: str = "done",
+        host: str | None = None,
+        port: int | None = None,
+        database: str | None = None,
     ) -> FakeAddon:
-        """Add an addon; ``dump_path`` (a real pg_dump file) is what a new manual backup will contain."""
+        """Add an addon; ``dump_path`` (a real pg_dump file) is what a new manual backup will contain.
+
+        A PostgreSQL addon sets the app's ``SCALINGO_POSTGRESQL_URL`` (the first one; later ones get
+        ``SCALINGO_POSTGRESQL_<n>_URL``), pointing at ``host``/``port``/``database`` when given (e.g. a
+        real test server, to bind a target app to the staging connection), else at Scalingo-style names."""
         with self._lock:
             target = self.apps.get(app) or self.add_app(app)
             addon = FakeAddon(
@@ -302,9 +340,25 @@ class FakeScalingoAPI:
                 dump_path=Path(dump_path) if dump_path else None,
                 new_backup_polls=new_backup_polls,
                 new_backup_status=new_backup_status,
+                host=host,
+                port=port,
+                database=database,
             )
             target.addons.append(addon)
+            if provider_id == "postgresql":
+                n = sum(1 for a in target.addons if a.provider_id == "postgresql")
+                name = "SCALINGO_POSTGRESQL_URL" if n == 1 else f"SCALINGO_POSTGRESQL_{n}_URL"
+                target.variables[name] = addon.database_url
             return addon
+
+    def set_variable(self, app: str, name: str, value: str | None) -> None:
+        """Set (or, with None, unset) an environment variable of ``app``."""
+        with self._lock:
+            variables = (self.apps.get(app) or self.add_app(app)).variables
+            if value is None:
+                variables.pop(name, None)
+            else:
+                variables[name] = value
 
     def _addon_for(self, app: str, addon_id: str | None) -> FakeAddon:
         target = self.apps[app]
@@ -667,6 +721,16 @@ class _Handler(BaseHTTPRequestHandler):
             token = self.fake._issue_addon_token(addon.id)
         self._send_json(200, {"addon": {**addon.as_json(app.id), "token": token}})
 
+    def h_variables(self, app_name, body, query):
+        if not self._user() or not (app := self._app(app_name)):
+            return None
+        with self.fake._lock:
+            data = [
+                {"id": hashlib.sha1(f"{app.id}/{k}".encode()).hexdigest()[:24], "name": k, "value": v}
+                for k, v in sorted(app.variables.items())
+            ]
+        self._send_json(200, {"variables": data})
+
     def h_containers(self, app_name, body, query):
         if not self._user() or not (app := self._app(app_name)):
             return None
@@ -952,6 +1016,7 @@ _ROUTES = [
     ("GET", _APP + r"/addons", _Handler.h_addons),
     ("GET", _APP + r"/addons/([^/]+)", _Handler.h_addon),
     ("POST", _APP + r"/addons/([^/]+)/token", _Handler.h_addon_token),
+    ("GET", _APP + r"/variables", _Handler.h_variables),
     ("GET", _APP + r"/containers", _Handler.h_containers),
     ("POST", _APP + r"/scale", _Handler.h_scale),
     ("POST", _APP + r"/restart", _Handler.h_restart),

@@ -100,6 +100,8 @@ def start_sandbox(
 
     fake = FakeScalingoAPI(workdir=base / "fake-scalingo").start()
     fake.add_app(TARGET_APP)
+    # the target app's own PostgreSQL addon is the staging database (the gate checks the binding)
+    fake.add_addon(TARGET_APP, host=staging.host, port=staging.port, database=STAGING_DB)
     fake.add_addon(SOURCE_APP, dump_path=dump_path, version=f"{prod.version}.0.0-1")
     fake.add_backup(SOURCE_APP, dump_path)
 
@@ -107,12 +109,14 @@ def start_sandbox(
     env = {
         "AIRFLOW_CONN_SCALINGO_DEFAULT": fake.airflow_conn_json(),
         "AIRFLOW_CONN_STAGING_DB": staging.airflow_conn_json(STAGING_DB),
-        "AIRFLOW_VAR_SCALINGO_STAGING_SYNC_SALT": secrets.token_hex(32),
+        # urlsafe, not hex: 64 hex digits miss one of the 16 a quarter of the time (salt rule: >= 16 distinct)
+        "AIRFLOW_VAR_SCALINGO_STAGING_SYNC_SALT": secrets.token_urlsafe(48),
         "SCALINGO_STAGING_SYNC_RULES": str(rules),
         "SCALINGO_STAGING_SYNC_PG_BIN": str(staging.bin_dir),
         "SCALINGO_STAGING_SYNC_DOWNLOAD_DIR": str(base / "downloads"),
         "SCALINGO_STAGING_SYNC_AUDIT_DIR": str(base / "audit"),
-        "APP": TARGET_APP,
+        "SCALINGO_STAGING_SYNC_TARGET_APP": TARGET_APP,
+        "APP": TARGET_APP,  # read by the DAG on main until issue 12 lands; no longer read after it
         **(extra_env or {}),
     }
     return Sandbox(

@@ -1,0 +1,355 @@
+"""Planning on the archive's inventory, before anything is restored: every rule checked against the
+archive's own tables, every data-carrying entry classified, and the plan items.
+
+Classes (one per data-carrying TOC entry, each with its reason):
+
+* ``masked``: a rule names its table or an ancestor (partition parent, INHERITS parent);
+* ``excluded``: its table or an ancestor is in ``exclude_tables``: the data is not restored;
+* ``scanned``: no rule names it; it is restored and goes through the PII scan (sequence values, a
+  counter without row content, are restored as they are and counted here; large objects when the
+  rules say ``large_objects: keep``);
+* ``dropped``: never restored: statistics (``pg_dump --statistics``; ANALYZE runs on masked data),
+  large objects (unless ``large_objects: keep``), materialized view data (refreshed from the masked
+  tables later).
+
+``skip_dump_ids`` is what the restore leaves out of its ``-L`` list: the excluded and dropped entries,
+the comments / ACLs of dropped large objects, and the foreign keys of restored tables that reference an
+excluded table.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from scalingo_staging_sync.anonymize.planner import PlanError, TableCatalog, plan_rule
+from scalingo_staging_sync.anonymize.rules import Rules, TableRule
+from scalingo_staging_sync.inventory.build import build_inventory
+from scalingo_staging_sync.inventory.model import (
+    MATVIEW_DATA,
+    SEQUENCE_SET,
+    STATISTICS_DATA,
+    TABLE_DATA,
+    DataEntry,
+    Inventory,
+    Table,
+)
+from scalingo_staging_sync.restore.pgtools import PgTools
+from scalingo_staging_sync.tablename import TableName, TableNameError
+
+log = logging.getLogger(__name__)
+
+CLASSES = ("masked", "excluded", "scanned", "dropped")
+
+
+@dataclass(frozen=True)
+class Classified:
+    desc: str
+    dump_id: int
+    table: TableName | None
+    cls: str  # one of CLASSES
+    reason: str
+
+    def to_json(self) -> dict:
+        return {
+            "desc": self.desc,
+            "dump_id": self.dump_id,
+            "table": str(self.table) if self.table else None,
+            "class": self.cls,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> Classified:
+        table = TableName.parse(data["table"]) if data.get("table") else None
+        return cls(data["desc"], int(data["dump_id"]), table, data["class"], data["reason"])
+
+
+@dataclass
+class ArchivePlan:
+    items: list[dict] = field(default_factory=list)
+    classification: list[Classified] = field(default_factory=list)
+    masked_columns: list[str] = field(default_factory=list)
+    excluded_tables: list[str] = field(default_factory=list)
+    scanned_tables: list[str] = field(default_factory=list)
+    large_objects: dict = field(default_factory=lambda: {"policy": "drop", "count": 0})
+    materialized_views: list[str] = field(default_factory=list)
+    skip_dump_ids: list[int] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def summary(self) -> dict[str, int]:
+        out = dict.fromkeys(CLASSES, 0)
+        for c in self.classification:
+            out[c.cls] += 1
+        return out
+
+    def to_json(self) -> dict:
+        return {
+            "items": [dict(i) for i in self.items],
+            "classification": [c.to_json() for c in self.classification],
+            "masked_columns": list(self.masked_columns),
+            "excluded_tables": list(self.excluded_tables),
+            "scanned_tables": list(self.scanned_tables),
+            "large_objects": dict(self.large_objects),
+            "materialized_views": list(self.materialized_views),
+            "skip_dump_ids": sorted(self.skip_dump_ids),
+            "summary": self.summary,
+            "warnings": list(self.warnings),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> ArchivePlan:
+        return cls(
+            items=[dict(i) for i in data.get("items", [])],
+            classification=[Classified.from_json(c) for c in data.get("classification", [])],
+            masked_columns=list(data.get("masked_columns", [])),
+            excluded_tables=list(data.get("excluded_tables", [])),
+            scanned_tables=list(data.get("scanned_tables", [])),
+            large_objects=dict(data.get("large_objects", {"policy": "drop", "count": 0})),
+            materialized_views=list(data.get("materialized_views", [])),
+            skip_dump_ids=[int(i) for i in data.get("skip_dump_ids", [])],
+            warnings=list(data.get("warnings", [])),
+        )
+
+
+def catalog_of(table: Table) -> TableCatalog:
+    """The inventory's table in the shape the shared rule checks read."""
+    return TableCatalog(
+        schema=table.name.schema,
+        name=table.name.name,
+        oid=0,
+        relkind="p" if table.kind == "partitioned table" else "r",
+        columns={c.name: c.info() for c in table.columns.values()},
+        primary_key=table.primary_key,
+        unique_indexes=[(k.name, list(k.columns)) for k in table.unique_keys],
+        checks=[(name, "", list(cols)) for name, cols in table.checks],
+        foreign_keys=[(f.name, list(f.columns)) for f in table.foreign_keys],
+    )
+
+
+def plan_from_archive(
+    dump_path: str | os.PathLike,
+    rules: Rules,
+    *,
+    exclude_tables: Any = (),
+    tools: PgTools | None = None,
+    inventory: Inventory | None = None,
+) -> ArchivePlan:
+    """Build the archive's inventory (or use ``inventory``), check ``rules`` against it and classify
+    every data-carrying entry. ``exclude_tables``: more exclusions (DAG param) on top of the rules'.
+    Raises :class:`PlanError` listing every rule problem; nothing has been written anywhere then."""
+    inv = inventory or build_inventory(dump_path, tools)
+    return plan_inventory(inv, rules, exclude_tables=exclude_tables)
+
+
+def _similar(inv: Inventory, name: TableName) -> str:
+    close = [str(t) for t in inv.tables if t.name.lower() == name.name.lower() and t != name]
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def plan_inventory(inv: Inventory, rules: Rules, *, exclude_tables: Any = ()) -> ArchivePlan:
+    errors: list[str] = []
+    warnings: list[str] = []
+
+    # -- exclusions: each name and everything below it
+    excluded: dict[TableName, str] = {}
+    sources = [(f"exclude_tables[{i}]", t) for i, t in enumerate(rules.exclude_tables)]
+    sources += [(f"exclude_tables param [{i}]", t) for i, t in enumerate(exclude_tables or ())]
+    for where, text in sources:
+        try:
+            name = TableName.parse(text)
+        except TableNameError as exc:
+            errors.append(f"{where}: {exc}")
+            continue
+        if name not in inv.tables:
+            warnings.append(
+                f"{where}: {name} is not a table of this archive: nothing to exclude{_similar(inv, name)}"
+            )
+            continue
+        excluded.setdefault(name, f"{where}: {name} is excluded")
+        for child in inv.descendants(name):
+            excluded.setdefault(child, f"{where}: {child} is a partition/child of excluded {name}")
+
+    # -- rules
+    ruled: dict[TableName, TableRule] = {}
+    for rule in rules.anonymization_tables:
+        name = rule.table_name
+        if name not in inv.tables:
+            what = "a materialized view" if name in inv.materialized_views else "not a table of this archive"
+            errors.append(
+                f"{rule.where}.table: {name} is {what}{_similar(inv, name)}; fix the name (schema.table, "
+                "a bare name means public) or remove the entry"
+            )
+            continue
+        if name in excluded:
+            errors.append(
+                f"{rule.where}.table: {name} has a rule but {excluded[name]}: remove the rule or the exclusion"
+            )
+            continue
+        ruled[name] = rule
+
+    items: list[dict] = []
+    masked_by: dict[TableName, str] = {}
+    for name, rule in ruled.items():
+        table = inv.tables[name]
+        n0 = len(errors)
+        item = plan_rule(catalog_of(table), rules, rule, from_dump=True, dump_pks={}, errors=errors)
+        parent_errors = set(errors[n0:])
+        if item is not None:
+            item["table"] = str(name)
+            item["warnings"] = [w for w in item["warnings"] if not w.startswith("partitioned table")]
+            if rule.query:
+                # an inline query names the ruled table itself: one item, run once; PostgreSQL's
+                # UPDATE on a parent reaches its partitions and inheritance children
+                items.append(item)
+                masked_by[name] = f"{rule.where} names {name}"
+                for child_name in inv.descendants(name):
+                    masked_by.setdefault(
+                        child_name, f"{rule.where}: its query on {name} also updates {child_name}"
+                    )
+                continue
+            if table.kind != "partitioned table":
+                items.append(item)
+                masked_by[name] = f"{rule.where} names {name}"
+        for child_name in inv.descendants(name):
+            if child_name in ruled:
+                warnings.append(
+                    f"{child_name} has its own rule ({ruled[child_name].where}), used instead of {name}'s"
+                )
+                continue
+            child = inv.tables[child_name]
+            if child.kind == "partitioned table":
+                continue
+            child_item = _child_item(rule, rules, child, name, errors, parent_errors)
+            if child_item is not None and item is not None:
+                items.append(child_item)
+                how = "partition" if child.partition_of is not None else "inheritance child"
+                masked_by[child_name] = f"{rule.where} names {name}; {child_name} is its {how}"
+
+    if errors:
+        raise PlanError(sorted(_dedupe(errors), key=_entry_order))
+
+    plan = ArchivePlan(items=items, warnings=warnings)
+    plan.large_objects = {"policy": rules.large_objects, "count": inv.large_object_count}
+    plan.materialized_views = [str(m) for m in inv.materialized_views]
+    for item in items:
+        plan.masked_columns.extend(f"{item['table']}.{c}" for c in item["masked_columns"])
+    plan.excluded_tables = [str(t) for t in excluded]
+    skip: set[int] = set()
+    scanned: list[str] = []
+    for entry in inv.data_entries:
+        c = classify(entry, inv, excluded, masked_by, rules.large_objects)
+        plan.classification.append(c)
+        if c.cls in ("excluded", "dropped"):
+            skip.add(entry.dump_id)
+        if c.cls == "scanned" and entry.desc == TABLE_DATA and c.table is not None:
+            scanned.append(str(c.table))
+    if rules.large_objects != "keep":
+        skip.update(inv.large_object_dependents)
+    for table in inv.tables.values():
+        if table.name in excluded:
+            continue
+        for fk in table.foreign_keys:
+            if fk.references in excluded and fk.dump_id is not None:
+                skip.add(fk.dump_id)
+                warnings.append(
+                    f"foreign key {fk.name} of {table.name} references excluded {fk.references}: not restored"
+                )
+    plan.scanned_tables = scanned
+    plan.skip_dump_ids = sorted(skip)
+    for w in warnings:
+        log.warning("%s", w)
+    log.info("archive plan: %s", plan.summary)
+    return plan
+
+
+def _child_item(
+    rule: TableRule,
+    rules: Rules,
+    child: Table,
+    parent: TableName,
+    errors: list[str],
+    parent_errors: set[str],
+) -> dict | None:
+    """The parent's rule planned for one partition / inheritance child: same columns and transformers,
+    checked against the child's own columns and unique keys (a child may add a UNIQUE the parent
+    lacks). Errors the parent already has are not repeated for each child."""
+    n = len(errors)
+    child_errors: list[str] = []
+    child_item = plan_rule(catalog_of(child), rules, rule, from_dump=True, dump_pks={}, errors=child_errors)
+    for e in child_errors:
+        if e.replace(str(child.name), str(parent)) not in parent_errors:
+            errors.append(f"{e} (on {child.name}, which inherits the rule of {parent})")
+    if child_item is None or len(errors) > n:
+        return None
+    child_item.update(table=str(child.name), schema=child.name.schema, name=child.name.name)
+    kind = "partition" if child.partition_of is not None else "inheritance child"
+    child_item["warnings"] = [
+        *[w for w in child_item["warnings"] if not w.startswith("partitioned table")],
+        f"{kind} of {parent}: masked with its rules ({rule.where})",
+    ]
+    return child_item
+
+
+def classify(
+    entry: DataEntry,
+    inv: Inventory,
+    excluded: dict[TableName, str],
+    masked_by: dict[TableName, str],
+    large_objects: str = "drop",
+) -> Classified:
+    """One data-carrying entry's class and why."""
+
+    def out(cls: str, reason: str) -> Classified:
+        return Classified(entry.desc, entry.dump_id, entry.table, cls, reason)
+
+    if entry.desc == STATISTICS_DATA:
+        return out(
+            "dropped",
+            "statistics are never restored (they hold original values); ANALYZE runs on the masked data",
+        )
+    if entry.is_large_object:
+        if large_objects == "keep":
+            return out(
+                "scanned",
+                "large_objects: keep: restored, their content goes through the PII content detector",
+            )
+        return out(
+            "dropped",
+            "large objects are not restored (set large_objects: keep in the rules to restore and scan them)",
+        )
+    if entry.desc == MATVIEW_DATA:
+        return out(
+            "dropped", "materialized view data is not restored: it is refreshed from the masked tables"
+        )
+    if entry.desc == SEQUENCE_SET:
+        return out("scanned", "sequence value: a counter without row content, restored as is")
+    if entry.desc == TABLE_DATA and entry.table is not None:
+        if entry.table in excluded:
+            return out("excluded", excluded[entry.table])
+        if entry.table in masked_by:
+            return out("masked", masked_by[entry.table])
+        return out("scanned", "no rule names this table or a parent of it: the PII scan checks it")
+    from scalingo_staging_sync.inventory.model import InventoryError
+
+    raise InventoryError(f"TOC entry {entry.dump_id} ({entry.desc} {entry.tag}) cannot be classified")
+
+
+def _entry_order(error: str) -> tuple[int, int]:
+    """Errors in the order of the rules file: exclusions first, then by anonymization_tables index."""
+    head, sep, rest = error.partition("anonymization_tables[")
+    if head or not sep:
+        return (0, 0)
+    index = rest.partition("]")[0]
+    return (1, int(index)) if index.isdigit() else (1, 0)
+
+
+def _dedupe(errors: list[str]) -> list[str]:
+    out: list[str] = []
+    for e in errors:
+        if e not in out:
+            out.append(e)
+    return out

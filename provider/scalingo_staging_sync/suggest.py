@@ -1,0 +1,290 @@
+"""A starter rules file from a PII scan (``scalingo-staging-sync scan --suggest-rules``). No Airflow here.
+
+Every finding of the scan becomes either
+
+* a column rule with a suggested transformer, chosen from the detectors that fired (name and content)
+  and checked against the column's catalog entry the way the planner checks it (type, ``varchar(n)``,
+  NOT NULL, unique index), with a YAML comment saying why; or
+* for a column flagged by its content only (free text holding e-mails...), ``null`` or a constant; or
+* a ``pii_scan.allow`` entry with a reason, for a column judged clean: a finding whose only detectors
+  are name matches on categories that do not single out a person (``contact.country``); or
+* a ``# REVIEW`` comment, when no built-in transformer fits the column: that column stays unmasked
+  and the scan keeps failing on it (fail closed) until a rule is written.
+
+The file is meant to be reviewed, then used: it passes ``validate`` and ``load_rules``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from scalingo_staging_sync.pii.scanner import Finding, ScanReport
+from scalingo_staging_sync.tablename import TableName
+
+#: name-detector categories judged clean on their own, with the reason written in the allow-list
+CLEAN_CATEGORIES: dict[str, str] = {
+    "contact.country": "a country alone does not single out a person (judged clean by --suggest-rules; "
+    "mask it with `fixed` if your rows are few per country)",
+}
+
+# detector (name pattern or content pattern) -> (transformer spec, why)
+_BY_DETECTOR: dict[str, tuple[dict[str, Any], str]] = {
+    "contact.email": ({"transformer": "email"}, "e-mail address: keyed e-mail on the reserved domain"),
+    "email": ({"transformer": "email"}, "values look like e-mail addresses"),
+    "contact.phone": ({"transformer": "phone"}, "phone number: keyed +999 number"),
+    "contact.fax": ({"transformer": "phone"}, "fax number: keyed +999 number"),
+    "phone_fr": ({"transformer": "phone"}, "values look like French phone numbers"),
+    "phone_e164": ({"transformer": "phone"}, "values look like international phone numbers"),
+    "contact.address": ({"transformer": "address"}, "postal address line"),
+    "contact.postal_code": ({"transformer": "postal_code"}, "postal code"),
+    "contact.city": ({"transformer": "city"}, "city: a fictional town"),
+    "personal.name_in_person_table": ({"transformer": "full_name"}, "a `name` column in a table of people"),
+    "personal.birth": ({"transformer": "date_shift"}, "birth data"),
+    "identity.national_id": ({"transformer": "hash"}, "national identifier: keyed hash"),
+    "financial.card": ({"transformer": "hash"}, "payment card data: keyed hash"),
+    "card_number": ({"transformer": "hash"}, "values pass the card-number Luhn check"),
+    "financial.bank": ({"transformer": "hash"}, "bank account data: keyed hash"),
+    "iban": ({"transformer": "hash"}, "values are valid IBANs"),
+    "financial.processor_id": ({"transformer": "hash"}, "payment processor id: keyed hash"),
+    "auth.secret": ({"transformer": "hash"}, "secret or credential: keyed hash"),
+    "jwt": ({"transformer": "hash"}, "values look like JSON Web Tokens"),
+}
+
+# order of preference when several detectors fired: the most specific output first
+_PRIORITY = (
+    "contact.email",
+    "email",
+    "personal.name",
+    "personal.name_in_person_table",
+    "contact.phone",
+    "contact.fax",
+    "phone_fr",
+    "phone_e164",
+    "contact.address",
+    "contact.postal_code",
+    "contact.city",
+    "personal.birth",
+)
+
+
+@dataclass
+class Suggestion:
+    column_id: str  # schema.table.column
+    table: TableName
+    column: str
+    finding: str  # the scan's reason text (detectors, sampled counts)
+    spec: dict[str, Any] | None = None  # transformer spec, or None
+    why: str = ""
+    allow_reason: str | None = None  # set when judged clean
+    review: str | None = None  # set when no transformer fits
+
+
+@dataclass
+class SuggestedRules:
+    suggestions: list[Suggestion] = field(default_factory=list)
+
+    @property
+    def masked(self) -> list[Suggestion]:
+        return [s for s in self.suggestions if s.spec is not None]
+
+    @property
+    def allowed(self) -> list[Suggestion]:
+        return [s for s in self.suggestions if s.allow_reason is not None]
+
+    @property
+    def review(self) -> list[Suggestion]:
+        return [s for s in self.suggestions if s.review is not None]
+
+
+def _name_spec(column: str) -> tuple[dict[str, Any], str]:
+    tokens = set(re.split(r"[^a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", column).lower()))
+    if tokens & {"first", "given", "firstname", "givenname"}:
+        return {"transformer": "first_name"}, "first name: a name from the built-in list"
+    if tokens & {"last", "family", "surname", "lastname", "familyname", "maiden"}:
+        return {"transformer": "last_name"}, "last name: a name from the built-in list"
+    if tokens & {"username", "nickname", "nick", "display", "user"}:
+        return {"transformer": "hash", "length": 16}, "user name or handle: keyed hash"
+    return {"transformer": "full_name"}, "person name: '<first> <last>' from the built-in lists"
+
+
+def _fallback(info: Any) -> tuple[dict[str, Any] | None, str]:
+    """A value that removes the data when no specific transformer fits."""
+    if not info.not_null:
+        return {"transformer": "null"}, "no specific transformer fits this column: NULL"
+    if info.category == "string":
+        return {"transformer": "fixed", "value": ""}, "NOT NULL column, no specific transformer fits: ''"
+    if info.category == "number":
+        return {"transformer": "fixed", "value": 0}, "NOT NULL number column: 0"
+    if info.category == "date":
+        return {"transformer": "date_shift"}, "NOT NULL date column: shifted"
+    return None, ""
+
+
+def _fits(spec: Mapping[str, Any], info: Any, unique_columns: set[str]) -> bool:
+    from scalingo_staging_sync.anonymize.transformers import get_transformer, options_of
+
+    transformer = get_transformer(spec["transformer"])
+    options = options_of(spec)
+    if transformer.check(info, options):
+        return False
+    if spec["transformer"] == "null" and info.not_null:
+        return False
+    if info.name in unique_columns and not transformer.unique:
+        return False
+    return True
+
+
+def _hash_for(info: Any) -> dict[str, Any]:
+    length = 32
+    if info.max_length is not None:
+        length = max(8, min(32, info.max_length))
+    return {"transformer": "hash", "length": length}
+
+
+def suggest_for(finding: Finding, catalog: Any) -> Suggestion:
+    """The suggestion for one finding; ``catalog`` is :class:`~..planner.TableCatalog` (or None)."""
+    table = TableName(finding.schema, finding.table)
+    s = Suggestion(finding.qualified_name, table, finding.column, finding.reason)
+    detectors = [r["detector"] for r in finding.reasons]
+    names = [r for r in finding.reasons if r["kind"] == "name"]
+    if names and len(names) == len(finding.reasons) and all(r["detector"] in CLEAN_CATEGORIES for r in names):
+        s.allow_reason = "; ".join(dict.fromkeys(CLEAN_CATEGORIES[r["detector"]] for r in names))
+        return s
+    info = catalog.columns.get(finding.column) if catalog is not None else None
+    if info is None:
+        s.review = "not an ordinary table column (a materialized view?): mask its source table instead"
+        return s
+    if info.generated:
+        s.review = "generated column: it is recomputed from its sources; mask those"
+        return s
+    unique_columns = {cols[0] for _name, cols in catalog.unique_indexes if len(cols) == 1}
+    candidates: list[tuple[dict[str, Any], str]] = []
+    if not names:  # found by content only: free text that holds e-mails, phones...: cleared, not reshaped
+        spec, why = _fallback(info)
+        if spec is not None and _fits(spec, info, unique_columns):
+            s.spec, s.why = spec, f"free text holding personal data (the name says nothing): {why}"
+            return s
+    for detector in sorted(detectors, key=lambda d: _PRIORITY.index(d) if d in _PRIORITY else len(_PRIORITY)):
+        if detector == "personal.name":
+            candidates.append(_name_spec(finding.column))
+        elif detector in _BY_DETECTOR:
+            spec, why = _BY_DETECTOR[detector]
+            if spec["transformer"] == "hash":
+                spec = _hash_for(info)
+            candidates.append((dict(spec), why))
+    if info.category == "date" and not any(c[0]["transformer"] == "date_shift" for c in candidates):
+        candidates.append(({"transformer": "date_shift"}, "date tied to a person: shifted by up to a year"))
+    if info.category == "string":
+        candidates.append((_hash_for(info), "keyed hash (a unique-safe fallback)"))
+    candidates.append(_fallback(info))
+    for spec, why in candidates:
+        if spec is not None and _fits(spec, info, unique_columns):
+            s.spec, s.why = spec, why
+            return s
+    s.review = (
+        f"no built-in transformer fits {info.type_sql}{' NOT NULL' if info.not_null else ''}: "
+        "write a rule (a custom strategy or a query) before the first run; until then the scan fails on it"
+    )
+    return s
+
+
+def suggest_rules(conn: Any, report: ScanReport) -> SuggestedRules:
+    """One :class:`Suggestion` per finding of ``report`` (scanned through ``conn``)."""
+    from scalingo_staging_sync.anonymize.planner import read_table
+
+    catalogs: dict[tuple[str, str], Any] = {}
+    out = SuggestedRules()
+    for finding in sorted(report.findings, key=lambda f: (f.schema, f.table, f.column)):
+        key = (finding.schema, finding.table)
+        if key not in catalogs:
+            catalogs[key] = read_table(conn, *key)
+        out.suggestions.append(suggest_for(finding, catalogs[key]))
+    return out
+
+
+_PLAIN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _key(text: str) -> str:
+    return (
+        text
+        if _PLAIN_RE.fullmatch(text)
+        and text.lower() not in ("null", "true", "false", "yes", "no", "on", "off")
+        else json.dumps(text)
+    )
+
+
+def _scalar(value: Any) -> str:
+    return json.dumps(value)  # JSON scalars are valid YAML flow scalars
+
+
+def _comment(text: str) -> str:
+    return " ".join(text.split())
+
+
+def render_rules_yaml(
+    suggested: SuggestedRules,
+    *,
+    source_app: str,
+    target_app: str | None = None,
+    database: str = "",
+    generated_at: _dt.datetime | None = None,
+) -> str:
+    """The starter rules file (YAML with comments)."""
+    when = (generated_at or _dt.datetime.now(_dt.timezone.utc)).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "# Starter anonymization rules written by `scalingo-staging-sync scan --suggest-rules`",
+        f"# from a PII scan of {database or 'the database'} on {when}.",
+        "# Review every entry, then check it with `scalingo-staging-sync validate <this file>`.",
+        "# Each rule's comment gives the scan's finding (detectors and sampled matches) and why that",
+        "# transformer was chosen; `scalingo-staging-sync transformers` lists them all.",
+        f"source_app: {_scalar(source_app)}",
+        f"target_app: {_scalar(target_app)}" if target_app else "# target_app: my-staging-app",
+        "",
+    ]
+    by_table: dict[str, list[Suggestion]] = {}
+    for s in suggested.masked:
+        by_table.setdefault(str(s.table), []).append(s)
+    if by_table:
+        lines.append("anonymization_tables:")
+        for table, items in by_table.items():
+            lines.append(f"  - table: {_scalar(table)}")
+            lines.append("    columns:")
+            for s in items:
+                lines.append(f"      # {_comment(s.finding)} -> {_comment(s.why)}")
+                spec = dict(s.spec or {})
+                name = spec.pop("transformer")
+                if spec:
+                    opts = ", ".join(f"{_key(k)}: {_scalar(v)}" for k, v in spec.items())
+                    lines.append(f"      {_key(s.column)}: {{transformer: {name}, {opts}}}")
+                else:
+                    lines.append(f"      {_key(s.column)}: {name}")
+    else:
+        lines.append("anonymization_tables: []")
+    lines.append("")
+    for s in suggested.review:
+        lines.append(f"# REVIEW {s.column_id} ({_comment(s.finding)}): {_comment(s.review or '')}")
+    if suggested.review:
+        lines.append("")
+    lines.append("pii_scan:")
+    lines.append("  on_unmasked: fail")
+    if suggested.allowed:
+        lines.append("  allow:")
+        for s in suggested.allowed:
+            lines.append(f"    - column: {_scalar(s.column_id)}")
+            lines.append(f"      reason: {_scalar(_comment(s.finding) + ': ' + (s.allow_reason or ''))}")
+    else:
+        lines.append("  allow: []")
+    return "\n".join(lines) + "\n"
+
+
+def summary_lines(suggested: SuggestedRules) -> Sequence[str]:
+    return [
+        f"{len(suggested.masked)} column(s) masked, {len(suggested.allowed)} allowed as clean, "
+        f"{len(suggested.review)} to review by hand"
+    ]

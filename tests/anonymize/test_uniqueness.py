@@ -1,0 +1,72 @@
+"""Uniqueness flags of the transformer registry: which transformers may mask a column under a unique
+constraint, with how many bits (``keeps_unique`` / ``unique_bits``, called by the planner)."""
+
+from __future__ import annotations
+
+import pytest
+
+from scalingo_staging_sync.anonymize.transformers import (
+    MIN_UNIQUE_BITS,
+    ColumnInfo,
+    all_transformers,
+    keeps_unique,
+    unique_bits,
+)
+
+from .conftest import anonymize, execute
+
+VARCHAR_40 = ColumnInfo("email", "character varying(40)", "varchar", max_length=40)
+
+
+def test_hash_length_decides():
+    assert unique_bits("hash", {}) == 128
+    assert keeps_unique("hash", {"length": 16})  # 64 bits
+    assert not keeps_unique("hash", {"length": 8})  # 32 bits: birthday collisions from ~65k rows
+    assert unique_bits("hash", {"length": 8}) == 32
+    assert not keeps_unique("hash", {}, ColumnInfo("h", "character varying(12)", "varchar", max_length=12))
+    assert keeps_unique("hash", {"transformer": "hash", "length": 20})  # a rule's spec as given
+
+
+def test_email_is_unique_unless_case_insensitive():
+    assert unique_bits("email", {}) == 128
+    assert keeps_unique("email", {"domain": "example.com"})
+    assert unique_bits("email", {}, VARCHAR_40) == 4 * (40 - 2 - len("example.com"))
+    assert not keeps_unique("email", {"case_insensitive": True})
+    assert unique_bits("email", {"case_insensitive": True}) is None
+
+
+@pytest.mark.parametrize(
+    "name", ["first_name", "last_name", "full_name", "city", "address", "company", "phone", "postal_code",
+             "null", "fixed", "date_shift", "md5_of"]
+)  # fmt: skip
+def test_the_others_are_not_unique(name):
+    assert not keeps_unique(name, {})
+    assert all_transformers()[name].describe()["unique_bits"] is None
+
+
+def test_min_bits_is_adjustable():
+    assert MIN_UNIQUE_BITS == 64
+    assert keeps_unique("hash", {"length": 8}, min_bits=32)
+
+
+def test_email_case_variants_survive_a_unique_index(db):
+    _pg, target = db
+    execute(target, "CREATE TABLE users (id int PRIMARY KEY, email text NOT NULL UNIQUE)")
+    execute(
+        target, "INSERT INTO users VALUES (1, 'Bob@Corp.test'), (2, 'bob@corp.test'), (3, 'BOB@CORP.TEST')"
+    )
+    anonymize(target, "source_app: p\nanonymization_tables: [{table: users, columns: {email: email}}]")
+    emails = [r[0] for r in execute(target, "SELECT email FROM users")]
+    assert len(set(emails)) == 3 and all(e.endswith("@example.com") for e in emails)
+
+
+def test_case_insensitive_email_merges_case_variants(db):
+    _pg, target = db
+    execute(target, "CREATE TABLE a (id int PRIMARY KEY, email text)")
+    execute(target, "INSERT INTO a VALUES (1, 'Bob@Corp.test'), (2, 'bob@corp.test')")
+    anonymize(
+        target,
+        "source_app: p\nanonymization_tables:\n"
+        "  - {table: a, columns: {email: {transformer: email, case_insensitive: true}}}",
+    )
+    assert len({r[0] for r in execute(target, "SELECT email FROM a")}) == 1

@@ -1,0 +1,186 @@
+"""PII scan of each class of data the archive can carry, on PostgreSQL 16 and 18: excluded tables
+(must be empty, never flagged by name), conditional rules (rows outside the condition are sampled and
+fail unless allow-listed), materialized views, and large objects (content scanned when kept, none
+allowed otherwise)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from scalingo_staging_sync.pii.scanner import UnmaskedPiiError, enforce, scan_database
+from scalingo_staging_sync.tablename import TableName
+
+_n = itertools.count()
+
+
+@pytest.fixture
+def db(staging_pg):
+    name = f"pii_cls_{next(_n)}"
+    staging_pg.create_database(name)
+    yield staging_pg, name
+    staging_pg.drop_database(name)
+
+
+def scan(pg, db, **kwargs):
+    with pg.connect(db) as conn:
+        return scan_database(conn, database=db, **kwargs)
+
+
+AUDIT = """
+CREATE TABLE audit_log (id int, at date, actor_email text, ip inet) PARTITION BY RANGE (at);
+CREATE TABLE audit_log_2025 PARTITION OF audit_log FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE TABLE audit_log_2026 PARTITION OF audit_log FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+CREATE TABLE sessions (id int, user_email text);
+CREATE TABLE sessions_old () INHERITS (sessions);
+"""
+
+
+def test_excluded_tables_are_checked_empty_not_flagged_by_name(db):
+    pg, name = db
+    pg.execute(AUDIT, name)
+    excluded = [TableName.parse("audit_log"), TableName.parse("public.sessions")]
+    report = scan(pg, name, excluded_tables=excluded)
+    assert report.passed, report.to_dict()
+    assert report.findings == []  # actor_email, ip, user_email: not flagged by name
+    assert report.excluded == {  # the partitioned parent holds no rows: its partitions are checked
+        "public.audit_log_2025": "empty",
+        "public.audit_log_2026": "empty",
+        "public.sessions": "empty",
+        "public.sessions_old": "empty",
+    }
+    # without the exclusion, the same columns are flagged
+    assert not scan(pg, name).passed
+
+
+def test_excluded_table_holding_rows_fails(db):
+    pg, name = db
+    pg.execute(AUDIT, name)
+    pg.execute("INSERT INTO audit_log VALUES (1, '2026-03-01', 'leak@corp.test', '10.1.2.3')", name)
+    pg.execute("INSERT INTO sessions_old VALUES (1, 'x@corp.test')", name)
+    report = scan(pg, name, excluded_tables=["audit_log", "sessions"])
+    assert not report.passed
+    assert report.excluded_not_empty == ["public.audit_log_2026", "public.sessions_old"]
+    assert report.excluded["public.sessions"] == "empty"  # its own rows (ONLY): the child's are its own
+    assert report.findings == []
+    with pytest.raises(UnmaskedPiiError, match="public.audit_log_2026, public.sessions_old") as info:
+        enforce(report)
+    assert "leak@corp.test" not in str(info.value) and "leak" not in str(report.to_dict())
+
+
+CONDITIONAL = """
+CREATE TABLE users (id int PRIMARY KEY, email text, role text, nickname text);
+INSERT INTO users SELECT g, CASE WHEN g <= 8 THEN 'u' || g || '@example.com' ELSE 'staff' || g || '@corp.test' END,
+    CASE WHEN g <= 8 THEN 'customer' ELSE 'staff' END, 'nick' || g FROM generate_series(1, 12) g;
+INSERT INTO users VALUES (13, 'nullrole@corp.test', NULL, 'n13');
+"""
+MASKED = ["public.users.email", "public.users.nickname"]
+
+
+def test_rows_outside_a_condition_fail_unless_allow_listed(db):
+    pg, name = db
+    pg.execute(CONDITIONAL, name)  # rows with role = 'customer' were masked; staff rows and NULL role kept
+    conditional = {TableName.parse("users"): "role = 'customer'"}
+    report = scan(pg, name, masked_columns=MASKED, conditional=conditional)
+    assert not report.passed
+    assert sorted(f.qualified_name for f in report.unmasked) == MASKED
+    email = next(f for f in report.findings if f.column == "email")
+    assert email.sampled_values == 5  # 4 staff rows + the NULL-role row: only rows outside the condition
+    assert {r["detector"] for r in email.reasons} >= {"outside_condition", "email"}
+    assert report.outside_condition == {"public.users.email": 5, "public.users.nickname": 5}
+    assert "outside the rule's condition" in email.reason
+
+    allowed = scan(
+        pg,
+        name,
+        masked_columns=MASKED,
+        conditional=conditional,
+        allow=[{"column": "public.users.email", "reason": "staff addresses are public"}, "users.nickname"],
+    )
+    assert allowed.passed, allowed.to_dict()
+    assert {f.status for f in allowed.findings} == {"allowed"}
+
+    # the same rule without a condition: the columns count as masked
+    plain = scan(pg, name, masked_columns=MASKED)
+    assert plain.passed and {f.status for f in plain.findings} == {"masked"}
+
+    # a condition that covers every row leaves nothing outside: masked
+    everyone = scan(pg, name, masked_columns=MASKED, conditional={"users": "id > 0"})
+    assert everyone.passed and everyone.outside_condition == {}
+
+
+def test_condition_cannot_smuggle_a_statement(db):
+    pg, name = db
+    pg.execute(CONDITIONAL, name)
+    report = scan(pg, name, masked_columns=MASKED, conditional={"users": "true); DROP TABLE users; --"})
+    assert not report.passed and "public.users" in report.errors
+    assert pg.execute("SELECT count(*) FROM users", name) == [(13,)]
+
+
+def test_materialized_views_are_scanned(db):
+    pg, name = db
+    pg.execute(
+        """
+        CREATE TABLE t (id int, note text);
+        INSERT INTO t SELECT g, 'reach me at person' || g || '@corp.test' FROM generate_series(1, 20) g;
+        CREATE MATERIALIZED VIEW contacts AS SELECT id, note AS blurb FROM t;
+        CREATE MATERIALIZED VIEW never_refreshed AS SELECT id FROM t WITH NO DATA;
+        """,
+        name,
+    )
+    report = scan(pg, name, masked_columns=["public.t.note"])
+    flagged = {f.qualified_name: f for f in report.unmasked}
+    assert "public.contacts.blurb" in flagged and flagged["public.contacts.blurb"].sample_count == 20
+    assert "public.never_refreshed" in report.errors  # cannot be read: fails closed
+    assert not report.passed
+
+
+def _lo(pg, name, content: bytes) -> None:
+    with pg.connect(name) as conn:
+        conn.execute("SELECT lo_from_bytea(0, %s)", (content,))
+
+
+def test_large_objects_content_is_scanned_when_kept(db):
+    pg, name = db
+    _lo(pg, name, b"%PDF-1.4 payslip for jane.roe@corp.test IBAN FR76 3000 6000 0112 3456 7890 189")
+    _lo(pg, name, b"\x89PNG\r\n\x1a\n\x00\x00 binary scan")
+    report = scan(pg, name, large_objects=True)
+    assert report.large_objects["count"] == 2 and report.large_objects["sampled"] == 2
+    assert report.large_objects["bytes_read"] > 80
+    assert report.large_objects["matches"].get("email") == 1
+    finding = next(f for f in report.findings if f.qualified_name == "pg_catalog.pg_largeobject.data")
+    assert finding.status == "unmasked" and not report.passed
+    assert "jane" not in str(report.to_dict())
+    allowed = scan(pg, name, large_objects=True, allow=["pg_catalog.pg_largeobject.data"])
+    assert allowed.passed
+
+
+def test_large_objects_present_but_not_kept_fail(db):
+    pg, name = db
+    assert scan(pg, name).large_objects == {"kept": False, "count": 0, "unexpected": False}
+    _lo(pg, name, b"harmless")
+    report = scan(pg, name, large_objects=False)
+    assert not report.passed and report.large_objects["unexpected"]
+    with pytest.raises(UnmaskedPiiError, match="1 large object"):
+        enforce(report)
+    clean = scan(pg, name, large_objects=True)
+    assert clean.passed and clean.large_objects["matches"] == {}
+
+
+def test_rule_on_a_parent_covers_inheritance_children_in_the_scan(db):
+    pg, name = db
+    pg.execute(
+        """
+        CREATE TABLE people (id int, email text);
+        CREATE TABLE vip_people (level int) INHERITS (people);
+        INSERT INTO vip_people VALUES (1, 'u0123456789abcdef@example.com', 1);
+        """,
+        name,
+    )
+    report = scan(pg, name, masked_columns=["people.email"])
+    vip = next(f for f in report.findings if f.qualified_name == "public.vip_people.email")
+    assert vip.status == "masked" and report.passed
+    conditional = scan(pg, name, masked_columns=["people.email"], conditional={"people": "id > 5"})
+    # the parent's condition applies to the child's rows; each table is sampled for its own rows
+    assert [f.qualified_name for f in conditional.unmasked] == ["public.vip_people.email"]

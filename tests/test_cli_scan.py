@@ -1,0 +1,126 @@
+"""`scalingo-staging-sync scan` on a real Chinook database: the report, the exit codes, and the starter
+rules of `--suggest-rules`: valid, loadable, and when the anonymization core runs them on a restored
+Chinook, every flagged column is masked (no original value left) and a second scan has no unmasked
+finding."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import scalingo_staging_sync
+from scalingo_staging_sync.anonymize.executor import run_table_plan
+from scalingo_staging_sync.anonymize.planner import plan_anonymization
+from scalingo_staging_sync.anonymize.rules import load_rules
+from scalingo_staging_sync.pgconn import PgTarget
+from scalingo_staging_sync.pii.scanner import masked_columns_from_plan, scan_target
+
+REPO = Path(__file__).resolve().parents[1]
+#: the provider/ folder of the package this test imports, for the CLI run in a subprocess
+PACKAGE_ROOT = str(Path(scalingo_staging_sync.__file__).resolve().parents[1])
+SALT = "cli-suggest-test-salt-0123456789"
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT}
+    return subprocess.run(
+        [sys.executable, "-m", "scalingo_staging_sync.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def chinook_copy(staging_pg16, chinook_dump):
+    """Chinook restored from its pg_dump archive into a fresh database of the staging server."""
+    name = "cli_scan_chinook"
+    staging_pg16.create_database(name)
+    proc = subprocess.run(
+        [
+            str(Path(staging_pg16.bin_dir) / "pg_restore"),
+            "--no-owner",
+            "--no-privileges",
+            "-d",
+            staging_pg16.conninfo(name),
+            str(chinook_dump),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return staging_pg16, name
+
+
+def test_scan_reports_findings_and_fails_on_unmasked(chinook_copy):
+    pg, name = chinook_copy
+    proc = run("scan", "--dsn", pg.conninfo(name))
+    assert proc.returncode == 1
+    assert "unmasked high   public.customer.email  name:contact.email, content:email" in proc.stdout
+    assert "unmasked" in proc.stderr and "finding(s)" in proc.stderr
+    # the repository's reviewed rules allow-list makes those statuses "allowed"
+    proc = run("scan", "--dsn", pg.conninfo(name), "--rules", str(REPO / "config" / "anonymization.yaml"))
+    assert "allowed  low    public.customer.country" in proc.stdout
+
+
+def test_suggested_rules_are_valid_and_mask_every_flagged_column(chinook_copy, tmp_path):
+    pg, name = chinook_copy
+    out = tmp_path / "suggested.yaml"
+    proc = run(
+        "scan", "--dsn", pg.conninfo(name), "--suggest-rules", str(out), "--source-app", "chinook-prod"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"wrote {out}:" in proc.stdout
+    text = out.read_text()
+    assert "# name:contact.email, content:email" in text  # each rule says why
+    assert "reason:" in text  # judged-clean columns are allowed with a reason
+
+    assert run("validate", str(out)).returncode == 0
+    rules = load_rules(out)
+    assert rules.source_app == "chinook-prod"
+    assert run("scan", "--dsn", pg.conninfo(name), "--suggest-rules", str(out)).returncode == 2  # no --force
+
+    target = PgTarget(host=pg.host, port=pg.port, user=pg.user, dbname=name)
+    first = scan_target(target)
+    flagged = {f.qualified_name for f in first.findings}
+    allowed = {a["column"] if isinstance(a, dict) else a for a in rules.pii_scan.allow}
+    items = plan_anonymization(target, rules)
+    masked = set(masked_columns_from_plan(items))
+    assert flagged == masked | allowed, "every flagged column is either masked or allowed"
+    assert not masked & allowed
+
+    # originals of every masked column, by primary key, before masking
+    before: dict[str, dict] = {}
+    with target.connect() as conn:
+        for item in items:
+            key = item["key_columns"]
+            assert key, item["table"]
+            for col in item["masked_columns"]:
+                rows = conn.execute(
+                    f'SELECT {", ".join(key)}, "{col}"::text FROM {item["schema"]}."{item["name"]}"'  # noqa: S608 - Chinook names
+                ).fetchall()
+                before[f"{item['table']}.{col}"] = {r[:-1]: r[-1] for r in rows}
+
+    for item in items:
+        run_table_plan(item, target, SALT)
+
+    with target.connect() as conn:
+        for item in items:
+            key = item["key_columns"]
+            for col in item["masked_columns"]:
+                rows = conn.execute(
+                    f'SELECT {", ".join(key)}, "{col}"::text FROM {item["schema"]}."{item["name"]}"'  # noqa: S608
+                ).fetchall()
+                originals = before[f"{item['table']}.{col}"]
+                survivors = [r for r in rows if r[-1] is not None and originals.get(r[:-1]) == r[-1]]
+                assert not survivors, f"{item['table']}.{col} kept {len(survivors)} original value(s)"
+
+    second = scan_target(target, masked_columns=sorted(masked), allow=list(rules.pii_scan.allow))
+    assert second.passed, [f.qualified_name for f in second.unmasked]
+    assert {f.qualified_name for f in second.findings} == flagged
