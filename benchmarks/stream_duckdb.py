@@ -181,7 +181,8 @@ class DuckMasker:
             c = '"' + col + '"'
             name = spec["transformer"]
             if name == "email":
-                exprs[col] = f"'u' || md5({k} || '|email|' || {alower(c)}) || '@example.com'"
+                value = alower(c) if spec.get("case_insensitive") else c
+                exprs[col] = f"'u' || md5({k} || '|email|' || {value}) || '@example.com'"
             elif name in ("first_name", "last_name", "city"):
                 exprs[col] = words(c, tr.get_transformer(name))
             elif name == "phone":

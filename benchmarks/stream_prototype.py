@@ -166,8 +166,11 @@ class CopyMasker:
             domain = ("@" + (spec.get("domain") or tr.DEFAULT_EMAIL_DOMAIN)).encode()
             hex_len = 32 if info.max_length is None else min(32, info.max_length - 1 - len(domain))
 
+            lower = bool(spec.get("case_insensitive"))
+
             def email(v: bytes) -> bytes:
-                return b"u" + md5(key + b"|email|" + v.lower()).hexdigest()[:hex_len].encode() + domain
+                v = v.lower() if lower else v  # ASCII lower, as lower(... COLLATE "C")
+                return b"u" + md5(key + b"|email|" + v).hexdigest()[:hex_len].encode() + domain
 
             return email
         if name == "phone":

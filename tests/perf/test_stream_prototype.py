@@ -24,7 +24,7 @@ _counter = itertools.count()
 
 SPECS = {
     "email": {"transformer": "email"},
-    "email40": {"transformer": "email"},
+    "email40": {"transformer": "email", "case_insensitive": True},
     "first_name": {"transformer": "first_name"},
     "last_name": {"transformer": "last_name"},
     "city": {"transformer": "city"},
