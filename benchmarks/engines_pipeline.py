@@ -5,6 +5,7 @@ table of the bench data from a ``pg_dump -Fc`` archive, the way the DAG does, an
 
 * ``none``: ``pg_restore -a -t <table> -d <db>`` into the table without trigger;
 * ``trigger`` (a): the same through the masking trigger (key and seed in ``PGOPTIONS``, as the executor);
+* ``duckdb_exact``: the same with ``hashtextextended`` computed in DuckDB SQL (byte-identical to (a));
 * ``duckdb`` (c): ``pg_restore -a -t <table> -f <fifo>`` -> DuckDB (``read_csv`` of the FIFO, the masking
   expressions with md5 picks, ``COPY TO`` a second FIFO) -> the worker copies that into the table with
   psycopg's ``COPY FROM STDIN`` (no trigger: the database never receives an unmasked row).
@@ -75,6 +76,9 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=0.3)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--engines", default="none,trigger,duckdb", help="of none,trigger,duckdb,duckdb_exact (none first)"
+    )
     args = parser.parse_args()
     from stream_duckdb import DuckMasker
 
@@ -98,7 +102,7 @@ def main() -> None:
             cat = read_table(conn, "public", table)
             columns = list(cat.columns)
             create_fn, create_trigger, drop = trigger_statements("public", table, specs, cat.columns, conn)
-            samples: dict[str, list[float]] = {"none": [], "trigger": [], "duckdb": []}
+            samples: dict[str, list[float]] = {e: [] for e in args.engines.split(",")}
             parts: dict[str, list[dict]] = {e: [] for e in samples}
             for i in range(args.repeat):
                 for engine in rotate(list(samples), i):
@@ -116,7 +120,7 @@ def main() -> None:
                             check=True,
                         )
                     else:
-                        masker = DuckMasker(specs, cat.columns, columns, key)
+                        masker = DuckMasker(specs, cat.columns, columns, key, exact=engine == "duckdb_exact")
                         fifo_dir = Path(tempfile.mkdtemp(dir=base))
                         src, dst = fifo_dir / "in", fifo_dir / "out"
                         os.mkfifo(src)
