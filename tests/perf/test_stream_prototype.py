@@ -128,3 +128,32 @@ def test_prototype_output_is_the_trigger_output_byte_for_byte(pgdb):
         rows = conn.execute("SELECT email, first_name, phone, wiped FROM by_stream ORDER BY id").fetchall()
         assert rows[0][0].startswith("u") and rows[0][1] != "Jean" and rows[0][2].startswith("+999")
         assert all(r[3] is None for r in rows)
+
+
+def test_duckdb_sql_hash_matches_hashtextextended(pgdb):
+    """The DuckDB SQL form of hash_bytes_extended (benchmarks/stream_duckdb.py, the exact engine (c)
+    the notes recommend). DuckDB is not a project dependency: skipped unless it is importable."""
+    duckdb = pytest.importorskip("duckdb")
+    from stream_duckdb import hash_bytes_extended_sql
+
+    pg, name = pgdb
+    values = [
+        "",
+        "a",
+        "abcd",
+        "é",
+        "x" * 11,
+        "y" * 12,
+        "z" * 13,
+        "w" * 24,
+        "李" * 9,
+        "|address|12 rue de la paix",
+    ]
+    seed = derive_seed(derive_key(SALT))
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT unnest($1::VARCHAR[]) AS v", [values])
+    got = dict(con.execute(f"SELECT v, {hash_bytes_extended_sql('v', seed)} FROM t").fetchall())  # noqa: S608
+    with pg.connect(name) as conn:
+        for v in values:
+            want = conn.execute('SELECT hashtextextended(%s COLLATE "C", %s)', (v, seed)).fetchone()[0]
+            assert got[v] == want & 0xFFFFFFFFFFFFFFFF, v
