@@ -132,6 +132,16 @@ def hash_bytes_extended_sql(x: str, seed: int) -> str:
     return f"list_transform([{_final(tail)}], lambda r: (r.b << 32) | r.c)[1]"
 
 
+def unescape_sql(field: str) -> str:
+    """DuckDB SQL decoding a raw COPY text field: pg_dump only writes ``\\b \\f \\n \\r \\t \\v`` and
+    ``\\\\``; an escaped backslash is parked as NUL (impossible in PostgreSQL text) while the others are
+    decoded."""
+    chain = f"replace({field}, '\\\\', chr(0))"
+    for esc, code in (("t", 9), ("n", 10), ("r", 13), ("b", 8), ("f", 12), ("v", 11)):
+        chain = f"replace({chain}, '\\{esc}', chr({code}))"
+    return f"(CASE WHEN contains({field}, '\\') THEN replace({chain}, chr(0), '\\') ELSE {field} END)"
+
+
 class DuckMasker:
     def __init__(
         self,
@@ -176,15 +186,52 @@ class DuckMasker:
             pick = pick_ex(cls.words, "x", "split_part(n, chr(32), 1)")
             return f"(SELECT {pick} FROM (SELECT {norm(c)} AS n) s, LATERAL (SELECT {md5int(cls.purpose, 'n')} AS x) h)"  # noqa: S608 (DuckDB text of constants, quoted by _lit; no psycopg here)
 
+        def fit(expr: str, info, natural: int | None) -> str:
+            if info.max_length is not None and (natural is None or natural > info.max_length):
+                return f"left({expr}, {info.max_length})"
+            return expr
+
+        def zero_padded(n: str, digits: int) -> str:
+            return f"substr(({10**digits} + {n})::VARCHAR, 2)"
+
         exprs: dict[str, str] = {}
         for col, spec in specs.items():
-            c = '"' + col + '"'
+            info = catalog[col]
+            c = unescape_sql('"' + col + '"')
             name = spec["transformer"]
             if name == "email":
                 value = alower(c) if spec.get("case_insensitive") else c
-                exprs[col] = f"'u' || md5({k} || '|email|' || {value}) || '@example.com'"
+                domain = "@" + (spec.get("domain") or tr.DEFAULT_EMAIL_DOMAIN)
+                hex_len = (
+                    32 if info.max_length is None else max(0, min(32, info.max_length - 1 - len(domain)))
+                )
+                exprs[col] = f"'u' || left(md5({k} || '|email|' || {value}), {hex_len}) || {_lit(domain)}"
             elif name in ("first_name", "last_name", "city"):
-                exprs[col] = words(c, tr.get_transformer(name))
+                cls = tr.get_transformer(name)
+                exprs[col] = fit(words(c, cls), info, max(len(w) for w in cls.words))
+            elif name == "company":
+                pick = pick_ex(tr.COMPANY_WORDS, "x", "split_part(n, chr(32), 1)")
+                natural = max(map(len, tr.COMPANY_WORDS)) + 1 + max(map(len, tr.COMPANY_SUFFIXES))
+                exprs[col] = fit(
+                    f"(SELECT {pick} || ' ' || {_arr(tr.COMPANY_SUFFIXES)}[1 + (x >> 30) % {len(tr.COMPANY_SUFFIXES)}] "  # noqa: S608 (DuckDB text of constants)
+                    f"FROM (SELECT {norm(c)} AS n) s, LATERAL (SELECT {md5int('company', 'n')} AS x) h)",
+                    info,
+                    natural,
+                )
+            elif name == "postal_code":
+                d = int(spec.get("digits", 5))
+                t = f"trim({c}, ' ')"
+                up = f"translate({t}, '{UP.lower()}', '{UP}')"
+                exprs[col] = (
+                    f"(SELECT CASE WHEN octet_length(encode({t})) = {d} AND regexp_full_match({t}, '[0-9]{{{d}}}') "  # noqa: S608 (DuckDB text of constants)
+                    f"THEN {zero_padded(f'({t}::BIGINT + o) % {10**d}', d)} ELSE {zero_padded('o', d)} END "
+                    f"FROM (SELECT 1 + {md5key('postal_code', up)} % {10**d - 1} AS o) h)"
+                )
+            elif name == "hash" and spec.get("algorithm", "sha256") == "sha256":
+                hlen = min(int(spec.get("length", 32)), info.max_length or 64, 64)
+                exprs[col] = f"left(sha256({k} || '|hash|' || {c}), {hlen})"
+            elif name == "null":
+                exprs[col] = "NULL"
             elif name == "phone":
                 pn = c
                 for ch in tr.PHONE_SEPARATORS:

@@ -157,3 +157,28 @@ def test_duckdb_sql_hash_matches_hashtextextended(pgdb):
         for v in values:
             want = conn.execute('SELECT hashtextextended(%s COLLATE "C", %s)', (v, seed)).fetchone()[0]
             assert got[v] == want & 0xFFFFFFFFFFFFFFFF, v
+
+
+def test_duckdb_exact_engine_output_is_the_trigger_output_byte_for_byte(pgdb):
+    """The exact DuckDB engine (c) on the same edge rows: its COPY text is the trigger's, byte for byte.
+    Skipped unless DuckDB is importable (not a project dependency)."""
+    pytest.importorskip("duckdb")
+    from stream_duckdb import DuckMasker
+
+    pg, name = pgdb
+    key = derive_key(SALT)
+    data = ("\n".join(ROWS) + "\n").encode()
+    with pg.connect(name) as conn:
+        for name_, value in key_settings(key).items():
+            conn.execute("SELECT set_config(%s, %s, false)", (name_, value))
+        conn.execute(sql.SQL(DDL).format(sql.Identifier("by_trigger")))
+        cat = read_table(conn, "public", "by_trigger")
+        create_fn, create_trigger, _drop = trigger_statements(
+            "public", "by_trigger", SPECS, cat.columns, conn
+        )
+        conn.execute(create_fn)
+        conn.execute(create_trigger)
+        _copy_in(conn, "by_trigger", data)
+        expected = _copy_out(conn, "by_trigger")
+    masked = DuckMasker(SPECS, cat.columns, list(cat.columns), key, exact=True).mask_block(data)
+    assert masked.split(b"\n") == expected.split(b"\n")
