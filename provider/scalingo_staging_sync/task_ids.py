@@ -4,13 +4,18 @@ read them from here)."""
 from __future__ import annotations
 
 GATE = "safety_gate"
+#: skipped by the gate on a dry run (the gate skips its direct downstream); fetch_backup and the plan
+#: still run on a dry run (they only read) and DRY_RUN_STOP ends it after printing the plan
+GATE_PASSED = "gate_passed"
 BACKUP = "fetch_backup"
-RESTORE_SCHEMA = "restore_schema"
 PLAN = "plan_anonymization"
+DRY_RUN_STOP = "dry_run_stop"
+RESTORE_SCHEMA = "restore_schema"
 PREPARE_MASKING = "prepare_masking"
 LOAD_DATA = "load_data"
 FINISH_MASKING = "anonymize_table"
 RESTORE_POST_DATA = "restore_post_data"
+FINALIZE = "finalize_masked_data"
 PII_SCAN = "pii_scan"
 VERIFY = "verify_anonymization"
 SEEDS = "run_seeds"
@@ -22,13 +27,16 @@ AUDIT = "audit_report"
 #: the run's phases in order (the audit's phase list; Slack posts one message per phase)
 PHASES = (
     GATE,
+    GATE_PASSED,
     BACKUP,
-    RESTORE_SCHEMA,
     PLAN,
+    DRY_RUN_STOP,
+    RESTORE_SCHEMA,
     PREPARE_MASKING,
     LOAD_DATA,
     FINISH_MASKING,
     RESTORE_POST_DATA,
+    FINALIZE,
     PII_SCAN,
     VERIFY,
     SEEDS,

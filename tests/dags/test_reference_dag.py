@@ -123,13 +123,20 @@ def test_dry_run_prints_the_plan_and_skips_everything(dag, box):
     dag_run = _run(dag, box, dry_run=True, confirm_target=None)  # a dry run needs no confirmation
     states = _states(dag_run)
     assert states["safety_gate"] == "success"
+    # the dry run reads and plans the archive (read only), then stops before anything is restored
+    assert states["fetch_backup"] == "success" and states["plan_anonymization"] == "success"
+    assert states["dry_run_stop"] == "success"
     skipped = {t for t, s in states.items() if s == "skipped"}
-    assert {"fetch_backup", "restore_schema", "promote", "pii_scan"} <= skipped
+    assert {"restore_schema", "load_data", "promote", "pii_scan"} <= skipped
     assert states["cleanup"] == "success" and states["audit_report"] == "success"
     assert _previous_staging_intact(box)
     assert _databases(box) == {"postgres", "template0", "template1", box.staging_db}
-    assert not box.fake.requests_to("/archive"), "a dry run must not download anything"
-    assert _audit(box)["dry_run"] is True
+    assert not [r for r in box.fake.requests_to("/backups") if r.method == "POST"], "no new backup asked"
+    downloads = Path(box.env["SCALINGO_STAGING_SYNC_DOWNLOAD_DIR"])
+    assert not downloads.exists() or not any(downloads.rglob("*.pgsql")), "cleanup removes the download"
+    report = _audit(box)
+    assert report["dry_run"] is True
+    assert report["classification"]["summary"]["masked"] >= 3
 
 
 def test_production_looking_target_fails_and_touches_nothing(dag, box, monkeypatch):
@@ -228,7 +235,7 @@ def test_dag_parsing_is_cheap_and_reads_nothing(tmp_path):
         .splitlines()[-1]
     )
     elapsed, n_tasks, read = out.split(" ", 2)
-    assert int(n_tasks) == 15
+    assert int(n_tasks) == 18
     assert read == "[]"
     assert float(elapsed) < 5.0  # generous bound for a loaded CI machine; typically well under 1 s
 

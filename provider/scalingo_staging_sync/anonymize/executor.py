@@ -580,7 +580,17 @@ def _statement(
         return build_custom_statement(custom, ctx)
     specs = item["columns"]
     exprs = column_expressions(specs, cat.columns)
-    return update_statement(item["schema"], item["name"], exprs, item.get("condition")), list(specs)
+    only = update_only(item, cat)
+    return update_statement(item["schema"], item["name"], exprs, item.get("condition"), only=only), list(
+        specs
+    )
+
+
+def update_only(item: Mapping[str, Any], cat: Any) -> bool:
+    """``UPDATE ONLY`` for a plain table whose inheritance children have their own plan items (the archive
+    plan marks it ``children_planned``): PostgreSQL's UPDATE on the parent would reach the children's
+    rows too and mask them twice. A partitioned table holds no rows of its own (its leaves are items)."""
+    return bool(item.get("children_planned")) and getattr(cat, "relkind", "r") == "r"
 
 
 def _result(item: Mapping[str, Any], mode: str, rows: int, started: float, proof: dict) -> dict[str, Any]:

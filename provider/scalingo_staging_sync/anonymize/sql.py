@@ -65,12 +65,20 @@ def column_expressions(
 
 
 def update_statement(
-    schema: str, name: str, exprs: Mapping[str, sql.Composable], condition: str | None = None
+    schema: str,
+    name: str,
+    exprs: Mapping[str, sql.Composable],
+    condition: str | None = None,
+    *,
+    only: bool = False,
 ) -> sql.Composable:
-    """``UPDATE t SET c = <expr>, ... [WHERE (<cond>)]``: every right-hand side sees the old row, and the
-    expressions are written over the original values, so derived columns use the new values."""
+    """``UPDATE [ONLY] t SET c = <expr>, ... [WHERE (<cond>)]``: every right-hand side sees the old row, and
+    the expressions are written over the original values, so derived columns use the new values.
+    ``only``: the table's own rows, not its inheritance children's (when those have their own items)."""
     sets = sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(c), e) for c, e in exprs.items())
-    return sql.SQL("UPDATE {} SET {}{}").format(table_ident(schema, name), sets, where_clause(condition))
+    return sql.SQL("UPDATE {}{} SET {}{}").format(
+        sql.SQL("ONLY ") if only else sql.SQL(""), table_ident(schema, name), sets, where_clause(condition)
+    )
 
 
 def sample_statement(

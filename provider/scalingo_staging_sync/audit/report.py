@@ -171,6 +171,32 @@ def _phases(
     return out
 
 
+def classification_section(archive_plan: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What the archive held and what became of it: counts per class, the excluded tables, the large
+    objects policy, and every dropped entry with its reason (no row content: names and reasons only)."""
+    if not archive_plan:
+        return None
+    entries = [c for c in archive_plan.get("classification") or [] if isinstance(c, Mapping)]
+
+    def brief(c: Mapping[str, Any]) -> dict[str, Any]:
+        return {"desc": c.get("desc"), "table": c.get("table"), "dump_id": c.get("dump_id"),
+                "reason": c.get("reason")}  # fmt: skip
+
+    return {
+        "summary": dict(archive_plan.get("summary") or {}),
+        "masked_tables": sorted(
+            {str(c["table"]) for c in entries if c.get("class") == "masked" and c.get("table")}
+        ),
+        "excluded_tables": list(archive_plan.get("excluded_tables") or []),
+        "scanned_tables": list(archive_plan.get("scanned_tables") or []),
+        "large_objects": dict(archive_plan.get("large_objects") or {}),
+        "materialized_views": list(archive_plan.get("materialized_views") or []),
+        "dropped": [brief(c) for c in entries if c.get("class") == "dropped"],
+        "excluded": [brief(c) for c in entries if c.get("class") == "excluded"],
+        "warnings": list(archive_plan.get("warnings") or []),
+    }
+
+
 def build_report(
     *,
     run_id: str,
@@ -193,8 +219,10 @@ def build_report(
     phases: Sequence[str] | None = None,
     labels: Mapping[str, str] | None = None,
     generated_at: datetime | None = None,
+    archive_plan: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Assemble the audit report (see docs/operators.md, "Audit report")."""
+    """Assemble the audit report (see docs/operators.md, "Audit report"). ``archive_plan``: the
+    ``ArchivePlan.to_json()`` of the run (its classification summary and dropped entries are recorded)."""
     settings = settings or {}
     generated = (generated_at or datetime.now(timezone.utc)).isoformat()
     check_list = [
@@ -280,6 +308,7 @@ def build_report(
             "checks": check_list,
         },
         "tables": table_rows,
+        "classification": classification_section(archive_plan),
         "pii_scan": pii_section,
         "verification": None
         if not verification

@@ -128,6 +128,19 @@ def render_text(report: Mapping[str, Any]) -> str:
             lines.append(f"      note: {table['note']}")
     if not report.get("tables"):
         lines.append("  (none)")
+    lines += ["", "ARCHIVE CLASSIFICATION"]
+    classification = report.get("classification")
+    if classification:
+        lines.append(f"  {classification.get('summary')}")
+        lines.append(f"  excluded tables: {', '.join(classification.get('excluded_tables') or []) or 'none'}")
+        lines.append(f"  large objects: {classification.get('large_objects')}")
+        for entry in classification.get("dropped") or []:
+            what = f"{entry.get('desc')} {entry.get('table') or ''}".strip()
+            lines.append(f"  DROPPED   {what}: {entry.get('reason')}")
+        for entry in classification.get("excluded") or []:
+            lines.append(f"  EXCLUDED  {entry.get('table')}: {entry.get('reason')}")
+    else:
+        lines.append("  (no archive plan)")
     lines += ["", "PII SCAN"]
     pii = report.get("pii_scan")
     if pii:

@@ -1,10 +1,16 @@
 """The reference DAG's wiring: the provider's operators composed, values passed by templates.
 
-    safety_gate ─> fetch_backup ─> restore_schema ─> plan_anonymization ─> prepare_masking (mapped: proof +
-    masking trigger per table) ─> load_data (every table's data, one pg_restore --jobs, masked rows written
-    once) ─> anonymize_table (mapped: drop trigger + count, or UPDATE in place)
-         ─> restore_post_data ─> pii_scan ─> verify_anonymization ─> run_seeds ─> promote ─> post_sync_commands
+    safety_gate ─> gate_passed ─> fetch_backup ─> plan_anonymization (from the archive alone: rules checked,
+    every data-carrying entry classified) ─> dry_run_stop ─> restore_schema ─> prepare_masking (mapped:
+    proof + masking trigger per table) ─> load_data (every table's data, one pg_restore --jobs, masked rows
+    written once) ─> anonymize_table (mapped: drop trigger + count, or UPDATE in place)
+         ─> restore_post_data ─> finalize_masked_data (matviews refreshed, ANALYZE on masked data)
+         ─> pii_scan ─> verify_anonymization ─> run_seeds ─> promote ─> post_sync_commands
          ─> cleanup (teardown) ─> audit_report (teardown, records the cleanup outcome)
+
+A rule error fails plan_anonymization before staging is touched. A dry run passes the gate's checks,
+fetches and plans the archive (both only read; "new" is read as "latest"), prints the plan and the
+classification at dry_run_stop and skips the rest; the cleanup removes the downloaded archive.
 
 Parsing reads no file and opens no connection: the rules file and the connections are read when tasks
 run. The only parse-time work is listing the configured rules folder, for the trigger form's
@@ -127,12 +133,15 @@ def build_reference_dag(
 ):
     """Build the reference DAG (``schedule`` and ``max_parallel_tables`` default to the config section)."""
     import pendulum
+    from airflow.providers.standard.operators.empty import EmptyOperator
     from airflow.sdk import DAG
 
     from scalingo_staging_sync import config
     from scalingo_staging_sync.notifications.slack import SyncSlackNotifier
     from scalingo_staging_sync.operators import (
         AuditReportOperator,
+        DryRunStopOperator,
+        FinalizeMaskedDataOperator,
         FinishMaskingOperator,
         MaskedDataLoadOperator,
         PgRestoreOperator,
@@ -171,6 +180,7 @@ def build_reference_dag(
     dump = result(T.BACKUP, field="dump_path")
     restored_db = result(T.RESTORE_SCHEMA, field="database")
     restored_mode = result(T.RESTORE_SCHEMA, field="mode")
+    archive_plan = result(T.PLAN, "archive_plan")
 
     defaults = {
         "start_date": pendulum.datetime(2026, 1, 1, tz="UTC"),
@@ -190,15 +200,33 @@ def build_reference_dag(
             scalingo_conn_id=scalingo_conn_id,
             staging_conn_id=staging_conn_id,
             on_success_callback=SyncSlackNotifier(event="start", **slack),
+            # a dry run skips only gate_passed: the backup is fetched and planned (read only), and
+            # dry_run_stop ends the run after printing the plan
+            ignore_downstream_trigger_rules=False,
         )
+        gate_passed = EmptyOperator(task_id=T.GATE_PASSED)
         backup = ScalingoBackupOperator(
             task_id=T.BACKUP,
+            trigger_rule="none_failed",  # gate_passed is skipped on a dry run
             scalingo_conn_id=scalingo_conn_id,
             app=setting("source_app"),
-            backup=setting("backup"),
+            # a dry run never asks Scalingo for a new backup: it reads the latest one
+            backup="{% set s = ti.xcom_pull(task_ids='" + T.GATE + "', key='settings') %}"
+            "{{ 'latest' if s['dry_run'] and s['backup'] == 'new' else s['backup'] }}",
             addon_id=setting("addon_id"),
             download_dir=setting("download_dir"),
             **phase,
+        )
+        plan = PlanAnonymizationOperator(
+            task_id=T.PLAN,
+            rules_file=setting("rules_file"),
+            dump_path=dump,
+            exclude_tables=setting("exclude_tables"),
+            pg_bin_dir=setting("pg_bin_dir"),
+            **phase,
+        )
+        dry_run_stop = DryRunStopOperator(
+            task_id=T.DRY_RUN_STOP, dry_run=setting("dry_run"), archive_plan=archive_plan
         )
         restore_schema = PgRestoreOperator(
             task_id=T.RESTORE_SCHEMA,
@@ -213,16 +241,7 @@ def build_reference_dag(
             scalingo_conn_id=scalingo_conn_id,
             **phase,
         )
-        plan = PlanAnonymizationOperator(
-            task_id=T.PLAN,
-            postgres_conn_id=staging_conn_id,
-            rules_file=setting("rules_file"),
-            database=restored_db,
-            dump_path=dump,
-            exclude_tables=setting("exclude_tables"),
-            pg_bin_dir=setting("pg_bin_dir"),
-            **phase,
-        )
+
         per_table = {
             "postgres_conn_id": staging_conn_id,
             "database": restored_db,
@@ -241,6 +260,7 @@ def build_reference_dag(
             "exclude_tables": setting("exclude_tables"),
             "jobs": setting("restore_jobs"),
             "pg_bin_dir": setting("pg_bin_dir"),
+            "plan": archive_plan,
             **phase,
         }
         load_data = MaskedDataLoadOperator(
@@ -260,6 +280,9 @@ def build_reference_dag(
             trigger_rule="none_failed_min_one_success",  # no masked table: anonymize_table is skipped
             **later_sections,
         )
+        finalize = FinalizeMaskedDataOperator(
+            task_id=T.FINALIZE, postgres_conn_id=staging_conn_id, database=restored_db, **phase
+        )
         pii = PiiScanOperator(
             task_id=T.PII_SCAN,
             postgres_conn_id=staging_conn_id,
@@ -270,6 +293,12 @@ def build_reference_dag(
             on_unmasked=setting("pii_on_unmasked"),
             extra_patterns=setting("pii_patterns"),
             sample_rows=setting("pii_sample_rows"),
+            excluded_tables="{{ (ti.xcom_pull(task_ids='" + T.PLAN + "', key='archive_plan') or {})"
+            ".get('excluded_tables') }}",
+            conditional=result(T.PLAN, "conditional"),
+            large_objects="{{ ti.xcom_pull(task_ids='"
+            + T.GATE
+            + "', key='settings')['large_objects'] == 'keep' }}",
             **phase,
         )
         verify = ResidualVerificationOperator(
@@ -278,6 +307,7 @@ def build_reference_dag(
             database=restored_db,
             anonymize_results=result(T.FINISH_MASKING),
             enabled=setting("verification_enabled"),
+            check_stats=True,
             **phase,
         )
         seeds = RunSeedsOperator(
@@ -331,6 +361,7 @@ def build_reference_dag(
             )
             + "} }}",
             plan=result(T.PLAN),
+            archive_plan=archive_plan,
             tables=result(T.FINISH_MASKING),
             pii="{{ ti.xcom_pull(task_ids='"
             + T.PII_SCAN
@@ -357,8 +388,8 @@ def build_reference_dag(
             on_failure_callback=None,
         ).as_teardown()
 
-        gate >> backup >> restore_schema >> plan
-        plan >> prepare >> load_data >> finish >> post_data
-        plan >> load_data >> post_data  # also when no table is masked (mapped tasks skipped)
-        post_data >> pii >> verify >> seeds >> promote >> commands >> cleanup >> audit
+        gate >> gate_passed >> backup >> plan >> dry_run_stop >> restore_schema
+        restore_schema >> prepare >> load_data >> finish >> post_data
+        restore_schema >> load_data >> post_data  # also when no table is masked (mapped tasks skipped)
+        post_data >> finalize >> pii >> verify >> seeds >> promote >> commands >> cleanup >> audit
     return dag

@@ -226,6 +226,8 @@ def plan_inventory(inv: Inventory, rules: Rules, *, exclude_tables: Any = ()) ->
             child_item = _child_item(rule, rules, child, name, errors, parent_errors)
             if child_item is not None and item is not None:
                 items.append(child_item)
+                # the child is its own item: an in-place UPDATE of the parent must not reach it again
+                item["children_planned"] = True
                 how = "partition" if child.partition_of is not None else "inheritance child"
                 masked_by[child_name] = f"{rule.where} names {name}; {child_name} is its {how}"
 

@@ -20,6 +20,7 @@ PHASE_LABELS = {
     "prepare_masking": "Masking triggers",
     "load_data": "Data load (masked on the way in)",
     "restore_post_data": "Indexes and constraints",
+    "finalize_masked_data": "Materialized views and statistics from masked data",
     "pii_scan": "PII scan",
     "verify_anonymization": "Residual-value verification",
     "run_seeds": "Seeds",

@@ -12,6 +12,8 @@ _EXPORTS = {
     "PrepareMaskingOperator": "scalingo_staging_sync.operators.masking",
     "MaskedDataLoadOperator": "scalingo_staging_sync.operators.masking",
     "FinishMaskingOperator": "scalingo_staging_sync.operators.masking",
+    "FinalizeMaskedDataOperator": "scalingo_staging_sync.operators.masking",
+    "DryRunStopOperator": "scalingo_staging_sync.operators.plan",
     "AnonymizeTableOperator": "scalingo_staging_sync.operators.anonymize",
     "PiiScanOperator": "scalingo_staging_sync.operators.pii_scan",
     "ResidualVerificationOperator": "scalingo_staging_sync.operators.verify",

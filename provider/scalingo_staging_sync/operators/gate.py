@@ -55,6 +55,27 @@ def resolve_rules_choice(choice: str | None, folder: str | None, default_file: s
     return resolve_rules_path(default_file).expanduser().resolve()
 
 
+def _raw_salt() -> str | None:
+    """The salt as configured (Airflow Variable, then its environment form), unchecked: the preflight's
+    ``salt_valid`` check judges it. Masked in logs as soon as it is read."""
+    import os
+
+    from scalingo_staging_sync.anonymize import salt as saltmod
+    from scalingo_staging_sync.secrets import mask_secret
+
+    value = None
+    try:
+        from airflow.sdk import Variable
+
+        value = Variable.get(saltmod.SALT_VARIABLE, default=None)
+    except Exception:  # noqa: BLE001 - outside a task: the environment form still works
+        value = None
+    value = value or os.environ.get(saltmod.SALT_ENV)
+    if value:
+        mask_secret(value)
+    return value or None
+
+
 class SafetyGateOperator(ShortCircuitOperator):
     """Resolve the run settings and run the preflight checks; fail the run on any failed check.
 
@@ -146,6 +167,7 @@ class SafetyGateOperator(ShortCircuitOperator):
             scalingo=scalingo,
             run_is_manual=run_is_manual,
             staging_error=staging_error,
+            salt=_raw_salt(),
         )
         result.checks.insert(0, CheckResult("rules_file_valid", True, f"{rules_path} is valid"))
         if result.facts.get("addon_id"):

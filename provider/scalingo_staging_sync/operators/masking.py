@@ -235,3 +235,40 @@ class FinishMaskingOperator(_MaskingStep):
                 email_domain=as_str(self.email_domain, default="example.com"),
                 sample_rows=int(self.sample_rows),
             )
+
+
+class FinalizeMaskedDataOperator(BaseOperator):
+    """After the last masking step and post-data, before the PII scan and the verification: refresh the
+    materialized views from the masked tables (their archived data is never restored), ``ANALYZE`` so
+    ``pg_stats`` only describes masked data, and clear the statistics of tables left empty
+    (:func:`scalingo_staging_sync.anonymize.postload.finalize_masked_data`).
+
+    :param postgres_conn_id: / :param database: the restored database (templated).
+
+    XCom ``return_value``: ``{"materialized_views": {...}, "analyze": {"analyzed", "cleared", "duration_s"}}``.
+    """
+
+    template_fields: Sequence[str] = ("database",)
+    ui_color = "#f5d76e"
+
+    def __init__(
+        self, *, postgres_conn_id: str = DEFAULT_STAGING_CONN_ID, database: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.postgres_conn_id = postgres_conn_id
+        self.database = database
+
+    @maps_sync_errors
+    def execute(self, context: Any) -> dict[str, Any]:
+        from scalingo_staging_sync.anonymize.postload import finalize_masked_data
+
+        target = pg_target_from_connection(self.postgres_conn_id, database=as_str(self.database))
+        result = finalize_masked_data(target)
+        self.log.info(
+            "masked data finalized on %s: materialized views %s; %d relation(s) analyzed, statistics cleared on %s",
+            target.describe(),
+            result.get("materialized_views"),
+            len((result.get("analyze") or {}).get("analyzed") or []),
+            (result.get("analyze") or {}).get("cleared") or "none",
+        )
+        return result

@@ -35,6 +35,12 @@ class PiiScanOperator(BaseOperator):
     :param schemas: schemas to scan (default: every user schema).
     :param enabled: ``pii_scan.enabled`` of the rules file (templated); False skips the scan and returns
         ``{"enabled": False}`` (the verification still runs).
+    :param excluded_tables: tables whose data was not restored (the archive plan's ``excluded_tables``,
+        templated): the scan checks they are empty and does not flag their columns.
+    :param conditional: ``{table: condition}`` of conditional rules (the plan task's ``conditional``,
+        templated): the rows outside a condition are sampled and fail the gate unless allow-listed.
+    :param large_objects: True when the rules keep large objects (``large_objects: keep``, templated):
+        their content goes through the content detector.
 
     Returns (XCom ``return_value``, and also key ``pii_scan`` even when the task fails) the report dict:
     counts, ``unmasked`` column names and ``findings`` (column, reasons, severity, sample counts,
@@ -50,6 +56,9 @@ class PiiScanOperator(BaseOperator):
         "extra_patterns",
         "sample_rows",
         "enabled",
+        "excluded_tables",
+        "conditional",
+        "large_objects",
     )
     ui_color = "#f9d5e5"
 
@@ -65,6 +74,9 @@ class PiiScanOperator(BaseOperator):
         sample_rows: int = DEFAULT_SAMPLE_ROWS,
         schemas: list[str] | None = None,
         enabled: Any = True,
+        excluded_tables: Any = None,
+        conditional: Any = None,
+        large_objects: Any = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -79,6 +91,9 @@ class PiiScanOperator(BaseOperator):
         self.sample_rows = sample_rows
         self.schemas = schemas
         self.enabled = enabled
+        self.excluded_tables = excluded_tables
+        self.conditional = conditional
+        self.large_objects = large_objects
 
     @maps_sync_errors
     def execute(self, context: Any) -> dict[str, Any]:
@@ -102,6 +117,11 @@ class PiiScanOperator(BaseOperator):
             allow=as_list(self.allow, "allow"),
             extra_patterns=as_mapping(self.extra_patterns, "extra_patterns"),
             sample_rows=sample_rows,
+            excluded_tables=[str(t) for t in as_list(self.excluded_tables, "excluded_tables")],
+            conditional={
+                str(k): str(v) for k, v in (as_mapping(self.conditional, "conditional") or {}).items()
+            },
+            large_objects=as_bool(self.large_objects, "large_objects"),
         )
         result = report.to_dict()
         result["enabled"] = True

@@ -13,7 +13,14 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from scalingo_staging_sync.hooks.postgres import DEFAULT_STAGING_CONN_ID, pg_target_from_connection
-from scalingo_staging_sync.operators._base import as_bool, as_int, as_list, as_str, maps_sync_errors
+from scalingo_staging_sync.operators._base import (
+    as_bool,
+    as_int,
+    as_list,
+    as_mapping,
+    as_str,
+    maps_sync_errors,
+)
 
 RESTORE_SECTIONS = ("pre-data", "data", "post-data", "pre-data+data", "all")
 
@@ -43,6 +50,9 @@ class PgRestoreOperator(BaseOperator):
     :param target_app: Scalingo app of the staging database (maintenance; templated).
     :param scalingo_conn_id: Scalingo connection for maintenance.
     :param verify: archive check before touching the target: ``quick`` (default), ``full``, ``none``.
+    :param plan: the archive plan (the plan task's ``archive_plan``; templated): its ``skip_dump_ids``
+        (statistics, large objects unless kept, materialized view data, excluded tables with their
+        partitions and children, FKs to them) are never restored, in any section.
 
     XCom ``return_value``: ``{"database", "mode", "section", "tables": {"schema.table": {"rows",
     "bytes"}}, "excluded", "warnings", "duration_s", ...}``.
@@ -59,6 +69,7 @@ class PgRestoreOperator(BaseOperator):
         "pg_bin_dir",
         "maintenance",
         "target_app",
+        "plan",
     )
     ui_color = "#d6eaf8"
 
@@ -80,6 +91,7 @@ class PgRestoreOperator(BaseOperator):
         scalingo_conn_id: str = "scalingo_default",
         verify: str = "quick",
         count_rows: bool = True,
+        plan: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -103,6 +115,7 @@ class PgRestoreOperator(BaseOperator):
         self.scalingo_conn_id = scalingo_conn_id
         self.verify = verify
         self.count_rows = count_rows
+        self.plan = plan
 
     def restore_target(self):
         """The connection target of this restore (subclasses add session settings)."""
@@ -135,6 +148,7 @@ class PgRestoreOperator(BaseOperator):
             scaler=_scaler(self.scalingo_conn_id) if maintenance else None,
             app=target_app if maintenance else None,
             count_rows=self.count_rows,
+            plan=as_mapping(self.plan, "plan"),
         )
         self.log.info(
             "restored section %s into %s (%s mode) in %.1f s: %d tables, %d warnings, excluded %s",
@@ -146,4 +160,6 @@ class PgRestoreOperator(BaseOperator):
             len(result["warnings"]),
             result["excluded"] or "none",
         )
+        if result.get("skipped"):
+            self.log.info("left out of this section (archive plan): %d TOC entries", len(result["skipped"]))
         return result

@@ -46,12 +46,19 @@ class ResidualVerificationOperator(BaseOperator):
     :param restore_rows: optional ``{"schema.table": rows}`` from the restore, compared with count(*).
     :param salt_variable: Airflow Variable holding the salt (default ``scalingo_staging_sync_salt``).
     :param enabled: ``verification.enabled`` of the rules file; False skips (returns ``{"enabled": False}``).
+    :param check_stats: also look for the sampled originals in ``pg_stats`` (default True).
 
     XCom ``return_value``: the verification report (``passed``, ``tables``: per table ``rows``,
     ``residuals``, ...); on failure, key ``verification`` holds it.
     """
 
-    template_fields: Sequence[str] = ("anonymize_results", "database", "restore_rows", "enabled")
+    template_fields: Sequence[str] = (
+        "anonymize_results",
+        "database",
+        "restore_rows",
+        "enabled",
+        "check_stats",
+    )
     ui_color = "#d5f5e3"
 
     def __init__(
@@ -63,6 +70,7 @@ class ResidualVerificationOperator(BaseOperator):
         restore_rows: dict[str, int] | None = None,
         salt_variable: str = SALT_VARIABLE,
         enabled: bool = True,
+        check_stats: Any = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -72,6 +80,7 @@ class ResidualVerificationOperator(BaseOperator):
         self.restore_rows = restore_rows
         self.salt_variable = salt_variable
         self.enabled = enabled
+        self.check_stats = check_stats
 
     @maps_sync_errors
     def execute(self, context: Any) -> dict[str, Any]:
@@ -88,7 +97,11 @@ class ResidualVerificationOperator(BaseOperator):
         self.log.info("verifying %d anonymized table(s) on %s", len(results), target.describe())
         try:
             return verify_residuals(
-                target, results, salt, as_mapping(self.restore_rows, "restore_rows") or None
+                target,
+                results,
+                salt,
+                as_mapping(self.restore_rows, "restore_rows") or None,
+                check_stats=as_bool(self.check_stats, "check_stats"),
             )
         except ResidualValueError as exc:
             context["ti"].xcom_push(key="verification", value=exc.report.to_dict())

@@ -20,6 +20,7 @@ from pathlib import Path
 from psycopg.conninfo import make_conninfo
 
 from scalingo_staging_sync.pgconn import PgTarget
+from scalingo_staging_sync.pgerrors import redact_server_text
 from scalingo_staging_sync.restore.dump import ForeignKey, read_dump_header
 from scalingo_staging_sync.restore.errors import DumpFormatError, RestoreError
 from scalingo_staging_sync.restore.names import qualified_key, table_names
@@ -423,17 +424,17 @@ def run_pg_restore(
     for warning in warnings:
         log.warning("pg_restore: %s", warning)
     if returncode != 0 and (fatal or not parser.issues):
+        # the server's text can quote rows (DETAIL: Failing row contains ..., COPY data lines, a value
+        # at the end of a message) and the failed command can hold data: neither reaches the error
         first = fatal[0] if fatal else None
-        detail = first.describe() if first else "\n".join(parser.lines[-15:])
-        if first and first.command:
-            detail += f"\n  command was: {first.command[:300]}"
+        detail = redact_server_text(first.describe() if first else "\n".join(parser.lines[-15:]))
         more = f" (and {len(fatal) - 1} more errors)" if len(fatal) > 1 else ""
         raise RestoreError(
             f"pg_restore failed (exit status {returncode}) restoring section {section} into "
             f"{target.describe()}: {detail}{more}"
         )
     if returncode == 0 and fatal:  # should not happen, but never hide an error
-        raise RestoreError(f"pg_restore reported errors: {fatal[0].describe()}")
+        raise RestoreError(f"pg_restore reported errors: {redact_server_text(fatal[0].describe())}")
     return RestoreResult(
         section=section,
         database=target.dbname,
@@ -503,12 +504,14 @@ def stream_table_copy(
         if not finished:
             proc.wait()
             err = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
-            raise RestoreError(f"reading the data of {table} from {dump_path} failed: {err.strip()}")
+            raise RestoreError(
+                f"reading the data of {table} from {dump_path} failed: {redact_server_text(err.strip())}"
+            )
         proc.stdout.read()
         rc = proc.wait()
         if rc != 0:
             err = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
-            raise RestoreError(f"pg_restore failed reading {table}: {err.strip()}")
+            raise RestoreError(f"pg_restore failed reading {table}: {redact_server_text(err.strip())}")
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -1,6 +1,6 @@
 """A complete local stand-in for production + staging: for the demo, end-to-end tests and benchmarks.
 
-``start_sandbox()`` starts an embedded PostgreSQL 16 "production" loaded with a dataset (Chinook by
+``start_sandbox()`` starts an embedded PostgreSQL 16 (``prod_version``) "production" loaded with a dataset (Chinook by
 default), dumps it with ``pg_dump -Fc``, serves the dump as a Scalingo backup through
 :class:`~scalingo_staging_sync.testing.fake_scalingo.FakeScalingoAPI`, starts an embedded staging
 PostgreSQL holding a previous staging copy, and returns the environment (Airflow connections, salt
@@ -87,15 +87,26 @@ def start_sandbox(
     source_db: str = "chinook",
     rules_file: str | Path | None = None,
     extra_env: dict[str, str] | None = None,
+    prod_version: int = 16,
+    dump_args: list[str] | None = None,
 ) -> Sandbox:
+    """``prod_version``: the production server's major version (16 or 18), whose own ``pg_dump`` makes
+    the backup; ``dump_args``: more ``pg_dump`` arguments (e.g. ``["--statistics"]`` with 18). The
+    client tools of the run are the staging server's: use ``staging_version >= prod_version``."""
     from scalingo_staging_sync.testing.fake_scalingo import FakeScalingoAPI
+
+    if staging_version < prod_version:
+        raise ValueError(
+            f"staging_version {staging_version} < prod_version {prod_version}: the run's pg_restore (the "
+            "staging server's) cannot read a newer archive"
+        )
 
     base = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix="sss-sandbox-"))
     base.mkdir(parents=True, exist_ok=True)
-    prod = start_embedded_postgres(16, base)
+    prod = start_embedded_postgres(prod_version, base)
     staging = start_embedded_postgres(staging_version, base)
     (load_dataset or load_chinook)(prod, source_db)
-    dump_path = prod.pg_dump(source_db, base / f"{source_db}.pgsql")
+    dump_path = prod.pg_dump(source_db, base / f"{source_db}.pgsql", extra=list(dump_args or []))
     _seed_previous_staging(staging, STAGING_DB)
 
     fake = FakeScalingoAPI(workdir=base / "fake-scalingo").start()
