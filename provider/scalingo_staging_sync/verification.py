@@ -129,7 +129,15 @@ def verify_table(
     check.rows_restored = int(restored_rows) if restored_rows is not None else None
 
     with conn.cursor() as cur:
-        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(relation))
+        # rows loaded on load are the table's own (an archive's TABLE DATA never holds its inheritance
+        # children's rows, which are their own items): count ONLY them in a plain table
+        cur.execute(
+            "SELECT c.relkind::text FROM pg_class c WHERE c.oid = %s::regclass",
+            (f"{relation.as_string(conn)}",),
+        )
+        kind = cur.fetchone()
+        only = sql.SQL("ONLY ") if check.mode == "on_load" and kind and kind[0] == "r" else sql.SQL("")
+        cur.execute(sql.SQL("SELECT count(*) FROM {}{}").format(only, relation))
         check.rows_found = int(cur.fetchone()[0])
     if check.rows_reported is not None:
         if check.mode == "in_place":  # rows = rows the UPDATE touched (a condition may narrow it)

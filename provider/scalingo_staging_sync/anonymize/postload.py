@@ -246,11 +246,49 @@ def analyze_masked(target: PgTarget, tables: Sequence[TableName] | None = None) 
     return {"analyzed": [str(n) for n in names], "cleared": cleared, "duration_s": round(duration, 3)}
 
 
-def finalize_masked_data(target: PgTarget) -> dict[str, Any]:
-    """:func:`refresh_materialized_views` then :func:`analyze_masked`; returns both results."""
+_VIEW_SOURCES_SQL = """
+SELECT vn.nspname::text, v.relname::text, va.attname::text, tn.nspname::text, t.relname::text
+FROM pg_class v
+JOIN pg_namespace vn ON vn.oid = v.relnamespace
+JOIN pg_rewrite r ON r.ev_class = v.oid
+JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+    AND d.refclassid = 'pg_class'::regclass AND d.refobjsubid > 0
+JOIN pg_class t ON t.oid = d.refobjid AND t.oid <> v.oid
+JOIN pg_namespace tn ON tn.oid = t.relnamespace
+JOIN pg_attribute ta ON ta.attrelid = t.oid AND ta.attnum = d.refobjsubid
+JOIN pg_attribute va ON va.attrelid = v.oid AND va.attnum > 0 AND NOT va.attisdropped AND va.attname = ta.attname
+WHERE v.relkind = 'm' AND vn.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+
+
+def masked_view_columns(target: PgTarget, masked_columns: Sequence[str]) -> list[str]:
+    """Columns of materialized views that only carry masked data: a view column whose every same-named
+    source column (the view's query references it, ``pg_depend``) is masked. Refreshed from the masked
+    tables, they hold masked values; any other view column (a renamed or computed one, one that also
+    reads an unmasked column of that name) is left to the PII scan. ``"schema.view.column"`` keys."""
+    masked = set(masked_columns)
+    sources: dict[str, set[str]] = {}
+    with target.connect(autocommit=True) as conn:
+        rows = sanitized(
+            lambda: conn.execute(_VIEW_SOURCES_SQL).fetchall(),
+            "read materialized view sources",
+            error_cls=PostLoadError,
+        )
+    for vschema, view, column, tschema, table in rows:
+        key = f"{TableName(vschema, view)}.{column}"
+        sources.setdefault(key, set()).add(f"{TableName(tschema, table)}.{column}")
+    return sorted(k for k, srcs in sources.items() if srcs and srcs <= masked)
+
+
+def finalize_masked_data(target: PgTarget, masked_columns: Sequence[str] | None = None) -> dict[str, Any]:
+    """:func:`refresh_materialized_views` then :func:`analyze_masked`; returns both results, and with
+    ``masked_columns`` (the plan's) also ``masked_view_columns`` (:func:`masked_view_columns`)."""
     refreshed = refresh_materialized_views(target)
     analyzed = analyze_masked(target)
-    return {"materialized_views": refreshed, "analyze": analyzed}
+    out: dict[str, Any] = {"materialized_views": refreshed, "analyze": analyzed}
+    if masked_columns is not None:
+        out["masked_view_columns"] = masked_view_columns(target, masked_columns)
+    return out
 
 
 __all__ = [
@@ -258,6 +296,7 @@ __all__ = [
     "analyze_masked",
     "clear_stale_statistics",
     "finalize_masked_data",
+    "masked_view_columns",
     "matview_refresh_order",
     "refresh_materialized_views",
     "user_relations",

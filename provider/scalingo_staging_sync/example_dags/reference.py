@@ -239,6 +239,7 @@ def build_reference_dag(
             target_app=setting("target_app"),
             pg_bin_dir=setting("pg_bin_dir"),
             scalingo_conn_id=scalingo_conn_id,
+            plan=archive_plan,
             **phase,
         )
 
@@ -281,14 +282,20 @@ def build_reference_dag(
             **later_sections,
         )
         finalize = FinalizeMaskedDataOperator(
-            task_id=T.FINALIZE, postgres_conn_id=staging_conn_id, database=restored_db, **phase
+            task_id=T.FINALIZE,
+            postgres_conn_id=staging_conn_id,
+            database=restored_db,
+            masked_columns=result(T.PLAN, "masked_columns"),
+            **phase,
         )
         pii = PiiScanOperator(
             task_id=T.PII_SCAN,
             postgres_conn_id=staging_conn_id,
             database=restored_db,
             enabled=setting("pii_enabled"),
-            masked_columns=result(T.PLAN, "masked_columns"),
+            # the plan's, and the materialized-view columns that only carry them (refreshed from masked data)
+            masked_columns="{{ (ti.xcom_pull(task_ids='" + T.PLAN + "', key='masked_columns') or []) + "
+            "((ti.xcom_pull(task_ids='" + T.FINALIZE + "') or {}).get('masked_view_columns') or []) }}",
             allow=setting("pii_allow"),
             on_unmasked=setting("pii_on_unmasked"),
             extra_patterns=setting("pii_patterns"),

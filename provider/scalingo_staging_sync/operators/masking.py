@@ -244,26 +244,38 @@ class FinalizeMaskedDataOperator(BaseOperator):
     (:func:`scalingo_staging_sync.anonymize.postload.finalize_masked_data`).
 
     :param postgres_conn_id: / :param database: the restored database (templated).
+    :param masked_columns: the plan's masked columns (templated): the materialized-view columns that
+        only carry them are returned as ``masked_view_columns``, for the PII scan.
 
-    XCom ``return_value``: ``{"materialized_views": {...}, "analyze": {"analyzed", "cleared", "duration_s"}}``.
+    XCom ``return_value``: ``{"materialized_views": {...}, "analyze": {"analyzed", "cleared",
+    "duration_s"}, "masked_view_columns": ["schema.view.column", ...]}``.
     """
 
-    template_fields: Sequence[str] = ("database",)
+    template_fields: Sequence[str] = ("database", "masked_columns")
     ui_color = "#f5d76e"
 
     def __init__(
-        self, *, postgres_conn_id: str = DEFAULT_STAGING_CONN_ID, database: str | None = None, **kwargs: Any
+        self,
+        *,
+        postgres_conn_id: str = DEFAULT_STAGING_CONN_ID,
+        database: str | None = None,
+        masked_columns: Any = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.postgres_conn_id = postgres_conn_id
         self.database = database
+        self.masked_columns = masked_columns
 
     @maps_sync_errors
     def execute(self, context: Any) -> dict[str, Any]:
         from scalingo_staging_sync.anonymize.postload import finalize_masked_data
 
         target = pg_target_from_connection(self.postgres_conn_id, database=as_str(self.database))
-        result = finalize_masked_data(target)
+        from scalingo_staging_sync.operators._base import as_list
+
+        masked = [str(c) for c in as_list(self.masked_columns, "masked_columns")]
+        result = finalize_masked_data(target, masked)
         self.log.info(
             "masked data finalized on %s: materialized views %s; %d relation(s) analyzed, statistics cleared on %s",
             target.describe(),
