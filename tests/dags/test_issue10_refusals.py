@@ -7,20 +7,20 @@ on the hard dataset (tests/e2e/hard_dataset.py), real embedded PostgreSQL, the f
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import psycopg
 import pytest
 import yaml
+from e2e.hard_dataset import RULES_YAML, find_originals, sensitive_values
+from issue10_support import hard_box, load_reference_dag, run, states
 from psycopg import sql
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from e2e.hard_dataset import RULES_YAML, find_originals, sensitive_values  # noqa: E402
-from test_issue10_hard_dataset import dag, hard_box, run, states  # noqa: E402, F401
-
 pytestmark = pytest.mark.airflow
+
+
+@pytest.fixture(scope="module")
+def dag(airflow_db):
+    return load_reference_dag()
 
 
 def rules_with(mutate) -> str:
