@@ -10,15 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import scalingo_staging_sync
-
-pytest.importorskip("scalingo_staging_sync.inventory")  # built in parallel (issue 10 part A)
-
-from scalingo_staging_sync.scalingo.client import ScalingoClient  # noqa: E402
-from scalingo_staging_sync.testing.fake_scalingo import FakeScalingoAPI  # noqa: E402
-from scalingo_staging_sync.testing.postgres import pg_bin_dir  # noqa: E402
+from scalingo_staging_sync.scalingo.client import ScalingoClient
+from scalingo_staging_sync.testing.fake_scalingo import FakeScalingoAPI
+from scalingo_staging_sync.testing.postgres import pg_bin_dir
 
 REPO = Path(__file__).resolve().parents[1]
 #: the provider/ folder of the package this test imports, for the CLI run in a subprocess
