@@ -128,6 +128,7 @@ class Stack:
         self.airflow_home: Path | None = None
         self.known: dict[int, object] = {}
         self._token: str | None = None
+        self.started_s = 0.0
 
     def env(self) -> dict[str, str]:
         env = {
@@ -169,7 +170,8 @@ class Stack:
             return ""
 
     def wait_healthy(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
+        started = time.monotonic()
+        deadline = started + START_TIMEOUT_S
         while time.monotonic() < deadline:
             self._remember()
             if self.proc.poll() is not None:
@@ -183,6 +185,7 @@ class Stack:
                 components = ("metadatabase", "scheduler", "triggerer", "dag_processor")
                 if all(health.get(c, {}).get("status") == "healthy" for c in components):
                     if self.password() is not None and self._dag_parsed():
+                        self.started_s = time.monotonic() - started
                         return
             except (requests.RequestException, ValueError):
                 pass
@@ -239,6 +242,43 @@ class Stack:
                 pass
         return out
 
+    def base_dir(self) -> Path | None:
+        """The demo's temporary directory (embedded databases, fake API, AIRFLOW_HOME live under it)."""
+        return self.airflow_home.parent if self.airflow_home else None
+
+    def processes_of_base(self) -> list:
+        """Processes whose command line names the demo's directory (the embedded PostgreSQL servers
+        daemonize, so they are not in the process tree)."""
+        import psutil
+
+        base = self.base_dir()
+        out = []
+        if base is None:
+            return out
+        for p in psutil.process_iter(["cmdline", "status"]):
+            try:
+                if p.info["status"] != psutil.STATUS_ZOMBIE and str(base) in " ".join(
+                    p.info["cmdline"] or []
+                ):
+                    out.append(p)
+            except psutil.Error:
+                pass
+        return out
+
+    def rss_mib(self) -> float:
+        """Memory of the whole stack (tree + embedded databases): proportional set size, MiB (shared
+        pages of forked workers counted once)."""
+        import psutil
+
+        procs = {p.pid: p for p in [*self.alive(), *self.processes_of_base()]}
+        total = 0
+        for p in procs.values():
+            try:
+                total += p.memory_full_info().pss
+            except psutil.Error:
+                pass
+        return total / 1024**2
+
     def stop(self) -> None:
         """SIGTERM to the group (the demo then stops airflow's own group, the databases and the fake
         API); anything of the tree still alive after that is killed."""
@@ -278,6 +318,7 @@ def stack(tmp_path_factory):
     finally:
         stack.stop()
         assert not stack.alive(), f"processes left behind: {stack.alive()}"
+        assert not stack.processes_of_base(), f"processes left behind: {stack.processes_of_base()}"
 
 
 def test_trigger_form_titles_descriptions_and_a_dry_run(stack, tmp_path):
@@ -334,7 +375,10 @@ def test_trigger_form_titles_descriptions_and_a_dry_run(stack, tmp_path):
             shot = tmp_path / "dry-run-succeeded.png"
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000
-            print(f"screenshots: {tmp_path / 'trigger-form.png'} {shot}")
+            stack._remember()
+            print(
+                f"screenshots: {tmp_path / 'trigger-form.png'} {shot}; stack PSS {stack.rss_mib():.0f} MiB, healthy after {stack.started_s:.0f} s"
+            )
         finally:
             browser.close()
 
