@@ -3,7 +3,7 @@
 pg_restore's own output says which TOC entry it is on, not how far a large table has got. While the
 data section runs, :class:`CopyProgress` polls ``pg_stat_progress_copy`` (PostgreSQL 14+) on a
 separate connection to the database being loaded, every few seconds, and logs one line per table
-being copied::
+being copied (a short connection per poll, so the monitor holds no connection slot between polls)::
 
     load progress: public.invoice_line: 1234567 rows, 98.2 MiB, 41000 rows/s, 3.2 MiB/s
 
@@ -194,34 +194,45 @@ class CopyProgress:
         return samples
 
     def _run(self) -> None:
-        try:
-            conn = self.target.connect(
-                autocommit=True,
-                connect_timeout=10,
-                application_name="scalingo-staging-sync progress",
-            )
-        except Exception as exc:  # noqa: BLE001 - progress is informative, never fatal
-            self.error = f"cannot connect to {self.target.describe()}: {exc}"
-            self.log.warning("%s: off (%s)", self.prefix, self.error)
-            return
-        try:
-            version = int(conn.execute("SHOW server_version_num").fetchone()[0])
-            if version < 140000:
-                self.error = f"server version {version} has no pg_stat_progress_copy (PostgreSQL 14+)"
-                self.log.info("%s: off (%s)", self.prefix, self.error)
-                return
-            conn.execute("SET statement_timeout = '10s'")
-            while not self._stop.wait(self.interval_s):
-                self.poll(conn)
-        except Exception as exc:  # noqa: BLE001 - progress is informative, never fatal
-            if not self._stop.is_set():
-                self.error = str(exc)
-                self.log.warning("%s: stopped (%s)", self.prefix, exc)
-        finally:
+        # A short connection per poll, opened only when a poll is due: the monitor never holds a
+        # connection slot that pg_restore's parallel jobs may need (Scalingo plans cap connections).
+        warned = False
+        while not self._stop.wait(self.interval_s):
             try:
-                conn.close()
-            except Exception:  # noqa: BLE001
-                pass
+                conn = self.target.connect(
+                    autocommit=True,
+                    connect_timeout=10,
+                    application_name="scalingo-staging-sync progress",
+                )
+            except Exception as exc:  # noqa: BLE001 - progress is informative, never fatal
+                self.error = f"cannot connect to {self.target.describe()}: {exc}"
+                if not warned:
+                    self.log.warning(
+                        "%s: no reading (%s); trying again at the next poll", self.prefix, self.error
+                    )
+                    warned = True
+                continue
+            try:
+                if self.polls == 0:
+                    version = int(conn.execute("SHOW server_version_num").fetchone()[0])
+                    if version < 140000:
+                        self.error = f"server version {version} has no pg_stat_progress_copy (PostgreSQL 14+)"
+                        self.log.info("%s: off (%s)", self.prefix, self.error)
+                        return
+                conn.execute("SET statement_timeout = '10s'")
+                self.poll(conn)
+            except Exception as exc:  # noqa: BLE001 - progress is informative, never fatal
+                if self._stop.is_set():
+                    return
+                self.error = str(exc)
+                if not warned:
+                    self.log.warning("%s: no reading (%s); trying again at the next poll", self.prefix, exc)
+                    warned = True
+            finally:
+                try:
+                    conn.close()
+                except Exception:  # noqa: BLE001
+                    pass
 
 
 def copy_progress(target: PgTarget, *, enabled: bool = True, **kwargs: Any) -> CopyProgress:
