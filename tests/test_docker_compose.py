@@ -109,7 +109,7 @@ def test_salt_token_and_ui_password_are_required_with_a_message_saying_how():
         match = re.search(r"\$\{" + var + r":\?(?P<message>[^}]+)\}", text)
         assert match, f"{var} must be required with ${{{var}:?message}}"
         assert match.group("message").startswith(f"set {var} "), match.group("message")
-    assert "openssl rand" in text
+    assert "openssl rand -base64" in text and "rand -hex" not in text
 
 
 def test_login_simple_auth_manager_users_and_password_file_from_the_environment(tmp_path):
@@ -190,7 +190,7 @@ def test_s3_profile_two_celery_workers_sharing_no_backup_volume():
         volumes = [v.split(":")[0] for v in worker["volumes"]]
         assert "backups" not in volumes, name
         private[name] = {v for v in volumes if v in named_volumes and v not in ("airflow-logs", "audit")}
-        cache_dir = env["AIRFLOW__SCALINGO_STAGING_SYNC__CACHE_DIR"]
+        cache_dir = env["SCALINGO_STAGING_SYNC_CACHE_DIR"]
         assert any(v.endswith(":" + cache_dir) for v in worker["volumes"]), name
         assert worker["depends_on"]["s3-init"]["condition"] == "service_completed_successfully"
     a, b = private.values()
