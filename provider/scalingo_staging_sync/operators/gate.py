@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -53,27 +54,6 @@ def resolve_rules_choice(choice: str | None, folder: str | None, default_file: s
     from scalingo_staging_sync.anonymize.rules import resolve_rules_path
 
     return resolve_rules_path(default_file).expanduser().resolve()
-
-
-def _raw_salt() -> str | None:
-    """The salt as configured (Airflow Variable, then its environment form), unchecked: the preflight's
-    ``salt_valid`` check judges it. Masked in logs as soon as it is read."""
-    import os
-
-    from scalingo_staging_sync.anonymize import salt as saltmod
-    from scalingo_staging_sync.secrets import mask_secret
-
-    value = None
-    try:
-        from airflow.sdk import Variable
-
-        value = Variable.get(saltmod.SALT_VARIABLE, default=None)
-    except Exception:  # noqa: BLE001 - outside a task: the environment form still works
-        value = None
-    value = value or os.environ.get(saltmod.SALT_ENV)
-    if value:
-        mask_secret(value)
-    return value or None
 
 
 class SafetyGateOperator(ShortCircuitOperator):
@@ -161,13 +141,17 @@ class SafetyGateOperator(ShortCircuitOperator):
 
             scalingo = ScalingoHook(scalingo_conn_id=self.scalingo_conn_id)
         run_is_manual = str(getattr(dag_run, "run_type", "")).lower().endswith("manual")
+        from scalingo_staging_sync.anonymize.salt import read_salt
+
         result = run_preflight(
             settings,
             staging=staging,
             scalingo=scalingo,
             run_is_manual=run_is_manual,
             staging_error=staging_error,
-            salt=_raw_salt(),
+            salt=read_salt(),
+            environ=os.environ,
+            pg_bin_dir=getattr(settings, "pg_bin_dir", None),
         )
         result.checks.insert(0, CheckResult("rules_file_valid", True, f"{rules_path} is valid"))
         if result.facts.get("addon_id"):
