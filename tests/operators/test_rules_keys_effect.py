@@ -26,6 +26,7 @@ CHANGED = {
         {"table": "customer", "columns": {"email": "email"}, "translation": "Customers"}
     ],
     "exclude_tables": ["invoice_line"],
+    "large_objects": "keep",
     "pii_scan": {"enabled": False},
     "pii_scan.enabled": False,
     "pii_scan.on_unmasked": "warn",

@@ -31,17 +31,20 @@ STR = ("value", as_str)
 MAPPINGS = ([{"table": "public.a", "rows": 1}], as_mapping_list)
 
 KINDS = {
-    **dict.fromkeys(("maintenance", "keep_previous", "enabled", "verified"), BOOL),
+    **dict.fromkeys(
+        ("maintenance", "keep_previous", "enabled", "verified", "dry_run", "large_objects", "check_stats"),
+        BOOL,
+    ),
     **dict.fromkeys(("jobs", "retry_attempts", "parallel_connections", "sample_rows"), INT),
     **dict.fromkeys(("retry_base_delay_s", "statement_timeout_s"), FLOAT),
     **dict.fromkeys(
         ("exclude_tables", "exclude_data", "only_data", "masked_columns", "allow", "schemas", "seeds")
-        + ("commands", "phases"),
+        + ("commands", "phases", "excluded_tables"),
         LIST,
     ),
     **dict.fromkeys(
         ("extra_patterns", "params_override", "settings", "preflight", "restore", "pii", "verification")
-        + ("promotion", "cleanup", "restore_rows"),
+        + ("promotion", "cleanup", "restore_rows", "archive_plan", "conditional"),
         MAPPING,
     ),
     **dict.fromkeys(("anonymize_results", "tables", "plan"), MAPPINGS),
@@ -62,7 +65,13 @@ KINDS = {
     ),
 }
 #: (operator, field) whose kind differs from the field name's usual one
-OVERRIDES = {("AuditReportOperator", "backup"): MAPPING, ("ScalingoBackupOperator", "backup"): STR}
+OVERRIDES = {
+    ("AuditReportOperator", "backup"): MAPPING,
+    ("ScalingoBackupOperator", "backup"): STR,
+    # the restore sections' plan is the archive plan (one mapping), not a list of plan items
+    ("PgRestoreOperator", "plan"): MAPPING,
+    ("MaskedDataLoadOperator", "plan"): MAPPING,
+}
 #: fields read through a helper other than as_*: the dump reference goes through local_dump
 READERS = {"dump_path": r"local_dump\(self\.dump_path|as_str\(self\.dump_path"}
 
@@ -149,6 +158,7 @@ REQUIRED = {
     "FinishMaskingOperator": {"prepared": {}},
     "AnonymizeTableOperator": {"plan": {}},
     "PlanAnonymizationOperator": {"rules_file": "r"},
+    "DryRunStopOperator": {"dry_run": False},
     "ScalingoBackupOperator": {"app": "a"},
 }
 

@@ -78,7 +78,7 @@ def test_wheel_installed_in_a_fresh_virtualenv_provides_the_dag(tmp_path):
     )
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert found["package"].startswith(str(site)), found
-    assert found["dag_id"] == "scalingo_staging_sync" and found["tasks"] == 15
+    assert found["dag_id"] == "scalingo_staging_sync" and found["tasks"] == 18
     from scalingo_staging_sync import __version__
 
     assert found["version"] == __version__

@@ -149,12 +149,14 @@ class DryRunStopOperator(ShortCircuitOperator):
         with sync_errors():
             return super().execute(context)
 
+    def _values(self) -> tuple[bool, dict]:
+        return as_bool(self.dry_run, "dry_run"), as_mapping(self.archive_plan, "archive_plan") or {}
+
     def _decide(self, **context: Any) -> bool:
         # the callable is bound at parse time; the rendered fields are on the running task
-        task = context.get("task") or self
-        if not as_bool(task.dry_run, "dry_run"):
+        dry_run, plan = (context.get("task") or self)._values()
+        if not dry_run:
             return True
-        plan = as_mapping(task.archive_plan, "archive_plan") or {}
         self.log.info("DRY RUN: the archive was read and planned; nothing is restored. The run would:")
         for line in plan_lines(plan):
             self.log.info("  %s", line)
