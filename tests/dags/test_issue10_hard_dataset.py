@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from e2e.hard_dataset import find_originals, sensitive_values
+from e2e.hard_dataset import RULES_YAML, find_originals, sensitive_values
 from issue10_support import audit, hard_box, load_reference_dag, run, states, xcom
 
 pytestmark = pytest.mark.airflow
@@ -85,5 +85,38 @@ def test_reference_dag_on_the_hard_dataset_leaves_no_original(dag, tmp_path_fact
         text = json.dumps(report) + Path(report["files"]["text"]).read_text() if report.get("files") else ""
         assert not [v for v in sensitive_values() if v in json.dumps(report)]
         del text
+    finally:
+        box.stop()
+
+
+def test_kept_large_objects_are_restored_and_their_content_scanned(dag, tmp_path_factory, monkeypatch):
+    """``large_objects: keep``: the large objects are restored, classified scanned, and their content goes
+    through the content detector: a scanned passport fails the PII gate, and the failed run leaves nothing
+    (the scratch copy is dropped, the previous staging copy stays)."""
+    import yaml
+
+    rules = yaml.safe_load(RULES_YAML)
+    rules["large_objects"] = "keep"
+    rules["pii_scan"]["patterns"] = {
+        "content": [{"name": "passport_scan", "regex": "PASSPORT scan", "severity": "high"}]
+    }
+    box = hard_box(tmp_path_factory, monkeypatch, rules_text=yaml.safe_dump(rules, allow_unicode=True))
+    try:
+        dag_run = run(dag, box)
+        st = states(dag_run)
+        assert str(dag_run.state) == "failed", st
+        assert st["pii_scan"] == "failed" and st["promote"] == "upstream_failed", st
+        plan = xcom(dag_run, "plan_anonymization", "archive_plan")
+        assert plan["large_objects"] == {"policy": "keep", "count": 1}
+        lo_classes = {c["class"] for c in plan["classification"] if c["desc"] in ("BLOB", "BLOBS")}
+        assert lo_classes == {"scanned"}
+        scan = xcom(dag_run, "pii_scan", "pii_scan")
+        assert scan["large_objects"]["kept"] is True
+        assert scan["large_objects"]["matches"] == {"passport_scan": 1}
+        assert scan["unmasked"] == ["pg_catalog.pg_largeobject.data"]
+        assert find_originals(box.staging, sensitive_values()) == []
+        assert box.staging.execute("SELECT count(*) FROM previous_staging_marker", box.staging_db) == [(1,)]
+        report = audit(box)
+        assert report["classification"]["large_objects"] == {"policy": "keep", "count": 1}
     finally:
         box.stop()
