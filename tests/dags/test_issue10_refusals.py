@@ -12,7 +12,7 @@ import psycopg
 import pytest
 import yaml
 from e2e.hard_dataset import RULES_YAML, find_originals, sensitive_values
-from issue10_support import hard_box, load_reference_dag, run, states
+from issue10_support import hard_box, load_reference_dag, run, states, xcom
 from psycopg import sql
 
 pytestmark = pytest.mark.airflow
@@ -180,5 +180,22 @@ def test_check_violation_during_in_place_update_leaks_no_row(dag, tmp_path_facto
         assert [v for v in sensitive_values() if v in joined] == []
         # the failed run left no unmasked data behind
         assert find_originals(box.staging, sensitive_values()) == []
+    finally:
+        box.stop()
+
+
+def test_in_place_with_scalingo_grants_masks_the_hard_dataset(
+    dag, tmp_path_factory, monkeypatch, scalingo_grants
+):
+    """The same Done-when run in in_place mode (a role with Scalingo's grants: no CREATEDB)."""
+    box = hard_box(tmp_path_factory, monkeypatch)
+    try:
+        scalingo_grants(box, monkeypatch)
+        dag_run = run(dag, box)
+        st = states(dag_run)
+        assert str(dag_run.state) == "success", st
+        assert xcom(dag_run, "restore_schema")["mode"] == "in_place"
+        assert find_originals(box.staging, sensitive_values()) == []
+        assert box.staging.execute("SELECT count(*) FROM people", box.staging_db) == [(4,)]
     finally:
         box.stop()
