@@ -65,6 +65,13 @@ class RestoreIssue:
         where = f" [TOC entry {self.toc_entry}]" if self.toc_entry else ""
         return f"{self.message}{where}"
 
+    def describe_redacted(self) -> str:
+        """:meth:`describe` with the server's text cut of anything that can quote a row or a value
+        (``pgerrors.redact_server_text``; the TOC entry is appended after, so a value that ends the
+        message is still recognised)."""
+        where = f" [TOC entry {self.toc_entry}]" if self.toc_entry else ""
+        return f"{redact_server_text(self.message)}{where}"
+
 
 @dataclass
 class RestoreResult:
@@ -431,14 +438,14 @@ def run_pg_restore(
         # the server's text can quote rows (DETAIL: Failing row contains ..., COPY data lines, a value
         # at the end of a message) and the failed command can hold data: neither reaches the error
         first = fatal[0] if fatal else None
-        detail = redact_server_text(first.describe() if first else "\n".join(parser.lines[-15:]))
+        detail = first.describe_redacted() if first else redact_server_text("\n".join(parser.lines[-15:]))
         more = f" (and {len(fatal) - 1} more errors)" if len(fatal) > 1 else ""
         raise RestoreError(
             f"pg_restore failed (exit status {returncode}) restoring section {section} into "
             f"{target.describe()}: {detail}{more}"
         )
     if returncode == 0 and fatal:  # should not happen, but never hide an error
-        raise RestoreError(f"pg_restore reported errors: {redact_server_text(fatal[0].describe())}")
+        raise RestoreError(f"pg_restore reported errors: {fatal[0].describe_redacted()}")
     return RestoreResult(
         section=section,
         database=target.dbname,
