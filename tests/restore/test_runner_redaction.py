@@ -19,10 +19,10 @@ def test_a_failed_data_load_names_no_value(staging_pg16, tmp_path):
     pg.create_database("redact_src")
     pg.create_database("redact_dst")
     try:
-        pg.execute(
-            f"CREATE TABLE contacts (id int PRIMARY KEY, email text); INSERT INTO contacts VALUES (1, '{SECRET}')",
-            "redact_src",
-        )
+        with pg.connect("redact_src") as conn:
+            conn.execute("CREATE TABLE contacts (id int PRIMARY KEY, email text)")
+            conn.execute("INSERT INTO contacts VALUES (1, %s)", (SECRET,))
+            conn.commit()
         dump = pg.pg_dump("redact_src", tmp_path / "src.pgsql")
         # the target's column has another type: the server's primary message quotes the value
         # (invalid input syntax for type integer: "..."), its CONTEXT the COPY line
