@@ -93,21 +93,23 @@ def _weak_unique(rules: dict) -> None:
     rule_of(rules, "people")["columns"]["email"] = {"transformer": "hash", "length": 8}
 
 
+@pytest.mark.parametrize("mode", ["in_place", "swap"])
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [(_typo, "emial"), (_weak_unique, "email")],
     ids=["column-typo", "unique-column-under-hash-length-8"],
 )
 def test_bad_rules_are_refused_at_planning_and_staging_stays_exactly_as_it_was(
-    dag, tmp_path_factory, monkeypatch, scalingo_grants, capfd, mutate, expected
+    dag, tmp_path_factory, monkeypatch, scalingo_grants, capfd, mutate, expected, mode
 ):
     box = hard_box(tmp_path_factory, monkeypatch, rules_text=rules_with(mutate))
     try:
-        scalingo_grants(box, monkeypatch)
+        if mode == "in_place":
+            scalingo_grants(box, monkeypatch)  # no CREATEDB: auto resolves to in_place
         from scalingo_staging_sync.hooks.postgres import pg_target_from_connection
         from scalingo_staging_sync.restore.targets import resolve_mode
 
-        assert resolve_mode(pg_target_from_connection("staging_db"), "auto") == "in_place"
+        assert resolve_mode(pg_target_from_connection("staging_db"), "auto") == mode
         before = cluster_snapshot(box.staging)
         dag_run = run(dag, box)
         st = states(dag_run)
