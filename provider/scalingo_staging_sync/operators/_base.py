@@ -168,11 +168,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def maps_sync_errors(method: F) -> F:
-    """Decorator for ``execute`` / ``execute_complete``: runs it inside :func:`sync_errors`."""
+    """Decorator for ``execute`` / ``execute_complete``: runs it inside :func:`sync_errors`, then releases
+    the dump copies the task leased (:func:`scalingo_staging_sync.operators._dump.release_dumps`)."""
 
     @functools.wraps(method)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with sync_errors():
-            return method(*args, **kwargs)
+        from scalingo_staging_sync.operators._dump import release_dumps
+
+        try:
+            with sync_errors():
+                return method(*args, **kwargs)
+        finally:
+            with sync_errors():
+                release_dumps()
 
     return wrapper  # type: ignore[return-value]
