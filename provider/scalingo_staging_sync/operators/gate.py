@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -140,12 +141,17 @@ class SafetyGateOperator(ShortCircuitOperator):
 
             scalingo = ScalingoHook(scalingo_conn_id=self.scalingo_conn_id)
         run_is_manual = str(getattr(dag_run, "run_type", "")).lower().endswith("manual")
+        from scalingo_staging_sync.anonymize.salt import read_salt
+
         result = run_preflight(
             settings,
             staging=staging,
             scalingo=scalingo,
             run_is_manual=run_is_manual,
             staging_error=staging_error,
+            salt=read_salt(),
+            environ=os.environ,
+            pg_bin_dir=getattr(settings, "pg_bin_dir", None),
         )
         result.checks.insert(0, CheckResult("rules_file_valid", True, f"{rules_path} is valid"))
         if result.facts.get("addon_id"):
