@@ -215,3 +215,11 @@ def test_probe_writable(s3_bucket, tmp_path, monkeypatch):
     blocker.write_text("x")
     with pytest.raises(storage.StorageConfigError, match="not writable"):
         storage.probe_writable(str(blocker / "sub"))
+
+
+def test_cleanup_of_a_file_url_download_dir_removes_it(tmp_path):
+    run_dir = tmp_path / "shared" / "run-12"
+    _fake_dump(run_dir / "prod" / "prod.pgsql", 1024)
+    done = _dump.remove_run_dumps(download_dir=f"file://{run_dir}", run_key="run-12")
+    assert done["errors"] == [] and done["removed_objects"] == [str(run_dir / "prod" / "prod.pgsql")]
+    assert not run_dir.exists()

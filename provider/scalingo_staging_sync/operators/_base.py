@@ -173,13 +173,9 @@ def maps_sync_errors(method: F) -> F:
 
     @functools.wraps(method)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from scalingo_staging_sync.operators._dump import release_dumps
+        from scalingo_staging_sync.operators._dump import releasing_dumps
 
-        try:
-            with sync_errors():
-                return method(*args, **kwargs)
-        finally:
-            with sync_errors():
-                release_dumps()
+        with sync_errors(), releasing_dumps():
+            return method(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

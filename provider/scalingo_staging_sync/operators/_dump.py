@@ -16,8 +16,9 @@ task and deleted when the last task using it on this worker ends (:func:`release
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,30 @@ def release_dumps() -> None:
         raise errors[0]
 
 
+_DEPTH = 0
+
+
+@contextlib.contextmanager
+def releasing_dumps() -> Iterator[None]:
+    """Around a task's ``execute``: on the way out of the outermost one, :func:`release_dumps`. When the
+    task is already failing, a release error is logged (the task's own error is the one raised)."""
+    global _DEPTH
+    _DEPTH += 1
+    try:
+        yield
+    except BaseException:
+        _DEPTH -= 1
+        if _DEPTH == 0:
+            try:
+                release_dumps()
+            except SyncError as exc:
+                log.error("releasing the cached dump failed too: %s", exc)
+        raise
+    _DEPTH -= 1
+    if _DEPTH == 0:
+        release_dumps()
+
+
 def remove_run_dumps(
     *,
     stored_dump: Any = None,
@@ -147,7 +172,7 @@ def remove_run_dumps(
         except SyncError as exc:
             out["errors"].append(str(exc))
         run_key = stored.run_key or run_key
-    if download_dir and not storage.is_local_location(storage.split_conn_id(download_dir)[0]):
+    if download_dir and "://" in download_dir:  # object storage, or file:// (plain paths: the operator)
         try:
             out["removed_objects"] = storage.remove_under(download_dir, conn_id=conn_id)
         except SyncError as exc:
