@@ -223,3 +223,78 @@ def test_cleanup_of_a_file_url_download_dir_removes_it(tmp_path):
     done = _dump.remove_run_dumps(download_dir=f"file://{run_dir}", run_key="run-12")
     assert done["errors"] == [] and done["removed_objects"] == [str(run_dir / "prod" / "prod.pgsql")]
     assert not run_dir.exists()
+
+
+@pytest.fixture
+def box(tmp_path_factory, monkeypatch):
+    from scalingo_staging_sync.testing.sandbox import start_sandbox
+
+    sandbox = start_sandbox(tmp_path_factory.mktemp("sandbox"))
+    for key, value in sandbox.env.items():
+        monkeypatch.setenv(key, value)
+    yield sandbox
+    sandbox.stop()
+
+
+@pytest.fixture
+def worker_tmp(tmp_path, monkeypatch) -> Path:
+    """The worker's temporary directory (where the backup task downloads before storing)."""
+    import tempfile
+
+    path = tmp_path / "worker-tmp"
+    path.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(path))
+    return path
+
+
+def test_backup_operator_stores_the_dump_under_the_configured_url_per_run(
+    box, s3_bucket, cache, worker_tmp, monkeypatch
+):
+    from scalingo_staging_sync.operators import ScalingoBackupOperator
+
+    monkeypatch.setenv("SCALINGO_STAGING_SYNC_DOWNLOAD_DIR", f"{s3_bucket.url}/backups")
+    monkeypatch.setenv("SCALINGO_STAGING_SYNC_DOWNLOAD_CONN_ID", s3_bucket.conn_id)
+    out = ScalingoBackupOperator(task_id="fetch_backup", app=box.source_app).execute(
+        {"run_id": "manual__r13"}
+    )
+    stored = storage.StoredDump.from_dict(out["stored_dump"])
+    assert stored.url == f"{s3_bucket.url}/backups/manual__r13/{out['backup_name']}.pgsql"
+    assert stored.run_key == "manual__r13" and stored.conn_id == s3_bucket.conn_id and stored.kind == "dump"
+    assert s3_bucket.keys() == [f"backups/manual__r13/{out['backup_name']}.pgsql"]
+    assert out["dump_path"] is None and out["archive_path"] is None
+    assert list(worker_tmp.iterdir()) == [], "the temporary download is deleted"
+    assert _files(cache) == [], "cache_scope=task: the backup worker keeps no copy"
+    # the stored object is the production dump, byte for byte
+    path = _dump.local_dump(out)
+    assert path.read_bytes() == box.dump_path.read_bytes()
+    _dump.release_dumps()
+    json.dumps(out)
+
+
+def test_backup_operator_upload_failure_leaves_nothing(box, s3_bucket, cache, worker_tmp, monkeypatch):
+    from scalingo_staging_sync.operators import ScalingoBackupOperator
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ISSUE15_DEAD_S3",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "k",
+                "password": "s",
+                "extra": {
+                    "endpoint_url": f"http://127.0.0.1:{_closed_port()}",
+                    "region_name": "us-east-1",
+                    "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2},
+                },
+            }
+        ),
+    )
+    op = ScalingoBackupOperator(
+        task_id="fetch_backup",
+        app=box.source_app,
+        download_dir="s3://unreachable-15/backups/run-14",
+        download_conn_id="issue15_dead_s3",
+    )
+    with pytest.raises(storage.StorageError, match="unreachable-15"):
+        op.execute({"run_id": "run-14"})
+    assert list(worker_tmp.iterdir()) == [], "the temporary download is deleted after a failed upload"
