@@ -41,7 +41,7 @@ KINDS = {
     ),
     **dict.fromkeys(
         ("extra_patterns", "params_override", "settings", "preflight", "restore", "pii", "verification")
-        + ("promotion", "cleanup", "restore_rows"),
+        + ("promotion", "cleanup", "restore_rows", "stored_dump"),
         MAPPING,
     ),
     **dict.fromkeys(("anonymize_results", "tables", "plan"), MAPPINGS),
@@ -57,7 +57,7 @@ KINDS = {
             "addon_id",
             "postgres_conn_id",
         )
-        + ("download_dir", "email_domain", "on_unmasked", "audit_dir"),
+        + ("download_dir", "download_conn_id", "email_domain", "on_unmasked", "audit_dir"),
         STR,
     ),
 }

@@ -11,7 +11,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from scalingo_staging_sync.hooks.postgres import DEFAULT_STAGING_CONN_ID, pg_target_from_connection
-from scalingo_staging_sync.operators._base import as_bool, as_str, maps_sync_errors
+from scalingo_staging_sync.operators._base import as_bool, as_mapping, as_str, maps_sync_errors
 
 
 def _scaler(scalingo_conn_id: str):
@@ -176,7 +176,7 @@ class StagingCleanupOperator(BaseOperator):
         from scalingo_staging_sync.operators._dump import remove_run_dumps
 
         done = remove_run_dumps(
-            stored_dump=self.stored_dump if as_str(self.stored_dump) else None,
+            stored_dump=as_mapping(self.stored_dump, "stored_dump"),
             download_dir=as_str(self.download_dir),
             conn_id=as_str(self.download_conn_id),
             run_key=str(context.get("run_id") or "") or None,
