@@ -137,11 +137,11 @@ def test_cleanup_removes_what_an_interrupted_backup_left_under_the_run_prefix(
     """The backup task died before recording a stored dump: its temporary object is still found and
     deleted under the run's download directory."""
     client = s3_bucket.server.client()
-    client.put_object(Bucket=s3_bucket.name, Key="backups/run-9/prod.pgsql.part-0123abcd", Body=b"PGDMP...")
+    client.put_object(Bucket=s3_bucket.name, Key="backups/run-1/prod.pgsql.part-0123abcd", Body=b"PGDMP...")
     client.put_object(Bucket=s3_bucket.name, Key="backups/run-10/other-run.pgsql", Body=b"PGDMP...")
     dag = _cleanup_dag(
         "issue15_cleanup_leftovers",
-        download_dir=f"{s3_bucket.url}/backups/run-9",
+        download_dir=f"{s3_bucket.url}/backups/run-1",
         download_conn_id=s3_bucket.conn_id,
     )
     _sync(dag, tmp_path)
