@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # --- Airflow environment: must be set before the first `import airflow` -------------------------
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -81,3 +84,41 @@ def chinook_dump(prod_pg, chinook_prod, tmp_path_factory) -> Path:
     """A real ``pg_dump -Fc`` archive of Chinook made by PostgreSQL 16."""
     out = tmp_path_factory.mktemp("dumps") / "chinook.pgsql"
     return prod_pg.pg_dump(chinook_prod, out)
+
+
+# ---------------------------------------------------------------- object storage (issue 15)
+# A real S3-compatible server (moto in server mode) on 127.0.0.1, reached through an Airflow ``aws``
+# connection given as an ``AIRFLOW_CONN_<ID>`` env var.
+CONN_ID = "sss_test_s3"
+
+
+@dataclass
+class Bucket:
+    server: Any
+    name: str
+    conn_id: str
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.name}"
+
+    def keys(self, prefix: str = "") -> list[str]:
+        return self.server.keys(self.name, prefix)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    from scalingo_staging_sync.testing.s3 import MotoS3Server
+
+    with MotoS3Server() as server:
+        os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = server.conn_json()
+        yield server
+        os.environ.pop(f"AIRFLOW_CONN_{CONN_ID.upper()}", None)
+
+
+@pytest.fixture
+def s3_bucket(s3_server) -> Bucket:
+    """A fresh private bucket on the moto server, and the connection id that reaches it."""
+    name = f"sss-{uuid.uuid4().hex[:10]}"
+    s3_server.create_bucket(name)
+    return Bucket(s3_server, name, CONN_ID)

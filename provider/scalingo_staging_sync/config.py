@@ -56,7 +56,17 @@ OPTIONS: dict[str, tuple[str | None, str | None, str]] = {
     "cache_dir": (
         "SCALINGO_STAGING_SYNC_CACHE_DIR",
         None,
-        "Per-worker cache of downloaded archives (object-storage download_dir only).",
+        "Per-worker cache of the dump materialised from an object-storage download_dir (a local directory "
+        "on each worker). Default: <tmp>/scalingo_staging_sync/cache.",
+    ),
+    "cache_scope": (
+        "SCALINGO_STAGING_SYNC_CACHE_SCOPE",
+        "task",
+        "How long a worker keeps its cached copy of the dump (object-storage download_dir only): 'task' "
+        "deletes it when the last task using it on that worker ends (no production dump stays on a "
+        "worker; tasks running at the same time share one download); 'run' keeps it for later tasks of "
+        "the run on the same worker (fewer downloads): the cleanup task deletes its own worker's copy and "
+        "other workers prune theirs after SCALINGO_STAGING_SYNC_CACHE_MAX_AGE_S.",
     ),
     "max_parallel_tables": (
         "SCALINGO_STAGING_SYNC_MAX_PARALLEL_TABLES",

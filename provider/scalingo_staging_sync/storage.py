@@ -824,6 +824,9 @@ def remove_local_caches(run_key: str | StoredDump | dict, cache_dir: str | os.Pa
         entries = [e for e in target.iterdir() if _is_cache_entry(e)]
     except FileNotFoundError:
         return False
+    for users in target.glob(f"*{USERS_SUFFIX}"):  # lease lock files of lease_dump (empty)
+        if _SHA256_RE.match(users.name[: -len(USERS_SUFFIX)]):
+            users.unlink(missing_ok=True)
     for entry in entries:
         try:
             shutil.rmtree(entry)
@@ -879,3 +882,211 @@ def prune_caches(
     for entry in removed:
         log.info("pruned the stale dump cache %s", entry)
     return removed
+
+
+# ---------------------------------------------------------------------------------------------- run prefix
+def remove_under(dir_url: str | os.PathLike, *, conn_id: str | None = None) -> list[str]:
+    """Delete everything under one run's download directory (a local directory or a URL prefix):
+    what an interrupted backup task may have left before it could record a :class:`StoredDump`.
+    Returns what was deleted; raises :class:`StorageRemovalError` naming what is still there.
+    Only ever give it a directory that belongs to one run (the reference DAG's ``<download_dir>/<run>``)."""
+    text, conn = split_conn_id(str(dir_url), conn_id)
+    if is_local_location(text):
+        path = local_path(text)
+        if not path.exists():
+            return []
+        found = [str(p) for p in path.rglob("*") if p.is_file()]
+        try:
+            shutil.rmtree(path)
+        except OSError as exc:
+            raise StorageRemovalError(
+                f"cannot delete the download directory {path} ({exc}); delete it by hand: it may hold "
+                f"production data."
+            ) from None
+        return found
+    try:
+        fs, root = _remote(text, conn)
+        prefix = root.rstrip("/")
+        with contextlib.suppress(FileNotFoundError):
+            fs.invalidate_cache(prefix)
+        found = sorted(fs.find(prefix))
+        for key in found:
+            with contextlib.suppress(FileNotFoundError):
+                fs.rm_file(key)
+        fs.invalidate_cache(prefix)
+        left = sorted(fs.find(prefix))
+    except StorageConfigError:
+        raise
+    except Exception as exc:
+        raise StorageRemovalError(
+            f"cannot delete the objects under {text} (connection {conn!r}: {type(exc).__name__}: {exc}); "
+            f"delete them by hand: they may hold production data."
+        ) from exc
+    if left:
+        names = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
+        raise StorageRemovalError(f"still in the bucket after deletion under {text}: {names}")
+    for key in found:
+        log.info("removed %s", key)
+    return [f"{_scheme(text)}://{k}" for k in found]
+
+
+# ---------------------------------------------------------------------------------------------- probe
+def probe_writable(url: str | os.PathLike, conn_id: str | None = None) -> None:
+    """Prove that the download location can be written and deleted: a small probe object is written
+    under ``url`` (``.scalingo-staging-sync-probe-<random>``), read back and deleted. Raises
+    :class:`StorageConfigError` (not retryable: a bad URL, a missing connection, permissions) or
+    :class:`StorageError` (retryable: the service did not answer) with a fix."""
+    text, conn = split_conn_id(str(url), conn_id)
+    name = f".scalingo-staging-sync-probe-{uuid.uuid4().hex[:12]}"
+    payload = b"scalingo-staging-sync write probe\n"
+    if is_local_location(text):
+        directory = local_path(text)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            probe = directory / name
+            probe.write_bytes(payload)
+            probe.unlink()
+        except OSError as exc:
+            raise StorageConfigError(
+                f"download directory {directory} is not writable ({exc.strerror or exc}); set download_dir "
+                f"to a directory the Airflow workers can write."
+            ) from None
+        return
+    fs, root = _remote(text, conn)
+    key = f"{root.rstrip('/')}/{name}"
+    step = "write"
+    try:
+        with fs.open(key, "wb") as out:
+            out.write(payload)
+        step = "read back"
+        fs.invalidate_cache(key)
+        with fs.open(key, "rb") as back:
+            if back.read() != payload:
+                raise StorageConfigError(f"{text}: the probe object read back differs from what was written")
+        step = "delete"
+        fs.rm_file(key)
+        fs.invalidate_cache(key)
+        if _remote_size(fs, key) is not None:
+            raise StorageConfigError(
+                f"{text}: the probe object {key} is still there after deletion; the connection "
+                f"{conn!r} needs the right to delete objects (s3:DeleteObject) so that cleanup can remove dumps."
+            )
+    except StorageConfigError:
+        raise
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            fs.rm_file(key)
+        denied = (
+            isinstance(exc, PermissionError)
+            or "denied" in str(exc).lower()
+            or "forbidden" in str(exc).lower()
+        )
+        missing = isinstance(exc, FileNotFoundError) or "nosuchbucket" in str(exc).lower().replace(" ", "")
+        if denied or missing:
+            raise StorageConfigError(
+                f"cannot {step} a probe object under {text} with connection {conn!r}: {type(exc).__name__}: "
+                f"{exc}. Check the bucket exists and the connection may put, get, list and delete objects "
+                f"under that prefix (docs/storage.md, 'What the bucket needs')."
+            ) from None
+        raise StorageError(
+            f"cannot {step} a probe object under {text} with connection {conn!r}: {type(exc).__name__}: {exc}. "
+            f"Check the endpoint is reachable; retry."
+        ) from exc
+
+
+# ---------------------------------------------------------------------------------------------- leases
+USERS_SUFFIX = ".users"
+
+
+def _open_locked(path: Path, mode: int):
+    """``path`` opened and flock-ed with ``mode``; retried when another process deleted the file while
+    we waited for the lock (the lock would then be on an orphan inode)."""
+    import fcntl
+
+    while True:
+        fh = open(path, "a+")  # noqa: SIM115 - kept open while the lock is held
+        try:
+            fcntl.flock(fh.fileno(), mode)
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino:
+                    return fh
+        except BaseException:
+            fh.close()
+            raise
+        fh.close()
+
+
+class CacheLease:
+    """A task's use of a cached dump: a shared lock on ``<entry>.users`` held while the task runs.
+    :meth:`release` deletes the cache entry when no other task on this worker still holds a lease
+    on it, so that no raw production dump stays on a worker the cleanup task never runs on."""
+
+    def __init__(self, entry: Path, users: Path, handle) -> None:
+        self.entry = entry
+        self.users = users
+        self._handle = handle
+
+    def release(self, *, remove: bool = True) -> bool:
+        """Drop the lease; with ``remove``, delete the entry if this was the last lease on it. Returns
+        True when the entry was deleted. Raises :class:`StorageRemovalError` naming it if it cannot be."""
+        import fcntl
+
+        handle, self._handle = self._handle, None
+        if handle is None:
+            return False
+        try:
+            if not remove:
+                return False
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("the dump cache %s is still used by another task on this worker: kept", self.entry)
+                return False
+            try:
+                if self.entry.exists():
+                    with _locked(self.entry):
+                        for child in list(self.entry.iterdir()):
+                            if child.name != ".lock":
+                                shutil.rmtree(child) if child.is_dir() else child.unlink()
+                    shutil.rmtree(self.entry)
+            except OSError as exc:
+                raise StorageRemovalError(
+                    f"cannot delete the dump cache {self.entry} ({exc}); delete it by hand: it holds "
+                    f"production data."
+                ) from None
+            self.users.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.entry.parent.rmdir()  # the run's directory, when nothing else is in it
+            log.info("removed the dump cache %s (no other task on this worker uses it)", self.entry)
+            return True
+        finally:
+            handle.close()
+
+
+def lease_dump(
+    stored: StoredDump | dict,
+    cache_dir: str | os.PathLike | None = None,
+    *,
+    run_key: str | None = None,
+    conn_id: str | None = None,
+    verify: str = "sidecar",
+) -> tuple[Path, CacheLease | None]:
+    """:func:`materialize` ``stored`` and hold a lease on the cached copy until :meth:`CacheLease.release`.
+    Tasks on one worker that hold leases at the same time share one download; the last one to release
+    deletes it. A local dump has no cache and no lease (``None``)."""
+    stored = StoredDump.coerce(stored)
+    if stored.is_local and stored.kind == "dump":
+        return materialize(stored, cache_dir, run_key=run_key, conn_id=conn_id, verify=verify), None
+    import fcntl
+
+    entry = cache_entry_dir(stored, cache_dir, run_key=run_key)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    users = entry.parent / f"{entry.name}{USERS_SUFFIX}"
+    lease = CacheLease(entry, users, _open_locked(users, fcntl.LOCK_SH))
+    try:
+        path = materialize(stored, cache_dir, run_key=run_key, conn_id=conn_id, verify=verify)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            lease.release()
+        raise
+    return path, lease

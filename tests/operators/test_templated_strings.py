@@ -44,7 +44,7 @@ KINDS = {
     ),
     **dict.fromkeys(
         ("extra_patterns", "params_override", "settings", "preflight", "restore", "pii", "verification")
-        + ("promotion", "cleanup", "restore_rows", "archive_plan", "conditional"),
+        + ("promotion", "cleanup", "restore_rows", "stored_dump", "archive_plan", "conditional"),
         MAPPING,
     ),
     **dict.fromkeys(("anonymize_results", "tables", "plan"), MAPPINGS),
@@ -60,7 +60,7 @@ KINDS = {
             "addon_id",
             "postgres_conn_id",
         )
-        + ("download_dir", "email_domain", "on_unmasked", "audit_dir"),
+        + ("download_dir", "download_conn_id", "email_domain", "on_unmasked", "audit_dir"),
         STR,
     ),
 }

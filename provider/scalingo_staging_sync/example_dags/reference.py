@@ -177,7 +177,7 @@ def build_reference_dag(
         + "', key='settings') or {}).get('source_app') }}",
     }
     phase = {"on_success_callback": SyncSlackNotifier(event="phase", **slack)}
-    dump = result(T.BACKUP, field="dump_path")
+    dump = result(T.BACKUP)  # local dump_path, or stored_dump (object storage): operators._dump.local_dump
     restored_db = result(T.RESTORE_SCHEMA, field="database")
     restored_mode = result(T.RESTORE_SCHEMA, field="mode")
     archive_plan = result(T.PLAN, "archive_plan")
@@ -215,6 +215,7 @@ def build_reference_dag(
             "{{ 'latest' if s['dry_run'] and s['backup'] == 'new' else s['backup'] }}",
             addon_id=setting("addon_id"),
             download_dir=setting("download_dir"),
+            download_conn_id=setting("download_conn_id"),
             **phase,
         )
         plan = PlanAnonymizationOperator(
@@ -354,6 +355,10 @@ def build_reference_dag(
             download_dir="{{ (ti.xcom_pull(task_ids='"
             + T.GATE
             + "', key='settings') or {}).get('download_dir') }}",
+            stored_dump=result(T.BACKUP, field="stored_dump"),
+            download_conn_id="{{ (ti.xcom_pull(task_ids='"
+            + T.GATE
+            + "', key='settings') or {}).get('download_conn_id') }}",
             scalingo_conn_id=scalingo_conn_id,
         ).as_teardown()
         audit = AuditReportOperator(

@@ -168,11 +168,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def maps_sync_errors(method: F) -> F:
-    """Decorator for ``execute`` / ``execute_complete``: runs it inside :func:`sync_errors`."""
+    """Decorator for ``execute`` / ``execute_complete``: runs it inside :func:`sync_errors`, then releases
+    the dump copies the task leased (:func:`scalingo_staging_sync.operators._dump.release_dumps`)."""
 
     @functools.wraps(method)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with sync_errors():
+        from scalingo_staging_sync.operators._dump import releasing_dumps
+
+        with sync_errors(), releasing_dumps():
             return method(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

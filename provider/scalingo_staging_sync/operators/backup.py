@@ -4,6 +4,7 @@ return what the next tasks need as an XCom dict."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -23,7 +24,6 @@ from scalingo_staging_sync.scalingo.errors import (
     BackupFailedError,
     BackupNotReadyError,
     ScalingoApiError,
-    ScalingoDownloadError,
 )
 from scalingo_staging_sync.triggers.backup import ScalingoBackupTrigger
 
@@ -41,6 +41,12 @@ def default_download_dir() -> str:
     )
 
 
+def default_download_conn_id() -> str | None:
+    from scalingo_staging_sync import config
+
+    return config.get("download_conn_id")
+
+
 def _major(version: str | None) -> int | None:
     try:
         return int(str(version).split(".")[0])
@@ -56,17 +62,28 @@ class ScalingoBackupOperator(BaseOperator):
         backup id (templated).
     :param addon_id: the PostgreSQL addon id, needed only when the app has several (templated).
     :param scalingo_conn_id: the ``scalingo`` connection.
-    :param download_dir: local directory or ObjectStoragePath URL (``file:///shared/backups``, ``s3://...``)
-        (templated). Default: env ``SCALINGO_STAGING_SYNC_DOWNLOAD_DIR`` or ``<tmp>/scalingo_staging_sync/backups``.
+    :param download_dir: local directory or ObjectStoragePath URL (``file:///shared/backups``,
+        ``s3://bucket/prefix``) (templated). Default: ``[scalingo_staging_sync] download_dir`` (env
+        ``SCALINGO_STAGING_SYNC_DOWNLOAD_DIR``) or ``<tmp>/scalingo_staging_sync/backups``. A URL: the
+        backup is downloaded and extracted in a temporary directory of this worker, the dump is stored
+        at ``<download_dir>/<dump file>`` (``<download_dir>/<run id>/<dump file>`` when the directory
+        comes from the configuration) with its size and sha256 verified (``storage.store_archive``), and
+        the temporary directory is deleted.
+    :param download_conn_id: Airflow connection of that storage (templated). Default:
+        ``[scalingo_staging_sync] download_conn_id``, or ``s3://<conn_id>@bucket/...`` in the URL.
     :param poll_interval: seconds between two checks of a new backup (Scalingo allows 60 requests/min).
     :param timeout: seconds to wait for a new backup.
     :param deferrable: wait for a new backup in the triggerer instead of holding a worker slot.
 
     XCom ``return_value``: ``{"app", "addon_id", "backup_id", "backup_name", "created_at", "size", "sha256", "pg_version",
-    "pg_major", "archive_path", "dump_path", "dump_format", "resource_id", "db_hostname", "reused"}``.
+    "pg_major", "archive_path", "dump_path", "dump_format", "resource_id", "db_hostname", "reused",
+    "stored_dump"}``. Local ``download_dir``: ``dump_path`` / ``archive_path`` are local paths and
+    ``stored_dump`` is None. URL: they are None and ``stored_dump`` is ``StoredDump.to_dict()``
+    (``{"url", "size", "sha256", "kind", "pg_version", "conn_id", "run_key"}``); pass the whole result
+    (or ``stored_dump``) as the ``dump_path`` of the tasks that need the dump.
     """
 
-    template_fields: Sequence[str] = ("app", "backup", "addon_id", "download_dir")
+    template_fields: Sequence[str] = ("app", "backup", "addon_id", "download_dir", "download_conn_id")
     ui_color = "#3f51b5"
 
     def __init__(
@@ -77,6 +94,7 @@ class ScalingoBackupOperator(BaseOperator):
         addon_id: str | None = None,
         scalingo_conn_id: str = ScalingoHook.default_conn_name,
         download_dir: str | os.PathLike | None = None,
+        download_conn_id: str | None = None,
         poll_interval: float = 15.0,
         timeout: float = 3600.0,
         deferrable: bool = False,
@@ -88,6 +106,7 @@ class ScalingoBackupOperator(BaseOperator):
         self.addon_id = addon_id
         self.scalingo_conn_id = scalingo_conn_id
         self.download_dir = str(download_dir) if download_dir is not None else None
+        self.download_conn_id = download_conn_id
         self.poll_interval = poll_interval
         self.timeout = timeout
         self.deferrable = deferrable
@@ -100,6 +119,7 @@ class ScalingoBackupOperator(BaseOperator):
             raise ValueError("ScalingoBackupOperator needs app (the source Scalingo app)")
         self.addon_id = as_str(self.addon_id)
         self.download_dir = as_str(self.download_dir)
+        self.download_conn_id = as_str(self.download_conn_id)
         hook = ScalingoHook(self.scalingo_conn_id)
         addon = hook.get_postgresql_addon(self.app, self.addon_id or None)
         addon_id = addon["id"]
@@ -140,7 +160,7 @@ class ScalingoBackupOperator(BaseOperator):
                     f"backup {choice!r} of app {self.app!r} is {status!r}, not 'done'; wait for it or use "
                     f"backup='latest'."
                 )
-        return self._fetch(hook, addon, backup)
+        return self._fetch(hook, addon, backup, context)
 
     @maps_sync_errors
     def execute_complete(self, context, event: dict, addon: dict | None = None) -> dict:
@@ -150,54 +170,74 @@ class ScalingoBackupOperator(BaseOperator):
             raise error(event.get("message") or f"waiting for the backup failed: {event!r}")
         hook = ScalingoHook(self.scalingo_conn_id)
         addon = addon or hook.get_postgresql_addon(self.app, self.addon_id or None)
-        return self._fetch(hook, addon, event["backup"])
+        return self._fetch(hook, addon, event["backup"], context)
 
     # ------------------------------------------------------------------ download + extract
-    def _fetch(self, hook: ScalingoHook, addon: dict, backup: dict) -> dict:
+    def _fetch(self, hook: ScalingoHook, addon: dict, backup: dict, context=None) -> dict:
         addon_id = addon["id"]
         try:
             database = hook.get_database(self.app, addon_id)
         except ScalingoApiError as exc:
             log.warning("cannot read the database info of addon %s (%s); version unknown", addon_id, exc)
             database = {}
-        target = self.download_dir or default_download_dir()
-        remote = None
-        if "://" in target:
-            from airflow.sdk import ObjectStoragePath
+        from scalingo_staging_sync import storage
+        from scalingo_staging_sync.operators._dump import cache_dir, cache_scope
 
-            remote = ObjectStoragePath(target)
-            if remote.protocol in ("file", "local", ""):
-                local_dir, remote = Path(remote.path), None
-            else:
-                local_dir = Path(tempfile.mkdtemp(prefix="scalingo-backup-"))
+        explicit = self.download_dir
+        target, conn_id = storage.split_conn_id(
+            explicit or default_download_dir(), self.download_conn_id or default_download_conn_id()
+        )
+        remote = not storage.is_local_location(target)
+        if remote:  # downloaded and extracted on this worker's disk, stored, then deleted here
+            local_dir = Path(tempfile.mkdtemp(prefix="scalingo-backup-"))
         else:
-            local_dir = Path(target)
+            local_dir = storage.local_path(target)
         local_dir.mkdir(parents=True, exist_ok=True)
+        version = database.get("readable_version")
 
         name = backup.get("name") or backup["id"]
-        archive = local_dir / f"{name}.tar.gz"
-        sidecar = archive.with_name(archive.name + ".sha256")
-        reused = False
-        sha = self._reusable(archive, sidecar, backup)
-        if sha:
-            reused = True
-            size = archive.stat().st_size
-            log.info("reusing %s: size and sha256 match the previous download", archive)
-        else:
-            archive.unlink(missing_ok=True)
-            sidecar.unlink(missing_ok=True)
-            result = hook.download_backup(self.app, addon_id, backup, archive)
-            sha, size = result.sha256, result.size
-            sidecar.write_text(f"{sha}  {archive.name}\n")
-            log.info("downloaded %s (%d bytes, sha256 %s, %d resume(s))", archive, size, sha, result.resumes)
-        dump = extract_dump(archive, local_dir / name)
-        dump_format = check_dump_file(dump)
-        archive_ref, dump_ref = str(archive), str(dump)
-        if remote is not None:
-            archive_ref, dump_ref = self._upload(remote, archive, sidecar, dump, name)
-            shutil.rmtree(local_dir, ignore_errors=True)
+        try:
+            archive = local_dir / f"{name}.tar.gz"
+            sidecar = archive.with_name(archive.name + ".sha256")
+            reused = False
+            sha = self._reusable(archive, sidecar, backup)
+            if sha:
+                reused = True
+                size = archive.stat().st_size
+                log.info("reusing %s: size and sha256 match the previous download", archive)
+            else:
+                archive.unlink(missing_ok=True)
+                sidecar.unlink(missing_ok=True)
+                result = hook.download_backup(self.app, addon_id, backup, archive)
+                sha, size = result.sha256, result.size
+                sidecar.write_text(f"{sha}  {archive.name}\n")
+                log.info(
+                    "downloaded %s (%d bytes, sha256 %s, %d resume(s))", archive, size, sha, result.resumes
+                )
+            dump = extract_dump(archive, local_dir / name)
+            dump_format = check_dump_file(dump)
+            archive_ref: str | None = str(archive)
+            dump_ref: str | None = str(dump)
+            stored = None
+            if remote:
+                run_id = str((context or {}).get("run_id") or "") or None
+                stored = storage.store_archive(
+                    dump,
+                    target,
+                    conn_id=conn_id,
+                    # the reference DAG passes a download_dir that is already the run's own
+                    run_key=None if explicit else run_id,
+                    name=dump.name,
+                    pg_version=version,
+                )
+                stored = dataclasses.replace(stored, run_key=run_id or stored.run_key)
+                if cache_scope() == "run":
+                    storage.cache_local_copy(stored, dump, cache_dir())
+                archive_ref = dump_ref = None
+        finally:
+            if remote:
+                shutil.rmtree(local_dir, ignore_errors=True)
 
-        version = database.get("readable_version")
         return {
             "app": self.app,
             "addon_id": addon_id,
@@ -211,6 +251,7 @@ class ScalingoBackupOperator(BaseOperator):
             "pg_major": _major(version),
             "archive_path": archive_ref,
             "dump_path": dump_ref,
+            "stored_dump": stored.to_dict() if stored is not None else None,
             "dump_format": dump_format,
             "resource_id": addon.get("resource_id") or database.get("resource_id"),
             "db_hostname": database.get("hostname"),
@@ -235,22 +276,3 @@ class ScalingoBackupOperator(BaseOperator):
             log.warning("existing %s does not match its .sha256 sidecar: downloading again", archive)
             return None
         return actual
-
-    @staticmethod
-    def _upload(remote, archive: Path, sidecar: Path, dump: Path, name: str) -> tuple[str, str]:
-        remote.mkdir(parents=True, exist_ok=True)
-        refs = []
-        for local, dest in (
-            (archive, remote / archive.name),
-            (sidecar, remote / sidecar.name),
-            (dump, remote / name / dump.name),
-        ):
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            with open(local, "rb") as src, dest.open("wb") as out:
-                shutil.copyfileobj(src, out, 1024 * 1024)
-            refs.append(str(dest))
-        if remote.fs.size(refs[0]) != archive.stat().st_size:  # pragma: no cover - storage inconsistency
-            raise ScalingoDownloadError(
-                f"upload of {archive.name} to {remote} is incomplete; retry the task."
-            )
-        return refs[0], refs[2]

@@ -11,7 +11,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from scalingo_staging_sync.hooks.postgres import DEFAULT_STAGING_CONN_ID, pg_target_from_connection
-from scalingo_staging_sync.operators._base import as_bool, as_str, maps_sync_errors
+from scalingo_staging_sync.operators._base import as_bool, as_mapping, as_str, maps_sync_errors
 
 
 def _scaler(scalingo_conn_id: str):
@@ -86,13 +86,25 @@ class StagingCleanupOperator(BaseOperator):
         empty) to read the in-place state table (templated).
     :param maintenance: scale the app back through ``scalingo_conn_id`` (templated).
     :param scalingo_conn_id: Scalingo connection (maintenance).
-    :param download_dir: the run's download directory, removed (templated).
+    :param download_dir: the run's download directory, removed (templated); an object-storage URL: every
+        object under it is deleted.
+    :param stored_dump: the backup task's ``stored_dump`` (or its whole result): the stored object is
+        deleted, with this worker's cache of the run (templated). See :meth:`remove_backup_copies`.
+    :param download_conn_id: Airflow connection of the object storage (templated).
 
     XCom ``return_value``: ``{"database": {"section": "cleanup", "dropped_scratch", "wiped",
-    "scaled_back", ...} | None, "removed": path | None}``. Raises when the cleanup cannot be proved.
+    "scaled_back", ...} | None, "removed": path | None, "backup": {"stored", "removed_objects",
+    "caches_removed", "errors"}}``. Raises when the cleanup cannot be proved or a dump cannot be deleted.
     """
 
-    template_fields: Sequence[str] = ("mode", "verified", "maintenance", "download_dir")
+    template_fields: Sequence[str] = (
+        "mode",
+        "verified",
+        "maintenance",
+        "download_dir",
+        "stored_dump",
+        "download_conn_id",
+    )
     ui_color = "#e5e8e8"
 
     def __init__(
@@ -104,6 +116,8 @@ class StagingCleanupOperator(BaseOperator):
         maintenance: Any = False,
         scalingo_conn_id: str = "scalingo_default",
         download_dir: str | None = None,
+        stored_dump: Any = None,
+        download_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -113,6 +127,8 @@ class StagingCleanupOperator(BaseOperator):
         self.maintenance = maintenance
         self.scalingo_conn_id = scalingo_conn_id
         self.download_dir = download_dir
+        self.stored_dump = stored_dump
+        self.download_conn_id = download_conn_id
 
     @maps_sync_errors
     def execute(self, context: Any) -> dict:
@@ -145,9 +161,27 @@ class StagingCleanupOperator(BaseOperator):
         if download_dir and "://" not in download_dir and Path(download_dir).exists():
             shutil.rmtree(download_dir, ignore_errors=True)
             out["removed"] = download_dir
+        errors += self.remove_backup_copies(context, out)
         context["ti"].xcom_push(key="cleanup", value=out)
         if errors:
             from scalingo_staging_sync.restore.errors import RestoreError
 
             raise RestoreError("; ".join(errors), retryable=True)
         return out
+
+    def remove_backup_copies(self, context: Any, out: dict) -> list[str]:
+        """Delete the stored dump, anything left under an object-storage download_dir and this worker's
+        cache of the run (:func:`scalingo_staging_sync.operators._dump.remove_run_dumps`); records the
+        outcome in ``out["backup"]`` and returns the errors, each naming what is still there."""
+        from scalingo_staging_sync.operators._dump import remove_run_dumps
+
+        done = remove_run_dumps(
+            stored_dump=as_mapping(self.stored_dump, "stored_dump"),
+            download_dir=as_str(self.download_dir),
+            conn_id=as_str(self.download_conn_id),
+            run_key=str(context.get("run_id") or "") or None,
+        )
+        out["backup"] = done
+        for error in done["errors"]:
+            self.log.error("backup cleanup: %s", error)
+        return [f"backup cleanup: {e}" for e in done["errors"]]
