@@ -78,7 +78,9 @@ class PlanAnonymizationOperator(BaseOperator):
         rules = load_rules(as_str(self.rules_file, "rules_file"))
         tools = find_pg_tools(as_str(self.pg_bin_dir))
         exclude = [str(t) for t in parse_table_names(as_list(self.exclude_tables, "exclude_tables"))]
-        dump = self.dump_path if isinstance(self.dump_path, dict) else as_str(self.dump_path, "dump_path")
+        dump = self.dump_path  # a path, the backup task's result (local or stored), or nothing
+        if isinstance(dump, str):
+            dump = as_str(self.dump_path, "dump_path")
         ti = context["ti"]
         if not dump:
             items = self._plan_on_catalog(rules, tools, exclude)
@@ -89,7 +91,9 @@ class PlanAnonymizationOperator(BaseOperator):
 
             # rules already name their own exclusions: pass only the run's extra ones (the param's)
             extra = [t for t in exclude if t not in {str(r) for r in parse_table_names(rules.exclude_tables)}]
-            plan = plan_from_archive(str(local_dump(dump)), rules, exclude_tables=extra, tools=tools)
+            plan = plan_from_archive(
+                str(local_dump(dump)), rules, exclude_tables=extra, tools=tools
+            )  # reads only
             archive_plan = plan.to_json()
             items = archive_plan["items"]
             for line in plan_lines(archive_plan):
