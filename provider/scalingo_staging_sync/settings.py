@@ -130,9 +130,9 @@ class RunSettings:
             )
         except SyncError as exc:
             raise SettingsError(str(exc)) from None
-        download_root = _first(config.get("download_dir")) or str(
-            Path(tempfile.gettempdir()) / "scalingo_staging_sync"
-        )
+        download_root = _first(
+            params.get("download_dir"), getattr(rules, "download_dir", None), config.get("download_dir")
+        ) or str(Path(tempfile.gettempdir()) / "scalingo_staging_sync")
         restore = rules.restore
         translations: dict[str, str] = {}
         for rule in rules.anonymization_tables:

@@ -40,6 +40,16 @@ def test_param_then_rules_then_config():
     assert _build({}, {"slack_conn_id": "c"}).slack_conn_id == "rules_slack"
 
 
+def test_download_dir_param_then_rules_then_config():
+    with_rules = RULES + "download_dir: s3://rules-bucket/dl\n"
+    cfg = {"download_dir": "/cfg/dl"}
+    assert _build({"download_dir": "s3://param/dl"}, cfg, with_rules).download_dir.startswith(
+        "s3://param/dl/"
+    )
+    assert _build({}, cfg, with_rules).download_dir.startswith("s3://rules-bucket/dl/")
+    assert _build({}, cfg).download_dir.startswith("/cfg/dl/")
+
+
 def test_names_are_table_names_and_round_trip_through_json():
     settings = _build({"exclude_tables": ["x", "public.sessions"]}, {"download_dir": "s3://bucket/dl"})
     assert settings.exclude_tables == (

@@ -40,6 +40,7 @@ CHANGED = {
     "verification.enabled": False,
     "parallel_connections": 1,
     "audit_dir": "/var/audit",
+    "download_dir": "s3://bucket/backups",
     "seeds": ["seeds/demo.sql"],
     "post_sync_commands": ["rake db:migrate"],
     "production_patterns": {"apps": ["live"]},

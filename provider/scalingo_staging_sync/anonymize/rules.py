@@ -144,6 +144,7 @@ class Rules(_AttrMapping):
     verification: VerificationSettings = field(default_factory=VerificationSettings)
     parallel_connections: int = 3
     audit_dir: str | None = None
+    download_dir: str | None = None
     seeds: tuple[str, ...] = ()
     post_sync_commands: tuple[str, ...] = ()
     production_patterns: ProductionPatterns = field(default_factory=ProductionPatterns)
@@ -376,6 +377,7 @@ def validate_rules_dict(data: Any, *, path: str | None = None, sha256: str | Non
         verification=VerificationSettings(enabled=data.get("verification", {}).get("enabled", True)),
         parallel_connections=data.get("parallel_connections", 3),
         audit_dir=data.get("audit_dir"),
+        download_dir=data.get("download_dir"),
         seeds=tuple(data.get("seeds", [])),
         post_sync_commands=tuple(data.get("post_sync_commands", [])),
         production_patterns=ProductionPatterns(

@@ -111,6 +111,14 @@ def params(rules_files: list[str], *, sections: bool = True) -> dict[str, Any]:
             description="One of the reviewed rules files of the configured rules folder "
             "([scalingo_staging_sync] rules_folder). Empty: [scalingo_staging_sync] rules_file.",
         ),
+        "download_dir": p(
+            None,
+            advanced,
+            type=["null", "string"],
+            title="Download directory",
+            description="Where the backup is downloaded: a local directory or an object-storage URL "
+            "(s3://bucket/prefix). Empty: the rules file's download_dir, then the config section's.",
+        ),
         "slack_conn_id": p(
             None,
             advanced,
