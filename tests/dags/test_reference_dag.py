@@ -140,7 +140,9 @@ def test_production_looking_target_fails_and_touches_nothing(dag, box, monkeypat
     assert states["safety_gate"] == "failed"
     assert states["fetch_backup"] == "upstream_failed"
     assert _previous_staging_intact(box)
-    assert not box.fake.requests_to("/backups")
+    # the preflight only reads (backup_available lists backups): no backup made, nothing downloaded
+    assert not [r for r in box.fake.requests_to("/backups") if r.method != "GET"]
+    assert not box.fake.requests_to("/archive")
     # the refused run still leaves an audit that names the failed check
     report = _audit(box)
     assert report["result"] != "success"
