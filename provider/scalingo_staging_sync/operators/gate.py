@@ -277,7 +277,9 @@ class SafetyGateOperator(ShortCircuitOperator):
             f"DRY RUN ({verdict}): nothing will be changed. Leftovers of an earlier run: "
             + ("; ".join(recovery.get("found") or []) or "none")
             + (
-                f" (a real run first does: {'; '.join(recovery['actions'])})"
+                " (a real run first does: "
+                + "; ".join(a.removeprefix("would ") for a in recovery["actions"])
+                + ")"
                 if recovery.get("actions")
                 else ""
             ),
