@@ -161,7 +161,11 @@ def test_gate_refusals_leave_staging_exactly_as_it_was_then_a_good_run_succeeds(
     good_salt = secrets.token_urlsafe(48)
     before = snapshot(box)
 
-    refusals = {
+    seeds_rules = _write_rules(
+        tmp_path, lambda r: (maintenance(r), r.update(seeds=["seeds/missing.sql"])), "seeds.yaml"
+    )
+    (tmp_path / "a-file").write_text("not a directory")
+    refusals = {  # what: (run conf, environment (None: unset), the one check that must fail)
         "no salt": ({}, {SALT_ENV: None}, "salt_valid"),
         "compose placeholder salt": ({}, {SALT_ENV: COMPOSE_PLACEHOLDER}, "salt_valid"),
         "target app bound to another database": (
@@ -174,17 +178,23 @@ def test_gate_refusals_leave_staging_exactly_as_it_was_then_a_good_run_succeeds(
             {"APP": box.target_app, "CONTAINER": "web-1"},
             "target_app_not_own_container",
         ),
-        "missing seed file": ({}, {"SCALINGO_STAGING_SYNC_RULES": None}, "seed_files_readable"),
+        "missing seed file": ({}, {"SCALINGO_STAGING_SYNC_RULES": str(seeds_rules)}, "seed_files_readable"),
+        "no client tools": (
+            {},
+            {"SCALINGO_STAGING_SYNC_PG_BIN": str(tmp_path / "no-bin")},
+            "pg_client_tools",
+        ),
+        "download dir not writable": (
+            {},
+            {"SCALINGO_STAGING_SYNC_DOWNLOAD_DIR": str(tmp_path / "a-file" / "downloads")},
+            "download_dir_writable",
+        ),
+        "unknown backup": ({"backup": "no-such-backup"}, {}, "backup_available"),
     }
-    seeds_rules = _write_rules(
-        tmp_path, lambda r: (maintenance(r), r.update(seeds=["seeds/missing.sql"])), "seeds.yaml"
-    )
     for what, (conf, env, check) in refusals.items():
         with monkeypatch.context() as m:
             for key, value in env.items():
-                if key == "SCALINGO_STAGING_SYNC_RULES":
-                    m.setenv(key, str(seeds_rules))
-                elif value is None:
+                if value is None:
                     m.delenv(key, raising=False)
                 else:
                     m.setenv(key, value)
@@ -196,7 +206,7 @@ def test_gate_refusals_leave_staging_exactly_as_it_was_then_a_good_run_succeeds(
         assert states["cleanup"] == "success" and states["audit_report"] == "success", (what, states)
         report = _audit(box, dag_run)
         assert report["result"] == "failed" and report["stopped_at"] == "safety_gate", what
-        assert check in _failed_checks(report), (what, _failed_checks(report))
+        assert _failed_checks(report) == [check], (what, _failed_checks(report))
         failed = {c["name"]: c["detail"] for c in report["safety"]["checks"] if not c["passed"]}
         assert all(len(detail) > 20 for detail in failed.values()), failed  # each says how to fix it
         assert snapshot(box) == before, f"{what}: staging changed"
