@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SCALE ?= 3
 
-.PHONY: venv test lint format demo airflow bench clean
+.PHONY: venv test test-browser lint format demo airflow bench clean
 
 venv: $(STAMP)
 
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: venv
 	$(BIN)/python -m pytest tests
+
+# the trigger form in headless Chromium (Debian's `chromium` package) on `make airflow`'s stack
+test-browser: venv
+	$(BIN)/python -m pytest -m browser tests/browser
 
 lint: venv
 	$(BIN)/ruff check .

@@ -45,7 +45,7 @@ OPTIONS: dict[str, tuple[str | None, str | None, str]] = {
     "audit_dir": (
         "SCALINGO_STAGING_SYNC_AUDIT_DIR",
         None,
-        "Directory of the JSON/Markdown audit reports, when the rules file has no audit_dir. "
+        "Directory of the audit reports (JSON and text), when the rules file has no audit_dir. "
         "Default: $AIRFLOW_HOME/scalingo_staging_sync/audit.",
     ),
     "pg_bin_dir": (

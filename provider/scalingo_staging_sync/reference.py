@@ -8,6 +8,7 @@ settings table of ``docs/connections-and-configuration.md`` the same way
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -196,41 +197,16 @@ def rules_reference_markdown() -> str:
     )
 
 
-#: settings read from the environment before the ``[scalingo_staging_sync]`` Airflow config section
-#: existed (``scalingo_staging_sync.config``): (variable, meaning, default)
-_ENVIRONMENT = (
-    (
-        "SCALINGO_STAGING_SYNC_RULES",
-        "path of the rules file (the `rules_file` param overrides it)",
-        "– (required)",
-    ),
-    ("APP", "the staging app (the `target_app` param and the rules' `target_app` override it)", "–"),
-    ("SCALINGO_STAGING_SYNC_PG_BIN", "directory of `pg_restore` and `psql`", "found on `PATH`"),
-    (
-        "SCALINGO_STAGING_SYNC_DOWNLOAD_DIR",
-        "where backups are downloaded (a shared volume or an object storage URL when workers differ)",
-        "under the system temp dir",
-    ),
-    (
-        "SCALINGO_STAGING_SYNC_AUDIT_DIR",
-        "where audit reports are written (the rules' `audit_dir` overrides it)",
-        "`$AIRFLOW_HOME/scalingo_staging_sync/audit`",
-    ),
-    ("SCALINGO_STAGING_SYNC_SCHEDULE", "the reference DAG's schedule", "`0 7 * * 0` (Sundays 07:00 UTC)"),
-    ("SCALINGO_STAGING_SYNC_MAX_PARALLEL_TABLES", "cap on per-table tasks running at once", "`3`"),
-)
+def _markdown_text(text: str) -> str:
+    """Plain text made safe in a Markdown table cell: ``|``, ``*``, ``<`` and ``>`` escaped."""
+    return re.sub(r"([|*<>])", r"\\\1", text)
 
 
 def configuration_markdown() -> str:
     """The settings table of ``docs/connections-and-configuration.md``: the provider's Airflow config
-    section when this version has one (``scalingo_staging_sync.config.OPTIONS``), else its environment
-    variables."""
-    try:
-        from scalingo_staging_sync import config
-    except ImportError:
-        rows = ["| environment variable | meaning | default |", "|---|---|---|"]
-        rows += [f"| `{name}` | {meaning} | {default} |" for name, meaning, default in _ENVIRONMENT]
-        return "\n".join(rows)
+    section (``scalingo_staging_sync.config.OPTIONS``)."""
+    from scalingo_staging_sync import config
+
     section = config.SECTION
     rows = [
         f"Set them in `airflow.cfg` under `[{section}]`, as `AIRFLOW__{section.upper()}__<KEY>`, or through",
@@ -243,7 +219,7 @@ def configuration_markdown() -> str:
     for key, (legacy, default, description) in config.OPTIONS.items():
         env = f"`{legacy}`" if legacy else "–"
         shown = f"`{default}`" if default is not None else "–"
-        rows.append(f"| `{key}` | {env} | {shown} | {description.replace('|', chr(92) + '|')} |")
+        rows.append(f"| `{key}` | {env} | {shown} | {_markdown_text(description)} |")
     return "\n".join(rows)
 
 

@@ -1,5 +1,5 @@
 """The operator examples of the docs use arguments the operators have: every keyword passed to an
-operator (or to its `.partial()` / `.expand()`) in a python block of docs/ is a parameter of that
+operator (or to its `.partial()` / `.expand()`) in a python block of the README or docs/ is a parameter of that
 operator or of Airflow's BaseOperator. A renamed or removed argument makes this test name the page."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-PAGES = sorted((REPO / "docs").glob("*.md"))
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
 
 def _operator_params(cls) -> set[str]:
@@ -62,7 +62,7 @@ def test_operator_keywords_in_docs_exist(page):
         for name, keyword in _calls(code, operators):
             if keyword not in _operator_params(operators[name]):
                 problems.append(f"{name}({keyword}=...)")
-    assert not problems, f"docs/{page.name} passes arguments the operators do not have: {problems}"
+    assert not problems, f"{page.relative_to(REPO)} passes arguments the operators do not have: {problems}"
 
 
 def test_the_checker_sees_partial_and_expand():

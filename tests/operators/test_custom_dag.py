@@ -1,4 +1,4 @@
-"""A DAG written as a user would, from the docs' example, using the operators alone: it runs end to end
+"""A DAG written as a user would, from the README's example, using the operators alone: it runs end to end
 on Chinook (real PostgreSQL, fake Scalingo API over HTTP) with render_template_as_native_obj OFF."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from scalingo_staging_sync.testing.sandbox import start_sandbox
 
 REPO = Path(__file__).resolve().parents[2]
-NOTES = REPO / "docs" / "notes-airflow.md"
+README = REPO / "README.md"
 RULES = REPO / "config" / "anonymization.yaml"
 
 pytestmark = pytest.mark.airflow
@@ -39,7 +39,7 @@ def _sync(dag, tmp_path: Path) -> None:
 
 
 def example_code() -> str:
-    section = NOTES.read_text().split("## Reusing the operators in your own DAG", 1)[1]
+    section = README.read_text().split("## Reusing the operators in your own DAG", 1)[1].split("\n## ", 1)[0]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 

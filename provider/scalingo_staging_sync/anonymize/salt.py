@@ -108,8 +108,9 @@ def check_salt(salt: str | None) -> str:
     return salt  # type: ignore[return-value]
 
 
-def get_salt() -> str:
-    """The salt from the Airflow Variable (or its env form), masked in logs; clear error when missing."""
+def read_salt() -> str | None:
+    """The salt from the Airflow Variable (or its env form), masked in logs, not yet checked (the
+    preflight's ``salt_valid`` check judges it); None when it is not set."""
     salt = None
     try:
         from airflow.sdk import Variable
@@ -119,7 +120,14 @@ def get_salt() -> str:
         salt = None
     if not salt:
         salt = os.environ.get(SALT_ENV)
-    return check_salt(salt)
+    if salt:
+        mask_secret(salt)
+    return salt or None
+
+
+def get_salt() -> str:
+    """The salt from the Airflow Variable (or its env form), masked in logs; clear error when missing."""
+    return check_salt(read_salt())
 
 
 def derive_key(salt: str) -> str:

@@ -62,25 +62,6 @@ class GateConfigError(SyncError, ValueError):
     retryable = False
 
 
-def read_salt() -> str | None:
-    """The salt as the masking steps will read it (Airflow Variable, then its env form), or None; the
-    preflight judges it (``salt_valid``) and it is masked in logs as soon as it is read."""
-    from scalingo_staging_sync.anonymize.salt import SALT_ENV, SALT_VARIABLE
-    from scalingo_staging_sync.secrets import mask_secret
-
-    salt = None
-    try:
-        from airflow.sdk import Variable
-
-        salt = Variable.get(SALT_VARIABLE, default=None)
-    except Exception:  # noqa: BLE001 - unreachable Variable backend: the env form, then "missing"
-        salt = None
-    salt = salt or os.environ.get(SALT_ENV) or None
-    if salt:
-        mask_secret(salt)
-    return salt
-
-
 def import_callable(path: str) -> Any:
     """``"package.module:function"`` (or ``"package.module.function"``) -> the callable."""
     import importlib
@@ -192,6 +173,8 @@ class SafetyGateOperator(ShortCircuitOperator):
 
             scalingo = ScalingoHook(scalingo_conn_id=self.scalingo_conn_id)
         run_is_manual = str(getattr(dag_run, "run_type", "")).lower().endswith("manual")
+        from scalingo_staging_sync.anonymize.salt import read_salt
+
         recovery = self._recover(settings, staging)
         result = run_preflight(
             settings,

@@ -24,6 +24,7 @@ from scalingo_staging_sync.restore.dump import ForeignKey, read_dump_header
 from scalingo_staging_sync.restore.errors import DumpFormatError, RestoreError
 from scalingo_staging_sync.restore.names import qualified_key, table_names
 from scalingo_staging_sync.restore.pgtools import PgTools, check_tools_for_dump, find_pg_tools
+from scalingo_staging_sync.restore.progress import copy_progress
 from scalingo_staging_sync.restore.toc import TocEntry, read_toc, section_args, write_list_file
 from scalingo_staging_sync.tablename import TableName
 
@@ -395,6 +396,8 @@ def run_pg_restore(
         "pg_restore section %s of %s into %s (%d TOC entries, %d jobs, %s)",
         section, dump_path.name, target.describe(), len(selection.kept), jobs, tools.describe(),
     )  # fmt: skip
+    # rows and bytes per table in the log while data loads (pg_stat_progress_copy, separate connection)
+    monitor = copy_progress(target, enabled=section in ("data", "pre-data+data", "all")).start()
     try:
         proc = subprocess.Popen(
             cmd,
@@ -416,6 +419,7 @@ def run_pg_restore(
             proc.wait()
             raise
     finally:
+        monitor.stop()
         listfile.unlink(missing_ok=True)
     duration = time.monotonic() - started
     fatal = parser.fatal()
