@@ -387,3 +387,36 @@ def test_run_killed_after_promotes_first_rename_then_a_new_run_loses_no_copy(dag
     # the copy the killed run had verified was live until this run's copy replaced it (keep_previous
     # is off in these rules: __previous is dropped only once the new live database exists)
     assert verified_first and f"{db}__previous" not in databases
+
+
+def test_restore_schema_failing_midway_is_still_proven_clean_and_the_app_scaled_back(
+    dag, box, tmp_path, monkeypatch
+):
+    """restore_schema fails after it marked staging "unmasked" and scaled the app down (in place, a table
+    it cannot replace). It pushes no result, yet the cleanup teardown ("auto" after a passed gate, where it
+    used to leave the database alone) proves that staging holds nothing unverified, and the app has its
+    containers back when the run ends."""
+    _use_scalingo_role(box, monkeypatch)
+
+    def maintenance(rules):
+        rules["restore"] = {"mode": "auto", "maintenance": True, "keep_previous": False}
+
+    monkeypatch.setenv("SCALINGO_STAGING_SYNC_RULES", str(_write_rules(tmp_path, maintenance)))
+    # an object of another role where the dump creates one: pg_restore fails, after the in-place wipe
+    box.staging.execute("CREATE TABLE public.album (note text)", box.staging_db)
+    formation = {c["name"]: c["amount"] for c in box.fake.apps[box.target_app].containers}
+    dag_run = _run(dag, box)
+    states = _states(dag_run)
+    assert str(dag_run.state) == "failed", states
+    assert states["restore_schema"] == "failed" and states["cleanup"] == "success", states
+    assert box.fake.requests_to("/scale"), "maintenance scaled the app down before the restore"
+    assert {c["name"]: c["amount"] for c in box.fake.apps[box.target_app].containers} == formation
+    cleanup = _audit(box, dag_run)["cleanup"]
+    assert cleanup["proven"] is True and cleanup["database"]["mode"] == "auto", cleanup
+    assert cleanup["database"]["state"] == "wiped", cleanup  # read back from the state table: proven
+    owned = box.staging.execute(
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = 'public' AND pg_get_userbyid(c.relowner) = 'app_user'",
+        box.staging_db,
+    )
+    assert owned == [(0,)]
