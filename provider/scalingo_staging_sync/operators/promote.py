@@ -77,9 +77,15 @@ class PromoteStagingOperator(BaseOperator):
 
 class StagingCleanupOperator(BaseOperator):
     """Teardown: drop a leftover scratch database, wipe unverified in-place data, scale the app back
-    after maintenance, remove the downloaded files, and prove it
-    (:func:`scalingo_staging_sync.restore.targets.cleanup`: reconnects with retries and backoff, then
-    re-reads the catalog). Use it with ``.as_teardown()``, before the audit report.
+    after maintenance, remove the downloaded files. Use it with ``.as_teardown()``.
+
+    The database part is proven (:func:`scalingo_staging_sync.restore.targets.cleanup`: it reconnects
+    with retries and backoff, ``connect_attempts`` tries from ``connect_base_delay_s`` doubling up to
+    ``connect_max_delay_s``, default :class:`~scalingo_staging_sync.restore.targets.ConnectRetry`; then it
+    re-reads the catalog). When it cannot be proven (``CleanupNotProvenError``) the task fails at once
+    (``AirflowFailException``: the core already retried) with the core's message, which says that staging
+    may hold unmasked production data and what to run; the failure notifier posts it to Slack, and the
+    ``cleanup`` XCom (``"proven": False``, ``"warning"``) puts it in the audit report written after.
 
     :param postgres_conn_id: postgres connection of the staging database.
     :param mode: the mode the restore resolved (templated). Empty: nothing was restored, the
@@ -89,32 +95,12 @@ class StagingCleanupOperator(BaseOperator):
     :param maintenance: scale the app back through ``scalingo_conn_id`` (templated).
     :param scalingo_conn_id: Scalingo connection (maintenance).
     :param download_dir: the run's download directory, removed (templated).
-    :param connect_attempts: / :param connect_base_delay_s: / :param connect_max_delay_s: how long
-        the cleanup keeps reconnecting to a staging server that refuses connections (templated;
-        default :class:`~scalingo_staging_sync.restore.targets.ConnectRetry`: 8 attempts, 1 s doubling
-        up to 30 s).
 
-    XCom ``return_value`` (also key ``cleanup``, pushed even when the task fails):
-    ``{"proven": bool | None, "database": {"section": "cleanup", "proven", "dropped_scratch", "wiped",
-    "scaled_back", "attempts", ...} | {"section", "mode", "proven": False, "error"} | None,
-    "removed": path | None, "warning": str | None}``.
-
-    When the cleanup cannot be proved (:class:`~scalingo_staging_sync.restore.targets.CleanupNotProvenError`
-    after the retries), the task fails at once (``AirflowFailException``, no Airflow retry: the core
-    already retried) with the core's message: staging may hold unmasked production data, and the
-    command that finishes the job. The failure notifier posts it to Slack and the audit report (written
-    after this task) records it.
+    XCom ``return_value``: ``{"database": {"section": "cleanup", "dropped_scratch", "wiped",
+    "scaled_back", ...} | None, "removed": path | None}``. Raises when the cleanup cannot be proved.
     """
 
-    template_fields: Sequence[str] = (
-        "mode",
-        "verified",
-        "maintenance",
-        "download_dir",
-        "connect_attempts",
-        "connect_base_delay_s",
-        "connect_max_delay_s",
-    )
+    template_fields: Sequence[str] = ("mode", "verified", "maintenance", "download_dir")
     ui_color = "#e5e8e8"
 
     def __init__(
@@ -122,27 +108,27 @@ class StagingCleanupOperator(BaseOperator):
         *,
         postgres_conn_id: str = DEFAULT_STAGING_CONN_ID,
         mode: str | None = "auto",
+        connect_attempts: int | None = None,
+        connect_base_delay_s: float | None = None,
+        connect_max_delay_s: float | None = None,
         verified: Any = None,
         maintenance: Any = False,
         scalingo_conn_id: str = "scalingo_default",
         download_dir: str | None = None,
-        connect_attempts: Any = None,
-        connect_base_delay_s: Any = None,
-        connect_max_delay_s: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.postgres_conn_id = postgres_conn_id
         self.mode = mode
+        self.connect_attempts = connect_attempts
+        self.connect_base_delay_s = connect_base_delay_s
+        self.connect_max_delay_s = connect_max_delay_s
         self.verified = verified
         self.maintenance = maintenance
         self.scalingo_conn_id = scalingo_conn_id
         self.download_dir = download_dir
-        self.connect_attempts = connect_attempts
-        self.connect_base_delay_s = connect_base_delay_s
-        self.connect_max_delay_s = connect_max_delay_s
 
-    def _retry(self):
+    def _retry(self) -> Any:
         from scalingo_staging_sync.restore.targets import ConnectRetry
 
         default = ConnectRetry()
@@ -160,33 +146,30 @@ class StagingCleanupOperator(BaseOperator):
     def execute(self, context: Any) -> dict:
         from scalingo_staging_sync.restore import targets
 
-        out: dict[str, Any] = {"proven": None, "database": None, "removed": None, "warning": None}
-        failure: BaseException | None = None
+        out: dict[str, Any] = {"database": None, "removed": None, "proven": None, "warning": None}
+        errors: list[str] = []
+        unproven: BaseException | None = None
         mode = as_str(self.mode)
         if mode:
             verified = None if as_str(self.verified) is None else as_bool(self.verified, "verified")
             target = pg_target_from_connection(self.postgres_conn_id)
             scaler = _scaler(self.scalingo_conn_id) if as_bool(self.maintenance, "maintenance") else None
             started = time.monotonic()
-
-            def on_retry(attempt: int, exc: BaseException) -> None:
-                self.log.warning("cleanup: staging unreachable (attempt %d), retrying: %s", attempt, exc)
-
             try:
-                done = targets.cleanup(
-                    target, mode, verified=verified, scaler=scaler, retry=self._retry(), on_retry=on_retry
-                )
+                done = targets.cleanup(target, mode, verified=verified, scaler=scaler, retry=self._retry())
                 out["proven"] = True
                 out["database"] = {
                     "section": "cleanup",
                     "database": target.dbname,
-                    **done,
                     "mode": mode,
-                    "resolved_mode": done.get("mode"),
+                    **done,
                     "duration_s": round(time.monotonic() - started, 3),
                 }
             except targets.CleanupNotProvenError as exc:
-                failure = exc
+                # staging may hold unmasked production data: recorded for the audit, the task fails below
+                self.log.error("%s", exc)
+                unproven = exc
+                errors.append(str(exc))
                 out["proven"] = False
                 out["warning"] = str(exc)
                 out["database"] = {
@@ -198,24 +181,24 @@ class StagingCleanupOperator(BaseOperator):
                     "run": targets.recovery_command(target, mode if mode in targets.MODES else "auto"),
                     "duration_s": round(time.monotonic() - started, 3),
                 }
-                self.log.error("%s", exc)
-            except Exception as exc:  # noqa: BLE001 - data proven but e.g. the app not scaled back
-                failure = exc
-                out["database"] = {"section": "cleanup", "mode": mode, "error": str(exc)}
+            except Exception as exc:
                 self.log.exception("database cleanup failed")
+                errors.append(f"database cleanup: {exc}")
+                out["database"] = {"section": "cleanup", "mode": mode, "error": str(exc)}
         else:
-            out["proven"] = True
+            out["proven"] = None  # nothing restored: nothing to prove
             self.log.info("nothing was restored: the staging database is left alone")
         download_dir = as_str(self.download_dir)
         if download_dir and "://" not in download_dir and Path(download_dir).exists():
             shutil.rmtree(download_dir, ignore_errors=True)
             out["removed"] = download_dir
         context["ti"].xcom_push(key="cleanup", value=out)
-        if isinstance(failure, targets.CleanupNotProvenError):
-            from airflow.sdk.exceptions import AirflowFailException
+        if errors:
+            if unproven is not None:  # fail now and loudly (no Airflow retry: the core already retried)
+                from airflow.sdk.exceptions import AirflowFailException
 
-            # fail now, loudly: the core already retried with backoff; the message says what to run
-            raise AirflowFailException(str(failure)) from failure
-        if failure is not None:
-            raise failure
+                raise AirflowFailException("; ".join(errors)) from unproven
+            from scalingo_staging_sync.restore.errors import RestoreError
+
+            raise RestoreError("; ".join(errors), retryable=True)
         return out
