@@ -140,7 +140,7 @@ def test_production_looking_target_fails_and_touches_nothing(dag, box, monkeypat
     assert states["safety_gate"] == "failed"
     assert states["fetch_backup"] == "upstream_failed"
     assert _previous_staging_intact(box)
-    # the preflight only reads (backup_available lists backups): no backup made, nothing downloaded
+    # the preflight only read (backup lookup); nothing was created or downloaded
     assert not [r for r in box.fake.requests_to("/backups") if r.method != "GET"]
     assert not box.fake.requests_to("/archive")
     # the refused run still leaves an audit that names the failed check

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from datetime import timedelta
 
@@ -19,6 +20,18 @@ from scalingo_staging_sync.scalingo.errors import (
     ScalingoNotFoundError,
 )
 from scalingo_staging_sync.triggers.backup import ScalingoBackupTrigger
+
+
+@contextlib.contextmanager
+def fails_with(core_error: type, match: str):
+    """A non-retryable core error reaches Airflow as AirflowFailException (no retries spent), caused by
+    the core error, with the core error's message."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with pytest.raises(AirflowFailException, match=match) as info:
+        yield info
+    assert isinstance(info.value.__cause__, core_error), repr(info.value.__cause__)
+    assert not core_error.retryable
 
 
 def _op(tmp_path, **kwargs):
@@ -72,7 +85,7 @@ def test_new_backup_waits_blocking(fake, fake_app, scalingo_conn, tmp_path):
 
 def test_explicit_backup_in_error(fake, fake_app, scalingo_conn, chinook_dump, tmp_path):
     bad = fake.add_backup(APP, chinook_dump, status="error")
-    with pytest.raises(BackupFailedError, match=f"'{bad.id}'.*'error'"):
+    with fails_with(BackupFailedError, match=f"'{bad.id}'.*'error'"):
         _op(tmp_path, backup=bad.id).execute({})
 
 
@@ -83,16 +96,16 @@ def test_explicit_backup_still_running(fake, fake_app, scalingo_conn, chinook_du
 
 
 def test_unknown_app_and_missing_addon(fake, fake_app, scalingo_conn, tmp_path):
-    with pytest.raises(ScalingoNotFoundError, match="'ghost' not found"):
+    with fails_with(ScalingoNotFoundError, match="'ghost' not found"):
         _op(tmp_path, app="ghost").execute({})
     fake.add_addon("cache-only", provider_id="redis")
-    with pytest.raises(AddonNotFoundError, match="no PostgreSQL addon"):
+    with fails_with(AddonNotFoundError, match="no PostgreSQL addon"):
         _op(tmp_path, app="cache-only").execute({})
 
 
 def test_operator_refuses_traversal_archive(fake, fake_app, scalingo_conn, chinook_dump, tmp_path):
     fake.add_backup(APP, chinook_dump, traversal_member=True)
-    with pytest.raises(ScalingoArchiveError, match="climbs out"):
+    with fails_with(ScalingoArchiveError, match="climbs out"):
         _op(tmp_path).execute({})
     assert not (tmp_path / fake_app.resource_id).exists()
 
@@ -158,5 +171,5 @@ def test_deferrable_operator_defers_then_completes(fake, fake_app, scalingo_conn
     event = _run_trigger(trigger)
     out = op.execute_complete({}, event, **deferred.value.kwargs)
     assert out["backup_id"] == trigger.backup_id and out["dump_format"] == "custom"
-    with pytest.raises(BackupFailedError, match="boom"):
+    with fails_with(BackupFailedError, match="boom"):
         op.execute_complete({}, {"status": "failed", "error_type": "BackupFailedError", "message": "boom"})

@@ -11,7 +11,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from scalingo_staging_sync.hooks.postgres import DEFAULT_STAGING_CONN_ID, pg_target_from_connection
-from scalingo_staging_sync.operators._base import as_bool, as_float, as_int, as_str, maps_sync_errors
+from scalingo_staging_sync.operators._base import as_bool, as_str, maps_sync_errors
 
 
 def _scaler(scalingo_conn_id: str):
@@ -129,6 +129,7 @@ class StagingCleanupOperator(BaseOperator):
         self.download_dir = download_dir
 
     def _retry(self) -> Any:
+        from scalingo_staging_sync.operators._base import as_float, as_int
         from scalingo_staging_sync.restore.targets import ConnectRetry
 
         default = ConnectRetry()
