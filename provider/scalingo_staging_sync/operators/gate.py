@@ -240,7 +240,11 @@ class SafetyGateOperator(ShortCircuitOperator):
         return {"attempted": True, **report}
 
     def _download_checker(self, settings: Any) -> Any:
-        """``location -> detail`` for a URL download location, or None (reported "not checked")."""
+        """``location -> detail`` for a URL download location, or None (reported "not checked").
+
+        The checker proves the location by raising when it cannot be written (``storage.probe_writable``
+        returns None then): None is a pass; False or an empty string is a refusal; anything else is
+        the detail."""
         checker = self.download_checker
         if isinstance(checker, str) and checker.strip():
             checker = import_callable(checker.strip())
@@ -251,7 +255,16 @@ class SafetyGateOperator(ShortCircuitOperator):
         if checker is None:
             return None
         conn_id = settings.download_conn_id
-        return lambda location: checker(location, conn_id)
+
+        def check(location: str) -> str | None:
+            detail = checker(location, conn_id)
+            if detail is None:
+                via = f" with connection {conn_id!r}" if conn_id else ""
+                name = getattr(checker, "__qualname__", type(checker).__name__)
+                return f"{location} is writable{via} (proven by {name})"
+            return str(detail) if detail else None
+
+        return check
 
     def _print_dry_run(self, settings: Any, rules: Any, result: Any, staging: Any) -> None:
         recovery = result.facts.get("recovery") or {}
