@@ -420,3 +420,24 @@ def test_restore_schema_failing_midway_is_still_proven_clean_and_the_app_scaled_
         box.staging_db,
     )
     assert owned == [(0,)]
+
+
+def test_gate_refuses_when_it_cannot_reach_staging_to_finish_leftovers(dag, box, monkeypatch):
+    """The gate's first step (finish what an earlier run left) needs staging: unreachable, the run is
+    refused at no_leftover_state with the reason, never taken for "nothing left"."""
+    _use_scalingo_role(box, monkeypatch)
+    before = snapshot(box)
+    _set_role_limit(box, 0)
+    try:
+        dag_run = _run(dag, box)
+    finally:
+        _set_role_limit(box, -1)
+    states = _states(dag_run)
+    assert str(dag_run.state) == "failed" and states["safety_gate"] == "failed", states
+    report = _audit(box, dag_run)
+    assert _failed_checks(report) == ["no_leftover_state"], report["safety"]["checks"]
+    detail = next(c["detail"] for c in report["safety"]["checks"] if c["name"] == "no_leftover_state")
+    assert "finishing what an earlier run left failed" in detail and "app_user" in detail, detail
+    assert report["safety"]["recovery"]["attempted"] is True and report["safety"]["recovery"]["error"]
+    assert snapshot(box) == before
+    assert not _writes_to_scalingo(box)
