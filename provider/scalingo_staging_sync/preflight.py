@@ -314,7 +314,13 @@ def run_preflight(
                 return CheckResult(name, False, "the staging connection was not read")
             from scalingo_staging_sync.restore import targets
 
-            report = targets.recover_leftovers(staging, dry_run=True, retry=None)
+            # a short retry: the gate has just called recover_leftovers with its own retries (retry=None
+            # would mean the teardowns' full ConnectRetry, minutes against an unreachable server)
+            report = targets.recover_leftovers(
+                staging,
+                dry_run=True,
+                retry=targets.ConnectRetry(attempts=2, base_delay_s=0.5, max_delay_s=1.0),
+            )
             result.facts["leftovers"] = report["found"]
             if not report["found"]:
                 return CheckResult(

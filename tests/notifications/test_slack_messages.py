@@ -66,3 +66,21 @@ def test_notify_posts_to_webhook(monkeypatch):
         slack.status = 500
         assert notify("slack_unit", "boom") is False  # errors are swallowed, never raised
     assert notify("slack_missing_conn", "x") is False
+
+
+def test_unproven_cleanup_failure_says_staging_may_hold_unmasked_data_and_keeps_the_command():
+    from scalingo_staging_sync.pgconn import PgTarget
+    from scalingo_staging_sync.restore.targets import _not_proven
+
+    target = PgTarget(
+        host="/a/very/long/socket/directory/" + "x" * 300, port=5432, user="app", dbname="staging"
+    )
+    error = str(_not_proven(target, "in_place", ConnectionError("too many connections for role")))
+    text = failure_message("cleanup", error=error, log_url="http://x/log")
+    assert text.startswith(
+        ":rotating_light: *Staging sync failed: staging may hold unmasked production data*"
+    )
+    assert "python -m scalingo_staging_sync.restore.targets recover --mode in_place" in text  # not cut
+    assert "trigger the DAG again" in text and "Nothing was promoted" not in text
+    ordinary = failure_message("pii_scan", error="x" * 800)
+    assert ordinary.startswith(":x: *Staging sync failed*") and "x" * 501 not in ordinary

@@ -214,6 +214,7 @@ def build_report(
     promotion: Any = None,
     commands: Any = None,
     cleanup: Any = None,
+    recovery: Mapping[str, Any] | None = None,
     task_states: Mapping[str, Any] | None = None,
     phase_durations: Mapping[str, Any] | None = None,
     phases: Sequence[str] | None = None,
@@ -306,6 +307,8 @@ def build_report(
         "safety": {
             "passed": all(c["passed"] for c in check_list) if check_list else None,
             "checks": check_list,
+            # what an interrupted earlier run left, and what the gate did about it (recover_leftovers)
+            "recovery": recovery,
         },
         "tables": table_rows,
         "classification": classification_section(archive_plan),
@@ -321,6 +324,10 @@ def build_report(
         "promotion": promotion,
         "post_sync_commands": commands,
         "cleanup": cleanup,
+        # the cleanup could not prove that staging holds no unmasked data (its message says what to run)
+        "staging_may_hold_unmasked_data": bool(
+            isinstance(cleanup, Mapping) and cleanup.get("proven") is False
+        ),
         "phases": phase_list,
         "summary": {
             "tables": len([t for t in table_rows if t.get("rows") is not None]),

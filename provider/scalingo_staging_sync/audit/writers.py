@@ -165,6 +165,31 @@ def render_text(report: Mapping[str, Any]) -> str:
         lines += [f"  ! {failure}" for failure in verification.get("failures") or []]
     else:
         lines.append("  (not run)")
+    lines += ["", "CLEANUP"]
+    cleanup = report.get("cleanup") or {}
+    database = cleanup.get("database") or {}
+    if report.get("staging_may_hold_unmasked_data"):
+        lines.append(f"  !! NOT PROVEN: {cleanup.get('warning') or database.get('error')}")
+    elif database.get("error"):
+        lines.append(f"  ! failed: {database['error']}")
+    elif database:
+        lines.append(
+            f"  proven: {_yes_no(database.get('proven'))}; scratch dropped: "
+            f"{_yes_no(database.get('dropped_scratch'))}; wiped: {_yes_no(database.get('wiped'))}; "
+            f"attempts: {database.get('attempts', '-')}"
+        )
+    else:
+        lines.append("  (nothing restored)" if cleanup else "  (not run)")
+    recovery = (report.get("safety") or {}).get("recovery") or {}
+    if recovery.get("found") or recovery.get("error"):
+        lines += ["", "LEFTOVERS OF AN EARLIER RUN (safety gate)"]
+        lines += [f"  found: {item}" for item in recovery.get("found") or []]
+        lines += [
+            f"  {'would do' if recovery.get('dry_run') else 'did'}: {a}"
+            for a in recovery.get("actions") or []
+        ]
+        if recovery.get("error"):
+            lines.append(f"  ! {recovery['error']}")
     lines += ["", "PHASES"]
     for phase in report.get("phases") or []:
         lines.append(

@@ -352,10 +352,21 @@ def build_reference_dag(
         )
         # Teardowns without a setup: they run whatever happened (a refused run gets its audit too, a dry
         # run its cleanup), and like every teardown they never decide the run's state.
+        # The mode restore_schema resolved; when restore_schema failed (no XCom) after a passed gate of a
+        # real run, "auto": whatever it began (a scratch database, in-place state) is finished and proven.
+        # A refused or dry run: empty, the staging database is never touched.
+        gate_passed = (
+            "(ti.xcom_pull(task_ids='" + T.GATE + "', key='preflight') or {}).get('passed') and not "
+            "(ti.xcom_pull(task_ids='" + T.GATE + "', key='settings') or {}).get('dry_run')"
+        )
+        cleanup_mode = (
+            "{{ (ti.xcom_pull(task_ids='" + T.RESTORE_SCHEMA + "') or {}).get('mode') or "
+            "('auto' if " + gate_passed + " else '') }}"
+        )
         cleanup = StagingCleanupOperator(
             task_id=T.CLEANUP,
             postgres_conn_id=staging_conn_id,
-            mode=restored_mode,
+            mode=cleanup_mode,
             verified="{{ True if ti.xcom_pull(task_ids='" + T.PROMOTE + "') else None }}",
             maintenance="{{ (ti.xcom_pull(task_ids='"
             + T.GATE

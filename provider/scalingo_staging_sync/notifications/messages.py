@@ -121,6 +121,10 @@ def success_message(
     return "\n".join(lines)
 
 
+#: how :class:`~scalingo_staging_sync.restore.targets.CleanupNotProvenError` messages start
+UNPROVEN_MARKER = "staging may hold unmasked production data"
+
+
 def failure_message(
     task_id: str | None,
     *,
@@ -129,7 +133,12 @@ def failure_message(
     target_app: str | None = None,
     run_id: str | None = None,
 ) -> str:
+    error = " ".join(str(error).split()) if error else error
+    unproven = bool(error and UNPROVEN_MARKER in error)
     lines = [":x: *Staging sync failed*"]
+    if unproven:
+        # a cleanup that could not prove its result: the one failure that needs a human now
+        lines[0] = ":rotating_light: *Staging sync failed: staging may hold unmasked production data*"
     if task_id:
         lines.append(f"• Failed task: `{task_id}` ({phase_label(task_id)})")
     if target_app:
@@ -137,11 +146,17 @@ def failure_message(
     if run_id:
         lines.append(f"• Run: `{run_id}`")
     if error:
-        error = " ".join(str(error).split())
-        lines.append(f"• Error: {error[:500]}{'…' if len(error) > 500 else ''}")
+        limit = 2000 if unproven else 500  # the unproven-cleanup message ends with the command to run
+        lines.append(f"• Error: {error[:limit]}{'…' if len(error) > limit else ''}")
     if log_url:
         lines.append(f"• Log: <{log_url}|open the task log>")
-    lines.append("Nothing was promoted unless the failing task came after promotion.")
+    if unproven:
+        lines.append(
+            "Run the command above once the staging server accepts connections, or trigger the DAG again: "
+            "its safety gate finishes the cleanup before anything else."
+        )
+    else:
+        lines.append("Nothing was promoted unless the failing task came after promotion.")
     return "\n".join(lines)
 
 

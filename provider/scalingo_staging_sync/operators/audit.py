@@ -105,6 +105,7 @@ class AuditReportOperator(BaseOperator):
             promotion=as_mapping(self.promotion, "promotion"),
             commands=as_list(self.commands, "commands"),
             cleanup=as_mapping(self.cleanup, "cleanup"),
+            recovery=(preflight.get("facts") or {}).get("recovery"),
             task_states=states,
             phase_durations=durations,
             phases=[str(p) for p in as_list(self.phases, "phases")],

@@ -56,6 +56,28 @@ def resolve_rules_choice(choice: str | None, folder: str | None, default_file: s
     return resolve_rules_path(default_file).expanduser().resolve()
 
 
+class GateConfigError(SyncError, ValueError):
+    """An argument of the gate cannot be used (bad input: not retryable)."""
+
+    retryable = False
+
+
+def import_callable(path: str) -> Any:
+    """``"package.module:function"`` (or ``"package.module.function"``) -> the callable."""
+    import importlib
+
+    module_name, _, attr = path.partition(":") if ":" in path else path.rpartition(".")
+    try:
+        value = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise GateConfigError(
+            f"download_checker {path!r} cannot be imported ({exc}): give 'package.module:function'"
+        ) from None
+    if not callable(value):
+        raise GateConfigError(f"download_checker {path!r} is not callable")
+    return value
+
+
 class SafetyGateOperator(ShortCircuitOperator):
     """Resolve the run settings and run the preflight checks; fail the run on any failed check.
 
@@ -69,6 +91,14 @@ class SafetyGateOperator(ShortCircuitOperator):
     :param staging_conn_id: postgres connection of the staging database.
     :param params_override: values that replace the run's params (templated; for use outside the
         reference DAG's form).
+    :param download_checker: proves an object-storage download location writable:
+        ``checker(url, conn_id) -> detail`` (a callable or its import path ``"pkg.module:function"``).
+        Default: ``scalingo_staging_sync.storage.probe_writable`` when the storage module has it.
+
+    Before the checks, leftovers of an interrupted run are finished
+    (:func:`~scalingo_staging_sync.restore.targets.recover_leftovers`: scratch database dropped,
+    half-done promote completed or reverted, unverified in-place data wiped); a dry run only reports
+    them. The outcome is in the preflight facts (``recovery``), hence in the audit.
 
     XCom: key ``settings``: ``RunSettings.to_json()`` (pushed once, also when a check fails, so the
     audit can report it); key ``preflight``: ``PreflightResult.to_json()`` (``passed``, ``checks``,
@@ -84,6 +114,7 @@ class SafetyGateOperator(ShortCircuitOperator):
         scalingo_conn_id: str = "scalingo_default",
         staging_conn_id: str = "staging_db",
         params_override: Any = None,
+        download_checker: Any = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("ignore_downstream_trigger_rules", True)
@@ -91,6 +122,7 @@ class SafetyGateOperator(ShortCircuitOperator):
         self.scalingo_conn_id = scalingo_conn_id
         self.staging_conn_id = staging_conn_id
         self.params_override = params_override
+        self.download_checker = download_checker
 
     def execute(self, context: Any) -> Any:
         with sync_errors():
@@ -143,30 +175,111 @@ class SafetyGateOperator(ShortCircuitOperator):
         run_is_manual = str(getattr(dag_run, "run_type", "")).lower().endswith("manual")
         from scalingo_staging_sync.anonymize.salt import read_salt
 
+        recovery = self._recover(settings, staging)
         result = run_preflight(
             settings,
             staging=staging,
             scalingo=scalingo,
             run_is_manual=run_is_manual,
-            staging_error=staging_error,
             salt=read_salt(),
             environ=os.environ,
-            pg_bin_dir=getattr(settings, "pg_bin_dir", None),
+            staging_error=staging_error,
+            pg_bin_dir=settings.pg_bin_dir,
+            download_checker=self._download_checker(settings),
         )
         result.checks.insert(0, CheckResult("rules_file_valid", True, f"{rules_path} is valid"))
+        result.facts["recovery"] = recovery
+        if recovery.get("error"):
+            result.checks = [
+                CheckResult(c.name, False, f"finishing what an earlier run left failed: {recovery['error']}")
+                if c.name == "no_leftover_state"
+                else c
+                for c in result.checks
+            ]
         if result.facts.get("addon_id"):
             settings = settings.replace(addon_id=result.facts["addon_id"])
         ti.xcom_push(key=SETTINGS_KEY, value=settings.to_json())
         ti.xcom_push(key=PREFLIGHT_KEY, value=result.to_json())
-        result.raise_if_failed()
-        if settings.dry_run:
+        if settings.dry_run:  # the preflight: every check printed, failed ones too
             self._print_dry_run(settings, rules, result, staging)
-            return False
-        return True
+        result.raise_if_failed()
+        return not settings.dry_run
+
+    def _recover(self, settings: Any, staging: Any) -> dict[str, Any]:
+        """Finish what an interrupted run left, before any check or step (report only on a dry run).
+        Never raises: a failure is recorded and fails ``no_leftover_state``."""
+        from scalingo_staging_sync import safety
+        from scalingo_staging_sync.restore import targets
+
+        if staging is None:
+            return {"attempted": False, "reason": "the staging connection was not read"}
+        host_check = safety.check_target_host_not_production(staging.host, settings.production_host_patterns)
+        if not host_check.passed:
+            # never touch a database that looks like production, not even to clean it
+            return {"attempted": False, "reason": host_check.detail}
+        scaler = None
+        if not settings.dry_run:
+            from scalingo_staging_sync.hooks.scalingo import ScalingoHook
+
+            scaler = ScalingoHook(scalingo_conn_id=self.scalingo_conn_id)
+        try:
+            report = targets.recover_leftovers(staging, scaler, dry_run=settings.dry_run)
+        except Exception as exc:  # noqa: BLE001 - recorded, and the run is refused
+            self.log.error("leftovers of an earlier run could not be finished: %s", exc)
+            return {"attempted": True, "dry_run": settings.dry_run, "error": f"{type(exc).__name__}: {exc}"}
+        verb = "would do" if settings.dry_run else "did"
+        if report["found"]:
+            self.log.warning(
+                "leftovers of an earlier run: %s; the gate %s: %s",
+                "; ".join(report["found"]),
+                verb,
+                "; ".join(report["actions"]) or "nothing",
+            )
+        else:
+            self.log.info("no leftovers of an earlier run")
+        return {"attempted": True, **report}
+
+    def _download_checker(self, settings: Any) -> Any:
+        """``location -> detail`` for a URL download location, or None (reported "not checked").
+
+        The checker proves the location by raising when it cannot be written (``storage.probe_writable``
+        returns None then): None is a pass; False or an empty string is a refusal; anything else is
+        the detail."""
+        checker = self.download_checker
+        if isinstance(checker, str) and checker.strip():
+            checker = import_callable(checker.strip())
+        if checker is None:
+            from scalingo_staging_sync import storage
+
+            checker = getattr(storage, "probe_writable", None)
+        if checker is None:
+            return None
+        conn_id = settings.download_conn_id
+
+        def check(location: str) -> str | None:
+            detail = checker(location, conn_id)
+            if detail is None:
+                via = f" with connection {conn_id!r}" if conn_id else ""
+                name = getattr(checker, "__qualname__", type(checker).__name__)
+                return f"{location} is writable{via} (proven by {name})"
+            return str(detail) if detail else None
+
+        return check
 
     def _print_dry_run(self, settings: Any, rules: Any, result: Any, staging: Any) -> None:
+        recovery = result.facts.get("recovery") or {}
+        verdict = "every check passed" if result.passed else "REFUSED: a real run would stop here"
         lines = [
-            "DRY RUN: nothing will be changed. Preflight:",
+            f"DRY RUN ({verdict}): nothing will be changed. Leftovers of an earlier run: "
+            + ("; ".join(recovery.get("found") or []) or "none")
+            + (
+                " (a real run first does: "
+                + "; ".join(a.removeprefix("would ") for a in recovery["actions"])
+                + ")"
+                if recovery.get("actions")
+                else ""
+            ),
+            f"Preflight ({sum(c.passed for c in result.checks)}/{len(result.checks)} checks passed):",
             *(f"  [{'PASS' if c.passed else 'FAIL'}] {c.name}: {c.detail}" for c in result.checks),
             "The run would:",
             f"  take backup {settings.backup!r} of app {settings.source_app!r} "

@@ -79,6 +79,14 @@ class StagingCleanupOperator(BaseOperator):
     """Teardown: drop a leftover scratch database, wipe unverified in-place data, scale the app back
     after maintenance, remove the downloaded files. Use it with ``.as_teardown()``.
 
+    The database part is proven (:func:`scalingo_staging_sync.restore.targets.cleanup`: it reconnects
+    with retries and backoff, ``connect_attempts`` tries from ``connect_base_delay_s`` doubling up to
+    ``connect_max_delay_s``, default :class:`~scalingo_staging_sync.restore.targets.ConnectRetry`; then it
+    re-reads the catalog). When it cannot be proven (``CleanupNotProvenError``) the task fails at once
+    (``AirflowFailException``: the core already retried) with the core's message, which says that staging
+    may hold unmasked production data and what to run; the failure notifier posts it to Slack, and the
+    ``cleanup`` XCom (``"proven": False``, ``"warning"``) puts it in the audit report written after.
+
     :param postgres_conn_id: postgres connection of the staging database.
     :param mode: the mode the restore resolved (templated). Empty: nothing was restored, the
         database is left alone.
@@ -112,6 +120,9 @@ class StagingCleanupOperator(BaseOperator):
         *,
         postgres_conn_id: str = DEFAULT_STAGING_CONN_ID,
         mode: str | None = "auto",
+        connect_attempts: int | None = None,
+        connect_base_delay_s: float | None = None,
+        connect_max_delay_s: float | None = None,
         verified: Any = None,
         maintenance: Any = False,
         scalingo_conn_id: str = "scalingo_default",
@@ -123,6 +134,9 @@ class StagingCleanupOperator(BaseOperator):
         super().__init__(**kwargs)
         self.postgres_conn_id = postgres_conn_id
         self.mode = mode
+        self.connect_attempts = connect_attempts
+        self.connect_base_delay_s = connect_base_delay_s
+        self.connect_max_delay_s = connect_max_delay_s
         self.verified = verified
         self.maintenance = maintenance
         self.scalingo_conn_id = scalingo_conn_id
@@ -130,12 +144,28 @@ class StagingCleanupOperator(BaseOperator):
         self.stored_dump = stored_dump
         self.download_conn_id = download_conn_id
 
+    def _retry(self) -> Any:
+        from scalingo_staging_sync.operators._base import as_float, as_int
+        from scalingo_staging_sync.restore.targets import ConnectRetry
+
+        default = ConnectRetry()
+        return ConnectRetry(
+            attempts=as_int(self.connect_attempts, "connect_attempts", default=default.attempts),
+            base_delay_s=as_float(
+                self.connect_base_delay_s, "connect_base_delay_s", default=default.base_delay_s
+            ),
+            max_delay_s=as_float(
+                self.connect_max_delay_s, "connect_max_delay_s", default=default.max_delay_s
+            ),
+        )
+
     @maps_sync_errors
     def execute(self, context: Any) -> dict:
         from scalingo_staging_sync.restore import targets
 
-        out: dict[str, Any] = {"database": None, "removed": None}
+        out: dict[str, Any] = {"database": None, "removed": None, "proven": None, "warning": None}
         errors: list[str] = []
+        unproven: BaseException | None = None
         mode = as_str(self.mode)
         if mode:
             verified = None if as_str(self.verified) is None else as_bool(self.verified, "verified")
@@ -143,7 +173,8 @@ class StagingCleanupOperator(BaseOperator):
             scaler = _scaler(self.scalingo_conn_id) if as_bool(self.maintenance, "maintenance") else None
             started = time.monotonic()
             try:
-                done = targets.cleanup(target, mode, verified=verified, scaler=scaler)
+                done = targets.cleanup(target, mode, verified=verified, scaler=scaler, retry=self._retry())
+                out["proven"] = True
                 out["database"] = {
                     "section": "cleanup",
                     "database": target.dbname,
@@ -151,11 +182,28 @@ class StagingCleanupOperator(BaseOperator):
                     **done,
                     "duration_s": round(time.monotonic() - started, 3),
                 }
+            except targets.CleanupNotProvenError as exc:
+                # staging may hold unmasked production data: recorded for the audit, the task fails below
+                self.log.error("%s", exc)
+                unproven = exc
+                errors.append(str(exc))
+                out["proven"] = False
+                out["warning"] = str(exc)
+                out["database"] = {
+                    "section": "cleanup",
+                    "database": target.dbname,
+                    "mode": mode,
+                    "proven": False,
+                    "error": str(exc),
+                    "run": targets.recovery_command(target, mode if mode in targets.MODES else "auto"),
+                    "duration_s": round(time.monotonic() - started, 3),
+                }
             except Exception as exc:
                 self.log.exception("database cleanup failed")
                 errors.append(f"database cleanup: {exc}")
                 out["database"] = {"section": "cleanup", "mode": mode, "error": str(exc)}
         else:
+            out["proven"] = None  # nothing restored: nothing to prove
             self.log.info("nothing was restored: the staging database is left alone")
         download_dir = as_str(self.download_dir)
         if download_dir and "://" not in download_dir and Path(download_dir).exists():
@@ -164,6 +212,10 @@ class StagingCleanupOperator(BaseOperator):
         errors += self.remove_backup_copies(context, out)
         context["ti"].xcom_push(key="cleanup", value=out)
         if errors:
+            if unproven is not None:  # fail now and loudly (no Airflow retry: the core already retried)
+                from airflow.sdk.exceptions import AirflowFailException
+
+                raise AirflowFailException("; ".join(errors)) from unproven
             from scalingo_staging_sync.restore.errors import RestoreError
 
             raise RestoreError("; ".join(errors), retryable=True)
