@@ -355,13 +355,13 @@ def build_reference_dag(
         # The mode restore_schema resolved; when restore_schema failed (no XCom) after a passed gate of a
         # real run, "auto": whatever it began (a scratch database, in-place state) is finished and proven.
         # A refused or dry run: empty, the staging database is never touched.
-        gate_passed = (
+        real_run_gate_passed = (
             "(ti.xcom_pull(task_ids='" + T.GATE + "', key='preflight') or {}).get('passed') and not "
             "(ti.xcom_pull(task_ids='" + T.GATE + "', key='settings') or {}).get('dry_run')"
         )
         cleanup_mode = (
             "{{ (ti.xcom_pull(task_ids='" + T.RESTORE_SCHEMA + "') or {}).get('mode') or "
-            "('auto' if " + gate_passed + " else '') }}"
+            "('auto' if " + real_run_gate_passed + " else '') }}"
         )
         cleanup = StagingCleanupOperator(
             task_id=T.CLEANUP,
