@@ -241,7 +241,9 @@ def test_dry_run_is_the_preflight_lists_every_check_and_changes_nothing(dag, box
     printed = captured.out + captured.err
     states = _states(dag_run)
     assert states["safety_gate"] == "success", states
-    assert states["fetch_backup"] == "skipped"
+    # a dry run reads: it fetches and plans the archive (read only), then stops before the restore
+    assert states["fetch_backup"] == "success" and states["dry_run_stop"] == "success", states
+    assert states["restore_schema"] == "skipped", states
     report = _audit(box, dag_run)
     names = [c["name"] for c in report["safety"]["checks"]]
     assert names == ["rules_file_valid", *[c for c in CHECKS if c != "manual_run_confirmed"]]
