@@ -48,7 +48,7 @@ def test_trigger_form_params_have_titles_sections_and_choices(rules_folder, monk
     schemas = {name: dag.params.get_param(name).schema for name in dag.params}
     assert set(schemas) == {
         "source_app", "backup", "exclude_tables", "target_app", "dry_run", "confirm_target", "rules_file",
-        "slack_conn_id",
+        "slack_conn_id", "download_dir",
     }  # fmt: skip
     for name, schema in schemas.items():
         assert schema.get("title"), name
