@@ -174,15 +174,9 @@ def build_reference_dag(
         "slack_conn_id": "{{ (ti.xcom_pull(task_ids='"
         + T.GATE
         + "', key='settings') or {}).get('slack_conn_id') or params.slack_conn_id }}",
-        "channel": "{{ (ti.xcom_pull(task_ids='"
-        + T.GATE
-        + "', key='settings') or {}).get('slack_channel') }}",
-        "target_app": "{{ (ti.xcom_pull(task_ids='"
-        + T.GATE
-        + "', key='settings') or {}).get('target_app') }}",
-        "source_app": "{{ (ti.xcom_pull(task_ids='"
-        + T.GATE
-        + "', key='settings') or {}).get('source_app') }}",
+        "channel": result(T.GATE, "settings", field="slack_channel"),
+        "target_app": result(T.GATE, "settings", field="target_app"),
+        "source_app": result(T.GATE, "settings", field="source_app"),
     }
     phase = {"on_success_callback": SyncSlackNotifier(event="phase", **slack)}
     dump = result(T.BACKUP)  # local dump_path, or stored_dump (object storage): operators._dump.local_dump
@@ -368,16 +362,10 @@ def build_reference_dag(
             postgres_conn_id=staging_conn_id,
             mode=cleanup_mode,
             verified="{{ True if ti.xcom_pull(task_ids='" + T.PROMOTE + "') else None }}",
-            maintenance="{{ (ti.xcom_pull(task_ids='"
-            + T.GATE
-            + "', key='settings') or {}).get('maintenance') }}",
-            download_dir="{{ (ti.xcom_pull(task_ids='"
-            + T.GATE
-            + "', key='settings') or {}).get('download_dir') }}",
+            maintenance=result(T.GATE, "settings", field="maintenance"),
+            download_dir=result(T.GATE, "settings", field="download_dir"),
             stored_dump=result(T.BACKUP, field="stored_dump"),
-            download_conn_id="{{ (ti.xcom_pull(task_ids='"
-            + T.GATE
-            + "', key='settings') or {}).get('download_conn_id') }}",
+            download_conn_id=result(T.GATE, "settings", field="download_conn_id"),
             scalingo_conn_id=scalingo_conn_id,
         ).as_teardown()
         audit = AuditReportOperator(
