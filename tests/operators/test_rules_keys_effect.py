@@ -108,7 +108,10 @@ def test_every_rules_key_has_an_effect(path, tmp_path):
     )
     for key in differing:
         used = (
-            any(form in wiring for form in (f'setting("{key}")', f"'{key}'", f'settings.get("{key}")'))
+            any(
+                form in wiring
+                for form in (f'setting("{key}")', f"'{key}'", f'settings.get("{key}")', f'field="{key}"')
+            )
             or f"settings.{key}" in sources
         )
         assert used, f"run setting {key!r} (from rules key {path!r}) is not read by any step"
