@@ -1,0 +1,85 @@
+"""Extraction of a Scalingo backup archive: one pass over the gzip stream (``extract_dump`` today) against
+listing the members first and extracting afterwards (``two_pass``, what it did until 0.2.0), which
+decompresses the archive twice. Same archive, alternating order, medians of wall and CPU seconds.
+
+    PYTHONPATH=provider .venv/bin/python benchmarks/extract_bench.py --scale 0.5 --repeat 5
+
+The archive is a real ``pg_dump -Fc`` of ``benchmarks/datagen.py`` at ``--scale`` in an embedded
+PostgreSQL 16, wrapped as a Scalingo backup (.tar.gz) by ``scalingo_staging_sync.testing.archive``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from datagen import generate  # noqa: E402
+
+from scalingo_staging_sync.scalingo.archive import check_member, extract_dump  # noqa: E402
+from scalingo_staging_sync.testing.archive import build_backup_archive  # noqa: E402
+from scalingo_staging_sync.testing.postgres import start_embedded_postgres  # noqa: E402
+
+
+def two_pass(archive: Path, dest: Path) -> Path:
+    """The former extraction: ``getmembers()`` (reads the whole stream), then ``extractfile`` (seeks
+    back, i.e. decompresses again from the start)."""
+    with tarfile.open(archive, mode="r:gz") as tar:
+        members = tar.getmembers()
+        for member in members:
+            check_member(member, archive)
+        chosen = next(m for m in members if m.isfile() and m.name.endswith(".pgsql"))
+        dest.mkdir(parents=True, exist_ok=True)
+        target = dest / Path(chosen.name).name
+        with tar.extractfile(chosen) as source, open(target, "wb") as out:
+            shutil.copyfileobj(source, out, 1024 * 1024)
+    return target
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=0.5)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="extract-bench-"))
+    pg = start_embedded_postgres(16, base / "pg")
+    try:
+        pg.create_database("prod")
+        generate(pg.conninfo("prod"), args.scale)
+        dump = pg.pg_dump("prod", base / "prod.pgsql")
+        archive = build_backup_archive(dump, base, "backup")
+    finally:
+        pg.stop()
+    engines = {"two_pass": two_pass, "one_pass": extract_dump}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in engines}
+    for round_ in range(args.repeat):
+        order = list(engines) if round_ % 2 == 0 else list(engines)[::-1]
+        for name in order:
+            out = base / f"out-{name}"
+            shutil.rmtree(out, ignore_errors=True)
+            cpu, wall = time.process_time(), time.perf_counter()
+            extracted = engines[name](archive, out)
+            times[name].append((time.process_time() - cpu, time.perf_counter() - wall))
+            assert extracted.read_bytes() == dump.read_bytes(), name
+    print(
+        f"archive {archive.stat().st_size / 1e6:.1f} MB (dump {dump.stat().st_size / 1e6:.1f} MB), "
+        f"{args.repeat} rounds, medians:"
+    )
+    base_wall = statistics.median(w for _, w in times["two_pass"])
+    for name, runs in times.items():
+        wall = statistics.median(w for _, w in runs)
+        cpu = statistics.median(c for c, _ in runs)
+        print(f"  {name:9s} wall {wall:6.3f} s  cpu {cpu:6.3f} s  ratio {wall / base_wall:.2f}")
+    shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
