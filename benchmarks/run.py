@@ -1,26 +1,36 @@
-"""`make bench`: bare pg_restore (A) vs the reference DAG end to end (B) on a generated dataset.
+"""`make bench`: bare pg_restore (A) vs the reference DAG end to end, under `airflow dags test` (B) and
+under a real scheduler with the LocalExecutor (C), on a generated dataset; plus per-engine figures.
 
     .venv/bin/python benchmarks/run.py --scale 3            # make bench (SCALE=3)
     .venv/bin/python benchmarks/run.py --scale 1 --repeat 3
-    .venv/bin/python benchmarks/run.py --quick              # scale 0.01, 1 repeat, no extras (smoke)
+    .venv/bin/python benchmarks/run.py --quick              # scale 0.01, 1 repeat, engine figures only (smoke)
 
 Set-up: an embedded PostgreSQL 16 "production" filled by benchmarks/datagen.py at ``--scale`` (scale 1:
 1 M users, 3 M orders, 3 M events), dumped with ``pg_dump -Fc`` and served as a Scalingo backup
 (.tar.gz) by the fake Scalingo API (scalingo_staging_sync.testing.sandbox), an embedded PostgreSQL 16
 staging server, and an isolated Airflow (SQLite metadata DB) under a temporary AIRFLOW_HOME.
 
-Measured, alternating A and B (A B, B A, ...) ``--repeat`` times:
+Measured, alternating A, B and C (A B C, C B A, ...) ``--repeat`` times:
   A  ``pg_restore -jN --no-owner --no-acl`` of the dump into a fresh empty database on the staging
      server (the sandbox's pg_restore, N = ``--jobs``, default = cores).
   B  ``airflow dags test scalingo_staging_sync`` (download over loopback, extraction, phased restore
      with on-load masking, PII scan, verification, promotion, Airflow overhead), with the same N as
      the rules' ``restore.jobs``. Per-task wall-clock spans come from the Airflow metadata DB
      (task_instance start/end), so mapped tasks running side by side are not double counted.
-Ratios (medians): (i) B wall / A, (ii) B data phases / A, where the data phases are
-restore_schema + span(anonymize_table[*] and load_unmasked_data) + restore_post_data.
+  C  the same DAG and conf triggered over the REST API of an ``airflow standalone`` (scheduler,
+     dag-processor, triggerer, api-server; LocalExecutor, SQLite metadata DB, its own AIRFLOW_HOME
+     with B's environment) started once before the runs (not timed) and stopped after them: mapped
+     tasks run side by side as in production. Wall = the dag_run's start_date -> end_date in the
+     metadata DB; the client's trigger -> finished is reported too.
+Ratios (medians): (i) B wall / A, (ii) B data phases / A, (i-local) C wall / A, (ii-local) C data
+phases / A, where the data phases are restore_schema + span(anonymize_table[*] and load_unmasked_data)
++ restore_post_data.
 
 Extras (``--skip-extras`` to skip): hook download vs curl from the same fake server and archive (+
-extraction, peak RSS of the downloader), PII scan cost as a table grows 10x, DAG parse time.
+extraction, peak RSS of the downloader), PII scan cost as a table grows 10x, DAG parse time, and the
+CPU µs per masked row of the masking engine the product ships (the PL/pgSQL trigger) against a plain
+COPY, by benchmarks/engines.py (``--engines-scale``, ``--engines-rounds``; ``--quick`` runs only this
+one, at scale 0.01).
 
 Results: a table on stdout and JSON in benchmarks/results/bench-scale<S>-<date>.json + latest.json.
 """
@@ -62,6 +72,8 @@ SOURCE_DB = "bench_prod"
 BARE_DB = "bench_bare"
 TARGET_RATIO_WALL = 1.5  # issue 14: (i) <= 1.5 (moonshot 1.2)
 TARGET_RATIO_DATA = 1.3  # issue 14: (ii) <= 1.3 (moonshot 1.05)
+TARGET_RATIO_WALL_LOCAL = 1.35  # issue 14: (i) <= 1.35 under LocalExecutor
+TARGET_RATIO_DATA_LOCAL = 1.3
 DATA_TASKS = (
     "restore_schema",
     "plan_anonymization",
@@ -157,12 +169,14 @@ def running_tasks(db: Path) -> str:
     return "running: " + (", ".join(names) if names else "-")
 
 
-def task_spans(db: Path, dag_id: str) -> tuple[str, list[dict]]:
-    """Task instances of the latest run of ``dag_id``: task_id, map_index, state, start, end (epoch s)."""
+def task_spans(db: Path, dag_id: str, run_id: str | None = None) -> tuple[str, list[dict]]:
+    """Task instances of ``run_id`` (default: the latest run of ``dag_id``): task_id, map_index, state,
+    start, end (epoch s)."""
     with _sqlite(db) as conn:
-        run_id = conn.execute(
-            "SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (dag_id,)
-        ).fetchone()[0]
+        if run_id is None:
+            run_id = conn.execute(
+                "SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (dag_id,)
+            ).fetchone()[0]
         rows = conn.execute(
             "SELECT task_id, map_index, state, start_date, end_date FROM task_instance "
             "WHERE dag_id = ? AND run_id = ? ORDER BY start_date",
@@ -243,6 +257,13 @@ def profile_run(tis: list[dict], spawned_at: float, finished_at: float) -> dict:
     middle_span = data_s - span("restore_schema") - span("restore_post_data")
     window = [tasks[t] for t in ("restore_schema", "restore_post_data") if t in tasks]
     busy = _union_length([(t["start"], t["end"]) for t in ran])
+    # most task instances running at the same moment (1 under `dags test`; mapped tasks side by side
+    # under a real executor)
+    edges = sorted([(t["start"], 1) for t in ran] + [(t["end"], -1) for t in ran])
+    running = most = 0
+    for _, step in edges:
+        running += step
+        most = max(most, running)
     return {
         "tasks": phases,
         "data_phases_s": round(data_s, 3),
@@ -261,6 +282,7 @@ def profile_run(tis: list[dict], spawned_at: float, finished_at: float) -> dict:
         "shutdown_s": round(finished_at - last, 3),
         "tasks_busy_s": round(busy, 3),
         "between_tasks_s": round((last - first) - busy, 3),
+        "max_parallel_tasks": most,
     }
 
 
@@ -337,6 +359,284 @@ def run_dag(box, env: dict[str, str], home: Path, log_path: Path) -> dict:
     }
 
 
+# ----------------------------------------------------------------------------- C: a real scheduler
+#: a cron that never fires in the run's lifetime (29 February, start_date 2026, no catchup): unpausing
+#: the DAG must not start a scheduled sync next to the measured runs
+NO_SCHEDULED_RUN = "0 0 29 2 *"
+LOCAL_START_TIMEOUT_S = 420
+LOCAL_RUN_TIMEOUT_S = 7200
+TERMINAL_STATES = ("success", "failed")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def local_airflow_env(home: Path, box) -> dict[str, str]:
+    """The environment of B (isolated Airflow, SQLite, the sandbox's connections and rules) with the
+    LocalExecutor, a free API port and no scheduled runs. Its own AIRFLOW_HOME (metadata DB): B's
+    ``dags test`` runs must not land in the live scheduler's database (it would schedule their tasks)."""
+    port = _free_port()
+    env = merged_environ(airflow_env(home, find_dags_folder()), box.env)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(
+        {
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            # the scheduler's and triggerer's log servers (8793, 8794 by default) may be taken by
+            # another Airflow on the machine
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
+            "SCALINGO_STAGING_SYNC_SCHEDULE": NO_SCHEDULED_RUN,
+            "AIRFLOW__SCALINGO_STAGING_SYNC__SCHEDULE": NO_SCHEDULED_RUN,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+class LocalAirflow:
+    """``airflow standalone`` (scheduler, dag-processor, triggerer, api-server; LocalExecutor, SQLite
+    metadata DB) in its own process group, driven through the REST API."""
+
+    def __init__(self, env: dict[str, str], home: Path, log_path: Path):
+        self.env, self.home, self.log_path = env, home, log_path
+        self.url = env["AIRFLOW__API__BASE_URL"]
+        self.db = home / "airflow.db"
+        self.proc: subprocess.Popen | None = None
+        self._token: str | None = None
+        self.started_s: float | None = None
+
+    # -- process
+    def start(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "w") as out:
+            # own session = own process group: stopped as a whole (components, executor workers, tasks)
+            self.proc = subprocess.Popen(
+                [_airflow_exe(self.env), "standalone"],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        started = time.monotonic()
+        deadline = started + LOCAL_START_TIMEOUT_S
+        with Heartbeat("C airflow standalone start-up"):
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"airflow standalone exited ({self.proc.returncode}):\n{self.log_tail()}"
+                    )
+                if self._healthy() and self._password() and self._dag_ready():
+                    self.started_s = round(time.monotonic() - started, 1)
+                    return
+                time.sleep(1)
+        raise RuntimeError(
+            f"airflow standalone not ready after {LOCAL_START_TIMEOUT_S} s:\n{self.log_tail()}"
+        )
+
+    def processes(self) -> list:
+        import psutil
+
+        if self.proc is None:
+            return []
+        try:
+            root = psutil.Process(self.proc.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) used so far by the stack's live processes."""
+        import psutil
+
+        total = 0.0
+        for p in self.processes():
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+            except psutil.Error:
+                pass
+        return total
+
+    def stop(self) -> None:
+        """SIGTERM to the process group, SIGKILL to whatever of it is left after 60 s."""
+        import psutil
+
+        if self.proc is None:
+            return
+        known = self.processes()
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
+        _, alive = psutil.wait_procs(known, timeout=30)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        self.proc = None
+
+    def executor_loaded(self) -> str | None:
+        """The executor the scheduler says it loaded (its log: ``Loaded executor: :LocalExecutor:``)."""
+        import re
+
+        try:
+            match = re.search(r"Loaded executor: :?(\w+)", self.log_path.read_text(errors="replace"))
+        except OSError:
+            return None
+        return match.group(1) if match else None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "".join(self.log_path.read_text(errors="replace").splitlines(keepends=True)[-lines:])
+        except OSError:
+            return ""
+
+    # -- REST
+    def _password(self) -> str | None:
+        try:
+            return json.loads((self.home / "simple_auth_manager_passwords.json.generated").read_text())[
+                "admin"
+            ]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def _healthy(self) -> bool:
+        import requests
+
+        try:
+            health = requests.get(f"{self.url}/api/v2/monitor/health", timeout=5).json()
+        except (requests.RequestException, ValueError):
+            return False
+        components = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+        return all((health.get(c) or {}).get("status") == "healthy" for c in components)
+
+    def _dag_ready(self) -> bool:
+        import requests
+
+        try:
+            return self.api("GET", f"/dags/{DAG_ID}").get("dag_id") == DAG_ID
+        except requests.RequestException:
+            return False
+
+    def token(self) -> str:
+        import requests
+
+        if self._token is None:
+            response = requests.post(
+                f"{self.url}/auth/token",
+                json={"username": "admin", "password": self._password()},
+                timeout=60,
+            )
+            response.raise_for_status()
+            self._token = response.json()["access_token"]
+        return self._token
+
+    def api(self, method: str, path: str, body: dict | None = None) -> dict:
+        import requests
+
+        response = requests.request(
+            method,
+            f"{self.url}/api/v2{path}",
+            json=body,
+            headers={"Authorization": f"Bearer {self.token()}"},
+            timeout=60,
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def unpause(self) -> None:
+        self.api("PATCH", f"/dags/{DAG_ID}", {"is_paused": False})
+
+    def trigger(self, conf: dict) -> str:
+        return self.api("POST", f"/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": conf})["dag_run_id"]
+
+    def state(self, run_id: str) -> str:
+        return self.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
+
+
+def dag_run_times(db: Path, run_id: str) -> dict:
+    with _sqlite(db) as conn:
+        queued, start, end, state = conn.execute(
+            "SELECT queued_at, start_date, end_date, state FROM dag_run WHERE dag_id = ? AND run_id = ?",
+            (DAG_ID, run_id),
+        ).fetchone()
+    return {"queued": _parse_ts(queued), "start": _parse_ts(start), "end": _parse_ts(end), "state": state}
+
+
+def run_local(box, stack: LocalAirflow) -> dict:
+    """One run of the DAG under the live scheduler: trigger over REST, poll until it ends, then the
+    dag_run's start -> end (wall) and the task spans from the metadata DB."""
+    conf = {"target_app": box.target_app, "confirm_target": box.target_app}
+    audit_dir = Path(box.env["SCALINGO_STAGING_SYNC_AUDIT_DIR"])
+    before = set(audit_dir.glob("*.json")) if audit_dir.is_dir() else set()
+    checkpoint(box)
+    with Heartbeat("C LocalExecutor run", detail=lambda: running_tasks(stack.db)):
+        triggered_at = time.time()
+        started = time.monotonic()
+        run_id = stack.trigger(conf)
+        state = None
+        while time.monotonic() - started < LOCAL_RUN_TIMEOUT_S:
+            state = stack.state(run_id)
+            if state in TERMINAL_STATES:
+                break
+            if stack.proc is None or stack.proc.poll() is not None:
+                raise RuntimeError(f"airflow standalone died during run C:\n{stack.log_tail()}")
+            time.sleep(0.5)
+        client = time.monotonic() - started
+    times = dag_run_times(stack.db, run_id)
+    wall = (times["end"] - times["start"]) if times["start"] and times["end"] else None
+    new = sorted(set(audit_dir.glob("*.json")) - before, key=lambda p: p.stat().st_mtime)
+    report = json.loads(new[-1].read_text()) if new else {}
+    _, tis = task_spans(stack.db, DAG_ID, run_id)
+    profile = profile_run(tis, times["start"] or triggered_at, times["end"] or time.time())
+    return {
+        "wall_s": round(wall, 3) if wall is not None else None,
+        "client_s": round(client, 3),
+        "queued_s": round(times["start"] - times["queued"], 3)
+        if times["start"] and times["queued"]
+        else None,
+        "state": times["state"] or state,
+        "task_states": sorted({t["state"] for t in tis}),
+        "result": report.get("result"),
+        "stopped_at": report.get("stopped_at"),
+        "run_id": run_id,
+        "audit_phases_s": {p["task_id"]: p.get("duration_s") for p in report.get("phases") or []},
+        "audit_tables": [
+            {k: t.get(k) for k in ("table", "mode", "rows")} for t in report.get("tables") or []
+        ],
+        "pii_counts": (report.get("pii_scan") or {}).get("counts"),
+        "pii_unmasked": (report.get("pii_scan") or {}).get("unmasked"),
+        **profile,
+    }
+
+
+def c_succeeded(c: dict) -> bool:
+    return c["state"] == "success" and c["result"] == "success"
+
+
 # ----------------------------------------------------------------------------- extras
 def pii_growth(box, sample_rows: int = 1000, repeat: int = 3) -> dict:
     from pii_scan_bench import GENERATE, timed_table
@@ -357,6 +657,70 @@ def pii_growth(box, sample_rows: int = 1000, repeat: int = 3) -> dict:
         "query_ms": {name: round(r["query_s"] * 1000, 2) for name, r in results.items()},
         "detect_ms": {name: round(r["detect_s"] * 1000, 2) for name, r in results.items()},
         "ratio_1m_over_100k": round(cost["t_1m"] / cost["t_100k"], 2),
+    }
+
+
+#: the masking engines the product ships, against plain COPY: engine (a), the PL/pgSQL BEFORE INSERT
+#: trigger (benchmarks/engines.py measures the alternatives that were not shipped)
+SHIPPED_ENGINES = ("trigger",)
+ENGINES_DB = "engines_bench"
+
+
+def engine_costs(pg, scale: float, rounds: int) -> dict:
+    """CPU µs per masked row of each shipped masking engine, by benchmarks/engines.py (the backend's
+    CPU around a COPY of the table's text from memory into a fresh table, with and without the
+    engine; rounds alternate in a rotating order, medians) on its own datagen dataset at ``scale``."""
+    import engines as eng
+    from psycopg import sql
+
+    names = ["none", *SHIPPED_ENGINES]
+    started = time.monotonic()
+    pg.create_database(ENGINES_DB)
+    try:
+        generate(pg.conninfo(ENGINES_DB), scale)
+        copy_text: dict[str, bytes] = {}
+        rows: dict[str, int] = {}
+        with pg.connect(ENGINES_DB) as conn:
+            for table in eng.TABLES:
+                buf = bytearray()
+                with conn.cursor().copy(sql.SQL("COPY {} TO STDOUT").format(sql.Identifier(table))) as cp:
+                    for chunk in cp:
+                        buf += chunk
+                copy_text[table] = bytes(buf)
+                rows[table] = buf.count(b"\n")
+        bench = eng.Bench(pg, ENGINES_DB, copy_text)
+        try:
+            measured = {
+                table: eng.compare(bench, table, specs, names, rounds, rows[table])
+                for table, specs in eng.TABLES.items()
+            }
+        finally:
+            bench.conn.close()
+    finally:
+        pg.drop_database(ENGINES_DB)
+    tables = {}
+    for table, res in measured.items():
+        entry = {
+            "rows": res["rows"],
+            "masked_columns": sorted(eng.TABLES[table]),
+            "none_cpu_us_per_row": res["engines"]["none"]["cpu_us_per_row"],
+        }
+        for name in SHIPPED_ENGINES:
+            e = res["engines"][name]
+            # every row of these tables is masked: extra µs per row = extra µs per masked row
+            entry[f"{name}_cpu_us_per_row"] = e["cpu_us_per_row"]
+            entry[f"{name}_extra_us_per_masked_row"] = e["extra_cpu_us_per_row_vs_none"]
+            entry[f"{name}_cpu_ratio_vs_none"] = e["cpu_ratio_vs_none"]
+        entry["raw"] = res
+        tables[table] = entry
+    return {
+        "scale": scale,
+        "rounds": rounds,
+        "engines": names,
+        "postgres": pg.version,
+        "measure": "backend CPU (utime + stime, /proc) of COPY from memory into a fresh table; medians",
+        "tables": tables,
+        "elapsed_s": round(time.monotonic() - started, 1),
     }
 
 
@@ -399,7 +763,49 @@ def _median(values: list[float]) -> float | None:
     return round(statistics.median(values), 3) if values else None
 
 
-def summarize(a_runs: list[float], b_runs: list[dict]) -> dict:
+def _phases_median(runs: list[dict]) -> dict:
+    task_ids = list(dict.fromkeys(t for r in runs for t in r["tasks"]))
+    return {
+        t: {
+            "span_s": _median([r["tasks"][t]["span_s"] for r in runs if t in r["tasks"]]),
+            "sum_s": _median([r["tasks"][t]["sum_s"] for r in runs if t in r["tasks"]]),
+            "instances": max(r["tasks"][t]["instances"] for r in runs if t in r["tasks"]),
+        }
+        for t in task_ids
+    }
+
+
+def summarize_local(a: float | None, c_runs: list[dict]) -> dict:
+    """Run C (LocalExecutor): wall = the dag_run's start -> end in the metadata DB."""
+    c_wall = _median([r["wall_s"] for r in c_runs])
+    c_data = _median([r["data_phases_s"] for r in c_runs])
+    ratio_i = round(c_wall / a, 3) if a and c_wall else None
+    ratio_ii = round(c_data / a, 3) if a and c_data else None
+    return {
+        "C_wall_median_s": c_wall,
+        "C_client_median_s": _median([r["client_s"] for r in c_runs]),
+        "C_queued_median_s": _median([r["queued_s"] for r in c_runs]),
+        "C_data_phases_median_s": c_data,
+        "ratio_i_local": ratio_i,
+        "ratio_ii_local": ratio_ii,
+        "ratio_i_local_client": round(_median([r["client_s"] for r in c_runs]) / a, 3)
+        if a and c_runs
+        else None,
+        "target_ratio_i_local": TARGET_RATIO_WALL_LOCAL,
+        "target_ratio_ii_local": TARGET_RATIO_DATA_LOCAL,
+        "ratio_i_local_met": ratio_i is not None and ratio_i <= TARGET_RATIO_WALL_LOCAL,
+        "ratio_ii_local_met": ratio_ii is not None and ratio_ii <= TARGET_RATIO_DATA_LOCAL,
+        "C_phases_median": _phases_median(c_runs),
+        "C_airflow_median": {
+            k: _median([r[k] for r in c_runs])
+            for k in ("startup_s", "between_tasks_s", "shutdown_s", "tasks_busy_s", "data_window_s")
+        },
+        "C_max_parallel_tasks": max((r["max_parallel_tasks"] for r in c_runs), default=None),
+        "all_c_success": bool(c_runs) and all(c_succeeded(r) for r in c_runs),
+    }
+
+
+def summarize(a_runs: list[float], b_runs: list[dict], c_runs: list[dict] | None = None) -> dict:
     a = _median(a_runs)
     b_wall = _median([r["wall_s"] for r in b_runs])
     b_data = _median([r["data_phases_s"] for r in b_runs])
@@ -439,6 +845,7 @@ def summarize(a_runs: list[float], b_runs: list[dict]) -> dict:
         "phases_median": phases,
         "airflow_median": overhead,
         "all_b_success": all(r["result"] == "success" and r["returncode"] == 0 for r in b_runs),
+        **summarize_local(a, c_runs or []),
     }
 
 
@@ -449,52 +856,103 @@ def _fmt(value, spec: str) -> str:
 def print_table(result: dict) -> None:
     s = result["summary"]
     print()
-    print("=" * 78)
+    print("=" * 100)
     print(
         f"make bench: scale {result['scale']} ({result['dataset']['users']} users, {result['dataset']['orders']} "
         f"orders, {result['dataset']['events']} events; dump {result['dataset']['dump_bytes'] / 1e6:.0f} MB), "
         f"jobs {result['jobs']}"
     )
-    print("=" * 78)
     print(
-        f"{'run':<6}{'A pg_restore (s)':>18}{'B dags test (s)':>18}{'B data phases (s)':>20}{'B result':>12}"
+        "A = bare pg_restore; B = airflow dags test; C = a triggered run under the LocalExecutor "
+        "(airflow standalone)"
     )
-    a_runs, b_runs = result["runs"]["A_s"], result["runs"]["B"]
-    for i in range(max(len(a_runs), len(b_runs))):
+    print("=" * 100)
+    print(
+        f"{'run':<5}{'A (s)':>9}{'B wall (s)':>12}{'B data (s)':>12}{'B result':>10}"
+        f"{'C wall (s)':>12}{'C client (s)':>14}{'C data (s)':>12}{'C result':>10}"
+    )
+    a_runs, b_runs, c_runs = result["runs"]["A_s"], result["runs"]["B"], result["runs"].get("C") or []
+    for i in range(max(len(a_runs), len(b_runs), len(c_runs))):
         a = f"{a_runs[i]:.2f}" if i < len(a_runs) else "-"
         b = b_runs[i] if i < len(b_runs) else None
-        wall = f"{b['wall_s']:.2f}" if b else "-"
-        data = f"{b['data_phases_s']:.2f}" if b else "-"
-        outcome = str(b["result"]) if b else "-"
-        print(f"{i + 1:<6}{a:>18}{wall:>18}{data:>20}{outcome:>12}")
+        c = c_runs[i] if i < len(c_runs) else None
+        print(
+            f"{i + 1:<5}{a:>9}{_fmt(b and b['wall_s'], '.2f'):>12}{_fmt(b and b['data_phases_s'], '.2f'):>12}"
+            f"{str(b['result']) if b else '-':>10}{_fmt(c and c['wall_s'], '.2f'):>12}"
+            f"{_fmt(c and c['client_s'], '.2f'):>14}{_fmt(c and c['data_phases_s'], '.2f'):>12}"
+            f"{str(c['result']) if c else '-':>10}"
+        )
     print(
-        f"{'median':<6}{_fmt(s['A_median_s'], '.2f'):>18}{_fmt(s['B_wall_median_s'], '.2f'):>18}"
-        f"{_fmt(s['B_data_phases_median_s'], '.2f'):>20}"
+        f"{'median':<5}{_fmt(s['A_median_s'], '.2f'):>9}{_fmt(s['B_wall_median_s'], '.2f'):>12}"
+        f"{_fmt(s['B_data_phases_median_s'], '.2f'):>12}{'':>10}{_fmt(s['C_wall_median_s'], '.2f'):>12}"
+        f"{_fmt(s['C_client_median_s'], '.2f'):>14}{_fmt(s['C_data_phases_median_s'], '.2f'):>12}"
+    )
+
+    def verdict(met: bool) -> str:
+        return "met" if met else "NOT met"
+
+    print(
+        f"ratio (i)        B wall / A        = {_fmt(s['ratio_i_wall'], '.3f')}  (target <= {TARGET_RATIO_WALL}: "
+        f"{verdict(s['ratio_i_met'])})"
     )
     print(
-        f"ratio (i)  B wall / A        = {_fmt(s['ratio_i_wall'], '.3f')}  (target <= {TARGET_RATIO_WALL}: "
-        f"{'met' if s['ratio_i_met'] else 'NOT met'})"
+        f"ratio (ii)       B data phases / A = {_fmt(s['ratio_ii_data'], '.3f')}  (target <= {TARGET_RATIO_DATA}: "
+        f"{verdict(s['ratio_ii_met'])})"
     )
     print(
-        f"ratio (ii) B data phases / A = {_fmt(s['ratio_ii_data'], '.3f')}  (target <= {TARGET_RATIO_DATA}: "
-        f"{'met' if s['ratio_ii_met'] else 'NOT met'})"
+        f"ratio (i-local)  C wall / A        = {_fmt(s['ratio_i_local'], '.3f')}  (target <= "
+        f"{TARGET_RATIO_WALL_LOCAL}: {verdict(s['ratio_i_local_met'])}; trigger -> finished / A = "
+        f"{_fmt(s['ratio_i_local_client'], '.3f')})"
+    )
+    print(
+        f"ratio (ii-local) C data phases / A = {_fmt(s['ratio_ii_local'], '.3f')}  (target <= "
+        f"{TARGET_RATIO_DATA_LOCAL}: {verdict(s['ratio_ii_local_met'])})"
+    )
+    print(
+        "C wall = the dag_run's start_date -> end_date in the metadata DB; C client = POST dagRuns -> the "
+        "client sees it finished (0.5 s polls)"
     )
     print()
-    print("B per task (median over runs; span = wall clock first start -> last end, sum = over map indexes):")
     print(
-        f"  {'task':<24}{'span (s)':>10}{'sum (s)':>10}{'n':>4}{'% of B':>8}{'of which task start (s)':>25}"
+        "per task (median over runs; span = wall clock first start -> last end, sum = over map indexes; "
+        "task start = B's [DAG TEST] start -> Task started):"
     )
-    for task_id, p in s["phases_median"].items():
-        share = 100 * (p["span_s"] or 0) / s["B_wall_median_s"]
-        start = f"{p['start_overhead_s']:.2f}" if p.get("start_overhead_s") is not None else "-"
+    print(
+        f"  {'task':<24}{'B span (s)':>11}{'B sum (s)':>10}{'n':>4}{'% of B':>8}{'task start':>11}"
+        f"{'C span (s)':>11}{'C sum (s)':>10}{'% of C':>8}"
+    )
+    c_phases = s.get("C_phases_median") or {}
+    for task_id in dict.fromkeys([*s["phases_median"], *c_phases]):
+        p = s["phases_median"].get(task_id)
+        q = c_phases.get(task_id)
+        b_share = (
+            f"{100 * (p['span_s'] or 0) / s['B_wall_median_s']:.1f}%" if p and s["B_wall_median_s"] else "-"
+        )
+        c_share = (
+            f"{100 * (q['span_s'] or 0) / s['C_wall_median_s']:.1f}%" if q and s["C_wall_median_s"] else "-"
+        )
+        start = _fmt(p and p.get("start_overhead_s"), ".2f")
         print(
-            f"  {task_id:<24}{p['span_s']:>10.2f}{p['sum_s']:>10.2f}{p['instances']:>4}{share:>7.1f}%{start:>25}"
+            f"  {task_id:<24}{_fmt(p and p['span_s'], '.2f'):>11}{_fmt(p and p['sum_s'], '.2f'):>10}"
+            f"{(p or q)['instances']:>4}{b_share:>8}{start:>11}{_fmt(q and q['span_s'], '.2f'):>11}"
+            f"{_fmt(q and q['sum_s'], '.2f'):>10}{c_share:>8}"
         )
     o = s["airflow_median"]
+    co = s.get("C_airflow_median") or {}
+    for label, key in (
+        ("(airflow start-up)", "startup_s"),
+        ("(between tasks)", "between_tasks_s"),
+        ("(after last task)", "shutdown_s"),
+    ):
+        print(f"  {label:<24}{_fmt(o[key], '.2f'):>11}{'':>33}{_fmt(co.get(key), '.2f'):>11}")
+    local = result.get("local") or {}
+    idle = [e["local_stack_cpu_s"] for e in result["runs"]["order_and_load"] if "local_stack_cpu_s" in e]
     print(
-        f"  {'(airflow start-up)':<24}{o['startup_s']:>10.2f}\n"
-        f"  {'(between tasks)':<24}{o['between_tasks_s']:>10.2f}\n"
-        f"  {'(after last task)':<24}{o['shutdown_s']:>10.2f}"
+        f"C: {local.get('executor')} (the scheduler loaded {local.get('executor_loaded')}) with a "
+        f"{local.get('metadata_db')} metadata DB; start-up {local.get('start_up_s')} s "
+        f"(not timed); queued -> running {_fmt(s['C_queued_median_s'], '.2f')} s (median); at most "
+        f"{s['C_max_parallel_tasks']} task instances at once; the idle stack used "
+        f"{', '.join(f'{x:.1f}' for x in idle) or '-'} CPU s during the A and B runs"
     )
     extras = result.get("extras") or {}
     if "download" in extras:
@@ -518,6 +976,24 @@ def print_table(result: dict) -> None:
             f"DAG parse: fresh interpreter import {p['fresh_import_median_s']:.2f} s (Airflow imports included), "
             f"re-parse {p['reparse_median_s'] * 1000:.1f} ms, whole interpreter {p['interpreter_total_median_s']:.2f} s"
         )
+    if "engines" in extras:
+        e = extras["engines"]
+        print(
+            f"masking engines, CPU µs per row (PostgreSQL {e['postgres']}, scale {e['scale']}, medians of "
+            f"{e['rounds']} rounds; benchmarks/engines.py):"
+        )
+        print(
+            f"  {'table':<10}{'rows':>10}{'masked cols':>13}{'none':>9}"
+            + "".join(f"{name:>10}{'extra/masked row':>18}" for name in SHIPPED_ENGINES)
+        )
+        for table, t in e["tables"].items():
+            print(
+                f"  {table:<10}{t['rows']:>10}{len(t['masked_columns']):>13}{t['none_cpu_us_per_row']:>9.2f}"
+                + "".join(
+                    f"{t[f'{name}_cpu_us_per_row']:>10.2f}{t[f'{name}_extra_us_per_masked_row']:>18.2f}"
+                    for name in SHIPPED_ENGINES
+                )
+            )
     print(
         f"machine: {result['machine']['summary']}; load average {result['machine']['loadavg_start']} -> "
         f"{result['machine']['loadavg_end']}"
@@ -622,28 +1098,58 @@ def run(args: argparse.Namespace) -> dict:
 
         a_runs: list[float] = []
         b_runs: list[dict] = []
+        c_runs: list[dict] = []
         loads: list[dict] = []
-        for i in range(args.repeat):
-            for kind in ("A", "B") if i % 2 == 0 else ("B", "A"):
-                load = _loadavg()
-                if kind == "A":
-                    log(
-                        f"run {i + 1}/{args.repeat} A: pg_restore -j{jobs} --no-owner --no-acl into an empty database"
-                    )
-                    a_runs.append(round(run_bare(box, dump, jobs), 3))
-                    log(f"run {i + 1}/{args.repeat} A: {a_runs[-1]:.2f} s (load average before {load})")
-                else:
-                    log_path = base / f"dags-test-{i + 1}.log"
-                    log(f"run {i + 1}/{args.repeat} B: airflow dags test {DAG_ID} (log {log_path})")
-                    b = run_dag(box, env, home, log_path)
-                    b_runs.append(b)
-                    log(
-                        f"run {i + 1}/{args.repeat} B: {b['wall_s']:.2f} s, data phases {b['data_phases_s']:.2f} s, "
-                        f"result {b['result']!r} (load average before {load})"
-                    )
-                    if b["result"] != "success" or b["returncode"]:
-                        log(f"  B did not succeed: stopped at {b['stopped_at']}; see {log_path}")
-                loads.append({"run": i + 1, "kind": kind, "loadavg_before": load})
+        local_home = base / "airflow-local"
+        stack = LocalAirflow(local_airflow_env(local_home, box), local_home, base / "airflow-standalone.log")
+        local: dict = {"executor": "LocalExecutor", "metadata_db": "sqlite", "log": str(stack.log_path)}
+        try:
+            log(f"C: starting airflow standalone (LocalExecutor, SQLite; not timed) on {stack.url}...")
+            stack.start()
+            stack.unpause()
+            local["start_up_s"] = stack.started_s
+            local["executor_loaded"] = stack.executor_loaded()
+            log(f"C: scheduler, dag-processor, triggerer and api-server healthy in {stack.started_s} s")
+            for i in range(args.repeat):
+                for kind in ("A", "B", "C") if i % 2 == 0 else ("C", "B", "A"):
+                    load = _loadavg()
+                    stack_cpu = stack.cpu_s()
+                    if kind == "A":
+                        log(
+                            f"run {i + 1}/{args.repeat} A: pg_restore -j{jobs} --no-owner --no-acl into an empty database"
+                        )
+                        a_runs.append(round(run_bare(box, dump, jobs), 3))
+                        log(f"run {i + 1}/{args.repeat} A: {a_runs[-1]:.2f} s (load average before {load})")
+                    elif kind == "B":
+                        log_path = base / f"dags-test-{i + 1}.log"
+                        log(f"run {i + 1}/{args.repeat} B: airflow dags test {DAG_ID} (log {log_path})")
+                        b = run_dag(box, env, home, log_path)
+                        b_runs.append(b)
+                        log(
+                            f"run {i + 1}/{args.repeat} B: {b['wall_s']:.2f} s, data phases {b['data_phases_s']:.2f} s, "
+                            f"result {b['result']!r} (load average before {load})"
+                        )
+                        if b["result"] != "success" or b["returncode"]:
+                            log(f"  B did not succeed: stopped at {b['stopped_at']}; see {log_path}")
+                    else:
+                        log(f"run {i + 1}/{args.repeat} C: trigger {DAG_ID} under the LocalExecutor (REST)")
+                        c = run_local(box, stack)
+                        c_runs.append(c)
+                        log(
+                            f"run {i + 1}/{args.repeat} C: {_fmt(c['wall_s'], '.2f')} s (dag_run start -> end; "
+                            f"trigger -> finished {c['client_s']:.2f} s), data phases {c['data_phases_s']:.2f} s, "
+                            f"state {c['state']!r}, result {c['result']!r} (load average before {load})"
+                        )
+                        if not c_succeeded(c):
+                            log(f"  C did not succeed: stopped at {c['stopped_at']}; see {stack.log_path}")
+                    entry = {"run": i + 1, "kind": kind, "loadavg_before": load}
+                    if kind != "C":
+                        # the idle LocalExecutor stack runs next to A and B: what it took meanwhile
+                        entry["local_stack_cpu_s"] = round(stack.cpu_s() - stack_cpu, 2)
+                    loads.append(entry)
+        finally:
+            log("C: stopping airflow standalone (its whole process group)")
+            stack.stop()
 
         extras: dict = {}
         if not args.skip_extras:
@@ -655,6 +1161,12 @@ def run(args: argparse.Namespace) -> dict:
             extras["pii_scan"] = pii_growth(box)
             log("extra: DAG parse time (fresh interpreter, median of 5)")
             extras["parse"] = parse_time(env, find_dags_folder() / "scalingo_staging_sync.py")
+        if not args.skip_extras or args.quick:
+            log(
+                f"extra: CPU per masked row of the shipped masking engine (benchmarks/engines.py: "
+                f"{', '.join(['none', *SHIPPED_ENGINES])}; scale {args.engines_scale}, {args.engines_rounds} rounds)"
+            )
+            extras["engines"] = engine_costs(box.prod, args.engines_scale, args.engines_rounds)
         machine["loadavg_start"] = load_avg_start
         machine["loadavg_end"] = _loadavg()
         return {
@@ -666,8 +1178,9 @@ def run(args: argparse.Namespace) -> dict:
             "dataset": dataset,
             "machine": machine,
             "code": code,
-            "runs": {"A_s": a_runs, "B": b_runs, "order_and_load": loads},
-            "summary": summarize(a_runs, b_runs),
+            "runs": {"A_s": a_runs, "B": b_runs, "C": c_runs, "order_and_load": loads},
+            "local": local,
+            "summary": summarize(a_runs, b_runs, c_runs),
             "extras": extras,
             "work_dir": str(base) if args.keep else None,
         }
@@ -714,11 +1227,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep", action="store_true", help="keep the work dir (dump, logs, audit, AIRFLOW_HOME)"
     )
-    parser.add_argument("--quick", action="store_true", help="smoke run: scale 0.01, 1 repeat, no extras")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: scale 0.01, 1 repeat, no extras but the engine figures at scale 0.01",
+    )
+    parser.add_argument(
+        "--engines-scale",
+        type=float,
+        default=None,
+        help="dataset scale of the engine figures (default 0.1; 0.01 with --quick)",
+    )
+    parser.add_argument(
+        "--engines-rounds", type=int, default=3, help="rounds of the engine figures (default 3)"
+    )
     parser.add_argument("--results-dir", type=Path, default=HERE / "results", help="where the JSON goes")
     args = parser.parse_args(argv)
     if args.quick:
         args.scale, args.repeat, args.skip_extras = 0.01, 1, True
+    if args.engines_scale is None:
+        args.engines_scale = 0.01 if args.quick else 0.1
     if args.repeat < 1:
         parser.error("--repeat must be >= 1")
     # a background run stopped with SIGTERM still stops its embedded servers (finally: in run())
@@ -727,7 +1255,8 @@ def main(argv: list[str] | None = None) -> int:
     path = write_results(result, args.results_dir)
     print_table(result)
     print(f"results: {path} (and {path.parent / 'latest.json'})")
-    return 0 if result["summary"]["all_b_success"] else 1
+    ok = result["summary"]["all_b_success"] and result["summary"]["all_c_success"]
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
-"""`make bench` smoke test: benchmarks/run.py end to end at a tiny scale (no timing assertions)."""
+"""`make bench` smoke test: benchmarks/run.py end to end at a tiny scale (no timing assertions): A (bare
+pg_restore), B (`airflow dags test`), C (a run under `airflow standalone` with the LocalExecutor) and the
+engine figures."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +32,9 @@ def test_bench_runner_writes_a_complete_result(tmp_path):
         timeout=540,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "ratio (i)" in proc.stdout and "ratio (ii)" in proc.stdout
+    for label in ("ratio (i) ", "ratio (ii) ", "ratio (i-local) ", "ratio (ii-local) "):
+        assert label in proc.stdout, label
+    _assert_nothing_left_behind(proc.stdout)
 
     files = sorted(tmp_path.glob("bench-scale0.01-*.json"))
     assert len(files) == 1 and (tmp_path / "latest.json").is_file()
@@ -39,10 +44,23 @@ def test_bench_runner_writes_a_complete_result(tmp_path):
     assert result["dataset"]["users"] == 10_000 and result["dataset"]["dump_bytes"] > 0
 
     summary = result["summary"]
-    for key in ("A_median_s", "B_wall_median_s", "B_data_phases_median_s", "ratio_i_wall", "ratio_ii_data"):
+    for key in (
+        "A_median_s",
+        "B_wall_median_s",
+        "B_data_phases_median_s",
+        "ratio_i_wall",
+        "ratio_ii_data",
+        "C_wall_median_s",
+        "C_client_median_s",
+        "C_data_phases_median_s",
+        "ratio_i_local",
+        "ratio_ii_local",
+    ):
         assert summary[key] > 0, key
-    assert summary["all_b_success"] is True
-    assert len(result["runs"]["A_s"]) == 1 and len(result["runs"]["B"]) == 1
+    assert summary["all_b_success"] is True and summary["all_c_success"] is True
+    assert summary["target_ratio_i_local"] == 1.35
+    assert len(result["runs"]["A_s"]) == 1 and len(result["runs"]["B"]) == 1 and len(result["runs"]["C"]) == 1
+    assert [e["kind"] for e in result["runs"]["order_and_load"]] == ["A", "B", "C"]
 
     b = result["runs"]["B"][0]
     assert b["result"] == "success" and b["returncode"] == 0
@@ -59,5 +77,52 @@ def test_bench_runner_writes_a_complete_result(tmp_path):
     assert b["tasks"]["anonymize_table"]["instances"] == 2  # users, orders
     assert {t["table"] for t in b["audit_tables"]} == {"public.users", "public.orders"}
     assert b["pii_counts"]["unmasked"] == 0
-    assert result["extras"] == {}  # --quick skips them
+
+    # C: the same DAG triggered under a real scheduler (LocalExecutor), every task instance successful
+    assert result["local"]["executor_loaded"] == "LocalExecutor"
+    c = result["runs"]["C"][0]
+    assert c["state"] == "success" and c["task_states"] == ["success"], c
+    assert c["result"] == "success" and c["run_id"].startswith("manual__")
+    assert c["client_s"] >= c["wall_s"] >= c["data_phases_s"] > 0
+    assert set(c["tasks"]) == set(b["tasks"])
+    for task_id in ("restore_schema", "load_data", "anonymize_table", "restore_post_data", "audit_report"):
+        assert c["tasks"][task_id]["span_s"] > 0, task_id
+    assert c["tasks"]["anonymize_table"]["instances"] == 2
+    assert {t["table"] for t in c["audit_tables"]} == {"public.users", "public.orders"}
+    assert c["pii_counts"]["unmasked"] == 0
+    assert set(summary["C_phases_median"]) == set(c["tasks"])
+
+    # --quick skips the extras but the engine figures (scale 0.01)
+    assert set(result["extras"]) == {"engines"}
+    engines = result["extras"]["engines"]
+    assert engines["engines"] == ["none", "trigger"] and engines["postgres"] == 16
+    assert set(engines["tables"]) == {"users", "orders"}
+    for table, rows in (("users", 10_000), ("orders", 30_000)):
+        t = engines["tables"][table]
+        assert t["rows"] == rows and t["masked_columns"]
+        assert t["trigger_cpu_us_per_row"] > 0 and t["none_cpu_us_per_row"] >= 0
+        assert t["trigger_extra_us_per_masked_row"] == pytest.approx(
+            t["trigger_cpu_us_per_row"] - t["none_cpu_us_per_row"], abs=0.02
+        )
+    assert "masking engines, CPU µs per row" in proc.stdout
     assert result["machine"]["cores"] >= 1 and result["machine"]["postgres"].startswith("16")
+
+
+def _assert_nothing_left_behind(stdout: str) -> None:
+    """No process of the run is left: the embedded servers (data dirs under the work dir) and the
+    LocalExecutor stack (AIRFLOW_HOME under the work dir)."""
+    import psutil
+
+    work_dir = re.search(r"work dir (\S+);", stdout).group(1)
+    left = []
+    for p in psutil.process_iter(["pid", "cmdline", "status"]):
+        try:
+            if p.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if work_dir in " ".join(p.info["cmdline"] or []) or p.environ().get(
+                "AIRFLOW_HOME", ""
+            ).startswith(work_dir):
+                left.append((p.info["pid"], p.info["cmdline"]))
+        except psutil.Error:
+            pass
+    assert not left, f"processes of the run left behind: {left}"
