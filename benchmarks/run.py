@@ -41,6 +41,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import sqlite3
@@ -629,8 +630,33 @@ def run_local(box, stack: LocalAirflow) -> dict:
         ],
         "pii_counts": (report.get("pii_scan") or {}).get("counts"),
         "pii_unmasked": (report.get("pii_scan") or {}).get("unmasked"),
+        "log_progress": task_log_progress(stack.home, run_id),
         **profile,
     }
+
+
+#: progress lines that long tasks write to their task log (the README's promise: bytes and rate while
+#: downloading, tables while restoring, rows while loading)
+PROGRESS_PATTERNS = {
+    "download": re.compile(r"bytes.*MB/s"),
+    "toc_entries": re.compile(r"\d+/\d+ TOC entries done"),
+    "load_rows": re.compile(r"load progress: \S+: \d+ rows"),
+}
+
+
+def task_log_progress(home: Path, run_id: str) -> dict[str, dict[str, int]]:
+    """Per task of run C: how many progress lines of each kind its task log files (written by the
+    LocalExecutor's task processes under ``$AIRFLOW_HOME/logs``) hold."""
+    out: dict[str, dict[str, int]] = {}
+    for path in sorted((home / "logs").rglob("*.log")):
+        parts = {p.split("=", 1)[0]: p.split("=", 1)[1] for p in path.parts if "=" in p}
+        if parts.get("run_id") != run_id or "task_id" not in parts:
+            continue
+        text = path.read_text(errors="replace")
+        counts = out.setdefault(parts["task_id"], dict.fromkeys(PROGRESS_PATTERNS, 0))
+        for kind, pattern in PROGRESS_PATTERNS.items():
+            counts[kind] += len(pattern.findall(text))
+    return out
 
 
 def c_succeeded(c: dict) -> bool:

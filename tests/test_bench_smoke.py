@@ -91,6 +91,11 @@ def test_bench_runner_writes_a_complete_result(tmp_path):
     assert {t["table"] for t in c["audit_tables"]} == {"public.users", "public.orders"}
     assert c["pii_counts"]["unmasked"] == 0
     assert set(summary["C_phases_median"]) == set(c["tasks"])
+    # long tasks report progress in the task log files the LocalExecutor's task processes write
+    progress = c["log_progress"]
+    assert progress["fetch_backup"]["download"] >= 1, progress
+    for task_id in ("restore_schema", "load_data", "restore_post_data"):
+        assert progress[task_id]["toc_entries"] >= 1, (task_id, progress)
 
     # --quick skips the extras but the engine figures (scale 0.01)
     assert set(result["extras"]) == {"engines"}
