@@ -82,3 +82,16 @@ def use_scalingo_role(box, monkeypatch) -> str:
         "AIRFLOW_CONN_STAGING_DB", box.staging.airflow_conn_json(box.staging_db, user="app_user")
     )
     return "app_user"
+
+
+def assert_customers_masked(box, prod_customers: list) -> None:
+    """Every customer of production (rows of CUSTOMER_SQL) is in staging with its e-mail, names, phone and
+    address changed (NULL stays NULL)."""
+    staged = box.staging.execute(CUSTOMER_SQL, box.staging_db)
+    assert len(staged) == len(prod_customers) == 59
+    prod_by_id = {row[0]: row for row in prod_customers}
+    for row in staged:
+        original = prod_by_id[row[0]]
+        assert row[3].endswith("@example.com") and row[3] != original[3]
+        for index in (1, 2, 4, 5):  # names, phone, address: changed; NULL stays NULL
+            assert (row[index] is None) if original[index] is None else row[index] != original[index]

@@ -14,6 +14,7 @@ from airflow_helpers import task_states
 from reference_helpers import (
     CUSTOMER_SQL,
     DAGS,
+    assert_customers_masked,
     audit_report,
     drop_employee_rule,
     run_reference,
@@ -43,14 +44,7 @@ def test_success_swaps_in_an_anonymized_verified_copy(dag, box):
     assert str(dag_run.state) == "success", states
     assert all(s == "success" for s in states.values()), states
 
-    staged = box.staging.execute(CUSTOMER_SQL, box.staging_db)
-    assert len(staged) == len(prod_customers) == 59
-    prod_by_id = {row[0]: row for row in prod_customers}
-    for row in staged:
-        original = prod_by_id[row[0]]
-        assert row[3].endswith("@example.com") and row[3] != original[3]
-        for index in (1, 2, 4, 5):  # names, phone, address: changed; NULL stays NULL
-            assert (row[index] is None) if original[index] is None else row[index] != original[index]
+    assert_customers_masked(box, prod_customers)
     # untouched data is copied as is; constraints and indexes came back after masking
     assert box.staging.execute("SELECT count(*) FROM invoice_line", box.staging_db) == [(2240,)]
     fks = box.staging.execute(
@@ -247,9 +241,24 @@ def test_in_place_failure_wipes_unmasked_data_and_restores_the_app(
     assert cleanup["wiped"] is True and cleanup["mode"] == "in_place"
 
 
-def test_seeds_post_sync_commands_and_slack(dag, box, tmp_path, monkeypatch):
+def _run_with_slack(dag, box, tmp_path, monkeypatch, mutate):
+    """A run with the rules changed by ``mutate`` and Slack messages posted to a local webhook recorder
+    (connection ``slack_test``); returns the run and the texts posted."""
     from scalingo_staging_sync.testing.slack_receiver import SlackReceiver
 
+    def with_slack(rules):
+        mutate(rules)
+        rules["slack_conn_id"] = "slack_test"
+
+    monkeypatch.setenv("SCALINGO_STAGING_SYNC_RULES", str(write_rules(tmp_path, with_slack)))
+    with SlackReceiver() as slack:
+        monkeypatch.setenv("AIRFLOW_CONN_SLACK_TEST", slack.airflow_conn_json())
+        dag_run = run_reference(dag, box)
+        texts = slack.texts()
+    return dag_run, texts
+
+
+def test_seeds_post_sync_commands_and_slack(dag, box, tmp_path, monkeypatch):
     (tmp_path / "seeds").mkdir()
     (tmp_path / "seeds" / "demo_user.sql").write_text(
         "INSERT INTO employee (employee_id, last_name, first_name, email) "
@@ -259,13 +268,8 @@ def test_seeds_post_sync_commands_and_slack(dag, box, tmp_path, monkeypatch):
     def options(rules):
         rules["seeds"] = ["seeds/demo_user.sql"]
         rules["post_sync_commands"] = ["bundle exec rails db:migrate"]
-        rules["slack_conn_id"] = "slack_test"
 
-    monkeypatch.setenv("SCALINGO_STAGING_SYNC_RULES", str(write_rules(tmp_path, options)))
-    with SlackReceiver() as slack:
-        monkeypatch.setenv("AIRFLOW_CONN_SLACK_TEST", slack.airflow_conn_json())
-        dag_run = run_reference(dag, box)
-        texts = slack.texts()
+    dag_run, texts = _run_with_slack(dag, box, tmp_path, monkeypatch, options)
     assert str(dag_run.state) == "success", task_states(dag_run)
     # seeds ran on the anonymized copy before it was promoted
     assert box.staging.execute(
@@ -284,17 +288,7 @@ def test_seeds_post_sync_commands_and_slack(dag, box, tmp_path, monkeypatch):
 
 
 def test_failure_message_names_the_task_and_links_its_log(dag, box, tmp_path, monkeypatch):
-    from scalingo_staging_sync.testing.slack_receiver import SlackReceiver
-
-    def drop_employee(rules):
-        drop_employee_rule(rules)
-        rules["slack_conn_id"] = "slack_test"
-
-    monkeypatch.setenv("SCALINGO_STAGING_SYNC_RULES", str(write_rules(tmp_path, drop_employee)))
-    with SlackReceiver() as slack:
-        monkeypatch.setenv("AIRFLOW_CONN_SLACK_TEST", slack.airflow_conn_json())
-        dag_run = run_reference(dag, box)
-        texts = slack.texts()
+    dag_run, texts = _run_with_slack(dag, box, tmp_path, monkeypatch, drop_employee_rule)
     assert str(dag_run.state) == "failed"
     failure = [t for t in texts if "pii_scan" in t]
     assert failure, texts
