@@ -26,22 +26,24 @@ def target_of(pg, dbname: str) -> PgTarget:
     return PgTarget(host=pg.host, port=pg.port, user=pg.user, dbname=dbname)
 
 
+def _new_database(pg, prefix: str):
+    """(pg, PgTarget) of a new empty database on ``pg``, dropped after the test."""
+    name = f"{prefix}_{next(_counter)}"
+    pg.create_database(name)
+    yield pg, target_of(pg, name)
+    pg.drop_database(name)
+
+
 @pytest.fixture
 def db(staging_pg16):
     """(pg, PgTarget) of a new empty database on the PG16 staging server."""
-    name = f"anon_{next(_counter)}"
-    staging_pg16.create_database(name)
-    yield staging_pg16, target_of(staging_pg16, name)
-    staging_pg16.drop_database(name)
+    yield from _new_database(staging_pg16, "anon")
 
 
 @pytest.fixture
 def db_any(staging_pg):
     """Same, on each staging version (16 and 18)."""
-    name = f"anonv_{next(_counter)}"
-    staging_pg.create_database(name)
-    yield staging_pg, target_of(staging_pg, name)
-    staging_pg.drop_database(name)
+    yield from _new_database(staging_pg, "anonv")
 
 
 def rules_from(yaml_text: str):

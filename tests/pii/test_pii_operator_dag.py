@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import pytest
 from airflow_helpers import session_task_states, stored_xcom, sync_dag
+from pii_helpers import CUSTOMER_MASKED
 
 from scalingo_staging_sync.fingerprint import ALGORITHM, fingerprint
 from scalingo_staging_sync.testing.postgres import load_chinook
 
 pytestmark = pytest.mark.airflow
 SALT = "dag-test-salt-0123456789"
-CUSTOMER_COLUMNS = [
-    "first_name",
-    "last_name",
-    "address",
-    "city",
-    "country",
-    "postal_code",
-    "phone",
-    "fax",
-    "email",
-]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +34,7 @@ def _gate_dag(dag_id, allow):
             task_id="pii_scan",
             postgres_conn_id="staging_gate",
             database="{{ params.db }}",
-            masked_columns=[f"public.customer.{c}" for c in CUSTOMER_COLUMNS],
+            masked_columns=CUSTOMER_MASKED,
             allow=allow,
             params={"db": "chinook_gate"},
         )
