@@ -5,11 +5,11 @@ see docs/notes-perf.md); these tests back the byte-identity claim of the measure
 
 from __future__ import annotations
 
-import itertools
 import sys
 from pathlib import Path
 
 import pytest
+from pg_helpers import new_database
 from psycopg import sql
 
 from scalingo_staging_sync.anonymize.planner import read_table
@@ -20,7 +20,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from stream_prototype import CopyMasker, escape, hash_bytes_extended, unescape  # noqa: E402
 
 SALT = "perf-test-salt-0123456789abcdef"
-_counter = itertools.count()
 
 SPECS = {
     "email": {"transformer": "email"},
@@ -53,10 +52,8 @@ ROWS = [
 
 @pytest.fixture
 def pgdb(staging_pg):
-    name = f"perf_{next(_counter)}"
-    staging_pg.create_database(name)
-    yield staging_pg, name
-    staging_pg.drop_database(name)
+    with new_database(staging_pg, "perf") as name:
+        yield staging_pg, name
 
 
 def _copy_out(conn, table: str) -> bytes:
