@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import yaml
+from airflow_helpers import task_states
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
@@ -84,9 +86,17 @@ def use_scalingo_role(box, monkeypatch) -> str:
     return "app_user"
 
 
-def assert_customers_masked(box, prod_customers: list) -> None:
-    """Every customer of production (rows of CUSTOMER_SQL) is in staging with its e-mail, names, phone and
-    address changed (NULL stays NULL)."""
+def run_masked_to_success(dag, box) -> tuple[Any, list]:
+    """A reference-DAG run (default params) that must succeed, every task included, leaving every
+    production customer (rows of CUSTOMER_SQL) in staging with e-mail, names, phone and address changed
+    (NULL stays NULL) and the untouched invoice_line copied as is. Returns the run and the production
+    customers."""
+    prod_customers = box.prod.execute(CUSTOMER_SQL, box.source_db)
+    dag_run = run_reference(dag, box)
+    states = task_states(dag_run)
+    assert str(dag_run.state) == "success", states
+    assert all(s == "success" for s in states.values()), states
+
     staged = box.staging.execute(CUSTOMER_SQL, box.staging_db)
     assert len(staged) == len(prod_customers) == 59
     prod_by_id = {row[0]: row for row in prod_customers}
@@ -95,3 +105,5 @@ def assert_customers_masked(box, prod_customers: list) -> None:
         assert row[3].endswith("@example.com") and row[3] != original[3]
         for index in (1, 2, 4, 5):  # names, phone, address: changed; NULL stays NULL
             assert (row[index] is None) if original[index] is None else row[index] != original[index]
+    assert box.staging.execute("SELECT count(*) FROM invoice_line", box.staging_db) == [(2240,)]
+    return dag_run, prod_customers
