@@ -86,6 +86,19 @@ def chinook_dump(prod_pg, chinook_prod, tmp_path_factory) -> Path:
     return prod_pg.pg_dump(chinook_prod, out)
 
 
+@pytest.fixture
+def box(tmp_path_factory, monkeypatch):
+    """A started sandbox (``scalingo_staging_sync.testing.sandbox``: embedded PostgreSQL production with
+    Chinook and staging, the fake Scalingo API over HTTP) with its environment set; stopped afterwards."""
+    from scalingo_staging_sync.testing.sandbox import start_sandbox
+
+    sandbox = start_sandbox(tmp_path_factory.mktemp("sandbox"))
+    for key, value in sandbox.env.items():
+        monkeypatch.setenv(key, value)
+    yield sandbox
+    sandbox.stop()
+
+
 # ---------------------------------------------------------------- object storage (issue 15)
 # A real S3-compatible server (moto in server mode) on 127.0.0.1, reached through an Airflow ``aws``
 # connection given as an ``AIRFLOW_CONN_<ID>`` env var.

@@ -12,30 +12,21 @@ from pathlib import Path
 import pytest
 import tomllib
 import yaml
+from cli_helpers import PACKAGE_ROOT, run_cli
 from click.testing import CliRunner
 
-import scalingo_staging_sync
 from scalingo_staging_sync.anonymize.rules import RulesError, load_rules, rules_schema
 from scalingo_staging_sync.anonymize.transformers import all_transformers
 from scalingo_staging_sync.cli import example_files, main
 
 REPO = Path(__file__).resolve().parents[1]
-#: the provider/ folder of the package this test imports, for the CLI run in a subprocess
-PACKAGE_ROOT = str(Path(scalingo_staging_sync.__file__).resolve().parents[1])
 PACKAGE = REPO / "provider" / "scalingo_staging_sync"
 EXAMPLE_RULES = PACKAGE / "example_dags" / "rules.example.yaml"
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
     """The CLI in a fresh interpreter, as the console script runs it."""
-    env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT}
-    return subprocess.run(
-        [sys.executable, "-m", "scalingo_staging_sync.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    return run_cli(*args, timeout=120)
 
 
 def test_console_script_is_declared():

@@ -5,32 +5,22 @@ Scalingo backup (.tar.gz) downloaded through the fake Scalingo API."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
-import scalingo_staging_sync
+from cli_helpers import run_cli
+
 from scalingo_staging_sync.scalingo.client import ScalingoClient
 from scalingo_staging_sync.testing.fake_scalingo import FakeScalingoAPI
 from scalingo_staging_sync.testing.postgres import pg_bin_dir
 
 REPO = Path(__file__).resolve().parents[1]
-#: the provider/ folder of the package this test imports, for the CLI run in a subprocess
-PACKAGE_ROOT = str(Path(scalingo_staging_sync.__file__).resolve().parents[1])
 RULES = REPO / "config" / "anonymization.yaml"
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
     """The CLI in a subprocess, with PostgreSQL 18 client tools (they read any archive up to 18)."""
-    env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT, "SCALINGO_STAGING_SYNC_PG_BIN": str(pg_bin_dir(18))}
-    return subprocess.run(
-        [sys.executable, "-m", "scalingo_staging_sync.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    return run_cli(*args, env={"SCALINGO_STAGING_SYNC_PG_BIN": str(pg_bin_dir(18))})
 
 
 def _check_plan(data: dict) -> None:

@@ -5,14 +5,12 @@ finding."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_cli
 
-import scalingo_staging_sync
 from scalingo_staging_sync.anonymize.executor import run_table_plan
 from scalingo_staging_sync.anonymize.planner import plan_anonymization
 from scalingo_staging_sync.anonymize.rules import load_rules
@@ -20,20 +18,7 @@ from scalingo_staging_sync.pgconn import PgTarget
 from scalingo_staging_sync.pii.scanner import masked_columns_from_plan, scan_target
 
 REPO = Path(__file__).resolve().parents[1]
-#: the provider/ folder of the package this test imports, for the CLI run in a subprocess
-PACKAGE_ROOT = str(Path(scalingo_staging_sync.__file__).resolve().parents[1])
 SALT = "cli-suggest-test-salt-0123456789"
-
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT}
-    return subprocess.run(
-        [sys.executable, "-m", "scalingo_staging_sync.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -60,19 +45,19 @@ def chinook_copy(staging_pg16, chinook_dump):
 
 def test_scan_reports_findings_and_fails_on_unmasked(chinook_copy):
     pg, name = chinook_copy
-    proc = run("scan", "--dsn", pg.conninfo(name))
+    proc = run_cli("scan", "--dsn", pg.conninfo(name))
     assert proc.returncode == 1
     assert "unmasked high   public.customer.email  name:contact.email, content:email" in proc.stdout
     assert "unmasked" in proc.stderr and "finding(s)" in proc.stderr
     # the repository's reviewed rules allow-list makes those statuses "allowed"
-    proc = run("scan", "--dsn", pg.conninfo(name), "--rules", str(REPO / "config" / "anonymization.yaml"))
+    proc = run_cli("scan", "--dsn", pg.conninfo(name), "--rules", str(REPO / "config" / "anonymization.yaml"))
     assert "allowed  low    public.customer.country" in proc.stdout
 
 
 def test_suggested_rules_are_valid_and_mask_every_flagged_column(chinook_copy, tmp_path):
     pg, name = chinook_copy
     out = tmp_path / "suggested.yaml"
-    proc = run(
+    proc = run_cli(
         "scan", "--dsn", pg.conninfo(name), "--suggest-rules", str(out), "--source-app", "chinook-prod"
     )
     assert proc.returncode == 0, proc.stderr
@@ -81,10 +66,11 @@ def test_suggested_rules_are_valid_and_mask_every_flagged_column(chinook_copy, t
     assert "# name:contact.email, content:email" in text  # each rule says why
     assert "reason:" in text  # judged-clean columns are allowed with a reason
 
-    assert run("validate", str(out)).returncode == 0
+    assert run_cli("validate", str(out)).returncode == 0
     rules = load_rules(out)
     assert rules.source_app == "chinook-prod"
-    assert run("scan", "--dsn", pg.conninfo(name), "--suggest-rules", str(out)).returncode == 2  # no --force
+    no_force = run_cli("scan", "--dsn", pg.conninfo(name), "--suggest-rules", str(out))
+    assert no_force.returncode == 2
 
     target = PgTarget(host=pg.host, port=pg.port, user=pg.user, dbname=name)
     first = scan_target(target)

@@ -5,19 +5,14 @@ for review (and the scan keeps failing on them: fail closed)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
+from cli_helpers import run_cli
 
-import scalingo_staging_sync
 from scalingo_staging_sync.anonymize.executor import run_table_plan
 from scalingo_staging_sync.anonymize.planner import plan_anonymization
 from scalingo_staging_sync.anonymize.rules import load_rules
 from scalingo_staging_sync.pgconn import PgTarget
 from scalingo_staging_sync.pii.scanner import masked_columns_from_plan, scan_target
 
-PACKAGE_ROOT = str(Path(scalingo_staging_sync.__file__).resolve().parents[1])
 SALT = "cli-suggest-awkward-salt-0123456789abc"
 
 SCHEMA = """
@@ -49,15 +44,7 @@ def test_every_suggestion_is_plannable_and_unfit_columns_fail_closed(staging_pg1
     staging_pg16.create_database(name)
     staging_pg16.execute(SCHEMA, name)
     out = tmp_path / "rules.yaml"
-    env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT}
-    proc = subprocess.run(
-        [sys.executable, "-m", "scalingo_staging_sync.cli", "scan", "--dsn", staging_pg16.conninfo(name)]
-        + ["--suggest-rules", str(out)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    proc = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--suggest-rules", str(out))
     assert proc.returncode == 0, proc.stderr
     text = out.read_text()
     rules = load_rules(out)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import itertools
 import textwrap
 
 import pytest
+from pg_helpers import new_database
 
 from scalingo_staging_sync.anonymize.executor import RetryPolicy, run_table_plan
 from scalingo_staging_sync.anonymize.planner import plan_anonymization
@@ -13,7 +13,6 @@ from scalingo_staging_sync.anonymize.rules import parse_rules_text
 from scalingo_staging_sync.pgconn import PgTarget
 
 SALT = "test-salt-for-anonymization-0123456789"
-_counter = itertools.count()
 
 
 @pytest.fixture(autouse=True)
@@ -29,19 +28,15 @@ def target_of(pg, dbname: str) -> PgTarget:
 @pytest.fixture
 def db(staging_pg16):
     """(pg, PgTarget) of a new empty database on the PG16 staging server."""
-    name = f"anon_{next(_counter)}"
-    staging_pg16.create_database(name)
-    yield staging_pg16, target_of(staging_pg16, name)
-    staging_pg16.drop_database(name)
+    with new_database(staging_pg16, "anon") as name:
+        yield staging_pg16, target_of(staging_pg16, name)
 
 
 @pytest.fixture
 def db_any(staging_pg):
     """Same, on each staging version (16 and 18)."""
-    name = f"anonv_{next(_counter)}"
-    staging_pg.create_database(name)
-    yield staging_pg, target_of(staging_pg, name)
-    staging_pg.drop_database(name)
+    with new_database(staging_pg, "anonv") as name:
+        yield staging_pg, target_of(staging_pg, name)
 
 
 def rules_from(yaml_text: str):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from airflow_helpers import session_task_states, sync_dag
 
 from scalingo_staging_sync.fingerprint import fingerprint
 
@@ -22,23 +23,6 @@ anonymization_tables:
   - table: public.employee
     strategy: user_anonymization
 """
-
-
-def _sync(dag, tmp_path):
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-
-    DagBundlesManager().sync_bundles_to_db()
-    bag = DagBag(dag_folder=str(tmp_path), bundle_path=tmp_path)
-    bag.bag_dag(dag)
-    sync_bag_to_db(bag, "dags-folder", None)
-
-
-def _states(run):
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        return {(ti.task_id, ti.map_index): str(ti.state) for ti in run.get_task_instances(session=session)}
 
 
 def _mapped_results(run, task_id):
@@ -111,9 +95,9 @@ def test_chinook_customer_and_employee_masked_through_the_dag(
     rules_path = tmp_path / "rules.yml"
     rules_path.write_text(RULES)
     dag = _dag("sss_anonymize_chinook", str(rules_path), str(chinook_dump), str(pg.bin_dir))
-    _sync(dag, tmp_path)
+    sync_dag(dag, tmp_path, bundle_path=tmp_path)
     run = dag.test()
-    assert str(run.state) == "success", _states(run)
+    assert str(run.state) == "success", session_task_states(run, by_map_index=True)
     results = {r["table"]: r for r in _mapped_results(run, "anonymize_table")}
     assert results["public.customer"]["rows"] == 59 and results["public.employee"]["rows"] == 8
     assert {r["mode"] for r in results.values()} == {"on_load"}
@@ -149,9 +133,9 @@ def test_failing_mapped_table_fails_the_run(airflow_db, staging_chinook, chinook
         "warnings": [],
     }
     dag = _dag("sss_anonymize_failure", str(rules_path), None, str(pg.bin_dir), extra_item=broken)
-    _sync(dag, tmp_path)
+    sync_dag(dag, tmp_path, bundle_path=tmp_path)
     run = dag.test()
-    states = _states(run)
+    states = session_task_states(run, by_map_index=True)
     assert str(run.state) == "failed"
     assert states[("anonymize_table", 2)] == "failed"
     assert states[("promote", -1)] in ("upstream_failed", "None")  # nothing is promoted

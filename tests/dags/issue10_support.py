@@ -1,27 +1,18 @@
 """Shared helpers of the issue-10 DAG tests (tests/dags/test_issue10_*.py): the hard dataset in a
-sandbox, a reference DAG run, task states, the audit report."""
+sandbox, a reference DAG run naming the source app, task states, XComs."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
+
+from airflow_helpers import task_states
+from reference_helpers import run_reference
 
 from scalingo_staging_sync.testing.sandbox import start_sandbox
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the e2e dataset package
 from e2e.hard_dataset import RULES_YAML, load_hard_dataset  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[2]
-DAGS = REPO / "dags"
-
-
-def load_reference_dag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(DAGS))
-    assert not bag.import_errors, bag.import_errors
-    return bag.get_dag("scalingo_staging_sync")
 
 
 def hard_box(tmp_path_factory, monkeypatch, *, rules_text: str = RULES_YAML, **sandbox_kwargs):
@@ -40,31 +31,13 @@ def hard_box(tmp_path_factory, monkeypatch, *, rules_text: str = RULES_YAML, **s
 
 
 def run(dag, box, **conf):
-    defaults = {
-        "source_app": box.source_app,
-        "target_app": box.target_app,
-        "confirm_target": box.target_app,
-        "dry_run": False,
-        "backup": "latest",
-        "exclude_tables": [],
-        "rules_file": None,
-    }
-    return dag.test(run_conf={**defaults, **conf})
+    """The reference DAG on this sandbox, its source app named explicitly."""
+    return run_reference(dag, box, **{"source_app": box.source_app, **conf})
 
 
 def states(dag_run) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for ti in dag_run.get_task_instances():
-        state = str(ti.state.value if hasattr(ti.state, "value") else ti.state)
-        if out.get(ti.task_id) in (None, "success"):
-            out[ti.task_id] = state
-    return out
-
-
-def audit(box) -> dict:
-    files = sorted(Path(box.env["SCALINGO_STAGING_SYNC_AUDIT_DIR"]).glob("*.json"))
-    assert files, "no audit report written"
-    return json.loads(files[-1].read_text())
+    """Task states; of a mapped task's instances, the first one that did not succeed."""
+    return task_states(dag_run, prefer_unsuccessful=True)
 
 
 def xcom(dag_run, task_id: str, key: str = "return_value"):

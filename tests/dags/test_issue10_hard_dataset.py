@@ -11,14 +11,10 @@ from pathlib import Path
 
 import pytest
 from e2e.hard_dataset import RULES_YAML, find_originals, sensitive_values
-from issue10_support import audit, hard_box, load_reference_dag, run, states, xcom
+from issue10_support import hard_box, run, states, xcom
+from reference_helpers import audit_report
 
 pytestmark = pytest.mark.airflow
-
-
-@pytest.fixture(scope="module")
-def dag(airflow_db):
-    return load_reference_dag()
 
 
 CASES = {
@@ -75,7 +71,7 @@ def test_reference_dag_on_the_hard_dataset_leaves_no_original(dag, tmp_path_fact
         if "--statistics" in (CASES[case].get("dump_args") or []):
             assert "STATISTICS DATA" in descs
 
-        report = audit(box)
+        report = audit_report(box)
         assert report["result"] == "success"
         classification = report["classification"]
         assert classification["summary"] == summary
@@ -116,7 +112,7 @@ def test_kept_large_objects_are_restored_and_their_content_scanned(dag, tmp_path
         assert scan["unmasked"] == ["pg_catalog.pg_largeobject.data"]
         assert find_originals(box.staging, sensitive_values()) == []
         assert box.staging.execute("SELECT count(*) FROM previous_staging_marker", box.staging_db) == [(1,)]
-        report = audit(box)
+        report = audit_report(box)
         assert report["classification"]["large_objects"] == {"policy": "keep", "count": 1}
     finally:
         box.stop()

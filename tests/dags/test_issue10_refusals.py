@@ -12,15 +12,10 @@ import psycopg
 import pytest
 import yaml
 from e2e.hard_dataset import RULES_YAML, find_originals, sensitive_values
-from issue10_support import hard_box, load_reference_dag, run, states, xcom
+from issue10_support import hard_box, run, states, xcom
 from psycopg import sql
 
 pytestmark = pytest.mark.airflow
-
-
-@pytest.fixture(scope="module")
-def dag(airflow_db):
-    return load_reference_dag()
 
 
 def rules_with(mutate) -> str:

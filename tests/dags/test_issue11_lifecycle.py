@@ -11,13 +11,9 @@ import threading
 from pathlib import Path
 
 import pytest
-import yaml
+from airflow_helpers import task_states
+from reference_helpers import audit_report, drop_employee_rule, run_reference, use_scalingo_role, write_rules
 
-from scalingo_staging_sync.testing.sandbox import start_sandbox
-
-REPO = Path(__file__).resolve().parents[2]
-DAGS = REPO / "dags"
-RULES = REPO / "config" / "anonymization.yaml"
 SALT_ENV = "AIRFLOW_VAR_SCALINGO_STAGING_SYNC_SALT"
 COMPOSE_PLACEHOLDER = "change-me-to-a-long-random-secret"
 UNPROVEN = "staging may hold unmasked production data"
@@ -26,84 +22,22 @@ pytestmark = pytest.mark.airflow
 
 
 # ----------------------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def dag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(DAGS))
-    assert not bag.import_errors, bag.import_errors
-    return bag.get_dag("scalingo_staging_sync")
-
-
 @pytest.fixture
-def box(tmp_path_factory, monkeypatch):
-    sandbox = start_sandbox(tmp_path_factory.mktemp("sandbox"))
-    for key, value in sandbox.env.items():
-        monkeypatch.setenv(key, value)
+def box(box, monkeypatch):
+    """The sandbox of tests/conftest.py, with a fresh salt and no ``CONTAINER`` in the environment."""
     monkeypatch.setenv(SALT_ENV, secrets.token_urlsafe(48))
     monkeypatch.delenv("CONTAINER", raising=False)
-    yield sandbox
-    sandbox.stop()
-
-
-def _use_scalingo_role(box, monkeypatch) -> str:
-    """Staging reached with what a Scalingo addon grants: no CREATEDB, not the database owner (the
-    reference DAG then restores in place)."""
-    box.staging.execute("CREATE ROLE app_user LOGIN NOCREATEDB NOSUPERUSER")
-    box.staging.execute(f'GRANT ALL ON DATABASE "{box.staging_db}" TO app_user')
-    box.staging.execute("GRANT ALL ON SCHEMA public TO app_user", box.staging_db)
-    box.staging.execute("ALTER TABLE previous_staging_marker OWNER TO app_user", box.staging_db)
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_STAGING_DB", box.staging.airflow_conn_json(box.staging_db, user="app_user")
-    )
-    return "app_user"
+    return box
 
 
 @pytest.fixture(params=["swap", "in_place"])
 def mode(request, box, monkeypatch) -> str:
     if request.param == "in_place":
-        _use_scalingo_role(box, monkeypatch)
+        use_scalingo_role(box, monkeypatch)
     return request.param
 
 
 # ----------------------------------------------------------------------------------------- helpers
-def _run(dag, box, **conf):
-    defaults = {"target_app": box.target_app, "confirm_target": box.target_app, "dry_run": False}
-    defaults.update({"backup": "latest", "exclude_tables": [], "source_app": None, "rules_file": None})
-    return dag.test(run_conf={**defaults, **conf})
-
-
-def _states(dag_run) -> dict[str, str]:
-    states: dict[str, str] = {}
-    for ti in dag_run.get_task_instances():
-        states.setdefault(ti.task_id, str(ti.state.value if hasattr(ti.state, "value") else ti.state))
-    return states
-
-
-def _audit(box, dag_run) -> dict:
-    from scalingo_staging_sync.audit.writers import safe_filename
-
-    path = Path(box.env["SCALINGO_STAGING_SYNC_AUDIT_DIR"]) / f"{safe_filename(dag_run.run_id)}.json"
-    assert path.is_file(), f"no audit report for {dag_run.run_id}"
-    return json.loads(path.read_text())
-
-
-def _write_rules(tmp_path: Path, mutate=None, name: str = "rules.yaml") -> Path:
-    rules = yaml.safe_load(RULES.read_text())
-    if mutate:
-        mutate(rules)
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(rules))
-    return path
-
-
-def _drop_employee_rule(rules) -> None:
-    """employee's PII left unmasked: the PII scan fails the run after the data is restored."""
-    rules["anonymization_tables"] = [
-        t for t in rules["anonymization_tables"] if t["table"] != "public.employee"
-    ]
-
-
 def snapshot(box) -> dict:
     """The whole staging cluster: every database (and its comment, where promote records its steps),
     every table in it and its exact rows (count and a hash of every row)."""
@@ -154,14 +88,14 @@ def test_gate_refusals_leave_staging_exactly_as_it_was_then_a_good_run_succeeds(
     def maintenance(rules):
         rules["restore"] = {"mode": "auto", "maintenance": True, "keep_previous": False}
 
-    monkeypatch.setenv("SCALINGO_STAGING_SYNC_RULES", str(_write_rules(tmp_path, maintenance)))
+    monkeypatch.setenv("SCALINGO_STAGING_SYNC_RULES", str(write_rules(tmp_path, maintenance)))
     other = "chinook-review"  # an app whose own database is another one of the same server
     box.fake.add_app(other)
     box.fake.add_addon(other, host=box.staging.host, port=box.staging.port, database="review")
     good_salt = secrets.token_urlsafe(48)
     before = snapshot(box)
 
-    seeds_rules = _write_rules(
+    seeds_rules = write_rules(
         tmp_path, lambda r: (maintenance(r), r.update(seeds=["seeds/missing.sql"])), "seeds.yaml"
     )
     (tmp_path / "a-file").write_text("not a directory")
@@ -198,13 +132,13 @@ def test_gate_refusals_leave_staging_exactly_as_it_was_then_a_good_run_succeeds(
                     m.delenv(key, raising=False)
                 else:
                     m.setenv(key, value)
-            dag_run = _run(dag, box, **conf)
-        states = _states(dag_run)
+            dag_run = run_reference(dag, box, **conf)
+        states = task_states(dag_run)
         assert str(dag_run.state) == "failed", (what, states)
         assert states["safety_gate"] == "failed", (what, states)
         assert states["fetch_backup"] == "upstream_failed", (what, states)
         assert states["cleanup"] == "success" and states["audit_report"] == "success", (what, states)
-        report = _audit(box, dag_run)
+        report = audit_report(box, dag_run)
         assert report["result"] == "failed" and report["stopped_at"] == "safety_gate", what
         assert _failed_checks(report) == [check], (what, _failed_checks(report))
         failed = {c["name"]: c["detail"] for c in report["safety"]["checks"] if not c["passed"]}
@@ -217,10 +151,10 @@ def test_gate_refusals_leave_staging_exactly_as_it_was_then_a_good_run_succeeds(
 
     monkeypatch.setenv(SALT_ENV, good_salt)
     formation = {c["name"]: c["amount"] for c in box.fake.apps[box.target_app].containers}
-    dag_run = _run(dag, box)
-    states = _states(dag_run)
+    dag_run = run_reference(dag, box)
+    states = task_states(dag_run)
     assert str(dag_run.state) == "success", states
-    report = _audit(box, dag_run)
+    report = audit_report(box, dag_run)
     assert report["promotion"]["mode"] == mode
     assert report["cleanup"]["proven"] is True and report["staging_may_hold_unmasked_data"] is False
     emails = box.staging.execute("SELECT email FROM customer", box.staging_db)
@@ -236,15 +170,15 @@ def test_dry_run_is_the_preflight_lists_every_check_and_changes_nothing(dag, box
     # what an interrupted run left: a scratch database; a dry run reports it and leaves it
     box.staging.execute(f'CREATE DATABASE "{box.staging_db}__incoming"')
     before = snapshot(box)
-    dag_run = _run(dag, box, dry_run=True, confirm_target=None)
+    dag_run = run_reference(dag, box, dry_run=True, confirm_target=None)
     captured = capfd.readouterr()
     printed = captured.out + captured.err
-    states = _states(dag_run)
+    states = task_states(dag_run)
     assert states["safety_gate"] == "success", states
     # a dry run reads: it fetches and plans the archive (read only), then stops before the restore
     assert states["fetch_backup"] == "success" and states["dry_run_stop"] == "success", states
     assert states["restore_schema"] == "skipped", states
-    report = _audit(box, dag_run)
+    report = audit_report(box, dag_run)
     names = [c["name"] for c in report["safety"]["checks"]]
     assert names == ["rules_file_valid", *[c for c in CHECKS if c != "manual_run_confirmed"]]
     assert all(c["passed"] for c in report["safety"]["checks"]), report["safety"]["checks"]
@@ -263,8 +197,8 @@ def test_dry_run_is_the_preflight_lists_every_check_and_changes_nothing(dag, box
 def test_cleanup_reconnects_while_the_server_refuses_the_role_then_proves_the_wipe(
     dag, box, tmp_path, monkeypatch
 ):
-    _use_scalingo_role(box, monkeypatch)
-    monkeypatch.setenv("SCALINGO_STAGING_SYNC_RULES", str(_write_rules(tmp_path, _drop_employee_rule)))
+    use_scalingo_role(box, monkeypatch)
+    monkeypatch.setenv("SCALINGO_STAGING_SYNC_RULES", str(write_rules(tmp_path, drop_employee_rule)))
     timers: list[threading.Timer] = []
 
     def refuse_for_a_while(context):  # the role's connection limit reached while cleanup starts
@@ -274,17 +208,17 @@ def test_cleanup_reconnects_while_the_server_refuses_the_role_then_proves_the_wi
         timers.append(timer)
 
     monkeypatch.setattr(dag.get_task("cleanup"), "pre_execute", refuse_for_a_while, raising=False)
-    dag_run = _run(dag, box)
+    dag_run = run_reference(dag, box)
     for timer in timers:
         timer.join()
-    states = _states(dag_run)
+    states = task_states(dag_run)
     assert str(dag_run.state) == "failed", states
     assert states["pii_scan"] == "failed" and states["cleanup"] == "success", states
     tables = box.staging.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'", box.staging_db
     )
     assert tables == [], f"unverified production data left in staging: {tables}"
-    cleanup = _audit(box, dag_run)["cleanup"]
+    cleanup = audit_report(box, dag_run)["cleanup"]
     assert cleanup["proven"] is True
     assert cleanup["database"]["wiped"] is True and cleanup["database"]["attempts"] >= 2, cleanup
 
@@ -294,13 +228,13 @@ def test_cleanup_that_cannot_recover_fails_loudly_then_the_next_run_finishes_it(
 ):
     from scalingo_staging_sync.testing.slack_receiver import SlackReceiver
 
-    _use_scalingo_role(box, monkeypatch)
+    use_scalingo_role(box, monkeypatch)
 
     def slack_and_unmasked(rules):
-        _drop_employee_rule(rules)
+        drop_employee_rule(rules)
         rules["slack_conn_id"] = "slack_test"
 
-    monkeypatch.setenv("SCALINGO_STAGING_SYNC_RULES", str(_write_rules(tmp_path, slack_and_unmasked)))
+    monkeypatch.setenv("SCALINGO_STAGING_SYNC_RULES", str(write_rules(tmp_path, slack_and_unmasked)))
     cleanup_task = dag.get_task("cleanup")
     monkeypatch.setattr(cleanup_task, "pre_execute", lambda context: _set_role_limit(box, 0), raising=False)
     monkeypatch.setattr(cleanup_task, "connect_attempts", 3)
@@ -308,10 +242,10 @@ def test_cleanup_that_cannot_recover_fails_loudly_then_the_next_run_finishes_it(
     monkeypatch.setattr(cleanup_task, "connect_max_delay_s", 0.5)
     with SlackReceiver() as slack:
         monkeypatch.setenv("AIRFLOW_CONN_SLACK_TEST", slack.airflow_conn_json())
-        dag_run = _run(dag, box)
+        dag_run = run_reference(dag, box)
         texts = slack.texts()
     _set_role_limit(box, -1)
-    states = _states(dag_run)
+    states = task_states(dag_run)
     assert str(dag_run.state) == "failed", states
     assert states["cleanup"] == "failed", states  # never swallowed
     assert states["audit_report"] == "success", states
@@ -321,7 +255,7 @@ def test_cleanup_that_cannot_recover_fails_loudly_then_the_next_run_finishes_it(
     assert alarm, texts
     assert "`cleanup`" in alarm[0] and "scalingo_staging_sync.restore.targets recover" in alarm[0]
     assert "PGPASSWORD='<password" in alarm[0]  # the command, never the password
-    report = _audit(box, dag_run)
+    report = audit_report(box, dag_run)
     assert report["staging_may_hold_unmasked_data"] is True
     assert report["cleanup"]["proven"] is False
     assert report["cleanup"]["warning"].startswith(UNPROVEN)
@@ -337,10 +271,10 @@ def test_cleanup_that_cannot_recover_fails_loudly_then_the_next_run_finishes_it(
     # the next run's gate finishes the job first (wipes the unverified data), then the run succeeds
     prod_emails = {r[0] for r in box.prod.execute("SELECT email FROM employee", box.source_db)}
     monkeypatch.setattr(cleanup_task, "pre_execute", lambda context: None, raising=False)
-    monkeypatch.setenv("SCALINGO_STAGING_SYNC_RULES", str(_write_rules(tmp_path, name="good.yaml")))
-    dag_run = _run(dag, box)
-    assert str(dag_run.state) == "success", _states(dag_run)
-    recovery = _audit(box, dag_run)["safety"]["recovery"]
+    monkeypatch.setenv("SCALINGO_STAGING_SYNC_RULES", str(write_rules(tmp_path, name="good.yaml")))
+    dag_run = run_reference(dag, box)
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    recovery = audit_report(box, dag_run)["safety"]["recovery"]
     assert any("unmasked" in item for item in recovery["found"]), recovery
     assert recovery["wiped"] is True and recovery["proven"] is True
     emails = {r[0] for r in box.staging.execute("SELECT email FROM employee", box.staging_db)}
@@ -369,7 +303,7 @@ def test_run_killed_after_promotes_first_rename_then_a_new_run_loses_no_copy(dag
     with monkeypatch.context() as m:
         m.setattr(dag.get_task("promote"), "pre_execute", killed_after_first_rename, raising=False)
         m.setattr(dag.get_task("cleanup"), "pre_execute", worker_dead, raising=False)
-        dag_run = _run(dag, box)
+        dag_run = run_reference(dag, box)
     assert str(dag_run.state) == "failed"
     databases = {r[0] for r in box.staging.execute("SELECT datname FROM pg_database")}
     assert db not in databases and {f"{db}__incoming", f"{db}__previous"} <= databases
@@ -377,10 +311,10 @@ def test_run_killed_after_promotes_first_rename_then_a_new_run_loses_no_copy(dag
     assert box.staging.execute("SELECT count(*) FROM previous_staging_marker", f"{db}__previous") == [(1,)]
     verified_first = box.staging.execute("SELECT email FROM customer ORDER BY 1", f"{db}__incoming")
 
-    dag_run = _run(dag, box)
-    states = _states(dag_run)
+    dag_run = run_reference(dag, box)
+    states = task_states(dag_run)
     assert str(dag_run.state) == "success", states
-    recovery = _audit(box, dag_run)["safety"]["recovery"]
+    recovery = audit_report(box, dag_run)["safety"]["recovery"]
     assert any("complete the interrupted promote" in a for a in recovery["actions"]), recovery
     databases = {r[0] for r in box.staging.execute("SELECT datname FROM pg_database")}
     assert db in databases and f"{db}__incoming" not in databases
@@ -398,22 +332,22 @@ def test_restore_schema_failing_midway_is_still_proven_clean_and_the_app_scaled_
     it cannot replace). It pushes no result, yet the cleanup teardown ("auto" after a passed gate, where it
     used to leave the database alone) proves that staging holds nothing unverified, and the app has its
     containers back when the run ends."""
-    _use_scalingo_role(box, monkeypatch)
+    use_scalingo_role(box, monkeypatch)
 
     def maintenance(rules):
         rules["restore"] = {"mode": "auto", "maintenance": True, "keep_previous": False}
 
-    monkeypatch.setenv("SCALINGO_STAGING_SYNC_RULES", str(_write_rules(tmp_path, maintenance)))
+    monkeypatch.setenv("SCALINGO_STAGING_SYNC_RULES", str(write_rules(tmp_path, maintenance)))
     # an object of another role where the dump creates one: pg_restore fails, after the in-place wipe
     box.staging.execute("CREATE TABLE public.album (note text)", box.staging_db)
     formation = {c["name"]: c["amount"] for c in box.fake.apps[box.target_app].containers}
-    dag_run = _run(dag, box)
-    states = _states(dag_run)
+    dag_run = run_reference(dag, box)
+    states = task_states(dag_run)
     assert str(dag_run.state) == "failed", states
     assert states["restore_schema"] == "failed" and states["cleanup"] == "success", states
     assert box.fake.requests_to("/scale"), "maintenance scaled the app down before the restore"
     assert {c["name"]: c["amount"] for c in box.fake.apps[box.target_app].containers} == formation
-    cleanup = _audit(box, dag_run)["cleanup"]
+    cleanup = audit_report(box, dag_run)["cleanup"]
     assert cleanup["proven"] is True and cleanup["database"]["mode"] == "auto", cleanup
     assert cleanup["database"]["state"] == "wiped", cleanup  # read back from the state table: proven
     owned = box.staging.execute(
@@ -427,16 +361,16 @@ def test_restore_schema_failing_midway_is_still_proven_clean_and_the_app_scaled_
 def test_gate_refuses_when_it_cannot_reach_staging_to_finish_leftovers(dag, box, monkeypatch):
     """The gate's first step (finish what an earlier run left) needs staging: unreachable, the run is
     refused at no_leftover_state with the reason, never taken for "nothing left"."""
-    _use_scalingo_role(box, monkeypatch)
+    use_scalingo_role(box, monkeypatch)
     before = snapshot(box)
     _set_role_limit(box, 0)
     try:
-        dag_run = _run(dag, box)
+        dag_run = run_reference(dag, box)
     finally:
         _set_role_limit(box, -1)
-    states = _states(dag_run)
+    states = task_states(dag_run)
     assert str(dag_run.state) == "failed" and states["safety_gate"] == "failed", states
-    report = _audit(box, dag_run)
+    report = audit_report(box, dag_run)
     assert _failed_checks(report) == ["no_leftover_state"], report["safety"]["checks"]
     detail = next(c["detail"] for c in report["safety"]["checks"] if c["name"] == "no_leftover_state")
     assert "finishing what an earlier run left failed" in detail and "app_user" in detail, detail

@@ -10,6 +10,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from airflow_helpers import stored_xcom, sync_dag
 
 from scalingo_staging_sync import storage
 from scalingo_staging_sync.operators import _dump
@@ -121,16 +122,6 @@ def _cleanup_dag(dag_id, **kwargs):
     return dag
 
 
-def _sync(dag, tmp_path):
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-
-    DagBundlesManager().sync_bundles_to_db()
-    bag = DagBag(dag_folder=str(tmp_path), bundle_path=tmp_path)
-    bag.bag_dag(dag)
-    sync_bag_to_db(bag, "dags-folder", None)
-
-
 def test_cleanup_removes_what_an_interrupted_backup_left_under_the_run_prefix(
     airflow_db, s3_bucket, tmp_path
 ):
@@ -144,7 +135,7 @@ def test_cleanup_removes_what_an_interrupted_backup_left_under_the_run_prefix(
         download_dir=f"{s3_bucket.url}/backups/run-1",
         download_conn_id=s3_bucket.conn_id,
     )
-    _sync(dag, tmp_path)
+    sync_dag(dag, tmp_path, bundle_path=tmp_path)
     run = dag.test()
     assert str(run.state) == "success"
     assert s3_bucket.keys() == ["backups/run-10/other-run.pgsql"], "only this run's prefix is touched"
@@ -156,18 +147,24 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
+def _dead_s3_conn() -> str:
+    """An Airflow ``aws`` connection (JSON) to a port nothing listens on, tried once."""
+    return json.dumps(
+        {
+            "conn_type": "aws",
+            "login": "k",
+            "password": "s",
+            "extra": {
+                "endpoint_url": f"http://127.0.0.1:{_closed_port()}",
+                "region_name": "us-east-1",
+                "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2},
+            },
+        }
+    )
+
+
 def test_cleanup_fails_loudly_and_names_the_object_it_cannot_delete(airflow_db, tmp_path, monkeypatch):
-    conn = {
-        "conn_type": "aws",
-        "login": "k",
-        "password": "s",
-        "extra": {
-            "endpoint_url": f"http://127.0.0.1:{_closed_port()}",
-            "region_name": "us-east-1",
-            "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2},
-        },
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_ISSUE15_DEAD_S3", json.dumps(conn))
+    monkeypatch.setenv("AIRFLOW_CONN_ISSUE15_DEAD_S3", _dead_s3_conn())
     stored = {
         "url": "s3://gone-bucket/backups/run-11/prod.pgsql",
         "size": 10,
@@ -177,28 +174,15 @@ def test_cleanup_fails_loudly_and_names_the_object_it_cannot_delete(airflow_db, 
         "run_key": "run-11",
     }
     dag = _cleanup_dag("issue15_cleanup_fails", stored_dump=stored)
-    _sync(dag, tmp_path)
+    sync_dag(dag, tmp_path, bundle_path=tmp_path)
     run = dag.test()
     assert str(run.state) == "failed"
-    recorded = _xcom(run, "cleanup", "cleanup")["backup"]  # pushed before the task raised
+    recorded = stored_xcom(run, "cleanup", "cleanup")["backup"]  # pushed before the task raised
     assert recorded["stored"] == stored["url"]
     assert any(
         "cannot delete the stored dump s3://gone-bucket/backups/run-11/prod.pgsql" in e
         for e in recorded["errors"]
     ), recorded
-
-
-def _xcom(run, task_id: str, key: str = "return_value"):
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = (
-            session.query(XComModel)
-            .filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id=task_id, key=key)
-            .one_or_none()
-        )
-        return None if row is None else json.loads(row.value) if isinstance(row.value, str) else row.value
 
 
 def test_probe_writable(s3_bucket, tmp_path, monkeypatch):
@@ -223,17 +207,6 @@ def test_cleanup_of_a_file_url_download_dir_removes_it(tmp_path):
     done = _dump.remove_run_dumps(download_dir=f"file://{run_dir}", run_key="run-12")
     assert done["errors"] == [] and done["removed_objects"] == [str(run_dir / "prod" / "prod.pgsql")]
     assert not run_dir.exists()
-
-
-@pytest.fixture
-def box(tmp_path_factory, monkeypatch):
-    from scalingo_staging_sync.testing.sandbox import start_sandbox
-
-    sandbox = start_sandbox(tmp_path_factory.mktemp("sandbox"))
-    for key, value in sandbox.env.items():
-        monkeypatch.setenv(key, value)
-    yield sandbox
-    sandbox.stop()
 
 
 @pytest.fixture
@@ -274,21 +247,7 @@ def test_backup_operator_stores_the_dump_under_the_configured_url_per_run(
 def test_backup_operator_upload_failure_leaves_nothing(box, s3_bucket, cache, worker_tmp, monkeypatch):
     from scalingo_staging_sync.operators import ScalingoBackupOperator
 
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_ISSUE15_DEAD_S3",
-        json.dumps(
-            {
-                "conn_type": "aws",
-                "login": "k",
-                "password": "s",
-                "extra": {
-                    "endpoint_url": f"http://127.0.0.1:{_closed_port()}",
-                    "region_name": "us-east-1",
-                    "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2},
-                },
-            }
-        ),
-    )
+    monkeypatch.setenv("AIRFLOW_CONN_ISSUE15_DEAD_S3", _dead_s3_conn())
     op = ScalingoBackupOperator(
         task_id="fetch_backup",
         app=box.source_app,

@@ -10,55 +10,18 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import yaml
-
-from scalingo_staging_sync.testing.sandbox import start_sandbox
-
-REPO = Path(__file__).resolve().parents[2]
-DAGS = REPO / "dags"
-RULES = REPO / "config" / "anonymization.yaml"
-CUSTOMER_SQL = "SELECT customer_id, first_name, last_name, email, phone, address FROM customer ORDER BY 1"
+from airflow_helpers import task_states
+from reference_helpers import (
+    DAGS,
+    audit_report,
+    drop_employee_rule,
+    run_masked_to_success,
+    run_reference,
+    use_scalingo_role,
+    write_rules,
+)
 
 pytestmark = pytest.mark.airflow
-
-
-@pytest.fixture(scope="module")
-def dag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(DAGS))
-    assert not bag.import_errors, bag.import_errors
-    return bag.get_dag("scalingo_staging_sync")
-
-
-@pytest.fixture
-def box(tmp_path_factory, monkeypatch):
-    sandbox = start_sandbox(tmp_path_factory.mktemp("sandbox"))
-    for key, value in sandbox.env.items():
-        monkeypatch.setenv(key, value)
-    yield sandbox
-    sandbox.stop()
-
-
-def _run(dag, box, **conf):
-    """dag.test with this sandbox's target (dag.test keeps param values between runs of one DAG object)."""
-    defaults = {"target_app": box.target_app, "confirm_target": box.target_app, "dry_run": False}
-    defaults.update({"backup": "latest", "exclude_tables": [], "source_app": None, "rules_file": None})
-    conf = {**defaults, **conf}
-    return dag.test(run_conf=conf)
-
-
-def _states(dag_run) -> dict[str, str]:
-    states: dict[str, str] = {}
-    for ti in dag_run.get_task_instances():
-        states.setdefault(ti.task_id, str(ti.state.value if hasattr(ti.state, "value") else ti.state))
-    return states
-
-
-def _audit(box) -> dict:
-    files = sorted(Path(box.env["SCALINGO_STAGING_SYNC_AUDIT_DIR"]).glob("*.json"))
-    assert files, "no audit report written"
-    return json.loads(files[-1].read_text())
 
 
 def _databases(box) -> set[str]:
@@ -73,31 +36,10 @@ def _previous_staging_intact(box) -> bool:
     return rows[0][0] == 1
 
 
-def _write_rules(tmp_path: Path, mutate) -> Path:
-    rules = yaml.safe_load(RULES.read_text())
-    mutate(rules)
-    path = tmp_path / "rules.yaml"
-    path.write_text(yaml.safe_dump(rules))
-    return path
-
-
 def test_success_swaps_in_an_anonymized_verified_copy(dag, box):
-    prod_customers = box.prod.execute(CUSTOMER_SQL, box.source_db)
-    dag_run = _run(dag, box)
-    states = _states(dag_run)
-    assert str(dag_run.state) == "success", states
-    assert all(s == "success" for s in states.values()), states
-
-    staged = box.staging.execute(CUSTOMER_SQL, box.staging_db)
-    assert len(staged) == len(prod_customers) == 59
-    prod_by_id = {row[0]: row for row in prod_customers}
-    for row in staged:
-        original = prod_by_id[row[0]]
-        assert row[3].endswith("@example.com") and row[3] != original[3]
-        for index in (1, 2, 4, 5):  # names, phone, address: changed; NULL stays NULL
-            assert (row[index] is None) if original[index] is None else row[index] != original[index]
-    # untouched data is copied as is; constraints and indexes came back after masking
-    assert box.staging.execute("SELECT count(*) FROM invoice_line", box.staging_db) == [(2240,)]
+    # every customer masked, untouched data (invoice_line) copied as is
+    dag_run, prod_customers = run_masked_to_success(dag, box)
+    # constraints and indexes came back after masking
     fks = box.staging.execute(
         "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND connamespace = 'public'::regnamespace",
         box.staging_db,
@@ -107,7 +49,7 @@ def test_success_swaps_in_an_anonymized_verified_copy(dag, box):
     assert not _previous_staging_intact(box)
     assert not any(name.endswith("__incoming") for name in _databases(box))
 
-    report = _audit(box)
+    report = audit_report(box)
     assert report["result"] == "success"
     assert report["cleanup"]["database"]["wiped"] is False  # promoted: nothing to wipe, recorded
     assert [p["task_id"] for p in report["phases"]][-1] == "cleanup"
@@ -120,8 +62,8 @@ def test_success_swaps_in_an_anonymized_verified_copy(dag, box):
 
 
 def test_dry_run_prints_the_plan_and_skips_everything(dag, box):
-    dag_run = _run(dag, box, dry_run=True, confirm_target=None)  # a dry run needs no confirmation
-    states = _states(dag_run)
+    dag_run = run_reference(dag, box, dry_run=True, confirm_target=None)  # a dry run needs no confirmation
+    states = task_states(dag_run)
     assert states["safety_gate"] == "success"
     # the dry run reads and plans the archive (read only), then stops before anything is restored
     assert states["fetch_backup"] == "success" and states["plan_anonymization"] == "success"
@@ -134,15 +76,15 @@ def test_dry_run_prints_the_plan_and_skips_everything(dag, box):
     assert not [r for r in box.fake.requests_to("/backups") if r.method == "POST"], "no new backup asked"
     downloads = Path(box.env["SCALINGO_STAGING_SYNC_DOWNLOAD_DIR"])
     assert not downloads.exists() or not any(downloads.rglob("*.pgsql")), "cleanup removes the download"
-    report = _audit(box)
+    report = audit_report(box)
     assert report["dry_run"] is True
     assert report["classification"]["summary"]["masked"] >= 3
 
 
 def test_production_looking_target_fails_and_touches_nothing(dag, box, monkeypatch):
     monkeypatch.setenv("APP", "shop-production")
-    dag_run = _run(dag, box, confirm_target="shop-production", target_app="shop-production")
-    states = _states(dag_run)
+    dag_run = run_reference(dag, box, confirm_target="shop-production", target_app="shop-production")
+    states = task_states(dag_run)
     assert str(dag_run.state) == "failed"
     assert states["safety_gate"] == "failed"
     assert states["fetch_backup"] == "upstream_failed"
@@ -151,35 +93,30 @@ def test_production_looking_target_fails_and_touches_nothing(dag, box, monkeypat
     assert not [r for r in box.fake.requests_to("/backups") if r.method != "GET"]
     assert not box.fake.requests_to("/archive")
     # the refused run still leaves an audit that names the failed check
-    report = _audit(box)
+    report = audit_report(box)
     assert report["result"] != "success"
     failed = [c["name"] for c in report["safety"]["checks"] if not c["passed"]]
     assert "target_app_not_production" in failed
 
 
 def test_wrong_confirmation_fails(dag, box):
-    dag_run = _run(dag, box, confirm_target="someone-else")
+    dag_run = run_reference(dag, box, confirm_target="someone-else")
     assert str(dag_run.state) == "failed"
-    assert _states(dag_run)["safety_gate"] == "failed"
+    assert task_states(dag_run)["safety_gate"] == "failed"
     assert _previous_staging_intact(box)
 
 
 def test_pii_gate_failure_keeps_previous_staging_and_leaves_no_scratch(dag, box, tmp_path, monkeypatch):
-    def drop_employee(rules):
-        rules["anonymization_tables"] = [
-            t for t in rules["anonymization_tables"] if t["table"] != "public.employee"
-        ]
-
-    monkeypatch.setenv("SCALINGO_STAGING_SYNC_RULES", str(_write_rules(tmp_path, drop_employee)))
-    dag_run = _run(dag, box)
-    states = _states(dag_run)
+    monkeypatch.setenv("SCALINGO_STAGING_SYNC_RULES", str(write_rules(tmp_path, drop_employee_rule)))
+    dag_run = run_reference(dag, box)
+    states = task_states(dag_run)
     assert str(dag_run.state) == "failed", states
     assert states["pii_scan"] == "failed", states
     assert states["promote"] == "upstream_failed"
     assert states["cleanup"] == "success"
     assert _previous_staging_intact(box)
     assert not any(name.endswith("__incoming") for name in _databases(box))
-    report = _audit(box)
+    report = audit_report(box)
     assert report["result"] != "success"
     unmasked = report["pii_scan"]["unmasked"]
     assert any(c.startswith("public.employee.") for c in unmasked), unmasked
@@ -246,14 +183,7 @@ def test_dag_parsing_is_cheap_and_reads_nothing(tmp_path):
 def scalingo_like_role(box, monkeypatch):
     """Staging reached with a role granted what a Scalingo Shared Resources addon grants: no CREATEDB,
     not the database owner, ALL on the database and CREATE on public; the app's own tables are its."""
-    box.staging.execute("CREATE ROLE app_user LOGIN NOCREATEDB NOSUPERUSER")
-    box.staging.execute(f'GRANT ALL ON DATABASE "{box.staging_db}" TO app_user')
-    box.staging.execute("GRANT ALL ON SCHEMA public TO app_user", box.staging_db)
-    box.staging.execute("ALTER TABLE previous_staging_marker OWNER TO app_user", box.staging_db)
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_STAGING_DB", box.staging.airflow_conn_json(box.staging_db, user="app_user")
-    )
-    return "app_user"
+    return use_scalingo_role(box, monkeypatch)
 
 
 def _maintenance_rules(tmp_path, mutate=None):
@@ -262,7 +192,7 @@ def _maintenance_rules(tmp_path, mutate=None):
         if mutate:
             mutate(rules)
 
-    return _write_rules(tmp_path, change)
+    return write_rules(tmp_path, change)
 
 
 def _formation(box) -> dict[str, int]:
@@ -272,10 +202,10 @@ def _formation(box) -> dict[str, int]:
 def test_in_place_with_scalingo_grants_and_maintenance(dag, box, scalingo_like_role, tmp_path, monkeypatch):
     before = _formation(box)
     monkeypatch.setenv("SCALINGO_STAGING_SYNC_RULES", str(_maintenance_rules(tmp_path)))
-    dag_run = _run(dag, box)
-    states = _states(dag_run)
+    dag_run = run_reference(dag, box)
+    states = task_states(dag_run)
     assert str(dag_run.state) == "success", states
-    report = _audit(box)
+    report = audit_report(box)
     assert report["promotion"]["mode"] == "in_place"
     emails = box.staging.execute("SELECT email FROM customer", box.staging_db)
     assert len(emails) == 59 and all(e[0].endswith("@example.com") for e in emails)
@@ -289,15 +219,9 @@ def test_in_place_failure_wipes_unmasked_data_and_restores_the_app(
     dag, box, scalingo_like_role, tmp_path, monkeypatch
 ):
     before = _formation(box)
-
-    def drop_employee(rules):
-        rules["anonymization_tables"] = [
-            t for t in rules["anonymization_tables"] if t["table"] != "public.employee"
-        ]
-
-    monkeypatch.setenv("SCALINGO_STAGING_SYNC_RULES", str(_maintenance_rules(tmp_path, drop_employee)))
-    dag_run = _run(dag, box)
-    states = _states(dag_run)
+    monkeypatch.setenv("SCALINGO_STAGING_SYNC_RULES", str(_maintenance_rules(tmp_path, drop_employee_rule)))
+    dag_run = run_reference(dag, box)
+    states = task_states(dag_run)
     assert str(dag_run.state) == "failed", states
     assert states["pii_scan"] == "failed" and states["cleanup"] == "success"
     tables = box.staging.execute(
@@ -306,13 +230,28 @@ def test_in_place_failure_wipes_unmasked_data_and_restores_the_app(
     assert tables == [], f"unverified production data left in staging: {tables}"
     assert _formation(box) == before
     # the audit is written after cleanup and records its outcome
-    cleanup = _audit(box)["cleanup"]["database"]
+    cleanup = audit_report(box)["cleanup"]["database"]
     assert cleanup["wiped"] is True and cleanup["mode"] == "in_place"
 
 
-def test_seeds_post_sync_commands_and_slack(dag, box, tmp_path, monkeypatch):
+def _run_with_slack(dag, box, tmp_path, monkeypatch, mutate):
+    """A run with the rules changed by ``mutate`` and Slack messages posted to a local webhook recorder
+    (connection ``slack_test``); returns the run and the texts posted."""
     from scalingo_staging_sync.testing.slack_receiver import SlackReceiver
 
+    def with_slack(rules):
+        mutate(rules)
+        rules["slack_conn_id"] = "slack_test"
+
+    monkeypatch.setenv("SCALINGO_STAGING_SYNC_RULES", str(write_rules(tmp_path, with_slack)))
+    with SlackReceiver() as slack:
+        monkeypatch.setenv("AIRFLOW_CONN_SLACK_TEST", slack.airflow_conn_json())
+        dag_run = run_reference(dag, box)
+        texts = slack.texts()
+    return dag_run, texts
+
+
+def test_seeds_post_sync_commands_and_slack(dag, box, tmp_path, monkeypatch):
     (tmp_path / "seeds").mkdir()
     (tmp_path / "seeds" / "demo_user.sql").write_text(
         "INSERT INTO employee (employee_id, last_name, first_name, email) "
@@ -322,14 +261,9 @@ def test_seeds_post_sync_commands_and_slack(dag, box, tmp_path, monkeypatch):
     def options(rules):
         rules["seeds"] = ["seeds/demo_user.sql"]
         rules["post_sync_commands"] = ["bundle exec rails db:migrate"]
-        rules["slack_conn_id"] = "slack_test"
 
-    monkeypatch.setenv("SCALINGO_STAGING_SYNC_RULES", str(_write_rules(tmp_path, options)))
-    with SlackReceiver() as slack:
-        monkeypatch.setenv("AIRFLOW_CONN_SLACK_TEST", slack.airflow_conn_json())
-        dag_run = _run(dag, box)
-        texts = slack.texts()
-    assert str(dag_run.state) == "success", _states(dag_run)
+    dag_run, texts = _run_with_slack(dag, box, tmp_path, monkeypatch, options)
+    assert str(dag_run.state) == "success", task_states(dag_run)
     # seeds ran on the anonymized copy before it was promoted
     assert box.staging.execute(
         "SELECT first_name FROM employee WHERE employee_id = 1000", box.staging_db
@@ -347,19 +281,7 @@ def test_seeds_post_sync_commands_and_slack(dag, box, tmp_path, monkeypatch):
 
 
 def test_failure_message_names_the_task_and_links_its_log(dag, box, tmp_path, monkeypatch):
-    from scalingo_staging_sync.testing.slack_receiver import SlackReceiver
-
-    def drop_employee(rules):
-        rules["anonymization_tables"] = [
-            t for t in rules["anonymization_tables"] if t["table"] != "public.employee"
-        ]
-        rules["slack_conn_id"] = "slack_test"
-
-    monkeypatch.setenv("SCALINGO_STAGING_SYNC_RULES", str(_write_rules(tmp_path, drop_employee)))
-    with SlackReceiver() as slack:
-        monkeypatch.setenv("AIRFLOW_CONN_SLACK_TEST", slack.airflow_conn_json())
-        dag_run = _run(dag, box)
-        texts = slack.texts()
+    dag_run, texts = _run_with_slack(dag, box, tmp_path, monkeypatch, drop_employee_rule)
     assert str(dag_run.state) == "failed"
     failure = [t for t in texts if "pii_scan" in t]
     assert failure, texts
@@ -368,8 +290,8 @@ def test_failure_message_names_the_task_and_links_its_log(dag, box, tmp_path, mo
 
 def test_missing_rules_file_refuses_the_run(dag, box, tmp_path, monkeypatch):
     monkeypatch.setenv("SCALINGO_STAGING_SYNC_RULES", str(tmp_path / "nope.yaml"))
-    dag_run = _run(dag, box)
+    dag_run = run_reference(dag, box)
     assert str(dag_run.state) == "failed"
-    assert _states(dag_run)["safety_gate"] == "failed"
+    assert task_states(dag_run)["safety_gate"] == "failed"
     assert _previous_staging_intact(box)
     assert not box.fake.requests_to("/backups")

@@ -5,32 +5,17 @@ run through the sandbox: embedded PostgreSQL, fake Scalingo API over HTTP)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_cli
 
-import scalingo_staging_sync
 from scalingo_staging_sync.testing.sandbox import SOURCE_APP, start_sandbox
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGE_ROOT = str(Path(scalingo_staging_sync.__file__).resolve().parents[1])
 CUSTOMERS = "SELECT customer_id, first_name, last_name, email, phone, address FROM customer ORDER BY 1"
 
 pytestmark = pytest.mark.airflow
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT}
-    return subprocess.run(
-        [sys.executable, "-m", "scalingo_staging_sync.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
 
 
 def test_suggested_rules_run_the_reference_dag_to_success(airflow_db, tmp_path_factory, monkeypatch):
@@ -39,7 +24,7 @@ def test_suggested_rules_run_the_reference_dag_to_success(airflow_db, tmp_path_f
     box = start_sandbox(tmp_path_factory.mktemp("suggest-sandbox"))
     try:
         rules = box.base_dir / "suggested.yaml"
-        scan = _cli(
+        scan = run_cli(
             "scan",
             "--dsn",
             box.prod.conninfo(box.source_db),
@@ -50,7 +35,7 @@ def test_suggested_rules_run_the_reference_dag_to_success(airflow_db, tmp_path_f
         )
         assert scan.returncode in (0, 1), scan.stderr  # 1: the production scan has findings (it should)
         assert rules.is_file(), scan.stdout + scan.stderr
-        validate = _cli("validate", str(rules))
+        validate = run_cli("validate", str(rules))
         assert validate.returncode == 0, validate.stdout + validate.stderr
 
         for key, value in {**box.env, "SCALINGO_STAGING_SYNC_RULES": str(rules)}.items():

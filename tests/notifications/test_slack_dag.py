@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from airflow_helpers import sync_dag
 
 from scalingo_staging_sync.testing.slack_receiver import SlackReceiver
 
 pytestmark = pytest.mark.airflow
-
-
-def _sync(dag, tmp_path):
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-
-    DagBundlesManager().sync_bundles_to_db()
-    bag = DagBag(dag_folder=str(tmp_path), bundle_path=tmp_path)
-    bag.bag_dag(dag)
-    sync_bag_to_db(bag, "dags-folder", None)
 
 
 def _build_dag(dag_id: str, fail: bool):
@@ -75,7 +66,7 @@ def slack(monkeypatch):
 
 def test_start_phases_success(airflow_db, slack, tmp_path):
     dag = _build_dag("sss_slack_success", fail=False)
-    _sync(dag, tmp_path)
+    sync_dag(dag, tmp_path, bundle_path=tmp_path)
     run = dag.test()
     assert str(run.state) == "success"
     texts = slack.texts()
@@ -91,7 +82,7 @@ def test_start_phases_success(airflow_db, slack, tmp_path):
 
 def test_failure_names_task_and_log(airflow_db, slack, tmp_path):
     dag = _build_dag("sss_slack_failure", fail=True)
-    _sync(dag, tmp_path)
+    sync_dag(dag, tmp_path, bundle_path=tmp_path)
     run = dag.test()
     assert str(run.state) == "failed"
     failures = [t for t in slack.texts() if t.startswith(":x:")]

@@ -7,35 +7,13 @@ import re
 from pathlib import Path
 
 import pytest
-
-from scalingo_staging_sync.testing.sandbox import start_sandbox
+from airflow_helpers import sync_dag
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 RULES = REPO / "config" / "anonymization.yaml"
 
 pytestmark = pytest.mark.airflow
-
-
-@pytest.fixture
-def box(tmp_path_factory, monkeypatch):
-    sandbox = start_sandbox(tmp_path_factory.mktemp("sandbox"))
-    for key, value in sandbox.env.items():
-        monkeypatch.setenv(key, value)
-    yield sandbox
-    sandbox.stop()
-
-
-def _sync(dag, tmp_path: Path) -> None:
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-
-    DagBundlesManager().sync_bundles_to_db()
-    empty = tmp_path / "empty-dags"
-    empty.mkdir(exist_ok=True)
-    bag = DagBag(dag_folder=str(empty))
-    bag.bag_dag(dag)
-    sync_bag_to_db(bag, "dags-folder", None)
 
 
 def example_code() -> str:
@@ -56,7 +34,7 @@ def test_custom_dag_from_the_docs_runs_end_to_end_without_native_rendering(airfl
     assert not bag.import_errors, bag.import_errors
     dag = bag.get_dag("refresh_demo_db")
     assert dag.render_template_as_native_obj is False
-    _sync(dag, tmp_path)
+    sync_dag(dag, tmp_path / "empty-dags")
 
     prod = box.prod.execute("SELECT customer_id, email FROM customer ORDER BY 1", box.source_db)
     run = dag.test()

@@ -4,27 +4,15 @@ is retried by Airflow. Real dag.test runs with retries=2."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
+from airflow_helpers import sync_dag
 
 pytestmark = pytest.mark.airflow
 
 
-def _sync(dag, tmp_path: Path) -> None:
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-
-    DagBundlesManager().sync_bundles_to_db()
-    empty = tmp_path / "empty-dags"
-    empty.mkdir(exist_ok=True)
-    bag = DagBag(dag_folder=str(empty))
-    bag.bag_dag(dag)
-    sync_bag_to_db(bag, "dags-folder", None)
-
-
 def _run(dag, tmp_path):
-    _sync(dag, tmp_path)
+    sync_dag(dag, tmp_path / "empty-dags")
     run = dag.test()
     return {ti.task_id: ti for ti in run.get_task_instances()}
 

@@ -5,11 +5,11 @@ see docs/notes-perf.md); these tests back the byte-identity claim of the measure
 
 from __future__ import annotations
 
-import itertools
 import sys
 from pathlib import Path
 
 import pytest
+from pg_helpers import new_database
 from psycopg import sql
 
 from scalingo_staging_sync.anonymize.planner import read_table
@@ -20,7 +20,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from stream_prototype import CopyMasker, escape, hash_bytes_extended, unescape  # noqa: E402
 
 SALT = "perf-test-salt-0123456789abcdef"
-_counter = itertools.count()
 
 SPECS = {
     "email": {"transformer": "email"},
@@ -53,10 +52,8 @@ ROWS = [
 
 @pytest.fixture
 def pgdb(staging_pg):
-    name = f"perf_{next(_counter)}"
-    staging_pg.create_database(name)
-    yield staging_pg, name
-    staging_pg.drop_database(name)
+    with new_database(staging_pg, "perf") as name:
+        yield staging_pg, name
 
 
 def _copy_out(conn, table: str) -> bytes:
@@ -70,6 +67,20 @@ def _copy_out(conn, table: str) -> bytes:
 def _copy_in(conn, table: str, data: bytes) -> None:
     with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(sql.Identifier(table))) as cp:
         cp.write(data)
+
+
+def _load_through_trigger(conn, key: str, data: bytes):
+    """Table ``by_trigger`` (DDL) with the masking trigger of SPECS under ``key``, and ``data`` (COPY
+    text) copied into it through the trigger; returns the table's catalog entry."""
+    for name_, value in key_settings(key).items():
+        conn.execute("SELECT set_config(%s, %s, false)", (name_, value))
+    conn.execute(sql.SQL(DDL).format(sql.Identifier("by_trigger")))
+    cat = read_table(conn, "public", "by_trigger")
+    create_fn, create_trigger, _drop = trigger_statements("public", "by_trigger", SPECS, cat.columns, conn)
+    conn.execute(create_fn)
+    conn.execute(create_trigger)
+    _copy_in(conn, "by_trigger", data)
+    return cat
 
 
 def test_hash_bytes_extended_matches_hashtextextended(pgdb):
@@ -107,17 +118,8 @@ def test_prototype_output_is_the_trigger_output_byte_for_byte(pgdb):
     key = derive_key(SALT)
     data = ("\n".join(ROWS) + "\n").encode()
     with pg.connect(name) as conn:
-        for name_, value in key_settings(key).items():
-            conn.execute("SELECT set_config(%s, %s, false)", (name_, value))
-        for table in ("by_trigger", "by_stream"):
-            conn.execute(sql.SQL(DDL).format(sql.Identifier(table)))
-        cat = read_table(conn, "public", "by_trigger")
-        create_fn, create_trigger, _drop = trigger_statements(
-            "public", "by_trigger", SPECS, cat.columns, conn
-        )
-        conn.execute(create_fn)
-        conn.execute(create_trigger)
-        _copy_in(conn, "by_trigger", data)
+        cat = _load_through_trigger(conn, key, data)
+        conn.execute(sql.SQL(DDL).format(sql.Identifier("by_stream")))
         masked = CopyMasker(SPECS, cat.columns, list(cat.columns), key).mask_block(data)
         _copy_in(conn, "by_stream", masked)
         expected = _copy_out(conn, "by_trigger")
@@ -169,16 +171,7 @@ def test_duckdb_exact_engine_output_is_the_trigger_output_byte_for_byte(pgdb):
     key = derive_key(SALT)
     data = ("\n".join(ROWS) + "\n").encode()
     with pg.connect(name) as conn:
-        for name_, value in key_settings(key).items():
-            conn.execute("SELECT set_config(%s, %s, false)", (name_, value))
-        conn.execute(sql.SQL(DDL).format(sql.Identifier("by_trigger")))
-        cat = read_table(conn, "public", "by_trigger")
-        create_fn, create_trigger, _drop = trigger_statements(
-            "public", "by_trigger", SPECS, cat.columns, conn
-        )
-        conn.execute(create_fn)
-        conn.execute(create_trigger)
-        _copy_in(conn, "by_trigger", data)
+        cat = _load_through_trigger(conn, key, data)
         expected = _copy_out(conn, "by_trigger")
     masked = DuckMasker(SPECS, cat.columns, list(cat.columns), key, exact=True).mask_block(data)
     assert masked.split(b"\n") == expected.split(b"\n")

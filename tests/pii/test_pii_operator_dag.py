@@ -2,36 +2,15 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
+from airflow_helpers import session_task_states, stored_xcom, sync_dag
+from pii_helpers import CUSTOMER_MASKED
 
 from scalingo_staging_sync.fingerprint import ALGORITHM, fingerprint
 from scalingo_staging_sync.testing.postgres import load_chinook
 
 pytestmark = pytest.mark.airflow
 SALT = "dag-test-salt-0123456789"
-CUSTOMER_COLUMNS = [
-    "first_name",
-    "last_name",
-    "address",
-    "city",
-    "country",
-    "postal_code",
-    "phone",
-    "fax",
-    "email",
-]
-
-
-def _sync(dag, tmp_path):
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-
-    DagBundlesManager().sync_bundles_to_db()
-    bag = DagBag(dag_folder=str(tmp_path), bundle_path=tmp_path)
-    bag.bag_dag(dag)
-    sync_bag_to_db(bag, "dags-folder", None)
 
 
 @pytest.fixture(scope="module")
@@ -45,26 +24,6 @@ def chinook_gate(staging_pg16):
     return db
 
 
-def _states(run):
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        return {ti.task_id: str(ti.state) for ti in run.get_task_instances(session=session)}
-
-
-def _xcom(run, task_id, key="return_value"):
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = (
-            session.query(XComModel)
-            .filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id=task_id, key=key)
-            .one_or_none()
-        )
-        return None if row is None else (json.loads(row.value) if isinstance(row.value, str) else row.value)
-
-
 def _gate_dag(dag_id, allow):
     from airflow.sdk import DAG
 
@@ -75,7 +34,7 @@ def _gate_dag(dag_id, allow):
             task_id="pii_scan",
             postgres_conn_id="staging_gate",
             database="{{ params.db }}",
-            masked_columns=[f"public.customer.{c}" for c in CUSTOMER_COLUMNS],
+            masked_columns=CUSTOMER_MASKED,
             allow=allow,
             params={"db": "chinook_gate"},
         )
@@ -87,11 +46,11 @@ def test_gate_fails_in_dag_and_names_employee_columns(
 ):
     monkeypatch.setenv("AIRFLOW_CONN_STAGING_GATE", staging_pg16.airflow_conn_json("postgres"))
     dag = _gate_dag("sss_pii_gate_fail", allow=[])
-    _sync(dag, tmp_path)
+    sync_dag(dag, tmp_path, bundle_path=tmp_path)
     run = dag.test()
     assert str(run.state) == "failed"
-    assert _states(run)["pii_scan"] == "failed"
-    report = _xcom(run, "pii_scan", key="pii_scan")  # findings reach XCom even though the task failed
+    assert session_task_states(run)["pii_scan"] == "failed"
+    report = stored_xcom(run, "pii_scan", key="pii_scan")  # findings reach XCom even though the task failed
     assert report and not report["passed"]
     assert {"public.employee.email", "public.employee.first_name", "public.employee.birth_date"} <= set(
         report["unmasked"]
@@ -103,10 +62,10 @@ def test_gate_passes_with_allow_list(airflow_db, staging_pg16, chinook_gate, tmp
     monkeypatch.setenv("AIRFLOW_CONN_STAGING_GATE", staging_pg16.airflow_conn_json("postgres"))
     allow = ["public.employee.*", {"column": "public.invoice.*", "reason": "billing addresses are synthetic"}]
     dag = _gate_dag("sss_pii_gate_pass", allow=allow)
-    _sync(dag, tmp_path)
+    sync_dag(dag, tmp_path, bundle_path=tmp_path)
     run = dag.test()
     assert str(run.state) == "success"
-    report = _xcom(run, "pii_scan")
+    report = stored_xcom(run, "pii_scan")
     assert report["passed"] and report["unmasked"] == []
     assert report["counts"]["allowed"] > 0 and report["counts"]["masked"] >= 1
 
@@ -139,10 +98,10 @@ def test_verification_operator_in_dag(airflow_db, staging_pg16, tmp_path, monkey
         ResidualVerificationOperator(
             task_id="verify_anonymization", postgres_conn_id="staging_verify", anonymize_results=[result]
         )
-    _sync(dag, tmp_path)
+    sync_dag(dag, tmp_path, bundle_path=tmp_path)
     run = dag.test()
     assert str(run.state) == "failed"
-    report = _xcom(run, "verify_anonymization", key="verification")
+    report = stored_xcom(run, "verify_anonymization", key="verification")
     assert report["failures"] == [
         "public.employee: column public.employee.email still holds 4 of 8 sampled original values"
     ]

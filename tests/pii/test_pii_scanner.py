@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from pii_helpers import CUSTOMER_MASKED
 
 from scalingo_staging_sync.pii.scanner import (
     TableInfo,
@@ -16,20 +17,6 @@ from scalingo_staging_sync.pii.scanner import (
 )
 from scalingo_staging_sync.testing.postgres import load_chinook
 
-CUSTOMER_MASKED = [
-    f"public.customer.{c}"
-    for c in (
-        "first_name",
-        "last_name",
-        "address",
-        "city",
-        "country",
-        "postal_code",
-        "phone",
-        "fax",
-        "email",
-    )
-]
 RAW_EMAIL = "jane.roe.secret@gmail.com"
 
 

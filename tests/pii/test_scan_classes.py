@@ -5,22 +5,17 @@ allowed otherwise)."""
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
+from pg_helpers import new_database
 
 from scalingo_staging_sync.pii.scanner import UnmaskedPiiError, enforce, scan_database
 from scalingo_staging_sync.tablename import TableName
 
-_n = itertools.count()
-
 
 @pytest.fixture
 def db(staging_pg):
-    name = f"pii_cls_{next(_n)}"
-    staging_pg.create_database(name)
-    yield staging_pg, name
-    staging_pg.drop_database(name)
+    with new_database(staging_pg, "pii_cls") as name:
+        yield staging_pg, name
 
 
 def scan(pg, db, **kwargs):

@@ -8,6 +8,7 @@ import psycopg
 import pytest
 from restore_helpers import make_scalingo_db, superuser_target, tables_of, unique_db
 
+from scalingo_staging_sync.pgconn import PgTarget
 from scalingo_staging_sync.restore import dump as dumpmod
 from scalingo_staging_sync.restore import targets
 from scalingo_staging_sync.restore.api import restore
@@ -35,6 +36,14 @@ PG15_BIN = Path("/usr/lib/postgresql/15/bin")
 
 def _marker(pg, db):
     pg.execute("CREATE TABLE live_marker (x int); INSERT INTO live_marker VALUES (42)", db)
+
+
+def _marked_target(pg) -> tuple[str, PgTarget]:
+    """A new database holding the previous-staging marker, and a superuser target on it."""
+    db = unique_db()
+    pg.create_database(db)
+    _marker(pg, db)
+    return db, superuser_target(pg, db)
 
 
 def _has_marker(pg, db) -> bool:
@@ -96,10 +105,7 @@ def test_stderr_parser_separates_harmless_errors():
 
 @pytest.mark.skipif(not (PG15_BIN / "pg_restore").exists(), reason="Debian PostgreSQL 15 tools not installed")
 def test_dump_newer_than_pg_restore_is_refused_before_anything(chinook_dump, staging_pg16, monkeypatch):
-    db = unique_db()
-    staging_pg16.create_database(db)
-    _marker(staging_pg16, db)
-    target = superuser_target(staging_pg16, db)
+    db, target = _marked_target(staging_pg16)
     with pytest.raises(DumpTooNewError) as err:
         restore(chinook_dump, target, pg_bin_dir=str(PG15_BIN), mode="in_place")
     msg = str(err.value)
@@ -115,10 +121,7 @@ def test_dump_newer_than_pg_restore_is_refused_before_anything(chinook_dump, sta
 
 
 def test_swap_by_phases_then_promote(chinook_dump, staging_pg):
-    db = unique_db()
-    staging_pg.create_database(db)
-    _marker(staging_pg, db)
-    target = superuser_target(staging_pg, db)
+    db, target = _marked_target(staging_pg)
     tools = find_pg_tools(pg_bin_dir(staging_pg.version))
     pre = restore(chinook_dump, target, section="pre-data", tools=tools)
     assert pre["mode"] == "swap" and pre["database"] == f"{db}__incoming"
@@ -240,10 +243,7 @@ def _corrupt_middle(src: Path, dst: Path) -> Path:
 @pytest.mark.parametrize("mode", ["swap", "in_place"])
 def test_truncated_and_corrupt_dumps_leave_staging_untouched(chinook_dump, staging_pg16, tmp_path, mode):
     pg = staging_pg16
-    db = unique_db()
-    pg.create_database(db)
-    _marker(pg, db)
-    target = superuser_target(pg, db)
+    db, target = _marked_target(pg)
     tools = find_pg_tools(pg_bin_dir(16))
     truncated = _truncated(chinook_dump, tmp_path / "truncated.pgsql")
     with pytest.raises(DumpFormatError, match="truncated"):
@@ -273,10 +273,7 @@ def test_truncated_and_corrupt_dumps_leave_staging_untouched(chinook_dump, stagi
 
 def test_run_killed_between_sections_then_clean_run(chinook_dump, staging_pg18):
     pg = staging_pg18
-    db = unique_db()
-    pg.create_database(db)
-    _marker(pg, db)
-    target = superuser_target(pg, db)
+    db, target = _marked_target(pg)
     tools = find_pg_tools(pg_bin_dir(18))
     restore(chinook_dump, target, section="pre-data+data", mode="swap", tools=tools)
     # ... the worker dies here: no post-data, no promote, no teardown. A stale scratch remains.

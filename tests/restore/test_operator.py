@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from airflow_helpers import sync_dag
 from restore_helpers import SCALINGO_ROLE, make_scalingo_db, tables_of, unique_db
 
 from scalingo_staging_sync.restore import targets
@@ -31,18 +32,6 @@ def fake_scalingo(tmp_path, monkeypatch):
 
 def _formation(fake) -> dict:
     return {c["name"]: c["amount"] for c in fake.apps[APP].containers}
-
-
-def _sync(dag, tmp_path: Path) -> None:
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-
-    DagBundlesManager().sync_bundles_to_db()
-    empty = tmp_path / "empty-dags"
-    empty.mkdir(exist_ok=True)
-    bag = DagBag(dag_folder=str(empty))
-    bag.bag_dag(dag)
-    sync_bag_to_db(bag, "dags-folder", None)
 
 
 def test_operator_phases_in_dag_test_with_maintenance(
@@ -81,7 +70,7 @@ def test_operator_phases_in_dag_test_with_maintenance(
         checked = check_scaled_down(data.output)
         pre >> data >> checked >> post >> promote >> cleanup.as_teardown(setups=pre)
 
-    _sync(dag, tmp_path)
+    sync_dag(dag, tmp_path / "empty-dags")
     run = dag.test()
     assert run.state == DagRunState.SUCCESS
     xcom = json.loads(out_file.read_text())

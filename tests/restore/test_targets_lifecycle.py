@@ -16,6 +16,7 @@ import shlex
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -74,16 +75,34 @@ def set_connection_limit(pg, role: str, limit: int) -> None:
         conn.execute(sql.SQL("ALTER ROLE {} CONNECTION LIMIT {}").format(sql.Identifier(role), limit))
 
 
+@contextmanager
+def connections_refused(pg, role: str):
+    """The server refuses ``role`` (connection limit 0) inside the block, and accepts it again after."""
+    set_connection_limit(pg, role, 0)
+    try:
+        yield
+    finally:
+        set_connection_limit(pg, role, -1)
+
+
 def new_scratch(target: PgTarget, text: str) -> None:
     targets.create_scratch(target)
     put(target, text, f"{target.dbname}__incoming")
 
 
-def run_python(code: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def swap_with_scratch(pg, prefix: str, scratch: str) -> tuple[str, PgTarget]:
+    """A fresh swap-mode database holding "old staging", and its scratch database holding ``scratch``."""
+    db = unique_db(prefix)
+    target = swap_target(pg, db)
+    put(target, "old staging")
+    new_scratch(target, scratch)
+    return db, target
+
+
+def run_python(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python ARGV`` with the provider on PYTHONPATH; ``env`` adds to the inherited environment."""
     full_env = {**os.environ, "PYTHONPATH": str(PROVIDER), **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], env=full_env, capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([sys.executable, *argv], env=full_env, capture_output=True, text=True, timeout=120)
 
 
 KILL_BETWEEN_RENAMES = """
@@ -105,12 +124,9 @@ print("not killed")
 
 def test_promote_killed_between_the_renames_leaves_staging_intact(staging_pg):
     pg = staging_pg
-    db = unique_db("swapkill")
-    target = swap_target(pg, db)
-    put(target, "old staging")
-    new_scratch(target, "new masked copy")
+    db, target = swap_with_scratch(pg, "swapkill", "new masked copy")
 
-    proc = run_python(KILL_BETWEEN_RENAMES, target.host, str(target.port), target.user, db)
+    proc = run_python("-c", KILL_BETWEEN_RENAMES, target.host, str(target.port), target.user, db)
     assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
     assert "step renamed_live_aside" in proc.stdout and "not killed" not in proc.stdout
     # the two renames were one transaction: the kill rolled the first back
@@ -141,10 +157,7 @@ def _first_rename_only(pg, target: PgTarget, *, marked: bool) -> None:
 
 def test_half_done_promote_is_completed_by_cleanup_then_a_new_promote_loses_nothing(staging_pg16):
     pg = staging_pg16
-    db = unique_db("swaphalf")
-    target = swap_target(pg, db)
-    put(target, "old staging")
-    new_scratch(target, "verified copy")
+    db, target = swap_with_scratch(pg, "swaphalf", "verified copy")
     _first_rename_only(pg, target, marked=True)
     assert copies(pg, db) == {"live": None, "scratch": "verified copy", "previous": "old staging"}
 
@@ -163,10 +176,7 @@ def test_promote_never_drops_the_last_copy(staging_pg18):
     """Without any cleanup in between: the next promote finds live missing and __previous present,
     puts __previous back first, and only then swaps."""
     pg = staging_pg18
-    db = unique_db("swaplast")
-    target = swap_target(pg, db)
-    put(target, "old staging")
-    new_scratch(target, "verified copy")
+    db, target = swap_with_scratch(pg, "swaplast", "verified copy")
     _first_rename_only(pg, target, marked=True)
     out = targets.promote(target, "swap", keep_previous=True)
     assert out["replaced_existing"] is True
@@ -175,10 +185,7 @@ def test_promote_never_drops_the_last_copy(staging_pg18):
 
 def test_unverified_half_done_swap_is_reverted_and_dry_run_changes_nothing(staging_pg16):
     pg = staging_pg16
-    db = unique_db("swaprevert")
-    target = swap_target(pg, db)
-    put(target, "old staging")
-    new_scratch(target, "UNMASKED rows")
+    db, target = swap_with_scratch(pg, "swaprevert", "UNMASKED rows")
     _first_rename_only(pg, target, marked=False)  # an older version's scratch carries no marker
     before = copies(pg, db)
 
@@ -198,10 +205,7 @@ def test_unverified_half_done_swap_is_reverted_and_dry_run_changes_nothing(stagi
 
 def test_scratch_of_a_failed_run_is_a_leftover_and_promoted_scratch_is_not(staging_pg18):
     pg = staging_pg18
-    db = unique_db("swapleft")
-    target = swap_target(pg, db)
-    put(target, "old staging")
-    new_scratch(target, "UNMASKED rows")
+    db, target = swap_with_scratch(pg, "swapleft", "UNMASKED rows")
     assert targets.find_leftovers(target) == [f"drop scratch database {db}__incoming (never promoted)"]
     assert targets.recover_leftovers(target)["actions"] == [
         f"drop scratch database {db}__incoming (never promoted)"
@@ -215,19 +219,20 @@ def test_scratch_of_a_failed_run_is_a_leftover_and_promoted_scratch_is_not(stagi
 # ---------------------------------------------------------------------------- cleanup proves its result
 
 
-def _unmasked_in_place(pg, db: str) -> PgTarget:
+def _unmasked_in_place(pg) -> tuple[str, PgTarget]:
+    """A fresh in-place database (Scalingo's grants) holding restored, unmasked rows."""
+    db = unique_db("scalingo")
     target = make_scalingo_db(pg, db)
     targets.write_state(target, "unmasked")
     with target.connect() as conn:
         conn.execute("CREATE TABLE customer (email text); INSERT INTO customer VALUES ('real@person.fr')")
         conn.execute("CREATE SCHEMA app_data; CREATE TABLE app_data.phones (phone text)")
-    return target
+    return db, target
 
 
 def test_cleanup_reconnects_while_the_role_is_refused_then_proves_the_wipe(staging_pg):
     pg = staging_pg
-    db = unique_db("scalingo")
-    target = _unmasked_in_place(pg, db)
+    db, target = _unmasked_in_place(pg)
     errors: list[str] = []
 
     def on_retry(attempt: int, exc: BaseException) -> None:
@@ -235,13 +240,10 @@ def test_cleanup_reconnects_while_the_role_is_refused_then_proves_the_wipe(stagi
         if attempt == 2:  # the server accepts the role again after two refusals
             set_connection_limit(pg, SCALINGO_ROLE, -1)
 
-    set_connection_limit(pg, SCALINGO_ROLE, 0)
-    try:
+    with connections_refused(pg, SCALINGO_ROLE):
         with pytest.raises(targets.StagingUnreachableError):
             targets.read_state(target)  # "cannot read" is never "no state"
         out = targets.cleanup(target, "in_place", retry=FAST, on_retry=on_retry)
-    finally:
-        set_connection_limit(pg, SCALINGO_ROLE, -1)
     assert len(errors) == 2 and all("too many connections" in e for e in errors)
     assert out["proven"] and out["attempts"] == 3 and out["wiped"]
     assert out["state"] == "wiped" and out["remaining"] == {"relations": 0, "large_objects": 0}
@@ -255,34 +257,23 @@ def test_cleanup_reconnects_while_the_role_is_refused_then_proves_the_wipe(stagi
 
 def test_swap_cleanup_reconnects_too(staging_pg16):
     pg = staging_pg16
-    db = unique_db("swapretry")
-    target = swap_target(pg, db)
-    put(target, "old staging")
-    new_scratch(target, "UNMASKED rows")
-    set_connection_limit(pg, SWAP_ROLE, 0)
-    try:
+    db, target = swap_with_scratch(pg, "swapretry", "UNMASKED rows")
+    with connections_refused(pg, SWAP_ROLE):
         out = targets.cleanup(
             target,
             "swap",
             retry=FAST,
             on_retry=lambda n, e: n == 1 and set_connection_limit(pg, SWAP_ROLE, -1),
         )
-    finally:
-        set_connection_limit(pg, SWAP_ROLE, -1)
     assert out["proven"] and out["attempts"] == 2 and out["dropped_scratch"]
     assert copies(pg, db) == {"live": "old staging", "scratch": None, "previous": None}
 
 
 def test_cleanup_that_cannot_recover_says_staging_may_hold_unmasked_data_and_what_to_run(staging_pg18):
     pg = staging_pg18
-    db = unique_db("scalingo")
-    target = _unmasked_in_place(pg, db)
-    set_connection_limit(pg, SCALINGO_ROLE, 0)
-    try:
-        with pytest.raises(targets.CleanupNotProvenError) as err:
-            targets.cleanup(target, "in_place", retry=ConnectRetry(attempts=2, base_delay_s=0.05))
-    finally:
-        set_connection_limit(pg, SCALINGO_ROLE, -1)
+    db, target = _unmasked_in_place(pg)
+    with connections_refused(pg, SCALINGO_ROLE), pytest.raises(targets.CleanupNotProvenError) as err:
+        targets.cleanup(target, "in_place", retry=ConnectRetry(attempts=2, base_delay_s=0.05))
     message = str(err.value)
     assert "staging may hold unmasked production data" in message
     assert f"database '{db}'" in message and "restored tables are wiped" in message
@@ -298,13 +289,7 @@ def test_cleanup_that_cannot_recover_says_staging_may_hold_unmasked_data_and_wha
     env.pop("PGPASSWORD")  # the embedded server trusts local connections
     argv = [w for w in words if not ("=" in w and w.split("=", 1)[0].startswith("PG"))]
     assert argv[:3] == ["python", "-m", "scalingo_staging_sync.restore.targets"]
-    proc = subprocess.run(
-        [sys.executable, *argv[1:]],
-        env={**os.environ, "PYTHONPATH": str(PROVIDER), **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_python(*argv[1:], env=env)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["proven"] and result["wiped"]
@@ -314,8 +299,7 @@ def test_cleanup_that_cannot_recover_says_staging_may_hold_unmasked_data_and_wha
 
 def test_verified_in_place_data_survives_cleanup_and_is_no_leftover(staging_pg16):
     pg = staging_pg16
-    db = unique_db("scalingo")
-    target = _unmasked_in_place(pg, db)
+    db, target = _unmasked_in_place(pg)
     targets.promote(target, "in_place")
     assert targets.find_leftovers(target) == []
     out = targets.cleanup(target, "auto", retry=FAST)
@@ -325,8 +309,7 @@ def test_verified_in_place_data_survives_cleanup_and_is_no_leftover(staging_pg16
 
 def test_in_place_leftovers_are_reported_by_a_dry_run_and_wiped_by_the_gate(staging_pg):
     pg = staging_pg
-    db = unique_db("scalingo")
-    target = _unmasked_in_place(pg, db)
+    db, target = _unmasked_in_place(pg)
 
     report = targets.recover_leftovers(target, dry_run=True)
     assert report["found"] == [f"in-place state 'unmasked' in {db}"]
@@ -378,8 +361,7 @@ def test_tables_the_app_creates_after_a_wipe_are_not_a_false_alarm(staging_pg18)
     """On Scalingo the staging app shares the role: after a wipe it may recreate its own tables. Only a
     wipe made by this cleanup is proven against the catalog; later runs are not refused for them."""
     pg = staging_pg18
-    db = unique_db("scalingo")
-    target = _unmasked_in_place(pg, db)
+    db, target = _unmasked_in_place(pg)
     assert targets.cleanup(target, "in_place", retry=FAST)["wiped"]
     with target.connect() as conn:  # the app's migrations run again on the empty database
         conn.execute("CREATE TABLE schema_migrations (version text)")
@@ -392,18 +374,9 @@ def test_tables_the_app_creates_after_a_wipe_are_not_a_false_alarm(staging_pg18)
 
 def test_recover_command_dry_run_reports_and_changes_nothing(staging_pg16):
     pg = staging_pg16
-    db = unique_db("swapcli")
-    target = swap_target(pg, db)
-    put(target, "old staging")
-    new_scratch(target, "UNMASKED rows")
+    db, target = swap_with_scratch(pg, "swapcli", "UNMASKED rows")
     env = {"PGHOST": target.host, "PGPORT": str(target.port), "PGUSER": target.user, "PGDATABASE": db}
-    proc = subprocess.run(
-        [sys.executable, "-m", "scalingo_staging_sync.restore.targets", "recover", "--dry-run"],
-        env={**os.environ, "PYTHONPATH": str(PROVIDER), **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_python("-m", "scalingo_staging_sync.restore.targets", "recover", "--dry-run", env=env)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["dry_run"] and report["actions"] == [

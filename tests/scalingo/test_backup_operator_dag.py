@@ -7,24 +7,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from airflow_helpers import sync_dag
 from scalingo_helpers import APP
 
 from scalingo_staging_sync.scalingo.download import sha256_file
 
 pytestmark = pytest.mark.airflow
-
-
-def _sync(dag, tmp_path: Path) -> None:
-    """Serialize a test-local DAG into the metadata DB (dag.test() needs it there)."""
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-
-    DagBundlesManager().sync_bundles_to_db()
-    empty = tmp_path / "empty-dags"
-    empty.mkdir(exist_ok=True)
-    bag = DagBag(dag_folder=str(empty))
-    bag.bag_dag(dag)
-    sync_bag_to_db(bag, "dags-folder", None)
 
 
 def _run_dag(dag_id: str, tmp_path: Path, **op_kwargs):
@@ -49,7 +37,7 @@ def _run_dag(dag_id: str, tmp_path: Path, **op_kwargs):
 
         record(backup.output)
 
-    _sync(dag, tmp_path)
+    sync_dag(dag, tmp_path / "empty-dags")
     run = dag.test()
     return run, (json.loads(result_file.read_text()) if result_file.exists() else None)
 
@@ -85,5 +73,5 @@ def test_dag_test_fails_on_unknown_app(airflow_db, fake, fake_app, scalingo_conn
         ScalingoBackupOperator(
             task_id="backup", app="ghost-app", download_dir=str(tmp_path / "dl"), retries=0
         )
-    _sync(dag, tmp_path)
+    sync_dag(dag, tmp_path / "empty-dags")
     assert dag.test().state == DagRunState.FAILED

@@ -8,23 +8,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-
-
-def _sync(dag, tmp_path):
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-
-    DagBundlesManager().sync_bundles_to_db()
-    bag = DagBag(dag_folder=str(tmp_path), bundle_path=tmp_path)
-    bag.bag_dag(dag)
-    sync_bag_to_db(bag, "dags-folder", None)
-
-
-def _states(run):
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        return {ti.task_id: str(ti.state) for ti in run.get_task_instances(session=session)}
+from airflow_helpers import session_task_states, sync_dag
 
 
 def _storage_dag(dag_id, *, dump, bucket, pg, workers, fail_restore=False):
@@ -99,9 +83,9 @@ def test_reference_flow_on_s3_without_a_shared_disk(
         workers=workers,
         fail_restore=fail_restore,
     )
-    _sync(dag, tmp_path)
+    sync_dag(dag, tmp_path, bundle_path=tmp_path)
     run = dag.test()
-    states = _states(run)
+    states = session_task_states(run)
     assert states["cleanup"] == "success"
     assert s3_bucket.keys() == []  # no dump left in the bucket, successful run or not
     assert s3_bucket.server.multipart_uploads(s3_bucket.name) == []

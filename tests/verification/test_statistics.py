@@ -4,9 +4,8 @@ materialized views are refreshed from masked data in dependency order."""
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
+from pg_helpers import new_database
 
 from scalingo_staging_sync.anonymize.executor import run_table_plan
 from scalingo_staging_sync.anonymize.postload import (
@@ -20,15 +19,12 @@ from scalingo_staging_sync.tablename import TableName
 from scalingo_staging_sync.verification import ResidualValueError, verify_residuals
 
 SALT = "test-salt-for-statistics-0123456789"
-_n = itertools.count()
 
 
 @pytest.fixture
 def target(staging_pg):
-    name = f"stats_{next(_n)}"
-    staging_pg.create_database(name)
-    yield PgTarget(host=staging_pg.host, port=staging_pg.port, user=staging_pg.user, dbname=name)
-    staging_pg.drop_database(name)
+    with new_database(staging_pg, "stats") as name:
+        yield PgTarget(host=staging_pg.host, port=staging_pg.port, user=staging_pg.user, dbname=name)
 
 
 def run(target: PgTarget, statement: str):

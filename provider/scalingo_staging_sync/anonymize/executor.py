@@ -391,6 +391,22 @@ def _on_load_proof(item: Mapping[str, Any], salt: str, dump_path: str, tools: An
     return build_proof(item, salt, key_columns, sample)
 
 
+def _start_on_load(
+    item: Mapping[str, Any], salt: str, dump_path: str, tools: Any, sample_rows: int
+) -> tuple[str, Any, float, dict]:
+    """What every on-load step begins with: the table's name, the PostgreSQL tools (found if not
+    given), the start time and the proof sampled from the archive."""
+    from scalingo_staging_sync.restore.pgtools import find_pg_tools
+
+    table = _qualified(item)
+    tools = tools or find_pg_tools()
+    started = time.monotonic()
+    proof = _guarded(
+        lambda: _on_load_proof(item, salt, dump_path, tools, sample_rows), f"sample {table} from the archive"
+    )
+    return table, tools, started, proof
+
+
 def run_on_load(
     item: Mapping[str, Any],
     target: PgTarget,
@@ -402,15 +418,8 @@ def run_on_load(
     sample_rows: int = SAMPLE_ROWS,
 ) -> dict[str, Any]:
     """Mask one table on load on its own: trigger, load of this table's data, trigger dropped."""
-    from scalingo_staging_sync.restore.pgtools import find_pg_tools
-
-    table = _qualified(item)
-    tools = tools or find_pg_tools()
     keyed_target = target_with_key(target, derive_key(salt))
-    started = time.monotonic()
-    proof = _guarded(
-        lambda: _on_load_proof(item, salt, dump_path, tools, sample_rows), f"sample {table} from the archive"
-    )
+    table, tools, started, proof = _start_on_load(item, salt, dump_path, tools, sample_rows)
 
     def attempt() -> int:
         with target.connect(autocommit=True) as conn:
@@ -443,14 +452,7 @@ def prepare_on_load(
     see :func:`scalingo_staging_sync.anonymize.salt.target_with_key`), masked as COPY writes them;
     :func:`finish_on_load` drops the trigger afterwards.
     """
-    from scalingo_staging_sync.restore.pgtools import find_pg_tools
-
-    table = _qualified(item)
-    tools = tools or find_pg_tools()
-    started = time.monotonic()
-    proof = _guarded(
-        lambda: _on_load_proof(item, salt, dump_path, tools, sample_rows), f"sample {table} from the archive"
-    )
+    table, tools, started, proof = _start_on_load(item, salt, dump_path, tools, sample_rows)
 
     def attempt() -> list[str]:
         with target.connect(autocommit=True) as conn:

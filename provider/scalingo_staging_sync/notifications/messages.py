@@ -160,17 +160,23 @@ def failure_message(
     return "\n".join(lines)
 
 
+def _success_from(data: Mapping[str, Any], labels: Mapping[str, str] | None, *, dry_run: bool = False) -> str:
+    """The success summary of the summary, apps and tables in ``data`` (an audit report, or the
+    keyword arguments of a ``success`` event)."""
+    return success_message(
+        data.get("summary"),
+        source_app=data.get("source_app"),
+        target_app=data.get("target_app"),
+        tables=data.get("tables"),
+        labels=labels,
+        dry_run=dry_run,
+    )
+
+
 def report_message(report: Mapping[str, Any], labels: Mapping[str, str] | None = None) -> str:
     """Message from an audit report: success summary, or where it stopped."""
     if report.get("result") in ("success", "dry_run"):
-        return success_message(
-            report.get("summary"),
-            source_app=report.get("source_app"),
-            target_app=report.get("target_app"),
-            tables=report.get("tables"),
-            labels=labels,
-            dry_run=report.get("result") == "dry_run",
-        )
+        return _success_from(report, labels, dry_run=report.get("result") == "dry_run")
     stopped = report.get("stopped_at")
     lines = [
         f":x: *Staging sync failed* at {phase_label(stopped) if stopped else 'an unknown step'}",
@@ -204,13 +210,7 @@ def build_event_message(event: str, **kwargs: Any) -> str:
     if event in ("success", "report") and kwargs.get("report"):
         return report_message(kwargs["report"], labels)
     if event == "success":
-        return success_message(
-            kwargs.get("summary"),
-            source_app=kwargs.get("source_app"),
-            target_app=kwargs.get("target_app"),
-            tables=kwargs.get("tables"),
-            labels=labels,
-        )
+        return _success_from(kwargs, labels)
     if event == "failure":
         return failure_message(
             kwargs.get("task_id"),
