@@ -147,6 +147,7 @@ def run_preflight(
     pg_bin_dir: str | None = None,
     download_checker: DownloadChecker | None = None,
     check_leftovers: bool = True,
+    leftovers_report: Mapping[str, Any] | None = None,
 ) -> PreflightResult:
     """Run every preflight check for ``settings`` (see :data:`CHECKS`). ``staging`` is a
     :class:`~scalingo_staging_sync.pgconn.PgTarget` (None when the connection could not be read:
@@ -158,7 +159,10 @@ def run_preflight(
     ``no_leftover_state``: leftovers of an interrupted run (scratch database, half-done promote,
     unverified in-place data) must have been finished by
     :func:`scalingo_staging_sync.restore.targets.recover_leftovers`, which the gate calls first; a dry
-    run lists what that would do and passes."""
+    run lists what that would do and passes. ``leftovers_report``: what the gate's own
+    ``recover_leftovers`` call of this task returned, reused instead of reading staging again when it
+    is that same read (a dry run) or found nothing (a real run that found nothing has read everything
+    the check reads, and changed nothing)."""
     environ = os.environ if environ is None else environ
     result = PreflightResult()
     target_app = settings.target_app
@@ -314,6 +318,17 @@ def run_preflight(
                 return CheckResult(name, False, "the staging connection was not read")
             from scalingo_staging_sync.restore import targets
 
+            earlier = leftovers_report or {}
+            if (
+                earlier.get("attempted")
+                and not earlier.get("error")
+                and (earlier.get("dry_run") or not earlier.get("found"))
+            ):
+                report = {
+                    "found": list(earlier.get("found") or []),
+                    "actions": list(earlier.get("actions") or []),
+                }
+                return _leftovers_check(report)
             # a short retry: the gate has just called recover_leftovers with its own retries (retry=None
             # would mean the teardowns' full ConnectRetry, minutes against an unreachable server)
             report = targets.recover_leftovers(
@@ -321,6 +336,12 @@ def run_preflight(
                 dry_run=True,
                 retry=targets.ConnectRetry(attempts=2, base_delay_s=0.5, max_delay_s=1.0),
             )
+            return _leftovers_check(report)
+
+        def _leftovers_check(report: Mapping[str, Any]) -> CheckResult:
+            from scalingo_staging_sync.restore import targets
+
+            name = "no_leftover_state"
             result.facts["leftovers"] = report["found"]
             if not report["found"]:
                 return CheckResult(

@@ -20,6 +20,7 @@ run. The only parse-time work is listing the configured rules folder, for the tr
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from scalingo_staging_sync import task_ids as T
@@ -31,14 +32,48 @@ STAGING_CONN_ID = "staging_db"
 DAG_DOC = __doc__
 
 
+#: the template macro through which every template reads the gate's XComs (see :func:`gate_xcom`)
+GATE_XCOM_MACRO = "gate_xcom"
+_GATE_XCOM_CACHE: dict[tuple[Any, ...], Any] = {}
+
+
+def gate_xcom(ti: Any, key: str) -> Any:
+    """The gate's XCom ``key`` (``settings`` or ``preflight``), pulled once per task instance.
+
+    A task reads many run settings, one templated field (and one Slack-callback field) each: through
+    ``ti.xcom_pull`` that is one execution-API round trip per field (up to 10 for one task) for the
+    same value. The gate's XComs are final once a downstream task runs, so the first pull of a task
+    instance (try) is kept and each field gets its own copy. The gate itself (its success callback)
+    always pulls; a missing value (None) is never kept."""
+    if ti.task_id == T.GATE:
+        return ti.xcom_pull(task_ids=T.GATE, key=key)
+    ident = (getattr(ti, "id", None), ti.dag_id, ti.run_id, ti.task_id, ti.map_index, ti.try_number, key)
+    value = _GATE_XCOM_CACHE.get(ident)
+    if value is None:
+        value = ti.xcom_pull(task_ids=T.GATE, key=key)
+        if value is None:
+            return None
+        if len(_GATE_XCOM_CACHE) >= 32:  # one task instance at a time per process: never grows
+            _GATE_XCOM_CACHE.clear()
+        _GATE_XCOM_CACHE[ident] = value
+    return copy.deepcopy(value)
+
+
+def _pull(task_id: str, key: str | None = None) -> str:
+    """Jinja expression of a task's XCom (the gate's through :func:`gate_xcom`)."""
+    if task_id == T.GATE and key:
+        return f"{GATE_XCOM_MACRO}(ti, '{key}')"
+    return f"ti.xcom_pull(task_ids='{task_id}'" + (f", key='{key}')" if key else ")")
+
+
 def setting(key: str) -> str:
     """Template of one run setting (the gate's ``settings`` XCom)."""
-    return "{{ ti.xcom_pull(task_ids='" + T.GATE + "', key='settings')['" + key + "'] }}"
+    return "{{ " + _pull(T.GATE, "settings") + "['" + key + "'] }}"
 
 
 def result(task_id: str, key: str | None = None, *, field: str | None = None) -> str:
     """Template of a task's XCom (``return_value`` or ``key``), or one field of it (None when absent)."""
-    pull = f"ti.xcom_pull(task_ids='{task_id}'" + (f", key='{key}')" if key else ")")
+    pull = _pull(task_id, key)
     if field:
         return "{{ (" + pull + " or {}).get('" + field + "') }}"
     return "{{ " + pull + " }}"
@@ -171,9 +206,8 @@ def build_reference_dag(
     if max_parallel_tables is None:
         max_parallel_tables = int(config.get("max_parallel_tables") or 3)
     slack = {
-        "slack_conn_id": "{{ (ti.xcom_pull(task_ids='"
-        + T.GATE
-        + "', key='settings') or {}).get('slack_conn_id') or params.slack_conn_id }}",
+        "slack_conn_id": "{{ (" + _pull(T.GATE, "settings") + " or {}).get('slack_conn_id') "
+        "or params.slack_conn_id }}",
         "channel": result(T.GATE, "settings", field="slack_channel"),
         "target_app": result(T.GATE, "settings", field="target_app"),
         "source_app": result(T.GATE, "settings", field="source_app"),
@@ -196,6 +230,11 @@ def build_reference_dag(
         "params": params(list_rules_files(config.get("rules_folder")), sections=True),
     }
     defaults.update(dag_kwargs)
+    # the templates read the gate's XComs through this macro; a caller's own macros are kept
+    defaults["user_defined_macros"] = {
+        **(defaults.get("user_defined_macros") or {}),
+        GATE_XCOM_MACRO: gate_xcom,
+    }
     with DAG(dag_id=dag_id, schedule=schedule, **defaults) as dag:
         gate = SafetyGateOperator(
             task_id=T.GATE,
@@ -213,7 +252,7 @@ def build_reference_dag(
             scalingo_conn_id=scalingo_conn_id,
             app=setting("source_app"),
             # a dry run never asks Scalingo for a new backup: it reads the latest one
-            backup="{% set s = ti.xcom_pull(task_ids='" + T.GATE + "', key='settings') %}"
+            backup="{% set s = " + _pull(T.GATE, "settings") + " %}"
             "{{ 'latest' if s['dry_run'] and s['backup'] == 'new' else s['backup'] }}",
             addon_id=setting("addon_id"),
             download_dir=setting("download_dir"),
@@ -306,9 +345,7 @@ def build_reference_dag(
             excluded_tables="{{ (ti.xcom_pull(task_ids='" + T.PLAN + "', key='archive_plan') or {})"
             ".get('excluded_tables') }}",
             conditional=result(T.PLAN, "conditional"),
-            large_objects="{{ ti.xcom_pull(task_ids='"
-            + T.GATE
-            + "', key='settings')['large_objects'] == 'keep' }}",
+            large_objects="{{ " + _pull(T.GATE, "settings") + "['large_objects'] == 'keep' }}",
             **phase,
         )
         verify = ResidualVerificationOperator(
@@ -350,8 +387,8 @@ def build_reference_dag(
         # real run, "auto": whatever it began (a scratch database, in-place state) is finished and proven.
         # A refused or dry run: empty, the staging database is never touched.
         real_run_gate_passed = (
-            "(ti.xcom_pull(task_ids='" + T.GATE + "', key='preflight') or {}).get('passed') and not "
-            "(ti.xcom_pull(task_ids='" + T.GATE + "', key='settings') or {}).get('dry_run')"
+            "(" + _pull(T.GATE, "preflight") + " or {}).get('passed') and not "
+            "(" + _pull(T.GATE, "settings") + " or {}).get('dry_run')"
         )
         cleanup_mode = (
             "{{ (ti.xcom_pull(task_ids='" + T.RESTORE_SCHEMA + "') or {}).get('mode') or "

@@ -12,20 +12,20 @@ import tempfile
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from scalingo_staging_sync.hooks.scalingo import ScalingoHook
 from scalingo_staging_sync.operators._base import as_str, maps_sync_errors
 from scalingo_staging_sync.scalingo.archive import check_dump_file, extract_dump
-from scalingo_staging_sync.scalingo.download import sha256_file
 from scalingo_staging_sync.scalingo.errors import (
     BackupFailedError,
     BackupNotReadyError,
     ScalingoApiError,
 )
-from scalingo_staging_sync.triggers.backup import ScalingoBackupTrigger
+
+if TYPE_CHECKING:  # imported when the task runs: parsing the DAG needs neither requests nor the trigger
+    from scalingo_staging_sync.hooks.scalingo import ScalingoHook
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class ScalingoBackupOperator(BaseOperator):
         app: str,
         backup: str = "latest",
         addon_id: str | None = None,
-        scalingo_conn_id: str = ScalingoHook.default_conn_name,
+        scalingo_conn_id: str = "scalingo_default",  # ScalingoHook.default_conn_name
         download_dir: str | os.PathLike | None = None,
         download_conn_id: str | None = None,
         poll_interval: float = 15.0,
@@ -120,6 +120,8 @@ class ScalingoBackupOperator(BaseOperator):
         self.addon_id = as_str(self.addon_id)
         self.download_dir = as_str(self.download_dir)
         self.download_conn_id = as_str(self.download_conn_id)
+        from scalingo_staging_sync.hooks.scalingo import ScalingoHook
+
         hook = ScalingoHook(self.scalingo_conn_id)
         addon = hook.get_postgresql_addon(self.app, self.addon_id or None)
         addon_id = addon["id"]
@@ -131,6 +133,8 @@ class ScalingoBackupOperator(BaseOperator):
             created = hook.create_backup(self.app, addon_id)
             if self.deferrable:
                 log.info("backup %s created; deferring until it is done", created["id"])
+                from scalingo_staging_sync.triggers.backup import ScalingoBackupTrigger
+
                 self.defer(
                     trigger=ScalingoBackupTrigger(
                         scalingo_conn_id=self.scalingo_conn_id,
@@ -168,6 +172,8 @@ class ScalingoBackupOperator(BaseOperator):
         if status != "done":
             error = _EVENT_ERRORS.get(event.get("error_type"), ScalingoApiError)
             raise error(event.get("message") or f"waiting for the backup failed: {event!r}")
+        from scalingo_staging_sync.hooks.scalingo import ScalingoHook
+
         hook = ScalingoHook(self.scalingo_conn_id)
         addon = addon or hook.get_postgresql_addon(self.app, self.addon_id or None)
         return self._fetch(hook, addon, event["backup"], context)
@@ -271,6 +277,8 @@ class ScalingoBackupOperator(BaseOperator):
                 "existing %s has %d bytes, the backup %d: downloading again", archive, size, backup["size"]
             )
             return None
+        from scalingo_staging_sync.scalingo.download import sha256_file
+
         actual = sha256_file(archive)
         if actual != expected:
             log.warning("existing %s does not match its .sha256 sidecar: downloading again", archive)

@@ -167,15 +167,15 @@ class SafetyGateOperator(ShortCircuitOperator):
             staging = pg_target_from_connection(self.staging_conn_id)
         except Exception as exc:  # noqa: BLE001 - reported as a failed check
             staging_error = f"{type(exc).__name__}: {exc}"
-        scalingo = None
-        if settings.source_app:
-            from scalingo_staging_sync.hooks.scalingo import ScalingoHook
+        from scalingo_staging_sync.hooks.scalingo import ScalingoHook
 
-            scalingo = ScalingoHook(scalingo_conn_id=self.scalingo_conn_id)
+        # one hook (one token exchange) for the preflight's lookups and the recovery's scale-back
+        hook = ScalingoHook(scalingo_conn_id=self.scalingo_conn_id)
+        scalingo = hook if settings.source_app else None
         run_is_manual = str(getattr(dag_run, "run_type", "")).lower().endswith("manual")
         from scalingo_staging_sync.anonymize.salt import read_salt
 
-        recovery = self._recover(settings, staging)
+        recovery = self._recover(settings, staging, None if settings.dry_run else hook)
         result = run_preflight(
             settings,
             staging=staging,
@@ -186,6 +186,7 @@ class SafetyGateOperator(ShortCircuitOperator):
             staging_error=staging_error,
             pg_bin_dir=settings.pg_bin_dir,
             download_checker=self._download_checker(settings),
+            leftovers_report=recovery,  # the recovery's read, not a second one
         )
         result.checks.insert(0, CheckResult("rules_file_valid", True, f"{rules_path} is valid"))
         result.facts["recovery"] = recovery
@@ -205,9 +206,10 @@ class SafetyGateOperator(ShortCircuitOperator):
         result.raise_if_failed()
         return not settings.dry_run
 
-    def _recover(self, settings: Any, staging: Any) -> dict[str, Any]:
+    def _recover(self, settings: Any, staging: Any, scaler: Any = None) -> dict[str, Any]:
         """Finish what an interrupted run left, before any check or step (report only on a dry run).
-        Never raises: a failure is recorded and fails ``no_leftover_state``."""
+        Never raises: a failure is recorded and fails ``no_leftover_state``. ``scaler``: the gate's
+        ScalingoHook (scales an app back); a real run without one builds its own."""
         from scalingo_staging_sync import safety
         from scalingo_staging_sync.restore import targets
 
@@ -217,8 +219,7 @@ class SafetyGateOperator(ShortCircuitOperator):
         if not host_check.passed:
             # never touch a database that looks like production, not even to clean it
             return {"attempted": False, "reason": host_check.detail}
-        scaler = None
-        if not settings.dry_run:
+        if scaler is None and not settings.dry_run:
             from scalingo_staging_sync.hooks.scalingo import ScalingoHook
 
             scaler = ScalingoHook(scalingo_conn_id=self.scalingo_conn_id)
