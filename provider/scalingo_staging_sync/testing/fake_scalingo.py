@@ -523,6 +523,9 @@ class FakeScalingoAPI:
 class _Handler(BaseHTTPRequestHandler):
     fake: FakeScalingoAPI
     protocol_version = "HTTP/1.1"
+    # headers and body go out in two writes: with Nagle's algorithm on, the second one waits for the
+    # client's delayed ACK (~40 ms per keep-alive request, an artefact of this fake, not of Scalingo)
+    disable_nagle_algorithm = True
 
     def log_message(self, format, *args):  # noqa: A002 - quiet
         return
