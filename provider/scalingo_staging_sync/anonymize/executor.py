@@ -578,7 +578,14 @@ def _statement(
             raise AnonymizationError(
                 f"{_qualified(item)}: custom strategy {strategy!r} is not registered here"
             )
-        ctx = StrategyContext(item["schema"], item["name"], cat.columns, item.get("condition"), email_domain)
+        ctx = StrategyContext(
+            item["schema"],
+            item["name"],
+            cat.columns,
+            item.get("condition"),
+            email_domain,
+            only=update_only(item, cat),
+        )
         return build_custom_statement(custom, ctx)
     specs = item["columns"]
     exprs = column_expressions(specs, cat.columns)

@@ -189,11 +189,23 @@ class StrategyContext:
     columns: Mapping[str, ColumnInfo]
     condition: str | None = None
     email_domain: str = "example.com"
+    #: True when the table's inheritance children are masked by their own plan items: an UPDATE of
+    #: the table must then be ``UPDATE ONLY`` (PostgreSQL's UPDATE on a parent reaches its children)
+    only: bool = False
     _where_used: bool = field(default=False, repr=False)
+    _target_used: bool = field(default=False, repr=False)
 
     @property
     def table(self) -> sql.Identifier:
         return sql.Identifier(self.schema, self.name)
+
+    @property
+    def update_target(self) -> sql.Composable:
+        """The table as the target of a whole ``UPDATE`` statement: ``ONLY schema.name`` when its
+        inheritance children are masked by their own plan items (:attr:`only`), else ``schema.name``.
+        Write ``UPDATE {ctx.update_target} SET ...`` in a whole-statement strategy."""
+        self._target_used = True
+        return sql.SQL("ONLY {}").format(self.table) if self.only else self.table
 
     @property
     def key(self) -> sql.Composable:
@@ -321,12 +333,21 @@ def build_custom_statement(
                 raise StrategyError(
                     f"custom strategy {strategy.name!r}: {col} must be a psycopg sql expression"
                 )
-        return update_statement(ctx.schema, ctx.name, dict(result), ctx.condition), list(result)
+        return update_statement(ctx.schema, ctx.name, dict(result), ctx.condition, only=ctx.only), list(
+            result
+        )
     if isinstance(result, sql.Composable):
         if ctx.condition and not ctx._where_used:
             raise StrategyError(
                 f"custom strategy {strategy.name!r} returns a whole statement that ignores the condition: "
                 "include ctx.where (or ctx.condition_sql)"
+            )
+        if ctx.only and not ctx._target_used:
+            raise StrategyError(
+                f"custom strategy {strategy.name!r} returns a whole statement for {ctx.schema}.{ctx.name}, "
+                "whose inheritance children are masked by their own plan items: an UPDATE of the parent "
+                "would reach their rows and mask them twice. Write the statement's target as "
+                "ctx.update_target (UPDATE ONLY), or return a mapping of column expressions"
             )
         return result, list(strategy.columns or ())
     raise StrategyError(

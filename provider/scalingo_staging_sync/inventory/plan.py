@@ -130,6 +130,32 @@ def catalog_of(table: Table) -> TableCatalog:
     )
 
 
+def _custom_statement_only_errors(item: dict, rule: TableRule, rules: Rules, table: Any) -> list[str]:
+    """A custom strategy on a parent whose children are their own items must update ``ONLY`` the
+    parent (the executor builds it with ``only=True``): check that now, from the archive, rather than
+    when the table is masked after the restore."""
+    from scalingo_staging_sync.anonymize.strategies import (
+        StrategyContext,
+        StrategyError,
+        build_custom_statement,
+        get_custom,
+    )
+
+    # the executor's choice (anonymize.executor._statement): a custom strategy when no column specs
+    custom = get_custom(item["strategy"]) if item.get("strategy") and not item.get("columns") else None
+    if custom is None:
+        return []
+    cat = catalog_of(table)
+    ctx = StrategyContext(
+        table.name.schema, table.name.name, cat.columns, rule.condition, rules.email_domain, only=True
+    )
+    try:
+        build_custom_statement(custom, ctx)
+    except StrategyError as exc:
+        return [f"{rule.where}.strategy: {exc}"]
+    return []
+
+
 def plan_from_archive(
     dump_path: str | os.PathLike,
     rules: Rules,
@@ -230,6 +256,8 @@ def plan_inventory(inv: Inventory, rules: Rules, *, exclude_tables: Any = ()) ->
                 item["children_planned"] = True
                 how = "partition" if child.partition_of is not None else "inheritance child"
                 masked_by[child_name] = f"{rule.where} names {name}; {child_name} is its {how}"
+        if item is not None and item.get("children_planned"):
+            errors.extend(_custom_statement_only_errors(item, rule, rules, table))
 
     if errors:
         raise PlanError(sorted(_dedupe(errors), key=_entry_order))
