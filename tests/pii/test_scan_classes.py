@@ -151,6 +151,24 @@ def test_large_objects_content_is_scanned_when_kept(db):
     assert allowed.passed
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        "name;email\r\nJosé Núñez;jose.nunez@corp.test\r\n".encode("utf-16"),  # with a BOM
+        "name;email\r\nJosé Núñez;jose.nunez@corp.test\r\n".encode("utf-16-le"),  # Excel's "Unicode text"
+        "name;email\r\nJosé Núñez;jose.nunez@corp.test\r\n".encode("utf-16-be"),
+        "name;email\r\nJosé Núñez;jose.nunez@corp.test\r\n".encode("cp1252"),  # not UTF-8
+    ],
+    ids=["utf16-bom", "utf16-le", "utf16-be", "cp1252"],
+)
+def test_large_objects_in_other_text_encodings_are_read(db, content):
+    pg, name = db
+    _lo(pg, name, content)
+    report = scan(pg, name, large_objects=True)
+    assert report.large_objects["matches"].get("email") == 1, report.large_objects
+    assert not report.passed
+
+
 def test_large_objects_present_but_not_kept_fail(db):
     pg, name = db
     assert scan(pg, name).large_objects == {"kept": False, "count": 0, "unexpected": False}

@@ -23,8 +23,8 @@
   cannot be read and fails the scan (fail closed).
 * **Large objects**: with ``large_objects=True`` (rules ``large_objects: keep``) up to
   ``max_large_objects`` of them are read (the first ``max_value_chars`` bytes of each, decoded as
-  UTF-8) through the content detectors, and the report counts them (``large_objects``); a match is a
-  finding on ``pg_catalog.pg_largeobject.data``. With ``large_objects=False`` the database must hold
+  UTF-16, UTF-8 or Windows-1252) through the content detectors, and the report counts them
+  (``large_objects``); a match is a finding on ``pg_catalog.pg_largeobject.data``. With ``large_objects=False`` the database must hold
   none: any large object fails the scan.
 
 Sampled values are only counted, never stored, returned or logged.
@@ -506,11 +506,31 @@ def _is_empty(conn, table: TableInfo) -> bool:
         return bool(cur.fetchone()[0])
 
 
+def large_object_text(data: bytes) -> str:
+    """The text the content detectors read from a large object's first bytes: UTF-16 when it has a byte
+    order mark or looks like it (a NUL in every other byte: Windows "Unicode text" exports), else UTF-8,
+    else Windows-1252/Latin-1 (which never fails), so an address in any of them reads as one word.
+    NULs left over (binary files) become spaces."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        text = data.decode("utf-16", "replace")
+    elif len(data) >= 8 and data[1::2].count(0) * 4 >= len(data):
+        text = data.decode("utf-16-le", "replace")
+    elif len(data) >= 8 and data[0::2].count(0) * 4 >= len(data):
+        text = data.decode("utf-16-be", "replace")
+    else:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = data.decode("cp1252", "replace")
+    return text.replace("\x00", " ")
+
+
 def scan_large_objects(
     conn, patterns: Sequence[ContentPattern], max_objects: int, max_bytes: int
 ) -> tuple[dict[str, Any], dict[str, int], int]:
     """Content detection over up to ``max_objects`` large objects (first ``max_bytes`` bytes of each,
-    UTF-8 with replacement). Returns (counts for the report, matches per detector, non-empty objects)."""
+    read by :func:`large_object_text`). Returns (counts for the report, matches per detector, non-empty
+    objects)."""
     with conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM pg_largeobject_metadata")
         total = int(cur.fetchone()[0])
@@ -522,7 +542,7 @@ def scan_large_objects(
             cur.execute("SELECT lo_get(%s, 0, %s)", (oid, max_bytes))
             data = bytes(cur.fetchone()[0] or b"")
             read += len(data)
-            texts.append((data.decode("utf-8", "replace").replace("\x00", " ") if data else None,))
+            texts.append((large_object_text(data) if data else None,))
     matches, non_null = count_content_matches(texts, 1, patterns)
     summary = {
         "kept": True,
