@@ -1127,8 +1127,16 @@ def run(args: argparse.Namespace) -> dict:
         c_runs: list[dict] = []
         loads: list[dict] = []
         local_home = base / "airflow-local"
-        stack = LocalAirflow(local_airflow_env(local_home, box), local_home, base / "airflow-standalone.log")
-        local: dict = {"executor": "LocalExecutor", "metadata_db": "sqlite", "log": str(stack.log_path)}
+        local_env = local_airflow_env(local_home, box)
+        extra_env = dict(item.split("=", 1) for item in args.local_env)
+        local_env.update(extra_env)
+        stack = LocalAirflow(local_env, local_home, base / "airflow-standalone.log")
+        local: dict = {
+            "executor": "LocalExecutor",
+            "metadata_db": "sqlite",
+            "log": str(stack.log_path),
+            "extra_env": extra_env,
+        }
         try:
             log(f"C: starting airflow standalone (LocalExecutor, SQLite; not timed) on {stack.url}...")
             stack.start()
@@ -1267,8 +1275,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--engines-rounds", type=int, default=3, help="rounds of the engine figures (default 3)"
     )
+    parser.add_argument(
+        "--local-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment of C's airflow standalone (e.g. a scheduler setting), repeatable",
+    )
     parser.add_argument("--results-dir", type=Path, default=HERE / "results", help="where the JSON goes")
     args = parser.parse_args(argv)
+    bad = [item for item in args.local_env if "=" not in item or not item.split("=", 1)[0]]
+    if bad:
+        parser.error(f"--local-env takes KEY=VALUE, not {bad[0]!r}")
     if args.quick:
         args.scale, args.repeat, args.skip_extras = 0.01, 1, True
     if args.engines_scale is None:
