@@ -318,6 +318,20 @@ def _airflow_exe(env: dict[str, str]) -> str:
     return shutil.which("airflow", path=env.get("PATH")) or str(Path(sys.executable).parent / "airflow")
 
 
+def audit_fields(report: dict) -> dict:
+    """What B and C record from a run's audit report."""
+    return {
+        "result": report.get("result"),
+        "stopped_at": report.get("stopped_at"),
+        "audit_phases_s": {p["task_id"]: p.get("duration_s") for p in report.get("phases") or []},
+        "audit_tables": [
+            {k: t.get(k) for k in ("table", "mode", "rows")} for t in report.get("tables") or []
+        ],
+        "pii_counts": (report.get("pii_scan") or {}).get("counts"),
+        "pii_unmasked": (report.get("pii_scan") or {}).get("unmasked"),
+    }
+
+
 def run_dag(box, env: dict[str, str], home: Path, log_path: Path) -> dict:
     conf = json.dumps({"target_app": box.target_app, "confirm_target": box.target_app})
     audit_dir = Path(box.env["SCALINGO_STAGING_SYNC_AUDIT_DIR"])
@@ -346,15 +360,8 @@ def run_dag(box, env: dict[str, str], home: Path, log_path: Path) -> dict:
     return {
         "wall_s": round(wall, 3),
         "returncode": proc.returncode,
-        "result": report.get("result"),
-        "stopped_at": report.get("stopped_at"),
         "run_id": run_id,
-        "audit_phases_s": {p["task_id"]: p.get("duration_s") for p in report.get("phases") or []},
-        "audit_tables": [
-            {k: t.get(k) for k in ("table", "mode", "rows")} for t in report.get("tables") or []
-        ],
-        "pii_counts": (report.get("pii_scan") or {}).get("counts"),
-        "pii_unmasked": (report.get("pii_scan") or {}).get("unmasked"),
+        **audit_fields(report),
         "log": str(log_path),
         **profile,
     }
@@ -621,15 +628,8 @@ def run_local(box, stack: LocalAirflow) -> dict:
         else None,
         "state": times["state"] or state,
         "task_states": sorted({t["state"] for t in tis}),
-        "result": report.get("result"),
-        "stopped_at": report.get("stopped_at"),
         "run_id": run_id,
-        "audit_phases_s": {p["task_id"]: p.get("duration_s") for p in report.get("phases") or []},
-        "audit_tables": [
-            {k: t.get(k) for k in ("table", "mode", "rows")} for t in report.get("tables") or []
-        ],
-        "pii_counts": (report.get("pii_scan") or {}).get("counts"),
-        "pii_unmasked": (report.get("pii_scan") or {}).get("unmasked"),
+        **audit_fields(report),
         "log_progress": task_log_progress(stack.home, run_id),
         **profile,
     }

@@ -29,7 +29,9 @@ anonymization_tables:
 """
 
 
-def test_parent_update_does_not_mask_children_twice(db, tmp_path):
+@pytest.fixture
+def inheritance_archive(db, tmp_path):
+    """An archive with a parent (people) whose inheritance child (vip_people) becomes its own item."""
     pg, target = db
     pg.execute(
         "CREATE TABLE people (id int PRIMARY KEY, email text NOT NULL);"
@@ -40,7 +42,11 @@ def test_parent_update_does_not_mask_children_twice(db, tmp_path):
         "INSERT INTO control VALUES (2, 'grace.child@example.org');",
         target.dbname,
     )
-    dump = pg.pg_dump(target.dbname, tmp_path / "inherit.pgsql")
+    return pg, target, pg.pg_dump(target.dbname, tmp_path / "inherit.pgsql")
+
+
+def test_parent_update_does_not_mask_children_twice(inheritance_archive):
+    pg, target, dump = inheritance_archive
     plan = plan_from_archive(dump, rules_from(RULES), tools=find_pg_tools(str(pg.bin_dir)))
     items = {i["table"]: i for i in plan.items}
     assert set(items) == {"public.people", "public.vip_people", "public.control"}
@@ -71,22 +77,6 @@ anonymization_tables:
     columns:
       email: email
 """
-
-
-@pytest.fixture
-def inheritance_archive(db, tmp_path):
-    """An archive with a parent (people) whose inheritance child (vip_people) becomes its own item."""
-    pg, target = db
-    pg.execute(
-        "CREATE TABLE people (id int PRIMARY KEY, email text NOT NULL);"
-        "CREATE TABLE vip_people (tier int) INHERITS (people);"
-        "CREATE TABLE control (id int PRIMARY KEY, email text NOT NULL);"
-        "INSERT INTO people VALUES (1, 'ada.parent@example.org');"
-        "INSERT INTO vip_people VALUES (2, 'grace.child@example.org', 1);"
-        "INSERT INTO control VALUES (2, 'grace.child@example.org');",
-        target.dbname,
-    )
-    return pg, target, pg.pg_dump(target.dbname, tmp_path / "inherit.pgsql")
 
 
 @pytest.fixture
