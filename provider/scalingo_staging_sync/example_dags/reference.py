@@ -79,6 +79,12 @@ def result(task_id: str, key: str | None = None, *, field: str | None = None) ->
     return "{{ " + pull + " }}"
 
 
+def result_or_key(task_id: str, key: str) -> str:
+    """Template of a task's ``return_value``, or its XCom ``key`` when it has none (a task that failed
+    pushes its partial result under ``key`` before raising)."""
+    return "{{ " + _pull(task_id) + " or " + _pull(task_id, key) + " }}"
+
+
 def params(rules_files: list[str], *, sections: bool = True) -> dict[str, Any]:
     """The trigger form: titles, descriptions, sections, suggestions."""
     from airflow.sdk import Param
@@ -419,24 +425,12 @@ def build_reference_dag(
             plan=result(T.PLAN),
             archive_plan=archive_plan,
             tables=result(T.FINISH_MASKING),
-            pii="{{ ti.xcom_pull(task_ids='"
-            + T.PII_SCAN
-            + "') or ti.xcom_pull(task_ids='"
-            + T.PII_SCAN
-            + "', key='pii_scan') }}",
-            verification="{{ ti.xcom_pull(task_ids='"
-            + T.VERIFY
-            + "') or ti.xcom_pull(task_ids='"
-            + T.VERIFY
-            + "', key='verification') }}",
+            pii=result_or_key(T.PII_SCAN, "pii_scan"),
+            verification=result_or_key(T.VERIFY, "verification"),
             seeds=result(T.SEEDS),
             promotion=result(T.PROMOTE),
             commands=result(T.POST_SYNC_COMMANDS),
-            cleanup="{{ ti.xcom_pull(task_ids='"
-            + T.CLEANUP
-            + "') or ti.xcom_pull(task_ids='"
-            + T.CLEANUP
-            + "', key='cleanup') }}",
+            cleanup=result_or_key(T.CLEANUP, "cleanup"),
             phases=list(T.PHASES),
             on_success_callback=SyncSlackNotifier(
                 event="success", labels=setting("translations"), summary_task_id=T.AUDIT, **slack
