@@ -412,10 +412,11 @@ def test_statistics_data_dropped(archives, fresh_db):
     assert query(
         analyzed, "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE relname = 'clients'"
     ) == [(True,)]
-    # and without the plan they would have come back (the control)
+    # and without a plan they do not come back either: the restore itself never keeps STATISTICS DATA
     control = fresh_db(18)
     run_pg_restore(dump, control, section="all", tools=tools)
-    assert query(control, "SELECT count(*) FROM pg_stats WHERE tablename = 'clients'")[0][0] > 0
+    assert query(control, "SELECT count(*) FROM clients") == [(200,)]
+    assert query(control, "SELECT count(*) FROM pg_stats WHERE tablename = 'clients'") == [(0,)]
 
 
 @VERSIONS
@@ -520,3 +521,24 @@ def test_rule_under_an_excluded_parent_is_refused(archives):
         PlanError, match=r"anonymization_tables\[0\]\.table: public\.audit_2024 has a rule but"
     ):
         plan_from_archive(dump, rules, tools=tools)
+
+
+def test_an_excluded_partition_of_a_ruled_parent_gets_no_plan_item(archives):
+    dump, tools = archives.make(PARTITIONED_DB)
+    rules = rules_from(
+        """
+        source_app: p
+        exclude_tables: [audit_2024]
+        anonymization_tables:
+          - table: audit_log
+            columns: {ip: null}
+        """
+    )
+    plan = plan_from_archive(dump, rules, tools=tools)
+    tables = {i["table"] for i in plan.items}
+    # its data never loads, so it has nothing to mask and no proof to stream from the archive
+    assert "public.audit_2024" not in tables
+    assert {"public.audit_2025_a", "public.audit_2025_b"} <= tables
+    classes = classes_of(plan)
+    assert classes[("TABLE DATA", "public.audit_2024")] == "excluded"
+    assert classes[("TABLE DATA", "public.audit_2025_a")] == "masked"

@@ -8,6 +8,7 @@ import psycopg
 import pytest
 from restore_helpers import make_scalingo_db, superuser_target, tables_of, unique_db
 
+from scalingo_staging_sync.anonymize.planner import archive_primary_keys
 from scalingo_staging_sync.pgconn import PgTarget
 from scalingo_staging_sync.restore import dump as dumpmod
 from scalingo_staging_sync.restore import targets
@@ -60,7 +61,7 @@ def test_header_toc_keys_and_copy_stream(chinook_dump, tmp_path, prod_pg, chinoo
     tools = find_pg_tools(pg_bin_dir(16))
     entries = read_toc(chinook_dump, tools)
     assert {e.qualified for e in entries if e.desc == "TABLE DATA"} == CHINOOK_TABLES
-    pks = dumpmod.primary_keys(chinook_dump, tools)
+    pks = archive_primary_keys(chinook_dump, tools)
     assert pks["public.playlist_track"] == ["playlist_id", "track_id"]
     assert pks["public.customer"] == ["customer_id"]
     stream = stream_table_copy(chinook_dump, "artist", tools)
@@ -333,7 +334,7 @@ def test_quotes_spaces_and_capitals(prod_pg, staging_pg, tmp_path):
     )
     dump_file = prod_pg.pg_dump(src, tmp_path / "quoted.pgsql")
     tools = find_pg_tools(pg_bin_dir(staging_pg.version))
-    pks = dumpmod.primary_keys(dump_file, tools)
+    pks = archive_primary_keys(dump_file, tools)
     big = str(TableName("Sales Dept", 'Big "Q" Table'))  # the canonical key: 'Sales Dept."Big ""Q"" Table"'
     assert pks == {"public.Order Items": ["id"], big: ["id"]}
     db = 'Stag "ing" db ' + unique_db("X")

@@ -44,6 +44,7 @@ from scalingo_staging_sync.fingerprint import ALGORITHM, fingerprint
 from scalingo_staging_sync.pgconn import PgTarget
 from scalingo_staging_sync.pgerrors import SanitizedDatabaseError, describe_pg_error, sanitized
 from scalingo_staging_sync.secrets import mask_secret
+from scalingo_staging_sync.tablename import TableName
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +259,9 @@ def sample_from_copy(lines: Iterator[str], limit: int = SAMPLE_ROWS) -> list[dic
 
 
 def _qualified(item: Mapping[str, Any]) -> str:
-    return f"{item['schema']}.{item['name']}"
+    """The item's table in the canonical :class:`TableName` form (quoted where a part needs it), the
+    form the archive's TOC lookups and the primary keys read from the archive use."""
+    return str(TableName(item["schema"], item["name"]))
 
 
 def _load_table(dump_path: str, target: PgTarget, table: str, tools: Any) -> None:
@@ -380,13 +383,13 @@ _drop_trigger = drop_masking_trigger
 
 
 def _on_load_proof(item: Mapping[str, Any], salt: str, dump_path: str, tools: Any, sample_rows: int) -> dict:
-    from scalingo_staging_sync.restore.dump import primary_keys
+    from scalingo_staging_sync.anonymize.planner import archive_primary_keys
     from scalingo_staging_sync.restore.runner import stream_table_copy
 
     table = _qualified(item)
     key_columns = list(item.get("key_columns") or [])
     if not key_columns:
-        key_columns = primary_keys(dump_path, tools).get(table, [])
+        key_columns = archive_primary_keys(dump_path, tools).get(table, [])
     sample = sample_from_copy(stream_table_copy(dump_path, table, tools), sample_rows)
     return build_proof(item, salt, key_columns, sample)
 

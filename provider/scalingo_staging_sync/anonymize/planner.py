@@ -158,7 +158,7 @@ def plan_anonymization(
     """
     dump_pks: dict[str, list[str]] = {}
     if dump_path:
-        dump_pks = _dump_primary_keys(dump_path, tools)
+        dump_pks = archive_primary_keys(dump_path, tools)
     errors: list[str] = []
     items: list[dict] = []
     with target.connect(autocommit=True) as conn:
@@ -203,7 +203,7 @@ def _leaf_partitions(conn: Any, item: dict, dump_pks: Mapping[str, list[str]]) -
     for schema, name in leaves:
         key = str(TableName(schema, name))
         leaf = dict(item, schema=schema, name=name, table=key)
-        leaf["key_columns"] = dump_pks.get(key) or dump_pks.get(f"{schema}.{name}") or item["key_columns"]
+        leaf["key_columns"] = dump_pks.get(key) or item["key_columns"]
         leaf["warnings"] = [
             *[w for w in item["warnings"] if not w.startswith("partitioned table")],
             f"partition of {item['table']}: masked with its parent's rules",
@@ -213,7 +213,7 @@ def _leaf_partitions(conn: Any, item: dict, dump_pks: Mapping[str, list[str]]) -
     return out
 
 
-def _dump_primary_keys(dump_path: str, tools: Any) -> dict[str, list[str]]:
+def archive_primary_keys(dump_path: str, tools: Any) -> dict[str, list[str]]:
     """``{str(TableName): [pk columns]}`` from the archive's inventory (post-data, pglast-parsed)."""
     from scalingo_staging_sync.inventory.build import build_inventory
 

@@ -241,6 +241,8 @@ def plan_inventory(inv: Inventory, rules: Rules, *, exclude_tables: Any = ()) ->
                 items.append(item)
                 masked_by[name] = f"{rule.where} names {name}"
         for child_name in inv.descendants(name):
+            if child_name in excluded:  # its data is not restored: nothing to mask, nothing to prove
+                continue
             if child_name in ruled:
                 warnings.append(
                     f"{child_name} has its own rule ({ruled[child_name].where}), used instead of {name}'s"

@@ -19,13 +19,11 @@ from pathlib import Path
 from scalingo_staging_sync.restore.errors import DumpFormatError, RestoreError
 from scalingo_staging_sync.restore.names import (
     IDENT,
-    QUALIFIED,
     parse_ident_list,
     qualified_key,
-    split_qualified,
 )
 from scalingo_staging_sync.restore.pgtools import PgTools
-from scalingo_staging_sync.restore.toc import TocEntry, read_toc, write_list_file
+from scalingo_staging_sync.restore.toc import TocEntry, write_list_file
 
 MAGIC = b"PGDMP"
 _FORMATS = {0: "unknown", 1: "custom", 2: "files", 3: "tar", 4: "null", 5: "directory"}
@@ -247,31 +245,6 @@ def entries_sql(dump_path: str | os.PathLike, tools: PgTools, entries: list[TocE
     return proc.stdout.decode("utf-8", "replace")
 
 
-_PK_RE = re.compile(
-    rf"ALTER TABLE (?:ONLY )?(?P<table>{QUALIFIED})\s+ADD CONSTRAINT (?P<con>{IDENT}) PRIMARY KEY "
-    rf"\((?P<cols>{IDENT}(?:\s*,\s*{IDENT})*)\)"
-)
-_FK_RE = re.compile(
-    rf"ALTER TABLE (?:ONLY )?(?P<table>{QUALIFIED})\s+ADD CONSTRAINT (?P<con>{IDENT}) FOREIGN KEY "
-    rf"\((?P<cols>{IDENT}(?:\s*,\s*{IDENT})*)\) REFERENCES (?P<ref>{QUALIFIED})\s*\("
-)
-
-
-def _key(qualified: str) -> tuple[str, str]:
-    schema, table = split_qualified(qualified)
-    return schema or "public", table
-
-
-def primary_keys(dump_path: str | os.PathLike, tools: PgTools, entries: list[TocEntry] | None = None) -> dict:
-    """``{"schema.table": [pk columns]}`` from the archive's post-data PRIMARY KEY constraints."""
-    entries = entries if entries is not None else read_toc(dump_path, tools)
-    text = entries_sql(dump_path, tools, [e for e in entries if e.desc == "CONSTRAINT"])
-    out: dict[str, list[str]] = {}
-    for m in _PK_RE.finditer(text):
-        out[qualified_key(*_key(m.group("table")))] = parse_ident_list(m.group("cols"))
-    return out
-
-
 @dataclass(frozen=True)
 class ForeignKey:
     entry: TocEntry
@@ -281,26 +254,6 @@ class ForeignKey:
 
     def describe(self) -> str:
         return f"{qualified_key(*self.table)}.{self.name} -> {qualified_key(*self.references)}"
-
-
-def foreign_keys(dump_path: str | os.PathLike, tools: PgTools, entries: list[TocEntry]) -> list[ForeignKey]:
-    """The archive's FK constraints with the table each one references (one pg_restore call)."""
-    fk_entries = [e for e in entries if e.desc == "FK CONSTRAINT"]
-    if not fk_entries:
-        return []
-    text = entries_sql(dump_path, tools, fk_entries)
-    found: dict[tuple[str, str, str], tuple[str, str]] = {}
-    for m in _FK_RE.finditer(text):
-        schema, table = _key(m.group("table"))
-        name = parse_ident_list(m.group("con"))[0]
-        found[(schema, table, name)] = _key(m.group("ref"))
-    out: list[ForeignKey] = []
-    for entry in fk_entries:
-        for (schema, table, name), ref in found.items():
-            if entry.names == f"{schema} {table} {name}":
-                out.append(ForeignKey(entry=entry, table=(schema, table), name=name, references=ref))
-                break
-    return out
 
 
 def extensions(entries: list[TocEntry]) -> list[str]:

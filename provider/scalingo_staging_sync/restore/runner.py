@@ -138,8 +138,9 @@ def select_entries(
     """Filter a section's entries: leave out ``skip_dump_ids`` (the archive plan's excluded and dropped
     entries; a mapping gives each one's reason), drop TABLE DATA of excluded tables (``TableName``
     values, exact), keep only ``only_data`` tables' data when given, skip FK constraints that reference a
-    table whose data is excluded (``exclude_tables``), and skip the data of PostGIS's own tables when
-    the archive creates the extension (the extension provides it)."""
+    table whose data is excluded (``exclude_tables``), skip the data of PostGIS's own tables when
+    the archive creates the extension (the extension provides it), and never keep STATISTICS DATA
+    (``pg_dump --statistics``: values of the original rows), plan or no plan."""
     hard_excluded = table_names(exclude_tables)
     excluded = hard_excluded + [t for t in table_names(exclude_data) if t not in hard_excluded]
     only = set(table_names(only_data)) if only_data is not None else None
@@ -166,6 +167,11 @@ def select_entries(
             skipped.append((entry, plan_skip[entry.dump_id]))
             if entry.desc == "TABLE DATA":
                 excluded_names.append(str(_entry_table(entry)))
+            continue
+        if entry.desc == "STATISTICS DATA":
+            # never restored, with or without an archive plan: the archive's statistics are computed
+            # from the original rows (most common values, histogram bounds)
+            skipped.append((entry, "statistics are never restored (they describe the original rows)"))
             continue
         if entry.desc == "TABLE DATA":
             table = _entry_table(entry)
