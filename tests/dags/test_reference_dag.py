@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from airflow_helpers import task_states
+from airflow_helpers import stored_xcom, task_states
 from reference_helpers import (
     DAGS,
     audit_report,
@@ -48,6 +48,11 @@ def test_success_swaps_in_an_anonymized_verified_copy(dag, box):
     # the previous staging copy was replaced and no scratch database is left
     assert not _previous_staging_intact(box)
     assert not any(name.endswith("__incoming") for name in _databases(box))
+
+    # the backup the preflight checked ("latest" then) is pinned by id, and it is the one fetched
+    checked = stored_xcom(dag_run, "safety_gate", "preflight")["facts"]["backup"]["id"]
+    assert stored_xcom(dag_run, "safety_gate", "settings")["backup"] == checked
+    assert stored_xcom(dag_run, "fetch_backup")["backup_id"] == checked
 
     report = audit_report(box)
     assert report["result"] == "success"

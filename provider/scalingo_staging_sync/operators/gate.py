@@ -137,8 +137,11 @@ class SafetyGateOperator(ShortCircuitOperator):
 
         ti = context["ti"]
         dag_run = context["dag_run"]
+        # the task as rendered for this run: python_callable is bound to the parsed operator, whose
+        # templated fields stay unrendered
+        task = context.get("task") or self
         params = dict(context.get("params") or {})
-        params.update(as_mapping(self.params_override, "params_override") or {})
+        params.update(as_mapping(task.params_override, "params_override") or {})
         cfg = config.section()
         try:
             rules_path = resolve_rules_choice(
@@ -199,6 +202,9 @@ class SafetyGateOperator(ShortCircuitOperator):
             ]
         if result.facts.get("addon_id"):
             settings = settings.replace(addon_id=result.facts["addon_id"])
+        if settings.backup == "latest" and (result.facts.get("backup") or {}).get("id"):
+            # the backup the checks passed on is the one fetched, even if a newer one finishes meanwhile
+            settings = settings.replace(backup=str(result.facts["backup"]["id"]))
         ti.xcom_push(key=SETTINGS_KEY, value=settings.to_json())
         ti.xcom_push(key=PREFLIGHT_KEY, value=result.to_json())
         if settings.dry_run:  # the preflight: every check printed, failed ones too
