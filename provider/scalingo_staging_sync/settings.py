@@ -22,17 +22,6 @@ from typing import Any
 from scalingo_staging_sync.errors import SyncError
 from scalingo_staging_sync.tablename import TableName, parse_table_names
 
-#: keys of the ``[scalingo_staging_sync]`` config section that settings read (documented in
-#: ``get_provider_info()["config"]``)
-CONFIG_KEYS = (
-    "target_app",
-    "download_dir",
-    "download_conn_id",
-    "audit_dir",
-    "slack_conn_id",
-    "pg_bin_dir",
-)
-
 
 class SettingsError(SyncError, ValueError):
     """A param, rule or configuration value of the run is wrong; raised before anything is touched."""
@@ -186,11 +175,6 @@ class RunSettings:
     def run_key(self) -> str:
         """The run id made safe for file and object names."""
         return _safe_run_key(self.run_id)
-
-    def seed_paths(self) -> list[Path]:
-        """``seeds`` resolved relative to the rules file (existence is checked by the preflight)."""
-        base = Path(self.rules_file).resolve().parent if self.rules_file else Path.cwd()
-        return [p if (p := Path(s)).is_absolute() else base / p for s in self.seeds]
 
     def replace(self, **changes: Any) -> RunSettings:
         return dataclasses.replace(self, **changes)

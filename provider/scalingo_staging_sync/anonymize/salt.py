@@ -26,7 +26,6 @@ SALT_ENV = "AIRFLOW_VAR_" + SALT_VARIABLE.upper()
 MIN_SALT_BYTES = 32
 #: at least this many different characters (refuses "aaaa...", "changemechangeme...", short alphabets)
 MIN_DISTINCT_CHARS = 16
-MIN_SALT_LENGTH = MIN_SALT_BYTES  # old name
 
 #: Salts anyone who has read this repository (or any tutorial) knows: refused. Every salt-like example in
 #: the repository's *.md / *.yaml files must be refused (tests/safety/test_salt.py greps them), so add

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from scalingo_staging_sync.anonymize.transformers import ColumnInfo
@@ -192,9 +191,6 @@ class Inventory:
                 sub = self.tables.get(child)
                 todo.extend(sub.children if sub else [])
         return out
-
-    def iter_data(self, desc: str) -> Iterator[DataEntry]:
-        return (e for e in self.data_entries if e.desc == desc)
 
     def to_dict(self) -> dict:
         return {

@@ -29,7 +29,6 @@ if TYPE_CHECKING:  # imported when the task runs: parsing the DAG needs neither 
 
 log = logging.getLogger(__name__)
 
-DOWNLOAD_DIR_ENV = "SCALINGO_STAGING_SYNC_DOWNLOAD_DIR"
 _EVENT_ERRORS = {"BackupFailedError": BackupFailedError, "BackupNotReadyError": BackupNotReadyError}
 
 

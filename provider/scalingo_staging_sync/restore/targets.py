@@ -399,18 +399,6 @@ def _apply_swap_step(conn: psycopg.Connection, live: str, action: str) -> None:
     log.warning("swap recovery on %s: %s done", live, action)
 
 
-def recover_swap(target: PgTarget, *, dry_run: bool = False) -> list[str]:
-    """Finish an interrupted swap of ``target`` (see :func:`plan_swap_recovery`); returns what was
-    (or, with ``dry_run``, would be) done."""
-    live = target.dbname
-    with admin_connection(target, avoid=(live, scratch_name(live), previous_name(live))) as conn:
-        steps = plan_swap_recovery(live, swap_state(conn, live))
-        if not dry_run:
-            for action, _ in steps:
-                _apply_swap_step(conn, live, action)
-    return [("would " if dry_run else "") + text for _, text in steps]
-
-
 def swap_databases(
     target: PgTarget,
     *,

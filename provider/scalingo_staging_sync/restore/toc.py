@@ -34,14 +34,6 @@ KNOWN_DESCS = sorted(
     key=len,
     reverse=True,
 )  # fmt: skip
-# Entries that carry data (rows, large objects, sequence values, matview contents, statistics); the
-# inventory classifies each of them (scalingo_staging_sync.inventory.model.DATA_CARRYING_DESCS).
-DATA_DESCS = frozenset(
-    {
-        "TABLE DATA", "SEQUENCE SET", "BLOB", "BLOBS", "BLOB DATA", "BLOB METADATA", "LARGE OBJECT",
-        "LARGE OBJECTS", "LARGE OBJECT DATA", "MATERIALIZED VIEW DATA", "STATISTICS DATA",
-    }
-)  # fmt: skip
 _LINE_RE = re.compile(r"^(?P<id>\d+);\s+(?P<tableoid>\d+)\s+(?P<oid>\d+)\s+(?P<rest>.*)$")
 SECTIONS = ("pre-data", "data", "post-data")
 
@@ -59,9 +51,6 @@ class TocEntry:
     owner: str
     raw: str  # the line as listed (for -L files)
     names: str  # "<schema> <tag>" as printed (exact matching; names may hold spaces)
-
-    def is_data(self) -> bool:
-        return self.desc in DATA_DESCS
 
     def matches_table(self, schema: str, table: str) -> bool:
         """Exact match of a TABLE / TABLE DATA entry with (schema, table)."""
