@@ -164,6 +164,8 @@ def _plan_text(data: dict[str, Any]) -> list[str]:
     skipped = data.get("skip_dump_ids") or []
     if skipped:
         out.append(f"Archive entries skipped: {len(skipped)}")
+    for warning in data.get("warnings") or []:  # e.g. an exclusion that names no table of the archive
+        out.append(f"warning: {warning}")
     return out
 
 
