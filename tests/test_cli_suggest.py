@@ -30,6 +30,14 @@ CREATE TABLE public.users (
   display_label text GENERATED ALWAYS AS ('user ' || username) STORED
 );
 CREATE TABLE public.events (id int PRIMARY KEY, payload jsonb NOT NULL, notes text);
+CREATE TABLE public.accounts (
+  id int PRIMARY KEY,
+  contact_email varchar(14) NOT NULL UNIQUE,
+  first_name text NOT NULL,
+  last_name text NOT NULL,
+  UNIQUE (first_name, last_name)
+);
+INSERT INTO public.accounts SELECT i, 'a' || i || '@ex.fr', 'Ann' || i, 'Lee' || i FROM generate_series(1, 60) i;
 INSERT INTO public.users (username, email, first_name, surname, phone_number, birth_date, latitude, last_ip, country)
 SELECT 'user' || i, 'u' || i || '@ex.fr', 'Jean' || i, 'Dupont', '+33 6 12 34 56 ' || lpad(i::text, 2, '0'),
        date '1980-01-01' + i, 48.85 + i / 1000.0, ('10.0.0.' || i)::inet, 'France'
@@ -65,6 +73,10 @@ def test_every_suggestion_is_plannable_and_unfit_columns_fail_closed(staging_pg1
     assert specs["public.users.latitude"] == "fixed"  # NOT NULL number: 0
     assert specs["public.events.notes"] == "null"  # free text with e-mails inside: cleared
     assert "# REVIEW public.events.payload" in text  # jsonb NOT NULL: no built-in transformer fits
+    # in a composite unique key: a word list would collide, so a keyed hash (the planner's own check)
+    assert specs["public.accounts.first_name"] == "hash"
+    # unique varchar(14): a 14-character hash keeps under 64 bits, nothing else fits: left for review
+    assert "public.accounts.contact_email" not in specs and "# REVIEW public.accounts.contact_email" in text
 
     target = PgTarget(host=staging_pg16.host, port=staging_pg16.port, user=staging_pg16.user, dbname=name)
     items = plan_anonymization(target, rules)  # every suggestion is accepted as written

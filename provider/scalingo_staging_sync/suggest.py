@@ -125,18 +125,12 @@ def _fallback(info: Any) -> tuple[dict[str, Any] | None, str]:
     return None, ""
 
 
-def _fits(spec: Mapping[str, Any], info: Any, unique_columns: set[str]) -> bool:
-    from scalingo_staging_sync.anonymize.transformers import get_transformer, options_of
+def _fits(spec: Mapping[str, Any], info: Any, catalog: Any) -> bool:
+    """Whether the planner would accept ``spec`` on this column: the planner's own column check (the
+    transformer's type check, NOT NULL, unique keys with enough hash bits, depended-on columns)."""
+    from scalingo_staging_sync.anonymize.planner import _check_columns
 
-    transformer = get_transformer(spec["transformer"])
-    options = options_of(spec)
-    if transformer.check(info, options):
-        return False
-    if spec["transformer"] == "null" and info.not_null:
-        return False
-    if info.name in unique_columns and not transformer.unique:
-        return False
-    return True
+    return not _check_columns(None, catalog, {info.name: spec}, info.name)
 
 
 def _hash_for(info: Any) -> dict[str, Any]:
@@ -162,11 +156,10 @@ def suggest_for(finding: Finding, catalog: Any) -> Suggestion:
     if info.generated:
         s.review = "generated column: it is recomputed from its sources; mask those"
         return s
-    unique_columns = {cols[0] for _name, cols in catalog.unique_indexes if len(cols) == 1}
     candidates: list[tuple[dict[str, Any], str]] = []
     if not names:  # found by content only: free text that holds e-mails, phones...: cleared, not reshaped
         spec, why = _fallback(info)
-        if spec is not None and _fits(spec, info, unique_columns):
+        if spec is not None and _fits(spec, info, catalog):
             s.spec, s.why = spec, f"free text holding personal data (the name says nothing): {why}"
             return s
     for detector in sorted(detectors, key=lambda d: _PRIORITY.index(d) if d in _PRIORITY else len(_PRIORITY)):
@@ -183,7 +176,7 @@ def suggest_for(finding: Finding, catalog: Any) -> Suggestion:
         candidates.append((_hash_for(info), "keyed hash (a unique-safe fallback)"))
     candidates.append(_fallback(info))
     for spec, why in candidates:
-        if spec is not None and _fits(spec, info, unique_columns):
+        if spec is not None and _fits(spec, info, catalog):
             s.spec, s.why = spec, why
             return s
     s.review = (
