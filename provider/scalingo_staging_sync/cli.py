@@ -234,7 +234,12 @@ def _safe_dsn(dsn: str) -> str:
     "--dsn", required=True, envvar="SCALINGO_STAGING_SYNC_SCAN_DSN", help="libpq connection string or URI."
 )
 @click.option("--schema", "schemas", multiple=True, help="Scan only this schema (repeatable; default: all).")
-@click.option("--sample-rows", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option(
+    "--sample-rows",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Rows sampled per table [default: the --rules file's pii_scan.sample_rows, else 1000].",
+)
 @click.option(
     "--rules",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -255,7 +260,7 @@ def _safe_dsn(dsn: str) -> str:
 def scan(
     dsn: str,
     schemas: tuple[str, ...],
-    sample_rows: int,
+    sample_rows: int | None,
     rules: Path | None,
     suggest_out: Path | None,
     source_app: str,
@@ -273,13 +278,13 @@ def scan(
 
     if suggest_out is not None and suggest_out.exists() and not force:
         raise click.UsageError(f"{suggest_out} exists; pass --force to overwrite it")
-    kwargs: dict[str, Any] = {"sample_rows": sample_rows}
+    kwargs: dict[str, Any] = {"sample_rows": sample_rows or 1000}
     if rules is not None:
         loaded = _load_rules_or_fail(rules)
         kwargs.update(
             allow=list(loaded.pii_scan.allow),
             extra_patterns=dict(loaded.pii_scan.patterns) or None,
-            sample_rows=loaded.pii_scan.sample_rows if sample_rows == 1000 else sample_rows,
+            sample_rows=sample_rows or loaded.pii_scan.sample_rows,
         )
     where = _safe_dsn(dsn)
     try:
@@ -405,7 +410,8 @@ def init(directory: Path, force: bool) -> None:
         click.echo(f"wrote {directory / f.name}")
     click.echo(
         "next: edit the rules file, check it with `scalingo-staging-sync validate`, put the DAG in your "
-        "DAGs folder and set SCALINGO_STAGING_SYNC_RULES to the rules file"
+        "DAGs folder and set [scalingo_staging_sync] rules_file (AIRFLOW__SCALINGO_STAGING_SYNC__RULES_FILE) "
+        "to the rules file"
     )
 
 
