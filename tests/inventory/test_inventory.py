@@ -127,6 +127,7 @@ def test_restore_api_takes_the_plan(archives, staging_pg16):
     """``restore(..., plan=)``: the archive plan's JSON (as XCom carries it) is honoured end to end."""
     from scalingo_staging_sync.pgconn import PgTarget
     from scalingo_staging_sync.restore.api import restore
+    from scalingo_staging_sync.restore.errors import RestoreError
 
     dump, tools = archives.make(PARTITIONED_DB, 16)
     plan = plan_from_archive(dump, rules_from("source_app: p\nexclude_tables: [audit_log]\n"), tools=tools)
@@ -139,8 +140,19 @@ def test_restore_api_takes_the_plan(archives, staging_pg16):
         assert query(target, "SELECT count(*) FROM audit_log") == [(0,)]
         assert "public.audit_2025_b" in out["excluded"]
         assert any("archive plan: excluded" in s for s in out["skipped"])
+        # the plan's skip_dump_ids are positions in this archive's TOC: another archive is refused
+        # before anything is touched
+        other, _ = archives.make(PARTITIONED_DB + "CREATE TABLE extra (id int);", 16)
+        staging_pg16.create_database("inv_api_other")
+        other_target = PgTarget(
+            host=staging_pg16.host, port=staging_pg16.port, user="postgres", dbname="inv_api_other"
+        )
+        with pytest.raises(RestoreError, match=r"archive plan was made from another archive"):
+            restore(other, other_target, mode="in_place", tools=tools, plan=plan.to_json())
+        assert query(other_target, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(0,)]
     finally:
         staging_pg16.drop_database("inv_api_target")
+        staging_pg16.drop_database("inv_api_other")
 
 
 INHERIT_DB = """

@@ -37,7 +37,7 @@ from scalingo_staging_sync.inventory.model import (
 )
 from scalingo_staging_sync.restore.dump import entries_sql, read_dump_header
 from scalingo_staging_sync.restore.pgtools import PgTools, check_tools_for_dump, find_pg_tools
-from scalingo_staging_sync.restore.toc import KNOWN_DESCS, TocEntry, read_toc
+from scalingo_staging_sync.restore.toc import KNOWN_DESCS, TocEntry, read_toc, toc_digest
 from scalingo_staging_sync.tablename import TableName
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,9 @@ def build_inventory(dump_path: str | os.PathLike, tools: PgTools | None = None) 
         )
     entries = read_toc(dump_path, tools)
     data_section = {e.dump_id for e in read_toc(dump_path, tools, section="data")}
-    inv = Inventory(dump_path=str(dump_path), dump_version=header.dump_version)
+    inv = Inventory(
+        dump_path=str(dump_path), dump_version=header.dump_version, toc_sha256=toc_digest(entries)
+    )
     _check_descs(entries, data_section, dump_path)
 
     ddl_entries = [e for e in entries if e.desc in DDL_DESCS or e.desc in LO_METADATA_DESCS]

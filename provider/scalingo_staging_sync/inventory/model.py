@@ -160,6 +160,8 @@ class Inventory:
     #: entries that depend on a large object (COMMENT / ACL / SECURITY LABEL on "LARGE OBJECT n")
     large_object_dependents: list[int] = field(default_factory=list)
     dump_version: str | None = None
+    #: ``restore.toc.toc_digest`` of the archive's table of contents
+    toc_sha256: str = ""
 
     def table(self, name: TableName) -> Table | None:
         return self.tables.get(name)

@@ -78,6 +78,8 @@ class ArchivePlan:
     materialized_views: list[str] = field(default_factory=list)
     skip_dump_ids: list[int] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: the TOC digest of the archive the plan was made from (``restore`` refuses another archive)
+    toc_sha256: str = ""
 
     @property
     def summary(self) -> dict[str, int]:
@@ -98,6 +100,7 @@ class ArchivePlan:
             "skip_dump_ids": sorted(self.skip_dump_ids),
             "summary": self.summary,
             "warnings": list(self.warnings),
+            "toc_sha256": self.toc_sha256,
         }
 
     @classmethod
@@ -112,6 +115,7 @@ class ArchivePlan:
             materialized_views=list(data.get("materialized_views", [])),
             skip_dump_ids=[int(i) for i in data.get("skip_dump_ids", [])],
             warnings=list(data.get("warnings", [])),
+            toc_sha256=str(data.get("toc_sha256") or ""),
         )
 
 
@@ -264,7 +268,7 @@ def plan_inventory(inv: Inventory, rules: Rules, *, exclude_tables: Any = ()) ->
     if errors:
         raise PlanError(sorted(_dedupe(errors), key=_entry_order))
 
-    plan = ArchivePlan(items=items, warnings=warnings)
+    plan = ArchivePlan(items=items, warnings=warnings, toc_sha256=inv.toc_sha256)
     plan.large_objects = {"policy": rules.large_objects, "count": inv.large_object_count}
     plan.materialized_views = [str(m) for m in inv.materialized_views]
     for item in items:

@@ -35,7 +35,7 @@ from scalingo_staging_sync.restore.runner import (
     log_progress,
     run_pg_restore,
 )
-from scalingo_staging_sync.restore.toc import read_toc
+from scalingo_staging_sync.restore.toc import read_toc, toc_digest
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +210,7 @@ def restore(
         return summary
 
     entries = read_toc(dump_path, tools)
+    _check_plan_matches(plan, entries, dump_path)
     if verify in ("quick", "full"):
         dumpmod.quick_check(header, entries)
     if verify == "full":
@@ -259,6 +260,21 @@ def restore(
         summary["tables"] = table_stats(into, result.table_names, exact=count_rows)
     summary["duration_s"] = round(time.monotonic() - started, 3)
     return summary
+
+
+def _check_plan_matches(plan: Any, entries: list, dump_path: Path) -> None:
+    """An archive plan's ``skip_dump_ids`` are positions in the TOC of the archive it was made from:
+    refuse it on another archive, before anything is touched (it would leave out the wrong entries)."""
+    if plan is None:
+        return
+    expected = (plan if isinstance(plan, Mapping) else plan.to_json()).get("toc_sha256")
+    actual = toc_digest(entries)
+    if expected and expected != actual:
+        raise RestoreError(
+            f"the archive plan was made from another archive (TOC sha256 {expected[:12]}...) than "
+            f"{dump_path.name} ({actual[:12]}...): plan this archive (plan_from_archive, or the DAG's "
+            "plan_anonymization task on the same backup) and pass that plan"
+        )
 
 
 def _plan_skip(plan: Any, extra: Iterable[int]) -> dict[int, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -142,3 +143,12 @@ def write_list_file(
         for entry in entries:
             fh.write(entry.raw + "\n")
     return Path(name)
+
+
+def toc_digest(entries: Iterable[TocEntry]) -> str:
+    """sha256 of a table of contents (each entry's dump id, kind and names): what ties an archive plan's
+    ``skip_dump_ids`` (positions in one archive's TOC) to that archive."""
+    digest = hashlib.sha256()
+    for e in entries:
+        digest.update(f"{e.dump_id};{e.desc};{e.names}\n".encode())
+    return digest.hexdigest()
