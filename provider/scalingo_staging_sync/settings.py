@@ -11,7 +11,6 @@ The value is serialised to XCom once (``to_json``) and read back as the same typ
 from __future__ import annotations
 
 import dataclasses
-import re
 import tempfile
 import time
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from scalingo_staging_sync.errors import SyncError
+from scalingo_staging_sync.storage import join_location, safe_segment
 from scalingo_staging_sync.tablename import TableName, parse_table_names
 
 
@@ -40,17 +40,6 @@ def _first(*values: Any) -> str | None:
         if text is not None:
             return text
     return None
-
-
-def _safe_run_key(run_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", run_id)[:200] or "run"
-
-
-def join_location(root: str, *parts: str) -> str:
-    """``root`` joined with ``parts``: a local path, or a URL (``s3://bucket/x``) kept a URL."""
-    if "://" in root:
-        return "/".join([root.rstrip("/"), *parts])
-    return str(Path(root).joinpath(*parts))
 
 
 @dataclass(frozen=True)
@@ -111,7 +100,7 @@ class RunSettings:
         """Resolve the run's settings. ``rules`` is a loaded :class:`~scalingo_staging_sync.anonymize.rules.Rules`."""
         config = dict(config or {})
         params = dict(params or {})
-        run_key = _safe_run_key(run_id)
+        run_key = safe_segment(run_id)
         try:
             exclude = parse_table_names(
                 [*list(rules.exclude_tables), *list(params.get("exclude_tables") or [])],
@@ -174,7 +163,7 @@ class RunSettings:
     @property
     def run_key(self) -> str:
         """The run id made safe for file and object names."""
-        return _safe_run_key(self.run_id)
+        return safe_segment(self.run_id)
 
     def replace(self, **changes: Any) -> RunSettings:
         return dataclasses.replace(self, **changes)
