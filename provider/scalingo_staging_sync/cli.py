@@ -121,54 +121,6 @@ def _head(path: Path, size: int = 2) -> bytes:
         return fh.read(size)
 
 
-def _plan_text(data: dict[str, Any]) -> list[str]:
-    out: list[str] = []
-    summary = data.get("summary")
-    if summary:
-        out.append("Summary:")
-        if isinstance(summary, dict):
-            out.extend(f"  {k}: {v}" for k, v in summary.items())
-        else:
-            out.append(f"  {summary}")
-    classification = data.get("classification") or []
-    out.append(f"Archive inventory and classification ({len(classification)} entries):")
-    for entry in classification:
-        table = entry.get("table") or ""
-        out.append(
-            f"  {entry.get('dump_id', ''):>6}  {entry.get('desc', ''):<24} {table:<40} "
-            f"{entry.get('class', ''):<12} {entry.get('reason', '')}".rstrip()
-        )
-    items = data.get("items") or []
-    out.append(f"Plan ({len(items)} table(s) masked):")
-    for item in items:
-        columns = ", ".join(
-            f"{col}={spec.get('transformer') if isinstance(spec, dict) else spec}"
-            for col, spec in (item.get("columns") or {}).items()
-        )
-        extra = " ".join(
-            f"{k}={item[k]}" for k in ("strategy", "mode") if isinstance(item, dict) and item.get(k)
-        )
-        out.append(f"  {item.get('table', '?')}: {columns or '-'} {extra}".rstrip())
-        for warning in item.get("warnings") or []:
-            out.append(f"    warning: {warning}")
-    masked = data.get("masked_columns") or []
-    out.append(f"Masked columns ({len(masked)}): {', '.join(map(str, masked)) or '-'}")
-    out.append(f"Excluded tables: {', '.join(map(str, data.get('excluded_tables') or [])) or '-'}")
-    out.append(f"Scanned tables: {len(data.get('scanned_tables') or [])}")
-    lo = data.get("large_objects") or {}
-    if lo:
-        out.append(f"Large objects: {lo.get('count', 0)} (policy: {lo.get('policy', '?')})")
-    views = data.get("materialized_views") or []
-    if views:
-        out.append(f"Materialized views: {', '.join(map(str, views))}")
-    skipped = data.get("skip_dump_ids") or []
-    if skipped:
-        out.append(f"Archive entries skipped: {len(skipped)}")
-    for warning in data.get("warnings") or []:  # e.g. an exclusion that names no table of the archive
-        out.append(f"warning: {warning}")
-    return out
-
-
 @main.command()
 @click.argument("rules", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
@@ -187,11 +139,8 @@ def plan(
     """Print the inventory of ARCHIVE, how each entry is classified, and the anonymization plan of
     RULES for it. Reads the archive only: no database, no Airflow."""
     loaded = _load_rules_or_fail(rules)
-    try:
-        from scalingo_staging_sync.inventory import plan_from_archive
-    except ImportError as exc:
-        _fail(f"plan needs scalingo_staging_sync.inventory, missing from this installation ({exc})")
     from scalingo_staging_sync.errors import SyncError
+    from scalingo_staging_sync.inventory.plan import plan_from_archive, plan_lines
 
     tools = None
     with tempfile.TemporaryDirectory(prefix="scalingo-staging-sync-plan-") as tmp:
@@ -212,7 +161,7 @@ def plan(
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
     else:
-        click.echo("\n".join(_plan_text(data)))
+        click.echo("\n".join(plan_lines(data)))
 
 
 # --------------------------------------------------------------------------------------------------

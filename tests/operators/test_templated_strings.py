@@ -97,7 +97,8 @@ def test_templated_field_rendered_as_a_string_reads_back_the_same(name, cls, fie
     source = "".join(
         inspect.getsource(c) for c in cls.__mro__ if c.__module__.startswith("scalingo_staging_sync")
     )
-    pattern = READERS.get(field) or rf"{reader.__name__}\(\s*self\.{field}\b"
+    # (``task.``: the rendered copy of the operator, where a callable bound to it reads its fields)
+    pattern = READERS.get(field) or rf"{reader.__name__}\(\s*(?:self|task)\.{field}\b"
     assert re.search(pattern, source), f"{name} does not read {field} through {reader.__name__}"
 
 

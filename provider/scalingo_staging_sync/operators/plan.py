@@ -124,9 +124,9 @@ class PlanAnonymizationOperator(BaseOperator):
 def plan_lines(archive_plan: dict[str, Any]) -> list[str]:
     """The archive plan as text: classification (each data-carrying entry, its class and why), then
     the masked tables (the same text as ``scalingo-staging-sync plan``)."""
-    from scalingo_staging_sync.cli import _plan_text
+    from scalingo_staging_sync.inventory.plan import plan_lines
 
-    return _plan_text(archive_plan)
+    return plan_lines(archive_plan)
 
 
 class DryRunStopOperator(ShortCircuitOperator):
