@@ -5,6 +5,7 @@ finding."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -110,3 +111,58 @@ def test_suggested_rules_are_valid_and_mask_every_flagged_column(chinook_copy, t
     second = scan_target(target, masked_columns=sorted(masked), allow=list(rules.pii_scan.allow))
     assert second.passed, [f.qualified_name for f in second.unmasked]
     assert {f.qualified_name for f in second.findings} == flagged
+
+
+RULES_WITH_EXCLUSION = """\
+source_app: my-app
+exclude_tables:
+  - archive_logs
+large_objects: {large_objects}
+pii_scan:
+  allow: {allow}
+"""
+
+
+def test_scan_honours_exclude_tables_and_large_objects_of_the_rules_file(staging_pg16, tmp_path):
+    """`scan --rules` applies the rules file as the PII scan task of a sync does: an excluded table must be
+    empty and is not flagged by name; with `large_objects: keep` the large objects' content is scanned,
+    without it any large object fails the scan."""
+    pg, name = staging_pg16, "cli_scan_rules_scope"
+    pg.create_database(name)
+    pg.execute("CREATE TABLE archive_logs (id int, email text); CREATE TABLE counters (id int, n int)", name)
+    with pg.connect(name) as conn:
+        conn.execute("SELECT lo_from_bytea(0, %s)", (b"scanned contract of jane.roe@corp.test",))
+
+    def rules(large_objects: str, allow: str = "[]") -> str:
+        path = tmp_path / f"rules-{large_objects}-{len(allow)}.yaml"
+        path.write_text(RULES_WITH_EXCLUSION.format(large_objects=large_objects, allow=allow))
+        assert run_cli("validate", str(path)).returncode == 0
+        return str(path)
+
+    dsn = pg.conninfo(name)
+    kept = run_cli("scan", "--dsn", dsn, "--rules", rules("keep"))
+    assert kept.returncode == 1, kept.stderr
+    assert "unmasked high" in kept.stdout and "pg_catalog.pg_largeobject.data  content:email" in kept.stdout
+    assert "archive_logs.email" not in kept.stdout  # excluded: not flagged by name
+    assert "excluded public.archive_logs: empty" in kept.stdout
+    assert "large objects: 1 (rules large_objects: keep), 1 content-scanned" in kept.stdout
+    assert "jane.roe" not in kept.stdout + kept.stderr
+
+    allow_lo = '[{column: pg_catalog.pg_largeobject.data, reason: "reviewed: contract scans"}]'
+    reviewed = run_cli("scan", "--dsn", dsn, "--rules", rules("keep", allow_lo), "--json")
+    assert reviewed.returncode == 0, reviewed.stdout + reviewed.stderr
+    report = json.loads(reviewed.stdout)
+    assert report["excluded"] == {"public.archive_logs": "empty"} and report["passed"] is True
+    assert report["large_objects"]["kept"] is True and report["large_objects"]["count"] == 1
+
+    dropped = run_cli("scan", "--dsn", dsn, "--rules", rules("drop", allow_lo))
+    assert dropped.returncode == 1
+    assert "1 large object(s) not kept by the rules" in dropped.stderr
+    assert "set large_objects: keep in the --rules file" in dropped.stdout
+
+    pg.execute("INSERT INTO archive_logs VALUES (1, 'someone@corp.test')", name)
+    leaked = run_cli("scan", "--dsn", dsn, "--rules", rules("keep", allow_lo))
+    assert leaked.returncode == 1
+    assert "excluded table(s) holding rows: public.archive_logs" in leaked.stderr
+    assert "excluded public.archive_logs: holds rows (excluded by the rules file" in leaked.stdout
+    assert "someone" not in leaked.stdout + leaked.stderr

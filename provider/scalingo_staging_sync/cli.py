@@ -192,7 +192,8 @@ def _safe_dsn(dsn: str) -> str:
 @click.option(
     "--rules",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Apply this rules file's pii_scan settings (allow-list, extra patterns, sample_rows).",
+    help="Apply this rules file: pii_scan (allow-list, extra patterns, sample_rows), exclude_tables "
+    "(must be empty, not flagged by name) and large_objects (keep: their content is scanned).",
 )
 @click.option(
     "--suggest-rules",
@@ -234,6 +235,10 @@ def scan(
             allow=list(loaded.pii_scan.allow),
             extra_patterns=dict(loaded.pii_scan.patterns) or None,
             sample_rows=sample_rows or loaded.pii_scan.sample_rows,
+            # as the PII scan task of a sync: an excluded table's data is not restored, so it must be
+            # empty (a parent covers its partitions and children); kept large objects are read
+            excluded_tables=[str(t) for t in loaded.exclude_table_names],
+            large_objects=loaded.large_objects == "keep",
         )
     where = _safe_dsn(dsn)
     try:
@@ -261,6 +266,24 @@ def scan(
             click.echo(f"  {f.status:<8} {f.severity:<6} {f.qualified_name}  {f.reason}{extra}")
         for table, error in sorted(report.errors.items()):
             click.echo(f"  error    {table}: could not be sampled ({error})")
+        for table, state in sorted(report.excluded.items()):
+            fix = (
+                ""
+                if state == "empty"
+                else " (excluded by the rules file: empty it, or drop it from exclude_tables)"
+            )
+            click.echo(f"  excluded {table}: {state}{fix}")
+        lo = report.large_objects
+        if lo.get("kept"):
+            click.echo(
+                f"  large objects: {lo.get('count', 0)} (rules large_objects: keep), {lo.get('sampled', 0)} "
+                "content-scanned"
+            )
+        elif lo.get("unexpected"):
+            click.echo(
+                f"  large objects: {lo.get('count', 0)} present and not kept (large_objects: drop): their "
+                "content is not scanned; set large_objects: keep in the --rules file to scan it"
+            )
     if suggested is not None and suggest_out is not None:
         suggest_out.parent.mkdir(parents=True, exist_ok=True)
         suggest_out.write_text(
@@ -272,7 +295,15 @@ def scan(
         click.echo(f"wrote {suggest_out}: {summary_lines(suggested)[0]}", err=as_json)
         sys.exit(EXIT_OK)
     if not report.passed:
-        _fail(f"{len(report.unmasked)} unmasked finding(s), {len(report.errors)} table(s) not scanned")
+        problems = [
+            f"{len(report.unmasked)} unmasked finding(s)",
+            f"{len(report.errors)} table(s) not scanned",
+        ]
+        if report.excluded_not_empty:
+            problems.append(f"excluded table(s) holding rows: {', '.join(report.excluded_not_empty)}")
+        if report.large_objects.get("unexpected"):
+            problems.append(f"{report.large_objects.get('count', 0)} large object(s) not kept by the rules")
+        _fail(", ".join(problems))
 
 
 # --------------------------------------------------------------------------------------------------

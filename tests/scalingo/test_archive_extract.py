@@ -4,6 +4,8 @@ member anywhere in the archive (before or after the dump) is refused or the stre
 from __future__ import annotations
 
 import io
+import os
+import sys
 import tarfile
 from pathlib import Path
 
@@ -31,6 +33,36 @@ def _tar_gz(path: Path, members: list[tuple[str, bytes | None, bytes]]) -> Path:
 
 def _leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.rglob("*")) if directory.exists() else []
+
+
+#: directory watched by the audit hook below, and what it saw: (file opened for writing, the other
+#: files in the directory at that moment). An audit hook cannot be removed: it only records while set.
+_WATCH: dict = {"dir": None, "writes": []}
+
+
+def _audit(event: str, args: tuple) -> None:
+    watched = _WATCH["dir"]
+    if watched is None or event != "open" or not isinstance(args[0], (str, os.PathLike)):
+        return
+    path, mode, flags = Path(args[0]), args[1], args[2]
+    writing = (mode is not None and any(c in str(mode) for c in "wax+")) or (
+        mode is None and flags & (os.O_WRONLY | os.O_RDWR)
+    )
+    if writing and path.parent == watched:
+        _WATCH["writes"].append((path.name, sorted(p.name for p in watched.iterdir())))
+
+
+sys.addaudithook(_audit)
+
+
+def _extract_watched(archive: Path, dest: Path) -> tuple[Path, list[tuple[str, list[str]]]]:
+    """extract_dump, with every file it opens for writing in ``dest`` recorded (by Python's audit hooks:
+    the real open calls, nothing replaced)."""
+    _WATCH.update(dir=dest, writes=[])
+    try:
+        return extract_dump(archive, dest), list(_WATCH["writes"])
+    finally:
+        _WATCH["dir"] = None
 
 
 def test_the_dump_is_extracted_in_one_pass_and_nothing_else_is_written(tmp_path):
@@ -77,6 +109,57 @@ def test_pgsql_wins_over_dump_and_the_first_name_wins_among_several(tmp_path, ca
     assert dump.name == "1.pgsql" and dump.read_bytes() == DUMP
     assert _leftovers(tmp_path / "x") == ["1.pgsql"]
     assert "several .pgsql files" in caplog.text
+
+
+def test_only_the_kept_dump_is_written(tmp_path):
+    """Candidates that cannot be kept (a ``*.dump`` once a ``*.pgsql`` is chosen, a later name in sorted
+    order) are read past, never written to disk."""
+    other = b"PGDMP" + b"\0" * 3_000_000
+    archive = _tar_gz(
+        tmp_path / "a.tar.gz",
+        [
+            ("a/1.pgsql", DUMP, tarfile.REGTYPE),
+            ("z.dump", other, tarfile.REGTYPE),
+            ("b/2.pgsql", other, tarfile.REGTYPE),
+            ("notes.txt", b"x", tarfile.REGTYPE),
+        ],
+    )
+    dump, writes = _extract_watched(archive, tmp_path / "x")
+    assert dump.name == "1.pgsql" and dump.read_bytes() == DUMP
+    assert [name for name, _ in writes] == [".1.1.pgsql.part"], writes
+    assert _leftovers(tmp_path / "x") == ["1.pgsql"]
+
+
+def test_a_better_candidate_later_replaces_the_previous_one_before_it_is_written(tmp_path):
+    """Worst order (each candidate beats the one before): at most one candidate is on disk at any time."""
+    other = b"PGDMP" + b"other"
+    archive = _tar_gz(
+        tmp_path / "a.tar.gz",
+        [
+            ("z.dump", other, tarfile.REGTYPE),
+            ("b/2.pgsql", other, tarfile.REGTYPE),
+            ("a/1.pgsql", DUMP, tarfile.REGTYPE),
+        ],
+    )
+    dump, writes = _extract_watched(archive, tmp_path / "x")
+    assert dump.read_bytes() == DUMP
+    assert [name for name, _ in writes] == [".1.z.dump.part", ".2.2.pgsql.part", ".3.1.pgsql.part"]
+    assert all(present == [] for _, present in writes), f"a superseded candidate was still on disk: {writes}"
+    assert _leftovers(tmp_path / "x") == ["1.pgsql"]
+
+
+def test_a_bad_member_after_a_skipped_candidate_still_refuses_the_archive(tmp_path):
+    archive = _tar_gz(
+        tmp_path / "a.tar.gz",
+        [
+            ("db.pgsql", DUMP, tarfile.REGTYPE),
+            ("old.dump", b"PGDMP-old", tarfile.REGTYPE),
+            ("../../etc/cron.d/x", b"* * * * * root sh", tarfile.REGTYPE),
+        ],
+    )
+    with pytest.raises(ScalingoArchiveError, match=r"'\.\./\.\./etc/cron\.d/x' climbs out"):
+        extract_dump(archive, tmp_path / "x")
+    assert _leftovers(tmp_path / "x") == []
 
 
 def test_the_same_name_twice_keeps_the_later_member_as_tar_does(tmp_path):

@@ -53,6 +53,11 @@ class PgRestoreOperator(BaseOperator):
     :param plan: the archive plan (the plan task's ``archive_plan``; templated): its ``skip_dump_ids``
         (statistics, large objects unless kept, materialized view data, excluded tables with their
         partitions and children, FKs to them) are never restored, in any section.
+    :param large_objects: without a plan: ``drop`` (default: large objects are not restored) or ``keep``
+        (templated). With a plan the rules file decides; a different value here is refused.
+    :param materialized_view_data: without a plan: True runs the archive's materialized view refresh
+        (computed from the tables as restored, before any masking); default False leaves the views
+        unpopulated (templated). Refused with a plan (it refreshes them after masking).
 
     XCom ``return_value``: ``{"database", "mode", "section", "tables": {"schema.table": {"rows",
     "bytes"}}, "excluded", "warnings", "duration_s", ...}``.
@@ -70,6 +75,8 @@ class PgRestoreOperator(BaseOperator):
         "maintenance",
         "target_app",
         "plan",
+        "large_objects",
+        "materialized_view_data",
     )
     ui_color = "#d6eaf8"
 
@@ -92,6 +99,8 @@ class PgRestoreOperator(BaseOperator):
         verify: str = "quick",
         count_rows: bool = True,
         plan: Any = None,
+        large_objects: Any = None,
+        materialized_view_data: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -116,6 +125,8 @@ class PgRestoreOperator(BaseOperator):
         self.verify = verify
         self.count_rows = count_rows
         self.plan = plan
+        self.large_objects = large_objects
+        self.materialized_view_data = materialized_view_data
 
     def restore_target(self):
         """The connection target of this restore (subclasses add session settings)."""
@@ -149,6 +160,10 @@ class PgRestoreOperator(BaseOperator):
             app=target_app if maintenance else None,
             count_rows=self.count_rows,
             plan=as_mapping(self.plan, "plan"),
+            large_objects=as_str(self.large_objects),
+            materialized_view_data=None
+            if as_str(self.materialized_view_data) is None
+            else as_bool(self.materialized_view_data, "materialized_view_data"),
         )
         self.log.info(
             "restored section %s into %s (%s mode) in %.1f s: %d tables, %d warnings, excluded %s",
@@ -161,5 +176,8 @@ class PgRestoreOperator(BaseOperator):
             result["excluded"] or "none",
         )
         if result.get("skipped"):
-            self.log.info("left out of this section (archive plan): %d TOC entries", len(result["skipped"]))
+            self.log.info(
+                "left out of this section: %d TOC entries (each with its reason in the result's skipped)",
+                len(result["skipped"]),
+            )
         return result

@@ -34,6 +34,7 @@ from scalingo_staging_sync.restore.runner import (
     archive_fks,
     log_progress,
     run_pg_restore,
+    unplanned_skips,
 )
 from scalingo_staging_sync.restore.toc import read_toc, toc_digest
 
@@ -133,6 +134,8 @@ def restore(
     plan: Any = None,
     skip_dump_ids: Iterable[int] = (),
     analyze: bool = False,
+    large_objects: str | None = None,
+    materialized_view_data: bool | None = None,
 ) -> dict:
     """Run one restore phase into ``target`` (the *live* staging database's coordinates).
 
@@ -143,7 +146,14 @@ def restore(
     ``plan``: the archive plan (``inventory.ArchivePlan`` or its ``to_json()`` dict): its
     ``skip_dump_ids`` (excluded data including partitions and children, statistics, large objects
     unless kept, materialized view data, FKs to excluded tables) never load, in any section.
-    ``skip_dump_ids``: more TOC entries to leave out. ``analyze``: after a section that includes
+    ``skip_dump_ids``: more TOC entries to leave out.
+    Without a plan the restore is safe by default in the same way: large objects (with their comments
+    and ACLs) are not restored unless ``large_objects="keep"``, and materialized view data is not
+    restored unless ``materialized_view_data=True`` (the views stay unpopulated: refresh them after
+    masking, ``anonymize.postload.refresh_materialized_views``); what is left out is logged and listed
+    in ``skipped``. With a plan, the plan decides (the rules file's ``large_objects``): an explicit
+    ``large_objects`` that differs from the plan's, or ``materialized_view_data=True``, is refused.
+    ``analyze``: after a section that includes
     post-data, run ``ANALYZE`` so the planner statistics (``pg_stats``) describe the data as it is now
     (masked, when masking ran before post-data), never the archive's statistics (which are not restored).
     """
@@ -152,6 +162,7 @@ def restore(
         raise ValueError(f"unknown section {section!r}: use one of {', '.join(SECTIONS)}")
     if verify not in VERIFY_LEVELS:
         raise ValueError(f"unknown verify level {verify!r}: use one of {', '.join(VERIFY_LEVELS)}")
+    lo_policy, matview_data = _data_policy(plan, large_objects, materialized_view_data)
     dump_path = Path(dump_path)
     tools = tools or find_pg_tools(pg_bin_dir)
     header = dumpmod.read_dump_header(dump_path)
@@ -198,6 +209,8 @@ def restore(
             log.warning(msg)
             summary["warnings"].append(msg)
         check_extensions(dumpmod.plain_extensions(dump_path, header), target)
+        if plan is None:
+            _check_plain_policy(dump_path, header, lo_policy, matview_data)
         targets.prepare(target, resolved, scaler=scaler, app=app)
         try:
             result = run_sql_script(dump_path, into, tools=tools, header=header)
@@ -211,6 +224,14 @@ def restore(
 
     entries = read_toc(dump_path, tools)
     _check_plan_matches(plan, entries, dump_path)
+    if plan is None:
+        defaults = unplanned_skips(entries, large_objects=lo_policy, materialized_view_data=matview_data)
+        for dump_id, reason in defaults.items():
+            skip.setdefault(dump_id, reason)
+        if defaults:
+            msg = _unplanned_message(entries, defaults)
+            log.warning("%s", msg)
+            summary["warnings"].append(msg)
     if verify in ("quick", "full"):
         dumpmod.quick_check(header, entries)
     if verify == "full":
@@ -274,6 +295,74 @@ def _check_plan_matches(plan: Any, entries: list, dump_path: Path) -> None:
             f"the archive plan was made from another archive (TOC sha256 {expected[:12]}...) than "
             f"{dump_path.name} ({actual[:12]}...): plan this archive (plan_from_archive, or the DAG's "
             "plan_anonymization task on the same backup) and pass that plan"
+        )
+
+
+def _data_policy(
+    plan: Any, large_objects: str | None, materialized_view_data: bool | None
+) -> tuple[str, bool]:
+    """``(large_objects, materialized_view_data)`` of this restore, checked before anything is touched:
+    the plan's when there is one (an explicit value may only repeat it), else the arguments, whose
+    defaults are the plan's (large objects dropped, materialized view data not restored)."""
+    if large_objects is not None and large_objects not in ("drop", "keep"):
+        raise ValueError(
+            f"large_objects={large_objects!r}: use 'drop' (default: large objects are not restored) or 'keep'"
+        )
+    if plan is None:
+        return large_objects or "drop", bool(materialized_view_data)
+    data = plan if isinstance(plan, Mapping) else plan.to_json()
+    policy = (data.get("large_objects") or {}).get("policy", "drop")
+    if large_objects is not None and large_objects != policy:
+        raise ValueError(
+            f"large_objects={large_objects!r} contradicts the archive plan (large_objects {policy!r}, from the "
+            "rules file): set large_objects in the rules file and plan again, or leave large_objects unset "
+            "when passing a plan"
+        )
+    if materialized_view_data:
+        raise ValueError(
+            "materialized_view_data=True does not apply with an archive plan: the plan never restores "
+            "materialized view data (it would be computed from unmasked tables); the views are refreshed "
+            "after masking (anonymize.postload.refresh_materialized_views). Leave it unset with a plan"
+        )
+    return policy, False
+
+
+def _unplanned_message(entries: list, skipped: Mapping[int, str]) -> str:
+    by_id = {e.dump_id: e for e in entries}
+    los = sum(1 for i in skipped if by_id[i].desc != "MATERIALIZED VIEW DATA")
+    views = len(skipped) - los
+    parts = []
+    if los:
+        parts.append(
+            f"{los} large-object entr{'y' if los == 1 else 'ies'} (pass large_objects='keep' to restore them)"
+        )
+    if views:
+        parts.append(
+            f"{views} materialized view data entr{'y' if views == 1 else 'ies'} (the views stay unpopulated: "
+            "refresh them after masking, or pass materialized_view_data=True)"
+        )
+    return "no archive plan: not restored, safe by default as with a plan: " + "; ".join(parts)
+
+
+def _check_plain_policy(dump_path: Path, header: Any, large_objects: str, matview_data: bool) -> None:
+    """A plain-SQL script cannot be filtered: refuse one holding large objects or materialized view
+    data the caller did not ask for, before anything is touched."""
+    kinds = dumpmod.plain_data_kinds(dump_path, header)
+    refused = []
+    if large_objects != "keep" and kinds & {
+        "BLOB",
+        "BLOBS",
+        "BLOB METADATA",
+        "LARGE OBJECT",
+        "LARGE OBJECTS",
+    }:
+        refused.append("large objects (pass large_objects='keep' to restore them)")
+    if not matview_data and "MATERIALIZED VIEW DATA" in kinds:
+        refused.append("materialized view data (pass materialized_view_data=True to restore it)")
+    if refused:
+        raise RestoreError(
+            f"plain-SQL dump {dump_path.name} holds {' and '.join(refused)}; a plain script cannot leave "
+            "them out: use a custom-format dump (pg_dump -Fc, what Scalingo backups are)"
         )
 
 

@@ -273,3 +273,18 @@ def plain_extensions(path: str | os.PathLike, header: DumpHeader) -> list[str]:
                 if m:
                     out.extend(parse_ident_list(m.group("name")))
     return out
+
+
+_PLAIN_TYPE_RE = re.compile(r"^-- (?:Data for )?Name: .*; Type: (?P<type>[A-Z][A-Z ]*); Schema: ")
+
+
+def plain_data_kinds(path: str | os.PathLike, header: DumpHeader) -> set[str]:
+    """The TOC kinds a plain SQL dump names in its ``-- Name: ...; Type: KIND; Schema: ...`` comments
+    (``BLOB``, ``BLOBS``, ``MATERIALIZED VIEW DATA``, ...; scanned line by line)."""
+    opener = gzip.open if header.compression == "gzip" else open
+    out: set[str] = set()
+    with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if line.startswith("-- ") and (m := _PLAIN_TYPE_RE.match(line)):
+                out.add(m.group("type").strip())
+    return out

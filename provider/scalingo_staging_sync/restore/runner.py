@@ -196,6 +196,48 @@ def select_entries(
     return Selection(kept=kept, skipped=skipped, excluded_data=excluded_names, loaded_tables=loaded)
 
 
+LARGE_OBJECT_POLICIES = ("drop", "keep")
+
+
+def unplanned_skips(
+    entries: Iterable[TocEntry], *, large_objects: str = "drop", materialized_view_data: bool = False
+) -> dict[int, str]:
+    """``{dump_id: reason}`` of what a restore *without* an archive plan leaves out, safe by default as
+    the plan is: large objects (``BLOB`` / ``BLOBS`` / ``BLOB METADATA`` ..., with the comments, ACLs
+    and security labels on them) unless ``large_objects="keep"``, and ``MATERIALIZED VIEW DATA`` (the
+    archive's ``REFRESH``, computed from the tables as restored) unless ``materialized_view_data``.
+    (STATISTICS DATA is never restored: :func:`select_entries`.)"""
+    from scalingo_staging_sync.inventory.build import LO_DEPENDENT_DESCS
+    from scalingo_staging_sync.inventory.model import (
+        LARGE_OBJECT_DESCS,
+        LARGE_OBJECT_TAG_PREFIX,
+        MATVIEW_DATA,
+    )
+
+    if large_objects not in LARGE_OBJECT_POLICIES:
+        raise ValueError(
+            f"large_objects={large_objects!r}: use 'drop' (default: large objects are not restored) or "
+            "'keep' (restored as they are; scan their content with the PII scan's large_objects=True)"
+        )
+    skip: dict[int, str] = {}
+    for entry in entries:
+        is_lo = entry.desc in LARGE_OBJECT_DESCS or (
+            entry.desc in LO_DEPENDENT_DESCS and entry.tag.startswith(LARGE_OBJECT_TAG_PREFIX)
+        )
+        if is_lo and large_objects != "keep":
+            skip[entry.dump_id] = (
+                "no archive plan: large objects are not restored (their content is never masked); pass "
+                "large_objects='keep' to restore them, then scan them (PII scan large_objects=True)"
+            )
+        elif entry.desc == MATVIEW_DATA and not materialized_view_data:
+            skip[entry.dump_id] = (
+                "no archive plan: materialized view data is not restored (it would be computed from the "
+                "tables before masking); refresh the view after masking "
+                "(anonymize.postload.refresh_materialized_views), or pass materialized_view_data=True"
+            )
+    return skip
+
+
 # --------------------------------------------------------------------------------------------
 # stderr parsing
 # --------------------------------------------------------------------------------------------

@@ -58,20 +58,36 @@ def check_dump_file(path: Path) -> str:
     )
 
 
+def _rank(name: str) -> tuple[int, str] | None:
+    """How good a member name is as the dump (lower wins): ``*.pgsql`` before ``*.dump``, then the
+    first name in sorted order; None for a member that is not a dump candidate."""
+    lowered = name.lower()
+    for i, suffix in enumerate(DUMP_SUFFIXES):
+        if lowered.endswith(suffix):
+            return (i, name)
+    return None
+
+
 def extract_dump(archive: Path, dest_dir: Path) -> Path:
     """Validate every member of ``archive``, extract the ``*.pgsql`` dump (fallback ``*.dump``) into
     ``dest_dir`` and return its path, after checking it is a pg_dump archive.
 
-    One pass over the gzip stream (``r|gz``): each member is checked as it comes, and each candidate
-    dump is written under a ``.part`` name. Only when the whole archive has been read and every member
-    passed is the chosen dump renamed into place; anything refused on the way removes the ``.part``
-    files, so a bad member anywhere in the archive leaves nothing behind. (Listing the members first
-    and extracting afterwards decompresses the archive twice.)
+    One pass over the gzip stream (``r|gz``): each member is checked as it comes. Only the candidate
+    dump that is the choice so far is written, under a ``.part`` name: ``*.pgsql`` wins over ``*.dump``,
+    the first name in sorted order among several, and a later member with the chosen name replaces it
+    (as tar does). A candidate that cannot win is never written; one that wins removes the previous
+    choice's ``.part`` before it is written, so at most one candidate is on disk at any time (a genuine
+    Scalingo backup holds one ``*.pgsql``: it is the only file written). Only when the whole archive
+    has been read and every member passed is the chosen dump renamed into place; anything refused on
+    the way removes the ``.part`` file, so a bad member anywhere in the archive leaves nothing behind.
+    (Listing the members first and extracting afterwards decompresses the archive twice.)
     """
     archive = Path(archive)
     dest_dir = Path(dest_dir)
-    parts: dict[str, Path] = {}  # member name -> its .part file
+    chosen: str | None = None  # member name of the dump kept so far
+    part: Path | None = None  # its .part file
     files: list[str] = []
+    candidates: list[str] = []
     try:
         try:
             with tarfile.open(archive, mode="r|gz") as tar:
@@ -79,23 +95,28 @@ def extract_dump(archive: Path, dest_dir: Path) -> Path:
                     check_member(member, archive)
                     if not member.isfile():
                         continue
-                    files.append(member.name)
-                    if not member.name.lower().endswith(DUMP_SUFFIXES):
-                        continue
                     # the stdlib "data" filter semantics (already enforced by check_member), but written
                     # by us: flat name, temporary name, atomic rename at the end
                     tarfile.data_filter(member, str(dest_dir))
+                    files.append(member.name)
+                    rank = _rank(member.name)
+                    if rank is None:
+                        continue
+                    candidates.append(member.name)
+                    if chosen is not None and rank > _rank(chosen):  # type: ignore[operator]
+                        continue  # not kept: read past it, never written
+                    if part is not None:  # the previous choice loses (or the same name again)
+                        part.unlink(missing_ok=True)
+                        part = None
                     dest_dir.mkdir(parents=True, exist_ok=True)
-                    if member.name in parts:  # the same name twice: the later member wins, as in tar
-                        parts.pop(member.name).unlink(missing_ok=True)
-                    tmp = dest_dir / f".{len(files)}.{posixpath.basename(member.name)}.part"
-                    parts[member.name] = tmp
+                    chosen = member.name
+                    part = dest_dir / f".{len(files)}.{posixpath.basename(member.name)}.part"
                     source = tar.extractfile(member)
                     if source is None:  # pragma: no cover - regular files always have a stream
                         raise ScalingoArchiveError(
                             f"archive {archive.name}: cannot read member {member.name!r}"
                         )
-                    with source, open(tmp, "wb") as out:
+                    with source, open(part, "wb") as out:
                         shutil.copyfileobj(source, out, 1024 * 1024)
         except tarfile.FilterError as exc:
             raise ScalingoArchiveError(f"archive {archive.name}: unsafe member refused ({exc})") from None
@@ -107,31 +128,28 @@ def extract_dump(archive: Path, dest_dir: Path) -> Path:
                 f"archive {archive.name} is not a readable .tar.gz ({type(exc).__name__}: {exc}); delete it "
                 f"and download the backup again."
             ) from None
-        chosen = None
-        for suffix in DUMP_SUFFIXES:
-            candidates = sorted(name for name in parts if name.lower().endswith(suffix))
-            if candidates:
-                if len(candidates) > 1:
-                    log.warning(
-                        "archive %s holds several %s files (%s); using %s",
-                        archive.name,
-                        suffix,
-                        ", ".join(candidates),
-                        candidates[0],
-                    )
-                chosen = candidates[0]
-                break
-        if chosen is None:
+        if chosen is None or part is None:
             raise ScalingoArchiveError(
                 f"archive {archive.name} holds no PostgreSQL dump (*.pgsql or *.dump); its files are: "
                 f"{files or 'none'}. Check the backup belongs to the PostgreSQL addon "
                 f"(pass addon_id explicitly if the app has several databases)."
             )
+        same_suffix = sorted({c for c in candidates if _rank(c)[0] == _rank(chosen)[0]})  # type: ignore[index]
+        if len(same_suffix) > 1:
+            suffix = DUMP_SUFFIXES[_rank(chosen)[0]]  # type: ignore[index]
+            log.warning(
+                "archive %s holds several %s files (%s); using %s",
+                archive.name,
+                suffix,
+                ", ".join(same_suffix),
+                chosen,
+            )
         target = dest_dir / posixpath.basename(chosen)
-        parts.pop(chosen).replace(target)
+        part.replace(target)
+        part = None
     finally:
-        for tmp in parts.values():
-            tmp.unlink(missing_ok=True)
+        if part is not None:
+            part.unlink(missing_ok=True)
     fmt = check_dump_file(target)
     log.info(
         "extracted %s (%s format, %d bytes) from %s", target.name, fmt, target.stat().st_size, archive.name
