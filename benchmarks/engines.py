@@ -3,6 +3,9 @@
 Engines (issue 14):
 
 * ``none``      COPY into the table, no trigger (the no-masking baseline);
+* ``single``    COPY without a trigger but with single-row inserts, as any BEFORE ROW trigger forces (a
+  volatile column default, ``random()``, makes ``CopyFrom`` give up its batched ``heap_multi_insert``):
+  the share of the trigger's fixed cost that is COPY losing its batching, not the PL/pgSQL call;
 * ``noop``      COPY through a PL/pgSQL BEFORE INSERT trigger that only ``RETURN NEW`` (the call cost);
 * ``trigger``   engine (a): COPY through the masking trigger (``anonymize.sql.trigger_statements``);
 * ``setbased``  engine (b): COPY into an UNLOGGED load table, then ``INSERT INTO t SELECT <exprs>``;
@@ -113,10 +116,13 @@ class Bench:
         )
         return run
 
-    def copy_in(self, table: str, data: bytes) -> None:
+    def copy_in(self, table: str, data: bytes, columns: list[str] | None = None) -> None:
+        target = sql.Identifier(table)
+        if columns:
+            target = sql.SQL("{} ({})").format(target, sql.SQL(", ").join(map(sql.Identifier, columns)))
         with (
             self.conn.cursor() as cur,
-            cur.copy(sql.SQL("COPY {} FROM STDIN").format(sql.Identifier(table))) as cp,
+            cur.copy(sql.SQL("COPY {} FROM STDIN").format(target)) as cp,
         ):
             view = memoryview(data)
             for i in range(0, len(view), 1 << 20):
@@ -135,6 +141,17 @@ class Bench:
         worker = 0.0
         if engine == "none":
             db, wall = self.measured(lambda: self.copy_in(run, data))
+        elif engine == "single":
+            columns = list(read_table(self.conn, "public", run).columns)
+            self.conn.execute(
+                sql.SQL("ALTER TABLE {} ADD COLUMN _bench_single double precision DEFAULT random()").format(
+                    sql.Identifier(run)
+                )
+            )
+            db, wall = self.measured(lambda: self.copy_in(run, data, columns))
+            self.conn.execute(
+                sql.SQL("ALTER TABLE {} DROP COLUMN _bench_single").format(sql.Identifier(run))
+            )
         elif engine == "noop":
             self.conn.execute(
                 "CREATE OR REPLACE FUNCTION _bench_noop() RETURNS trigger LANGUAGE plpgsql AS "
@@ -248,7 +265,7 @@ def compare(bench: Bench, table: str, specs: dict, engines: list[str], repeat: i
     for i in range(repeat):
         for engine in rotate(engines, i):
             samples[engine].append(bench.run(engine, table, specs))
-            if engine not in ("none", "noop"):
+            if engine not in ("none", "single", "noop"):
                 digests.setdefault(engine, bench.result_digest(table))
     out: dict = {"rows": rows, "engines": {}}
     base = statistics.median(s["cpu_s"] for s in samples["none"])
@@ -303,7 +320,7 @@ def main() -> None:
     parser.add_argument(
         "--engines",
         default=None,
-        help="comma-separated (default: none,noop,trigger,setbased,stream, and stream_md5picks,stream_duckdb when duckdb imports)",
+        help="comma-separated (default: none,single,noop,trigger,setbased,stream, and stream_md5picks,stream_duckdb when duckdb imports)",
     )
     parser.add_argument("--families", action="store_true", help="also one transformer family at a time")
     parser.add_argument("--out", type=Path, default=None)
@@ -311,7 +328,7 @@ def main() -> None:
     if args.engines:
         engines = args.engines.split(",")
     else:
-        engines = ["none", "noop", "trigger", "setbased", "stream"]
+        engines = ["none", "single", "noop", "trigger", "setbased", "stream"]
         try:
             import duckdb  # noqa: F401
 
