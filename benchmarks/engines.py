@@ -149,9 +149,7 @@ class Bench:
                 )
             )
             db, wall = self.measured(lambda: self.copy_in(run, data, columns))
-            self.conn.execute(
-                sql.SQL("ALTER TABLE {} DROP COLUMN _bench_single").format(sql.Identifier(run))
-            )
+            self.conn.execute(sql.SQL("ALTER TABLE {} DROP COLUMN _bench_single").format(sql.Identifier(run)))
         elif engine == "noop":
             self.conn.execute(
                 "CREATE OR REPLACE FUNCTION _bench_noop() RETURNS trigger LANGUAGE plpgsql AS "
