@@ -19,13 +19,15 @@ END_MARKER = "<!-- END GENERATED REFERENCE -->"  # see begin_marker() / end_mark
 
 
 def transformer_guarantees(transformer: Any) -> dict[str, Any]:
-    """What a transformer promises, read from its registry attributes.
+    """What a transformer promises, read from its registry attributes (declared on
+    :class:`~scalingo_staging_sync.anonymize.transformers.Transformer`; tests/docs/test_transformer_guarantees.py
+    runs every built-in transformer's SQL on PostgreSQL and fails when a claim is wrong).
 
     * ``deterministic``: the same input (and salt) gives the same output, in every table;
     * ``unique``: distinct inputs stay distinct (safe under a UNIQUE index); ``unique_bits``: with how
       many hash bits, when the registry says (default options);
     * ``keeps_null``: NULL stays NULL;
-    * ``keeps_length``: the output has the input's length (True only when the transformer declares it);
+    * ``keeps_length``: the output has the input's length, for every input;
     * ``fits_column``: outputs are cut or sized to ``varchar(n)``; ``min_length`` is the smallest n.
     """
     from scalingo_staging_sync.anonymize.transformers import ColumnInfo
@@ -38,11 +40,11 @@ def transformer_guarantees(transformer: Any) -> dict[str, Any]:
     if callable(getattr(transformer, "unique_bits", None)):  # how many hash bits keep values apart
         bits = transformer.unique_bits(None, {})
     return {
-        "deterministic": bool(getattr(transformer, "deterministic", True)),
+        "deterministic": bool(transformer.deterministic),
         "unique_bits": bits,
         "unique": bool(transformer.unique),
         "keeps_null": bool(transformer.keeps_null),
-        "keeps_length": bool(getattr(transformer, "keeps_length", False)),
+        "keeps_length": bool(transformer.keeps_length),
         "fits_column": True,
         "min_length": int(need or 0),
     }
@@ -176,9 +178,11 @@ def rules_reference_markdown() -> str:
         [
             "### Transformer reference",
             "",
-            "Read from the transformer registry (`anonymize/transformers.py`). Every transformer is keyed by",
-            "the salt; *keeps length* is `yes` only for a transformer that declares it; every output is cut",
-            "or sized to `varchar(n)` and a column shorter than *min varchar(n)* is rejected at planning time.",
+            "Read from the transformer registry (`anonymize/transformers.py`). *deterministic* (the same input",
+            "and salt give the same output) and *keeps length* (the output has the input's length, for every",
+            "input) are what each transformer declares, checked by running every built-in's SQL on PostgreSQL",
+            "(`tests/docs/test_transformer_guarantees.py`). Every output is cut or sized to `varchar(n)` and a",
+            "column shorter than *min varchar(n)* is rejected at planning time.",
             "",
             transformers_markdown(),
             "",

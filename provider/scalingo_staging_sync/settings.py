@@ -42,6 +42,37 @@ def _first(*values: Any) -> str | None:
     return None
 
 
+# ---------------------------------------------------------------------------------------- downloads
+# The one place that decides where backups are downloaded: the root, each run's folder under it, and
+# the directory of a ScalingoBackupOperator given none.
+
+
+def default_download_root() -> Path:
+    """``<system temp>/scalingo_staging_sync``: the download root when no param, rules file or config
+    names one."""
+    return Path(tempfile.gettempdir()) / "scalingo_staging_sync"
+
+
+def download_root(*candidates: Any) -> str:
+    """The first non-empty of ``candidates`` (in precedence order), else :func:`default_download_root`."""
+    return _first(*candidates) or str(default_download_root())
+
+
+def run_download_dir(root: str | Path, run_id: str) -> str:
+    """The run's own folder under ``root`` (a local path or an object-storage URL):
+    ``<root>/<run id made safe>`` (:func:`~scalingo_staging_sync.storage.safe_segment`)."""
+    return join_location(root, safe_segment(run_id))
+
+
+def operator_download_dir(configured: Any = None) -> str:
+    """Where :class:`~scalingo_staging_sync.operators.backup.ScalingoBackupOperator` downloads when it is
+    given no ``download_dir``: ``configured`` (the config section's ``download_dir``), else
+    ``<download root>/backups``. On object storage the run's folder (:func:`run_download_dir`) is added
+    under it; a ``download_dir`` given to the operator is used as it is (the reference DAG passes
+    :attr:`RunSettings.download_dir`, already the run's own)."""
+    return _first(configured) or str(default_download_root() / "backups")
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """Everything the steps of one run need, resolved once (see the module docstring for precedence)."""
@@ -100,7 +131,6 @@ class RunSettings:
         """Resolve the run's settings. ``rules`` is a loaded :class:`~scalingo_staging_sync.anonymize.rules.Rules`."""
         config = dict(config or {})
         params = dict(params or {})
-        run_key = safe_segment(run_id)
         try:
             exclude = parse_table_names(
                 [*list(rules.exclude_tables), *list(params.get("exclude_tables") or [])],
@@ -108,9 +138,9 @@ class RunSettings:
             )
         except SyncError as exc:
             raise SettingsError(str(exc)) from None
-        download_root = _first(
+        root = download_root(
             params.get("download_dir"), getattr(rules, "download_dir", None), config.get("download_dir")
-        ) or str(Path(tempfile.gettempdir()) / "scalingo_staging_sync")
+        )
         restore = rules.restore
         translations: dict[str, str] = {}
         for rule in rules.anonymization_tables:
@@ -128,7 +158,7 @@ class RunSettings:
             confirm_target=_first(params.get("confirm_target")),
             require_confirmation=bool(rules.require_confirmation),
             exclude_tables=tuple(exclude),
-            download_dir=join_location(download_root, run_key),
+            download_dir=run_download_dir(root, run_id),
             download_conn_id=_first(config.get("download_conn_id")),
             restore_mode=restore.mode,
             keep_previous=bool(restore.keep_previous),

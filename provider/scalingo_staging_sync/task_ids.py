@@ -24,7 +24,7 @@ POST_SYNC_COMMANDS = "post_sync_commands"
 CLEANUP = "cleanup"
 AUDIT = "audit_report"
 
-#: the run's phases in order (the audit's phase list; Slack posts one message per phase)
+#: the run's phases in order (the audit's phase list; Slack posts one message per unmapped phase)
 PHASES = (
     GATE,
     GATE_PASSED,

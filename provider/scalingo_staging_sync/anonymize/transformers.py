@@ -301,6 +301,11 @@ class Transformer:
     unique: ClassVar[bool] = False
     #: output of a NULL input is NULL
     keeps_null: ClassVar[bool] = True
+    #: the same input, salt and options give the same output, in every table and run (every built-in
+    #: is: keyed hashes and constants only; checked on PostgreSQL by tests/docs/test_transformer_guarantees.py)
+    deterministic: ClassVar[bool] = True
+    #: the output has the input's length (as text), for every input; no built-in does (same test)
+    keeps_length: ClassVar[bool] = False
     #: smallest varchar(n) that can hold a useful output
     min_length: ClassVar[int] = 3
 

@@ -3,7 +3,8 @@
 * :func:`notify` ``(conn_id, message)``: post one message; never raises (Slack must not fail a run).
 * :func:`send_event` ``(conn_id, event, **kwargs)``: build a message (:mod:`.messages`) and post it.
 * :class:`SyncSlackNotifier`: an Airflow notifier for ``on_execute_callback`` (``event="start"``),
-  ``on_success_callback`` (``"phase"`` for tasks, ``"success"`` for the DAG) and
+  ``on_success_callback`` (``"phase"`` for unmapped tasks: a mapped instance posts nothing,
+  ``"success"`` for the DAG) and
   ``on_failure_callback`` (``"failure"``: failing task and a link to its log).
 
 ``slack_conn_id`` empty or None means Slack is off: nothing is sent.

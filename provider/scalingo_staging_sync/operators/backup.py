@@ -33,11 +33,12 @@ _EVENT_ERRORS = {"BackupFailedError": BackupFailedError, "BackupNotReadyError": 
 
 
 def default_download_dir() -> str:
+    """The directory used when the operator is given no ``download_dir``
+    (:func:`scalingo_staging_sync.settings.operator_download_dir` of the config section's)."""
     from scalingo_staging_sync import config
+    from scalingo_staging_sync.settings import operator_download_dir
 
-    return config.get("download_dir") or str(
-        Path(tempfile.gettempdir()) / "scalingo_staging_sync" / "backups"
-    )
+    return operator_download_dir(config.get("download_dir"))
 
 
 def default_download_conn_id() -> str | None:
@@ -187,6 +188,7 @@ class ScalingoBackupOperator(BaseOperator):
             database = {}
         from scalingo_staging_sync import storage
         from scalingo_staging_sync.operators._dump import cache_dir, cache_scope
+        from scalingo_staging_sync.settings import run_download_dir
 
         explicit = self.download_dir
         target, conn_id = storage.split_conn_id(
@@ -228,14 +230,13 @@ class ScalingoBackupOperator(BaseOperator):
                 run_id = str((context or {}).get("run_id") or "") or None
                 stored = storage.store_archive(
                     dump,
-                    target,
-                    conn_id=conn_id,
                     # the reference DAG passes a download_dir that is already the run's own
-                    run_key=None if explicit else run_id,
+                    target if explicit or not run_id else run_download_dir(target, run_id),
+                    conn_id=conn_id,
                     name=dump.name,
                     pg_version=version,
                 )
-                stored = dataclasses.replace(stored, run_key=run_id or stored.run_key)
+                stored = dataclasses.replace(stored, run_key=run_id)
                 if cache_scope() == "run":
                     storage.cache_local_copy(stored, dump, cache_dir())
                 archive_ref = dump_ref = None

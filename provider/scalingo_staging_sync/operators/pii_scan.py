@@ -42,7 +42,7 @@ class PiiScanOperator(BaseOperator):
     :param large_objects: True when the rules keep large objects (``large_objects: keep``, templated):
         their content goes through the content detector.
 
-    Returns (XCom ``return_value``, and also key ``pii_scan`` even when the task fails) the report dict:
+    Returns (XCom ``return_value``; when the gate fails, XCom key ``pii_scan`` instead) the report dict:
     counts, ``unmasked`` column names and ``findings`` (column, reasons, severity, sample counts,
     status). Sampled values are never stored, returned or logged.
     """
@@ -101,9 +101,7 @@ class PiiScanOperator(BaseOperator):
 
         if not as_bool(self.enabled, "enabled"):
             self.log.warning("PII scan disabled by the rules file (pii_scan.enabled: false)")
-            result = {"enabled": False, "counts": {}, "unmasked": [], "findings": []}
-            context["ti"].xcom_push(key=XCOM_KEY, value=result)
-            return result
+            return {"enabled": False, "counts": {}, "unmasked": [], "findings": []}
         on_unmasked = as_str(self.on_unmasked, default="fail")
         if on_unmasked not in ("fail", "warn"):
             raise ValueError(f"on_unmasked must be 'fail' or 'warn', got {on_unmasked!r}")
@@ -126,11 +124,12 @@ class PiiScanOperator(BaseOperator):
         result = report.to_dict()
         result["enabled"] = True
         result["on_unmasked"] = on_unmasked
-        context["ti"].xcom_push(key=XCOM_KEY, value=result)
         if report.unknown_masked:
             self.log.warning("Masked columns not found in the database: %s", ", ".join(report.unknown_masked))
         try:
             enforce(report, on_unmasked)
         except UnmaskedPiiError as exc:  # deterministic: retrying cannot help
+            # a failed task has no return_value: the findings go under XCOM_KEY for the audit report
+            context["ti"].xcom_push(key=XCOM_KEY, value=result)
             raise AirflowFailException(str(exc)) from None
         return result

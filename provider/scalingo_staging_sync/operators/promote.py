@@ -102,7 +102,8 @@ class StagingCleanupOperator(BaseOperator):
 
     XCom ``return_value``: ``{"database": {"section": "cleanup", "dropped_scratch", "wiped",
     "scaled_back", ...} | None, "removed": path | None, "backup": {"stored", "removed_objects",
-    "caches_removed", "errors"}}``. Raises when the cleanup cannot be proved or a dump cannot be deleted.
+    "caches_removed", "errors"}}``. Raises when the cleanup cannot be proved or a dump cannot be deleted,
+    after pushing that dict under XCom key ``cleanup`` instead.
     """
 
     template_fields: Sequence[str] = (
@@ -210,8 +211,9 @@ class StagingCleanupOperator(BaseOperator):
             shutil.rmtree(download_dir, ignore_errors=True)
             out["removed"] = download_dir
         errors += self.remove_backup_copies(context, out)
-        context["ti"].xcom_push(key="cleanup", value=out)
         if errors:
+            # a failed task has no return_value: what was (not) cleaned goes under key "cleanup" for the audit
+            context["ti"].xcom_push(key="cleanup", value=out)
             if unproven is not None:  # fail now and loudly (no Airflow retry: the core already retried)
                 from airflow.sdk.exceptions import AirflowFailException
 
