@@ -166,3 +166,56 @@ def test_scan_honours_exclude_tables_and_large_objects_of_the_rules_file(staging
     assert "excluded table(s) holding rows: public.archive_logs" in leaked.stderr
     assert "excluded public.archive_logs: holds rows (excluded by the rules file" in leaked.stdout
     assert "someone" not in leaked.stdout + leaked.stderr
+
+
+RULES_MASKING = """\
+source_app: my-app
+anonymization_tables:
+  - table: members
+    columns:
+      email: email
+    condition: "kind <> 'staff'"
+  - table: ghosts
+    columns:
+      email: email
+pii_scan:
+  enabled: false
+"""
+
+
+def test_scan_counts_the_rules_masked_columns_and_samples_rows_outside_a_condition(staging_pg16, tmp_path):
+    """`scan --rules` reads anonymization_tables as the DAG's PII scan does: a column the rules mask is
+    `masked`, but the rows a conditional rule leaves as they are are sampled and fail the scan; a rule
+    whose table is not in the scanned database is named on stderr, and pii_scan.enabled: false is noted,
+    not silently ignored."""
+    pg, name = staging_pg16, "cli_scan_rules_masking"
+    pg.create_database(name)
+    pg.execute(
+        "CREATE TABLE members (id int PRIMARY KEY, kind text, email text);"
+        "INSERT INTO members SELECT g, 'customer', 'u' || md5(g::text) || '@example.com'"
+        " FROM generate_series(1, 50) g",
+        name,
+    )
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES_MASKING)
+    assert run_cli("validate", str(rules)).returncode == 0
+    dsn = pg.conninfo(name)
+
+    bare = run_cli("scan", "--dsn", dsn)
+    assert bare.returncode == 1 and "unmasked high   public.members.email" in bare.stdout
+
+    masked = run_cli("scan", "--dsn", dsn, "--rules", str(rules))
+    assert masked.returncode == 0, masked.stdout + masked.stderr
+    assert "masked   high   public.members.email" in masked.stdout
+    assert (
+        "no such table public.ghosts in this database: its columns are not counted as masked" in masked.stderr
+    )
+    assert "pii_scan.enabled: false" in masked.stderr
+
+    pg.execute("INSERT INTO members VALUES (100, 'staff', 'jane.roe@corp.test')", name)
+    outside = run_cli("scan", "--dsn", dsn, "--rules", str(rules), "--json")
+    assert outside.returncode == 1, outside.stdout
+    report = json.loads(outside.stdout)
+    assert report["outside_condition"] == {"public.members.email": 1}
+    assert "public.members.email" in report["unmasked"]
+    assert "jane.roe" not in outside.stdout + outside.stderr

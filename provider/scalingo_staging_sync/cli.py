@@ -178,6 +178,28 @@ def _safe_dsn(dsn: str) -> str:
     return f"{parts.get('user') or '?'}@{parts.get('host') or 'local'}:{parts.get('port') or 5432}/{parts.get('dbname') or '?'}"
 
 
+def _scan_rules_plan(conn: Any, loaded: Any, path: Path) -> dict[str, Any]:
+    """What the rules' ``anonymization_tables`` and ``pii_scan.enabled`` mean to ``scan --rules``, as to
+    the DAG's PII scan: the columns the rules mask count as masked, and the rows outside a conditional
+    rule's ``condition`` are sampled. Planned on the scanned database; a rule that does not fit it is
+    printed on stderr and its columns are not counted as masked."""
+    from scalingo_staging_sync.anonymize.planner import plan_on_database
+    from scalingo_staging_sync.pii.scanner import masked_columns_from_plan
+
+    if not loaded.pii_scan.enabled:
+        click.echo(
+            f"note: {path} sets pii_scan.enabled: false (the DAG skips its PII scan); scanning as asked",
+            err=True,
+        )
+    items, problems = plan_on_database(conn, loaded)
+    for problem in problems:
+        click.echo(f"note: {path}: {problem}: its columns are not counted as masked", err=True)
+    return {
+        "masked_columns": masked_columns_from_plan(items),
+        "conditional": {i["table"]: i["condition"] for i in items if i.get("condition")},
+    }
+
+
 @main.command()
 @click.option(
     "--dsn", required=True, envvar="SCALINGO_STAGING_SYNC_SCAN_DSN", help="libpq connection string or URI."
@@ -248,6 +270,8 @@ def scan(
             f"cannot connect to {where}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
         )
     with conn:
+        if rules is not None:
+            kwargs.update(_scan_rules_plan(conn, loaded, rules))
         report = scan_database(conn, database=where, schemas=list(schemas) or None, **kwargs)
         suggested = None
         if suggest_out is not None:

@@ -492,3 +492,25 @@ def _key_columns(
     if not keys:
         warnings.append("every column is masked and there is no primary key: no residual proof")
     return keys
+
+
+def plan_on_database(conn: Any, rules: Rules) -> tuple[list[dict], list[str]]:
+    """The rules' plan items on the database ``conn`` is connected to, as the in-place path plans them
+    (one item per leaf partition of a partitioned table), for tools that look at an existing database
+    (``scan --rules``): ``(items, problems)``. Unlike :func:`plan_anonymization` nothing is raised: a rule
+    whose table is not in this database, or that does not fit its catalog, gives a problem line naming
+    it, and no item."""
+    problems: list[str] = []
+    items: list[dict] = []
+    for rule in rules.anonymization_tables:
+        name = rule.table_name
+        cat = read_table(conn, name.schema, name.name)
+        if cat is None:
+            problems.append(f"{rule.where}.table: no such table {name} in this database")
+            continue
+        errors: list[str] = []
+        item = plan_rule(cat, rules, rule, from_dump=False, dump_pks={}, errors=errors, conn=conn)
+        problems.extend(errors)
+        if item is not None and not errors:
+            items.extend(_leaf_partitions(conn, item, {}))
+    return items, problems
