@@ -48,6 +48,8 @@ class Column:
     generated: bool = False  # GENERATED ALWAYS AS (...) STORED
     identity: bool = False
     is_domain: bool = False
+    #: columns a GENERATED ALWAYS AS (...) STORED expression references (empty for other columns)
+    generated_from: tuple[str, ...] = ()
 
     def info(self) -> ColumnInfo:
         """What the transformers check against (same shape as the catalog-based planner's)."""
@@ -72,6 +74,7 @@ class Column:
             "generated": self.generated,
             "identity": self.identity,
             "is_domain": self.is_domain,
+            "generated_from": list(self.generated_from),
         }
 
 

@@ -131,6 +131,7 @@ def catalog_of(table: Table) -> TableCatalog:
         unique_indexes=[(k.name, list(k.columns)) for k in table.unique_keys],
         checks=[(name, "", list(cols)) for name, cols in table.checks],
         foreign_keys=[(f.name, list(f.columns)) for f in table.foreign_keys],
+        generated_from={c.name: list(c.generated_from) for c in table.columns.values() if c.generated},
     )
 
 
