@@ -329,7 +329,7 @@ def plan_rule(
 
     masked = [*masked, *_masked_generated(cat, masked)]
     _flag_derived(cat, masked, specs, warnings)
-    key_columns = _key_columns(cat, masked, dump_pks, warnings)
+    key_columns = _key_columns(cat, masked, dump_pks, warnings, specs if custom is None else {})
     if cat.relkind == "p":
         warnings.append("partitioned table: its partitions are restored as separate tables")
     on_load = from_dump and not rule.condition and not rule.query and custom is None and bool(specs)
@@ -527,14 +527,28 @@ def _check_condition(conn: Any, cat: TableCatalog, condition: str, where: str) -
 
 
 def _key_columns(
-    cat: TableCatalog, masked: list[str], dump_pks: Mapping[str, list[str]], warnings: list[str]
+    cat: TableCatalog,
+    masked: list[str],
+    dump_pks: Mapping[str, list[str]],
+    warnings: list[str],
+    specs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[str]:
     pk = cat.primary_key or list(dump_pks.get(cat.qualified, []))
     if pk and not set(pk) & set(masked):
         return pk
     if pk:
+        from scalingo_staging_sync.anonymize.executor import rekeyable_columns
+
+        masked_pk = [c for c in pk if c in masked]
+        if rekeyable_columns({"columns": dict(specs or {})}, masked_pk) == masked_pk:
+            # unique transformers (checked above) keep the key unique: the executor records each
+            # sampled row under its masked key (computed with the masking expressions)
+            warnings.append(
+                "primary key columns are masked: the residual proof finds each sampled row by its masked key"
+            )
+            return pk
         warnings.append("primary key columns are masked: the residual proof is keyed by the unmasked columns")
     keys = [c for c, info in cat.columns.items() if c not in masked and not info.generated]
     if not keys:
-        warnings.append("every column is masked and there is no primary key: no residual proof")
+        warnings.append("every column is masked and there is no usable key: no residual proof")
     return keys
