@@ -240,9 +240,14 @@ class _Reader:
 
     def _create(self, stmt: ast.CreateStmt, kind: str = "table") -> None:
         name = _tn(stmt.relation)
+        partition_key: list[str] = []
         if stmt.partspec is not None:
             kind = "partitioned table"
+            for elem in stmt.partspec.partParams or ():
+                refs = [elem.name] if elem.name else _column_refs(elem.expr)
+                partition_key.extend(c for c in refs if c not in partition_key)
         table = Table(name=name, dump_id=self.table_ids.get((name.schema, name.name)), kind=kind)
+        table.partition_key = tuple(partition_key)
         for parent in stmt.inhRelations or ():
             table.parents.append(_tn(parent))
         if stmt.partbound is not None and table.parents:
