@@ -100,3 +100,36 @@ def test_reference_dag_on_the_schema_zoo(dag, tmp_path_factory, monkeypatch, sta
         assert q("SELECT count(*) FROM pg_proc WHERE proname LIKE '\\_sss\\_mask\\_%'") == [(0,)]
     finally:
         box.stop()
+
+
+def test_a_foreign_key_masked_on_one_side_is_refused_before_staging_is_touched(
+    dag, tmp_path_factory, monkeypatch, capfd
+):
+    """accounts.email masked, newsletter_subscriptions.email (which references it) not: the plan task
+    refuses the run, naming both columns and the fix; staging is never touched."""
+    import yaml
+
+    rules = yaml.safe_load(RULES_YAML)
+    rules["anonymization_tables"] = [
+        r for r in rules["anonymization_tables"] if r["table"] != "newsletter_subscriptions"
+    ]
+    box = zoo_box(tmp_path_factory, monkeypatch, rules_text=yaml.safe_dump(rules, allow_unicode=True))
+    try:
+        databases = box.staging.execute("SELECT datname FROM pg_database ORDER BY 1")
+        dag_run = run_reference(dag, box, source_app=box.source_app)
+        st = task_states(dag_run, prefer_unsuccessful=True)
+        assert str(dag_run.state) == "failed", st
+        assert st["plan_anonymization"] == "failed", st
+        assert st["promote"] == "upstream_failed", st
+        for task in ("dry_run_stop", "restore_schema", "load_data", "promote"):
+            assert st[task] == "upstream_failed", (task, st)
+        log = capfd.readouterr()
+        text = log.out + log.err
+        assert "PlanError" in text and "anonymization_tables[0].columns.email: foreign key" in text
+        assert (
+            "public.newsletter_subscriptions.email is not masked but public.accounts.email is masked" in text
+        )
+        assert box.staging.execute("SELECT datname FROM pg_database ORDER BY 1") == databases
+        assert box.staging.execute("SELECT count(*) FROM previous_staging_marker", box.staging_db) == [(1,)]
+    finally:
+        box.stop()
