@@ -234,6 +234,60 @@ def build_proof(
     return {"algorithm": ALGORITHM, "key_columns": list(key_columns), "rows": out_rows}
 
 
+def rekeyable_columns(item: Mapping[str, Any], key_columns: Iterable[str]) -> list[str]:
+    """Key columns the item masks with a column transformer that reads only the column itself: their
+    masked value is computable from the original one (:func:`rekey_proof`). A table whose primary key
+    is masked is then still proven, by the key's masked values."""
+    specs = item.get("columns") or {}
+    out = []
+    for col in key_columns:
+        spec = specs.get(col)
+        if not spec:
+            continue
+        try:
+            transformer = get_transformer(spec["transformer"])
+        except KeyError:
+            continue
+        if not transformer.depends_on(options_of(spec)):
+            out.append(col)
+    return out
+
+
+def rekey_proof(conn: Any, item: Mapping[str, Any], proof: dict[str, Any], key: str) -> dict[str, Any]:
+    """The proof with its masked key columns' values replaced by their masked values, computed on the
+    server with the masking expressions (the session carries the key, in a transaction of its own or
+    the caller's): the verifier then finds each sampled row by the key it has after masking. The
+    values (fingerprints of the originals) are unchanged."""
+    key_columns = list(proof.get("key_columns") or [])
+    cols = rekeyable_columns(item, key_columns)
+    if not cols or not proof.get("rows"):
+        return proof
+    cat = _table_catalog(conn, item)
+    specs = {c: item["columns"][c] for c in cols}
+    exprs = column_expressions(specs, cat.columns, src_for=lambda c: sql.Identifier("v", c))
+    values = sql.SQL(", ").join(
+        sql.SQL("CAST({} AS {}) AS {}").format(
+            sql.Placeholder(), sql.SQL(cat.columns[c].type_sql), sql.Identifier(c)
+        )
+        for c in cols
+    )
+    query = sql.SQL("SELECT {} FROM (SELECT {}) AS v").format(
+        sql.SQL(", ").join(sql.SQL("({})::text").format(exprs[c]) for c in cols), values
+    )
+    positions = [key_columns.index(c) for c in cols]
+    rows = []
+    with conn.transaction():
+        for name, value in key_settings(key).items():
+            conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+        for row in proof["rows"]:
+            masked = conn.execute(query, [row["key"][i] for i in positions], prepare=True).fetchone()
+            new_key = list(row["key"])
+            for i, value in zip(positions, masked, strict=True):
+                new_key[i] = value
+            rows.append({**row, "key": new_key})
+    return {**proof, "rows": rows}
+
+
 def sample_from_copy(lines: Iterator[str], limit: int = SAMPLE_ROWS) -> list[dict[str, str | None]]:
     """First ``limit`` rows of a COPY stream (header first) as ``{column: text}``; closes the stream."""
     rows: list[dict[str, str | None]] = []
@@ -410,6 +464,20 @@ def _start_on_load(
     return table, tools, started, proof
 
 
+def _rekeyed(item: Mapping[str, Any], target: PgTarget, proof: dict, salt: str, retry: RetryPolicy) -> dict:
+    """:func:`rekey_proof` on its own connection (on load: the proof comes from the archive)."""
+    if not rekeyable_columns(item, proof.get("key_columns") or []):
+        return proof
+    key = derive_key(salt)
+
+    def attempt() -> dict:
+        with target.connect(autocommit=True) as conn:
+            return rekey_proof(conn, item, proof, key)
+
+    what = f"compute the masked keys of {_qualified(item)}'s proof"
+    return _guarded(lambda: with_retries(retry, attempt, what=what), what)
+
+
 def run_on_load(
     item: Mapping[str, Any],
     target: PgTarget,
@@ -423,6 +491,7 @@ def run_on_load(
     """Mask one table on load on its own: trigger, load of this table's data, trigger dropped."""
     keyed_target = target_with_key(target, derive_key(salt))
     table, tools, started, proof = _start_on_load(item, salt, dump_path, tools, sample_rows)
+    proof = _rekeyed(item, target, proof, salt, retry)
 
     def attempt() -> int:
         with target.connect(autocommit=True) as conn:
@@ -456,6 +525,7 @@ def prepare_on_load(
     :func:`finish_on_load` drops the trigger afterwards.
     """
     table, tools, started, proof = _start_on_load(item, salt, dump_path, tools, sample_rows)
+    proof = _rekeyed(item, target, proof, salt, retry)
 
     def attempt() -> list[str]:
         with target.connect(autocommit=True) as conn:
@@ -552,6 +622,7 @@ def run_in_place(
             else:
                 sample = []
             proof = build_proof(proof_item, salt, key_columns, sample)
+            proof = rekey_proof(conn, item, proof, key)  # a masked key: found by its masked values
             if item.get("query"):  # reviewed inline SQL, run as given (may hold several statements)
                 cur = conn.execute(sql.SQL(item["query"]))  # type: ignore[arg-type]
             else:

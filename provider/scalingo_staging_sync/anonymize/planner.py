@@ -70,6 +70,8 @@ class TableCatalog:
     unique_indexes: list[tuple[str, list[str]]] = field(default_factory=list)  # (name, columns)
     checks: list[tuple[str, str, list[str]]] = field(default_factory=list)  # (name, definition, columns)
     foreign_keys: list[tuple[str, list[str]]] = field(default_factory=list)  # (name, local columns)
+    #: generated (STORED) column -> the columns its expression references
+    generated_from: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def qualified(self) -> str:
@@ -102,6 +104,18 @@ _CONSTRAINTS_SQL = """
 SELECT conname, contype, pg_get_constraintdef(c.oid),
        ARRAY(SELECT a.attname FROM pg_attribute a WHERE a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey))
 FROM pg_constraint c WHERE c.conrelid = %s AND contype IN ('c', 'f')
+"""
+_GENERATED_SQL = """
+SELECT a.attname,
+       ARRAY(SELECT DISTINCT ra.attname FROM pg_depend d
+             JOIN pg_attribute ra ON ra.attrelid = d.refobjid AND ra.attnum = d.refobjsubid
+             WHERE ((d.classid = 'pg_class'::regclass AND d.objid = a.attrelid AND d.objsubid = a.attnum)
+                    OR (d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid))
+               AND d.refclassid = 'pg_class'::regclass AND d.refobjid = a.attrelid
+               AND d.refobjsubid > 0 AND d.refobjsubid <> a.attnum)
+FROM pg_attrdef ad
+JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
+WHERE ad.adrelid = %s AND a.attgenerated <> '' AND NOT a.attisdropped
 """
 
 
@@ -138,6 +152,8 @@ def read_table(conn: Any, schema: str, name: str) -> TableCatalog | None:
             cat.checks.append((con_name, definition, list(cols)))
         else:
             cat.foreign_keys.append((con_name, list(cols)))
+    for col, refs in conn.execute(_GENERATED_SQL, (oid,)).fetchall():
+        cat.generated_from[col] = list(refs)
     return cat
 
 
@@ -311,8 +327,9 @@ def plan_rule(
     if len(errors) > n_errors:
         return None
 
+    masked = [*masked, *_masked_generated(cat, masked)]
     _flag_derived(cat, masked, specs, warnings)
-    key_columns = _key_columns(cat, masked, dump_pks, warnings)
+    key_columns = _key_columns(cat, masked, dump_pks, warnings, specs if custom is None else {})
     if cat.relkind == "p":
         warnings.append("partitioned table: its partitions are restored as separate tables")
     on_load = from_dump and not rule.condition and not rule.query and custom is None and bool(specs)
@@ -341,24 +358,53 @@ def _add_derived(cat: TableCatalog, specs: dict[str, dict[str, Any]], warnings: 
             warnings.append(f"{digest_col}: md5 of masked column {col}, recomputed from its masked value")
 
 
+def _masked_generated(cat: TableCatalog, masked: list[str]) -> list[str]:
+    """Generated (STORED) columns computed only from masked columns: PostgreSQL computes them from the
+    masked values (after the BEFORE triggers on load, on the UPDATE in place), so they end masked and
+    are listed with the masked columns (the PII scan then counts them as masked). A generated column
+    that also reads an unmasked column copies it and is left to the PII scan."""
+    done = set(masked)
+    out: list[str] = []
+    for col, refs in cat.generated_from.items():
+        if col not in done and refs and set(refs) <= done:
+            out.append(col)
+    return out
+
+
 def _flag_derived(
     cat: TableCatalog, masked: list[str], specs: Mapping[str, Any], warnings: list[str]
 ) -> None:
     if not masked:
         return
     for info in cat.columns.values():
+        if info.generated:
+            unmasked = [c for c in cat.generated_from.get(info.name, []) if c not in masked]
+            if unmasked:
+                warnings.append(
+                    f"{info.name}: generated column that also reads unmasked column(s) "
+                    f"{', '.join(unmasked)}: it copies their values, the PII scan checks it"
+                )
+            elif info.name in masked:
+                warnings.append(
+                    f"{info.name}: generated column, recomputed by PostgreSQL from the masked values"
+                )
+            continue
         if info.name in masked:
             continue
-        if info.generated:
-            warnings.append(f"{info.name}: generated column, recomputed by PostgreSQL from the masked values")
-        elif info.base_type == "tsvector":
+        if info.base_type == "tsvector":
             warnings.append(
                 f"{info.name}: tsvector not masked: it may hold words of the original values "
                 f"(mask it with null or regenerate it in a seed)"
             )
         elif any(info.name == m + suffix for m in masked for suffix in _DIGEST_SUFFIXES):
             warnings.append(f"{info.name}: looks like a digest of a masked column and is not masked")
-    if "full_name" in cat.columns and "full_name" not in masked and {"first_name", "last_name"} & set(masked):
+    full_name = cat.columns.get("full_name")
+    if (
+        full_name is not None
+        and not full_name.generated  # a generated one is recomputed (and listed above)
+        and "full_name" not in masked
+        and {"first_name", "last_name"} & set(masked)
+    ):
         warnings.append(
             "full_name is not masked although first_name/last_name are: add "
             "full_name: {transformer: full_name, from: [first_name, last_name]}"
@@ -481,16 +527,30 @@ def _check_condition(conn: Any, cat: TableCatalog, condition: str, where: str) -
 
 
 def _key_columns(
-    cat: TableCatalog, masked: list[str], dump_pks: Mapping[str, list[str]], warnings: list[str]
+    cat: TableCatalog,
+    masked: list[str],
+    dump_pks: Mapping[str, list[str]],
+    warnings: list[str],
+    specs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[str]:
     pk = cat.primary_key or list(dump_pks.get(cat.qualified, []))
     if pk and not set(pk) & set(masked):
         return pk
     if pk:
+        from scalingo_staging_sync.anonymize.executor import rekeyable_columns
+
+        masked_pk = [c for c in pk if c in masked]
+        if rekeyable_columns({"columns": dict(specs or {})}, masked_pk) == masked_pk:
+            # unique transformers (checked above) keep the key unique: the executor records each
+            # sampled row under its masked key (computed with the masking expressions)
+            warnings.append(
+                "primary key columns are masked: the residual proof finds each sampled row by its masked key"
+            )
+            return pk
         warnings.append("primary key columns are masked: the residual proof is keyed by the unmasked columns")
     keys = [c for c, info in cat.columns.items() if c not in masked and not info.generated]
     if not keys:
-        warnings.append("every column is masked and there is no primary key: no residual proof")
+        warnings.append("every column is masked and there is no usable key: no residual proof")
     return keys
 
 

@@ -150,6 +150,15 @@ ORDER BY 1, 2, 3
 
 
 def _is_empty(conn: Any, table: TableName, relkind: str, inherited: bool) -> bool:
+    if relkind in ("i", "I"):  # an expression index's statistics: empty when its table is
+        row = conn.execute(
+            "SELECT n.nspname::text, c.relname::text, c.relkind::text FROM pg_index i"
+            " JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE i.indexrelid = (SELECT x.oid FROM pg_class x JOIN pg_namespace xn"
+            " ON xn.oid = x.relnamespace WHERE xn.nspname = %s AND x.relname = %s)",
+            (table.schema, table.name),
+        ).fetchone()
+        return _is_empty(conn, TableName(row[0], row[1]), row[2], False)
     only = sql.SQL("ONLY ") if relkind == "r" and not inherited else sql.SQL("")
     query = sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {}{})").format(only, table.identifier())
     return bool(conn.execute(query).fetchone()[0])

@@ -240,9 +240,14 @@ class _Reader:
 
     def _create(self, stmt: ast.CreateStmt, kind: str = "table") -> None:
         name = _tn(stmt.relation)
+        partition_key: list[str] = []
         if stmt.partspec is not None:
             kind = "partitioned table"
+            for elem in stmt.partspec.partParams or ():
+                refs = [elem.name] if elem.name else _column_refs(elem.expr)
+                partition_key.extend(c for c in refs if c not in partition_key)
         table = Table(name=name, dump_id=self.table_ids.get((name.schema, name.name)), kind=kind)
+        table.partition_key = tuple(partition_key)
         for parent in stmt.inhRelations or ():
             table.parents.append(_tn(parent))
         if stmt.partbound is not None and table.parents:
@@ -268,6 +273,7 @@ class _Reader:
         default = _sql(col.raw_default) if col.raw_default is not None else None
         generated = bool(col.generated and col.generated != "\x00")
         identity = bool(col.identity and col.identity != "\x00")
+        generated_from: tuple[str, ...] = ()
         for c in col.constraints or ():
             if c.contype == ConstrType.CONSTR_NOTNULL:
                 not_null = True
@@ -275,6 +281,8 @@ class _Reader:
                 default = _sql(c.raw_expr)
             elif c.contype == ConstrType.CONSTR_GENERATED:
                 generated = True
+                if c.raw_expr is not None:
+                    generated_from = tuple(_column_refs(c.raw_expr))
             elif c.contype == ConstrType.CONSTR_IDENTITY:
                 identity = True
         return Column(
@@ -287,6 +295,7 @@ class _Reader:
             generated=generated,
             identity=identity,
             is_domain=is_domain,
+            generated_from=generated_from,
         )
 
     def _table(self, name: TableName) -> Table:
@@ -397,6 +406,7 @@ class _Reader:
                         col,
                         not_null=col.not_null or prev.not_null,
                         generated=col.generated or prev.generated,
+                        generated_from=col.generated_from or prev.generated_from,
                         default=col.default if col.default is not None else prev.default,
                     )
                 cols[col.name] = col

@@ -48,6 +48,8 @@ class Column:
     generated: bool = False  # GENERATED ALWAYS AS (...) STORED
     identity: bool = False
     is_domain: bool = False
+    #: columns a GENERATED ALWAYS AS (...) STORED expression references (empty for other columns)
+    generated_from: tuple[str, ...] = ()
 
     def info(self) -> ColumnInfo:
         """What the transformers check against (same shape as the catalog-based planner's)."""
@@ -72,6 +74,7 @@ class Column:
             "generated": self.generated,
             "identity": self.identity,
             "is_domain": self.is_domain,
+            "generated_from": list(self.generated_from),
         }
 
 
@@ -110,6 +113,8 @@ class Table:
     unique_keys: list[UniqueKey] = field(default_factory=list)
     foreign_keys: list[ForeignKeyInfo] = field(default_factory=list)
     checks: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)  # (name, columns)
+    #: columns of ``PARTITION BY`` (those its expressions reference) of a partitioned table
+    partition_key: tuple[str, ...] = ()
 
     @property
     def primary_key(self) -> list[str]:
@@ -122,6 +127,7 @@ class Table:
             "columns": [c.to_dict() for c in self.columns.values()],
             "parents": [str(p) for p in self.parents],
             "partition_of": str(self.partition_of) if self.partition_of else None,
+            "partition_key": list(self.partition_key),
             "children": [str(c) for c in self.children],
             "unique_keys": [
                 {"name": k.name, "kind": k.kind, "columns": list(k.columns), "expression": k.expression}
