@@ -32,7 +32,8 @@ MAPPINGS = ([{"table": "public.a", "rows": 1}], as_mapping_list)
 
 KINDS = {
     **dict.fromkeys(
-        ("maintenance", "keep_previous", "enabled", "verified", "dry_run", "large_objects", "check_stats"),
+        ("maintenance", "keep_previous", "enabled", "verified", "dry_run", "large_objects", "check_stats")
+        + ("materialized_view_data",),
         BOOL,
     ),
     **dict.fromkeys(("jobs", "retry_attempts", "parallel_connections", "sample_rows"), INT),
@@ -71,6 +72,9 @@ OVERRIDES = {
     # the restore sections' plan is the archive plan (one mapping), not a list of plan items
     ("PgRestoreOperator", "plan"): MAPPING,
     ("MaskedDataLoadOperator", "plan"): MAPPING,
+    # a restore without a plan: the large-object policy ("drop" / "keep"), not the PII scan's flag
+    ("PgRestoreOperator", "large_objects"): ("keep", as_str),
+    ("MaskedDataLoadOperator", "large_objects"): ("keep", as_str),
 }
 #: fields read through a helper other than as_*: the dump reference goes through local_dump
 READERS = {"dump_path": r"local_dump\(self\.dump_path|as_str\(self\.dump_path"}
