@@ -398,3 +398,20 @@ def test_secnum_region_maps_to_its_own_hosts_from_the_static_table(fake):
         "https://db-api.osc-secnum-fr1.scalingo.com",
         "static table",
     )
+
+
+def test_regions_endpoint_refusing_the_bearer_is_read_unauthenticated(fake, fake_app):
+    fake.fail_next(401, times=2, path_contains="/regions")  # the JWT, then the refreshed JWT
+    with ScalingoClient(fake.api_token, auth_url=fake.url, backoff_s=0.01) as client:
+        assert client.endpoints().source == "regions endpoint"
+        assert client.get_postgresql_addon(APP)["id"] == fake_app.id
+    assert [r.auth for r in fake.requests_to(r"/regions$")] == ["bearer", "bearer", None]
+
+
+def test_refused_api_token_is_not_hidden_by_the_region_lookup(fake, fake_app):
+    from scalingo_staging_sync.scalingo.errors import ScalingoAuthError
+
+    with ScalingoClient("tk-us-not-the-token", auth_url=fake.url, backoff_s=0.01) as client:
+        with pytest.raises(ScalingoAuthError, match="password field of the Scalingo connection"):
+            client.get_postgresql_addon(APP)
+    assert not fake.requests_to(r"/regions$")

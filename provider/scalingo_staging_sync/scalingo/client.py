@@ -446,10 +446,19 @@ class ScalingoClient:
         return _list(_json(self._user_request("GET", url), url), "regions")
 
     def _region_from_api(self) -> tuple[str, str, str] | None:
+        self._user_jwt()  # a refused API token is an error here, not a reason to guess the hosts
         try:
-            regions = self.list_regions()
-        except ScalingoAuthError:
-            raise
+            try:
+                regions = self.list_regions()
+            except ScalingoAuthError as exc:
+                # the CLI reads it unauthenticated too (public regions only)
+                log.warning(
+                    "the regions endpoint refused the bearer token (%s); asking it unauthenticated", exc
+                )
+                url = f"{self._auth_url}/v1/regions"
+                regions = _list(
+                    _json(self._send("GET", url, headers={"Accept": "application/json"}), url), "regions"
+                )
         except ScalingoApiError as exc:
             log.warning("cannot read the Scalingo regions endpoint (%s); using the static region table", exc)
             return None
@@ -532,7 +541,7 @@ class ScalingoClient:
         described = [f"{a.get('id')} ({_provider(a)['id']}, {_plan_name(a)})" for a in addons]
         if addon_id:
             for addon in addons:
-                if addon_id in (addon.get("id"), addon.get("resource_id")):
+                if str(addon_id) in (str(addon.get("id")), str(addon.get("resource_id"))):
                     provider = _provider(addon)["id"]
                     if not _is_postgresql(addon, by_name=True):
                         raise AddonNotFoundError(
@@ -695,7 +704,7 @@ class ScalingoClient:
             try:
                 data = _json(self._db_request(app, addon_id, "GET", path), path)
                 backup = data.get("database_backup")
-                if isinstance(backup, dict) and backup.get("id") == backup_id:
+                if isinstance(backup, dict) and str(backup.get("id")) == str(backup_id):
                     return _normalize_backup(backup)
                 # not the documented root key / another object: read the documented list instead
             except ScalingoApiError as exc:
@@ -704,7 +713,7 @@ class ScalingoClient:
                 if exc.status != 404 or (isinstance(exc.body, dict) and exc.body.get("resource") != "backup"):
                     self._no_show_route = True  # no such route here (a missing backup says resource=backup)
         for backup in self.list_backups(app, addon_id):
-            if backup.get("id") == backup_id:
+            if str(backup.get("id")) == str(backup_id):
                 return backup
         raise ScalingoNotFoundError(
             f"backup {backup_id!r} not found for app {app!r} addon {addon_id!r}; list the backups with "
