@@ -18,7 +18,7 @@ from scalingo_staging_sync.secrets import mask_secret
 
 log = logging.getLogger(__name__)
 
-CLIENT_EXTRA_KEYS = ("max_attempts", "backoff_s", "backoff_max_s", "rate_limit_per_minute")
+CLIENT_EXTRA_KEYS = ("max_attempts", "backoff_s", "backoff_max_s", "rate_limit_per_minute", "retry_budget_s")
 
 
 def client_from_connection(conn, **client_kwargs: Any) -> ScalingoClient:

@@ -5,8 +5,10 @@ return what the next tasks need as an XCom dict."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -45,6 +47,21 @@ def default_download_conn_id() -> str | None:
     from scalingo_staging_sync import config
 
     return config.get("download_conn_id")
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,150}")
+
+
+def safe_backup_name(backup: dict) -> str:
+    """The backup's ``name`` (``<YYYYMMDDhhmmss>_<resource_id>``) as a file name, else its id; a value
+    that is not a plain file name (``/``, ``..``, spaces, ...) is replaced by a digest of it, so an API
+    answer can never choose a path outside the download directory."""
+    for value in (backup.get("name"), backup.get("id")):
+        text = str(value or "")
+        if text and _SAFE_NAME.fullmatch(text) and ".." not in text:
+            return text
+    raw = str(backup.get("name") or backup.get("id") or "")
+    return "backup-" + hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
 def _major(version: str | None) -> int | None:
@@ -202,7 +219,7 @@ class ScalingoBackupOperator(BaseOperator):
         local_dir.mkdir(parents=True, exist_ok=True)
         version = database.get("readable_version")
 
-        name = backup.get("name") or backup["id"]
+        name = safe_backup_name(backup)
         try:
             archive = local_dir / f"{name}.tar.gz"
             sidecar = archive.with_name(archive.name + ".sha256")
@@ -217,11 +234,18 @@ class ScalingoBackupOperator(BaseOperator):
                 sidecar.unlink(missing_ok=True)
                 result = hook.download_backup(self.app, addon_id, backup, archive)
                 sha, size = result.sha256, result.size
-                sidecar.write_text(f"{sha}  {archive.name}\n")
                 log.info(
                     "downloaded %s (%d bytes, sha256 %s, %d resume(s))", archive, size, sha, result.resumes
                 )
-            dump = extract_dump(archive, local_dir / name)
+            try:
+                dump = extract_dump(archive, local_dir / name)
+            except ScalingoApiError:
+                # an archive that does not extract is never reused by a later try: download it again
+                archive.unlink(missing_ok=True)
+                sidecar.unlink(missing_ok=True)
+                raise
+            if not reused:  # written once the archive is known to extract: only then is it reusable
+                sidecar.write_text(f"{sha}  {archive.name}\n")
             dump_format = check_dump_file(dump)
             archive_ref: str | None = str(archive)
             dump_ref: str | None = str(dump)

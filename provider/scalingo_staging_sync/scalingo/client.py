@@ -18,14 +18,20 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urljoin
+from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 import tenacity
+import urllib3
 
 from scalingo_staging_sync import __version__
 from scalingo_staging_sync.scalingo import regions as _regions
-from scalingo_staging_sync.scalingo.download import DownloadResult, download_archive
+from scalingo_staging_sync.scalingo.download import (
+    DownloadResult,
+    download_archive,
+    mask_url,
+    parse_retry_after,
+)
 from scalingo_staging_sync.scalingo.errors import (
     AddonNotFoundError,
     BackupFailedError,
@@ -44,6 +50,8 @@ log = logging.getLogger(__name__)
 install_log_filter("urllib3.connectionpool")
 
 POSTGRESQL_PROVIDER_IDS = frozenset({"postgresql", "scalingo-postgresql"})
+#: the CLI's names for the provider (``addon_provider.name`` case-insensitive, and its aliases)
+POSTGRESQL_PROVIDER_NAMES = frozenset({"postgresql", "psql", "pgsql", "postgres"})
 #: the environment variable Scalingo sets in an app for its PostgreSQL addon
 POSTGRESQL_URL_VARIABLE = "SCALINGO_POSTGRESQL_URL"
 BACKUP_DONE = "done"
@@ -52,15 +60,32 @@ OPERATION_DONE = "done"
 OPERATION_FAILED = frozenset({"error", "failed"})
 JWT_REFRESH_MARGIN_S = 300
 ADDON_TOKEN_TTL_S = 50 * 60
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+#: statuses of the undocumented "show one backup" endpoint meaning "this API has no such route"
+_NO_SHOW_ROUTE = (404, 405, 501)
+#: ``meta.pagination.next_page`` is followed at most this many times (no endpoint used is documented as paginated)
+MAX_PAGES = 100
 
 
 class _Retryable(Exception):
-    """Internal: a transient failure (429, 5xx, connection) that tenacity retries."""
+    """Internal: a transient failure (429, 5xx, connection) that tenacity retries.
 
-    def __init__(self, error: ScalingoApiError, retry_after: float | None = None):
+    ``unsent`` is True when the server cannot have acted on the request (429, connection never
+    established): only those are retried for a request that must not run twice (a one-off run)."""
+
+    def __init__(self, error: ScalingoApiError, retry_after: float | None = None, unsent: bool = False):
         super().__init__(str(error))
         self.error = error
         self.retry_after = retry_after
+        self.unsent = unsent
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """True when the connection was never established (the server cannot have seen the request)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
 def jwt_expiry(token: str) -> float | None:
@@ -140,6 +165,7 @@ class ScalingoClient:
         backoff_max_s: float = 30.0,
         rate_limit_per_minute: int | None = 60,
         session: requests.Session | None = None,
+        retry_budget_s: float = 300.0,
     ):
         if not token or not token.strip():
             raise ScalingoAuthError(
@@ -157,6 +183,8 @@ class ScalingoClient:
         self.max_attempts = max(1, int(max_attempts))
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
+        #: no retry starts once this many seconds have gone by since the first attempt (or would, after the wait)
+        self.retry_budget_s = float(retry_budget_s)
         self.session = session or requests.Session()
         self.session.headers.update({"User-Agent": f"airflow-provider-scalingo-staging-sync/{__version__}"})
         self._limiter = _RateLimiter(rate_limit_per_minute)
@@ -165,6 +193,7 @@ class ScalingoClient:
         self._jwt_exp: float = 0.0
         self._endpoints: Endpoints | None = None
         self._addon_tokens: dict[tuple[str, str], tuple[str, float]] = {}
+        self._no_show_route = False
 
     # ------------------------------------------------------------------ HTTP plumbing
     def close(self) -> None:
@@ -185,11 +214,18 @@ class ScalingoClient:
         json_body: Any = None,
         auth: tuple[str, str] | None = None,
         expected: Iterable[int] = (200,),
+        allow_redirects: bool = True,
     ) -> requests.Response:
         self._limiter.acquire()
         try:
             resp = self.session.request(
-                method, url, headers=headers, json=json_body, auth=auth, timeout=self.timeout
+                method,
+                url,
+                headers=headers,
+                json=json_body,
+                auth=auth,
+                timeout=self.timeout,
+                allow_redirects=allow_redirects,
             )
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise _Retryable(
@@ -197,7 +233,8 @@ class ScalingoClient:
                     f"{method} {url}: cannot reach Scalingo ({type(exc).__name__}); check the network and "
                     f"the connection's URLs (region {self.region!r}).",
                     url=url,
-                )
+                ),
+                unsent=_never_sent(exc),
             ) from None
         if resp.status_code in tuple(expected):
             return resp
@@ -214,16 +251,18 @@ class ScalingoClient:
             detail = body["errors"]
         where = f"{method} {url} -> HTTP {status}"
         if status == 429:
-            retry_after = _float_or_none(resp.headers.get("Retry-After"))
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            asked = f", Retry-After {resp.headers.get('Retry-After')!r}" if retry_after is not None else ""
             return _Retryable(
                 ScalingoRateLimitError(
-                    f"{where} ({detail!r}): Scalingo's rate limit (60 requests/min) is exceeded; lower the "
-                    f"polling frequency (poll_interval) or run fewer Scalingo tasks at once.",
+                    f"{where} ({detail!r}{asked}): Scalingo's rate limit (60 requests/min) is exceeded; lower "
+                    f"the polling frequency (poll_interval) or run fewer Scalingo tasks at once.",
                     status=status,
                     url=url,
                     body=body,
                 ),
                 retry_after,
+                unsent=True,
             )
         if status >= 500:
             return _Retryable(
@@ -234,7 +273,7 @@ class ScalingoClient:
                     url=url,
                     body=body,
                 ),
-                _float_or_none(resp.headers.get("Retry-After")),
+                parse_retry_after(resp.headers.get("Retry-After")),
             )
         if status in (401, 403):
             return ScalingoAuthError(
@@ -253,16 +292,29 @@ class ScalingoClient:
                 url=url,
                 body=body,
             )
+        if status == 402:
+            return ScalingoApiError(
+                f"{where} ({detail!r}): Scalingo requires a payment method or the free trial has ended for "
+                f"this account; settle it in the Scalingo dashboard (Billing)"
+                + (f", see {body.get('url')}" if isinstance(body, dict) and body.get("url") else "")
+                + ".",
+                status=status,
+                url=url,
+                body=body,
+            )
         return ScalingoApiError(f"{where}: {detail!r}", status=status, url=url, body=body)
 
-    def _send(self, method: str, url: str, **kwargs) -> requests.Response:
-        """One logical request with retries (exponential backoff) on 429, 5xx and connection errors."""
+    def _send(self, method: str, url: str, *, idempotent: bool = True, **kwargs) -> requests.Response:
+        """One logical request with retries (exponential backoff, ``Retry-After`` honoured) on 429, 5xx
+        and connection errors, bounded by ``max_attempts`` and ``retry_budget_s``. A request that must
+        not run twice (``idempotent=False``) is retried only when the server cannot have acted on it."""
 
         def wait(retry_state: tenacity.RetryCallState) -> float:
             exc = retry_state.outcome.exception() if retry_state.outcome else None
             base = min(self.backoff_max_s, self.backoff_s * (2 ** (retry_state.attempt_number - 1)))
             if isinstance(exc, _Retryable) and exc.retry_after is not None:
-                return min(max(exc.retry_after, base), self.backoff_max_s * 4)
+                # the server's word, whatever backoff_max_s; a wait past retry_budget_s stops instead
+                return max(exc.retry_after, base)
             return base
 
         def before_sleep(retry_state: tenacity.RetryCallState) -> None:
@@ -276,10 +328,14 @@ class ScalingoClient:
                 str(reason)[:300],
             )
 
+        def retryable(exc: BaseException) -> bool:
+            return isinstance(exc, _Retryable) and (idempotent or exc.unsent)
+
         try:
             for attempt in tenacity.Retrying(
-                retry=tenacity.retry_if_exception_type(_Retryable),
-                stop=tenacity.stop_after_attempt(self.max_attempts),
+                retry=tenacity.retry_if_exception(retryable),
+                stop=tenacity.stop_after_attempt(self.max_attempts)
+                | tenacity.stop_before_delay(self.retry_budget_s),
                 wait=wait,
                 before_sleep=before_sleep,
                 reraise=True,
@@ -303,6 +359,7 @@ class ScalingoClient:
                     headers={"Accept": "application/json", "Content-Type": "application/json"},
                     json_body={},
                     auth=("", self._token),
+                    expected=(200, 201),
                 )
             except ScalingoAuthError as exc:
                 raise ScalingoAuthError(
@@ -313,7 +370,7 @@ class ScalingoClient:
                     url=url,
                 ) from None
             token = _json(resp, url).get("token")
-            if not token:
+            if not token or not isinstance(token, str):
                 raise ScalingoAuthError(
                     f"{url} answered without a token; check auth_url points at Scalingo's auth API."
                 )
@@ -328,7 +385,15 @@ class ScalingoClient:
             return token
 
     def _bearer_request(
-        self, method: str, url: str, token: Callable[[bool], str], refused: str, *, json_body: Any, expected
+        self,
+        method: str,
+        url: str,
+        token: Callable[[bool], str],
+        refused: str,
+        *,
+        json_body: Any,
+        expected,
+        **send_kwargs: Any,
     ) -> requests.Response:
         """A request with a bearer token; on 401 get a fresh token once (``token(True)``) and retry."""
         for refreshed in (False, True):
@@ -338,7 +403,9 @@ class ScalingoClient:
                 "Content-Type": "application/json",
             }
             try:
-                return self._send(method, url, headers=headers, json_body=json_body, expected=expected)
+                return self._send(
+                    method, url, headers=headers, json_body=json_body, expected=expected, **send_kwargs
+                )
             except ScalingoAuthError as exc:
                 if exc.status != 401 or refreshed:
                     raise
@@ -346,7 +413,7 @@ class ScalingoClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _user_request(
-        self, method: str, url: str, *, json_body: Any = None, expected=(200,)
+        self, method: str, url: str, *, json_body: Any = None, expected=(200,), **send_kwargs: Any
     ) -> requests.Response:
         """Main / auth API request with the user JWT; on 401 refresh the JWT once and retry."""
         return self._bearer_request(
@@ -356,6 +423,7 @@ class ScalingoClient:
             "bearer",
             json_body=json_body,
             expected=expected,
+            **send_kwargs,
         )
 
     # ------------------------------------------------------------------ regions
@@ -375,24 +443,38 @@ class ScalingoClient:
 
     def list_regions(self) -> list[dict]:
         url = f"{self._auth_url}/v1/regions"
-        return _json(self._user_request("GET", url), url).get("regions", [])
+        return _list(_json(self._user_request("GET", url), url), "regions")
 
     def _region_from_api(self) -> tuple[str, str, str] | None:
+        self._user_jwt()  # a refused API token is an error here, not a reason to guess the hosts
         try:
-            regions = self.list_regions()
-        except ScalingoAuthError:
-            raise
+            try:
+                regions = self.list_regions()
+            except ScalingoAuthError as exc:
+                # the CLI reads it unauthenticated too (public regions only)
+                log.warning(
+                    "the regions endpoint refused the bearer token (%s); asking it unauthenticated", exc
+                )
+                url = f"{self._auth_url}/v1/regions"
+                regions = _list(
+                    _json(self._send("GET", url, headers={"Accept": "application/json"}), url), "regions"
+                )
         except ScalingoApiError as exc:
             log.warning("cannot read the Scalingo regions endpoint (%s); using the static region table", exc)
             return None
+        regions = [r for r in regions if isinstance(r, dict)]
         for entry in regions:
             if entry.get("name") == self.region and entry.get("api") and entry.get("database_api"):
-                return (
-                    _regions.normalize_base_url(entry["api"], "regions.api"),
-                    _regions.normalize_base_url(entry["database_api"], "regions.database_api"),
-                    "regions endpoint",
-                )
-        names = sorted(r.get("name") for r in regions if r.get("name"))
+                try:
+                    return (
+                        _regions.normalize_base_url(entry["api"], "regions.api"),
+                        _regions.normalize_base_url(entry["database_api"], "regions.database_api"),
+                        "regions endpoint",
+                    )
+                except ValueError as exc:
+                    log.warning("the regions endpoint gave unusable URLs for %s (%s)", self.region, exc)
+                    break
+        names = sorted(str(r.get("name")) for r in regions if r.get("name"))
         if self.region not in _regions.STATIC_REGIONS:
             raise ScalingoApiError(
                 f"unknown Scalingo region {self.region!r}: the regions endpoint lists {names}. Set the "
@@ -416,14 +498,34 @@ class ScalingoClient:
         return f"{self.endpoints().db_api}/api{path}"
 
     # ------------------------------------------------------------------ apps and addons
+    def _pages(self, first_url: str, key: str, request: Callable[[str], requests.Response]) -> list[dict]:
+        """The objects under ``key``, following ``meta.pagination.next_page`` if the API paginates
+        (none of the endpoints used is documented as paginated; this costs nothing when it does not)."""
+        items: list[dict] = []
+        url, seen = first_url, set()
+        for _ in range(MAX_PAGES):
+            data = _json(request(url), url)
+            items.extend(_list(data, key))
+            pagination = ((data.get("meta") or {}) if isinstance(data.get("meta"), dict) else {}).get(
+                "pagination"
+            )
+            next_page = pagination.get("next_page") if isinstance(pagination, dict) else None
+            if next_page in (None, "", 0) or next_page in seen:
+                break
+            seen.add(next_page)
+            parts = urlsplit(first_url)
+            query = [(k, v) for k, v in parse_qsl(parts.query) if k != "page"] + [("page", str(next_page))]
+            url = urlunsplit(parts._replace(query=urlencode(query)))
+        return items
+
     def list_apps(self) -> list[dict]:
         url = self._api("/apps")
-        return _json(self._user_request("GET", url), url).get("apps", [])
+        return self._pages(url, "apps", lambda u: self._user_request("GET", u))
 
     def list_addons(self, app: str) -> list[dict]:
         url = self._api(f"/apps/{_q(app)}/addons")
         try:
-            return _json(self._user_request("GET", url), url).get("addons", [])
+            return self._pages(url, "addons", lambda u: self._user_request("GET", u))
         except ScalingoNotFoundError as exc:
             raise ScalingoNotFoundError(
                 f"Scalingo app {app!r} not found in region {self.region!r} (HTTP 404). Check the app name "
@@ -436,15 +538,12 @@ class ScalingoClient:
     def get_postgresql_addon(self, app: str, addon_id: str | None = None) -> dict:
         """The app's PostgreSQL addon; ``addon_id`` picks one when there are several."""
         addons = self.list_addons(app)
-        described = [
-            f"{a.get('id')} ({(a.get('addon_provider') or {}).get('id')}, {(a.get('plan') or {}).get('name')})"
-            for a in addons
-        ]
+        described = [f"{a.get('id')} ({_provider(a)['id']}, {_plan_name(a)})" for a in addons]
         if addon_id:
             for addon in addons:
-                if addon.get("id") == addon_id:
-                    provider = (addon.get("addon_provider") or {}).get("id")
-                    if provider not in POSTGRESQL_PROVIDER_IDS:
+                if str(addon_id) in (str(addon.get("id")), str(addon.get("resource_id"))):
+                    provider = _provider(addon)["id"]
+                    if not _is_postgresql(addon, by_name=True):
                         raise AddonNotFoundError(
                             f"addon {addon_id!r} of app {app!r} is a {provider!r} addon, not PostgreSQL; "
                             f"the app's addons are: {described}."
@@ -454,7 +553,9 @@ class ScalingoClient:
                 f"app {app!r} has no addon {addon_id!r}; its addons are: {described or 'none'}. "
                 f"Fix addon_id (or leave it empty when the app has a single PostgreSQL addon)."
             )
-        pg = [a for a in addons if (a.get("addon_provider") or {}).get("id") in POSTGRESQL_PROVIDER_IDS]
+        pg = [a for a in addons if _is_postgresql(a)]
+        if not pg:  # the CLI's rule: the provider's name, case-insensitive (ids seen so far: see above)
+            pg = [a for a in addons if _is_postgresql(a, by_name=True)]
         if not pg:
             raise AddonNotFoundError(
                 f"app {app!r} has no PostgreSQL addon (addon_provider.id 'postgresql'); its addons are: "
@@ -529,8 +630,10 @@ class ScalingoClient:
             if cached and not force and time.time() < cached[1]:
                 return cached[0]
             url = self._api(f"/apps/{_q(app)}/addons/{_q(addon_id)}/token")
-            token = (_json(self._user_request("POST", url), url).get("addon") or {}).get("token")
-            if not token:
+            data = _json(self._user_request("POST", url, expected=(200, 201)), url)
+            addon = data.get("addon") if isinstance(data.get("addon"), dict) else {}
+            token = addon.get("token") or data.get("token")
+            if not token or not isinstance(token, str):
                 raise ScalingoApiError(
                     f"{url} answered without addon.token; is api_url the Scalingo main API?"
                 )
@@ -543,7 +646,15 @@ class ScalingoClient:
             return token
 
     def _db_request(
-        self, app: str, addon_id: str, method: str, path: str, *, json_body: Any = None, expected=(200,)
+        self,
+        app: str,
+        addon_id: str,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        expected=(200,),
+        **send_kwargs: Any,
     ) -> requests.Response:
         """Database API request with the addon token; on 401 get a new addon token once and retry."""
         return self._bearer_request(
@@ -553,6 +664,7 @@ class ScalingoClient:
             "addon",
             json_body=json_body,
             expected=expected,
+            **send_kwargs,
         )
 
     # ------------------------------------------------------------------ database API
@@ -561,16 +673,22 @@ class ScalingoClient:
         return _json(self._db_request(app, addon_id, "GET", path), path).get("database", {})
 
     def list_backups(self, app: str, addon_id: str) -> list[dict]:
-        """Backups, newest first (by ``created_at``)."""
+        """Backups, newest first (by ``created_at``, whatever order the API lists them in)."""
         path = f"/databases/{_q(addon_id)}/backups"
-        backups = _json(self._db_request(app, addon_id, "GET", path), path).get("database_backups", [])
+        first = self._db(path)
+        backups = self._pages(
+            first,
+            "database_backups",
+            lambda u: self._db_request(app, addon_id, "GET", path + u[len(first) :]),
+        )
+        backups = [_normalize_backup(b) for b in backups]
         return sorted(backups, key=lambda b: parse_time(b.get("created_at")), reverse=True)
 
     def latest_done_backup(self, app: str, addon_id: str) -> dict:
-        """The newest backup whose status is ``done`` (never a running or failed one)."""
+        """The newest backup whose status is ``done`` (never a running or failed one, nor a hidden one)."""
         backups = self.list_backups(app, addon_id)
         for backup in backups:
-            if backup.get("status") == BACKUP_DONE:
+            if backup.get("status") == BACKUP_DONE and not backup.get("hidden") and backup.get("id"):
                 return backup
         seen = [f"{b.get('id')}={b.get('status')}" for b in backups[:10]]
         raise BackupNotReadyError(
@@ -579,13 +697,23 @@ class ScalingoClient:
         )
 
     def get_backup(self, app: str, addon_id: str, backup_id: str) -> dict:
+        """One backup: ``GET /api/databases/{addon}/backups/{id}`` (undocumented: used by scalingo.js),
+        else the documented list. An API without that route is remembered, so polls cost one request."""
         path = f"/databases/{_q(addon_id)}/backups/{_q(backup_id)}"
-        try:
-            return _json(self._db_request(app, addon_id, "GET", path), path).get("database_backup", {})
-        except ScalingoNotFoundError:
-            pass  # undocumented endpoint: fall back to the documented list
+        if not self._no_show_route:
+            try:
+                data = _json(self._db_request(app, addon_id, "GET", path), path)
+                backup = data.get("database_backup")
+                if isinstance(backup, dict) and str(backup.get("id")) == str(backup_id):
+                    return _normalize_backup(backup)
+                # not the documented root key / another object: read the documented list instead
+            except ScalingoApiError as exc:
+                if exc.status not in _NO_SHOW_ROUTE:
+                    raise
+                if exc.status != 404 or (isinstance(exc.body, dict) and exc.body.get("resource") != "backup"):
+                    self._no_show_route = True  # no such route here (a missing backup says resource=backup)
         for backup in self.list_backups(app, addon_id):
-            if backup.get("id") == backup_id:
+            if str(backup.get("id")) == str(backup_id):
                 return backup
         raise ScalingoNotFoundError(
             f"backup {backup_id!r} not found for app {app!r} addon {addon_id!r}; list the backups with "
@@ -595,16 +723,33 @@ class ScalingoClient:
 
     def create_backup(self, app: str, addon_id: str) -> dict:
         path = f"/databases/{_q(addon_id)}/backups"
-        backup = _json(
-            self._db_request(app, addon_id, "POST", path, json_body={}, expected=(200, 201)), path
-        ).get("database_backup", {})
+        try:
+            data = _json(
+                self._db_request(app, addon_id, "POST", path, json_body={}, expected=(200, 201, 202)), path
+            )
+        except ScalingoApiError as exc:
+            if exc.status in (400, 409, 422):
+                raise ScalingoApiError(
+                    f"Scalingo refused to create a backup of app {app!r} addon {addon_id!r} (HTTP {exc.status}: "
+                    f"{exc.body!r}); a backup may already be running or the plan's manual-backup limit is "
+                    f"reached. Wait for the running backup, or use backup='latest'.",
+                    status=exc.status,
+                    url=exc.url,
+                    body=exc.body,
+                ) from None
+            raise
+        backup = _normalize_backup(data.get("database_backup") or {})
+        if not backup.get("id"):
+            raise ScalingoApiError(
+                f"{path}: the created backup has no id ({sorted(data)!r}); is db_api_url the Scalingo Database API?"
+            )
         log.info("created backup %s of app %s (status %s)", backup.get("id"), app, backup.get("status"))
         return backup
 
     def backup_status(self, app: str, addon_id: str, backup_id: str) -> tuple[str, dict]:
         """One poll: ``("done"|"failed"|"running", backup)``."""
         backup = self.get_backup(app, addon_id, backup_id)
-        status = backup.get("status")
+        status = _status(backup)
         if status == BACKUP_DONE:
             return "done", backup
         if status in BACKUP_FAILED:
@@ -643,7 +788,11 @@ class ScalingoClient:
         """The pre-signed download URL of a backup (a secret: masked, never logged)."""
         path = f"/databases/{_q(addon_id)}/backups/{_q(backup_id)}/archive"
         try:
-            data = _json(self._db_request(app, addon_id, "GET", path), path)
+            # not followed: a redirect's Location is the download URL itself (following it would send the
+            # addon token to the storage host and read the whole archive as a JSON answer)
+            resp = self._db_request(
+                app, addon_id, "GET", path, expected=(200, *REDIRECT_STATUSES), allow_redirects=False
+            )
         except ScalingoApiError as exc:
             if exc.status in (400, 409, 422):
                 raise BackupNotReadyError(
@@ -652,14 +801,20 @@ class ScalingoClient:
                     status=exc.status,
                 ) from None
             raise
-        url = data.get("download_url")
-        if not url:
+        if resp.status_code in REDIRECT_STATUSES:
+            url = resp.headers.get("Location")
+            where = "Location header"
+        else:
+            url = _json(resp, path).get("download_url")
+            where = "download_url"
+        if not url or not isinstance(url, str):
             raise ScalingoApiError(
-                f"{path} answered without download_url; is db_api_url the Scalingo Database API?"
+                f"{path} answered HTTP {resp.status_code} without a {where}; is db_api_url the Scalingo "
+                f"Database API?"
             )
-        mask_secret(url)
-        if "token=" in url:
-            mask_secret(url.split("token=", 1)[1].split("&", 1)[0])
+        mask_url(url)
+        url = urljoin(resp.url or self._db(path), url)  # a relative URL is on the Database API host
+        mask_url(url)
         return url
 
     def download_backup(
@@ -674,7 +829,7 @@ class ScalingoClient:
     ) -> DownloadResult:
         """Stream the backup archive to ``dest`` (see ``download.download_archive``)."""
         backup_id = backup["id"]
-        if backup.get("status") not in (None, BACKUP_DONE):
+        if _status(backup) not in (None, BACKUP_DONE):
             raise BackupNotReadyError(
                 f"backup {backup_id!r} is {backup.get('status')!r}; only 'done' backups can be downloaded."
             )
@@ -682,7 +837,7 @@ class ScalingoClient:
             self.session,
             lambda: self.archive_url(app, addon_id, backup_id),
             Path(dest),
-            expected_size=backup.get("size") or None,
+            expected_size=_size(backup.get("size")),
             label=f"backup {backup_id} of {app}",
             timeout=self.download_timeout,
             max_resumes=max_resumes,
@@ -775,7 +930,8 @@ class ScalingoClient:
         if size:
             body["size"] = size
         url = self._api(f"/apps/{_q(app)}/run")
-        resp = self._user_request("POST", url, json_body=body, expected=(200, 201, 202))
+        # never retried after it may have reached Scalingo: the command would run twice
+        resp = self._user_request("POST", url, json_body=body, expected=(200, 201, 202), idempotent=False)
         data = _json(resp, url)
         container = data.get("container", {})
         result = {"container": container, "operation_url": resp.headers.get("Location")}
@@ -823,6 +979,64 @@ def backup_failed_error(app: str, addon_id: str, backup: dict) -> BackupFailedEr
     )
 
 
+def _list(data: dict, key: str) -> list[dict]:
+    """``data[key]`` as a list of objects (a missing or null key is an empty list)."""
+    value = data.get(key)
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _provider(addon: dict) -> dict:
+    provider = addon.get("addon_provider")
+    if isinstance(provider, str):
+        return {"id": provider, "name": provider}
+    provider = provider if isinstance(provider, dict) else {}
+    return {"id": provider.get("id"), "name": provider.get("name")}
+
+
+def _plan_name(addon: dict) -> str | None:
+    plan = addon.get("plan")
+    return plan.get("name") if isinstance(plan, dict) else plan
+
+
+def _is_postgresql(addon: dict, by_name: bool = False) -> bool:
+    """A Scalingo for PostgreSQL addon: provider id ``postgresql`` (legacy ``scalingo-postgresql``); with
+    ``by_name`` also the CLI's rule (provider name ``PostgreSQL``, any case, or its aliases)."""
+    provider = _provider(addon)
+    pid = str(provider["id"] or "").strip().lower()
+    if pid in POSTGRESQL_PROVIDER_IDS:
+        return True
+    if not by_name:
+        return False
+    name = str(provider["name"] or "").strip().lower()
+    return name in POSTGRESQL_PROVIDER_NAMES or pid in POSTGRESQL_PROVIDER_NAMES
+
+
+def _status(backup: dict) -> str | None:
+    status = backup.get("status")
+    return str(status).strip().lower() if status is not None else None
+
+
+def _size(value: Any) -> int | None:
+    """A backup's ``size`` in bytes, or None when unknown (null, 0, not a number)."""
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        return None
+    return size if size > 0 else None
+
+
+def _normalize_backup(backup: dict) -> dict:
+    """The backup as the API gave it, with ``status`` lower-cased and ``size`` an int or None."""
+    if not isinstance(backup, dict):
+        return {}
+    out = dict(backup)
+    if "status" in out:
+        out["status"] = _status(out)
+    if "size" in out:
+        out["size"] = _size(out["size"])
+    return out
+
+
 def _json(resp: requests.Response, where: str) -> dict:
     try:
         data = resp.json()
@@ -861,10 +1075,3 @@ def parse_database_url(url: str) -> dict:
 
 def _q(value: str) -> str:
     return quote(str(value), safe="")
-
-
-def _float_or_none(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None

@@ -1,25 +1,125 @@
 """Streamed, resumable download of a backup archive: constant memory, sha256 while streaming,
-``Range`` resume after a dropped connection, size check, temp name + atomic rename."""
+``Range`` resume after a dropped connection, size check, temp name + atomic rename.
+
+The signed URL (and any URL it redirects to: object storage) is a secret: masked, never logged, and
+requested without any ``Authorization`` header, redirects followed one by one by this module."""
 
 from __future__ import annotations
 
+import email.utils
+import gzip
 import hashlib
 import logging
 import os
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import requests
 import urllib3
 
 from scalingo_staging_sync.scalingo.errors import ScalingoDownloadError
+from scalingo_staging_sync.secrets import mask_secret
 
 log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1024 * 1024
 GZIP_MAGIC = b"\x1f\x8b"
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+#: answers of the download host worth another try (counted with the dropped connections)
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_REDIRECTS = 5
+MAX_RETRY_AFTER_S = 60.0
+_SECRET_QUERY_HINTS = ("token", "signature", "credential", "key", "sig", "auth")
+
+
+def mask_url(url: str) -> None:
+    """Register a signed URL as a secret: the whole URL, its query string and every query value that
+    looks like a credential (``token``, ``X-Amz-Signature``, ... or any value of 16+ characters), both
+    raw (as on an HTTP request line) and decoded."""
+    if not url:
+        return
+    mask_secret(url)
+    try:
+        query = urlsplit(url).query
+    except ValueError:
+        return
+    if not query:
+        return
+    mask_secret(query)
+    raw_pairs = [pair.partition("=") for pair in query.split("&")]
+    for key, _, value in raw_pairs:
+        if value and (len(value) >= 16 or any(h in key.lower() for h in _SECRET_QUERY_HINTS)):
+            mask_secret(value)
+    for key, value in parse_qsl(query):
+        if value and (len(value) >= 16 or any(h in key.lower() for h in _SECRET_QUERY_HINTS)):
+            mask_secret(value)
+
+
+def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    """An explicit "no authentication": keeps a session's auth and ~/.netrc away from the signed URL."""
+    return request
+
+
+class _TransientStatus(Exception):
+    def __init__(self, status: int, retry_after: float | None):
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        self.retry_after = retry_after
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delay-seconds or an HTTP date (RFC 9110)."""
+    if value is None or not str(value).strip():
+        return None
+    text = str(value).strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def _open(
+    session: requests.Session, url: str, headers: dict, timeout: tuple[float, float], label: str
+) -> requests.Response:
+    """GET ``url`` streaming, following redirects here (each Location masked, never an auth header)."""
+    for _ in range(MAX_REDIRECTS + 1):
+        resp = session.get(
+            url, headers=headers, stream=True, timeout=timeout, allow_redirects=False, auth=_no_auth
+        )
+        location = resp.headers.get("Location")
+        if resp.status_code not in REDIRECT_STATUSES or not location:
+            return resp
+        resp.close()
+        url = urljoin(url, location)
+        mask_url(url)
+    raise ScalingoDownloadError(
+        f"{label}: the download URL redirected more than {MAX_REDIRECTS} times; retry the task later."
+    )
+
+
+def _gzip_complete(path: Path, chunk_size: int = CHUNK_SIZE) -> str | None:
+    """None when ``path`` is a complete gzip stream, else why not (read in constant memory)."""
+    try:
+        with gzip.open(path, "rb") as fh:
+            while fh.read(chunk_size):
+                pass
+    except (EOFError, OSError, zlib.error) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -84,7 +184,11 @@ def download_archive(
     error the transfer resumes with ``Range: bytes=<received>-`` (falling back to a restart when the
     server answers 200 instead of 206). When complete the size is checked against ``expected_size``
     (the backup's ``size``), the gzip magic is checked, and the file is renamed atomically.
-    No Authorization header is sent: the URL is pre-signed.
+    No Authorization header is sent: the URL is pre-signed; redirects (to object storage) are followed
+    without one, and their URLs are masked like the signed URL. 429 and 5xx answers are retried like a
+    dropped connection. With neither the backup's size nor a Content-Length / Content-Range total to
+    compare with (a chunked or connection-close body), the gzip stream is read to its end marker, so a
+    truncated download is still refused.
     """
     get_url = url if callable(url) else (lambda: url)
     dest = Path(dest)
@@ -95,20 +199,31 @@ def download_archive(
     resumes = 0
     progress = _Progress(label, expected_size or None, progress_interval_s, progress_step)
     current_url = get_url()
+    mask_url(current_url)
     refreshed_url = False
+    announced: int | None = None  # the full size the server announced (Content-Length / Content-Range)
     try:
         with open(part, "wb") as out:
             while True:
-                headers = {"Accept": "application/octet-stream"}
+                # None removes a session-level Authorization header: the URL is pre-signed
+                headers: dict[str, str | None] = {"Accept": "application/octet-stream", "Authorization": None}
                 if received:
                     headers["Range"] = f"bytes={received}-"
                 try:
-                    with session.get(current_url, headers=headers, stream=True, timeout=timeout) as resp:
+                    with _open(session, current_url, headers, timeout, label) as resp:
                         if resp.status_code in (401, 403, 404, 410) and received and not refreshed_url:
                             # the signed URL may have expired between attempts: ask for a new one once
                             refreshed_url = True
                             current_url = get_url()
+                            mask_url(current_url)
                             continue
+                        if resp.status_code in TRANSIENT_STATUSES:
+                            raise _TransientStatus(
+                                resp.status_code, parse_retry_after(resp.headers.get("Retry-After"))
+                            )
+                        if resp.status_code == 200:
+                            length = resp.headers.get("Content-Length", "")
+                            announced = int(length) if length.strip().isdigit() else None
                         if resp.status_code == 200 and received:
                             log.warning("%s: server ignored the Range request, restarting from byte 0", label)
                             out.seek(0)
@@ -117,6 +232,7 @@ def download_archive(
                             received = 0
                         elif resp.status_code == 206:
                             start = _content_range_start(resp.headers.get("Content-Range", ""))
+                            announced = _content_range_total(resp.headers.get("Content-Range", ""))
                             if start != received:
                                 raise ScalingoDownloadError(
                                     f"{label}: asked to resume at byte {received} but the server sent "
@@ -150,30 +266,43 @@ def download_archive(
                     urllib3.exceptions.HTTPError,
                     ConnectionError,
                     TimeoutError,
+                    _TransientStatus,
                 ) as exc:
                     resumes += 1
+                    what = str(exc) if isinstance(exc, _TransientStatus) else type(exc).__name__
                     if resumes > max_resumes:
                         raise ScalingoDownloadError(
-                            f"{label}: connection lost {resumes} times (last: {type(exc).__name__}) after "
-                            f"{received} bytes; check the network between the worker and Scalingo and "
-                            f"retry the task.",
+                            f"{label}: the download failed {resumes} times (last: {what}) after "
+                            f"{received} bytes (connection lost or server error); check the network "
+                            f"between the worker and Scalingo and retry the task.",
+                            status=exc.status if isinstance(exc, _TransientStatus) else None,
                         ) from None
+                    wait = resume_backoff_s * resumes
+                    if isinstance(exc, _TransientStatus) and exc.retry_after is not None:
+                        wait = max(wait, min(exc.retry_after, MAX_RETRY_AFTER_S))
                     log.warning(
-                        "%s: connection lost after %d bytes (%s); resuming with Range (attempt %d/%d)",
+                        "%s: download interrupted after %d bytes (%s); retrying in %.1f s%s (attempt %d/%d)",
                         label,
                         received,
-                        type(exc).__name__,
+                        what,
+                        wait,
+                        " with Range" if received else "",
                         resumes,
                         max_resumes,
                     )
                     out.flush()
-                    time.sleep(resume_backoff_s * resumes)
+                    time.sleep(wait)
         progress.update(received, force=True)
         if expected_size and received != expected_size:
             raise ScalingoDownloadError(
                 f"{label}: received {received} bytes but the backup's size is {expected_size} bytes; "
                 f"the archive is truncated or not the announced backup. Retry the task; if it persists, "
                 f"pick another backup id."
+            )
+        if not expected_size and announced is not None and received != announced:
+            raise ScalingoDownloadError(
+                f"{label}: received {received} bytes but the server announced {announced}; the archive is "
+                f"truncated. Retry the task."
             )
         with open(part, "rb") as fh:
             magic = fh.read(2)
@@ -184,11 +313,26 @@ def download_archive(
                 f"{label}: the downloaded file is not a gzip archive (starts with {head!r}); Scalingo "
                 f"may have returned an error page instead of the backup. Retry, or pick another backup."
             )
+        if not expected_size and announced is None:
+            # nothing announced the size (chunked / connection-close body, backup size null): a stream
+            # cut at a chunk boundary looks complete to HTTP, so read the gzip to its end marker
+            broken = _gzip_complete(part, chunk_size)
+            if broken:
+                raise ScalingoDownloadError(
+                    f"{label}: the archive ({received} bytes, size not announced) is truncated or corrupt "
+                    f"({broken}). Retry the task; if it persists, pick another backup id."
+                )
         os.replace(part, dest)
     except BaseException:
         part.unlink(missing_ok=True)
         raise
     return DownloadResult(path=dest, size=received, sha256=digest.hexdigest(), resumes=resumes)
+
+
+def _content_range_total(value: str) -> int | None:
+    # "bytes 100-199/200" -> 200 ("*" when unknown)
+    total = value.rpartition("/")[2].strip()
+    return int(total) if total.isdigit() else None
 
 
 def _content_range_start(value: str) -> int | None:

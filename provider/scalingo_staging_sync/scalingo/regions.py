@@ -20,9 +20,10 @@ STATIC_REGIONS: dict[str, dict[str, str]] = {
 
 
 def normalize_base_url(value: str, field: str) -> str:
-    """``https://host[:port]`` without trailing slash or path; the client appends ``/v1`` or ``/api``.
+    """``scheme://host[:port][/prefix]`` without trailing slash; the client appends ``/v1`` or ``/api``.
 
-    A trailing ``/v1`` or ``/api`` (a common copy-paste) is accepted and dropped.
+    A trailing ``/v1`` or ``/api`` (a common copy-paste) is dropped; any other path is kept as a prefix
+    (an API served behind a path, e.g. a proxy or a test server), as are no query and no fragment.
     """
     raw = (value or "").strip()
     parts = urlsplit(raw)
@@ -31,12 +32,14 @@ def normalize_base_url(value: str, field: str) -> str:
             f"{field}={raw!r} is not a base URL: expected scheme and host like "
             f"'https://api.osc-fr1.scalingo.com' (the client adds /v1 or /api itself)."
         )
-    path = parts.path.rstrip("/")
-    if path in ("/v1", "/api"):
-        path = ""
-    if path:
+    if parts.query or parts.fragment:
         raise ValueError(
-            f"{field}={raw!r} has a path ({path!r}); give only scheme and host, e.g. "
+            f"{field}={raw!r} has a query or fragment; give only scheme and host, e.g. "
             f"'{parts.scheme}://{parts.netloc}' (the client adds /v1 or /api itself)."
         )
-    return f"{parts.scheme}://{parts.netloc}"
+    path = parts.path.rstrip("/")
+    for suffix in ("/v1", "/api"):
+        if path.endswith(suffix):
+            path = path[: -len(suffix)].rstrip("/")
+            break
+    return f"{parts.scheme}://{parts.netloc}{path}"

@@ -14,10 +14,20 @@ Database API (``/api/databases/...``: database, backups, archive, signed downloa
         monkeypatch.setenv("AIRFLOW_CONN_SCALINGO_DEFAULT", fake.airflow_conn_json())
         ...  # run your DAG
 
-Fault knobs: ``fail_next(429|500|..., times=1)``, ``expire_tokens()``, ``cut_download()``,
-``add_backup(status="error"|"running", reported_size=..., include_dump=False,
+Fault knobs: ``fail_next(429|500|..., times=1, retry_after=...)``, ``expire_tokens()``, ``cut_download()``,
+``add_backup(status="error"|"running", reported_size=..., size_unknown=True, hidden=True, include_dump=False,
 traversal_member=True, polls_until_done=N)``, ``fail_command(...)``.
-Everything the server received is in ``fake.requests`` (method, path, Range header, auth kind).
+
+Documented variants (constructor options; the defaults are the plainest reading of the docs):
+``archive_redirect`` (the archive endpoint answers ``302 Location: <signed URL>`` instead of
+``{"download_url": ...}``), ``download_redirect`` (the signed URL redirects to a second "storage" server on
+another port, S3-style query signature; a request carrying ``Authorization`` there is refused with 400, as
+S3 does), ``download_framing`` (``"length"``, ``"chunked"``: no Content-Length, or ``"close"``: body ends
+when the connection closes), ``backup_show_route=False`` (only the documented list endpoint, no
+``GET .../backups/{id}``), ``backups_order`` (``"newest"``, ``"oldest"``, ``"shuffled"``),
+``backups_per_page`` (``meta.pagination`` pages), ``extra_fields`` (unknown fields everywhere),
+``minimal_fields`` (optional fields left out), ``base_path`` (everything served under a path prefix).
+Everything the server received is in ``fake.requests`` (method, path, Range header, auth kind, server).
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ import base64
 import hashlib
 import hmac
 import json
+import random
 import re
 import secrets
 import shutil
@@ -61,6 +72,7 @@ class RecordedRequest:
     range: str | None
     auth: str | None  # "basic", "bearer" or None
     time: float
+    server: str = "api"  # "api" (auth, main and Database API) or "storage" (download_redirect)
 
 
 @dataclass
@@ -76,12 +88,14 @@ class FakeBackup:
     polls_until_done: int | None = None
     final_status: str = "done"
     started_at: datetime | None = None
+    size_unknown: bool = False
+    hidden: bool | None = None
 
     def as_json(self) -> dict:
         size = None
-        if self.status == "done" and self.archive is not None:
+        if self.status == "done" and self.archive is not None and not self.size_unknown:
             size = self.reported_size if self.reported_size is not None else self.archive.stat().st_size
-        return {
+        data = {
             "id": self.id,
             "created_at": _iso(self.created_at),
             "started_at": _iso(self.started_at) if self.started_at else None,
@@ -92,6 +106,9 @@ class FakeBackup:
             "method": self.method,
             "type": "postgresql",
         }
+        if self.hidden is not None:
+            data["hidden"] = self.hidden
+        return data
 
 
 @dataclass
@@ -100,6 +117,7 @@ class FakeAddon:
     app: str
     resource_id: str
     provider_id: str = "postgresql"
+    provider_name: str | None = None
     plan: str = "postgresql-starter-512"
     version: str = "16.9.0-1"
     dump_path: Path | None = None
@@ -153,9 +171,8 @@ class FakeAddon:
             "plan": {"id": f"pl-{self.plan}", "name": self.plan, "display_name": self.plan, "sku": self.plan},
             "addon_provider": {
                 "id": self.provider_id,
-                "name": {"postgresql": "PostgreSQL", "redis": "Redis"}.get(
-                    self.provider_id, self.provider_id
-                ),
+                "name": self.provider_name
+                or {"postgresql": "PostgreSQL", "redis": "Redis"}.get(self.provider_id, self.provider_id),
                 "logo_url": "",
             },
         }
@@ -208,7 +225,20 @@ class FakeScalingoAPI:
         operation_polls: int = 1,
         host: str = "127.0.0.1",
         port: int = 0,
+        archive_redirect: bool = False,
+        download_redirect: bool = False,
+        download_framing: str = "length",
+        backup_show_route: bool = True,
+        backups_order: str = "newest",
+        backups_per_page: int | None = None,
+        extra_fields: bool = False,
+        minimal_fields: bool = False,
+        base_path: str = "",
     ):
+        if download_framing not in ("length", "chunked", "close"):
+            raise ValueError("download_framing is 'length', 'chunked' or 'close'")
+        if backups_order not in ("newest", "oldest", "shuffled"):
+            raise ValueError("backups_order is 'newest', 'oldest' or 'shuffled'")
         self.api_token = api_token
         self.region = region
         self._own_workdir = workdir is None
@@ -217,6 +247,17 @@ class FakeScalingoAPI:
         self.addon_token_ttl = addon_token_ttl
         self.operation_polls = operation_polls
         self._host, self._port = host, port
+        self.archive_redirect = archive_redirect
+        self.download_redirect = download_redirect
+        self.download_framing = download_framing
+        self.backup_show_route = backup_show_route
+        self.backups_order = backups_order
+        self.backups_per_page = backups_per_page
+        self.extra_fields = extra_fields
+        self.minimal_fields = minimal_fields
+        self.base_path = "/" + base_path.strip("/") if base_path.strip("/") else ""
+        self._storage: ThreadingHTTPServer | None = None
+        self._storage_thread: threading.Thread | None = None
         self._secret = secrets.token_bytes(32)
         self._lock = threading.RLock()
         self.apps: dict[str, FakeApp] = {}
@@ -246,9 +287,24 @@ class FakeScalingoAPI:
             daemon=True,
         )
         self._thread.start()
+        if self.download_redirect:  # object storage: another server (another port, so another origin)
+            storage = type("StorageHandler", (_Handler,), {"fake": self, "server_kind": "storage"})
+            self._storage = ThreadingHTTPServer((self._host, 0), storage)
+            self._storage.daemon_threads = True
+            self._storage_thread = threading.Thread(
+                target=self._storage.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name="fake-scalingo-storage",
+                daemon=True,
+            )
+            self._storage_thread.start()
         return self
 
     def stop(self) -> None:
+        if self._storage:
+            self._storage.shutdown()
+            self._storage.server_close()
+            self._storage = None
         if self._server:
             self._server.shutdown()
             self._server.server_close()
@@ -267,6 +323,14 @@ class FakeScalingoAPI:
         if not self._server:
             raise RuntimeError("FakeScalingoAPI is not started: call start() or use it as a context manager")
         host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}{self.base_path}"
+
+    @property
+    def storage_url(self) -> str:
+        """Base URL of the "storage" server the signed URL redirects to (``download_redirect=True``)."""
+        if not self._storage:
+            raise RuntimeError("FakeScalingoAPI(download_redirect=True) has no storage server until started")
+        host, port = self._storage.server_address[:2]
         return f"http://{host}:{port}"
 
     # ------------------------------------------------------------------ Airflow connection helpers
@@ -312,6 +376,7 @@ class FakeScalingoAPI:
         app: str,
         *,
         provider_id: str = "postgresql",
+        provider_name: str | None = None,
         addon_id: str | None = None,
         resource_id: str | None = None,
         dump_path: str | Path | None = None,
@@ -335,6 +400,7 @@ class FakeScalingoAPI:
                 app=app,
                 resource_id=resource_id or f"{app.replace('-', '_')}_{len(target.addons) + 4553}",
                 provider_id=provider_id,
+                provider_name=provider_name,
                 plan=plan or f"{provider_id}-starter-512",
                 version=version,
                 dump_path=Path(dump_path) if dump_path else None,
@@ -345,8 +411,8 @@ class FakeScalingoAPI:
                 database=database,
             )
             target.addons.append(addon)
-            if provider_id == "postgresql":
-                n = sum(1 for a in target.addons if a.provider_id == "postgresql")
+            if "postgresql" in provider_id:
+                n = sum(1 for a in target.addons if "postgresql" in a.provider_id)
                 name = "SCALINGO_POSTGRESQL_URL" if n == 1 else f"SCALINGO_POSTGRESQL_{n}_URL"
                 target.variables[name] = addon.database_url
             return addon
@@ -387,13 +453,16 @@ class FakeScalingoAPI:
         symlink_member: bool = False,
         extra_files: dict[str, bytes] | None = None,
         reported_size: int | None = None,
+        size_unknown: bool = False,
+        hidden: bool | None = None,
         polls_until_done: int | None = None,
         final_status: str = "done",
     ) -> FakeBackup:
         """Add a backup wrapping ``dump_path`` as Scalingo does (or an explicit ``archive`` file).
 
         ``status="running"`` with ``polls_until_done=N`` turns into ``final_status`` after N reads.
-        ``reported_size`` makes the API announce a wrong size.
+        ``reported_size`` makes the API announce a wrong size, ``size_unknown`` a null one; ``hidden``
+        adds the ``hidden`` flag (scalingo.js: "hidden backups are generally filtered by the API").
         """
         with self._lock:
             addon = self._addon_for(app, addon_id)
@@ -423,6 +492,8 @@ class FakeScalingoAPI:
                 reported_size=reported_size,
                 polls_until_done=polls_until_done,
                 final_status=final_status,
+                size_unknown=size_unknown,
+                hidden=hidden,
             )
             addon.backups.append(backup)
             return backup
@@ -436,10 +507,19 @@ class FakeScalingoAPI:
         raise KeyError(backup_id)
 
     # ------------------------------------------------------------------ fault knobs
-    def fail_next(self, status: int = 429, times: int = 1, path_contains: str | None = None) -> None:
-        """The next ``times`` matching requests answer ``status`` (429 -> plain text 'Retry later')."""
+    def fail_next(
+        self,
+        status: int = 429,
+        times: int = 1,
+        path_contains: str | None = None,
+        retry_after: str | int | float | None = None,
+    ) -> None:
+        """The next ``times`` matching requests answer ``status`` (429 -> plain text 'Retry later'),
+        with a ``Retry-After`` header when ``retry_after`` is given (seconds, or an HTTP date string)."""
         with self._lock:
-            self._failures.append({"status": status, "times": times, "path": path_contains})
+            self._failures.append(
+                {"status": status, "times": times, "path": path_contains, "retry_after": retry_after}
+            )
 
     def expire_tokens(self) -> None:
         """Every user JWT and addon token issued so far is now expired (the next use gets 401)."""
@@ -492,12 +572,12 @@ class FakeScalingoAPI:
         self._addon_tokens[token] = (addon_id, now + self.addon_token_ttl)
         return token
 
-    def _take_failure(self, path: str) -> int | None:
+    def _take_failure(self, path: str) -> dict | None:
         with self._lock:
             for failure in self._failures:
                 if failure["times"] > 0 and (failure["path"] is None or failure["path"] in path):
                     failure["times"] -= 1
-                    return failure["status"]
+                    return failure
         return None
 
     def _take_cut(self) -> dict | None:
@@ -520,8 +600,25 @@ class FakeScalingoAPI:
             backup.status = backup.final_status
 
 
+_UNKNOWN_FIELD = {"unknown_future_field": {"nested": [1, "two", None], "flag": True}}
+#: optional fields left out with ``minimal_fields=True`` (what the docs do not promise)
+_OPTIONAL_FIELDS = {
+    "backup": ("started_at", "method", "type", "database_id", "hidden"),
+    "addon": ("app_id", "provisioned_at", "deprovisioned_at", "updated_at", "plan", "status"),
+}
+
+
+def _with_unknown_fields(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {**{k: _with_unknown_fields(v) for k, v in value.items()}, **_UNKNOWN_FIELD}
+    if isinstance(value, list):
+        return [_with_unknown_fields(v) for v in value]
+    return value
+
+
 class _Handler(BaseHTTPRequestHandler):
     fake: FakeScalingoAPI
+    server_kind = "api"
     protocol_version = "HTTP/1.1"
     # headers and body go out in two writes: with Nagle's algorithm on, the second one waits for the
     # client's delayed ACK (~40 ms per keep-alive request, an artefact of this fake, not of Scalingo)
@@ -531,7 +628,18 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
     # ---------------------------------------------------------------- responses
+    def _shape(self, obj: dict, kind: str) -> dict:
+        """``minimal_fields``: the object without its optional fields (and without null values)."""
+        if not self.fake.minimal_fields:
+            return obj
+        out = {k: v for k, v in obj.items() if k not in _OPTIONAL_FIELDS[kind] and v is not None}
+        if kind == "addon" and isinstance(out.get("addon_provider"), dict):
+            out["addon_provider"] = {"id": out["addon_provider"]["id"]}
+        return out
+
     def _send_json(self, status: int, body: dict, headers: dict | None = None) -> None:
+        if self.fake.extra_fields:
+            body = _with_unknown_fields(body)
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -541,11 +649,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _send_text(self, status: int, text: str) -> None:
+    def _send_text(self, status: int, text: str, headers: dict | None = None) -> None:
         data = text.encode()
         self.send_response(status)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data)
 
@@ -581,17 +691,37 @@ class _Handler(BaseHTTPRequestHandler):
         auth = self.headers.get("Authorization", "")
         kind = auth.split(" ", 1)[0].lower() if auth else None
         body = self._body() if method == "POST" else {}
+        if self.server_kind == "api" and fake.base_path:
+            if path != fake.base_path and not path.startswith(fake.base_path + "/"):
+                return self._error(404, f"no route {method} {path}", resource="route")
+            path = path[len(fake.base_path) :]
         with fake._lock:
-            fake.requests.append(RecordedRequest(method, path, self.headers.get("Range"), kind, time.time()))
+            fake.requests.append(
+                RecordedRequest(method, path, self.headers.get("Range"), kind, time.time(), self.server_kind)
+            )
         if body.get("__invalid__"):
             return self._error(400, "invalid JSON body")
-        status = fake._take_failure(path)
-        if status == 429:
-            return self._send_text(429, "Retry later")
-        if status:
-            return self._error(
-                status, {500: "internal server error", 503: "service unavailable"}.get(status, "error")
+        failure = fake._take_failure(path)
+        if failure:
+            status = failure["status"]
+            headers = {}
+            if failure.get("retry_after") is not None:
+                headers["Retry-After"] = str(failure["retry_after"])
+            if status == 429:
+                return self._send_text(429, "Retry later", headers)
+            return self._send_json(
+                status,
+                {"error": {500: "internal server error", 503: "service unavailable"}.get(status, "error")},
+                headers,
             )
+        if self.server_kind == "storage":
+            match = re.fullmatch(r"/storage/([^/]+)\.tar\.gz", path)
+            if method == "GET" and match:
+                try:
+                    return self.h_storage(match.group(1), query)
+                except (BrokenPipeError, ConnectionResetError):
+                    return None
+            return self._send_text(404, "NoSuchKey")
         for route_method, pattern, handler in _ROUTES:
             if route_method != method:
                 continue
@@ -710,7 +840,7 @@ class _Handler(BaseHTTPRequestHandler):
     def h_addons(self, app_name, body, query):
         if not self._user() or not (app := self._app(app_name)):
             return None
-        self._send_json(200, {"addons": [a.as_json(app.id) for a in app.addons]})
+        self._send_json(200, {"addons": [self._shape(a.as_json(app.id), "addon") for a in app.addons]})
 
     def h_addon(self, app_name, addon_id, body, query):
         if not self._user() or not (app := self._app(app_name)) or not (addon := self._addon(app, addon_id)):
@@ -722,7 +852,7 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         with self.fake._lock:
             token = self.fake._issue_addon_token(addon.id)
-        self._send_json(200, {"addon": {**addon.as_json(app.id), "token": token}})
+        self._send_json(200, {"addon": {**self._shape(addon.as_json(app.id), "addon"), "token": token}})
 
     def h_variables(self, app_name, body, query):
         if not self._user() or not (app := self._app(app_name)):
@@ -892,8 +1022,34 @@ class _Handler(BaseHTTPRequestHandler):
         with self.fake._lock:
             for b in addon.backups:
                 self.fake._poll(b)
-            data = [b.as_json() for b in sorted(addon.backups, key=lambda b: b.created_at, reverse=True)]
-        self._send_json(200, {"database_backups": data})
+            ordered = sorted(addon.backups, key=lambda b: b.created_at, reverse=True)
+            if self.fake.backups_order == "oldest":
+                ordered.reverse()
+            elif self.fake.backups_order == "shuffled":
+                random.Random(len(ordered)).shuffle(ordered)
+            data = [self._shape(b.as_json(), "backup") for b in ordered]
+        per_page = self.fake.backups_per_page
+        if not per_page:
+            return self._send_json(200, {"database_backups": data})
+        pages = max(1, -(-len(data) // per_page))
+        try:
+            page = min(max(1, int((query.get("page") or ["1"])[0])), pages)
+        except ValueError:
+            return self._error(400, "page should be an integer")
+        pagination = {
+            "prev_page": page - 1 if page > 1 else None,
+            "current_page": page,
+            "next_page": page + 1 if page < pages else None,
+            "total_pages": pages,
+            "total_count": len(data),
+        }
+        self._send_json(
+            200,
+            {
+                "database_backups": data[(page - 1) * per_page : page * per_page],
+                "meta": {"pagination": pagination},
+            },
+        )
 
     def h_create_backup(self, addon_id, body, query):
         if not (addon := self._db(addon_id)):
@@ -913,7 +1069,7 @@ class _Handler(BaseHTTPRequestHandler):
                 polls_until_done=addon.new_backup_polls,
                 final_status=addon.new_backup_status,
             )
-            data = backup.as_json()
+            data = self._shape(backup.as_json(), "backup")
         self._send_json(201, {"database_backup": data})
 
     def _find_backup(self, addon: FakeAddon, backup_id: str) -> FakeBackup | None:
@@ -924,14 +1080,18 @@ class _Handler(BaseHTTPRequestHandler):
         return None
 
     def h_backup(self, addon_id, backup_id, body, query):
+        if not self.fake.backup_show_route:  # undocumented route: an API without it
+            return self._error(404, f"no route GET /api/databases/{addon_id}/backups/{backup_id}")
         if not (addon := self._db(addon_id)) or not (backup := self._find_backup(addon, backup_id)):
             return None
         with self.fake._lock:
             self.fake._poll(backup)
-            data = backup.as_json()
+            data = self._shape(backup.as_json(), "backup")
         self._send_json(200, {"database_backup": data})
 
     def h_backup_global(self, backup_id, body, query):
+        if not self.fake.backup_show_route:
+            return self._error(404, f"no route GET /api/backups/{backup_id}")
         try:
             backup = self.fake.backup(backup_id)
         except KeyError:
@@ -940,7 +1100,7 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         with self.fake._lock:
             self.fake._poll(backup)
-            data = backup.as_json()
+            data = self._shape(backup.as_json(), "backup")
         self._send_json(200, {"database_backup": data})
 
     def h_archive(self, addon_id, backup_id, body, query):
@@ -952,13 +1112,38 @@ class _Handler(BaseHTTPRequestHandler):
         with self.fake._lock:
             self.fake._download_tokens[token] = backup.id
         url = f"{self.fake.url}/api/databases/{addon.id}/backups/{backup.id}/download?token={token}"
+        if self.fake.archive_redirect:
+            return self._send_json(302, {}, headers={"Location": url})
         self._send_json(200, {"download_url": url})
+
+    def _storage_signature(self, backup_id: str) -> str:
+        return hmac.new(self.fake._secret, f"storage/{backup_id}".encode(), hashlib.sha256).hexdigest()
 
     def h_download(self, addon_id, backup_id, body, query):
         token = (query.get("token") or [""])[0]
         if self.fake._download_tokens.get(token) != backup_id:
             return self._error(403, "invalid or expired download token")
-        backup = self.fake.backup(backup_id)
+        if self.fake.download_redirect:  # to object storage, S3-style query signature
+            location = (
+                f"{self.fake.storage_url}/storage/{backup_id}.tar.gz?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+                f"&X-Amz-Expires=3600&X-Amz-Signature={self._storage_signature(backup_id)}"
+            )
+            return self._send_json(302, {}, headers={"Location": location})
+        return self._serve_archive(self.fake.backup(backup_id))
+
+    def h_storage(self, backup_id: str, query: dict):
+        if self.headers.get("Authorization"):  # S3: "Only one auth mechanism allowed"
+            return self._send_text(400, "InvalidArgument: Only one auth mechanism allowed")
+        signature = (query.get("X-Amz-Signature") or [""])[0]
+        if not hmac.compare_digest(signature, self._storage_signature(backup_id)):
+            return self._send_text(403, "SignatureDoesNotMatch")
+        try:
+            backup = self.fake.backup(backup_id)
+        except KeyError:
+            return self._send_text(404, "NoSuchKey")
+        return self._serve_archive(backup)
+
+    def _serve_archive(self, backup: FakeBackup):
         path = backup.archive
         total = path.stat().st_size
         start, end = 0, total - 1
@@ -980,13 +1165,27 @@ class _Handler(BaseHTTPRequestHandler):
         cut_at = None
         if cut is not None:
             cut_at = start + (cut["after"] if cut["after"] is not None else length // 2)
+        framing = self.fake.download_framing
         self.send_response(status)
         self.send_header("Content-Type", "application/gzip")
-        self.send_header("Content-Length", str(length))
+        if framing == "length":
+            self.send_header("Content-Length", str(length))
+        elif framing == "chunked":
+            self.send_header("Transfer-Encoding", "chunked")
+        else:  # the body ends when the connection closes
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.send_header("Accept-Ranges", "bytes")
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end}/{total}")
         self.end_headers()
+
+        def write(data: bytes) -> None:
+            if framing == "chunked":
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            else:
+                self.wfile.write(data)
+
         sent = start
         with open(path, "rb") as fh:
             fh.seek(start)
@@ -1005,8 +1204,10 @@ class _Handler(BaseHTTPRequestHandler):
                 chunk = fh.read(min(256 * 1024, limit))
                 if not chunk:
                     break
-                self.wfile.write(chunk)
+                write(chunk)
                 sent += len(chunk)
+        if framing == "chunked":
+            self.wfile.write(b"0\r\n\r\n")
         return None
 
 
