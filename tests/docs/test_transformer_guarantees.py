@@ -40,6 +40,15 @@ DATE_INPUTS = [
     *(f"0001-01-{d:02d}" for d in range(1, 11)),
     *(f"9999-12-{d:02d}" for d in range(22, 32)),
 ]
+#: documents for ``json`` (its paths: a key and every element of an array)
+JSON_INPUTS = [
+    '{"email": "alice.martin@example.org", "phones": ["+33 6 12 34 56 78", "0612345678"]}',
+    '{"email": "Bob@x.test", "name": "Bob"}',
+    '{"phones": []}',
+    "{}",
+    '{"email": null}',
+    "[1, 2]",
+]
 #: the value of the column ``other`` (what ``full_name``'s ``from`` and ``md5_of``'s ``column`` read)
 OTHER = "Ann Lee"
 
@@ -53,6 +62,7 @@ VARIANTS = {
     "md5_of": [{"column": "other"}],
     "full_name": [{}, {"from": ["other"]}],
     "date_shift": [{}, {"max_days": 40}],
+    "json": [{"paths": {"email": "email", "phones.*": "phone"}}],
 }
 
 
@@ -63,7 +73,9 @@ def _builtins() -> dict[str, tr.Transformer]:
 def _cases():
     for name, t in sorted(_builtins().items()):
         for options in VARIANTS.get(name, [{}]):
-            if t.categories == frozenset({"date"}):
+            if name == "json":
+                yield pytest.param(name, options, "jsonb", id=f"{name}-jsonb-{options}")
+            elif t.categories == frozenset({"date"}):
                 for type_sql in ("date", "timestamptz"):
                     yield pytest.param(name, options, type_sql, id=f"{name}-{type_sql}-{options}")
             else:
@@ -75,6 +87,8 @@ def _outputs(target: PgTarget, name: str, options: dict, type_sql: str) -> list[
     column = tr.ColumnInfo("v", type_sql, type_sql)
     expr = tr.get_transformer(name).expression(sql.Identifier("v"), tr.BuildContext(column, options))
     inputs = DATE_INPUTS if column.category == "date" else TEXT_INPUTS
+    if type_sql == "jsonb":
+        inputs = JSON_INPUTS
     inputs = [*inputs, inputs[0]]
     rows = sql.SQL(", ").join(
         sql.SQL("({}, {}::{}, {})").format(

@@ -34,7 +34,12 @@ from scalingo_staging_sync.anonymize.strategies import (
     get_custom,
     resolve_preset,
 )
-from scalingo_staging_sync.anonymize.transformers import ColumnInfo, get_transformer, options_of
+from scalingo_staging_sync.anonymize.transformers import (
+    ColumnInfo,
+    get_transformer,
+    options_of,
+    with_email_domain,
+)
 from scalingo_staging_sync.errors import SyncError
 from scalingo_staging_sync.pgconn import PgTarget
 from scalingo_staging_sync.tablename import TableName
@@ -286,9 +291,7 @@ def plan_rule(
                 continue
             specs[col] = dict(spec)
 
-    for spec in specs.values():
-        if spec["transformer"] == "email":
-            spec.setdefault("domain", rules.email_domain)
+    specs = {col: with_email_domain(spec, rules.email_domain) for col, spec in specs.items()}
 
     if specs:
         _add_derived(cat, specs, warnings)

@@ -264,6 +264,8 @@ def _check_transformer(where: str, spec: dict[str, Any], email_domain: str) -> l
         else:
             sub = _path_str(err.absolute_path) if err.absolute_path else ""
             errors.append(f"{where}{'.' + sub if sub else ''}: {err.message}")
+    if not errors:
+        errors.extend(f"{where}.{e}" for e in transformer.option_errors(options))
     return errors
 
 

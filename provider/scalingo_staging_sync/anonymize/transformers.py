@@ -57,6 +57,7 @@ SEED_SQL = seed_from(KEY_SQL)
 STRING_TYPES = frozenset({"text", "varchar", "bpchar", "citext", "name"})
 DATE_TYPES = frozenset({"date", "timestamp", "timestamptz"})
 NUMERIC_TYPES = frozenset({"int2", "int4", "int8", "numeric", "float4", "float8"})
+JSON_TYPES = frozenset({"json", "jsonb"})
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,8 @@ class ColumnInfo:
             return "date"
         if self.base_type in NUMERIC_TYPES:
             return "number"
+        if self.base_type in JSON_TYPES:
+            return "json"
         return "other"
 
     def to_dict(self) -> dict:
@@ -291,7 +294,7 @@ class Transformer:
 
     name: ClassVar[str]
     description: ClassVar[str]
-    #: column categories accepted ("string", "date", "number", "other", "*" = any)
+    #: column categories accepted ("string", "date", "number", "json", "other", "*" = any)
     categories: ClassVar[frozenset[str]] = frozenset({"string"})
     #: JSON Schema "properties" of the options (besides "transformer")
     options_schema: ClassVar[dict[str, Any]] = {}
@@ -330,6 +333,11 @@ class Transformer:
 
     def required_length(self, column: ColumnInfo, options: Mapping[str, Any]) -> int | None:
         return self.min_length
+
+    def option_errors(self, options: Mapping[str, Any]) -> list[str]:
+        """Errors in options that their JSON Schema cannot see (nested rules), as ``<option>...: why``;
+        checked when the rules file is validated, before any database is looked at."""
+        return []
 
     def depends_on(self, options: Mapping[str, Any]) -> list[str]:
         """Other columns whose new value this output is computed from."""
@@ -796,3 +804,199 @@ class Md5OfTransformer(Transformer):
 
     def expression(self, src, ctx):
         return sql.SQL("md5(({})::text)").format(ctx.new(ctx.options["column"]))
+
+
+# --------------------------------------------------------------------------------------------------
+# JSON documents
+
+#: a path segment: a key (any text but '.' and '*'; quote neither) or ``*`` (every element of an array)
+_JSON_SEGMENT_RE = re.compile(r"[^.*]+|\*")
+#: JSON value types a path may point at to be masked (a missing path or a JSON null is left as it is)
+_JSON_MASKABLE = ("string", "number", "boolean", "object", "array")
+
+
+def json_path_segments(path: str) -> list[str]:
+    """``"contact.emails.*"`` -> ``["contact", "emails", "*"]``; raises ValueError naming the problem."""
+    if not isinstance(path, str) or not path:
+        raise ValueError("a path is a non-empty string such as contact.email or emails.*")
+    segments = path.split(".")
+    for segment in segments:
+        if not segment or not _JSON_SEGMENT_RE.fullmatch(segment):
+            raise ValueError(
+                f"path {path!r}: segments are keys or '*' (every element of an array) separated by '.'; "
+                f"found the segment {segment!r}"
+            )
+    if segments.count("*") > 2:
+        raise ValueError(f"path {path!r}: at most two '*' segments")
+    return segments
+
+
+def _normalise_json_spec(spec: Any) -> dict[str, Any]:
+    if spec is None:
+        return {"transformer": "null"}
+    if isinstance(spec, str):
+        return {"transformer": spec}
+    return dict(spec)
+
+
+@register_transformer
+class JsonTransformer(Transformer):
+    name = "json"
+    description = (
+        "masks values inside a json/jsonb document: option paths maps a path (keys separated by '.', "
+        "'*' for every element of an array: contact.email, phones.*, orders.*.address) to a transformer "
+        "of a text value (email, phone, first_name, hash, fixed, null, ...). The value at each path is "
+        "masked as text and written back as a JSON string (null: JSON null); a missing path or a JSON "
+        "null is left as it is; keys not listed keep their values. On load like any transformer."
+    )
+    categories = frozenset({"json"})
+    options_schema = {
+        "paths": {
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": {
+                "oneOf": [
+                    {"type": "null"},
+                    {"type": "string", "minLength": 1},
+                    {"type": "object", "required": ["transformer"]},
+                ]
+            },
+        }
+    }
+    required_options = ("paths",)
+    min_length = 0
+
+    def option_errors(self, options: Mapping[str, Any]) -> list[str]:
+        """Errors of the nested path rules (paths, transformers and their options), as ``<path>: ...``."""
+        errors = []
+        for path, raw in (options.get("paths") or {}).items():
+            try:
+                json_path_segments(path)
+            except ValueError as exc:
+                errors.append(f"paths.{path}: {exc}")
+                continue
+            spec = _normalise_json_spec(raw)
+            try:
+                inner = get_transformer(spec["transformer"])
+            except KeyError as exc:
+                errors.append(f"paths.{path}: {exc.args[0]}")
+                continue
+            if isinstance(inner, JsonTransformer):
+                errors.append(f"paths.{path}: json inside json: list the nested paths instead (a.b.c)")
+                continue
+            inner_options = options_of(spec)
+            if inner.depends_on(inner_options):
+                errors.append(
+                    f"paths.{path}: transformer {inner.name!r} reads other columns, which a JSON value "
+                    "does not have; use a transformer of the value itself"
+                )
+            missing = [k for k in inner.required_options if k not in inner_options]
+            unknown = sorted(set(inner_options) - set(inner.options_schema))
+            errors += [f"paths.{path}.{k}: required option of transformer {inner.name!r}" for k in missing]
+            errors += [
+                f"paths.{path}.{k}: unknown option of transformer {inner.name!r} "
+                f"(options: {', '.join(sorted(inner.options_schema)) or 'none'})"
+                for k in unknown
+            ]
+            text = ColumnInfo(name=path, type_sql="text", base_type="text")
+            errors += [f"paths.{path}: {e}" for e in inner.check(text, inner_options)]
+        return errors
+
+    def check(self, column, options):
+        return super().check(column, options) or self.option_errors(options)
+
+    def expression(self, src, ctx):
+        doc = sql.SQL("({})::jsonb").format(src)
+        out = doc
+        for path, raw in ctx.options["paths"].items():
+            spec = _normalise_json_spec(raw)
+            out = self._set(out, doc, json_path_segments(path), spec, ctx, path)
+        if ctx.column.base_type == "json":
+            return sql.SQL("({})::json").format(out)
+        return out
+
+    def _leaf(self, value: sql.Composable, spec, ctx, path: str, inline: bool) -> sql.Composable:
+        """The masked JSON value of the JSON value ``value`` (jsonb), through the path's transformer."""
+        inner = get_transformer(spec["transformer"])
+        text = ColumnInfo(name=path, type_sql="text", base_type="text")
+        sub = BuildContext(
+            text,
+            options_of(spec),
+            key=ctx.key,
+            seed=ctx.seed,
+            # inside an array's subquery the value is the subquery's: nothing can be hoisted out of it
+            let=(lambda expr, _type: expr) if inline else ctx.let,
+            cached=False if inline else ctx.cached,
+        )
+        masked = inner.expression(sql.SQL("({} #>> '{{}}')").format(value), sub)
+        return sql.SQL("coalesce(to_jsonb(({})::text), 'null'::jsonb)").format(masked)
+
+    def _set(self, acc, doc, segments, spec, ctx, path, inline: bool = False) -> sql.Composable:
+        """``acc`` with the value(s) of ``doc`` at ``segments`` masked (``doc``: the original document)."""
+        if "*" not in segments:
+            at = sql.Literal(segments)
+            value = sql.SQL("({} #> {}::text[])").format(doc, at)
+            new = self._leaf(value, spec, ctx, path, inline)
+            if not segments:
+                replaced = new
+            else:
+                replaced = sql.SQL("jsonb_set({}, {}::text[], {}, false)").format(acc, at, new)
+            return sql.SQL("CASE WHEN jsonb_typeof({}) IN ({}) THEN {} ELSE {} END").format(
+                value, sql.SQL(", ").join(sql.Literal(t) for t in _JSON_MASKABLE), replaced, acc
+            )
+        star = segments.index("*")
+        prefix, rest = segments[:star], segments[star + 1 :]
+        at = sql.Literal(prefix)
+        array = sql.SQL("({} #> {}::text[])").format(doc, at)
+        element = sql.Identifier("_sss_e")
+        masked_elements = self._set(element, element, rest, spec, ctx, path, inline=True)
+        rebuilt = sql.SQL(
+            "(SELECT coalesce(jsonb_agg({} ORDER BY _sss_o), '[]'::jsonb) "
+            "FROM jsonb_array_elements({}) WITH ORDINALITY AS _sss_a(_sss_e, _sss_o))"
+        ).format(masked_elements, array)
+        replaced = (
+            rebuilt
+            if not prefix
+            else sql.SQL("jsonb_set({}, {}::text[], {}, false)").format(acc, at, rebuilt)
+        )
+        return sql.SQL("CASE WHEN jsonb_typeof({}) = 'array' THEN {} ELSE {} END").format(
+            array, replaced, acc
+        )
+
+    def skip_in_proof(self, original_text, options):
+        """A document in which no path holds a value has nothing to mask: it stays as it is."""
+        import json as _json
+
+        try:
+            doc = _json.loads(original_text)
+        except (TypeError, ValueError):
+            return False
+        return not any(_json_has(doc, json_path_segments(p)) for p in (options.get("paths") or {}))
+
+
+def with_email_domain(spec: Mapping[str, Any], domain: str) -> dict[str, Any]:
+    """A column spec with the rules file's ``email_domain`` as the default ``domain`` of every ``email``
+    transformer in it, those of a ``json`` transformer's paths included (paths normalised to specs)."""
+    out = dict(spec)
+    if out.get("transformer") == "email":
+        out.setdefault("domain", domain)
+    elif out.get("transformer") == "json" and isinstance(out.get("paths"), Mapping):
+        out["paths"] = {
+            path: with_email_domain(_normalise_json_spec(raw), domain) for path, raw in out["paths"].items()
+        }
+    return out
+
+
+def _json_has(value: Any, segments: list[str]) -> bool:
+    """Whether ``value`` holds a non-null value at ``segments`` ('*': any element of an array)."""
+    if not segments:
+        return value is not None
+    head, rest = segments[0], segments[1:]
+    if head == "*":
+        return isinstance(value, list) and any(_json_has(v, rest) for v in value)
+    if isinstance(value, dict):
+        return head in value and _json_has(value[head], rest)
+    if isinstance(value, list) and head.isdigit():
+        i = int(head)
+        return i < len(value) and _json_has(value[i], rest)
+    return False

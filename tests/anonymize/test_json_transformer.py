@@ -1,0 +1,151 @@
+"""The ``json`` transformer masks values inside json/jsonb documents, at keys and in every element of
+arrays, on load (in the masking trigger, planned from the archive) and in place, with the same bytes
+either way; documents without the paths, JSON nulls and SQL NULLs are left as they are; the residual
+proof and verification pass; bad nested rules are refused when the rules file is validated."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pg_helpers import new_database
+
+from scalingo_staging_sync.anonymize.executor import run_table_plan
+from scalingo_staging_sync.anonymize.planner import plan_anonymization
+from scalingo_staging_sync.anonymize.rules import RulesError, parse_rules_text
+from scalingo_staging_sync.restore.pgtools import find_pg_tools
+from scalingo_staging_sync.restore.runner import run_pg_restore
+from scalingo_staging_sync.verification import verify_table
+
+from .conftest import SALT, anonymize, execute, rules_from
+
+PROFILES = r"""
+CREATE TABLE profiles (id int PRIMARY KEY, prefs jsonb, legacy json);
+INSERT INTO profiles VALUES
+ (1, '{"email": "alice.martin@corp.test", "phones": ["+33 6 12 34 56 78", "06 98 76 54 32"],
+       "contact": {"name": "Alice"}, "theme": "dark",
+       "addresses": [{"line": "12 rue de la Paix", "zip": "75002"}, {"zip": "69001"}]}',
+     '{"email": "alice.martin@corp.test", "n": 1}'),
+ (2, '{"email": "bob\t\"quoted\"\\back@corp.test", "phones": [], "contact": {"name": "Élodie"}}',
+     '{"other": true}'),
+ (3, '{"theme": "light"}', '{}'),
+ (4, '{"email": null, "phones": null}', NULL),
+ (5, NULL, '[1, 2]');
+"""
+ORIGINALS = [
+    "alice.martin",
+    "+33 6 12",
+    "06 98 76",
+    '"Alice"',
+    "rue de la Paix",
+    "bob",
+    "Élodie",
+]
+RULES = """
+source_app: p
+email_domain: staging.test
+anonymization_tables:
+  - table: profiles
+    columns:
+      prefs:
+        transformer: json
+        paths:
+          email: email
+          phones.*: phone
+          contact.name: first_name
+          addresses.*.line: address
+      legacy:
+        transformer: json
+        paths: {email: email}
+"""
+
+
+def _rows(target):
+    return execute(target, "SELECT id, prefs::text, legacy::text FROM profiles ORDER BY id")
+
+
+def _check_masked(target):
+    rows = _rows(target)
+    text = json.dumps(rows, ensure_ascii=False)
+    for original in ORIGINALS:
+        assert original not in text, original
+    by_id = {r[0]: r for r in rows}
+    alice = json.loads(by_id[1][1])
+    assert alice["email"].endswith("@staging.test") and alice["theme"] == "dark"
+    assert len(alice["phones"]) == 2 and all(p.startswith("+999") for p in alice["phones"])
+    assert alice["addresses"][1] == {"zip": "69001"} and alice["addresses"][0]["zip"] == "75002"
+    assert json.loads(by_id[1][2])["email"].endswith("@staging.test")
+    assert json.loads(by_id[2][1])["phones"] == []
+    assert by_id[3][1:] == ('{"theme": "light"}', "{}")
+    assert by_id[4][1:] == ('{"email": null, "phones": null}', None)
+    assert by_id[5][1:] == (None, "[1, 2]")
+    # json stays json (its text is jsonb's normal form once masked)
+    types = execute(target, "SELECT pg_typeof(prefs)::text, pg_typeof(legacy)::text FROM profiles LIMIT 1")
+    assert types == [("jsonb", "json")]
+    return rows
+
+
+@pytest.fixture
+def on_load(db_any, prod_pg, tmp_path):
+    pg, target = db_any
+    tools = find_pg_tools(pg.bin_dir)
+    with new_database(prod_pg, "jsonsrc") as source:
+        prod_pg.execute(PROFILES, source)
+        dump = prod_pg.pg_dump(source, tmp_path / "profiles.pgsql")
+    run_pg_restore(dump, target, section="pre-data", tools=tools)
+    (item,) = plan_anonymization(target, rules_from(RULES), dump_path=str(dump), tools=tools)
+    assert item["mode"] == "on_load"
+    result = run_table_plan(item, target, SALT, dump_path=str(dump), tools=tools)
+    return target, result
+
+
+def test_json_paths_masked_on_load_and_in_place_identically(on_load, staging_pg16):
+    target, result = on_load
+    loaded = _check_masked(target)
+    with target.connect(autocommit=True) as conn:
+        check = verify_table(conn, result, SALT)
+    assert check.passed, check.problems
+
+    with new_database(staging_pg16, "jsoninplace") as name:
+        from .conftest import target_of
+
+        other = target_of(staging_pg16, name)
+        execute(other, PROFILES)
+        (in_place,) = anonymize(other, RULES)
+        assert in_place["mode"] == "in_place"
+        assert _check_masked(other) == loaded  # byte-identical on load and in place
+        with other.connect(autocommit=True) as conn:
+            assert verify_table(conn, in_place, SALT).passed
+
+
+@pytest.mark.parametrize(
+    ("paths", "expected"),
+    [
+        ("{'a..b': email}", "paths.a..b: path 'a..b'"),
+        ("{x: nope}", "paths.x: unknown transformer 'nope'"),
+        ("{x: {transformer: md5_of, column: c}}", "paths.x: transformer 'md5_of' reads other columns"),
+        ("{x: {transformer: hash, lenght: 8}}", "paths.x.lenght: unknown option of transformer 'hash'"),
+        ("{x: date_shift}", "paths.x: transformer 'date_shift' does not apply to type text"),
+        ("{x: json}", "paths.x: json inside json"),
+        ("{}", "paths"),
+    ],
+)
+def test_bad_nested_rules_refused_at_validation(paths, expected):
+    text = f"source_app: p\nanonymization_tables:\n  - table: t\n    columns:\n      doc: {{transformer: json, paths: {paths}}}\n"
+    with pytest.raises(RulesError) as err:
+        parse_rules_text(text)
+    assert expected in str(err.value)
+
+
+def test_json_refused_on_a_text_column(db):
+    _pg, target = db
+    execute(target, "CREATE TABLE notes (id int PRIMARY KEY, body text)")
+    from scalingo_staging_sync.anonymize.planner import PlanError
+
+    with pytest.raises(
+        PlanError, match="transformer 'json' does not apply to type text \\(accepts json columns\\)"
+    ):
+        anonymize(
+            target,
+            "source_app: p\nanonymization_tables:\n  - table: notes\n    columns:\n      body: {transformer: json, paths: {a: email}}\n",
+        )
