@@ -72,6 +72,8 @@ class TableCatalog:
     foreign_keys: list[tuple[str, list[str]]] = field(default_factory=list)  # (name, local columns)
     #: generated (STORED) column -> the columns its expression references
     generated_from: dict[str, list[str]] = field(default_factory=dict)
+    #: column -> the CHECK constraints of its domain: (domain, constraint name, expression SQL)
+    domain_checks: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
 
     @property
     def qualified(self) -> str:
@@ -118,6 +120,21 @@ JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
 WHERE ad.adrelid = %s AND a.attgenerated <> '' AND NOT a.attisdropped
 """
 
+_DOMAIN_CHECKS_SQL = """
+WITH RECURSIVE d(attname, typid) AS (
+    SELECT a.attname, a.atttypid FROM pg_attribute a
+    WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
+    UNION ALL
+    SELECT d.attname, t.typbasetype FROM d JOIN pg_type t ON t.oid = d.typid WHERE t.typtype = 'd'
+)
+SELECT d.attname::text, tn.nspname::text, t.typname::text, con.conname::text, pg_get_constraintdef(con.oid)
+FROM d
+JOIN pg_type t ON t.oid = d.typid AND t.typtype = 'd'
+JOIN pg_namespace tn ON tn.oid = t.typnamespace
+JOIN pg_constraint con ON con.contypid = t.oid AND con.contype = 'c'
+ORDER BY 1, 4
+"""
+
 
 def read_table(conn: Any, schema: str, name: str) -> TableCatalog | None:
     """The catalog of one table (None when it does not exist). Names are parameters, never SQL."""
@@ -154,7 +171,31 @@ def read_table(conn: Any, schema: str, name: str) -> TableCatalog | None:
             cat.foreign_keys.append((con_name, list(cols)))
     for col, refs in conn.execute(_GENERATED_SQL, (oid,)).fetchall():
         cat.generated_from[col] = list(refs)
+    for col, dschema, dname, con_name, definition in conn.execute(_DOMAIN_CHECKS_SQL, (oid,)).fetchall():
+        expression = _domain_check_expression(definition)
+        cat.domain_checks.setdefault(col, []).append((str(TableName(dschema, dname)), con_name, expression))
     return cat
+
+
+def _domain_check_expression(definition: str) -> str:
+    """The expression of a domain constraint's ``pg_get_constraintdef`` (``CHECK ((VALUE ...))``, maybe
+    ``NOT VALID``), as SQL text; the definition itself when it does not parse as one."""
+    import pglast
+    from pglast import ast
+    from pglast.stream import RawStream
+
+    text = definition.removesuffix(" NOT VALID")
+    try:
+        stmt = pglast.parse_sql("CREATE DOMAIN _d AS text " + text)[0].stmt
+    except pglast.parser.ParseError:
+        return definition
+    if (
+        not isinstance(stmt, ast.CreateDomainStmt)
+        or not stmt.constraints
+        or stmt.constraints[0].raw_expr is None
+    ):
+        return definition
+    return RawStream()(stmt.constraints[0].raw_expr)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -293,6 +334,7 @@ def plan_rule(
     if specs:
         _add_derived(cat, specs, warnings)
         errors.extend(_check_columns(conn, cat, specs, error_prefix))
+        errors.extend(_domain_check_problems(cat, specs, error_prefix, warnings))
         masked = list(specs)
 
     if rule.condition:
@@ -417,6 +459,221 @@ def _flag_derived(
         hit = sorted(set(cols) & set(masked))
         if hit:
             warnings.append(f"foreign key {con_name} uses masked column(s) {', '.join(hit)}")
+
+
+class _CannotEvaluate(Exception):
+    """A domain CHECK this planner cannot evaluate without a server."""
+
+
+_NUMERIC_BASE_TYPES = frozenset({"int2", "int4", "int8", "numeric", "float4", "float8"})
+_TEXT_CASTS = frozenset({"text", "varchar", "name"})
+
+
+def masked_sample(transformer: Any, options: Mapping[str, Any], column: ColumnInfo) -> tuple[bool, Any]:
+    """``(known, value)``: what the transformer writes into ``column`` for some input, computed without a
+    server where its shape does not depend on the input in a way a CHECK could see: ``email`` (only hex
+    digits vary: ``u0123...@domain``), ``fixed`` (its value), ``null`` (NULL). ``known`` is False for the
+    others."""
+    name = transformer.name
+    if name == "null":
+        return True, None
+    if name == "fixed":
+        text = transformer._text(options)
+    elif name == "email":
+        hex_len = transformer._hex_len(column, options)
+        text = "u" + ("0123456789abcdef" * 2)[:hex_len] + "@" + transformer._domain(options)
+    else:
+        return False, None
+    if column.base_type in _NUMERIC_BASE_TYPES:
+        from decimal import Decimal, InvalidOperation
+
+        try:
+            return True, Decimal(text)
+        except InvalidOperation:
+            return False, None
+    if column.category != "string" or column.base_type == "bpchar":  # bpchar pads: not evaluated
+        return False, None
+    return True, text
+
+
+def _like_regex(pattern: str, flags: int) -> Any:
+    """PostgreSQL's LIKE pattern (``%``, ``_``, backslash escapes) as a Python regex matching the whole
+    value."""
+    import re
+
+    out, i = [], 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < len(pattern):
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        out.append(".*" if ch == "%" else "." if ch == "_" else re.escape(ch))
+        i += 1
+    return re.compile("".join(out), flags | re.DOTALL)
+
+
+def evaluate_domain_check(expression: str, value: Any) -> bool:
+    """Whether a domain CHECK ``expression`` accepts ``value`` (None: NULL), evaluated without a server
+    on its pglast parse tree. Only what is evaluated exactly like PostgreSQL does is supported: AND / OR /
+    NOT, ``LIKE`` / ``ILIKE`` (``~~``, ``~~*`` and their negations, without ``ESCAPE``), ``=`` / ``<>``
+    and ``IN`` on text, comparisons of numbers and of ``length(VALUE)`` / ``char_length(VALUE)``,
+    ``IS [NOT] NULL``, casts to text. Anything else raises :class:`_CannotEvaluate` (a regular
+    expression, a function call...). A CHECK that yields NULL accepts the value, as in PostgreSQL."""
+    import re
+    from decimal import Decimal
+
+    import pglast
+    from pglast import ast
+    from pglast.enums import A_Expr_Kind, BoolExprType, NullTestType
+
+    try:
+        stmt = pglast.parse_sql(f"CREATE DOMAIN _d AS text CHECK ({expression})")[0].stmt
+    except pglast.parser.ParseError:
+        raise _CannotEvaluate from None
+    root = stmt.constraints[0].raw_expr
+
+    def names(items: Any) -> list[str]:
+        return [getattr(n, "sval", "") for n in items or ()]
+
+    def ev(node: Any) -> Any:
+        if isinstance(node, ast.ColumnRef) and names(node.fields) == ["value"]:
+            return value
+        if isinstance(node, ast.A_Const):
+            if node.isnull:
+                return None
+            val = node.val
+            if isinstance(val, ast.String):
+                return val.sval
+            if isinstance(val, ast.Integer):
+                return Decimal(val.ival)
+            if isinstance(val, ast.Float):
+                return Decimal(val.fval)
+            raise _CannotEvaluate
+        if isinstance(node, ast.TypeCast):
+            type_names = names(node.typeName.names)
+            if type_names[-1] in _TEXT_CASTS and type_names[0] in ("pg_catalog", type_names[-1]):
+                if node.typeName.arrayBounds or node.typeName.typmods:  # varchar(n) cuts: not evaluated
+                    raise _CannotEvaluate
+                inner = ev(node.arg)
+                if isinstance(inner, Decimal):
+                    raise _CannotEvaluate
+                return inner
+            raise _CannotEvaluate
+        if isinstance(node, ast.FuncCall):
+            fn = names(node.funcname)
+            if fn[-1] in ("length", "char_length", "character_length") and fn[0] in ("pg_catalog", fn[-1]):
+                if len(node.args or ()) == 1 and not node.agg_star and not node.over:
+                    inner = ev(node.args[0])
+                    if inner is None:
+                        return None
+                    if isinstance(inner, str):
+                        return Decimal(len(inner))
+            raise _CannotEvaluate
+        if isinstance(node, ast.NullTest):
+            inner = ev(node.arg)
+            return (inner is None) == (node.nulltesttype == NullTestType.IS_NULL)
+        if isinstance(node, ast.BoolExpr):
+            args = [ev(a) for a in node.args]
+            if node.boolop == BoolExprType.NOT_EXPR:
+                return None if args[0] is None else not args[0]
+            if node.boolop == BoolExprType.AND_EXPR:
+                return False if False in args else (None if None in args else True)
+            return True if True in args else (None if None in args else False)
+        if isinstance(node, ast.A_Expr):
+            op = names(node.name)
+            kinds = (
+                A_Expr_Kind.AEXPR_OP,
+                A_Expr_Kind.AEXPR_LIKE,
+                A_Expr_Kind.AEXPR_ILIKE,
+                A_Expr_Kind.AEXPR_IN,
+            )
+            if len(op) != 1 or node.kind not in kinds:  # IS DISTINCT FROM, BETWEEN, = ANY(...): not evaluated
+                raise _CannotEvaluate
+            op = op[0]
+            left = ev(node.lexpr)
+            if isinstance(node.rexpr, (list, tuple)):  # IN (...)
+                if op not in ("=", "<>") or isinstance(left, Decimal):
+                    raise _CannotEvaluate
+                items = [ev(i) for i in node.rexpr]
+                if any(i is not None and not isinstance(i, str) for i in items):
+                    raise _CannotEvaluate
+                if left is None:
+                    return None
+                hit = left in items
+                result = True if hit else (None if None in items else False)
+                return result if op == "=" or result is None else not result
+            right = ev(node.rexpr)
+            if left is None or right is None:
+                return None
+            if op in ("~~", "!~~", "~~*", "!~~*"):
+                if not isinstance(left, str) or not isinstance(right, str):
+                    raise _CannotEvaluate
+                flags = re.IGNORECASE if "*" in op else 0
+                hit = _like_regex(right, flags).fullmatch(left) is not None
+                return not hit if op.startswith("!") else hit
+            if isinstance(left, Decimal) and isinstance(right, Decimal):
+                compare = {"=": left == right, "<>": left != right, "!=": left != right, "<": left < right,
+                           "<=": left <= right, ">": left > right, ">=": left >= right}  # fmt: skip
+                if op in compare:
+                    return compare[op]
+                raise _CannotEvaluate
+            if isinstance(left, str) and isinstance(right, str) and op in ("=", "<>", "!="):
+                return (left == right) == (op == "=")
+            raise _CannotEvaluate
+        raise _CannotEvaluate
+
+    result = ev(root)
+    if result is not None and not isinstance(result, bool):
+        raise _CannotEvaluate
+    return result is not False
+
+
+def _domain_check_problems(
+    cat: TableCatalog, specs: Mapping[str, Mapping[str, Any]], prefix: str, warnings: list[str]
+) -> list[str]:
+    """A masked column whose domain has a CHECK: PostgreSQL checks the masked value against it when it is
+    written (the masking trigger's row during the load, the in-place UPDATE). When the transformer's
+    output is known without a server (:func:`masked_sample`) and the CHECK can be evaluated exactly
+    (:func:`evaluate_domain_check`), a CHECK that rejects it is refused now, naming the domain, the column
+    and the fix; otherwise it is flagged in ``warnings``, as a table CHECK on a masked column is."""
+    errors: list[str] = []
+    for col, spec in specs.items():
+        checks = cat.domain_checks.get(col)
+        info = cat.columns.get(col)
+        if not checks or info is None:
+            continue
+        try:
+            transformer = get_transformer(spec["transformer"])
+        except KeyError:
+            continue  # reported by _check_columns
+        options = options_of(spec)
+        known, sample = masked_sample(transformer, options, info)
+        for domain, con_name, expression in checks:
+            try:
+                accepted = evaluate_domain_check(expression, sample) if known else None
+            except _CannotEvaluate:
+                accepted = None
+            if accepted is None:
+                warnings.append(
+                    f"{col}: CHECK constraint {con_name} of domain {domain} ({expression}) involves masked "
+                    f"column {col}: it could not be evaluated for the {transformer.name} output without a "
+                    "server; if it rejects the masked value, the masked rows fail to load"
+                )
+            elif not accepted:
+                if transformer.name == "email":
+                    fix = (
+                        f"give the transformer a domain the CHECK accepts ({col}: {{transformer: email, "
+                        "domain: <domain>}}) or use a fixed value it accepts"
+                    )
+                else:
+                    fix = f"use a value the CHECK accepts ({col}: {{transformer: fixed, value: <value>}})"
+                errors.append(
+                    f"{prefix}.{col}: {cat.qualified}.{col} has domain {domain}, whose CHECK constraint "
+                    f"{con_name} ({expression}) rejects the masked value {sample!r} of transformer "
+                    f"{transformer.name!r}: loading the masked rows would fail; {fix}, or do not mask {col}"
+                )
+    return errors
 
 
 def _check_columns(

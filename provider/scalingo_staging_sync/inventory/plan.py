@@ -133,6 +133,7 @@ def catalog_of(table: Table) -> TableCatalog:
         checks=[(name, "", list(cols)) for name, cols in table.checks],
         foreign_keys=[(f.name, list(f.columns)) for f in table.foreign_keys],
         generated_from={c.name: list(c.generated_from) for c in table.columns.values() if c.generated},
+        domain_checks={c.name: list(c.domain_checks) for c in table.columns.values() if c.domain_checks},
     )
 
 
