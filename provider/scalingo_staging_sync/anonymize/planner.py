@@ -17,8 +17,9 @@ recomputed from the masked value) or flagged in ``warnings`` (tsvector, other di
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -218,6 +219,7 @@ def plan_anonymization(
         dump_pks = archive_primary_keys(dump_path, tools)
     errors: list[str] = []
     items: list[dict] = []
+    masking: dict[TableName, tuple[TableRule, dict]] = {}
     with target.connect(autocommit=True) as conn:
         for rule in rules.anonymization_tables:
             name = rule.table_name
@@ -228,7 +230,10 @@ def plan_anonymization(
             item = plan_rule(cat, rules, rule, from_dump=dump_path is not None, dump_pks=dump_pks,
                              errors=errors, conn=conn)  # fmt: skip
             if item is not None:
+                masking[name] = (rule, item)
                 items.extend(_leaf_partitions(conn, item, dump_pks) if dump_path else [item])
+        if masking:
+            errors.extend(catalog_key_refusals(conn, rules, masking))
     if errors:
         raise PlanError(errors)
     for item in items:
@@ -809,6 +814,220 @@ def _key_columns(
     if not keys:
         warnings.append("every column is masked and there is no usable key: no residual proof")
     return keys
+
+
+# --------------------------------------------------------------------------------------------------
+# Keys masking would break: shared by the archive planner and the catalog planner
+
+
+@dataclass(frozen=True)
+class ForeignKeyFact:
+    """One foreign key as both planners see it (from the archive's DDL or from ``pg_constraint``)."""
+
+    name: str
+    table: TableName
+    columns: tuple[str, ...]
+    references: TableName
+    ref_columns: tuple[str, ...]
+
+
+def key_refusals(
+    masking: Mapping[TableName, tuple[TableRule, dict]],
+    *,
+    columns_of: Callable[[TableName], Mapping[str, Any] | None],
+    foreign_keys: Iterable[ForeignKeyFact],
+    partition_keys: Mapping[TableName, Sequence[str]],
+    ancestors: Callable[[TableName], Sequence[TableName]],
+    excluded: Container[TableName] = (),
+) -> list[str]:
+    """The masking that would break a key, refused before any data moves (both planners, same
+    messages): a masked partition-key column (:func:`_partition_key_errors`) and a foreign key whose two
+    sides are not masked alike (:func:`_foreign_key_errors`).
+
+    ``masking``: table -> (the rule that masks it, its plan item), partitions and inheritance children
+    included; ``columns_of(table)``: its columns (``base_type``, ``max_length``), None when unknown;
+    ``partition_keys``: partitioned table -> the columns its key references; ``ancestors(table)``: its
+    partition / INHERITS parents at any depth; ``excluded``: tables whose data is not restored."""
+    errors = [
+        *_partition_key_errors(masking, partition_keys, ancestors),
+        *_foreign_key_errors(masking, columns_of, foreign_keys, excluded),
+    ]
+    return list(dict.fromkeys(errors))  # a partition key shared by several masked partitions: once
+
+
+def _partition_key_errors(
+    masking: Mapping[TableName, tuple[TableRule, dict]],
+    partition_keys: Mapping[TableName, Sequence[str]],
+    ancestors: Callable[[TableName], Sequence[TableName]],
+) -> list[str]:
+    """A masked column in the partition key of the table or of a partitioned ancestor: its masked value
+    belongs to another partition, so the masking trigger's row (or the in-place UPDATE) violates its
+    partition's constraint and the masking fails half-way. Refused before anything is touched."""
+    errors: list[str] = []
+    for name, (rule, item) in masking.items():
+        masked = set(item.get("columns") or {}) | set(item.get("masked_columns") or [])
+        for holder in (name, *ancestors(name)):
+            for col in sorted(masked & set(partition_keys.get(holder, ()))):
+                errors.append(
+                    f"{rule.where}.columns.{col}: {holder}.{col} is in the partition key of {holder}: its "
+                    "masked value belongs to another partition, so loading the masked rows would fail; do "
+                    f"not mask {col} (mask the other columns), or exclude {holder}"
+                )
+    return errors
+
+
+def _masking_of(
+    masking: Mapping[TableName, tuple[TableRule, dict]], table: TableName, column: str, columns: Mapping
+) -> tuple | None:
+    """How ``table.column`` ends up: None when its values are restored as they are, else what decides
+    its masked value (the transformer and its options, the column's type and length, the condition)."""
+    entry = masking.get(table)
+    if entry is None:
+        return None
+    _rule, item = entry
+    if column not in (item.get("masked_columns") or []) and column not in (item.get("columns") or {}):
+        return None
+    spec = (item.get("columns") or {}).get(column)
+    info = columns.get(column)
+    how = json.dumps(spec, sort_keys=True) if spec else f"strategy {item.get('strategy')}"
+    return (how, info.base_type if info else None, info.max_length if info else None, item.get("condition"))
+
+
+def _describe(how: tuple | None) -> str:
+    if how is None:
+        return "not masked"
+    text = f"masked with {how[0]}"
+    return f"{text} where ({how[3]})" if how[3] else text
+
+
+def _foreign_key_errors(
+    masking: Mapping[TableName, tuple[TableRule, dict]],
+    columns_of: Callable[[TableName], Mapping[str, Any] | None],
+    foreign_keys: Iterable[ForeignKeyFact],
+    excluded: Container[TableName],
+) -> list[str]:
+    """A foreign key whose two sides are not masked alike (one side only, or different transformers,
+    options, lengths or conditions): the referencing values no longer match the referenced ones, so
+    the constraint fails when post-data restores it (after the data has been loaded) or when the
+    in-place UPDATE runs, or, where it would not, the unmasked side keeps the originals. Refused,
+    naming both columns. Both sides masked with the same deterministic transformer stay consistent."""
+    errors: list[str] = []
+    for fk in foreign_keys:
+        if fk.table in excluded:  # its data is not restored: nothing references anything
+            continue
+        local_columns = columns_of(fk.table)
+        ref_columns = columns_of(fk.references)
+        if local_columns is None or ref_columns is None or fk.references in excluded:
+            continue  # not restored (see skip_dump_ids)
+        for col, ref_col in zip(fk.columns, fk.ref_columns, strict=False):
+            local = _masking_of(masking, fk.table, col, local_columns)
+            remote = _masking_of(masking, fk.references, ref_col, ref_columns)
+            if local == remote:
+                continue
+            rule = (masking.get(fk.table) if local else None) or masking.get(fk.references)
+            if rule is None:  # pragma: no cover - one side is masked, so it has a rule
+                continue
+            where = rule[0].where
+            masked_col = col if local else ref_col
+            errors.append(
+                f"{where}.columns.{masked_col}: foreign key {fk.name} of {fk.table} ({col}) references "
+                f"{fk.references} ({ref_col}); {fk.table}.{col} is {_describe(local)} but "
+                f"{fk.references}.{ref_col} is {_describe(remote)}: the masked values would not match and the "
+                "foreign key would fail after the data is loaded. Mask both columns with the same "
+                f"transformer and options, or exclude {fk.table}"
+            )
+    return errors
+
+
+_FOREIGN_KEYS_SQL = """
+SELECT c.conname::text, n.nspname::text, t.relname::text, rn.nspname::text, r.relname::text,
+       ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(attnum, ord)
+             JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum ORDER BY k.ord),
+       ARRAY(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(attnum, ord)
+             JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.attnum ORDER BY k.ord)
+FROM pg_constraint c
+JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace
+JOIN pg_class r ON r.oid = c.confrelid JOIN pg_namespace rn ON rn.oid = r.relnamespace
+WHERE c.contype = 'f' AND c.conparentid = 0
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+ORDER BY 2, 3, 1
+"""
+_PARTITION_KEYS_SQL = """
+SELECT n.nspname::text, c.relname::text, pg_get_partkeydef(c.oid)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'p' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+_INHERITS_SQL = """
+SELECT cn.nspname::text, c.relname::text, pn.nspname::text, p.relname::text
+FROM pg_inherits i
+JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace cn ON cn.oid = c.relnamespace
+JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = p.relnamespace
+WHERE c.relkind IN ('r', 'p', 'f')
+ORDER BY 1, 2, i.inhseqno
+"""
+
+
+def catalog_key_refusals(
+    conn: Any, rules: Rules, masking: Mapping[TableName, tuple[TableRule, dict]]
+) -> list[str]:
+    """:func:`key_refusals` on the database ``conn`` is connected to (the catalog path): its foreign keys
+    (as declared: not the copies PostgreSQL makes on partitions), partition keys (``pg_get_partkeydef``,
+    parsed with pglast) and inheritance. ``masking``: the ruled tables; their partitions and inheritance
+    children without a rule of their own are masked with their rule, as the UPDATE of the parent
+    reaches them. The rules' ``exclude_tables`` (and what is below them) are excluded."""
+    from scalingo_staging_sync.inventory.build import partition_key_columns
+    from scalingo_staging_sync.tablename import TableNameError
+
+    parents: dict[TableName, list[TableName]] = {}
+    children: dict[TableName, list[TableName]] = {}
+    for cs, cn, ps, pn in conn.execute(_INHERITS_SQL).fetchall():
+        parents.setdefault(TableName(cs, cn), []).append(TableName(ps, pn))
+        children.setdefault(TableName(ps, pn), []).append(TableName(cs, cn))
+
+    def walk(graph: Mapping[TableName, list[TableName]], name: TableName) -> list[TableName]:
+        out: list[TableName] = []
+        todo = list(graph.get(name, ()))
+        while todo:
+            other = todo.pop(0)
+            if other not in out:
+                out.append(other)
+                todo.extend(graph.get(other, ()))
+        return out
+
+    masked_tables = dict(masking)
+    for name, entry in masking.items():
+        for child in walk(children, name):
+            masked_tables.setdefault(child, entry)
+    excluded: set[TableName] = set()
+    for text in rules.exclude_tables:
+        try:
+            name = TableName.parse(text)
+        except TableNameError:
+            continue
+        excluded.update([name, *walk(children, name)])
+    partition_keys: dict[TableName, list[str]] = {}
+    for schema, name, definition in conn.execute(_PARTITION_KEYS_SQL).fetchall():
+        partition_keys[TableName(schema, name)] = partition_key_columns(definition or "") or []
+    foreign_keys = [
+        ForeignKeyFact(con, TableName(ts, tn), tuple(cols), TableName(rs, rn), tuple(ref_cols))
+        for con, ts, tn, rs, rn, cols, ref_cols in conn.execute(_FOREIGN_KEYS_SQL).fetchall()
+    ]
+    catalogs: dict[TableName, TableCatalog | None] = {}
+
+    def columns_of(name: TableName) -> Mapping[str, Any] | None:
+        if name not in catalogs:
+            catalogs[name] = read_table(conn, name.schema, name.name)
+        cat = catalogs[name]
+        return cat.columns if cat is not None else None
+
+    return key_refusals(
+        masked_tables,
+        columns_of=columns_of,
+        foreign_keys=foreign_keys,
+        partition_keys=partition_keys,
+        ancestors=lambda name: walk(parents, name),
+        excluded=excluded,
+    )
 
 
 def plan_on_database(conn: Any, rules: Rules) -> tuple[list[dict], list[str]]:

@@ -188,6 +188,27 @@ def _column_refs_full(node: Any) -> list[tuple[str, ...]]:
     return found
 
 
+def _partition_key_columns(partspec: ast.PartitionSpec) -> list[str]:
+    """The columns a ``PARTITION BY`` references (a plain column or the columns of an expression)."""
+    found: list[str] = []
+    for elem in partspec.partParams or ():
+        refs = [elem.name] if elem.name else _column_refs(elem.expr)
+        found.extend(c for c in refs if c not in found)
+    return found
+
+
+def partition_key_columns(definition: str) -> list[str] | None:
+    """The columns of a partition key given as ``pg_get_partkeydef`` text (``LIST (region)``,
+    ``HASH (lower(email))``), parsed with pglast; None when it does not parse."""
+    try:
+        stmt = pglast.parse_sql(f"CREATE TABLE _t () PARTITION BY {definition}")[0].stmt
+    except pglast.parser.ParseError:
+        return None
+    if not isinstance(stmt, ast.CreateStmt) or stmt.partspec is None:
+        return None
+    return _partition_key_columns(stmt.partspec)
+
+
 class _Reader:
     def __init__(self, inv: Inventory, entries: list[TocEntry]) -> None:
         self.inv = inv
@@ -251,9 +272,7 @@ class _Reader:
         partition_key: list[str] = []
         if stmt.partspec is not None:
             kind = "partitioned table"
-            for elem in stmt.partspec.partParams or ():
-                refs = [elem.name] if elem.name else _column_refs(elem.expr)
-                partition_key.extend(c for c in refs if c not in partition_key)
+            partition_key = _partition_key_columns(stmt.partspec)
         table = Table(name=name, dump_id=self.table_ids.get((name.schema, name.name)), kind=kind)
         table.partition_key = tuple(partition_key)
         for parent in stmt.inhRelations or ():
