@@ -669,7 +669,7 @@ def _domain_check_problems(
                 if transformer.name == "email":
                     fix = (
                         f"give the transformer a domain the CHECK accepts ({col}: {{transformer: email, "
-                        "domain: <domain>}}) or use a fixed value it accepts"
+                        "domain: <domain>}) or use a fixed value it accepts"
                     )
                 else:
                     fix = f"use a value the CHECK accepts ({col}: {{transformer: fixed, value: <value>}})"
