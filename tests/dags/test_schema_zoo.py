@@ -133,3 +133,33 @@ def test_a_foreign_key_masked_on_one_side_is_refused_before_staging_is_touched(
         assert box.staging.execute("SELECT count(*) FROM previous_staging_marker", box.staging_db) == [(1,)]
     finally:
         box.stop()
+
+
+def test_a_domain_check_the_masked_value_fails_is_refused_before_staging_is_touched(
+    dag, tmp_path_factory, monkeypatch, capfd
+):
+    """ "Back Office"."Staff Members"."E-mail" is a staff_email (CHECK VALUE LIKE '%@zoo-staff.test'):
+    masked with plain ``email`` (u...@example.com) its rows would fail to load. The plan task refuses the
+    run, naming the domain, the column and the fix; staging is never touched."""
+    rules_text = RULES_YAML.replace("E-mail: {transformer: email, domain: zoo-staff.test}", "E-mail: email")
+    assert rules_text != RULES_YAML
+    box = zoo_box(tmp_path_factory, monkeypatch, rules_text=rules_text)
+    try:
+        databases = box.staging.execute("SELECT datname FROM pg_database ORDER BY 1")
+        dag_run = run_reference(dag, box, source_app=box.source_app)
+        st = task_states(dag_run, prefer_unsuccessful=True)
+        assert str(dag_run.state) == "failed", st
+        assert st["plan_anonymization"] == "failed", st
+        for task in ("dry_run_stop", "restore_schema", "load_data", "promote"):
+            assert st[task] == "upstream_failed", (task, st)
+        log = capfd.readouterr()
+        text = log.out + log.err
+        assert (
+            "anonymization_tables[3].columns.E-mail: Back Office.Staff Members.E-mail has domain "
+            "public.staff_email, whose CHECK constraint staff_email_check" in text
+        )
+        assert "(E-mail: {transformer: email, domain: <domain>}) or use a fixed value" in text
+        assert box.staging.execute("SELECT datname FROM pg_database ORDER BY 1") == databases
+        assert box.staging.execute("SELECT count(*) FROM previous_staging_marker", box.staging_db) == [(1,)]
+    finally:
+        box.stop()

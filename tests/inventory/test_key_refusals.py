@@ -109,3 +109,61 @@ def test_masked_partition_key_is_refused(archives, version):
         "public.events_eu_1",
         "public.events_us",
     ]
+
+
+KEY_CASES = [
+    (FK_DB, "  - {table: accounts, columns: {email: email}}\n"),
+    (FK_DB, "  - {table: subscriptions, columns: {email: email}}\n"),
+    (
+        FK_DB,
+        "  - {table: accounts, columns: {email: email}}\n"
+        "  - {table: subscriptions, columns: {email: {transformer: email, case_insensitive: true}}}\n"
+        "  - {table: invites, columns: {email: email}}\n",
+    ),
+    (PARTITIONED, "  - {table: events, columns: {region: city, phone: phone}}\n"),
+    (PARTITIONED, "  - {table: events, columns: {email: email}}\n"),
+    (PARTITIONED, "  - {table: events_eu, columns: {email: email}}\n"),
+]
+
+
+@pytest.mark.parametrize(("schema", "rules"), KEY_CASES, ids=[f"case{i}" for i in range(len(KEY_CASES))])
+def test_the_catalog_planner_refuses_the_same_keys_with_the_same_messages(archives, fresh_db, schema, rules):
+    """plan_anonymization without an archive (in-place runs on an existing database, tools) refuses what
+    the archive planner refuses, with the same messages: the checks are shared."""
+    from scalingo_staging_sync.anonymize.planner import plan_anonymization
+
+    dump, tools = archives.make(schema)
+    with pytest.raises(PlanError) as from_archive:
+        _plan(dump, tools, rules)
+    target = fresh_db(16)
+    with target.connect(autocommit=True) as conn:
+        conn.execute(schema)
+    with pytest.raises(PlanError) as from_catalog:
+        plan_anonymization(target, rules_from(f"source_app: p\nanonymization_tables:\n{rules}"))
+    assert sorted(from_catalog.value.errors) == sorted(from_archive.value.errors)
+
+
+def test_the_catalog_planner_plans_keys_masked_alike_and_excluded_referencing_tables(fresh_db):
+    from scalingo_staging_sync.anonymize.planner import plan_anonymization
+
+    target = fresh_db(16)
+    with target.connect(autocommit=True) as conn:
+        conn.execute(FK_DB + PARTITIONED)
+    both = (
+        "  - {table: accounts, columns: {email: email}}\n"
+        "  - {table: subscriptions, columns: {email: email}}\n"
+        "  - {table: invites, columns: {email: email}}\n"
+        "  - {table: events, columns: {phone: phone}}\n"
+    )
+    items = plan_anonymization(target, rules_from(f"source_app: p\nanonymization_tables:\n{both}"))
+    assert [i["table"] for i in items] == [
+        "public.accounts",
+        "public.subscriptions",
+        "public.invites",
+        "public.events",
+    ]
+    rules = rules_from(
+        "source_app: p\nexclude_tables: [subscriptions, invites]\nanonymization_tables:\n"
+        "  - {table: accounts, columns: {email: email}}\n"
+    )
+    assert [i["table"] for i in plan_anonymization(target, rules)] == ["public.accounts"]

@@ -17,8 +17,9 @@ recomputed from the masked value) or flagged in ``warnings`` (tsvector, other di
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +78,8 @@ class TableCatalog:
     foreign_keys: list[tuple[str, list[str]]] = field(default_factory=list)  # (name, local columns)
     #: generated (STORED) column -> the columns its expression references
     generated_from: dict[str, list[str]] = field(default_factory=dict)
+    #: column -> the CHECK constraints of its domain: (domain, constraint name, expression SQL)
+    domain_checks: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
 
     @property
     def qualified(self) -> str:
@@ -123,6 +126,21 @@ JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
 WHERE ad.adrelid = %s AND a.attgenerated <> '' AND NOT a.attisdropped
 """
 
+_DOMAIN_CHECKS_SQL = """
+WITH RECURSIVE d(attname, typid) AS (
+    SELECT a.attname, a.atttypid FROM pg_attribute a
+    WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
+    UNION ALL
+    SELECT d.attname, t.typbasetype FROM d JOIN pg_type t ON t.oid = d.typid WHERE t.typtype = 'd'
+)
+SELECT d.attname::text, tn.nspname::text, t.typname::text, con.conname::text, pg_get_constraintdef(con.oid)
+FROM d
+JOIN pg_type t ON t.oid = d.typid AND t.typtype = 'd'
+JOIN pg_namespace tn ON tn.oid = t.typnamespace
+JOIN pg_constraint con ON con.contypid = t.oid AND con.contype = 'c'
+ORDER BY 1, 4
+"""
+
 
 def read_table(conn: Any, schema: str, name: str) -> TableCatalog | None:
     """The catalog of one table (None when it does not exist). Names are parameters, never SQL."""
@@ -159,7 +177,31 @@ def read_table(conn: Any, schema: str, name: str) -> TableCatalog | None:
             cat.foreign_keys.append((con_name, list(cols)))
     for col, refs in conn.execute(_GENERATED_SQL, (oid,)).fetchall():
         cat.generated_from[col] = list(refs)
+    for col, dschema, dname, con_name, definition in conn.execute(_DOMAIN_CHECKS_SQL, (oid,)).fetchall():
+        expression = _domain_check_expression(definition)
+        cat.domain_checks.setdefault(col, []).append((str(TableName(dschema, dname)), con_name, expression))
     return cat
+
+
+def _domain_check_expression(definition: str) -> str:
+    """The expression of a domain constraint's ``pg_get_constraintdef`` (``CHECK ((VALUE ...))``, maybe
+    ``NOT VALID``), as SQL text; the definition itself when it does not parse as one."""
+    import pglast
+    from pglast import ast
+    from pglast.stream import RawStream
+
+    text = definition.removesuffix(" NOT VALID")
+    try:
+        stmt = pglast.parse_sql("CREATE DOMAIN _d AS text " + text)[0].stmt
+    except pglast.parser.ParseError:
+        return definition
+    if (
+        not isinstance(stmt, ast.CreateDomainStmt)
+        or not stmt.constraints
+        or stmt.constraints[0].raw_expr is None
+    ):
+        return definition
+    return RawStream()(stmt.constraints[0].raw_expr)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -182,6 +224,7 @@ def plan_anonymization(
         dump_pks = archive_primary_keys(dump_path, tools)
     errors: list[str] = []
     items: list[dict] = []
+    masking: dict[TableName, tuple[TableRule, dict]] = {}
     with target.connect(autocommit=True) as conn:
         for rule in rules.anonymization_tables:
             name = rule.table_name
@@ -192,7 +235,10 @@ def plan_anonymization(
             item = plan_rule(cat, rules, rule, from_dump=dump_path is not None, dump_pks=dump_pks,
                              errors=errors, conn=conn)  # fmt: skip
             if item is not None:
+                masking[name] = (rule, item)
                 items.extend(_leaf_partitions(conn, item, dump_pks) if dump_path else [item])
+        if masking:
+            errors.extend(catalog_key_refusals(conn, rules, masking))
     if errors:
         raise PlanError(errors)
     for item in items:
@@ -296,6 +342,7 @@ def plan_rule(
     if specs:
         _add_derived(cat, specs, warnings)
         errors.extend(_check_columns(conn, cat, specs, error_prefix))
+        errors.extend(_domain_check_problems(cat, specs, error_prefix, warnings))
         masked = list(specs)
 
     if rule.condition:
@@ -420,6 +467,221 @@ def _flag_derived(
         hit = sorted(set(cols) & set(masked))
         if hit:
             warnings.append(f"foreign key {con_name} uses masked column(s) {', '.join(hit)}")
+
+
+class _CannotEvaluate(Exception):
+    """A domain CHECK this planner cannot evaluate without a server."""
+
+
+_NUMERIC_BASE_TYPES = frozenset({"int2", "int4", "int8", "numeric", "float4", "float8"})
+_TEXT_CASTS = frozenset({"text", "varchar", "name"})
+
+
+def masked_sample(transformer: Any, options: Mapping[str, Any], column: ColumnInfo) -> tuple[bool, Any]:
+    """``(known, value)``: what the transformer writes into ``column`` for some input, computed without a
+    server where its shape does not depend on the input in a way a CHECK could see: ``email`` (only hex
+    digits vary: ``u0123...@domain``), ``fixed`` (its value), ``null`` (NULL). ``known`` is False for the
+    others."""
+    name = transformer.name
+    if name == "null":
+        return True, None
+    if name == "fixed":
+        text = transformer._text(options)
+    elif name == "email":
+        hex_len = transformer._hex_len(column, options)
+        text = "u" + ("0123456789abcdef" * 2)[:hex_len] + "@" + transformer._domain(options)
+    else:
+        return False, None
+    if column.base_type in _NUMERIC_BASE_TYPES:
+        from decimal import Decimal, InvalidOperation
+
+        try:
+            return True, Decimal(text)
+        except InvalidOperation:
+            return False, None
+    if column.category != "string" or column.base_type == "bpchar":  # bpchar pads: not evaluated
+        return False, None
+    return True, text
+
+
+def _like_regex(pattern: str, flags: int) -> Any:
+    """PostgreSQL's LIKE pattern (``%``, ``_``, backslash escapes) as a Python regex matching the whole
+    value."""
+    import re
+
+    out, i = [], 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < len(pattern):
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        out.append(".*" if ch == "%" else "." if ch == "_" else re.escape(ch))
+        i += 1
+    return re.compile("".join(out), flags | re.DOTALL)
+
+
+def evaluate_domain_check(expression: str, value: Any) -> bool:
+    """Whether a domain CHECK ``expression`` accepts ``value`` (None: NULL), evaluated without a server
+    on its pglast parse tree. Only what is evaluated exactly like PostgreSQL does is supported: AND / OR /
+    NOT, ``LIKE`` / ``ILIKE`` (``~~``, ``~~*`` and their negations, without ``ESCAPE``), ``=`` / ``<>``
+    and ``IN`` on text, comparisons of numbers and of ``length(VALUE)`` / ``char_length(VALUE)``,
+    ``IS [NOT] NULL``, casts to text. Anything else raises :class:`_CannotEvaluate` (a regular
+    expression, a function call...). A CHECK that yields NULL accepts the value, as in PostgreSQL."""
+    import re
+    from decimal import Decimal
+
+    import pglast
+    from pglast import ast
+    from pglast.enums import A_Expr_Kind, BoolExprType, NullTestType
+
+    try:
+        stmt = pglast.parse_sql(f"CREATE DOMAIN _d AS text CHECK ({expression})")[0].stmt
+    except pglast.parser.ParseError:
+        raise _CannotEvaluate from None
+    root = stmt.constraints[0].raw_expr
+
+    def names(items: Any) -> list[str]:
+        return [getattr(n, "sval", "") for n in items or ()]
+
+    def ev(node: Any) -> Any:
+        if isinstance(node, ast.ColumnRef) and names(node.fields) == ["value"]:
+            return value
+        if isinstance(node, ast.A_Const):
+            if node.isnull:
+                return None
+            val = node.val
+            if isinstance(val, ast.String):
+                return val.sval
+            if isinstance(val, ast.Integer):
+                return Decimal(val.ival)
+            if isinstance(val, ast.Float):
+                return Decimal(val.fval)
+            raise _CannotEvaluate
+        if isinstance(node, ast.TypeCast):
+            type_names = names(node.typeName.names)
+            if type_names[-1] in _TEXT_CASTS and type_names[0] in ("pg_catalog", type_names[-1]):
+                if node.typeName.arrayBounds or node.typeName.typmods:  # varchar(n) cuts: not evaluated
+                    raise _CannotEvaluate
+                inner = ev(node.arg)
+                if isinstance(inner, Decimal):
+                    raise _CannotEvaluate
+                return inner
+            raise _CannotEvaluate
+        if isinstance(node, ast.FuncCall):
+            fn = names(node.funcname)
+            if fn[-1] in ("length", "char_length", "character_length") and fn[0] in ("pg_catalog", fn[-1]):
+                if len(node.args or ()) == 1 and not node.agg_star and not node.over:
+                    inner = ev(node.args[0])
+                    if inner is None:
+                        return None
+                    if isinstance(inner, str):
+                        return Decimal(len(inner))
+            raise _CannotEvaluate
+        if isinstance(node, ast.NullTest):
+            inner = ev(node.arg)
+            return (inner is None) == (node.nulltesttype == NullTestType.IS_NULL)
+        if isinstance(node, ast.BoolExpr):
+            args = [ev(a) for a in node.args]
+            if node.boolop == BoolExprType.NOT_EXPR:
+                return None if args[0] is None else not args[0]
+            if node.boolop == BoolExprType.AND_EXPR:
+                return False if False in args else (None if None in args else True)
+            return True if True in args else (None if None in args else False)
+        if isinstance(node, ast.A_Expr):
+            op = names(node.name)
+            kinds = (
+                A_Expr_Kind.AEXPR_OP,
+                A_Expr_Kind.AEXPR_LIKE,
+                A_Expr_Kind.AEXPR_ILIKE,
+                A_Expr_Kind.AEXPR_IN,
+            )
+            if len(op) != 1 or node.kind not in kinds:  # IS DISTINCT FROM, BETWEEN, = ANY(...): not evaluated
+                raise _CannotEvaluate
+            op = op[0]
+            left = ev(node.lexpr)
+            if isinstance(node.rexpr, (list, tuple)):  # IN (...)
+                if op not in ("=", "<>") or isinstance(left, Decimal):
+                    raise _CannotEvaluate
+                items = [ev(i) for i in node.rexpr]
+                if any(i is not None and not isinstance(i, str) for i in items):
+                    raise _CannotEvaluate
+                if left is None:
+                    return None
+                hit = left in items
+                result = True if hit else (None if None in items else False)
+                return result if op == "=" or result is None else not result
+            right = ev(node.rexpr)
+            if left is None or right is None:
+                return None
+            if op in ("~~", "!~~", "~~*", "!~~*"):
+                if not isinstance(left, str) or not isinstance(right, str):
+                    raise _CannotEvaluate
+                flags = re.IGNORECASE if "*" in op else 0
+                hit = _like_regex(right, flags).fullmatch(left) is not None
+                return not hit if op.startswith("!") else hit
+            if isinstance(left, Decimal) and isinstance(right, Decimal):
+                compare = {"=": left == right, "<>": left != right, "!=": left != right, "<": left < right,
+                           "<=": left <= right, ">": left > right, ">=": left >= right}  # fmt: skip
+                if op in compare:
+                    return compare[op]
+                raise _CannotEvaluate
+            if isinstance(left, str) and isinstance(right, str) and op in ("=", "<>", "!="):
+                return (left == right) == (op == "=")
+            raise _CannotEvaluate
+        raise _CannotEvaluate
+
+    result = ev(root)
+    if result is not None and not isinstance(result, bool):
+        raise _CannotEvaluate
+    return result is not False
+
+
+def _domain_check_problems(
+    cat: TableCatalog, specs: Mapping[str, Mapping[str, Any]], prefix: str, warnings: list[str]
+) -> list[str]:
+    """A masked column whose domain has a CHECK: PostgreSQL checks the masked value against it when it is
+    written (the masking trigger's row during the load, the in-place UPDATE). When the transformer's
+    output is known without a server (:func:`masked_sample`) and the CHECK can be evaluated exactly
+    (:func:`evaluate_domain_check`), a CHECK that rejects it is refused now, naming the domain, the column
+    and the fix; otherwise it is flagged in ``warnings``, as a table CHECK on a masked column is."""
+    errors: list[str] = []
+    for col, spec in specs.items():
+        checks = cat.domain_checks.get(col)
+        info = cat.columns.get(col)
+        if not checks or info is None:
+            continue
+        try:
+            transformer = get_transformer(spec["transformer"])
+        except KeyError:
+            continue  # reported by _check_columns
+        options = options_of(spec)
+        known, sample = masked_sample(transformer, options, info)
+        for domain, con_name, expression in checks:
+            try:
+                accepted = evaluate_domain_check(expression, sample) if known else None
+            except _CannotEvaluate:
+                accepted = None
+            if accepted is None:
+                warnings.append(
+                    f"{col}: CHECK constraint {con_name} of domain {domain} ({expression}) involves masked "
+                    f"column {col}: it could not be evaluated for the {transformer.name} output without a "
+                    "server; if it rejects the masked value, the masked rows fail to load"
+                )
+            elif not accepted:
+                if transformer.name == "email":
+                    fix = (
+                        f"give the transformer a domain the CHECK accepts ({col}: {{transformer: email, "
+                        "domain: <domain>}) or use a fixed value it accepts"
+                    )
+                else:
+                    fix = f"use a value the CHECK accepts ({col}: {{transformer: fixed, value: <value>}})"
+                errors.append(
+                    f"{prefix}.{col}: {cat.qualified}.{col} has domain {domain}, whose CHECK constraint "
+                    f"{con_name} ({expression}) rejects the masked value {sample!r} of transformer "
+                    f"{transformer.name!r}: loading the masked rows would fail; {fix}, or do not mask {col}"
+                )
+    return errors
 
 
 def _check_columns(
@@ -555,6 +817,220 @@ def _key_columns(
     if not keys:
         warnings.append("every column is masked and there is no usable key: no residual proof")
     return keys
+
+
+# --------------------------------------------------------------------------------------------------
+# Keys masking would break: shared by the archive planner and the catalog planner
+
+
+@dataclass(frozen=True)
+class ForeignKeyFact:
+    """One foreign key as both planners see it (from the archive's DDL or from ``pg_constraint``)."""
+
+    name: str
+    table: TableName
+    columns: tuple[str, ...]
+    references: TableName
+    ref_columns: tuple[str, ...]
+
+
+def key_refusals(
+    masking: Mapping[TableName, tuple[TableRule, dict]],
+    *,
+    columns_of: Callable[[TableName], Mapping[str, Any] | None],
+    foreign_keys: Iterable[ForeignKeyFact],
+    partition_keys: Mapping[TableName, Sequence[str]],
+    ancestors: Callable[[TableName], Sequence[TableName]],
+    excluded: Container[TableName] = (),
+) -> list[str]:
+    """The masking that would break a key, refused before any data moves (both planners, same
+    messages): a masked partition-key column (:func:`_partition_key_errors`) and a foreign key whose two
+    sides are not masked alike (:func:`_foreign_key_errors`).
+
+    ``masking``: table -> (the rule that masks it, its plan item), partitions and inheritance children
+    included; ``columns_of(table)``: its columns (``base_type``, ``max_length``), None when unknown;
+    ``partition_keys``: partitioned table -> the columns its key references; ``ancestors(table)``: its
+    partition / INHERITS parents at any depth; ``excluded``: tables whose data is not restored."""
+    errors = [
+        *_partition_key_errors(masking, partition_keys, ancestors),
+        *_foreign_key_errors(masking, columns_of, foreign_keys, excluded),
+    ]
+    return list(dict.fromkeys(errors))  # a partition key shared by several masked partitions: once
+
+
+def _partition_key_errors(
+    masking: Mapping[TableName, tuple[TableRule, dict]],
+    partition_keys: Mapping[TableName, Sequence[str]],
+    ancestors: Callable[[TableName], Sequence[TableName]],
+) -> list[str]:
+    """A masked column in the partition key of the table or of a partitioned ancestor: its masked value
+    belongs to another partition, so the masking trigger's row (or the in-place UPDATE) violates its
+    partition's constraint and the masking fails half-way. Refused before anything is touched."""
+    errors: list[str] = []
+    for name, (rule, item) in masking.items():
+        masked = set(item.get("columns") or {}) | set(item.get("masked_columns") or [])
+        for holder in (name, *ancestors(name)):
+            for col in sorted(masked & set(partition_keys.get(holder, ()))):
+                errors.append(
+                    f"{rule.where}.columns.{col}: {holder}.{col} is in the partition key of {holder}: its "
+                    "masked value belongs to another partition, so loading the masked rows would fail; do "
+                    f"not mask {col} (mask the other columns), or exclude {holder}"
+                )
+    return errors
+
+
+def _masking_of(
+    masking: Mapping[TableName, tuple[TableRule, dict]], table: TableName, column: str, columns: Mapping
+) -> tuple | None:
+    """How ``table.column`` ends up: None when its values are restored as they are, else what decides
+    its masked value (the transformer and its options, the column's type and length, the condition)."""
+    entry = masking.get(table)
+    if entry is None:
+        return None
+    _rule, item = entry
+    if column not in (item.get("masked_columns") or []) and column not in (item.get("columns") or {}):
+        return None
+    spec = (item.get("columns") or {}).get(column)
+    info = columns.get(column)
+    how = json.dumps(spec, sort_keys=True) if spec else f"strategy {item.get('strategy')}"
+    return (how, info.base_type if info else None, info.max_length if info else None, item.get("condition"))
+
+
+def _describe(how: tuple | None) -> str:
+    if how is None:
+        return "not masked"
+    text = f"masked with {how[0]}"
+    return f"{text} where ({how[3]})" if how[3] else text
+
+
+def _foreign_key_errors(
+    masking: Mapping[TableName, tuple[TableRule, dict]],
+    columns_of: Callable[[TableName], Mapping[str, Any] | None],
+    foreign_keys: Iterable[ForeignKeyFact],
+    excluded: Container[TableName],
+) -> list[str]:
+    """A foreign key whose two sides are not masked alike (one side only, or different transformers,
+    options, lengths or conditions): the referencing values no longer match the referenced ones, so
+    the constraint fails when post-data restores it (after the data has been loaded) or when the
+    in-place UPDATE runs, or, where it would not, the unmasked side keeps the originals. Refused,
+    naming both columns. Both sides masked with the same deterministic transformer stay consistent."""
+    errors: list[str] = []
+    for fk in foreign_keys:
+        if fk.table in excluded:  # its data is not restored: nothing references anything
+            continue
+        local_columns = columns_of(fk.table)
+        ref_columns = columns_of(fk.references)
+        if local_columns is None or ref_columns is None or fk.references in excluded:
+            continue  # not restored (see skip_dump_ids)
+        for col, ref_col in zip(fk.columns, fk.ref_columns, strict=False):
+            local = _masking_of(masking, fk.table, col, local_columns)
+            remote = _masking_of(masking, fk.references, ref_col, ref_columns)
+            if local == remote:
+                continue
+            rule = (masking.get(fk.table) if local else None) or masking.get(fk.references)
+            if rule is None:  # pragma: no cover - one side is masked, so it has a rule
+                continue
+            where = rule[0].where
+            masked_col = col if local else ref_col
+            errors.append(
+                f"{where}.columns.{masked_col}: foreign key {fk.name} of {fk.table} ({col}) references "
+                f"{fk.references} ({ref_col}); {fk.table}.{col} is {_describe(local)} but "
+                f"{fk.references}.{ref_col} is {_describe(remote)}: the masked values would not match and the "
+                "foreign key would fail after the data is loaded. Mask both columns with the same "
+                f"transformer and options, or exclude {fk.table}"
+            )
+    return errors
+
+
+_FOREIGN_KEYS_SQL = """
+SELECT c.conname::text, n.nspname::text, t.relname::text, rn.nspname::text, r.relname::text,
+       ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(attnum, ord)
+             JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum ORDER BY k.ord),
+       ARRAY(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(attnum, ord)
+             JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.attnum ORDER BY k.ord)
+FROM pg_constraint c
+JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace
+JOIN pg_class r ON r.oid = c.confrelid JOIN pg_namespace rn ON rn.oid = r.relnamespace
+WHERE c.contype = 'f' AND c.conparentid = 0
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+ORDER BY 2, 3, 1
+"""
+_PARTITION_KEYS_SQL = """
+SELECT n.nspname::text, c.relname::text, pg_get_partkeydef(c.oid)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'p' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+_INHERITS_SQL = """
+SELECT cn.nspname::text, c.relname::text, pn.nspname::text, p.relname::text
+FROM pg_inherits i
+JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace cn ON cn.oid = c.relnamespace
+JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = p.relnamespace
+WHERE c.relkind IN ('r', 'p', 'f')
+ORDER BY 1, 2, i.inhseqno
+"""
+
+
+def catalog_key_refusals(
+    conn: Any, rules: Rules, masking: Mapping[TableName, tuple[TableRule, dict]]
+) -> list[str]:
+    """:func:`key_refusals` on the database ``conn`` is connected to (the catalog path): its foreign keys
+    (as declared: not the copies PostgreSQL makes on partitions), partition keys (``pg_get_partkeydef``,
+    parsed with pglast) and inheritance. ``masking``: the ruled tables; their partitions and inheritance
+    children without a rule of their own are masked with their rule, as the UPDATE of the parent
+    reaches them. The rules' ``exclude_tables`` (and what is below them) are excluded."""
+    from scalingo_staging_sync.inventory.build import partition_key_columns
+    from scalingo_staging_sync.tablename import TableNameError
+
+    parents: dict[TableName, list[TableName]] = {}
+    children: dict[TableName, list[TableName]] = {}
+    for cs, cn, ps, pn in conn.execute(_INHERITS_SQL).fetchall():
+        parents.setdefault(TableName(cs, cn), []).append(TableName(ps, pn))
+        children.setdefault(TableName(ps, pn), []).append(TableName(cs, cn))
+
+    def walk(graph: Mapping[TableName, list[TableName]], name: TableName) -> list[TableName]:
+        out: list[TableName] = []
+        todo = list(graph.get(name, ()))
+        while todo:
+            other = todo.pop(0)
+            if other not in out:
+                out.append(other)
+                todo.extend(graph.get(other, ()))
+        return out
+
+    masked_tables = dict(masking)
+    for name, entry in masking.items():
+        for child in walk(children, name):
+            masked_tables.setdefault(child, entry)
+    excluded: set[TableName] = set()
+    for text in rules.exclude_tables:
+        try:
+            name = TableName.parse(text)
+        except TableNameError:
+            continue
+        excluded.update([name, *walk(children, name)])
+    partition_keys: dict[TableName, list[str]] = {}
+    for schema, name, definition in conn.execute(_PARTITION_KEYS_SQL).fetchall():
+        partition_keys[TableName(schema, name)] = partition_key_columns(definition or "") or []
+    foreign_keys = [
+        ForeignKeyFact(con, TableName(ts, tn), tuple(cols), TableName(rs, rn), tuple(ref_cols))
+        for con, ts, tn, rs, rn, cols, ref_cols in conn.execute(_FOREIGN_KEYS_SQL).fetchall()
+    ]
+    catalogs: dict[TableName, TableCatalog | None] = {}
+
+    def columns_of(name: TableName) -> Mapping[str, Any] | None:
+        if name not in catalogs:
+            catalogs[name] = read_table(conn, name.schema, name.name)
+        cat = catalogs[name]
+        return cat.columns if cat is not None else None
+
+    return key_refusals(
+        masked_tables,
+        columns_of=columns_of,
+        foreign_keys=foreign_keys,
+        partition_keys=partition_keys,
+        ancestors=lambda name: walk(parents, name),
+        excluded=excluded,
+    )
 
 
 def plan_on_database(conn: Any, rules: Rules) -> tuple[list[dict], list[str]]:

@@ -19,9 +19,12 @@ from __future__ import annotations
 import graphlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import pglast
+from pglast import ast
+from pglast.enums import SetOperation
 from psycopg import sql
 
 from scalingo_staging_sync.pgconn import PgTarget
@@ -255,38 +258,252 @@ def analyze_masked(target: PgTarget, tables: Sequence[TableName] | None = None) 
     return {"analyzed": [str(n) for n in names], "cleared": cleared, "duration_s": round(duration, 3)}
 
 
-_VIEW_SOURCES_SQL = """
-SELECT vn.nspname::text, v.relname::text, va.attname::text, tn.nspname::text, t.relname::text
-FROM pg_class v
-JOIN pg_namespace vn ON vn.oid = v.relnamespace
-JOIN pg_rewrite r ON r.ev_class = v.oid
-JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
-    AND d.refclassid = 'pg_class'::regclass AND d.refobjsubid > 0
-JOIN pg_class t ON t.oid = d.refobjid AND t.oid <> v.oid
-JOIN pg_namespace tn ON tn.oid = t.relnamespace
-JOIN pg_attribute ta ON ta.attrelid = t.oid AND ta.attnum = d.refobjsubid
-JOIN pg_attribute va ON va.attrelid = v.oid AND va.attnum > 0 AND NOT va.attisdropped AND va.attname = ta.attname
-WHERE v.relkind = 'm' AND vn.nspname NOT IN ('pg_catalog', 'information_schema')
+_VIEWS_SQL = """
+SELECT c.oid::bigint, n.nspname::text, c.relname::text, c.relkind::text,
+       ARRAY(SELECT a.attname::text FROM pg_attribute a
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('m', 'v') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+ORDER BY 2, 3
 """
+
+_RELATION_COLUMNS_SQL = """
+SELECT a.attname::text FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+#: built-in functions that run SQL given as text or read files / large objects: an output column that
+#: calls one of them may carry data from anywhere, so it is never counted as masked
+_OPAQUE_FUNCTIONS = frozenset(
+    {
+        "query_to_xml",
+        "query_to_xmlschema",
+        "query_to_xml_and_xmlschema",
+        "cursor_to_xml",
+        "cursor_to_xmlschema",
+        "table_to_xml",
+        "table_to_xmlschema",
+        "table_to_xml_and_xmlschema",
+        "schema_to_xml",
+        "schema_to_xmlschema",
+        "schema_to_xml_and_xmlschema",
+        "database_to_xml",
+        "database_to_xmlschema",
+        "database_to_xml_and_xmlschema",
+        "pg_read_file",
+        "pg_read_binary_file",
+        "lo_get",
+        "loread",
+    }
+)
+
+
+class _Unclear(Exception):
+    """Where a view column's value comes from cannot be told for sure."""
+
+
+def view_column_sources(
+    definition: str, columns_of: Callable[[TableName], Sequence[str] | None]
+) -> list[frozenset[str] | None] | None:
+    """For each output column of a view's query (``pg_get_viewdef`` text, read with schema-qualified
+    names: an empty ``search_path``), the source columns (``"schema.relation.column"``) its value is
+    computed from, or None when that cannot be told for sure. None for the whole query when its output
+    columns cannot be lined up (``*``, a parse error, not a SELECT).
+
+    Parsed with pglast (PostgreSQL's parser). Table aliases are resolved; an unqualified column comes from
+    every relation of the FROM clause that has one of that name (a ``JOIN ... USING`` column from both).
+    Unclear, so None: a subquery (in FROM or in the expression), a set-returning or table function, a
+    ``WITH`` query, a join alias, renamed alias columns, a whole-row reference, a function or operator
+    outside ``pg_catalog`` (it may read other tables), a cast to a type outside ``pg_catalog``, a
+    built-in that runs SQL text or reads files (``query_to_xml``...), a column no source has. A
+    ``UNION``/``INTERSECT``/``EXCEPT`` column comes from its columns in every branch.
+
+    ``columns_of(relation)``: its column names, or None when it is not a known relation."""
+    try:
+        stmts = pglast.parse_sql(definition)
+    except pglast.parser.ParseError:
+        return None
+    if len(stmts) != 1:
+        return None
+    try:
+        return _select_sources(stmts[0].stmt, columns_of)
+    except _Unclear:
+        return None
+
+
+def _select_sources(
+    stmt: Any, columns_of: Callable[[TableName], Sequence[str] | None]
+) -> list[frozenset[str] | None]:
+    if not isinstance(stmt, ast.SelectStmt) or stmt.withClause is not None or stmt.valuesLists:
+        raise _Unclear
+    if stmt.op != SetOperation.SETOP_NONE:
+        left = _select_sources(stmt.larg, columns_of)
+        right = _select_sources(stmt.rarg, columns_of)
+        if len(left) != len(right):
+            raise _Unclear
+        return [a | b if a is not None and b is not None else None for a, b in zip(left, right, strict=True)]
+    scope = _Scope(columns_of)
+    for item in stmt.fromClause or ():
+        scope.add(item)
+    out: list[frozenset[str] | None] = []
+    for target in stmt.targetList or ():
+        val = target.val
+        if isinstance(val, ast.ColumnRef) and any(isinstance(f, ast.A_Star) for f in val.fields):
+            raise _Unclear  # ``*``: the output columns cannot be lined up with the view's
+        try:
+            out.append(frozenset(scope.expression_sources(val)))
+        except _Unclear:
+            out.append(None)
+    return out
+
+
+class _Scope:
+    """The relations of one FROM clause: each by the name its columns are qualified with."""
+
+    def __init__(self, columns_of: Callable[[TableName], Sequence[str] | None]) -> None:
+        self.columns_of = columns_of
+        #: qualifier (alias, or relation name) -> (relation, its columns), None when opaque
+        self.by_alias: dict[str, tuple[TableName, Sequence[str]] | None] = {}
+        #: relations without alias, for ``schema.relation.column`` references
+        self.by_name: dict[TableName, Sequence[str]] = {}
+        self.sources: list[tuple[TableName, Sequence[str]]] = []
+        self.opaque = False
+
+    def add(self, item: Any) -> None:
+        if isinstance(item, ast.JoinExpr):
+            self.add(item.larg)
+            self.add(item.rarg)
+            if item.alias is not None:  # ``(a JOIN b) AS j`` hides a and b: j.x is not resolved
+                self.by_alias[item.alias.aliasname] = None
+                self.opaque = True
+            return
+        alias = getattr(item, "alias", None)
+        if isinstance(item, ast.RangeVar) and item.schemaname:  # always qualified (empty search_path)
+            name = TableName(item.schemaname, item.relname)
+            columns = self.columns_of(name)
+            if columns is not None and not (alias is not None and alias.colnames):
+                self.by_alias[alias.aliasname if alias is not None else item.relname] = (name, columns)
+                if alias is None:
+                    self.by_name[name] = columns
+                self.sources.append((name, columns))
+                return
+        # a subquery, a function, a CTE, renamed columns, an unknown relation: its columns are unknown
+        self.opaque = True
+        if alias is not None:
+            self.by_alias[alias.aliasname] = None
+        elif isinstance(item, ast.RangeVar):
+            self.by_alias[item.relname] = None
+
+    def column(self, fields: tuple[str, ...]) -> set[str]:
+        if len(fields) == 1:  # unqualified: from every relation that has it
+            if self.opaque:
+                raise _Unclear
+            found = {f"{name}.{fields[0]}" for name, columns in self.sources if fields[0] in columns}
+        elif len(fields) == 2:
+            source = self.by_alias.get(fields[0])
+            found = {f"{source[0]}.{fields[1]}"} if source is not None and fields[1] in source[1] else set()
+        elif len(fields) == 3:
+            name = TableName(fields[0], fields[1])
+            columns = self.by_name.get(name)
+            found = {f"{name}.{fields[2]}"} if columns is not None and fields[2] in columns else set()
+        else:
+            found = set()
+        if not found:
+            raise _Unclear
+        return found
+
+    def expression_sources(self, node: Any) -> set[str]:
+        found: set[str] = set()
+
+        def visit(n: Any) -> None:
+            if isinstance(n, ast.ColumnRef):
+                if not all(isinstance(f, ast.String) for f in n.fields):
+                    raise _Unclear  # a whole-row reference (``a.*``)
+                found.update(self.column(tuple(f.sval for f in n.fields)))
+                return
+            if isinstance(n, (ast.SubLink, ast.RangeSubselect, ast.ParamRef)):
+                raise _Unclear
+            if isinstance(n, ast.FuncCall):
+                names = [f.sval for f in n.funcname]
+                if (len(names) > 1 and names[0] != "pg_catalog") or names[-1].lower() in _OPAQUE_FUNCTIONS:
+                    raise _Unclear
+            elif isinstance(n, ast.A_Expr) and n.name:
+                names = [getattr(f, "sval", "") for f in n.name]
+                if len(names) > 1 and names[0] != "pg_catalog":
+                    raise _Unclear
+            elif isinstance(n, ast.TypeCast) and n.typeName is not None:
+                names = [getattr(f, "sval", "") for f in n.typeName.names]
+                if len(names) > 1 and names[0] != "pg_catalog":
+                    raise _Unclear  # a user type's cast may run a function
+            if isinstance(n, ast.Node):
+                for attr in n:
+                    visit(getattr(n, attr))
+            elif isinstance(n, (tuple, list)):
+                for item in n:
+                    visit(item)
+
+        visit(node)
+        return found
 
 
 def masked_view_columns(target: PgTarget, masked_columns: Sequence[str]) -> list[str]:
-    """Columns of materialized views that only carry masked data: a view column whose every same-named
-    source column (the view's query references it, ``pg_depend``) is masked. Refreshed from the masked
-    tables, they hold masked values; any other view column (a renamed or computed one, one that also
-    reads an unmasked column of that name) is left to the PII scan. ``"schema.view.column"`` keys."""
+    """Columns of materialized views that only carry masked data, ``"schema.view.column"`` keys.
+
+    Each view's query (``pg_get_viewdef``) is parsed with pglast (:func:`view_column_sources`): an output
+    column counts as masked when every column its value is computed from is a masked column of its
+    source table (a renamed ``login_email AS login``, a computed ``lower(login_email)``, an aggregate of
+    masked values), or a masked column of another (materialized) view, resolved the same way. Refreshed
+    from the masked tables, those columns hold masked values. Any column whose sources are unclear, or
+    that also reads an unmasked column, is left to the PII scan."""
     masked = set(masked_columns)
-    sources: dict[str, set[str]] = {}
     with target.connect(autocommit=True) as conn:
-        rows = sanitized(
-            lambda: conn.execute(_VIEW_SOURCES_SQL).fetchall(),
-            "read materialized view sources",
-            error_cls=PostLoadError,
-        )
-    for vschema, view, column, tschema, table in rows:
-        key = f"{TableName(vschema, view)}.{column}"
-        sources.setdefault(key, set()).add(f"{TableName(tschema, table)}.{column}")
-    return sorted(k for k, srcs in sources.items() if srcs and srcs <= masked)
+
+        def read() -> tuple[list[tuple], dict[int, str]]:
+            views = conn.execute(_VIEWS_SQL).fetchall()
+            # every relation and function name schema-qualified in the definitions
+            conn.execute("SELECT set_config('search_path', '', false)")
+            definitions = {
+                oid: conn.execute("SELECT pg_get_viewdef(%s::oid)", (oid,)).fetchone()[0]
+                for oid, *_rest in views
+            }
+            return views, definitions
+
+        views, definitions = sanitized(read, "read materialized view definitions", error_cls=PostLoadError)
+        cache: dict[TableName, list[str] | None] = {}
+
+        def columns_of(name: TableName) -> list[str] | None:
+            if name not in cache:
+                rows = sanitized(
+                    lambda: conn.execute(_RELATION_COLUMNS_SQL, (name.schema, name.name)).fetchall(),
+                    "read view source columns",
+                    error_cls=PostLoadError,
+                )
+                cache[name] = [r[0] for r in rows] if rows else None
+            return cache[name]
+
+        per_view: list[tuple[TableName, str, list[str], list[frozenset[str] | None]]] = []
+        for oid, schema, name, kind, attnames in views:
+            sources = view_column_sources(definitions[oid] or "", columns_of)
+            if sources is None or len(sources) != len(attnames):
+                log.info("view %s: where its columns come from is unclear", TableName(schema, name))
+                continue
+            per_view.append((TableName(schema, name), kind, list(attnames), sources))
+    found: set[str] = set()
+    in_matviews: set[str] = set()
+    changed = True
+    while changed:  # a view over a view: until nothing more is found
+        changed = False
+        for view, kind, attnames, sources in per_view:
+            for column, srcs in zip(attnames, sources, strict=True):
+                key = f"{view}.{column}"
+                if key not in found and srcs and srcs <= masked | found:
+                    found.add(key)
+                    changed = True
+                    if kind == "m":
+                        in_matviews.add(key)
+    return sorted(in_matviews - masked)
 
 
 def finalize_masked_data(target: PgTarget, masked_columns: Sequence[str] | None = None) -> dict[str, Any]:
@@ -306,6 +523,7 @@ __all__ = [
     "clear_stale_statistics",
     "finalize_masked_data",
     "masked_view_columns",
+    "view_column_sources",
     "matview_refresh_order",
     "refresh_materialized_views",
     "user_relations",

@@ -188,10 +188,34 @@ def _column_refs_full(node: Any) -> list[tuple[str, ...]]:
     return found
 
 
+def _partition_key_columns(partspec: ast.PartitionSpec) -> list[str]:
+    """The columns a ``PARTITION BY`` references (a plain column or the columns of an expression)."""
+    found: list[str] = []
+    for elem in partspec.partParams or ():
+        refs = [elem.name] if elem.name else _column_refs(elem.expr)
+        found.extend(c for c in refs if c not in found)
+    return found
+
+
+def partition_key_columns(definition: str) -> list[str] | None:
+    """The columns of a partition key given as ``pg_get_partkeydef`` text (``LIST (region)``,
+    ``HASH (lower(email))``), parsed with pglast; None when it does not parse."""
+    try:
+        stmt = pglast.parse_sql(f"CREATE TABLE _t () PARTITION BY {definition}")[0].stmt
+    except pglast.parser.ParseError:
+        return None
+    if not isinstance(stmt, ast.CreateStmt) or stmt.partspec is None:
+        return None
+    return _partition_key_columns(stmt.partspec)
+
+
 class _Reader:
     def __init__(self, inv: Inventory, entries: list[TocEntry]) -> None:
         self.inv = inv
-        self.domains: dict[TableName, tuple[str, str, int | None, bool]] = {}
+        #: domain -> (type SQL, base type, length, NOT NULL, its CHECKs: (domain, name, expression SQL))
+        self.domains: dict[
+            TableName, tuple[str, str, int | None, bool, tuple[tuple[str, str, str], ...]]
+        ] = {}
         self.defaults: list[tuple[TableName, str, str]] = []
         self.identities: list[tuple[TableName, str]] = []
         self.fk_ids = {(e.schema, e.tag): e.dump_id for e in entries if e.desc == "FK CONSTRAINT"}
@@ -224,7 +248,12 @@ class _Reader:
         name = TableName(names[0], names[1]) if len(names) == 2 else TableName("public", names[-1])
         base, length = self._type(stmt.typeName)
         not_null = any(c.contype == ConstrType.CONSTR_NOTNULL for c in stmt.constraints or ())
-        self.domains[name] = (_sql(stmt.typeName), base, length, not_null)
+        checks = tuple(
+            (str(name), c.conname or "", _sql(c.raw_expr))
+            for c in stmt.constraints or ()
+            if c.contype == ConstrType.CONSTR_CHECK and c.raw_expr is not None
+        )
+        self.domains[name] = (_sql(stmt.typeName), base, length, not_null, checks)
 
     @staticmethod
     def _type(type_name: ast.TypeName) -> tuple[str, int | None]:
@@ -243,9 +272,7 @@ class _Reader:
         partition_key: list[str] = []
         if stmt.partspec is not None:
             kind = "partitioned table"
-            for elem in stmt.partspec.partParams or ():
-                refs = [elem.name] if elem.name else _column_refs(elem.expr)
-                partition_key.extend(c for c in refs if c not in partition_key)
+            partition_key = _partition_key_columns(stmt.partspec)
         table = Table(name=name, dump_id=self.table_ids.get((name.schema, name.name)), kind=kind)
         table.partition_key = tuple(partition_key)
         for parent in stmt.inhRelations or ():
@@ -263,11 +290,12 @@ class _Reader:
         base, length = self._type(col.typeName)
         type_sql = _sql(col.typeName)
         is_domain = False
+        domain_checks: tuple[tuple[str, str, str], ...] = ()
         not_null = bool(col.is_not_null)
         if len(col.typeName.names) == 2 and _sval(col.typeName.names[0]) != "pg_catalog":
             dom = self.domains.get(TableName(_sval(col.typeName.names[0]), _sval(col.typeName.names[1])))
             if dom is not None and not col.typeName.arrayBounds:
-                _dom_sql, base, length, dom_not_null = dom
+                _dom_sql, base, length, dom_not_null, domain_checks = dom
                 is_domain = True
                 not_null = not_null or dom_not_null
         default = _sql(col.raw_default) if col.raw_default is not None else None
@@ -296,6 +324,7 @@ class _Reader:
             identity=identity,
             is_domain=is_domain,
             generated_from=generated_from,
+            domain_checks=domain_checks,
         )
 
     def _table(self, name: TableName) -> Table:

@@ -50,6 +50,8 @@ class Column:
     is_domain: bool = False
     #: columns a GENERATED ALWAYS AS (...) STORED expression references (empty for other columns)
     generated_from: tuple[str, ...] = ()
+    #: the CHECK constraints of its domain: (domain, constraint name, expression as SQL text)
+    domain_checks: tuple[tuple[str, str, str], ...] = ()
 
     def info(self) -> ColumnInfo:
         """What the transformers check against (same shape as the catalog-based planner's)."""

@@ -19,13 +19,18 @@ excluded table.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from scalingo_staging_sync.anonymize.planner import PlanError, TableCatalog, plan_rule
+from scalingo_staging_sync.anonymize.planner import (
+    ForeignKeyFact,
+    PlanError,
+    TableCatalog,
+    key_refusals,
+    plan_rule,
+)
 from scalingo_staging_sync.anonymize.rules import Rules, TableRule
 from scalingo_staging_sync.inventory.build import build_inventory
 from scalingo_staging_sync.inventory.model import (
@@ -133,6 +138,7 @@ def catalog_of(table: Table) -> TableCatalog:
         checks=[(name, "", list(cols)) for name, cols in table.checks],
         foreign_keys=[(f.name, list(f.columns)) for f in table.foreign_keys],
         generated_from={c.name: list(c.generated_from) for c in table.columns.values() if c.generated},
+        domain_checks={c.name: list(c.domain_checks) for c in table.columns.values() if c.domain_checks},
     )
 
 
@@ -271,8 +277,20 @@ def plan_inventory(inv: Inventory, rules: Rules, *, exclude_tables: Any = ()) ->
         if item is not None and item.get("children_planned"):
             errors.extend(_custom_statement_only_errors(item, rule, rules, table))
 
-    errors.extend(_partition_key_errors(inv, masking))
-    errors.extend(_foreign_key_errors(inv, masking, excluded))
+    errors.extend(
+        key_refusals(
+            masking,
+            columns_of=lambda n: inv.tables[n].columns if n in inv.tables else None,
+            foreign_keys=[
+                ForeignKeyFact(fk.name, table.name, fk.columns, fk.references, fk.ref_columns)
+                for table in inv.tables.values()
+                for fk in table.foreign_keys
+            ],
+            partition_keys={n: t.partition_key for n, t in inv.tables.items() if t.partition_key},
+            ancestors=inv.ancestors,
+            excluded=excluded,
+        )
+    )
     if errors:
         raise PlanError(sorted(_dedupe(errors), key=_entry_order))
 
@@ -308,84 +326,6 @@ def plan_inventory(inv: Inventory, rules: Rules, *, exclude_tables: Any = ()) ->
         log.warning("%s", w)
     log.info("archive plan: %s", plan.summary)
     return plan
-
-
-def _partition_key_errors(inv: Inventory, masking: dict[TableName, tuple[TableRule, dict]]) -> list[str]:
-    """A masked column in the partition key of the table or of a partitioned ancestor: its masked value
-    belongs to another partition, so the masking trigger's row violates its partition's constraint and
-    the load fails half-way. Refused here, before anything is touched."""
-    errors: list[str] = []
-    for name, (rule, item) in masking.items():
-        masked = set(item.get("columns") or {}) | set(item.get("masked_columns") or [])
-        for holder in (name, *inv.ancestors(name)):
-            table = inv.tables.get(holder)
-            for col in sorted(masked & set(table.partition_key if table else ())):
-                errors.append(
-                    f"{rule.where}.columns.{col}: {holder}.{col} is in the partition key of {holder}: its "
-                    "masked value belongs to another partition, so loading the masked rows would fail; do "
-                    f"not mask {col} (mask the other columns), or exclude {holder}"
-                )
-    return errors
-
-
-def _masking_of(
-    masking: dict[TableName, tuple[TableRule, dict]], table: TableName, column: str, columns: dict
-) -> tuple | None:
-    """How ``table.column`` ends up: None when its values are restored as they are, else what decides
-    its masked value (the transformer and its options, the column's type and length, the condition)."""
-    entry = masking.get(table)
-    if entry is None:
-        return None
-    _rule, item = entry
-    if column not in (item.get("masked_columns") or []) and column not in (item.get("columns") or {}):
-        return None
-    spec = (item.get("columns") or {}).get(column)
-    info = columns.get(column)
-    how = json.dumps(spec, sort_keys=True) if spec else f"strategy {item.get('strategy')}"
-    return (how, info.base_type if info else None, info.max_length if info else None, item.get("condition"))
-
-
-def _describe(how: tuple | None) -> str:
-    if how is None:
-        return "not masked"
-    text = f"masked with {how[0]}"
-    return f"{text} where ({how[3]})" if how[3] else text
-
-
-def _foreign_key_errors(
-    inv: Inventory, masking: dict[TableName, tuple[TableRule, dict]], excluded: dict[TableName, str]
-) -> list[str]:
-    """A foreign key whose two sides are not masked alike (one side only, or different transformers,
-    options, lengths or conditions): the referencing values no longer match the referenced ones, so
-    the constraint fails when post-data restores it (after the data has been loaded) or, where it
-    would not, the unmasked side keeps the originals. Refused here, naming both columns. Both sides
-    masked with the same deterministic transformer stay consistent."""
-    errors: list[str] = []
-    for table in inv.tables.values():
-        if table.name in excluded:  # its data is not restored: nothing references anything
-            continue
-        for fk in table.foreign_keys:
-            ref = inv.tables.get(fk.references)
-            if ref is None or fk.references in excluded:  # not restored (see skip_dump_ids)
-                continue
-            for col, ref_col in zip(fk.columns, fk.ref_columns, strict=False):
-                local = _masking_of(masking, table.name, col, table.columns)
-                remote = _masking_of(masking, ref.name, ref_col, ref.columns)
-                if local == remote:
-                    continue
-                rule = (masking.get(table.name) if local else None) or masking.get(ref.name)
-                if rule is None:  # pragma: no cover - one side is masked, so it has a rule
-                    continue
-                where = rule[0].where
-                masked_col = col if local else ref_col
-                errors.append(
-                    f"{where}.columns.{masked_col}: foreign key {fk.name} of {table.name} ({col}) references "
-                    f"{ref.name} ({ref_col}); {table.name}.{col} is {_describe(local)} but "
-                    f"{ref.name}.{ref_col} is {_describe(remote)}: the masked values would not match and the "
-                    "foreign key would fail after the data is loaded. Mask both columns with the same "
-                    f"transformer and options, or exclude {table.name}"
-                )
-    return errors
 
 
 def _child_item(
