@@ -106,3 +106,29 @@ def test_view_column_sources_resolves_aliases_and_stays_safe():
     assert sources("SELECT * FROM public.accounts") is None
     assert sources("SELECT 1; SELECT 2") is None
     assert sources("VALUES (1)") is None
+
+
+def test_columns_of_a_conditional_rule_do_not_make_a_view_column_masked(db_any):
+    """A conditional rule leaves the rows outside its condition as they are: a materialized view over
+    its column may hold originals, so finalize does not count that view column as masked (the PII scan
+    samples it), while an unconditional rule's view column still counts."""
+    from scalingo_staging_sync.anonymize.postload import finalize_masked_data, unconditionally_masked
+
+    _pg, target = db_any
+    execute(
+        target,
+        'CREATE SCHEMA "Back Office";'
+        "CREATE TABLE members (id int PRIMARY KEY, kind text, email text);"
+        'CREATE TABLE "Back Office"."Staff" (id int PRIMARY KEY, mail text);'
+        "CREATE MATERIALIZED VIEW m_members AS SELECT lower(email) AS e FROM members;"
+        'CREATE MATERIALIZED VIEW m_staff AS SELECT lower(mail) AS m FROM "Back Office"."Staff";',
+    )
+    masked = ["public.members.email", "Back Office.Staff.mail"]
+    everything = finalize_masked_data(target, masked)["masked_view_columns"]
+    assert everything == ["public.m_members.e", "public.m_staff.m"]
+
+    conditional = {"public.members": "kind <> 'staff'"}
+    out = finalize_masked_data(target, masked, list(conditional))["masked_view_columns"]
+    assert out == ["public.m_staff.m"]
+    assert unconditionally_masked(masked, ['"Back Office"."Staff"']) == ["public.members.email"]
+    assert unconditionally_masked(masked, ["members"]) == ["Back Office.Staff.mail"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import graphlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import pglast
@@ -506,14 +506,33 @@ def masked_view_columns(target: PgTarget, masked_columns: Sequence[str]) -> list
     return sorted(in_matviews - masked)
 
 
-def finalize_masked_data(target: PgTarget, masked_columns: Sequence[str] | None = None) -> dict[str, Any]:
+def unconditionally_masked(
+    masked_columns: Sequence[str], conditional_tables: Iterable[str] = ()
+) -> list[str]:
+    """``masked_columns`` (``"schema.table.column"``) without those of the tables a conditional rule
+    masks (``conditional_tables``, any table-name form): their rows outside the condition keep their
+    originals, so a view computed from them is not masked and is left to the PII scan. A key is dropped
+    when it starts with such a table's ``schema.name.`` (so in doubt a column is dropped, never kept)."""
+    prefixes = []
+    for table in conditional_tables:
+        name = TableName.parse(str(table))
+        prefixes.append(f"{name.schema}.{name.name}.")
+    return [c for c in masked_columns if not any(str(c).startswith(p) for p in prefixes)]
+
+
+def finalize_masked_data(
+    target: PgTarget, masked_columns: Sequence[str] | None = None, conditional_tables: Iterable[str] = ()
+) -> dict[str, Any]:
     """:func:`refresh_materialized_views` then :func:`analyze_masked`; returns both results, and with
-    ``masked_columns`` (the plan's) also ``masked_view_columns`` (:func:`masked_view_columns`)."""
+    ``masked_columns`` (the plan's) also ``masked_view_columns`` (:func:`masked_view_columns`) of the
+    columns masked in every row (not those of ``conditional_tables``: :func:`unconditionally_masked`)."""
     refreshed = refresh_materialized_views(target)
     analyzed = analyze_masked(target)
     out: dict[str, Any] = {"materialized_views": refreshed, "analyze": analyzed}
     if masked_columns is not None:
-        out["masked_view_columns"] = masked_view_columns(target, masked_columns)
+        out["masked_view_columns"] = masked_view_columns(
+            target, unconditionally_masked(masked_columns, conditional_tables)
+        )
     return out
 
 
@@ -523,6 +542,7 @@ __all__ = [
     "clear_stale_statistics",
     "finalize_masked_data",
     "masked_view_columns",
+    "unconditionally_masked",
     "view_column_sources",
     "matview_refresh_order",
     "refresh_materialized_views",

@@ -335,6 +335,7 @@ def build_reference_dag(
             postgres_conn_id=staging_conn_id,
             database=restored_db,
             masked_columns=result(T.PLAN, "masked_columns"),
+            conditional=result(T.PLAN, "conditional"),
             **phase,
         )
         pii = PiiScanOperator(

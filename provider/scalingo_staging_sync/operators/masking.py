@@ -246,12 +246,15 @@ class FinalizeMaskedDataOperator(BaseOperator):
     :param postgres_conn_id: / :param database: the restored database (templated).
     :param masked_columns: the plan's masked columns (templated): the materialized-view columns that
         only carry them are returned as ``masked_view_columns``, for the PII scan.
+    :param conditional: ``{table: condition}`` of conditional rules (the plan task's ``conditional``,
+        templated): their columns keep originals outside the condition, so views computed from them
+        are not counted as masked and the PII scan samples them.
 
     XCom ``return_value``: ``{"materialized_views": {...}, "analyze": {"analyzed", "cleared",
     "duration_s"}, "masked_view_columns": ["schema.view.column", ...]}``.
     """
 
-    template_fields: Sequence[str] = ("database", "masked_columns")
+    template_fields: Sequence[str] = ("database", "masked_columns", "conditional")
     ui_color = "#f5d76e"
 
     def __init__(
@@ -260,22 +263,25 @@ class FinalizeMaskedDataOperator(BaseOperator):
         postgres_conn_id: str = DEFAULT_STAGING_CONN_ID,
         database: str | None = None,
         masked_columns: Any = None,
+        conditional: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.postgres_conn_id = postgres_conn_id
         self.database = database
         self.masked_columns = masked_columns
+        self.conditional = conditional
 
     @maps_sync_errors
     def execute(self, context: Any) -> dict[str, Any]:
         from scalingo_staging_sync.anonymize.postload import finalize_masked_data
 
         target = pg_target_from_connection(self.postgres_conn_id, database=as_str(self.database))
-        from scalingo_staging_sync.operators._base import as_list
+        from scalingo_staging_sync.operators._base import as_list, as_mapping
 
         masked = [str(c) for c in as_list(self.masked_columns, "masked_columns")]
-        result = finalize_masked_data(target, masked)
+        conditional = as_mapping(self.conditional, "conditional") or {}
+        result = finalize_masked_data(target, masked, [str(t) for t in conditional])
         self.log.info(
             "masked data finalized on %s: materialized views %s; %d relation(s) analyzed, statistics cleared on %s",
             target.describe(),
