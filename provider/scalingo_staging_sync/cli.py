@@ -184,7 +184,7 @@ def _scan_rules_plan(conn: Any, loaded: Any, path: Path) -> dict[str, Any]:
     rule's ``condition`` are sampled. Planned on the scanned database; a rule that does not fit it is
     printed on stderr and its columns are not counted as masked."""
     from scalingo_staging_sync.anonymize.planner import plan_on_database
-    from scalingo_staging_sync.pii.scanner import masked_columns_from_plan
+    from scalingo_staging_sync.pii.scanner import masked_columns_from_plan, partially_masked_from_plan
 
     if not loaded.pii_scan.enabled:
         click.echo(
@@ -197,6 +197,7 @@ def _scan_rules_plan(conn: Any, loaded: Any, path: Path) -> dict[str, Any]:
     return {
         "masked_columns": masked_columns_from_plan(items),
         "conditional": {i["table"]: i["condition"] for i in items if i.get("condition")},
+        "partially_masked": partially_masked_from_plan(items),
     }
 
 

@@ -20,17 +20,18 @@ from scalingo_staging_sync.verification import verify_table
 from .conftest import SALT, anonymize, execute, rules_from
 
 PROFILES = r"""
-CREATE TABLE profiles (id int PRIMARY KEY, prefs jsonb, legacy json);
+CREATE TABLE profiles (id int PRIMARY KEY, prefs jsonb, legacy json, contacts jsonb);
 INSERT INTO profiles VALUES
  (1, '{"email": "alice.martin@corp.test", "phones": ["+33 6 12 34 56 78", "06 98 76 54 32"],
        "contact": {"name": "Alice"}, "theme": "dark",
        "addresses": [{"line": "12 rue de la Paix", "zip": "75002"}, {"zip": "69001"}]}',
-     '{"email": "alice.martin@corp.test", "n": 1}'),
+     '{"email": "alice.martin@corp.test", "n": 1}',
+     '[{"email": "carol.smith@corp.test", "phone": "+44 7700 900123"}, {"phone": "+44 7700 900456"}, "x"]'),
  (2, '{"email": "bob\t\"quoted\"\\back@corp.test", "phones": [], "contact": {"name": "Élodie"}}',
-     '{"other": true}'),
- (3, '{"theme": "light"}', '{}'),
- (4, '{"email": null, "phones": null}', NULL),
- (5, NULL, '[1, 2]');
+     '{"other": true}', '{"email": "dave@corp.test"}'),
+ (3, '{"theme": "light"}', '{}', '[]'),
+ (4, '{"email": null, "phones": null}', NULL, NULL),
+ (5, NULL, '[1, 2]', '[null, {"email": null}]');
 """
 ORIGINALS = [
     "alice.martin",
@@ -40,6 +41,10 @@ ORIGINALS = [
     "rue de la Paix",
     "bob",
     "Élodie",
+    "carol",
+    "7700 900",
+    "75002",
+    "69001",
 ]
 RULES = """
 source_app: p
@@ -54,14 +59,20 @@ anonymization_tables:
           phones.*: phone
           contact.name: first_name
           addresses.*.line: address
+          addresses.*.zip: postal_code
       legacy:
         transformer: json
         paths: {email: email}
+      contacts:
+        transformer: json
+        paths:
+          "*.email": email
+          "*.phone": phone
 """
 
 
 def _rows(target):
-    return execute(target, "SELECT id, prefs::text, legacy::text FROM profiles ORDER BY id")
+    return execute(target, "SELECT id, prefs::text, legacy::text, contacts::text FROM profiles ORDER BY id")
 
 
 def _check_masked(target):
@@ -73,12 +84,19 @@ def _check_masked(target):
     alice = json.loads(by_id[1][1])
     assert alice["email"].endswith("@staging.test") and alice["theme"] == "dark"
     assert len(alice["phones"]) == 2 and all(p.startswith("+999") for p in alice["phones"])
-    assert alice["addresses"][1] == {"zip": "69001"} and alice["addresses"][0]["zip"] == "75002"
+    # two paths under the same array both hold (the second step starts from the first's result)
+    (first, second) = alice["addresses"]
+    assert set(first) == {"line", "zip"} and set(second) == {"zip"}
+    assert first["zip"].isdigit() and len(first["zip"]) == 5 and second["zip"].isdigit()
     assert json.loads(by_id[1][2])["email"].endswith("@staging.test")
     assert json.loads(by_id[2][1])["phones"] == []
-    assert by_id[3][1:] == ('{"theme": "light"}', "{}")
-    assert by_id[4][1:] == ('{"email": null, "phones": null}', None)
-    assert by_id[5][1:] == (None, "[1, 2]")
+    carol = json.loads(by_id[1][3])
+    assert carol[0]["email"].endswith("@staging.test") and carol[0]["phone"].startswith("+999")
+    assert carol[1]["phone"].startswith("+999") and carol[2] == "x"
+    assert json.loads(by_id[2][3]) == {"email": "dave@corp.test"}  # not an array: '*' does not apply
+    assert by_id[3][1:] == ('{"theme": "light"}', "{}", "[]")
+    assert by_id[4][1:] == ('{"email": null, "phones": null}', None, None)
+    assert by_id[5][1:] == (None, "[1, 2]", '[null, {"email": null}]')
     # json stays json (its text is jsonb's normal form once masked)
     types = execute(target, "SELECT pg_typeof(prefs)::text, pg_typeof(legacy)::text FROM profiles LIMIT 1")
     assert types == [("jsonb", "json")]
@@ -149,3 +167,54 @@ def test_json_refused_on_a_text_column(db):
             target,
             "source_app: p\nanonymization_tables:\n  - table: notes\n    columns:\n      body: {transformer: json, paths: {a: email}}\n",
         )
+
+
+def test_sql_grows_linearly_with_the_number_of_paths():
+    """Each path names the document once: 24 paths under two arrays make SQL about 24 times one path's,
+    not 2^24 times (the document so far is not repeated in both branches of a CASE)."""
+    from psycopg import sql
+
+    from scalingo_staging_sync.anonymize import transformers as tr
+
+    column = tr.ColumnInfo("doc", "jsonb", "jsonb")
+
+    def size(paths):
+        expr = tr.get_transformer("json").expression(
+            sql.Identifier("doc"), tr.BuildContext(column, {"paths": paths})
+        )
+        return len(expr.as_string(None))
+
+    one = size({"a.*.k0": "email"})
+    many = size({f"{arr}.*.k{i}": "email" for arr in ("a", "b") for i in range(12)})
+    assert many < 30 * one, (one, many)
+
+
+def test_pii_scan_judges_what_a_json_rule_leaves(on_load):
+    """A json rule masks only its paths: the PII scan strips them from each sampled document and judges
+    the rest. Row 2's ``contacts`` is an object, not the array ``*.email`` expects, so its e-mail was
+    left as it is: the scan flags that column (content:email) while the masked paths raise nothing."""
+    from scalingo_staging_sync.pii.scanner import (
+        masked_columns_from_plan,
+        partially_masked_from_plan,
+        scan_target,
+    )
+
+    target, result = on_load
+    items = [result["plan"]] if "plan" in result else []
+    if not items:
+        (item,) = plan_anonymization(target, rules_from(RULES))
+        items = [item]
+    kwargs = {
+        "masked_columns": masked_columns_from_plan(items),
+        "partially_masked": partially_masked_from_plan(items),
+    }
+    assert kwargs["partially_masked"]["public.profiles.contacts"] == ["*.email", "*.phone"]
+    report = scan_target(target, **kwargs)
+    assert [f.qualified_name for f in report.unmasked] == ["public.profiles.contacts"]
+    (finding,) = report.unmasked
+    assert {r["detector"] for r in finding.reasons if r["kind"] == "content"} == {"email"}
+    statuses = {f.qualified_name: f.status for f in report.findings}
+    assert statuses.get("public.profiles.prefs", "masked") == "masked"
+
+    execute(target, "UPDATE profiles SET contacts = '[]' WHERE id = 2")
+    assert scan_target(target, **kwargs).passed

@@ -45,7 +45,8 @@ KINDS = {
     ),
     **dict.fromkeys(
         ("extra_patterns", "params_override", "settings", "preflight", "restore", "pii", "verification")
-        + ("promotion", "cleanup", "restore_rows", "stored_dump", "archive_plan", "conditional"),
+        + ("promotion", "cleanup", "restore_rows", "stored_dump", "archive_plan", "conditional")
+        + ("partially_masked",),
         MAPPING,
     ),
     **dict.fromkeys(("anonymize_results", "tables", "plan"), MAPPINGS),

@@ -516,7 +516,7 @@ def unconditionally_masked(
     prefixes = []
     for table in conditional_tables:
         name = TableName.parse(str(table))
-        prefixes.append(f"{name.schema}.{name.name}.")
+        prefixes += [f"{name.schema}.{name.name}.", f"{name}."]  # raw and quoted keys
     return [c for c in masked_columns if not any(str(c).startswith(p) for p in prefixes)]
 
 

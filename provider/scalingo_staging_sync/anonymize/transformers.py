@@ -906,61 +906,61 @@ class JsonTransformer(Transformer):
         return super().check(column, options) or self.option_errors(options)
 
     def expression(self, src, ctx):
-        doc = sql.SQL("({})::jsonb").format(src)
-        out = doc
-        for path, raw in ctx.options["paths"].items():
-            spec = _normalise_json_spec(raw)
-            out = self._set(out, doc, json_path_segments(path), spec, ctx, path)
+        """Each path is one step over the document as masked so far, so paths under the same array
+        (``orders.*.email``, ``orders.*.phone``) both hold: ``(SELECT <step of d> FROM (SELECT <so far>
+        OFFSET 0) AS t(d))`` names the document once per step (the SQL grows linearly with the paths, and
+        ``OFFSET 0`` keeps the planner from copying it back into every place ``d`` is used). Every
+        value is masked inline (no ``ctx.let``): inside these subqueries nothing may be hoisted into a
+        trigger variable."""
+        out = sql.SQL("({})::jsonb").format(src)
+        for n, (path, raw) in enumerate(ctx.options["paths"].items()):
+            doc = sql.Identifier(f"_sss_d{n}")
+            step = self._apply(doc, json_path_segments(path), _normalise_json_spec(raw), ctx, path, f"{n}")
+            out = sql.SQL("(SELECT {} FROM (SELECT {} OFFSET 0) AS {}({}))").format(
+                step, out, sql.Identifier(f"_sss_t{n}"), doc
+            )
         if ctx.column.base_type == "json":
             return sql.SQL("({})::json").format(out)
         return out
 
-    def _leaf(self, value: sql.Composable, spec, ctx, path: str, inline: bool) -> sql.Composable:
+    def _leaf(self, value: sql.Composable, spec, ctx, path: str) -> sql.Composable:
         """The masked JSON value of the JSON value ``value`` (jsonb), through the path's transformer."""
         inner = get_transformer(spec["transformer"])
         text = ColumnInfo(name=path, type_sql="text", base_type="text")
-        sub = BuildContext(
-            text,
-            options_of(spec),
-            key=ctx.key,
-            seed=ctx.seed,
-            # inside an array's subquery the value is the subquery's: nothing can be hoisted out of it
-            let=(lambda expr, _type: expr) if inline else ctx.let,
-            cached=False if inline else ctx.cached,
-        )
+        sub = BuildContext(text, options_of(spec), key=ctx.key, seed=ctx.seed)  # inline: no let
         masked = inner.expression(sql.SQL("({} #>> '{{}}')").format(value), sub)
         return sql.SQL("coalesce(to_jsonb(({})::text), 'null'::jsonb)").format(masked)
 
-    def _set(self, acc, doc, segments, spec, ctx, path, inline: bool = False) -> sql.Composable:
-        """``acc`` with the value(s) of ``doc`` at ``segments`` masked (``doc``: the original document)."""
+    def _apply(self, doc, segments, spec, ctx, path, tag: str) -> sql.Composable:
+        """``doc`` (a plain reference, free to repeat) with its value(s) at ``segments`` masked; a missing
+        path, a JSON null, or a path through a value of another shape leaves ``doc`` as it is."""
         if "*" not in segments:
             at = sql.Literal(segments)
             value = sql.SQL("({} #> {}::text[])").format(doc, at)
-            new = self._leaf(value, spec, ctx, path, inline)
-            if not segments:
-                replaced = new
-            else:
-                replaced = sql.SQL("jsonb_set({}, {}::text[], {}, false)").format(acc, at, new)
+            new = self._leaf(value, spec, ctx, path)
+            replaced = (
+                new if not segments else sql.SQL("jsonb_set({}, {}::text[], {}, false)").format(doc, at, new)
+            )
             return sql.SQL("CASE WHEN jsonb_typeof({}) IN ({}) THEN {} ELSE {} END").format(
-                value, sql.SQL(", ").join(sql.Literal(t) for t in _JSON_MASKABLE), replaced, acc
+                value, sql.SQL(", ").join(sql.Literal(t) for t in _JSON_MASKABLE), replaced, doc
             )
         star = segments.index("*")
         prefix, rest = segments[:star], segments[star + 1 :]
         at = sql.Literal(prefix)
         array = sql.SQL("({} #> {}::text[])").format(doc, at)
-        element = sql.Identifier("_sss_e")
-        masked_elements = self._set(element, element, rest, spec, ctx, path, inline=True)
+        element, order, alias = (sql.Identifier(f"_sss_{k}{tag}") for k in ("e", "o", "a"))
+        masked_element = self._apply(element, rest, spec, ctx, path, f"{tag}_")
         rebuilt = sql.SQL(
-            "(SELECT coalesce(jsonb_agg({} ORDER BY _sss_o), '[]'::jsonb) "
-            "FROM jsonb_array_elements({}) WITH ORDINALITY AS _sss_a(_sss_e, _sss_o))"
-        ).format(masked_elements, array)
+            "(SELECT coalesce(jsonb_agg({} ORDER BY {}), '[]'::jsonb) "
+            "FROM jsonb_array_elements({}) WITH ORDINALITY AS {}({}, {}))"
+        ).format(masked_element, order, array, alias, element, order)
         replaced = (
             rebuilt
             if not prefix
-            else sql.SQL("jsonb_set({}, {}::text[], {}, false)").format(acc, at, rebuilt)
+            else sql.SQL("jsonb_set({}, {}::text[], {}, false)").format(doc, at, rebuilt)
         )
         return sql.SQL("CASE WHEN jsonb_typeof({}) = 'array' THEN {} ELSE {} END").format(
-            array, replaced, acc
+            array, replaced, doc
         )
 
     def skip_in_proof(self, original_text, options):

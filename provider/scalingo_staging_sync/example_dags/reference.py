@@ -336,6 +336,7 @@ def build_reference_dag(
             database=restored_db,
             masked_columns=result(T.PLAN, "masked_columns"),
             conditional=result(T.PLAN, "conditional"),
+            partially_masked=result(T.PLAN, "partially_masked"),
             **phase,
         )
         pii = PiiScanOperator(
@@ -353,6 +354,7 @@ def build_reference_dag(
             excluded_tables="{{ (ti.xcom_pull(task_ids='" + T.PLAN + "', key='archive_plan') or {})"
             ".get('excluded_tables') }}",
             conditional=result(T.PLAN, "conditional"),
+            partially_masked=result(T.PLAN, "partially_masked"),
             large_objects="{{ " + _pull(T.GATE, "settings") + "['large_objects'] == 'keep' }}",
             **phase,
         )

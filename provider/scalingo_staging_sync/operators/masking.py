@@ -249,12 +249,15 @@ class FinalizeMaskedDataOperator(BaseOperator):
     :param conditional: ``{table: condition}`` of conditional rules (the plan task's ``conditional``,
         templated): their columns keep originals outside the condition, so views computed from them
         are not counted as masked and the PII scan samples them.
+    :param partially_masked: ``{"schema.table.column": [json path, ...]}`` (the plan task's
+        ``partially_masked``, templated): a ``json`` rule masks only those paths, so views computed from
+        such a column are not counted as masked either.
 
     XCom ``return_value``: ``{"materialized_views": {...}, "analyze": {"analyzed", "cleared",
     "duration_s"}, "masked_view_columns": ["schema.view.column", ...]}``.
     """
 
-    template_fields: Sequence[str] = ("database", "masked_columns", "conditional")
+    template_fields: Sequence[str] = ("database", "masked_columns", "conditional", "partially_masked")
     ui_color = "#f5d76e"
 
     def __init__(
@@ -264,6 +267,7 @@ class FinalizeMaskedDataOperator(BaseOperator):
         database: str | None = None,
         masked_columns: Any = None,
         conditional: Any = None,
+        partially_masked: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -271,6 +275,7 @@ class FinalizeMaskedDataOperator(BaseOperator):
         self.database = database
         self.masked_columns = masked_columns
         self.conditional = conditional
+        self.partially_masked = partially_masked
 
     @maps_sync_errors
     def execute(self, context: Any) -> dict[str, Any]:
@@ -279,7 +284,10 @@ class FinalizeMaskedDataOperator(BaseOperator):
         target = pg_target_from_connection(self.postgres_conn_id, database=as_str(self.database))
         from scalingo_staging_sync.operators._base import as_list, as_mapping
 
-        masked = [str(c) for c in as_list(self.masked_columns, "masked_columns")]
+        partial = {str(c) for c in as_mapping(self.partially_masked, "partially_masked") or {}}
+        masked = [
+            str(c) for c in as_list(self.masked_columns, "masked_columns") if str(c) not in partial
+        ]  # a json rule masks some paths only: a view computed from such a column is not masked
         conditional = as_mapping(self.conditional, "conditional") or {}
         result = finalize_masked_data(target, masked, [str(t) for t in conditional])
         self.log.info(

@@ -41,6 +41,9 @@ class PiiScanOperator(BaseOperator):
         templated): the rows outside a condition are sampled and fail the gate unless allow-listed.
     :param large_objects: True when the rules keep large objects (``large_objects: keep``, templated):
         their content goes through the content detector.
+    :param partially_masked: ``{"schema.table.column": [json path, ...]}`` of the columns a ``json`` rule
+        masks (the plan task's ``partially_masked``, templated): the rest of their documents goes
+        through the content detectors, and a match fails the gate unless allow-listed.
 
     Returns (XCom ``return_value``; when the gate fails, XCom key ``pii_scan`` instead) the report dict:
     counts, ``unmasked`` column names and ``findings`` (column, reasons, severity, sample counts,
@@ -59,6 +62,7 @@ class PiiScanOperator(BaseOperator):
         "excluded_tables",
         "conditional",
         "large_objects",
+        "partially_masked",
     )
     ui_color = "#f9d5e5"
 
@@ -77,6 +81,7 @@ class PiiScanOperator(BaseOperator):
         excluded_tables: Any = None,
         conditional: Any = None,
         large_objects: Any = False,
+        partially_masked: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -94,6 +99,7 @@ class PiiScanOperator(BaseOperator):
         self.excluded_tables = excluded_tables
         self.conditional = conditional
         self.large_objects = large_objects
+        self.partially_masked = partially_masked
 
     @maps_sync_errors
     def execute(self, context: Any) -> dict[str, Any]:
@@ -120,6 +126,10 @@ class PiiScanOperator(BaseOperator):
                 str(k): str(v) for k, v in (as_mapping(self.conditional, "conditional") or {}).items()
             },
             large_objects=as_bool(self.large_objects, "large_objects"),
+            partially_masked={
+                str(k): [str(p) for p in as_list(v, "partially_masked")]
+                for k, v in (as_mapping(self.partially_masked, "partially_masked") or {}).items()
+            },
         )
         result = report.to_dict()
         result["enabled"] = True

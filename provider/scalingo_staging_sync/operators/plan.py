@@ -22,6 +22,7 @@ from scalingo_staging_sync.operators._base import (
 ARCHIVE_PLAN_KEY = "archive_plan"
 MASKED_COLUMNS_KEY = "masked_columns"
 CONDITIONAL_KEY = "conditional"
+PARTIALLY_MASKED_KEY = "partially_masked"
 
 
 class PlanAnonymizationOperator(BaseOperator):
@@ -44,7 +45,9 @@ class PlanAnonymizationOperator(BaseOperator):
     partition / inheritance child of one); key ``archive_plan``: ``ArchivePlan.to_json()`` (items,
     classification, masked / excluded / scanned tables, large objects, skip_dump_ids, summary); key
     ``masked_columns``: ``["schema.table.column", ...]``; key ``conditional``: ``{table: condition}``
-    of the items whose rule has a condition (the PII scan samples the rows outside it).
+    of the items whose rule has a condition (the PII scan samples the rows outside it); key
+    ``partially_masked``: ``{"schema.table.column": [json path, ...]}`` of the columns a ``json`` rule
+    masks (the PII scan judges the rest of those documents).
     """
 
     template_fields: Sequence[str] = ("rules_file", "database", "dump_path", "exclude_tables", "pg_bin_dir")
@@ -103,6 +106,9 @@ class PlanAnonymizationOperator(BaseOperator):
         ti.xcom_push(
             key=CONDITIONAL_KEY, value={i["table"]: i["condition"] for i in items if i.get("condition")}
         )
+        from scalingo_staging_sync.pii.scanner import partially_masked_from_plan
+
+        ti.xcom_push(key=PARTIALLY_MASKED_KEY, value=partially_masked_from_plan(items))
         if archive_plan is not None:
             ti.xcom_push(key=ARCHIVE_PLAN_KEY, value=archive_plan)
         return items

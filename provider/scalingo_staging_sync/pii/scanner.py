@@ -246,6 +246,19 @@ def masked_columns_from_plan(plan: Iterable[Mapping[str, Any]]) -> list[str]:
     return out
 
 
+def partially_masked_from_plan(plan: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """Plan items -> ``{"schema.table.column": [json path, ...]}`` of the columns a ``json`` rule masks:
+    only the values at those paths are masked, the rest of each document is scanned."""
+    out: dict[str, list[str]] = {}
+    for item in plan or ():
+        schema = item.get("schema") or "public"
+        name = item.get("name") or str(item.get("table", "")).split(".")[-1]
+        for column, spec in (item.get("columns") or {}).items():
+            if isinstance(spec, Mapping) and spec.get("transformer") == "json":
+                out[f"{schema}.{name}.{column}"] = [str(p) for p in spec.get("paths") or {}]
+    return out
+
+
 @dataclass(frozen=True)
 class AllowEntry:
     pattern: str
@@ -482,6 +495,49 @@ def count_content_matches(
     return matches, non_null
 
 
+def _without_masked_paths(
+    rows: Sequence[Sequence[str | None]], paths_by_index: Sequence[Sequence[str] | None]
+) -> list[tuple]:
+    """Rows with the JSON documents of partially masked columns stripped of the values at their masked
+    paths (what is left is what the content detectors must judge); other columns as they are."""
+    out = []
+    for row in rows:
+        values = list(row)
+        for i, paths in enumerate(paths_by_index):
+            if paths and values[i] is not None:
+                values[i] = strip_json_paths(values[i], paths)
+        out.append(tuple(values))
+    return out
+
+
+def strip_json_paths(text: str, paths: Sequence[str]) -> str:
+    """The JSON document ``text`` without the values at ``paths`` (``a.b``, ``items.*.email``); a text that
+    is not JSON is returned as it is (then judged whole)."""
+    import json
+
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return text
+    for path in paths:
+        doc = _drop_path(doc, str(path).split("."))
+    return json.dumps(doc, ensure_ascii=False)
+
+
+def _drop_path(value: Any, segments: list[str]) -> Any:
+    if not segments:
+        return None
+    head, rest = segments[0], segments[1:]
+    if head == "*":
+        return [_drop_path(v, rest) for v in value] if isinstance(value, list) else value
+    if isinstance(value, dict) and head in value:
+        return {**value, head: _drop_path(value[head], rest)}
+    if isinstance(value, list) and head.isdigit() and int(head) < len(value):
+        i = int(head)
+        return [*value[:i], _drop_path(value[i], rest), *value[i + 1 :]]
+    return value
+
+
 DEFAULT_MAX_LARGE_OBJECTS = 200
 LARGE_OBJECTS_TABLE = TableName("pg_catalog", "pg_largeobject")
 
@@ -571,12 +627,15 @@ def scan_database(
     conditional: Mapping[TableName | str, str] | None = None,
     large_objects: bool = False,
     max_large_objects: int = DEFAULT_MAX_LARGE_OBJECTS,
+    partially_masked: Mapping[str, Sequence[str]] | None = None,
 ) -> ScanReport:
     """Scan the database ``conn`` is connected to (an autocommit psycopg connection).
 
     ``excluded_tables``: tables whose data was not restored (a parent covers its partitions and
     inheritance children); ``conditional``: table -> condition of its conditional rule;
-    ``large_objects``: whether the rules keep large objects. See the module doc."""
+    ``large_objects``: whether the rules keep large objects; ``partially_masked``: masked column ->
+    the JSON paths its ``json`` rule masks: its sampled documents go through the content detectors
+    without the values at those paths, and what is left is a finding like any. See the module doc."""
     started = time.monotonic()
     if sample_rows < 1:
         raise ValueError("sample_rows must be >= 1")
@@ -584,6 +643,7 @@ def scan_database(
     name_patterns = tuple(name_patterns) if name_patterns is not None else default_names
     content_patterns = tuple(content_patterns) if content_patterns is not None else default_content
     masked = [_qualify(m) for m in (masked_columns or ())]
+    partial = {_qualify(k): list(v) for k, v in (partially_masked or {}).items()}
     allow_entries = parse_allow(allow)
     excluded = {TableName.parse(t) for t in excluded_tables}
     conditions = {TableName.parse(t): c for t, c in (conditional or {}).items() if c}
@@ -642,12 +702,19 @@ def scan_database(
             c.name: hit for c in table.columns if (hit := _matches_any(_candidates(table, c.name), masked))
         }
         matched_masked.update(masked_here.values())
+        partial_here = {
+            c.name: partial[hit]
+            for c in table.columns
+            if c.name in masked_here and (hit := _matches_any(_candidates(table, c.name), partial))
+        }
         outside_cols = [c.name for c in table.columns if c.name in masked_here] if condition else []
 
         sampled = [c for c in table.columns if c.sampled]
         content: dict[str, tuple[dict[str, int], int]] = {}
         if sampled:
             rows = sample(table, [c.name for c in sampled]) or []
+            if partial_here:
+                rows = _without_masked_paths(rows, [partial_here.get(c.name) for c in sampled])
             columns_sampled += len(sampled)
             rows_sampled += len(rows)
             counts, non_null = count_content_matches(rows, len(sampled), content_patterns)
@@ -704,7 +771,7 @@ def scan_database(
                     finding.status = STATUS_MASKED  # no row outside the condition holds a value
                 else:  # values left as they are (or the sample failed: recorded in errors)
                     allow_status(finding, candidates)
-            elif column.name in masked_here:
+            elif column.name in masked_here and not (column.name in partial_here and col_counts):
                 finding.status = STATUS_MASKED
             else:
                 allow_status(finding, candidates)

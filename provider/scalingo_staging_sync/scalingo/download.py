@@ -240,11 +240,12 @@ def download_archive(
                                     f"{part} and retry the task."
                                 )
                         elif resp.status_code != 200:
-                            snippet = resp.text[:200] if resp.status_code < 600 else ""
+                            # no body in the message: an object store's error page can quote the
+                            # signature it refused (S3's SignatureProvided), and a cut of it escapes masking
                             raise ScalingoDownloadError(
-                                f"{label}: the download URL answered HTTP {resp.status_code} "
-                                f"({snippet!r}). The signed URL may have expired: rerun the task to get "
-                                f"a new one; check the backup is 'done'.",
+                                f"{label}: the download URL answered HTTP {resp.status_code}. The signed URL "
+                                f"may have expired: rerun the task to get a new one; check the backup is "
+                                f"'done'.",
                                 status=resp.status_code,
                             )
                         # raw bytes as stored (never gzip-decoded by a Content-Encoding header);
