@@ -5,7 +5,7 @@ What it holds (the embedded servers ship no contrib extension: no citext, pgcryp
 
 * an enum, a domain over text with a CHECK (masked with ``email``, whose output satisfies it), a domain
   whose CHECK only accepts one e-mail domain (masked with ``email`` and that ``domain`` option), a
-  ``varchar`` domain, ``text[]``, ``jsonb`` with PII inside (masked by an inline ``query``), a uuid
+  ``varchar`` domain, ``text[]``, ``jsonb`` with PII inside (masked on load by the ``json`` transformer), a uuid
   primary key, identity columns, bigserial, numeric / money / interval / bytea / inet, a tsvector and a
   full name both STORED generated from masked columns, a CHECK with a DEFAULT;
 * a composite primary key referenced by a deferrable composite foreign key, a self-referencing foreign
@@ -270,7 +270,7 @@ def row_counts() -> dict[str, int]:
     }
 
 
-# The jsonb recovery e-mail is replaced by a keyed hash (the session key the executor sets).
+# The jsonb recovery e-mail is masked on load by the json transformer; the PII scan judges the rest.
 RULES_YAML = r"""
 source_app: zoo-production
 anonymization_tables:
@@ -284,10 +284,10 @@ anonymization_tables:
       last_ip: null
       bio: hash
   - table: account_settings
-    query: >-
-      UPDATE account_settings SET prefs = jsonb_set(prefs, '{recovery_email}',
-      to_jsonb('u' || md5(current_setting('scalingo_staging_sync.key') || (prefs->>'recovery_email'))
-      || '@example.com')) WHERE prefs ? 'recovery_email'
+    columns:
+      prefs:
+        transformer: json
+        paths: {recovery_email: email}
   - table: newsletter_subscriptions
     columns:
       email: email
@@ -326,8 +326,6 @@ pii_scan:
       reason: "tier label"
     - column: public.orgs.name
       reason: "company names"
-    - column: public.account_settings.prefs
-      reason: "recovery_email masked by the inline query; the rest are UI preferences"
 verification:
   enabled: true
 restore:
