@@ -725,6 +725,11 @@ def _check_columns(
                     )
             except Exception as exc:
                 errors.append(f"{where}: fixed value does not fit {info.type_sql}: {str(exc).strip()}")
+        elif transformer.name == "fixed" and len(errors) == before:
+            # no server (planning from the archive): what can be decided without one
+            problem = fixed_value_problem(info, str(transformer._text(options)))  # type: ignore[attr-defined]
+            if problem:
+                errors.append(f"{where}: {problem}; use a value of the column's type")
     if not errors and conn is not None:
         try:
             exprs = column_expressions(specs, cat.columns)
@@ -1053,3 +1058,48 @@ def plan_on_database(conn: Any, rules: Rules) -> tuple[list[dict], list[str]]:
         if item is not None and not errors:
             items.extend(_leaf_partitions(conn, item, {}))
     return items, problems
+
+
+_INT_BOUNDS = {"int2": 2**15, "int4": 2**31, "int8": 2**63}
+_BOOL_WORDS = ("true", "false", "yes", "no")
+
+
+def fixed_value_problem(info: ColumnInfo, text: str) -> str | None:
+    """Why a ``fixed`` value cannot be stored in ``info``'s column, decided without a server: one of its
+    enum's labels (when the archive defines the enum), a whole number in range for int2/int4/int8, a
+    boolean word, a UUID, a number for numeric/float. None when it fits or cannot be decided here (the
+    other types: the load then casts it)."""
+    value = text.strip()
+    if info.enum_labels is not None:
+        if text not in info.enum_labels:
+            labels = ", ".join(repr(v) for v in info.enum_labels)
+            return f"fixed value {text!r} is not a label of enum {info.type_sql} ({labels})"
+        return None
+    base = info.base_type
+    if base in _INT_BOUNDS:
+        try:
+            number = int(value)
+        except ValueError:
+            return f"fixed value {text!r} is not a whole number ({info.type_sql})"
+        bound = _INT_BOUNDS[base]
+        if not -bound <= number < bound:
+            return f"fixed value {text!r} is out of range for {info.type_sql}"
+    elif base == "bool":
+        word = value.lower()
+        if not (word in ("1", "0", "on", "off") or (word and any(w.startswith(word) for w in _BOOL_WORDS))):
+            return f"fixed value {text!r} is not a boolean (true/false, yes/no, on/off, 1/0)"
+    elif base == "uuid":
+        import uuid
+
+        try:
+            uuid.UUID(value)
+        except ValueError:
+            return f"fixed value {text!r} is not a UUID"
+    elif base in ("numeric", "float4", "float8"):
+        from decimal import Decimal, InvalidOperation
+
+        try:
+            Decimal(value)
+        except InvalidOperation:
+            return f"fixed value {text!r} is not a number ({info.type_sql})"
+    return None

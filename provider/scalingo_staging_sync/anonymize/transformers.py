@@ -71,6 +71,8 @@ class ColumnInfo:
     not_null: bool = False
     generated: bool = False
     is_domain: bool = False
+    #: labels of its enum type when known (the archive's CREATE TYPE ... AS ENUM); None otherwise
+    enum_labels: tuple[str, ...] | None = None
 
     @property
     def category(self) -> str:
@@ -93,11 +95,15 @@ class ColumnInfo:
             "not_null": self.not_null,
             "generated": self.generated,
             "is_domain": self.is_domain,
+            "enum_labels": list(self.enum_labels) if self.enum_labels is not None else None,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ColumnInfo:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        values = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        if values.get("enum_labels") is not None:
+            values["enum_labels"] = tuple(values["enum_labels"])
+        return cls(**values)
 
 
 @dataclass

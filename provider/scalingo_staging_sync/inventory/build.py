@@ -82,7 +82,9 @@ def build_inventory(dump_path: str | os.PathLike, tools: PgTools | None = None) 
 
     ddl_entries = [e for e in entries if e.desc in DDL_DESCS or e.desc in LO_METADATA_DESCS]
     statements = _parse_ddl(entries_sql(dump_path, tools, ddl_entries), dump_path) if ddl_entries else ()
-    _Reader(inv, entries).read(statements)
+    type_entries = [e for e in entries if e.desc == "TYPE"]
+    enums = _enum_labels(entries_sql(dump_path, tools, type_entries)) if type_entries else {}
+    _Reader(inv, entries, enums).read(statements)
 
     for e in entries:
         if e.desc == "MATERIALIZED VIEW":
@@ -144,6 +146,24 @@ def _parse_ddl(text: str, dump_path: Path) -> tuple[Any, ...]:
         return tuple(raw.stmt for raw in pglast.parse_sql(sql_text))
     except pglast.parser.ParseError as exc:
         raise InventoryError(f"{dump_path}: the archive's table definitions do not parse: {exc}") from None
+
+
+def _enum_labels(text: str) -> dict[TableName, tuple[str, ...]]:
+    """``{enum type: its labels}`` of the archive's ``CREATE TYPE ... AS ENUM`` (what a ``fixed`` value
+    on such a column must be one of). Best effort: other types are skipped, and text that does not
+    parse gives no labels (the value is then only checked where a server can cast it)."""
+    sql_text = "\n".join(line for line in text.splitlines() if not line.startswith("\\"))
+    try:
+        statements = [raw.stmt for raw in pglast.parse_sql(sql_text)]
+    except pglast.parser.ParseError:
+        return {}
+    out: dict[TableName, tuple[str, ...]] = {}
+    for stmt in statements:
+        if isinstance(stmt, ast.CreateEnumStmt):
+            names = [_sval(n) for n in stmt.typeName]
+            name = TableName(names[0], names[1]) if len(names) == 2 else TableName("public", names[-1])
+            out[name] = tuple(_sval(v) for v in stmt.vals or ())
+    return out
 
 
 def _tn(rv: ast.RangeVar) -> TableName:
@@ -210,8 +230,14 @@ def partition_key_columns(definition: str) -> list[str] | None:
 
 
 class _Reader:
-    def __init__(self, inv: Inventory, entries: list[TocEntry]) -> None:
+    def __init__(
+        self,
+        inv: Inventory,
+        entries: list[TocEntry],
+        enums: dict[TableName, tuple[str, ...]] | None = None,
+    ) -> None:
         self.inv = inv
+        self.enums = enums or {}
         #: domain -> (type SQL, base type, length, NOT NULL, its CHECKs: (domain, name, expression SQL))
         self.domains: dict[
             TableName, tuple[str, str, int | None, bool, tuple[tuple[str, str, str], ...]]
@@ -292,6 +318,11 @@ class _Reader:
         is_domain = False
         domain_checks: tuple[tuple[str, str, str], ...] = ()
         not_null = bool(col.is_not_null)
+        enum_labels = None
+        if len(col.typeName.names) == 2 and not col.typeName.arrayBounds:
+            enum_labels = self.enums.get(
+                TableName(_sval(col.typeName.names[0]), _sval(col.typeName.names[1]))
+            )
         if len(col.typeName.names) == 2 and _sval(col.typeName.names[0]) != "pg_catalog":
             dom = self.domains.get(TableName(_sval(col.typeName.names[0]), _sval(col.typeName.names[1])))
             if dom is not None and not col.typeName.arrayBounds:
@@ -325,6 +356,7 @@ class _Reader:
             is_domain=is_domain,
             generated_from=generated_from,
             domain_checks=domain_checks,
+            enum_labels=enum_labels,
         )
 
     def _table(self, name: TableName) -> Table:

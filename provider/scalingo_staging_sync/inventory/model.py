@@ -52,6 +52,8 @@ class Column:
     generated_from: tuple[str, ...] = ()
     #: the CHECK constraints of its domain: (domain, constraint name, expression as SQL text)
     domain_checks: tuple[tuple[str, str, str], ...] = ()
+    #: the labels of its enum type, when the archive defines it (None: not an enum, or unknown)
+    enum_labels: tuple[str, ...] | None = None
 
     def info(self) -> ColumnInfo:
         """What the transformers check against (same shape as the catalog-based planner's)."""
@@ -63,6 +65,7 @@ class Column:
             not_null=self.not_null,
             generated=self.generated,
             is_domain=self.is_domain,
+            enum_labels=self.enum_labels,
         )
 
     def to_dict(self) -> dict:
