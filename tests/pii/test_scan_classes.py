@@ -197,3 +197,28 @@ def test_rule_on_a_parent_covers_inheritance_children_in_the_scan(db):
     conditional = scan(pg, name, masked_columns=["people.email"], conditional={"people": "id > 5"})
     # the parent's condition applies to the child's rows; each table is sampled for its own rows
     assert [f.qualified_name for f in conditional.unmasked] == ["public.vip_people.email"]
+
+
+def test_plan_keys_of_tables_whose_names_need_quoting_match(db):
+    """The plan names masked columns with TableName's quoted form (``crm."Order.Items".email``): the scan
+    matches it, and an allow-list entry in that form, for a table whose name holds a dot or a quote."""
+    pg, name = db
+    pg.execute(
+        'CREATE SCHEMA crm; CREATE TABLE crm."Order.Items" (id int, email text, buyer text);'
+        'CREATE TABLE crm."say ""hi""" (id int, email text);'
+        "INSERT INTO crm.\"Order.Items\" VALUES (1, 'u0123456789abcdef@example.com', 'Jane Roe');"
+        'INSERT INTO crm."say ""hi""" VALUES (1, \'jane.roe@corp.test\')',
+        name,
+    )
+    dotted, quoted = TableName("crm", "Order.Items"), TableName("crm", 'say "hi"')
+    assert str(dotted) == 'crm."Order.Items"' and str(quoted) == 'crm."say ""hi"""'
+    report = scan(
+        pg,
+        name,
+        masked_columns=[f"{dotted}.email", f"{quoted}.email"],
+        allow=[{"column": f"{dotted}.buyer", "reason": "reviewed"}],
+    )
+    statuses = {f.qualified_name: f.status for f in report.findings}
+    assert statuses["crm.Order.Items.email"] == "masked"
+    assert statuses['crm.say "hi".email'] == "masked"
+    assert report.unknown_masked == [] and report.passed, report.to_dict()

@@ -251,11 +251,11 @@ def partially_masked_from_plan(plan: Iterable[Mapping[str, Any]]) -> dict[str, l
     only the values at those paths are masked, the rest of each document is scanned."""
     out: dict[str, list[str]] = {}
     for item in plan or ():
-        schema = item.get("schema") or "public"
-        name = item.get("name") or str(item.get("table", "")).split(".")[-1]
+        # the plan task's masked_columns form (its items' "table": TableName's quoted form when needed)
+        table = item.get("table") or f"{item.get('schema') or 'public'}.{item.get('name')}"
         for column, spec in (item.get("columns") or {}).items():
             if isinstance(spec, Mapping) and spec.get("transformer") == "json":
-                out[f"{schema}.{name}.{column}"] = [str(p) for p in spec.get("paths") or {}]
+                out[f"{table}.{column}"] = [str(p) for p in spec.get("paths") or {}]
     return out
 
 
@@ -282,13 +282,22 @@ def parse_allow(allow: Iterable[Any] | None) -> list[AllowEntry]:
 
 
 def _candidates(table: TableInfo, column: str) -> list[str]:
-    names = [f"{table.qualified_name}.{column}"]
-    if table.root:
+    """The names a rule, an allow-list entry or the plan may give this column: ``schema.table.column``
+    raw and in :class:`TableName`'s quoted form (the plan's keys: ``crm."Order.Items".email``), for the
+    table, its partitioned root (raw) and its parents."""
+    names: list[str] = []
+
+    def add(schema: str, name: str) -> None:
+        for form in (f"{schema}.{name}", str(TableName(schema, name))):
+            key = f"{form}.{column}"
+            if key not in names:
+                names.append(key)
+
+    add(table.schema, table.name)
+    if table.root and f"{table.root}.{column}" not in names:  # raw; its quoted form comes with ancestors
         names.append(f"{table.root}.{column}")
     for parent in table.ancestors:
-        name = f"{parent.schema}.{parent.name}.{column}"
-        if name not in names:
-            names.append(name)
+        add(parent.schema, parent.name)
     return names
 
 
