@@ -145,6 +145,8 @@ def test_json_paths_masked_on_load_and_in_place_identically(on_load, staging_pg1
         ("{x: {transformer: hash, lenght: 8}}", "paths.x.lenght: unknown option of transformer 'hash'"),
         ("{x: date_shift}", "paths.x: transformer 'date_shift' does not apply to type text"),
         ("{x: json}", "paths.x: json inside json"),
+        ("{x: {transformer: hash, length: abc}}", "paths.x.length: 'abc' is not of type 'integer'"),
+        ("{x: {transformer: fixed}}", "paths.x: 'value' is a required property"),
         ("{}", "paths"),
     ],
 )

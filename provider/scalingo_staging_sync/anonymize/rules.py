@@ -238,35 +238,13 @@ def _normalise_column(spec: Any) -> dict[str, Any]:
 
 
 def _check_transformer(where: str, spec: dict[str, Any], email_domain: str) -> list[str]:
-    from jsonschema import Draft202012Validator
-
     from scalingo_staging_sync.anonymize.transformers import get_transformer, options_of
 
     try:
         transformer = get_transformer(spec["transformer"])
     except KeyError as exc:
         return [f"{where}: {exc.args[0]}"]
-    options = options_of(spec)
-    errors = []
-    schema = {
-        "type": "object",
-        "properties": transformer.options_schema,
-        "required": list(transformer.required_options),
-        "additionalProperties": False,
-    }
-    for err in Draft202012Validator(schema).iter_errors(options):
-        if err.validator == "additionalProperties":
-            for key in sorted(set(err.instance) - set(transformer.options_schema)):
-                allowed = ", ".join(sorted(transformer.options_schema)) or "none"
-                errors.append(
-                    f"{where}.{key}: unknown option of transformer {transformer.name!r} (options: {allowed})"
-                )
-        else:
-            sub = _path_str(err.absolute_path) if err.absolute_path else ""
-            errors.append(f"{where}{'.' + sub if sub else ''}: {err.message}")
-    if not errors:
-        errors.extend(f"{where}.{e}" for e in transformer.option_errors(options))
-    return errors
+    return transformer.schema_errors(where, options_of(spec))
 
 
 def _check_condition(where: str, condition: str) -> list[str]:

@@ -340,6 +340,34 @@ class Transformer:
     def required_length(self, column: ColumnInfo, options: Mapping[str, Any]) -> int | None:
         return self.min_length
 
+    def schema_errors(self, where: str, options: Mapping[str, Any]) -> list[str]:
+        """Errors of ``options`` against :attr:`options_schema` (types, ranges, required and unknown
+        options), each prefixed by ``where`` (the rule's place in the rules file)."""
+        from jsonschema import Draft202012Validator
+
+        from scalingo_staging_sync.anonymize.rules import _path_str
+
+        schema = {
+            "type": "object",
+            "properties": self.options_schema,
+            "required": list(self.required_options),
+            "additionalProperties": False,
+        }
+        errors = []
+        for err in Draft202012Validator(schema).iter_errors(dict(options)):
+            if err.validator == "additionalProperties":
+                allowed = ", ".join(sorted(self.options_schema)) or "none"
+                errors += [
+                    f"{where}.{key}: unknown option of transformer {self.name!r} (options: {allowed})"
+                    for key in sorted(set(err.instance) - set(self.options_schema))
+                ]
+            else:
+                sub = _path_str(err.absolute_path) if err.absolute_path else ""
+                errors.append(f"{where}{'.' + sub if sub else ''}: {err.message}")
+        if not errors:
+            errors += [f"{where}.{e}" for e in self.option_errors(options)]
+        return errors
+
     def option_errors(self, options: Mapping[str, Any]) -> list[str]:
         """Errors in options that their JSON Schema cannot see (nested rules), as ``<option>...: why``;
         checked when the rules file is validated, before any database is looked at."""
@@ -896,14 +924,7 @@ class JsonTransformer(Transformer):
                     f"paths.{path}: transformer {inner.name!r} reads other columns, which a JSON value "
                     "does not have; use a transformer of the value itself"
                 )
-            missing = [k for k in inner.required_options if k not in inner_options]
-            unknown = sorted(set(inner_options) - set(inner.options_schema))
-            errors += [f"paths.{path}.{k}: required option of transformer {inner.name!r}" for k in missing]
-            errors += [
-                f"paths.{path}.{k}: unknown option of transformer {inner.name!r} "
-                f"(options: {', '.join(sorted(inner.options_schema)) or 'none'})"
-                for k in unknown
-            ]
+            errors += inner.schema_errors(f"paths.{path}", inner_options)
             text = ColumnInfo(name=path, type_sql="text", base_type="text")
             errors += [f"paths.{path}: {e}" for e in inner.check(text, inner_options)]
         return errors
