@@ -32,6 +32,7 @@ def test_a_failed_data_load_names_no_value(staging_pg16, tmp_path):
             run_pg_restore(dump, target, section="data", jobs=1, tools=find_pg_tools(str(pg.bin_dir)))
         text = str(info.value)
         assert "contacts" in text and "invalid input syntax for type integer" in text  # what failed
+        assert "line 1, column email" in text  # where, without the value
         assert SECRET not in text and "ottilie" not in text
         assert "Failing row" not in text
     finally:

@@ -26,7 +26,13 @@ from scalingo_staging_sync.restore.errors import DumpFormatError, RestoreError
 from scalingo_staging_sync.restore.names import qualified_key, table_names
 from scalingo_staging_sync.restore.pgtools import PgTools, check_tools_for_dump, find_pg_tools
 from scalingo_staging_sync.restore.progress import copy_progress
-from scalingo_staging_sync.restore.toc import TocEntry, read_toc, section_args, write_list_file
+from scalingo_staging_sync.restore.toc import (
+    TocEntry,
+    read_toc,
+    resolve_schemas,
+    section_args,
+    write_list_file,
+)
 from scalingo_staging_sync.tablename import TableName
 
 log = logging.getLogger(__name__)
@@ -388,6 +394,7 @@ def run_pg_restore(
     entries: list[TocEntry] | None = None,
     fks: list[ForeignKey] | None = None,
     skip_dump_ids: Mapping[int, str] | Iterable[int] = (),
+    freeze: bool = True,
 ) -> RestoreResult:
     """Restore one section of an archive into ``target`` with a filtered ``-L`` list.
 
@@ -396,7 +403,11 @@ def run_pg_restore(
     FK constraints that reference those tables are skipped (and reported), so excluding a table
     other tables reference never breaks post-data. ``skip_dump_ids``: TOC entries left out whatever the
     section (the archive plan's excluded data, statistics, large objects, matview data; see
-    ``inventory.ArchivePlan.skip_dump_ids``). Raises :class:`RestoreError` on real errors.
+    ``inventory.ArchivePlan.skip_dump_ids``). ``freeze``: in the ``data`` section, each table's rows
+    are loaded by :func:`scalingo_staging_sync.restore.loader.load_table_data` (``COPY ... FREEZE`` in
+    the transaction that truncates the table, ``jobs`` tables at once) and pg_restore loads the rest
+    of the section (sequence values, large objects); ``False``: pg_restore loads everything. Raises
+    :class:`RestoreError` on real errors.
     """
     if section not in SECTIONS:
         raise ValueError(f"unknown section {section!r}: use one of {', '.join(SECTIONS)}")
@@ -412,6 +423,9 @@ def run_pg_restore(
         )
     all_entries = entries if entries is not None else read_toc(dump_path, tools)
     section_entries = read_toc(dump_path, tools, section=section) if section != "all" else all_entries
+    if section != "all":  # a section's listing has no SCHEMA entries: names resolved on the archive's
+        schemas = [e.names.partition(" ")[2] for e in all_entries if e.desc == "SCHEMA"]
+        section_entries = resolve_schemas(section_entries, extra_schemas=schemas)
     exclude_tables = list(exclude_tables)
     if fks is None:
         needs_fks = exclude_tables and section in ("post-data", "all")
@@ -434,7 +448,10 @@ def run_pg_restore(
     if header.format == "tar" and jobs > 1:
         log.info("tar-format archive: pg_restore cannot run parallel jobs on it; using 1 job")
         jobs = 1
-    listfile = write_list_file(selection.kept, selection.skipped)
+    # the data section's tables go through the loader (COPY FREEZE); pg_restore keeps the rest
+    table_data = [e for e in selection.kept if e.desc == "TABLE DATA"] if freeze and section == "data" else []
+    by_pg_restore = [e for e in selection.kept if e.desc != "TABLE DATA"] if table_data else selection.kept
+    listfile = write_list_file(by_pg_restore, selection.skipped)
     cmd = pg_restore_base_args(tools) + [
         "--verbose",
         f"--jobs={jobs}",
@@ -446,7 +463,7 @@ def run_pg_restore(
         cmd += ["--clean", "--if-exists"]
     cmd += ["-d", make_conninfo(dbname=target.dbname), str(dump_path)]
     parser = StderrParser(
-        total=len(selection.kept), progress=progress, ids=[e.dump_id for e in selection.kept]
+        total=len(selection.kept), progress=progress, ids=[e.dump_id for e in by_pg_restore]
     )
     log.info(
         "pg_restore section %s of %s into %s (%d TOC entries, %d jobs, %s)",
@@ -454,26 +471,14 @@ def run_pg_restore(
     )  # fmt: skip
     # rows and bytes per table in the log while data loads (pg_stat_progress_copy, separate connection)
     monitor = copy_progress(target, enabled=section in ("data", "pre-data+data", "all")).start()
+    loaded: list = []
+    returncode = 0
     try:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=target.libpq_env(),
-            text=True,
-            errors="replace",
-        )
-        try:
-            assert proc.stderr is not None
-            for line in proc.stderr:
-                parser.feed(line)
-            returncode = proc.wait()
-            parser.close()
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
+        if by_pg_restore or not table_data:
+            returncode = _pg_restore_process(cmd, target, parser)
+        # pg_restore's own part went through (exit 0, or only harmless errors): the tables now
+        if table_data and (returncode == 0 or (parser.issues and not parser.fatal())):
+            loaded = _load_tables(dump_path, target, table_data, tools, jobs, parser, progress)
     finally:
         monitor.stop()
         listfile.unlink(missing_ok=True)
@@ -499,7 +504,7 @@ def run_pg_restore(
         database=target.dbname,
         returncode=returncode,
         entries_total=len(selection.kept),
-        entries_done=parser.done if returncode == 0 else parser.done,
+        entries_done=parser.done + len(loaded),
         duration_s=round(duration, 3),
         warnings=warnings,
         errors=parser.issues,
@@ -508,6 +513,58 @@ def run_pg_restore(
         tables=[qualified_key(*t) for t in selection.loaded_tables],
         table_names=selection.loaded_tables,
     )
+
+
+def _pg_restore_process(cmd: list[str], target: PgTarget, parser: StderrParser) -> int:
+    """Run ``cmd`` (pg_restore), feeding its stderr to ``parser``; its exit status."""
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=target.libpq_env(),
+        text=True,
+        errors="replace",
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            parser.feed(line)
+        returncode = proc.wait()
+        parser.close()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return returncode
+
+
+def _load_tables(
+    dump_path: Path,
+    target: PgTarget,
+    entries: list[TocEntry],
+    tools: PgTools,
+    jobs: int,
+    parser: StderrParser,
+    progress: ProgressCallback | None,
+) -> list:
+    """The data section's tables through :mod:`~scalingo_staging_sync.restore.loader`; progress
+    counts them after pg_restore's own entries."""
+    from scalingo_staging_sync.restore.loader import load_table_data
+
+    total = parser.total
+    base = parser.done
+
+    def report(table, done: int, _count: int) -> None:
+        log.info(
+            "loaded %s: %d rows, %.1f MB in %.1f s%s",
+            table.table, table.rows, table.bytes / 1e6, table.duration_s, " (COPY FREEZE)" if table.frozen else "",
+        )  # fmt: skip
+        if progress is not None:
+            progress(base + done, total, str(table.table))
+
+    log.info("loading %d tables' data, %d at a time, each with COPY FREEZE where it can", len(entries), jobs)
+    return load_table_data(dump_path, target, entries, tools=tools, jobs=jobs, progress=report)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,305 @@
+"""Load the archive's table data with ``COPY ... FREEZE``: each table in the transaction that truncates it.
+
+``pg_restore --section=data`` sends each table's rows with a plain ``COPY``: every row is written
+not yet known to be committed, so the first statement that reads the table afterwards (the index
+builds of post-data) sets a hint bit on each row and writes every page a second time, and autovacuum
+then comes back to scan each table to mark its pages all-visible. A table truncated (or created) in
+the transaction that loads it can take its rows already frozen: ``COPY ... WITH (FREEZE)``. This
+module does that for every ``TABLE DATA`` entry:
+
+* one ``pg_restore -a -L <that entry> -f -`` per table streams the archive's COPY text (pg_restore
+  still reads and decompresses the archive; nothing here parses a dump format);
+* in one transaction on ``target``: ``TRUNCATE ONLY`` the table, ``COPY <table> (<columns>) FROM
+  STDIN WITH (FREEZE)``, the COPY text passed through in blocks, ``COMMIT`` only after pg_restore
+  exited 0 and the stream ended with its ``\\.`` terminator. Anything else rolls the table back to
+  empty and raises :class:`RestoreError`, which names the table and quotes no row;
+* ``jobs`` tables at once, in the archive's order (pg_dump writes table data largest first).
+
+The ``COPY`` statement is built here with :class:`psycopg.sql.Identifier` from the TOC entry's
+names and the column list of the archive's ``COPY`` line, never executed as read from the archive.
+Masking triggers fire exactly as under pg_restore (``FREEZE`` changes how rows are stored, not
+which rows or values): the sessions carry ``target``'s options, the masking key among them.
+
+``FREEZE`` is only used on an ordinary table loaded under its own name; a dump made with
+``--load-via-partition-root`` (rows sent to the partitioned root) and a table that cannot be
+truncated are loaded with a plain ``COPY``, as pg_restore would.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from scalingo_staging_sync.pgconn import PgTarget
+from scalingo_staging_sync.pgerrors import describe_pg_error, redact_server_text
+from scalingo_staging_sync.restore.errors import RestoreError
+from scalingo_staging_sync.restore.pgtools import PgTools
+from scalingo_staging_sync.restore.toc import TocEntry, write_list_file
+from scalingo_staging_sync.tablename import TableName, TableNameError, _split_parts
+
+log = logging.getLogger(__name__)
+
+#: how long the TRUNCATE that allows FREEZE waits for a lock before the table loads without it
+TRUNCATE_LOCK_TIMEOUT_MS = 5000
+#: the COPY text goes to the server in blocks of this size
+BLOCK = 1 << 20
+_TERMINATOR = b"\n\\.\n"
+_ENCODING_RE = re.compile(rb"^SET client_encoding = '(?P<enc>[A-Za-z0-9_]+)';$")
+_COPY_RE = re.compile(r"^COPY (?P<target>.+?) (?:\((?P<cols>.*)\) )?FROM stdin;$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class LoadedTable:
+    """One table's data, loaded: ``frozen`` is whether its rows went in with ``COPY ... FREEZE``."""
+
+    table: TableName
+    rows: int
+    bytes: int
+    frozen: bool
+    duration_s: float
+
+
+class _Stopped(Exception):
+    """Another table failed: this one stops and rolls back."""
+
+
+def parse_copy_line(line: str) -> tuple[TableName, list[str]]:
+    """The table and the columns of pg_restore's ``COPY <table> (<columns>) FROM stdin;`` line."""
+    from scalingo_staging_sync.anonymize.executor import parse_copy_header
+
+    m = _COPY_RE.match(line)
+    if not m:
+        raise ValueError(f"not a COPY ... FROM stdin line: {line[:200]!r}")
+    try:
+        parts = _split_parts(m.group("target"))
+    except TableNameError as exc:
+        raise ValueError(f"the COPY line's table cannot be read: {exc}") from None
+    if len(parts) != 2:
+        raise ValueError(f"the COPY line does not name a schema-qualified table: {line[:200]!r}")
+    columns = parse_copy_header(line) if m.group("cols") is not None else []
+    return TableName(parts[0], parts[1]), columns
+
+
+def _entry_table(entry: TocEntry) -> TableName:
+    return TableName(entry.schema or "public", entry.tag)
+
+
+def load_table_data(
+    dump_path: str | os.PathLike,
+    target: PgTarget,
+    entries: Iterable[TocEntry],
+    *,
+    tools: PgTools,
+    jobs: int = 1,
+    freeze: bool = True,
+    progress: Callable[[LoadedTable, int, int], None] | None = None,
+) -> list[LoadedTable]:
+    """Load the ``TABLE DATA`` ``entries`` of ``dump_path`` into ``target``, ``jobs`` at a time.
+
+    Each table is loaded and committed on its own; the first failure stops the tables not yet
+    started, rolls back those in flight and is raised (the tables committed before it stay loaded,
+    as with pg_restore). ``progress(loaded, done, total)`` is called after each table.
+    """
+    todo = [e for e in entries if e.desc == "TABLE DATA"]
+    if not todo:
+        return []
+    stop = threading.Event()
+    done: list[LoadedTable] = []
+    lock = threading.Lock()
+
+    def one(entry: TocEntry) -> LoadedTable | None:
+        if stop.is_set():
+            return None
+        try:
+            loaded = _load_one(dump_path, target, entry, tools=tools, freeze=freeze, stop=stop)
+        except _Stopped:
+            return None
+        except BaseException:
+            stop.set()
+            raise
+        with lock:
+            done.append(loaded)
+            count = len(done)
+        if progress is not None:
+            progress(loaded, count, len(todo))
+        return loaded
+
+    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(todo))), thread_name_prefix="sss-load") as pool:
+        futures = [pool.submit(one, entry) for entry in todo]
+        errors = [f.exception() for f in futures]
+    first = next((e for e in errors if e is not None), None)
+    if first is not None:
+        raise first
+    return done
+
+
+def _load_one(
+    dump_path: str | os.PathLike,
+    target: PgTarget,
+    entry: TocEntry,
+    *,
+    tools: PgTools,
+    freeze: bool,
+    stop: threading.Event,
+) -> LoadedTable:
+    import psycopg
+    from psycopg import sql
+
+    started = time.monotonic()
+    table = _entry_table(entry)
+    listfile = write_list_file([entry])
+    errfile = tempfile.TemporaryFile()
+    cmd = [tools.path("pg_restore"), "-a", "-L", str(listfile), "-f", "-", str(dump_path)]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errfile)
+    assert proc.stdout is not None
+    out = proc.stdout
+
+    def pg_restore_failure(what: str) -> RestoreError:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        errfile.seek(0)
+        err = errfile.read().decode("utf-8", "replace").strip()
+        detail = f": {redact_server_text(err)}" if err else ""
+        return RestoreError(
+            f"reading the data of {table} from {Path(dump_path).name} failed ({what}, pg_restore exit "
+            f"status {proc.returncode}){detail}"
+        )
+
+    try:
+        encoding = None
+        while True:
+            line = out.readline()
+            if not line:
+                raise pg_restore_failure("no COPY statement for the table")
+            if m := _ENCODING_RE.match(line.rstrip(b"\n")):
+                encoding = m.group("enc").decode()
+            if line.startswith(b"COPY "):
+                break
+        try:
+            copy_table, columns = parse_copy_line(line.decode("utf-8").rstrip("\n"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise RestoreError(f"the archive's COPY statement for {table} cannot be read: {exc}") from None
+        own_table = copy_table == table
+        stmt = sql.SQL("COPY {} {}FROM STDIN").format(
+            sql.Identifier(copy_table.schema, copy_table.name),
+            sql.SQL("({}) ").format(sql.SQL(", ").join(map(sql.Identifier, columns)))
+            if columns
+            else sql.SQL(""),
+        )
+        rows = 0
+        nbytes = 0
+        with target.connect(autocommit=False) as conn:
+            try:
+                if encoding:
+                    conn.execute(sql.SQL("SET client_encoding TO {}").format(sql.Literal(encoding)))
+                conn.execute("SET row_security TO off")
+                frozen = freeze and own_table and _truncate_for_freeze(conn, copy_table)
+                with (
+                    conn.cursor() as cur,
+                    cur.copy(stmt + sql.SQL(" WITH (FREEZE)") if frozen else stmt) as copy,
+                ):
+                    tail = b""
+                    ended = False
+                    while not ended:
+                        if stop.is_set():
+                            raise _Stopped
+                        chunk = out.read(BLOCK)
+                        if not chunk:
+                            raise pg_restore_failure("the COPY data ended before its terminator")
+                        buf = tail + chunk
+                        if buf.startswith(b"\\.\n"):
+                            data, ended = b"", True
+                        elif (i := buf.find(_TERMINATOR)) >= 0:
+                            data, ended = buf[: i + 1], True
+                        else:
+                            keep = len(_TERMINATOR) - 1
+                            data, tail = buf[:-keep], buf[-keep:]
+                        if data:
+                            rows += data.count(b"\n")
+                            nbytes += len(data)
+                            copy.write(data)
+                    if tail and not ended:  # pragma: no cover - the loop only ends on the terminator
+                        raise pg_restore_failure("the COPY data ended before its terminator")
+                # the rest of pg_restore's output (comments, blank lines) and its exit status: a row
+                # is only committed when pg_restore read the whole entry without error
+                out.read()
+                if proc.wait() != 0:
+                    raise pg_restore_failure("pg_restore reported an error")
+                conn.commit()
+            except psycopg.Error as exc:
+                conn.rollback()
+                raise RestoreError(
+                    f"loading the data of {table} (TOC entry {entry.dump_id}) failed: {_describe_copy_error(exc)}"
+                ) from None
+            except BaseException:
+                conn.rollback()
+                raise
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        out.close()
+        errfile.close()
+        listfile.unlink(missing_ok=True)
+    return LoadedTable(table, rows, nbytes, frozen, round(time.monotonic() - started, 3))
+
+
+_QUOTED = re.compile(r'"(?:[^"]|"")*"' + r"|'(?:[^']|'')*'")
+_COPY_CONTEXT = re.compile(r"^COPY [^,]+, (?P<where>line \d+(?:, column [^:]+)?)")
+
+
+def _describe_copy_error(exc: BaseException) -> str:
+    """:func:`describe_pg_error`, plus the server's message with any quoted value cut
+    (``invalid input syntax for type integer: <value withheld>``) and where in the COPY data it
+    happened (``line 12, column email``): never a row or a value."""
+    text = describe_pg_error(exc)
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    if primary and primary not in text and str(getattr(exc, "sqlstate", "") or "").startswith("22"):
+        # a data exception quotes the value it could not take, at the end or in the middle
+        # (value "..." is out of range for type integer): every quoted part is withheld
+        text += ": " + _QUOTED.sub("<value withheld>", primary)
+    context = getattr(diag, "context", None) if diag is not None else None
+    if context and (m := _COPY_CONTEXT.match(context)):
+        text += f" (COPY data {m.group('where')})"
+    return text
+
+
+def _truncate_for_freeze(conn, table: TableName) -> bool:
+    """``TRUNCATE ONLY`` an ordinary table in the open transaction, so COPY may freeze its rows.
+    False (nothing changed) for another kind of relation, or when it cannot be truncated."""
+    import psycopg
+    from psycopg import sql
+
+    kind = conn.execute(
+        "SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relname = %s",
+        (table.schema, table.name),
+    ).fetchone()
+    if not kind or kind[0] != "r":
+        return False
+    conn.execute("SAVEPOINT sss_truncate")
+    try:
+        # TRUNCATE waits for every reader of the table: a session left on a staging table (in-place
+        # restores) costs the freeze, never the load
+        conn.execute(
+            sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{TRUNCATE_LOCK_TIMEOUT_MS}ms"))
+        )
+        conn.execute(sql.SQL("TRUNCATE ONLY {}").format(sql.Identifier(table.schema, table.name)))
+    except psycopg.Error as exc:
+        conn.execute("ROLLBACK TO SAVEPOINT sss_truncate")
+        log.info("%s cannot be truncated (%s): loading it without COPY FREEZE", table, describe_pg_error(exc))
+        return False
+    conn.execute("RELEASE SAVEPOINT sss_truncate")
+    conn.execute("SET LOCAL lock_timeout TO DEFAULT")
+    return True

@@ -1,0 +1,193 @@
+"""The data section's loader: each table's rows with COPY FREEZE, in the transaction that truncates it.
+
+Real archives (pg_dump 16 and 18) restored into the embedded servers; the loader's result is
+compared with what pg_restore itself loads from the same archive.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from scalingo_staging_sync.restore.errors import RestoreError
+from scalingo_staging_sync.restore.loader import load_table_data, parse_copy_line
+from scalingo_staging_sync.restore.pgtools import find_pg_tools
+from scalingo_staging_sync.restore.runner import run_pg_restore
+from scalingo_staging_sync.restore.toc import read_toc
+from scalingo_staging_sync.tablename import TableName
+from tests.restore.restore_helpers import make_scalingo_db, superuser_target, unique_db
+
+SOURCE_SQL = r"""
+CREATE SCHEMA "Mixed Case";
+CREATE TABLE "Mixed Case"."Order.Items" (id int PRIMARY KEY, "Note ""q"" x" text, qty int);
+CREATE TABLE people (id bigint PRIMARY KEY, name text, email varchar(40), born date, tags text[], doc jsonb);
+CREATE TABLE empty_one (id int);
+CREATE TABLE parted (id int, region text) PARTITION BY LIST (region);
+CREATE TABLE parted_eu PARTITION OF parted FOR VALUES IN ('eu');
+CREATE TABLE parted_us PARTITION OF parted FOR VALUES IN ('us');
+INSERT INTO "Mixed Case"."Order.Items" VALUES (1, E'tab\there', 2), (2, NULL, 3), (3, '', 4);
+INSERT INTO people
+SELECT g,
+       CASE g % 5 WHEN 0 THEN E'Zoë \\ backslash' WHEN 1 THEN E'new\nline' WHEN 2 THEN E'car\rriage'
+                  WHEN 3 THEN 'Ünïcødé 名前 🙂' ELSE NULL END,
+       'p' || g || '@example.org', date '1970-01-01' + g, ARRAY['a\b', E'c\td', NULL],
+       jsonb_build_object('k', g, 's', E'q"\\')
+FROM generate_series(1, 5000) g;
+INSERT INTO parted VALUES (1, 'eu'), (2, 'us'), (3, 'eu');
+"""
+
+
+def _fingerprint(pg, db: str) -> dict[str, tuple]:
+    tables = {
+        "people": "SELECT count(*), md5(string_agg(t::text, '|' ORDER BY id)) FROM people t",
+        "items": 'SELECT count(*), md5(string_agg(t::text, \'|\' ORDER BY id)) FROM "Mixed Case"."Order.Items" t',
+        "empty": "SELECT count(*) FROM empty_one",
+        "parted": "SELECT count(*), md5(string_agg(t::text, '|' ORDER BY id)) FROM parted t",
+    }
+    return {name: pg.execute(q, db)[0] for name, q in tables.items()}
+
+
+@pytest.fixture(scope="module")
+def source_dump(prod_pg, tmp_path_factory):
+    db = unique_db("loader_src")
+    prod_pg.create_database(db)
+    prod_pg.execute(SOURCE_SQL, db)
+    path = prod_pg.pg_dump(db, tmp_path_factory.mktemp("loader") / "src.pgc")
+    return db, path
+
+
+def test_copy_line_is_parsed_into_names_not_executed():
+    table, cols = parse_copy_line('COPY "Mixed Case"."Order.Items" (id, "Note ""q"" x", qty) FROM stdin;')
+    assert table == TableName("Mixed Case", "Order.Items") and cols == ["id", 'Note "q" x', "qty"]
+    assert parse_copy_line("COPY public.t  FROM stdin;") == (TableName("public", "t"), [])
+    for bad in ("COPY t (a) FROM stdin;", "COPY public.t (a) FROM stdin; DROP TABLE x;", "SELECT 1;"):
+        with pytest.raises(ValueError):
+            parse_copy_line(bad)
+
+
+@pytest.mark.parametrize("version", [16, 18])
+def test_same_rows_as_pg_restore_and_frozen(prod_pg, staging_pg16, staging_pg18, source_dump, version):
+    """Every value (NULLs, empty strings, tabs, newlines, backslashes, non-ASCII, arrays, jsonb) and
+    every table (quoted names, empty, partitions) arrive as pg_restore loads them; the ordinary
+    tables' rows are frozen: a snapshot taken before the load already sees them."""
+    pg = staging_pg16 if version == 16 else staging_pg18
+    src_db, dump = source_dump
+    tools = find_pg_tools(str(pg.bin_dir))
+    by_tool, by_loader = unique_db("by_tool"), unique_db("by_loader")
+    for db in (by_tool, by_loader):
+        pg.create_database(db)
+        run_pg_restore(dump, superuser_target(pg, db), section="pre-data", tools=tools)
+    run_pg_restore(dump, superuser_target(pg, by_tool), section="data", tools=tools, freeze=False)
+    # a repeatable-read snapshot of by_loader, taken before its load: frozen rows are visible to it
+    with pg.connect(by_loader, autocommit=False) as old:
+        old.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        old.execute("SELECT 1").fetchone()  # the snapshot, and no lock on a table
+        res = run_pg_restore(dump, superuser_target(pg, by_loader), section="data", tools=tools, jobs=2)
+        assert old.execute("SELECT count(*) FROM people").fetchone() == (5000,)
+        old.rollback()
+    assert _fingerprint(pg, by_loader) == _fingerprint(pg, by_tool) == _fingerprint(prod_pg, src_db)
+    assert res.entries_done == res.entries_total
+    assert {tuple(t) for t in res.table_names} >= {
+        ("public", "people"),
+        ("Mixed Case", "Order.Items"),
+        ("public", "parted_eu"),
+        ("public", "empty_one"),
+    }
+
+
+def test_without_freeze_an_older_snapshot_sees_nothing(staging_pg16, source_dump):
+    """The control for the test above: pg_restore's plain COPY is invisible to an older snapshot."""
+    pg = staging_pg16
+    _, dump = source_dump
+    tools = find_pg_tools(str(pg.bin_dir))
+    db = unique_db()
+    pg.create_database(db)
+    run_pg_restore(dump, superuser_target(pg, db), section="pre-data", tools=tools)
+    with pg.connect(db, autocommit=False) as old:
+        old.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        old.execute("SELECT 1").fetchone()  # the snapshot, and no lock on a table
+        run_pg_restore(dump, superuser_target(pg, db), section="data", tools=tools, freeze=False)
+        assert old.execute("SELECT count(*) FROM people").fetchone() == (0,)
+        old.rollback()
+    assert pg.execute("SELECT count(*) FROM people", db) == [(5000,)]
+
+
+def test_a_scalingo_role_loads_frozen_and_triggers_fire(staging_pg16, source_dump):
+    """The app role Scalingo hands out (not superuser, not the database owner) can truncate and
+    freeze the tables it created, and a BEFORE INSERT trigger (as the masking one) sees every row."""
+    pg = staging_pg16
+    _, dump = source_dump
+    tools = find_pg_tools(str(pg.bin_dir))
+    db = unique_db()
+    target = make_scalingo_db(pg, db)
+    run_pg_restore(dump, target, section="pre-data", tools=tools)
+    with target.connect() as conn:
+        conn.execute(
+            "CREATE FUNCTION mask_people() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$BEGIN NEW.name := 'masked'; NEW.email := 'm' || NEW.id || '@example.com'; RETURN NEW; END$$;"
+            "CREATE TRIGGER mask BEFORE INSERT ON people FOR EACH ROW EXECUTE FUNCTION mask_people()"
+        )
+    entries = [e for e in read_toc(dump, tools) if e.desc == "TABLE DATA"]
+    loaded = {t.table: t for t in load_table_data(dump, target, entries, tools=tools, jobs=2)}
+    people = loaded[TableName("public", "people")]
+    assert people.rows == 5000 and people.frozen
+    assert loaded[TableName("Mixed Case", "Order.Items")].frozen  # a quoted schema and name
+    assert loaded[TableName("public", "parted_eu")].frozen  # a leaf partition is an ordinary table
+    assert pg.execute("SELECT count(*) FROM people WHERE name IS DISTINCT FROM 'masked'", db) == [(0,)]
+    assert pg.execute("SELECT count(*) FROM people WHERE email NOT LIKE 'm%@example.com'", db) == [(0,)]
+
+
+def test_load_via_partition_root_is_loaded_without_freeze(prod_pg, staging_pg16, source_dump, tmp_path):
+    pg = staging_pg16
+    src_db, _ = source_dump
+    dump = prod_pg.pg_dump(src_db, tmp_path / "root.pgc", extra=["--load-via-partition-root"])
+    tools = find_pg_tools(str(pg.bin_dir))
+    db = unique_db()
+    pg.create_database(db)
+    target = superuser_target(pg, db)
+    run_pg_restore(dump, target, section="pre-data", tools=tools)
+    entries = [e for e in read_toc(dump, tools) if e.desc == "TABLE DATA"]
+    loaded = {t.table: t for t in load_table_data(dump, target, entries, tools=tools)}
+    eu = loaded[TableName("public", "parted_eu")]
+    assert not eu.frozen and eu.rows == 2
+    assert pg.execute("SELECT count(*) FROM parted_eu", db) == [(2,)]
+    assert pg.execute("SELECT count(*) FROM parted", db) == [(3,)]
+    assert loaded[TableName("public", "people")].frozen
+
+
+def test_a_broken_archive_leaves_the_table_empty_and_names_it(staging_pg16, source_dump, tmp_path):
+    """pg_restore fails half-way through a table's data: nothing of that table is committed."""
+    pg = staging_pg16
+    _, dump = source_dump
+    data = dump.read_bytes()
+    broken = tmp_path / "broken.pgc"
+    broken.write_bytes(data[: int(len(data) * 0.6)])  # the TOC is whole, the data is cut
+    tools = find_pg_tools(str(pg.bin_dir))
+    db = unique_db()
+    pg.create_database(db)
+    target = superuser_target(pg, db)
+    run_pg_restore(dump, target, section="pre-data", tools=tools)
+    people = [e for e in read_toc(dump, tools) if e.desc == "TABLE DATA" and e.tag == "people"]
+    with pytest.raises(RestoreError, match=r"public\.people") as info:
+        load_table_data(broken, target, people, tools=tools)
+    assert "example.org" not in str(info.value)
+    assert pg.execute("SELECT count(*) FROM people", db) == [(0,)]
+
+
+def test_the_first_failure_stops_the_others(staging_pg16, source_dump):
+    """A table that cannot load (a column of another type) fails the load; no thread is left behind."""
+    pg = staging_pg16
+    _, dump = source_dump
+    tools = find_pg_tools(str(pg.bin_dir))
+    db = unique_db()
+    pg.create_database(db)
+    target = superuser_target(pg, db)
+    run_pg_restore(dump, target, section="pre-data", tools=tools)
+    pg.execute("ALTER TABLE people ALTER COLUMN born TYPE int USING 0", db)
+    before = threading.active_count()
+    with pytest.raises(RestoreError, match=r"public\.people .*SQLSTATE 22P02.*column born") as info:
+        run_pg_restore(dump, target, section="data", tools=tools, jobs=2)
+    assert "1970" not in str(info.value)
+    assert pg.execute("SELECT count(*) FROM people", db) == [(0,)]
+    assert threading.active_count() <= before
