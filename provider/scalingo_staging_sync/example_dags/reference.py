@@ -445,5 +445,7 @@ def build_reference_dag(
         gate >> gate_passed >> backup >> plan >> dry_run_stop >> restore_schema
         restore_schema >> prepare >> load_data >> finish >> post_data
         restore_schema >> load_data >> post_data  # also when no table is masked (mapped tasks skipped)
-        post_data >> finalize >> pii >> verify >> seeds >> promote >> commands >> cleanup >> audit
+        # the PII scan and the verification only read the masked data: side by side (one scheduler
+        # transition less on the run's critical path), and both must pass before anything is promoted
+        post_data >> finalize >> [pii, verify] >> seeds >> promote >> commands >> cleanup >> audit
     return dag
