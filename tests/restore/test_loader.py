@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from psycopg import sql
 
 from scalingo_staging_sync.restore.errors import RestoreError
 from scalingo_staging_sync.restore.loader import load_table_data, parse_copy_line
@@ -191,3 +192,114 @@ def test_the_first_failure_stops_the_others(staging_pg16, source_dump):
     assert "1970" not in str(info.value)
     assert pg.execute("SELECT count(*) FROM people", db) == [(0,)]
     assert threading.active_count() <= before
+
+
+def _entry(dump_id: int, tag: str):
+    from scalingo_staging_sync.restore.toc import parse_toc_line
+
+    return parse_toc_line(f"{dump_id}; 0 0 TABLE DATA public {tag} postgres")
+
+
+def test_units_largest_first_small_tables_together():
+    from scalingo_staging_sync.restore.loader import BATCH_TABLES, SMALL_TABLE, plan_units
+
+    big, huge = _entry(1, "big"), _entry(2, "huge")
+    small = [_entry(10 + i, f"s{i}") for i in range(BATCH_TABLES + 5)]
+    sizes = {1: SMALL_TABLE * 2, 2: SMALL_TABLE * 10, **{10 + i: 100 + i for i in range(BATCH_TABLES + 5)}}
+    units = plan_units([*small, big, huge], sizes)
+    assert units[0] == [huge] and units[1] == [big]  # largest first, each alone
+    assert [len(u) for u in units[2:]] == [BATCH_TABLES, 5]  # the small ones share pg_restore runs
+    assert sorted(e.dump_id for u in units for e in u) == sorted(sizes)
+    # medium tables fill a unit up to SMALL_TABLE bytes
+    medium = [_entry(100 + i, f"m{i}") for i in range(5)]
+    units = plan_units(medium, {100 + i: SMALL_TABLE // 2 for i in range(5)})
+    assert [len(u) for u in units] == [2, 2, 1]
+    # no sizes (an archive written to a pipe): one table per unit, in the archive's order
+    assert plan_units(small[:3], {}) == [[small[0]], [small[1]], [small[2]]]
+
+
+@pytest.mark.parametrize("fmt", ["c", "d", "t"])
+def test_data_sizes_of_each_archive_format(prod_pg, source_dump, tmp_path, fmt):
+    from scalingo_staging_sync.restore.dump import data_sizes
+
+    src_db, _ = source_dump
+    dump = prod_pg.pg_dump(src_db, tmp_path / f"src.{fmt}", fmt=fmt)
+    tools = find_pg_tools(str(prod_pg.bin_dir))
+    data = {e.tag: e.dump_id for e in read_toc(dump, tools) if e.desc == "TABLE DATA"}
+    sizes = data_sizes(dump)
+    assert set(data.values()) <= set(sizes)
+    # people (5000 rows) outweighs the three-row tables
+    assert sizes[data["people"]] > 10 * sizes[data["Order.Items"]] > 0
+
+
+@pytest.mark.parametrize("fmt", ["d", "t"])
+def test_directory_and_tar_archives_load_the_same_rows(prod_pg, staging_pg16, source_dump, tmp_path, fmt):
+    src_db, _ = source_dump
+    dump = prod_pg.pg_dump(src_db, tmp_path / f"src.{fmt}", fmt=fmt)
+    pg = staging_pg16
+    tools = find_pg_tools(str(pg.bin_dir))
+    db = unique_db()
+    pg.create_database(db)
+    run_pg_restore(dump, superuser_target(pg, db), section="pre-data", tools=tools)
+    run_pg_restore(dump, superuser_target(pg, db), section="data", tools=tools, jobs=2)
+    assert _fingerprint(pg, db) == _fingerprint(prod_pg, src_db)
+
+
+def test_an_archive_without_offsets_loads_table_by_table(prod_pg, staging_pg16, source_dump, tmp_path):
+    """pg_dump -Fc writing to a pipe cannot go back to write the data offsets: no sizes, the tables
+    load one per pg_restore in the archive's order, with the same rows."""
+    import subprocess
+
+    from scalingo_staging_sync.restore.dump import data_sizes
+
+    src_db, _ = source_dump
+    piped = tmp_path / "piped.pgc"
+    with piped.open("wb") as fh:
+        proc = subprocess.Popen(
+            [str(prod_pg.bin_dir / "pg_dump"), "-Fc", "-d", prod_pg.conninfo(src_db)], stdout=subprocess.PIPE
+        )
+        for block in iter(lambda: proc.stdout.read(1 << 16), b""):
+            fh.write(block)
+        assert proc.wait() == 0
+    assert data_sizes(piped) == {}
+    pg = staging_pg16
+    tools = find_pg_tools(str(pg.bin_dir))
+    db = unique_db()
+    pg.create_database(db)
+    run_pg_restore(piped, superuser_target(pg, db), section="pre-data", tools=tools)
+    run_pg_restore(piped, superuser_target(pg, db), section="data", tools=tools, jobs=2)
+    assert _fingerprint(pg, db) == _fingerprint(prod_pg, src_db)
+
+
+def test_many_small_tables_share_pg_restore_runs(prod_pg, staging_pg16, tmp_path):
+    """150 small tables (a typical app schema): loaded in a few batches, each table in its own
+    transaction and frozen, every row as in production."""
+    from scalingo_staging_sync.restore.dump import data_sizes
+    from scalingo_staging_sync.restore.loader import plan_units
+
+    src = unique_db("many_src")
+    prod_pg.create_database(src)
+    prod_pg.execute(
+        "DO $$BEGIN FOR i IN 1..150 LOOP EXECUTE format("
+        "'CREATE TABLE t%s AS SELECT g AS id, md5(g::text) || E''\\t\\\\'' AS v FROM generate_series(1, %s) g', i, i);"
+        " END LOOP; END$$",
+        src,
+    )
+    dump = prod_pg.pg_dump(src, tmp_path / "many.pgc")
+    pg = staging_pg16
+    tools = find_pg_tools(str(pg.bin_dir))
+    entries = [e for e in read_toc(dump, tools) if e.desc == "TABLE DATA"]
+    assert len(plan_units(entries, data_sizes(dump))) <= 4
+    db = unique_db()
+    pg.create_database(db)
+    target = superuser_target(pg, db)
+    run_pg_restore(dump, target, section="pre-data", tools=tools)
+    loaded = load_table_data(dump, target, entries, tools=tools, jobs=2)
+    assert len(loaded) == 150 and all(t.frozen for t in loaded)
+    assert {t.table.name: t.rows for t in loaded} == {f"t{i}": i for i in range(1, 151)}
+    for i in (1, 2, 64, 65, 150):  # across the batches
+        query = sql.SQL("SELECT count(*), md5(string_agg(v, '|' ORDER BY id)) FROM {}").format(
+            sql.Identifier(f"t{i}")
+        )
+        with pg.connect(db) as a, prod_pg.connect(src) as b:
+            assert a.execute(query).fetchall() == b.execute(query).fetchall()

@@ -105,6 +105,8 @@ def _parse_archive_header(data: bytes, path: Path, expect: str | None = None) ->
             f"{path}: implausible header (int size {r.int_size}, offset size {offset_size})"
         )
     fmt = _FORMATS.get(r.byte(), "unknown")
+    if expect == "directory" and fmt == "tar":  # pg_dump writes a directory's toc.dat with tar's format byte
+        fmt = "directory"
     if expect and fmt != expect:
         raise DumpFormatError(f"{path}: header says format {fmt!r}, expected {expect!r}")
     compression = None
@@ -132,6 +134,92 @@ def _parse_archive_header(data: bytes, path: Path, expect: str | None = None) ->
         int_size=r.int_size,
         offset_size=offset_size,
     )
+
+
+_OFFSET_POS_SET = 2
+
+
+def _custom_data_offsets(data: bytes, header: DumpHeader) -> dict[int, int] | None:
+    """dump id -> offset of its data block, from a custom archive's TOC (``ReadToc`` and the custom
+    format's ``ReadExtraToc`` in pg_dump's sources); None when the TOC is not all in ``data``."""
+    r = _Reader(data)
+    r.int_size = header.int_size
+    r.pos = len(MAGIC) + 3  # version
+    r.pos += 2  # int size, offset size
+    r.pos += 1  # format
+    version = header.archive_version or (0, 0, 0)
+    try:
+        if version >= (1, 15, 0):
+            r.byte()
+        elif version >= (1, 2, 0):
+            r.int_()
+        for _ in range(7):
+            r.int_()
+        r.str_()
+        r.str_()
+        r.str_()
+        offsets: dict[int, int] = {}
+        for _ in range(r.int_()):
+            dump_id = r.int_()
+            r.int_()  # had dumper
+            for _ in range(4):  # table oid, oid, tag, desc
+                r.str_()
+            r.int_()  # section
+            for _ in range(5):  # defn, drop, copy statement, namespace, tablespace
+                r.str_()
+            if version >= (1, 14, 0):
+                r.str_()  # table access method
+            if version >= (1, 16, 0):
+                r.int_()  # relkind
+            r.str_()  # owner
+            r.str_()  # "false" (WITH OIDS)
+            while r.str_() is not None:  # dependencies, NULL-terminated
+                pass
+            flag = r.byte()
+            raw = r.data[r.pos : r.pos + header.offset_size]
+            if len(raw) < header.offset_size:
+                return None
+            r.pos += header.offset_size
+            if flag == _OFFSET_POS_SET:
+                offsets[dump_id] = int.from_bytes(raw, "little")
+        return offsets
+    except DumpFormatError:
+        return None
+
+
+def data_sizes(path: str | os.PathLike, header: DumpHeader | None = None) -> dict[int, int]:
+    """Bytes of each data entry (dump id -> size) as stored in the archive, which is how pg_restore
+    orders its parallel jobs: the gaps between data offsets (custom format; empty when the archive
+    was written to a pipe and holds no offsets), the data files (directory) or members (tar)."""
+    path = Path(path)
+    header = header or read_dump_header(path)
+    sizes: dict[int, int] = {}
+    if header.format == "custom" and header.archive_version and header.archive_version >= (1, 11, 0):
+        total = path.stat().st_size
+        chunk = 1 << 20
+        with path.open("rb") as fh:
+            while True:
+                fh.seek(0)
+                offsets = _custom_data_offsets(fh.read(chunk), header)
+                if offsets is not None or chunk >= total:
+                    break
+                chunk *= 8
+        if offsets:
+            ends = sorted(set(offsets.values())) + [total]
+            following = {start: ends[i + 1] for i, start in enumerate(ends[:-1])}
+            sizes = {dump_id: max(0, following[pos] - pos) for dump_id, pos in offsets.items()}
+    elif header.format == "directory":
+        for child in path.iterdir():
+            stem = child.name.split(".", 1)[0]
+            if stem.isdigit() and child.name[len(stem) :].startswith(".dat"):
+                sizes[int(stem)] = child.stat().st_size
+    elif header.format == "tar":
+        with tarfile.open(path, "r:") as tar:
+            for member in tar:
+                stem = member.name.split(".", 1)[0]
+                if stem.isdigit() and member.name[len(stem) :].startswith(".dat"):
+                    sizes[int(stem)] = member.size
+    return sizes
 
 
 def read_dump_header(path: str | os.PathLike) -> DumpHeader:

@@ -39,6 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from psycopg import sql
+
 from scalingo_staging_sync.pgconn import PgTarget
 from scalingo_staging_sync.pgerrors import describe_pg_error, redact_server_text
 from scalingo_staging_sync.restore.errors import RestoreError
@@ -50,6 +52,10 @@ log = logging.getLogger(__name__)
 
 #: how long the TRUNCATE that allows FREEZE waits for a lock before the table loads without it
 TRUNCATE_LOCK_TIMEOUT_MS = 5000
+#: a table whose data takes this many bytes in the archive or more is loaded alone; smaller ones
+#: are loaded together, up to this many bytes or :data:`BATCH_TABLES` tables per pg_restore
+SMALL_TABLE = 8 << 20
+BATCH_TABLES = 64
 #: the COPY text goes to the server in blocks of this size
 BLOCK = 1 << 20
 _TERMINATOR = b"\n\\.\n"
@@ -93,6 +99,69 @@ def _entry_table(entry: TocEntry) -> TableName:
     return TableName(entry.schema or "public", entry.tag)
 
 
+class _Stream:
+    """pg_restore's output: lines while looking for a table's COPY line, blocks for its data, and
+    what was read past a terminator handed back to the next table."""
+
+    def __init__(self, raw) -> None:
+        self.raw = raw
+        self.buf = b""
+
+    def unread(self, data: bytes) -> None:
+        self.buf = data + self.buf
+
+    def readline(self) -> bytes:
+        while b"\n" not in self.buf:
+            chunk = self.raw.read1(BLOCK)
+            if not chunk:
+                line, self.buf = self.buf, b""
+                return line
+            self.buf += chunk
+        i = self.buf.index(b"\n") + 1
+        line, self.buf = self.buf[:i], self.buf[i:]
+        return line
+
+    def read(self, size: int = -1) -> bytes:
+        if self.buf:
+            data = self.buf if size < 0 else self.buf[:size]
+            self.buf = self.buf[len(data) :]
+            return data
+        return self.raw.read() if size < 0 else self.raw.read1(size)
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+def plan_units(entries: list[TocEntry], sizes: dict[int, int]) -> list[list[TocEntry]]:
+    """The tables in the order to load them, grouped into units that one pg_restore and one
+    connection load one after the other: largest first (as pg_restore's parallel jobs), a table of
+    :data:`SMALL_TABLE` bytes or more alone, smaller ones together up to that size or
+    :data:`BATCH_TABLES` tables, in the archive's order within a unit (a tar archive is read
+    forwards only). Without sizes (an archive written to a pipe): one table per unit, in
+    the archive's order."""
+    if not sizes:
+        return [[e] for e in entries]
+    position = {id(e): i for i, e in enumerate(entries)}
+    ordered = sorted(entries, key=lambda e: -sizes.get(e.dump_id, 0))
+    units: list[list[TocEntry]] = []
+    batch: list[TocEntry] = []
+    batch_bytes = 0
+    for entry in ordered:
+        size = sizes.get(entry.dump_id, 0)
+        if size >= SMALL_TABLE:
+            units.append([entry])
+            continue
+        batch.append(entry)
+        batch_bytes += size
+        if batch_bytes >= SMALL_TABLE or len(batch) >= BATCH_TABLES:
+            units.append(batch)
+            batch, batch_bytes = [], 0
+    if batch:
+        units.append(batch)
+    # within a unit, the archive's order: a tar archive cannot be read backwards
+    return [sorted(unit, key=lambda e: position[id(e)]) for unit in units]
+
+
 def load_table_data(
     dump_path: str | os.PathLike,
     target: PgTarget,
@@ -103,38 +172,48 @@ def load_table_data(
     freeze: bool = True,
     progress: Callable[[LoadedTable, int, int], None] | None = None,
 ) -> list[LoadedTable]:
-    """Load the ``TABLE DATA`` ``entries`` of ``dump_path`` into ``target``, ``jobs`` at a time.
+    """Load the ``TABLE DATA`` ``entries`` of ``dump_path`` into ``target``, ``jobs`` units at a time
+    (:func:`plan_units`).
 
-    Each table is loaded and committed on its own; the first failure stops the tables not yet
-    started, rolls back those in flight and is raised (the tables committed before it stay loaded,
-    as with pg_restore). ``progress(loaded, done, total)`` is called after each table.
+    Each table is loaded and committed on its own; the first failure stops the units not yet
+    started, rolls back the tables in flight and is raised (the tables committed before it stay
+    loaded, as with pg_restore). ``progress(loaded, done, total)`` is called after each table.
     """
+    from scalingo_staging_sync.restore.dump import data_sizes
+
     todo = [e for e in entries if e.desc == "TABLE DATA"]
     if not todo:
         return []
+    try:
+        sizes = data_sizes(dump_path)
+    except (OSError, ValueError, RestoreError) as exc:  # sizes only order the work
+        log.info("the archive's data sizes cannot be read (%s): tables load in the archive's order", exc)
+        sizes = {}
+    units = plan_units(todo, sizes)
     stop = threading.Event()
     done: list[LoadedTable] = []
     lock = threading.Lock()
 
-    def one(entry: TocEntry) -> LoadedTable | None:
-        if stop.is_set():
-            return None
-        try:
-            loaded = _load_one(dump_path, target, entry, tools=tools, freeze=freeze, stop=stop)
-        except _Stopped:
-            return None
-        except BaseException:
-            stop.set()
-            raise
+    def report(loaded: LoadedTable) -> None:
         with lock:
             done.append(loaded)
             count = len(done)
         if progress is not None:
             progress(loaded, count, len(todo))
-        return loaded
 
-    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(todo))), thread_name_prefix="sss-load") as pool:
-        futures = [pool.submit(one, entry) for entry in todo]
+    def one(unit: list[TocEntry]) -> None:
+        if stop.is_set():
+            return
+        try:
+            _load_unit(dump_path, target, unit, tools=tools, freeze=freeze, stop=stop, report=report)
+        except _Stopped:
+            return
+        except BaseException:
+            stop.set()
+            raise
+
+    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(units))), thread_name_prefix="sss-load") as pool:
+        futures = [pool.submit(one, unit) for unit in units]
         errors = [f.exception() for f in futures]
     first = next((e for e in errors if e is not None), None)
     if first is not None:
@@ -142,28 +221,28 @@ def load_table_data(
     return done
 
 
-def _load_one(
+def _load_unit(
     dump_path: str | os.PathLike,
     target: PgTarget,
-    entry: TocEntry,
+    unit: list[TocEntry],
     *,
     tools: PgTools,
     freeze: bool,
     stop: threading.Event,
-) -> LoadedTable:
+    report: Callable[[LoadedTable], None],
+) -> None:
+    """One pg_restore for the ``unit``'s tables (its ``-L`` list in the unit's order, which is the
+    order it writes them in) and one connection; each table in its own transaction."""
     import psycopg
-    from psycopg import sql
 
-    started = time.monotonic()
-    table = _entry_table(entry)
-    listfile = write_list_file([entry])
+    listfile = write_list_file(unit)
     errfile = tempfile.TemporaryFile()
     cmd = [tools.path("pg_restore"), "-a", "-L", str(listfile), "-f", "-", str(dump_path)]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errfile)
     assert proc.stdout is not None
-    out = proc.stdout
+    out = _Stream(proc.stdout)
 
-    def pg_restore_failure(what: str) -> RestoreError:
+    def pg_restore_failure(table: TableName, what: str) -> RestoreError:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
@@ -176,74 +255,48 @@ def _load_one(
         )
 
     try:
-        encoding = None
-        while True:
-            line = out.readline()
-            if not line:
-                raise pg_restore_failure("no COPY statement for the table")
-            if m := _ENCODING_RE.match(line.rstrip(b"\n")):
-                encoding = m.group("enc").decode()
-            if line.startswith(b"COPY "):
-                break
-        try:
-            copy_table, columns = parse_copy_line(line.decode("utf-8").rstrip("\n"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise RestoreError(f"the archive's COPY statement for {table} cannot be read: {exc}") from None
-        own_table = copy_table == table
-        stmt = sql.SQL("COPY {} {}FROM STDIN").format(
-            sql.Identifier(copy_table.schema, copy_table.name),
-            sql.SQL("({}) ").format(sql.SQL(", ").join(map(sql.Identifier, columns)))
-            if columns
-            else sql.SQL(""),
-        )
-        rows = 0
-        nbytes = 0
         with target.connect(autocommit=False) as conn:
-            try:
-                if encoding:
-                    conn.execute(sql.SQL("SET client_encoding TO {}").format(sql.Literal(encoding)))
-                conn.execute("SET row_security TO off")
-                frozen = freeze and own_table and _truncate_for_freeze(conn, copy_table)
-                with (
-                    conn.cursor() as cur,
-                    cur.copy(stmt + sql.SQL(" WITH (FREEZE)") if frozen else stmt) as copy,
-                ):
-                    tail = b""
-                    ended = False
-                    while not ended:
-                        if stop.is_set():
-                            raise _Stopped
-                        chunk = out.read(BLOCK)
-                        if not chunk:
-                            raise pg_restore_failure("the COPY data ended before its terminator")
-                        buf = tail + chunk
-                        if buf.startswith(b"\\.\n"):
-                            data, ended = b"", True
-                        elif (i := buf.find(_TERMINATOR)) >= 0:
-                            data, ended = buf[: i + 1], True
-                        else:
-                            keep = len(_TERMINATOR) - 1
-                            data, tail = buf[:-keep], buf[-keep:]
-                        if data:
-                            rows += data.count(b"\n")
-                            nbytes += len(data)
-                            copy.write(data)
-                    if tail and not ended:  # pragma: no cover - the loop only ends on the terminator
-                        raise pg_restore_failure("the COPY data ended before its terminator")
-                # the rest of pg_restore's output (comments, blank lines) and its exit status: a row
-                # is only committed when pg_restore read the whole entry without error
-                out.read()
-                if proc.wait() != 0:
-                    raise pg_restore_failure("pg_restore reported an error")
-                conn.commit()
-            except psycopg.Error as exc:
-                conn.rollback()
-                raise RestoreError(
-                    f"loading the data of {table} (TOC entry {entry.dump_id}) failed: {_describe_copy_error(exc)}"
-                ) from None
-            except BaseException:
-                conn.rollback()
-                raise
+            conn.execute("SET row_security TO off")
+            encoding = None
+            for index, entry in enumerate(unit):
+                table = _entry_table(entry)
+                last = index == len(unit) - 1
+                started = time.monotonic()
+                while True:
+                    line = out.readline()
+                    if not line:
+                        raise pg_restore_failure(table, "no COPY statement for the table")
+                    if (m := _ENCODING_RE.match(line.rstrip(b"\n"))) and m.group("enc").decode() != encoding:
+                        encoding = m.group("enc").decode()
+                        conn.execute(sql.SQL("SET client_encoding TO {}").format(sql.Literal(encoding)))
+                        conn.commit()
+                    if line.startswith(b"COPY "):
+                        break
+                try:
+                    copy_table, columns = parse_copy_line(line.decode("utf-8").rstrip("\n"))
+                except (UnicodeDecodeError, ValueError) as exc:
+                    raise RestoreError(
+                        f"the archive's COPY statement for {table} cannot be read: {exc}"
+                    ) from None
+                try:
+                    rows, nbytes, frozen = _copy_block(
+                        conn, out, entry, table, copy_table, columns, freeze=freeze, stop=stop,
+                        failure=lambda what, t=table: pg_restore_failure(t, what),
+                    )  # fmt: skip
+                    if last:  # the unit's last table: pg_restore's exit status before its commit
+                        out.read()
+                        if proc.wait() != 0:
+                            raise pg_restore_failure(table, "pg_restore reported an error")
+                    conn.commit()
+                except psycopg.Error as exc:
+                    conn.rollback()
+                    raise RestoreError(
+                        f"loading the data of {table} (TOC entry {entry.dump_id}) failed: {_describe_copy_error(exc)}"
+                    ) from None
+                except BaseException:
+                    conn.rollback()
+                    raise
+                report(LoadedTable(table, rows, nbytes, frozen, round(time.monotonic() - started, 3)))
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -251,7 +304,58 @@ def _load_one(
         out.close()
         errfile.close()
         listfile.unlink(missing_ok=True)
-    return LoadedTable(table, rows, nbytes, frozen, round(time.monotonic() - started, 3))
+
+
+def _copy_block(
+    conn,
+    out,
+    entry: TocEntry,
+    table: TableName,
+    copy_table: TableName,
+    columns: list[str],
+    *,
+    freeze: bool,
+    stop: threading.Event,
+    failure: Callable[[str], RestoreError],
+) -> tuple[int, int, bool]:
+    """One table's COPY data from ``out`` (after its COPY line, up to and including its ``\\.``
+    terminator) into ``copy_table`` in the open transaction: ``(rows, bytes, frozen)``."""
+    stmt = sql.SQL("COPY {} {}FROM STDIN").format(
+        sql.Identifier(copy_table.schema, copy_table.name),
+        sql.SQL("({}) ").format(sql.SQL(", ").join(map(sql.Identifier, columns))) if columns else sql.SQL(""),
+    )
+    # FREEZE needs the table truncated in this transaction, and only an ordinary table loaded under
+    # its own name can be (not a partitioned root that --load-via-partition-root sends rows to)
+    frozen = freeze and copy_table == table and _truncate_for_freeze(conn, copy_table)
+    rows = nbytes = 0
+    with conn.cursor() as cur, cur.copy(stmt + sql.SQL(" WITH (FREEZE)") if frozen else stmt) as copy:
+        # the terminator is the first line that is exactly "\.": a data line never starts with a
+        # backslash followed by a dot (COPY text writes a backslash as two)
+        tail = out.readline()  # the first data line, or the terminator of an empty table
+        if not tail:
+            raise failure("the COPY data ended before its terminator")
+        if tail == b"\\.\n":
+            return 0, 0, frozen
+        while True:
+            if stop.is_set():
+                raise _Stopped
+            chunk = out.read(BLOCK)
+            if not chunk:
+                raise failure("the COPY data ended before its terminator")
+            buf = tail + chunk
+            i = buf.find(_TERMINATOR)
+            if i >= 0:
+                data = buf[: i + 1]
+                out.unread(buf[i + len(_TERMINATOR) :])  # the next table's lines
+            else:
+                keep = len(_TERMINATOR) - 1
+                data, tail = buf[:-keep], buf[-keep:]
+            if data:
+                rows += data.count(b"\n")
+                nbytes += len(data)
+                copy.write(data)
+            if i >= 0:
+                return rows, nbytes, frozen
 
 
 _QUOTED = re.compile(r'"(?:[^"]|"")*"' + r"|'(?:[^']|'')*'")
@@ -279,7 +383,6 @@ def _truncate_for_freeze(conn, table: TableName) -> bool:
     """``TRUNCATE ONLY`` an ordinary table in the open transaction, so COPY may freeze its rows.
     False (nothing changed) for another kind of relation, or when it cannot be truncated."""
     import psycopg
-    from psycopg import sql
 
     kind = conn.execute(
         "SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
