@@ -303,3 +303,20 @@ def test_many_small_tables_share_pg_restore_runs(prod_pg, staging_pg16, tmp_path
         )
         with pg.connect(db) as a, prod_pg.connect(src) as b:
             assert a.execute(query).fetchall() == b.execute(query).fetchall()
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 5, 4096])
+def test_terminators_split_across_blocks(prod_pg, staging_pg16, source_dump, monkeypatch, block):
+    """The COPY text read in blocks of 1, 2, 3, 5 bytes: a terminator (and the next table's COPY
+    line) split between two blocks is still found, every table gets exactly its rows."""
+    import scalingo_staging_sync.restore.loader as loader
+
+    monkeypatch.setattr(loader, "BLOCK", block)
+    src_db, dump = source_dump
+    pg = staging_pg16
+    tools = find_pg_tools(str(pg.bin_dir))
+    db = unique_db()
+    pg.create_database(db)
+    run_pg_restore(dump, superuser_target(pg, db), section="pre-data", tools=tools)
+    run_pg_restore(dump, superuser_target(pg, db), section="data", tools=tools, jobs=2)
+    assert _fingerprint(pg, db) == _fingerprint(prod_pg, src_db)
