@@ -20,7 +20,8 @@ Measured, alternating A, B and C (A B C, C B A, ...) ``--repeat`` times:
   C  the same DAG and conf triggered over the REST API of an ``airflow standalone`` (scheduler,
      dag-processor, triggerer, api-server; LocalExecutor, SQLite metadata DB, its own AIRFLOW_HOME
      with B's environment) started once before the runs (not timed) and stopped after them: mapped
-     tasks run side by side as in production. Wall = the dag_run's start_date -> end_date in the
+     tasks run side by side as in production. While A and B run, the whole stack is stopped
+     (SIGSTOP; ``--no-pause-stack`` leaves it idling) and it is resumed and healthy again before C. Wall = the dag_run's start_date -> end_date in the
      metadata DB; the client's trigger -> finished is reported too.
 Ratios (medians): (i) B wall / A, (ii) B data phases / A, (i-local) C wall / A, (ii-local) C data
 phases / A, where the data phases are restore_schema + span(anonymize_table[*] and load_unmasked_data)
@@ -421,6 +422,7 @@ class LocalAirflow:
         self.proc: subprocess.Popen | None = None
         self._token: str | None = None
         self.started_s: float | None = None
+        self.paused = False
 
     # -- process
     def start(self) -> None:
@@ -474,6 +476,28 @@ class LocalAirflow:
             except psutil.Error:
                 pass
         return total
+
+    def pause(self) -> None:
+        """SIGSTOP to the whole process group, so that the idle stack takes no CPU from A and B."""
+        if self.proc is not None and self.proc.poll() is None and not self.paused:
+            os.killpg(self.proc.pid, signal.SIGSTOP)
+            self.paused = True
+
+    def resume(self) -> float:
+        """SIGCONT to the process group, then wait until every component reports healthy again (their
+        heartbeats are stale after a pause); the seconds that took (not timed in C)."""
+        if self.proc is None or not self.paused:
+            return 0.0
+        os.killpg(self.proc.pid, signal.SIGCONT)
+        self.paused = False
+        started = time.monotonic()
+        deadline = started + LOCAL_START_TIMEOUT_S
+        time.sleep(1)
+        while time.monotonic() < deadline:
+            if self._healthy():
+                return round(time.monotonic() - started, 1)
+            time.sleep(0.5)
+        raise RuntimeError(f"airflow standalone not healthy again after a pause:\n{self.log_tail()}")
 
     def stop(self) -> None:
         """SIGTERM to the process group, SIGKILL to whatever of it is left after 60 s."""
@@ -1136,6 +1160,7 @@ def run(args: argparse.Namespace) -> dict:
             "metadata_db": "sqlite",
             "log": str(stack.log_path),
             "extra_env": extra_env,
+            "paused_during_A_and_B": args.pause_stack,
         }
         try:
             log(f"C: starting airflow standalone (LocalExecutor, SQLite; not timed) on {stack.url}...")
@@ -1146,6 +1171,12 @@ def run(args: argparse.Namespace) -> dict:
             log(f"C: scheduler, dag-processor, triggerer and api-server healthy in {stack.started_s} s")
             for i in range(args.repeat):
                 for kind in ("A", "B", "C") if i % 2 == 0 else ("C", "B", "A"):
+                    if kind == "C":
+                        resumed = stack.resume()
+                        if resumed:
+                            local.setdefault("resume_s", []).append(resumed)
+                    elif args.pause_stack:
+                        stack.pause()  # A and B measure themselves, not the idle stack next to them
                     load = _loadavg()
                     stack_cpu = stack.cpu_s()
                     if kind == "A":
@@ -1183,6 +1214,9 @@ def run(args: argparse.Namespace) -> dict:
                     loads.append(entry)
         finally:
             log("C: stopping airflow standalone (its whole process group)")
+            if stack.paused and stack.proc is not None:
+                os.killpg(stack.proc.pid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+                stack.paused = False
             stack.stop()
 
         extras: dict = {}
@@ -1258,6 +1292,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=2, help="A/B pairs, alternated (default 2)")
     parser.add_argument("--jobs", type=int, default=None, help="pg_restore jobs for A and B (default: cores)")
     parser.add_argument("--skip-extras", action="store_true", help="no download/PII-scan/parse measurements")
+    parser.add_argument(
+        "--no-pause-stack",
+        dest="pause_stack",
+        action="store_false",
+        help="leave C's idle airflow standalone running during A and B (by default it is stopped with SIGSTOP)",
+    )
     parser.add_argument(
         "--keep", action="store_true", help="keep the work dir (dump, logs, audit, AIRFLOW_HOME)"
     )
