@@ -95,10 +95,6 @@ def parse_copy_line(line: str) -> tuple[TableName, list[str]]:
     return TableName(parts[0], parts[1]), columns
 
 
-def _entry_table(entry: TocEntry) -> TableName:
-    return TableName(entry.schema or "public", entry.tag)
-
-
 class _Stream:
     """pg_restore's output: lines while looking for a table's COPY line, blocks for its data, and
     what was read past a terminator handed back to the next table."""
@@ -259,7 +255,7 @@ def _load_unit(
             conn.execute("SET row_security TO off")
             encoding = None
             for index, entry in enumerate(unit):
-                table = _entry_table(entry)
+                table = entry.table_name
                 last = index == len(unit) - 1
                 started = time.monotonic()
                 while True:

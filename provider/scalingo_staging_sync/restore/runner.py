@@ -128,7 +128,7 @@ class Selection:
 
 
 def _entry_table(entry: TocEntry) -> TableName:
-    return TableName(entry.schema or "public", entry.tag)
+    return entry.table_name
 
 
 def select_entries(

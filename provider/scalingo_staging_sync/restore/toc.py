@@ -13,6 +13,7 @@ from pathlib import Path
 
 from scalingo_staging_sync.restore.errors import DumpFormatError
 from scalingo_staging_sync.restore.pgtools import PgTools
+from scalingo_staging_sync.tablename import TableName
 
 # Every TOC "desc" pg_dump writes; longest first so "TABLE DATA" wins over "TABLE".
 KNOWN_DESCS = sorted(
@@ -60,6 +61,11 @@ class TocEntry:
     @property
     def qualified(self) -> str:
         return f"{self.schema}.{self.tag}" if self.schema else self.tag
+
+    @property
+    def table_name(self) -> TableName:
+        """The table of a TABLE / TABLE DATA entry (``public`` when the listing prints no schema)."""
+        return TableName(self.schema or "public", self.tag)
 
 
 def parse_toc_line(line: str) -> TocEntry | None:
