@@ -320,3 +320,21 @@ def test_terminators_split_across_blocks(prod_pg, staging_pg16, source_dump, mon
     run_pg_restore(dump, superuser_target(pg, db), section="pre-data", tools=tools)
     run_pg_restore(dump, superuser_target(pg, db), section="data", tools=tools, jobs=2)
     assert _fingerprint(pg, db) == _fingerprint(prod_pg, src_db)
+
+
+def test_data_sizes_of_a_pg18_archive(staging_pg18, tmp_path):
+    """Archive 1.16 (pg_dump 17 and 18) adds a relkind to each TOC entry: still read."""
+    from scalingo_staging_sync.restore.dump import data_sizes, read_dump_header
+
+    pg = staging_pg18
+    db = unique_db("sizes18")
+    pg.create_database(db)
+    pg.execute(
+        "CREATE TABLE big AS SELECT g FROM generate_series(1, 50000) g; CREATE TABLE tiny (id int)", db
+    )
+    dump = pg.pg_dump(db, tmp_path / "v18.pgc")
+    assert read_dump_header(dump).archive_version >= (1, 16, 0)
+    tools = find_pg_tools(str(pg.bin_dir))
+    data = {e.tag: e.dump_id for e in read_toc(dump, tools) if e.desc == "TABLE DATA"}
+    sizes = data_sizes(dump)
+    assert sizes[data["big"]] > 100 * max(1, sizes[data["tiny"]])

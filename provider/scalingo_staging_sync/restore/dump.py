@@ -137,6 +137,9 @@ def _parse_archive_header(data: bytes, path: Path, expect: str | None = None) ->
 
 
 _OFFSET_POS_SET = 2
+_KNOWN_ARCHIVE_VERSION = (1, 16, 0)
+#: how much of a custom archive is read looking for the end of its TOC (sizes only order the work)
+_TOC_READ_LIMIT = 256 << 20
 
 
 def _custom_data_offsets(data: bytes, header: DumpHeader) -> dict[int, int] | None:
@@ -194,17 +197,20 @@ def data_sizes(path: str | os.PathLike, header: DumpHeader | None = None) -> dic
     path = Path(path)
     header = header or read_dump_header(path)
     sizes: dict[int, int] = {}
-    if header.format == "custom" and header.archive_version and header.archive_version >= (1, 11, 0):
+    version = header.archive_version
+    # the TOC layout is known up to archive 1.16 (pg_dump 17 and 18); a later one may add fields
+    if header.format == "custom" and version and (1, 11, 0) <= version <= _KNOWN_ARCHIVE_VERSION:
         total = path.stat().st_size
         chunk = 1 << 20
+        offsets = None
         with path.open("rb") as fh:
             while True:
                 fh.seek(0)
                 offsets = _custom_data_offsets(fh.read(chunk), header)
-                if offsets is not None or chunk >= total:
+                if offsets is not None or chunk >= min(total, _TOC_READ_LIMIT):
                     break
                 chunk *= 8
-        if offsets:
+        if offsets and all(0 < pos < total for pos in offsets.values()):  # else not a TOC we understood
             ends = sorted(set(offsets.values())) + [total]
             following = {start: ends[i + 1] for i, start in enumerate(ends[:-1])}
             sizes = {dump_id: max(0, following[pos] - pos) for dump_id, pos in offsets.items()}
