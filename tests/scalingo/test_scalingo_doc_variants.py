@@ -150,7 +150,9 @@ def test_429_retry_after_in_seconds_is_honoured(make_fake, chinook_dump):
 def test_429_retry_after_as_http_date_is_honoured(make_fake, chinook_dump):
     fake = make_fake()
     _setup(fake, chinook_dump)
-    fake.fail_next(429, path_contains="/addons", retry_after=formatdate(time.time() + 2.2, usegmt=True))
+    # the date has a one-second resolution and is written before the client reads it: 5 s ahead leaves
+    # at least 1 s to wait even on a loaded machine (the backoff alone would be 0.01 s)
+    fake.fail_next(429, path_contains="/addons", retry_after=formatdate(time.time() + 5, usegmt=True))
     with make_client(fake, backoff_s=0.01, backoff_max_s=0.05) as client:
         client.list_addons(APP)
     assert _gap_after_failure(fake, r"/addons$") >= 0.9
