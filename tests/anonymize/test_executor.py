@@ -15,13 +15,12 @@ from scalingo_staging_sync.anonymize import executor
 from scalingo_staging_sync.anonymize.executor import (
     RetryPolicy,
     build_proof,
-    parse_copy_header,
-    parse_copy_row,
     run_table_plan,
 )
 from scalingo_staging_sync.anonymize.planner import PlanError, plan_anonymization
 from scalingo_staging_sync.anonymize.strategies import register_strategy, unregister_strategy
 from scalingo_staging_sync.fingerprint import ALGORITHM, fingerprint
+from scalingo_staging_sync.restore.copytext import parse_copy_header, parse_copy_row
 from scalingo_staging_sync.verification import verify_table
 
 from .conftest import SALT, anonymize, execute, rules_from

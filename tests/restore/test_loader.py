@@ -11,8 +11,9 @@ import threading
 import pytest
 from psycopg import sql
 
+from scalingo_staging_sync.restore.copytext import parse_copy_line
 from scalingo_staging_sync.restore.errors import RestoreError
-from scalingo_staging_sync.restore.loader import load_table_data, parse_copy_line
+from scalingo_staging_sync.restore.loader import load_table_data
 from scalingo_staging_sync.restore.pgtools import find_pg_tools
 from scalingo_staging_sync.restore.runner import run_pg_restore
 from scalingo_staging_sync.restore.toc import read_toc
@@ -49,6 +50,15 @@ def _fingerprint(pg, db: str) -> dict[str, tuple]:
     return {name: pg.execute(q, db)[0] for name, q in tables.items()}
 
 
+def _schema_only(pg, dump, tools, prefix: str = "loader") -> tuple[str, object]:
+    """A fresh database on ``pg`` holding the archive's pre-data section: ``(name, superuser target)``."""
+    db = unique_db(prefix)
+    pg.create_database(db)
+    target = superuser_target(pg, db)
+    run_pg_restore(dump, target, section="pre-data", tools=tools)
+    return db, target
+
+
 @pytest.fixture(scope="module")
 def source_dump(prod_pg, tmp_path_factory):
     db = unique_db("loader_src")
@@ -75,16 +85,14 @@ def test_same_rows_as_pg_restore_and_frozen(prod_pg, staging_pg16, staging_pg18,
     pg = staging_pg16 if version == 16 else staging_pg18
     src_db, dump = source_dump
     tools = find_pg_tools(str(pg.bin_dir))
-    by_tool, by_loader = unique_db("by_tool"), unique_db("by_loader")
-    for db in (by_tool, by_loader):
-        pg.create_database(db)
-        run_pg_restore(dump, superuser_target(pg, db), section="pre-data", tools=tools)
-    run_pg_restore(dump, superuser_target(pg, by_tool), section="data", tools=tools, freeze=False)
+    by_tool, tool_target = _schema_only(pg, dump, tools, "by_tool")
+    by_loader, loader_target = _schema_only(pg, dump, tools, "by_loader")
+    run_pg_restore(dump, tool_target, section="data", tools=tools, freeze=False)
     # a repeatable-read snapshot of by_loader, taken before its load: frozen rows are visible to it
     with pg.connect(by_loader, autocommit=False) as old:
         old.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         old.execute("SELECT 1").fetchone()  # the snapshot, and no lock on a table
-        res = run_pg_restore(dump, superuser_target(pg, by_loader), section="data", tools=tools, jobs=2)
+        res = run_pg_restore(dump, loader_target, section="data", tools=tools, jobs=2)
         assert old.execute("SELECT count(*) FROM people").fetchone() == (5000,)
         old.rollback()
     assert _fingerprint(pg, by_loader) == _fingerprint(pg, by_tool) == _fingerprint(prod_pg, src_db)
@@ -102,13 +110,11 @@ def test_without_freeze_an_older_snapshot_sees_nothing(staging_pg16, source_dump
     pg = staging_pg16
     _, dump = source_dump
     tools = find_pg_tools(str(pg.bin_dir))
-    db = unique_db()
-    pg.create_database(db)
-    run_pg_restore(dump, superuser_target(pg, db), section="pre-data", tools=tools)
+    db, target = _schema_only(pg, dump, tools)
     with pg.connect(db, autocommit=False) as old:
         old.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         old.execute("SELECT 1").fetchone()  # the snapshot, and no lock on a table
-        run_pg_restore(dump, superuser_target(pg, db), section="data", tools=tools, freeze=False)
+        run_pg_restore(dump, target, section="data", tools=tools, freeze=False)
         assert old.execute("SELECT count(*) FROM people").fetchone() == (0,)
         old.rollback()
     assert pg.execute("SELECT count(*) FROM people", db) == [(5000,)]
@@ -144,10 +150,7 @@ def test_load_via_partition_root_is_loaded_without_freeze(prod_pg, staging_pg16,
     src_db, _ = source_dump
     dump = prod_pg.pg_dump(src_db, tmp_path / "root.pgc", extra=["--load-via-partition-root"])
     tools = find_pg_tools(str(pg.bin_dir))
-    db = unique_db()
-    pg.create_database(db)
-    target = superuser_target(pg, db)
-    run_pg_restore(dump, target, section="pre-data", tools=tools)
+    db, target = _schema_only(pg, dump, tools)
     entries = [e for e in read_toc(dump, tools) if e.desc == "TABLE DATA"]
     loaded = {t.table: t for t in load_table_data(dump, target, entries, tools=tools)}
     eu = loaded[TableName("public", "parted_eu")]
@@ -165,10 +168,7 @@ def test_a_broken_archive_leaves_the_table_empty_and_names_it(staging_pg16, sour
     broken = tmp_path / "broken.pgc"
     broken.write_bytes(data[: int(len(data) * 0.6)])  # the TOC is whole, the data is cut
     tools = find_pg_tools(str(pg.bin_dir))
-    db = unique_db()
-    pg.create_database(db)
-    target = superuser_target(pg, db)
-    run_pg_restore(dump, target, section="pre-data", tools=tools)
+    db, target = _schema_only(pg, dump, tools)
     people = [e for e in read_toc(dump, tools) if e.desc == "TABLE DATA" and e.tag == "people"]
     with pytest.raises(RestoreError, match=r"public\.people") as info:
         load_table_data(broken, target, people, tools=tools)
@@ -181,10 +181,7 @@ def test_the_first_failure_stops_the_others(staging_pg16, source_dump):
     pg = staging_pg16
     _, dump = source_dump
     tools = find_pg_tools(str(pg.bin_dir))
-    db = unique_db()
-    pg.create_database(db)
-    target = superuser_target(pg, db)
-    run_pg_restore(dump, target, section="pre-data", tools=tools)
+    db, target = _schema_only(pg, dump, tools)
     pg.execute("ALTER TABLE people ALTER COLUMN born TYPE int USING 0", db)
     before = threading.active_count()
     with pytest.raises(RestoreError, match=r"public\.people .*SQLSTATE 22P02.*column born") as info:
@@ -238,10 +235,8 @@ def test_directory_and_tar_archives_load_the_same_rows(prod_pg, staging_pg16, so
     dump = prod_pg.pg_dump(src_db, tmp_path / f"src.{fmt}", fmt=fmt)
     pg = staging_pg16
     tools = find_pg_tools(str(pg.bin_dir))
-    db = unique_db()
-    pg.create_database(db)
-    run_pg_restore(dump, superuser_target(pg, db), section="pre-data", tools=tools)
-    run_pg_restore(dump, superuser_target(pg, db), section="data", tools=tools, jobs=2)
+    db, target = _schema_only(pg, dump, tools)
+    run_pg_restore(dump, target, section="data", tools=tools, jobs=2)
     assert _fingerprint(pg, db) == _fingerprint(prod_pg, src_db)
 
 
@@ -264,10 +259,8 @@ def test_an_archive_without_offsets_loads_table_by_table(prod_pg, staging_pg16, 
     assert data_sizes(piped) == {}
     pg = staging_pg16
     tools = find_pg_tools(str(pg.bin_dir))
-    db = unique_db()
-    pg.create_database(db)
-    run_pg_restore(piped, superuser_target(pg, db), section="pre-data", tools=tools)
-    run_pg_restore(piped, superuser_target(pg, db), section="data", tools=tools, jobs=2)
+    db, target = _schema_only(pg, piped, tools)
+    run_pg_restore(piped, target, section="data", tools=tools, jobs=2)
     assert _fingerprint(pg, db) == _fingerprint(prod_pg, src_db)
 
 
@@ -290,10 +283,7 @@ def test_many_small_tables_share_pg_restore_runs(prod_pg, staging_pg16, tmp_path
     tools = find_pg_tools(str(pg.bin_dir))
     entries = [e for e in read_toc(dump, tools) if e.desc == "TABLE DATA"]
     assert len(plan_units(entries, data_sizes(dump))) <= 4
-    db = unique_db()
-    pg.create_database(db)
-    target = superuser_target(pg, db)
-    run_pg_restore(dump, target, section="pre-data", tools=tools)
+    db, target = _schema_only(pg, dump, tools)
     loaded = load_table_data(dump, target, entries, tools=tools, jobs=2)
     assert len(loaded) == 150 and all(t.frozen for t in loaded)
     assert {t.table.name: t.rows for t in loaded} == {f"t{i}": i for i in range(1, 151)}
@@ -309,16 +299,16 @@ def test_many_small_tables_share_pg_restore_runs(prod_pg, staging_pg16, tmp_path
 def test_terminators_split_across_blocks(prod_pg, staging_pg16, source_dump, monkeypatch, block):
     """The COPY text read in blocks of 1, 2, 3, 5 bytes: a terminator (and the next table's COPY
     line) split between two blocks is still found, every table gets exactly its rows."""
+    import scalingo_staging_sync.restore.copytext as copytext
     import scalingo_staging_sync.restore.loader as loader
 
-    monkeypatch.setattr(loader, "BLOCK", block)
+    monkeypatch.setattr(loader, "BLOCK", block)  # the COPY data's blocks
+    monkeypatch.setattr(copytext, "BLOCK", block)  # the reads that look for the COPY lines
     src_db, dump = source_dump
     pg = staging_pg16
     tools = find_pg_tools(str(pg.bin_dir))
-    db = unique_db()
-    pg.create_database(db)
-    run_pg_restore(dump, superuser_target(pg, db), section="pre-data", tools=tools)
-    run_pg_restore(dump, superuser_target(pg, db), section="data", tools=tools, jobs=2)
+    db, target = _schema_only(pg, dump, tools)
+    run_pg_restore(dump, target, section="data", tools=tools, jobs=2)
     assert _fingerprint(pg, db) == _fingerprint(prod_pg, src_db)
 
 

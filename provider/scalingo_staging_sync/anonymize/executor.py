@@ -43,6 +43,7 @@ from scalingo_staging_sync.anonymize.transformers import get_transformer, option
 from scalingo_staging_sync.fingerprint import ALGORITHM, fingerprint
 from scalingo_staging_sync.pgconn import PgTarget
 from scalingo_staging_sync.pgerrors import SanitizedDatabaseError, describe_pg_error, sanitized
+from scalingo_staging_sync.restore.copytext import parse_copy_header, parse_copy_row
 from scalingo_staging_sync.secrets import mask_secret
 from scalingo_staging_sync.tablename import TableName
 
@@ -120,83 +121,6 @@ def with_retries(policy: RetryPolicy, func, *, what: str):
         reraise=True,
     )
     return retrying(func)
-
-
-# --------------------------------------------------------------------------------------------------
-# COPY text parsing (for the on-load proof)
-
-_COPY_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", "\\": "\\"}
-
-
-def unescape_copy_field(field: str) -> str | None:
-    """One COPY-text field to its text value (``\\N`` = NULL)."""
-    if field == "\\N":
-        return None
-    if "\\" not in field:
-        return field
-    out: list[str] = []
-    i, n = 0, len(field)
-    while i < n:
-        ch = field[i]
-        if ch != "\\" or i + 1 >= n:
-            out.append(ch)
-            i += 1
-            continue
-        nxt = field[i + 1]
-        if nxt in _COPY_ESCAPES:
-            out.append(_COPY_ESCAPES[nxt])
-            i += 2
-        elif nxt in "01234567":
-            j = i + 1
-            while j < n and j < i + 4 and field[j] in "01234567":
-                j += 1
-            out.append(chr(int(field[i + 1 : j], 8)))
-            i = j
-        elif nxt == "x" and i + 2 < n and field[i + 2] in "0123456789abcdefABCDEF":
-            j = i + 2
-            while j < n and j < i + 4 and field[j] in "0123456789abcdefABCDEF":
-                j += 1
-            out.append(chr(int(field[i + 2 : j], 16)))
-            i = j
-        else:  # any other escaped character stands for itself
-            out.append(nxt)
-            i += 2
-    return "".join(out)
-
-
-def parse_copy_row(line: str) -> list[str | None]:
-    return [unescape_copy_field(f) for f in line.split("\t")]
-
-
-def parse_copy_header(header: str) -> list[str]:
-    """Column names of ``COPY schema.table (a, "B c", ...) FROM stdin;``."""
-    start = header.index("(")
-    end = header.rindex(")")
-    inner = header[start + 1 : end]
-    names: list[str] = []
-    buf: list[str] = []
-    quoted = False
-    i = 0
-    while i < len(inner):
-        ch = inner[i]
-        if quoted:
-            if ch == '"' and i + 1 < len(inner) and inner[i + 1] == '"':
-                buf.append('"')
-                i += 1
-            elif ch == '"':
-                quoted = False
-            else:
-                buf.append(ch)
-        elif ch == '"':
-            quoted = True
-        elif ch == ",":
-            names.append("".join(buf).strip())
-            buf = []
-        else:
-            buf.append(ch)
-        i += 1
-    names.append("".join(buf).strip())
-    return [n for n in names if n]
 
 
 # --------------------------------------------------------------------------------------------------

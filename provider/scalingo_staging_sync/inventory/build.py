@@ -88,15 +88,15 @@ def build_inventory(dump_path: str | os.PathLike, tools: PgTools | None = None) 
 
     for e in entries:
         if e.desc == "MATERIALIZED VIEW":
-            inv.materialized_views.append(TableName(e.schema or "public", e.tag))
+            inv.materialized_views.append(e.table_name)
         elif e.desc == "SEQUENCE":
-            inv.sequences.append(TableName(e.schema or "public", e.tag))
+            inv.sequences.append(e.table_name)
         elif e.desc in LO_DEPENDENT_DESCS and e.tag.startswith(LARGE_OBJECT_TAG_PREFIX):
             inv.large_object_dependents.append(e.dump_id)
         if e.desc in DATA_CARRYING_DESCS:
             table = None
             if e.desc in (TABLE_DATA, SEQUENCE_SET, MATVIEW_DATA, STATISTICS_DATA) and e.schema:
-                table = TableName(e.schema, e.tag)
+                table = e.table_name
             section = "data" if e.dump_id in data_section else None
             inv.data_entries.append(DataEntry(e.dump_id, e.desc, table, e.tag, section))
     if inv.large_object_count == 0:  # grouped entries without parsable metadata: count the groups

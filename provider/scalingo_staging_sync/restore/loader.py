@@ -43,10 +43,11 @@ from psycopg import sql
 
 from scalingo_staging_sync.pgconn import PgTarget
 from scalingo_staging_sync.pgerrors import describe_pg_error, redact_server_text
+from scalingo_staging_sync.restore.copytext import BLOCK, ENCODING_LINE_RE, CopyStream, parse_copy_line
 from scalingo_staging_sync.restore.errors import RestoreError
 from scalingo_staging_sync.restore.pgtools import PgTools
 from scalingo_staging_sync.restore.toc import TocEntry, write_list_file
-from scalingo_staging_sync.tablename import TableName, TableNameError, _split_parts
+from scalingo_staging_sync.tablename import TableName
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,7 @@ TRUNCATE_LOCK_TIMEOUT_MS = 5000
 #: are loaded together, up to this many bytes or :data:`BATCH_TABLES` tables per pg_restore
 SMALL_TABLE = 8 << 20
 BATCH_TABLES = 64
-#: the COPY text goes to the server in blocks of this size
-BLOCK = 1 << 20
 _TERMINATOR = b"\n\\.\n"
-_ENCODING_RE = re.compile(rb"^SET client_encoding = '(?P<enc>[A-Za-z0-9_]+)';$")
-_COPY_RE = re.compile(r"^COPY (?P<target>.+?) (?:\((?P<cols>.*)\) )?FROM stdin;$", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -76,56 +73,6 @@ class LoadedTable:
 
 class _Stopped(Exception):
     """Another table failed: this one stops and rolls back."""
-
-
-def parse_copy_line(line: str) -> tuple[TableName, list[str]]:
-    """The table and the columns of pg_restore's ``COPY <table> (<columns>) FROM stdin;`` line."""
-    from scalingo_staging_sync.anonymize.executor import parse_copy_header
-
-    m = _COPY_RE.match(line)
-    if not m:
-        raise ValueError(f"not a COPY ... FROM stdin line: {line[:200]!r}")
-    try:
-        parts = _split_parts(m.group("target"))
-    except TableNameError as exc:
-        raise ValueError(f"the COPY line's table cannot be read: {exc}") from None
-    if len(parts) != 2:
-        raise ValueError(f"the COPY line does not name a schema-qualified table: {line[:200]!r}")
-    columns = parse_copy_header(line) if m.group("cols") is not None else []
-    return TableName(parts[0], parts[1]), columns
-
-
-class _Stream:
-    """pg_restore's output: lines while looking for a table's COPY line, blocks for its data, and
-    what was read past a terminator handed back to the next table."""
-
-    def __init__(self, raw) -> None:
-        self.raw = raw
-        self.buf = b""
-
-    def unread(self, data: bytes) -> None:
-        self.buf = data + self.buf
-
-    def readline(self) -> bytes:
-        while b"\n" not in self.buf:
-            chunk = self.raw.read1(BLOCK)
-            if not chunk:
-                line, self.buf = self.buf, b""
-                return line
-            self.buf += chunk
-        i = self.buf.index(b"\n") + 1
-        line, self.buf = self.buf[:i], self.buf[i:]
-        return line
-
-    def read(self, size: int = -1) -> bytes:
-        if self.buf:
-            data = self.buf if size < 0 else self.buf[:size]
-            self.buf = self.buf[len(data) :]
-            return data
-        return self.raw.read() if size < 0 else self.raw.read1(size)
-
-    def close(self) -> None:
-        self.raw.close()
 
 
 def plan_units(entries: list[TocEntry], sizes: dict[int, int]) -> list[list[TocEntry]]:
@@ -236,7 +183,7 @@ def _load_unit(
     cmd = [tools.path("pg_restore"), "-a", "-L", str(listfile), "-f", "-", str(dump_path)]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errfile)
     assert proc.stdout is not None
-    out = _Stream(proc.stdout)
+    out = CopyStream(proc.stdout)
 
     def pg_restore_failure(table: TableName, what: str) -> RestoreError:
         if proc.poll() is None:
@@ -262,7 +209,9 @@ def _load_unit(
                     line = out.readline()
                     if not line:
                         raise pg_restore_failure(table, "no COPY statement for the table")
-                    if (m := _ENCODING_RE.match(line.rstrip(b"\n"))) and m.group("enc").decode() != encoding:
+                    if (m := ENCODING_LINE_RE.match(line.rstrip(b"\n"))) and m.group(
+                        "enc"
+                    ).decode() != encoding:
                         encoding = m.group("enc").decode()
                         conn.execute(sql.SQL("SET client_encoding TO {}").format(sql.Literal(encoding)))
                         conn.commit()

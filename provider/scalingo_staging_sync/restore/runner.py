@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from psycopg.conninfo import make_conninfo
 
 from scalingo_staging_sync.pgconn import PgTarget
 from scalingo_staging_sync.pgerrors import redact_server_text
+from scalingo_staging_sync.restore.copytext import ENCODING_LINE_RE, CopyStream, python_encoding
 from scalingo_staging_sync.restore.dump import ForeignKey, read_dump_header
 from scalingo_staging_sync.restore.errors import DumpFormatError, RestoreError
 from scalingo_staging_sync.restore.names import qualified_key, table_names
@@ -127,10 +129,6 @@ class Selection:
     loaded_tables: list[tuple[str, str]]
 
 
-def _entry_table(entry: TocEntry) -> TableName:
-    return entry.table_name
-
-
 def select_entries(
     entries: list[TocEntry],
     *,
@@ -157,7 +155,7 @@ def select_entries(
     )
     everything = all_entries if all_entries is not None else entries
     has_postgis = any(e.desc == "EXTENSION" and e.tag.startswith("postgis") for e in everything)
-    table_entries = {_entry_table(e) for e in everything if e.desc == "TABLE"}
+    table_entries = {e.table_name for e in everything if e.desc == "TABLE"}
     hard = set(hard_excluded)
     fk_skip = {
         fk.entry.dump_id: fk
@@ -172,7 +170,7 @@ def select_entries(
         if entry.dump_id in plan_skip:
             skipped.append((entry, plan_skip[entry.dump_id]))
             if entry.desc == "TABLE DATA":
-                excluded_names.append(str(_entry_table(entry)))
+                excluded_names.append(str(entry.table_name))
             continue
         if entry.desc == "STATISTICS DATA":
             # never restored, with or without an archive plan: the archive's statistics are computed
@@ -180,7 +178,7 @@ def select_entries(
             skipped.append((entry, "statistics are never restored (they describe the original rows)"))
             continue
         if entry.desc == "TABLE DATA":
-            table = _entry_table(entry)
+            table = entry.table_name
             if table in excluded:
                 skipped.append((entry, "excluded table"))
                 excluded_names.append(str(table))
@@ -571,14 +569,11 @@ def _load_tables(
 # One table's COPY stream
 # --------------------------------------------------------------------------------------------
 
-_PG_TO_PY_ENCODING = {"UTF8": "utf-8", "SQL_ASCII": "latin-1", "LATIN1": "latin-1", "WIN1252": "cp1252"}
-_ENCODING_RE = re.compile(r"^SET client_encoding = '(?P<enc>[^']+)';")
-
 
 def find_table_data_entry(entries: list[TocEntry], table: str | TableName) -> TocEntry:
     wanted = TableName.parse(table)
     for entry in entries:
-        if entry.desc == "TABLE DATA" and _entry_table(entry) == wanted:
+        if entry.desc == "TABLE DATA" and entry.table_name == wanted:
             return entry
     raise RestoreError(f"the archive has no TABLE DATA entry for {wanted}")
 
@@ -591,48 +586,51 @@ def stream_table_copy(
 ) -> Iterator[str]:
     """Yield a table's COPY block from the archive: first the ``COPY schema.table (cols) FROM stdin;``
     header, then one COPY-text row per item (no trailing newline; the ``\\.`` terminator is not
-    yielded). Closing the generator early kills pg_restore."""
+    yielded), decoded in the archive's client encoding. Closing the generator early kills pg_restore."""
     tools = tools or find_pg_tools()
     entries = entries if entries is not None else read_toc(dump_path, tools)
     entry = find_table_data_entry(entries, table)
     listfile = write_list_file([entry])
+    errfile = tempfile.TemporaryFile()
     cmd = [tools.path("pg_restore"), "-a", "-L", str(listfile), "-f", "-", str(dump_path)]
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    finished = False
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errfile)
+    assert proc.stdout is not None
+    out = CopyStream(proc.stdout)
+
+    def failure(what: str) -> RestoreError:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        errfile.seek(0)
+        err = errfile.read().decode("utf-8", "replace").strip()
+        detail = f": {redact_server_text(err)}" if err else ""
+        return RestoreError(f"reading the data of {table} from {dump_path} failed ({what}){detail}")
+
     try:
-        assert proc.stdout is not None
         encoding = "utf-8"
-        in_copy = False
-        for raw in proc.stdout:
-            if not in_copy:
-                text = raw.decode("utf-8", "replace")
-                if m := _ENCODING_RE.match(text):
-                    encoding = _PG_TO_PY_ENCODING.get(m.group("enc").upper(), "utf-8")
-                if text.startswith("COPY "):
-                    in_copy = True
-                    yield text.rstrip("\n")
-                continue
-            line = raw.decode(encoding, "surrogateescape").rstrip("\n")
-            if line == "\\.":
-                finished = True
+        while True:
+            raw = out.readline()
+            if not raw:
+                raise failure("no COPY statement for the table")
+            if m := ENCODING_LINE_RE.match(raw.rstrip(b"\n")):
+                encoding = python_encoding(m.group("enc").decode())
+            if raw.startswith(b"COPY "):
+                yield raw.decode(encoding, "surrogateescape").rstrip("\n")
                 break
-            yield line
-        if not finished:
-            proc.wait()
-            err = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
-            raise RestoreError(
-                f"reading the data of {table} from {dump_path} failed: {redact_server_text(err.strip())}"
-            )
-        proc.stdout.read()
-        rc = proc.wait()
-        if rc != 0:
-            err = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
-            raise RestoreError(f"pg_restore failed reading {table}: {redact_server_text(err.strip())}")
+        while True:
+            raw = out.readline()
+            if not raw or not raw.endswith(b"\n"):
+                raise failure("the COPY data ended before its terminator")
+            if raw == b"\\.\n":
+                break
+            yield raw[:-1].decode(encoding, "surrogateescape")
+        out.read()
+        if proc.wait() != 0:
+            raise failure(f"pg_restore exit status {proc.returncode}")
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        out.close()
+        errfile.close()
         listfile.unlink(missing_ok=True)

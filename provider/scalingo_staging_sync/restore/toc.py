@@ -64,7 +64,8 @@ class TocEntry:
 
     @property
     def table_name(self) -> TableName:
-        """The table of a TABLE / TABLE DATA entry (``public`` when the listing prints no schema)."""
+        """The relation an entry names (a TABLE, TABLE DATA, SEQUENCE, MATERIALIZED VIEW... entry;
+        ``public`` when the listing prints no schema)."""
         return TableName(self.schema or "public", self.tag)
 
 
