@@ -293,6 +293,37 @@ def checkpoint(box) -> None:
     box.staging.execute("CHECKPOINT")
 
 
+_AUTOVACUUM_WORKERS = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+
+
+def quiet_production(box) -> None:
+    """After the dump the production server is only read (the engine extras): its autovacuum, which the
+    freshly generated tables start (tens of millions of inserted rows), would otherwise run next to the
+    first timed runs. Off, and its workers stopped."""
+    box.prod.execute("ALTER SYSTEM SET autovacuum = off")
+    box.prod.execute("SELECT pg_reload_conf()")
+    box.prod.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+    )
+    box.prod.execute("CHECKPOINT")
+
+
+def settle(box, limit_s: float = 120.0) -> dict:
+    """Before a timed run: wait until no autovacuum worker runs on the staging server (the one a previous
+    run's tables started), at most ``limit_s``; what was waited for is recorded, not timed."""
+    started = time.monotonic()
+    workers = box.staging.execute(_AUTOVACUUM_WORKERS)[0][0]
+    first = workers
+    while workers and time.monotonic() - started < limit_s:
+        time.sleep(0.5)
+        workers = box.staging.execute(_AUTOVACUUM_WORKERS)[0][0]
+    return {
+        "autovacuum_workers": first,
+        "waited_s": round(time.monotonic() - started, 2),
+        "still_running": workers,
+    }
+
+
 def run_bare(box, dump: Path, jobs: int) -> float:
     box.staging.create_database(BARE_DB)  # drops a previous one first
     checkpoint(box)
@@ -1130,6 +1161,7 @@ def run(args: argparse.Namespace) -> dict:
     box = start_sandbox(base / "sandbox", load_dataset=load_dataset, source_db=SOURCE_DB, rules_file=rules)
     dataset["dump_and_archive_s"] = round(time.monotonic() - dataset.pop("_dump_started"), 1)
     dump = box.dump_path
+    quiet_production(box)
     archive = next((box.base_dir / "fake-scalingo").rglob("*.tar.gz"), None)
     dataset["dump_bytes"] = dump.stat().st_size
     dataset["archive_bytes"] = archive.stat().st_size if archive else None
@@ -1177,6 +1209,13 @@ def run(args: argparse.Namespace) -> dict:
                             local.setdefault("resume_s", []).append(resumed)
                     elif args.pause_stack:
                         stack.pause()  # A and B measure themselves, not the idle stack next to them
+                    settled = settle(box)
+                    if settled["autovacuum_workers"]:
+                        log(
+                            f"run {i + 1}/{args.repeat} {kind}: waited {settled['waited_s']} s for "
+                            f"{settled['autovacuum_workers']} autovacuum worker(s) on staging (not timed; "
+                            f"{settled['still_running']} still running)"
+                        )
                     load = _loadavg()
                     stack_cpu = stack.cpu_s()
                     if kind == "A":
@@ -1207,7 +1246,7 @@ def run(args: argparse.Namespace) -> dict:
                         )
                         if not c_succeeded(c):
                             log(f"  C did not succeed: stopped at {c['stopped_at']}; see {stack.log_path}")
-                    entry = {"run": i + 1, "kind": kind, "loadavg_before": load}
+                    entry = {"run": i + 1, "kind": kind, "loadavg_before": load, "settle": settled}
                     if kind != "C":
                         # the idle LocalExecutor stack runs next to A and B: what it took meanwhile
                         entry["local_stack_cpu_s"] = round(stack.cpu_s() - stack_cpu, 2)
