@@ -43,6 +43,8 @@ from scalingo_staging_sync.restore.runner import run_pg_restore  # noqa: E402
 from scalingo_staging_sync.testing.postgres import pg_bin_dir, start_embedded_postgres  # noqa: E402
 
 VARIANTS = ("pg_restore", "freeze", "bare")
+#: also measurable: ``relay``, the loader without FREEZE (what its pass through the worker costs alone)
+ALL_VARIANTS = (*VARIANTS, "relay")
 
 
 def _with_masking_triggers(target: PgTarget) -> PgTarget:
@@ -106,7 +108,21 @@ def run_variant(pg, dump: Path, variant: str, jobs: int, mask: bool = False) -> 
         into = target
         if section == "data" and mask:
             into = _with_masking_triggers(target)
-        run_pg_restore(dump, into, section=section, jobs=jobs, tools=tools, freeze=variant == "freeze")
+        if variant == "relay" and section == "data":
+            import functools
+
+            from scalingo_staging_sync.restore import loader
+
+            original = loader.load_table_data
+            loader.load_table_data = functools.partial(original, freeze=False)
+            try:
+                run_pg_restore(dump, into, section=section, jobs=jobs, tools=tools, freeze=True)
+            finally:
+                loader.load_table_data = original
+        else:
+            run_pg_restore(
+                dump, into, section=section, jobs=jobs, tools=tools, freeze=variant != "pg_restore"
+            )
         phases[section] = round(time.monotonic() - started, 2)
         if section == "data" and mask:
             _drop_masking_triggers(target)
@@ -128,7 +144,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--mask", action="store_true", help="masking triggers on users and orders (bench rules)"
     )
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"comma-separated, among {', '.join(ALL_VARIANTS)} (default: {','.join(VARIANTS)}; bare is always run)",
+    )
     args = parser.parse_args(argv)
+    variants = tuple(dict.fromkeys([*(v.strip() for v in args.variants.split(",") if v.strip()), "bare"]))
+    unknown = [v for v in variants if v not in ALL_VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(unknown)}: choose among {', '.join(ALL_VARIANTS)}")
     base = Path(tempfile.mkdtemp(prefix="sss-freeze-bench-"))
     pg = start_embedded_postgres(16, base)
     try:
@@ -139,9 +164,9 @@ def main(argv: list[str] | None = None) -> int:
             print(generate(pg.conninfo("prod"), args.scale), flush=True)
             dump = pg.pg_dump("prod", base / "prod.pgc")
             pg.drop_database("prod")
-        runs: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
+        runs: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
         for i in range(args.repeat):
-            order = VARIANTS[i % len(VARIANTS) :] + VARIANTS[: i % len(VARIANTS)]
+            order = variants[i % len(variants) :] + variants[: i % len(variants)]
             for variant in order:
                 result = run_variant(pg, dump, variant, args.jobs, mask=args.mask)
                 runs[variant].append(result)

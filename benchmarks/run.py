@@ -10,6 +10,13 @@ Set-up: an embedded PostgreSQL 16 "production" filled by benchmarks/datagen.py a
 (.tar.gz) by the fake Scalingo API (scalingo_staging_sync.testing.sandbox), an embedded PostgreSQL 16
 staging server, and an isolated Airflow (SQLite metadata DB) under a temporary AIRFLOW_HOME.
 
+Before the runs, not timed: the production server's autovacuum is turned off once the dump exists
+(production is only read afterwards), and one bare restore warms the fresh staging server up (the
+first bulk load into it was 20-66 % slower than the next ones in every run before this warm-up; new
+WAL segment files and cold caches are the likely causes; ``--no-warmup``). Before each run,
+not timed either: a CHECKPOINT, and a wait (at most 120 s) for the staging server's autovacuum workers
+that the previous run's tables started.
+
 Measured, alternating A, B and C (A B C, C B A, ...) ``--repeat`` times:
   A  ``pg_restore -jN --no-owner --no-acl`` of the dump into a fresh empty database on the staging
      server (the sandbox's pg_restore, N = ``--jobs``, default = cores).
@@ -21,8 +28,9 @@ Measured, alternating A, B and C (A B C, C B A, ...) ``--repeat`` times:
      dag-processor, triggerer, api-server; LocalExecutor, SQLite metadata DB, its own AIRFLOW_HOME
      with B's environment) started once before the runs (not timed) and stopped after them: mapped
      tasks run side by side as in production. While A and B run, the whole stack is stopped
-     (SIGSTOP; ``--no-pause-stack`` leaves it idling) and it is resumed and healthy again before C. Wall = the dag_run's start_date -> end_date in the
-     metadata DB; the client's trigger -> finished is reported too.
+     (SIGSTOP; ``--no-pause-stack`` leaves it idling) and it is resumed and healthy again before C.
+     Wall = the dag_run's start_date -> end_date in the metadata DB; the client's trigger -> finished
+     is reported too.
 Ratios (medians): (i) B wall / A, (ii) B data phases / A, (i-local) C wall / A, (ii-local) C data
 phases / A, where the data phases are restore_schema + span(anonymize_table[*] and load_unmasked_data)
 + restore_post_data.
@@ -1201,6 +1209,14 @@ def run(args: argparse.Namespace) -> dict:
             local["start_up_s"] = stack.started_s
             local["executor_loaded"] = stack.executor_loaded()
             log(f"C: scheduler, dag-processor, triggerer and api-server healthy in {stack.started_s} s")
+            if args.warmup:
+                # the first bulk load into a fresh server was 20-66 % slower than the next ones (new WAL
+                # segment files, cold caches): one bare restore, not timed, before the runs
+                if args.pause_stack:
+                    stack.pause()
+                log(f"warm-up (not timed): pg_restore -j{jobs} into an empty database")
+                local["warmup_A_s"] = round(run_bare(box, dump, jobs), 3)
+                log(f"warm-up: {local['warmup_A_s']:.2f} s")
             for i in range(args.repeat):
                 for kind in ("A", "B", "C") if i % 2 == 0 else ("C", "B", "A"):
                     if kind == "C":
@@ -1338,6 +1354,12 @@ def main(argv: list[str] | None = None) -> int:
         help="leave C's idle airflow standalone running during A and B (by default it is stopped with SIGSTOP)",
     )
     parser.add_argument(
+        "--no-warmup",
+        dest="warmup",
+        action="store_false",
+        help="no untimed bare restore before the runs (by default one warms the fresh staging server up)",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep the work dir (dump, logs, audit, AIRFLOW_HOME)"
     )
     parser.add_argument(
@@ -1367,7 +1389,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         parser.error(f"--local-env takes KEY=VALUE, not {bad[0]!r}")
     if args.quick:
-        args.scale, args.repeat, args.skip_extras = 0.01, 1, True
+        args.scale, args.repeat, args.skip_extras, args.warmup = 0.01, 1, True, False
     if args.engines_scale is None:
         args.engines_scale = 0.01 if args.quick else 0.1
     if args.repeat < 1:
