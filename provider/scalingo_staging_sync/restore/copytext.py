@@ -9,8 +9,16 @@ from the archive: the COPY line is only parsed, into a :class:`TableName` and co
 from __future__ import annotations
 
 import codecs
+import os
 import re
+import subprocess
+import tempfile
+from pathlib import Path
 
+from scalingo_staging_sync.pgerrors import redact_server_text
+from scalingo_staging_sync.restore.errors import RestoreError
+from scalingo_staging_sync.restore.pgtools import PgTools
+from scalingo_staging_sync.restore.toc import TocEntry, write_list_file
 from scalingo_staging_sync.tablename import TableName, TableNameError, _split_parts
 
 #: pg_restore's output is read in blocks of this size
@@ -164,3 +172,70 @@ class CopyStream:
 
     def close(self) -> None:
         self.raw.close()
+
+
+class CopyTextReader:
+    """``pg_restore -a -L <entries> -f - <dump>``: the COPY text of the ``entries``' data, table after
+    table in the list's order (pg_restore reads and decompresses the archive; nothing here parses a
+    dump format). A context manager: leaving it kills a pg_restore still running and removes its
+    files. pg_restore's messages go to a file, never to a pipe nobody reads."""
+
+    def __init__(self, dump_path: str | os.PathLike, entries: list[TocEntry], tools: PgTools) -> None:
+        self.dump_path = Path(dump_path)
+        #: the client encoding of the last ``SET client_encoding`` line read (PostgreSQL's name)
+        self.encoding: str | None = None
+        self._listfile = write_list_file(entries)
+        self._errfile = tempfile.TemporaryFile()
+        cmd = [tools.path("pg_restore"), "-a", "-L", str(self._listfile), "-f", "-", str(self.dump_path)]
+        self._proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._errfile
+        )
+        assert self._proc.stdout is not None
+        self.out = CopyStream(self._proc.stdout)
+
+    def next_copy_line(self, table: object) -> bytes:
+        """The next ``COPY ... FROM stdin;`` line, newline included, for ``table`` (named if it is
+        missing); :attr:`encoding` follows the lines read on the way."""
+        while True:
+            line = self.out.readline()
+            if not line:
+                raise self.failure(table, "no COPY statement for the table")
+            if m := ENCODING_LINE_RE.match(line.rstrip(b"\n")):
+                self.encoding = m.group("enc").decode()
+            if line.startswith(b"COPY "):
+                return line
+
+    def finish(self, table: object) -> None:
+        """After the last table's data: the rest of the output read and pg_restore's exit status
+        checked (a failure names ``table``)."""
+        self.out.read()
+        if self._proc.wait() != 0:
+            raise self.failure(table, "pg_restore reported an error")
+
+    def failure(self, table: object, what: str) -> RestoreError:
+        """The error for ``table``: what went wrong, pg_restore's exit status and its messages (server
+        text redacted); pg_restore is stopped first."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+        self._errfile.seek(0)
+        err = self._errfile.read().decode("utf-8", "replace").strip()
+        detail = f": {redact_server_text(err)}" if err else ""
+        return RestoreError(
+            f"reading the data of {table} from {self.dump_path.name} failed ({what}, pg_restore exit "
+            f"status {self._proc.returncode}){detail}"
+        )
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self.out.close()
+        self._errfile.close()
+        self._listfile.unlink(missing_ok=True)
+
+    def __enter__(self) -> CopyTextReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -30,23 +30,20 @@ from __future__ import annotations
 import logging
 import os
 import re
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 from psycopg import sql
 
 from scalingo_staging_sync.pgconn import PgTarget
-from scalingo_staging_sync.pgerrors import describe_pg_error, redact_server_text
-from scalingo_staging_sync.restore.copytext import BLOCK, ENCODING_LINE_RE, CopyStream, parse_copy_line
+from scalingo_staging_sync.pgerrors import describe_pg_error
+from scalingo_staging_sync.restore.copytext import BLOCK, CopyTextReader, parse_copy_line
 from scalingo_staging_sync.restore.errors import RestoreError
 from scalingo_staging_sync.restore.pgtools import PgTools
-from scalingo_staging_sync.restore.toc import TocEntry, write_list_file
+from scalingo_staging_sync.restore.toc import TocEntry
 from scalingo_staging_sync.tablename import TableName
 
 log = logging.getLogger(__name__)
@@ -178,77 +175,41 @@ def _load_unit(
     order it writes them in) and one connection; each table in its own transaction."""
     import psycopg
 
-    listfile = write_list_file(unit)
-    errfile = tempfile.TemporaryFile()
-    cmd = [tools.path("pg_restore"), "-a", "-L", str(listfile), "-f", "-", str(dump_path)]
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errfile)
-    assert proc.stdout is not None
-    out = CopyStream(proc.stdout)
-
-    def pg_restore_failure(table: TableName, what: str) -> RestoreError:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        errfile.seek(0)
-        err = errfile.read().decode("utf-8", "replace").strip()
-        detail = f": {redact_server_text(err)}" if err else ""
-        return RestoreError(
-            f"reading the data of {table} from {Path(dump_path).name} failed ({what}, pg_restore exit "
-            f"status {proc.returncode}){detail}"
-        )
-
-    try:
-        with target.connect(autocommit=False) as conn:
-            conn.execute("SET row_security TO off")
-            encoding = None
-            for index, entry in enumerate(unit):
-                table = entry.table_name
-                last = index == len(unit) - 1
-                started = time.monotonic()
-                while True:
-                    line = out.readline()
-                    if not line:
-                        raise pg_restore_failure(table, "no COPY statement for the table")
-                    if (m := ENCODING_LINE_RE.match(line.rstrip(b"\n"))) and m.group(
-                        "enc"
-                    ).decode() != encoding:
-                        encoding = m.group("enc").decode()
-                        conn.execute(sql.SQL("SET client_encoding TO {}").format(sql.Literal(encoding)))
-                        conn.commit()
-                    if line.startswith(b"COPY "):
-                        break
-                try:
-                    copy_table, columns = parse_copy_line(line.decode("utf-8").rstrip("\n"))
-                except (UnicodeDecodeError, ValueError) as exc:
-                    raise RestoreError(
-                        f"the archive's COPY statement for {table} cannot be read: {exc}"
-                    ) from None
-                try:
-                    rows, nbytes, frozen = _copy_block(
-                        conn, out, entry, table, copy_table, columns, freeze=freeze, stop=stop,
-                        failure=lambda what, t=table: pg_restore_failure(t, what),
-                    )  # fmt: skip
-                    if last:  # the unit's last table: pg_restore's exit status before its commit
-                        out.read()
-                        if proc.wait() != 0:
-                            raise pg_restore_failure(table, "pg_restore reported an error")
-                    conn.commit()
-                except psycopg.Error as exc:
-                    conn.rollback()
-                    raise RestoreError(
-                        f"loading the data of {table} (TOC entry {entry.dump_id}) failed: {_describe_copy_error(exc)}"
-                    ) from None
-                except BaseException:
-                    conn.rollback()
-                    raise
-                report(LoadedTable(table, rows, nbytes, frozen, round(time.monotonic() - started, 3)))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        out.close()
-        errfile.close()
-        listfile.unlink(missing_ok=True)
+    with CopyTextReader(dump_path, unit, tools) as reader, target.connect(autocommit=False) as conn:
+        conn.execute("SET row_security TO off")
+        encoding = None
+        for index, entry in enumerate(unit):
+            table = entry.table_name
+            last = index == len(unit) - 1
+            started = time.monotonic()
+            line = reader.next_copy_line(table)
+            if reader.encoding is not None and reader.encoding != encoding:
+                encoding = reader.encoding
+                conn.execute(sql.SQL("SET client_encoding TO {}").format(sql.Literal(encoding)))
+                conn.commit()
+            try:
+                copy_table, columns = parse_copy_line(line.decode("utf-8").rstrip("\n"))
+            except (UnicodeDecodeError, ValueError) as exc:
+                raise RestoreError(
+                    f"the archive's COPY statement for {table} cannot be read: {exc}"
+                ) from None
+            try:
+                rows, nbytes, frozen = _copy_block(
+                    conn, reader.out, entry, table, copy_table, columns, freeze=freeze, stop=stop,
+                    failure=lambda what, t=table: reader.failure(t, what),
+                )  # fmt: skip
+                if last:  # the unit's last table: pg_restore's exit status before its commit
+                    reader.finish(table)
+                conn.commit()
+            except psycopg.Error as exc:
+                conn.rollback()
+                raise RestoreError(
+                    f"loading the data of {table} (TOC entry {entry.dump_id}) failed: {_describe_copy_error(exc)}"
+                ) from None
+            except BaseException:
+                conn.rollback()
+                raise
+            report(LoadedTable(table, rows, nbytes, frozen, round(time.monotonic() - started, 3)))
 
 
 def _copy_block(

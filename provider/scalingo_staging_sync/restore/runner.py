@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from psycopg.conninfo import make_conninfo
 
 from scalingo_staging_sync.pgconn import PgTarget
 from scalingo_staging_sync.pgerrors import redact_server_text
-from scalingo_staging_sync.restore.copytext import ENCODING_LINE_RE, CopyStream, python_encoding
+from scalingo_staging_sync.restore.copytext import CopyTextReader, python_encoding
 from scalingo_staging_sync.restore.dump import ForeignKey, read_dump_header
 from scalingo_staging_sync.restore.errors import DumpFormatError, RestoreError
 from scalingo_staging_sync.restore.names import qualified_key, table_names
@@ -590,47 +589,15 @@ def stream_table_copy(
     tools = tools or find_pg_tools()
     entries = entries if entries is not None else read_toc(dump_path, tools)
     entry = find_table_data_entry(entries, table)
-    listfile = write_list_file([entry])
-    errfile = tempfile.TemporaryFile()
-    cmd = [tools.path("pg_restore"), "-a", "-L", str(listfile), "-f", "-", str(dump_path)]
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errfile)
-    assert proc.stdout is not None
-    out = CopyStream(proc.stdout)
-
-    def failure(what: str) -> RestoreError:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        errfile.seek(0)
-        err = errfile.read().decode("utf-8", "replace").strip()
-        detail = f": {redact_server_text(err)}" if err else ""
-        return RestoreError(f"reading the data of {table} from {dump_path} failed ({what}){detail}")
-
-    try:
-        encoding = "utf-8"
+    with CopyTextReader(dump_path, [entry], tools) as reader:
+        header = reader.next_copy_line(table)
+        encoding = python_encoding(reader.encoding or "UTF8")
+        yield header.decode(encoding, "surrogateescape").rstrip("\n")
         while True:
-            raw = out.readline()
-            if not raw:
-                raise failure("no COPY statement for the table")
-            if m := ENCODING_LINE_RE.match(raw.rstrip(b"\n")):
-                encoding = python_encoding(m.group("enc").decode())
-            if raw.startswith(b"COPY "):
-                yield raw.decode(encoding, "surrogateescape").rstrip("\n")
-                break
-        while True:
-            raw = out.readline()
+            raw = reader.out.readline()
             if not raw or not raw.endswith(b"\n"):
-                raise failure("the COPY data ended before its terminator")
+                raise reader.failure(table, "the COPY data ended before its terminator")
             if raw == b"\\.\n":
                 break
             yield raw[:-1].decode(encoding, "surrogateescape")
-        out.read()
-        if proc.wait() != 0:
-            raise failure(f"pg_restore exit status {proc.returncode}")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        out.close()
-        errfile.close()
-        listfile.unlink(missing_ok=True)
+        reader.finish(table)
