@@ -59,7 +59,9 @@ def test_stream_decodes_the_archives_encoding(prod_pg, tmp_path):
 def test_stream_of_a_cut_archive_fails_and_names_the_table(prod_pg, tmp_path):
     db = unique_db("cut")
     prod_pg.create_database(db)
-    prod_pg.execute("CREATE TABLE big AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g", db)
+    prod_pg.execute(
+        "CREATE TABLE big AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g", db
+    )
     dump = prod_pg.pg_dump(db, tmp_path / "whole.pgc")
     tools = find_pg_tools(str(prod_pg.bin_dir))
     from scalingo_staging_sync.restore.toc import read_toc
