@@ -56,6 +56,30 @@ def test_stream_decodes_the_archives_encoding(prod_pg, tmp_path):
     assert parse_copy_row(row) == ["1", "Zoë Ångström"]
 
 
+def test_loader_reads_a_latin1_archives_names_and_rows(prod_pg, staging_pg16, tmp_path):
+    """A LATIN1 archive whose column name is not ASCII: the COPY line is read in the archive's
+    encoding (it used to be read as UTF-8 and refused), the rows arrive as the text they hold."""
+    from scalingo_staging_sync.restore.loader import load_table_data
+    from scalingo_staging_sync.restore.runner import run_pg_restore
+    from scalingo_staging_sync.restore.toc import read_toc
+    from tests.restore.restore_helpers import superuser_target
+
+    src = unique_db("latin1_src")
+    prod_pg.execute(f"CREATE DATABASE {src} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+    prod_pg.execute("CREATE TABLE t (id int, \"prénom\" text); INSERT INTO t VALUES (1, 'Zoë')", src)
+    dump = prod_pg.pg_dump(src, tmp_path / "latin1.pgc")
+    pg = staging_pg16
+    tools = find_pg_tools(str(pg.bin_dir))
+    db = unique_db("latin1_dst")
+    pg.create_database(db)
+    target = superuser_target(pg, db)
+    run_pg_restore(dump, target, section="pre-data", tools=tools)
+    entries = [e for e in read_toc(dump, tools) if e.desc == "TABLE DATA"]
+    (loaded,) = load_table_data(dump, target, entries, tools=tools)
+    assert loaded.rows == 1 and loaded.frozen
+    assert pg.execute('SELECT "prénom" FROM t', db) == [("Zoë",)]
+
+
 def test_stream_of_a_cut_archive_fails_and_names_the_table(prod_pg, tmp_path):
     db = unique_db("cut")
     prod_pg.create_database(db)

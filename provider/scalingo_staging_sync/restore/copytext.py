@@ -193,9 +193,10 @@ class CopyTextReader:
         assert self._proc.stdout is not None
         self.out = CopyStream(self._proc.stdout)
 
-    def next_copy_line(self, table: object) -> bytes:
-        """The next ``COPY ... FROM stdin;`` line, newline included, for ``table`` (named if it is
-        missing); :attr:`encoding` follows the lines read on the way."""
+    def next_copy_line(self, table: object) -> str:
+        """The next ``COPY ... FROM stdin;`` line for ``table`` (named if it is missing), without its
+        newline, decoded in the archive's client encoding (names may hold any character);
+        :attr:`encoding` follows the lines read on the way."""
         while True:
             line = self.out.readline()
             if not line:
@@ -203,7 +204,12 @@ class CopyTextReader:
             if m := ENCODING_LINE_RE.match(line.rstrip(b"\n")):
                 self.encoding = m.group("enc").decode()
             if line.startswith(b"COPY "):
-                return line
+                try:
+                    return line.decode(python_encoding(self.encoding or "UTF8")).rstrip("\n")
+                except UnicodeDecodeError as exc:
+                    raise RestoreError(
+                        f"the archive's COPY statement for {table} is not valid {self.encoding or 'UTF8'}: {exc}"
+                    ) from None
 
     def finish(self, table: object) -> None:
         """After the last table's data: the rest of the output read and pg_restore's exit status

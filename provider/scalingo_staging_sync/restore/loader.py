@@ -188,8 +188,8 @@ def _load_unit(
                 conn.execute(sql.SQL("SET client_encoding TO {}").format(sql.Literal(encoding)))
                 conn.commit()
             try:
-                copy_table, columns = parse_copy_line(line.decode("utf-8").rstrip("\n"))
-            except (UnicodeDecodeError, ValueError) as exc:
+                copy_table, columns = parse_copy_line(line)
+            except ValueError as exc:
                 raise RestoreError(
                     f"the archive's COPY statement for {table} cannot be read: {exc}"
                 ) from None

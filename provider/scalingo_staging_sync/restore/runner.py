@@ -590,9 +590,8 @@ def stream_table_copy(
     entries = entries if entries is not None else read_toc(dump_path, tools)
     entry = find_table_data_entry(entries, table)
     with CopyTextReader(dump_path, [entry], tools) as reader:
-        header = reader.next_copy_line(table)
+        yield reader.next_copy_line(table)
         encoding = python_encoding(reader.encoding or "UTF8")
-        yield header.decode(encoding, "surrogateescape").rstrip("\n")
         while True:
             raw = reader.out.readline()
             if not raw or not raw.endswith(b"\n"):
