@@ -43,8 +43,10 @@ from scalingo_staging_sync.restore.runner import run_pg_restore  # noqa: E402
 from scalingo_staging_sync.testing.postgres import pg_bin_dir, start_embedded_postgres  # noqa: E402
 
 VARIANTS = ("pg_restore", "freeze", "bare")
-#: also measurable: ``relay``, the loader without FREEZE (what its pass through the worker costs alone)
-ALL_VARIANTS = (*VARIANTS, "relay")
+#: also measurable: ``relay``, the loader without FREEZE (what its pass through the worker costs alone),
+#: and ``stream``: the loader with the stream masking engine (DuckDB on the worker; masking on, whatever
+#: ``--mask`` says)
+ALL_VARIANTS = (*VARIANTS, "relay", "stream")
 
 
 def _with_masking_triggers(target: PgTarget) -> PgTarget:
@@ -53,10 +55,12 @@ def _with_masking_triggers(target: PgTarget) -> PgTarget:
     from dataclasses import replace
 
     from engines import SALT, TABLES
+    from psycopg import sql
 
     from scalingo_staging_sync.anonymize.planner import read_table
     from scalingo_staging_sync.anonymize.salt import derive_key, key_settings
-    from scalingo_staging_sync.anonymize.sql import trigger_statements
+    from scalingo_staging_sync.anonymize.sql import trigger_function_name, trigger_statements
+    from scalingo_staging_sync.anonymize.stream import spec_comment
 
     with target.connect() as conn:
         for table, specs in TABLES.items():
@@ -64,6 +68,11 @@ def _with_masking_triggers(target: PgTarget) -> PgTarget:
             create_fn, create_trigger, _ = trigger_statements("public", table, specs, columns, conn)
             conn.execute(create_fn)
             conn.execute(create_trigger)
+            # as the product installs it: the specs the stream engine reads
+            name = sql.Identifier("public", trigger_function_name("public", table))
+            conn.execute(
+                sql.SQL("COMMENT ON FUNCTION {}() IS {}").format(name, sql.Literal(spec_comment(specs)))
+            )
     options = " ".join(f"-c {k}={v}" for k, v in key_settings(derive_key(SALT)).items())
     return replace(target, options={**target.options, "options": options})
 
@@ -103,6 +112,7 @@ def run_variant(pg, dump: Path, variant: str, jobs: int, mask: bool = False) -> 
     target = PgTarget(host=pg.host, port=pg.port, user=pg.user, dbname=db)
     tools = find_pg_tools(pg_bin_dir(pg.version))
     phases: dict[str, float] = {}
+    mask = mask or variant == "stream"
     for section in ("pre-data", "data", "post-data"):
         started = time.monotonic()
         into = target
@@ -120,9 +130,17 @@ def run_variant(pg, dump: Path, variant: str, jobs: int, mask: bool = False) -> 
             finally:
                 loader.load_table_data = original
         else:
+            copy_filter = None
+            if variant == "stream" and section == "data":
+                from scalingo_staging_sync.anonymize.stream import StreamMasking
+
+                copy_filter = StreamMasking("stream")
             run_pg_restore(
-                dump, into, section=section, jobs=jobs, tools=tools, freeze=variant != "pg_restore"
-            )
+                dump, into, section=section, jobs=jobs, tools=tools, freeze=variant != "pg_restore",
+                copy_filter=copy_filter,
+            )  # fmt: skip
+            if copy_filter is not None and set(copy_filter.used.values()) != {"stream"}:
+                raise SystemExit(f"the stream engine did not mask every table: {copy_filter.used}")
         phases[section] = round(time.monotonic() - started, 2)
         if section == "data" and mask:
             _drop_masking_triggers(target)

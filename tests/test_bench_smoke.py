@@ -100,15 +100,19 @@ def test_bench_runner_writes_a_complete_result(tmp_path):
     # --quick skips the extras but the engine figures (scale 0.01)
     assert set(result["extras"]) == {"engines"}
     engines = result["extras"]["engines"]
-    assert engines["engines"] == ["none", "trigger"] and engines["postgres"] == 16
+    assert engines["engines"] == ["none", "trigger", "stream"] and engines["postgres"] == 16
     assert set(engines["tables"]) == {"users", "orders"}
     for table, rows in (("users", 10_000), ("orders", 30_000)):
         t = engines["tables"][table]
         assert t["rows"] == rows and t["masked_columns"]
-        assert t["trigger_cpu_us_per_row"] > 0 and t["none_cpu_us_per_row"] >= 0
-        assert t["trigger_extra_us_per_masked_row"] == pytest.approx(
-            t["trigger_cpu_us_per_row"] - t["none_cpu_us_per_row"], abs=0.02
-        )
+        assert t["none_cpu_us_per_row"] >= 0
+        for engine in ("trigger", "stream"):
+            assert t[f"{engine}_cpu_us_per_row"] > 0
+            assert t[f"{engine}_extra_us_per_masked_row"] == pytest.approx(
+                t[f"{engine}_cpu_us_per_row"] - t["none_cpu_us_per_row"], abs=0.02
+            )
+        # both engines gave the same table
+        assert t["raw"]["outputs_identical"]["seeded_picks"] == ["stream", "trigger"]
     assert "masking engines, CPU µs per row" in proc.stdout
     assert result["machine"]["cores"] >= 1 and result["machine"]["postgres"].startswith("16")
 

@@ -53,6 +53,14 @@ OPTIONS: dict[str, tuple[str | None, str | None, str]] = {
         None,
         "Directory of pg_restore and psql. Default: found on PATH.",
     ),
+    "masking_engine": (
+        "SCALINGO_STAGING_SYNC_MASKING_ENGINE",
+        "auto",
+        "How the data load masks the on-load tables: 'stream' masks their COPY text on the worker with "
+        "DuckDB (the [stream] extra) before it reaches PostgreSQL, 'trigger' with a PL/pgSQL trigger in "
+        "the database, 'auto' streams when DuckDB is installed. Same output either way; tables the stream "
+        "engine cannot mask keep their trigger.",
+    ),
     "cache_dir": (
         "SCALINGO_STAGING_SYNC_CACHE_DIR",
         None,

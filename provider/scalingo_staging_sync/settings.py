@@ -73,6 +73,18 @@ def operator_download_dir(configured: Any = None) -> str:
     return _first(configured) or str(default_download_root() / "backups")
 
 
+def _masking_engine(value: Any) -> str:
+    from scalingo_staging_sync.anonymize.stream import ENGINES
+
+    engine = _first(value) or "auto"
+    if engine not in ENGINES:
+        raise SettingsError(
+            f"[scalingo_staging_sync] masking_engine {engine!r} is not one of {', '.join(ENGINES)} "
+            "(AIRFLOW__SCALINGO_STAGING_SYNC__MASKING_ENGINE or SCALINGO_STAGING_SYNC_MASKING_ENGINE)"
+        )
+    return engine
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """Everything the steps of one run need, resolved once (see the module docstring for precedence)."""
@@ -93,6 +105,7 @@ class RunSettings:
     restore_mode: str = "auto"
     keep_previous: bool = True
     restore_jobs: int | None = None
+    masking_engine: str = "auto"
     maintenance: bool = False
     parallel_connections: int = 3
     retry_attempts: int = 3
@@ -163,6 +176,7 @@ class RunSettings:
             restore_mode=restore.mode,
             keep_previous=bool(restore.keep_previous),
             restore_jobs=restore.jobs,
+            masking_engine=_masking_engine(config.get("masking_engine")),
             maintenance=bool(restore.maintenance),
             parallel_connections=int(rules.parallel_connections),
             retry_attempts=int(rules.retry.attempts),

@@ -68,3 +68,10 @@ def test_bad_values_name_themselves():
         _build({"exclude_tables": ["a.b.c"]})
     with pytest.raises(SettingsError, match="unknown keys"):
         RunSettings.from_json({**_build().to_json(), "surprise": 1})
+
+
+def test_masking_engine_comes_from_the_config_section_and_is_checked():
+    assert _build().masking_engine == "auto"
+    assert _build({}, {"masking_engine": "trigger"}).masking_engine == "trigger"
+    with pytest.raises(SettingsError, match="masking_engine 'duck' is not one of auto, stream, trigger"):
+        _build({}, {"masking_engine": "duck"})

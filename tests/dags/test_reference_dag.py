@@ -300,3 +300,31 @@ def test_missing_rules_file_refuses_the_run(dag, box, tmp_path, monkeypatch):
     assert task_states(dag_run)["safety_gate"] == "failed"
     assert _previous_staging_intact(box)
     assert not box.fake.requests_to("/backups")
+
+
+_FINGERPRINTS = {
+    "customer": "SELECT count(*), md5(string_agg(x::text, '|' ORDER BY 1)) FROM customer x",
+    "employee": "SELECT count(*), md5(string_agg(x::text, '|' ORDER BY 1)) FROM employee x",
+    "invoice": "SELECT count(*), md5(string_agg(x::text, '|' ORDER BY 1)) FROM invoice x",
+}
+
+
+def _staged_tables(box) -> dict[str, tuple]:
+    return {t: box.staging.execute(q, box.staging_db)[0] for t, q in _FINGERPRINTS.items()}
+
+
+def test_stream_and_trigger_engines_stage_the_same_bytes(dag, box, monkeypatch):
+    """The default engine masks Chinook's on-load tables on the worker (DuckDB is installed here); the
+    trigger engine, chosen in the config section, gives the same staging tables, byte for byte."""
+    dag_run, _prod = run_masked_to_success(dag, box)
+    load = stored_xcom(dag_run, "load_data")
+    assert stored_xcom(dag_run, "safety_gate", "settings")["masking_engine"] == "auto"
+    assert "public.customer" in load["masked_on_worker"], load.get("masked_on_worker")
+    streamed = _staged_tables(box)
+
+    monkeypatch.setenv("AIRFLOW__SCALINGO_STAGING_SYNC__MASKING_ENGINE", "trigger")
+    dag_run, _prod = run_masked_to_success(dag, box)
+    assert stored_xcom(dag_run, "safety_gate", "settings")["masking_engine"] == "trigger"
+    assert "masked_on_worker" not in stored_xcom(dag_run, "load_data")
+    assert _staged_tables(box) == streamed
+    assert all(count > 0 for count, _digest in streamed.values())

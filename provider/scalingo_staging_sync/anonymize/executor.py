@@ -39,6 +39,7 @@ from scalingo_staging_sync.anonymize.sql import (
     update_statement,
 )
 from scalingo_staging_sync.anonymize.strategies import StrategyContext, build_custom_statement, get_custom
+from scalingo_staging_sync.anonymize.stream import spec_comment
 from scalingo_staging_sync.anonymize.transformers import get_transformer, options_of
 from scalingo_staging_sync.fingerprint import ALGORITHM, fingerprint
 from scalingo_staging_sync.pgconn import PgTarget
@@ -312,6 +313,13 @@ def install_masking_trigger(conn: Any, item: Mapping[str, Any]) -> list[str]:
     closer = {(s, trigger_function_name(s, n)) for _o, s, n, _k in children}
     with conn.transaction():
         conn.execute(create_fn)
+        # the specs the function was built from: the stream engine masks the same columns the same way
+        conn.execute(
+            sql.SQL("COMMENT ON FUNCTION {}() IS {}").format(
+                sql.Identifier(schema, trigger_function_name(schema, name)),
+                sql.Literal(spec_comment(item["columns"])),
+            )
+        )
         if cat.relkind == "r":
             conn.execute(create_trigger)
         for oid, child_schema, child_name, relkind in children:

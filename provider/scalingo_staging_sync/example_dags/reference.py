@@ -315,6 +315,7 @@ def build_reference_dag(
         }
         load_data = MaskedDataLoadOperator(
             task_id=T.LOAD_DATA,
+            masking_engine=setting("masking_engine"),
             trigger_rule="none_failed_min_one_success",  # no masked table: prepare_masking is skipped
             **later_sections,
         )

@@ -126,14 +126,30 @@ class MaskedDataLoadOperator(PgRestoreOperator):
     truncated first, so a retry never duplicates rows. Arguments: those of
     :class:`~scalingo_staging_sync.operators.restore.PgRestoreOperator` (``section`` is ``data``).
 
-    XCom ``return_value``: the restore result (see ``PgRestoreOperator``).
+    :param masking_engine: ``auto`` (default), ``stream`` or ``trigger`` (templated). ``stream``
+        masks a table's COPY text on the worker with DuckDB (the ``[stream]`` extra) before it
+        reaches PostgreSQL, with the same output as the trigger, which stays installed and is
+        disabled only in the transaction that loads the table; tables it cannot mask keep their
+        trigger (:mod:`scalingo_staging_sync.anonymize.stream`). ``auto``: ``stream`` when DuckDB is
+        installed, else ``trigger``. ``trigger``: the triggers mask every row.
+
+    XCom ``return_value``: the restore result (see ``PgRestoreOperator``), with
+    ``masked_on_worker``: the tables the stream engine masked.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    template_fields: Sequence[str] = (*PgRestoreOperator.template_fields, "masking_engine")
+
+    def __init__(self, *, masking_engine: Any = "auto", **kwargs: Any) -> None:
         kwargs.setdefault("section", "data")
         if kwargs["section"] != "data":
             raise ValueError("MaskedDataLoadOperator only loads section='data'")
         super().__init__(**kwargs)
+        self.masking_engine = masking_engine
+
+    def copy_filter(self):
+        from scalingo_staging_sync.anonymize.stream import StreamMasking
+
+        return StreamMasking(as_str(self.masking_engine, default="auto") or "auto")
 
     def restore_target(self):
         from psycopg import sql

@@ -128,6 +128,10 @@ class PgRestoreOperator(BaseOperator):
         self.large_objects = large_objects
         self.materialized_view_data = materialized_view_data
 
+    def copy_filter(self):
+        """The data section's per-table COPY filter (subclasses: the stream masking engine)."""
+        return None
+
     def restore_target(self):
         """The connection target of this restore (subclasses add session settings)."""
         return pg_target_from_connection(self.postgres_conn_id, database=as_str(self.database))
@@ -164,6 +168,7 @@ class PgRestoreOperator(BaseOperator):
             materialized_view_data=None
             if as_str(self.materialized_view_data) is None
             else as_bool(self.materialized_view_data, "materialized_view_data"),
+            copy_filter=self.copy_filter(),
         )
         self.log.info(
             "restored section %s into %s (%s mode) in %.1f s: %d tables, %d warnings, excluded %s",

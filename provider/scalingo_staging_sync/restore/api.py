@@ -136,6 +136,7 @@ def restore(
     analyze: bool = False,
     large_objects: str | None = None,
     materialized_view_data: bool | None = None,
+    copy_filter: Any = None,
 ) -> dict:
     """Run one restore phase into ``target`` (the *live* staging database's coordinates).
 
@@ -156,6 +157,8 @@ def restore(
     ``analyze``: after a section that includes
     post-data, run ``ANALYZE`` so the planner statistics (``pg_stats``) describe the data as it is now
     (masked, when masking ran before post-data), never the archive's statistics (which are not restored).
+    ``copy_filter``: the data section's per-table COPY filter
+    (:data:`scalingo_staging_sync.restore.loader.CopyFilterFactory`; the stream masking engine).
     """
     started = time.monotonic()
     if section not in SECTIONS:
@@ -264,6 +267,7 @@ def restore(
             entries=entries,
             fks=fks,
             skip_dump_ids=skip,
+            copy_filter=copy_filter,
         )
     except BaseException:
         log.error("restore of section %s failed: removing the restored data (fail closed)", section)
@@ -277,6 +281,8 @@ def restore(
     summary["warnings"].extend(result.warnings)
     summary["skipped"] = result.skipped
     summary["entries"] = result.entries_total
+    if result.masked_on_worker:
+        summary["masked_on_worker"] = result.masked_on_worker
     if section in DATA_SECTIONS:
         summary["tables"] = table_stats(into, result.table_names, exact=count_rows)
     summary["duration_s"] = round(time.monotonic() - started, 3)

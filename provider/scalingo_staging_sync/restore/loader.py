@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from psycopg import sql
 
@@ -57,6 +58,26 @@ BATCH_TABLES = 64
 _TERMINATOR = b"\n\\.\n"
 
 
+class CopyFilter(Protocol):
+    """Rewrites a table's COPY text on its way in (the stream masking engine): the same lines out,
+    rewritten, in blocks of whole lines."""
+
+    def feed(self, data: bytes) -> Iterable[bytes]:
+        """Take the next bytes of COPY text (any cut); the rewritten text ready so far."""
+        ...
+
+    def finish(self) -> Iterable[bytes]:
+        """The rest of the rewritten text, once the table's data has ended."""
+        ...
+
+    def close(self) -> None: ...
+
+
+#: ``copy_filter(conn, table, columns)``: called in the table's load transaction before its rows;
+#: a :class:`CopyFilter` for this table, or None to load its COPY text as it is
+CopyFilterFactory = Callable[[Any, TableName, list[str]], "CopyFilter | None"]
+
+
 @dataclass(frozen=True)
 class LoadedTable:
     """One table's data, loaded: ``frozen`` is whether its rows went in with ``COPY ... FREEZE``."""
@@ -66,6 +87,8 @@ class LoadedTable:
     bytes: int
     frozen: bool
     duration_s: float
+    #: its rows went through a copy filter on the worker (the stream masking engine)
+    filtered: bool = False
 
 
 class _Stopped(Exception):
@@ -111,6 +134,7 @@ def load_table_data(
     jobs: int = 1,
     freeze: bool = True,
     progress: Callable[[LoadedTable, int, int], None] | None = None,
+    copy_filter: CopyFilterFactory | None = None,
 ) -> list[LoadedTable]:
     """Load the ``TABLE DATA`` ``entries`` of ``dump_path`` into ``target``, ``jobs`` units at a time
     (:func:`plan_units`).
@@ -118,6 +142,7 @@ def load_table_data(
     Each table is loaded and committed on its own; the first failure stops the units not yet
     started, rolls back the tables in flight and is raised (the tables committed before it stay
     loaded, as with pg_restore). ``progress(loaded, done, total)`` is called after each table.
+    ``copy_filter``: see :data:`CopyFilterFactory` (only for a table loaded under its own name).
     """
     from scalingo_staging_sync.restore.dump import data_sizes
 
@@ -145,7 +170,10 @@ def load_table_data(
         if stop.is_set():
             return
         try:
-            _load_unit(dump_path, target, unit, tools=tools, freeze=freeze, stop=stop, report=report)
+            _load_unit(
+                dump_path, target, unit, tools=tools, freeze=freeze, stop=stop, report=report,
+                copy_filter=copy_filter,
+            )  # fmt: skip
         except _Stopped:
             return
         except BaseException:
@@ -170,6 +198,7 @@ def _load_unit(
     freeze: bool,
     stop: threading.Event,
     report: Callable[[LoadedTable], None],
+    copy_filter: CopyFilterFactory | None = None,
 ) -> None:
     """One pg_restore for the ``unit``'s tables (its ``-L`` list in the unit's order, which is the
     order it writes them in) and one connection; each table in its own transaction."""
@@ -193,10 +222,13 @@ def _load_unit(
                 raise RestoreError(
                     f"the archive's COPY statement for {table} cannot be read: {exc}"
                 ) from None
+            filt = None
             try:
+                if copy_filter is not None and copy_table == table:
+                    filt = copy_filter(conn, table, columns)
                 rows, nbytes, frozen = _copy_block(
                     conn, reader.out, entry, table, copy_table, columns, freeze=freeze, stop=stop,
-                    failure=lambda what, t=table: reader.failure(t, what),
+                    failure=lambda what, t=table: reader.failure(t, what), filt=filt,
                 )  # fmt: skip
                 if last:  # the unit's last table: pg_restore's exit status before its commit
                     reader.finish(table)
@@ -209,7 +241,11 @@ def _load_unit(
             except BaseException:
                 conn.rollback()
                 raise
-            report(LoadedTable(table, rows, nbytes, frozen, round(time.monotonic() - started, 3)))
+            finally:
+                if filt is not None:
+                    filt.close()
+            duration = round(time.monotonic() - started, 3)
+            report(LoadedTable(table, rows, nbytes, frozen, duration, filtered=filt is not None))
 
 
 def _copy_block(
@@ -223,9 +259,11 @@ def _copy_block(
     freeze: bool,
     stop: threading.Event,
     failure: Callable[[str], RestoreError],
+    filt: CopyFilter | None = None,
 ) -> tuple[int, int, bool]:
     """One table's COPY data from ``out`` (after its COPY line, up to and including its ``\\.``
-    terminator) into ``copy_table`` in the open transaction: ``(rows, bytes, frozen)``."""
+    terminator) into ``copy_table`` in the open transaction: ``(rows, bytes, frozen)``; through
+    ``filt`` in blocks of whole lines when given."""
     stmt = sql.SQL("COPY {} {}FROM STDIN").format(
         sql.Identifier(copy_table.schema, copy_table.name),
         sql.SQL("({}) ").format(sql.SQL(", ").join(map(sql.Identifier, columns))) if columns else sql.SQL(""),
@@ -235,6 +273,14 @@ def _copy_block(
     frozen = freeze and copy_table == table and _truncate_for_freeze(conn, copy_table)
     rows = nbytes = 0
     with conn.cursor() as cur, cur.copy(stmt + sql.SQL(" WITH (FREEZE)") if frozen else stmt) as copy:
+
+        def write(data: bytes, last: bool) -> None:
+            if filt is None:
+                copy.write(data)
+                return
+            for block in filt.finish() if last else filt.feed(data):
+                copy.write(block)
+
         # the terminator is the first line that is exactly "\.": a data line never starts with a
         # backslash followed by a dot (COPY text writes a backslash as two)
         tail = out.readline()  # the first data line, or the terminator of an empty table
@@ -259,8 +305,9 @@ def _copy_block(
             if data:
                 rows += data.count(b"\n")
                 nbytes += len(data)
-                copy.write(data)
+                write(data, last=False)
             if i >= 0:
+                write(b"", last=True)
                 return rows, nbytes, frozen
 
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from psycopg.conninfo import make_conninfo
 
@@ -94,6 +95,8 @@ class RestoreResult:
     skipped: list[str] = field(default_factory=list)  # entries deliberately not restored, with reasons
     tables: list[str] = field(default_factory=list)  # "schema.table" whose data this run loaded
     table_names: list[tuple[str, str]] = field(default_factory=list)  # the same as (schema, table)
+    #: tables whose rows a copy filter masked on the worker (the stream masking engine)
+    masked_on_worker: list[str] = field(default_factory=list)
 
 
 def archive_fks(dump_path: str | os.PathLike, tools: PgTools, entries: list[TocEntry]) -> list[ForeignKey]:
@@ -392,6 +395,7 @@ def run_pg_restore(
     fks: list[ForeignKey] | None = None,
     skip_dump_ids: Mapping[int, str] | Iterable[int] = (),
     freeze: bool = True,
+    copy_filter: Any = None,
 ) -> RestoreResult:
     """Restore one section of an archive into ``target`` with a filtered ``-L`` list.
 
@@ -475,7 +479,7 @@ def run_pg_restore(
             returncode = _pg_restore_process(cmd, target, parser)
         # pg_restore's own part went through (exit 0, or only harmless errors): the tables now
         if table_data and (returncode == 0 or (parser.issues and not parser.fatal())):
-            loaded = _load_tables(dump_path, target, table_data, tools, jobs, parser, progress)
+            loaded = _load_tables(dump_path, target, table_data, tools, jobs, parser, progress, copy_filter)
     finally:
         monitor.stop()
         listfile.unlink(missing_ok=True)
@@ -509,6 +513,7 @@ def run_pg_restore(
         skipped=[f"{e.raw} ({reason})" for e, reason in selection.skipped],
         tables=[qualified_key(*t) for t in selection.loaded_tables],
         table_names=selection.loaded_tables,
+        masked_on_worker=[str(t.table) for t in loaded if t.filtered],
     )
 
 
@@ -544,6 +549,7 @@ def _load_tables(
     jobs: int,
     parser: StderrParser,
     progress: ProgressCallback | None,
+    copy_filter: Any = None,
 ) -> list:
     """The data section's tables through :mod:`~scalingo_staging_sync.restore.loader`; progress
     counts them after pg_restore's own entries."""
@@ -554,14 +560,17 @@ def _load_tables(
 
     def report(table, done: int, _count: int) -> None:
         log.info(
-            "loaded %s: %d rows, %.1f MB in %.1f s%s",
+            "loaded %s: %d rows, %.1f MB in %.1f s%s%s",
             table.table, table.rows, table.bytes / 1e6, table.duration_s, " (COPY FREEZE)" if table.frozen else "",
+            ", masked on the worker" if table.filtered else "",
         )  # fmt: skip
         if progress is not None:
             progress(base + done, total, str(table.table))
 
     log.info("loading %d tables' data, %d at a time, each with COPY FREEZE where it can", len(entries), jobs)
-    return load_table_data(dump_path, target, entries, tools=tools, jobs=jobs, progress=report)
+    return load_table_data(
+        dump_path, target, entries, tools=tools, jobs=jobs, progress=report, copy_filter=copy_filter
+    )
 
 
 # --------------------------------------------------------------------------------------------

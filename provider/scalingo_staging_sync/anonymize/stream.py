@@ -1,0 +1,642 @@
+"""Masking engine (c): the COPY stream masked on the worker by DuckDB, before it reaches PostgreSQL.
+
+The on-load masking trigger (engine (a), :func:`scalingo_staging_sync.anonymize.sql.trigger_statements`)
+masks rows inside the staging server as ``COPY`` writes them. This engine computes the same bytes on the
+worker: each block of a table's COPY text (as ``pg_restore -a`` writes it) goes through one vectorised
+DuckDB query of the transformers' expressions, and the masked text is copied in with the trigger
+disabled. The staging server never receives an unmasked value, and the masking CPU moves to the worker
+(on Scalingo, a separate machine; see docs/performance.md, "Masking engines").
+
+**Same output, byte for byte.** Every expression here is the DuckDB form of its SQL expression:
+keyed md5 and sha256 as PostgreSQL computes them, PostgreSQL's ``hashtextextended`` (lookup3's
+``hash_bytes_extended``) written in DuckDB SQL for word picks and date shifts, ASCII-only case
+folding, ``varchar(n)`` cuts. ``tests/anonymize/test_stream_engine.py`` loads the same rows through
+both engines, on PostgreSQL 16 and 18, and compares the tables.
+
+**What it masks, and what stays with the trigger.** :func:`stream_expression` knows the built-in
+transformers ``email``, ``phone``, ``first_name``, ``last_name``, ``city``, ``full_name`` (without
+``from``), ``address``, ``postal_code``, ``company``, ``null``, ``fixed`` and ``hash`` on ``text`` /
+``varchar`` columns, and ``date_shift`` on ``date`` columns. A table with any other masked column
+(derived columns such as ``md5_of`` or ``full_name`` with ``from``, ``json``, timestamps, transformers
+registered by users, custom strategies), a partition or child covered by an ancestor's trigger, a
+database or archive not in UTF8, or DuckDB not installed, is masked by its trigger exactly as before:
+the choice is made per table, before its first row is read, and logged.
+
+**Fail closed.** The trigger stays installed: the loader disables it only inside the transaction
+that loads the table through this engine (``ALTER TABLE ... DISABLE TRIGGER``, rolled back with the
+table if anything fails). A DuckDB error fails the table (rolled back to empty) with a message that
+quotes no value and no key.
+
+DuckDB is an optional dependency (``pip install 'airflow-provider-scalingo-staging-sync[stream]'``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from psycopg import sql
+
+from scalingo_staging_sync.anonymize import transformers as tr
+from scalingo_staging_sync.anonymize.transformers import KEY_GUC, SEED_GUC, ColumnInfo
+from scalingo_staging_sync.tablename import TableName
+
+log = logging.getLogger(__name__)
+
+#: ``masking_engine`` values: ``auto`` = stream where it applies and DuckDB is installed, else trigger
+ENGINES = ("auto", "stream", "trigger")
+#: marks the comment of a masking trigger function that holds its column specs (JSON)
+SPEC_MARK = "scalingo_staging_sync masking specs v1: "
+#: COPY text masked per DuckDB query (whole lines): each query costs about 0.04 s of planning per
+#: seeded hash in it, so blocks are large
+CHUNK = 128 << 20
+#: the longest COPY line DuckDB's reader accepts (its default is 2 MB)
+MAX_LINE = 1 << 28
+
+_TEXT_TYPES = frozenset({"text", "varchar"})
+_UP = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_M32 = 4294967295
+
+
+class StreamUnsupported(Exception):
+    """This table (or column) is masked by its trigger: the message says why."""
+
+
+class StreamMaskError(RuntimeError):
+    """DuckDB failed on a block of COPY text; the message quotes no value."""
+
+
+def duckdb_available() -> bool:
+    try:
+        import duckdb  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def check_engine(engine: str | None) -> str:
+    value = engine or "auto"
+    if value not in ENGINES:
+        raise ValueError(f"masking_engine {engine!r} is not one of {', '.join(ENGINES)}")
+    if value == "stream" and not duckdb_available():
+        raise ValueError(
+            "masking_engine 'stream' needs DuckDB on the worker: "
+            "pip install 'airflow-provider-scalingo-staging-sync[stream]', or use 'auto' or 'trigger'"
+        )
+    return value
+
+
+def spec_comment(specs: Mapping[str, Mapping[str, Any]]) -> str:
+    """The comment of a trigger function: its column specs, for :func:`specs_of_comment`."""
+    return SPEC_MARK + json.dumps({col: dict(spec) for col, spec in specs.items()}, sort_keys=True)
+
+
+def specs_of_comment(comment: str | None) -> dict[str, dict[str, Any]] | None:
+    if not comment or not comment.startswith(SPEC_MARK):
+        return None
+    try:
+        specs = json.loads(comment[len(SPEC_MARK) :])
+    except ValueError:
+        return None
+    return specs if isinstance(specs, dict) else None
+
+
+# ------------------------------------------------------------------------------------------------
+# DuckDB SQL text (constants only: values come from the COPY text, the key and seed from variables)
+
+
+def _lit(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _arr(words) -> str:
+    return "[" + ", ".join(_lit(w) for w in words) + "]"
+
+
+_MIX = [
+    ("a", "c", 4, "c", "b"),
+    ("b", "a", 6, "a", "c"),
+    ("c", "b", 8, "b", "a"),
+    ("a", "c", 16, "c", "b"),
+    ("b", "a", 19, "a", "c"),
+    ("c", "b", 4, "b", "a"),
+]
+_FINAL = [("c", "b", 14), ("a", "c", 11), ("b", "a", 25), ("c", "b", 16), ("a", "c", 4), ("b", "a", 14), ("c", "b", 24)]  # fmt: skip
+
+
+def _rot(x: str, k: int) -> str:
+    return f"((({x} << {k}) | ({x} >> {32 - k})) & {_M32})"
+
+
+def _sub(x: str, y: str) -> str:
+    return f"(({x} + 4294967296 - {y}) & {_M32})"
+
+
+def _add(x: str, y: str) -> str:
+    return f"(({x} + {y}) & {_M32})"
+
+
+def _state(a: str, b: str, c: str) -> str:
+    return "{'a': " + a + ", 'b': " + b + ", 'c': " + c + "}"
+
+
+def _step(prev: str, a: str, b: str, c: str) -> str:
+    """One sequential update of lookup3's (a, b, c); the one-element list binds ``s`` once, so the
+    text grows linearly with the number of steps."""
+    return f"list_transform([{prev}], lambda s: {_state(a, b, c)})[1]"
+
+
+def _mix(prev: str) -> str:
+    e = prev
+    for t, o, k, t2, src in _MIX:
+        f = {x: f"s.{x}" for x in "abc"}
+        f[t] = f"xor({_sub('s.' + t, 's.' + o)}, {_rot('s.' + o, k)})"
+        e = _step(e, f["a"], f["b"], f["c"])
+        f = {x: f"s.{x}" for x in "abc"}
+        f[t2] = _add("s." + t2, "s." + src)
+        e = _step(e, f["a"], f["b"], f["c"])
+    return e
+
+
+def _final(prev: str) -> str:
+    e = prev
+    for t, o, k in _FINAL:
+        f = {x: f"s.{x}" for x in "abc"}
+        f[t] = _sub(f"xor(s.{t}, s.{o})", _rot("s." + o, k))
+        e = _step(e, f["a"], f["b"], f["c"])
+    return e
+
+
+def _word(h: str, i: str) -> str:
+    """Little-endian uint32 number ``i`` (0-based) of the hex string ``h``."""
+    parts = " || ".join(f"substr({h}, ({i}) * 8 + {o}, 2)" for o in (7, 5, 3, 1))
+    return f"('0x' || {parts})::UBIGINT"
+
+
+#: values of up to this many whole 12-byte blocks get a straight-line form of the hash (each row pays
+#: only its own length's branch); longer ones go through a ``list_reduce`` over their blocks, about
+#: ten times slower per value
+UNROLLED_BLOCKS = 0
+
+
+def hash_bytes_extended_sql(x: str, seed_nonzero: bool = True, hi: str = "", lo: str = "") -> str:
+    """DuckDB SQL of PostgreSQL's ``hash_bytes_extended(<UTF-8 bytes of x>, seed)`` as an unsigned
+    64-bit integer (a little-endian server's ``hashtextextended(x, seed)``). ``hi`` / ``lo``: SQL of
+    the seed's upper and lower 32 bits; ``seed_nonzero``: whether the seed is not 0 (lookup3 skips
+    the seed's mixing round for 0)."""
+    length = f"octet_length(encode({x}))"
+    h = f"(hex(encode({x})) || repeat('0', 24))"
+    init = f"(2654435769 + {length} + 3923095)::UBIGINT"
+    start = _state(init, init, init)
+    if seed_nonzero:
+        start = _mix(_step(start, _add("s.a", hi), _add("s.b", lo), "s.c"))
+
+    def block(prev: str, first_word: str, var: str = "s") -> str:
+        return _mix(
+            _step(
+                prev,
+                _add(f"{var}.a", _word(h, first_word)),
+                _add(f"{var}.b", _word(h, f"{first_word} + 1")),
+                _add(f"{var}.c", _word(h, f"{first_word} + 2")),
+            )
+        )
+
+    def finish(state: str, last: str) -> str:
+        tail = _step(
+            state,
+            f"CASE WHEN {length} % 12 > 0 THEN {_add('s.a', _word(h, last))} ELSE s.a END",
+            f"CASE WHEN {length} % 12 > 0 THEN {_add('s.b', _word(h, last + ' + 1'))} ELSE s.b END",
+            f"CASE WHEN {length} % 12 > 0 THEN (s.c + ({_word(h, last + ' + 2')} << 8)) & {_M32} ELSE s.c END",
+        )
+        return f"list_transform([{_final(tail)}], lambda r: (r.b << 32) | r.c)[1]"
+
+    looped_end = None
+    branches = []
+    for blocks in range(UNROLLED_BLOCKS + 1 if UNROLLED_BLOCKS else 0):
+        state = start
+        for k in range(blocks):
+            state = block(state, str(3 * k))
+        branches.append(f"WHEN {blocks} THEN {finish(state, str(3 * blocks))}")
+    # any length: lookup3's loop over the whole blocks as a list_reduce
+    body = block("acc", "i*3", var="acc")
+    looped = f"list_reduce(range({length} // 12), lambda acc, i: {body}, {start})"
+    looped_end = finish(looped, f"({length} // 12) * 3")
+    if not branches:
+        return looped_end
+    return f"(CASE {length} // 12 {' '.join(branches)} ELSE {looped_end} END)"
+
+
+def unescape_sql(field: str) -> str:
+    """DuckDB SQL decoding a raw COPY text field (COPY TO writes ``\\b \\f \\n \\r \\t \\v`` and
+    ``\\\\``; an escaped backslash is parked as NUL, which PostgreSQL text never holds)."""
+    chain = f"replace({field}, '\\\\', chr(0))"
+    for esc, code in (("t", 9), ("n", 10), ("r", 13), ("b", 8), ("f", 12), ("v", 11)):
+        chain = f"replace({chain}, '\\{esc}', chr({code}))"
+    return f"(CASE WHEN contains({field}, '\\') THEN replace({chain}, chr(0), '\\') ELSE {field} END)"
+
+
+def copy_escape(text: str) -> str:
+    """A value as COPY text (for constants: ``fixed``)."""
+    out = text.replace("\\", "\\\\")
+    for ch, esc in (("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"), ("\b", "\\b"), ("\f", "\\f"), ("\v", "\\v")):
+        out = out.replace(ch, esc)
+    return out
+
+
+KEY = "getvariable('sss_key')"
+_SEED_HI = "getvariable('sss_seed_hi')"
+_SEED_LO = "getvariable('sss_seed_lo')"
+
+
+def _alower(e: str) -> str:
+    return f"translate({e}, '{_UP}', '{_UP.lower()}')"
+
+
+def _aupper(e: str) -> str:
+    return f"translate({e}, '{_UP.lower()}', '{_UP}')"
+
+
+def _keyed_md5(purpose: str, e: str) -> str:
+    return f"md5({KEY} || '|{purpose}|' || {e})"
+
+
+def _hash_int(purpose: str, e: str) -> str:
+    return f"('0x' || left({_keyed_md5(purpose, e)}, 15))::BIGINT"
+
+
+def _zero_padded(n: str, digits: int) -> str:
+    return f"substr(({10**digits} + {n})::VARCHAR, 2)"
+
+
+def _fit(expr: str, info: ColumnInfo, natural: int | None) -> str:
+    if info.max_length is not None and (natural is None or natural > info.max_length):
+        return f"left({expr}, {info.max_length})"
+    return expr
+
+
+class _Builder:
+    def __init__(self, seed: int):
+        self.seed_nonzero = seed != 0
+
+    def seeded(self, purpose: str, e: str) -> str:
+        """``hashtextextended('|purpose|' || e, seed) & (2^63 - 1)``."""
+        h = hash_bytes_extended_sql(f"('|{purpose}|' || {e})", self.seed_nonzero, _SEED_HI, _SEED_LO)
+        return f"({h} & 9223372036854775807)::BIGINT"
+
+    @staticmethod
+    def pick_ex(words, x: str, word: str) -> str:
+        n = len(words)
+        return (
+            f"CASE WHEN {word} = {_arr([w.lower() for w in words])}[1 + ({x}) % {n}] "
+            f"THEN {_arr(words)}[1 + (({x}) + 1) % {n}] ELSE {_arr(words)}[1 + ({x}) % {n}] END"
+        )
+
+    def over_norm(self, c: str, purpose: str, expr: str) -> str:
+        """``expr`` with ``n`` = the normalised value and ``x`` = its seeded hash, each computed once."""
+        norm = _alower(f"trim({c}, ' ')")
+        return (
+            f"(SELECT {expr} FROM (SELECT {norm} AS n) s, "  # noqa: S608 (DuckDB text of constants)
+            f"LATERAL (SELECT {self.seeded(purpose, 'n')} AS x) h)"
+        )
+
+    def expression(self, col: str, c: str, spec: Mapping[str, Any], info: ColumnInfo) -> str:
+        """The DuckDB expression of ``spec`` on the decoded value ``c`` of column ``info``, giving
+        the SQL expression's text; :class:`StreamUnsupported` when there is none."""
+        name = spec.get("transformer")
+        options = tr.options_of(spec)
+        transformer = tr.all_transformers().get(str(name))
+        if transformer is None or type(transformer).__module__ != tr.__name__:
+            raise StreamUnsupported(f"{col}: transformer {name!r} is not a built-in one")
+        if name == "null":
+            return "NULL"
+        if name == "date_shift":
+            if info.base_type != "date":
+                raise StreamUnsupported(f"{col}: date_shift on {info.type_sql} (only date columns stream)")
+            m = int(options.get("max_days", 365))
+            days = f"((x % {2 * m} + {m + 1}) % {2 * m + 1} - {m})::INT"
+            # PostgreSQL writes 'YYYY-MM-DD' and 'YYYY-MM-DD BC'; DuckDB reads and writes '(BC)'
+            as_duck = f"replace({c}, ' BC', ' (BC)')"
+            shifted = f"replace(({as_duck}::DATE + {days})::VARCHAR, ' (BC)', ' BC')"
+            return (
+                f"(SELECT CASE WHEN {c} IN ('infinity', '-infinity') THEN {c} ELSE {shifted} END "  # noqa: S608
+                f"FROM (SELECT {self.seeded('date_shift', c)} AS x) h)"
+            )
+        if info.base_type not in _TEXT_TYPES:
+            raise StreamUnsupported(
+                f"{col}: {name} on {info.type_sql} (only text and varchar columns stream)"
+            )
+        if name == "email":
+            domain = "@" + (options.get("domain") or tr.DEFAULT_EMAIL_DOMAIN)
+            hex_len = 32 if info.max_length is None else max(0, min(32, info.max_length - len(domain) - 1))
+            value = _alower(c) if options.get("case_insensitive") else c
+            return f"'u' || left({_keyed_md5('email', value)}, {hex_len}) || {_lit(domain)}"
+        if name == "phone":
+            prefix = options.get("prefix", "+999")
+            d = int(options.get("digits", 12))
+            if info.max_length is not None:
+                d = min(d, info.max_length - len(prefix))
+            pn = c
+            for ch in tr.PHONE_SEPARATORS:
+                pn = f"replace({pn}, {_lit(ch)}, '')"
+            off = f"(1 + {_hash_int('phone', pn)} % {10**d - 1})"
+            shape = _lit(re.escape(prefix) + "[0-9]{" + str(d) + "}")
+            return (
+                f"{_lit(prefix)} || CASE WHEN length({c}) = {len(prefix) + d} AND starts_with({c}, {_lit(prefix)}) "
+                f"THEN {_zero_padded(f'((CASE WHEN regexp_full_match({c}, {shape}) THEN right({c}, {d})::BIGINT ELSE 0 END + {off}) % {10**d})', d)} "
+                f"ELSE {_zero_padded(off, d)} END"
+            )
+        if name in ("first_name", "last_name", "city"):
+            words = transformer.words  # type: ignore[attr-defined]
+            expr = self.pick_ex(words, "x", "split_part(n, ' ', 1)")
+            return _fit(self.over_norm(c, transformer.purpose, expr), info, max(map(len, words)))  # type: ignore[attr-defined]
+        if name == "full_name":
+            if options.get("from"):
+                raise StreamUnsupported(f"{col}: full_name built from other columns' masked values")
+            first = self.pick_ex(tr.FIRST_NAMES, "x", "split_part(n, ' ', 1)")
+            last = self.pick_ex(tr.LAST_NAMES, "(x >> 30)", "split_part(n, ' ', 2)")
+            natural = max(map(len, tr.FIRST_NAMES)) + 1 + max(map(len, tr.LAST_NAMES))
+            return _fit(self.over_norm(c, "full_name", f"{first} || ' ' || {last}"), info, natural)
+        if name == "address":
+            street = self.pick_ex(tr.STREETS, "(x >> 20)", "split_part(n, ' ', 2)")
+            suffix = f"{_arr(tr.STREET_SUFFIXES)}[1 + (x >> 40) % {len(tr.STREET_SUFFIXES)}]"
+            natural = 3 + 1 + max(map(len, tr.STREETS)) + 1 + max(map(len, tr.STREET_SUFFIXES))
+            expr = f"(1 + x % 999)::VARCHAR || ' ' || {street} || ' ' || {suffix}"
+            return _fit(self.over_norm(c, "address", expr), info, natural)
+        if name == "company":
+            word = self.pick_ex(tr.COMPANY_WORDS, "x", "split_part(n, ' ', 1)")
+            suffix = f"{_arr(tr.COMPANY_SUFFIXES)}[1 + (x >> 30) % {len(tr.COMPANY_SUFFIXES)}]"
+            natural = max(map(len, tr.COMPANY_WORDS)) + 1 + max(map(len, tr.COMPANY_SUFFIXES))
+            return _fit(self.over_norm(c, "company", f"{word} || ' ' || {suffix}"), info, natural)
+        if name == "postal_code":
+            d = int(options.get("digits", 5))
+            t = f"trim({c}, ' ')"
+            return (
+                f"(SELECT CASE WHEN octet_length(encode({t})) = {d} AND regexp_full_match({t}, '[0-9]{{{d}}}') "  # noqa: S608
+                f"THEN {_zero_padded(f'({t}::BIGINT + o) % {10**d}', d)} ELSE {_zero_padded('o', d)} END "
+                f"FROM (SELECT 1 + {_hash_int('postal_code', _aupper(t))} % {10**d - 1} AS o) h)"
+            )
+        if name == "hash":
+            algorithm = options.get("algorithm", "sha256")
+            full = 64 if algorithm == "sha256" else 32
+            length = int(options.get("length", 32))
+            if info.max_length is not None:
+                length = min(length, info.max_length)
+            length = min(length, full)
+            h = f"sha256({KEY} || '|hash|' || {c})" if algorithm == "sha256" else _keyed_md5("hash", c)
+            return h if length == full else f"left({h}, {length})"
+        if name == "fixed":
+            text = tr.FixedTransformer._text(options)
+            if info.max_length is not None and len(text) > info.max_length:
+                text = text[: info.max_length]  # CAST('...' AS varchar(n)) cuts it too
+            return _lit(copy_escape(text))
+        raise StreamUnsupported(f"{col}: transformer {name!r} has no stream form")
+
+
+def select_list(
+    specs: Mapping[str, Mapping[str, Any]], catalog: Mapping[str, ColumnInfo], columns: list[str], seed: int
+) -> str:
+    """The DuckDB select list masking ``columns`` (the archive's COPY column list, read as c0, c1...):
+    masked columns as their transformer's expression, the others passed through as they are."""
+    missing = [c for c in specs if c not in columns]
+    if missing:
+        raise StreamUnsupported(f"masked column(s) {missing} are not in the archive's COPY data")
+    builder = _Builder(seed)
+    parts = []
+    for i, col in enumerate(columns):
+        if col in specs:
+            info = catalog.get(col)
+            if info is None:
+                raise StreamUnsupported(f"{col}: not in the table's catalog")
+            if info.base_type in ("bpchar",):
+                raise StreamUnsupported(f"{col}: {info.type_sql} (padded text)")
+            expr = builder.expression(col, unescape_sql(f"c{i}"), specs[col], info)
+            parts.append(f"{expr} AS c{i}")
+        else:
+            parts.append(f"c{i}")
+    return ", ".join(parts)
+
+
+def _redacted(exc: BaseException) -> str:
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    first = re.sub(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"", "<withheld>", first)
+    return f"{type(exc).__name__}: {first[:200]}"
+
+
+class StreamMasker:
+    """One table's masking query, reused for every block of its COPY text."""
+
+    def __init__(
+        self,
+        table: TableName,
+        specs: Mapping[str, Mapping[str, Any]],
+        catalog: Mapping[str, ColumnInfo],
+        columns: list[str],
+        key: str,
+        seed: int,
+        *,
+        workdir: str | os.PathLike | None = None,
+    ):
+        import duckdb
+
+        self.table = table
+        self.select = select_list(specs, catalog, columns, seed)
+        self.ncols = len(columns)
+        self._dir = tempfile.mkdtemp(prefix="sss-stream-", dir=workdir or _shm())
+        self._src = os.path.join(self._dir, "in.copy")
+        self._dst = os.path.join(self._dir, "out.copy")
+        self._in = open(self._src, "wb")  # noqa: SIM115 (closed by _run or close)
+        self._tail = bytearray()
+        self._pending = 0
+        self.con = duckdb.connect()
+        self.con.execute("SET threads = 1")
+        self.con.execute("SET VARIABLE sss_key = $1::VARCHAR", [key])
+        unsigned = seed & 0xFFFFFFFFFFFFFFFF
+        self.con.execute("SET VARIABLE sss_seed_hi = $1::UBIGINT", [unsigned >> 32])
+        self.con.execute("SET VARIABLE sss_seed_lo = $1::UBIGINT", [unsigned & _M32])
+        types = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(self.ncols)) + "}"
+        self.query = (
+            f"COPY (SELECT {self.select} FROM read_csv({_lit(self._src)}, delim='\t', quote='', escape='', "  # noqa: S608 (DuckDB text of constants and temp paths)
+            f"header=false, nullstr='\\N', auto_detect=false, max_line_size={MAX_LINE}, "
+            f"buffer_size={2 * MAX_LINE}, columns={types})) "
+            f"TO {_lit(self._dst)} (FORMAT csv, delim '\t', quote '', escape '', header false, nullstr '\\N')"
+        )
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """Take COPY text (any cut); yield masked COPY text whenever :data:`CHUNK` bytes of whole
+        lines are waiting."""
+        self._tail += data
+        cut = self._tail.rfind(b"\n") + 1
+        if cut:
+            self._in.write(self._tail[:cut])
+            del self._tail[:cut]
+            self._pending += cut
+        if self._pending >= CHUNK:
+            yield from self._run()
+
+    def finish(self) -> Iterator[bytes]:
+        """The rest, masked (the COPY text must end with a whole line)."""
+        if self._tail:
+            raise StreamMaskError(f"the COPY text of {self.table} ends inside a line")
+        if self._pending:
+            yield from self._run()
+
+    def mask(self, data: bytes) -> bytes:
+        """Whole lines of COPY text in, the same lines masked out."""
+        return b"".join([*self.feed(data), *self.finish()])
+
+    def _run(self) -> Iterator[bytes]:
+        self._in.close()
+        try:
+            try:
+                self.con.execute(self.query)
+            except Exception as exc:
+                import duckdb
+
+                if isinstance(exc, duckdb.Error):
+                    raise StreamMaskError(
+                        f"masking {self.table} on the worker failed: {_redacted(exc)}"
+                    ) from None
+                raise
+            finally:
+                os.unlink(self._src)
+            with open(self._dst, "rb") as out:
+                while block := out.read(1 << 20):
+                    yield block
+        finally:
+            try:
+                os.unlink(self._dst)
+            except FileNotFoundError:
+                pass
+            self._in = open(self._src, "wb")  # noqa: SIM115 (closed by _run or close)
+            self._pending = 0
+
+    def close(self) -> None:
+        try:
+            self._in.close()
+            self.con.close()
+        finally:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> StreamMasker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _shm() -> str | None:
+    """A memory-backed directory for the blocks when it has room for a few of them (unmasked rows
+    then never reach a disk beyond the archive itself); else the temporary directory."""
+    path = "/dev/shm"
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    room = st.f_bavail * st.f_frsize >= 8 * CHUNK
+    return path if room and os.access(path, os.W_OK | os.X_OK) else None
+
+
+# ------------------------------------------------------------------------------------------------
+# The loader's hook: which tables stream, found from the masking triggers themselves
+
+_TRIGGER_SQL = """
+SELECT t.tgenabled::text, pn.nspname, p.proname, obj_description(p.oid, 'pg_proc')
+FROM pg_trigger t
+JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_namespace pn ON pn.oid = p.pronamespace
+WHERE n.nspname = %s AND c.relname = %s AND t.tgname = %s
+"""
+
+
+class StreamMasking:
+    """The loader's per-table hook (``load_table_data(copy_filter=...)``): for a table whose own
+    masking trigger is installed, returns a :class:`StreamMasker` and disables the trigger in the
+    open transaction; None (the trigger masks, or nothing does) otherwise."""
+
+    def __init__(self, engine: str = "auto"):
+        self.engine = check_engine(engine)
+        self.enabled = self.engine != "trigger" and duckdb_available()
+        self.used: dict[str, str] = {}  # table -> "stream" or the reason it did not
+
+    def __call__(self, conn: Any, table: TableName, columns: list[str]) -> StreamMasker | None:
+        from scalingo_staging_sync.anonymize.planner import read_table
+        from scalingo_staging_sync.anonymize.sql import trigger_function_name, trigger_name
+
+        trigger = trigger_name(table.schema, table.name)
+        row = conn.execute(_TRIGGER_SQL, (table.schema, table.name, trigger)).fetchone()
+        if row is None:
+            return None  # no masking trigger: an unmasked table
+        enabled, fn_schema, fn_name, comment = row
+        try:
+            if not self.enabled:
+                raise StreamUnsupported(
+                    f"masking_engine {self.engine!r}" if self.engine == "trigger" else "no DuckDB"
+                )
+            if (fn_schema, fn_name) != (table.schema, trigger_function_name(table.schema, table.name)):
+                raise StreamUnsupported("it is covered by an ancestor's masking trigger")
+            specs = specs_of_comment(comment)
+            if not specs:
+                raise StreamUnsupported("its trigger function carries no column specs")
+            encodings = conn.execute(
+                "SELECT current_setting('server_encoding'), current_setting('client_encoding')"
+            ).fetchone()
+            if tuple(encodings) != ("UTF8", "UTF8"):
+                raise StreamUnsupported(f"encodings {encodings[0]}/{encodings[1]} (UTF8 only)")
+            key, seed = conn.execute(
+                "SELECT current_setting(%s, true), current_setting(%s, true)", (KEY_GUC, SEED_GUC)
+            ).fetchone()
+            if not key or not seed:
+                raise StreamUnsupported("the session carries no masking key")
+            cat = read_table(conn, table.schema, table.name)
+            if cat is None:
+                raise StreamUnsupported("not found in the catalog")
+            masker = StreamMasker(table, specs, cat.columns, columns, key, int(seed))
+        except StreamUnsupported as why:
+            if enabled != "A":
+                # disabled by an earlier stream load of this table (a retried task): the trigger
+                # masks this load, so it must fire again (in this transaction, with the rows)
+                conn.execute(
+                    sql.SQL("ALTER TABLE ONLY {} ENABLE ALWAYS TRIGGER {}").format(
+                        sql.Identifier(table.schema, table.name), sql.Identifier(trigger)
+                    )
+                )
+            self._note(table, f"trigger ({why})")
+            return None
+        try:
+            conn.execute("SAVEPOINT sss_stream")
+            conn.execute(
+                sql.SQL("ALTER TABLE ONLY {} DISABLE TRIGGER {}").format(
+                    sql.Identifier(table.schema, table.name),
+                    sql.Identifier(trigger_name(table.schema, table.name)),
+                )
+            )
+            conn.execute("RELEASE SAVEPOINT sss_stream")
+        except Exception as exc:  # not the owner...: the trigger masks
+            conn.execute("ROLLBACK TO SAVEPOINT sss_stream")
+            masker.close()
+            if enabled != "A":
+                raise StreamMaskError(
+                    f"{table}: its masking trigger is disabled and cannot be changed ({type(exc).__name__}); "
+                    "its rows would load unmasked"
+                ) from None
+            self._note(table, f"trigger (its trigger cannot be disabled: {type(exc).__name__})")
+            return None
+        self._note(table, "stream")
+        return masker
+
+    def _note(self, table: TableName, how: str) -> None:
+        self.used[str(table)] = how
+        if how != "stream" and self.engine == "stream":
+            log.warning("%s: masked by its trigger, not on the worker: %s", table, how)
+        else:
+            log.info(
+                "%s: masked %s",
+                table,
+                "on the worker (stream engine)" if how == "stream" else f"by its {how}",
+            )
