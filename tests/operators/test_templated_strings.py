@@ -62,7 +62,7 @@ KINDS = {
             "addon_id",
             "postgres_conn_id",
         )
-        + ("download_dir", "download_conn_id", "email_domain", "on_unmasked", "audit_dir"),
+        + ("download_dir", "download_conn_id", "email_domain", "on_unmasked", "audit_dir", "masking_engine"),
         STR,
     ),
 }
