@@ -30,12 +30,11 @@ gives medians, µs per row, the extra µs per row and the ratio against ``none``
 outputs' digests (engines of the same hash family must agree). Wall-clock seconds are reported too,
 labelled ``wall``, for information only.
 
-    PYTHONPATH=provider .venv/bin/python benchmarks/engines.py --scale 0.1 --repeat 5 --families
-    # with DuckDB (not a project dependency) from a separate venv:
-    python -m venv /tmp/perf-venv && /tmp/perf-venv/bin/pip install duckdb
-    PYTHONPATH=provider:benchmarks:/tmp/perf-venv/lib/python3.11/site-packages .venv/bin/python \
-        benchmarks/engines.py --scale 0.1 --repeat 5 --families \
-        --engines none,noop,trigger,trigger_literal_key,setbased,stream,stream_md5picks,stream_duckdb
+    PYTHONPATH=provider:benchmarks .venv/bin/python benchmarks/engines.py --scale 0.1 --repeat 5 --families \
+        --engines none,noop,trigger,trigger_literal_key,setbased,stream,stream_python,stream_md5picks,stream_duckdb
+
+``stream`` is the shipped engine (c) (``anonymize.stream.StreamMasker``, its query planned per table);
+``stream_python`` the pure-Python prototype (``stream_prototype.CopyMasker``).
 """
 
 from __future__ import annotations

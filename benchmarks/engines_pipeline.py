@@ -12,11 +12,9 @@ table of the bench data from a ``pg_dump -Fc`` archive, the way the DAG does, an
 
 CPU = ``pg_restore`` (``RUSAGE_CHILDREN``) + this process (``RUSAGE_SELF``: DuckDB with ``threads=1`` and the
 COPY relay) + the server (postmaster's own and reaped children's time, plus its live children's time, from
-``/proc``). Rounds alternate the engine order; medians. Needs DuckDB (a separate venv, see
-docs/notes-perf.md).
+``/proc``). Rounds alternate the engine order; medians. DuckDB is a dev dependency.
 
-    PYTHONPATH=provider:benchmarks:/tmp/perf-venv/lib/python3.11/site-packages .venv/bin/python \\
-        benchmarks/engines_pipeline.py --scale 0.3 --repeat 3
+    PYTHONPATH=provider:benchmarks .venv/bin/python benchmarks/engines_pipeline.py --scale 0.3 --repeat 3
 """
 
 from __future__ import annotations

@@ -365,7 +365,7 @@ def audit_fields(report: dict) -> dict:
         "stopped_at": report.get("stopped_at"),
         "audit_phases_s": {p["task_id"]: p.get("duration_s") for p in report.get("phases") or []},
         "audit_tables": [
-            {k: t.get(k) for k in ("table", "mode", "rows")} for t in report.get("tables") or []
+            {k: t.get(k) for k in ("table", "mode", "rows", "engine")} for t in report.get("tables") or []
         ],
         "pii_counts": (report.get("pii_scan") or {}).get("counts"),
         "pii_unmasked": (report.get("pii_scan") or {}).get("unmasked"),
@@ -895,7 +895,12 @@ def summarize_local(a: float | None, c_runs: list[dict]) -> dict:
     }
 
 
-def summarize(a_runs: list[float], b_runs: list[dict], c_runs: list[dict] | None = None) -> dict:
+def summarize(
+    a_runs: list[float],
+    b_runs: list[dict],
+    c_runs: list[dict] | None = None,
+    t_runs: list[dict] | None = None,
+) -> dict:
     a = _median(a_runs)
     b_wall = _median([r["wall_s"] for r in b_runs])
     b_data = _median([r["data_phases_s"] for r in b_runs])
@@ -935,7 +940,30 @@ def summarize(a_runs: list[float], b_runs: list[dict], c_runs: list[dict] | None
         "phases_median": phases,
         "airflow_median": overhead,
         "all_b_success": all(r["result"] == "success" and r["returncode"] == 0 for r in b_runs),
+        "engine": _b_engine(b_runs),
+        "trigger_engine": _per_engine(a, t_runs or []),
         **summarize_local(a, c_runs or []),
+    }
+
+
+def _b_engine(b_runs: list[dict]) -> str:
+    """Which engine masked B's on-load tables (the audit report's ``engine`` of each table)."""
+    engines = {t.get("engine") for r in b_runs for t in r.get("audit_tables") or [] if t.get("engine")}
+    return "+".join(sorted(engines)) or "none"
+
+
+def _per_engine(a: float | None, runs: list[dict]) -> dict | None:
+    """(i) and (ii) of the B runs made with another masking engine (the same A)."""
+    if not runs:
+        return None
+    wall = _median([r["wall_s"] for r in runs])
+    data = _median([r["data_phases_s"] for r in runs])
+    return {
+        "B_wall_median_s": wall,
+        "B_data_phases_median_s": data,
+        "ratio_i_wall": round(wall / a, 3) if a and wall else None,
+        "ratio_ii_data": round(data / a, 3) if a and data else None,
+        "all_success": all(r["result"] == "success" and r["returncode"] == 0 for r in runs),
     }
 
 
@@ -989,6 +1017,13 @@ def print_table(result: dict) -> None:
         f"ratio (ii)       B data phases / A = {_fmt(s['ratio_ii_data'], '.3f')}  (target <= {TARGET_RATIO_DATA}: "
         f"{verdict(s['ratio_ii_met'])})"
     )
+    te = s.get("trigger_engine")
+    if te:
+        print(
+            f"B's masking engine: {s['engine']}; with the trigger engine (T runs): (i) = "
+            f"{_fmt(te['ratio_i_wall'], '.3f')}, (ii) = {_fmt(te['ratio_ii_data'], '.3f')} "
+            f"(B wall {_fmt(te['B_wall_median_s'], '.2f')} s, data phases {_fmt(te['B_data_phases_median_s'], '.2f')} s)"
+        )
     print(
         f"ratio (i-local)  C wall / A        = {_fmt(s['ratio_i_local'], '.3f')}  (target <= "
         f"{TARGET_RATIO_WALL_LOCAL}: {verdict(s['ratio_i_local_met'])}; trigger -> finished / A = "
@@ -1189,8 +1224,13 @@ def run(args: argparse.Namespace) -> dict:
 
         a_runs: list[float] = []
         b_runs: list[dict] = []
+        t_runs: list[dict] = []  # B with the trigger engine, when B streams (DuckDB installed)
         c_runs: list[dict] = []
         loads: list[dict] = []
+        from scalingo_staging_sync.anonymize.stream import duckdb_available
+
+        trigger_env = {**env, "AIRFLOW__SCALINGO_STAGING_SYNC__MASKING_ENGINE": "trigger"}
+        kinds = ("A", "B", "T", "C") if args.trigger_runs and duckdb_available() else ("A", "B", "C")
         local_home = base / "airflow-local"
         local_env = local_airflow_env(local_home, box)
         extra_env = dict(item.split("=", 1) for item in args.local_env)
@@ -1219,7 +1259,7 @@ def run(args: argparse.Namespace) -> dict:
                 local["warmup_A_s"] = round(run_bare(box, dump, jobs), 3)
                 log(f"warm-up: {local['warmup_A_s']:.2f} s")
             for i in range(args.repeat):
-                for kind in ("A", "B", "C") if i % 2 == 0 else ("C", "B", "A"):
+                for kind in kinds if i % 2 == 0 else kinds[::-1]:
                     if kind == "C":
                         resumed = stack.resume()
                         if resumed:
@@ -1241,17 +1281,21 @@ def run(args: argparse.Namespace) -> dict:
                         )
                         a_runs.append(round(run_bare(box, dump, jobs), 3))
                         log(f"run {i + 1}/{args.repeat} A: {a_runs[-1]:.2f} s (load average before {load})")
-                    elif kind == "B":
-                        log_path = base / f"dags-test-{i + 1}.log"
-                        log(f"run {i + 1}/{args.repeat} B: airflow dags test {DAG_ID} (log {log_path})")
-                        b = run_dag(box, env, home, log_path)
-                        b_runs.append(b)
+                    elif kind in ("B", "T"):
+                        # B: the default engine (auto: stream when DuckDB is installed); T: the trigger
+                        log_path = base / f"dags-test-{kind}-{i + 1}.log"
+                        engine = "masking_engine trigger" if kind == "T" else "default masking engine"
                         log(
-                            f"run {i + 1}/{args.repeat} B: {b['wall_s']:.2f} s, data phases {b['data_phases_s']:.2f} s, "
+                            f"run {i + 1}/{args.repeat} {kind}: airflow dags test {DAG_ID}, {engine} (log {log_path})"
+                        )
+                        b = run_dag(box, trigger_env if kind == "T" else env, home, log_path)
+                        (t_runs if kind == "T" else b_runs).append(b)
+                        log(
+                            f"run {i + 1}/{args.repeat} {kind}: {b['wall_s']:.2f} s, data phases {b['data_phases_s']:.2f} s, "
                             f"result {b['result']!r} (load average before {load})"
                         )
                         if b["result"] != "success" or b["returncode"]:
-                            log(f"  B did not succeed: stopped at {b['stopped_at']}; see {log_path}")
+                            log(f"  {kind} did not succeed: stopped at {b['stopped_at']}; see {log_path}")
                     else:
                         log(f"run {i + 1}/{args.repeat} C: trigger {DAG_ID} under the LocalExecutor (REST)")
                         c = run_local(box, stack)
@@ -1302,9 +1346,9 @@ def run(args: argparse.Namespace) -> dict:
             "dataset": dataset,
             "machine": machine,
             "code": code,
-            "runs": {"A_s": a_runs, "B": b_runs, "C": c_runs, "order_and_load": loads},
+            "runs": {"A_s": a_runs, "B": b_runs, "B_trigger": t_runs, "C": c_runs, "order_and_load": loads},
             "local": local,
-            "summary": summarize(a_runs, b_runs, c_runs),
+            "summary": summarize(a_runs, b_runs, c_runs, t_runs),
             "extras": extras,
             "work_dir": str(base) if args.keep else None,
         }
@@ -1353,6 +1397,12 @@ def main(argv: list[str] | None = None) -> int:
         dest="pause_stack",
         action="store_false",
         help="leave C's idle airflow standalone running during A and B (by default it is stopped with SIGSTOP)",
+    )
+    parser.add_argument(
+        "--no-trigger-runs",
+        dest="trigger_runs",
+        action="store_false",
+        help="no T runs (B with masking_engine trigger, made when B streams)",
     )
     parser.add_argument(
         "--no-warmup",

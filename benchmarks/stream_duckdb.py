@@ -8,8 +8,9 @@ bytes; the SQL side would have to switch to md5 picks too); ``exact=True`` compu
 ``UBIGINT``, ``list_reduce`` over the 12-byte blocks), byte-identical to the trigger. Only the bench transformers and only COPY text without backslash escapes
 in the masked columns are handled (a shipped engine would unescape/escape them with ``replace``).
 
-DuckDB is not a dependency of the project: install it in a separate venv and put its site-packages
-after the project's on ``PYTHONPATH`` (see docs/notes-perf.md).
+The exact mode's hash and the COPY text decoding are the shipped engine's
+(:mod:`scalingo_staging_sync.anonymize.stream`, which ships the exact engine); this module keeps the
+md5-picks variant that was measured against it.
 """
 
 from __future__ import annotations
@@ -21,125 +22,17 @@ from typing import Any
 
 from scalingo_staging_sync.anonymize import transformers as tr
 from scalingo_staging_sync.anonymize.salt import derive_seed
+from scalingo_staging_sync.anonymize.stream import _arr, _lit, unescape_sql
+from scalingo_staging_sync.anonymize.stream import hash_bytes_extended_sql as _shipped_hash
 
 UP = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
-
-def _lit(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
-
-
-def _arr(words) -> str:
-    return "[" + ", ".join(_lit(w) for w in words) + "]"
-
-
 M32 = 4294967295
-_MIX = [("a", "c", 4, "c", "b"), ("b", "a", 6, "a", "c"), ("c", "b", 8, "b", "a")] + [
-    ("a", "c", 16, "c", "b"),
-    ("b", "a", 19, "a", "c"),
-    ("c", "b", 4, "b", "a"),
-]
-_FINAL = [
-    ("c", "b", 14),
-    ("a", "c", 11),
-    ("b", "a", 25),
-    ("c", "b", 16),
-    ("a", "c", 4),
-    ("b", "a", 14),
-    ("c", "b", 24),
-]
-
-
-def _rot(x: str, k: int) -> str:
-    return f"((({x} << {k}) | ({x} >> {32 - k})) & {M32})"
-
-
-def _sub(x: str, y: str) -> str:
-    return f"(({x} + 4294967296 - {y}) & {M32})"
-
-
-def _add(x: str, y: str) -> str:
-    return f"(({x} + {y}) & {M32})"
-
-
-def _st(a: str, b: str, c: str) -> str:
-    return "{'a': " + a + ", 'b': " + b + ", 'c': " + c + "}"
-
-
-def _step(prev: str, a: str, b: str, c: str) -> str:
-    """One sequential update of the (a, b, c) state; the one-element list binds ``s`` once, so the SQL
-    grows linearly with the number of steps."""
-    return f"list_transform([{prev}], lambda s: {_st(a, b, c)})[1]"
-
-
-def _fields() -> dict[str, str]:
-    return {x: f"s.{x}" for x in "abc"}
-
-
-def _mix(prev: str) -> str:
-    e = prev
-    for t, o, k, t2, src in _MIX:
-        f = _fields()
-        f[t] = f"xor({_sub('s.' + t, 's.' + o)}, {_rot('s.' + o, k)})"
-        e = _step(e, f["a"], f["b"], f["c"])
-        f = _fields()
-        f[t2] = _add("s." + t2, "s." + src)
-        e = _step(e, f["a"], f["b"], f["c"])
-    return e
-
-
-def _final(prev: str) -> str:
-    e = prev
-    for t, o, k in _FINAL:
-        f = _fields()
-        f[t] = _sub(f"xor(s.{t}, s.{o})", _rot("s." + o, k))
-        e = _step(e, f["a"], f["b"], f["c"])
-    return e
-
-
-def _word(h: str, i: str) -> str:
-    """Little-endian uint32 number ``i`` (0-based) of the hex string ``h``."""
-    parts = " || ".join(f"substr({h}, ({i}) * 8 + {o}, 2)" for o in (7, 5, 3, 1))
-    return f"('0x' || {parts})::UBIGINT"
 
 
 def hash_bytes_extended_sql(x: str, seed: int) -> str:
-    """DuckDB SQL of PostgreSQL's ``hash_bytes_extended(bytes of x, seed)`` (uint64, little-endian
-    server), i.e. ``hashtextextended(x, seed)`` as unsigned."""
-    seed &= 0xFFFFFFFFFFFFFFFF
-    length = f"octet_length(encode({x}))"
-    h = f"(hex(encode({x})) || repeat('0', 24))"
-    init = f"(2654435769 + {length} + 3923095)::UBIGINT"
-    e = _st(init, init, init)
-    if seed:
-        e = _mix(_step(e, _add("s.a", str(seed >> 32)), _add("s.b", str(seed & M32)), "s.c"))
-    body = _mix(
-        _step(
-            "acc",
-            _add("acc.a", _word(h, "i*3")),
-            _add("acc.b", _word(h, "i*3+1")),
-            _add("acc.c", _word(h, "i*3+2")),
-        )
-    )
-    e = f"list_reduce(range({length} // 12), lambda acc, i: {body}, {e})"
-    last = f"({length} // 12) * 3"
-    tail = _step(
-        e,
-        f"CASE WHEN {length} % 12 > 0 THEN {_add('s.a', _word(h, last))} ELSE s.a END",
-        f"CASE WHEN {length} % 12 > 0 THEN {_add('s.b', _word(h, last + ' + 1'))} ELSE s.b END",
-        f"CASE WHEN {length} % 12 > 0 THEN (s.c + ({_word(h, last + ' + 2')} << 8)) & {M32} ELSE s.c END",
-    )
-    return f"list_transform([{_final(tail)}], lambda r: (r.b << 32) | r.c)[1]"
-
-
-def unescape_sql(field: str) -> str:
-    """DuckDB SQL decoding a raw COPY text field: pg_dump only writes ``\\b \\f \\n \\r \\t \\v`` and
-    ``\\\\``; an escaped backslash is parked as NUL (impossible in PostgreSQL text) while the others are
-    decoded."""
-    chain = f"replace({field}, '\\\\', chr(0))"
-    for esc, code in (("t", 9), ("n", 10), ("r", 13), ("b", 8), ("f", 12), ("v", 11)):
-        chain = f"replace({chain}, '\\{esc}', chr({code}))"
-    return f"(CASE WHEN contains({field}, '\\') THEN replace({chain}, chr(0), '\\') ELSE {field} END)"
+    """The shipped DuckDB form of PostgreSQL's ``hash_bytes_extended`` with the seed as literals."""
+    unsigned = seed & 0xFFFFFFFFFFFFFFFF
+    return _shipped_hash(x, seed != 0, str(unsigned >> 32), str(unsigned & M32))
 
 
 class DuckMasker:

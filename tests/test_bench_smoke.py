@@ -60,7 +60,15 @@ def test_bench_runner_writes_a_complete_result(tmp_path):
     assert summary["all_b_success"] is True and summary["all_c_success"] is True
     assert summary["target_ratio_i_local"] == 1.35
     assert len(result["runs"]["A_s"]) == 1 and len(result["runs"]["B"]) == 1 and len(result["runs"]["C"]) == 1
-    assert [e["kind"] for e in result["runs"]["order_and_load"]] == ["A", "B", "C"]
+    # T: B again with masking_engine trigger (B streams: DuckDB is installed)
+    assert [e["kind"] for e in result["runs"]["order_and_load"]] == ["A", "B", "T", "C"]
+    assert summary["engine"] == "stream"
+    trigger = summary["trigger_engine"]
+    assert trigger["all_success"] is True and trigger["ratio_i_wall"] > trigger["ratio_ii_data"] > 0
+    t = result["runs"]["B_trigger"][0]
+    assert {x["engine"] for x in t["audit_tables"]} == {"trigger"}
+    assert {x["engine"] for x in result["runs"]["B"][0]["audit_tables"]} == {"stream"}
+    assert "with the trigger engine (T runs)" in proc.stdout
 
     b = result["runs"]["B"][0]
     assert b["result"] == "success" and b["returncode"] == 0

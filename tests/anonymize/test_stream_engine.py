@@ -6,7 +6,7 @@ and 18; the loader uses it only where it applies, and fails closed."""
 from __future__ import annotations
 
 import pytest
-from pg_helpers import new_database
+from pg_helpers import copy_text_in, copy_text_out, new_database
 from psycopg import sql
 
 from scalingo_staging_sync.anonymize.executor import install_masking_trigger
@@ -97,20 +97,6 @@ def _rows() -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def _copy_out(conn, table: str) -> bytes:
-    buf = bytearray()
-    query = sql.SQL("COPY (SELECT * FROM {} ORDER BY id) TO STDOUT").format(sql.Identifier(table))
-    with conn.cursor().copy(query) as cp:
-        for chunk in cp:
-            buf += chunk
-    return bytes(buf)
-
-
-def _copy_in(conn, table: str, data: bytes) -> None:
-    with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(sql.Identifier(table))) as cp:
-        cp.write(data)
-
-
 @pytest.fixture
 def pgdb(staging_pg):
     with new_database(staging_pg, "stream") as name:
@@ -135,7 +121,7 @@ def test_stream_output_is_the_trigger_output_byte_for_byte(pgdb, monkeypatch):
         )
         conn.execute(create_fn)
         conn.execute(create_trigger)
-        _copy_in(conn, "by_trigger", data)
+        copy_text_in(conn, "by_trigger", data)
         columns = ["id", *COLUMNS]
         with StreamMasker(
             TableName("public", "by_stream"), SPECS, cat.columns, columns, key, derive_seed(key)
@@ -145,9 +131,9 @@ def test_stream_output_is_the_trigger_output_byte_for_byte(pgdb, monkeypatch):
             masked = b"".join([*blocks, *m.finish()])
             assert len(blocks) > 3
         assert masked.count(b"\n") == data.count(b"\n")
-        _copy_in(conn, "by_stream", masked)
-        expected = _copy_out(conn, "by_trigger")
-        assert _copy_out(conn, "by_stream") == expected
+        copy_text_in(conn, "by_stream", masked)
+        expected = copy_text_out(conn, "by_trigger")
+        assert copy_text_out(conn, "by_stream") == expected
         # it masked: no original address, e-mail or phone is left, the null column is empty
         rows = conn.execute(
             "SELECT email, phone, wiped, fixed_tab, note FROM by_stream ORDER BY id"

@@ -320,11 +320,15 @@ def test_stream_and_trigger_engines_stage_the_same_bytes(dag, box, monkeypatch):
     load = stored_xcom(dag_run, "load_data")
     assert stored_xcom(dag_run, "safety_gate", "settings")["masking_engine"] == "auto"
     assert "public.customer" in load["masked_on_worker"], load.get("masked_on_worker")
+    engines = {t["table"]: t["engine"] for t in audit_report(box, dag_run)["tables"]}
+    assert engines["public.customer"] == "stream", engines
     streamed = _staged_tables(box)
 
     monkeypatch.setenv("AIRFLOW__SCALINGO_STAGING_SYNC__MASKING_ENGINE", "trigger")
     dag_run, _prod = run_masked_to_success(dag, box)
     assert stored_xcom(dag_run, "safety_gate", "settings")["masking_engine"] == "trigger"
     assert "masked_on_worker" not in stored_xcom(dag_run, "load_data")
+    report = audit_report(box, dag_run)
+    assert {t["engine"] for t in report["tables"] if t["mode"] == "on_load"} == {"trigger"}
     assert _staged_tables(box) == streamed
     assert all(count > 0 for count, _digest in streamed.values())

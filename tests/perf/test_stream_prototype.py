@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from pg_helpers import new_database
+from pg_helpers import copy_text_in, copy_text_out, new_database
 from psycopg import sql
 
 from scalingo_staging_sync.anonymize.planner import read_table
@@ -56,19 +56,6 @@ def pgdb(staging_pg):
         yield staging_pg, name
 
 
-def _copy_out(conn, table: str) -> bytes:
-    buf = bytearray()
-    with conn.cursor().copy(sql.SQL("COPY {} TO STDOUT").format(sql.Identifier(table))) as cp:
-        for chunk in cp:
-            buf += chunk
-    return bytes(buf)
-
-
-def _copy_in(conn, table: str, data: bytes) -> None:
-    with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(sql.Identifier(table))) as cp:
-        cp.write(data)
-
-
 def _load_through_trigger(conn, key: str, data: bytes):
     """Table ``by_trigger`` (DDL) with the masking trigger of SPECS under ``key``, and ``data`` (COPY
     text) copied into it through the trigger; returns the table's catalog entry."""
@@ -79,7 +66,7 @@ def _load_through_trigger(conn, key: str, data: bytes):
     create_fn, create_trigger, _drop = trigger_statements("public", "by_trigger", SPECS, cat.columns, conn)
     conn.execute(create_fn)
     conn.execute(create_trigger)
-    _copy_in(conn, "by_trigger", data)
+    copy_text_in(conn, "by_trigger", data)
     return cat
 
 
@@ -121,9 +108,9 @@ def test_prototype_output_is_the_trigger_output_byte_for_byte(pgdb):
         cat = _load_through_trigger(conn, key, data)
         conn.execute(sql.SQL(DDL).format(sql.Identifier("by_stream")))
         masked = CopyMasker(SPECS, cat.columns, list(cat.columns), key).mask_block(data)
-        _copy_in(conn, "by_stream", masked)
-        expected = _copy_out(conn, "by_trigger")
-        assert _copy_out(conn, "by_stream") == expected
+        copy_text_in(conn, "by_stream", masked)
+        expected = copy_text_out(conn, "by_trigger")
+        assert copy_text_out(conn, "by_stream") == expected
         # the prototype's own COPY text is already the server's canonical text
         assert masked == expected
         # and the masking did mask: no original e-mail, name or phone survives
@@ -172,6 +159,6 @@ def test_duckdb_exact_engine_output_is_the_trigger_output_byte_for_byte(pgdb):
     data = ("\n".join(ROWS) + "\n").encode()
     with pg.connect(name) as conn:
         cat = _load_through_trigger(conn, key, data)
-        expected = _copy_out(conn, "by_trigger")
+        expected = copy_text_out(conn, "by_trigger")
     masked = DuckMasker(SPECS, cat.columns, list(cat.columns), key, exact=True).mask_block(data)
     assert masked.split(b"\n") == expected.split(b"\n")

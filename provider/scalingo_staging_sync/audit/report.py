@@ -104,6 +104,19 @@ def _restore_rows(restore: Any) -> dict[str, int]:
     return rows
 
 
+def _masked_on_worker(restore: Any) -> set[str]:
+    """Tables the stream engine masked (the data load's ``masked_on_worker``)."""
+    if not isinstance(restore, Mapping):
+        return set()
+    results = restore.values() if _is_task_map(restore) else [restore]
+    return {
+        _qualified(str(t))
+        for result in results
+        if isinstance(result, Mapping)
+        for t in result.get("masked_on_worker") or []
+    }
+
+
 def _is_task_map(value: Mapping[str, Any]) -> bool:
     """``{"restore_schema": {...}, "load_data": {...}}`` (task id -> result)."""
     return (
@@ -236,6 +249,7 @@ def build_report(
         _qualified(str(t.get("table"))): t for t in verification.get("tables") or [] if t.get("table")
     }
     restored_rows = _restore_rows(restore)
+    streamed = _masked_on_worker(restore)
 
     table_rows: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -250,6 +264,10 @@ def build_report(
                 "table": name,
                 "label": (labels or {}).get(name),
                 "mode": result.get("mode"),
+                # on load: masked on the worker (stream engine) or by the table's trigger
+                "engine": ("stream" if name in streamed else "trigger")
+                if result.get("mode") == "on_load"
+                else None,
                 "rows": result.get("rows"),
                 "rows_restored": restored_rows.get(name),
                 "duration_s": result.get("duration_s"),
