@@ -80,6 +80,7 @@ def test_image_installs_the_provider_and_postgresql_17_client_tools():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "postgresql-client-17" in dockerfile
     assert "pip install" in dockerfile and "/opt/scalingo-staging-sync" in dockerfile
+    assert '"/opt/scalingo-staging-sync[stream]"' in dockerfile  # the default masking engine's DuckDB
     assert "FROM apache/airflow:${AIRFLOW_VERSION}" in dockerfile
 
 

@@ -347,3 +347,20 @@ def test_a_failed_stream_load_rolls_back_and_leaves_the_trigger_on(prod_pg, stag
         "SELECT tgenabled::text FROM pg_trigger WHERE tgname = %s", stg, (trigger_name("public", "t"),)
     )
     assert state[0][0] == "A"
+
+
+def test_without_duckdb_auto_keeps_the_triggers_and_stream_is_refused(
+    prod_pg, staging_pg16, source_dump, monkeypatch
+):
+    """A worker without DuckDB: ``auto`` loads through the triggers (same tables), ``stream`` is refused
+    before anything is loaded, naming the extra to install."""
+    from scalingo_staging_sync.anonymize import stream
+
+    tools = find_pg_tools(str(staging_pg16.bin_dir))
+    _loaded, want, _enabled, _ = _load(staging_pg16, source_dump, tools, None)
+    monkeypatch.setattr(stream, "duckdb_available", lambda: False)
+    with pytest.raises(ValueError, match=r"\[stream\]"):
+        StreamMasking("stream")
+    loaded, got, enabled, filt = _load(staging_pg16, source_dump, tools, "auto")
+    assert got == want and not any(t.filtered for t in loaded.values())
+    assert enabled == {"people": "A", "derived": "A"} and "no DuckDB" in filt.used["public.people"]
