@@ -200,6 +200,30 @@ def test_a_duckdb_error_names_the_table_and_quotes_no_value():
     assert "secret-value" not in message and key not in message and str(derive_seed(key)) not in message
 
 
+def test_a_failed_block_stops_the_pipeline_and_leaves_no_file(monkeypatch, tmp_path):
+    """Blocks are masked on a thread while the previous one is sent: a bad block in the middle fails
+    the table, in order (the good block before it comes out first), and close() removes every file."""
+    from scalingo_staging_sync.anonymize import stream
+    from scalingo_staging_sync.anonymize.transformers import ColumnInfo
+
+    monkeypatch.setattr(stream, "CHUNK", 64)
+    specs = {"born": {"transformer": "date_shift"}}
+    catalog = {"id": ColumnInfo("id", "integer", "int4"), "born": ColumnInfo("born", "date", "date")}
+    good = b"".join(b"%d\t2020-01-%02d\n" % (i, 1 + i % 28) for i in range(40))
+    key = derive_key(SALT)
+    out: list[bytes] = []
+    m = StreamMasker(
+        TableName("s", "people"), specs, catalog, ["id", "born"], key, derive_seed(key), workdir=tmp_path
+    )
+    with m, pytest.raises(StreamMaskError, match="s.people"):
+        out += m.feed(good)
+        out += m.feed(b"41\tnot-a-date\n" * 8)  # masked while the good block is handed out
+        assert b"".join(out).count(b"\n") == 40 and b"2020-01-01" not in b"".join(out)
+        out += m.feed(good)  # its result is the bad block's failure
+        out += m.finish()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_engine_names_are_checked():
     assert check_engine(None) == "auto" and check_engine("trigger") == "trigger"
     with pytest.raises(ValueError, match="masking_engine 'fast'"):

@@ -39,6 +39,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from psycopg import sql
@@ -410,7 +411,11 @@ def _redacted(exc: BaseException) -> str:
 
 
 class StreamMasker:
-    """One table's masking query, reused for every block of its COPY text."""
+    """One table's masking query, reused for every block of its COPY text.
+
+    Blocks are masked one at a time on a worker thread (DuckDB runs without the GIL) while the caller
+    sends the previous block's output to PostgreSQL and reads the next one from pg_restore: one
+    table's load keeps pg_restore, DuckDB and the server busy at once instead of in turn."""
 
     def __init__(
         self,
@@ -428,30 +433,46 @@ class StreamMasker:
         self.table = table
         self.select = select_list(specs, catalog, columns, seed)
         self.ncols = len(columns)
-        self._dir = tempfile.mkdtemp(prefix="sss-stream-", dir=workdir or _shm())
-        self._src = os.path.join(self._dir, "in.copy")
-        self._dst = os.path.join(self._dir, "out.copy")
-        self._in = open(self._src, "wb")  # noqa: SIM115 (closed by _run or close)
         self._tail = bytearray()
         self._pending = 0
         self._lines = 0
-        self.con = duckdb.connect()
-        self.con.execute("SET threads = 1")
-        self.con.execute("SET VARIABLE sss_key = $1::VARCHAR", [key])
-        unsigned = seed & 0xFFFFFFFFFFFFFFFF
-        self.con.execute("SET VARIABLE sss_seed_hi = $1::UBIGINT", [unsigned >> 32])
-        self.con.execute("SET VARIABLE sss_seed_lo = $1::UBIGINT", [unsigned & _M32])
+        self._blocks = 0
+        self._in: Any = None
+        self._job: Future[tuple[str, int, int]] | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self.con: Any = None
+        self._dir = tempfile.mkdtemp(prefix="sss-stream-", dir=workdir or _shm())
+        try:
+            self._open_block()
+            self.con = duckdb.connect()
+            self.con.execute("SET threads = 1")
+            self.con.execute("SET VARIABLE sss_key = $1::VARCHAR", [key])
+            unsigned = seed & 0xFFFFFFFFFFFFFFFF
+            self.con.execute("SET VARIABLE sss_seed_hi = $1::UBIGINT", [unsigned >> 32])
+            self.con.execute("SET VARIABLE sss_seed_lo = $1::UBIGINT", [unsigned & _M32])
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sss-mask")
+        except BaseException:
+            self.close()
+            raise
         types = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(self.ncols)) + "}"
-        self.query = (
-            f"COPY (SELECT {self.select} FROM read_csv({_lit(self._src)}, delim='\t', quote='', escape='', "  # noqa: S608 (DuckDB text of constants and temp paths)
-            f"header=false, nullstr='\\N', auto_detect=false, max_line_size={MAX_LINE}, "
-            f"buffer_size={2 * MAX_LINE}, columns={types})) "
-            f"TO {_lit(self._dst)} (FORMAT csv, delim '\t', quote '', escape '', header false, nullstr '\\N')"
+        # the block's file names go between these (the select list holds braces: no str.format)
+        self._query = (
+            f"COPY (SELECT {self.select} FROM read_csv(",  # noqa: S608 (DuckDB text of constants and temp paths)
+            f", delim='\t', quote='', escape='', header=false, nullstr='\\N', auto_detect=false, "
+            f"max_line_size={MAX_LINE}, buffer_size={2 * MAX_LINE}, columns={types})) TO ",
+            " (FORMAT csv, delim '\t', quote '', escape '', header false, nullstr '\\N')",
         )
+
+    def _open_block(self) -> None:
+        self._blocks += 1
+        self._src = os.path.join(self._dir, f"in-{self._blocks}.copy")
+        self._in = open(self._src, "wb")  # noqa: SIM115 (closed by _submit or close)
+        self._pending = 0
+        self._lines = 0
 
     def feed(self, data: bytes) -> Iterator[bytes]:
         """Take COPY text (any cut); yield masked COPY text whenever :data:`CHUNK` bytes of whole
-        lines are waiting."""
+        lines are waiting (the block before them, while they are masked)."""
         self._tail += data
         cut = self._tail.rfind(b"\n") + 1
         if cut:
@@ -460,54 +481,73 @@ class StreamMasker:
             del self._tail[:cut]
             self._pending += cut
         if self._pending >= CHUNK:
-            yield from self._run()
+            yield from self._submit()
 
     def finish(self) -> Iterator[bytes]:
         """The rest, masked (the COPY text must end with a whole line)."""
         if self._tail:
             raise StreamMaskError(f"the COPY text of {self.table} ends inside a line")
         if self._pending:
-            yield from self._run()
+            yield from self._submit()
+        if self._job is not None:
+            job, self._job = self._job, None
+            yield from self._output(job)
 
     def mask(self, data: bytes) -> bytes:
         """Whole lines of COPY text in, the same lines masked out."""
         return b"".join([*self.feed(data), *self.finish()])
 
-    def _run(self) -> Iterator[bytes]:
+    def _submit(self) -> Iterator[bytes]:
+        """Start masking the block written so far; yield the previous block's output meanwhile."""
+        assert self._pool is not None
         self._in.close()
-        try:
-            try:
-                written = self.con.execute(self.query).fetchone()
-            except Exception as exc:
-                import duckdb
+        src, lines = self._src, self._lines
+        dst = os.path.join(self._dir, f"out-{self._blocks}.copy")
+        previous = self._job
+        self._job = self._pool.submit(self._mask_file, src, dst, lines)
+        self._open_block()
+        if previous is not None:
+            yield from self._output(previous)
 
-                if isinstance(exc, duckdb.Error):
-                    raise StreamMaskError(
-                        f"masking {self.table} on the worker failed: {_redacted(exc)}"
-                    ) from None
-                raise
-            finally:
-                os.unlink(self._src)
-            if not written or written[0] != self._lines:  # never a row lost or doubled
+    def _mask_file(self, src: str, dst: str, lines: int) -> tuple[str, int, int]:
+        head, middle, end = self._query
+        query = head + _lit(src) + middle + _lit(dst) + end
+        try:
+            written = self.con.execute(query).fetchone()
+        except Exception as exc:
+            import duckdb
+
+            if isinstance(exc, duckdb.Error):
                 raise StreamMaskError(
-                    f"masking {self.table} on the worker gave {written and written[0]} rows for {self._lines}"
-                )
-            with open(self._dst, "rb") as out:
+                    f"masking {self.table} on the worker failed: {_redacted(exc)}"
+                ) from None
+            raise
+        finally:
+            os.unlink(src)
+        return dst, (written[0] if written else -1), lines
+
+    def _output(self, job: Future[tuple[str, int, int]]) -> Iterator[bytes]:
+        dst, written, lines = job.result()
+        try:
+            if written != lines:  # never a row lost or doubled
+                raise StreamMaskError(f"masking {self.table} on the worker gave {written} rows for {lines}")
+            with open(dst, "rb") as out:
                 while block := out.read(1 << 20):
                     yield block
         finally:
             try:
-                os.unlink(self._dst)
+                os.unlink(dst)
             except FileNotFoundError:
                 pass
-            self._in = open(self._src, "wb")  # noqa: SIM115 (closed by _run or close)
-            self._pending = 0
-            self._lines = 0
 
     def close(self) -> None:
         try:
-            self._in.close()
-            self.con.close()
+            if self._in is not None:
+                self._in.close()
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)  # a block being masked ends first
+            if self.con is not None:
+                self.con.close()
         finally:
             shutil.rmtree(self._dir, ignore_errors=True)
 
