@@ -143,3 +143,37 @@ def _assert_nothing_left_behind(stdout: str) -> None:
         except psutil.Error:
             pass
     assert not left, f"processes of the run left behind: {left}"
+
+
+def test_load_profile_times_each_table_per_engine(tmp_path):
+    """benchmarks/load_profile.py at a tiny scale: both engines load every table, the stream engine
+    masks users and orders on the worker, the trigger engine leaves them to their triggers."""
+    out = tmp_path / "profile.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "load_profile.py"),
+            "--scale",
+            "0.01",
+            "--engines",
+            "stream,trigger",
+            "--json",
+            str(out),
+        ],  # fmt: skip
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO / "provider")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    by_engine = {r["engine"]: r for r in result["runs"]}
+    assert set(by_engine) == {"stream", "trigger"}
+    for run in by_engine.values():
+        assert set(run["table_done_at_s"]) == {"public.users", "public.orders", "public.events"}
+    assert by_engine["stream"]["masked"] == {"public.users": "stream", "public.orders": "stream"}
+    trigger = by_engine["trigger"]["masked"]
+    assert set(trigger) == {"public.users", "public.orders"} and all(
+        h.startswith("trigger") for h in trigger.values()
+    )

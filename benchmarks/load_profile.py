@@ -1,0 +1,156 @@
+"""Where the data section's time goes: each table's load time and the machine's CPU use, second by
+second, for one engine, on a ``benchmarks/datagen.py`` dump.
+
+Pre-data is restored into a fresh database of one embedded PostgreSQL 16 server, the product's masking
+triggers are installed as ``load_data`` installs them (the bench rules of ``benchmarks/engines.py``),
+and the data section is loaded by ``restore.runner.run_pg_restore`` with ``-j N``: through the stream
+engine (``--engine stream``) or the triggers (``--engine trigger``). ``--engines stream,trigger
+--repeat 2`` alternates them.
+
+    PYTHONPATH=provider:benchmarks .venv/bin/python benchmarks/load_profile.py --dump /path/to/dump.pgc \\
+        --engines stream,trigger --repeat 2
+
+The CPU figure is the whole machine's (``/proc/stat``): 100 % is every core busy. A table that loads
+alone at the end shows as the share of the cores it keeps busy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import freeze_bench as fb  # noqa: E402
+
+from scalingo_staging_sync.pgconn import PgTarget  # noqa: E402
+from scalingo_staging_sync.restore.pgtools import find_pg_tools  # noqa: E402
+from scalingo_staging_sync.restore.runner import run_pg_restore  # noqa: E402
+from scalingo_staging_sync.testing.postgres import pg_bin_dir, start_embedded_postgres  # noqa: E402
+
+
+def _cpu() -> tuple[int, int]:
+    with open("/proc/stat") as f:
+        values = list(map(int, f.readline().split()[1:]))
+    return sum(values), values[3] + values[4]  # all, idle + iowait
+
+
+class CpuSampler(threading.Thread):
+    """The machine's busy share (%) each second, until stopped."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.samples: list[int] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        total0, idle0 = _cpu()
+        while not self._halt.wait(1.0):
+            total, idle = _cpu()
+            self.samples.append(round(100 * (1 - (idle - idle0) / max(1, total - total0))))
+            total0, idle0 = total, idle
+
+    def stop(self) -> list[int]:
+        self._halt.set()
+        self.join()
+        return self.samples
+
+
+def load_once(pg, dump: Path, engine: str, jobs: int) -> dict:
+    from scalingo_staging_sync.anonymize.stream import StreamMasking
+
+    db = "load_profile"
+    pg.create_database(db)  # drops the previous one
+    target = PgTarget(host=pg.host, port=pg.port, user=pg.user, dbname=db)
+    tools = find_pg_tools(pg_bin_dir(pg.version))
+    run_pg_restore(dump, target, section="pre-data", jobs=jobs, tools=tools)
+    into = fb._with_masking_triggers(target)
+    pg.execute("CHECKPOINT")
+    tables: dict[str, float] = {}
+
+    def progress(loaded, done, total) -> None:
+        tables[str(loaded.table)] = round(time.monotonic() - started, 2)
+
+    from scalingo_staging_sync.restore import loader
+
+    original = loader.load_table_data
+
+    def with_progress(*args, **kwargs):
+        kwargs["progress"] = progress
+        return original(*args, **kwargs)
+
+    copy_filter = StreamMasking(engine)
+    sampler = CpuSampler()
+    loader.load_table_data = with_progress
+    try:
+        sampler.start()
+        started = time.monotonic()
+        run_pg_restore(dump, into, section="data", jobs=jobs, tools=tools, copy_filter=copy_filter)
+        seconds = round(time.monotonic() - started, 2)
+    finally:
+        loader.load_table_data = original
+        samples = sampler.stop()
+    return {
+        "engine": engine,
+        "data_s": seconds,
+        "table_done_at_s": tables,
+        "masked": copy_filter.used,
+        "cpu_busy_pct_per_s": samples,
+        "cpu_busy_pct_mean": round(statistics.mean(samples), 1) if samples else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dump", type=Path, help="a custom-format dump of benchmarks/datagen.py data")
+    parser.add_argument("--scale", type=float, default=1.0, help="datagen scale when no --dump (default 1)")
+    parser.add_argument("--engines", default="stream", help="comma-separated: stream, trigger")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--json", type=Path, help="write the result here")
+    args = parser.parse_args(argv)
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if not engines or set(engines) - {"stream", "trigger"}:
+        parser.error(f"--engines {args.engines!r}: choose among stream, trigger")
+    base = Path(tempfile.mkdtemp(prefix="sss-load-profile-"))
+    pg = start_embedded_postgres(16, base)
+    dump = args.dump
+    if dump is None:
+        pg.create_database("prod")
+        print(fb.generate(pg.conninfo("prod"), args.scale), flush=True)
+        dump = pg.pg_dump("prod", base / "prod.pgc")
+        pg.drop_database("prod")
+    runs = []
+    for i in range(args.repeat):
+        for engine in engines[i % len(engines) :] + engines[: i % len(engines)]:
+            result = load_once(pg, dump, engine, args.jobs)
+            runs.append(result)
+            print(
+                f"run {i + 1} {engine}: data {result['data_s']} s, tables done at {result['table_done_at_s']}, "
+                f"CPU busy {result['cpu_busy_pct_mean']} % (per s: {result['cpu_busy_pct_per_s']})",
+                flush=True,
+            )
+    medians = {e: statistics.median(r["data_s"] for r in runs if r["engine"] == e) for e in engines}
+    summary = {
+        "dump": str(dump),
+        "jobs": args.jobs,
+        "repeat": args.repeat,
+        "data_s_median": medians,
+        "runs": runs,
+    }
+    print(json.dumps({"data_s_median": medians}, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
