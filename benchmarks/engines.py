@@ -9,14 +9,10 @@ Engines (issue 14):
 * ``noop``      COPY through a PL/pgSQL BEFORE INSERT trigger that only ``RETURN NEW`` (the call cost);
 * ``trigger``   engine (a): COPY through the masking trigger (``anonymize.sql.trigger_statements``);
 * ``setbased``  engine (b): COPY into an UNLOGGED load table, then ``INSERT INTO t SELECT <exprs>``;
-* ``stream``    engine (c) in pure Python (``stream_prototype.CopyMasker``, byte-identical, with a
-  pure-Python ``hash_bytes_extended``): the COPY text is masked on the worker, then copied into the table
-  without a trigger;
-* ``stream_md5picks`` the same with keyed md5 instead of ``hashtextextended`` for picks and date shifts;
-* ``stream_duckdb`` engine (c) vectorised by DuckDB (``stream_duckdb.DuckMasker``, md5 picks: its output is
-  checked against ``stream_md5picks``);
-* ``trigger_literal_key`` experiment: the trigger with the key and seed as literals instead of settings
-  read per row (not shippable: it writes the key into the catalog), to price those reads.
+* ``stream``    engine (c), the shipped one (``anonymize.stream.StreamMasker``, its query planned per
+  table): the COPY text is masked on the worker by DuckDB, then copied into the table without a trigger;
+* ``trigger_literal_key`` experiment: the trigger with the key as a literal instead of a setting read
+  per row (not shippable: it writes the key into the catalog), to price that read.
 
 What is measured: **CPU**, not wall time (the machine is shared). For the database side, the backend's
 ``utime + stime`` from ``/proc/<backend pid>/stat`` around the statement(s) (clock ticks: 10 ms, so use
@@ -27,14 +23,15 @@ memory, so the client's cost of sending it is the same for every engine and is n
 is ``pg_restore``'s own CPU (the same for every engine). Tables are created ``LIKE`` the source without
 indexes (as after pre-data). Engines run alternately, ``--repeat`` rounds in a rotating order; the report
 gives medians, µs per row, the extra µs per row and the ratio against ``none`` of the same run, and the
-outputs' digests (engines of the same hash family must agree). Wall-clock seconds are reported too,
+outputs' digests (every masking engine must give the same table). Wall-clock seconds are reported too,
 labelled ``wall``, for information only.
 
     PYTHONPATH=provider:benchmarks .venv/bin/python benchmarks/engines.py --scale 0.1 --repeat 5 --families \
-        --engines none,noop,trigger,trigger_literal_key,setbased,stream,stream_python,stream_md5picks,stream_duckdb
+        --engines none,noop,trigger,trigger_literal_key,setbased,stream
 
-``stream`` is the shipped engine (c) (``anonymize.stream.StreamMasker``, its query planned per table);
-``stream_python`` the pure-Python prototype (``stream_prototype.CopyMasker``).
+The prototypes engine (c) was chosen from (pure Python, and DuckDB with PostgreSQL's ``hashtextextended``
+written in DuckDB SQL) were retired when word picks and date shifts moved to the keyed md5; they are in
+the history (``git show 71f7b99:benchmarks/stream_prototype.py``, ``...:benchmarks/stream_duckdb.py``).
 """
 
 from __future__ import annotations
@@ -57,7 +54,7 @@ from psycopg import sql  # noqa: E402
 from scalingo_staging_sync.anonymize.planner import read_table  # noqa: E402
 from scalingo_staging_sync.anonymize.salt import derive_key, key_settings  # noqa: E402
 from scalingo_staging_sync.anonymize.sql import column_expressions, trigger_statements  # noqa: E402
-from scalingo_staging_sync.anonymize.transformers import KEY_GUC, SEED_GUC  # noqa: E402
+from scalingo_staging_sync.anonymize.transformers import KEY_GUC  # noqa: E402
 from scalingo_staging_sync.testing.postgres import start_embedded_postgres  # noqa: E402
 
 SALT = "benchmark-salt-0123456789abcdef"
@@ -78,14 +75,13 @@ FAMILIES = {
     "email (keyed md5)": ("users", {"email": {"transformer": "email"}}),
     "phone (keyed md5)": ("users", {"phone": {"transformer": "phone"}}),
     "hash sha256": ("users", {"email": {"transformer": "hash"}}),
-    "first_name (seeded pick)": ("users", {"first_name": {"transformer": "first_name"}}),
-    "address (seeded pick)": ("users", {"address": {"transformer": "address"}}),
-    "date_shift (seeded)": ("users", {"birth_date": {"transformer": "date_shift"}}),
+    "first_name (keyed pick)": ("users", {"first_name": {"transformer": "first_name"}}),
+    "address (keyed pick)": ("users", {"address": {"transformer": "address"}}),
+    "date_shift (keyed)": ("users", {"birth_date": {"transformer": "date_shift"}}),
     "postal_code (keyed md5)": ("users", {"phone": {"transformer": "postal_code"}}),
-    "company (seeded pick)": ("users", {"last_name": {"transformer": "company"}}),
+    "company (keyed pick)": ("users", {"last_name": {"transformer": "company"}}),
 }
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-MD5_PICKS = {"stream_md5picks", "stream_duckdb"}
 
 
 def proc_cpu(pid: int) -> float:
@@ -192,7 +188,6 @@ class Bench:
             db, wall = self.measured(both)
         elif engine == "stream":
             # the shipped engine (c): anonymize.stream.StreamMasker, planning of its query included
-            from scalingo_staging_sync.anonymize.salt import derive_seed
             from scalingo_staging_sync.anonymize.stream import StreamMasker
             from scalingo_staging_sync.tablename import TableName
 
@@ -201,58 +196,23 @@ class Bench:
             out: list[bytes] = []
             w0 = time.monotonic()
             r0 = resource.getrusage(resource.RUSAGE_SELF)
-            with StreamMasker(
-                TableName("public", run), specs, cat.columns, list(cat.columns), key, derive_seed(key)
-            ) as m:
+            with StreamMasker(TableName("public", run), specs, cat.columns, list(cat.columns), key) as m:
                 out.append(m.mask(data))
-            r1 = resource.getrusage(resource.RUSAGE_SELF)
-            worker = r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
-            db, _wall = self.measured(lambda: self.copy_in(run, out[0]))
-            wall = time.monotonic() - w0
-        elif engine.startswith("stream"):
-            cat = read_table(self.conn, "public", run)
-            if engine in ("stream_duckdb", "stream_duckdb_exact"):
-                from stream_duckdb import DuckMasker
-
-                masker = DuckMasker(
-                    specs,
-                    cat.columns,
-                    list(cat.columns),
-                    derive_key(SALT),
-                    exact=engine == "stream_duckdb_exact",
-                )
-            else:
-                from stream_prototype import CopyMasker
-
-                masker = CopyMasker(
-                    specs,
-                    cat.columns,
-                    list(cat.columns),
-                    derive_key(SALT),
-                    md5_picks=engine == "stream_md5picks",
-                )
-            out: list[bytes] = []
-            w0 = time.monotonic()
-            r0 = resource.getrusage(resource.RUSAGE_SELF)
-            out.append(masker.mask_block(data))
             r1 = resource.getrusage(resource.RUSAGE_SELF)
             worker = r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
             db, _wall = self.measured(lambda: self.copy_in(run, out[0]))
             wall = time.monotonic() - w0
         elif engine == "trigger_literal_key":
             # experiment only (not shippable: it writes the key into the catalog): what the per-row
-            # reads of the key and seed settings cost
+            # read of the key setting costs
             cat = read_table(self.conn, "public", run)
             create_fn, create_trigger, _drop = trigger_statements(
                 "public", run, specs, cat.columns, self.conn
             )
             text = create_fn.as_string(self.conn)
             settings = key_settings(derive_key(SALT))
-            key_lit, seed_lit = settings[KEY_GUC], settings[SEED_GUC]
-            text = text.replace(
-                f"coalesce(current_setting(''{SEED_GUC}'', true)::bigint, (''x'' || left(md5(current_setting(''{KEY_GUC}'') || ''|seed|''), 16))::bit(64)::bigint)",
-                f"{seed_lit}::bigint",
-            ).replace(f"current_setting(''{KEY_GUC}'')", f"''{key_lit}''::text")
+            key_lit = settings[KEY_GUC]
+            text = text.replace(f"current_setting(''{KEY_GUC}'')", f"''{key_lit}''::text")
             assert "current_setting" not in text, text[:600]
             self.conn.execute(text)
             self.conn.execute(create_trigger)
@@ -296,16 +256,11 @@ def compare(bench: Bench, table: str, specs: dict, engines: list[str], repeat: i
             "cpu_ratio_vs_none": round(cpu / base, 2) if base else None,
             "wall_s_median": round(statistics.median(s["wall_s"] for s in runs), 3),
         }
-    # md5 picks (the only way DuckDB can compute them) give other words than hashtextextended: two groups
-    for group, members in (
-        ("seeded_picks", set(digests) - MD5_PICKS),
-        ("md5_picks", set(digests) & MD5_PICKS),
-    ):
-        values = {digests[e] for e in members}
-        if len(values) > 1:
-            out.setdefault("MISMATCH", {})[group] = {e: digests[e] for e in members}
-        elif members:
-            out.setdefault("outputs_identical", {})[group] = sorted(members)
+    # every masking engine computes the same transformers: the same table
+    if len(set(digests.values())) > 1:
+        out["MISMATCH"] = dict(digests)
+    elif digests:
+        out["outputs_identical"] = sorted(digests)
     return out
 
 
@@ -336,7 +291,7 @@ def main() -> None:
     parser.add_argument(
         "--engines",
         default=None,
-        help="comma-separated (default: none,single,noop,trigger,setbased,stream, and stream_md5picks,stream_duckdb when duckdb imports)",
+        help="comma-separated (default: none,single,noop,trigger,setbased, and stream when duckdb imports)",
     )
     parser.add_argument("--families", action="store_true", help="also one transformer family at a time")
     parser.add_argument("--out", type=Path, default=None)
@@ -344,11 +299,11 @@ def main() -> None:
     if args.engines:
         engines = args.engines.split(",")
     else:
-        engines = ["none", "single", "noop", "trigger", "setbased", "stream"]
+        engines = ["none", "single", "noop", "trigger", "setbased"]
         try:
             import duckdb  # noqa: F401
 
-            engines += ["stream_md5picks", "stream_duckdb"]
+            engines.append("stream")
         except ImportError:
             pass
     base = Path(tempfile.mkdtemp(prefix="sss-engines-"))
@@ -379,9 +334,7 @@ def main() -> None:
                 "cpu_ratio_vs_none": round(cpu / base_cpu, 2),
             }
         if args.families:
-            fam_engines = [
-                e for e in engines if e in ("none", "noop", "trigger", "stream", "stream_md5picks")
-            ]
+            fam_engines = [e for e in engines if e in ("none", "noop", "trigger", "stream")]
             for label, (table, specs) in FAMILIES.items():
                 res = compare(bench, table, specs, fam_engines, args.repeat, rows[table])
                 report["families"][label] = {
@@ -396,7 +349,7 @@ def main() -> None:
     if args.out:
         args.out.write_text(text + "\n")
     if any(res.get("MISMATCH") for res in report["tables"].values()):
-        sys.exit("engines of the same hash family gave different tables (see MISMATCH above)")
+        sys.exit("the masking engines gave different tables (see MISMATCH above)")
 
 
 if __name__ == "__main__":

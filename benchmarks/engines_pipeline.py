@@ -4,11 +4,12 @@
 table of the bench data from a ``pg_dump -Fc`` archive, the way the DAG does, and counts **all** the CPU:
 
 * ``none``: ``pg_restore -a -t <table> -d <db>`` into the table without trigger;
-* ``trigger`` (a): the same through the masking trigger (key and seed in ``PGOPTIONS``, as the executor);
-* ``duckdb_exact``: the same with ``hashtextextended`` computed in DuckDB SQL (byte-identical to (a));
-* ``duckdb`` (c): ``pg_restore -a -t <table> -f <fifo>`` -> DuckDB (``read_csv`` of the FIFO, the masking
-  expressions with md5 picks, ``COPY TO`` a second FIFO) -> the worker copies that into the table with
-  psycopg's ``COPY FROM STDIN`` (no trigger: the database never receives an unmasked row).
+* ``trigger`` (a): the same through the masking trigger (the key in ``PGOPTIONS``, as the executor);
+* ``stream`` (c): ``pg_restore -a -t <table> -f <fifo>`` -> DuckDB (``read_csv`` of the FIFO, the shipped
+  engine's masking expressions, ``anonymize.stream.StreamMasker.select``, ``COPY TO`` a second FIFO) ->
+  the worker copies that into the table with psycopg's ``COPY FROM STDIN`` (no trigger: the database
+  never receives an unmasked row). One query for the whole table (the shipped engine runs one per
+  64 MB block, on a thread).
 
 CPU = ``pg_restore`` (``RUSAGE_CHILDREN``) + this process (``RUSAGE_SELF``: DuckDB with ``threads=1`` and the
 COPY relay) + the server (postmaster's own and reaped children's time, plus its live children's time, from
@@ -75,10 +76,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
-        "--engines", default="none,trigger,duckdb", help="of none,trigger,duckdb,duckdb_exact (none first)"
+        "--engines", default="none,trigger,stream", help="of none,trigger,stream (none first)"
     )
     args = parser.parse_args()
-    from stream_duckdb import DuckMasker
+    from scalingo_staging_sync.anonymize.stream import StreamMasker
+    from scalingo_staging_sync.tablename import TableName
 
     base = Path(tempfile.mkdtemp(prefix="sss-pipeline-"))
     pg = start_embedded_postgres(16, base)
@@ -118,7 +120,8 @@ def main() -> None:
                             check=True,
                         )
                     else:
-                        masker = DuckMasker(specs, cat.columns, columns, key, exact=engine == "duckdb_exact")
+                        masker = StreamMasker(TableName("public", table), specs, cat.columns, columns, key)
+                        types = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(len(columns))) + "}"
                         fifo_dir = Path(tempfile.mkdtemp(dir=base))
                         src, dst = fifo_dir / "in", fifo_dir / "out"
                         os.mkfifo(src)
@@ -157,12 +160,13 @@ def main() -> None:
                         masker.con.execute(
                             f"COPY (SELECT {masker.select} FROM read_csv('{rows_fifo}', delim='\t', quote='', "  # noqa: S608 (DuckDB text of constants)
                             f"escape='', header=false, all_varchar=true, nullstr='\\N', auto_detect=false, "
-                            f"columns={masker.types})) TO '{dst}' (FORMAT csv, delim '\t', quote '', escape '', "
+                            f"columns={types})) TO '{dst}' (FORMAT csv, delim '\t', quote '', escape '', "
                             "header false, nullstr '\\N')"
                         )
                         for t in threads:
                             t.join()
                         proc.wait()
+                        masker.close()
                     srv1, (self1, kids1) = server_cpu(postmaster), own_cpu()
                     part = {"server": srv1 - srv0, "worker": self1 - self0, "pg_restore": kids1 - kids0}
                     parts[engine].append(part)

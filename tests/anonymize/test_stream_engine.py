@@ -11,7 +11,7 @@ from psycopg import sql
 
 from scalingo_staging_sync.anonymize.executor import install_masking_trigger
 from scalingo_staging_sync.anonymize.planner import read_table
-from scalingo_staging_sync.anonymize.salt import derive_key, derive_seed, key_settings, target_with_key
+from scalingo_staging_sync.anonymize.salt import derive_key, key_settings, target_with_key
 from scalingo_staging_sync.anonymize.sql import trigger_name, trigger_statements
 from scalingo_staging_sync.anonymize.stream import (
     StreamMasker,
@@ -123,9 +123,7 @@ def test_stream_output_is_the_trigger_output_byte_for_byte(pgdb, monkeypatch):
         conn.execute(create_trigger)
         copy_text_in(conn, "by_trigger", data)
         columns = ["id", *COLUMNS]
-        with StreamMasker(
-            TableName("public", "by_stream"), SPECS, cat.columns, columns, key, derive_seed(key)
-        ) as m:
+        with StreamMasker(TableName("public", "by_stream"), SPECS, cat.columns, columns, key) as m:
             # fed in pieces cut anywhere, as the loader reads them
             blocks = [out for i in range(0, len(data), 333) for out in m.feed(data[i : i + 333])]
             masked = b"".join([*blocks, *m.finish()])
@@ -144,29 +142,34 @@ def test_stream_output_is_the_trigger_output_byte_for_byte(pgdb, monkeypatch):
         assert {r[4] for r in rows} >= {"tab\there", "back\\slash", None, ""}  # passed through as it was
 
 
-def test_hashtextextended_in_duckdb_for_every_length(pgdb):
-    """The DuckDB form of PostgreSQL's seeded hash, on values of 0 to 100 bytes (the straight-line
-    branches for up to UNROLLED_BLOCKS whole blocks and the looped one), seeds 0, negative and real."""
+def test_the_keyed_integer_in_duckdb_for_every_length(pgdb):
+    """Word picks and date shifts read a 60-bit integer from the keyed md5's first 15 hex digits: DuckDB
+    gives PostgreSQL's value on values of 0 to 100 bytes, non-ASCII ones and every COPY escape."""
     import duckdb
 
-    from scalingo_staging_sync.anonymize.stream import hash_bytes_extended_sql
+    from scalingo_staging_sync.anonymize.stream import _hash_int
+    from scalingo_staging_sync.anonymize.transformers import KEY_GUC, hex_int, keyed_md5
 
     pg, name = pgdb
-    values = ["", "é", "李" * 9, "|first_name|jean"] + [
+    key = derive_key(SALT)
+    values = ["", "é", "李" * 9, "jean", "a\tb\\c\n"] + [
         "abcdefghijklmnopqrstuvwxyz0123456789"[: n % 36] * (1 + n // 36) for n in range(101)
     ]
     con = duckdb.connect()
+    con.execute("SET VARIABLE sss_key = $1::VARCHAR", [key])
     con.execute("CREATE TABLE t AS SELECT unnest($1::VARCHAR[]) AS v", [values])
-    for seed in (0, -1, 123456789012345, derive_seed(derive_key(SALT))):
-        unsigned = seed & 0xFFFFFFFFFFFFFFFF
-        expr = hash_bytes_extended_sql("v", seed != 0, str(unsigned >> 32), str(unsigned & 0xFFFFFFFF))
-        got = dict(con.execute(f"SELECT v, {expr} FROM t").fetchall())  # noqa: S608 (DuckDB text of constants)
-        with pg.connect(name) as conn:
-            want = conn.execute(
-                'SELECT v, hashtextextended(v COLLATE "C", %s) FROM unnest(%s::text[]) v', (seed, values)
-            ).fetchall()
-        for v, h in want:
-            assert got[v] == h & 0xFFFFFFFFFFFFFFFF, (len(v.encode()), seed)
+    got = dict(con.execute(f"SELECT v, {_hash_int('address', 'v')} FROM t").fetchall())  # noqa: S608 (DuckDB text of constants)
+    with pg.connect(name) as conn:
+        conn.execute("SELECT set_config(%s, %s, false)", (KEY_GUC, key))
+        want = conn.execute(
+            sql.SQL("SELECT v, {} FROM unnest(%s::text[]) v").format(
+                hex_int(keyed_md5("address", sql.Identifier("v")), 1, 15)
+            ),
+            (values,),
+        ).fetchall()
+    assert len(want) == len(values)
+    for v, h in want:
+        assert got[v] == h, len(v.encode())
 
 
 def test_unsupported_columns_are_named():
@@ -183,7 +186,7 @@ def test_unsupported_columns_are_named():
     ]
     for specs, catalog, why in cases:
         with pytest.raises(StreamUnsupported, match=why):
-            select_list(specs, catalog, list(catalog), 1)
+            select_list(specs, catalog, list(catalog))
 
 
 def test_a_duckdb_error_names_the_table_and_quotes_no_value():
@@ -192,12 +195,12 @@ def test_a_duckdb_error_names_the_table_and_quotes_no_value():
     specs = {"born": {"transformer": "date_shift"}}
     catalog = {"id": ColumnInfo("id", "integer", "int4"), "born": ColumnInfo("born", "date", "date")}
     key = derive_key(SALT)
-    with StreamMasker(TableName("s", "people"), specs, catalog, ["id", "born"], key, derive_seed(key)) as m:
+    with StreamMasker(TableName("s", "people"), specs, catalog, ["id", "born"], key) as m:
         with pytest.raises(StreamMaskError) as err:
             m.mask(b"1\tsecret-value-1234\n")
     message = str(err.value)
     assert "s.people" in message
-    assert "secret-value" not in message and key not in message and str(derive_seed(key)) not in message
+    assert "secret-value" not in message and key not in message
 
 
 def test_a_failed_block_stops_the_pipeline_and_leaves_no_file(monkeypatch, tmp_path):
@@ -212,9 +215,7 @@ def test_a_failed_block_stops_the_pipeline_and_leaves_no_file(monkeypatch, tmp_p
     good = b"".join(b"%d\t2020-01-%02d\n" % (i, 1 + i % 28) for i in range(40))
     key = derive_key(SALT)
     out: list[bytes] = []
-    m = StreamMasker(
-        TableName("s", "people"), specs, catalog, ["id", "born"], key, derive_seed(key), workdir=tmp_path
-    )
+    m = StreamMasker(TableName("s", "people"), specs, catalog, ["id", "born"], key, workdir=tmp_path)
     with m, pytest.raises(StreamMaskError, match="s.people"):
         out += m.feed(good)
         out += m.feed(b"41\tnot-a-date\n" * 8)  # masked while the good block is handed out

@@ -4,9 +4,7 @@
 SQL never sees the salt itself: it sees a key derived from it (``derive_key``), set per session as the
 custom setting ``scalingo_staging_sync.key`` (``set_config`` for in-place UPDATEs, ``PGOPTIONS`` in
 pg_restore's environment for on-load triggers), so it is written neither in the catalog (trigger
-bodies read ``current_setting``) nor on a command line. The seed of the word-list and date-shift hashes,
-``scalingo_staging_sync.seed``, is derived from the key (``derive_seed``) and set next to it. All three
-are registered with the secret masker.
+bodies read ``current_setting``) nor on a command line. Both are registered with the secret masker.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ import hashlib
 import hmac
 import os
 
-from scalingo_staging_sync.anonymize.transformers import KEY_GUC, SEED_GUC
+from scalingo_staging_sync.anonymize.transformers import KEY_GUC
 from scalingo_staging_sync.errors import SyncError
 from scalingo_staging_sync.pgconn import PgTarget
 from scalingo_staging_sync.secrets import mask_secret
@@ -141,27 +139,14 @@ def derive_key(salt: str) -> str:
     return key
 
 
-def derive_seed(key: str) -> int:
-    """Signed 64-bit seed of ``hashtextextended`` (word-list picks, date shifts), masked in logs: the
-    first 16 hex digits of ``md5(key || '|seed|')``, so learning it reveals nothing of the key.
-
-    SQL computes the same value from the key when the seed setting is absent
-    (``transformers.SEED_SQL``): a session that only sets the key still masks identically."""
-    seed = int.from_bytes(
-        bytes.fromhex(hashlib.md5(f"{key}|seed|".encode()).hexdigest()[:16]), "big", signed=True
-    )
-    mask_secret(str(seed))
-    return seed
-
-
 def key_settings(key: str) -> dict[str, str]:
-    """The settings a masking session needs: ``{KEY_GUC: key, SEED_GUC: seed}``."""
-    return {KEY_GUC: key, SEED_GUC: str(derive_seed(key))}
+    """The settings a masking session needs: ``{KEY_GUC: key}``."""
+    return {KEY_GUC: key}
 
 
 def target_with_key(target: PgTarget, key: str) -> PgTarget:
-    """``target`` whose sessions (psycopg or libpq tools through PGOPTIONS) carry the key and seed
-    settings."""
+    """``target`` whose sessions (psycopg or libpq tools through PGOPTIONS) carry the key
+    setting."""
     from dataclasses import replace
 
     options = dict(target.options)

@@ -19,7 +19,6 @@ from scalingo_staging_sync.anonymize.transformers import (
     ColumnInfo,
     get_transformer,
     options_of,
-    seed_from,
 )
 
 #: prefixes of the masking trigger (``zz_``: BEFORE triggers fire in name order, ours last) and of its
@@ -158,8 +157,7 @@ def trigger_statements(
     UPDATE path, in dependency order: an expression reads its own column's original value
     (``NEW.col`` before its assignment) and derived columns read the NEW value of their source
     (assigned first), so no original is copied. Per row, the key is read once into a variable and
-    values used several times (a keyed hash) are computed once into variables (``ctx.let``); so is the
-    64-bit seed of the word-list and date-shift hashes, when the table uses one.
+    values used several times (a keyed hash) are computed once into variables (``ctx.let``).
 
     The function is ``STABLE``: it only changes ``NEW``, and a non-volatile PL/pgSQL function does
     not take a new snapshot for every expression that calls a stable function (``current_setting``,
@@ -168,7 +166,6 @@ def trigger_statements(
     body: list[sql.Composable] = []
     done: set[str] = set()
     key_var = sql.Identifier("_sss_k")
-    seed_var = sql.Identifier("_sss_s")
 
     def let(expr: sql.Composable, type_: str) -> sql.Composable:
         var = sql.Identifier(f"_sss_v{len(declare)}")
@@ -187,7 +184,6 @@ def trigger_statements(
                 options_of(spec),
                 new=lambda other: new(other, (*stack, col)),
                 key=key_var,
-                seed=seed_var,
                 let=let,
                 cached=True,
             )
@@ -201,9 +197,7 @@ def trigger_statements(
     for col in specs:
         new(col)
     statements = sql.SQL("\n").join(body).as_string(conn)
-    # read once per row, when used (the seed only falls back on the key when its setting is absent)
-    if "_sss_s" in statements:
-        declare.insert(0, sql.SQL("  {} bigint := {};").format(seed_var, seed_from(KEY_SQL)))
+    # read once per row, when used
     if "_sss_k" in statements:
         declare.insert(0, sql.SQL("  {} text := {};").format(key_var, KEY_SQL))
     header = sql.SQL("DECLARE\n{}\n").format(sql.SQL("\n").join(declare)) if declare else sql.SQL("")

@@ -8,9 +8,9 @@ disabled. The staging server never receives an unmasked value, and the masking C
 (on Scalingo, a separate machine; see docs/performance.md, "Masking engines").
 
 **Same output, byte for byte.** Every expression here is the DuckDB form of its SQL expression:
-keyed md5 and sha256 as PostgreSQL computes them, PostgreSQL's ``hashtextextended`` (lookup3's
-``hash_bytes_extended``) written in DuckDB SQL for word picks and date shifts, ASCII-only case
-folding, ``varchar(n)`` cuts. ``tests/anonymize/test_stream_engine.py`` loads the same rows through
+keyed md5 and sha256 (built into both, so DuckDB computes them in C as PostgreSQL does), the 60-bit
+integers read from the md5's hex digits for word picks and date shifts, ASCII-only case folding,
+``varchar(n)`` cuts. ``tests/anonymize/test_stream_engine.py`` loads the same rows through
 both engines, on PostgreSQL 16 and 18, and compares the tables.
 
 **What it masks, and what stays with the trigger.** :func:`select_list` knows the built-in
@@ -45,7 +45,7 @@ from typing import Any
 from psycopg import sql
 
 from scalingo_staging_sync.anonymize import transformers as tr
-from scalingo_staging_sync.anonymize.transformers import KEY_GUC, SEED_GUC, ColumnInfo
+from scalingo_staging_sync.anonymize.transformers import KEY_GUC, ColumnInfo
 from scalingo_staging_sync.tablename import TableName
 
 log = logging.getLogger(__name__)
@@ -54,16 +54,14 @@ log = logging.getLogger(__name__)
 ENGINES = ("auto", "stream", "trigger")
 #: marks the comment of a masking trigger function that holds its column specs (JSON)
 SPEC_MARK = "scalingo_staging_sync masking specs v1: "
-#: COPY text masked per DuckDB query (whole lines). Each query costs about 0.04 s of planning per
-#: seeded hash in it, and DuckDB holds about 8 times the block in memory while it runs (about 0.5 GB
-#: of worker memory per table being loaded at 64 MB)
+#: COPY text masked per DuckDB query (whole lines). DuckDB holds about 8 times the block in memory
+#: while it runs (about 0.5 GB of worker memory per table being loaded at 64 MB)
 CHUNK = 64 << 20
 #: the longest COPY line DuckDB's reader accepts (its default is 2 MB)
 MAX_LINE = 1 << 28
 
 _TEXT_TYPES = frozenset({"text", "varchar"})
 _UP = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-_M32 = 4294967295
 
 
 class StreamUnsupported(Exception):
@@ -110,7 +108,7 @@ def specs_of_comment(comment: str | None) -> dict[str, dict[str, Any]] | None:
 
 
 # ------------------------------------------------------------------------------------------------
-# DuckDB SQL text (constants only: values come from the COPY text, the key and seed from variables)
+# DuckDB SQL text (constants only: values come from the COPY text, the key from a variable)
 
 
 def _lit(s: str) -> str:
@@ -119,99 +117,6 @@ def _lit(s: str) -> str:
 
 def _arr(words) -> str:
     return "[" + ", ".join(_lit(w) for w in words) + "]"
-
-
-_MIX = [
-    ("a", "c", 4, "c", "b"),
-    ("b", "a", 6, "a", "c"),
-    ("c", "b", 8, "b", "a"),
-    ("a", "c", 16, "c", "b"),
-    ("b", "a", 19, "a", "c"),
-    ("c", "b", 4, "b", "a"),
-]
-_FINAL = [("c", "b", 14), ("a", "c", 11), ("b", "a", 25), ("c", "b", 16), ("a", "c", 4), ("b", "a", 14), ("c", "b", 24)]  # fmt: skip
-
-
-def _rot(x: str, k: int) -> str:
-    return f"((({x} << {k}) | ({x} >> {32 - k})) & {_M32})"
-
-
-def _sub(x: str, y: str) -> str:
-    return f"(({x} + 4294967296 - {y}) & {_M32})"
-
-
-def _add(x: str, y: str) -> str:
-    return f"(({x} + {y}) & {_M32})"
-
-
-def _state(a: str, b: str, c: str) -> str:
-    return "{'a': " + a + ", 'b': " + b + ", 'c': " + c + "}"
-
-
-def _step(prev: str, a: str, b: str, c: str) -> str:
-    """One sequential update of lookup3's (a, b, c); the one-element list binds ``s`` once, so the
-    text grows linearly with the number of steps."""
-    return f"list_transform([{prev}], lambda s: {_state(a, b, c)})[1]"
-
-
-def _mix(prev: str) -> str:
-    e = prev
-    for t, o, k, t2, src in _MIX:
-        f = {x: f"s.{x}" for x in "abc"}
-        f[t] = f"xor({_sub('s.' + t, 's.' + o)}, {_rot('s.' + o, k)})"
-        e = _step(e, f["a"], f["b"], f["c"])
-        f = {x: f"s.{x}" for x in "abc"}
-        f[t2] = _add("s." + t2, "s." + src)
-        e = _step(e, f["a"], f["b"], f["c"])
-    return e
-
-
-def _final(prev: str) -> str:
-    e = prev
-    for t, o, k in _FINAL:
-        f = {x: f"s.{x}" for x in "abc"}
-        f[t] = _sub(f"xor(s.{t}, s.{o})", _rot("s." + o, k))
-        e = _step(e, f["a"], f["b"], f["c"])
-    return e
-
-
-def _word(h: str, i: str) -> str:
-    """Little-endian uint32 number ``i`` (0-based) of the hex string ``h``."""
-    parts = " || ".join(f"substr({h}, ({i}) * 8 + {o}, 2)" for o in (7, 5, 3, 1))
-    return f"('0x' || {parts})::UBIGINT"
-
-
-def hash_bytes_extended_sql(x: str, seed_nonzero: bool = True, hi: str = "", lo: str = "") -> str:
-    """DuckDB SQL of PostgreSQL's ``hash_bytes_extended(<UTF-8 bytes of x>, seed)`` as an unsigned
-    64-bit integer (a little-endian server's ``hashtextextended(x, seed)``). ``hi`` / ``lo``: SQL of
-    the seed's upper and lower 32 bits; ``seed_nonzero``: whether the seed is not 0 (lookup3 skips
-    the seed's mixing round for 0).
-
-    The words of the whole 12-byte blocks are read first, in one lambda, and ``list_reduce`` mixes
-    them in with a lambda that reads nothing from outside: DuckDB runs lambdas that capture outer
-    columns much more slowly (the ``perf`` of this form: 4.0 against 6.4 us per value)."""
-    length = f"octet_length(encode({x}))"
-    h = f"(hex(encode({x})) || repeat('0', 24))"
-    init = f"(2654435769 + {length} + 3923095)::UBIGINT"
-    start = _state(init, init, init)
-    if seed_nonzero:
-        start = _mix(_step(start, _add("s.a", hi), _add("s.b", lo), "s.c"))
-    words = f"[{_word(h, 'i*3')}, {_word(h, 'i*3+1')}, {_word(h, 'i*3+2')}]"
-    blocks = f"list_transform(range({length} // 12), lambda i: {words})"
-    body = _mix(_step("acc", _add("acc.a", "w[1]"), _add("acc.b", "w[2]"), _add("acc.c", "w[3]")))
-    looped = f"list_reduce({blocks}, lambda acc, w: {body}, {start})"
-    last = f"({length} // 12) * 3"
-    some = f"{length} % 12 > 0"
-    tail_words = (
-        f"[CASE WHEN {some} THEN {_word(h, last)} ELSE 0 END, "
-        f"CASE WHEN {some} THEN {_word(h, last + ' + 1')} ELSE 0 END, "
-        f"CASE WHEN {some} THEN {_word(h, last + ' + 2')} << 8 ELSE 0 END]"
-    )
-    tail = (
-        f"list_transform([{{'s': {looped}, 't': {tail_words}}}], lambda u: "
-        f"{_state(_add('u.s.a', 'u.t[1]'), _add('u.s.b', 'u.t[2]'), _add('u.s.c', 'u.t[3]'))})[1]"
-    )
-    return f"list_transform([{_final(tail)}], lambda r: (r.b << 32) | r.c)[1]"
 
 
 def unescape_sql(field: str) -> str:
@@ -232,8 +137,6 @@ def copy_escape(text: str) -> str:
 
 
 KEY = "getvariable('sss_key')"
-_SEED_HI = "getvariable('sss_seed_hi')"
-_SEED_LO = "getvariable('sss_seed_lo')"
 
 
 def _alower(e: str) -> str:
@@ -263,13 +166,10 @@ def _fit(expr: str, info: ColumnInfo, natural: int | None) -> str:
 
 
 class _Builder:
-    def __init__(self, seed: int):
-        self.seed_nonzero = seed != 0
-
-    def seeded(self, purpose: str, e: str) -> str:
-        """``hashtextextended('|purpose|' || e, seed) & (2^63 - 1)``."""
-        h = hash_bytes_extended_sql(f"('|{purpose}|' || {e})", self.seed_nonzero, _SEED_HI, _SEED_LO)
-        return f"({h} & 9223372036854775807)::BIGINT"
+    @staticmethod
+    def keyed_int(purpose: str, e: str) -> str:
+        """The keyed 60-bit integer of word picks and date shifts (``BuildContext.hash_int``)."""
+        return _hash_int(purpose, e)
 
     @staticmethod
     def pick_ex(words, x: str, word: str) -> str:
@@ -280,11 +180,11 @@ class _Builder:
         )
 
     def over_norm(self, c: str, purpose: str, expr: str) -> str:
-        """``expr`` with ``n`` = the normalised value and ``x`` = its seeded hash, each computed once."""
+        """``expr`` with ``n`` = the normalised value and ``x`` = its keyed hash, each computed once."""
         norm = _alower(f"trim({c}, ' ')")
         return (
             f"(SELECT {expr} FROM (SELECT {norm} AS n) s, "  # noqa: S608 (DuckDB text of constants)
-            f"LATERAL (SELECT {self.seeded(purpose, 'n')} AS x) h)"
+            f"LATERAL (SELECT {self.keyed_int(purpose, 'n')} AS x) h)"
         )
 
     def expression(self, col: str, c: str, spec: Mapping[str, Any], info: ColumnInfo) -> str:
@@ -307,7 +207,7 @@ class _Builder:
             shifted = f"replace(({as_duck}::DATE + {days})::VARCHAR, ' (BC)', ' BC')"
             return (
                 f"(SELECT CASE WHEN {c} IN ('infinity', '-infinity') THEN {c} ELSE {shifted} END "  # noqa: S608
-                f"FROM (SELECT {self.seeded('date_shift', c)} AS x) h)"
+                f"FROM (SELECT {self.keyed_int('date_shift', c)} AS x) h)"
             )
         if info.base_type not in _TEXT_TYPES:
             raise StreamUnsupported(
@@ -381,14 +281,14 @@ class _Builder:
 
 
 def select_list(
-    specs: Mapping[str, Mapping[str, Any]], catalog: Mapping[str, ColumnInfo], columns: list[str], seed: int
+    specs: Mapping[str, Mapping[str, Any]], catalog: Mapping[str, ColumnInfo], columns: list[str]
 ) -> str:
     """The DuckDB select list masking ``columns`` (the archive's COPY column list, read as c0, c1...):
     masked columns as their transformer's expression, the others passed through as they are."""
     missing = [c for c in specs if c not in columns]
     if missing:
         raise StreamUnsupported(f"masked column(s) {missing} are not in the archive's COPY data")
-    builder = _Builder(seed)
+    builder = _Builder()
     parts = []
     for i, col in enumerate(columns):
         if col in specs:
@@ -424,14 +324,13 @@ class StreamMasker:
         catalog: Mapping[str, ColumnInfo],
         columns: list[str],
         key: str,
-        seed: int,
         *,
         workdir: str | os.PathLike | None = None,
     ):
         import duckdb
 
         self.table = table
-        self.select = select_list(specs, catalog, columns, seed)
+        self.select = select_list(specs, catalog, columns)
         self.ncols = len(columns)
         self._tail = bytearray()
         self._pending = 0
@@ -447,9 +346,6 @@ class StreamMasker:
             self.con = duckdb.connect()
             self.con.execute("SET threads = 1")
             self.con.execute("SET VARIABLE sss_key = $1::VARCHAR", [key])
-            unsigned = seed & 0xFFFFFFFFFFFFFFFF
-            self.con.execute("SET VARIABLE sss_seed_hi = $1::UBIGINT", [unsigned >> 32])
-            self.con.execute("SET VARIABLE sss_seed_lo = $1::UBIGINT", [unsigned & _M32])
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sss-mask")
         except BaseException:
             self.close()
@@ -616,15 +512,13 @@ class StreamMasking:
             ).fetchone()
             if tuple(encodings) != ("UTF8", "UTF8"):
                 raise StreamUnsupported(f"encodings {encodings[0]}/{encodings[1]} (UTF8 only)")
-            key, seed = conn.execute(
-                "SELECT current_setting(%s, true), current_setting(%s, true)", (KEY_GUC, SEED_GUC)
-            ).fetchone()
-            if not key or not seed:
+            (key,) = conn.execute("SELECT current_setting(%s, true)", (KEY_GUC,)).fetchone()
+            if not key:
                 raise StreamUnsupported("the session carries no masking key")
             cat = read_table(conn, table.schema, table.name)
             if cat is None:
                 raise StreamUnsupported("not found in the catalog")
-            masker = StreamMasker(table, specs, cat.columns, columns, key, int(seed))
+            masker = StreamMasker(table, specs, cat.columns, columns, key)
         except StreamUnsupported as why:
             if enabled != "A":
                 # disabled by an earlier stream load of this table (a retried task): the trigger

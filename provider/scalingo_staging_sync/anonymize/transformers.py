@@ -6,15 +6,13 @@ helper function in the database) that the engine uses in two places: the right-h
 
 Shared properties (tested in ``tests/anonymize/test_transformers.py``):
 
-* **Keyed and deterministic.** Outputs that reveal many hash bits or must stay unique (``email``,
-  ``hash``, ``phone``, ``postal_code``) use ``md5(<key> || '|<purpose>|' || value)`` where ``<key>`` is
-  ``current_setting('scalingo_staging_sync.key')``, a secret derived from the salt and set per session
-  (never written in the rules file, the catalog or a command line). Outputs that reveal only a few
-  bits (word-list picks, ``date_shift`` offsets) use PostgreSQL's seeded 64-bit
-  ``hashtextextended('|<purpose>|' || value, <seed>)``, about 0.3 us cheaper per value, with a secret
-  seed derived from the key (``scalingo_staging_sync.seed``, see ``salt.derive_seed``). The purpose
-  depends on the kind of value, not on the table or column, so the same e-mail gives the same output
-  in every table.
+* **Keyed and deterministic.** Every output comes from ``md5(<key> || '|<purpose>|' || value)`` where
+  ``<key>`` is ``current_setting('scalingo_staging_sync.key')``, a secret derived from the salt and set
+  per session (never written in the rules file, the catalog or a command line): its hex digits
+  (``email``, ``hash``) or a 60-bit integer read from them (``phone``, ``postal_code``, word-list picks,
+  ``date_shift`` offsets). md5 is built into PostgreSQL and DuckDB alike, so the stream engine computes
+  the same bytes in C on the worker. The purpose depends on the kind of value, not on the table or
+  column, so the same e-mail gives the same output in every table.
 * **Never the original.** Word-list picks take ``words[x % n]`` and the next word when that one is
   the original's word (ASCII case-insensitively); digit-based outputs add a non-zero offset to the
   original when it already has the output's shape; ``date_shift`` moves by 1..N days, never 0.
@@ -40,20 +38,6 @@ from psycopg import sql
 
 KEY_GUC = "scalingo_staging_sync.key"
 KEY_SQL = sql.SQL("current_setting({})").format(sql.Literal(KEY_GUC))
-#: the 64-bit seed of ``hashtextextended`` (``salt.derive_seed``), set per session next to the key
-SEED_GUC = "scalingo_staging_sync.seed"
-
-
-def seed_from(key: sql.Composable) -> sql.Composable:
-    """The seed: the seed setting, or when a session set only the key, the same value computed from it
-    (``('x' || left(md5(key || '|seed|'), 16))::bit(64)::bigint``, as ``salt.derive_seed``)."""
-    return sql.SQL(
-        "coalesce(current_setting({}, true)::bigint, ('x' || left(md5({} || '|seed|'), 16))::bit(64)::bigint)"
-    ).format(sql.Literal(SEED_GUC), key)
-
-
-SEED_SQL = seed_from(KEY_SQL)
-
 STRING_TYPES = frozenset({"text", "varchar", "bpchar", "citext", "name"})
 DATE_TYPES = frozenset({"date", "timestamp", "timestamptz"})
 NUMERIC_TYPES = frozenset({"int2", "int4", "int8", "numeric", "float4", "float8"})
@@ -120,8 +104,6 @@ class BuildContext:
     #: SQL of the secret key: ``current_setting(...)`` inline (UPDATE), or a PL/pgSQL variable read once
     #: per row (on-load trigger)
     key: sql.Composable = field(default_factory=lambda: KEY_SQL)
-    #: SQL of the secret 64-bit seed of :meth:`seeded_int` (inline, or a variable read once per row)
-    seed: sql.Composable = field(default_factory=lambda: SEED_SQL)
     #: ``let(expr, type)`` -> a reference to ``expr`` computed once: the expression itself (UPDATE: SQL
     #: has no common-subexpression elimination) or a PL/pgSQL variable assigned before the column
     let: Callable[[sql.Composable, str], sql.Composable] = field(default=lambda expr, _type: expr)
@@ -137,13 +119,6 @@ class BuildContext:
         """A non-negative 60-bit integer from the keyed md5 (``hex_int`` of its first 15 hex digits)."""
         return self.let(hex_int(keyed_md5(purpose, value, self.key), 1, 15), "bigint")
 
-    def seeded_int(self, purpose: str, value: sql.Composable) -> sql.Composable:
-        """A non-negative 63-bit integer from ``hashtextextended('|purpose|' || value, seed)``, computed
-        once per row and column when the expression is used several times. About 0.3 us cheaper than
-        :meth:`hash_int` (no md5, no hex parsing), but not a cryptographic hash: only for outputs that
-        reveal a few of its bits (a word-list pick, a day offset), never for identifier-like outputs."""
-        return self.let(seeded_hash(purpose, value, self.seed), "bigint")
-
 
 # --------------------------------------------------------------------------------------------------
 # SQL building blocks
@@ -152,18 +127,6 @@ class BuildContext:
 def keyed_md5(purpose: str, value: sql.Composable, key: sql.Composable = KEY_SQL) -> sql.Composable:
     """``md5(key || '|purpose|' || value)``: 32 hex characters, keyed by the secret salt."""
     return sql.SQL("md5({} || {} || {})").format(key, sql.Literal(f"|{purpose}|"), value)
-
-
-def seeded_hash(purpose: str, value: sql.Composable, seed: sql.Composable = SEED_SQL) -> sql.Composable:
-    """``hashtextextended('|purpose|' || value, seed) & (2^63 - 1)``: a non-negative 63-bit integer.
-
-    ``hashtextextended`` is PostgreSQL's built-in seeded 64-bit hash of text (it backs hash
-    partitioning, so its results do not change across versions; they do differ between little- and
-    big-endian servers). The input is hashed under the "C" collation: its bytes, whatever the column's
-    collation."""
-    return sql.SQL('(hashtextextended(({} || {}) COLLATE "C", {}) & 9223372036854775807)').format(
-        sql.Literal(f"|{purpose}|"), value, seed
-    )
 
 
 def hex_int(hash_expr: sql.Composable, start: int, hex_digits: int = 7) -> sql.Composable:
@@ -574,7 +537,7 @@ class _WordTransformer(Transformer):
 
     def expression(self, src, ctx):
         norm = ctx.let(normalized(src), "text")
-        x = ctx.seeded_int(self.purpose, norm)
+        x = ctx.hash_int(self.purpose, norm)
         word = pick_excluding(self.words, x, nth_word(norm, 1), ctx.cached)
         return fit(word, ctx.column, _max_len(self.words))
 
@@ -625,7 +588,7 @@ class FullNameTransformer(Transformer):
             )
             return fit(joined, ctx.column, None)
         norm = ctx.let(normalized(src), "text")
-        x = ctx.seeded_int("full_name", norm)
+        x = ctx.hash_int("full_name", norm)
         first = pick_excluding(FIRST_NAMES, x, nth_word(norm, 1), ctx.cached)
         last = pick_excluding(LAST_NAMES, sql.SQL("({} >> 30)").format(x), nth_word(norm, 2), ctx.cached)
         return fit(sql.SQL("{} || ' ' || {}").format(first, last), ctx.column, natural)
@@ -639,7 +602,7 @@ class AddressTransformer(Transformer):
 
     def expression(self, src, ctx):
         norm = ctx.let(normalized(src), "text")
-        x = ctx.seeded_int("address", norm)  # 63 bits: number, street and suffix from different bits
+        x = ctx.hash_int("address", norm)  # 60 bits: number, street and suffix from different bits
         number = sql.SQL("(1 + {} % 999)::text").format(x)
         street = pick_excluding(STREETS, sql.SQL("({} >> 20)").format(x), nth_word(norm, 2), ctx.cached)
         suffix = pick(STREET_SUFFIXES, sql.SQL("({} >> 40)").format(x))
@@ -692,7 +655,7 @@ class CompanyTransformer(Transformer):
 
     def expression(self, src, ctx):
         norm = ctx.let(normalized(src), "text")
-        x = ctx.seeded_int("company", norm)
+        x = ctx.hash_int("company", norm)
         word = pick_excluding(COMPANY_WORDS, x, nth_word(norm, 1), ctx.cached)
         suffix = pick(COMPANY_SUFFIXES, sql.SQL("({} >> 30)").format(x))
         natural = _max_len(COMPANY_WORDS) + 1 + _max_len(COMPANY_SUFFIXES)
@@ -805,7 +768,7 @@ class DateShiftTransformer(Transformer):
 
     def expression(self, src, ctx):
         max_days = int(ctx.options.get("max_days", 365))
-        x = seeded_hash("date_shift", as_text(src), ctx.seed)
+        x = hex_int(keyed_md5("date_shift", as_text(src), ctx.key), 1, 15)
         # one hash read: v = x % 2M in 0..2M-1, (v + M + 1) % (2M + 1) skips M, minus M: -M..-1, 1..M
         days = sql.SQL("(({} % {} + {}) % {} - {})::int").format(
             x,
@@ -954,7 +917,7 @@ class JsonTransformer(Transformer):
         """The masked JSON value of the JSON value ``value`` (jsonb), through the path's transformer."""
         inner = get_transformer(spec["transformer"])
         text = ColumnInfo(name=path, type_sql="text", base_type="text")
-        sub = BuildContext(text, options_of(spec), key=ctx.key, seed=ctx.seed)  # inline: no let
+        sub = BuildContext(text, options_of(spec), key=ctx.key)  # inline: no let
         masked = inner.expression(sql.SQL("({} #>> '{{}}')").format(value), sub)
         return sql.SQL("coalesce(to_jsonb(({})::text), 'null'::jsonb)").format(masked)
 
