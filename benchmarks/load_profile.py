@@ -62,7 +62,13 @@ class CpuSampler(threading.Thread):
         return self.samples
 
 
-def load_once(pg, dump: Path, engine: str, jobs: int) -> dict:
+def stream_chunk_mb() -> float:
+    from scalingo_staging_sync.anonymize import stream
+
+    return stream.CHUNK / (1 << 20)
+
+
+def load_once(pg, dump: Path, engine: str, jobs: int, post_data: bool = False) -> dict:
     from scalingo_staging_sync.anonymize.stream import StreamMasking
 
     db = "load_profile"
@@ -96,8 +102,26 @@ def load_once(pg, dump: Path, engine: str, jobs: int) -> dict:
     finally:
         loader.load_table_data = original
         samples = sampler.stop()
-    return {
+    post: dict = {}
+    if post_data:
+        from freeze_bench import _drop_masking_triggers
+
+        _drop_masking_triggers(target)
+        sampler = CpuSampler()
+        sampler.start()
+        started = time.monotonic()
+        try:
+            run_pg_restore(dump, target, section="post-data", jobs=jobs, tools=tools)
+        finally:
+            samples_post = sampler.stop()
+        post = {
+            "post_data_s": round(time.monotonic() - started, 2),
+            "post_data_cpu_busy_pct_per_s": samples_post,
+            "post_data_cpu_busy_pct_mean": round(statistics.mean(samples_post), 1) if samples_post else None,
+        }
+    return post | {
         "engine": engine,
+        "block_mb": stream_chunk_mb(),
         "data_s": seconds,
         "table_done_at_s": tables,
         "masked": copy_filter.used,
@@ -115,8 +139,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engines", default="stream", help="comma-separated: stream, trigger")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument(
+        "--block-mb", type=int, default=None, help="the stream engine's block (default: the shipped CHUNK)"
+    )
+    parser.add_argument(
+        "--post-data", action="store_true", help="also restore post-data after each load, timed and sampled"
+    )
     parser.add_argument("--json", type=Path, help="write the result here")
     args = parser.parse_args(argv)
+    from scalingo_staging_sync.anonymize import stream
+
+    if args.block_mb:
+        stream.CHUNK = args.block_mb << 20
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     if not engines or set(engines) - {"stream", "trigger"}:
         parser.error(f"--engines {args.engines!r}: choose among stream, trigger")
@@ -131,11 +165,17 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for i in range(args.repeat):
         for engine in engines[i % len(engines) :] + engines[: i % len(engines)]:
-            result = load_once(pg, dump, engine, args.jobs)
+            result = load_once(pg, dump, engine, args.jobs, post_data=args.post_data)
             runs.append(result)
             print(
                 f"run {i + 1} {engine}: data {result['data_s']} s, tables done at {result['table_done_at_s']}, "
-                f"CPU busy {result['cpu_busy_pct_mean']} % (per s: {result['cpu_busy_pct_per_s']})",
+                f"CPU busy {result['cpu_busy_pct_mean']} % (per s: {result['cpu_busy_pct_per_s']})"
+                + (
+                    f"; post-data {result['post_data_s']} s, CPU busy {result['post_data_cpu_busy_pct_mean']} % "
+                    f"(per s: {result['post_data_cpu_busy_pct_per_s']})"
+                    if "post_data_s" in result
+                    else ""
+                ),
                 flush=True,
             )
     medians = {e: statistics.median(r["data_s"] for r in runs if r["engine"] == e) for e in engines}
