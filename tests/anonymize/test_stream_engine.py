@@ -325,6 +325,35 @@ def test_the_loader_masks_on_the_worker_where_it_applies(request, prod_pg, sourc
     assert by_stream["public.people"].frozen  # FREEZE still applies after the trigger is disabled
 
 
+def _heap_fetches(pg, db: str) -> int:
+    """Heap fetches of an index-only scan of every people row: 0 when COPY marked every page
+    all-visible (batched inserts with FREEZE), one per row when it inserted row by row."""
+    with pg.connect(db) as conn:
+        conn.execute("CREATE INDEX IF NOT EXISTS people_id_probe ON people (id)")
+        conn.execute("SET enable_seqscan = off")
+        conn.execute("SET enable_bitmapscan = off")
+        plan = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) SELECT id FROM people WHERE id > 0").fetchone()[0]
+    node = plan[0]["Plan"]
+    assert node["Node Type"] == "Index Only Scan", node
+    return node["Heap Fetches"]
+
+
+def test_a_streamed_table_is_copied_in_batches_with_its_trigger_back_disabled(
+    prod_pg, staging_pg16, source_dump
+):
+    """The trigger is dropped for the load and created again before the commit: a disabled row trigger
+    would still make COPY insert row by row (pages not all-visible, a slower post-data)."""
+    tools = find_pg_tools(str(staging_pg16.bin_dir))
+    seen = {}
+    for engine in ("stream", "trigger"):
+        db, target = _prepared(staging_pg16, source_dump, tools)
+        staging_pg16.execute("ALTER TABLE people SET (autovacuum_enabled = false)", db)
+        _loaded, _prints, enabled, filt = _load_into(staging_pg16, db, target, source_dump, tools, engine)
+        seen[engine] = (_heap_fetches(staging_pg16, db), enabled["people"], filt.used["public.people"])
+    assert seen["stream"] == (0, "D", "stream")
+    assert seen["trigger"][0] == 3000 and seen["trigger"][1] == "A"  # the probe sees row-by-row inserts
+
+
 def test_a_retried_load_masks_whatever_the_engine(prod_pg, staging_pg16, source_dump):
     """A load retried after a stream load (its trigger left disabled) masks again: by stream, or by
     the trigger, which it turns back on in the table's load transaction."""

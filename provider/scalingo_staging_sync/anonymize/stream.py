@@ -22,9 +22,11 @@ registered by users, custom strategies), a partition or child covered by an ance
 database or archive not in UTF8, or DuckDB not installed, is masked by its trigger exactly as before:
 the choice is made per table, before its first row is read, and logged.
 
-**Fail closed.** The trigger stays installed: the loader disables it only inside the transaction
-that loads the table through this engine (``ALTER TABLE ... DISABLE TRIGGER``, rolled back with the
-table if anything fails). A DuckDB error fails the table (rolled back to empty) with a message that
+**Fail closed.** The trigger is taken off only inside the transaction that loads the table through
+this engine, and rolled back with the table if anything fails: it is dropped before the rows (a
+disabled row trigger would still make ``COPY`` insert row by row, leave the pages not all-visible and
+slow post-data down: measured in docs/performance.md) and created again, disabled, before the commit,
+so a later load of the same table (a retried task) finds it and masks. A DuckDB error fails the table (rolled back to empty) with a message that
 quotes no value and no key.
 
 DuckDB is an optional dependency (``pip install 'airflow-provider-scalingo-staging-sync[stream]'``).
@@ -338,6 +340,8 @@ class StreamMasker:
         self._blocks = 0
         self._in: Any = None
         self._job: Future[tuple[str, int, int]] | None = None
+        #: run by :meth:`before_commit`, in the load transaction (:class:`StreamMasking` sets them)
+        self.before_commit_statements: list[sql.Composable] = []
         self._pool: ThreadPoolExecutor | None = None
         self.con: Any = None
         self._dir = tempfile.mkdtemp(prefix="sss-stream-", dir=workdir or _shm())
@@ -436,6 +440,10 @@ class StreamMasker:
             except FileNotFoundError:
                 pass
 
+    def before_commit(self, conn: Any) -> None:
+        for statement in self.before_commit_statements:
+            conn.execute(statement)
+
     def close(self) -> None:
         try:
             if self._in is not None:
@@ -480,8 +488,9 @@ WHERE n.nspname = %s AND c.relname = %s AND t.tgname = %s
 
 class StreamMasking:
     """The loader's per-table hook (``load_table_data(copy_filter=...)``): for a table whose own
-    masking trigger is installed, returns a :class:`StreamMasker` and disables the trigger in the
-    open transaction; None (the trigger masks, or nothing does) otherwise."""
+    masking trigger is installed, returns a :class:`StreamMasker` and drops the trigger in the open
+    transaction (the masker creates it again, disabled, before the commit); None (the trigger masks,
+    or nothing does) otherwise."""
 
     def __init__(self, engine: str = "auto"):
         self.engine = check_engine(engine)
@@ -490,7 +499,11 @@ class StreamMasking:
 
     def __call__(self, conn: Any, table: TableName, columns: list[str]) -> StreamMasker | None:
         from scalingo_staging_sync.anonymize.planner import read_table
-        from scalingo_staging_sync.anonymize.sql import trigger_function_name, trigger_name
+        from scalingo_staging_sync.anonymize.sql import (
+            attach_trigger_statements,
+            trigger_function_name,
+            trigger_name,
+        )
 
         trigger = trigger_name(table.schema, table.name)
         row = conn.execute(_TRIGGER_SQL, (table.schema, table.name, trigger)).fetchone()
@@ -530,14 +543,10 @@ class StreamMasking:
                 )
             self._note(table, f"trigger ({why})")
             return None
+        ident = sql.Identifier(table.schema, table.name)
         try:
             conn.execute("SAVEPOINT sss_stream")
-            conn.execute(
-                sql.SQL("ALTER TABLE ONLY {} DISABLE TRIGGER {}").format(
-                    sql.Identifier(table.schema, table.name),
-                    sql.Identifier(trigger_name(table.schema, table.name)),
-                )
-            )
+            conn.execute(sql.SQL("DROP TRIGGER {} ON {}").format(sql.Identifier(trigger), ident))
             conn.execute("RELEASE SAVEPOINT sss_stream")
         except Exception as exc:  # not the owner...: the trigger masks
             conn.execute("ROLLBACK TO SAVEPOINT sss_stream")
@@ -547,8 +556,14 @@ class StreamMasking:
                     f"{table}: its masking trigger is disabled and cannot be changed ({type(exc).__name__}); "
                     "its rows would load unmasked"
                 ) from None
-            self._note(table, f"trigger (its trigger cannot be disabled: {type(exc).__name__})")
+            self._note(table, f"trigger (its trigger cannot be dropped for the load: {type(exc).__name__})")
             return None
+        # the same trigger as before, disabled: it is the mark of a table already masked on the
+        # worker, and a fallback turns it back on (above)
+        masker.before_commit_statements = [
+            attach_trigger_statements(table.schema, table.name, table.schema, table.name)[1],
+            sql.SQL("ALTER TABLE ONLY {} DISABLE TRIGGER {}").format(ident, sql.Identifier(trigger)),
+        ]
         self._note(table, "stream")
         return masker
 

@@ -70,6 +70,10 @@ class CopyFilter(Protocol):
         """The rest of the rewritten text, once the table's data has ended."""
         ...
 
+    def before_commit(self, conn: Any) -> None:
+        """Called in the table's load transaction once its rows are in, just before it commits."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -232,6 +236,8 @@ def _load_unit(
                 )  # fmt: skip
                 if last:  # the unit's last table: pg_restore's exit status before its commit
                     reader.finish(table)
+                if filt is not None:
+                    filt.before_commit(conn)
                 conn.commit()
             except psycopg.Error as exc:
                 conn.rollback()
