@@ -193,6 +193,14 @@ _DROP_LINE = re.compile(r"^\s*(DETAIL|CONTEXT|HINT|QUERY|LINE \d+|STATEMENT|WHER
 _TRAILING_VALUE = re.compile(r""":\s*(?:"(?:[^"]|"")*"|'(?:[^']|'')*'|\(.*\))\s*$""")
 _COPY_LINE = re.compile(r'(COPY [^,]+, line \d+)(?:, column [^:]+)?:\s*".*$')
 _COMMAND_WAS = re.compile(r"\s*(?:command was|Command was):.*$", re.IGNORECASE | re.DOTALL)
+#: any single- or double-quoted part of a message (SQL quoting: a doubled quote stays inside)
+_QUOTED = re.compile(r'"(?:[^"]|"")*"' + r"|'(?:[^']|'')*'")
+
+
+def withhold_quoted(text: str, marker: str = "<value withheld>") -> str:
+    """``text`` with every quoted part replaced by ``marker``: for messages that may quote a value
+    anywhere (``value "..." is out of range for type integer``, a DuckDB conversion error)."""
+    return _QUOTED.sub(marker, text)
 
 
 def redact_server_text(text: str) -> str:

@@ -19,9 +19,9 @@ from scalingo_staging_sync.anonymize.stream import (
     StreamMasking,
     StreamUnsupported,
     check_engine,
-    copy_escape,
     select_list,
 )
+from scalingo_staging_sync.restore.copytext import copy_escape, unescape_copy_field
 from scalingo_staging_sync.restore.loader import load_table_data
 from scalingo_staging_sync.restore.pgtools import find_pg_tools
 from scalingo_staging_sync.restore.runner import run_pg_restore
@@ -230,6 +230,8 @@ def test_engine_names_are_checked():
     with pytest.raises(ValueError, match="masking_engine 'fast'"):
         check_engine("fast")
     assert copy_escape("a\tb\\c\nd") == "a\\tb\\\\c\\nd"
+    tricky = "tab\t nl\n cr\r bs\\ \b\f\v é \\N"
+    assert unescape_copy_field(copy_escape(tricky)) == tricky
 
 
 SOURCE_SQL = r"""

@@ -48,6 +48,8 @@ from psycopg import sql
 
 from scalingo_staging_sync.anonymize import transformers as tr
 from scalingo_staging_sync.anonymize.transformers import KEY_GUC, ColumnInfo
+from scalingo_staging_sync.pgerrors import withhold_quoted
+from scalingo_staging_sync.restore.copytext import copy_escape
 from scalingo_staging_sync.tablename import TableName
 
 log = logging.getLogger(__name__)
@@ -128,14 +130,6 @@ def unescape_sql(field: str) -> str:
     for esc, code in (("t", 9), ("n", 10), ("r", 13), ("b", 8), ("f", 12), ("v", 11)):
         chain = f"replace({chain}, '\\{esc}', chr({code}))"
     return f"(CASE WHEN contains({field}, '\\') THEN replace({chain}, chr(0), '\\') ELSE {field} END)"
-
-
-def copy_escape(text: str) -> str:
-    """A value as COPY text (for constants: ``fixed``)."""
-    out = text.replace("\\", "\\\\")
-    for ch, esc in (("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"), ("\b", "\\b"), ("\f", "\\f"), ("\v", "\\v")):
-        out = out.replace(ch, esc)
-    return out
 
 
 KEY = "getvariable('sss_key')"
@@ -308,8 +302,7 @@ def select_list(
 
 def _redacted(exc: BaseException) -> str:
     first = str(exc).splitlines()[0] if str(exc) else ""
-    first = re.sub(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"", "<withheld>", first)
-    return f"{type(exc).__name__}: {first[:200]}"
+    return f"{type(exc).__name__}: {withhold_quoted(first, '<withheld>')[:200]}"
 
 
 class StreamMasker:

@@ -52,6 +52,15 @@ def python_encoding(pg_encoding: str) -> str:
         return "utf-8"
 
 
+def copy_escape(text: str) -> str:
+    """A text value as one COPY-text field (the escapes ``COPY TO`` writes; the inverse of
+    :func:`unescape_copy_field` for a non-NULL value)."""
+    out = text.replace("\\", "\\\\")
+    for ch, esc in (("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"), ("\b", "\\b"), ("\f", "\\f"), ("\v", "\\v")):
+        out = out.replace(ch, esc)
+    return out
+
+
 def unescape_copy_field(field: str) -> str | None:
     """One COPY-text field to its text value (``\\N`` = NULL)."""
     if field == "\\N":

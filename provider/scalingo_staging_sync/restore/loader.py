@@ -40,7 +40,7 @@ from typing import Any, Protocol
 from psycopg import sql
 
 from scalingo_staging_sync.pgconn import PgTarget
-from scalingo_staging_sync.pgerrors import describe_pg_error
+from scalingo_staging_sync.pgerrors import describe_pg_error, withhold_quoted
 from scalingo_staging_sync.restore.copytext import BLOCK, CopyTextReader, parse_copy_line
 from scalingo_staging_sync.restore.errors import RestoreError
 from scalingo_staging_sync.restore.pgtools import PgTools
@@ -317,7 +317,6 @@ def _copy_block(
                 return rows, nbytes, frozen
 
 
-_QUOTED = re.compile(r'"(?:[^"]|"")*"' + r"|'(?:[^']|'')*'")
 _COPY_CONTEXT = re.compile(r"^COPY [^,]+, (?P<where>line \d+(?:, column [^:]+)?)")
 
 
@@ -331,7 +330,7 @@ def _describe_copy_error(exc: BaseException) -> str:
     if primary and primary not in text and str(getattr(exc, "sqlstate", "") or "").startswith("22"):
         # a data exception quotes the value it could not take, at the end or in the middle
         # (value "..." is out of range for type integer): every quoted part is withheld
-        text += ": " + _QUOTED.sub("<value withheld>", primary)
+        text += ": " + withhold_quoted(primary)
     context = getattr(diag, "context", None) if diag is not None else None
     if context and (m := _COPY_CONTEXT.match(context)):
         text += f" (COPY data {m.group('where')})"
