@@ -177,3 +177,35 @@ def test_load_profile_times_each_table_per_engine(tmp_path):
     assert set(trigger) == {"public.users", "public.orders"} and all(
         h.startswith("trigger") for h in trigger.values()
     )
+
+
+def test_airflow_floor_profiles_a_no_op_dag(tmp_path):
+    """benchmarks/airflow_floor.py with a short chain: every instance (the mapped one twice) succeeds and
+    the run is profiled with the figures make bench reports for B."""
+    out = tmp_path / "floor.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env["PYTHONPATH"] = str(REPO / "provider")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "airflow_floor.py"),
+            "--tasks",
+            "4",
+            "--repeat",
+            "1",
+            "--json",
+            str(out),
+        ],  # fmt: skip
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["instances"] == 5 and len(result["runs"]) == 1
+    for key in ("wall_s", "startup_s", "between_tasks_s", "shutdown_s", "first_task_span_s"):
+        assert result["median"][key] >= 0, key
+    assert result["median"]["wall_s"] > result["median"]["startup_s"]
