@@ -145,28 +145,28 @@ def _assert_nothing_left_behind(stdout: str) -> None:
     assert not left, f"processes of the run left behind: {left}"
 
 
-def test_load_profile_times_each_table_per_engine(tmp_path):
-    """benchmarks/load_profile.py at a tiny scale: both engines load every table, the stream engine
-    masks users and orders on the worker, the trigger engine leaves them to their triggers."""
-    out = tmp_path / "profile.json"
+def _bench_script(script: str, *args: str) -> None:
+    """Run ``benchmarks/<script>`` with ``args`` in the project's interpreter, without the caller's
+    Airflow settings; fail with its output's tail when it fails."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env["PYTHONPATH"] = str(REPO / "provider")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "load_profile.py"),
-            "--scale",
-            "0.01",
-            "--engines",
-            "stream,trigger",
-            "--json",
-            str(out),
-        ],  # fmt: skip
+        [sys.executable, str(REPO / "benchmarks" / script), *args],
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO / "provider")},
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_load_profile_times_each_table_per_engine(tmp_path):
+    """benchmarks/load_profile.py at a tiny scale: both engines load every table, the stream engine
+    masks users and orders on the worker, the trigger engine leaves them to their triggers."""
+    out = tmp_path / "profile.json"
+    _bench_script("load_profile.py", "--scale", "0.01", "--engines", "stream,trigger", "--json", str(out))
     result = json.loads(out.read_text())
     by_engine = {r["engine"]: r for r in result["runs"]}
     assert set(by_engine) == {"stream", "trigger"}
@@ -183,27 +183,7 @@ def test_airflow_floor_profiles_a_no_op_dag(tmp_path):
     """benchmarks/airflow_floor.py with a short chain: every instance (the mapped one twice) succeeds and
     the run is profiled with the figures make bench reports for B."""
     out = tmp_path / "floor.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env["PYTHONPATH"] = str(REPO / "provider")
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "airflow_floor.py"),
-            "--tasks",
-            "4",
-            "--repeat",
-            "1",
-            "--json",
-            str(out),
-        ],  # fmt: skip
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _bench_script("airflow_floor.py", "--tasks", "4", "--repeat", "1", "--json", str(out))
     result = json.loads(out.read_text())
     assert result["instances"] == 5 and len(result["runs"]) == 1
     for key in ("wall_s", "startup_s", "between_tasks_s", "shutdown_s", "first_task_span_s"):
