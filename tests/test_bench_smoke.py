@@ -18,20 +18,27 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.airflow
 
 
-def test_bench_runner_writes_a_complete_result(tmp_path):
-    env = dict(os.environ)
+def _bench_script(script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ``benchmarks/<script>`` with ``args`` in the project's interpreter, without the caller's
+    Airflow settings (a benchmark builds its own isolated AIRFLOW_HOME); fail with its output's tail
+    when it fails."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env["PYTHONPATH"] = str(REPO / "provider")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    for key in [k for k in env if k.startswith("AIRFLOW")]:
-        env.pop(key)  # the runner builds its own isolated AIRFLOW_HOME
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--results-dir", str(tmp_path)],
+        [sys.executable, str(REPO / "benchmarks" / script), *args],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
-        timeout=540,
+        timeout=timeout,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_bench_runner_writes_a_complete_result(tmp_path):
+    proc = _bench_script("run.py", "--quick", "--results-dir", str(tmp_path), timeout=540)
     for label in ("ratio (i) ", "ratio (ii) ", "ratio (i-local) ", "ratio (ii-local) "):
         assert label in proc.stdout, label
     _assert_nothing_left_behind(proc.stdout)
@@ -143,23 +150,6 @@ def _assert_nothing_left_behind(stdout: str) -> None:
         except psutil.Error:
             pass
     assert not left, f"processes of the run left behind: {left}"
-
-
-def _bench_script(script: str, *args: str) -> None:
-    """Run ``benchmarks/<script>`` with ``args`` in the project's interpreter, without the caller's
-    Airflow settings; fail with its output's tail when it fails."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env["PYTHONPATH"] = str(REPO / "provider")
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / script), *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
 def test_load_profile_times_each_table_per_engine(tmp_path):

@@ -74,15 +74,15 @@ def operator_download_dir(configured: Any = None) -> str:
 
 
 def _masking_engine(value: Any) -> str:
-    from scalingo_staging_sync.anonymize.stream import ENGINES
+    from scalingo_staging_sync.anonymize.stream import engine_name
 
-    engine = _first(value) or "auto"
-    if engine not in ENGINES:
+    try:
+        return engine_name(_first(value))
+    except ValueError as exc:
         raise SettingsError(
-            f"[scalingo_staging_sync] masking_engine {engine!r} is not one of {', '.join(ENGINES)} "
+            f"[scalingo_staging_sync] {exc} "
             "(AIRFLOW__SCALINGO_STAGING_SYNC__MASKING_ENGINE or SCALINGO_STAGING_SYNC_MASKING_ENGINE)"
-        )
-    return engine
+        ) from None
 
 
 @dataclass(frozen=True)

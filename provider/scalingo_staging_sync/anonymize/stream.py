@@ -40,7 +40,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -84,10 +84,17 @@ def duckdb_available() -> bool:
     return True
 
 
-def check_engine(engine: str | None) -> str:
+def engine_name(engine: str | None) -> str:
+    """``engine`` (None: ``auto``) when it is one of :data:`ENGINES`; ValueError naming it otherwise."""
     value = engine or "auto"
     if value not in ENGINES:
         raise ValueError(f"masking_engine {engine!r} is not one of {', '.join(ENGINES)}")
+    return value
+
+
+def check_engine(engine: str | None) -> str:
+    """:func:`engine_name`, and ``stream`` only where DuckDB is installed."""
+    value = engine_name(engine)
     if value == "stream" and not duckdb_available():
         raise ValueError(
             "masking_engine 'stream' needs DuckDB on the worker: "
@@ -163,11 +170,6 @@ def _fit(expr: str, info: ColumnInfo, natural: int | None) -> str:
 
 class _Builder:
     @staticmethod
-    def keyed_int(purpose: str, e: str) -> str:
-        """The keyed 60-bit integer of word picks and date shifts (``BuildContext.hash_int``)."""
-        return _hash_int(purpose, e)
-
-    @staticmethod
     def pick_ex(words, x: str, word: str) -> str:
         n = len(words)
         return (
@@ -180,7 +182,7 @@ class _Builder:
         norm = _alower(f"trim({c}, ' ')")
         return (
             f"(SELECT {expr} FROM (SELECT {norm} AS n) s, "  # noqa: S608 (DuckDB text of constants)
-            f"LATERAL (SELECT {self.keyed_int(purpose, 'n')} AS x) h)"
+            f"LATERAL (SELECT {_hash_int(purpose, 'n')} AS x) h)"
         )
 
     def expression(self, col: str, c: str, spec: Mapping[str, Any], info: ColumnInfo) -> str:
@@ -203,7 +205,7 @@ class _Builder:
             shifted = f"replace(({as_duck}::DATE + {days})::VARCHAR, ' (BC)', ' BC')"
             return (
                 f"(SELECT CASE WHEN {c} IN ('infinity', '-infinity') THEN {c} ELSE {shifted} END "  # noqa: S608
-                f"FROM (SELECT {self.keyed_int('date_shift', c)} AS x) h)"
+                f"FROM (SELECT {_hash_int('date_shift', c)} AS x) h)"
             )
         if info.base_type not in _TEXT_TYPES:
             raise StreamUnsupported(
@@ -321,6 +323,7 @@ class StreamMasker:
         key: str,
         *,
         workdir: str | os.PathLike | None = None,
+        before_commit: Sequence[sql.Composable] = (),
     ):
         import duckdb
 
@@ -333,8 +336,8 @@ class StreamMasker:
         self._blocks = 0
         self._in: Any = None
         self._job: Future[tuple[str, int, int]] | None = None
-        #: run by :meth:`before_commit`, in the load transaction (:class:`StreamMasking` sets them)
-        self.before_commit_statements: list[sql.Composable] = []
+        #: run by :meth:`before_commit`, in the load transaction, once the rows are in
+        self._before_commit = list(before_commit)
         self._pool: ThreadPoolExecutor | None = None
         self.con: Any = None
         self._dir = tempfile.mkdtemp(prefix="sss-stream-", dir=workdir or _shm())
@@ -434,7 +437,7 @@ class StreamMasker:
                 pass
 
     def before_commit(self, conn: Any) -> None:
-        for statement in self.before_commit_statements:
+        for statement in self._before_commit:
             conn.execute(statement)
 
     def close(self) -> None:
@@ -524,7 +527,16 @@ class StreamMasking:
             cat = read_table(conn, table.schema, table.name)
             if cat is None:
                 raise StreamUnsupported("not found in the catalog")
-            masker = StreamMasker(table, specs, cat.columns, columns, key)
+            ident = sql.Identifier(table.schema, table.name)
+            # the same trigger again, disabled, before the commit: the mark of a table already
+            # masked on the worker (a fallback above turns it back on)
+            masker = StreamMasker(
+                table, specs, cat.columns, columns, key,
+                before_commit=[
+                    attach_trigger_statements(table.schema, table.name, table.schema, table.name)[1],
+                    sql.SQL("ALTER TABLE ONLY {} DISABLE TRIGGER {}").format(ident, sql.Identifier(trigger)),
+                ],
+            )  # fmt: skip
         except StreamUnsupported as why:
             if enabled != "A":
                 # disabled by an earlier stream load of this table (a retried task): the trigger
@@ -536,7 +548,6 @@ class StreamMasking:
                 )
             self._note(table, f"trigger ({why})")
             return None
-        ident = sql.Identifier(table.schema, table.name)
         try:
             conn.execute("SAVEPOINT sss_stream")
             conn.execute(sql.SQL("DROP TRIGGER {} ON {}").format(sql.Identifier(trigger), ident))
@@ -551,12 +562,6 @@ class StreamMasking:
                 ) from None
             self._note(table, f"trigger (its trigger cannot be dropped for the load: {type(exc).__name__})")
             return None
-        # the same trigger as before, disabled: it is the mark of a table already masked on the
-        # worker, and a fallback turns it back on (above)
-        masker.before_commit_statements = [
-            attach_trigger_statements(table.schema, table.name, table.schema, table.name)[1],
-            sql.SQL("ALTER TABLE ONLY {} DISABLE TRIGGER {}").format(ident, sql.Identifier(trigger)),
-        ]
         self._note(table, "stream")
         return masker
 

@@ -768,7 +768,7 @@ class DateShiftTransformer(Transformer):
 
     def expression(self, src, ctx):
         max_days = int(ctx.options.get("max_days", 365))
-        x = hex_int(keyed_md5("date_shift", as_text(src), ctx.key), 1, 15)
+        x = ctx.hash_int("date_shift", as_text(src))
         # one hash read: v = x % 2M in 0..2M-1, (v + M + 1) % (2M + 1) skips M, minus M: -M..-1, 1..M
         days = sql.SQL("(({} % {} + {}) % {} - {})::int").format(
             x,

@@ -128,9 +128,9 @@ class MaskedDataLoadOperator(PgRestoreOperator):
 
     :param masking_engine: ``auto`` (default), ``stream`` or ``trigger`` (templated). ``stream``
         masks a table's COPY text on the worker with DuckDB (the ``[stream]`` extra) before it
-        reaches PostgreSQL, with the same output as the trigger, which stays installed and is
-        disabled only in the transaction that loads the table; tables it cannot mask keep their
-        trigger (:mod:`scalingo_staging_sync.anonymize.stream`). ``auto``: ``stream`` when DuckDB is
+        reaches PostgreSQL, with the same output as the trigger, which is dropped only inside the
+        transaction that loads the table and created again, disabled, before its commit; tables it
+        cannot mask keep their trigger (:mod:`scalingo_staging_sync.anonymize.stream`). ``auto``: ``stream`` when DuckDB is
         installed, else ``trigger``. ``trigger``: the triggers mask every row.
 
     XCom ``return_value``: the restore result (see ``PgRestoreOperator``), with

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from psycopg.conninfo import make_conninfo
 
@@ -36,6 +36,9 @@ from scalingo_staging_sync.restore.toc import (
     write_list_file,
 )
 from scalingo_staging_sync.tablename import TableName
+
+if TYPE_CHECKING:  # the loader is imported when the data section runs
+    from scalingo_staging_sync.restore.loader import CopyFilterFactory
 
 log = logging.getLogger(__name__)
 
@@ -395,7 +398,7 @@ def run_pg_restore(
     fks: list[ForeignKey] | None = None,
     skip_dump_ids: Mapping[int, str] | Iterable[int] = (),
     freeze: bool = True,
-    copy_filter: Any = None,
+    copy_filter: CopyFilterFactory | None = None,
 ) -> RestoreResult:
     """Restore one section of an archive into ``target`` with a filtered ``-L`` list.
 
@@ -549,7 +552,7 @@ def _load_tables(
     jobs: int,
     parser: StderrParser,
     progress: ProgressCallback | None,
-    copy_filter: Any = None,
+    copy_filter: CopyFilterFactory | None = None,
 ) -> list:
     """The data section's tables through :mod:`~scalingo_staging_sync.restore.loader`; progress
     counts them after pg_restore's own entries."""
