@@ -82,6 +82,25 @@ FAMILIES = {
     "company (keyed pick)": ("users", {"last_name": {"transformer": "company"}}),
 }
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+#: ``--distinct``: the masked text columns made as varied as a real table's (datagen repeats 10 first
+#: names, 10 last names and a few thousand addresses): 400 first names (two of 20 syllables), 8,000
+#: last names (three), every address different; about a third of the values with non-ASCII letters
+#: (upper case ones too)
+DISTINCT_SQL = """
+CREATE FUNCTION pg_temp.word(seed bigint, n int) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+  SELECT initcap(string_agg((ARRAY['ka','lo','mi','ré','su','an','to','é','ber','nard','li','ne','za',
+         'ö','ph','ine','ça','ro','ma','ël'])[1 + abs(hashint8(seed * 31 + i)) % 20], ''))
+  FROM generate_series(1, n) i
+$$;
+UPDATE users SET first_name = pg_temp.word(id % 5000, 2),
+                 last_name = pg_temp.word(100000 + id % 100000, 3),
+                 address = (1 + id % 299) || ' ' || (ARRAY['rue', 'avenue', 'Boulevard', 'Allée'])[1 + id % 4]
+                           || ' ' || pg_temp.word(id, 3) || ' ' || id;
+UPDATE orders SET shipping_address = (1 + id % 299) || ' ' || (ARRAY['rue', 'avenue', 'Boulevard', 'Allée'])[1 + id % 4]
+                           || ' ' || pg_temp.word(user_id, 3) || ' ' || id;
+VACUUM FULL users;
+VACUUM FULL orders;
+"""
 
 
 def proc_cpu(pid: int) -> float:
@@ -294,6 +313,11 @@ def main() -> None:
         help="comma-separated (default: none,single,noop,trigger,setbased, and stream when duckdb imports)",
     )
     parser.add_argument("--families", action="store_true", help="also one transformer family at a time")
+    parser.add_argument(
+        "--distinct",
+        action="store_true",
+        help="masked text columns as varied as a real table's (see DISTINCT_SQL), not datagen's few values",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.engines:
@@ -308,10 +332,29 @@ def main() -> None:
             pass
     base = Path(tempfile.mkdtemp(prefix="sss-engines-"))
     pg = start_embedded_postgres(args.pg, base)
-    report: dict = {"scale": args.scale, "repeat": args.repeat, "pg": args.pg, "tables": {}, "families": {}}
+    report: dict = {
+        "scale": args.scale,
+        "repeat": args.repeat,
+        "pg": args.pg,
+        "distinct": args.distinct,
+        "tables": {},
+        "families": {},
+    }
     try:
         pg.create_database("bench")
         report["datagen"] = generate(pg.conninfo("bench"), args.scale)
+        if args.distinct:
+            with pg.connect("bench") as conn:
+                conn.autocommit = True
+                for statement in DISTINCT_SQL.split(";\n"):
+                    if statement.strip():
+                        conn.execute(statement)
+                report["distinct_values"] = {
+                    col: conn.execute(
+                        sql.SQL("SELECT count(DISTINCT {}) FROM users").format(sql.Identifier(col))
+                    ).fetchone()[0]
+                    for col in ("first_name", "last_name", "address")
+                }
         copy_text: dict[str, bytes] = {}
         rows: dict[str, int] = {}
         with pg.connect("bench") as conn:

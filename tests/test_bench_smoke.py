@@ -179,3 +179,32 @@ def test_airflow_floor_profiles_a_no_op_dag(tmp_path):
     for key in ("wall_s", "startup_s", "between_tasks_s", "shutdown_s", "first_task_span_s"):
         assert result["median"][key] >= 0, key
     assert result["median"]["wall_s"] > result["median"]["startup_s"]
+
+
+def test_casefold_compares_translate_with_the_shipped_folding():
+    """benchmarks/casefold.py at a tiny size: both expressions measured on the three kinds of values,
+    and the shipped folding gives translate's text for every value."""
+    proc = _bench_script("casefold.py", "--rows", "3000", "--repeat", "1", "--json", timeout=120)
+    result = json.loads(proc.stdout)
+    assert set(result["kinds"]) == {"ascii", "non-ascii, lower case", "non-ascii, upper case"}
+    for kind in result["kinds"].values():
+        assert kind["values_that_differ"] == 0
+        assert set(kind["us_per_value"]) == {"translate", "shipped (_alower)"}
+
+
+def test_engines_on_distinct_values_give_the_same_tables(tmp_path):
+    """benchmarks/engines.py --distinct at a tiny scale: the masked text columns are as varied as a real
+    table's, and the trigger and stream engines still give identical tables."""
+    out = tmp_path / "engines.json"
+    _bench_script(
+        "engines.py", "--scale", "0.01", "--repeat", "1", "--engines", "none,trigger,stream", "--distinct",
+        "--out", str(out), timeout=300,
+    )  # fmt: skip
+    result = json.loads(out.read_text())
+    users = result["tables"]["users"]["rows"]
+    assert result["distinct"] is True
+    assert result["distinct_values"]["address"] == users  # every address different
+    assert result["distinct_values"]["first_name"] == 400 and result["distinct_values"]["last_name"] > 5_000
+    for table in ("users", "orders"):
+        assert "MISMATCH" not in result["tables"][table]
+        assert result["tables"][table]["outputs_identical"] == ["stream", "trigger"]
