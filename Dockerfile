@@ -17,5 +17,5 @@ USER airflow
 COPY --chown=airflow:0 pyproject.toml README.md /opt/scalingo-staging-sync/
 COPY --chown=airflow:0 provider /opt/scalingo-staging-sync/provider
 ARG AIRFLOW_VERSION
-# [stream]: DuckDB, the stream masking engine (masking_engine auto uses it)
+# [stream]: DuckDB and pyarrow, the stream masking engine (masking_engine auto uses it)
 RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" "/opt/scalingo-staging-sync[stream]"

@@ -11,6 +11,9 @@ Engines (issue 14):
 * ``setbased``  engine (b): COPY into an UNLOGGED load table, then ``INSERT INTO t SELECT <exprs>``;
 * ``stream``    engine (c), the shipped one (``anonymize.stream.StreamMasker``, its query planned per
   table): the COPY text is masked on the worker by DuckDB, then copied into the table without a trigger;
+  its case folding goes through Arrow's ASCII kernels where pyarrow is installed;
+* ``stream_translate``  the same with ``translate()`` for the case folding (what it does without
+  pyarrow): the same text, another cost;
 * ``trigger_literal_key`` experiment: the trigger with the key as a literal instead of a setting read
   per row (not shippable: it writes the key into the catalog), to price that read.
 
@@ -205,8 +208,9 @@ class Bench:
                 self.conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(load)))
 
             db, wall = self.measured(both)
-        elif engine == "stream":
-            # the shipped engine (c): anonymize.stream.StreamMasker, planning of its query included
+        elif engine in ("stream", "stream_translate"):
+            # the shipped engine (c): anonymize.stream.StreamMasker, planning of its query included;
+            # stream_translate: the same with translate() for case folding, as without pyarrow
             from scalingo_staging_sync.anonymize.stream import StreamMasker
             from scalingo_staging_sync.tablename import TableName
 
@@ -215,7 +219,10 @@ class Bench:
             out: list[bytes] = []
             w0 = time.monotonic()
             r0 = resource.getrusage(resource.RUSAGE_SELF)
-            with StreamMasker(TableName("public", run), specs, cat.columns, list(cat.columns), key) as m:
+            arrow = None if engine == "stream" else False
+            with StreamMasker(
+                TableName("public", run), specs, cat.columns, list(cat.columns), key, arrow_folding=arrow
+            ) as m:
                 out.append(m.mask(data))
             r1 = resource.getrusage(resource.RUSAGE_SELF)
             worker = r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime

@@ -4,8 +4,10 @@ second, for one engine, on a ``benchmarks/datagen.py`` dump.
 Pre-data is restored into a fresh database of one embedded PostgreSQL 16 server, the product's masking
 triggers are installed as ``load_data`` installs them (the bench rules of ``benchmarks/engines.py``),
 and the data section is loaded by ``restore.runner.run_pg_restore`` with ``-j N``: through the stream
-engine (``--engine stream``) or the triggers (``--engine trigger``). ``--engines stream,trigger
---repeat 2`` alternates them.
+engine (``--engine stream``), the same with ``translate()`` for its case folding, as without pyarrow
+(``--engine stream_translate``), or the triggers (``--engine trigger``). ``--engines stream,trigger
+--repeat 2`` alternates them. Without ``--dump``, the data is generated at ``--scale``; ``--distinct``
+then makes its masked text columns as varied as a real table's (``engines.DISTINCT_SQL``).
 
     PYTHONPATH=provider:benchmarks .venv/bin/python benchmarks/load_profile.py --dump /path/to/dump.pgc \\
         --engines stream,trigger --repeat 2
@@ -62,6 +64,14 @@ class CpuSampler(threading.Thread):
         return self.samples
 
 
+def _worker_cpu() -> float:
+    """CPU seconds of this process (the loader's threads: relays, DuckDB) so far."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def stream_chunk_mb() -> float:
     from scalingo_staging_sync.anonymize import stream
 
@@ -91,16 +101,24 @@ def load_once(pg, dump: Path, engine: str, jobs: int, post_data: bool = False) -
         kwargs["progress"] = progress
         return original(*args, **kwargs)
 
-    copy_filter = StreamMasking(engine)
+    from scalingo_staging_sync.anonymize import stream
+
+    copy_filter = StreamMasking("trigger" if engine == "trigger" else "stream")
     sampler = CpuSampler()
     loader.load_table_data = with_progress
+    arrow = stream.arrow_folding_available
+    if engine == "stream_translate":
+        stream.arrow_folding_available = lambda: False
     try:
         sampler.start()
         started = time.monotonic()
+        worker_before = _worker_cpu()
         run_pg_restore(dump, into, section="data", jobs=jobs, tools=tools, copy_filter=copy_filter)
         seconds = round(time.monotonic() - started, 2)
+        worker_cpu = round(_worker_cpu() - worker_before, 2)
     finally:
         loader.load_table_data = original
+        stream.arrow_folding_available = arrow
         samples = sampler.stop()
     post: dict = {}
     if post_data:
@@ -123,6 +141,7 @@ def load_once(pg, dump: Path, engine: str, jobs: int, post_data: bool = False) -
         "engine": engine,
         "block_mb": stream_chunk_mb(),
         "data_s": seconds,
+        "worker_cpu_s": worker_cpu,
         "table_done_at_s": tables,
         "masked": copy_filter.used,
         "cpu_busy_pct_per_s": samples,
@@ -145,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--post-data", action="store_true", help="also restore post-data after each load, timed and sampled"
     )
+    parser.add_argument(
+        "--distinct",
+        action="store_true",
+        help="without --dump: masked text columns as varied as a real table's",
+    )
     parser.add_argument("--json", type=Path, help="write the result here")
     args = parser.parse_args(argv)
     from scalingo_staging_sync.anonymize import stream
@@ -152,14 +176,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.block_mb:
         stream.CHUNK = args.block_mb << 20
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    if not engines or set(engines) - {"stream", "trigger"}:
-        parser.error(f"--engines {args.engines!r}: choose among stream, trigger")
+    if not engines or set(engines) - {"stream", "stream_translate", "trigger"}:
+        parser.error(f"--engines {args.engines!r}: choose among stream, stream_translate, trigger")
     base = Path(tempfile.mkdtemp(prefix="sss-load-profile-"))
     pg = start_embedded_postgres(16, base)
     dump = args.dump
     if dump is None:
         pg.create_database("prod")
         print(fb.generate(pg.conninfo("prod"), args.scale), flush=True)
+        if args.distinct:
+            from engines import DISTINCT_SQL
+
+            with pg.connect("prod") as conn:
+                for statement in DISTINCT_SQL.split(";\n"):
+                    if statement.strip():
+                        conn.execute(statement)
         dump = pg.pg_dump("prod", base / "prod.pgc")
         pg.drop_database("prod")
     runs = []
@@ -168,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
             result = load_once(pg, dump, engine, args.jobs, post_data=args.post_data)
             runs.append(result)
             print(
-                f"run {i + 1} {engine}: data {result['data_s']} s, tables done at {result['table_done_at_s']}, "
+                f"run {i + 1} {engine}: data {result['data_s']} s (worker CPU {result['worker_cpu_s']} s), "
+                f"tables done at {result['table_done_at_s']}, "
                 f"CPU busy {result['cpu_busy_pct_mean']} % (per s: {result['cpu_busy_pct_per_s']})"
                 + (
                     f"; post-data {result['post_data_s']} s, CPU busy {result['post_data_cpu_busy_pct_mean']} % "
@@ -179,14 +211,16 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     medians = {e: statistics.median(r["data_s"] for r in runs if r["engine"] == e) for e in engines}
+    worker = {e: statistics.median(r["worker_cpu_s"] for r in runs if r["engine"] == e) for e in engines}
     summary = {
         "dump": str(dump),
         "jobs": args.jobs,
         "repeat": args.repeat,
         "data_s_median": medians,
+        "worker_cpu_s_median": worker,
         "runs": runs,
     }
-    print(json.dumps({"data_s_median": medians}, indent=1))
+    print(json.dumps({"data_s_median": medians, "worker_cpu_s_median": worker}, indent=1))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1) + "\n")
     return 0

@@ -189,7 +189,22 @@ def test_casefold_compares_translate_with_the_shipped_folding():
     assert set(result["kinds"]) == {"ascii", "non-ascii, lower case", "non-ascii, upper case"}
     for kind in result["kinds"].values():
         assert kind["values_that_differ"] == 0
-        assert set(kind["us_per_value"]) == {"translate", "shipped (_alower)"}
+        assert set(kind["us_per_value"]) == {"translate", "shipped (_alower)", "shipped with Arrow"}
+
+
+def test_stream_columns_prices_each_transformer_with_both_foldings():
+    """benchmarks/stream_columns.py at a tiny size: every column priced with both case foldings on both
+    kinds of values, which give the same text (and the diagnostic inline address, the shipped one)."""
+    proc = _bench_script("stream_columns.py", "--rows", "3000", "--repeat", "1", "--json", timeout=180)
+    result = json.loads(proc.stdout)
+    assert set(result["kinds"]) == {"datagen", "varied"}
+    for kind in result["kinds"].values():
+        assert kind["translate_and_arrow_rows_that_differ"] == 0
+        assert kind["inline_address_rows_that_differ"] == 0
+        labels = set(kind["extra_us_per_row"])
+        for form in ("translate", "arrow"):
+            assert {f"{c} ({form})" for c in ("email", "address", "birth_date", "all six")} <= labels
+    assert result["kinds"]["varied"]["distinct"]["address"] == 3000  # every address different
 
 
 def test_engines_on_distinct_values_give_the_same_tables(tmp_path):
@@ -197,7 +212,7 @@ def test_engines_on_distinct_values_give_the_same_tables(tmp_path):
     table's, and the trigger and stream engines still give identical tables."""
     out = tmp_path / "engines.json"
     _bench_script(
-        "engines.py", "--scale", "0.01", "--repeat", "1", "--engines", "none,trigger,stream", "--distinct",
+        "engines.py", "--scale", "0.01", "--repeat", "1", "--engines", "none,trigger,stream_translate,stream", "--distinct",
         "--out", str(out), timeout=300,
     )  # fmt: skip
     result = json.loads(out.read_text())
@@ -207,4 +222,4 @@ def test_engines_on_distinct_values_give_the_same_tables(tmp_path):
     assert result["distinct_values"]["first_name"] == 400 and result["distinct_values"]["last_name"] > 5_000
     for table in ("users", "orders"):
         assert "MISMATCH" not in result["tables"][table]
-        assert result["tables"][table]["outputs_identical"] == ["stream", "trigger"]
+        assert result["tables"][table]["outputs_identical"] == ["stream", "stream_translate", "trigger"]

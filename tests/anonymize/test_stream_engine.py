@@ -107,8 +107,12 @@ def pgdb(staging_pg):
         yield staging_pg, name
 
 
-def test_stream_output_is_the_trigger_output_byte_for_byte(pgdb, monkeypatch):
+@pytest.mark.parametrize("arrow_folding", [False, True], ids=["translate", "arrow-folding"])
+def test_stream_output_is_the_trigger_output_byte_for_byte(pgdb, monkeypatch, arrow_folding):
     from scalingo_staging_sync.anonymize import stream
+
+    if arrow_folding and not stream.arrow_folding_available():
+        pytest.skip("pyarrow is not installed")
 
     monkeypatch.setattr(stream, "CHUNK", 1500)  # several DuckDB queries, on blocks of whole lines
     pg, name = pgdb
@@ -127,7 +131,11 @@ def test_stream_output_is_the_trigger_output_byte_for_byte(pgdb, monkeypatch):
         conn.execute(create_trigger)
         copy_text_in(conn, "by_trigger", data)
         columns = ["id", *COLUMNS]
-        with StreamMasker(TableName("public", "by_stream"), SPECS, cat.columns, columns, key) as m:
+        with StreamMasker(
+            TableName("public", "by_stream"), SPECS, cat.columns, columns, key, arrow_folding=arrow_folding
+        ) as m:
+            assert m.arrow_folding is arrow_folding
+            assert ("sss_ascii_lower(" in m.select) is arrow_folding
             # fed in pieces cut anywhere, as the loader reads them
             blocks = [out for i in range(0, len(data), 333) for out in m.feed(data[i : i + 333])]
             masked = b"".join([*blocks, *m.finish()])
@@ -144,6 +152,71 @@ def test_stream_output_is_the_trigger_output_byte_for_byte(pgdb, monkeypatch):
         assert all(r[1] is None or r[1].startswith("+999") for r in rows)
         assert all(r[2] is None for r in rows) and all(r[3] == "a\tb\\c é" for r in rows)
         assert {r[4] for r in rows} >= {"tab\there", "back\\slash", None, ""}  # passed through as it was
+
+
+def test_arrow_folding_is_translate_for_every_character():
+    """The Arrow ASCII kernels behind the stream engine's case folding give ``translate``'s A-Z
+    mapping for every Unicode character, alone and next to ASCII letters: no other letter changes
+    case, no character is cut or altered."""
+    import duckdb
+
+    from scalingo_staging_sync.anonymize.stream import (
+        _UP,
+        arrow_folding_available,
+        register_arrow_folding,
+    )
+
+    if not arrow_folding_available():
+        pytest.skip("pyarrow is not installed")
+    chars = [chr(c) for c in range(1, 0x110000) if not 0xD800 <= c <= 0xDFFF]
+    values = ["".join(chars[i : i + 61]) + "Ab" for i in range(0, len(chars), 61)] + chars[:2000]
+    values += [None, "", "ÉLODIE Ânes", "\u212aelvin", "ǅemal"]
+    con = duckdb.connect()
+    register_arrow_folding(con)
+    con.execute("CREATE TABLE t AS SELECT unnest($1::VARCHAR[]) AS v", [values])
+    lower, upper = _UP.lower(), _UP
+    differ = con.execute(
+        "SELECT count(*) FILTER (WHERE sss_ascii_lower(v) IS DISTINCT FROM translate(v, $1, $2)),"
+        " count(*) FILTER (WHERE sss_ascii_upper(v) IS DISTINCT FROM translate(v, $2, $1)),"
+        " count(*) FILTER (WHERE sss_ascii_lower(v) <> v), count(*) FROM t",
+        [upper, lower],
+    ).fetchone()
+    assert differ[:2] == (0, 0)
+    assert differ[2] > len(chars) // 61 and differ[3] == len(values)  # it did fold A-Z
+    kelvin = "\u212a"  # K, the Kelvin sign: Unicode lowers it to an ASCII k
+    folded = con.execute("SELECT sss_ascii_lower($1)", [f"ÉLODIE Ânes {kelvin} K"]).fetchone()[0]
+    assert folded == f"Élodie Ânes {kelvin} k"
+
+
+def test_without_arrow_functions_the_masker_folds_with_translate(monkeypatch):
+    """Arrow folding that cannot be registered (a broken pyarrow) falls back to ``translate`` when it
+    was not asked for, with the same text; asked for explicitly, the error is raised."""
+    from scalingo_staging_sync.anonymize import stream
+    from scalingo_staging_sync.anonymize.transformers import ColumnInfo
+
+    if not stream.arrow_folding_available():
+        pytest.skip("pyarrow is not installed")
+    specs = {
+        "address": {"transformer": "address"},
+        "email": {"transformer": "email", "case_insensitive": True},
+    }
+    catalog = {c: ColumnInfo(c, "text", "text") for c in ("id", "address", "email")}
+    data = "".join(f"{i}\t{t}\t{t}\n" for i, t in enumerate(TEXTS)).encode()
+    key = derive_key(SALT)
+    table = TableName("public", "t")
+    with StreamMasker(table, specs, catalog, ["id", "address", "email"], key) as m:
+        assert m.arrow_folding
+        with_arrow = m.mask(data)
+
+    def broken(con):
+        raise RuntimeError("no arrow here")
+
+    monkeypatch.setattr(stream, "register_arrow_folding", broken)
+    with StreamMasker(table, specs, catalog, ["id", "address", "email"], key) as m:
+        assert not m.arrow_folding and "sss_ascii_lower" not in m.select
+        assert m.mask(data) == with_arrow
+    with pytest.raises(RuntimeError, match="no arrow here"):
+        StreamMasker(table, specs, catalog, ["id", "address", "email"], key, arrow_folding=True)
 
 
 def test_the_keyed_integer_in_duckdb_for_every_length(pgdb):
