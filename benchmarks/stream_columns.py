@@ -37,7 +37,9 @@ import argparse
 import json
 import os
 import resource
+import sys
 import tempfile
+from pathlib import Path
 
 import duckdb
 
@@ -45,15 +47,13 @@ from scalingo_staging_sync.anonymize import stream as st
 from scalingo_staging_sync.anonymize import transformers as tr
 from scalingo_staging_sync.anonymize.transformers import ColumnInfo
 
-COLUMNS = ["email", "first_name", "last_name", "phone", "address", "birth_date"]
-SPECS = {
-    "email": {"transformer": "email"},
-    "first_name": {"transformer": "first_name"},
-    "last_name": {"transformer": "last_name"},
-    "phone": {"transformer": "phone"},
-    "address": {"transformer": "address"},
-    "birth_date": {"transformer": "date_shift"},
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from engines import TABLES  # noqa: E402
+
+#: the bench rules' users table (``engines.TABLES``), in its columns' order
+SPECS = TABLES["users"]
+COLUMNS = list(SPECS)
 CATALOG = {c: ColumnInfo(c, "text", "text") for c in COLUMNS} | {
     "birth_date": ColumnInfo("birth_date", "date", "date")
 }

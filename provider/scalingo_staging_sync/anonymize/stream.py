@@ -408,9 +408,6 @@ class StreamMasker:
         #: functions register); the text is the same either way
         self.arrow_folding = arrow_folding_available() if arrow_folding is None else arrow_folding
         self.select = select_list(specs, catalog, columns, arrow_folding=self.arrow_folding)
-        self._translate_select = (
-            select_list(specs, catalog, columns) if self.arrow_folding and arrow_folding is None else None
-        )
         self.ncols = len(columns)
         self._tail = bytearray()
         self._pending = 0
@@ -432,13 +429,13 @@ class StreamMasker:
                 try:
                     register_arrow_folding(self.con)
                 except Exception as exc:
-                    if self._translate_select is None:  # asked for explicitly
+                    if arrow_folding is not None:  # asked for explicitly
                         raise
                     log.warning(
                         "%s: Arrow case folding unavailable (%s): translate() folds instead",
                         table, type(exc).__name__,
                     )  # fmt: skip
-                    self.arrow_folding, self.select = False, self._translate_select
+                    self.arrow_folding, self.select = False, select_list(specs, catalog, columns)
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sss-mask")
         except BaseException:
             self.close()
