@@ -171,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, help="write the result here")
     args = parser.parse_args(argv)
+    if args.distinct and args.dump:
+        parser.error(
+            "--distinct applies to the data this script generates, not to --dump: generate with "
+            "--scale and --distinct, or make the dump's values varied yourself (engines.DISTINCT_SQL)"
+        )
     from scalingo_staging_sync.anonymize import stream
 
     if args.block_mb:

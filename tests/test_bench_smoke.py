@@ -169,6 +169,20 @@ def test_load_profile_times_each_table_per_engine(tmp_path):
     )
 
 
+def test_load_profile_refuses_distinct_with_a_dump(tmp_path):
+    """--distinct only shapes the data the script generates: with --dump it is refused, not ignored."""
+    dump = tmp_path / "some.pgc"
+    dump.write_bytes(b"PGDMP")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env["PYTHONPATH"] = str(REPO / "provider")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "load_profile.py"), "--dump", str(dump), "--distinct"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "--distinct applies to the data this script generates, not to --dump" in proc.stderr
+
+
 def test_airflow_floor_profiles_a_no_op_dag(tmp_path):
     """benchmarks/airflow_floor.py with a short chain: every instance (the mapped one twice) succeeds and
     the run is profiled with the figures make bench reports for B."""

@@ -176,3 +176,75 @@ def test_not_gzip_at_all_is_refused(tmp_path):
     plain.write_bytes(b"plain text, not gzip")
     with pytest.raises(ScalingoArchiveError, match="not a readable .tar.gz"):
         extract_dump(plain, tmp_path / "x")
+
+
+@pytest.fixture(params=["isal", "stdlib"])
+def gzip_reader(request, monkeypatch):
+    """Each test below runs with python-isal's reader (shipped) and with the standard library's, as
+    where isal is not installed (its import made to fail)."""
+    if request.param == "stdlib":
+        monkeypatch.setitem(sys.modules, "isal", None)
+    return request.param
+
+
+def test_the_reader_is_isal_where_installed_else_the_standard_library(tmp_path, gzip_reader):
+    import gzip
+
+    from scalingo_staging_sync.scalingo.archive import open_gzip
+
+    archive = _tar_gz(tmp_path / "a.tar.gz", [("db.pgsql", DUMP, tarfile.REGTYPE)])
+    with open_gzip(archive) as stream:
+        assert isinstance(stream, gzip.GzipFile) is (gzip_reader == "stdlib")
+        assert type(getattr(stream, "raw", stream)).__module__.startswith("isal") is (gzip_reader == "isal")
+    assert extract_dump(archive, tmp_path / "x").read_bytes() == DUMP
+
+
+def test_an_archive_with_a_wrong_crc_is_refused_though_its_tar_reads(tmp_path, gzip_reader):
+    """The gzip trailer's CRC32 of the whole stream is checked: tarfile's own ``r|gz`` never did."""
+    data = bytearray(_tar_gz(tmp_path / "a.tar.gz", [("db.pgsql", DUMP, tarfile.REGTYPE)]).read_bytes())
+    data[-8] ^= 0xFF  # the CRC32 (the trailer is CRC32, then the length, little-endian)
+    bad = tmp_path / "crc.tar.gz"
+    bad.write_bytes(bytes(data))
+    with tarfile.open(bad, mode="r|gz") as tar:  # what the extraction used: it reads through
+        assert [m.name for m in tar] == ["db.pgsql"]
+    with pytest.raises(ScalingoArchiveError, match=r"crc\.tar\.gz is not a readable \.tar\.gz.*CRC"):
+        extract_dump(bad, tmp_path / "x")
+    assert _leftovers(tmp_path / "x") == []
+
+
+def test_a_corrupt_deflate_stream_is_refused(tmp_path, gzip_reader):
+    data = bytearray(
+        _tar_gz(tmp_path / "a.tar.gz", [("db.pgsql", os.urandom(200_000), tarfile.REGTYPE)]).read_bytes()
+    )
+    data[20:4000] = os.urandom(3980)
+    bad = tmp_path / "garbled.tar.gz"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ScalingoArchiveError, match=r"garbled\.tar\.gz is not a readable \.tar\.gz"):
+        extract_dump(bad, tmp_path / "x")
+    assert _leftovers(tmp_path / "x") == []
+
+
+def test_a_truncated_archive_is_refused_by_either_reader(tmp_path, gzip_reader):
+    whole = _tar_gz(tmp_path / "a.tar.gz", [("db.pgsql", DUMP, tarfile.REGTYPE)]).read_bytes()
+    for cut_at in (len(whole) // 2, len(whole) - 4):  # inside the data; inside the trailer
+        cut = tmp_path / f"cut{cut_at}.tar.gz"
+        cut.write_bytes(whole[:cut_at])
+        with pytest.raises(ScalingoArchiveError, match=f"cut{cut_at}.tar.gz is not a readable .tar.gz"):
+            extract_dump(cut, tmp_path / "x")
+        assert _leftovers(tmp_path / "x") == []
+
+
+def test_a_multi_member_gzip_is_read_whole(tmp_path, gzip_reader):
+    """gzip files may hold several members back to back (pigz, concatenated streams): all are read."""
+    import gzip
+
+    tar_bytes = io.BytesIO()
+    with tarfile.open(fileobj=tar_bytes, mode="w") as tar:
+        info = tarfile.TarInfo("db.pgsql")
+        info.size = len(DUMP)
+        tar.addfile(info, io.BytesIO(DUMP))
+    raw = tar_bytes.getvalue()
+    third = len(raw) // 3
+    archive = tmp_path / "multi.tar.gz"
+    archive.write_bytes(b"".join(gzip.compress(raw[i : i + third]) for i in range(0, len(raw), third)))
+    assert extract_dump(archive, tmp_path / "x").read_bytes() == DUMP

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import logging
 import posixpath
 import shutil
 import tarfile
 import zlib
 from pathlib import Path
+from typing import IO
 
 from scalingo_staging_sync.scalingo.errors import ScalingoArchiveError
 
@@ -58,6 +60,28 @@ def check_dump_file(path: Path) -> str:
     )
 
 
+def open_gzip(path: Path) -> IO[bytes]:
+    """The decompressed stream of the gzip file ``path``: python-isal's reader (ISA-L's inflate, about
+    1.5 times zlib's speed here, decompressing ahead on a thread) where it is installed, else the
+    standard library's ``gzip`` (zlib). Both check every member's CRC and length when read to the end,
+    and read concatenated members (``docs/performance.md``, "Component benchmarks")."""
+    try:
+        from isal import igzip_threaded
+    except ImportError:  # pragma: no cover - isal is a dependency; its wheel may be missing somewhere
+        return gzip.open(path, "rb")
+    return igzip_threaded.open(path, "rb", threads=1)
+
+
+def gzip_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions a broken gzip stream raises (zlib's, ISA-L's)."""
+    errors: tuple[type[BaseException], ...] = (zlib.error, gzip.BadGzipFile, EOFError)
+    try:
+        from isal import isal_zlib
+    except ImportError:  # pragma: no cover
+        return errors
+    return (*errors, isal_zlib.error)
+
+
 def _rank(name: str) -> tuple[int, str] | None:
     """How good a member name is as the dump (lower wins): ``*.pgsql`` before ``*.dump``, then the
     first name in sorted order; None for a member that is not a dump candidate."""
@@ -72,7 +96,8 @@ def extract_dump(archive: Path, dest_dir: Path) -> Path:
     """Validate every member of ``archive``, extract the ``*.pgsql`` dump (fallback ``*.dump``) into
     ``dest_dir`` and return its path, after checking it is a pg_dump archive.
 
-    One pass over the gzip stream (``r|gz``): each member is checked as it comes. Only the candidate
+    One pass over the gzip stream (:func:`open_gzip`, read as ``r|``, then to its end so its
+    CRC is checked): each member is checked as it comes. Only the candidate
     dump that is the choice so far is written, under a ``.part`` name: ``*.pgsql`` wins over ``*.dump``,
     the first name in sorted order among several, and a later member with the chosen name replaces it
     (as tar does). A candidate that cannot win is never written; one that wins removes the previous
@@ -90,7 +115,7 @@ def extract_dump(archive: Path, dest_dir: Path) -> Path:
     candidates: list[str] = []
     try:
         try:
-            with tarfile.open(archive, mode="r|gz") as tar:
+            with open_gzip(archive) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
                 for member in tar:
                     check_member(member, archive)
                     if not member.isfile():
@@ -118,10 +143,14 @@ def extract_dump(archive: Path, dest_dir: Path) -> Path:
                         )
                     with source, open(part, "wb") as out:
                         shutil.copyfileobj(source, out, 1024 * 1024)
+                # tar stops at its end-of-archive blocks: read the gzip stream to its end, so its
+                # CRC and length are checked (a corrupt or cut archive is refused, not half-read)
+                while stream.read(1024 * 1024):
+                    pass
         except tarfile.FilterError as exc:
             raise ScalingoArchiveError(f"archive {archive.name}: unsafe member refused ({exc})") from None
-        except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-            if isinstance(exc, OSError) and not isinstance(exc, (tarfile.TarError, EOFError)):
+        except (tarfile.TarError, OSError, *gzip_errors()) as exc:
+            if isinstance(exc, OSError) and not isinstance(exc, (tarfile.TarError, *gzip_errors())):
                 if "gzip" not in str(exc).lower() and "compressed" not in str(exc).lower():
                     raise
             raise ScalingoArchiveError(

@@ -7,12 +7,10 @@ requested without any ``Authorization`` header, redirects followed one by one by
 from __future__ import annotations
 
 import email.utils
-import gzip
 import hashlib
 import logging
 import os
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -113,11 +111,13 @@ def _open(
 
 def _gzip_complete(path: Path, chunk_size: int = CHUNK_SIZE) -> str | None:
     """None when ``path`` is a complete gzip stream, else why not (read in constant memory)."""
+    from scalingo_staging_sync.scalingo.archive import gzip_errors, open_gzip
+
     try:
-        with gzip.open(path, "rb") as fh:
+        with open_gzip(path) as fh:
             while fh.read(chunk_size):
                 pass
-    except (EOFError, OSError, zlib.error) as exc:
+    except (OSError, *gzip_errors()) as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
 
