@@ -518,6 +518,24 @@ class LocalAirflow:
                 pass
         return total
 
+    def cpu_by_component(self) -> dict[str, dict[str, float]]:
+        """CPU seconds used so far by each component of the stack (api-server, scheduler, ...), live
+        processes only: ``own`` (the component's processes) and ``children`` (processes they started
+        and waited for: the LocalExecutor worker's task processes, i.e. the DAG's own work)."""
+        import psutil
+
+        out: dict[str, dict[str, float]] = {}
+        for p in self.processes():
+            try:
+                name = _component(p.cmdline())
+                t = p.cpu_times()
+            except psutil.Error:
+                continue
+            entry = out.setdefault(name, {"own": 0.0, "children": 0.0})
+            entry["own"] += t.user + t.system
+            entry["children"] += t.children_user + t.children_system
+        return out
+
     def pause(self) -> None:
         """SIGSTOP to the whole process group, so that the idle stack takes no CPU from A and B."""
         if self.proc is not None and self.proc.poll() is None and not self.paused:
@@ -659,6 +677,34 @@ def dag_run_times(db: Path, run_id: str) -> dict:
     return {"queued": _parse_ts(queued), "start": _parse_ts(start), "end": _parse_ts(end), "state": state}
 
 
+#: the stack's components, by what their command line holds (the first that matches)
+COMPONENTS = (
+    ("LocalExecutor", "executor workers"),
+    ("api_server", "api-server"),
+    ("api-server", "api-server"),
+    ("dag-processor", "dag-processor"),
+    ("scheduler", "scheduler"),
+    ("triggerer", "triggerer"),
+    ("serve-logs", "serve-logs"),
+    ("standalone", "standalone"),
+)
+
+
+def _component(cmdline: list[str]) -> str:
+    line = " ".join(cmdline)
+    return next((name for key, name in COMPONENTS if key in line), "other")
+
+
+def cpu_delta(after: dict, before: dict) -> dict[str, dict[str, float]]:
+    """Per component, the CPU seconds used between two :meth:`LocalAirflow.cpu_by_component`
+    snapshots (a process that ended in between is left out; its waited-for children stay counted)."""
+    out = {}
+    for name, now in after.items():
+        was = before.get(name, {"own": 0.0, "children": 0.0})
+        out[name] = {k: round(max(0.0, now[k] - was[k]), 2) for k in ("own", "children")}
+    return out
+
+
 def run_local(box, stack: LocalAirflow, conf: dict | None = None) -> dict:
     """One run of the DAG under the live scheduler: trigger over REST, poll until it ends, then the
     dag_run's start -> end (wall) and the task spans from the metadata DB. ``conf``: the run's conf
@@ -667,6 +713,7 @@ def run_local(box, stack: LocalAirflow, conf: dict | None = None) -> dict:
     audit_dir = Path(box.env["SCALINGO_STAGING_SYNC_AUDIT_DIR"])
     before = set(audit_dir.glob("*.json")) if audit_dir.is_dir() else set()
     checkpoint(box)
+    cpu_before = stack.cpu_by_component()
     with Heartbeat("C LocalExecutor run", detail=lambda: running_tasks(stack.db)):
         triggered_at = time.time()
         started = time.monotonic()
@@ -680,6 +727,7 @@ def run_local(box, stack: LocalAirflow, conf: dict | None = None) -> dict:
                 raise RuntimeError(f"airflow standalone died during run C:\n{stack.log_tail()}")
             time.sleep(0.5)
         client = time.monotonic() - started
+    stack_cpu = cpu_delta(stack.cpu_by_component(), cpu_before)
     times = dag_run_times(stack.db, run_id)
     wall = (times["end"] - times["start"]) if times["start"] and times["end"] else None
     new = sorted(set(audit_dir.glob("*.json")) - before, key=lambda p: p.stat().st_mtime)
@@ -697,6 +745,9 @@ def run_local(box, stack: LocalAirflow, conf: dict | None = None) -> dict:
         "run_id": run_id,
         **audit_fields(report),
         "log_progress": task_log_progress(stack.home, run_id),
+        # what the stack's components used while the run went on: its own processes ("own") and
+        # the task processes they waited for ("children": the executor workers' are the DAG's tasks)
+        "stack_cpu_s": stack_cpu,
         **profile,
     }
 
@@ -894,7 +945,20 @@ def summarize_local(a: float | None, c_runs: list[dict]) -> dict:
             for k in ("startup_s", "between_tasks_s", "shutdown_s", "tasks_busy_s", "data_window_s")
         },
         "C_max_parallel_tasks": max((r["max_parallel_tasks"] for r in c_runs), default=None),
+        "C_stack_cpu_median_s": _stack_cpu_median(c_runs),
         "all_c_success": bool(c_runs) and all(c_succeeded(r) for r in c_runs),
+    }
+
+
+def _stack_cpu_median(c_runs: list[dict]) -> dict[str, dict[str, float]]:
+    """Per component of the LocalExecutor stack, the median CPU seconds it used during a C run."""
+    names = dict.fromkeys(n for r in c_runs for n in r.get("stack_cpu_s") or {})
+    return {
+        name: {
+            k: _median([(r.get("stack_cpu_s") or {}).get(name, {}).get(k, 0.0) for r in c_runs])
+            for k in ("own", "children")
+        }
+        for name in names
     }
 
 
@@ -1082,6 +1146,14 @@ def print_table(result: dict) -> None:
         f"{s['C_max_parallel_tasks']} task instances at once; the idle stack used "
         f"{', '.join(f'{x:.1f}' for x in idle) or '-'} CPU s during the A and B runs"
     )
+    stack_cpu = s.get("C_stack_cpu_median_s") or {}
+    if stack_cpu:
+        parts = [
+            f"{name} {v['own']:.2f}"
+            + (f" (+ {v['children']:.2f} in the task processes)" if v["children"] else "")
+            for name, v in sorted(stack_cpu.items(), key=lambda kv: -kv[1]["own"])
+        ]
+        print(f"C: CPU s of the stack's components during a run (median): {', '.join(parts)}")
     extras = result.get("extras") or {}
     if "download" in extras:
         d = extras["download"]

@@ -98,6 +98,11 @@ def test_bench_runner_writes_a_complete_result(tmp_path):
     c = result["runs"]["C"][0]
     assert c["state"] == "success" and c["task_states"] == ["success"], c
     assert c["result"] == "success" and c["run_id"].startswith("manual__")
+    # the stack's CPU during C, per component: the task processes are the executor workers' children
+    stack_cpu = summary["C_stack_cpu_median_s"]
+    assert {"scheduler", "api-server", "executor workers"} <= set(stack_cpu), stack_cpu
+    assert stack_cpu["scheduler"]["own"] > 0 and stack_cpu["executor workers"]["children"] > 0, stack_cpu
+    assert "CPU s of the stack's components during a run" in proc.stdout
     assert c["client_s"] >= c["wall_s"] >= c["data_phases_s"] > 0
     assert set(c["tasks"]) == set(b["tasks"])
     for task_id in ("restore_schema", "load_data", "anonymize_table", "restore_post_data", "audit_report"):
