@@ -16,8 +16,10 @@ first bulk load into it was 20-66 % slower than the next ones in every run befor
 WAL segment files and cold caches are the likely causes), and one dry run of the DAG warms the
 LocalExecutor stack up (its first task ever was 3.0-3.7 s slower than in the runs after it; a
 long-lived stack pays that once) (``--no-warmup``: neither). Before each run,
-not timed either: a CHECKPOINT, and a wait (at most 120 s) for the staging server's autovacuum workers
-that the previous run's tables started.
+not timed either: a CHECKPOINT, a wait (at most 120 s) for the staging server's autovacuum workers
+that the previous run's tables started, and a ``sync`` of the page cache's dirty pages (the first A
+came right after the warm-up dry run's download and extraction, and was 15-40 % slower than the
+second A in every run before this ``sync``; the dirty memory found is recorded per run).
 
 Measured, alternating A, B and C (A B C, C B A, ...) ``--repeat`` times:
   A  ``pg_restore -jN --no-owner --no-acl`` of the dump into a fresh empty database on the staging
@@ -318,19 +320,38 @@ def quiet_production(box) -> None:
     box.prod.execute("CHECKPOINT")
 
 
+def _dirty_mb() -> float | None:
+    """The page cache's dirty and under-writeback memory (``/proc/meminfo``), in MB."""
+    try:
+        fields = dict(
+            line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line
+        )
+        return round(sum(int(fields[k].split()[0]) for k in ("Dirty", "Writeback")) / 1024, 1)
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 def settle(box, limit_s: float = 120.0) -> dict:
     """Before a timed run: wait until no autovacuum worker runs on the staging server (the one a previous
-    run's tables started), at most ``limit_s``; what was waited for is recorded, not timed."""
+    run's tables started), at most ``limit_s``, then write the page cache's dirty pages out (``sync``:
+    what the previous run wrote, e.g. a download, is not written back during this one); what was
+    waited for is recorded, not timed."""
     started = time.monotonic()
     workers = box.staging.execute(_AUTOVACUUM_WORKERS)[0][0]
     first = workers
     while workers and time.monotonic() - started < limit_s:
         time.sleep(0.5)
         workers = box.staging.execute(_AUTOVACUUM_WORKERS)[0][0]
+    waited = time.monotonic() - started
+    dirty = _dirty_mb()
+    synced = time.monotonic()
+    os.sync()
     return {
         "autovacuum_workers": first,
-        "waited_s": round(time.monotonic() - started, 2),
+        "waited_s": round(waited, 2),
         "still_running": workers,
+        "dirty_mb": dirty,
+        "sync_s": round(time.monotonic() - synced, 2),
     }
 
 
@@ -1356,6 +1377,10 @@ def run(args: argparse.Namespace) -> dict:
                             f"{settled['autovacuum_workers']} autovacuum worker(s) on staging (not timed; "
                             f"{settled['still_running']} still running)"
                         )
+                    log(
+                        f"run {i + 1}/{args.repeat} {kind}: sync of {_fmt(settled['dirty_mb'], '.0f')} MB of "
+                        f"dirty pages took {settled['sync_s']} s (not timed)"
+                    )
                     load = _loadavg()
                     stack_cpu = stack.cpu_s()
                     if kind == "A":
