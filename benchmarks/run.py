@@ -17,9 +17,10 @@ WAL segment files and cold caches are the likely causes), and one dry run of the
 LocalExecutor stack up (its first task ever was 3.0-3.7 s slower than in the runs after it; a
 long-lived stack pays that once) (``--no-warmup``: neither). Before each run,
 not timed either: a CHECKPOINT, a wait (at most 120 s) for the staging server's autovacuum workers
-that the previous run's tables started, and a ``sync`` of the page cache's dirty pages (the first A
-came right after the warm-up dry run's download and extraction, and was 15-40 % slower than the
-second A in every run before this ``sync``; the dirty memory found is recorded per run).
+that the previous run's tables started, and a ``sync`` of the page cache's dirty pages (recorded per
+run; it takes one variable out, but it does not explain why the first A was 15-40 % slower than the
+second in every run before it: 0-1 MB were dirty before each run of 2026-12-04 03:33, whose two A
+were 8 % apart).
 
 Measured, alternating A, B and C (A B C, C B A, ...) ``--repeat`` times:
   A  ``pg_restore -jN --no-owner --no-acl`` of the dump into a fresh empty database on the staging
