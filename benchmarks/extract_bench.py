@@ -39,6 +39,14 @@ from scalingo_staging_sync.testing.archive import build_backup_archive  # noqa: 
 from scalingo_staging_sync.testing.postgres import start_embedded_postgres  # noqa: E402
 
 
+def _write(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    target = dest / Path(member.name).name
+    with tar.extractfile(member) as source, open(target, "wb") as out:
+        shutil.copyfileobj(source, out, 1024 * 1024)
+    return target
+
+
 def two_pass(archive: Path, dest: Path) -> Path:
     """The former extraction: ``getmembers()`` (reads the whole stream), then ``extractfile`` (seeks
     back, i.e. decompresses again from the start)."""
@@ -46,24 +54,19 @@ def two_pass(archive: Path, dest: Path) -> Path:
         members = tar.getmembers()
         for member in members:
             check_member(member, archive)
-        chosen = next(m for m in members if m.isfile() and m.name.endswith(".pgsql"))
-        dest.mkdir(parents=True, exist_ok=True)
-        target = dest / Path(chosen.name).name
-        with tar.extractfile(chosen) as source, open(target, "wb") as out:
-            shutil.copyfileobj(source, out, 1024 * 1024)
-    return target
+        return _write(tar, next(m for m in members if m.isfile() and m.name.endswith(".pgsql")), dest)
 
 
 def tarfile_gz(archive: Path, dest: Path) -> Path:
     """One pass with ``tarfile``'s own gzip stream (``r|gz``, zlib), as ``extract_dump`` did before isal."""
+    target = None
     with tarfile.open(archive, mode="r|gz") as tar:
         for member in tar:
             check_member(member, archive)
             if member.isfile() and member.name.endswith(".pgsql"):
-                dest.mkdir(parents=True, exist_ok=True)
-                target = dest / Path(member.name).name
-                with tar.extractfile(member) as source, open(target, "wb") as out:
-                    shutil.copyfileobj(source, out, 1024 * 1024)
+                target = _write(tar, member, dest)
+    if target is None:
+        raise SystemExit(f"{archive}: no *.pgsql member")
     return target
 
 

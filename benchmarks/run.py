@@ -18,9 +18,9 @@ LocalExecutor stack up (its first task ever was 3.0-3.7 s slower than in the run
 long-lived stack pays that once) (``--no-warmup``: neither). Before each run,
 not timed either: a CHECKPOINT, a wait (at most 120 s) for the staging server's autovacuum workers
 that the previous run's tables started, and a ``sync`` of the page cache's dirty pages (recorded per
-run; it takes one variable out, but it does not explain why the first A was 15-40 % slower than the
-second in every run before it: 0-1 MB were dirty before each run of 2026-12-04 03:33, whose two A
-were 8 % apart).
+run; it takes one variable out, but it does not explain why the first A was 5-39 % slower than the
+second in every run with the warm-up before it, 2026-12-02 20:27 to 2026-12-04 03:10: 0-1 MB were
+dirty before each run of 2026-12-04 03:33, whose two A were 8 % apart).
 
 Measured, alternating A, B and C (A B C, C B A, ...) ``--repeat`` times:
   A  ``pg_restore -jN --no-owner --no-acl`` of the dump into a fresh empty database on the staging

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, urljoin, urlsplit
 import requests
 import urllib3
 
+from scalingo_staging_sync.scalingo.archive import gzip_errors, open_gzip
 from scalingo_staging_sync.scalingo.errors import ScalingoDownloadError
 from scalingo_staging_sync.secrets import mask_secret
 
@@ -111,8 +112,6 @@ def _open(
 
 def _gzip_complete(path: Path, chunk_size: int = CHUNK_SIZE) -> str | None:
     """None when ``path`` is a complete gzip stream, else why not (read in constant memory)."""
-    from scalingo_staging_sync.scalingo.archive import gzip_errors, open_gzip
-
     try:
         with open_gzip(path) as fh:
             while fh.read(chunk_size):
