@@ -112,6 +112,23 @@ def test_persistent_429_gives_typed_error(fake, fake_app):
     assert len(fake.requests_to(r"/addons$")) == 3
 
 
+def test_a_429_without_retry_after_waits_longer_than_a_5xx(fake, fake_app, caplog):
+    """The documented 429 carries no Retry-After and the limit counts requests per minute: its retry
+    waits RATE_LIMIT_WAIT_FACTOR x backoff_s (15 s by default), a 5xx's only the exponential backoff."""
+    from scalingo_staging_sync.scalingo.client import RATE_LIMIT_WAIT_FACTOR
+
+    assert RATE_LIMIT_WAIT_FACTOR == 15
+    fake.fail_next(429, times=1, path_contains="/addons")
+    fake.fail_next(503, times=1, path_contains="/backups")
+    with caplog.at_level("WARNING"), make_client(fake, backoff_s=0.02, backoff_max_s=5.0) as client:
+        client.list_addons(APP)
+        client.list_backups(APP, fake_app.id)
+    waits = [r.getMessage() for r in caplog.records if r.getMessage().startswith("retry 1/")]
+    assert len(waits) == 2
+    assert " in 0.3 s after: " in waits[0] and "HTTP 429" in waits[0]  # 15 x 0.02
+    assert " in 0.0 s after: " in waits[1] and "HTTP 503" in waits[1]  # the first backoff, 0.02
+
+
 def test_persistent_500_gives_server_error(fake, fake_app):
     fake.fail_next(503, times=100, path_contains="/addons")
     with make_client(fake, max_attempts=2) as client, pytest.raises(ScalingoServerError):

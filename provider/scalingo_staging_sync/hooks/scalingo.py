@@ -13,7 +13,6 @@ from scalingo_staging_sync.scalingo.archive import extract_dump
 from scalingo_staging_sync.scalingo.client import ScalingoClient
 from scalingo_staging_sync.scalingo.download import DownloadResult
 from scalingo_staging_sync.scalingo.errors import ScalingoApiError, ScalingoAuthError
-from scalingo_staging_sync.scalingo.regions import DEFAULT_REGION
 from scalingo_staging_sync.secrets import mask_secret
 
 log = logging.getLogger(__name__)
@@ -37,7 +36,7 @@ def client_from_connection(conn, **client_kwargs: Any) -> ScalingoClient:
     try:
         return ScalingoClient(
             token,
-            region=extra.get("region") or DEFAULT_REGION,
+            region=extra.get("region") or None,  # none: osc-fr1, or the regions endpoint's default
             auth_url=extra.get("auth_url") or None,
             api_url=extra.get("api_url") or None,
             db_api_url=extra.get("db_api_url") or None,

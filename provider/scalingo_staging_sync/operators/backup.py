@@ -71,6 +71,13 @@ def _major(version: str | None) -> int | None:
         return None
 
 
+def _plan_name(plan: object) -> str | None:
+    """The addon's plan name: the documented ``{"name": ...}`` object, or a bare name."""
+    if isinstance(plan, dict):
+        return plan.get("name") or None
+    return plan if isinstance(plan, str) and plan else None
+
+
 class ScalingoBackupOperator(BaseOperator):
     """Download a backup of ``app``'s PostgreSQL addon and extract its dump.
 
@@ -285,7 +292,7 @@ class ScalingoBackupOperator(BaseOperator):
             "dump_format": dump_format,
             "resource_id": addon.get("resource_id") or database.get("resource_id"),
             "db_hostname": database.get("hostname"),
-            "database_plan": database.get("plan") or (addon.get("plan") or {}).get("name"),
+            "database_plan": database.get("plan") or _plan_name(addon.get("plan")),
             "reused": reused,
         }
 

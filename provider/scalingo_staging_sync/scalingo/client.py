@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -99,11 +100,27 @@ def jwt_expiry(token: str) -> float | None:
         return None
 
 
+#: a 429 without Retry-After waits at least this many times ``backoff_s`` before its retry (15 s by default:
+#: the default 5 attempts then span the minute the documented 60 requests/min limit counts over)
+RATE_LIMIT_WAIT_FACTOR = 15
+
+_FRACTION = re.compile(r"\.(\d+)")
+_COMPACT_OFFSET = re.compile(r"([+-]\d\d)(\d\d)$")
+
+
 def parse_time(value: str | None) -> datetime:
-    if not value:
+    """An ISO 8601 / RFC 3339 date (any number of fraction digits, as Go writes them: 1 to 9; ``Z`` or
+    an offset); ``datetime.min`` (UTC) when missing or unreadable. Python 3.10's ``fromisoformat`` reads
+    only 3 or 6 fraction digits and ``+HH:MM``: the text is brought to that form first."""
+    if not value or not isinstance(value, str):
         return datetime.min.replace(tzinfo=timezone.utc)
+    text = value.strip()
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
+    text = _FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], text, count=1)
+    text = _COMPACT_OFFSET.sub(r"\1:\2", text)
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(text)
     except ValueError:
         return datetime.min.replace(tzinfo=timezone.utc)
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
@@ -174,6 +191,9 @@ class ScalingoClient:
             )
         self._token = token.strip()
         mask_secret(self._token)
+        #: no region configured: the regions endpoint's own ``default`` region stands in when it does not
+        #: list ``osc-fr1`` (the CLI's rule: the region flagged ``default``, else the first one)
+        self._region_given = bool(region and region.strip())
         self.region = (region or _regions.DEFAULT_REGION).strip()
         self._auth_url = _regions.normalize_base_url(auth_url or _regions.DEFAULT_AUTH_URL, "auth_url")
         self._api_override = _regions.normalize_base_url(api_url, "api_url") if api_url else None
@@ -315,6 +335,10 @@ class ScalingoClient:
             if isinstance(exc, _Retryable) and exc.retry_after is not None:
                 # the server's word, whatever backoff_max_s; a wait past retry_budget_s stops instead
                 return max(exc.retry_after, base)
+            if isinstance(exc, _Retryable) and exc.error.status == 429:
+                # no Retry-After (the documented 429 has none): the limit counts requests per minute,
+                # so the retries together wait about a minute (15 x backoff_s each, up to backoff_max_s)
+                return max(base, min(self.backoff_max_s, RATE_LIMIT_WAIT_FACTOR * self.backoff_s))
             return base
 
         def before_sleep(retry_state: tenacity.RetryCallState) -> None:
@@ -397,11 +421,9 @@ class ScalingoClient:
     ) -> requests.Response:
         """A request with a bearer token; on 401 get a fresh token once (``token(True)``) and retry."""
         for refreshed in (False, True):
-            headers = {
-                "Authorization": f"Bearer {token(refreshed)}",
-                "Accept": "application/json",
-                "Content-Type": "application/json",
-            }
+            headers = {"Authorization": f"Bearer {token(refreshed)}", "Accept": "application/json"}
+            if json_body is not None:  # the docs' "Content-Type: application/json for bodies" only
+                headers["Content-Type"] = "application/json"
             try:
                 return self._send(
                     method, url, headers=headers, json_body=json_body, expected=expected, **send_kwargs
@@ -463,6 +485,15 @@ class ScalingoClient:
             log.warning("cannot read the Scalingo regions endpoint (%s); using the static region table", exc)
             return None
         regions = [r for r in regions if isinstance(r, dict)]
+        usable = [r for r in regions if r.get("name") and r.get("api") and r.get("database_api")]
+        if usable and not self._region_given and not any(r["name"] == self.region for r in usable):
+            chosen = next((r for r in usable if r.get("default") is True), usable[0])
+            log.info(
+                "no region configured and the regions endpoint does not list %s: using its default region %s",
+                self.region,
+                chosen["name"],
+            )
+            self.region = str(chosen["name"])
         for entry in regions:
             if entry.get("name") == self.region and entry.get("api") and entry.get("database_api"):
                 try:
@@ -710,8 +741,10 @@ class ScalingoClient:
             except ScalingoApiError as exc:
                 if exc.status not in _NO_SHOW_ROUTE:
                     raise
-                if exc.status != 404 or (isinstance(exc.body, dict) and exc.body.get("resource") != "backup"):
-                    self._no_show_route = True  # no such route here (a missing backup says resource=backup)
+                if not (isinstance(exc.body, dict) and exc.body.get("resource") == "backup"):
+                    # no such route here: only a missing backup says resource=backup (a router's own 404,
+                    # e.g. Go's plain-text "404 page not found", has no JSON body at all)
+                    self._no_show_route = True
         for backup in self.list_backups(app, addon_id):
             if str(backup.get("id")) == str(backup_id):
                 return backup
@@ -968,8 +1001,13 @@ class ScalingoClient:
         """Exchange the token, resolve the region, list apps: a one-line summary for test_connection."""
         self._user_jwt()
         ep = self.endpoints()
-        apps = self.list_apps()
-        return f"token accepted; region {self.region} (api {ep.api}, db-api {ep.db_api}, from {ep.source}); {len(apps)} app(s) visible"
+        try:
+            visible = f"{len(self.list_apps())} app(s) visible"
+        except ScalingoNotFoundError:
+            # GET /v1/apps is not among the calls docs/scalingo-api.md describes: the token and the region
+            # are what this checks, an API without the apps list is not a failed connection
+            visible = f"no apps list at {ep.api}/v1/apps (HTTP 404): check api_url if the app cannot be found"
+        return f"token accepted; region {self.region} (api {ep.api}, db-api {ep.db_api}, from {ep.source}); {visible}"
 
 
 def backup_failed_error(app: str, addon_id: str, backup: dict) -> BackupFailedError:

@@ -181,8 +181,11 @@ def download_archive(
 
     The body goes to ``<dest>.part`` chunk by chunk while a sha256 is updated; after a connection
     error the transfer resumes with ``Range: bytes=<received>-`` (falling back to a restart when the
-    server answers 200 instead of 206). When complete the size is checked against ``expected_size``
-    (the backup's ``size``), the gzip magic is checked, and the file is renamed atomically.
+    server answers 200 instead of 206, or 416 short of the end; a 416 naming the size already received
+    means every byte had arrived). A signed URL refused (401/403/404/410) after it has worked, expired
+    or single-use, is replaced by a new one from ``url`` (a callable). When complete the size is checked
+    against ``expected_size`` (the backup's ``size``), the gzip magic is checked, and the file is
+    renamed atomically.
     No Authorization header is sent: the URL is pre-signed; redirects (to object storage) are followed
     without one, and their URLs are masked like the signed URL. 429 and 5xx answers are retried like a
     dropped connection. With neither the backup's size nor a Content-Length / Content-Range total to
@@ -199,22 +202,45 @@ def download_archive(
     progress = _Progress(label, expected_size or None, progress_interval_s, progress_step)
     current_url = get_url()
     mask_url(current_url)
-    refreshed_url = False
+    url_worked = False  # the current signed URL has answered 200/206 at least once
+    renewals = 0
     announced: int | None = None  # the full size the server announced (Content-Length / Content-Range)
     try:
         with open(part, "wb") as out:
             while True:
-                # None removes a session-level Authorization header: the URL is pre-signed
-                headers: dict[str, str | None] = {"Accept": "application/octet-stream", "Authorization": None}
+                # None removes a session-level Authorization header: the URL is pre-signed. "identity":
+                # the archive's own bytes, never gzipped again on the fly by the server (requests asks
+                # for "gzip, deflate" by default; those raw bytes would be a gzip of the .tar.gz)
+                headers: dict[str, str | None] = {
+                    "Accept": "application/octet-stream",
+                    "Accept-Encoding": "identity",
+                    "Authorization": None,
+                }
                 if received:
                     headers["Range"] = f"bytes={received}-"
                 try:
                     with _open(session, current_url, headers, timeout, label) as resp:
-                        if resp.status_code in (401, 403, 404, 410) and received and not refreshed_url:
-                            # the signed URL may have expired between attempts: ask for a new one once
-                            refreshed_url = True
+                        if resp.status_code in (401, 403, 404, 410) and url_worked and renewals < max_resumes:
+                            # a signed URL refused after it worked has expired (its lifetime is not
+                            # documented) or was good for one request: ask for a new one
+                            renewals += 1
+                            url_worked = False
                             current_url = get_url()
                             mask_url(current_url)
+                            continue
+                        if resp.status_code == 416 and received:
+                            total = _content_range_total(resp.headers.get("Content-Range", ""))
+                            if total == received:  # every byte had arrived before the connection dropped
+                                announced = total
+                                break
+                            log.warning(
+                                "%s: server refused the Range request (HTTP 416), restarting from byte 0",
+                                label,
+                            )
+                            out.seek(0)
+                            out.truncate()
+                            digest = hashlib.sha256()
+                            received = 0
                             continue
                         if resp.status_code in TRANSIENT_STATUSES:
                             raise _TransientStatus(
@@ -247,6 +273,7 @@ def download_archive(
                                 f"'done'.",
                                 status=resp.status_code,
                             )
+                        url_worked = True
                         # raw bytes as stored (never gzip-decoded by a Content-Encoding header);
                         # read1 hands over what arrived, so nothing is lost when the connection drops
                         raw = resp.raw
