@@ -111,6 +111,27 @@ def test_pgsql_wins_over_dump_and_the_first_name_wins_among_several(tmp_path, ca
     assert "several .pgsql files" in caplog.text
 
 
+def test_a_sql_file_is_the_last_choice_and_kept_only_when_it_is_a_postgresql_dump(tmp_path):
+    """As the gem did: ``*.pgsql``, then ``*.dump``, then ``*.sql`` (whatever its name says, its content
+    decides: a custom-format or plain PostgreSQL dump is used, a MySQL dump is refused by name)."""
+    plain = b"--\n-- PostgreSQL database dump\n--\n\nSET statement_timeout = 0;\n"
+    only_sql = _tar_gz(tmp_path / "a.tar.gz", [("backup/db.sql", DUMP, tarfile.REGTYPE)])
+    assert extract_dump(only_sql, tmp_path / "a").read_bytes() == DUMP
+    only_plain = _tar_gz(tmp_path / "b.tar.gz", [("db.sql", plain, tarfile.REGTYPE)])
+    assert extract_dump(only_plain, tmp_path / "b").read_bytes() == plain
+    both = _tar_gz(
+        tmp_path / "c.tar.gz", [("a.sql", plain, tarfile.REGTYPE), ("z.dump", DUMP, tarfile.REGTYPE)]
+    )
+    dump = extract_dump(both, tmp_path / "c")
+    assert dump.name == "z.dump" and _leftovers(tmp_path / "c") == ["z.dump"]
+    mysql = _tar_gz(
+        tmp_path / "d.tar.gz", [("dump.sql", b"-- MySQL dump 10.13  Distrib 8.0.36\n", tarfile.REGTYPE)]
+    )
+    with pytest.raises(ScalingoArchiveError, match=r"dump\.sql is not a pg_dump archive.*PostgreSQL addon"):
+        extract_dump(mysql, tmp_path / "d")
+    assert _leftovers(tmp_path / "d") == []
+
+
 def test_only_the_kept_dump_is_written(tmp_path):
     """Candidates that cannot be kept (a ``*.dump`` once a ``*.pgsql`` is chosen, a later name in sorted
     order) are read past, never written to disk."""

@@ -15,7 +15,9 @@ from scalingo_staging_sync.scalingo.errors import ScalingoArchiveError
 
 log = logging.getLogger(__name__)
 
-DUMP_SUFFIXES = (".pgsql", ".dump")
+#: dump file names in order of preference (the gem's: a Scalingo PostgreSQL backup holds one ``*.pgsql``;
+#: a ``*.sql`` is kept only if its content is a PostgreSQL dump, see :func:`check_dump_file`)
+DUMP_SUFFIXES = (".pgsql", ".dump", ".sql")
 PLAIN_SQL_MARKERS = (b"--\n-- PostgreSQL database dump", b"-- PostgreSQL database dump")
 
 
@@ -83,8 +85,8 @@ def gzip_errors() -> tuple[type[BaseException], ...]:
 
 
 def _rank(name: str) -> tuple[int, str] | None:
-    """How good a member name is as the dump (lower wins): ``*.pgsql`` before ``*.dump``, then the
-    first name in sorted order; None for a member that is not a dump candidate."""
+    """How good a member name is as the dump (lower wins): ``*.pgsql``, then ``*.dump``, then ``*.sql``,
+    then the first name in sorted order; None for a member that is not a dump candidate."""
     lowered = name.lower()
     for i, suffix in enumerate(DUMP_SUFFIXES):
         if lowered.endswith(suffix):
@@ -93,13 +95,13 @@ def _rank(name: str) -> tuple[int, str] | None:
 
 
 def extract_dump(archive: Path, dest_dir: Path) -> Path:
-    """Validate every member of ``archive``, extract the ``*.pgsql`` dump (fallback ``*.dump``) into
-    ``dest_dir`` and return its path, after checking it is a pg_dump archive.
+    """Validate every member of ``archive``, extract the ``*.pgsql`` dump (fallback ``*.dump``, then
+    ``*.sql``) into ``dest_dir`` and return its path, after checking it is a pg_dump archive.
 
     One pass over the gzip stream (:func:`open_gzip`, read as ``r|``, then to its end so its
-    CRC is checked): each member is checked as it comes. Only the candidate
-    dump that is the choice so far is written, under a ``.part`` name: ``*.pgsql`` wins over ``*.dump``,
-    the first name in sorted order among several, and a later member with the chosen name replaces it
+    CRC is checked): each member is checked as it comes. Only the candidate dump that is the choice
+    so far is written, under a ``.part`` name: ``*.pgsql`` wins over ``*.dump`` and ``*.sql``, the
+    first name in sorted order among several, and a later member with the chosen name replaces it
     (as tar does). A candidate that cannot win is never written; one that wins removes the previous
     choice's ``.part`` before it is written, so at most one candidate is on disk at any time (a genuine
     Scalingo backup holds one ``*.pgsql``: it is the only file written). Only when the whole archive
@@ -160,7 +162,7 @@ def extract_dump(archive: Path, dest_dir: Path) -> Path:
             ) from None
         if chosen is None or part is None:
             raise ScalingoArchiveError(
-                f"archive {archive.name} holds no PostgreSQL dump (*.pgsql or *.dump); its files are: "
+                f"archive {archive.name} holds no PostgreSQL dump (*.pgsql, *.dump or *.sql); its files are: "
                 f"{files or 'none'}. Check the backup belongs to the PostgreSQL addon "
                 f"(pass addon_id explicitly if the app has several databases)."
             )
@@ -180,7 +182,11 @@ def extract_dump(archive: Path, dest_dir: Path) -> Path:
     finally:
         if part is not None:
             part.unlink(missing_ok=True)
-    fmt = check_dump_file(target)
+    try:
+        fmt = check_dump_file(target)
+    except ScalingoArchiveError:
+        target.unlink(missing_ok=True)  # not a PostgreSQL dump: nothing of it is kept
+        raise
     log.info(
         "extracted %s (%s format, %d bytes) from %s", target.name, fmt, target.stat().st_size, archive.name
     )
