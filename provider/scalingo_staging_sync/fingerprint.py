@@ -10,6 +10,10 @@ import hashlib
 import hmac
 
 ALGORITHM = "hmac-sha256/128"
+#: the session's text output styles when fingerprinted values are read (those pg_dump sets, so an
+#: archive's text of a value is what the server prints; TimeZone that of Scalingo's servers and of the
+#: masking sessions), whatever the staging role or server sets
+TEXT_STYLES = {"DateStyle": "ISO", "IntervalStyle": "postgres", "extra_float_digits": "3", "TimeZone": "UTC"}
 
 
 def fingerprint(salt: str, value: str) -> str:

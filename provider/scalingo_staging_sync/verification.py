@@ -30,11 +30,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from scalingo_staging_sync.errors import SyncError
-from scalingo_staging_sync.fingerprint import ALGORITHM, fingerprint
+from scalingo_staging_sync.fingerprint import ALGORITHM, TEXT_STYLES, fingerprint
 
 log = logging.getLogger(__name__)
 
-_KEY_BATCH = 1000  # keys per query (a proof holds about 200)
+_KEY_BATCH = 250  # keys per query (a proof holds about 200)
+_ROWS_PER_KEY = 20  # rows read per sampled key (more than one only in a table without primary key)
 
 
 class ResidualValueError(SyncError):
@@ -94,10 +95,18 @@ class VerificationReport:
 
 
 def _split(table: str) -> tuple[str, str]:
-    if "." in table:
-        schema, name = table.split(".", 1)
-        return schema, name
-    return "public", table
+    """``schema.table`` in :class:`~scalingo_staging_sync.tablename.TableName`'s form (what plan items and
+    results carry: parts holding a dot or a quote are quoted) -> ``(schema, name)``."""
+    from scalingo_staging_sync.tablename import TableName
+
+    name = TableName.parse(table)
+    return name.schema, name.name
+
+
+def _display(schema: str, name: str) -> str:
+    from scalingo_staging_sync.tablename import TableName
+
+    return str(TableName(schema, name))
 
 
 def _results_list(results: Any) -> list[Mapping[str, Any]]:
@@ -122,7 +131,7 @@ def verify_table(
     started = time.monotonic()
     table = str(result["table"])
     schema, name = _split(table)
-    check = TableVerification(table=f"{schema}.{name}", mode=result.get("mode"))
+    check = TableVerification(table=_display(schema, name), mode=result.get("mode"))
     relation = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
     rows_reported = result.get("rows")
     check.rows_reported = int(rows_reported) if rows_reported is not None else None
@@ -156,7 +165,9 @@ def verify_table(
 
     proof = result.get("proof") or {}
     algorithm = proof.get("algorithm")
-    samples = [r for r in proof.get("rows") or [] if r.get("key") and None not in r["key"]]
+    # a NULL key part is looked up with IS NULL: a table without a primary key is keyed by its unmasked
+    # columns (anonymize.planner._key_columns), any of which may be NULL
+    samples = [r for r in proof.get("rows") or [] if r.get("key") and any(k is not None for k in r["key"])]
     key_columns = list(proof.get("key_columns") or [])
     if samples and algorithm != ALGORITHM:
         check.problems.append(f"proof algorithm {algorithm!r} is not {ALGORITHM!r}: cannot verify")
@@ -179,39 +190,43 @@ def _check_samples(conn, check, relation, key_columns: list[str], samples: list[
     columns = sorted({c for s in samples for c in (s.get("values") or {})})
     if not columns:
         return
-    expected: dict[tuple[str, ...], dict[str, str]] = {
-        tuple(str(k) for k in s["key"]): dict(s.get("values") or {}) for s in samples
+    expected: dict[tuple[str | None, ...], dict[str, str]] = {
+        tuple(None if k is None else str(k) for k in s["key"]): dict(s.get("values") or {}) for s in samples
     }
     check.keys_sampled = len(expected)
     stats = {c: {"checked": 0, "survived": 0} for c in columns}
-    key_sql = sql.SQL(", ").join(sql.Identifier(k) for k in key_columns)
-    select = sql.SQL(", ").join(
-        [sql.SQL("{}::text").format(sql.Identifier(k)) for k in key_columns]
-        + [sql.SQL("{}::text").format(sql.Identifier(c)) for c in columns]
-    )
-    width = len(key_columns)
+    select = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in columns)
     keys = list(expected)
     found = 0
     with conn.cursor() as cur:
         for start in range(0, len(keys), _KEY_BATCH):
-            batch = keys[start : start + _KEY_BATCH]
-            row_ph = sql.SQL("({})").format(sql.SQL(", ").join([sql.Placeholder()] * width))
-            query = sql.SQL("SELECT {} FROM {} WHERE ({}) IN ({})").format(
-                select, relation, key_sql, sql.SQL(", ").join([row_ph] * len(batch))
+            # Each sampled key is looked up by the server (its archive text cast to the column's type)
+            # and its rows labelled with the key's position: the archive writes keys as production's
+            # server printed them (pg_dump: DateStyle ISO, production's TimeZone), which the staging
+            # session may print differently (another TimeZone or DateStyle), so keys are never
+            # compared as text here. Literals, not %s parameters: a name holding "%" (a column
+            # "discount %") would be read as a placeholder by the client.
+            # (at most _ROWS_PER_KEY rows per key: without a primary key, many rows may share one)
+            query = sql.SQL(" UNION ALL ").join(
+                sql.SQL("(SELECT {}, {} FROM {} WHERE {} LIMIT {})").format(
+                    sql.Literal(position),
+                    select,
+                    relation,
+                    _key_condition(key_columns, keys[position]),
+                    sql.Literal(_ROWS_PER_KEY),
+                )
+                for position in range(start, min(start + _KEY_BATCH, len(keys)))
             )
-            cur.execute(query, [part for key in batch for part in key])
+            cur.execute(query)
             for row in cur.fetchall():
-                key = tuple(row[:width])
-                recorded = expected.get(key)
-                if recorded is None:
-                    continue
+                recorded = expected[keys[row[0]]]
                 found += 1
                 for index, column in enumerate(columns):
                     original = recorded.get(column)
                     if original is None:
                         continue
                     stats[column]["checked"] += 1
-                    current = row[width + index]
+                    current = row[1 + index]
                     if current is not None and fingerprint(salt, current) == original:
                         stats[column]["survived"] += 1
     check.keys_found = found
@@ -224,6 +239,19 @@ def _check_samples(conn, check, relation, key_columns: list[str], samples: list[
         )
     if found == 0:
         check.problems.append(f"none of the {len(expected)} sampled keys was found after anonymization")
+
+
+def _key_condition(key_columns: list[str], key: tuple[str | None, ...]):
+    """``k1 = 'v1' AND k2 IS NULL ...``: each archive text cast by the server to its column's type
+    (``=`` keeps a primary key's index usable, where ``IS NOT DISTINCT FROM`` would not)."""
+    from psycopg import sql
+
+    return sql.SQL(" AND ").join(
+        sql.SQL("{} IS NULL").format(sql.Identifier(column))
+        if value is None
+        else sql.SQL("{} = {}").format(sql.Identifier(column), sql.Literal(value))
+        for column, value in zip(key_columns, key, strict=True)
+    )
 
 
 _STATS_SQL = """
@@ -258,11 +286,10 @@ def _in_current_data(conn, schema: str, name: str, column: str, value: str) -> b
     it legitimately. Only a listed original that the table no longer holds is stale (pre-masking)."""
     from psycopg import sql
 
-    row = conn.execute(
-        sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE ({})::text = %s)").format(
-            sql.Identifier(schema, name), sql.Identifier(column)
-        ),
-        (value,),
+    row = conn.execute(  # no %s parameter: the names may hold "%" (see _check_samples)
+        sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE ({})::text = {})").format(
+            sql.Identifier(schema, name), sql.Identifier(column), sql.Literal(value)
+        )
     ).fetchone()
     return bool(row and row[0])
 
@@ -308,19 +335,19 @@ def verify_anonymization_results(
     if not salt:
         raise ValueError("the anonymization salt is empty: verification cannot recompute fingerprints")
     started = time.monotonic()
-    restore_rows = {(k if "." in k else f"public.{k}"): v for k, v in (restore_rows or {}).items()}
+    restore_rows = {_display(*_split(str(k))): v for k, v in (restore_rows or {}).items()}
     tables = []
     for result in _results_list(results):
         schema, name = _split(str(result["table"]))
         try:
             check = verify_table(
-                conn, result, salt, restore_rows.get(f"{schema}.{name}"), check_stats=check_stats
+                conn, result, salt, restore_rows.get(_display(schema, name)), check_stats=check_stats
             )
         except Exception as exc:  # a query error is a failure, never a silent pass
             from scalingo_staging_sync.pgerrors import describe_pg_error
 
             reason = describe_pg_error(exc)  # SQLSTATE and object names, never row contents
-            check = TableVerification(table=f"{schema}.{name}", mode=result.get("mode"), passed=False)
+            check = TableVerification(table=_display(schema, name), mode=result.get("mode"), passed=False)
             check.problems.append(f"verification query failed ({reason})")
             log.warning("verification of %s.%s failed: %s", schema, name, reason)
         log.info(
@@ -351,6 +378,10 @@ def verify_residuals(
     ``raise_on_failure`` is false.
     """
     with target.connect(autocommit=True) as conn:
+        # values compared as text print as the archive printed them (pg_dump's DateStyle, IntervalStyle
+        # and float digits), whatever the staging role or server sets
+        for setting, value in TEXT_STYLES.items():
+            conn.execute("SELECT set_config(%s, %s, false)", (setting, value))
         report = verify_anonymization_results(conn, results, salt, restore_rows, check_stats=check_stats)
     if raise_on_failure and not report.passed:
         raise ResidualValueError(report)

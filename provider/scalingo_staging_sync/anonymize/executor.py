@@ -41,7 +41,7 @@ from scalingo_staging_sync.anonymize.sql import (
 from scalingo_staging_sync.anonymize.strategies import StrategyContext, build_custom_statement, get_custom
 from scalingo_staging_sync.anonymize.stream import spec_comment
 from scalingo_staging_sync.anonymize.transformers import get_transformer, options_of
-from scalingo_staging_sync.fingerprint import ALGORITHM, fingerprint
+from scalingo_staging_sync.fingerprint import ALGORITHM, TEXT_STYLES, fingerprint
 from scalingo_staging_sync.pgconn import PgTarget
 from scalingo_staging_sync.pgerrors import SanitizedDatabaseError, describe_pg_error, sanitized
 from scalingo_staging_sync.restore.copytext import parse_copy_header, parse_copy_row
@@ -147,7 +147,7 @@ def build_proof(
     if key_columns and masked:
         for row in rows:
             key = [row.get(k) for k in key_columns]
-            if any(k is None for k in key):
+            if all(k is None for k in key):  # a NULL part is looked up with IS NULL (verification)
                 continue
             values = {
                 col: fingerprint(salt, row[col])
@@ -550,7 +550,14 @@ def run_in_place(
                     item["schema"], item["name"], key_columns, masked, item.get("condition"), sample_rows
                 )
                 names = [*key_columns, *masked]
+                # read in the styles verification reads them (fingerprint.TEXT_STYLES), then back to
+                # the session's own for the masking statement (date_shift hashes a date's text)
+                own = {n: conn.execute("SELECT current_setting(%s)", (n,)).fetchone()[0] for n in TEXT_STYLES}
+                for name, value in TEXT_STYLES.items():
+                    conn.execute("SELECT set_config(%s, %s, true)", (name, value))
                 sample = [dict(zip(names, r, strict=True)) for r in conn.execute(stmt).fetchall()]
+                for name, value in own.items():
+                    conn.execute("SELECT set_config(%s, %s, true)", (name, value))
             else:
                 sample = []
             proof = build_proof(proof_item, salt, key_columns, sample)

@@ -102,7 +102,7 @@ WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """
 _INDEXES_SQL = """
-SELECT ic.relname, i.indisprimary, i.indisunique,
+SELECT ic.relname, i.indisprimary, i.indisunique OR i.indisexclusion,
        ARRAY(SELECT a.attname FROM unnest(i.indkey) WITH ORDINALITY k(attnum, ord)
              JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.ord)
 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
@@ -796,6 +796,10 @@ def _check_condition(conn: Any, cat: TableCatalog, condition: str, where: str) -
     return []
 
 
+#: base types (also as array elements) without an equality operator: never part of a fallback key
+_NO_EQUALITY_TYPES = frozenset({"json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle"})
+
+
 def _key_columns(
     cat: TableCatalog,
     masked: list[str],
@@ -818,7 +822,13 @@ def _key_columns(
             )
             return pk
         warnings.append("primary key columns are masked: the residual proof is keyed by the unmasked columns")
-    keys = [c for c, info in cat.columns.items() if c not in masked and not info.generated]
+    # without a usable primary key, the unmasked columns that can be compared with "=" (verification
+    # looks the sampled rows up with it: json, xml and the geometric types have no "=" operator)
+    keys = [
+        c
+        for c, info in cat.columns.items()
+        if c not in masked and not info.generated and info.base_type.lstrip("_") not in _NO_EQUALITY_TYPES
+    ]
     if not keys:
         warnings.append("every column is masked and there is no usable key: no residual proof")
     return keys

@@ -139,9 +139,14 @@ def derive_key(salt: str) -> str:
     return key
 
 
+#: text styles of every masking session: ``date_shift`` hashes a date's or timestamp's text, which the
+#: role's or server's DateStyle and TimeZone would otherwise change (and with it every shift)
+MASKING_STYLES = {"DateStyle": "ISO", "TimeZone": "UTC"}
+
+
 def key_settings(key: str) -> dict[str, str]:
-    """The settings a masking session needs: ``{KEY_GUC: key}``."""
-    return {KEY_GUC: key}
+    """The settings a masking session needs: ``{KEY_GUC: key}`` and :data:`MASKING_STYLES`."""
+    return {KEY_GUC: key, **MASKING_STYLES}
 
 
 def target_with_key(target: PgTarget, key: str) -> PgTarget:

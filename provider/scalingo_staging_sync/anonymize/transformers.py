@@ -295,8 +295,10 @@ class Transformer:
         if column.category == "string" and column.max_length is not None:
             need = self.required_length(column, options)
             if need is not None and column.max_length < need:
+                # a domain's type_sql is its name: say the length it allows
+                domain = f" (a domain of at most {column.max_length} characters)" if column.is_domain else ""
                 errors.append(
-                    f"transformer {self.name!r} needs at least {need} characters; column is {column.type_sql}"
+                    f"transformer {self.name!r} needs at least {need} characters; column is {column.type_sql}{domain}"
                 )
         return errors
 

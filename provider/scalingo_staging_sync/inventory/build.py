@@ -372,6 +372,27 @@ class _Reader:
             table.unique_keys.append(UniqueKey(con.conname or "", "primary key", keys, dump_id))
         elif con.contype == ConstrType.CONSTR_UNIQUE:
             table.unique_keys.append(UniqueKey(con.conname or "", "unique constraint", keys, dump_id))
+        elif con.contype == ConstrType.CONSTR_EXCLUSION:
+            # EXCLUDE (email WITH =): two rows whose masked values collide conflict as under a unique
+            # key, and the constraint fails when post-data creates it: checked like one
+            cols: list[str] = []
+            expression = False
+            for elem, _operator in con.exclusions or ():
+                if elem.name:
+                    cols.append(elem.name)
+                elif elem.expr is not None:
+                    expression = True
+                    cols.extend(c for c in _column_refs(elem.expr) if c not in cols)
+            table.unique_keys.append(
+                UniqueKey(
+                    con.conname or "",
+                    "exclusion constraint",
+                    tuple(cols),
+                    dump_id,
+                    expression=expression,
+                    partial=con.where_clause is not None,
+                )
+            )
         elif con.contype == ConstrType.CONSTR_FOREIGN:
             fk_id = self.fk_ids.get((table.name.schema, f"{table.name.name} {con.conname}"))
             table.foreign_keys.append(

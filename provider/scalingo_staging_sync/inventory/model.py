@@ -89,7 +89,7 @@ class UniqueKey:
     expressions; ``columns`` are then the columns they reference."""
 
     name: str
-    kind: str  # "primary key" | "unique constraint" | "unique index"
+    kind: str  # "primary key" | "unique constraint" | "unique index" | "exclusion constraint"
     columns: tuple[str, ...]
     dump_id: int | None = None
     expression: bool = False
