@@ -200,6 +200,18 @@ def test_refused_backup_creation_names_the_way_out(make_fake, chinook_dump):
         client.create_backup(APP, addon.id)
 
 
+def test_a_refused_addon_token_is_not_reported_as_a_refused_backup(make_fake, chinook_dump):
+    """create_backup asks for the addon token first: that request's 4xx keeps its own message."""
+    fake = make_fake()
+    addon = _setup(fake, chinook_dump)
+    fake.fail_next(422, path_contains=f"/addons/{addon.id}/token")
+    with make_client(fake) as client, pytest.raises(ScalingoApiError) as raised:
+        client.create_backup(APP, addon.id)
+    assert raised.value.status == 422 and str(raised.value.url).endswith("/token")
+    assert "refused to create a backup" not in str(raised.value)
+    assert fake.requests_to(r"/backups$") == []
+
+
 # ---------------------------------------------------------------------------- download URL and body
 def test_archive_url_given_by_a_redirect(make_fake, chinook_dump, tmp_path):
     fake = make_fake(archive_redirect=True)

@@ -761,7 +761,8 @@ class ScalingoClient:
                 self._db_request(app, addon_id, "POST", path, json_body={}, expected=(200, 201, 202)), path
             )
         except ScalingoApiError as exc:
-            if exc.status in (400, 409, 422):
+            # the backups POST's own refusal (not the addon-token request's, which _db_request makes first)
+            if exc.status in (400, 409, 422) and str(exc.url or "").rstrip("/").endswith(path):
                 raise ScalingoApiError(
                     f"Scalingo refused to create a backup of app {app!r} addon {addon_id!r} (HTTP {exc.status}: "
                     f"{exc.body!r}); a backup may already be running or the plan's manual-backup limit is "
