@@ -31,6 +31,7 @@ from typing import Any
 
 from scalingo_staging_sync.errors import SyncError
 from scalingo_staging_sync.fingerprint import ALGORITHM, TEXT_STYLES, fingerprint
+from scalingo_staging_sync.tablename import TableName
 
 log = logging.getLogger(__name__)
 
@@ -94,21 +95,6 @@ class VerificationReport:
         }
 
 
-def _split(table: str) -> tuple[str, str]:
-    """``schema.table`` in :class:`~scalingo_staging_sync.tablename.TableName`'s form (what plan items and
-    results carry: parts holding a dot or a quote are quoted) -> ``(schema, name)``."""
-    from scalingo_staging_sync.tablename import TableName
-
-    name = TableName.parse(table)
-    return name.schema, name.name
-
-
-def _display(schema: str, name: str) -> str:
-    from scalingo_staging_sync.tablename import TableName
-
-    return str(TableName(schema, name))
-
-
 def _results_list(results: Any) -> list[Mapping[str, Any]]:
     if results is None:
         return []
@@ -129,10 +115,11 @@ def verify_table(
     from psycopg import sql
 
     started = time.monotonic()
-    table = str(result["table"])
-    schema, name = _split(table)
-    check = TableVerification(table=_display(schema, name), mode=result.get("mode"))
-    relation = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+    # TableName's form, what plan items and results carry (a part holding a dot or a quote is quoted)
+    table = TableName.parse(str(result["table"]))
+    schema, name = table.schema, table.name
+    check = TableVerification(table=str(table), mode=result.get("mode"))
+    relation = sql.Identifier(schema, name)
     rows_reported = result.get("rows")
     check.rows_reported = int(rows_reported) if rows_reported is not None else None
     check.rows_restored = int(restored_rows) if restored_rows is not None else None
@@ -335,21 +322,19 @@ def verify_anonymization_results(
     if not salt:
         raise ValueError("the anonymization salt is empty: verification cannot recompute fingerprints")
     started = time.monotonic()
-    restore_rows = {_display(*_split(str(k))): v for k, v in (restore_rows or {}).items()}
+    restore_rows = {str(TableName.parse(str(k))): v for k, v in (restore_rows or {}).items()}
     tables = []
     for result in _results_list(results):
-        schema, name = _split(str(result["table"]))
+        table = str(TableName.parse(str(result["table"])))
         try:
-            check = verify_table(
-                conn, result, salt, restore_rows.get(_display(schema, name)), check_stats=check_stats
-            )
+            check = verify_table(conn, result, salt, restore_rows.get(table), check_stats=check_stats)
         except Exception as exc:  # a query error is a failure, never a silent pass
             from scalingo_staging_sync.pgerrors import describe_pg_error
 
             reason = describe_pg_error(exc)  # SQLSTATE and object names, never row contents
-            check = TableVerification(table=_display(schema, name), mode=result.get("mode"), passed=False)
+            check = TableVerification(table=table, mode=result.get("mode"), passed=False)
             check.problems.append(f"verification query failed ({reason})")
-            log.warning("verification of %s.%s failed: %s", schema, name, reason)
+            log.warning("verification of %s failed: %s", table, reason)
         log.info(
             "verification %s: %s (rows %s, %d/%d sampled keys found%s)",
             check.table,

@@ -503,6 +503,26 @@ def finish_on_load(
     return result
 
 
+def _set_local(conn: Any, settings: Mapping[str, str]) -> dict[str, str]:
+    """Set ``settings`` for the open transaction (``set_config(..., true)``), in one statement;
+    returns the values they replace."""
+    names = list(settings)
+    previous = conn.execute(
+        sql.SQL("SELECT {}").format(
+            sql.SQL(", ").join(sql.SQL("current_setting({})").format(sql.Literal(n)) for n in names)
+        )
+    ).fetchone()
+    conn.execute(
+        sql.SQL("SELECT {}").format(
+            sql.SQL(", ").join(
+                sql.SQL("set_config({}, {}, true)").format(sql.Literal(n), sql.Literal(settings[n]))
+                for n in names
+            )
+        )
+    )
+    return dict(zip(names, previous, strict=True))
+
+
 def run_in_place(
     item: Mapping[str, Any],
     target: PgTarget,
@@ -552,12 +572,9 @@ def run_in_place(
                 names = [*key_columns, *masked]
                 # read in the styles verification reads them (fingerprint.TEXT_STYLES), then back to
                 # the session's own for the masking statement (date_shift hashes a date's text)
-                own = {n: conn.execute("SELECT current_setting(%s)", (n,)).fetchone()[0] for n in TEXT_STYLES}
-                for name, value in TEXT_STYLES.items():
-                    conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+                own = _set_local(conn, TEXT_STYLES)
                 sample = [dict(zip(names, r, strict=True)) for r in conn.execute(stmt).fetchall()]
-                for name, value in own.items():
-                    conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+                _set_local(conn, own)
             else:
                 sample = []
             proof = build_proof(proof_item, salt, key_columns, sample)

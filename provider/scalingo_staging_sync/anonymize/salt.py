@@ -15,6 +15,7 @@ import os
 
 from scalingo_staging_sync.anonymize.transformers import KEY_GUC
 from scalingo_staging_sync.errors import SyncError
+from scalingo_staging_sync.fingerprint import TEXT_STYLES
 from scalingo_staging_sync.pgconn import PgTarget
 from scalingo_staging_sync.secrets import mask_secret
 
@@ -140,8 +141,9 @@ def derive_key(salt: str) -> str:
 
 
 #: text styles of every masking session: ``date_shift`` hashes a date's or timestamp's text, which the
-#: role's or server's DateStyle and TimeZone would otherwise change (and with it every shift)
-MASKING_STYLES = {"DateStyle": "ISO", "TimeZone": "UTC"}
+#: role's or server's DateStyle and TimeZone would otherwise change (and with it every shift); the
+#: same values as verification reads in (fingerprint.TEXT_STYLES)
+MASKING_STYLES = {name: TEXT_STYLES[name] for name in ("DateStyle", "TimeZone")}
 
 
 def key_settings(key: str) -> dict[str, str]:

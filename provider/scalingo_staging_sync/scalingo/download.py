@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import IO, Any
 from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import requests
@@ -163,6 +164,13 @@ def sha256_file(path: Path, chunk_size: int = CHUNK_SIZE) -> str:
     return digest.hexdigest()
 
 
+def _rewind(out: IO[bytes]) -> tuple[Any, int]:
+    """Empty the ``.part`` file for a download from byte 0: a new digest and no byte received."""
+    out.seek(0)
+    out.truncate()
+    return hashlib.sha256(), 0
+
+
 def download_archive(
     session: requests.Session,
     url: str | Callable[[], str],
@@ -237,10 +245,7 @@ def download_archive(
                                 "%s: server refused the Range request (HTTP 416), restarting from byte 0",
                                 label,
                             )
-                            out.seek(0)
-                            out.truncate()
-                            digest = hashlib.sha256()
-                            received = 0
+                            digest, received = _rewind(out)
                             continue
                         if resp.status_code in TRANSIENT_STATUSES:
                             raise _TransientStatus(
@@ -251,10 +256,7 @@ def download_archive(
                             announced = int(length) if length.strip().isdigit() else None
                         if resp.status_code == 200 and received:
                             log.warning("%s: server ignored the Range request, restarting from byte 0", label)
-                            out.seek(0)
-                            out.truncate()
-                            digest = hashlib.sha256()
-                            received = 0
+                            digest, received = _rewind(out)
                         elif resp.status_code == 206:
                             start = _content_range_start(resp.headers.get("Content-Range", ""))
                             announced = _content_range_total(resp.headers.get("Content-Range", ""))
