@@ -368,7 +368,10 @@ _install_trigger = install_masking_trigger
 _drop_trigger = drop_masking_trigger
 
 
-def _on_load_proof(item: Mapping[str, Any], salt: str, dump_path: str, tools: Any, sample_rows: int) -> dict:
+def _archive_sample(
+    item: Mapping[str, Any], dump_path: str, tools: Any, sample_rows: int
+) -> tuple[list[str], list[dict[str, str | None]]]:
+    """The key columns of the table's proof and the first ``sample_rows`` rows of its COPY text."""
     from scalingo_staging_sync.anonymize.planner import archive_primary_keys
     from scalingo_staging_sync.restore.runner import stream_table_copy
 
@@ -376,37 +379,84 @@ def _on_load_proof(item: Mapping[str, Any], salt: str, dump_path: str, tools: An
     key_columns = list(item.get("key_columns") or [])
     if not key_columns:
         key_columns = archive_primary_keys(dump_path, tools).get(table, [])
-    sample = sample_from_copy(stream_table_copy(dump_path, table, tools), sample_rows)
-    return build_proof(item, salt, key_columns, sample)
+    return key_columns, sample_from_copy(stream_table_copy(dump_path, table, tools), sample_rows)
+
+
+def as_verification_reads(
+    conn: Any, item: Mapping[str, Any], sample: list[dict[str, str | None]]
+) -> list[dict[str, str | None]]:
+    """``sample`` (rows of archive text) with the values of its masked columns whose type is not a
+    string type replaced by the text the staging server prints for them in the styles verification
+    reads in (:data:`~scalingo_staging_sync.fingerprint.TEXT_STYLES`).
+
+    ``pg_dump`` sets DateStyle, IntervalStyle and the float digits but not TimeZone: a ``timestamptz``
+    is written as production's session printed it (``2024-03-01 15:45:00+05:30``), and verification
+    would read the same instant back as ``2024-03-01 10:15:00+00``: a surviving original would not
+    match its fingerprint. Each value is cast by the server to its column's type and printed again,
+    one query per such column; string columns are printed as they are stored, and keep their text."""
+    from scalingo_staging_sync.anonymize.transformers import STRING_TYPES
+
+    masked = list(item.get("masked_columns") or [])
+    if not sample or not masked:
+        return sample
+    cat = _table_catalog(conn, item)
+    columns = [
+        c
+        for c in masked
+        if c in cat.columns
+        and cat.columns[c].base_type not in STRING_TYPES
+        and any(row.get(c) is not None for row in sample)
+    ]
+    if not columns:
+        return sample
+    out = [dict(row) for row in sample]
+    with conn.transaction():
+        _set_local(conn, TEXT_STYLES)
+        for column in columns:
+            query = sql.SQL(
+                "SELECT CAST(u.v AS {})::text FROM unnest(%s::text[]) WITH ORDINALITY AS u(v, i) ORDER BY u.i"
+            ).format(sql.SQL(cat.columns[column].type_sql))
+            printed = conn.execute(query, ([row.get(column) for row in sample],)).fetchall()
+            for row, (value,) in zip(out, printed, strict=True):
+                row[column] = value
+    return out
 
 
 def _start_on_load(
-    item: Mapping[str, Any], salt: str, dump_path: str, tools: Any, sample_rows: int
-) -> tuple[str, Any, float, dict]:
+    item: Mapping[str, Any], dump_path: str, tools: Any, sample_rows: int
+) -> tuple[str, Any, float, list[str], list[dict[str, str | None]]]:
     """What every on-load step begins with: the table's name, the PostgreSQL tools (found if not
-    given), the start time and the proof sampled from the archive."""
+    given), the start time, and the proof's key columns and sample, read from the archive."""
     from scalingo_staging_sync.restore.pgtools import find_pg_tools
 
     table = _qualified(item)
     tools = tools or find_pg_tools()
     started = time.monotonic()
-    proof = _guarded(
-        lambda: _on_load_proof(item, salt, dump_path, tools, sample_rows), f"sample {table} from the archive"
+    key_columns, sample = _guarded(
+        lambda: _archive_sample(item, dump_path, tools, sample_rows), f"sample {table} from the archive"
     )
-    return table, tools, started, proof
+    return table, tools, started, key_columns, sample
 
 
-def _rekeyed(item: Mapping[str, Any], target: PgTarget, proof: dict, salt: str, retry: RetryPolicy) -> dict:
-    """:func:`rekey_proof` on its own connection (on load: the proof comes from the archive)."""
-    if not rekeyable_columns(item, proof.get("key_columns") or []):
-        return proof
+def _on_load_proof(
+    item: Mapping[str, Any],
+    target: PgTarget,
+    salt: str,
+    key_columns: list[str],
+    sample: list[dict[str, str | None]],
+    retry: RetryPolicy,
+) -> dict:
+    """The proof of a table masked on load, on one staging connection: the archive's sample as
+    verification will read it (:func:`as_verification_reads`), fingerprinted (:func:`build_proof`),
+    and keyed by its masked keys where the key is masked (:func:`rekey_proof`)."""
     key = derive_key(salt)
 
     def attempt() -> dict:
         with target.connect(autocommit=True) as conn:
-            return rekey_proof(conn, item, proof, key)
+            rows = as_verification_reads(conn, item, sample)
+            return rekey_proof(conn, item, build_proof(item, salt, key_columns, rows), key)
 
-    what = f"compute the masked keys of {_qualified(item)}'s proof"
+    what = f"record the residual-value proof of {_qualified(item)}"
     return _guarded(lambda: with_retries(retry, attempt, what=what), what)
 
 
@@ -422,8 +472,8 @@ def run_on_load(
 ) -> dict[str, Any]:
     """Mask one table on load on its own: trigger, load of this table's data, trigger dropped."""
     keyed_target = target_with_key(target, derive_key(salt))
-    table, tools, started, proof = _start_on_load(item, salt, dump_path, tools, sample_rows)
-    proof = _rekeyed(item, target, proof, salt, retry)
+    table, tools, started, key_columns, sample = _start_on_load(item, dump_path, tools, sample_rows)
+    proof = _on_load_proof(item, target, salt, key_columns, sample, retry)
 
     def attempt() -> int:
         with target.connect(autocommit=True) as conn:
@@ -456,8 +506,8 @@ def prepare_on_load(
     see :func:`scalingo_staging_sync.anonymize.salt.target_with_key`), masked as COPY writes them;
     :func:`finish_on_load` drops the trigger afterwards.
     """
-    table, tools, started, proof = _start_on_load(item, salt, dump_path, tools, sample_rows)
-    proof = _rekeyed(item, target, proof, salt, retry)
+    table, tools, started, key_columns, sample = _start_on_load(item, dump_path, tools, sample_rows)
+    proof = _on_load_proof(item, target, salt, key_columns, sample, retry)
 
     def attempt() -> list[str]:
         with target.connect(autocommit=True) as conn:
