@@ -213,6 +213,44 @@ def test_new_backup_waits_until_done(fake, fake_app, client, tmp_path):
     assert extract_dump(result.path, tmp_path / "x").read_bytes()[:5] == b"PGDMP"
 
 
+def _manual_backups(fake, addon):
+    return [b for b in addon.backups if b.method == "manual"]
+
+
+def test_a_backup_created_before_a_5xx_answer_is_used_not_asked_for_twice(fake, fake_app, caplog):
+    """The gateway answered 502 after Scalingo created the backup: the client finds it in the list and
+    does not POST again (a second manual backup would take a slot of the plan's quota)."""
+    old = fake.add_backup(APP, fake_app.dump_path, status="done", method="manual", age=timedelta(hours=3))
+    fake.fail_next(502, times=1, path_contains="/backups", after_handling=True)
+    with caplog.at_level("WARNING"), make_client(fake, backoff_s=0.01) as client:
+        created = client.create_backup(APP, fake_app.id)
+    assert len(fake.requests_to(r"/databases/[^/]+/backups$")) == 2  # the POST, then the list
+    assert [r.method for r in fake.requests_to(r"/databases/[^/]+/backups$")] == ["POST", "GET"]
+    manual = _manual_backups(fake, fake_app)
+    assert len(manual) == 2 and created["id"] == manual[-1].id != old.id
+    assert created["status"] in ("scheduled", "running")  # listing it may count as a poll
+    assert any("no second backup is asked for" in r.getMessage() for r in caplog.records)
+
+
+def test_a_backup_request_failing_before_scalingo_acted_is_sent_again(fake, fake_app):
+    """A 503 before anything was created (no backup listed since the request): asked for again, once."""
+    fake.add_backup(APP, fake_app.dump_path, status="running", method="manual", age=timedelta(minutes=10))
+    fake.fail_next(503, times=1, path_contains="/backups")
+    with make_client(fake, backoff_s=0.01) as client:
+        created = client.create_backup(APP, fake_app.id)
+    assert [r.method for r in fake.requests_to(r"/databases/[^/]+/backups$")] == ["POST", "GET", "POST"]
+    assert len(_manual_backups(fake, fake_app)) == 2  # the old running one (not adopted) and the new one
+    assert created["id"] == _manual_backups(fake, fake_app)[-1].id
+
+
+def test_a_backup_request_failing_every_time_ends_with_the_server_error(fake, fake_app):
+    fake.fail_next(500, times=100, path_contains="/backups")
+    with make_client(fake, max_attempts=3, backoff_s=0.01) as client, pytest.raises(ScalingoServerError):
+        client.create_backup(APP, fake_app.id)
+    posts = [r for r in fake.requests_to(r"/databases/[^/]+/backups$") if r.method == "POST"]
+    assert len(posts) == 3 and not _manual_backups(fake, fake_app)
+
+
 def test_new_backup_in_error_fails(fake, client, chinook_dump):
     addon = fake.add_addon("other", dump_path=chinook_dump, new_backup_status="error", new_backup_polls=1)
     created = client.create_backup("other", addon.id)

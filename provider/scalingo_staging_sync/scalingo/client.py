@@ -103,6 +103,9 @@ def jwt_expiry(token: str) -> float | None:
 #: a 429 without Retry-After waits at least this many times ``backoff_s`` before its retry (15 s by default:
 #: the default 5 attempts then span the minute the documented 60 requests/min limit counts over)
 RATE_LIMIT_WAIT_FACTOR = 15
+#: a backup listed after a failed backup request is that request's when created at most this many seconds
+#: before it (the clocks of this worker and of Scalingo may differ)
+ADOPT_SKEW_S = 120
 
 _FRACTION = re.compile(r"\.(\d+)")
 _COMPACT_OFFSET = re.compile(r"([+-]\d\d)(\d\d)$")
@@ -755,23 +758,54 @@ class ScalingoClient:
         )
 
     def create_backup(self, app: str, addon_id: str) -> dict:
+        """Ask Scalingo for a manual backup; the backup as created (``scheduled``, usually).
+
+        The POST is never repeated blindly: a 5xx answer, or none, may come after Scalingo created the
+        backup, and a second one would take another manual-backup slot (beyond the plan's quota,
+        Scalingo deletes the oldest manual backup). After such a failure the backups are listed first:
+        a manual backup created since the request (:data:`ADOPT_SKEW_S` of clock difference allowed)
+        and not failed is taken as this request's; only when there is none is the POST sent again,
+        up to ``max_attempts`` times with the usual backoff."""
         path = f"/databases/{_q(addon_id)}/backups"
-        try:
-            data = _json(
-                self._db_request(app, addon_id, "POST", path, json_body={}, expected=(200, 201, 202)), path
-            )
-        except ScalingoApiError as exc:
-            # the backups POST's own refusal (not the addon-token request's, which _db_request makes first)
-            if exc.status in (400, 409, 422) and str(exc.url or "").rstrip("/").endswith(path):
-                raise ScalingoApiError(
-                    f"Scalingo refused to create a backup of app {app!r} addon {addon_id!r} (HTTP {exc.status}: "
-                    f"{exc.body!r}); a backup may already be running or the plan's manual-backup limit is "
-                    f"reached. Wait for the running backup, or use backup='latest'.",
-                    status=exc.status,
-                    url=exc.url,
-                    body=exc.body,
-                ) from None
-            raise
+        for attempt in range(1, self.max_attempts + 1):
+            asked_at = datetime.now(timezone.utc)
+            try:
+                resp = self._db_request(
+                    app, addon_id, "POST", path, json_body={}, expected=(200, 201, 202), idempotent=False
+                )
+            except ScalingoServerError as exc:
+                adopted = self._backup_created_since(app, addon_id, asked_at)
+                if adopted is not None:
+                    log.warning(
+                        "the request for a backup of app %s failed (%s), but Scalingo lists backup %s (status "
+                        "%s, created %s) made since: it is used, no second backup is asked for",
+                        app, str(exc)[:200], adopted.get("id"), adopted.get("status"), adopted.get("created_at"),
+                    )  # fmt: skip
+                    return adopted
+                if attempt == self.max_attempts:
+                    raise
+                delay = min(self.backoff_max_s, self.backoff_s * (2 ** (attempt - 1)))
+                log.warning(
+                    "the request for a backup of app %s failed (%s) and no backup was created since; asking "
+                    "again in %.1f s (attempt %d/%d)",
+                    app, str(exc)[:200], delay, attempt + 1, self.max_attempts,
+                )  # fmt: skip
+                time.sleep(delay)
+                continue
+            except ScalingoApiError as exc:
+                # the backups POST's own refusal (not the addon-token request's, which _db_request makes first)
+                if exc.status in (400, 409, 422) and str(exc.url or "").rstrip("/").endswith(path):
+                    raise ScalingoApiError(
+                        f"Scalingo refused to create a backup of app {app!r} addon {addon_id!r} (HTTP "
+                        f"{exc.status}: {exc.body!r}); a backup may already be running or the plan's "
+                        f"manual-backup limit is reached. Wait for the running backup, or use backup='latest'.",
+                        status=exc.status,
+                        url=exc.url,
+                        body=exc.body,
+                    ) from None
+                raise
+            break
+        data = _json(resp, path)
         backup = _normalize_backup(data.get("database_backup") or {})
         if not backup.get("id"):
             raise ScalingoApiError(
@@ -779,6 +813,27 @@ class ScalingoClient:
             )
         log.info("created backup %s of app %s (status %s)", backup.get("id"), app, backup.get("status"))
         return backup
+
+    def _backup_created_since(self, app: str, addon_id: str, since: datetime) -> dict | None:
+        """The newest manual backup (or one without ``method``) created at ``since`` or later, give or
+        take :data:`ADOPT_SKEW_S`, that has not failed and is not hidden; None when there is none or
+        the list cannot be read."""
+        try:
+            backups = self.list_backups(app, addon_id)
+        except ScalingoApiError as exc:
+            log.warning("the backups of app %s cannot be listed (%s)", app, str(exc)[:200])
+            return None
+        earliest = since.timestamp() - ADOPT_SKEW_S
+        for backup in backups:  # newest first
+            if (
+                backup.get("id")
+                and backup.get("method", "manual") == "manual"
+                and not backup.get("hidden")
+                and _status(backup) not in BACKUP_FAILED
+                and parse_time(backup.get("created_at")).timestamp() >= earliest
+            ):
+                return backup
+        return None
 
     def backup_status(self, app: str, addon_id: str, backup_id: str) -> tuple[str, dict]:
         """One poll: ``("done"|"failed"|"running", backup)``."""

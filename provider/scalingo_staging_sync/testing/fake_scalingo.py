@@ -14,7 +14,7 @@ Database API (``/api/databases/...``: database, backups, archive, signed downloa
         monkeypatch.setenv("AIRFLOW_CONN_SCALINGO_DEFAULT", fake.airflow_conn_json())
         ...  # run your DAG
 
-Fault knobs: ``fail_next(429|500|..., times=1, retry_after=...)``, ``expire_tokens()``, ``cut_download()``,
+Fault knobs: ``fail_next(429|500|..., times=1, retry_after=..., after_handling=False)``, ``expire_tokens()``, ``cut_download()``,
 ``add_backup(status="error"|"running", reported_size=..., size_unknown=True, hidden=True, include_dump=False,
 traversal_member=True, polls_until_done=N)``, ``fail_command(...)``.
 
@@ -513,12 +513,21 @@ class FakeScalingoAPI:
         times: int = 1,
         path_contains: str | None = None,
         retry_after: str | int | float | None = None,
+        after_handling: bool = False,
     ) -> None:
         """The next ``times`` matching requests answer ``status`` (429 -> plain text 'Retry later'),
-        with a ``Retry-After`` header when ``retry_after`` is given (seconds, or an HTTP date string)."""
+        with a ``Retry-After`` header when ``retry_after`` is given (seconds, or an HTTP date string).
+        ``after_handling``: the request is carried out first (a backup is created, a command runs) and
+        only its answer is replaced, as when a gateway times out after the service acted."""
         with self._lock:
             self._failures.append(
-                {"status": status, "times": times, "path": path_contains, "retry_after": retry_after}
+                {
+                    "status": status,
+                    "times": times,
+                    "path": path_contains,
+                    "retry_after": retry_after,
+                    "after": after_handling,
+                }
             )
 
     def expire_tokens(self) -> None:
@@ -638,6 +647,8 @@ class _Handler(BaseHTTPRequestHandler):
         return out
 
     def _send_json(self, status: int, body: dict, headers: dict | None = None) -> None:
+        if getattr(self, "_discard", False):
+            return
         if self.fake.extra_fields:
             body = _with_unknown_fields(body)
         data = json.dumps(body).encode()
@@ -650,6 +661,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _send_text(self, status: int, text: str, headers: dict | None = None) -> None:
+        if getattr(self, "_discard", False):
+            return
         data = text.encode()
         self.send_response(status)
         self.send_header("Content-Type", "text/plain")
@@ -702,6 +715,12 @@ class _Handler(BaseHTTPRequestHandler):
         if body.get("__invalid__"):
             return self._error(400, "invalid JSON body")
         failure = fake._take_failure(path)
+        if failure and failure.get("after"):
+            self._discard = True  # the handler acts, its answer is dropped
+            try:
+                self._route(method, path, body, query)
+            finally:
+                self._discard = False
         if failure:
             status = failure["status"]
             headers = {}
@@ -722,6 +741,9 @@ class _Handler(BaseHTTPRequestHandler):
                 except (BrokenPipeError, ConnectionResetError):
                     return None
             return self._send_text(404, "NoSuchKey")
+        return self._route(method, path, body, query)
+
+    def _route(self, method: str, path: str, body: dict, query: dict) -> None:
         for route_method, pattern, handler in _ROUTES:
             if route_method != method:
                 continue
