@@ -19,7 +19,7 @@ The original exception is never chained (:func:`sanitized` raises outside the ``
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from scalingo_staging_sync.errors import SyncError
@@ -30,6 +30,30 @@ T = TypeVar("T")
 _SAFE_PRIMARY_CLASSES = frozenset({"08", "25", "40", "42", "53", "55", "57"})
 #: SQLSTATE classes worth retrying (connection, transaction rollback, lock not available, shutdown)
 _TRANSIENT = ("08", "40", "55P03", "57P01", "57P02", "57P03")
+
+#: what to do when loading or updating a masked table breaks a constraint, by SQLSTATE: production's rows
+#: passed their constraints when they were written, so a masked value is the likely cause
+MASKED_VALUE_FIXES = {
+    "23514": (
+        "production's rows passed this CHECK constraint, so a masked value likely breaks it: give the masked "
+        "column a transformer or options whose output the CHECK accepts (a `fixed` value, an `email` `domain`, "
+        "a `hash` `length`), mask the table with a `query` rule that keeps it, or exclude the table's data "
+        '(docs/rules.md, "Planning")'
+    ),
+    "23505": (
+        "masked values collide under this unique constraint: give the column a transformer that keeps "
+        'distinct values distinct (docs/rules.md, "Uniqueness")'
+    ),
+    "22001": (
+        "a masked value is longer than its column allows: choose a shorter output (a `hash` `length`, a "
+        'shorter `fixed` value; docs/rules.md, "Transformers")'
+    ),
+}
+
+
+def masked_value_fix(exc: BaseException) -> str | None:
+    """:data:`MASKED_VALUE_FIXES`' advice for ``exc``'s SQLSTATE, or None."""
+    return MASKED_VALUE_FIXES.get(str(_diag_fields(exc)["sqlstate"] or ""))
 
 
 class SanitizedDatabaseError(SyncError, RuntimeError):
@@ -134,17 +158,20 @@ def sanitize(
     *,
     error_cls: type[SanitizedDatabaseError] = SanitizedDatabaseError,
     retryable: bool | None = None,
+    fixes: Mapping[str, str] | None = None,
 ) -> SanitizedDatabaseError:
     """A new ``error_cls`` describing ``exc`` for ``what`` (e.g. ``"anonymize public.people (in
-    place)"``) without row contents. Raise it outside the ``except`` block that caught ``exc``
-    (or ``from None``), so the original is not chained."""
+    place)"``) without row contents, followed by ``fixes[sqlstate]`` when there is one. Raise it
+    outside the ``except`` block that caught ``exc`` (or ``from None``), so the original is not
+    chained."""
     fields = _diag_fields(exc)
     if retryable is None:
         retryable = is_transient_sqlstate(fields["sqlstate"]) or (
             fields["sqlstate"] is None and _is_psycopg_error(exc)
         )
+    fix = fixes.get(str(fields["sqlstate"] or "")) if fixes else None
     return error_cls(
-        f"{what} failed: {describe_pg_error(exc)}",
+        f"{what} failed: {describe_pg_error(exc)}" + (f"; {fix}" if fix else ""),
         sqlstate=fields["sqlstate"],
         condition=type(exc).__name__ if fields["sqlstate"] else None,
         schema=fields["schema"],
@@ -162,6 +189,7 @@ def sanitized(
     *,
     error_cls: type[SanitizedDatabaseError] = SanitizedDatabaseError,
     catch: tuple[type[BaseException], ...] | None = None,
+    fixes: Mapping[str, str] | None = None,
 ) -> T:
     """``func()``, with a database error (psycopg's, and any of ``catch``) replaced by a
     :func:`sanitize`-d one that chains nothing."""
@@ -176,7 +204,7 @@ def sanitized(
             error.__context__ = None
             error.__cause__ = None
         elif isinstance(exc, psycopg.Error):
-            error = sanitize(exc, what, error_cls=error_cls)
+            error = sanitize(exc, what, error_cls=error_cls, fixes=fixes)
         else:  # another error whose text may quote a server message (pg_restore's stderr)
             error = error_cls(
                 f"{what} failed: {redact_server_text(str(exc))}",

@@ -59,6 +59,8 @@ def test_check_violation_in_place_is_sanitized(db_any, caplog):
     assert exc.sqlstate == "23514" and exc.condition == "CheckViolation"
     assert (exc.schema, exc.table, exc.constraint) == ("public", "people", "people_email_corp")
     assert "SQLSTATE 23514" in str(exc) and "people_email_corp" in str(exc) and "public.people" in str(exc)
+    # and what to do about it
+    assert "a masked value likely breaks it" in str(exc) and "`fixed` value, an `email` `domain`" in str(exc)
     assert exc.retryable is False
     # nothing was changed: the transaction rolled back
     assert execute(target, "SELECT email FROM people") == [(SECRET_EMAIL,)]
@@ -81,6 +83,7 @@ def test_check_violation_on_load_is_sanitized(staging_pg, tmp_path, caplog):
             )
         _assert_clean(info.value, caplog)
         assert "people_email_corp" in str(info.value)
+        assert "a masked value likely breaks it" in str(info.value)
         assert not execute(target, "SELECT 1 FROM pg_trigger WHERE tgname LIKE 'zz_sss_mask_%'")
     finally:
         staging_pg.drop_database("errsan_src")

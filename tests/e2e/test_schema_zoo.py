@@ -889,6 +889,7 @@ def test_a_check_constraint_the_masked_value_breaks_fails_the_load_closed(prod_p
         run_core(dump, staging_pg16, rules, "stream")
     assert "public.Contacts" in str(err.value) and "constraint phone is French" in str(err.value)
     assert "CheckViolation" in str(err.value)
+    assert "a masked value likely breaks it: give the masked column a transformer" in str(err.value)
     live = sorted(
         {*(r[0] for r in staging_pg16.execute("SELECT datname FROM pg_database"))} - {r[0] for r in before}
     )

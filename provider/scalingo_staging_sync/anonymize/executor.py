@@ -43,7 +43,12 @@ from scalingo_staging_sync.anonymize.stream import spec_comment
 from scalingo_staging_sync.anonymize.transformers import get_transformer, options_of
 from scalingo_staging_sync.fingerprint import ALGORITHM, TEXT_STYLES, fingerprint
 from scalingo_staging_sync.pgconn import PgTarget
-from scalingo_staging_sync.pgerrors import SanitizedDatabaseError, describe_pg_error, sanitized
+from scalingo_staging_sync.pgerrors import (
+    MASKED_VALUE_FIXES,
+    SanitizedDatabaseError,
+    describe_pg_error,
+    sanitized,
+)
 from scalingo_staging_sync.restore.copytext import parse_copy_header, parse_copy_row
 from scalingo_staging_sync.secrets import mask_secret
 from scalingo_staging_sync.tablename import TableName
@@ -63,7 +68,9 @@ def _guarded(func, what: str):
     (the original exception is not chained)."""
     from scalingo_staging_sync.restore.errors import RestoreError
 
-    return sanitized(func, what, error_cls=AnonymizationError, catch=(RestoreError,))
+    return sanitized(
+        func, what, error_cls=AnonymizationError, catch=(RestoreError,), fixes=MASKED_VALUE_FIXES
+    )
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from typing import Any, Protocol
 from psycopg import sql
 
 from scalingo_staging_sync.pgconn import PgTarget
-from scalingo_staging_sync.pgerrors import describe_pg_error, withhold_quoted
+from scalingo_staging_sync.pgerrors import describe_pg_error, masked_value_fix, withhold_quoted
 from scalingo_staging_sync.restore.copytext import BLOCK, CopyTextReader, parse_copy_line
 from scalingo_staging_sync.restore.errors import RestoreError
 from scalingo_staging_sync.restore.pgtools import PgTools
@@ -334,6 +334,8 @@ def _describe_copy_error(exc: BaseException) -> str:
     context = getattr(diag, "context", None) if diag is not None else None
     if context and (m := _COPY_CONTEXT.match(context)):
         text += f" (COPY data {m.group('where')})"
+    if fix := masked_value_fix(exc):
+        text += f"; {fix}"
     return text
 
 
