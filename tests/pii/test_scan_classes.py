@@ -219,6 +219,12 @@ def test_plan_keys_of_tables_whose_names_need_quoting_match(db):
         allow=[{"column": f"{dotted}.buyer", "reason": "reviewed"}],
     )
     statuses = {f.qualified_name: f.status for f in report.findings}
-    assert statuses["crm.Order.Items.email"] == "masked"
-    assert statuses['crm.say "hi".email'] == "masked"
+    # findings name them the same way, so a name copied from a finding into pii_scan.allow matches
+    assert statuses['crm."Order.Items".email'] == "masked"
+    assert statuses['crm."say ""hi""".email'] == "masked"
     assert report.unknown_masked == [] and report.passed, report.to_dict()
+    # an unmasked one is named the same way, and that name, copied into pii_scan.allow, allows it
+    unmasked = scan(pg, name, masked_columns=[f"{dotted}.email"])
+    assert [f.qualified_name for f in unmasked.unmasked] == ['crm."say ""hi""".email']
+    allowed = scan(pg, name, masked_columns=[f"{dotted}.email"], allow=[unmasked.unmasked[0].qualified_name])
+    assert allowed.passed and not allowed.unmasked

@@ -113,7 +113,8 @@ class TableInfo:
 
     @property
     def qualified_name(self) -> str:
-        return f"{self.schema}.{self.name}"
+        """:class:`TableName`'s form: ``crm."Order.Items"`` where a part needs quoting."""
+        return str(self.table_name)
 
 
 @dataclass
@@ -138,7 +139,9 @@ class Finding:
 
     @property
     def qualified_name(self) -> str:
-        return f"{self.schema}.{self.table}.{self.column}"
+        """``schema.table.column``, the table in :class:`TableName`'s form (``crm."Order.Items".email``
+        where a part needs quoting: the form an allow-list entry or a rule can name it by)."""
+        return f"{TableName(self.schema, self.table)}.{self.column}"
 
     @property
     def reason(self) -> str:
