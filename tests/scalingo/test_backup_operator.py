@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -138,7 +140,7 @@ def test_trigger_run_for_real(fake, fake_app, scalingo_conn):
     assert len(fake.requests_to(rf"/backups/{created['id']}$")) == 2
 
 
-def test_trigger_failed_and_timeout(fake, scalingo_conn, chinook_dump):
+def test_trigger_failed_and_timeout(fake, scalingo_conn, chinook_dump, monkeypatch):
     addon = fake.add_addon("bad-app", dump_path=chinook_dump, new_backup_status="error")
     bad = fake.add_backup(
         "bad-app", chinook_dump, addon_id=addon.id, status="running", polls_until_done=1, final_status="error"
@@ -154,10 +156,29 @@ def test_trigger_failed_and_timeout(fake, scalingo_conn, chinook_dump):
         )
     )
     assert event["status"] == "timeout"
+    # a backup never listed: an error once the grace for a just-created one is over
+    monkeypatch.setattr("scalingo_staging_sync.triggers.backup.UNLISTED_GRACE_S", 0.2)
+    started = time.monotonic()
     event = _run_trigger(
         ScalingoBackupTrigger("scalingo_default", "bad-app", addon.id, "nope", poll_interval=0.01)
     )
-    assert event["status"] == "error" and event["error_type"] == "ScalingoNotFoundError"
+    assert event["status"] == "error" and event["error_type"] == "BackupNotListedError"
+    assert "not found" in event["message"] and time.monotonic() - started >= 0.2
+
+
+def test_trigger_waits_for_a_created_backup_that_is_listed_late(fake, fake_app, scalingo_conn):
+    """Right after its creation a backup may be missing from Scalingo's list for a moment: polled as
+    running, not failed."""
+    from scalingo_staging_sync.hooks.scalingo import ScalingoHook
+
+    created = ScalingoHook().create_backup(APP, fake_app.id)
+    backup = next(b for b in fake_app.backups if b.id == created["id"])
+    fake_app.backups.remove(backup)
+    threading.Timer(0.3, fake_app.backups.append, [backup]).start()
+    event = _run_trigger(
+        ScalingoBackupTrigger("scalingo_default", APP, fake_app.id, created["id"], poll_interval=0.05)
+    )
+    assert event["status"] == "done" and event["backup"]["id"] == created["id"]
 
 
 def test_deferrable_operator_defers_then_completes(fake, fake_app, scalingo_conn, tmp_path):

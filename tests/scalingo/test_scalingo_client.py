@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from datetime import timedelta
 
@@ -249,6 +250,26 @@ def test_a_backup_request_failing_every_time_ends_with_the_server_error(fake, fa
         client.create_backup(APP, fake_app.id)
     posts = [r for r in fake.requests_to(r"/databases/[^/]+/backups$") if r.method == "POST"]
     assert len(posts) == 3 and not _manual_backups(fake, fake_app)
+
+
+def test_a_created_backup_listed_late_is_waited_for(fake, fake_app, client, monkeypatch):
+    """Right after its creation a backup may be missing from Scalingo's list for a moment: the wait polls
+    it as running for UNLISTED_GRACE_S, and fails with BackupNotListedError only after that."""
+    from scalingo_staging_sync.scalingo import client as client_module
+    from scalingo_staging_sync.scalingo.errors import BackupNotListedError
+
+    assert client_module.UNLISTED_GRACE_S == 60.0
+    created = client.create_backup(APP, fake_app.id)
+    backup = next(b for b in fake_app.backups if b.id == created["id"])
+    fake_app.backups.remove(backup)
+    threading.Timer(0.3, fake_app.backups.append, [backup]).start()
+    done = client.wait_for_backup(APP, fake_app.id, created["id"], poll_interval=0.05, timeout=10)
+    assert done["id"] == created["id"] and done["status"] == "done"
+    monkeypatch.setattr(client_module, "UNLISTED_GRACE_S", 0.2)
+    started = time.monotonic()
+    with pytest.raises(BackupNotListedError, match="'nope' not found"):
+        client.wait_for_backup(APP, fake_app.id, "nope", poll_interval=0.01, timeout=10)
+    assert 0.2 <= time.monotonic() - started < 5
 
 
 def test_new_backup_in_error_fails(fake, client, chinook_dump):

@@ -36,6 +36,7 @@ from scalingo_staging_sync.scalingo.download import (
 from scalingo_staging_sync.scalingo.errors import (
     AddonNotFoundError,
     BackupFailedError,
+    BackupNotListedError,
     BackupNotReadyError,
     ScalingoApiError,
     ScalingoAuthError,
@@ -103,6 +104,9 @@ def jwt_expiry(token: str) -> float | None:
 #: a 429 without Retry-After waits at least this many times ``backoff_s`` before its retry (15 s by default:
 #: the default 5 attempts then span the minute the documented 60 requests/min limit counts over)
 RATE_LIMIT_WAIT_FACTOR = 15
+#: a backup being waited for that Scalingo does not list counts as running for this many seconds after the
+#: wait begins (one just created may appear in the list a moment later); then its absence is an error
+UNLISTED_GRACE_S = 60.0
 #: a backup listed after a failed backup request is that request's when created at most this many seconds
 #: before it (the clocks of this worker and of Scalingo may differ)
 ADOPT_SKEW_S = 120
@@ -751,7 +755,7 @@ class ScalingoClient:
         for backup in self.list_backups(app, addon_id):
             if str(backup.get("id")) == str(backup_id):
                 return backup
-        raise ScalingoNotFoundError(
+        raise BackupNotListedError(
             f"backup {backup_id!r} not found for app {app!r} addon {addon_id!r}; list the backups with "
             f"`scalingo --app {app} --addon {addon_id} backups` and pass an existing id (or 'latest').",
             status=404,
@@ -835,9 +839,21 @@ class ScalingoClient:
                 return backup
         return None
 
-    def backup_status(self, app: str, addon_id: str, backup_id: str) -> tuple[str, dict]:
-        """One poll: ``("done"|"failed"|"running", backup)``."""
-        backup = self.get_backup(app, addon_id, backup_id)
+    def backup_status(
+        self, app: str, addon_id: str, backup_id: str, *, unlisted_until: float | None = None
+    ) -> tuple[str, dict]:
+        """One poll: ``("done"|"failed"|"running", backup)``.
+
+        ``unlisted_until`` (epoch seconds): until then, a backup Scalingo does not list (yet: one just
+        created may appear a moment later) counts as ``running``, ``{"id": backup_id, "status":
+        "unlisted"}``; after it, :class:`BackupNotListedError` is raised."""
+        try:
+            backup = self.get_backup(app, addon_id, backup_id)
+        except BackupNotListedError:
+            if unlisted_until is None or time.time() >= unlisted_until:
+                raise
+            log.info("backup %s is not listed by Scalingo yet", backup_id)
+            return "running", {"id": backup_id, "status": "unlisted"}
         status = _status(backup)
         if status == BACKUP_DONE:
             return "done", backup
@@ -855,10 +871,12 @@ class ScalingoClient:
         timeout: float = 3600.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> dict:
-        """Poll until the backup is ``done``; BackupFailedError on error/cancelled, BackupNotReadyError on timeout."""
+        """Poll until the backup is ``done``; BackupFailedError on error/cancelled, BackupNotReadyError on timeout.
+        A backup not listed yet counts as running for the first :data:`UNLISTED_GRACE_S` seconds."""
         deadline = time.monotonic() + timeout
+        unlisted_until = time.time() + min(UNLISTED_GRACE_S, timeout)
         while True:
-            state, backup = self.backup_status(app, addon_id, backup_id)
+            state, backup = self.backup_status(app, addon_id, backup_id, unlisted_until=unlisted_until)
             if state == "done":
                 log.info("backup %s is done (%s bytes)", backup_id, backup.get("size"))
                 return backup

@@ -27,6 +27,10 @@ class ScalingoNotFoundError(ScalingoApiError):
     """App, addon, database or backup not found (404)."""
 
 
+class BackupNotListedError(ScalingoNotFoundError):
+    """The backup id is in neither the one-backup route nor the list of the addon's backups."""
+
+
 class AddonNotFoundError(ScalingoNotFoundError):
     """The app has no PostgreSQL addon, or several and no explicit addon id was given."""
 

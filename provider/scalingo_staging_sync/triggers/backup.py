@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from scalingo_staging_sync.scalingo.client import backup_failed_error
+from scalingo_staging_sync.scalingo.client import UNLISTED_GRACE_S, backup_failed_error
 from scalingo_staging_sync.scalingo.errors import ScalingoApiError
 
 
@@ -64,11 +65,16 @@ class ScalingoBackupTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         client = None
+        # the wait began at deadline - timeout: a backup just created may be missing from the list a moment
+        unlisted_until = self.deadline - self.timeout + min(UNLISTED_GRACE_S, self.timeout)
         try:
             client = await self._client()
             while True:
                 state, backup = await asyncio.to_thread(
-                    client.backup_status, self.app, self.addon_id, self.backup_id
+                    partial(client.backup_status, unlisted_until=unlisted_until),
+                    self.app,
+                    self.addon_id,
+                    self.backup_id,
                 )
                 if state == "done":
                     yield TriggerEvent({"status": "done", "backup": backup})
