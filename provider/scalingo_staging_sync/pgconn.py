@@ -92,3 +92,25 @@ class PgTarget:
     def describe(self) -> str:
         """Safe for logs: no password."""
         return f"{self.user or '?'}@{self.host}:{self.port}/{self.dbname}"
+
+
+#: the timeouts pg_restore turns off in each of its sessions (``_doSetFixedOutputState``), with the
+#: first server version (``server_version_num``) that knows each
+RESTORE_TIMEOUTS = (
+    ("statement_timeout", 0),
+    ("lock_timeout", 0),
+    ("idle_in_transaction_session_timeout", 0),
+    ("transaction_timeout", 170000),
+)
+
+
+def turn_off_timeouts(conn: Any) -> None:
+    """Turn off for the session of the psycopg connection ``conn`` the timeouts pg_restore turns off
+    in its own: the staging role's (``ALTER ROLE ... SET statement_timeout``, set for its application,
+    which in place is the role restoring) would cancel a batch step, such as a large table's COPY or
+    the refresh of a large materialized view."""
+    from psycopg import sql
+
+    for setting, since in RESTORE_TIMEOUTS:
+        if conn.info.server_version >= since:
+            conn.execute(sql.SQL("SET {} = 0").format(sql.Identifier(setting)))

@@ -348,6 +348,28 @@ def verify_anonymization_results(
     return VerificationReport(tables=tables, duration_s=time.monotonic() - started)
 
 
+def _search_extension_schemas(conn) -> None:
+    """Append to the session's ``search_path`` the schemas holding extensions that it misses. A key
+    column of an extension's type (``vector``, ``citext``...) installed in a schema of its own
+    (``CREATE EXTENSION vector SCHEMA extensions``) is compared with that extension's ``=``, which
+    PostgreSQL looks up through the search path: the application's role or database puts the schema
+    there, the archive does not carry that setting, and the lookup fails (``operator does not exist:
+    extensions.vector = unknown``)."""
+    from psycopg import sql
+
+    missing = [
+        row[0]
+        for row in conn.execute(
+            "SELECT DISTINCT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace"
+            " WHERE n.nspname <> ALL(current_schemas(true)) ORDER BY 1"
+        ).fetchall()
+    ]
+    if missing:
+        path = conn.execute("SELECT current_setting('search_path')").fetchone()[0]
+        extra = ", ".join(sql.Identifier(schema).as_string(conn) for schema in missing)
+        conn.execute("SELECT set_config('search_path', %s, false)", (f"{path}, {extra}" if path else extra,))
+
+
 def verify_residuals(
     target,
     results: Sequence[Mapping[str, Any]] | Mapping[str, Any] | None,
@@ -367,6 +389,7 @@ def verify_residuals(
         # and float digits), whatever the staging role or server sets
         for setting, value in TEXT_STYLES.items():
             conn.execute("SELECT set_config(%s, %s, false)", (setting, value))
+        _search_extension_schemas(conn)
         report = verify_anonymization_results(conn, results, salt, restore_rows, check_stats=check_stats)
     if raise_on_failure and not report.passed:
         raise ResidualValueError(report)

@@ -86,18 +86,30 @@ class TableCatalog:
         return str(TableName(self.schema, self.name))
 
 
+# a domain's base type, length and NOT NULL are read down its chain of domains (a domain over a domain:
+# the length is the innermost one's that sets it, NOT NULL anywhere on the chain)
 _COLUMNS_SQL = """
 SELECT a.attname,
        format_type(a.atttypid, a.atttypmod),
-       COALESCE(bt.typname, t.typname),
+       COALESCE(b.typname, t.typname),
        t.typtype = 'd',
-       CASE WHEN COALESCE(bt.typname, t.typname) IN ('varchar', 'bpchar')
-            THEN NULLIF(CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END, -1) - 4 END,
-       a.attnotnull OR (t.typtype = 'd' AND t.typnotnull),
+       CASE WHEN COALESCE(b.typname, t.typname) IN ('varchar', 'bpchar')
+            THEN NULLIF(CASE WHEN t.typtype = 'd' THEN b.typmod ELSE a.atttypmod END, -1) - 4 END,
+       a.attnotnull OR COALESCE(b.not_null, false),
        a.attgenerated <> ''
 FROM pg_attribute a
 JOIN pg_type t ON t.oid = a.atttypid
-LEFT JOIN pg_type bt ON t.typtype = 'd' AND bt.oid = t.typbasetype
+LEFT JOIN LATERAL (
+    WITH RECURSIVE chain(base, typmod, not_null, depth) AS (
+        SELECT t.typbasetype, t.typtypmod, t.typnotnull, 1 WHERE t.typtype = 'd'
+        UNION ALL
+        SELECT d.typbasetype, CASE WHEN c.typmod = -1 THEN d.typtypmod ELSE c.typmod END,
+               c.not_null OR d.typnotnull, c.depth + 1
+        FROM chain c JOIN pg_type d ON d.oid = c.base AND d.typtype = 'd'
+    )
+    SELECT bt.typname, c.typmod, c.not_null FROM chain c JOIN pg_type bt ON bt.oid = c.base
+    ORDER BY c.depth DESC LIMIT 1
+) b ON true
 WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """
@@ -689,6 +701,14 @@ def _check_columns(
 ) -> list[str]:
     errors: list[str] = []
     unique_cols = {c for _n, cols in cat.unique_indexes for c in cols} | set(cat.primary_key)
+    # a STORED generated column in a unique key is computed from its sources: masking one of them
+    # changes it, so each source is checked as if it were in that key itself
+    through = {
+        source: generated
+        for generated in sorted(unique_cols)
+        for source in cat.generated_from.get(generated, [])
+        if source not in unique_cols
+    }
     for col, spec in specs.items():
         where = f"{prefix}.{col}"
         info = cat.columns[col]
@@ -708,11 +728,13 @@ def _check_columns(
                 errors.append(
                     f"{where}: depends on column {dep}, which is not masked (it would copy the original)"
                 )
-        if col in unique_cols and not keeps_unique(transformer, options, info):
-            index = next((n for n, cols in cat.unique_indexes if col in cols), "primary key")
+        if (col in unique_cols or col in through) and not keeps_unique(transformer, options, info):
+            key_col = col if col in unique_cols else through[col]
+            index = next((n for n, cols in cat.unique_indexes if key_col in cols), "primary key")
+            via = "" if key_col == col else f" (through generated column {key_col})"
             errors.append(
                 f"{where}: transformer {transformer.name!r} does not keep values unique, but {col} is in "
-                f"unique index {index} of {cat.qualified}; a unique key under a non-unique output fails the "
+                f"unique index {index} of {cat.qualified}{via}; a unique key under a non-unique output fails the "
                 f"load: use a transformer the registry marks unique ({', '.join(unique_transformers())}) "
                 "with enough length, or mask another column"
             )

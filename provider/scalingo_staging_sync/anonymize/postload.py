@@ -27,7 +27,7 @@ from pglast import ast
 from pglast.enums import SetOperation
 from psycopg import sql
 
-from scalingo_staging_sync.pgconn import PgTarget
+from scalingo_staging_sync.pgconn import PgTarget, turn_off_timeouts
 from scalingo_staging_sync.pgerrors import SanitizedDatabaseError, sanitized
 from scalingo_staging_sync.tablename import TableName
 
@@ -118,6 +118,7 @@ def refresh_materialized_views(target: PgTarget, views: Sequence[TableName] | No
     only = {TableName.parse(v) for v in views} if views is not None else None
     refreshed: list[str] = []
     with target.connect(autocommit=True) as conn:
+        turn_off_timeouts(conn)  # a large view refreshes longer than the role's statement_timeout
         order = sanitized(
             lambda: matview_refresh_order(conn), "list materialized views", error_cls=PostLoadError
         )
@@ -235,6 +236,7 @@ def analyze_masked(target: PgTarget, tables: Sequence[TableName] | None = None) 
     still in its ``pg_stats``. Returns ``{"analyzed": [...], "cleared": [...], "duration_s"}``."""
     started = time.monotonic()
     with target.connect(autocommit=True) as conn:
+        turn_off_timeouts(conn)
         if tables is None:
             names = sanitized(lambda: user_relations(conn, "rpm"), "list tables", error_cls=PostLoadError)
         else:

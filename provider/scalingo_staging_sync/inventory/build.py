@@ -83,8 +83,10 @@ def build_inventory(dump_path: str | os.PathLike, tools: PgTools | None = None) 
     ddl_entries = [e for e in entries if e.desc in DDL_DESCS or e.desc in LO_METADATA_DESCS]
     statements = _parse_ddl(entries_sql(dump_path, tools, ddl_entries), dump_path) if ddl_entries else ()
     type_entries = [e for e in entries if e.desc == "TYPE"]
-    enums = _enum_labels(entries_sql(dump_path, tools, type_entries)) if type_entries else {}
-    _Reader(inv, entries, enums).read(statements)
+    type_sql = entries_sql(dump_path, tools, type_entries) if type_entries else ""
+    enums = _enum_labels(type_sql) if type_entries else {}
+    composites = _composite_columns(type_sql) if type_entries else {}
+    _Reader(inv, entries, enums, composites).read(statements)
 
     for e in entries:
         if e.desc == "MATERIALIZED VIEW":
@@ -166,6 +168,22 @@ def _enum_labels(text: str) -> dict[TableName, tuple[str, ...]]:
     return out
 
 
+def _composite_columns(text: str) -> dict[TableName, tuple[ast.ColumnDef, ...]]:
+    """``{composite type: its attributes}`` of the archive's ``CREATE TYPE ... AS (...)``: the columns of
+    a typed table (``CREATE TABLE people OF person``), whose own DDL lists only their options. Text
+    that does not parse gives none (such a table then has no known columns)."""
+    sql_text = "\n".join(line for line in text.splitlines() if not line.startswith("\\"))
+    try:
+        statements = [raw.stmt for raw in pglast.parse_sql(sql_text)]
+    except pglast.parser.ParseError:
+        return {}
+    return {
+        _tn(stmt.typevar): tuple(stmt.coldeflist or ())
+        for stmt in statements
+        if isinstance(stmt, ast.CompositeTypeStmt)
+    }
+
+
 def _tn(rv: ast.RangeVar) -> TableName:
     return TableName(rv.schemaname or "public", rv.relname)
 
@@ -235,9 +253,11 @@ class _Reader:
         inv: Inventory,
         entries: list[TocEntry],
         enums: dict[TableName, tuple[str, ...]] | None = None,
+        composites: dict[TableName, tuple[ast.ColumnDef, ...]] | None = None,
     ) -> None:
         self.inv = inv
         self.enums = enums or {}
+        self.composites = composites or {}
         #: domain -> (type SQL, base type, length, NOT NULL, its CHECKs: (domain, name, expression SQL))
         self.domains: dict[
             TableName, tuple[str, str, int | None, bool, tuple[tuple[str, str, str], ...]]
@@ -279,7 +299,21 @@ class _Reader:
             for c in stmt.constraints or ()
             if c.contype == ConstrType.CONSTR_CHECK and c.raw_expr is not None
         )
+        inner = self._domain_of(stmt.typeName)
+        if inner is not None:  # a domain over a domain (pg_dump creates the inner one first)
+            _inner_sql, base, length, inner_not_null, inner_checks = inner
+            not_null = not_null or inner_not_null
+            checks = inner_checks + checks
         self.domains[name] = (_sql(stmt.typeName), base, length, not_null, checks)
+
+    def _domain_of(
+        self, type_name: ast.TypeName
+    ) -> tuple[str, str, int | None, bool, tuple[tuple[str, str, str], ...]] | None:
+        """The domain a (schema-qualified, as pg_dump writes it) type name names, resolved to its base
+        type; None for another type or an array."""
+        if len(type_name.names) != 2 or type_name.arrayBounds or _sval(type_name.names[0]) == "pg_catalog":
+            return None
+        return self.domains.get(TableName(_sval(type_name.names[0]), _sval(type_name.names[1])))
 
     @staticmethod
     def _type(type_name: ast.TypeName) -> tuple[str, int | None]:
@@ -305,7 +339,30 @@ class _Reader:
             table.parents.append(_tn(parent))
         if stmt.partbound is not None and table.parents:
             table.partition_of = table.parents[0]
+        # a typed table (CREATE TABLE ... OF type): its columns are the type's, its DDL gives only their
+        # options ("email WITH OPTIONS NOT NULL": a ColumnDef without a type)
+        options = {
+            elt.colname: elt
+            for elt in stmt.tableElts or ()
+            if isinstance(elt, ast.ColumnDef) and elt.typeName is None
+        }
+        if stmt.ofTypename is not None:
+            names = [_sval(n) for n in stmt.ofTypename.names]
+            of_type = TableName(names[0], names[1]) if len(names) == 2 else TableName("public", names[-1])
+            for attribute in self.composites.get(of_type, ()):
+                option = options.get(attribute.colname)
+                if option is not None:
+                    attribute = ast.ColumnDef(
+                        colname=attribute.colname,
+                        typeName=attribute.typeName,
+                        is_not_null=bool(attribute.is_not_null or option.is_not_null),
+                        raw_default=option.raw_default,
+                        constraints=tuple(attribute.constraints or ()) + tuple(option.constraints or ()),
+                    )
+                table.local_columns.append(self._column(attribute))
         for elt in stmt.tableElts or ():
+            if isinstance(elt, ast.ColumnDef) and elt.typeName is None:
+                continue  # options of a typed table's column, taken above
             if isinstance(elt, ast.ColumnDef):
                 table.local_columns.append(self._column(elt))
             elif isinstance(elt, ast.Constraint):
@@ -323,12 +380,11 @@ class _Reader:
             enum_labels = self.enums.get(
                 TableName(_sval(col.typeName.names[0]), _sval(col.typeName.names[1]))
             )
-        if len(col.typeName.names) == 2 and _sval(col.typeName.names[0]) != "pg_catalog":
-            dom = self.domains.get(TableName(_sval(col.typeName.names[0]), _sval(col.typeName.names[1])))
-            if dom is not None and not col.typeName.arrayBounds:
-                _dom_sql, base, length, dom_not_null, domain_checks = dom
-                is_domain = True
-                not_null = not_null or dom_not_null
+        dom = self._domain_of(col.typeName)
+        if dom is not None:
+            _dom_sql, base, length, dom_not_null, domain_checks = dom
+            is_domain = True
+            not_null = not_null or dom_not_null
         default = _sql(col.raw_default) if col.raw_default is not None else None
         generated = bool(col.generated and col.generated != "\x00")
         identity = bool(col.identity and col.identity != "\x00")

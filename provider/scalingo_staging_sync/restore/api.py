@@ -273,6 +273,12 @@ def restore(
         log.error("restore of section %s failed: removing the restored data (fail closed)", section)
         fail_closed(target, resolved, scaler)
         raise
+    if fresh:
+        try:
+            targets.hold_forced_row_security(into)
+        except BaseException:
+            fail_closed(target, resolved, scaler)
+            raise
     if analyze and section in ("post-data", "all"):
         t = time.monotonic()
         with into.connect(autocommit=True) as conn:

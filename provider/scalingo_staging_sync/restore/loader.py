@@ -39,7 +39,7 @@ from typing import Any, Protocol
 
 from psycopg import sql
 
-from scalingo_staging_sync.pgconn import PgTarget
+from scalingo_staging_sync.pgconn import PgTarget, turn_off_timeouts
 from scalingo_staging_sync.pgerrors import describe_pg_error, masked_value_fix, withhold_quoted
 from scalingo_staging_sync.restore.copytext import BLOCK, CopyTextReader, parse_copy_line
 from scalingo_staging_sync.restore.errors import RestoreError
@@ -210,6 +210,7 @@ def _load_unit(
 
     with CopyTextReader(dump_path, unit, tools) as reader, target.connect(autocommit=False) as conn:
         conn.execute("SET row_security TO off")
+        turn_off_timeouts(conn)  # as pg_restore does: the role's own would cancel a large table's COPY
         encoding = None
         for index, entry in enumerate(unit):
             table = entry.table_name
@@ -364,5 +365,5 @@ def _truncate_for_freeze(conn, table: TableName) -> bool:
         log.info("%s cannot be truncated (%s): loading it without COPY FREEZE", table, describe_pg_error(exc))
         return False
     conn.execute("RELEASE SAVEPOINT sss_truncate")
-    conn.execute("SET LOCAL lock_timeout TO DEFAULT")
+    conn.execute("SET LOCAL lock_timeout = 0")  # the session's (turn_off_timeouts), not the role's
     return True

@@ -67,7 +67,9 @@ _OWNED_RELATIONS_SQL = (
     " AND n.nspname <> ALL(%s) AND n.nspname NOT LIKE 'pg\\_%%' AND NOT c.relispartition"
     " AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass"
     "                 AND d.objid = c.oid AND d.deptype = 'e')"
-    " ORDER BY c.relkind IN ('v','m') DESC"
+    # views first; sequences last: an identity column's sequence cannot be dropped before its table (an
+    # internal dependency, which CASCADE does not follow), it goes with the table
+    " ORDER BY c.relkind IN ('v','m') DESC, c.relkind = 'S'"
 )
 _OWNED_ROUTINES_SQL = (
     "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
@@ -84,6 +86,22 @@ _OWNED_TYPES_SQL = (
     " AND n.nspname NOT LIKE 'pg\\_%%'"
     " AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass"
     "                 AND d.objid = t.oid AND d.deptype = 'e')"
+)
+
+#: schema objects the role owns that no table, routine or type drop takes with it, and that a restore
+#: creates again (``already exists`` otherwise): (kind for DROP, catalog, name, namespace, owner column)
+_OWNED_SCHEMA_OBJECTS = (
+    ("TEXT SEARCH CONFIGURATION", "pg_ts_config", "cfgname", "cfgnamespace", "cfgowner"),
+    ("TEXT SEARCH DICTIONARY", "pg_ts_dict", "dictname", "dictnamespace", "dictowner"),
+    ("COLLATION", "pg_collation", "collname", "collnamespace", "collowner"),
+    ("CONVERSION", "pg_conversion", "conname", "connamespace", "conowner"),
+)
+_OWNED_SCHEMA_OBJECT_SQL = (
+    "SELECT DISTINCT n.nspname, o.{name} FROM {catalog} o JOIN pg_namespace n ON n.oid = o.{namespace}"
+    " WHERE pg_has_role(current_user, o.{owner}, 'USAGE') AND n.nspname <> ALL(%s)"
+    " AND n.nspname NOT LIKE 'pg\\_%%' AND n.nspname <> 'information_schema'"
+    " AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = {catalog_literal}::regclass"
+    "                 AND d.objid = o.oid AND d.deptype = 'e')"
 )
 
 
@@ -544,7 +562,8 @@ def write_state(target: PgTarget, status: str, **fields: Any) -> None:
 
 def wipe_owned_objects(target: PgTarget) -> list[str]:
     """Drop what the connection's role owns in ``target`` (schemas, tables, views, sequences, routines,
-    types, large objects), never extension members nor the state schema. Returns what was dropped."""
+    types, collations, text search configurations and dictionaries, conversions, large objects), never
+    extension members nor the state schema. Returns what was dropped."""
     dropped: list[str] = []
     with target.connect(autocommit=True) as conn:
         schemas = conn.execute(
@@ -587,6 +606,21 @@ def wipe_owned_objects(target: PgTarget) -> list[str]:
                 )
             )
             dropped.append(f"{kind.lower()} {schema}.{name}")
+        for kind, catalog, name, namespace, owner in _OWNED_SCHEMA_OBJECTS:
+            query = sql.SQL(_OWNED_SCHEMA_OBJECT_SQL).format(
+                name=sql.Identifier(name),
+                catalog=sql.Identifier("pg_catalog", catalog),
+                namespace=sql.Identifier(namespace),
+                owner=sql.Identifier(owner),
+                catalog_literal=sql.Literal(f"pg_catalog.{catalog}"),
+            )
+            for schema, obj in conn.execute(query, (list(_SYSTEM_SCHEMAS),)).fetchall():
+                conn.execute(
+                    sql.SQL("DROP {} IF EXISTS {}.{} CASCADE").format(
+                        sql.SQL(kind), sql.Identifier(schema), sql.Identifier(obj)
+                    )
+                )
+                dropped.append(f"{kind.lower()} {schema}.{obj}")
         los = conn.execute(
             "SELECT count(lo_unlink(oid)) FROM pg_largeobject_metadata WHERE pg_has_role(current_user, lomowner, 'USAGE')"
         ).fetchone()
@@ -647,7 +681,95 @@ def prepare_in_place(target: PgTarget, *, scaler: Scaler | None = None, app: str
 
 def mark_verified(target: PgTarget) -> None:
     """In place: the data is masked and verified; cleanup will no longer wipe it."""
+    force_row_security_again(target)
     write_state(target, "verified")
+
+
+# --------------------------------------------------------------------------------------------
+# FORCE ROW LEVEL SECURITY, held back until promotion
+# --------------------------------------------------------------------------------------------
+
+HELD_RLS_TABLE = "held_force_row_security"
+
+_FORCED_RLS_SQL = (
+    "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE c.relkind IN ('r', 'p') AND c.relforcerowsecurity"
+    " AND pg_has_role(current_user, c.relowner, 'USAGE') AND n.nspname <> ALL(%s) ORDER BY 1, 2"
+)
+
+
+def _held_rls_exists(conn: psycopg.Connection) -> bool:
+    row = conn.execute("SELECT to_regclass(%s)", (f"{STATE_SCHEMA}.{HELD_RLS_TABLE}",)).fetchone()
+    return bool(row and row[0] is not None)
+
+
+def hold_forced_row_security(target: PgTarget) -> list[str]:
+    """``FORCE ROW LEVEL SECURITY`` subjects a table's owner to its policies. A role that is neither
+    superuser nor BYPASSRLS restores as the owner of every table, so once post-data enables row-level
+    security, the masking that runs after it, the PII scan, verification and the refresh of materialized
+    views would read only the rows the policies show that session: none, or an error, when a policy
+    reads an application setting (``current_setting('app.tenant_id')``). Called after pre-data: such
+    tables are set ``NO FORCE`` (their owner reads every row) and listed in the state schema;
+    :func:`force_row_security_again` (at promotion) forces them again. Returns the tables held."""
+    held: list[str] = []
+    with target.connect(autocommit=True) as conn:
+        exempt = conn.execute(
+            "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()
+        if exempt and exempt[0]:
+            return held
+        rows = conn.execute(_FORCED_RLS_SQL, (list(_SYSTEM_SCHEMAS),)).fetchall()
+        if not rows and not _held_rls_exists(conn):
+            return held
+        ident = sql.Identifier(STATE_SCHEMA, HELD_RLS_TABLE)
+        with conn.transaction():
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(STATE_SCHEMA)))
+            conn.execute(
+                sql.SQL("CREATE TABLE IF NOT EXISTS {} (schema_name text NOT NULL, table_name text NOT NULL,"
+                        " PRIMARY KEY (schema_name, table_name))").format(ident)
+            )  # fmt: skip
+            conn.execute(sql.SQL("DELETE FROM {}").format(ident))  # a fresh restore: its own list
+            for schema, name in rows:
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} NO FORCE ROW LEVEL SECURITY").format(sql.Identifier(schema, name))
+                )
+                conn.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s)").format(ident), (schema, name))
+                held.append(f"{schema}.{name}")
+    if held:
+        log.info(
+            "FORCE ROW LEVEL SECURITY held back until promotion on %d table(s), so that masking, the PII "
+            "scan and verification read every row as their owner: %s", len(held), ", ".join(held),
+        )  # fmt: skip
+    return held
+
+
+def force_row_security_again(target: PgTarget) -> list[str]:
+    """``FORCE ROW LEVEL SECURITY`` again on the tables :func:`hold_forced_row_security` listed in
+    ``target``, in one transaction that also drops the list; the state schema goes too when nothing
+    else is in it (a scratch database). Returns the tables forced again."""
+    forced: list[str] = []
+    with target.connect(autocommit=True) as conn:
+        if not _held_rls_exists(conn):
+            return forced
+        ident = sql.Identifier(STATE_SCHEMA, HELD_RLS_TABLE)
+        with conn.transaction():
+            rows = conn.execute(sql.SQL("SELECT schema_name, table_name FROM {} ORDER BY 1, 2").format(ident))
+            for schema, name in rows.fetchall():
+                table = sql.Identifier(schema, name)
+                if conn.execute("SELECT to_regclass(%s)", (table.as_string(conn),)).fetchone()[0] is None:
+                    continue
+                conn.execute(sql.SQL("ALTER TABLE {} FORCE ROW LEVEL SECURITY").format(table))
+                forced.append(f"{schema}.{name}")
+            conn.execute(sql.SQL("DROP TABLE {}").format(ident))
+            left = conn.execute(
+                "SELECT count(*) FROM pg_class WHERE relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = %s)",
+                (STATE_SCHEMA,),
+            ).fetchone()
+            if not left[0]:
+                conn.execute(sql.SQL("DROP SCHEMA {}").format(sql.Identifier(STATE_SCHEMA)))
+    if forced:
+        log.info("FORCE ROW LEVEL SECURITY applied again on %d table(s)", len(forced))
+    return forced
 
 
 # --------------------------------------------------------------------------------------------
@@ -679,6 +801,10 @@ def promote(
         with admin_connection(target) as conn:
             mode = "swap" if database_exists(conn, scratch_name(target.dbname)) else "in_place"
     if mode == "swap":
+        with admin_connection(target) as conn:
+            scratch = database_exists(conn, scratch_name(target.dbname))
+        if scratch:  # a promotion retried after its swap finds none
+            force_row_security_again(restore_database(target, "swap"))
         out = swap_databases(target, keep_previous=keep_previous, terminate=terminate, step_hook=step_hook)
         return {"mode": "swap", **out}
     state = read_state(target)
