@@ -341,3 +341,32 @@ def test_strategy_entry_points(monkeypatch):
         assert "plugin_strategy" in strategies.strategy_names()
     finally:
         unregister_strategy("plugin_strategy")
+
+
+def test_the_databases_own_statement_timeout_does_not_cancel_an_in_place_masking(db):
+    """The staging role or database may set a statement_timeout for its application (``ALTER ROLE app
+    SET statement_timeout = '30s'``); in place, that role masks. As pg_restore does in its sessions, the
+    masking session turns it off: only the operator's own ``statement_timeout_s`` bounds the UPDATE."""
+    _pg, target = db
+    execute(
+        target,
+        "CREATE TABLE big (id int PRIMARY KEY, email text NOT NULL);"
+        "INSERT INTO big SELECT g, 'person' || g || '@corp.test' FROM generate_series(1, 200000) g",
+    )
+    execute(
+        target,
+        sql.SQL("ALTER DATABASE {} SET statement_timeout = '20ms'").format(sql.Identifier(target.dbname)),
+    )
+    with target.connect() as conn, pytest.raises(psycopg.errors.QueryCanceled):  # the premise
+        conn.execute("UPDATE big SET email = upper(email)")
+    (result,) = anonymize(
+        target, "source_app: p\nanonymization_tables: [{table: big, columns: {email: email}}]"
+    )
+    assert result["rows"] == 200000
+    assert execute(target, "SELECT count(*) FROM big WHERE email LIKE 'person%'") == [(0,)]
+    with pytest.raises(executor.AnonymizationError, match="statement timeout"):  # the operator's own applies
+        anonymize(
+            target,
+            "source_app: p\nanonymization_tables: [{table: big, columns: {email: email}}]",
+            statement_timeout_s=0.001,
+        )

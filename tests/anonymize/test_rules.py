@@ -206,8 +206,13 @@ def test_not_yaml_mapping():
 
 def test_rules_path_from_param_else_env(monkeypatch, tmp_path):
     monkeypatch.delenv(RULES_ENV, raising=False)
-    with pytest.raises(RulesError, match="rules_file"):
+    with pytest.raises(RulesError, match="rules_file") as info:
         resolve_rules_path(None)
+    # every way to name one, the config option first
+    assert "set [scalingo_staging_sync] rules_file (env AIRFLOW__SCALINGO_STAGING_SYNC__RULES_FILE)" in str(
+        info.value
+    )
+    assert "[scalingo_staging_sync] rules_folder" in str(info.value) and RULES_ENV in str(info.value)
     monkeypatch.setenv(RULES_ENV, str(tmp_path / "env.yml"))
     assert resolve_rules_path(None) == tmp_path / "env.yml"
     assert resolve_rules_path(str(tmp_path / "param.yml")) == tmp_path / "param.yml"

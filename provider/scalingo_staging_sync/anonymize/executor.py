@@ -42,7 +42,7 @@ from scalingo_staging_sync.anonymize.strategies import StrategyContext, build_cu
 from scalingo_staging_sync.anonymize.stream import spec_comment
 from scalingo_staging_sync.anonymize.transformers import get_transformer, options_of
 from scalingo_staging_sync.fingerprint import ALGORITHM, TEXT_STYLES, fingerprint
-from scalingo_staging_sync.pgconn import PgTarget
+from scalingo_staging_sync.pgconn import PgTarget, turn_off_timeouts
 from scalingo_staging_sync.pgerrors import (
     MASKED_VALUE_FIXES,
     SanitizedDatabaseError,
@@ -611,6 +611,9 @@ def run_in_place(
 
     def attempt() -> tuple[int, dict]:
         with target.connect(autocommit=False) as conn:
+            # as pg_restore does: the staging role's own timeouts (set for its application) do not bound
+            # the masking; only statement_timeout_s does
+            turn_off_timeouts(conn)
             cat = _table_catalog(conn, item)
             statement, masked = _statement(item, cat, email_domain)
             if statement_timeout_s:

@@ -410,7 +410,9 @@ def resolve_rules_path(param: str | None = None) -> Path:
     if not value:
         raise RulesError(
             [
-                f"(top level): no rules file: pass the DAG param rules_file or set the environment variable {RULES_ENV}"
+                "(top level): no rules file: set [scalingo_staging_sync] rules_file (env "
+                "AIRFLOW__SCALINGO_STAGING_SYNC__RULES_FILE), or choose one of the rules folder's files with the "
+                f"DAG param rules_file ([scalingo_staging_sync] rules_folder), or set the environment variable {RULES_ENV}"
             ]
         )
     return Path(value)

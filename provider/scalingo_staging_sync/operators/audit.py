@@ -64,7 +64,7 @@ class AuditReportOperator(BaseOperator):
     ``audit_dir`` (else settings' ``audit_dir``, then the config section).
 
     XCom ``return_value``: the report (``result``, ``summary``, ``safety.checks``, ``tables``,
-    ``pii_scan``, ``cleanup``, ...); files ``<audit_dir>/<run_id>.json`` and ``.md``.
+    ``pii_scan``, ``cleanup``, ...); files ``<audit_dir>/<run_id>.json`` and ``.txt``.
     """
 
     template_fields: Sequence[str] = _FIELDS

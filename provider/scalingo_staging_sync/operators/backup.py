@@ -99,9 +99,9 @@ class ScalingoBackupOperator(BaseOperator):
     :param timeout: seconds to wait for a new backup.
     :param deferrable: wait for a new backup in the triggerer instead of holding a worker slot.
 
-    XCom ``return_value``: ``{"app", "addon_id", "backup_id", "backup_name", "created_at", "size", "sha256", "pg_version",
-    "pg_major", "archive_path", "dump_path", "dump_format", "resource_id", "db_hostname", "reused",
-    "stored_dump"}``. Local ``download_dir``: ``dump_path`` / ``archive_path`` are local paths and
+    XCom ``return_value``: ``{"app", "addon_id", "backup_id", "backup_name", "backup_method", "created_at", "size",
+    "sha256", "pg_version", "pg_major", "archive_path", "dump_path", "dump_format", "resource_id", "db_hostname",
+    "database_plan", "reused", "stored_dump"}``. Local ``download_dir``: ``dump_path`` / ``archive_path`` are local paths and
     ``stored_dump`` is None. URL: they are None and ``stored_dump`` is ``StoredDump.to_dict()``
     (``{"url", "size", "sha256", "kind", "pg_version", "conn_id", "run_key"}``); pass the whole result
     (or ``stored_dump``) as the ``dump_path`` of the tasks that need the dump.
