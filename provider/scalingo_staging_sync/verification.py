@@ -31,6 +31,7 @@ from typing import Any
 
 from scalingo_staging_sync.errors import SyncError
 from scalingo_staging_sync.fingerprint import ALGORITHM, TEXT_STYLES, fingerprint
+from scalingo_staging_sync.pgconn import turn_off_timeouts
 from scalingo_staging_sync.tablename import TableName
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,6 @@ def verify_table(
 
 
 def _check_samples(conn, check, relation, key_columns: list[str], samples: list[dict], salt: str) -> None:
-    from psycopg import sql
 
     columns = sorted({c for s in samples for c in (s.get("values") or {})})
     if not columns:
@@ -182,40 +182,29 @@ def _check_samples(conn, check, relation, key_columns: list[str], samples: list[
     }
     check.keys_sampled = len(expected)
     stats = {c: {"checked": 0, "survived": 0} for c in columns}
-    select = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in columns)
     keys = list(expected)
+    types = _key_types(conn, relation, key_columns)
     found = 0
+    # keys with NULL parts in the same places are looked up together (a NULL part: IS NULL)
+    groups: dict[tuple[bool, ...], list[int]] = {}
+    for position, key in enumerate(keys):
+        groups.setdefault(tuple(k is None for k in key), []).append(position)
     with conn.cursor() as cur:
-        for start in range(0, len(keys), _KEY_BATCH):
-            # Each sampled key is looked up by the server (its archive text cast to the column's type)
-            # and its rows labelled with the key's position: the archive writes keys as production's
-            # server printed them (pg_dump: DateStyle ISO, production's TimeZone), which the staging
-            # session may print differently (another TimeZone or DateStyle), so keys are never
-            # compared as text here. Literals, not %s parameters: a name holding "%" (a column
-            # "discount %") would be read as a placeholder by the client.
-            # (at most _ROWS_PER_KEY rows per key: without a primary key, many rows may share one)
-            query = sql.SQL(" UNION ALL ").join(
-                sql.SQL("(SELECT {}, {} FROM {} WHERE {} LIMIT {})").format(
-                    sql.Literal(position),
-                    select,
-                    relation,
-                    _key_condition(key_columns, keys[position]),
-                    sql.Literal(_ROWS_PER_KEY),
-                )
-                for position in range(start, min(start + _KEY_BATCH, len(keys)))
-            )
-            cur.execute(query)
-            for row in cur.fetchall():
-                recorded = expected[keys[row[0]]]
-                found += 1
-                for index, column in enumerate(columns):
-                    original = recorded.get(column)
-                    if original is None:
-                        continue
-                    stats[column]["checked"] += 1
-                    current = row[1 + index]
-                    if current is not None and fingerprint(salt, current) == original:
-                        stats[column]["survived"] += 1
+        for nulls, positions in groups.items():
+            for start in range(0, len(positions), _KEY_BATCH):
+                batch = positions[start : start + _KEY_BATCH]
+                cur.execute(_lookup_query(relation, key_columns, types, nulls, columns, keys, batch))
+                for row in cur.fetchall():
+                    recorded = expected[keys[row[0]]]
+                    found += 1
+                    for index, column in enumerate(columns):
+                        original = recorded.get(column)
+                        if original is None:
+                            continue
+                        stats[column]["checked"] += 1
+                        current = row[1 + index]
+                        if current is not None and fingerprint(salt, current) == original:
+                            stats[column]["survived"] += 1
     check.keys_found = found
     check.columns = stats
     check.survived_columns = [c for c in columns if stats[c]["survived"]]
@@ -228,16 +217,64 @@ def _check_samples(conn, check, relation, key_columns: list[str], samples: list[
         check.problems.append(f"none of the {len(expected)} sampled keys was found after anonymization")
 
 
-def _key_condition(key_columns: list[str], key: tuple[str | None, ...]):
-    """``k1 = 'v1' AND k2 IS NULL ...``: each archive text cast by the server to its column's type
-    (``=`` keeps a primary key's index usable, where ``IS NOT DISTINCT FROM`` would not)."""
+def _key_types(conn, relation, key_columns: list[str]) -> dict[str, str]:
+    """``{key column: its type}`` without type modifiers (a cast to ``varchar`` cuts nothing)."""
+    rows = conn.execute(
+        "SELECT a.attname::text, format_type(a.atttypid, NULL) FROM pg_attribute a"
+        " WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped",
+        (relation.as_string(conn),),
+    ).fetchall()
+    types = dict(rows)
+    return {column: types[column] for column in key_columns if column in types}
+
+
+def _lookup_query(relation, key_columns, types, nulls, columns, keys, positions):
+    """One query for the sampled keys at ``positions`` (all NULL in the parts ``nulls`` marks): the rows
+    of each (at most :data:`_ROWS_PER_KEY`), labelled with the key's position, and the text of every
+    masked column. The keys are a ``VALUES`` list joined to the table, each archive text cast by the
+    server to its column's type: the archive writes keys as production's server printed them (pg_dump:
+    DateStyle ISO, production's TimeZone), which the staging session may print otherwise, so keys are
+    never compared as text here. A key with an index is found through it (the planner's nested loop);
+    a table without one is read once (a hash join), not once per key. Literals, not ``%s``
+    parameters: a name holding ``%`` (a column ``discount %``) would be read as a placeholder."""
     from psycopg import sql
 
-    return sql.SQL(" AND ").join(
-        sql.SQL("{} IS NULL").format(sql.Identifier(column))
-        if value is None
-        else sql.SQL("{} = {}").format(sql.Identifier(column), sql.Literal(value))
-        for column, value in zip(key_columns, key, strict=True)
+    joined = [c for c, is_null in zip(key_columns, nulls, strict=True) if not is_null]
+    names = [sql.Identifier(f"k{i}") for i in range(len(joined))]
+    values = sql.SQL(", ").join(
+        sql.SQL("({})").format(
+            sql.SQL(", ").join(
+                [sql.Literal(p), *(sql.Literal(v) for v, n in zip(keys[p], nulls, strict=True) if not n)]
+            )
+        )
+        for p in positions
+    )
+    on = sql.SQL(" AND ").join(
+        sql.SQL("t.{} = CAST(v.{} AS {})").format(sql.Identifier(c), k, sql.SQL(types.get(c, "text")))
+        for c, k in zip(joined, names, strict=True)
+    )
+    where = sql.SQL(" AND ").join(
+        sql.SQL("t.{} IS NULL").format(sql.Identifier(c))
+        for c, n in zip(key_columns, nulls, strict=True)
+        if n
+    )
+    return sql.SQL(
+        "SELECT s.sss_position, {outer} FROM (SELECT v.sss_position, {inner}, "
+        "row_number() OVER (PARTITION BY v.sss_position) AS sss_n "
+        "FROM {relation} AS t JOIN (VALUES {values}) AS v(sss_position, {names}) ON {on}{where}) AS s "
+        "WHERE s.sss_n <= {limit}"
+    ).format(
+        outer=sql.SQL(", ").join(sql.Identifier("s", f"c{i}") for i in range(len(columns))),
+        inner=sql.SQL(", ").join(
+            sql.SQL("t.{}::text AS {}").format(sql.Identifier(c), sql.Identifier(f"c{i}"))
+            for i, c in enumerate(columns)
+        ),
+        relation=relation,
+        values=values,
+        names=sql.SQL(", ").join(names),
+        on=on,
+        where=sql.SQL(" WHERE {}").format(where) if any(nulls) else sql.SQL(""),
+        limit=sql.Literal(_ROWS_PER_KEY),
     )
 
 
@@ -385,6 +422,9 @@ def verify_residuals(
     ``raise_on_failure`` is false.
     """
     with target.connect(autocommit=True) as conn:
+        # a table without a primary key is looked up by a scan per key: the role's own statement_timeout
+        # (set for its application) does not bound it, as in pg_restore's sessions
+        turn_off_timeouts(conn)
         # values compared as text print as the archive printed them (pg_dump's DateStyle, IntervalStyle
         # and float digits), whatever the staging role or server sets
         for setting, value in TEXT_STYLES.items():

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 
+import psycopg
 import pytest
 
 from scalingo_staging_sync.fingerprint import ALGORITHM, fingerprint
@@ -145,3 +147,95 @@ def test_missing_proof_and_missing_table_fail(staging_pg16, chinook_verify):
     assert not report["passed"]
     assert "no residual-value proof" in report["failures"][0]
     assert "verification query failed (SQLSTATE 42P01 (UndefinedTable)" in report["failures"][1]
+
+
+def test_a_table_without_primary_key_is_read_once_not_once_per_key(staging_pg16):
+    """Sampled keys of a table without primary key (keyed by its unmasked columns, without an index)
+    are looked up in one join, one scan of the table, not one scan per key: on a large log table, 200
+    scans took minutes. Counted from the table's statistics: the row count and the lookup, nothing more."""
+    db = "verify_nopk_scans"
+    staging_pg16.create_database(db)
+    staging_pg16.execute(
+        "CREATE TABLE logs (at timestamptz, actor text, email text);"
+        "INSERT INTO logs SELECT timestamptz '2024-01-01' + g * interval '1 minute', 'actor' || (g % 7),"
+        " 'u' || g || '@corp.test' FROM generate_series(1, 5000) g",
+        db,
+    )
+    rows = staging_pg16.execute("SELECT at::text, actor, email FROM logs ORDER BY at LIMIT 200", db)
+    proof = {
+        "algorithm": ALGORITHM,
+        "key_columns": ["at", "actor"],
+        "rows": [{"key": [a, b], "values": {"email": fingerprint(SALT, e)}} for a, b, e in rows],
+    }
+    staging_pg16.execute("UPDATE logs SET email = md5(email) WHERE at > '2024-01-01 01:00+00'", db)
+
+    def seq_scans_once_settled(expected: int | None = None) -> int:
+        # a session's statistics reach pg_stat_user_tables when it ends, a moment after it closed
+        deadline, last = time.monotonic() + 10, None
+        while time.monotonic() < deadline:
+            count = staging_pg16.execute(
+                "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'logs'", db
+            )
+            if (expected is not None and count[0][0] == expected) or (
+                expected is None and count[0][0] == last
+            ):
+                return count[0][0]
+            last = count[0][0]
+            time.sleep(0.3)
+        return last
+
+    before = seq_scans_once_settled(2)  # the sample's SELECT and the UPDATE
+    assert before == 2
+    result = {
+        "table": "public.logs",
+        "mode": "on_load",
+        "rows": 5000,
+        "masked_columns": ["email"],
+        "proof": proof,
+    }
+    report = verify_residuals(
+        _target(staging_pg16, db), [result], SALT, raise_on_failure=False, check_stats=False
+    )
+    # the first hour's 60 rows kept their original email: found, by key, through the single scan
+    assert report["tables"][0]["keys_found"] == 200
+    assert report["tables"][0]["columns"]["email"] == {"checked": 200, "survived": 60}
+    deadline = time.monotonic() + 10
+    while seq_scans_once_settled() == before and time.monotonic() < deadline:  # not flushed yet
+        time.sleep(0.2)
+    assert seq_scans_once_settled() - before == 2  # count(*) and the lookup (one per key before: 201)
+    staging_pg16.drop_database(db)
+
+
+def test_the_databases_own_statement_timeout_does_not_bound_verification(staging_pg16):
+    """The staging role or database may set a statement_timeout for its application; verification turns
+    it off in its session, as pg_restore does (a large table's count(*) would be cancelled)."""
+    from psycopg import sql
+
+    db = "verify_timeouts"
+    staging_pg16.create_database(db)
+    staging_pg16.execute(
+        "CREATE TABLE logs (at timestamptz, actor text, email text);"
+        "INSERT INTO logs SELECT timestamptz '2024-01-01' + g * interval '1 minute', 'actor' || (g % 7),"
+        " md5(g::text) FROM generate_series(1, 300000) g",
+        db,
+    )
+    rows = staging_pg16.execute("SELECT at::text, actor FROM logs ORDER BY at LIMIT 50", db)
+    proof = {
+        "algorithm": ALGORITHM,
+        "key_columns": ["at", "actor"],
+        "rows": [{"key": [a, b], "values": {"email": fingerprint(SALT, "u@corp.test")}} for a, b in rows],
+    }
+    with staging_pg16.connect(db) as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} SET statement_timeout = '10ms'").format(sql.Identifier(db)))
+    target = _target(staging_pg16, db)
+    with target.connect() as conn, pytest.raises(psycopg.errors.QueryCanceled):  # the premise
+        conn.execute("SELECT count(*) FROM logs WHERE email LIKE '%x%'")
+    result = {
+        "table": "public.logs",
+        "mode": "on_load",
+        "rows": 300000,
+        "masked_columns": ["email"],
+        "proof": proof,
+    }
+    assert verify_residuals(target, [result], SALT)["passed"]
+    staging_pg16.drop_database(db)
