@@ -218,9 +218,10 @@ def _check_samples(conn, check, relation, key_columns: list[str], samples: list[
 
 
 def _key_types(conn, relation, key_columns: list[str]) -> dict[str, str]:
-    """``{key column: its type}`` without type modifiers (a cast to ``varchar`` cuts nothing)."""
+    """``{key column: its type}``, with its modifiers: without them ``character`` and ``bit`` mean one
+    character and one bit (``CAST('FRA' AS character)`` is ``'F'``)."""
     rows = conn.execute(
-        "SELECT a.attname::text, format_type(a.atttypid, NULL) FROM pg_attribute a"
+        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
         " WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped",
         (relation.as_string(conn),),
     ).fetchall()

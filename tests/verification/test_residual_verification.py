@@ -239,3 +239,34 @@ def test_the_databases_own_statement_timeout_does_not_bound_verification(staging
     }
     assert verify_residuals(target, [result], SALT)["passed"]
     staging_pg16.drop_database(db)
+
+
+def test_keys_of_fixed_length_types_are_found(staging_pg16):
+    """``char(n)`` and ``bit(n)`` keys: cast to their own type, modifiers included (``character`` alone
+    is one character: every key would be cut to its first one and none found)."""
+    db = "verify_fixed_keys"
+    staging_pg16.create_database(db)
+    staging_pg16.execute(
+        "CREATE TABLE offices (country char(3), flags bit(3), email text, PRIMARY KEY (country, flags));"
+        "INSERT INTO offices SELECT 'C' || lpad(g::text, 2, '0'), (g % 8)::bit(3), 'office' || g || '@corp.test'"
+        " FROM generate_series(1, 40) g",
+        db,
+    )
+    rows = staging_pg16.execute("SELECT country::text, flags::text, email FROM offices", db)
+    proof = {
+        "algorithm": ALGORITHM,
+        "key_columns": ["country", "flags"],
+        "rows": [{"key": [c, f], "values": {"email": fingerprint(SALT, e)}} for c, f, e in rows],
+    }
+    staging_pg16.execute("UPDATE offices SET email = md5(email) WHERE country > 'C20'", db)
+    result = {
+        "table": "public.offices",
+        "mode": "on_load",
+        "rows": 40,
+        "masked_columns": ["email"],
+        "proof": proof,
+    }
+    report = verify_residuals(_target(staging_pg16, db), [result], SALT, raise_on_failure=False)
+    assert report["tables"][0]["keys_found"] == 40
+    assert report["tables"][0]["columns"]["email"] == {"checked": 40, "survived": 20}
+    staging_pg16.drop_database(db)
