@@ -111,6 +111,9 @@ def turn_off_timeouts(conn: Any) -> None:
     the refresh of a large materialized view."""
     from psycopg import sql
 
-    for setting, since in RESTORE_TIMEOUTS:
-        if conn.info.server_version >= since:
-            conn.execute(sql.SQL("SET {} = 0").format(sql.Identifier(setting)))
+    known = [setting for setting, since in RESTORE_TIMEOUTS if conn.info.server_version >= since]
+    conn.execute(  # one round trip
+        sql.SQL("SELECT {}").format(
+            sql.SQL(", ").join(sql.SQL("set_config({}, '0', false)").format(sql.Literal(s)) for s in known)
+        )
+    )

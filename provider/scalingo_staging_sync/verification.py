@@ -173,7 +173,6 @@ def verify_table(
 
 
 def _check_samples(conn, check, relation, key_columns: list[str], samples: list[dict], salt: str) -> None:
-
     columns = sorted({c for s in samples for c in (s.get("values") or {})})
     if not columns:
         return
@@ -311,7 +310,7 @@ def _in_current_data(conn, schema: str, name: str, column: str, value: str) -> b
     it legitimately. Only a listed original that the table no longer holds is stale (pre-masking)."""
     from psycopg import sql
 
-    row = conn.execute(  # no %s parameter: the names may hold "%" (see _check_samples)
+    row = conn.execute(  # no %s parameter: the names may hold "%" (see _lookup_query)
         sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE ({})::text = {})").format(
             sql.Identifier(schema, name), sql.Identifier(column), sql.Literal(value)
         )

@@ -771,44 +771,54 @@ class ScalingoClient:
         and not failed is taken as this request's; only when there is none is the POST sent again,
         up to ``max_attempts`` times with the usual backoff."""
         path = f"/databases/{_q(addon_id)}/backups"
-        for attempt in range(1, self.max_attempts + 1):
+
+        def ask() -> requests.Response | dict:
             asked_at = datetime.now(timezone.utc)
             try:
-                resp = self._db_request(
+                return self._db_request(
                     app, addon_id, "POST", path, json_body={}, expected=(200, 201, 202), idempotent=False
                 )
             except ScalingoServerError as exc:
                 adopted = self._backup_created_since(app, addon_id, asked_at)
-                if adopted is not None:
-                    log.warning(
-                        "the request for a backup of app %s failed (%s), but Scalingo lists backup %s (status "
-                        "%s, created %s) made since: it is used, no second backup is asked for",
-                        app, str(exc)[:200], adopted.get("id"), adopted.get("status"), adopted.get("created_at"),
-                    )  # fmt: skip
-                    return adopted
-                if attempt == self.max_attempts:
-                    raise
-                delay = min(self.backoff_max_s, self.backoff_s * (2 ** (attempt - 1)))
+                if adopted is None:
+                    raise  # nothing was created: asked again, after the backoff
                 log.warning(
-                    "the request for a backup of app %s failed (%s) and no backup was created since; asking "
-                    "again in %.1f s (attempt %d/%d)",
-                    app, str(exc)[:200], delay, attempt + 1, self.max_attempts,
+                    "the request for a backup of app %s failed (%s), but Scalingo lists backup %s (status "
+                    "%s, created %s) made since: it is used, no second backup is asked for",
+                    app, str(exc)[:200], adopted.get("id"), adopted.get("status"), adopted.get("created_at"),
                 )  # fmt: skip
-                time.sleep(delay)
-                continue
-            except ScalingoApiError as exc:
-                # the backups POST's own refusal (not the addon-token request's, which _db_request makes first)
-                if exc.status in (400, 409, 422) and str(exc.url or "").rstrip("/").endswith(path):
-                    raise ScalingoApiError(
-                        f"Scalingo refused to create a backup of app {app!r} addon {addon_id!r} (HTTP "
-                        f"{exc.status}: {exc.body!r}); a backup may already be running or the plan's "
-                        f"manual-backup limit is reached. Wait for the running backup, or use backup='latest'.",
-                        status=exc.status,
-                        url=exc.url,
-                        body=exc.body,
-                    ) from None
-                raise
-            break
+                return adopted
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            log.warning(
+                "the request for a backup of app %s failed (%s) and no backup was created since; asking "
+                "again in %.1f s (attempt %d/%d)",
+                app, str(state.outcome.exception())[:200], state.next_action.sleep if state.next_action else 0,
+                state.attempt_number + 1, self.max_attempts,
+            )  # fmt: skip
+
+        try:
+            resp = tenacity.Retrying(
+                retry=tenacity.retry_if_exception_type(ScalingoServerError),
+                stop=tenacity.stop_after_attempt(self.max_attempts),
+                wait=tenacity.wait_exponential(multiplier=self.backoff_s, max=self.backoff_max_s),
+                before_sleep=before_sleep,
+                reraise=True,
+            )(ask)
+        except ScalingoApiError as exc:
+            # the backups POST's own refusal (not the addon-token request's, which _db_request makes first)
+            if exc.status in (400, 409, 422) and str(exc.url or "").rstrip("/").endswith(path):
+                raise ScalingoApiError(
+                    f"Scalingo refused to create a backup of app {app!r} addon {addon_id!r} (HTTP "
+                    f"{exc.status}: {exc.body!r}); a backup may already be running or the plan's "
+                    f"manual-backup limit is reached. Wait for the running backup, or use backup='latest'.",
+                    status=exc.status,
+                    url=exc.url,
+                    body=exc.body,
+                ) from None
+            raise
+        if isinstance(resp, dict):
+            return resp
         data = _json(resp, path)
         backup = _normalize_backup(data.get("database_backup") or {})
         if not backup.get("id"):
