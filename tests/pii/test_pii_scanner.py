@@ -164,3 +164,46 @@ def test_sample_plan():
     assert sample_plan(big, 1000) == pytest.approx(0.3)
     unanalyzed = TableInfo("public", "t", 1, "r", est_rows=-1, pages=10_000)
     assert 0 < sample_plan(unanalyzed, 1000) < 50
+
+
+def test_the_staging_databases_own_timeouts_do_not_bound_the_scan(staging_pg16):
+    """The staging role or database may set a lock_timeout (or statement_timeout) for its application;
+    the scan of a sync turns them off in its session, as the load and verification do. Before, a table
+    still locked for a moment by another session (autovacuum truncating it, a seed, an admin) failed
+    the scan with ``canceling statement due to lock timeout``."""
+    import threading
+
+    import psycopg
+    from psycopg import sql
+
+    from scalingo_staging_sync.pgconn import PgTarget
+    from scalingo_staging_sync.pii.scanner import scan_target
+
+    db = "pii_timeouts"
+    staging_pg16.create_database(db)
+    staging_pg16.execute(
+        "CREATE TABLE contacts (id int, contact text);"
+        "INSERT INTO contacts SELECT g, 'person' || g || '@mail.example.org' FROM generate_series(1, 50) g",
+        db,
+    )
+    with staging_pg16.connect(db) as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} SET lock_timeout = '50ms'").format(sql.Identifier(db)))
+    target = PgTarget(host=staging_pg16.host, port=staging_pg16.port, user=staging_pg16.user, dbname=db)
+    holder = psycopg.connect(
+        host=staging_pg16.host, port=staging_pg16.port, user=staging_pg16.user, dbname=db
+    )
+    try:
+        holder.execute("LOCK TABLE contacts IN ACCESS EXCLUSIVE MODE")  # held until the commit below
+        with target.connect(autocommit=True) as conn, pytest.raises(psycopg.errors.LockNotAvailable):
+            conn.execute("SELECT contact FROM contacts LIMIT 1")  # the premise
+        release = threading.Timer(1.0, holder.commit)
+        release.start()
+        try:
+            report = scan_target(target, sample_rows=50)
+        finally:
+            release.join()
+    finally:
+        holder.close()
+        staging_pg16.drop_database(db)
+    contact = next(f for f in report.findings if f.column == "contact")
+    assert contact.status == "unmasked" and contact.sample_count == 50

@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from scalingo_staging_sync.errors import SyncError
+from scalingo_staging_sync.pgconn import turn_off_timeouts
 from scalingo_staging_sync.pii.detectors import (
     ContentPattern,
     NamePattern,
@@ -861,8 +862,11 @@ def scan_database(
 
 
 def scan_target(target, **kwargs: Any) -> ScanReport:
-    """:func:`scan_database` on a :class:`~scalingo_staging_sync.pgconn.PgTarget`."""
+    """:func:`scan_database` on a :class:`~scalingo_staging_sync.pgconn.PgTarget` (the staging database
+    of a sync): the role's or database's own timeouts are turned off in its session, as the load and
+    verification do (a lock held a moment by another session must not fail the scan)."""
     with target.connect(autocommit=True) as conn:
+        turn_off_timeouts(conn)
         return scan_database(conn, database=target.dbname, **kwargs)
 
 
