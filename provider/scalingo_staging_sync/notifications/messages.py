@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from scalingo_staging_sync.audit.writers import format_duration as _format_duration
-
 PHASE_LABELS = {
     "safety_gate": "Safety checks",
     "fetch_backup": "Backup download",
@@ -33,6 +31,8 @@ _MAX_TABLE_LINES = 15
 
 
 def format_duration(seconds: float | None) -> str:
+    from scalingo_staging_sync.audit.writers import format_duration as _format_duration
+
     return _format_duration(seconds, missing="?", sep=" ")
 
 

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from scalingo_staging_sync.operators._base import as_str, maps_sync_errors
-from scalingo_staging_sync.scalingo.archive import check_dump_file, extract_dump
 from scalingo_staging_sync.scalingo.errors import (
     BackupFailedError,
     BackupNotReadyError,
@@ -212,6 +211,7 @@ class ScalingoBackupOperator(BaseOperator):
             database = {}
         from scalingo_staging_sync import storage
         from scalingo_staging_sync.operators._dump import cache_dir, cache_scope
+        from scalingo_staging_sync.scalingo.archive import check_dump_file, extract_dump
         from scalingo_staging_sync.settings import run_download_dir
 
         explicit = self.download_dir

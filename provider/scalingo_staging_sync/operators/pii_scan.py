@@ -16,7 +16,7 @@ from scalingo_staging_sync.operators._base import (
     as_str,
     maps_sync_errors,
 )
-from scalingo_staging_sync.pii.scanner import DEFAULT_SAMPLE_ROWS, UnmaskedPiiError, enforce, scan_target
+from scalingo_staging_sync.pii import DEFAULT_SAMPLE_ROWS
 
 XCOM_KEY = "pii_scan"
 
@@ -104,6 +104,8 @@ class PiiScanOperator(BaseOperator):
     @maps_sync_errors
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
+
+        from scalingo_staging_sync.pii.scanner import UnmaskedPiiError, enforce, scan_target
 
         if not as_bool(self.enabled, "enabled"):
             self.log.warning("PII scan disabled by the rules file (pii_scan.enabled: false)")

@@ -41,6 +41,7 @@ from typing import Any
 
 from scalingo_staging_sync.errors import SyncError
 from scalingo_staging_sync.pgconn import turn_off_timeouts
+from scalingo_staging_sync.pii import DEFAULT_SAMPLE_ROWS
 from scalingo_staging_sync.pii.detectors import (
     ContentPattern,
     NamePattern,
@@ -53,7 +54,6 @@ from scalingo_staging_sync.tablename import TableName
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SAMPLE_ROWS = 1000
 DEFAULT_MAX_VALUE_CHARS = 8192
 SMALL_TABLE_PAGES = 128  # below this many 8 kB pages, read the first rows with LIMIT only
 _ROWS_PER_PAGE_GUESS = 60  # when the table was never analyzed (reltuples = -1)
