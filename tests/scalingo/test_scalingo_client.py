@@ -222,11 +222,11 @@ def test_a_backup_created_before_a_5xx_answer_is_used_not_asked_for_twice(fake, 
     """The gateway answered 502 after Scalingo created the backup: the client finds it in the list and
     does not POST again (a second manual backup would take a slot of the plan's quota)."""
     old = fake.add_backup(APP, fake_app.dump_path, status="done", method="manual", age=timedelta(hours=3))
-    fake.fail_next(502, times=1, path_contains="/backups", after_handling=True)
+    fake.fail_next(502, times=1, path_contains="/backups", after_handling=True, method="POST")
     with caplog.at_level("WARNING"), make_client(fake, backoff_s=0.01) as client:
         created = client.create_backup(APP, fake_app.id)
-    assert len(fake.requests_to(r"/databases/[^/]+/backups$")) == 2  # the POST, then the list
-    assert [r.method for r in fake.requests_to(r"/databases/[^/]+/backups$")] == ["POST", "GET"]
+    # the list before the POST (what exists is never adopted), the POST, then the list again
+    assert [r.method for r in fake.requests_to(r"/databases/[^/]+/backups$")] == ["GET", "POST", "GET"]
     manual = _manual_backups(fake, fake_app)
     assert len(manual) == 2 and created["id"] == manual[-1].id != old.id
     assert created["status"] in ("scheduled", "running")  # listing it may count as a poll
@@ -236,12 +236,67 @@ def test_a_backup_created_before_a_5xx_answer_is_used_not_asked_for_twice(fake, 
 def test_a_backup_request_failing_before_scalingo_acted_is_sent_again(fake, fake_app):
     """A 503 before anything was created (no backup listed since the request): asked for again, once."""
     fake.add_backup(APP, fake_app.dump_path, status="running", method="manual", age=timedelta(minutes=10))
-    fake.fail_next(503, times=1, path_contains="/backups")
+    fake.fail_next(503, times=1, path_contains="/backups", method="POST")
     with make_client(fake, backoff_s=0.01) as client:
         created = client.create_backup(APP, fake_app.id)
-    assert [r.method for r in fake.requests_to(r"/databases/[^/]+/backups$")] == ["POST", "GET", "POST"]
+    assert [r.method for r in fake.requests_to(r"/databases/[^/]+/backups$")] == [
+        "GET",
+        "POST",
+        "GET",
+        "POST",
+    ]
     assert len(_manual_backups(fake, fake_app)) == 2  # the old running one (not adopted) and the new one
     assert created["id"] == _manual_backups(fake, fake_app)[-1].id
+
+
+def test_a_backup_made_just_before_the_request_is_not_taken_for_its_result(fake, fake_app):
+    """Another manual backup made a second before a request that failed before Scalingo acted is within
+    the clock-skew window, but it was listed before the POST: not this request's, which is sent again."""
+    other = fake.add_backup(APP, fake_app.dump_path, status="done", method="manual", age=timedelta(seconds=1))
+    fake.fail_next(503, times=1, path_contains="/backups", method="POST")
+    with make_client(fake, backoff_s=0.01) as client:
+        created = client.create_backup(APP, fake_app.id)
+    assert created["id"] != other.id
+    assert [r.method for r in fake.requests_to(r"/databases/[^/]+/backups$")] == [
+        "GET",
+        "POST",
+        "GET",
+        "POST",
+    ]
+    assert len(_manual_backups(fake, fake_app)) == 2
+
+
+def test_a_backup_without_method_created_before_a_5xx_is_used(fake, fake_app):
+    """A backup whose ``method`` is null (the field is not promised) counts as manual, like an absent one."""
+    fake.fail_next(502, times=1, path_contains="/backups", after_handling=True, method="POST")
+    fake_app.new_backup_method = None
+    with make_client(fake, backoff_s=0.01) as client:
+        created = client.create_backup(APP, fake_app.id)
+    assert len(fake_app.backups) == 1 and fake_app.backups[0].method is None
+    assert created["id"] == fake_app.backups[0].id
+
+
+@pytest.mark.parametrize("step", ["/v1/tokens/exchange", "/addons", "/backups"])
+def test_an_answer_cut_off_is_retried_like_a_dropped_connection(fake, fake_app, chinook_dump, step):
+    """The connection breaks in the middle of a JSON answer (``IncompleteRead``): before, the raw requests
+    ChunkedEncodingError escaped, was not retried and was no ScalingoApiError (the deferrable wait died)."""
+    fake.add_backup(APP, chinook_dump, age=timedelta(hours=1))
+    fake.cut_answer(step)
+    with make_client(fake, backoff_s=0.01) as client:
+        addon = client.get_postgresql_addon(APP)
+        assert client.latest_done_backup(APP, addon["id"])["status"] == "done"
+    assert len([r for r in fake.requests if step in r.path]) >= 2  # cut once, then asked again
+
+
+def test_a_backup_request_whose_answer_is_cut_off_is_not_sent_twice(fake, fake_app):
+    """The POST was carried out, its answer broke off: the backup made is found in the list and used."""
+    fake.cut_answer("/backups", method="POST")
+    with make_client(fake, backoff_s=0.01) as client:
+        created = client.create_backup(APP, fake_app.id)
+    assert [r.method for r in fake.requests_to(r"/databases/[^/]+/backups$")] == ["GET", "POST", "GET"]
+    assert (
+        len(_manual_backups(fake, fake_app)) == 1 and created["id"] == _manual_backups(fake, fake_app)[0].id
+    )
 
 
 def test_a_backup_request_failing_every_time_ends_with_the_server_error(fake, fake_app):
@@ -401,3 +456,18 @@ def test_bad_base_url_is_explained():
         ScalingoClient("tk-us-abcdef", api_url="api.osc-fr1.scalingo.com")
     c = ScalingoClient("tk-us-abcdef", api_url="https://api.example.com/v1/")
     assert c._api_override == "https://api.example.com"
+
+
+def test_a_deprovisioned_or_suspended_postgresql_addon_does_not_hide_the_running_one(fake, chinook_dump):
+    """Scalingo lists an addon a while after it is deprovisioned (``deprovisioned_at`` set) or while it is
+    suspended: with one running PostgreSQL addon beside them, that one is the app's database; with two
+    running ones, the choice is still the user's (addon_id)."""
+    fake.add_app("moved")
+    fake.add_addon("moved", dump_path=chinook_dump, status="suspended", deprovisioned=True)
+    fake.add_addon("moved", dump_path=chinook_dump, status="suspended")
+    live = fake.add_addon("moved", dump_path=chinook_dump)
+    with make_client(fake) as client:
+        assert client.get_postgresql_addon("moved")["id"] == live.id
+        fake.add_addon("moved", dump_path=chinook_dump)
+        with pytest.raises(AddonNotFoundError, match=r"4 PostgreSQL addons .*\(suspended\).*pass addon_id="):
+            client.get_postgresql_addon("moved")

@@ -195,7 +195,7 @@ def test_payment_required_names_the_fix(make_fake, chinook_dump):
 def test_refused_backup_creation_names_the_way_out(make_fake, chinook_dump):
     fake = make_fake()
     addon = _setup(fake, chinook_dump)
-    fake.fail_next(409, path_contains="/backups")
+    fake.fail_next(409, path_contains="/backups", method="POST")
     with make_client(fake) as client, pytest.raises(ScalingoApiError, match="backup='latest'"):
         client.create_backup(APP, addon.id)
 

@@ -194,7 +194,8 @@ class ScalingoClient:
         if not token or not token.strip():
             raise ScalingoAuthError(
                 "no Scalingo API token given: put the API token (tk-us-...) in the password field of the "
-                "Scalingo connection (or SCALINGO_API_TOKEN for the core client)."
+                "Scalingo connection (docker-compose.yaml builds it from SCALINGO_API_TOKEN), or pass it as "
+                "ScalingoClient's token."
             )
         self._token = token.strip()
         mask_secret(self._token)
@@ -262,6 +263,17 @@ class ScalingoClient:
                     url=url,
                 ),
                 unsent=_never_sent(exc),
+            ) from None
+        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
+            # the server answered, but the connection broke (or the body did not decode) before the whole
+            # answer arrived: it acted on the request, so a non-idempotent one is not sent again blindly
+            raise _Retryable(
+                ScalingoServerError(
+                    f"{method} {url}: Scalingo's answer was cut off or unreadable ({type(exc).__name__}); "
+                    f"check the network between this worker and Scalingo (region {self.region!r}).",
+                    url=url,
+                ),
+                unsent=False,
             ) from None
         if resp.status_code in tuple(expected):
             return resp
@@ -600,7 +612,16 @@ class ScalingoClient:
                 f"{described or 'none'}. Provision one (scalingo addons-add postgresql <plan>) or check the app name."
             )
         if len(pg) > 1:
-            ids = [a.get("id") for a in pg]
+            # a deprovisioned or suspended addon is still listed for a while; it holds no live database
+            live = [a for a in pg if not a.get("deprovisioned_at") and a.get("status") in (None, "running")]
+            if len(live) == 1:
+                log.info(
+                    "app %s lists %d PostgreSQL addons; %s is the only running one (others: %s)",
+                    app, len(pg), live[0].get("id"),
+                    ", ".join(f"{a.get('id')} ({a.get('status') or 'deprovisioned'})" for a in pg if a is not live[0]),
+                )  # fmt: skip
+                return live[0]
+            ids = [f"{a.get('id')} ({a.get('status') or '?'})" for a in pg]
             raise AddonNotFoundError(
                 f"app {app!r} has {len(pg)} PostgreSQL addons {ids}; pass addon_id= one of them to choose."
             )
@@ -766,11 +787,25 @@ class ScalingoClient:
 
         The POST is never repeated blindly: a 5xx answer, or none, may come after Scalingo created the
         backup, and a second one would take another manual-backup slot (beyond the plan's quota,
-        Scalingo deletes the oldest manual backup). After such a failure the backups are listed first:
-        a manual backup created since the request (:data:`ADOPT_SKEW_S` of clock difference allowed)
-        and not failed is taken as this request's; only when there is none is the POST sent again,
-        up to ``max_attempts`` times with the usual backoff."""
+        Scalingo deletes the oldest manual backup). The backups are listed once before the POST; after
+        such a failure they are listed again: a manual backup that was not listed before, created since
+        the request (:data:`ADOPT_SKEW_S` of clock difference allowed) and not failed is taken as this
+        request's; only when there is none is the POST sent again, up to ``max_attempts`` times with
+        the usual backoff."""
         path = f"/databases/{_q(addon_id)}/backups"
+        try:  # what exists before the request is never taken for its result
+            known: set[str] | None = {
+                str(b.get("id")) for b in self.list_backups(app, addon_id) if b.get("id")
+            }
+        except (
+            ScalingoServerError,
+            ScalingoRateLimitError,
+        ) as exc:  # a refusal (4xx) would refuse the POST too
+            log.warning(
+                "the backups of app %s cannot be listed before asking for one (%s); only their creation "
+                "time will tell a new one", app, str(exc)[:200],
+            )  # fmt: skip
+            known = None
 
         def ask() -> requests.Response | dict:
             asked_at = datetime.now(timezone.utc)
@@ -779,7 +814,7 @@ class ScalingoClient:
                     app, addon_id, "POST", path, json_body={}, expected=(200, 201, 202), idempotent=False
                 )
             except ScalingoServerError as exc:
-                adopted = self._backup_created_since(app, addon_id, asked_at)
+                adopted = self._backup_created_since(app, addon_id, asked_at, known)
                 if adopted is None:
                     raise  # nothing was created: asked again, after the backoff
                 log.warning(
@@ -828,10 +863,12 @@ class ScalingoClient:
         log.info("created backup %s of app %s (status %s)", backup.get("id"), app, backup.get("status"))
         return backup
 
-    def _backup_created_since(self, app: str, addon_id: str, since: datetime) -> dict | None:
-        """The newest manual backup (or one without ``method``) created at ``since`` or later, give or
-        take :data:`ADOPT_SKEW_S`, that has not failed and is not hidden; None when there is none or
-        the list cannot be read."""
+    def _backup_created_since(
+        self, app: str, addon_id: str, since: datetime, known: set[str] | None = None
+    ) -> dict | None:
+        """The newest manual backup (or one whose ``method`` is absent or null) created at ``since`` or
+        later, give or take :data:`ADOPT_SKEW_S`, not among the ``known`` ids, that has not failed and
+        is not hidden; None when there is none or the list cannot be read."""
         try:
             backups = self.list_backups(app, addon_id)
         except ScalingoApiError as exc:
@@ -841,7 +878,8 @@ class ScalingoClient:
         for backup in backups:  # newest first
             if (
                 backup.get("id")
-                and backup.get("method", "manual") == "manual"
+                and str(backup.get("id")) not in (known or ())
+                and backup.get("method") in (None, "manual")
                 and not backup.get("hidden")
                 and _status(backup) not in BACKUP_FAILED
                 and parse_time(backup.get("created_at")).timestamp() >= earliest

@@ -14,7 +14,8 @@ Database API (``/api/databases/...``: database, backups, archive, signed downloa
         monkeypatch.setenv("AIRFLOW_CONN_SCALINGO_DEFAULT", fake.airflow_conn_json())
         ...  # run your DAG
 
-Fault knobs: ``fail_next(429|500|..., times=1, retry_after=..., after_handling=False)``, ``expire_tokens()``, ``cut_download()``,
+Fault knobs: ``fail_next(429|500|..., times=1, retry_after=..., after_handling=False)``, ``cut_answer()``,
+``expire_tokens()``, ``cut_download()``, ``add_addon(status="suspended", deprovisioned=True)``,
 ``add_backup(status="error"|"running", reported_size=..., size_unknown=True, hidden=True, include_dump=False,
 traversal_member=True, polls_until_done=N)``, ``fail_command(...)``.
 
@@ -83,7 +84,7 @@ class FakeBackup:
     created_at: datetime
     status: str
     archive: Path | None
-    method: str = "periodic"
+    method: str | None = "periodic"
     reported_size: int | None = None
     polls_until_done: int | None = None
     final_status: str = "done"
@@ -123,12 +124,17 @@ class FakeAddon:
     dump_path: Path | None = None
     new_backup_polls: int = 1
     new_backup_status: str = "done"
+    #: the ``method`` of the backups it creates (None: the field is null)
+    new_backup_method: str | None = "manual"
     backups: list[FakeBackup] = field(default_factory=list)
     #: where the addon's database lives (default: Scalingo's naming from the resource id)
     host: str | None = None
     port: int | None = None
     database: str | None = None
     password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    #: "running", "provisioning" or "suspended"; ``deprovisioned``: still listed, with deprovisioned_at
+    status: str = "running"
+    deprovisioned: bool = False
 
     @property
     def db_host(self) -> str:
@@ -164,9 +170,9 @@ class FakeAddon:
             "id": self.id,
             "app_id": app_id,
             "resource_id": self.resource_id,
-            "status": "running",
+            "status": self.status,
             "provisioned_at": now,
-            "deprovisioned_at": None,
+            "deprovisioned_at": now if self.deprovisioned else None,
             "updated_at": now,
             "plan": {"id": f"pl-{self.plan}", "name": self.plan, "display_name": self.plan, "sku": self.plan},
             "addon_provider": {
@@ -268,6 +274,7 @@ class FakeScalingoAPI:
         self._addon_tokens: dict[str, tuple[str, float]] = {}  # token -> (addon id, exp)
         self._download_tokens: dict[str, str] = {}  # signed token -> backup id
         self._failures: list[dict] = []
+        self._answer_cuts: list[dict] = []
         self._cuts: list[dict] = []
         self._failing_commands: list[tuple[str, str]] = []
         self._server: ThreadingHTTPServer | None = None
@@ -387,6 +394,8 @@ class FakeScalingoAPI:
         host: str | None = None,
         port: int | None = None,
         database: str | None = None,
+        status: str = "running",
+        deprovisioned: bool = False,
     ) -> FakeAddon:
         """Add an addon; ``dump_path`` (a real pg_dump file) is what a new manual backup will contain.
 
@@ -409,6 +418,8 @@ class FakeScalingoAPI:
                 host=host,
                 port=port,
                 database=database,
+                status=status,
+                deprovisioned=deprovisioned,
             )
             target.addons.append(addon)
             if "postgresql" in provider_id:
@@ -446,7 +457,7 @@ class FakeScalingoAPI:
         status: str = "done",
         created_at: datetime | None = None,
         age: timedelta | None = None,
-        method: str = "periodic",
+        method: str | None = "periodic",
         archive: str | Path | None = None,
         include_dump: bool = True,
         traversal_member: bool = False,
@@ -514,11 +525,13 @@ class FakeScalingoAPI:
         path_contains: str | None = None,
         retry_after: str | int | float | None = None,
         after_handling: bool = False,
+        method: str | None = None,
     ) -> None:
         """The next ``times`` matching requests answer ``status`` (429 -> plain text 'Retry later'),
         with a ``Retry-After`` header when ``retry_after`` is given (seconds, or an HTTP date string).
         ``after_handling``: the request is carried out first (a backup is created, a command runs) and
-        only its answer is replaced, as when a gateway times out after the service acted."""
+        only its answer is replaced, as when a gateway times out after the service acted. ``method``:
+        only requests of that method match."""
         with self._lock:
             self._failures.append(
                 {
@@ -527,8 +540,15 @@ class FakeScalingoAPI:
                     "path": path_contains,
                     "retry_after": retry_after,
                     "after": after_handling,
+                    "method": method,
                 }
             )
+
+    def cut_answer(self, path_contains: str | None = None, times: int = 1, method: str | None = None) -> None:
+        """The next ``times`` matching requests (``method``: only those) are carried out, but their JSON
+        answer stops half-way (its Content-Length announces all of it) and the connection is closed."""
+        with self._lock:
+            self._answer_cuts.append({"path": path_contains, "times": times, "method": method})
 
     def expire_tokens(self) -> None:
         """Every user JWT and addon token issued so far is now expired (the next use gets 401)."""
@@ -581,13 +601,29 @@ class FakeScalingoAPI:
         self._addon_tokens[token] = (addon_id, now + self.addon_token_ttl)
         return token
 
-    def _take_failure(self, path: str) -> dict | None:
+    def _take_failure(self, path: str, method: str | None = None) -> dict | None:
         with self._lock:
             for failure in self._failures:
-                if failure["times"] > 0 and (failure["path"] is None or failure["path"] in path):
+                if (
+                    failure["times"] > 0
+                    and (failure["path"] is None or failure["path"] in path)
+                    and failure.get("method") in (None, method)
+                ):
                     failure["times"] -= 1
                     return failure
         return None
+
+    def _take_answer_cut(self, method: str, path: str) -> bool:
+        with self._lock:
+            for cut in self._answer_cuts:
+                if (
+                    cut["times"] > 0
+                    and (cut["path"] is None or cut["path"] in path)
+                    and cut["method"] in (None, method)
+                ):
+                    cut["times"] -= 1
+                    return True
+        return False
 
     def _take_cut(self) -> dict | None:
         with self._lock:
@@ -658,6 +694,11 @@ class _Handler(BaseHTTPRequestHandler):
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
+        if getattr(self, "_cut_answer", False):  # cut_answer(): half the body, then the connection closes
+            self._cut_answer = False
+            self.wfile.write(data[: len(data) // 2])
+            self.close_connection = True
+            return
         self.wfile.write(data)
 
     def _send_text(self, status: int, text: str, headers: dict | None = None) -> None:
@@ -714,7 +755,8 @@ class _Handler(BaseHTTPRequestHandler):
             )
         if body.get("__invalid__"):
             return self._error(400, "invalid JSON body")
-        failure = fake._take_failure(path)
+        self._cut_answer = fake._take_answer_cut(method, path)
+        failure = fake._take_failure(path, method)
         if failure and failure.get("after"):
             self._discard = True  # the handler acts, its answer is dropped
             try:
@@ -1087,7 +1129,7 @@ class _Handler(BaseHTTPRequestHandler):
                 addon.dump_path,
                 addon_id=addon.id,
                 status="scheduled",
-                method="manual",
+                method=addon.new_backup_method,
                 polls_until_done=addon.new_backup_polls,
                 final_status=addon.new_backup_status,
             )
