@@ -39,7 +39,7 @@ def _bench_script(script: str, *args: str, timeout: int = 300) -> subprocess.Com
 
 def test_bench_runner_writes_a_complete_result(tmp_path):
     proc = _bench_script("run.py", "--quick", "--results-dir", str(tmp_path), timeout=540)
-    for label in ("ratio (i) ", "ratio (ii) ", "ratio (i-local) ", "ratio (ii-local) "):
+    for label in ("ratio (i) ", "ratio (i) run ", "ratio (ii) ", "ratio (i-local) ", "ratio (ii-local) "):
         assert label in proc.stdout, label
     _assert_nothing_left_behind(proc.stdout)
 
@@ -56,6 +56,8 @@ def test_bench_runner_writes_a_complete_result(tmp_path):
         "B_wall_median_s",
         "B_data_phases_median_s",
         "ratio_i_wall",
+        "B_dag_run_median_s",
+        "ratio_i_dag_run",
         "ratio_ii_data",
         "C_wall_median_s",
         "C_client_median_s",
@@ -78,6 +80,8 @@ def test_bench_runner_writes_a_complete_result(tmp_path):
     assert "with the trigger engine (T runs)" in proc.stdout
 
     b = result["runs"]["B"][0]
+    # the DAG run (dag_run start -> end) lies inside the process: its start-up before, its exit after
+    assert b["data_phases_s"] < b["dag_run_s"] < b["wall_s"]
     assert b["result"] == "success" and b["returncode"] == 0
     assert b["wall_s"] >= b["data_phases_s"] > 0
     for task_id in (
