@@ -74,9 +74,9 @@ def get_provider_info() -> dict:
                 "hook-name": "Scalingo",
                 "connection-type": "scalingo",
                 "ui-field-behaviour": {
-                    "hidden-fields": ["host", "schema", "login", "port"],
-                    "relabeling": {"password": "API token"},
-                    "placeholders": {"password": "tk-us-..."},
+                    "hidden-fields": ["schema", "login", "port"],
+                    "relabeling": {"password": "API token", "host": "Base URL (optional)"},
+                    "placeholders": {"password": "tk-us-...", "host": "one URL for auth, API and Database API"},
                 },
                 "conn-fields": {
                     "region": {

@@ -129,3 +129,44 @@ def test_secrets_never_reach_the_logs(fake, fake_app, scalingo_conn, chinook_dum
     assert "urllib3" in text and "/download" in text  # the records we scan do include the HTTP lines
     for secret in secrets:
         assert secret not in text, f"secret leaked into logs: {secret[:12]}..."
+
+
+def test_the_connections_host_is_the_base_url_of_every_scalingo_service(fake, fake_app, monkeypatch):
+    """A connection with a ``host`` and no URL extra (a proxy, or a stand-in serving auth, the regional API
+    and the Database API at once): the host is used for all three, not silently ignored for Scalingo's
+    own hosts (which, unreachable from here, failed the run)."""
+    from urllib.parse import urlsplit
+
+    netloc = urlsplit(fake.url).netloc
+    as_json = {"conn_type": "scalingo", "password": fake.api_token, "host": fake.url}
+    monkeypatch.setenv("AIRFLOW_CONN_SCALINGO_DEFAULT", json.dumps(as_json))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SCALINGO_URI", f"scalingo://:{fake.api_token}@{netloc}"
+    )  # http: loopback
+    for conn_id in ("scalingo_default", "scalingo_uri"):
+        hook = ScalingoHook(conn_id)
+        assert hook.get_postgresql_addon(APP)["id"] == fake_app.id
+        endpoints = hook.get_conn().endpoints()
+        assert endpoints.source == "overrides"
+        assert {endpoints.auth, endpoints.api, endpoints.db_api} == {f"http://{netloc}"}
+
+
+def test_connection_base_url_forms():
+    from types import SimpleNamespace
+
+    from scalingo_staging_sync.hooks.scalingo import connection_base_url
+
+    def conn(host, port=None, schema=None):
+        return SimpleNamespace(host=host, port=port, schema=schema)
+
+    assert connection_base_url(conn(None)) is None and connection_base_url(conn("  ")) is None
+    assert (
+        connection_base_url(conn("scalingo.internal", 8443, "proxy/"))
+        == "https://scalingo.internal:8443/proxy"
+    )
+    assert connection_base_url(conn("localhost", 8000)) == "http://localhost:8000"
+    assert (
+        connection_base_url(conn("https://gw.example.com/scalingo", 9000))
+        == "https://gw.example.com:9000/scalingo"
+    )
+    assert connection_base_url(conn("http://127.0.0.1:8000", 9999)) == "http://127.0.0.1:8000"  # its own port

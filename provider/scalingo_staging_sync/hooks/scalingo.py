@@ -1,5 +1,6 @@
 """Airflow hook for Scalingo: a thin adapter building a core ``ScalingoClient`` from a ``scalingo``
-connection (password = API token; extras ``region``, ``auth_url``, ``api_url``, ``db_api_url``)."""
+connection (password = API token; extras ``region``, ``auth_url``, ``api_url``, ``db_api_url``; an
+optional ``host`` is the base URL of all three services)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,27 @@ log = logging.getLogger(__name__)
 CLIENT_EXTRA_KEYS = ("max_attempts", "backoff_s", "backoff_max_s", "rate_limit_per_minute", "retry_budget_s")
 
 
+_LOOPBACK = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+
+def connection_base_url(conn) -> str | None:
+    """The base URL the connection's ``host`` gives (None without a host): the host as written when it
+    carries a scheme (``http://127.0.0.1:8000``), else ``https://`` (``http://`` for a loopback
+    address), with the connection's ``port`` and ``schema`` (a path prefix) when the host has none."""
+    host = str(conn.host or "").strip()
+    if not host:
+        return None
+    if "://" not in host:
+        scheme = "http" if host.lower() in _LOOPBACK or host.startswith("127.") else "https"
+        host = f"{scheme}://{host}"
+    scheme, _, rest = host.partition("://")
+    netloc, slash, path = rest.partition("/")
+    if conn.port and ":" not in netloc.rsplit("]", 1)[-1]:
+        netloc = f"{netloc}:{int(conn.port)}"
+    prefix = path.strip("/") or str(conn.schema or "").strip("/")
+    return f"{scheme}://{netloc}" + (f"/{prefix}" if prefix else "")
+
+
 def client_from_connection(conn, **client_kwargs: Any) -> ScalingoClient:
     """Build a ``ScalingoClient`` from an Airflow Connection object (also used by the trigger)."""
     token = conn.password or ""
@@ -33,13 +55,16 @@ def client_from_connection(conn, **client_kwargs: Any) -> ScalingoClient:
     extra = conn.extra_dejson or {}
     kwargs: dict[str, Any] = {k: extra[k] for k in CLIENT_EXTRA_KEYS if extra.get(k) is not None}
     kwargs.update(client_kwargs)
+    # the connection's host: one base URL for every Scalingo service (a proxy, or a stand-in serving
+    # auth, the regional API and the Database API at once); each URL extra still overrides its own
+    base = connection_base_url(conn)
     try:
         return ScalingoClient(
             token,
             region=extra.get("region") or None,  # none: osc-fr1, or the regions endpoint's default
-            auth_url=extra.get("auth_url") or None,
-            api_url=extra.get("api_url") or None,
-            db_api_url=extra.get("db_api_url") or None,
+            auth_url=extra.get("auth_url") or base,
+            api_url=extra.get("api_url") or base,
+            db_api_url=extra.get("db_api_url") or base,
             **kwargs,
         )
     except ValueError as exc:
