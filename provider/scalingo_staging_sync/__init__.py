@@ -76,7 +76,10 @@ def get_provider_info() -> dict:
                 "ui-field-behaviour": {
                     "hidden-fields": ["schema", "login", "port"],
                     "relabeling": {"password": "API token", "host": "Base URL (optional)"},
-                    "placeholders": {"password": "tk-us-...", "host": "one URL for auth, API and Database API"},
+                    "placeholders": {
+                        "password": "tk-us-...",
+                        "host": "one URL for auth, API and Database API",
+                    },
                 },
                 "conn-fields": {
                     "region": {
