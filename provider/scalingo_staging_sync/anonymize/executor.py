@@ -653,7 +653,33 @@ def run_in_place(
 
     what = f"anonymize {table} (in place)"
     rows, proof = _guarded(lambda: with_retries(retry, attempt, what=what), what)
+    what = f"rewrite {table} without its unmasked row versions"
+    _guarded(lambda: with_retries(retry, lambda: rewrite_tables(target, item), what=what), what)
     return _result(item, "in_place", rows, started, proof)
+
+
+def rewrite_tables(target: PgTarget, item: Mapping[str, Any]) -> list[str]:
+    """``VACUUM (FULL)`` the item's table and every table of its partition or inheritance tree that
+    holds rows (the tables an UPDATE of the item reaches): an UPDATE leaves the unmasked version of each
+    row in the table's pages until vacuum reuses them, where a copy of the database files (a physical
+    backup of the staging addon, a disk snapshot) would carry it. The rewrite copies the live rows
+    into new files and drops the old ones at its commit (PostgreSQL truncates a dropped relation's
+    file at once). Before post-data there is no index to rebuild. Returns the tables rewritten."""
+    with target.connect(autocommit=True) as conn:
+        turn_off_timeouts(conn)
+        cat = _table_catalog(conn, item)
+        tables = [(item["schema"], item["name"])] if cat.relkind == "r" else []
+        if not update_only(item, cat):
+            tables += [
+                (schema, name) for _, schema, name, relkind in descendants(conn, cat.oid) if relkind == "r"
+            ]
+        for schema, name in tables:
+            conn.execute(sql.SQL("VACUUM (FULL) {}").format(sql.Identifier(schema, name)))
+    rewritten = [str(TableName(schema, name)) for schema, name in tables]
+    log.info(
+        "%s: rewritten without the row versions its masking left: %s", _qualified(item), ", ".join(rewritten)
+    )
+    return rewritten
 
 
 def _statement(
