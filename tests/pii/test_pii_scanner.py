@@ -207,3 +207,30 @@ def test_the_staging_databases_own_timeouts_do_not_bound_the_scan(staging_pg16):
         staging_pg16.drop_database(db)
     contact = next(f for f in report.findings if f.column == "contact")
     assert contact.status == "unmasked" and contact.sample_count == 50
+
+
+def test_a_small_table_is_sampled_from_all_its_rows_not_its_first_ones(staging_pg16):
+    """A table under SMALL_TABLE_PAGES with more rows than sample_rows: its first 1000 rows are system
+    tickets, the 5000 after them carry e-mails. Read with LIMIT only, the scan saw the first 1000 and
+    passed a table of personal data; rows in random order find them."""
+    db = "pii_small_order"
+    staging_pg16.create_database(db)
+    staging_pg16.execute(
+        """
+        CREATE TABLE tickets (id int, body text);
+        INSERT INTO tickets SELECT g, 'system job ' || g || ' finished' FROM generate_series(1, 1000) g;
+        INSERT INTO tickets SELECT g, 'please call me back at customer' || g || '@gmail.com'
+          FROM generate_series(1001, 6000) g;
+        ANALYZE tickets;
+        """,
+        db,
+    )
+    try:
+        with staging_pg16.connect(db) as conn:
+            pages = conn.execute("SELECT pg_relation_size('tickets') / 8192").fetchone()[0]
+            report = scan_database(conn, database=db, sample_rows=1000)
+    finally:
+        staging_pg16.drop_database(db)
+    assert pages <= 128  # the premise: a small table, read without TABLESAMPLE
+    body = next(f for f in report.findings if f.column == "body")
+    assert body.status == "unmasked" and body.sample_count > 500

@@ -55,7 +55,10 @@ from scalingo_staging_sync.tablename import TableName
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_VALUE_CHARS = 8192
-SMALL_TABLE_PAGES = 128  # below this many 8 kB pages, read the first rows with LIMIT only
+SMALL_TABLE_PAGES = 128  # below this many 8 kB pages, no TABLESAMPLE: rows drawn from the whole table
+#: up to this size (100 MB), a table read without TABLESAMPLE gives rows in random order, drawn from all
+#: of it (its first rows may all be alike: system rows, an import); beyond, the first ones (LIMIT only)
+RANDOM_ORDER_MAX_PAGES = 12_800
 _ROWS_PER_PAGE_GUESS = 60  # when the table was never analyzed (reltuples = -1)
 
 SKIPPED_SCHEMAS = ("pg_catalog", "information_schema")
@@ -421,7 +424,8 @@ def list_tables(conn, schemas: Sequence[str] | None = None) -> list[TableInfo]:
 
 
 def sample_plan(table: TableInfo, sample_rows: int) -> float | None:
-    """TABLESAMPLE SYSTEM percentage for ``table``, or None to read with LIMIT only (small tables)."""
+    """TABLESAMPLE SYSTEM percentage for ``table``, or None to read it whole, in random order up to
+    :data:`RANDOM_ORDER_MAX_PAGES`, with LIMIT (small tables)."""
     if table.pages <= SMALL_TABLE_PAGES:
         return None
     est_rows = table.est_rows if table.est_rows and table.est_rows > 0 else table.pages * _ROWS_PER_PAGE_GUESS
@@ -455,6 +459,11 @@ def sample_table(
         sql.SQL("ONLY ") if table.relkind == "r" else sql.SQL(""), sql.Identifier(table.schema, table.name)
     )
     percent = sample_plan(table, sample_rows)
+    order = (
+        sql.SQL(" ORDER BY random()")
+        if percent is None and table.pages <= RANDOM_ORDER_MAX_PAGES
+        else sql.SQL("")
+    )
     with conn.cursor() as cur:
         for _attempt in range(3):
             if percent is None:
@@ -473,7 +482,9 @@ def sample_table(
             if percent >= 50:
                 percent = None
         cur.execute(
-            sql.SQL("SELECT {} FROM {}{} LIMIT {}").format(select, relation, where, sql.Literal(sample_rows)),
+            sql.SQL("SELECT {} FROM {}{}{} LIMIT {}").format(
+                select, relation, where, order, sql.Literal(sample_rows)
+            ),
             prepare=True,
         )
         return cur.fetchall()
