@@ -180,3 +180,25 @@ def test_default_dir_from_env_and_overwrite(tmp_path, monkeypatch):
     monkeypatch.delenv("SCALINGO_STAGING_SYNC_AUDIT_DIR")
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "home"))
     assert write_report(report)["text"].startswith(str(tmp_path / "home" / "scalingo_staging_sync" / "audit"))
+
+
+def test_masked_columns_named_like_secrets_stay_in_the_report():
+    """Secret-looking keys are dropped from the report, but the keys of a ``columns`` mapping are column
+    names: users.encrypted_password and reset_password_token vanished from the rules and the verification
+    of their table, so an auditor could not see what masked them or whether they were checked."""
+    from scalingo_staging_sync.audit.report import scrub
+
+    table = {
+        "table": "public.users",
+        "rules": {"columns": {"encrypted_password": {"transformer": "hash"}, "reset_password_token": None}},
+        "verification": {"columns": {"encrypted_password": {"checked": 200, "survived": 0}}},
+        "password": "s3cret",
+        "query": "UPDATE users SET x = 1",
+    }
+    out = scrub({"tables": [table]})["tables"][0]
+    assert out["rules"]["columns"] == {
+        "encrypted_password": {"transformer": "hash"},
+        "reset_password_token": None,
+    }
+    assert out["verification"]["columns"] == {"encrypted_password": {"checked": 200, "survived": 0}}
+    assert "password" not in out and "query" not in out  # the report's own secret-looking fields still go

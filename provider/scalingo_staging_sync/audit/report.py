@@ -32,12 +32,22 @@ _BACKUP_KEYS = {
 }
 
 
-def scrub(value: Any, _depth: int = 0) -> Any:
-    """Drop secret-looking keys (recursively) and redact registered secrets from strings."""
+#: mappings keyed by names from the database, not by field names: their keys are kept (a masked column
+#: named ``encrypted_password`` or ``reset_password_token`` must show in the report), their values scrubbed
+_NAME_KEYED = frozenset({"columns"})
+
+
+def scrub(value: Any, _depth: int = 0, _names: bool = False) -> Any:
+    """Drop secret-looking keys (recursively; not the column names of a ``columns`` mapping) and redact
+    registered secrets from strings."""
     if _depth > 12:
         return None
     if isinstance(value, Mapping):
-        return {str(k): scrub(v, _depth + 1) for k, v in value.items() if not _SECRET_KEY.search(str(k))}
+        return {
+            str(k): scrub(v, _depth + 1, str(k) in _NAME_KEYED and isinstance(v, Mapping))
+            for k, v in value.items()
+            if _names or not _SECRET_KEY.search(str(k))
+        }
     if isinstance(value, list | tuple | set):
         return [scrub(v, _depth + 1) for v in value]
     if isinstance(value, str):
