@@ -47,3 +47,55 @@ def test_partitioned_table_is_planned_per_leaf_and_masked_on_load(prod_pg, stagi
     assert len(emails) == 500 and all(e.endswith("@example.com") for (e,) in emails)
     report = verify_residuals(target, results, SALT)
     assert report["passed"]
+
+
+def test_a_condition_on_a_partitioned_table_verifies(prod_pg, staging_pg16, tmp_path):
+    """A conditional rule on a partitioned table, planned from the archive per leaf, one partition wholly
+    outside the condition, and the same actors in kept and masked rows. Before, verification failed a
+    valid run twice: the partition no row of the condition reaches had "no residual-value proof", and
+    the parent's statistics, which cover the kept rows too, were said to list "sampled original
+    value(s)" that no ANALYZE could clear."""
+    prod_pg.create_database("cond_partitions_prod")
+    prod_pg.execute(
+        """
+        CREATE TABLE events (id int, occurred_at date NOT NULL, actor_email text) PARTITION BY RANGE (occurred_at);
+        CREATE TABLE events_2026_01 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2026-02-01');
+        CREATE TABLE events_2026_03 PARTITION OF events FOR VALUES FROM ('2026-03-01') TO ('2026-04-01');
+        INSERT INTO events SELECT g, date '2026-01-01' + (g % 28), 'actor' || (g % 3) || '@corp.test'
+            FROM generate_series(1, 300) g;
+        INSERT INTO events SELECT g, date '2026-03-01' + (g % 28), 'actor' || (g % 3) || '@corp.test'
+            FROM generate_series(301, 600) g;
+        """,
+        "cond_partitions_prod",
+    )
+    dump = prod_pg.pg_dump("cond_partitions_prod", tmp_path / "cond.pgsql")
+    prod_pg.drop_database("cond_partitions_prod")
+    staging_pg16.create_database("cond_partitions")
+    try:
+        target = target_of(staging_pg16, "cond_partitions")
+        tools = find_pg_tools(staging_pg16.bin_dir)
+        run_pg_restore(dump, target, section="pre-data", tools=tools)
+        rules = rules_from(
+            """
+            source_app: prod
+            anonymization_tables:
+              - table: events
+                condition: "occurred_at >= '2026-02-01'"
+                columns: {actor_email: email}
+            """
+        )
+        items = plan_anonymization(target, rules, dump_path=str(dump), tools=tools)
+        results = [run_table_plan(i, target, SALT, dump_path=str(dump), tools=tools) for i in items]
+        rows = {r["table"]: r["rows"] for r in results}
+        assert rows == {"public.events_2026_01": 0, "public.events_2026_03": 300}
+        staging_pg16.execute(
+            "ANALYZE events; ANALYZE events_2026_01; ANALYZE events_2026_03", "cond_partitions"
+        )
+        report = verify_residuals(target, results, SALT, raise_on_failure=False)
+        assert report["passed"], [t["problems"] for t in report["tables"]]
+        kept = staging_pg16.execute(
+            "SELECT count(*) FROM events WHERE actor_email LIKE '%@corp.test'", "cond_partitions"
+        )
+        assert kept == [(300,)]  # January's rows, outside the condition, as they were
+    finally:
+        staging_pg16.drop_database("cond_partitions")

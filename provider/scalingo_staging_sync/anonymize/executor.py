@@ -734,6 +734,7 @@ def _result(item: Mapping[str, Any], mode: str, rows: int, started: float, proof
         "rows": rows,
         "duration_s": round(duration, 3),
         "masked_columns": list(item.get("masked_columns") or []),
+        "condition": item.get("condition"),
         "proof": proof,
     }
 
