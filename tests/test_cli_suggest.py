@@ -44,6 +44,13 @@ SELECT 'user' || i, 'u' || i || '@ex.fr', 'Jean' || i, 'Dupont', '+33 6 12 34 56
 FROM generate_series(1, 60) i;
 INSERT INTO public.events SELECT i, jsonb_build_object('contact', 'person' || i || '@mail.example.org'),
        'call ' || 'someone' || i || '@corp.example.com' FROM generate_series(1, 60) i;
+-- a secret whose values happen to look like phone numbers twice in 400; a checksum column with one
+-- phone-like value in 400 (weak evidence: neither is a phone column)
+CREATE TABLE public.credentials (id int PRIMARY KEY, encrypted_password text NOT NULL, checksum text);
+INSERT INTO public.credentials SELECT i,
+       CASE WHEN i IN (7, 300) THEN '$2a$12$Kx 06 12 34 56 78 Qe' || i ELSE '$2a$12$' || md5(i::text) END,
+       CASE WHEN i = 42 THEN 'Kx 06 12 34 56 78 Qe' ELSE md5('c' || i) END
+FROM generate_series(1, 400) i;
 """
 
 
@@ -77,6 +84,8 @@ def test_every_suggestion_is_plannable_and_unfit_columns_fail_closed(staging_pg1
     assert specs["public.accounts.first_name"] == "hash"
     # unique varchar(14): a 14-character hash keeps under 64 bits, nothing else fits: left for review
     assert "public.accounts.contact_email" not in specs and "# REVIEW public.accounts.contact_email" in text
+    assert specs["public.credentials.encrypted_password"] == "hash"  # named a secret: not a phone
+    assert "public.credentials.checksum" not in specs and "# REVIEW public.credentials.checksum" in text
 
     target = PgTarget(host=staging_pg16.host, port=staging_pg16.port, user=staging_pg16.user, dbname=name)
     items = plan_anonymization(target, rules)  # every suggestion is accepted as written

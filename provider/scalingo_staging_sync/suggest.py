@@ -55,8 +55,16 @@ _BY_DETECTOR: dict[str, tuple[dict[str, Any], str]] = {
     "jwt": ({"transformer": "hash"}, "values look like JSON Web Tokens"),
 }
 
-# order of preference when several detectors fired: the most specific output first
+#: a content detector that matched fewer than this share of a column's sampled values is weak evidence:
+#: beside a name detector it is ignored (2 bcrypt hashes of 1000 looking like phone numbers do not make
+#: encrypted_password a phone column); alone, the column is left for review instead of cleared (a
+#: checksum column with one phone-like value of 1000 must not be nulled unseen)
+WEAK_CONTENT_SHARE = 0.01
+
+# order of preference when several detectors fired: the most specific output first (a secret, named
+# so, is hashed whatever its values look like)
 _PRIORITY = (
+    "auth.secret",
     "contact.email",
     "email",
     "personal.name",
@@ -157,6 +165,22 @@ def suggest_for(finding: Finding, catalog: Any) -> Suggestion:
         s.review = "generated column: it is recomputed from its sources; mask those"
         return s
     candidates: list[tuple[dict[str, Any], str]] = []
+    sampled = max(int(finding.sampled_values or 0), 1)
+    weak = [
+        r
+        for r in finding.reasons
+        if r["kind"] == "content" and r.get("matches", 0) / sampled < WEAK_CONTENT_SHARE
+    ]
+    if names:  # the name says what the column is: a few look-alike values do not override it
+        detectors = [r["detector"] for r in finding.reasons if r not in weak]
+    elif weak and len(weak) == len(finding.reasons):
+        matched = ", ".join(f"{r['detector']} {r.get('matches', 0)}" for r in weak)
+        s.review = (
+            f"only a few of {sampled} sampled values matched ({matched}) and the name says nothing: personal "
+            "data in some values (free text), or look-alikes (a checksum, a code)? Mask it (null, fixed, a "
+            "query) or allow it with a reason; until then the scan fails on it"
+        )
+        return s
     if not names:  # found by content only: free text that holds e-mails, phones...: cleared, not reshaped
         spec, why = _fallback(info)
         if spec is not None and _fits(spec, info, catalog):
