@@ -422,3 +422,48 @@ def test_a_table_masked_in_place_keeps_no_unmasked_row_version_in_its_files(db, 
     for leaf in leaves:
         path = Path(datadir) / execute(target, f"SELECT pg_relation_filepath('{leaf}')")[0][0]
         assert path.read_bytes().count(b"@leak.example") == 0, leaf
+
+
+def test_a_fixed_value_that_does_not_fit_its_column_is_refused_before_any_row_is_masked(
+    prod_pg, staging_pg16, tmp_path
+):
+    """Planning from the archive alone cannot judge every type (a date, an inet): the value was refused
+    only by the data load, whose message named neither the rule nor the column ("invalid input syntax
+    for type date: <value withheld>"). The prepare step casts it first and names both."""
+    from scalingo_staging_sync.anonymize.executor import AnonymizationError
+    from scalingo_staging_sync.inventory.plan import plan_from_archive
+    from scalingo_staging_sync.restore.pgtools import find_pg_tools
+    from scalingo_staging_sync.restore.runner import run_pg_restore
+
+    from .conftest import target_of
+
+    prod_pg.create_database("fixed_cast_prod")
+    prod_pg.execute(
+        "CREATE TABLE people (id int PRIMARY KEY, born date, last_ip inet);"
+        "INSERT INTO people SELECT g, date '1980-01-01' + g, '10.0.0.1' FROM generate_series(1, 20) g",
+        "fixed_cast_prod",
+    )
+    dump = prod_pg.pg_dump("fixed_cast_prod", tmp_path / "fixed.pgsql")
+    prod_pg.drop_database("fixed_cast_prod")
+    staging_pg16.create_database("fixed_cast")
+    try:
+        target = target_of(staging_pg16, "fixed_cast")
+        tools = find_pg_tools(staging_pg16.bin_dir)
+        run_pg_restore(dump, target, section="pre-data", tools=tools)
+        for column, value in (("born", "unknown"), ("last_ip", "not-an-ip")):
+            rules = rules_from(
+                f"""
+                source_app: prod
+                anonymization_tables:
+                  - table: people
+                    columns: {{{column}: {{transformer: fixed, value: {value}}}}}
+                """
+            )
+            (item,) = plan_from_archive(dump, rules, tools=tools).items  # as the DAG plans: archive only
+            with pytest.raises(
+                AnonymizationError, match=rf"public\.people\.{column}: the rule's fixed value '{value}'"
+            ):
+                run_table_plan(item, target, SALT, dump_path=str(dump), tools=tools)
+        assert staging_pg16.execute("SELECT count(*) FROM people", "fixed_cast") == [(0,)]
+    finally:
+        staging_pg16.drop_database("fixed_cast")

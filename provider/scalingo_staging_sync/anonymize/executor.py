@@ -311,6 +311,7 @@ def install_masking_trigger(conn: Any, item: Mapping[str, Any]) -> list[str]:
     masked by its nearest ruled ancestor (itself first). An install never replaces a trigger calling
     the function of one of its own descendants, and always replaces one calling a farther ancestor's."""
     cat = _table_catalog(conn, item)
+    check_fixed_values(conn, item, cat)  # before the table is emptied
     schema, name = item["schema"], item["name"]
     create_fn, create_trigger, drop = trigger_statements(schema, name, item["columns"], cat.columns, conn)
     children = descendants(conn, cat.oid)
@@ -615,6 +616,7 @@ def run_in_place(
             # the masking; only statement_timeout_s does
             turn_off_timeouts(conn)
             cat = _table_catalog(conn, item)
+            check_fixed_values(conn, item, cat)
             statement, masked = _statement(item, cat, email_domain)
             if statement_timeout_s:
                 conn.execute(
@@ -656,6 +658,30 @@ def run_in_place(
     what = f"rewrite {table} without its unmasked row versions"
     _guarded(lambda: with_retries(retry, lambda: rewrite_tables(target, item), what=what), what)
     return _result(item, "in_place", rows, started, proof)
+
+
+def check_fixed_values(conn: Any, item: Mapping[str, Any], cat: Any) -> None:
+    """Every ``fixed`` value of the item's rules cast to its column's type on the staging server, before
+    any row is masked: a value the archive-only planning could not judge (a date, an inet...) is refused
+    here, naming the rule, instead of failing the data load with a message that names neither."""
+    import psycopg
+
+    fixed = get_transformer("fixed")
+    for column, spec in (item.get("columns") or {}).items():
+        if not isinstance(spec, Mapping) or spec.get("transformer") != "fixed" or column not in cat.columns:
+            continue
+        info = cat.columns[column]
+        text = str(fixed._text(options_of(spec)))  # type: ignore[attr-defined]
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("SELECT CAST(%s::text AS {})").format(sql.SQL(info.type_sql)), (text,))
+        except psycopg.Error as exc:
+            reason = (exc.diag.message_primary or type(exc).__name__).split(":")[0]
+            raise AnonymizationError(
+                f"{_qualified(item)}.{column}: the rule's fixed value {text!r} does not fit the column's type "
+                f"{info.type_sql} ({reason}); give a value of that type in the rules file",
+                retryable=False,
+            ) from None
 
 
 def rewrite_tables(target: PgTarget, item: Mapping[str, Any]) -> list[str]:

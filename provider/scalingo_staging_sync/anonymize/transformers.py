@@ -688,7 +688,8 @@ class NullTransformer(Transformer):
 class FixedTransformer(Transformer):
     name = "fixed"
     description = (
-        "a constant value (option value), also for NULL inputs; cast to the column type at planning."
+        "a constant value (option value), also for NULL inputs; cast to the column type at planning "
+        "(from the archive alone: before the table's first row is masked)."
     )
     categories = frozenset({"*"})
     options_schema = {"value": {"type": ["string", "number", "boolean"]}}
