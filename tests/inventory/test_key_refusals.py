@@ -167,3 +167,28 @@ def test_the_catalog_planner_plans_keys_masked_alike_and_excluded_referencing_ta
         "  - {table: accounts, columns: {email: email}}\n"
     )
     assert [i["table"] for i in plan_anonymization(target, rules)] == ["public.accounts"]
+
+
+@pytest.mark.parametrize("planner", ["archive", "catalog"])
+def test_a_refused_rule_adds_no_false_key_error(archives, fresh_db, planner):
+    """One mistake in the accounts rule (a misspelt column) dropped the whole rule from the key checks, so
+    every foreign key through accounts.email, masked alike on both sides, was also reported as masked
+    on one side only: a second, false error. Only the mistake is reported now."""
+    from scalingo_staging_sync.anonymize.planner import plan_anonymization
+
+    rules = (
+        "  - {table: accounts, columns: {email: email, emial: email}}\n"
+        "  - {table: subscriptions, columns: {email: email}}\n"
+        "  - {table: invites, columns: {email: email}}\n"
+    )
+    with pytest.raises(PlanError) as err:
+        if planner == "archive":
+            dump, tools = archives.make(FK_DB)
+            _plan(dump, tools, rules)
+        else:
+            target = fresh_db(16)
+            with target.connect(autocommit=True) as conn:
+                conn.execute(FK_DB)
+            plan_anonymization(target, rules_from(f"source_app: p\nanonymization_tables:\n{rules}"))
+    assert "emial" in str(err.value)
+    assert not [e for e in err.value.errors if "foreign key" in e], err.value.errors

@@ -237,6 +237,7 @@ def plan_anonymization(
     errors: list[str] = []
     items: list[dict] = []
     masking: dict[TableName, tuple[TableRule, dict]] = {}
+    unplanned: list[TableName] = []
     with target.connect(autocommit=True) as conn:
         for rule in rules.anonymization_tables:
             name = rule.table_name
@@ -249,8 +250,10 @@ def plan_anonymization(
             if item is not None:
                 masking[name] = (rule, item)
                 items.extend(_leaf_partitions(conn, item, dump_pks) if dump_path else [item])
+            else:
+                unplanned.append(name)
         if masking:
-            errors.extend(catalog_key_refusals(conn, rules, masking))
+            errors.extend(catalog_key_refusals(conn, rules, masking, unplanned))
     if errors:
         raise PlanError(errors)
     for item in items:
@@ -879,6 +882,7 @@ def key_refusals(
     partition_keys: Mapping[TableName, Sequence[str]],
     ancestors: Callable[[TableName], Sequence[TableName]],
     excluded: Container[TableName] = (),
+    unplanned: Container[TableName] = (),
 ) -> list[str]:
     """The masking that would break a key, refused before any data moves (both planners, same
     messages): a masked partition-key column (:func:`_partition_key_errors`) and a foreign key whose two
@@ -887,10 +891,13 @@ def key_refusals(
     ``masking``: table -> (the rule that masks it, its plan item), partitions and inheritance children
     included; ``columns_of(table)``: its columns (``base_type``, ``max_length``), None when unknown;
     ``partition_keys``: partitioned table -> the columns its key references; ``ancestors(table)``: its
-    partition / INHERITS parents at any depth; ``excluded``: tables whose data is not restored."""
+    partition / INHERITS parents at any depth; ``excluded``: tables whose data is not restored;
+    ``unplanned``: ruled tables whose rule was refused (with what is below them): how they end up is not
+    known, so no key through them is judged (a misspelt column in a rule made its table's every key
+    look unmasked, a second, false error)."""
     errors = [
         *_partition_key_errors(masking, partition_keys, ancestors),
-        *_foreign_key_errors(masking, columns_of, foreign_keys, excluded),
+        *_foreign_key_errors(masking, columns_of, foreign_keys, excluded, unplanned),
     ]
     return list(dict.fromkeys(errors))  # a partition key shared by several masked partitions: once
 
@@ -945,6 +952,7 @@ def _foreign_key_errors(
     columns_of: Callable[[TableName], Mapping[str, Any] | None],
     foreign_keys: Iterable[ForeignKeyFact],
     excluded: Container[TableName],
+    unplanned: Container[TableName] = (),
 ) -> list[str]:
     """A foreign key whose two sides are not masked alike (one side only, or different transformers,
     options, lengths or conditions): the referencing values no longer match the referenced ones, so
@@ -954,6 +962,8 @@ def _foreign_key_errors(
     errors: list[str] = []
     for fk in foreign_keys:
         if fk.table in excluded:  # its data is not restored: nothing references anything
+            continue
+        if fk.table in unplanned or fk.references in unplanned:  # judged once its rule is fixed
             continue
         local_columns = columns_of(fk.table)
         ref_columns = columns_of(fk.references)
@@ -1008,7 +1018,10 @@ ORDER BY 1, 2, i.inhseqno
 
 
 def catalog_key_refusals(
-    conn: Any, rules: Rules, masking: Mapping[TableName, tuple[TableRule, dict]]
+    conn: Any,
+    rules: Rules,
+    masking: Mapping[TableName, tuple[TableRule, dict]],
+    unplanned: Iterable[TableName] = (),
 ) -> list[str]:
     """:func:`key_refusals` on the database ``conn`` is connected to (the catalog path): its foreign keys
     (as declared: not the copies PostgreSQL makes on partitions), partition keys (``pg_get_partkeydef``,
@@ -1060,6 +1073,7 @@ def catalog_key_refusals(
         cat = catalogs[name]
         return cat.columns if cat is not None else None
 
+    refused = {t for name in unplanned for t in (name, *walk(children, name)) if t not in masking}
     return key_refusals(
         masked_tables,
         columns_of=columns_of,
@@ -1067,6 +1081,7 @@ def catalog_key_refusals(
         partition_keys=partition_keys,
         ancestors=lambda name: walk(parents, name),
         excluded=excluded,
+        unplanned=refused,
     )
 
 

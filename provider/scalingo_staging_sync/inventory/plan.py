@@ -277,6 +277,11 @@ def plan_inventory(inv: Inventory, rules: Rules, *, exclude_tables: Any = ()) ->
         if item is not None and item.get("children_planned"):
             errors.extend(_custom_statement_only_errors(item, rule, rules, table))
 
+    # a refused rule's table (and what is below it without a rule of its own): its keys are judged once
+    # the rule is fixed, not reported as unmasked now
+    unplanned = {
+        t for name in ruled if name not in masking for t in (name, *inv.descendants(name)) if t not in masking
+    }
     errors.extend(
         key_refusals(
             masking,
@@ -289,6 +294,7 @@ def plan_inventory(inv: Inventory, rules: Rules, *, exclude_tables: Any = ()) ->
             partition_keys={n: t.partition_key for n, t in inv.tables.items() if t.partition_key},
             ancestors=inv.ancestors,
             excluded=excluded,
+            unplanned=unplanned,
         )
     )
     if errors:
