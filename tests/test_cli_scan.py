@@ -219,3 +219,27 @@ def test_scan_counts_the_rules_masked_columns_and_samples_rows_outside_a_conditi
     assert report["outside_condition"] == {"public.members.email": 1}
     assert "public.members.email" in report["unmasked"]
     assert "jane.roe" not in outside.stdout + outside.stderr
+
+
+def test_scan_counts_materialized_view_columns_computed_from_masked_ones_as_the_dag_does(
+    staging_pg16, tmp_path
+):
+    """A materialized view over masked columns: the DAG's scan counts its columns as masked (refreshed from
+    the masked tables); `scan --rules` reported them unmasked and failed, and no rule could clear them."""
+    pg, name = staging_pg16, "cli_scan_rules_matview"
+    pg.create_database(name)
+    pg.execute(
+        "CREATE TABLE people (id int PRIMARY KEY, email text, note text);"
+        "INSERT INTO people SELECT g, 'u' || md5(g::text) || '@example.com', 'n' FROM generate_series(1, 50) g;"
+        "CREATE MATERIALIZED VIEW contact_book AS SELECT id, lower(email) AS login FROM people",
+        name,
+    )
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "source_app: prod\nanonymization_tables:\n  - table: people\n    columns: {email: email}\n"
+    )
+    out = run_cli("scan", "--dsn", pg.conninfo(name), "--rules", str(rules), "--json")
+    pg.drop_database(name)
+    assert out.returncode == 0, out.stdout + out.stderr
+    statuses = {f["column_id"]: f["status"] for f in json.loads(out.stdout)["findings"]}
+    assert statuses["public.contact_book.login"] == "masked" and statuses["public.people.email"] == "masked"

@@ -178,12 +178,16 @@ def _safe_dsn(dsn: str) -> str:
     return f"{parts.get('user') or '?'}@{parts.get('host') or 'local'}:{parts.get('port') or 5432}/{parts.get('dbname') or '?'}"
 
 
-def _scan_rules_plan(conn: Any, loaded: Any, path: Path) -> dict[str, Any]:
+def _scan_rules_plan(conn: Any, loaded: Any, path: Path, dsn: str) -> dict[str, Any]:
     """What the rules' ``anonymization_tables`` and ``pii_scan.enabled`` mean to ``scan --rules``, as to
-    the DAG's PII scan: the columns the rules mask count as masked, and the rows outside a conditional
-    rule's ``condition`` are sampled. Planned on the scanned database; a rule that does not fit it is
-    printed on stderr and its columns are not counted as masked."""
+    the DAG's PII scan: the columns the rules mask count as masked, and so do the materialized-view
+    columns computed only from them (as the DAG's finalize step finds them, on a connection of their
+    own), and the rows outside a conditional rule's ``condition`` are sampled. Planned on the scanned
+    database; a rule that does not fit it is printed on stderr and its columns are not counted as masked."""
+    import psycopg
+
     from scalingo_staging_sync.anonymize.planner import plan_on_database
+    from scalingo_staging_sync.anonymize.postload import masked_view_columns_on, unconditionally_masked
     from scalingo_staging_sync.pii.scanner import masked_columns_from_plan, partially_masked_from_plan
 
     if not loaded.pii_scan.enabled:
@@ -194,9 +198,13 @@ def _scan_rules_plan(conn: Any, loaded: Any, path: Path) -> dict[str, Any]:
     items, problems = plan_on_database(conn, loaded)
     for problem in problems:
         click.echo(f"note: {path}: {problem}: its columns are not counted as masked", err=True)
+    masked = masked_columns_from_plan(items)
+    conditional = {i["table"]: i["condition"] for i in items if i.get("condition")}
+    with psycopg.connect(dsn, autocommit=True) as views_conn:  # its search_path is emptied
+        in_views = masked_view_columns_on(views_conn, unconditionally_masked(masked, conditional))
     return {
-        "masked_columns": masked_columns_from_plan(items),
-        "conditional": {i["table"]: i["condition"] for i in items if i.get("condition")},
+        "masked_columns": masked + in_views,
+        "conditional": conditional,
         "partially_masked": partially_masked_from_plan(items),
     }
 
@@ -272,7 +280,7 @@ def scan(
         )
     with conn:
         if rules is not None:
-            kwargs.update(_scan_rules_plan(conn, loaded, rules))
+            kwargs.update(_scan_rules_plan(conn, loaded, rules, dsn))
         report = scan_database(conn, database=where, schemas=list(schemas) or None, **kwargs)
         suggested = None
         if suggest_out is not None:

@@ -459,39 +459,44 @@ def masked_view_columns(target: PgTarget, masked_columns: Sequence[str]) -> list
     masked values), or a masked column of another (materialized) view, resolved the same way. Refreshed
     from the masked tables, those columns hold masked values. Any column whose sources are unclear, or
     that also reads an unmasked column, is left to the PII scan."""
-    masked = set(masked_columns)
     with target.connect(autocommit=True) as conn:
+        return masked_view_columns_on(conn, masked_columns)
 
-        def read() -> tuple[list[tuple], dict[int, str]]:
-            views = conn.execute(_VIEWS_SQL).fetchall()
-            # every relation and function name schema-qualified in the definitions
-            conn.execute("SELECT set_config('search_path', '', false)")
-            definitions = {
-                oid: conn.execute("SELECT pg_get_viewdef(%s::oid)", (oid,)).fetchone()[0]
-                for oid, *_rest in views
-            }
-            return views, definitions
 
-        views, definitions = sanitized(read, "read materialized view definitions", error_cls=PostLoadError)
-        cache: dict[TableName, list[str] | None] = {}
+def masked_view_columns_on(conn: Any, masked_columns: Sequence[str]) -> list[str]:
+    """:func:`masked_view_columns` on the autocommit psycopg connection ``conn`` (whose ``search_path``
+    it empties, so that the view definitions name every relation with its schema)."""
+    masked = set(masked_columns)
 
-        def columns_of(name: TableName) -> list[str] | None:
-            if name not in cache:
-                rows = sanitized(
-                    lambda: conn.execute(_RELATION_COLUMNS_SQL, (name.schema, name.name)).fetchall(),
-                    "read view source columns",
-                    error_cls=PostLoadError,
-                )
-                cache[name] = [r[0] for r in rows] if rows else None
-            return cache[name]
+    def read() -> tuple[list[tuple], dict[int, str]]:
+        views = conn.execute(_VIEWS_SQL).fetchall()
+        # every relation and function name schema-qualified in the definitions
+        conn.execute("SELECT set_config('search_path', '', false)")
+        definitions = {
+            oid: conn.execute("SELECT pg_get_viewdef(%s::oid)", (oid,)).fetchone()[0] for oid, *_rest in views
+        }
+        return views, definitions
 
-        per_view: list[tuple[TableName, str, list[str], list[frozenset[str] | None]]] = []
-        for oid, schema, name, kind, attnames in views:
-            sources = view_column_sources(definitions[oid] or "", columns_of)
-            if sources is None or len(sources) != len(attnames):
-                log.info("view %s: where its columns come from is unclear", TableName(schema, name))
-                continue
-            per_view.append((TableName(schema, name), kind, list(attnames), sources))
+    views, definitions = sanitized(read, "read materialized view definitions", error_cls=PostLoadError)
+    cache: dict[TableName, list[str] | None] = {}
+
+    def columns_of(name: TableName) -> list[str] | None:
+        if name not in cache:
+            rows = sanitized(
+                lambda: conn.execute(_RELATION_COLUMNS_SQL, (name.schema, name.name)).fetchall(),
+                "read view source columns",
+                error_cls=PostLoadError,
+            )
+            cache[name] = [r[0] for r in rows] if rows else None
+        return cache[name]
+
+    per_view: list[tuple[TableName, str, list[str], list[frozenset[str] | None]]] = []
+    for oid, schema, name, kind, attnames in views:
+        sources = view_column_sources(definitions[oid] or "", columns_of)
+        if sources is None or len(sources) != len(attnames):
+            log.info("view %s: where its columns come from is unclear", TableName(schema, name))
+            continue
+        per_view.append((TableName(schema, name), kind, list(attnames), sources))
     found: set[str] = set()
     in_matviews: set[str] = set()
     changed = True
@@ -543,6 +548,7 @@ __all__ = [
     "analyze_masked",
     "clear_stale_statistics",
     "finalize_masked_data",
+    "masked_view_columns_on",
     "masked_view_columns",
     "unconditionally_masked",
     "view_column_sources",
