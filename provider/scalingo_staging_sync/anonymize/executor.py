@@ -655,8 +655,9 @@ def run_in_place(
 
     what = f"anonymize {table} (in place)"
     rows, proof = _guarded(lambda: with_retries(retry, attempt, what=what), what)
-    what = f"rewrite {table} without its unmasked row versions"
-    _guarded(lambda: with_retries(retry, lambda: rewrite_tables(target, item), what=what), what)
+    if rows or item.get("query"):  # a query may update rows it does not count: rewritten anyway
+        what = f"rewrite {table} without its unmasked row versions"
+        _guarded(lambda: with_retries(retry, lambda: rewrite_tables(target, item), what=what), what)
     return _result(item, "in_place", rows, started, proof)
 
 
@@ -664,7 +665,7 @@ def check_fixed_values(conn: Any, item: Mapping[str, Any], cat: Any) -> None:
     """Every ``fixed`` value of the item's rules cast to its column's type on the staging server, before
     any row is masked: a value the archive-only planning could not judge (a date, an inet...) is refused
     here, naming the rule, instead of failing the data load with a message that names neither."""
-    import psycopg
+    from scalingo_staging_sync.anonymize.planner import fixed_cast_problem
 
     fixed = get_transformer("fixed")
     for column, spec in (item.get("columns") or {}).items():
@@ -672,11 +673,9 @@ def check_fixed_values(conn: Any, item: Mapping[str, Any], cat: Any) -> None:
             continue
         info = cat.columns[column]
         text = str(fixed._text(options_of(spec)))  # type: ignore[attr-defined]
-        try:
-            with conn.transaction():
-                conn.execute(sql.SQL("SELECT CAST(%s::text AS {})").format(sql.SQL(info.type_sql)), (text,))
-        except psycopg.Error as exc:
-            reason = (exc.diag.message_primary or type(exc).__name__).split(":")[0]
+        problem = fixed_cast_problem(conn, info, text)
+        if problem:
+            reason = problem.split(":")[0]
             raise AnonymizationError(
                 f"{_qualified(item)}.{column}: the rule's fixed value {text!r} does not fit the column's type "
                 f"{info.type_sql} ({reason}); give a value of that type in the rules file",

@@ -742,14 +742,9 @@ def _check_columns(
                 "with enough length, or mask another column"
             )
         if transformer.name == "fixed" and len(errors) == before and conn is not None:
-            try:
-                with conn.transaction():
-                    conn.execute(
-                        sql.SQL("SELECT CAST(%s::text AS {})").format(sql.SQL(info.type_sql)),
-                        (str(transformer._text(options)),),  # type: ignore[attr-defined]
-                    )
-            except Exception as exc:
-                errors.append(f"{where}: fixed value does not fit {info.type_sql}: {str(exc).strip()}")
+            problem = fixed_cast_problem(conn, info, str(transformer._text(options)))  # type: ignore[attr-defined]
+            if problem:
+                errors.append(f"{where}: fixed value does not fit {info.type_sql}: {problem}")
         elif transformer.name == "fixed" and len(errors) == before:
             # no server (planning from the archive): what can be decided without one
             problem = fixed_value_problem(info, str(transformer._text(options)))  # type: ignore[attr-defined]
@@ -1109,6 +1104,19 @@ def plan_on_database(conn: Any, rules: Rules) -> tuple[list[dict], list[str]]:
 
 _INT_BOUNDS = {"int2": 2**15, "int4": 2**31, "int8": 2**63}
 _BOOL_WORDS = ("true", "false", "yes", "no")
+
+
+def fixed_cast_problem(conn: Any, info: ColumnInfo, text: str) -> str | None:
+    """Why the server refuses to cast the ``fixed`` value ``text`` to ``info``'s type (the message's
+    first line), or None when it fits."""
+    import psycopg
+
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("SELECT CAST(%s::text AS {})").format(sql.SQL(info.type_sql)), (text,))
+    except psycopg.Error as exc:
+        return (exc.diag.message_primary or type(exc).__name__).strip()
+    return None
 
 
 def fixed_value_problem(info: ColumnInfo, text: str) -> str | None:

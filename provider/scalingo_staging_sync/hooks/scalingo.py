@@ -35,7 +35,7 @@ def connection_base_url(conn) -> str | None:
         scheme = "http" if host.lower() in _LOOPBACK or host.startswith("127.") else "https"
         host = f"{scheme}://{host}"
     scheme, _, rest = host.partition("://")
-    netloc, slash, path = rest.partition("/")
+    netloc, _, path = rest.partition("/")
     if conn.port and ":" not in netloc.rsplit("]", 1)[-1]:
         netloc = f"{netloc}:{int(conn.port)}"
     prefix = path.strip("/") or str(conn.schema or "").strip("/")

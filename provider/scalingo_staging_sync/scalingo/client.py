@@ -793,14 +793,12 @@ class ScalingoClient:
         request's; only when there is none is the POST sent again, up to ``max_attempts`` times with
         the usual backoff."""
         path = f"/databases/{_q(addon_id)}/backups"
-        try:  # what exists before the request is never taken for its result
-            known: set[str] | None = {
-                str(b.get("id")) for b in self.list_backups(app, addon_id) if b.get("id")
-            }
-        except (
-            ScalingoServerError,
-            ScalingoRateLimitError,
-        ) as exc:  # a refusal (4xx) would refuse the POST too
+        # what exists before the request is never taken for its result; a refusal (4xx) of this list
+        # would refuse the POST too, so only a server error or the rate limit is let through
+        known: set[str] | None
+        try:
+            known = {str(b.get("id")) for b in self.list_backups(app, addon_id) if b.get("id")}
+        except (ScalingoServerError, ScalingoRateLimitError) as exc:
             log.warning(
                 "the backups of app %s cannot be listed before asking for one (%s); only their creation "
                 "time will tell a new one", app, str(exc)[:200],
