@@ -123,7 +123,8 @@ def _inputs():
 def test_report_content():
     report = build_report(**_inputs())
     assert report["result"] == "failed" and report["stopped_at"] == "pii_scan"
-    assert report["failed_tasks"] == ["pii_scan", "promote"]
+    assert report["failed_tasks"] == ["pii_scan"]  # promote did not run: it is not a failed task
+    assert report["upstream_failed_tasks"] == ["promote"]
     assert report["backup"] == {
         "id": "bk-1",
         "created_at": "2026-11-26T01:00:00Z",

@@ -329,7 +329,9 @@ def build_report(
         "dry_run": bool(settings.get("dry_run")),
         "result": result,
         "stopped_at": stopped_at,
-        "failed_tasks": failed + upstream_failed,
+        # the tasks that failed, and apart from them those that did not run because one upstream failed
+        "failed_tasks": failed,
+        "upstream_failed_tasks": upstream_failed,
         "backup": _pick(backup, _BACKUP_KEYS),
         "rules": {"sha256": rules_sha256 or settings.get("rules_sha256")},
         "safety": {
