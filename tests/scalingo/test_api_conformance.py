@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from scalingo_staging_sync.scalingo.archive import extract_dump
-from scalingo_staging_sync.scalingo.client import ScalingoClient
+from scalingo_staging_sync.scalingo.client import ScalingoApiError, ScalingoClient
 
 API_TOKEN = "tk-us-conformance-0123456789abcdef"
 APP = "shop-prod"
@@ -361,7 +361,12 @@ def test_no_region_configured_takes_the_regions_endpoint_default(monkeypatch):
         DocServer(region_name="test-fr1") as doc,
         doc.client(api_url=None, db_api_url=None, region="osc-fr1") as c,
     ):
-        assert c.endpoints().source == "static table"  # a configured region is never replaced
+        # a configured region is never replaced; with an auth URL that is not Scalingo's, its real hosts
+        # are not a fallback either
+        with pytest.raises(
+            ScalingoApiError, match=r"region 'osc-fr1'.*does not list it.*'test-fr1'.*api_url"
+        ):
+            c.endpoints()
 
 
 def test_connection_check_needs_no_apps_list(monkeypatch):

@@ -439,14 +439,30 @@ def test_regions_endpoint_resolves_hosts(fake, fake_app):
             c.endpoints()
 
 
-def test_static_region_fallback_when_regions_endpoint_fails(fake, fake_app):
+def test_static_region_fallback_when_regions_endpoint_fails(fake, fake_app, monkeypatch):
+    from scalingo_staging_sync.scalingo import regions
     from scalingo_staging_sync.scalingo.client import ScalingoClient
 
     fake.fail_next(500, times=10, path_contains="/regions")
+    monkeypatch.setattr(regions, "DEFAULT_AUTH_URL", fake.url)  # the fake plays Scalingo's own auth host
     with ScalingoClient(fake.api_token, auth_url=fake.url, backoff_s=0.01, max_attempts=2) as c:
         ep = c.endpoints()
         assert ep.source == "static table"
         assert ep.api == "https://api.osc-fr1.scalingo.com"
+
+
+def test_another_auth_url_never_falls_back_to_scalingos_real_hosts(fake, fake_app):
+    """An auth URL that is not Scalingo's (a proxy, a stand-in) whose regions endpoint fails: the static
+    table's real hosts would receive this connection's tokens; the client stops and says what to set."""
+    from scalingo_staging_sync.scalingo.client import ScalingoApiError, ScalingoClient
+
+    fake.fail_next(500, times=10, path_contains="/regions")
+    with ScalingoClient(fake.api_token, auth_url=fake.url, backoff_s=0.01, max_attempts=2) as c:
+        with pytest.raises(ScalingoApiError) as err:
+            c.endpoints()
+    message = str(err.value)
+    assert "region 'osc-fr1'" in message and f"{fake.url}/v1/regions cannot be read" in message
+    assert "api_url" in message and "db_api_url" in message and "scalingo.com" in message
 
 
 def test_bad_base_url_is_explained():

@@ -401,8 +401,11 @@ def test_retry_budget_comes_from_the_connection(fake, monkeypatch):
     assert (client.retry_budget_s, client.max_attempts) == (7.0, 2)
 
 
-def test_secnum_region_maps_to_its_own_hosts_from_the_static_table(fake):
+def test_secnum_region_maps_to_its_own_hosts_from_the_static_table(fake, monkeypatch):
+    from scalingo_staging_sync.scalingo import regions
+
     fake.fail_next(500, times=10, path_contains="/regions")
+    monkeypatch.setattr(regions, "DEFAULT_AUTH_URL", fake.url)  # the fake plays Scalingo's own auth host
     with ScalingoClient(
         fake.api_token, auth_url=fake.url, region="osc-secnum-fr1", backoff_s=0.01, max_attempts=2
     ) as client:

@@ -205,6 +205,7 @@ class ScalingoClient:
         self.region = (region or _regions.DEFAULT_REGION).strip()
         self._auth_url = _regions.normalize_base_url(auth_url or _regions.DEFAULT_AUTH_URL, "auth_url")
         self._api_override = _regions.normalize_base_url(api_url, "api_url") if api_url else None
+        self._regions_problem = ""  # why the regions endpoint gave no hosts (for the error message)
         self._db_api_override = _regions.normalize_base_url(db_api_url, "db_api_url") if db_api_url else None
         self.timeout = timeout
         self.download_timeout = download_timeout
@@ -474,7 +475,20 @@ class ScalingoClient:
                 return self._endpoints
             api, db_api, source = self._api_override, self._db_api_override, "overrides"
             if not (api and db_api):
-                region = self._region_from_api() or self._region_from_table()
+                region = self._region_from_api()
+                if region is None and self._auth_url != _regions.normalize_base_url(
+                    _regions.DEFAULT_AUTH_URL, "auth_url"
+                ):
+                    # the static table names Scalingo's own hosts: a guess that would send this
+                    # connection's tokens to servers it was not pointed at
+                    raise ScalingoApiError(
+                        f"cannot find the API hosts of region {self.region!r}: {self._regions_problem}. The "
+                        f"auth URL {self._auth_url} is not Scalingo's ({_regions.DEFAULT_AUTH_URL}), so "
+                        "Scalingo's own API hosts are not used in its place: set the connection extras "
+                        "'api_url' and 'db_api_url', or the connection's host (the base URL of auth, API "
+                        "and Database API)."
+                    )
+                region = region or self._region_from_table()
                 api = api or region[0]
                 db_api = db_api or region[1]
                 source = region[2]
@@ -501,6 +515,7 @@ class ScalingoClient:
                     _json(self._send("GET", url, headers={"Accept": "application/json"}), url), "regions"
                 )
         except ScalingoApiError as exc:
+            self._regions_problem = f"the regions endpoint {self._auth_url}/v1/regions cannot be read ({exc})"
             log.warning("cannot read the Scalingo regions endpoint (%s); using the static region table", exc)
             return None
         regions = [r for r in regions if isinstance(r, dict)]
@@ -522,9 +537,14 @@ class ScalingoClient:
                         "regions endpoint",
                     )
                 except ValueError as exc:
+                    self._regions_problem = f"the regions endpoint gave unusable URLs for it ({exc})"
                     log.warning("the regions endpoint gave unusable URLs for %s (%s)", self.region, exc)
                     break
         names = sorted(str(r.get("name")) for r in regions if r.get("name"))
+        if not self._regions_problem:
+            self._regions_problem = (
+                f"the regions endpoint {self._auth_url}/v1/regions does not list it (it lists {names})"
+            )
         if self.region not in _regions.STATIC_REGIONS:
             raise ScalingoApiError(
                 f"unknown Scalingo region {self.region!r}: the regions endpoint lists {names}. Set the "
