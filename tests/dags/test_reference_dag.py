@@ -371,3 +371,22 @@ def test_stream_and_trigger_engines_stage_the_same_bytes(dag, box, monkeypatch):
     assert {t["engine"] for t in report["tables"] if t["mode"] == "on_load"} == {"trigger"}
     assert _staged_tables(box) == streamed
     assert all(count > 0 for count, _digest in streamed.values())
+
+
+def test_every_task_that_runs_the_postgresql_tools_is_given_the_pg_bin_dir_setting():
+    """``[scalingo_staging_sync] pg_bin_dir`` reaches every task with a ``pg_bin_dir`` argument: a task
+    left without it runs whatever ``pg_restore`` is first on the worker's PATH (an older one fails on
+    the archive, after the gate checked the configured tools)."""
+    from scalingo_staging_sync.example_dags.reference import build_reference_dag, setting
+
+    dag = build_reference_dag()
+    expected = setting("pg_bin_dir")
+    with_tools = [t for t in dag.tasks if "pg_bin_dir" in t.template_fields]
+    assert {t.task_id for t in with_tools} >= {"plan_anonymization", "prepare_masking", "restore_schema"}
+    wrong = {
+        t.task_id: value
+        for t in with_tools
+        if (value := (t.partial_kwargs if hasattr(t, "partial_kwargs") else vars(t)).get("pg_bin_dir"))
+        != expected
+    }
+    assert not wrong, f"tasks not given the pg_bin_dir setting: {wrong}"

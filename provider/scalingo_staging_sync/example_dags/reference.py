@@ -301,7 +301,7 @@ def build_reference_dag(
             # (SyncSlackNotifier skips mapped instances); the tables and rows are in the success message
         }
         prepare = PrepareMaskingOperator.partial(
-            task_id=T.PREPARE_MASKING, dump_path=dump, **per_table
+            task_id=T.PREPARE_MASKING, dump_path=dump, pg_bin_dir=setting("pg_bin_dir"), **per_table
         ).expand(plan=plan.output)
         later_sections = {
             "postgres_conn_id": staging_conn_id,
