@@ -28,17 +28,19 @@ TARGET_APP = "chinook-staging"
 STAGING_DB = "staging"
 
 
+#: the Chinook rules shipped with the package: a copy of the checkout's config/anonymization.yaml (a test
+#: keeps them identical), for a sandbox started from an installed package
+PACKAGED_RULES_FILE = Path(__file__).resolve().parent / "data" / "chinook.rules.yaml"
+
+
 def default_rules_file() -> Path:
-    """The Chinook rules of the repository checkout (config/anonymization.yaml)."""
+    """The Chinook rules of the repository checkout (config/anonymization.yaml), else the package's copy."""
     here = Path(__file__).resolve()
     for parent in (Path.cwd(), *here.parents):
         candidate = parent / "config" / "anonymization.yaml"
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(
-        "config/anonymization.yaml (the Chinook rules) not found: run from the repository checkout, "
-        "or pass start_sandbox(rules_file=...)"
-    )
+    return PACKAGED_RULES_FILE
 
 
 @dataclass
@@ -156,12 +158,15 @@ def airflow_env(home: str | Path, dags_folder: str | Path) -> dict[str, str]:
 
 
 def find_dags_folder() -> Path:
-    """The repository's dags/ (next to config/), for the demo and benchmarks run from a checkout."""
+    """The repository's dags/ (next to config/), for the demo and benchmarks run from a checkout; else
+    the package's example_dags folder (the same two-line DAG file)."""
     for start in (Path.cwd(), Path(__file__).resolve()):
         for parent in (start, *start.parents):
             if (parent / "dags" / "scalingo_staging_sync.py").is_file():
                 return parent / "dags"
-    raise FileNotFoundError("dags/scalingo_staging_sync.py not found: run from the repository checkout")
+    from scalingo_staging_sync.example_dags import FOLDER
+
+    return FOLDER
 
 
 def merged_environ(*parts: dict[str, str]) -> dict[str, str]:
