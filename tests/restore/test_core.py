@@ -450,3 +450,28 @@ def test_run_pg_restore_contract_only_and_exclude_data(chinook_dump, staging_pg1
     # duplicate keys now: track is referenced by invoice_line, so it is not truncated (no FREEZE)
     with pytest.raises(RestoreError, match=r"data of public\.track \(TOC entry \d+\) failed: SQLSTATE 23505"):
         run_pg_restore(chinook_dump, target, section="data", tools=tools, only_data=["track"])
+
+
+def test_data_section_refuses_tables_that_already_hold_rows(chinook_dump, staging_pg):
+    """A table loaded (masked) by an earlier step, then the data section of the same archive: its rows
+    would be replaced by the archive's original ones. The section refuses before loading anything,
+    names the table and the fix; leaving it out with exclude_data loads the rest and keeps its rows."""
+    db, target = _marked_target(staging_pg)
+    tools = find_pg_tools(pg_bin_dir(staging_pg.version))
+    scratch = restore(chinook_dump, target, section="pre-data", tools=tools)["database"]
+    staging_pg.execute(
+        "INSERT INTO customer (customer_id, first_name, last_name, email) VALUES (1, 'M', 'M', 'masked@example.com')",
+        scratch,
+    )
+    with pytest.raises(RestoreError, match=r"already hold rows.*public\.customer.*exclude_data") as err:
+        restore(chinook_dump, target, section="data", tools=tools)
+    assert "public.track" not in str(err.value)
+    assert _has_marker(staging_pg, db)  # live staging untouched
+    scratch = restore(chinook_dump, target, section="pre-data", tools=tools)["database"]
+    staging_pg.execute(
+        "INSERT INTO customer (customer_id, first_name, last_name, email) VALUES (1, 'M', 'M', 'masked@example.com')",
+        scratch,
+    )
+    data = restore(chinook_dump, target, section="data", tools=tools, exclude_data=["customer"])
+    assert data["tables"]["public.track"]["rows"] == 3503
+    assert staging_pg.execute("SELECT email FROM customer", scratch) == [("masked@example.com",)]

@@ -268,6 +268,7 @@ def restore(
             fks=fks,
             skip_dump_ids=skip,
             copy_filter=copy_filter,
+            require_empty=section == "data",
         )
     except BaseException:
         log.error("restore of section %s failed: removing the restored data (fail closed)", section)

@@ -382,6 +382,37 @@ def pg_restore_base_args(tools: PgTools) -> list[str]:
     return args
 
 
+def _refuse_loaded_tables(target: PgTarget, tables: list[tuple[str, str]]) -> None:
+    """Refuse a data section whose tables already hold rows: it would replace them with the archive's."""
+    from psycopg import sql
+
+    holding: list[str] = []
+    with target.connect(autocommit=True) as conn:
+        for start in range(0, len(tables), 200):
+            batch = tables[start : start + 200]
+            # an extension's own configuration table may hold the rows its script inserted
+            query = sql.SQL(" UNION ALL ").join(
+                sql.SQL(
+                    "SELECT {i} WHERE EXISTS (SELECT 1 FROM ONLY {t}) AND NOT EXISTS (SELECT 1 FROM"
+                    " pg_depend WHERE classid = 'pg_class'::regclass AND objid = {n}::regclass AND deptype = 'e')"
+                ).format(
+                    i=sql.Literal(i),
+                    t=sql.Identifier(schema, name),
+                    n=sql.Literal(sql.Identifier(schema, name).as_string(conn)),
+                )
+                for i, (schema, name) in enumerate(batch, start)
+            )
+            holding += [qualified_key(*tables[i]) for (i,) in conn.execute(query).fetchall()]
+    if holding:
+        shown = ", ".join(holding[:10]) + (f" and {len(holding) - 10} more" if len(holding) > 10 else "")
+        raise RestoreError(
+            f"the data section would load tables that already hold rows in {target.describe()}: {shown}. "
+            "Their rows would be replaced by the archive's: a table already masked on load (e.g. by "
+            "AnonymizeTableOperator given a dump) would hold its original values again. Leave them out "
+            "(exclude_data=[...]), or restore the data section right after a fresh pre-data section."
+        )
+
+
 def run_pg_restore(
     dump_path: str | os.PathLike,
     target: PgTarget,
@@ -399,6 +430,7 @@ def run_pg_restore(
     skip_dump_ids: Mapping[int, str] | Iterable[int] = (),
     freeze: bool = True,
     copy_filter: CopyFilterFactory | None = None,
+    require_empty: bool = False,
 ) -> RestoreResult:
     """Restore one section of an archive into ``target`` with a filtered ``-L`` list.
 
@@ -410,8 +442,10 @@ def run_pg_restore(
     ``inventory.ArchivePlan.skip_dump_ids``). ``freeze``: in the ``data`` section, each table's rows
     are loaded by :func:`scalingo_staging_sync.restore.loader.load_table_data` (``COPY ... FREEZE`` in
     the transaction that truncates the table, ``jobs`` tables at once) and pg_restore loads the rest
-    of the section (sequence values, large objects); ``False``: pg_restore loads everything. Raises
-    :class:`RestoreError` on real errors.
+    of the section (sequence values, large objects); ``False``: pg_restore loads everything.
+    ``require_empty``: in the ``data`` section, refuse (before loading anything) when a table it would
+    load already holds rows (a table masked on load by an earlier step would get the archive's rows
+    again). Raises :class:`RestoreError` on real errors.
     """
     if section not in SECTIONS:
         raise ValueError(f"unknown section {section!r}: use one of {', '.join(SECTIONS)}")
@@ -443,6 +477,8 @@ def run_pg_restore(
         all_entries=all_entries,
         skip_dump_ids=skip_dump_ids,
     )
+    if require_empty and section == "data":
+        _refuse_loaded_tables(target, selection.loaded_tables)
     for entry, reason in selection.skipped:
         if reason.startswith("FK to excluded"):
             log.warning("not restoring %s (%s)", entry.raw, reason)
