@@ -554,3 +554,40 @@ def test_an_excluded_partition_of_a_ruled_parent_gets_no_plan_item(archives):
     classes = classes_of(plan)
     assert classes[("TABLE DATA", "public.audit_2024")] == "excluded"
     assert classes[("TABLE DATA", "public.audit_2025_a")] == "masked"
+
+
+def test_a_partitions_own_rule_must_mask_what_its_parents_rule_masks(archives):
+    """A partition's rule replaces its parent's for its rows: one that leaves out a column the parent
+    masks would leave that column unmasked in the partition. It is refused, named; one that masks the
+    same columns (maybe otherwise) is used, with a warning."""
+    dump, tools = archives.make(PARTITIONED_DB)
+    partial = rules_from(
+        """
+        source_app: p
+        anonymization_tables:
+          - table: audit_log
+            columns: {actor_email: email, ip: null}
+          - table: audit_2024
+            columns: {ip: null}
+        """
+    )
+    with pytest.raises(
+        PlanError,
+        match=r"anonymization_tables\[1\]\.table: public\.audit_2024 has its own rule, which replaces "
+        r"public\.audit_log's \(anonymization_tables\[0\]\) for its rows but does not mask actor_email",
+    ):
+        plan_from_archive(dump, partial, tools=tools)
+    whole = rules_from(
+        """
+        source_app: p
+        anonymization_tables:
+          - table: audit_log
+            columns: {actor_email: email, ip: null}
+          - table: audit_2024
+            columns: {actor_email: null, ip: null}
+        """
+    )
+    plan = plan_from_archive(dump, whole, tools=tools)
+    assert any("public.audit_2024 has its own rule" in w for w in plan.warnings)
+    own = next(i for i in plan.items if i["table"] == "public.audit_2024")
+    assert sorted(own["masked_columns"]) == ["actor_email", "ip"]

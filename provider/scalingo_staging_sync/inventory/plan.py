@@ -259,9 +259,21 @@ def plan_inventory(inv: Inventory, rules: Rules, *, exclude_tables: Any = ()) ->
             if child_name in excluded:  # its data is not restored: nothing to mask, nothing to prove
                 continue
             if child_name in ruled:
-                warnings.append(
-                    f"{child_name} has its own rule ({ruled[child_name].where}), used instead of {name}'s"
+                own = ruled[child_name]
+                # its rule replaces the parent's for its rows: a column the parent masks and its own
+                # rule leaves out would stay unmasked in this partition (a query or strategy of its own
+                # says what it masks itself)
+                missing = (
+                    sorted(set(rule.columns) - set(own.columns)) if not (own.query or own.strategy) else []
                 )
+                if missing:
+                    errors.append(
+                        f"{own.where}.table: {child_name} has its own rule, which replaces {name}'s "
+                        f"({rule.where}) for its rows but does not mask {', '.join(missing)}: add "
+                        f"{'them' if len(missing) > 1 else 'it'} to its rule, or remove its rule"
+                    )
+                else:
+                    warnings.append(f"{child_name} has its own rule ({own.where}), used instead of {name}'s")
                 continue
             child = inv.tables[child_name]
             if child.kind == "partitioned table":
