@@ -47,15 +47,26 @@ def test_plan_of_a_chinook_dump(chinook_dump):
         str(chinook_dump),
         "--exclude-table",
         "invoice_line",
-        "--exclude-table",
-        "invoice_lines",  # a typo: nothing to exclude, said on stdout (not only in a debug log)
         "--pg-bin",
         str(pg_bin_dir(16)),
     )
     assert text.returncode == 0, text.stderr
     assert "Plan (" in text.stdout and "public.customer:" in text.stdout
     assert "Archive inventory and classification" in text.stdout
-    assert "warning:" in text.stdout and "public.invoice_lines is not a table of this archive" in text.stdout
+
+    typo = run(
+        "plan",
+        str(RULES),
+        "--archive",
+        str(chinook_dump),
+        "--exclude-table",
+        "invoice_lines",  # a typo would restore the data it meant to leave out: refused
+        "--pg-bin",
+        str(pg_bin_dir(16)),
+    )
+    assert typo.returncode != 0
+    out = typo.stdout + typo.stderr
+    assert "public.invoice_lines is not a table of this archive" in out and "or remove the exclusion" in out
 
 
 def test_plan_of_a_backup_downloaded_from_the_fake_api(chinook_dump, tmp_path):

@@ -475,3 +475,23 @@ def test_data_section_refuses_tables_that_already_hold_rows(chinook_dump, stagin
     data = restore(chinook_dump, target, section="data", tools=tools, exclude_data=["customer"])
     assert data["tables"]["public.track"]["rows"] == 3503
     assert staging_pg.execute("SELECT email FROM customer", scratch) == [("masked@example.com",)]
+
+
+def test_an_exclusion_naming_no_table_of_the_archive_is_refused_before_anything_is_touched(
+    chinook_dump, staging_pg
+):
+    """``exclude_tables=["invoice_lines"]`` (a typo of invoice_line) would restore the data it meant to
+    keep out: refused, naming the argument and the name, before the target is touched."""
+    db, target = _marked_target(staging_pg)
+    tools = find_pg_tools(pg_bin_dir(staging_pg.version))
+    with pytest.raises(RestoreError, match=r"exclude_tables public\.invoice_lines.*exclude_data crm\.x"):
+        restore(
+            chinook_dump,
+            target,
+            section="pre-data",
+            tools=tools,
+            exclude_tables=["invoice_lines"],
+            exclude_data=["crm.x"],
+        )
+    assert not staging_pg.database_exists(f"{db}__incoming")
+    assert _has_marker(staging_pg, db)

@@ -203,8 +203,10 @@ def plan_inventory(inv: Inventory, rules: Rules, *, exclude_tables: Any = ()) ->
             errors.append(f"{where}: {exc}")
             continue
         if name not in inv.tables:
-            warnings.append(
-                f"{where}: {name} is not a table of this archive: nothing to exclude{_similar(inv, name)}"
+            # a misspelt exclusion would restore the data it was meant to keep out
+            errors.append(
+                f"{where}: {name} is not a table of this archive{_similar(inv, name)}; fix the name "
+                "(schema.table, a bare name means public) or remove the exclusion"
             )
             continue
         excluded.setdefault(name, f"{where}: {name} is excluded")

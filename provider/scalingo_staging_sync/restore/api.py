@@ -37,6 +37,7 @@ from scalingo_staging_sync.restore.runner import (
     unplanned_skips,
 )
 from scalingo_staging_sync.restore.toc import read_toc, toc_digest
+from scalingo_staging_sync.tablename import TableName
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +228,7 @@ def restore(
 
     entries = read_toc(dump_path, tools)
     _check_plan_matches(plan, entries, dump_path)
+    _check_named_tables(entries, exclude_tables, exclude_data, only_data, dump_path)
     if plan is None:
         defaults = unplanned_skips(entries, large_objects=lo_policy, materialized_view_data=matview_data)
         for dump_id, reason in defaults.items():
@@ -294,6 +296,23 @@ def restore(
         summary["tables"] = table_stats(into, result.table_names, exact=count_rows)
     summary["duration_s"] = round(time.monotonic() - started, 3)
     return summary
+
+
+def _check_named_tables(
+    entries: list, exclude_tables: list, exclude_data: list, only_data: Any, dump_path: Path
+) -> None:
+    """Refuse, before anything is touched, an ``exclude_tables`` / ``exclude_data`` / ``only_data`` name
+    that is no table of the archive: a misspelt exclusion would restore the data it meant to keep out."""
+    tables = {e.table_name for e in entries if e.desc == "TABLE"}
+    named = [("exclude_tables", n) for n in exclude_tables] + [("exclude_data", n) for n in exclude_data]
+    named += [("only_data", n) for n in (only_data or ())]
+    unknown = [(arg, str(name)) for arg, text in named if (name := TableName.parse(text)) not in tables]
+    if unknown:
+        listed = ", ".join(f"{arg} {name}" for arg, name in unknown)
+        raise RestoreError(
+            f"not a table of {dump_path.name}: {listed}; fix the name (schema.table, a bare name means "
+            "public, SQL quoting for a part holding a dot or capitals) or remove it"
+        )
 
 
 def _check_plan_matches(plan: Any, entries: list, dump_path: Path) -> None:
