@@ -315,6 +315,10 @@ def test_seeds_post_sync_commands_and_slack(dag, box, tmp_path, monkeypatch):
     # post-sync commands ran as detached one-off containers in the target app
     assert [r["command"] for r in box.fake.runs] == ["bundle exec rails db:migrate"]
     assert all(r["detached"] for r in box.fake.runs)
+    [outcome] = stored_xcom(dag_run, "post_sync_commands")
+    assert outcome["command"] == "bundle exec rails db:migrate"
+    assert outcome["result"]["status"] == "done" and outcome["result"]["container_id"].startswith("ct-")
+    assert outcome["result"]["operation_id"]
     # Slack: start, phases with durations, success summary with the per-table labels
     joined = "\n".join(texts)
     assert box.target_app in texts[0]

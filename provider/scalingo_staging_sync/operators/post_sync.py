@@ -104,12 +104,22 @@ class PostSyncCommandsOperator(BaseOperator):
             self.log.info("running %r as a detached one-off container in %s", command, app)
             started = time.monotonic()
             outcome = hook.run_detached(app, command)
-            short = (
-                {k: outcome[k] for k in ("id", "state", "status", "exit_code") if k in outcome}
-                if isinstance(outcome, dict)
-                else str(outcome)[:200]
-            )
+            short = _short_outcome(outcome)
             results.append(
                 {"command": command, "duration_s": round(time.monotonic() - started, 1), "result": short}
             )
         return results
+
+
+def _short_outcome(outcome: Any) -> dict[str, Any]:
+    """What XCom keeps of a one-off run (``ScalingoClient.run_detached``): its container and the
+    operation Scalingo reported done."""
+    if not isinstance(outcome, dict):
+        return {"raw": str(outcome)[:200]}
+    container = outcome.get("container") if isinstance(outcome.get("container"), dict) else {}
+    operation = outcome.get("operation") if isinstance(outcome.get("operation"), dict) else {}
+    return {
+        "container_id": container.get("id"),
+        "operation_id": operation.get("id"),
+        "status": operation.get("status"),
+    }
