@@ -217,11 +217,12 @@ def test_exclude_referenced_table_skips_its_fks(chinook_dump, staging_pg16, capl
     assert pg.execute("SELECT count(*) FROM invoice", db) == [(412,)]
     fks = {r[0] for r in pg.execute("SELECT conname FROM pg_constraint WHERE contype = 'f'", db)}
     assert "invoice_customer_id_fkey" not in fks and "invoice_line_invoice_id_fkey" in fks
-    # names are exact, never regexes: "invoice.*" matches nothing
-    out = restore(
-        chinook_dump, target, section="all", exclude_tables=["invoice.*", "public.invoic"], tools=tools
-    )
-    assert out["tables"]["public.invoice"]["rows"] == 412
+    # names are exact, never regexes: "invoice.*" matches nothing, and is refused as no table
+    with pytest.raises(RestoreError, match=r"exclude_tables invoice\.\*, exclude_tables public\.invoic"):
+        restore(
+            chinook_dump, target, section="all", exclude_tables=["invoice.*", "public.invoic"], tools=tools
+        )
+    assert pg.execute("SELECT count(*) FROM invoice", db) == [(412,)]
 
 
 # ------------------------------------------------------------------------------------ bad dumps
@@ -495,3 +496,70 @@ def test_an_exclusion_naming_no_table_of_the_archive_is_refused_before_anything_
         )
     assert not staging_pg.database_exists(f"{db}__incoming")
     assert _has_marker(staging_pg, db)
+
+
+def _chinook_plan(chinook_dump, tools, rules_yaml: str):
+    import textwrap
+
+    from scalingo_staging_sync.anonymize.rules import parse_rules_text
+    from scalingo_staging_sync.inventory import plan_from_archive
+
+    rules = parse_rules_text(textwrap.dedent(rules_yaml))
+    return plan_from_archive(str(chinook_dump), rules, tools=tools).to_json()
+
+
+def test_in_place_rules_that_only_the_tables_refuse_are_found_before_staging_is_wiped(
+    chinook_dump, staging_pg
+):
+    """In place, the pre-data restore wipes staging: a condition that parses but does not compile, a
+    fixed value a date column refuses and an inline query with an error (none of which the archive-only
+    planning can judge) are found first, in a rolled-back rehearsal: every problem named at once, the
+    previous staging data and its state untouched. Good rules restore as before."""
+    db = unique_db("scalingo")
+    target = make_scalingo_db(staging_pg, db)
+    with target.connect() as conn:  # what the app had in staging before
+        conn.execute("CREATE TABLE old_app_table (id int); INSERT INTO old_app_table VALUES (1)")
+    tools = find_pg_tools(pg_bin_dir(staging_pg.version))
+    bad = _chinook_plan(
+        chinook_dump,
+        tools,
+        """
+        source_app: chinook-production
+        anonymization_tables:
+          - table: customer
+            condition: "support_rep_id > 'abc'"
+            columns: {email: email}
+          - table: employee
+            columns: {birth_date: {transformer: fixed, value: "not a date"}, email: email}
+          - table: invoice
+            query: "UPDATE public.invoice SET billing_adress = NULL"
+        """,
+    )
+    from scalingo_staging_sync.anonymize.rehearsal import RehearsalError
+
+    with pytest.raises(RehearsalError) as err:
+        restore(chinook_dump, target, section="pre-data", tools=tools, plan=bad)
+    message = str(err.value)
+    assert "public.customer: condition \"support_rep_id > 'abc'\"" in message and "integer" in message
+    assert "public.employee.birth_date" in message and "'not a date'" in message
+    assert "public.invoice: its query does not compile" in message and "billing_adress" in message
+    assert "staging keeps its data" in message
+    assert staging_pg.execute("SELECT id FROM old_app_table", db) == [(1,)]
+    assert tables_of(staging_pg, db) == {"public.old_app_table"}
+    assert targets.read_state(target) is None  # never marked as holding unmasked data
+
+    good = _chinook_plan(
+        chinook_dump,
+        tools,
+        """
+        source_app: chinook-production
+        anonymization_tables:
+          - table: customer
+            condition: "support_rep_id > 3"
+            columns: {email: email}
+          - table: employee
+            columns: {birth_date: {transformer: fixed, value: "1970-01-01"}, email: email}
+        """,
+    )
+    out = restore(chinook_dump, target, section="pre-data", tools=tools, plan=good)
+    assert out["mode"] == "in_place" and tables_of(staging_pg, db) == CHINOOK_TABLES

@@ -246,6 +246,18 @@ def restore(
     if exclude_tables and section in ("post-data", "all"):
         fks = archive_fks(dump_path, tools, entries)
 
+    if (
+        fresh
+        and resolved == "in_place"
+        and plan is not None
+        and section in ("pre-data", "pre-data+data", "all")
+    ):
+        # the wipe below is where a failure starts to cost staging its data: the rules' mistakes that
+        # only the tables can show are looked for first, in a rolled-back transaction
+        from scalingo_staging_sync.anonymize.rehearsal import rehearse_in_place
+
+        items = (plan if isinstance(plan, Mapping) else plan.to_json()).get("items") or []
+        rehearse_in_place(target, dump_path, tools, entries, items, skip_dump_ids=skip)
     if fresh:
         into = targets.prepare(target, resolved, scaler=scaler, app=app)
     elif resolved == "swap":

@@ -564,69 +564,76 @@ def wipe_owned_objects(target: PgTarget) -> list[str]:
     """Drop what the connection's role owns in ``target`` (schemas, tables, views, sequences, routines,
     types, collations, text search configurations and dictionaries, conversions, large objects), never
     extension members nor the state schema. Returns what was dropped."""
-    dropped: list[str] = []
     with target.connect(autocommit=True) as conn:
-        schemas = conn.execute(
-            "SELECT nspname FROM pg_namespace n WHERE pg_has_role(current_user, nspowner, 'USAGE')"
-            " AND nspname <> ALL(%s) AND nspname <> 'public' AND nspname NOT LIKE 'pg\\_%%'"
-            " AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_namespace'::regclass"
-            "                 AND d.objid = n.oid AND d.deptype = 'e')",
-            (list(_SYSTEM_SCHEMAS),),
-        ).fetchall()
-        for (schema,) in schemas:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-            dropped.append(f"schema {schema}")
-        rels = conn.execute(_OWNED_RELATIONS_SQL, (list(_SYSTEM_SCHEMAS),)).fetchall()
-        kinds = {
-            "r": "TABLE",
-            "p": "TABLE",
-            "f": "FOREIGN TABLE",
-            "v": "VIEW",
-            "m": "MATERIALIZED VIEW",
-            "S": "SEQUENCE",
-        }
-        for schema, name, kind in rels:
-            conn.execute(
-                sql.SQL("DROP {} IF EXISTS {}.{} CASCADE").format(
-                    sql.SQL(kinds[kind]), sql.Identifier(schema), sql.Identifier(name)
-                )
-            )
-            dropped.append(f"{kinds[kind].lower()} {schema}.{name}")
-        routines = conn.execute(_OWNED_ROUTINES_SQL, (list(_SYSTEM_SCHEMAS),)).fetchall()
-        for (signature,) in routines:
-            # regprocedure text is generated and quoted by the server itself.
-            conn.execute(sql.SQL("DROP ROUTINE IF EXISTS {} CASCADE").format(sql.SQL(signature)))
-            dropped.append(f"routine {signature}")
-        types = conn.execute(_OWNED_TYPES_SQL, (list(_SYSTEM_SCHEMAS),)).fetchall()
-        for schema, name, typtype in types:
-            kind = "DOMAIN" if typtype == "d" else "TYPE"
-            conn.execute(
-                sql.SQL("DROP {} IF EXISTS {}.{} CASCADE").format(
-                    sql.SQL(kind), sql.Identifier(schema), sql.Identifier(name)
-                )
-            )
-            dropped.append(f"{kind.lower()} {schema}.{name}")
-        for kind, catalog, name, namespace, owner in _OWNED_SCHEMA_OBJECTS:
-            query = sql.SQL(_OWNED_SCHEMA_OBJECT_SQL).format(
-                name=sql.Identifier(name),
-                catalog=sql.Identifier("pg_catalog", catalog),
-                namespace=sql.Identifier(namespace),
-                owner=sql.Identifier(owner),
-                catalog_literal=sql.Literal(f"pg_catalog.{catalog}"),
-            )
-            for schema, obj in conn.execute(query, (list(_SYSTEM_SCHEMAS),)).fetchall():
-                conn.execute(
-                    sql.SQL("DROP {} IF EXISTS {}.{} CASCADE").format(
-                        sql.SQL(kind), sql.Identifier(schema), sql.Identifier(obj)
-                    )
-                )
-                dropped.append(f"{kind.lower()} {schema}.{obj}")
-        los = conn.execute(
-            "SELECT count(lo_unlink(oid)) FROM pg_largeobject_metadata WHERE pg_has_role(current_user, lomowner, 'USAGE')"
-        ).fetchone()
-        if los and los[0]:
-            dropped.append(f"{los[0]} large objects")
+        dropped = wipe_owned_objects_on(conn)
     log.info("wiped %d object(s) owned by %s in %s", len(dropped), target.user or "the role", target.dbname)
+    return dropped
+
+
+def wipe_owned_objects_on(conn: psycopg.Connection) -> list[str]:
+    """:func:`wipe_owned_objects` on an open connection (in autocommit, each drop commits; in a
+    transaction, they all roll back with it: :mod:`scalingo_staging_sync.anonymize.rehearsal`)."""
+    dropped: list[str] = []
+    schemas = conn.execute(
+        "SELECT nspname FROM pg_namespace n WHERE pg_has_role(current_user, nspowner, 'USAGE')"
+        " AND nspname <> ALL(%s) AND nspname <> 'public' AND nspname NOT LIKE 'pg\\_%%'"
+        " AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_namespace'::regclass"
+        "                 AND d.objid = n.oid AND d.deptype = 'e')",
+        (list(_SYSTEM_SCHEMAS),),
+    ).fetchall()
+    for (schema,) in schemas:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+        dropped.append(f"schema {schema}")
+    rels = conn.execute(_OWNED_RELATIONS_SQL, (list(_SYSTEM_SCHEMAS),)).fetchall()
+    kinds = {
+        "r": "TABLE",
+        "p": "TABLE",
+        "f": "FOREIGN TABLE",
+        "v": "VIEW",
+        "m": "MATERIALIZED VIEW",
+        "S": "SEQUENCE",
+    }
+    for schema, name, kind in rels:
+        conn.execute(
+            sql.SQL("DROP {} IF EXISTS {}.{} CASCADE").format(
+                sql.SQL(kinds[kind]), sql.Identifier(schema), sql.Identifier(name)
+            )
+        )
+        dropped.append(f"{kinds[kind].lower()} {schema}.{name}")
+    routines = conn.execute(_OWNED_ROUTINES_SQL, (list(_SYSTEM_SCHEMAS),)).fetchall()
+    for (signature,) in routines:
+        # regprocedure text is generated and quoted by the server itself.
+        conn.execute(sql.SQL("DROP ROUTINE IF EXISTS {} CASCADE").format(sql.SQL(signature)))
+        dropped.append(f"routine {signature}")
+    types = conn.execute(_OWNED_TYPES_SQL, (list(_SYSTEM_SCHEMAS),)).fetchall()
+    for schema, name, typtype in types:
+        kind = "DOMAIN" if typtype == "d" else "TYPE"
+        conn.execute(
+            sql.SQL("DROP {} IF EXISTS {}.{} CASCADE").format(
+                sql.SQL(kind), sql.Identifier(schema), sql.Identifier(name)
+            )
+        )
+        dropped.append(f"{kind.lower()} {schema}.{name}")
+    for kind, catalog, name, namespace, owner in _OWNED_SCHEMA_OBJECTS:
+        query = sql.SQL(_OWNED_SCHEMA_OBJECT_SQL).format(
+            name=sql.Identifier(name),
+            catalog=sql.Identifier("pg_catalog", catalog),
+            namespace=sql.Identifier(namespace),
+            owner=sql.Identifier(owner),
+            catalog_literal=sql.Literal(f"pg_catalog.{catalog}"),
+        )
+        for schema, obj in conn.execute(query, (list(_SYSTEM_SCHEMAS),)).fetchall():
+            conn.execute(
+                sql.SQL("DROP {} IF EXISTS {}.{} CASCADE").format(
+                    sql.SQL(kind), sql.Identifier(schema), sql.Identifier(obj)
+                )
+            )
+            dropped.append(f"{kind.lower()} {schema}.{obj}")
+    los = conn.execute(
+        "SELECT count(lo_unlink(oid)) FROM pg_largeobject_metadata WHERE pg_has_role(current_user, lomowner, 'USAGE')"
+    ).fetchone()
+    if los and los[0]:
+        dropped.append(f"{los[0]} large objects")
     return dropped
 
 
