@@ -191,3 +191,24 @@ def test_scan_unreachable_database_fails_without_leaking_the_password():
     assert result.exit_code == 1
     assert "cannot connect to bob@127.0.0.1:1/db" in result.output
     assert "s3cret-pw" not in result.output
+
+
+def test_validate_refuses_derived_column_cycles_with_their_line(tmp_path):
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "source_app: a\n"
+        "anonymization_tables:\n"
+        "  - table: users\n"
+        "    columns:\n"
+        "      full_name: {transformer: full_name, from: [first_name, last_name]}\n"
+        "      first_name: {transformer: md5_of, column: full_name}\n"
+        "      last_name: last_name\n"
+    )
+    proc = run("validate", str(path))
+    assert proc.returncode == 1
+    lines = proc.stderr.splitlines()
+    assert lines[0].startswith(
+        f"{path}:5: anonymization_tables[0].columns.full_name: derived columns of public.users form a cycle: "
+        "full_name -> first_name -> full_name"
+    )
+    assert lines[-1] == f"{path}: 1 error(s)"

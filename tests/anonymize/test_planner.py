@@ -218,6 +218,26 @@ def test_md5_column_is_derived_and_tsvector_flagged(shop):
     assert "email_sha256: looks like a digest" in text and "search: tsvector not masked" in text
 
 
+def test_planner_refuses_a_cycle_closed_by_the_md5_column_it_adds(shop):
+    """email read from email_md5: the planner's own email_md5 (md5 of the masked email) closes a cycle,
+    refused by name when planning (it was "the masking expressions do not compile" with a database, and
+    nothing when planning from the archive)."""
+    execute(shop, "ALTER TABLE accounts ADD COLUMN email_md5 text")
+    errors = plan_errors(
+        shop,
+        "source_app: p\nanonymization_tables: [{table: accounts, columns: {email: {transformer: md5_of, "
+        "column: email_md5}}}]",
+    )
+    assert any(
+        e.startswith(
+            "anonymization_tables[0].columns.email: derived columns of public.accounts form a cycle: "
+            "email -> email_md5 -> email (each reads the masked value of the next: email: md5_of column: "
+            "email_md5; email_md5: md5_of column: email (added by the planner: md5 of masked column email))"
+        )
+        for e in errors
+    ), errors
+
+
 def test_generated_column_cannot_be_masked_but_is_recomputed(db):
     _pg, target = db
     execute(

@@ -229,3 +229,84 @@ def test_validate_rules_dict_direct():
     )
     assert rules.anonymization_tables[0].schema_name == ("x", "y")
     assert rules.anonymization_tables[0].where == "anonymization_tables[0]"
+
+
+def test_derived_column_cycles_are_refused_when_the_rules_load(tmp_path):
+    """md5_of and full_name's from read other columns' masked values: a column reading itself, or derived
+    columns reading each other (the rule's own columns or those of its built-in strategy), are refused
+    when the file is loaded, before a run starts, not when the SQL is built mid-run."""
+    text = """
+source_app: a
+anonymization_tables:
+  - table: users
+    columns:
+      email_md5: {transformer: md5_of, column: email_md5}
+  - table: people
+    columns:
+      a: {transformer: md5_of, column: b}
+      b: {transformer: full_name, from: [c, x]}
+      c: {transformer: md5_of, column: a}
+      x: first_name
+  - table: customers
+    strategy: user_anonymization
+    columns:
+      first_name: {transformer: md5_of, column: full_name}
+"""
+    path = tmp_path / "rules.yml"
+    path.write_text(text)
+    with pytest.raises(RulesError) as info:
+        load_rules(path)
+    errors = info.value.errors
+    assert len(errors) == 3, errors
+    assert errors[0].startswith(
+        "anonymization_tables[0].columns.email_md5: column email_md5 of public.users derives from itself "
+        "(email_md5: md5_of column: email_md5)"
+    )
+    assert "read another column, or mask the column's own value" in errors[0]
+    assert errors[1].startswith(
+        "anonymization_tables[1].columns.a: derived columns of public.people form a cycle: a -> b -> c -> a "
+        "(each reads the masked value of the next: a: md5_of column: b; b: full_name from: [c, x]; "
+        "c: md5_of column: a)"
+    )
+    assert "make one of these columns mask its own value (e.g. {transformer: hash})" in errors[1]
+    assert errors[2].startswith(
+        "anonymization_tables[2].columns.first_name: derived columns of public.customers form a cycle: "
+        "first_name -> full_name -> first_name (each reads the masked value of the next: first_name: md5_of "
+        "column: full_name; full_name: full_name from: [first_name, last_name] (from strategy "
+        "user_anonymization))"
+    )
+
+
+def test_derived_columns_without_a_cycle_load():
+    rules = parse_rules_text(
+        """
+source_app: a
+anonymization_tables:
+  - table: users
+    strategy: user_anonymization
+    columns:
+      full_name: {transformer: full_name, from: [first_name, middle_name, last_name, email_md5]}
+      middle_name: first_name
+      email_hash: {transformer: md5_of, column: email_md5}
+  - table: people
+    columns:
+      a: {transformer: md5_of, column: not_masked}
+"""
+    )
+    assert rules.anonymization_tables[0].columns["email_hash"]["column"] == "email_md5"
+
+
+def test_derived_cycles_helper():
+    from scalingo_staging_sync.anonymize.rules import derived_cycles
+
+    md5 = lambda col: {"transformer": "md5_of", "column": col}  # noqa: E731
+    assert derived_cycles({"a": md5("b"), "b": {"transformer": "email"}}) == []
+    assert derived_cycles({"a": md5("a")}) == [["a", "a"]]
+    # one cycle per group of columns reading each other, the shortest way back to its first column
+    specs = {
+        "a": md5("b"),
+        "b": {"transformer": "full_name", "from": ["c", "a"]},
+        "c": md5("a"),
+        "d": md5("d"),
+    }
+    assert derived_cycles(specs) == [["a", "b", "a"], ["d", "d"]]

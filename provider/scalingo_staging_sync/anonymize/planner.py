@@ -25,7 +25,7 @@ from typing import Any
 
 from psycopg import sql
 
-from scalingo_staging_sync.anonymize.rules import Rules, TableRule
+from scalingo_staging_sync.anonymize.rules import Rules, TableRule, derived_cycle_errors
 from scalingo_staging_sync.anonymize.sql import column_expressions, where_clause
 from scalingo_staging_sync.anonymize.strategies import (
     StrategyContext,
@@ -355,7 +355,15 @@ def plan_rule(
     specs = {col: with_email_domain(spec, rules.email_domain) for col, spec in specs.items()}
 
     if specs:
+        configured = set(specs)
         _add_derived(cat, specs, warnings)
+        # the rules file's own cycles are refused when it is loaded; an added <col>_md5 can close one
+        added = {
+            c: f"added by the planner: md5 of masked column {c[: -len('_md5')]}"
+            for c in specs
+            if c not in configured
+        }
+        errors.extend(derived_cycle_errors(specs, error_prefix, cat.qualified, added))
         errors.extend(_check_columns(conn, cat, specs, error_prefix))
         errors.extend(_domain_check_problems(cat, specs, error_prefix, warnings))
         masked = list(specs)

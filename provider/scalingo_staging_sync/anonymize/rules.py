@@ -247,6 +247,117 @@ def _check_transformer(where: str, spec: dict[str, Any], email_domain: str) -> l
     return transformer.schema_errors(where, options_of(spec))
 
 
+def derived_cycles(specs: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
+    """Cycles among the derived columns of one table's ``{column: spec}`` (``md5_of``'s ``column``,
+    ``full_name``'s ``from``: transformers whose :meth:`depends_on` reads another column's masked
+    value), each as ``[a, b, ..., a]`` (``[a, a]``: ``a`` reads itself), starting at the first of its
+    columns in ``specs`` order; one cycle per group of columns that read each other."""
+    from scalingo_staging_sync.anonymize.transformers import get_transformer, options_of
+
+    graph: dict[str, list[str]] = {}
+    for col, spec in specs.items():
+        try:
+            deps = get_transformer(spec["transformer"]).depends_on(options_of(spec))
+        except (KeyError, TypeError):  # invalid spec: reported by its own check
+            deps = []
+        graph[col] = [d for d in deps if isinstance(d, str) and d in specs]
+
+    def reachable(start: str) -> set[str]:
+        seen: set[str] = set()
+        todo = [start]
+        while todo:
+            for dep in graph[todo.pop()]:
+                if dep not in seen:
+                    seen.add(dep)
+                    todo.append(dep)
+        return seen
+
+    reach = {col: reachable(col) for col in graph}
+    cycles: list[list[str]] = []
+    done: set[str] = set()
+    for col in graph:
+        if col in done or col not in reach[col]:
+            continue
+        group = {c for c in reach[col] if col in reach[c]} | {col}
+        done |= group
+        # the shortest way back to col, inside its group (breadth first)
+        previous: dict[str, str] = {}
+        queue = [col]
+        while queue:
+            node = queue.pop(0)
+            if col in graph[node]:
+                path = [node]
+                while path[-1] != col:
+                    path.append(previous[path[-1]])
+                cycles.append([*reversed(path), col])
+                break
+            for dep in graph[node]:
+                if dep in group and dep not in previous and dep != col:
+                    previous[dep] = node
+                    queue.append(dep)
+    return cycles
+
+
+def _reads(spec: Mapping[str, Any]) -> str:
+    """How a derived column's spec reads other columns, as written in a rules file."""
+    if spec.get("transformer") == "md5_of":
+        return f"md5_of column: {spec.get('column')}"
+    if spec.get("transformer") == "full_name":
+        return f"full_name from: [{', '.join(map(str, spec.get('from') or []))}]"
+    return str(spec.get("transformer"))
+
+
+def derived_cycle_errors(
+    specs: Mapping[str, Mapping[str, Any]],
+    prefix: str,
+    table: str,
+    origin: Mapping[str, str] | None = None,
+) -> list[str]:
+    """One error per cycle of :func:`derived_cycles`, named ``<prefix>.<first column>`` (``prefix``: the
+    rule's ``...columns``), naming the table, the columns of the cycle, how each reads the next and how
+    to break it. ``origin``: ``{column: where its spec comes from}`` for columns the rules file does not
+    configure itself (a strategy's preset, the planner's ``<col>_md5``)."""
+    origin = origin or {}
+    errors = []
+    for cycle in derived_cycles(specs):
+        head = cycle[0]
+        reads = "; ".join(
+            f"{col}: {_reads(specs[col])}" + (f" ({origin[col]})" if col in origin else "")
+            for col in dict.fromkeys(cycle)
+        )
+        if len(cycle) == 2:
+            errors.append(
+                f"{prefix}.{head}: column {head} of {table} derives from itself ({reads}): a derived column "
+                "is computed from the masked value of the columns it reads, and its own is not there before "
+                "it is computed; read another column, or mask the column's own value (e.g. {transformer: hash})"
+            )
+        else:
+            errors.append(
+                f"{prefix}.{head}: derived columns of {table} form a cycle: {' -> '.join(cycle)} (each reads "
+                f"the masked value of the next: {reads}), so none of them can be computed first; make one of "
+                "these columns mask its own value (e.g. {transformer: hash}) or read a column outside the cycle"
+            )
+    return errors
+
+
+def _table_cycle_errors(
+    where: str, table: str, strategy: str | None, columns: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
+    """Cycles among a rule's derived columns: its ``columns``, and the columns of its built-in
+    strategy's preset that they do not override (assumed present in the table)."""
+    from scalingo_staging_sync.anonymize.strategies import get_builtin
+
+    specs: dict[str, Mapping[str, Any]] = dict(columns)
+    origin: dict[str, str] = {}
+    preset = get_builtin(strategy) if strategy else None
+    for pc in preset.columns if preset is not None else ():
+        if pc.column not in specs:
+            specs[pc.column] = pc.spec
+            origin[pc.column] = f"from strategy {strategy}"
+    # the rule's own columns come first, so a cycle is named by one of them (presets have no cycle)
+    return derived_cycle_errors(specs, f"{where}.columns", table, origin)
+
+
 def _check_condition(where: str, condition: str) -> list[str]:
     """Conditions are SQL from the reviewed file, wrapped as ``WHERE (\\n<cond>\\n)``; refuse what could
     break out of the parentheses into another statement (the planner also EXPLAINs it as one statement)."""
@@ -308,10 +419,15 @@ def validate_rules_dict(data: Any, *, path: str | None = None, sha256: str | Non
         if qualified in excluded:
             errors.append(f"{where}.table: {qualified} is also in exclude_tables (its data is not restored)")
         columns: dict[str, dict[str, Any]] = {}
+        valid: dict[str, dict[str, Any]] = {}  # the columns whose transformer and options are right
         for col, spec in (entry.get("columns") or {}).items():
             norm = _normalise_column(spec)
-            errors.extend(_check_transformer(f"{where}.columns.{col}", norm, email_domain))
+            problems = _check_transformer(f"{where}.columns.{col}", norm, email_domain)
+            errors.extend(problems)
             columns[col] = norm
+            if not problems:
+                valid[col] = norm
+        errors.extend(_table_cycle_errors(where, str(qualified), entry.get("strategy"), valid))
         if entry.get("strategy") and not strategy_exists(entry["strategy"]):
             errors.append(
                 f"{where}.strategy: unknown strategy {entry['strategy']!r} (known: {', '.join(strategy_names())})"

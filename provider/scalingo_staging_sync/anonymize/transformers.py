@@ -572,8 +572,10 @@ class CityTransformer(_WordTransformer):
 class FullNameTransformer(Transformer):
     name = "full_name"
     description = (
-        "'<first> <last>' from the word lists by keyed hash of the value; with option from: [first_col, "
-        "last_col] it is built from those columns' NEW (masked) values instead, so it stays consistent."
+        "'<first> <last>' from the word lists by keyed hash of the value; with option from: a list of 1 "
+        "to 4 columns of the same table ([first_name, last_name], [first_name, middle_name, last_name]) it "
+        "is those columns' NEW (masked) values joined by spaces instead, so it stays consistent (a column "
+        "cannot read itself, nor derived columns each other: refused when the rules file is loaded)."
     )
     options_schema = {"from": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 4}}
 
