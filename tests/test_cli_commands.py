@@ -212,3 +212,17 @@ def test_validate_refuses_derived_column_cycles_with_their_line(tmp_path):
         "full_name -> first_name -> full_name"
     )
     assert lines[-1] == f"{path}: 1 error(s)"
+
+
+def test_validate_refuses_an_invalid_pii_scan_pattern_with_its_line(tmp_path):
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "source_app: a\npii_scan:\n  patterns:\n    content:\n      - name: broken\n        regex: '(unclosed'\n"
+    )
+    proc = run("validate", str(path))
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[0] == (
+        f"{path}:6: pii_scan.patterns.content[0].regex: '(unclosed' is not a valid regular expression "
+        "(missing ), unterminated subpattern at position 0); fix the regex (a literal special character "
+        "is escaped: \\(, \\.)"
+    )

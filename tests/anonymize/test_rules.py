@@ -310,3 +310,39 @@ def test_derived_cycles_helper():
         "d": md5("d"),
     }
     assert derived_cycles(specs) == [["a", "b", "a"], ["d", "d"]]
+
+
+def test_invalid_pii_scan_patterns_are_refused_with_their_key(tmp_path):
+    """pii_scan.patterns are compiled when the rules load (as the scan compiles them), not late in a run
+    with a bare re.error naming no key."""
+    path = tmp_path / "rules.yml"
+    path.write_text(
+        """
+source_app: a
+pii_scan:
+  patterns:
+    names:
+      - {pattern: siren}
+      - {pattern: "user(", category: custom}
+    content:
+      - {name: fine, regex: "\\\\bFR\\\\d{11}\\\\b"}
+      - {name: broken, regex: "[a-"}
+"""
+    )
+    with pytest.raises(RulesError) as info:
+        load_rules(path)
+    assert info.value.errors == [
+        "pii_scan.patterns.names[1].pattern: 'user(' is not a valid regular expression (missing ), "
+        "unterminated subpattern at position 4); fix the regex (a literal special character is escaped: "
+        "\\(, \\.), or write a token sequence of letters, digits and _ only",
+        "pii_scan.patterns.content[1].regex: '[a-' is not a valid regular expression (unterminated "
+        "character set at position 0); fix the regex (a literal special character is escaped: \\(, \\.)",
+    ]
+
+
+def test_valid_pii_scan_patterns_load():
+    rules = parse_rules_text(
+        "source_app: a\npii_scan: {patterns: {names: [{pattern: loyalty_card}, {pattern: '^x_.*_id$'}], "
+        "content: [{name: siren, regex: '\\b\\d{9}\\b'}]}}"
+    )
+    assert rules.pii_scan.patterns["names"][1]["pattern"] == "^x_.*_id$"

@@ -380,6 +380,38 @@ def _check_condition(where: str, condition: str) -> list[str]:
     return errors
 
 
+def _pattern_errors(patterns: Mapping[str, Any]) -> list[str]:
+    """``pii_scan.patterns`` compiled as the PII scan compiles them (case-insensitive), so that a bad
+    regular expression is refused with its key now rather than failing the scan, late in a run."""
+    from scalingo_staging_sync.pii.detectors import content_pattern_from_dict, name_pattern_from_dict
+
+    errors = []
+    for kind, key, build, fix in (
+        (
+            "names",
+            "pattern",
+            name_pattern_from_dict,
+            "fix the regex (a literal special character is escaped: \\(, \\.), or write a token "
+            "sequence of letters, digits and _ only",
+        ),
+        (
+            "content",
+            "regex",
+            content_pattern_from_dict,
+            "fix the regex (a literal special character is escaped: \\(, \\.)",
+        ),
+    ):
+        for j, item in enumerate(patterns.get(kind) or []):
+            try:
+                build(item)
+            except re.error as exc:
+                errors.append(
+                    f"pii_scan.patterns.{kind}[{j}].{key}: {item[key]!r} is not a valid regular expression "
+                    f"({exc}); {fix}"
+                )
+    return errors
+
+
 def validate_rules_dict(data: Any, *, path: str | None = None, sha256: str | None = None) -> Rules:
     """Validate a parsed rules document and return :class:`Rules`; raise :class:`RulesError` listing
     every problem (schema, transformers and their options, strategies, duplicates, conditions)."""
@@ -448,6 +480,7 @@ def validate_rules_dict(data: Any, *, path: str | None = None, sha256: str | Non
                 translation=entry.get("translation"),
             )
         )
+    errors.extend(_pattern_errors(data.get("pii_scan", {}).get("patterns") or {}))
     if errors:
         raise RulesError(errors, path)
 
