@@ -226,3 +226,17 @@ def test_validate_refuses_an_invalid_pii_scan_pattern_with_its_line(tmp_path):
         "(missing ), unterminated subpattern at position 0); fix the regex (a literal special character "
         "is escaped: \\(, \\.)"
     )
+
+
+def test_validate_refuses_a_condition_that_does_not_parse_with_its_line(tmp_path):
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "source_app: a\nanonymization_tables:\n  - table: emp\n    columns: {email: email}\n"
+        "    condition: 'emp_id >'\n"
+    )
+    proc = run("validate", str(path))
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[0].startswith(
+        f"{path}:5: anonymization_tables[0].condition: does not parse as an SQL boolean expression: "
+        "syntax error at the end of the condition (it is incomplete)"
+    )

@@ -346,3 +346,38 @@ def test_valid_pii_scan_patterns_load():
         "content: [{name: siren, regex: '\\b\\d{9}\\b'}]}}"
     )
     assert rules.pii_scan.patterns["names"][1]["pattern"] == "^x_.*_id$"
+
+
+def test_condition_that_is_not_one_sql_expression_is_refused_when_the_rules_load(tmp_path):
+    """The condition is parsed (pglast, syntax only: the columns are checked when planning) when the
+    rules load, as docs/cli.md says validate does, not only by plan."""
+    path = tmp_path / "rules.yml"
+    path.write_text(
+        """
+source_app: a
+anonymization_tables:
+  - table: emp
+    columns: {email: email}
+    condition: "emp_id >"
+  - table: emp2
+    columns: {email: email}
+    condition: "emp_id = 1 AND AND x"
+  - table: emp3
+    columns: {email: email}
+    condition: |
+      created_at < now() - interval '1 year'
+      AND note <> 'a;b' AND no_such_column IS NULL
+"""
+    )
+    with pytest.raises(RulesError) as info:
+        load_rules(path)
+    fix = (
+        "; write one expression over the table's columns, as after WHERE (created_at < now() - interval "
+        "'1 year')"
+    )
+    assert info.value.errors == [
+        "anonymization_tables[0].condition: does not parse as an SQL boolean expression: syntax error at the "
+        "end of the condition (it is incomplete)" + fix,
+        "anonymization_tables[1].condition: does not parse as an SQL boolean expression: syntax error at or "
+        "near \"AND\" at character 16 of the condition ('AND x')" + fix,
+    ]

@@ -25,7 +25,7 @@ from typing import Any
 
 from psycopg import sql
 
-from scalingo_staging_sync.anonymize.rules import Rules, TableRule, derived_cycle_errors
+from scalingo_staging_sync.anonymize.rules import Rules, TableRule, derived_cycle_errors, parse_condition
 from scalingo_staging_sync.anonymize.sql import column_expressions, where_clause
 from scalingo_staging_sync.anonymize.strategies import (
     StrategyContext,
@@ -791,20 +791,12 @@ def unique_transformers() -> list[str]:
 def check_condition_offline(cat: TableCatalog, condition: str, where: str) -> list[str]:
     """Without a server: the condition must parse (pglast, PostgreSQL's parser) as one expression in
     ``SELECT 1 FROM t WHERE (...)`` and its unqualified column references must be columns of the table."""
-    import pglast
-    from pglast import ast
-
-    text = "SELECT 1 FROM _t WHERE (\n" + condition + "\n)"  # noqa: S608 - parsed, never run
-    try:
-        stmts = pglast.parse_sql(text)
-    except pglast.parser.ParseError as exc:
-        return [f"{where}: does not parse as an SQL boolean expression: {exc}"]
-    if len(stmts) != 1 or not isinstance(stmts[0].stmt, ast.SelectStmt):
-        return [f"{where}: a condition is one boolean expression (found {len(stmts)} statements)"]
-    errors: list[str] = []
+    clause, errors = parse_condition(condition, where)  # the syntax check the rules file passed
+    if errors:
+        return errors
     from scalingo_staging_sync.inventory.build import _column_refs_full
 
-    for fields in _column_refs_full(stmts[0].stmt.whereClause):
+    for fields in _column_refs_full(clause):
         if len(fields) == 1 and fields[0] not in cat.columns:
             errors.append(f"{where}: column {fields[0]} does not exist in {cat.qualified}")
     return errors

@@ -358,6 +358,40 @@ def _table_cycle_errors(
     return derived_cycle_errors(specs, f"{where}.columns", table, origin)
 
 
+#: what a condition is parsed in: ``SELECT 1 FROM _t WHERE (\n<condition>\n)``, as it is run
+_CONDITION_PREFIX = "SELECT 1 FROM _t WHERE (\n"
+
+
+def parse_condition(condition: str, where: str) -> tuple[Any, list[str]]:
+    """Syntax only (no catalog): the condition parsed with pglast (PostgreSQL's parser) as the one
+    expression of ``SELECT 1 FROM _t WHERE (\n<condition>\n)``. Returns ``(the WHERE clause's node,
+    [])`` or ``(None, [error named by where])``. Run when the rules file is loaded (``validate``, the
+    start of a run) and by the planner's check without a server, which also checks the columns."""
+    import pglast
+    from pglast import ast
+
+    text = _CONDITION_PREFIX + condition + "\n)"  # noqa: S608 - parsed, never run
+    try:
+        stmts = pglast.parse_sql(text)
+    except pglast.parser.ParseError as exc:
+        message = exc.args[0] if exc.args else str(exc)
+        at = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else None
+        if at is None:
+            place = ""
+        elif at - len(_CONDITION_PREFIX) >= len(condition.rstrip()):  # at the closing parenthesis added
+            message, place = "syntax error", " at the end of the condition (it is incomplete)"
+        else:
+            pos = max(at - len(_CONDITION_PREFIX), 0)
+            place = f" at character {pos + 1} of the condition ({condition[pos : pos + 20]!r})"
+        return None, [
+            f"{where}: does not parse as an SQL boolean expression: {message}{place}; write one "
+            "expression over the table's columns, as after WHERE (created_at < now() - interval '1 year')"
+        ]
+    if len(stmts) != 1 or not isinstance(stmts[0].stmt, ast.SelectStmt):
+        return None, [f"{where}: a condition is one boolean expression (found {len(stmts)} statements)"]
+    return stmts[0].stmt.whereClause, []
+
+
 def _check_condition(where: str, condition: str) -> list[str]:
     """Conditions are SQL from the reviewed file, wrapped as ``WHERE (\\n<cond>\\n)``; refuse what could
     break out of the parentheses into another statement (the planner also EXPLAINs it as one statement)."""
@@ -377,6 +411,8 @@ def _check_condition(where: str, condition: str) -> list[str]:
     else:
         if depth:
             errors.append(f"{where}: unbalanced parentheses")
+    if not errors:  # one expression, as PostgreSQL parses it (the columns are checked when planning)
+        errors.extend(parse_condition(condition, where)[1])
     return errors
 
 
