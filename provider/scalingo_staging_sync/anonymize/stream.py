@@ -303,14 +303,15 @@ class _Builder:
             )
         if name in ("first_name", "last_name", "city"):
             words = transformer.words  # type: ignore[attr-defined]
-            expr = self.pick_ex(words, "x", "split_part(n, ' ', 1)")
-            return _fit(self.over_norm(c, transformer.purpose, expr), info, max(map(len, words)))  # type: ignore[attr-defined]
+            natural = max(map(len, words))
+            expr = self.pick_ex(tr.fit_words(words, info, natural), "x", "split_part(n, ' ', 1)")
+            return _fit(self.over_norm(c, transformer.purpose, expr), info, natural)  # type: ignore[attr-defined]
         if name == "full_name":
             if options.get("from"):
                 raise StreamUnsupported(f"{col}: full_name built from other columns' masked values")
-            first = self.pick_ex(tr.FIRST_NAMES, "x", "split_part(n, ' ', 1)")
-            last = self.pick_ex(tr.LAST_NAMES, "(x >> 30)", "split_part(n, ' ', 2)")
             natural = max(map(len, tr.FIRST_NAMES)) + 1 + max(map(len, tr.LAST_NAMES))
+            first = self.pick_ex(tr.fit_words(tr.FIRST_NAMES, info, natural), "x", "split_part(n, ' ', 1)")
+            last = self.pick_ex(tr.LAST_NAMES, "(x >> 30)", "split_part(n, ' ', 2)")
             return _fit(self.over_norm(c, "full_name", f"{first} || ' ' || {last}"), info, natural)
         if name == "address":
             street = self.pick_ex(tr.STREETS, "(x >> 20)", "split_part(n, ' ', 2)")
@@ -319,9 +320,9 @@ class _Builder:
             expr = f"(1 + x % 999)::VARCHAR || ' ' || {street} || ' ' || {suffix}"
             return _fit(self.over_norm(c, "address", expr), info, natural)
         if name == "company":
-            word = self.pick_ex(tr.COMPANY_WORDS, "x", "split_part(n, ' ', 1)")
-            suffix = f"{_arr(tr.COMPANY_SUFFIXES)}[1 + (x >> 30) % {len(tr.COMPANY_SUFFIXES)}]"
             natural = max(map(len, tr.COMPANY_WORDS)) + 1 + max(map(len, tr.COMPANY_SUFFIXES))
+            word = self.pick_ex(tr.fit_words(tr.COMPANY_WORDS, info, natural), "x", "split_part(n, ' ', 1)")
+            suffix = f"{_arr(tr.COMPANY_SUFFIXES)}[1 + (x >> 30) % {len(tr.COMPANY_SUFFIXES)}]"
             return _fit(self.over_norm(c, "company", f"{word} || ' ' || {suffix}"), info, natural)
         if name == "postal_code":
             d = int(options.get("digits", 5))

@@ -204,6 +204,38 @@ def fit(expr: sql.Composable, column: ColumnInfo, natural_max: int | None) -> sq
     return expr
 
 
+def fit_words(words: tuple[str, ...], column: ColumnInfo, natural_max: int | None) -> tuple[str, ...]:
+    """The word list of an output's first word as :func:`fit` writes it: when ``fit`` cuts the output
+    to the column's length, each word cut to that length (``w[:n]``), duplicates (ASCII
+    case-insensitively) removed keeping the first, order kept. :func:`pick_excluding` then compares the
+    original's word with exactly what is written, and its next word is a different one; without it a
+    ``varchar(4)`` original ``Jule`` could come back as ``left('Jules', 4)``. ``words`` itself when
+    nothing is cut (the output does not change)."""
+    n = column.max_length
+    if n is None or (natural_max is not None and natural_max <= n):
+        return words
+    cut: dict[str, str] = {}
+    for w in words:
+        cut.setdefault(w[:n].lower(), w[:n])
+    return tuple(cut.values())
+
+
+def word_list_problems(
+    name: str, words: tuple[str, ...], column: ColumnInfo, natural_max: int | None
+) -> list[str]:
+    """Planning-time error when the column's length leaves fewer than 2 distinct first words (the pick
+    could then not move away from the original's word)."""
+    if column.category != "string":
+        return []
+    cut = fit_words(words, column, natural_max)
+    if len(cut) >= 2:
+        return []
+    return [
+        f"transformer {name!r} cannot mask column {column.name} ({column.type_sql}): its words cut to "
+        f"{column.max_length} characters leave {len(cut)} distinct word(s), so the output could be the original"
+    ]
+
+
 def zero_padded(number: sql.Composable, digits: int) -> sql.Composable:
     """``lpad(number::text, digits, '0')`` for 0 <= number < 10^digits, without lpad: the digits of
     ``10^digits + number`` after its leading 1."""
@@ -540,8 +572,14 @@ class _WordTransformer(Transformer):
     def expression(self, src, ctx):
         norm = ctx.let(normalized(src), "text")
         x = ctx.hash_int(self.purpose, norm)
-        word = pick_excluding(self.words, x, nth_word(norm, 1), ctx.cached)
-        return fit(word, ctx.column, _max_len(self.words))
+        natural = _max_len(self.words)
+        word = pick_excluding(fit_words(self.words, ctx.column, natural), x, nth_word(norm, 1), ctx.cached)
+        return fit(word, ctx.column, natural)
+
+    def check(self, column, options):
+        return super().check(column, options) or word_list_problems(
+            self.name, self.words, column, _max_len(self.words)
+        )
 
 
 @register_transformer
@@ -582,8 +620,16 @@ class FullNameTransformer(Transformer):
     def depends_on(self, options):
         return list(options.get("from") or [])
 
+    NATURAL = _max_len(FIRST_NAMES) + 1 + _max_len(LAST_NAMES)
+
+    def check(self, column, options):
+        errors = super().check(column, options)
+        if errors or options.get("from"):
+            return errors
+        return word_list_problems(self.name, FIRST_NAMES, column, self.NATURAL)
+
     def expression(self, src, ctx):
-        natural = _max_len(FIRST_NAMES) + 1 + _max_len(LAST_NAMES)
+        natural = self.NATURAL
         parts = ctx.options.get("from")
         if parts:
             pieces = [sql.SQL("({})::text").format(ctx.new(p)) for p in parts]
@@ -593,7 +639,7 @@ class FullNameTransformer(Transformer):
             return fit(joined, ctx.column, None)
         norm = ctx.let(normalized(src), "text")
         x = ctx.hash_int("full_name", norm)
-        first = pick_excluding(FIRST_NAMES, x, nth_word(norm, 1), ctx.cached)
+        first = pick_excluding(fit_words(FIRST_NAMES, ctx.column, natural), x, nth_word(norm, 1), ctx.cached)
         last = pick_excluding(LAST_NAMES, sql.SQL("({} >> 30)").format(x), nth_word(norm, 2), ctx.cached)
         return fit(sql.SQL("{} || ' ' || {}").format(first, last), ctx.column, natural)
 
@@ -657,12 +703,19 @@ class CompanyTransformer(Transformer):
         "'<Word> <Suffix>' from built-in lists by keyed hash; the first word differs from the original's."
     )
 
+    NATURAL = _max_len(COMPANY_WORDS) + 1 + _max_len(COMPANY_SUFFIXES)
+
+    def check(self, column, options):
+        return super().check(column, options) or word_list_problems(
+            self.name, COMPANY_WORDS, column, self.NATURAL
+        )
+
     def expression(self, src, ctx):
+        natural = self.NATURAL
         norm = ctx.let(normalized(src), "text")
         x = ctx.hash_int("company", norm)
-        word = pick_excluding(COMPANY_WORDS, x, nth_word(norm, 1), ctx.cached)
+        word = pick_excluding(fit_words(COMPANY_WORDS, ctx.column, natural), x, nth_word(norm, 1), ctx.cached)
         suffix = pick(COMPANY_SUFFIXES, sql.SQL("({} >> 30)").format(x))
-        natural = _max_len(COMPANY_WORDS) + 1 + _max_len(COMPANY_SUFFIXES)
         return fit(sql.SQL("{} || ' ' || {}").format(word, suffix), ctx.column, natural)
 
 
