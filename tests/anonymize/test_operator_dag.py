@@ -139,3 +139,52 @@ def test_failing_mapped_table_fails_the_run(airflow_db, staging_chinook, chinook
     assert str(run.state) == "failed"
     assert states[("anonymize_table", 2)] == "failed"
     assert states[("promote", -1)] in ("upstream_failed", "None")  # nothing is promoted
+
+
+def test_the_data_load_refuses_a_planned_table_whose_masking_trigger_is_gone(
+    airflow_db, staging_chinook, chinook_dump, tmp_path
+):
+    """Two runs on one staging: the second one replaces the database the first prepared, taking its
+    masking triggers with it. The first run's data load must not load those tables unmasked: it
+    refuses, names them, and loads nothing."""
+    from airflow.sdk import DAG, task
+
+    from scalingo_staging_sync.operators import (
+        MaskedDataLoadOperator,
+        PlanAnonymizationOperator,
+        PrepareMaskingOperator,
+    )
+
+    pg, target = staging_chinook
+    rules_path = tmp_path / "rules.yml"
+    rules_path.write_text(RULES)
+    common = {"postgres_conn_id": "staging_db", "pg_bin_dir": str(pg.bin_dir)}
+    with DAG("sss_trigger_gone", schedule=None) as dag:
+        plan = PlanAnonymizationOperator(
+            task_id="plan", rules_file=str(rules_path), dump_path=str(chinook_dump), **common
+        )
+        prepare = PrepareMaskingOperator.partial(
+            task_id="prepare", dump_path=str(chinook_dump), **common
+        ).expand(plan=plan.output)
+
+        @task
+        def another_run_replaces_the_tables() -> None:  # its pre-data: the same tables, no trigger
+            from scalingo_staging_sync.anonymize.executor import drop_masking_trigger
+
+            with target.connect() as conn:
+                drop_masking_trigger(conn, {"schema": "public", "name": "customer"})
+
+        load = MaskedDataLoadOperator(
+            task_id="load",
+            dump_path=str(chinook_dump),
+            plan="{{ ti.xcom_pull(task_ids='plan', key='archive_plan') }}",
+            mode="in_place",
+            **common,
+        )
+        prepare >> another_run_replaces_the_tables() >> load
+    sync_dag(dag, tmp_path, bundle_path=tmp_path)
+    run = dag.test()
+    states = session_task_states(run, by_map_index=True)
+    assert states[("load", -1)] == "failed", states
+    assert execute(target, "SELECT count(*) FROM customer") == [(0,)]
+    assert execute(target, "SELECT count(*) FROM track") == [(0,)]  # nothing loaded at all

@@ -367,6 +367,27 @@ def install_masking_trigger(conn: Any, item: Mapping[str, Any]) -> list[str]:
     return [f"{s}.{n}" for _o, s, n in covered]
 
 
+def missing_masking_triggers(conn: Any, items: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The tables of the ``on_load`` plan items that have no masking trigger: loaded now, their rows
+    would arrive unmasked (another run replaced the database after this one prepared it, or a prepare
+    step did not run). A trigger the stream engine disabled after masking a load is still there."""
+    from scalingo_staging_sync.anonymize.sql import trigger_name
+
+    missing: list[str] = []
+    for item in items:
+        if not isinstance(item, Mapping) or item.get("mode") != "on_load":
+            continue
+        row = conn.execute(
+            "SELECT 1 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relname = %s AND t.tgname = %s",
+            (item["schema"], item["name"], trigger_name(item["schema"], item["name"])),
+        ).fetchone()
+        if row is None:
+            missing.append(_qualified(item))
+    return missing
+
+
 def drop_masking_trigger(conn: Any, item: Mapping[str, Any]) -> None:
     """Drop the item's trigger function and, with it, every masking trigger calling it."""
     conn.execute(drop_function_statement(item["schema"], item["name"]))

@@ -169,7 +169,23 @@ class MaskedDataLoadOperator(PgRestoreOperator):
             for e in read_toc(str(local_dump(self.dump_path)), find_pg_tools(as_str(self.pg_bin_dir)))
             if e.desc == "TABLE DATA" and e.schema
         }
+        plan = as_mapping(self.plan, "plan") if self.plan else None
         with into.connect(autocommit=True) as conn:
+            if plan:
+                from scalingo_staging_sync.anonymize.executor import (
+                    AnonymizationError,
+                    missing_masking_triggers,
+                )
+
+                missing = missing_masking_triggers(conn, plan.get("items") or [])
+                if missing:
+                    raise AnonymizationError(
+                        f"the masking trigger of {', '.join(missing)} is not in {into.dbname}: its rows would "
+                        "load unmasked. Another run may have replaced the database after this run's "
+                        "prepare_masking (two runs on one staging), or prepare_masking did not run for "
+                        "it. Nothing was loaded; start a new run (one at a time per staging database).",
+                        retryable=False,
+                    )
             existing = [
                 (schema, name)
                 for schema, name in conn.execute(
