@@ -563,3 +563,18 @@ def test_in_place_rules_that_only_the_tables_refuse_are_found_before_staging_is_
     )
     out = restore(chinook_dump, target, section="pre-data", tools=tools, plan=good)
     assert out["mode"] == "in_place" and tables_of(staging_pg, db) == CHINOOK_TABLES
+
+
+def test_the_gate_does_not_take_another_runs_scratch_database_in_use_for_a_leftover(staging_pg):
+    """A scratch database with a session open on it is another run restoring into the same staging:
+    the leftovers recovery refuses to drop it and says why; once nobody uses it, it is a leftover."""
+    db, target = _marked_target(staging_pg)
+    scratch = targets.create_scratch(target)
+    with scratch.connect() as other_run:
+        other_run.execute("SELECT 1")
+        with pytest.raises(TargetError, match=rf"{db}__incoming has 1 open session.*one at a time"):
+            targets.recover_leftovers(target)
+        assert staging_pg.database_exists(scratch.dbname)
+    out = targets.recover_leftovers(target)
+    assert out["found"] and not staging_pg.database_exists(scratch.dbname)
+    assert _has_marker(staging_pg, db)

@@ -1023,6 +1023,8 @@ def recover_leftovers(
     be proven :class:`CleanupNotProvenError`: never "nothing found"."""
     out: dict[str, Any] = {}
     memo: dict = {}
+    if not dry_run:
+        _refuse_a_scratch_in_use(target, retry)
     for attempt in _retrying(retry):
         with attempt:
             out = _finish(target, mode, verified=None, dry_run=dry_run, memo=memo)
@@ -1043,6 +1045,22 @@ def recover_leftovers(
             "; ".join(out["actions"]) or "nothing to do",
         )
     return {k: out[k] for k in ("database", "dry_run", "found", "actions", "proven", "scaled_back", "wiped")}
+
+
+def _refuse_a_scratch_in_use(target: PgTarget, retry: ConnectRetry | None) -> None:
+    """A scratch database with sessions open on it is another run's work in progress, not a leftover:
+    dropping it would let that run load its tables into this run's database, without their masking
+    triggers. Refused, naming it (one run at a time per staging database)."""
+    scratch = scratch_name(target.dbname)
+    for attempt in _retrying(retry):
+        with attempt, admin_connection(target, avoid=(scratch,)) as conn:
+            busy = _sessions(conn, scratch) if database_exists(conn, scratch) else 0
+    if busy:
+        raise TargetError(
+            f"the scratch database {scratch} has {busy} open session(s): another run is restoring into "
+            f"{target.dbname}. Runs on one staging database go one at a time: wait for that run to end "
+            "(or stop it; its cleanup drops the scratch database), then start this one again."
+        )
 
 
 def find_leftovers(target: PgTarget) -> list[str]:
