@@ -578,3 +578,21 @@ def test_the_gate_does_not_take_another_runs_scratch_database_in_use_for_a_lefto
     out = targets.recover_leftovers(target)
     assert out["found"] and not staging_pg.database_exists(scratch.dbname)
     assert _has_marker(staging_pg, db)
+
+
+def test_promote_refuses_a_scratch_database_another_run_created(chinook_dump, staging_pg):
+    """Run A verified its copy; run B then replaced the scratch database with its own (two runs on one
+    staging). A's promote must not make B's unverified copy live: the scratch records the run that made
+    it, and a promote by another run is refused, nothing renamed."""
+    db, target = _marked_target(staging_pg)
+    tools = find_pg_tools(pg_bin_dir(staging_pg.version))
+    restore(chinook_dump, target, section="pre-data", tools=tools, owner="sync/run-b")
+    with pytest.raises(TargetError, match=r"created by run sync/run-b, not by this run \(sync/run-a\)"):
+        targets.promote(target, "swap", owner="sync/run-a")
+    assert _has_marker(staging_pg, db) and staging_pg.database_exists(f"{db}__incoming")
+    out = targets.promote(target, "swap", owner="sync/run-b", keep_previous=False)
+    assert out["mode"] == "swap" and not _has_marker_table(staging_pg, db)
+
+
+def _has_marker_table(pg, db) -> bool:
+    return bool(pg.execute("SELECT to_regclass('public.live_marker') IS NOT NULL", db)[0][0])

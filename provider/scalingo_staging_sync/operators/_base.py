@@ -179,3 +179,12 @@ def maps_sync_errors(method: F) -> F:
             return method(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def run_owner(context: Any) -> str | None:
+    """``<dag id>/<run id>`` of the running task (the owner a scratch database records), or None."""
+    try:
+        ti = context["ti"]
+        return f"{ti.dag_id}/{ti.run_id}"
+    except (KeyError, TypeError, AttributeError):
+        return None

@@ -11,7 +11,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from scalingo_staging_sync.hooks.postgres import DEFAULT_STAGING_CONN_ID, pg_target_from_connection
-from scalingo_staging_sync.operators._base import as_bool, as_mapping, as_str, maps_sync_errors
+from scalingo_staging_sync.operators._base import as_bool, as_mapping, as_str, maps_sync_errors, run_owner
 
 
 def _scaler(scalingo_conn_id: str):
@@ -69,6 +69,7 @@ class PromoteStagingOperator(BaseOperator):
             keep_previous=as_bool(self.keep_previous, "keep_previous"),
             terminate=self.terminate_sessions,
             scaler=scaler,
+            owner=run_owner(context),
         )
         result = {"section": "promote", **out, "duration_s": round(time.monotonic() - started, 3)}
         self.log.info("promoted: %s", result)

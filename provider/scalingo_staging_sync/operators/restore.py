@@ -20,6 +20,7 @@ from scalingo_staging_sync.operators._base import (
     as_mapping,
     as_str,
     maps_sync_errors,
+    run_owner,
 )
 
 RESTORE_SECTIONS = ("pre-data", "data", "post-data", "pre-data+data", "all")
@@ -169,6 +170,7 @@ class PgRestoreOperator(BaseOperator):
             if as_str(self.materialized_view_data) is None
             else as_bool(self.materialized_view_data, "materialized_view_data"),
             copy_filter=self.copy_filter(),
+            owner=run_owner(context),
         )
         self.log.info(
             "restored section %s into %s (%s mode) in %.1f s: %d tables, %d warnings, excluded %s",

@@ -138,6 +138,7 @@ def restore(
     large_objects: str | None = None,
     materialized_view_data: bool | None = None,
     copy_filter: Any = None,
+    owner: str | None = None,
 ) -> dict:
     """Run one restore phase into ``target`` (the *live* staging database's coordinates).
 
@@ -158,7 +159,8 @@ def restore(
     ``analyze``: after a section that includes
     post-data, run ``ANALYZE`` so the planner statistics (``pg_stats``) describe the data as it is now
     (masked, when masking ran before post-data), never the archive's statistics (which are not restored).
-    ``copy_filter``: the data section's per-table COPY filter
+    ``owner``: the run restoring (``<dag id>/<run id>``), recorded on the scratch database a fresh
+    section creates (``targets.create_scratch``). ``copy_filter``: the data section's per-table COPY filter
     (:data:`scalingo_staging_sync.restore.loader.CopyFilterFactory`; the stream masking engine).
     """
     started = time.monotonic()
@@ -215,7 +217,7 @@ def restore(
         check_extensions(dumpmod.plain_extensions(dump_path, header), target)
         if plan is None:
             _check_plain_policy(dump_path, header, lo_policy, matview_data)
-        targets.prepare(target, resolved, scaler=scaler, app=app)
+        targets.prepare(target, resolved, scaler=scaler, app=app, owner=owner)
         try:
             result = run_sql_script(dump_path, into, tools=tools, header=header)
         except BaseException:
@@ -259,7 +261,7 @@ def restore(
         items = (plan if isinstance(plan, Mapping) else plan.to_json()).get("items") or []
         rehearse_in_place(target, dump_path, tools, entries, items, skip_dump_ids=skip)
     if fresh:
-        into = targets.prepare(target, resolved, scaler=scaler, app=app)
+        into = targets.prepare(target, resolved, scaler=scaler, app=app, owner=owner)
     elif resolved == "swap":
         with targets.admin_connection(target, avoid=(into.dbname,)) as conn:
             if not targets.database_exists(conn, into.dbname):

@@ -291,8 +291,9 @@ def _drop_database(conn: psycopg.Connection, name: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def create_scratch(target: PgTarget) -> PgTarget:
-    """(Re)create ``<db>__incoming``, dropping a stale one left by a killed run."""
+def create_scratch(target: PgTarget, owner: str | None = None) -> PgTarget:
+    """(Re)create ``<db>__incoming``, dropping a stale one left by a killed run. ``owner``: the run that
+    creates it (``<dag id>/<run id>``), kept in its marker: :func:`promote` given another owner refuses it."""
     scratch = scratch_name(target.dbname)
     previous_name(target.dbname)  # fail early on over-long names
     with admin_connection(target, avoid=(scratch,)) as conn:
@@ -320,7 +321,10 @@ def create_scratch(target: PgTarget) -> PgTarget:
                 conn.execute(create)
         else:
             conn.execute(create)
-        _set_marker(conn, scratch, {"state": "unverified", "live": target.dbname, "at": time.time()})
+        marker = {"state": "unverified", "live": target.dbname, "at": time.time()}
+        if owner:
+            marker["owner"] = owner
+        _set_marker(conn, scratch, marker)
     log.info("created scratch database %s", scratch)
     return target.with_dbname(scratch)
 
@@ -784,10 +788,18 @@ def force_row_security_again(target: PgTarget) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
-def prepare(target: PgTarget, mode: str, *, scaler: Scaler | None = None, app: str | None = None) -> PgTarget:
-    """Get the database a fresh restore goes into; returns it (scratch for swap, target for in_place)."""
+def prepare(
+    target: PgTarget,
+    mode: str,
+    *,
+    scaler: Scaler | None = None,
+    app: str | None = None,
+    owner: str | None = None,
+) -> PgTarget:
+    """Get the database a fresh restore goes into; returns it (scratch for swap, target for in_place).
+    ``owner``: the run restoring (see :func:`create_scratch`)."""
     if mode == "swap":
-        return create_scratch(target)
+        return create_scratch(target, owner=owner)
     if mode == "in_place":
         return prepare_in_place(target, scaler=scaler, app=app)
     raise ValueError(f"prepare needs a resolved mode (swap or in_place), not {mode!r}")
@@ -801,15 +813,25 @@ def promote(
     terminate: bool = True,
     scaler: Scaler | None = None,
     step_hook: Callable[[str], None] | None = None,
+    owner: str | None = None,
 ) -> dict:
     """Make a verified restore live. swap: rename scratch into place (crash-safe, see
-    :func:`swap_databases`). in_place: mark verified and scale the app back up (maintenance)."""
+    :func:`swap_databases`). in_place: mark verified and scale the app back up (maintenance).
+    ``owner``: the run promoting; a scratch database another run created (its marker names another
+    owner) is refused: that run replaced this one's verified copy."""
     if mode == "auto":
         with admin_connection(target) as conn:
             mode = "swap" if database_exists(conn, scratch_name(target.dbname)) else "in_place"
     if mode == "swap":
-        with admin_connection(target) as conn:
+        with admin_connection(target, avoid=(scratch_name(target.dbname),)) as conn:
             scratch = database_exists(conn, scratch_name(target.dbname))
+            made_by = (_marker(conn, scratch_name(target.dbname)) or {}).get("owner") if scratch else None
+        if owner and made_by and made_by != owner:
+            raise TargetError(
+                f"the scratch database {scratch_name(target.dbname)} was created by run {made_by}, not by this "
+                f"run ({owner}): another run replaced the copy this run verified. Nothing was promoted; runs "
+                "on one staging database go one at a time."
+            )
         if scratch:  # a promotion retried after its swap finds none
             force_row_security_again(restore_database(target, "swap"))
         out = swap_databases(target, keep_previous=keep_previous, terminate=terminate, step_hook=step_hook)
