@@ -467,3 +467,32 @@ def test_a_fixed_value_that_does_not_fit_its_column_is_refused_before_any_row_is
         assert staging_pg16.execute("SELECT count(*) FROM people", "fixed_cast") == [(0,)]
     finally:
         staging_pg16.drop_database("fixed_cast")
+
+
+def test_an_in_place_masking_retried_after_its_commit_does_not_mask_twice(db):
+    """The UPDATE committed but its answer was lost (or the rewrite after it failed and the task was
+    retried): the retry must not mask the masked rows again (the values would no longer be the keyed
+    ones, and tables masked elsewhere from the same originals would not match). A fresh restore keeps a
+    list of the tables masked in place, written in the masking's own transaction; a retry finds its
+    table there and returns the first attempt's rows and proof."""
+    from scalingo_staging_sync.restore import targets
+
+    _pg, target = db
+    execute(target, "CREATE TABLE contacts (id int PRIMARY KEY, email text)")
+    execute(
+        target,
+        "INSERT INTO contacts SELECT g, 'origin.' || g || '@leak.example' FROM generate_series(1, 50) g",
+    )
+    targets.reset_masked_marks(target)  # what every fresh restore does after pre-data
+    rules = "source_app: p\nanonymization_tables: [{table: contacts, condition: 'id > 10', columns: {email: email}}]"
+    (item,) = plan_anonymization(target, rules_from(rules))
+    first = run_table_plan(item, target, SALT)
+    masked = execute(target, "SELECT id, email FROM contacts ORDER BY id")
+    again = run_table_plan(item, target, SALT)
+    assert execute(target, "SELECT id, email FROM contacts ORDER BY id") == masked
+    assert (again["rows"], again["proof"]) == (first["rows"], first["proof"]) and first["rows"] == 40
+    # the next fresh restore starts a new list: its tables are masked again
+    targets.reset_masked_marks(target)
+    execute(target, "UPDATE contacts SET email = 'origin.' || id || '@leak.example'")
+    run_table_plan(item, target, SALT)
+    assert execute(target, "SELECT id, email FROM contacts ORDER BY id") == masked

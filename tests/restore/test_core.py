@@ -596,3 +596,26 @@ def test_promote_refuses_a_scratch_database_another_run_created(chinook_dump, st
 
 def _has_marker_table(pg, db) -> bool:
     return bool(pg.execute("SELECT to_regclass('public.live_marker') IS NOT NULL", db)[0][0])
+
+
+def test_a_promote_retried_after_its_swap_committed_finishes_instead_of_failing(chinook_dump, staging_pg):
+    """The swap committed, then the promote failed (dropping ``__previous`` lost its connection): the
+    retry of the same run's promote finds its own copy live, finishes (drops ``__previous``) and
+    succeeds. Another run's promote still finds nothing to promote."""
+    db, target = _marked_target(staging_pg)
+    tools = find_pg_tools(pg_bin_dir(staging_pg.version))
+    restore(chinook_dump, target, section="all", tools=tools, owner="sync/run-a")
+
+    def lost_connection(step):
+        if step == "swapped":
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    with pytest.raises(psycopg.OperationalError):
+        targets.promote(target, "swap", owner="sync/run-a", keep_previous=False, step_hook=lost_connection)
+    assert staging_pg.database_exists(f"{db}__previous")
+    with pytest.raises(TargetError, match="nothing to promote"):
+        targets.promote(target, "swap", owner="sync/run-b", keep_previous=False)
+    out = targets.promote(target, "swap", owner="sync/run-a", keep_previous=False)
+    assert out["database"] == db and out["previous"] is None and out["retried"] is True
+    assert not staging_pg.database_exists(f"{db}__previous")
+    assert staging_pg.execute("SELECT count(*) FROM track", db) == [(3503,)]

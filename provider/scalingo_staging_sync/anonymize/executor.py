@@ -637,6 +637,13 @@ def run_in_place(
             # the masking; only statement_timeout_s does
             turn_off_timeouts(conn)
             cat = _table_catalog(conn, item)
+            done = _masked_mark(conn, cat.oid)
+            if done is not None:  # committed by an earlier attempt whose answer was lost: not twice
+                log.warning(
+                    "%s: already masked in place by an earlier attempt (%d rows); not again", table, done[0]
+                )
+                conn.rollback()
+                return done
             check_fixed_values(conn, item, cat)
             statement, masked = _statement(item, cat, email_domain)
             if statement_timeout_s:
@@ -667,6 +674,7 @@ def run_in_place(
             else:
                 cur = conn.execute(statement, prepare=True)
             rows = max(cur.rowcount, 0)
+            _mark_masked(conn, cat.oid, table, rows, proof)  # in the masking's own transaction
             from psycopg.pq import TransactionStatus
 
             if conn.info.transaction_status != TransactionStatus.INTRANS:
@@ -680,6 +688,41 @@ def run_in_place(
         what = f"rewrite {table} without its unmasked row versions"
         _guarded(lambda: with_retries(retry, lambda: rewrite_tables(target, item), what=what), what)
     return _result(item, "in_place", rows, started, proof)
+
+
+def _masked_mark(conn: Any, oid: int) -> tuple[int, dict] | None:
+    """(rows, proof) of a table this restore already masked in place (``targets.MASKED_TABLE``), or None;
+    None too without the list (a database this package did not restore)."""
+    import json
+
+    from scalingo_staging_sync.restore.targets import MASKED_TABLE, STATE_SCHEMA
+
+    exists = conn.execute("SELECT to_regclass(%s)", (f"{STATE_SCHEMA}.{MASKED_TABLE}",)).fetchone()
+    if not exists or exists[0] is None:
+        return None
+    row = conn.execute(
+        sql.SQL("SELECT rows, proof FROM {} WHERE table_oid = %s").format(
+            sql.Identifier(STATE_SCHEMA, MASKED_TABLE)
+        ),
+        (oid,),
+    ).fetchone()
+    return None if row is None else (int(row[0]), json.loads(bytes(row[1]).decode("utf-8")))
+
+
+def _mark_masked(conn: Any, oid: int, table: str, rows: int, proof: dict) -> None:
+    import json
+
+    from scalingo_staging_sync.restore.targets import MASKED_TABLE, STATE_SCHEMA
+
+    exists = conn.execute("SELECT to_regclass(%s)", (f"{STATE_SCHEMA}.{MASKED_TABLE}",)).fetchone()
+    if not exists or exists[0] is None:
+        return
+    conn.execute(
+        sql.SQL("INSERT INTO {} (table_oid, table_name, rows, proof) VALUES (%s, %s, %s, %s)").format(
+            sql.Identifier(STATE_SCHEMA, MASKED_TABLE)
+        ),
+        (oid, table, rows, json.dumps(proof).encode("utf-8")),
+    )
 
 
 def check_fixed_values(conn: Any, item: Mapping[str, Any], cat: Any) -> None:

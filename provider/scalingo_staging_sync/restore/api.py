@@ -293,6 +293,7 @@ def restore(
     if fresh:
         try:
             targets.hold_forced_row_security(into)
+            targets.reset_masked_marks(into)
         except BaseException:
             fail_closed(target, resolved, scaler)
             raise

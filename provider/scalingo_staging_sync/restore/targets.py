@@ -428,6 +428,7 @@ def swap_databases(
     terminate: bool = True,
     attempts: int = 10,
     step_hook: Callable[[str], None] | None = None,
+    owner: str | None = None,
 ) -> dict:
     """Promote ``<db>__incoming``: end connections, rename live -> ``<db>__previous`` and scratch -> live
     in one transaction (a crash leaves the old or the new state, never half of it).
@@ -473,7 +474,12 @@ def swap_databases(
                         _rename(conn, live, previous)
                         hook("renamed_live_aside")
                     _rename(conn, scratch, live)
-                    _set_marker(conn, live, None)
+                    # the run that promoted it: a retry of its promote finds the swap done (promote)
+                    _set_marker(
+                        conn,
+                        live,
+                        {"state": "promoted", "owner": owner, "at": time.time()} if owner else None,
+                    )
                 last_error = None
                 break
             except psycopg.errors.ObjectInUse as exc:
@@ -701,6 +707,26 @@ def mark_verified(target: PgTarget) -> None:
 # --------------------------------------------------------------------------------------------
 
 HELD_RLS_TABLE = "held_force_row_security"
+#: the tables masked in place by this restore, each marked in the transaction that masks it
+#: (:func:`scalingo_staging_sync.anonymize.executor.run_in_place`): a retry never masks one twice
+MASKED_TABLE = "masked_in_place"
+
+
+def reset_masked_marks(target: PgTarget) -> None:
+    """A fresh restore: an empty list of the tables masked in place (created in the state schema when
+    missing; one step at a time, before any masking runs, so that parallel maskings never race to create
+    it)."""
+    ident = sql.Identifier(STATE_SCHEMA, MASKED_TABLE)
+    with target.connect(autocommit=True) as conn, conn.transaction():
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(STATE_SCHEMA)))
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (table_oid oid PRIMARY KEY, table_name text NOT NULL,"
+                " rows bigint NOT NULL, proof bytea NOT NULL, masked_at timestamptz NOT NULL DEFAULT now())"
+            ).format(ident)
+        )
+        conn.execute(sql.SQL("DELETE FROM {}").format(ident))
+
 
 _FORCED_RLS_SQL = (
     "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -832,14 +858,41 @@ def promote(
                 f"run ({owner}): another run replaced the copy this run verified. Nothing was promoted; runs "
                 "on one staging database go one at a time."
             )
+        if not scratch and owner:
+            done = _swap_done_by(target, owner, keep_previous)
+            if done is not None:  # this run's promote, retried after its swap committed
+                return {"mode": "swap", **done}
         if scratch:  # a promotion retried after its swap finds none
             force_row_security_again(restore_database(target, "swap"))
-        out = swap_databases(target, keep_previous=keep_previous, terminate=terminate, step_hook=step_hook)
+        out = swap_databases(
+            target, keep_previous=keep_previous, terminate=terminate, step_hook=step_hook, owner=owner
+        )
         return {"mode": "swap", **out}
     state = read_state(target)
     mark_verified(target)
     scaled = scale_back(target, scaler, {**(state or {}), "status": "verified"}) if state else []
     return {"mode": "in_place", "database": target.dbname, "previous": None, "scaled_back": scaled}
+
+
+def _swap_done_by(target: PgTarget, owner: str, keep_previous: bool) -> dict | None:
+    """When the live database is the one ``owner``'s promote swapped in (its marker says so), finish
+    that promote (drop ``__previous`` unless kept) and return its result; None otherwise."""
+    live, previous = target.dbname, previous_name(target.dbname)
+    with admin_connection(target, avoid=(live, previous)) as conn:
+        marker = _marker(conn, live) if database_exists(conn, live) else None
+        if not marker or marker.get("state") != "promoted" or marker.get("owner") != owner:
+            return None
+        kept = database_exists(conn, previous)
+        if kept and not keep_previous:
+            _drop_database(conn, previous)
+            kept = False
+    log.info("%s: already promoted by this run (%s), a retry; finished", live, owner)
+    return {
+        "database": live,
+        "previous": previous if kept else None,
+        "replaced_existing": True,
+        "retried": True,
+    }
 
 
 # --------------------------------------------------------------------------------------------
