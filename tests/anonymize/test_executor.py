@@ -496,3 +496,35 @@ def test_an_in_place_masking_retried_after_its_commit_does_not_mask_twice(db):
     execute(target, "UPDATE contacts SET email = 'origin.' || id || '@leak.example'")
     run_table_plan(item, target, SALT)
     assert execute(target, "SELECT id, email FROM contacts ORDER BY id") == masked
+
+
+def test_a_fixed_value_equal_to_an_original_as_the_server_prints_it_is_no_residue(db):
+    """``fixed: 0`` on a ``numeric(10,2)`` column is stored and read back as ``0.00``, ``fixed: true`` on
+    a boolean as ``t``: an original already equal to it is no surviving original (every masked row
+    holds that value). The proof must skip it as the server prints it, or verification reports "1 of n
+    sampled original values" survived and no rule can clear it."""
+    _pg, target = db
+    execute(
+        target, "CREATE TABLE accounts (id int PRIMARY KEY, balance numeric(10,2), vip boolean, note text)"
+    )
+    execute(
+        target,
+        "INSERT INTO accounts SELECT g, CASE WHEN g % 3 = 0 THEN 0 ELSE g * 1.5 END, g % 2 = 0, 'n' || g"
+        " FROM generate_series(1, 30) g",
+    )
+    (result,) = anonymize(
+        target,
+        """
+        source_app: prod
+        anonymization_tables:
+          - table: accounts
+            condition: "id > 0"
+            columns: {balance: {transformer: fixed, value: 0}, vip: {transformer: fixed, value: true}}
+        """,
+    )
+    assert execute(target, "SELECT DISTINCT balance::text, vip::text FROM accounts") == [("0.00", "true")]
+    values = [v for row in result["proof"]["rows"] for v in row["values"]]
+    assert values.count("balance") == 20 and values.count("vip") == 15  # 0.00 and t originals skipped
+    with target.connect() as conn:
+        check = verify_table(conn, result, SALT)
+    assert check.passed, check

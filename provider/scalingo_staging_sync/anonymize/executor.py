@@ -135,10 +135,44 @@ def with_retries(policy: RetryPolicy, func, *, what: str):
 # Proof
 
 
+#: plan-item key of :func:`build_proof`'s input: ``{column: the text the server prints for the column's
+#: fixed value}`` (:func:`fixed_as_read`)
+FIXED_AS_READ = "_fixed_as_read"
+
+
+def fixed_as_read(conn: Any, item: Mapping[str, Any], cat: Any) -> dict[str, str]:
+    """Each ``fixed`` value of the item as verification reads it back: cast to its column's type and
+    printed by the server in the session's styles (``0`` in a ``numeric(10,2)`` is ``0.00``, ``true`` in a
+    boolean ``t``). An original equal to it is no residue of the original (every masked row holds it)."""
+    import psycopg
+
+    fixed = get_transformer("fixed")
+    out: dict[str, str] = {}
+    for column, spec in (item.get("columns") or {}).items():
+        if not isinstance(spec, Mapping) or spec.get("transformer") != "fixed" or column not in cat.columns:
+            continue
+        text = str(fixed._text(options_of(spec)))  # type: ignore[attr-defined]
+        try:
+            with conn.transaction():
+                row = conn.execute(
+                    sql.SQL("SELECT CAST(%s::text AS {})::text").format(
+                        sql.SQL(cat.columns[column].type_sql)
+                    ),
+                    (text,),
+                ).fetchone()
+        except psycopg.Error:
+            continue  # refused by check_fixed_values, with its own message
+        if row and row[0] is not None:
+            out[column] = row[0]
+    return out
+
+
 def _skip(item: Mapping[str, Any], column: str, original: str) -> bool:
     spec = (item.get("columns") or {}).get(column)
     if not spec:
         return False
+    if (item.get(FIXED_AS_READ) or {}).get(column) == original:
+        return True
     try:
         return get_transformer(spec["transformer"]).skip_in_proof(original, options_of(spec))
     except KeyError:
@@ -483,7 +517,17 @@ def _on_load_proof(
     def attempt() -> dict:
         with target.connect(autocommit=True) as conn:
             rows = as_verification_reads(conn, item, sample)
-            return rekey_proof(conn, item, build_proof(item, salt, key_columns, rows), key)
+            proof_item = item
+            if any(
+                isinstance(s, Mapping) and s.get("transformer") == "fixed"
+                for s in (item.get("columns") or {}).values()
+            ):
+                with conn.transaction():
+                    _set_local(conn, TEXT_STYLES)
+                    proof_item = dict(
+                        item, **{FIXED_AS_READ: fixed_as_read(conn, item, _table_catalog(conn, item))}
+                    )
+            return rekey_proof(conn, item, build_proof(proof_item, salt, key_columns, rows), key)
 
     what = f"record the residual-value proof of {_qualified(item)}"
     return _guarded(lambda: with_retries(retry, attempt, what=what), what)
@@ -664,6 +708,7 @@ def run_in_place(
                 # the session's own for the masking statement (date_shift hashes a date's text)
                 own = _set_local(conn, TEXT_STYLES)
                 sample = [dict(zip(names, r, strict=True)) for r in conn.execute(stmt).fetchall()]
+                proof_item[FIXED_AS_READ] = fixed_as_read(conn, item, cat)
                 _set_local(conn, own)
             else:
                 sample = []
