@@ -591,3 +591,34 @@ def test_a_partitions_own_rule_must_mask_what_its_parents_rule_masks(archives):
     assert any("public.audit_2024 has its own rule" in w for w in plan.warnings)
     own = next(i for i in plan.items if i["table"] == "public.audit_2024")
     assert sorted(own["masked_columns"]) == ["actor_email", "ip"]
+
+
+def test_a_condition_with_a_subquery_plans_and_a_qualified_missing_column_is_refused(archives):
+    """Planning from the archive checks a condition's columns against its table: not the columns a
+    subquery reads from another table (``id`` of notes), which were refused as missing; and a column
+    qualified by the table's name is checked too (``audit_log.nope`` passed)."""
+    dump, tools = archives.make(PARTITIONED_DB)
+    ok = rules_from(
+        """
+        source_app: p
+        anonymization_tables:
+          - table: audit_log
+            condition: "id IN (SELECT id FROM public.notes WHERE body <> '') AND ip IS NOT NULL"
+            columns: {actor_email: email}
+        """
+    )
+    plan = plan_from_archive(dump, ok, tools=tools)
+    assert "public.audit_2024" in {i["table"] for i in plan.items}
+    bad = rules_from(
+        """
+        source_app: p
+        anonymization_tables:
+          - table: audit_log
+            condition: "audit_log.nope > 1"
+            columns: {actor_email: email}
+        """
+    )
+    with pytest.raises(
+        PlanError, match=r"condition: column audit_log\.nope does not exist in public\.audit_log"
+    ):
+        plan_from_archive(dump, bad, tools=tools)
