@@ -528,3 +528,24 @@ def test_a_fixed_value_equal_to_an_original_as_the_server_prints_it_is_no_residu
     with target.connect() as conn:
         check = verify_table(conn, result, SALT)
     assert check.passed, check
+
+
+def test_a_condition_the_server_cannot_compile_is_named_with_the_servers_message(db):
+    """``support_rep_id > 'abc'`` parses, and plans from the archive, but the server refuses it: the
+    error names the table, the condition and the server's reason (EXPLAIN reads no row, so its message
+    holds no data), not a bare SQLSTATE; nothing is masked."""
+    _pg, target = db
+    execute(target, "CREATE TABLE people (id int PRIMARY KEY, rep int, email text)")
+    execute(target, "INSERT INTO people VALUES (1, 2, 'a.person@leak.example')")
+    rules = "source_app: p\nanonymization_tables: [{table: people, condition: \"rep > 'abc'\", columns: {email: email}}]"
+    items = plan_anonymization(target, rules_from(rules.replace("'abc'", "0")))
+    item = dict(items[0], condition="rep > 'abc'")  # as planned from an archive: no server to judge it
+    with pytest.raises(executor.AnonymizationError) as err:
+        run_table_plan(item, target, SALT)
+    message = str(err.value)
+    assert (
+        "public.people: condition \"rep > 'abc'\"" in message
+        and "invalid input syntax for type integer" in message
+    )
+    assert not err.value.retryable
+    assert execute(target, "SELECT email FROM people") == [("a.person@leak.example",)]

@@ -690,6 +690,13 @@ def run_in_place(
                 return done
             check_fixed_values(conn, item, cat)
             statement, masked = _statement(item, cat, email_domain)
+            # compiled first (EXPLAIN reads no row): a condition or query the server refuses is named
+            # with the server's own message, which the sanitized error of a failed UPDATE cannot quote
+            from scalingo_staging_sync.anonymize.rehearsal import item_problem
+
+            problem = item_problem(conn, item, email_domain)
+            if problem:
+                raise AnonymizationError(problem + "; fix the rules file", retryable=False)
             if statement_timeout_s:
                 conn.execute(
                     "SELECT set_config('statement_timeout', %s, true)",
