@@ -176,3 +176,20 @@ def test_every_templated_field_is_an_attribute_and_the_docstring_names_the_xcom_
     for field in cls.template_fields:
         assert hasattr(op, field), f"{name}.{field} is templated but never set"
     assert "XCom" in (cls.__doc__ or ""), f"{name}'s docstring does not name its XCom result"
+
+
+def test_an_argument_the_code_refuses_fails_the_task_at_once():
+    """A plain ValueError is an argument the code refused (``mode="bogus"``): no retry can fix it, so it
+    fails the task at once (AirflowFailException), naming the value; a ValueError subclass raised while
+    reading an answer (a JSON decoding error) keeps its retries."""
+    import json
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from scalingo_staging_sync.operators import StagingCleanupOperator
+    from scalingo_staging_sync.operators._base import sync_errors
+
+    with pytest.raises(AirflowFailException, match="unknown mode 'bogus'"):
+        StagingCleanupOperator(task_id="cleanup", mode="bogus").execute({})
+    with pytest.raises(json.JSONDecodeError), sync_errors():
+        json.loads("{cut")

@@ -6,7 +6,8 @@ operator reads its templated fields through these helpers, so it behaves the sam
 
 **Errors.** :func:`sync_errors` is the only place where provider errors meet Airflow: a
 :class:`~scalingo_staging_sync.errors.SyncError` that a retry cannot fix (``retryable=False``) becomes
-``AirflowFailException`` (the task fails at once, no retry spent); a retryable one is re-raised as is.
+``AirflowFailException`` (the task fails at once, no retry spent), and so does a plain ``ValueError`` (an
+argument the code refused: ``mode="bogus"``); a retryable one is re-raised as is.
 """
 
 from __future__ import annotations
@@ -145,7 +146,9 @@ def as_mapping_list(value: Any, name: str = "value") -> list[dict[str, Any]]:
 def airflow_exception_for(exc: BaseException) -> BaseException | None:
     """The exception to raise instead of ``exc``: AirflowFailException for a non-retryable SyncError
     (or None: re-raise ``exc`` unchanged)."""
-    if isinstance(exc, SyncError) and not getattr(exc, "retryable", True):
+    if (isinstance(exc, SyncError) and not getattr(exc, "retryable", True)) or type(exc) is ValueError:
+        # a plain ValueError is an argument the code refused (an unknown mode, a bad level): a retry
+        # cannot fix it (its subclasses, such as a JSON decoding error of an answer, keep their retries)
         from airflow.sdk.exceptions import AirflowFailException
 
         return AirflowFailException(f"{type(exc).__name__}: {exc}")
@@ -157,7 +160,7 @@ def sync_errors() -> Iterator[None]:
     """Map provider errors to Airflow's retry semantics (see the module docstring)."""
     try:
         yield
-    except SyncError as exc:
+    except (SyncError, ValueError) as exc:
         mapped = airflow_exception_for(exc)
         if mapped is None:
             raise

@@ -169,6 +169,10 @@ class StagingCleanupOperator(BaseOperator):
         errors: list[str] = []
         unproven: BaseException | None = None
         mode = as_str(self.mode)
+        if mode and mode not in targets.MODES:  # an argument to fix: fails at once, nothing touched
+            raise ValueError(
+                f"StagingCleanupOperator: unknown mode {mode!r}: use one of {', '.join(targets.MODES)}"
+            )
         if mode:
             verified = None if as_str(self.verified) is None else as_bool(self.verified, "verified")
             target = pg_target_from_connection(self.postgres_conn_id)

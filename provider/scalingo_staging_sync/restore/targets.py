@@ -1051,6 +1051,8 @@ def cleanup(
     "dropped_scratch", "swap_recovery", "wiped", "state", "remaining", "scaled_back", "actions",
     "duration_s"}``. Raises :class:`CleanupNotProvenError` (the message says staging may hold unmasked
     data, and what to run) when it cannot prove the result."""
+    if mode not in MODES:  # before anything: an unknown mode is an argument to fix, not an unproven cleanup
+        raise ValueError(f"unknown restore mode {mode!r}: use one of {', '.join(MODES)}")
     started = time.monotonic()
     attempts = 0
     memo: dict = {}
