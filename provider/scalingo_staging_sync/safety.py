@@ -56,8 +56,9 @@ def check_target_app_not_production(target_app: str | None, app_patterns: Iterab
         return CheckResult(
             name,
             False,
-            "no target app given: set target_app in the rules file, the target_app param, or the "
-            "SCALINGO_STAGING_SYNC_TARGET_APP environment variable ($APP is no longer read)",
+            "no target app given: set target_app in the rules file, the target_app param, or "
+            "[scalingo_staging_sync] target_app (env AIRFLOW__SCALINGO_STAGING_SYNC__TARGET_APP; the older "
+            "SCALINGO_STAGING_SYNC_TARGET_APP is read too, $APP no longer)",
         )
     hits = _matching(target_app, _compile(app_patterns, "apps"))
     if hits:
@@ -131,7 +132,7 @@ def check_target_not_own_app(target_app: str | None, environ: Mapping[str, str])
             False,
             f"target app {target_app!r} is the app this Airflow runs in ($APP in container "
             f"{environ.get('CONTAINER')!r}): maintenance and post-sync commands would act on Airflow "
-            "itself. Set target_app (rules file, target_app param or SCALINGO_STAGING_SYNC_TARGET_APP) "
+            "itself. Set target_app (rules file, target_app param or [scalingo_staging_sync] target_app) "
             "to the staging app",
         )
     return CheckResult(name, True, f"target app {target_app!r} is not this container's app {own!r}")

@@ -31,7 +31,8 @@ def resolve_seed_paths(seeds: Sequence[str], rules_path: str | Path | None) -> l
             path = base / path
         if not path.is_file():
             raise SeedError(
-                f"seeds[{index}]: {seed!r} not found (looked for {path}); seed paths are relative to the rules file"
+                f"seeds[{index}]: {seed!r} not found (looked for {path}); seed paths are relative to "
+                + ("the rules file" if rules_path else "the worker's current directory (no rules file given)")
             )
         paths.append(path)
     return paths

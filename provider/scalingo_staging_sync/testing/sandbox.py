@@ -129,7 +129,7 @@ def start_sandbox(
         "SCALINGO_STAGING_SYNC_DOWNLOAD_DIR": str(base / "downloads"),
         "SCALINGO_STAGING_SYNC_AUDIT_DIR": str(base / "audit"),
         "SCALINGO_STAGING_SYNC_TARGET_APP": TARGET_APP,
-        "APP": TARGET_APP,  # read by the DAG on main until issue 12 lands; no longer read after it
+        "APP": TARGET_APP,  # as a Scalingo container sets it; no longer read as the target app
         **(extra_env or {}),
     }
     return Sandbox(
