@@ -394,3 +394,18 @@ def test_every_task_that_runs_the_postgresql_tools_is_given_the_pg_bin_dir_setti
         != expected
     }
     assert not wrong, f"tasks not given the pg_bin_dir setting: {wrong}"
+
+
+def test_a_run_with_no_masked_table_verifies_nothing_and_passes(dag, box, tmp_path, monkeypatch):
+    """No table masked (the mapped masking tasks are skipped): verification is given [] and passes; it
+    refuses only None, what a misspelt task id gives."""
+
+    def nothing_masked(rules):
+        rules["anonymization_tables"] = []
+        rules["pii_scan"] = {"enabled": False}
+
+    monkeypatch.setenv("SCALINGO_STAGING_SYNC_RULES", str(write_rules(tmp_path, nothing_masked)))
+    dag_run = run_reference(dag, box)
+    states = task_states(dag_run)
+    assert states["verify_anonymization"] == "success", states
+    assert stored_xcom(dag_run, "verify_anonymization")["tables"] == []

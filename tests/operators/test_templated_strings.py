@@ -193,3 +193,18 @@ def test_an_argument_the_code_refuses_fails_the_task_at_once():
         StagingCleanupOperator(task_id="cleanup", mode="bogus").execute({})
     with pytest.raises(json.JSONDecodeError), sync_errors():
         json.loads("{cut")
+
+
+@pytest.mark.parametrize("given", [None, "None", ""])
+def test_verification_given_nothing_refuses_instead_of_passing(given):
+    """A misspelt task id in the results template renders None: a verification of nothing would pass.
+    It fails at once and says what to give ([] when no table is masked)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from scalingo_staging_sync.operators import ResidualVerificationOperator
+
+    op = ResidualVerificationOperator(task_id="verify", anonymize_results=given)
+    with pytest.raises(
+        AirflowFailException, match=r"anonymize_results is empty.*or \[\] when no table is masked"
+    ):
+        op.execute({})

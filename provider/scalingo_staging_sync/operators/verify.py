@@ -91,7 +91,15 @@ class ResidualVerificationOperator(BaseOperator):
         if not as_bool(self.enabled, "enabled"):
             self.log.warning("residual-value verification is disabled (verification.enabled: false)")
             return {"enabled": False, "passed": None, "tables": []}
-        results = as_mapping_list(self.anonymize_results, "anonymize_results")
+        raw = self.anonymize_results
+        if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "none", "null")):
+            # a verification given nothing passes: a misspelt task id in the template must not
+            raise ValueError(
+                "ResidualVerificationOperator: anonymize_results is empty (None): give the masking tasks' "
+                "results (e.g. \"{{ ti.xcom_pull(task_ids='anonymize_table') }}\", or the task's .output), "
+                "or [] when no table is masked"
+            )
+        results = as_mapping_list(raw, "anonymize_results")
         salt = get_salt(self.salt_variable)
         target = pg_target_from_connection(self.postgres_conn_id, as_str(self.database))
         self.log.info("verifying %d anonymized table(s) on %s", len(results), target.describe())
