@@ -99,7 +99,7 @@ class ResidualVerificationOperator(BaseOperator):
                 "results (e.g. \"{{ ti.xcom_pull(task_ids='anonymize_table') }}\", or the task's .output), "
                 "or [] when no table is masked"
             )
-        results = as_mapping_list(raw, "anonymize_results")
+        results = as_mapping_list(self.anonymize_results, "anonymize_results")
         salt = get_salt(self.salt_variable)
         target = pg_target_from_connection(self.postgres_conn_id, as_str(self.database))
         self.log.info("verifying %d anonymized table(s) on %s", len(results), target.describe())

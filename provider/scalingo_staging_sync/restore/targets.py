@@ -782,22 +782,30 @@ def hold_forced_row_security(target: PgTarget) -> list[str]:
 
 def force_row_security_again(target: PgTarget) -> list[str]:
     """``FORCE ROW LEVEL SECURITY`` again on the tables :func:`hold_forced_row_security` listed in
-    ``target``, in one transaction that also drops the list; the state schema goes too when nothing
-    else is in it (a scratch database). Returns the tables forced again."""
+    ``target``, in one transaction that also drops the list and the list of tables masked in place (no
+    masking runs after promotion); the state schema goes too when nothing else is in it (a scratch
+    database). Returns the tables forced again."""
     forced: list[str] = []
     with target.connect(autocommit=True) as conn:
-        if not _held_rls_exists(conn):
+        schema = conn.execute("SELECT to_regnamespace(%s)", (STATE_SCHEMA,)).fetchone()
+        if not schema or schema[0] is None:
             return forced
-        ident = sql.Identifier(STATE_SCHEMA, HELD_RLS_TABLE)
         with conn.transaction():
-            rows = conn.execute(sql.SQL("SELECT schema_name, table_name FROM {} ORDER BY 1, 2").format(ident))
-            for schema, name in rows.fetchall():
-                table = sql.Identifier(schema, name)
-                if conn.execute("SELECT to_regclass(%s)", (table.as_string(conn),)).fetchone()[0] is None:
-                    continue
-                conn.execute(sql.SQL("ALTER TABLE {} FORCE ROW LEVEL SECURITY").format(table))
-                forced.append(f"{schema}.{name}")
-            conn.execute(sql.SQL("DROP TABLE {}").format(ident))
+            conn.execute(
+                sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(STATE_SCHEMA, MASKED_TABLE))
+            )
+            if _held_rls_exists(conn):
+                ident = sql.Identifier(STATE_SCHEMA, HELD_RLS_TABLE)
+                rows = conn.execute(
+                    sql.SQL("SELECT schema_name, table_name FROM {} ORDER BY 1, 2").format(ident)
+                )
+                for schema_name, name in rows.fetchall():
+                    table = sql.Identifier(schema_name, name)
+                    if conn.execute("SELECT to_regclass(%s)", (table.as_string(conn),)).fetchone()[0] is None:
+                        continue
+                    conn.execute(sql.SQL("ALTER TABLE {} FORCE ROW LEVEL SECURITY").format(table))
+                    forced.append(f"{schema_name}.{name}")
+                conn.execute(sql.SQL("DROP TABLE {}").format(ident))
             left = conn.execute(
                 "SELECT count(*) FROM pg_class WHERE relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = %s)",
                 (STATE_SCHEMA,),
