@@ -622,3 +622,48 @@ def test_a_condition_with_a_subquery_plans_and_a_qualified_missing_column_is_ref
         PlanError, match=r"condition: column audit_log\.nope does not exist in public\.audit_log"
     ):
         plan_from_archive(dump, bad, tools=tools)
+
+
+def test_pii_allow_entries_that_name_no_column_of_the_archive_are_refused(archives):
+    """An allow-list entry that matches nothing would be accepted and then ignored: refused at planning,
+    each one named, while entries for tables, partitions, patterns, views and large objects plan."""
+    dump, tools = archives.make(
+        """
+        CREATE SCHEMA crm;
+        CREATE TABLE crm."Order.Items" (id int PRIMARY KEY, note text);
+        CREATE TABLE people (id int PRIMARY KEY, email text, notes text);
+        CREATE TABLE events (id int, at date, label text) PARTITION BY RANGE (at);
+        CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+        CREATE MATERIALIZED VIEW people_emails AS SELECT email FROM people;
+        """
+    )
+    good = """
+        source_app: p
+        pii_scan:
+          allow:
+            - public.people.notes
+            - {column: public.events_2026.label, reason: partition}
+            - events.label
+            - crm."Order.Items".note
+            - public.*.notes
+            - public.people.*
+            - public.people_emails.email
+            - pg_catalog.pg_largeobject.data
+        """
+    plan_from_archive(dump, rules_from(good), tools=tools)  # every entry names something: plans
+    bad = """
+        source_app: p
+        pii_scan:
+          allow:
+            - public.people.notes
+            - public.peoples.notes
+            - {column: public.people.nots, reason: typo}
+            - public.*.nothing_like_this
+            - public.people_emailz.email
+        """
+    with pytest.raises(PlanError) as info:
+        plan_from_archive(dump, rules_from(bad), tools=tools)
+    errors = [e for e in info.value.errors if e.startswith("pii_scan.allow")]
+    assert [e.split(":")[0] for e in errors] == [f"pii_scan.allow[{i}]" for i in (1, 2, 3, 4)], errors
+    assert "'public.peoples.notes' names no column of this archive" in errors[0]
+    assert "'public.people.nots'" in errors[1] and "remove the entry" in errors[1]

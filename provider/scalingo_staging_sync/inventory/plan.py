@@ -311,6 +311,7 @@ def plan_inventory(inv: Inventory, rules: Rules, *, exclude_tables: Any = ()) ->
             unplanned=unplanned,
         )
     )
+    errors.extend(_allow_problems(inv, rules))
     if errors:
         raise PlanError(sorted(_dedupe(errors), key=_entry_order))
 
@@ -418,6 +419,48 @@ def classify(
     from scalingo_staging_sync.inventory.model import InventoryError
 
     raise InventoryError(f"TOC entry {entry.dump_id} ({entry.desc} {entry.tag}) cannot be classified")
+
+
+def _allow_problems(inv: Inventory, rules: Rules) -> list[str]:
+    """``pii_scan.allow`` entries that name no column of the archive: a misspelt or stale entry is
+    refused, like a rule or an exclusion that names no table (it would be accepted and then match
+    nothing). Patterns (``public.*.notes``) count when they match one column. A materialized view's
+    columns are not in the archive's inventory: an entry names it when its table part does, without a
+    wildcard. The large objects are ``pg_catalog.pg_largeobject.data``."""
+    from scalingo_staging_sync.pii.scanner import LARGE_OBJECTS_TABLE, _matches_any, parse_allow
+
+    names = [f"{LARGE_OBJECTS_TABLE}.data"]
+    for table in inv.tables.values():
+        forms = {f"{table.name.schema}.{table.name.name}", str(table.name)}
+        names += [f"{form}.{column}" for form in forms for column in table.columns]
+    errors: list[str] = []
+    for i, raw in enumerate(rules.pii_scan.allow):
+        where = f"pii_scan.allow[{i}]"
+        try:
+            (entry,) = parse_allow([raw])
+        except ValueError as exc:
+            errors.append(f"{where}: {exc}")
+            continue
+        if _matches_any(names, [entry.pattern]):
+            continue
+        table_part, _, column = entry.pattern.rpartition(".")
+        views = [
+            f"{form}.{column}"
+            for view in inv.materialized_views
+            for form in {f"{view.schema}.{view.name}", str(view)}
+        ]
+        if not any(c in table_part for c in "*?[") and _matches_any(views, [entry.pattern]):
+            continue
+        hint = ""
+        try:
+            hint = _similar(inv, TableName.parse(table_part))
+        except TableNameError:
+            pass
+        errors.append(
+            f"{where}: {entry.pattern!r} names no column of this archive{hint}; fix the name "
+            "(schema.table.column or schema.table.*, a bare table.column means public) or remove the entry"
+        )
+    return errors
 
 
 def _entry_order(error: str) -> tuple[int, int]:
