@@ -422,3 +422,30 @@ def test_keyed_outputs_are_fixed_across_versions(db_any):
     _pg, target = db_any
     outputs = _golden_outputs(target, key_settings(derive_key(SALT)))
     assert outputs == GOLDEN_OUTPUT, outputs
+
+
+def test_explicit_length_options_that_the_column_would_cut_are_refused():
+    """An explicit ``length`` / ``digits`` the column cannot hold would be accepted and then cut
+    silently (``hash length: 40`` on ``varchar(12)`` writes 12 characters): refused at planning, with the
+    largest value that fits. The same options without a cut, and the defaults, plan."""
+    from scalingo_staging_sync.anonymize.transformers import ColumnInfo
+
+    def col(n):
+        return ColumnInfo("code", f"character varying({n})", "varchar", max_length=n)
+
+    hash_ = get_transformer("hash")
+    (error,) = hash_.check(col(12), {"length": 40})
+    assert "option length 40 does not fit column code (character varying(12))" in error
+    assert "set length to 12 or less" in error
+    assert hash_.check(col(40), {"length": 40}) == []
+    assert hash_.check(col(12), {}) == []  # the default adapts to the column
+    assert hash_.check(ColumnInfo("code", "text", "text"), {"length": 64}) == []
+    (error,) = hash_.check(ColumnInfo("code", "text", "text"), {"length": 40, "algorithm": "md5"})
+    assert "more than md5's 32 hex characters" in error
+
+    phone = get_transformer("phone")
+    (error,) = phone.check(col(12), {"digits": 12})
+    assert "option digits 12 with prefix '+999' does not fit" in error and "set digits to 8 or less" in error
+    assert phone.check(col(12), {"digits": 8}) == []
+    assert phone.check(col(12), {}) == []
+    assert phone.check(col(12), {"prefix": "+1", "digits": 10}) == []

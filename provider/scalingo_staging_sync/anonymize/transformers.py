@@ -516,7 +516,8 @@ class PhoneTransformer(Transformer):
     name = "phone"
     description = (
         "prefix ('+999', an unassigned country code) || digits from a keyed hash; an original already "
-        "of that shape is moved by a non-zero offset, so the output never equals it."
+        "of that shape is moved by a non-zero offset, so the output never equals it. Explicit digits must "
+        "fit the column with the prefix."
     )
     options_schema = {
         "prefix": {"type": "string", "pattern": r"^[+0-9 ().-]{0,8}$"},
@@ -532,6 +533,19 @@ class PhoneTransformer(Transformer):
 
     def required_length(self, column, options):
         return len(options.get("prefix", "+999")) + 6
+
+    def check(self, column, options):
+        errors = super().check(column, options)
+        prefix = options.get("prefix", "+999")
+        if errors or "digits" not in options or column.max_length is None:
+            return errors
+        if len(prefix) + int(options["digits"]) > column.max_length:
+            errors.append(
+                f"option digits {options['digits']} with prefix {prefix!r} does not fit column {column.name} "
+                f"({column.type_sql}), which would cut the digits to {column.max_length - len(prefix)}: "
+                f"set digits to {column.max_length - len(prefix)} or less, or remove it"
+            )
+        return errors
 
     def expression(self, src, ctx):
         prefix = ctx.options.get("prefix", "+999")
@@ -777,7 +791,8 @@ class HashTransformer(Transformer):
     description = (
         "hex of a keyed hash: sha256(convert_to(key || value, 'UTF8')) (built in since PG 11) or md5, "
         "cut to option length (default: 32, or the column length). Keeps a unique index only with "
-        "at least 16 hex characters (64 bits): length 8 does not."
+        "at least 16 hex characters (64 bits): length 8 does not. An explicit length must fit the column "
+        "(and md5's 32)."
     )
     options_schema = {
         "length": {"type": "integer", "minimum": 8, "maximum": 64},
@@ -793,6 +808,23 @@ class HashTransformer(Transformer):
         if column is not None and column.max_length is not None:
             length = min(length, column.max_length)
         return min(length, max_len)
+
+    def check(self, column, options):
+        errors = super().check(column, options)
+        if errors or "length" not in options:
+            return errors
+        length = int(options["length"])
+        if options.get("algorithm", "sha256") == "md5" and length > 32:
+            errors.append(
+                f"option length {length} is more than md5's 32 hex characters: set length to 32 or less, "
+                "or use algorithm sha256 (64)"
+            )
+        elif column.category == "string" and column.max_length is not None and length > column.max_length:
+            errors.append(
+                f"option length {length} does not fit column {column.name} ({column.type_sql}), which would "
+                f"cut the output to {column.max_length}: set length to {column.max_length} or less, or remove it"
+            )
+        return errors
 
     def unique_bits(self, column, options):
         return 4 * self._length(column, options)
