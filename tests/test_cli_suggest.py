@@ -51,6 +51,11 @@ INSERT INTO public.credentials SELECT i,
        CASE WHEN i IN (7, 300) THEN '$2a$12$Kx 06 12 34 56 78 Qe' || i ELSE '$2a$12$' || md5(i::text) END,
        CASE WHEN i = 42 THEN 'Kx 06 12 34 56 78 Qe' ELSE md5('c' || i) END
 FROM generate_series(1, 400) i;
+-- e-mails whose domain's CHECK rejects every masked e-mail (and every hash)
+CREATE DOMAIN corp_email AS text CHECK (VALUE LIKE '%@corp.test');
+CREATE TABLE public.staff (id int PRIMARY KEY, email corp_email NOT NULL, backup_email corp_email);
+INSERT INTO public.staff SELECT i, 'staff' || i || '@corp.test', 'home' || i || '@corp.test'
+FROM generate_series(1, 60) i;
 """
 
 
@@ -86,6 +91,9 @@ def test_every_suggestion_is_plannable_and_unfit_columns_fail_closed(staging_pg1
     assert "public.accounts.contact_email" not in specs and "# REVIEW public.accounts.contact_email" in text
     assert specs["public.credentials.encrypted_password"] == "hash"  # named a secret: not a phone
     assert "public.credentials.checksum" not in specs and "# REVIEW public.credentials.checksum" in text
+    # the domain's CHECK refuses an email or a hash: NULL when the column takes it, else left for review
+    assert specs["public.staff.backup_email"] == "null"
+    assert "public.staff.email" not in specs and "# REVIEW public.staff.email" in text
 
     target = PgTarget(host=staging_pg16.host, port=staging_pg16.port, user=staging_pg16.user, dbname=name)
     items = plan_anonymization(target, rules)  # every suggestion is accepted as written

@@ -135,10 +135,19 @@ def _fallback(info: Any) -> tuple[dict[str, Any] | None, str]:
 
 def _fits(spec: Mapping[str, Any], info: Any, catalog: Any) -> bool:
     """Whether the planner would accept ``spec`` on this column: the planner's own column check (the
-    transformer's type check, NOT NULL, unique keys with enough hash bits, depended-on columns)."""
-    from scalingo_staging_sync.anonymize.planner import _check_columns
+    transformer's type check, NOT NULL, unique keys with enough hash bits, depended-on columns) and its
+    domain's CHECK constraints: an output a CHECK rejects (``email`` under ``CHECK (VALUE LIKE
+    '%@corp.test')``), or that it cannot be evaluated on without a server (a keyed hash), is not
+    suggested; the planner would refuse the first and warn that the second may fail the load."""
+    from scalingo_staging_sync.anonymize.planner import _check_columns, _domain_check_problems
 
-    return not _check_columns(None, catalog, {info.name: spec}, info.name)
+    specs = {info.name: spec}
+    doubts: list[str] = []
+    return (
+        not _check_columns(None, catalog, specs, info.name)
+        and not _domain_check_problems(catalog, specs, info.name, doubts)
+        and not doubts
+    )
 
 
 def _hash_for(info: Any) -> dict[str, Any]:
