@@ -11,7 +11,11 @@ from scalingo_staging_sync.anonymize.executor import run_table_plan
 from scalingo_staging_sync.anonymize.planner import plan_anonymization
 from scalingo_staging_sync.anonymize.rules import load_rules
 from scalingo_staging_sync.pgconn import PgTarget
-from scalingo_staging_sync.pii.scanner import masked_columns_from_plan, scan_target
+from scalingo_staging_sync.pii.scanner import (
+    masked_columns_from_plan,
+    partially_masked_from_plan,
+    scan_target,
+)
 
 SALT = "cli-suggest-awkward-salt-0123456789abc"
 
@@ -42,8 +46,16 @@ INSERT INTO public.users (username, email, first_name, surname, phone_number, bi
 SELECT 'user' || i, 'u' || i || '@ex.fr', 'Jean' || i, 'Dupont', '+33 6 12 34 56 ' || lpad(i::text, 2, '0'),
        date '1980-01-01' + i, 48.85 + i / 1000.0, ('10.0.0.' || i)::inet, 'France'
 FROM generate_series(1, 60) i;
-INSERT INTO public.events SELECT i, jsonb_build_object('contact', 'person' || i || '@mail.example.org'),
+INSERT INTO public.events SELECT i, jsonb_build_object(
+         'contact', 'person' || i || '@mail.example.org',
+         'profile', jsonb_build_object('first_name', 'Jean' || i, 'phones',
+                                       jsonb_build_array('+33 6 12 34 56 ' || lpad(i::text, 2, '0'))),
+         'remark', 'call person' || i || '@corp.example.com today', 'plan', 'gold', 'n', i),
        'call ' || 'someone' || i || '@corp.example.com' FROM generate_series(1, 60) i;
+-- personal data under a key that holds a dot: no json path can name it
+CREATE TABLE public.settings (id int PRIMARY KEY, doc jsonb);
+INSERT INTO public.settings SELECT i, jsonb_build_object('owner.email', 'owner' || i || '@mail.example.org')
+FROM generate_series(1, 20) i;
 -- a secret whose values happen to look like phone numbers twice in 400; a checksum column with one
 -- phone-like value in 400 (weak evidence: neither is a phone column)
 CREATE TABLE public.credentials (id int PRIMARY KEY, encrypted_password text NOT NULL, checksum text);
@@ -84,7 +96,18 @@ def test_every_suggestion_is_plannable_and_unfit_columns_fail_closed(staging_pg1
     assert specs["public.users.last_ip"] == "null"  # inet, nullable: cleared
     assert specs["public.users.latitude"] == "fixed"  # NOT NULL number: 0
     assert specs["public.events.notes"] == "null"  # free text with e-mails inside: cleared
-    assert "# REVIEW public.events.payload" in text  # jsonb NOT NULL: no built-in transformer fits
+    # jsonb: a json rule on the paths that hold personal data, by the key's name, else by the value
+    payload = next(r for r in rules.anonymization_tables if r.qualified == "public.events").columns["payload"]
+    assert payload == {
+        "transformer": "json",
+        "paths": {
+            "contact": "email",  # the whole value is an e-mail address
+            "profile.first_name": "first_name",  # the key says it
+            "profile.phones.*": "phone",
+            "remark": "null",  # free text holding an e-mail: cleared
+        },
+    }
+    assert "# REVIEW public.settings.doc" in text  # a dotted key: no path can name it
     # in a composite unique key: a word list would collide, so a keyed hash (the planner's own check)
     assert specs["public.accounts.first_name"] == "hash"
     # unique varchar(14): a 14-character hash keeps under 64 bits, nothing else fits: left for review
@@ -100,10 +123,20 @@ def test_every_suggestion_is_plannable_and_unfit_columns_fail_closed(staging_pg1
     for item in items:
         run_table_plan(item, target, SALT)
     report = scan_target(
-        target, masked_columns=masked_columns_from_plan(items), allow=list(rules.pii_scan.allow)
+        target,
+        masked_columns=masked_columns_from_plan(items),
+        allow=list(rules.pii_scan.allow),
+        partially_masked=partially_masked_from_plan(items),  # json: what the paths leave is scanned
     )
     unmasked = {f.qualified_name for f in report.unmasked}
     review = {line.split()[2] for line in text.splitlines() if line.startswith("# REVIEW ")}
     assert unmasked == review and review, "only the columns left for review stay unmasked"
     rows = staging_pg16.execute("SELECT count(*) FROM public.users WHERE email LIKE '%@ex.fr'", name)
     assert rows == [(0,)]
+    kept = staging_pg16.execute(
+        "SELECT count(*) FILTER (WHERE payload->>'contact' LIKE '%@mail.example.org' OR payload->>'remark' IS NOT NULL"
+        " OR payload#>>'{profile,first_name}' LIKE 'Jean%'), count(*) FILTER (WHERE payload->>'plan' = 'gold'"
+        " AND (payload->>'n')::int = id) FROM public.events",
+        name,
+    )
+    assert kept == [(0, 60)]  # the personal values are masked, the other keys kept

@@ -5,6 +5,8 @@ Every finding of the scan becomes either
 * a column rule with a suggested transformer, chosen from the detectors that fired (name and content)
   and checked against the column's catalog entry the way the planner checks it (type, ``varchar(n)``,
   NOT NULL, unique index), with a YAML comment saying why; or
+* for a json/jsonb column, a ``json`` rule on the paths of its sampled documents that hold personal
+  data (:func:`json_path_specs`); or
 * for a column flagged by its content only (free text holding e-mails...), ``null`` or a constant; or
 * a ``pii_scan.allow`` entry with a reason, for a column judged clean: a finding whose only detectors
   are name matches on categories that do not single out a person (``contact.country``); or
@@ -157,8 +159,9 @@ def _hash_for(info: Any) -> dict[str, Any]:
     return {"transformer": "hash", "length": length}
 
 
-def suggest_for(finding: Finding, catalog: Any) -> Suggestion:
-    """The suggestion for one finding; ``catalog`` is :class:`~..planner.TableCatalog` (or None)."""
+def suggest_for(finding: Finding, catalog: Any, documents: Sequence[Any] | None = None) -> Suggestion:
+    """The suggestion for one finding; ``catalog`` is :class:`~..planner.TableCatalog` (or None);
+    ``documents``: sampled values of a json/jsonb column, parsed (see :func:`json_path_specs`)."""
     table = TableName(finding.schema, finding.table)
     s = Suggestion(finding.qualified_name, table, finding.column, finding.reason)
     detectors = [r["detector"] for r in finding.reasons]
@@ -173,6 +176,20 @@ def suggest_for(finding: Finding, catalog: Any) -> Suggestion:
     if info.generated:
         s.review = "generated column: it is recomputed from its sources; mask those"
         return s
+    if info.category == "json" and documents:
+        paths, problem = json_path_specs(documents)
+        if paths and not problem:
+            spec = {"transformer": "json", "paths": paths}
+            if _fits(spec, info, catalog):
+                s.spec = spec
+                s.why = (
+                    f"JSON documents: the values at {', '.join(paths)} look like personal data in the "
+                    f"{len(documents)} sampled documents (other keys are kept; review the paths)"
+                )
+                return s
+        if problem:
+            s.review = f"{problem}: write a query or a json rule by hand; until then the scan fails on it"
+            return s
     candidates: list[tuple[dict[str, Any], str]] = []
     sampled = max(int(finding.sampled_values or 0), 1)
     weak = [
@@ -219,8 +236,16 @@ def suggest_for(finding: Finding, catalog: Any) -> Suggestion:
     return s
 
 
-def suggest_rules(conn: Any, report: ScanReport) -> SuggestedRules:
-    """One :class:`Suggestion` per finding of ``report`` (scanned through ``conn``)."""
+#: documents read per json/jsonb column by :func:`suggest_rules`
+JSON_SAMPLE_ROWS = 200
+
+
+def suggest_rules(
+    conn: Any, report: ScanReport, *, json_sample_rows: int = JSON_SAMPLE_ROWS
+) -> SuggestedRules:
+    """One :class:`Suggestion` per finding of ``report`` (scanned through ``conn``). A json/jsonb
+    column's documents are sampled again (``json_sample_rows``, whole: the scan's samples are cut) to
+    find the paths that hold personal data."""
     from scalingo_staging_sync.anonymize.planner import read_table
 
     catalogs: dict[tuple[str, str], Any] = {}
@@ -229,8 +254,103 @@ def suggest_rules(conn: Any, report: ScanReport) -> SuggestedRules:
         key = (finding.schema, finding.table)
         if key not in catalogs:
             catalogs[key] = read_table(conn, *key)
-        out.suggestions.append(suggest_for(finding, catalogs[key]))
+        info = catalogs[key].columns.get(finding.column) if catalogs[key] is not None else None
+        documents = None
+        if info is not None and info.category == "json" and not finding.allow_reason:
+            documents = _sample_documents(conn, finding, json_sample_rows)
+        out.suggestions.append(suggest_for(finding, catalogs[key], documents))
     return out
+
+
+def _sample_documents(conn: Any, finding: Finding, rows: int) -> list[Any]:
+    from psycopg import sql
+
+    query = sql.SQL("SELECT {col}::text FROM {table} WHERE {col} IS NOT NULL LIMIT {rows}").format(
+        col=sql.Identifier(finding.column),
+        table=sql.Identifier(finding.schema, finding.table),
+        rows=sql.Literal(rows),
+    )
+    with conn.cursor() as cur:
+        cur.execute(query)
+        return [json.loads(row[0]) for row in cur.fetchall()]
+
+
+#: content detectors whose match is the whole value, when the value is only that: masked with the
+#: detector's transformer; any other match inside a JSON string (free text) is cleared (JSON null)
+_WHOLE_VALUE = {
+    "email": re.compile(r"\S+@\S+"),
+    "phone_fr": re.compile(r"[+0-9 ().-]+"),
+    "phone_e164": re.compile(r"[+0-9 ().-]+"),
+    "iban": re.compile(r"[A-Za-z0-9 ]+"),
+    "card_number": re.compile(r"[0-9 -]+"),
+    "jwt": re.compile(r"\S+"),
+}
+
+
+def json_path_specs(documents: Sequence[Any]) -> tuple[dict[str, str], str | None]:
+    """The ``json`` transformer's ``paths`` for sampled documents: each string value whose key's name
+    (as a column name would be judged) or content looks like personal data gets a path (keys joined
+    by '.', ``*`` for the elements of an array) and a transformer of a text value: the key's name
+    decides first (``email`` -> email, ``first_name`` -> first_name...), then a content match that
+    is the whole value (an e-mail address -> email, an IBAN -> hash), else ``null`` (free text
+    holding personal data is cleared). Returns ``(paths, problem)``: ``problem`` names what a path
+    cannot express (a key holding '.' or '*', personal data at the document's root, three nested
+    arrays)."""
+    from scalingo_staging_sync.anonymize.transformers import ColumnInfo, get_transformer
+    from scalingo_staging_sync.pii.detectors import detect_by_name, detect_in_value
+
+    text = ColumnInfo(name="value", type_sql="text", base_type="text")
+    found: dict[str, list[str]] = {}  # path -> the transformer chosen for each value seen there
+    problems: list[str] = []
+
+    def leaf(value: str, path: list[str]) -> None:
+        key = next((p for p in reversed(path) if p != "*"), "")
+        names = [p.name for p in detect_by_name(key)] if key else []
+        content = detect_in_value(value)
+        if not names and not content:
+            return
+        if not path:
+            problems.append("the document itself is a string holding personal data")
+            return
+        if any(not k or "." in k or "*" in k for k in path if k != "*") or path.count("*") > 2:
+            problems.append(f"the value under {path!r} cannot be named by a json path")
+            return
+        spec = ""
+        for detector in sorted(names, key=lambda d: _PRIORITY.index(d) if d in _PRIORITY else len(_PRIORITY)):
+            if detector == "personal.name":
+                spec = _name_spec(key)[0]["transformer"]
+            elif detector in _BY_DETECTOR:
+                spec = _BY_DETECTOR[detector][0]["transformer"]
+            if spec:
+                break
+        if not spec:
+            whole = [d for d in content if d in _WHOLE_VALUE and _WHOLE_VALUE[d].fullmatch(value.strip())]
+            spec = _BY_DETECTOR[whole[0]][0]["transformer"] if whole else "null"
+        if spec != "null" and get_transformer(spec).check(text, {}):
+            spec = "null"  # does not apply to a text value (a birth date: date_shift)
+        found.setdefault(".".join(path), []).append(spec)
+
+    def walk(value: Any, path: list[str]) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, [*path, str(k)])
+        elif isinstance(value, list):
+            for v in value:
+                walk(v, [*path, "*"])
+        elif isinstance(value, str):
+            leaf(value, path)
+
+    for document in documents:
+        walk(document, [])
+    if problems:
+        return {}, problems[0]
+    # a path seen with several transformers (an e-mail here, free text there): the one most often
+    # chosen, null on a tie (it clears whatever the value is)
+    paths: dict[str, str] = {}
+    for path, specs in sorted(found.items()):
+        ranked = sorted(set(specs), key=lambda t: (-specs.count(t), t != "null"))
+        paths[path] = ranked[0]
+    return paths, None
 
 
 _PLAIN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
