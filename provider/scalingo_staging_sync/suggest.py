@@ -293,17 +293,17 @@ def json_path_specs(documents: Sequence[Any]) -> tuple[dict[str, str], str | Non
     by '.', ``*`` for the elements of an array) and a transformer of a text value: the key's name
     decides first (``email`` -> email, ``first_name`` -> first_name...), then a content match that
     is the whole value (an e-mail address -> email, an IBAN -> hash), else ``null`` (free text
-    holding personal data is cleared). Returns ``(paths, problem)``: ``problem`` names what a path
-    cannot express (a key holding '.' or '*', personal data at the document's root, three nested
-    arrays)."""
-    from scalingo_staging_sync.anonymize.transformers import ColumnInfo, get_transformer
+    holding personal data is cleared). A key holding '.' is quoted (``"owner.email"``). Returns
+    ``(paths, problem)``: ``problem`` names what a path cannot express (a key "" or "*", personal data
+    at the document's root, three nested arrays)."""
+    from scalingo_staging_sync.anonymize.transformers import ColumnInfo, get_transformer, json_path_text
     from scalingo_staging_sync.pii.detectors import detect_by_name, detect_in_value
 
     text = ColumnInfo(name="value", type_sql="text", base_type="text")
     found: dict[str, list[str]] = {}  # path -> the transformer chosen for each value seen there
     problems: list[str] = []
 
-    def leaf(value: str, path: list[str]) -> None:
+    def leaf(value: str, path: list[str], unnamable: bool) -> None:
         key = next((p for p in reversed(path) if p != "*"), "")
         names = [p.name for p in detect_by_name(key)] if key else []
         content = detect_in_value(value)
@@ -312,7 +312,7 @@ def json_path_specs(documents: Sequence[Any]) -> tuple[dict[str, str], str | Non
         if not path:
             problems.append("the document itself is a string holding personal data")
             return
-        if any(not k or "." in k or "*" in k for k in path if k != "*") or path.count("*") > 2:
+        if unnamable or path.count("*") > 2:
             problems.append(f"the value under {path!r} cannot be named by a json path")
             return
         spec = ""
@@ -328,20 +328,20 @@ def json_path_specs(documents: Sequence[Any]) -> tuple[dict[str, str], str | Non
             spec = _BY_DETECTOR[whole[0]][0]["transformer"] if whole else "null"
         if spec != "null" and get_transformer(spec).check(text, {}):
             spec = "null"  # does not apply to a text value (a birth date: date_shift)
-        found.setdefault(".".join(path), []).append(spec)
+        found.setdefault(json_path_text(path), []).append(spec)
 
-    def walk(value: Any, path: list[str]) -> None:
+    def walk(value: Any, path: list[str], unnamable: bool) -> None:
         if isinstance(value, dict):
-            for k, v in value.items():
-                walk(v, [*path, str(k)])
+            for k, v in value.items():  # a key "" or "*" has no path (quoted, "*" is not a key)
+                walk(v, [*path, str(k)], unnamable or str(k) in ("", "*"))
         elif isinstance(value, list):
             for v in value:
-                walk(v, [*path, "*"])
+                walk(v, [*path, "*"], unnamable)
         elif isinstance(value, str):
-            leaf(value, path)
+            leaf(value, path, unnamable)
 
     for document in documents:
-        walk(document, [])
+        walk(document, [], False)
     if problems:
         return {}, problems[0]
     # a path seen with several transformers (an e-mail here, free text there): the one most often

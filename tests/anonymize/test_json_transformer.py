@@ -171,6 +171,36 @@ def test_json_refused_on_a_text_column(db):
         )
 
 
+def test_a_quoted_path_names_a_key_that_holds_a_dot(db):
+    """``'"owner.email"'`` is the key ``owner.email``, not the key ``email`` inside ``owner``: only the
+    first is masked, verification passes, and the PII scan's view of what the rule leaves agrees."""
+    from scalingo_staging_sync.pii.scanner import strip_json_paths
+
+    _pg, target = db
+    execute(
+        target,
+        """CREATE TABLE accounts (id int PRIMARY KEY, doc jsonb);
+        INSERT INTO accounts VALUES (1, '{"owner.email": "ann@corp.test", "owner": {"email": "kept@corp.test"},
+                                         "a\\"b": "x@corp.test"}')""",
+    )
+    rules = """
+source_app: p
+anonymization_tables:
+  - table: accounts
+    columns:
+      doc: {transformer: json, paths: {'"owner.email"': email, '"a""b"': email}}
+"""
+    (item,) = anonymize(target, rules)
+    (doc,) = execute(target, "SELECT doc FROM accounts")[0]
+    assert doc["owner"] == {"email": "kept@corp.test"}
+    assert doc["owner.email"].startswith("u") and doc["owner.email"] != "ann@corp.test"
+    assert doc['a"b'].startswith("u") and doc['a"b'] != "x@corp.test"
+    with target.connect(autocommit=True) as conn:
+        assert verify_table(conn, item, SALT).passed
+    left = json.loads(strip_json_paths(json.dumps(doc), ['"owner.email"', '"a""b"']))
+    assert left == {"owner.email": None, "owner": {"email": "kept@corp.test"}, 'a"b': None}
+
+
 def test_sql_grows_linearly_with_the_number_of_paths():
     """Each path names the document once: 24 paths under two arrays make SQL about 24 times one path's,
     not 2^24 times (the document so far is not repeated in both branches of a CASE)."""

@@ -30,7 +30,7 @@ Register your own with :func:`register_transformer`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -537,9 +537,12 @@ class PhoneTransformer(Transformer):
     def check(self, column, options):
         errors = super().check(column, options)
         prefix = options.get("prefix", "+999")
-        if errors or "digits" not in options or column.max_length is None:
+        digits = options.get("digits")
+        if errors or not isinstance(digits, int) or isinstance(digits, bool) or column.max_length is None:
+            return errors  # digits of the wrong type are the options schema's error
+        if not isinstance(prefix, str):
             return errors
-        if len(prefix) + int(options["digits"]) > column.max_length:
+        if len(prefix) + digits > column.max_length:
             errors.append(
                 f"option digits {options['digits']} with prefix {prefix!r} does not fit column {column.name} "
                 f"({column.type_sql}), which would cut the digits to {column.max_length - len(prefix)}: "
@@ -811,9 +814,9 @@ class HashTransformer(Transformer):
 
     def check(self, column, options):
         errors = super().check(column, options)
-        if errors or "length" not in options:
-            return errors
-        length = int(options["length"])
+        length = options.get("length")
+        if errors or not isinstance(length, int) or isinstance(length, bool):
+            return errors  # a length of the wrong type is the options schema's error
         if options.get("algorithm", "sha256") == "md5" and length > 32:
             errors.append(
                 f"option length {length} is more than md5's 32 hex characters: set length to 32 or less, "
@@ -896,26 +899,67 @@ class Md5OfTransformer(Transformer):
 # --------------------------------------------------------------------------------------------------
 # JSON documents
 
-#: a path segment: a key (any text but '.' and '*'; quote neither) or ``*`` (every element of an array)
+#: an unquoted path segment: a key (any text but '.' and '*') or ``*`` (every element of an array); a key
+#: holding either is written between double quotes (:func:`json_path_segments`)
 _JSON_SEGMENT_RE = re.compile(r"[^.*]+|\*")
 #: JSON value types a path may point at to be masked (a missing path or a JSON null is left as it is)
 _JSON_MASKABLE = ("string", "number", "boolean", "object", "array")
 
 
 def json_path_segments(path: str) -> list[str]:
-    """``"contact.emails.*"`` -> ``["contact", "emails", "*"]``; raises ValueError naming the problem."""
+    """``"contact.emails.*"`` -> ``["contact", "emails", "*"]``; a key holding '.' is written between
+    double quotes, a double quote inside doubled: ``'"owner.email".work'`` -> ``["owner.email",
+    "work"]``. Raises ValueError naming the problem."""
     if not isinstance(path, str) or not path:
         raise ValueError("a path is a non-empty string such as contact.email or emails.*")
-    segments = path.split(".")
-    for segment in segments:
-        if not segment or not _JSON_SEGMENT_RE.fullmatch(segment):
-            raise ValueError(
-                f"path {path!r}: segments are keys or '*' (every element of an array) separated by '.'; "
-                f"found the segment {segment!r}"
-            )
+    segments: list[str] = []
+    i, n = 0, len(path)
+    while True:
+        if path.startswith('"', i):
+            j, key = i + 1, []
+            while True:
+                if j >= n:
+                    raise ValueError(f'path {path!r}: a quoted key is not closed (write "a.b".c)')
+                if path[j] == '"':
+                    if path.startswith('""', j):
+                        key.append('"')
+                        j += 2
+                        continue
+                    break
+                key.append(path[j])
+                j += 1
+            segment, i = "".join(key), j + 1
+            if segment in ("", "*"):
+                raise ValueError(f"path {path!r}: a quoted key is not empty and not '*'")
+            if i < n and path[i] != ".":
+                raise ValueError(f"path {path!r}: a quoted key ends at a '.' or at the end of the path")
+        else:
+            j = path.find(".", i)
+            j = n if j < 0 else j
+            segment, i = path[i:j], j
+            if not segment or not _JSON_SEGMENT_RE.fullmatch(segment):
+                raise ValueError(
+                    f"path {path!r}: segments are keys or '*' (every element of an array) separated by '.' "
+                    f"(a key holding '.' between double quotes: \"a.b\"); found the segment {segment!r}"
+                )
+        segments.append(segment)
+        if i >= n:
+            break
+        i += 1  # the '.'
+        if i >= n:
+            raise ValueError(f"path {path!r}: ends with '.'")
     if segments.count("*") > 2:
         raise ValueError(f"path {path!r}: at most two '*' segments")
     return segments
+
+
+def json_path_text(segments: Sequence[str]) -> str:
+    """The path text of ``segments`` (:func:`json_path_segments` reversed; ``*`` is every element of an
+    array): a key holding '.', '*' or '"' is quoted."""
+    return ".".join(
+        s if s == "*" or not any(c in s for c in '.*"') else '"' + s.replace('"', '""') + '"'
+        for s in segments
+    )
 
 
 def _normalise_json_spec(spec: Any) -> dict[str, Any]:
@@ -931,7 +975,8 @@ class JsonTransformer(Transformer):
     name = "json"
     description = (
         "masks values inside a json/jsonb document: option paths maps a path (keys separated by '.', "
-        "'*' for every element of an array: contact.email, phones.*, orders.*.address) to a transformer "
+        "'*' for every element of an array: contact.email, phones.*, orders.*.address; a key holding '.' "
+        "or '*' between double quotes, a quote in it doubled: '\"owner.email\".work') to a transformer "
         "of a text value (email, phone, first_name, hash, fixed, null, ...). The value at each path is "
         "masked as text and written back as a JSON string (null: JSON null); a missing path or a JSON "
         "null is left as it is; keys not listed keep their values. On load like any transformer."

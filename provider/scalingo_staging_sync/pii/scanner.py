@@ -540,12 +540,14 @@ def strip_json_paths(text: str, paths: Sequence[str]) -> str:
     is not JSON is returned as it is (then judged whole)."""
     import json
 
+    from scalingo_staging_sync.anonymize.transformers import json_path_segments
+
     try:
         doc = json.loads(text)
     except ValueError:
         return text
     for path in paths:
-        doc = _drop_path(doc, str(path).split("."))
+        doc = _drop_path(doc, json_path_segments(str(path)))
     return json.dumps(doc, ensure_ascii=False)
 
 
