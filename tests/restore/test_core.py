@@ -594,6 +594,47 @@ def test_promote_refuses_a_scratch_database_another_run_created(chinook_dump, st
     assert out["mode"] == "swap" and not _has_marker_table(staging_pg, db)
 
 
+def test_in_place_the_first_runs_promote_and_teardown_leave_a_second_runs_restore_to_it(
+    chinook_dump, staging_pg
+):
+    """Two runs on one staging database, in place: run B restored staging again after run A had. A's
+    promote must not mark B's (unmasked) data verified, and A's teardown neither wipes B's work nor
+    marks it verified; B's own teardown (B failed) wipes it. Before, A's teardown (verified: its
+    promote had passed) marked B's restore verified, and B's failed-run teardown then left its unmasked
+    data in staging."""
+    db = unique_db("scalingo")
+    target = make_scalingo_db(staging_pg, db)
+    tools = find_pg_tools(pg_bin_dir(staging_pg.version))
+    restore(chinook_dump, target, section="all", tools=tools, owner="sync/run-a")
+    restore(chinook_dump, target, section="pre-data", tools=tools, owner="sync/run-b")
+    with pytest.raises(TargetError, match=r"restored by run sync/run-b, not by this run \(sync/run-a\)"):
+        targets.promote(target, "in_place", owner="sync/run-a")
+    out = targets.cleanup(target, "in_place", verified=True, owner="sync/run-a")
+    assert not out["wiped"] and any("restored by run sync/run-b: left to that run" in f for f in out["found"])
+    assert targets.read_state(target)["status"] == "unmasked"
+    assert tables_of(staging_pg, db) == CHINOOK_TABLES  # B's restore untouched
+    out = targets.cleanup(target, "in_place", owner="sync/run-b")  # B failed: its own teardown
+    assert out["wiped"] and tables_of(staging_pg, db) == set()
+    # without owners (operators used outside a DAG run, a state of an earlier version): as before
+    restore(chinook_dump, target, section="all", tools=tools)
+    targets.promote(target, "in_place", owner="sync/run-c")
+    assert targets.read_state(target)["status"] == "verified"
+
+
+def test_swap_the_first_runs_teardown_leaves_a_second_runs_scratch_database_to_it(chinook_dump, staging_pg):
+    """Run B is restoring into the scratch database while run A's teardown runs: A leaves it (B's
+    cleanup, or the next gate once B is gone, drops it); B's teardown drops it."""
+    db, target = _marked_target(staging_pg)
+    tools = find_pg_tools(pg_bin_dir(staging_pg.version))
+    restore(chinook_dump, target, section="pre-data", tools=tools, owner="sync/run-b")
+    out = targets.cleanup(target, "swap", verified=None, owner="sync/run-a")
+    assert not out["dropped_scratch"] and staging_pg.database_exists(f"{db}__incoming")
+    assert any("of run sync/run-b: left to that run" in f for f in out["found"])
+    out = targets.cleanup(target, "swap", verified=None, owner="sync/run-b")
+    assert out["dropped_scratch"] and not staging_pg.database_exists(f"{db}__incoming")
+    assert _has_marker(staging_pg, db)
+
+
 def _has_marker_table(pg, db) -> bool:
     return bool(pg.execute("SELECT to_regclass('public.live_marker') IS NOT NULL", db)[0][0])
 

@@ -179,7 +179,14 @@ class StagingCleanupOperator(BaseOperator):
             scaler = _scaler(self.scalingo_conn_id) if as_bool(self.maintenance, "maintenance") else None
             started = time.monotonic()
             try:
-                done = targets.cleanup(target, mode, verified=verified, scaler=scaler, retry=self._retry())
+                done = targets.cleanup(
+                    target,
+                    mode,
+                    verified=verified,
+                    scaler=scaler,
+                    retry=self._retry(),
+                    owner=run_owner(context),
+                )
                 out["proven"] = True
                 out["database"] = {
                     "section": "cleanup",

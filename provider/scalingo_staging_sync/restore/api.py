@@ -103,12 +103,13 @@ def table_stats(target: PgTarget, tables: Iterable[str], exact: bool = True) -> 
     return out
 
 
-def fail_closed(target: PgTarget, mode: str, scaler: Any = None) -> dict:
-    """Remove the unmasked data of a failed restore: drop the scratch database, or wipe in place."""
+def fail_closed(target: PgTarget, mode: str, scaler: Any = None, owner: str | None = None) -> dict:
+    """Remove the unmasked data of a failed restore: drop the scratch database, or wipe in place (not
+    what another run restored after ``owner``: see :func:`~scalingo_staging_sync.restore.targets.cleanup`)."""
     try:
         if mode == "swap":
             return {"dropped_scratch": targets.drop_scratch(target)}
-        out = targets.cleanup(target, "in_place", verified=False, scaler=scaler)
+        out = targets.cleanup(target, "in_place", verified=False, scaler=scaler, owner=owner)
         return out
     except Exception as exc:  # noqa: BLE001 - the original error matters more; this one is logged
         log.error("FAIL-CLOSED CLEANUP FAILED for %s (%s mode): %s", target.describe(), mode, exc)
@@ -221,7 +222,7 @@ def restore(
         try:
             result = run_sql_script(dump_path, into, tools=tools, header=header)
         except BaseException:
-            fail_closed(target, resolved, scaler)
+            fail_closed(target, resolved, scaler, owner)
             raise
         summary["warnings"].extend(result["warnings"])
         summary["tables"] = table_stats(into, _user_tables(into), exact=count_rows)
@@ -288,14 +289,14 @@ def restore(
         )
     except BaseException:
         log.error("restore of section %s failed: removing the restored data (fail closed)", section)
-        fail_closed(target, resolved, scaler)
+        fail_closed(target, resolved, scaler, owner)
         raise
     if fresh:
         try:
             targets.hold_forced_row_security(into)
             targets.reset_masked_marks(into)
         except BaseException:
-            fail_closed(target, resolved, scaler)
+            fail_closed(target, resolved, scaler, owner)
             raise
     if analyze and section in ("post-data", "all"):
         t = time.monotonic()

@@ -516,8 +516,14 @@ def _ensure_state_table(conn: psycopg.Connection) -> None:
     conn.execute(
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {}.{} (id int PRIMARY KEY DEFAULT 1 CHECK (id = 1), status text NOT NULL,"
-            " app text, formation jsonb, updated_at timestamptz NOT NULL DEFAULT now())"
+            " app text, formation jsonb, owner text, updated_at timestamptz NOT NULL DEFAULT now())"
         ).format(sql.Identifier(STATE_SCHEMA), sql.Identifier(STATE_TABLE))
+    )
+    # a state table of an earlier version has no owner column
+    conn.execute(
+        sql.SQL("ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS owner text").format(
+            sql.Identifier(STATE_SCHEMA), sql.Identifier(STATE_TABLE)
+        )
     )
 
 
@@ -538,14 +544,14 @@ def _read_state(conn: psycopg.Connection) -> dict | None:
     exists = conn.execute("SELECT to_regclass(%s)", (f"{STATE_SCHEMA}.{STATE_TABLE}",)).fetchone()
     if not exists or exists[0] is None:
         return None
-    row = conn.execute(
-        sql.SQL("SELECT status, app, formation FROM {}.{} WHERE id = 1").format(
+    row = conn.execute(  # to_jsonb(s): an earlier version's table has no owner column
+        sql.SQL("SELECT status, app, formation, to_jsonb(s)->>'owner' FROM {}.{} AS s WHERE id = 1").format(
             sql.Identifier(STATE_SCHEMA), sql.Identifier(STATE_TABLE)
         )
     ).fetchone()
     if not row:
         return None
-    return {"status": row[0], "app": row[1], "formation": row[2]}
+    return {"status": row[0], "app": row[1], "formation": row[2], "owner": row[3]}
 
 
 def write_state(target: PgTarget, status: str, **fields: Any) -> None:
@@ -679,8 +685,12 @@ def scale_back(target: PgTarget, scaler: Scaler | None, state: dict | None = Non
     return back
 
 
-def prepare_in_place(target: PgTarget, *, scaler: Scaler | None = None, app: str | None = None) -> PgTarget:
-    """Mark "unmasked data present", optionally scale the app down, then clear the role's objects."""
+def prepare_in_place(
+    target: PgTarget, *, scaler: Scaler | None = None, app: str | None = None, owner: str | None = None
+) -> PgTarget:
+    """Mark "unmasked data present" by ``owner`` (the run restoring, ``<dag id>/<run id>``; see
+    :func:`other_runs_state`), optionally scale the app down, then clear the role's objects."""
+    write_state(target, "unmasked", owner=owner)
     if scaler is not None and app:
         state = read_state(target)
         if state and state.get("formation"):
@@ -696,8 +706,24 @@ def prepare_in_place(target: PgTarget, *, scaler: Scaler | None = None, app: str
     return target
 
 
-def mark_verified(target: PgTarget) -> None:
-    """In place: the data is masked and verified; cleanup will no longer wipe it."""
+def other_runs_state(state: dict | None, owner: str | None) -> str | None:
+    """The run that restored the in-place data of ``state`` when it is not ``owner``: a second run on the
+    same staging database restored it again after ``owner`` did. None when either is unknown (a state
+    of an earlier version, an operator used without a run) or they are the same run."""
+    made_by = (state or {}).get("owner")
+    return made_by if owner and made_by and made_by != owner else None
+
+
+def mark_verified(target: PgTarget, owner: str | None = None) -> None:
+    """In place: the data is masked and verified; cleanup will no longer wipe it. Refused when another
+    run restored the data after ``owner`` (this run's verification does not cover that data)."""
+    other = other_runs_state(read_state(target), owner)
+    if other:
+        raise TargetError(
+            f"the in-place data of {target.dbname} was restored by run {other}, not by this run ({owner}): "
+            "another run restored staging after this one, so this run's verification does not cover it. "
+            "Nothing was marked verified; runs on one staging database go one at a time."
+        )
     force_row_security_again(target)
     write_state(target, "verified")
 
@@ -835,7 +861,7 @@ def prepare(
     if mode == "swap":
         return create_scratch(target, owner=owner)
     if mode == "in_place":
-        return prepare_in_place(target, scaler=scaler, app=app)
+        return prepare_in_place(target, scaler=scaler, app=app, owner=owner)
     raise ValueError(f"prepare needs a resolved mode (swap or in_place), not {mode!r}")
 
 
@@ -877,7 +903,7 @@ def promote(
         )
         return {"mode": "swap", **out}
     state = read_state(target)
-    mark_verified(target)
+    mark_verified(target, owner)
     scaled = scale_back(target, scaler, {**(state or {}), "status": "verified"}) if state else []
     return {"mode": "in_place", "database": target.dbname, "previous": None, "scaled_back": scaled}
 
@@ -927,7 +953,13 @@ def remaining_data(target: PgTarget) -> dict:
 
 
 def _finish(
-    target: PgTarget, mode: str, *, verified: bool | None, dry_run: bool, memo: dict | None = None
+    target: PgTarget,
+    mode: str,
+    *,
+    verified: bool | None,
+    dry_run: bool,
+    memo: dict | None = None,
+    owner: str | None = None,
 ) -> dict:
     """One attempt at leaving no unverified data behind, then the proof. Connection errors propagate
     (the caller retries, handing the same ``memo``); a result that cannot be proven raises
@@ -935,7 +967,12 @@ def _finish(
 
     The catalog proof (nothing owned by the role left) applies to a wipe made by this call (``memo``
     remembers one started by an earlier attempt): after an older wipe, the staging app, which shares
-    the role on Scalingo, may rightly have created its own tables again."""
+    the role on Scalingo, may rightly have created its own tables again.
+
+    ``owner`` (the run cleaning up, ``<dag id>/<run id>``): a scratch database or in-place data that
+    another run restored after it is that run's work in progress, left to its own cleanup (or, when
+    that run died, to the next run's gate): dropping, wiping or marking it verified here would break
+    that run, or let its unmasked data pass for verified."""
     memo = {} if memo is None else memo
     if mode not in MODES:
         raise ValueError(f"unknown restore mode {mode!r}: use one of {', '.join(MODES)}")
@@ -956,7 +993,13 @@ def _finish(
     live_exists = True
     if mode in ("swap", "auto"):
         with admin_connection(target, avoid=(scratch_name(live), previous_name(live))) as conn:
-            steps = plan_swap_recovery(live, swap_state(conn, live))
+            state = swap_state(conn, live)
+            other = (state["marker"] or {}).get("owner")
+            if owner and other and other != owner:
+                out["found"].append(f"scratch database {scratch_name(live)} of run {other}: left to that run")
+                steps = []
+            else:
+                steps = plan_swap_recovery(live, state)
             out["found"] += [text for _, text in steps]
             if not dry_run:
                 for action, text in steps:
@@ -965,22 +1008,26 @@ def _finish(
                     out["actions"].append(text)
                 out["dropped_scratch"] = any(action == "drop_scratch" for action, _ in steps)
                 after = swap_state(conn, live)
-                if after["scratch"]:
+                if after["scratch"] and steps:
                     raise CleanupNotProvenError(f"{scratch_name(live)} still exists after dropping it")
-                out["scratch_exists"] = False
+                out["scratch_exists"] = after["scratch"]
                 live_exists = after["live"]
             else:
                 out["actions"] += ["would " + text for _, text in steps]
                 live_exists = database_exists(conn, live)
     if mode == "in_place" or (mode == "auto" and live_exists):
         state = read_state(target)
+        other = other_runs_state(state, owner)
+        if other:
+            out["found"].append(f"in-place data of {live} restored by run {other}: left to that run")
+            state = None  # neither wiped, nor marked verified, nor scaled back here
         out["state_before"] = state["status"] if state else None
         if state and state.get("formation") and state.get("app"):
             out["formation_saved"] = {"app": state["app"], "formation": state["formation"]}
         if state is not None:
             if verified and state["status"] != "verified":
                 if not dry_run:
-                    mark_verified(target)
+                    mark_verified(target, owner)
                 out["actions"].append(("would mark " if dry_run else "marked ") + f"{live} verified")
             elif not verified and state["status"] == "unmasked":
                 what = f"wipe the restored, unverified (unmasked) data of {live} (in-place state 'unmasked')"
@@ -999,7 +1046,7 @@ def _finish(
         if not dry_run:
             after_state = read_state(target)
             out["state"] = after_state["status"] if after_state else None
-            if after_state and after_state["status"] == "unmasked":
+            if after_state and after_state["status"] == "unmasked" and not other:
                 raise CleanupNotProvenError(f"the state of {live} still says 'unmasked' after the wipe")
             if after_state and after_state["status"] == "wiped" and memo.get("wipe_started"):
                 out["wiped"] = True
@@ -1046,8 +1093,10 @@ def cleanup(
     scaler: Scaler | None = None,
     retry: ConnectRetry | None = None,
     on_retry: Callable[[int, BaseException], None] | None = None,
+    owner: str | None = None,
 ) -> dict:
     """Teardown: leave no scratch database and no unmasked data behind, whatever happened, and prove it.
+    ``owner``: the run cleaning up; what another run restored after it is left to that run (:func:`_finish`).
 
     Reconnects with retries and backoff (``retry``; ``on_retry(attempt, error)`` is called before each
     wait). swap (or auto): a scratch database is dropped, a half-done promote completed or reverted
@@ -1068,7 +1117,7 @@ def cleanup(
         for attempt in _retrying(retry, on_retry):
             with attempt:
                 attempts += 1
-                out = _finish(target, mode, verified=verified, dry_run=False, memo=memo)
+                out = _finish(target, mode, verified=verified, dry_run=False, memo=memo, owner=owner)
     except Exception as exc:  # noqa: BLE001 - whatever it was, the result is not proven
         log.error("cleanup of %s NOT PROVEN after %d attempt(s): %s", target.describe(), attempts, exc)
         raise _not_proven(target, mode, exc) from exc
