@@ -791,10 +791,14 @@ def unique_transformers() -> list[str]:
 def check_condition_offline(cat: TableCatalog, condition: str, where: str) -> list[str]:
     """Without a server: the condition must parse (pglast, PostgreSQL's parser) as one expression in
     ``SELECT 1 FROM t WHERE (...)`` and its unqualified column references must be columns of the table."""
+    from scalingo_staging_sync.pgast import column_refs
+
     clause, errors = parse_condition(condition, where)  # the syntax check the rules file passed
     if errors:
         return errors
-    for fields in _outer_column_refs(clause):
+    # the references outside its subqueries (``x IN (SELECT id FROM other)``: ``id`` is a column of
+    # ``other``, judged by the server)
+    for fields in column_refs(clause, into_subqueries=False):
         # a column of the table: unqualified, or qualified by its name (or schema and name)
         if len(fields) == 1 or (len(fields) == 2 and fields[0] == cat.name):
             column = fields[-1]
@@ -805,31 +809,6 @@ def check_condition_offline(cat: TableCatalog, condition: str, where: str) -> li
         if column not in cat.columns:
             errors.append(f"{where}: column {'.'.join(fields)} does not exist in {cat.qualified}")
     return errors
-
-
-def _outer_column_refs(node: Any) -> list[tuple[str, ...]]:
-    """The column references of a condition outside its subqueries (``x IN (SELECT id FROM other)``:
-    ``id`` is a column of ``other``, judged by the server), as their name parts."""
-    from pglast import ast
-
-    found: list[tuple[str, ...]] = []
-
-    def visit(n: Any) -> None:
-        if isinstance(n, ast.ColumnRef):
-            fields = tuple(f.sval for f in n.fields if isinstance(f, ast.String))
-            if fields:
-                found.append(fields)
-        elif isinstance(n, ast.SubLink):
-            visit(n.testexpr)  # the subquery itself reads other tables
-        elif isinstance(n, ast.Node):
-            for attr in n:
-                visit(getattr(n, attr))
-        elif isinstance(n, (tuple, list)):
-            for item in n:
-                visit(item)
-
-    visit(node)
-    return found
 
 
 def _check_condition(conn: Any, cat: TableCatalog, condition: str, where: str) -> list[str]:

@@ -27,6 +27,7 @@ from pglast import ast
 from pglast.enums import SetOperation
 from psycopg import sql
 
+from scalingo_staging_sync.pgast import children
 from scalingo_staging_sync.pgconn import PgTarget, turn_off_timeouts
 from scalingo_staging_sync.pgerrors import SanitizedDatabaseError, sanitized
 from scalingo_staging_sync.tablename import TableName
@@ -439,12 +440,8 @@ class _Scope:
                 names = [getattr(f, "sval", "") for f in n.typeName.names]
                 if len(names) > 1 and names[0] != "pg_catalog":
                     raise _Unclear  # a user type's cast may run a function
-            if isinstance(n, ast.Node):
-                for attr in n:
-                    visit(getattr(n, attr))
-            elif isinstance(n, (tuple, list)):
-                for item in n:
-                    visit(item)
+            for child in children(n):
+                visit(child)
 
         visit(node)
         return found

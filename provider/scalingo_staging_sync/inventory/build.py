@@ -35,6 +35,7 @@ from scalingo_staging_sync.inventory.model import (
     Table,
     UniqueKey,
 )
+from scalingo_staging_sync.pgast import column_refs
 from scalingo_staging_sync.restore.dump import entries_sql, read_dump_header
 from scalingo_staging_sync.restore.pgtools import PgTools, check_tools_for_dump, find_pg_tools
 from scalingo_staging_sync.restore.toc import KNOWN_DESCS, TocEntry, read_toc, toc_digest
@@ -199,30 +200,9 @@ def _sql(node: Any) -> str:
 def _column_refs(node: Any) -> list[str]:
     """Names of the columns an expression references (ColumnRef nodes), in order."""
     found: list[str] = []
-    for fields in _column_refs_full(node):
+    for fields in column_refs(node, into_subqueries=True):
         if fields[-1] not in found:
             found.append(fields[-1])
-    return found
-
-
-def _column_refs_full(node: Any) -> list[tuple[str, ...]]:
-    """Every ColumnRef of an expression as its name parts (``a``, ``t.a``), in order."""
-    found: list[tuple[str, ...]] = []
-
-    def visit(n: Any) -> None:
-        if isinstance(n, ast.ColumnRef):
-            fields = tuple(f.sval for f in n.fields if isinstance(f, ast.String))
-            if fields:
-                found.append(fields)
-            return
-        if isinstance(n, ast.Node):
-            for attr in n:
-                visit(getattr(n, attr))
-        elif isinstance(n, (tuple, list)):
-            for item in n:
-                visit(item)
-
-    visit(node)
     return found
 
 
