@@ -45,14 +45,10 @@ def pre_data_script(
 ) -> str:
     """The SQL of the archive's pre-data section with the entries the restore keeps (psql meta-commands
     such as ``\\restrict`` left out)."""
-    from scalingo_staging_sync.restore.runner import pg_restore_base_args, select_entries
-    from scalingo_staging_sync.restore.toc import read_toc, resolve_schemas, write_list_file
+    from scalingo_staging_sync.restore.runner import pg_restore_base_args, select_section
+    from scalingo_staging_sync.restore.toc import write_list_file
 
-    section = read_toc(dump_path, tools, section="pre-data")
-    schemas = [e.names.partition(" ")[2] for e in entries if e.desc == "SCHEMA"]
-    selection = select_entries(
-        resolve_schemas(section, extra_schemas=schemas), all_entries=entries, skip_dump_ids=skip_dump_ids
-    )
+    selection = select_section(dump_path, tools, "pre-data", entries, skip_dump_ids=skip_dump_ids)
     listfile = write_list_file(selection.kept, selection.skipped)
     try:
         cmd = [

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from psycopg.conninfo import make_conninfo
 
@@ -203,6 +203,24 @@ def select_entries(
             continue
         kept.append(entry)
     return Selection(kept=kept, skipped=skipped, excluded_data=excluded_names, loaded_tables=loaded)
+
+
+def select_section(
+    dump_path: str | os.PathLike,
+    tools: PgTools,
+    section: str,
+    all_entries: list[TocEntry],
+    **filters: Any,
+) -> Selection:
+    """:func:`select_entries` on the entries of one ``section`` of the archive (``pg_restore -l
+    --section``; ``all``: ``all_entries``, the archive's whole TOC), their schemas resolved on the
+    archive's SCHEMA entries. ``filters``: the other arguments of :func:`select_entries`."""
+    if section == "all":
+        section_entries = all_entries
+    else:  # a section's listing has no SCHEMA entries: names resolved on the archive's
+        schemas = [e.names.partition(" ")[2] for e in all_entries if e.desc == "SCHEMA"]
+        section_entries = resolve_schemas(read_toc(dump_path, tools, section=section), extra_schemas=schemas)
+    return select_entries(section_entries, all_entries=all_entries, **filters)
 
 
 LARGE_OBJECT_POLICIES = ("drop", "keep")
@@ -460,21 +478,19 @@ def run_pg_restore(
             "restore it with restore.plain.run_sql_script (psql, ON_ERROR_STOP)"
         )
     all_entries = entries if entries is not None else read_toc(dump_path, tools)
-    section_entries = read_toc(dump_path, tools, section=section) if section != "all" else all_entries
-    if section != "all":  # a section's listing has no SCHEMA entries: names resolved on the archive's
-        schemas = [e.names.partition(" ")[2] for e in all_entries if e.desc == "SCHEMA"]
-        section_entries = resolve_schemas(section_entries, extra_schemas=schemas)
     exclude_tables = list(exclude_tables)
     if fks is None:
         needs_fks = exclude_tables and section in ("post-data", "all")
         fks = archive_fks(dump_path, tools, all_entries) if needs_fks else []
-    selection = select_entries(
-        section_entries,
+    selection = select_section(
+        dump_path,
+        tools,
+        section,
+        all_entries,
         exclude_data=exclude_data,
         only_data=only_data,
         exclude_tables=exclude_tables,
         fks=fks,
-        all_entries=all_entries,
         skip_dump_ids=skip_dump_ids,
     )
     if require_empty and section == "data":
