@@ -39,7 +39,7 @@ from scalingo_staging_sync.anonymize.sql import (
     update_statement,
 )
 from scalingo_staging_sync.anonymize.strategies import StrategyContext, build_custom_statement, get_custom
-from scalingo_staging_sync.anonymize.stream import spec_comment
+from scalingo_staging_sync.anonymize.stream import masking_trigger, spec_comment
 from scalingo_staging_sync.anonymize.transformers import get_transformer, options_of
 from scalingo_staging_sync.fingerprint import ALGORITHM, TEXT_STYLES, fingerprint
 from scalingo_staging_sync.pgconn import PgTarget, turn_off_timeouts
@@ -405,19 +405,11 @@ def missing_masking_triggers(conn: Any, items: Iterable[Mapping[str, Any]]) -> l
     """The tables of the ``on_load`` plan items that have no masking trigger: loaded now, their rows
     would arrive unmasked (another run replaced the database after this one prepared it, or a prepare
     step did not run). A trigger the stream engine disabled after masking a load is still there."""
-    from scalingo_staging_sync.anonymize.sql import trigger_name
-
     missing: list[str] = []
     for item in items:
         if not isinstance(item, Mapping) or item.get("mode") != "on_load":
             continue
-        row = conn.execute(
-            "SELECT 1 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
-            " JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = %s AND c.relname = %s AND t.tgname = %s",
-            (item["schema"], item["name"], trigger_name(item["schema"], item["name"])),
-        ).fetchone()
-        if row is None:
+        if masking_trigger(conn, item["schema"], item["name"]) is None:
             missing.append(_qualified(item))
     return missing
 

@@ -573,6 +573,15 @@ WHERE n.nspname = %s AND c.relname = %s AND t.tgname = %s
 """
 
 
+def masking_trigger(conn: Any, schema: str, name: str) -> Any:
+    """The masking trigger on the table ``schema.name`` (the one named by ``sql.trigger_name``) as the
+    row ``(tgenabled, schema and name of the function it calls, that function's comment)``; None when
+    the table has none. A trigger the stream engine disabled after masking a load is still found."""
+    from scalingo_staging_sync.anonymize.sql import trigger_name
+
+    return conn.execute(_TRIGGER_SQL, (schema, name, trigger_name(schema, name))).fetchone()
+
+
 class StreamMasking:
     """The loader's per-table hook (``load_table_data(copy_filter=...)``): for a table whose own
     masking trigger is installed, returns a :class:`StreamMasker` and drops the trigger in the open
@@ -593,7 +602,7 @@ class StreamMasking:
         )
 
         trigger = trigger_name(table.schema, table.name)
-        row = conn.execute(_TRIGGER_SQL, (table.schema, table.name, trigger)).fetchone()
+        row = masking_trigger(conn, table.schema, table.name)
         if row is None:
             return None  # no masking trigger: an unmasked table
         enabled, fn_schema, fn_name, comment = row
