@@ -686,7 +686,7 @@ def run_in_place(
             # with the server's own message, which the sanitized error of a failed UPDATE cannot quote
             from scalingo_staging_sync.anonymize.rehearsal import item_problem
 
-            problem = item_problem(conn, item, email_domain)
+            problem = item_problem(conn, item, email_domain, checked_cat=cat)  # read and cast above
             if problem:
                 raise AnonymizationError(problem + "; fix the rules file", retryable=False)
             if statement_timeout_s:

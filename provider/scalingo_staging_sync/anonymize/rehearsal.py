@@ -78,10 +78,16 @@ def _statements(script: str) -> list[str]:
     return [s for s in pglast.split(script, with_parser=False) if s.strip()]
 
 
-def item_problem(conn: Any, item: Mapping[str, Any], email_domain: str = "example.com") -> str | None:
+def item_problem(
+    conn: Any, item: Mapping[str, Any], email_domain: str = "example.com", *, checked_cat: Any = None
+) -> str | None:
     """Why the masking of ``item`` cannot run on the tables ``conn`` sees (None when it can): its
     ``fixed`` values cast to their columns' types, its statement built and ``EXPLAIN``\\ ed (the
-    condition, the expressions, an inline query compiled; nothing is executed)."""
+    condition, the expressions, an inline query compiled; nothing is executed).
+
+    ``checked_cat``: the table's catalog (:func:`~scalingo_staging_sync.anonymize.planner.read_table`)
+    as the caller read it in this transaction, after which it cast the item's ``fixed`` values on it
+    (:func:`~scalingo_staging_sync.anonymize.executor.check_fixed_values`): neither is done again."""
     import psycopg
 
     from scalingo_staging_sync.anonymize.executor import _statement, check_fixed_values
@@ -95,13 +101,14 @@ def item_problem(conn: Any, item: Mapping[str, Any], email_domain: str = "exampl
         return None  # a custom strategy registered only where the masking runs: judged there
     try:
         with conn.transaction():
-            cat = read_table(conn, item["schema"], item["name"])
+            cat = checked_cat if checked_cat is not None else read_table(conn, item["schema"], item["name"])
             if cat is None:
                 # a statement it needs failed (an extension the role cannot create...): the restore
                 # itself reports that, with the archive entry; nothing to judge of the rules here
                 log.info("rules rehearsal: %s was not created by the replayed pre-data; not checked", table)
                 return None
-            check_fixed_values(conn, item, cat)
+            if checked_cat is None:
+                check_fixed_values(conn, item, cat)
             if item.get("query"):
                 statements = _statements(item["query"])
                 # one DML statement is compiled alone; several may depend on each other (a temporary
