@@ -549,3 +549,38 @@ def test_a_condition_the_server_cannot_compile_is_named_with_the_servers_message
     )
     assert not err.value.retryable
     assert execute(target, "SELECT email FROM people") == [("a.person@leak.example",)]
+
+
+def test_a_fixed_timestamptz_without_offset_is_utc_whatever_the_databases_time_zone(db):
+    """Every masking session sets TimeZone to UTC (``salt.MASKING_STYLES``, as verification reads), so
+    ``fixed: "2024-03-01 10:00"`` on a ``timestamptz`` column is 10:00 UTC even in a database whose
+    TimeZone is Asia/Kolkata, and the proof skips the originals equal to that instant: verification
+    passes. (A second cast in the database's own zone would record another instant.)"""
+    _pg, target = db
+    with target.connect(autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} SET timezone TO 'Asia/Kolkata'").format(sql.Identifier(target.dbname))
+        )
+    execute(target, "CREATE TABLE visits (id int PRIMARY KEY, seen_at timestamptz)")
+    execute(
+        target,
+        "INSERT INTO visits SELECT g, CASE WHEN g % 3 = 0 THEN timestamptz '2024-03-01 10:00+00'"
+        " ELSE timestamptz '2023-01-01 00:00+00' + g * interval '1 day' END FROM generate_series(1, 30) g",
+    )
+    (result,) = anonymize(
+        target,
+        """
+        source_app: prod
+        anonymization_tables:
+          - table: visits
+            condition: "id > 0"
+            columns: {seen_at: {transformer: fixed, value: "2024-03-01 10:00"}}
+        """,
+    )
+    stored = execute(target, "SELECT DISTINCT extract(epoch FROM seen_at)::bigint FROM visits")
+    assert stored == [(1709287200,)]  # 2024-03-01 10:00 UTC
+    values = [v for row in result["proof"]["rows"] for v in row["values"]]
+    assert values.count("seen_at") == 20  # the 10 originals equal to the masked instant are skipped
+    with target.connect() as conn:
+        check = verify_table(conn, result, SALT)
+    assert check.passed, check
