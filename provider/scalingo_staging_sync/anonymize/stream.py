@@ -229,7 +229,7 @@ def _zero_padded(n: str, digits: int) -> str:
 
 
 def _fit(expr: str, info: ColumnInfo, natural: int | None) -> str:
-    if info.max_length is not None and (natural is None or natural > info.max_length):
+    if tr.cuts(info, natural):
         return f"left({expr}, {info.max_length})"
     return expr
 
@@ -316,9 +316,19 @@ class _Builder:
         if name == "address":
             street = self.pick_ex(tr.STREETS, "(x >> 20)", "split_part(n, ' ', 2)")
             suffix = f"{_arr(tr.STREET_SUFFIXES)}[1 + (x >> 40) % {len(tr.STREET_SUFFIXES)}]"
-            natural = 3 + 1 + max(map(len, tr.STREETS)) + 1 + max(map(len, tr.STREET_SUFFIXES))
+            natural = tr.AddressTransformer.NATURAL
             expr = f"(1 + x % 999)::VARCHAR || ' ' || {street} || ' ' || {suffix}"
-            return _fit(self.over_norm(c, "address", expr), info, natural)
+            if not tr.cuts(info, natural):
+                return _fit(self.over_norm(c, "address", expr), info, natural)
+            # cut: an output equal to the original (lowered, trimmed) takes the next house number, as
+            # in AddressTransformer.expression (which proves that one is never the original). The
+            # output is ASCII, so DuckDB's lower() maps A-Z only, as the ASCII lower of PostgreSQL does
+            out = _fit(expr, info, natural)
+            following = _fit(
+                f"(1 + (x + 1) % 999)::VARCHAR || ' ' || {street} || ' ' || {suffix}", info, natural
+            )
+            guarded = f"CASE WHEN rtrim(lower({out}), ' ') = n THEN {following} ELSE {out} END"
+            return self.over_norm(c, "address", guarded)
         if name == "company":
             natural = max(map(len, tr.COMPANY_WORDS)) + 1 + max(map(len, tr.COMPANY_SUFFIXES))
             word = self.pick_ex(tr.fit_words(tr.COMPANY_WORDS, info, natural), "x", "split_part(n, ' ', 1)")

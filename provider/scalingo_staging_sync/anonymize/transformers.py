@@ -14,8 +14,10 @@ Shared properties (tested in ``tests/anonymize/test_transformers.py``):
   the same bytes in C on the worker. The purpose depends on the kind of value, not on the table or
   column, so the same e-mail gives the same output in every table.
 * **Never the original.** Word-list picks take ``words[x % n]`` and the next word when that one is
-  the original's word (ASCII case-insensitively); digit-based outputs add a non-zero offset to the
-  original when it already has the output's shape; ``date_shift`` moves by 1..N days, never 0.
+  the original's word (ASCII case-insensitively), from the list cut to ``varchar(n)`` when the output
+  is cut; an ``address`` cut to ``varchar(n)`` that equals the original takes the next house number;
+  digit-based outputs add a non-zero offset to the original when it already has the output's shape;
+  ``date_shift`` moves by 1..N days, never 0.
 * **Cheap.** One keyed hash per column and row (``BuildContext.let``: a PL/pgSQL variable in the
   on-load trigger; inline SQL repeats it, so inline forms read the hash once where they can), no
   array built per row, no regex on the common path, ASCII ``lower``/``upper`` (``COLLATE "C"``).
@@ -197,9 +199,15 @@ def first_word(src: sql.Composable, n: int = 1) -> sql.Composable:
     return nth_word(normalized(src), n)
 
 
+def cuts(column: ColumnInfo, natural_max: int | None) -> bool:
+    """Whether :func:`fit` cuts an output of at most ``natural_max`` characters (None: unbounded) to the
+    column's length."""
+    return column.max_length is not None and (natural_max is None or natural_max > column.max_length)
+
+
 def fit(expr: sql.Composable, column: ColumnInfo, natural_max: int | None) -> sql.Composable:
     """Trim a (non-unique) string output to the column's length when it could exceed it."""
-    if column.max_length is not None and (natural_max is None or natural_max > column.max_length):
+    if cuts(column, natural_max):
         return sql.SQL("left({}, {})").format(expr, sql.Literal(column.max_length))
     return expr
 
@@ -212,7 +220,7 @@ def fit_words(words: tuple[str, ...], column: ColumnInfo, natural_max: int | Non
     ``varchar(4)`` original ``Jule`` could come back as ``left('Jules', 4)``. ``words`` itself when
     nothing is cut (the output does not change)."""
     n = column.max_length
-    if n is None or (natural_max is not None and natural_max <= n):
+    if n is None or not cuts(column, natural_max):
         return words
     cut: dict[str, str] = {}
     for w in words:
@@ -667,15 +675,40 @@ class AddressTransformer(Transformer):
     description = "'<1..999> <Street> <Suffix>' by keyed hash; the street word differs from the original's."
     min_length = 5
 
+    NATURAL = 3 + 1 + _max_len(STREETS) + 1 + _max_len(STREET_SUFFIXES)
+
     def expression(self, src, ctx):
         norm = ctx.let(normalized(src), "text")
         x = ctx.hash_int("address", norm)  # 60 bits: number, street and suffix from different bits
-        number = sql.SQL("(1 + {} % 999)::text").format(x)
         street = pick_excluding(STREETS, sql.SQL("({} >> 20)").format(x), nth_word(norm, 2), ctx.cached)
         suffix = pick(STREET_SUFFIXES, sql.SQL("({} >> 40)").format(x))
-        natural = 3 + 1 + _max_len(STREETS) + 1 + _max_len(STREET_SUFFIXES)
-        return fit(
-            sql.SQL("{} || ' ' || {} || ' ' || {}").format(number, street, suffix), ctx.column, natural
+
+        def line(number: sql.Composable) -> sql.Composable:
+            return fit(
+                sql.SQL("{} || ' ' || {} || ' ' || {}").format(number, street, suffix),
+                ctx.column,
+                self.NATURAL,
+            )
+
+        out = line(sql.SQL("(1 + {} % 999)::text").format(x))
+        if not cuts(ctx.column, self.NATURAL):
+            return out  # whole: its street differs from the original's second word, so it is not the original
+        # Cut to varchar(n), the street may be cut too: left('12 Maple Road', 7) is the original '12 Mapl'
+        # (whose word 'mapl' is no street, so the pick could not exclude it). An output equal to the
+        # original as normalized() sees it (ASCII case-insensitively, spaces trimmed: what the word picks
+        # exclude; it also covers an exact match, '12 Elm ' cut at 7 included, and a char(n) original read
+        # back without its padding) takes the next house number instead. That one is never the original:
+        # the two numbers a != b (1..999) followed by a space differ within their first
+        # min(len(a), len(b)) + 1 <= 4 characters (at the first differing digit, or where the shorter
+        # number's space faces a digit); those are digits and a space, which lower() keeps, and the
+        # character after the number's space is the street's first letter, at position <= 5 <= n
+        # (min_length 5), so a trailing trim never reaches them. Hence the alternative, lowered and
+        # trimmed, differs from the output, lowered and trimmed, which equals the original's normalized
+        # form. The guard costs one comparison per row, and nothing on columns that are not cut.
+        out = ctx.let(out, "text")
+        following = line(sql.SQL("(1 + ({} + 1) % 999)::text").format(x))
+        return sql.SQL("CASE WHEN rtrim({}, ' ') = {} THEN {} ELSE {} END").format(
+            ascii_lower(out), norm, following, out
         )
 
 
