@@ -584,3 +584,32 @@ def test_a_fixed_timestamptz_without_offset_is_utc_whatever_the_databases_time_z
     with target.connect() as conn:
         check = verify_table(conn, result, SALT)
     assert check.passed, check
+
+
+def test_every_fixed_value_a_column_refuses_is_named_at_once(db):
+    """Planning from the archive cannot cast a date or an inet: the masking step does, before any row
+    is masked, and names every refused value of the table in one error (not only the first, which
+    would cost one run per mistake)."""
+    _pg, target = db
+    execute(target, "CREATE TABLE staff (id int PRIMARY KEY, born date, ip inet, note text)")
+    item = {
+        "schema": "public",
+        "name": "staff",
+        "columns": {
+            "born": {"transformer": "fixed", "value": "not a date"},
+            "ip": {"transformer": "fixed", "value": "nope"},
+            "note": {"transformer": "fixed", "value": "fine"},
+        },
+    }
+    with target.connect(autocommit=True) as conn:
+        cat = executor._table_catalog(conn, item)
+        with pytest.raises(executor.AnonymizationError) as info:
+            executor.check_fixed_values(conn, item, cat)
+    message = str(info.value)
+    assert (
+        "public.staff.born: the rule's fixed value 'not a date' does not fit the column's type date"
+        in message
+    )
+    assert "public.staff.ip: the rule's fixed value 'nope' does not fit the column's type inet" in message
+    assert "note" not in message and message.endswith("give a value of that type in the rules file")
+    assert info.value.retryable is False

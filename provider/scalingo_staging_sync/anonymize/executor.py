@@ -772,10 +772,12 @@ def _mark_masked(conn: Any, oid: int, table: str, rows: int, proof: dict) -> Non
 def check_fixed_values(conn: Any, item: Mapping[str, Any], cat: Any) -> None:
     """Every ``fixed`` value of the item's rules cast to its column's type on the staging server, before
     any row is masked: a value the archive-only planning could not judge (a date, an inet...) is refused
-    here, naming the rule, instead of failing the data load with a message that names neither."""
+    here, naming the rule, instead of failing the data load with a message that names neither. Every
+    such value of the item is named in one error, not only the first."""
     from scalingo_staging_sync.anonymize.planner import fixed_cast_problem
 
     fixed = get_transformer("fixed")
+    problems: list[str] = []
     for column, spec in (item.get("columns") or {}).items():
         if not isinstance(spec, Mapping) or spec.get("transformer") != "fixed" or column not in cat.columns:
             continue
@@ -784,11 +786,14 @@ def check_fixed_values(conn: Any, item: Mapping[str, Any], cat: Any) -> None:
         problem = fixed_cast_problem(conn, info, text)
         if problem:
             reason = problem.split(":")[0]
-            raise AnonymizationError(
+            problems.append(
                 f"{_qualified(item)}.{column}: the rule's fixed value {text!r} does not fit the column's type "
-                f"{info.type_sql} ({reason}); give a value of that type in the rules file",
-                retryable=False,
-            ) from None
+                f"{info.type_sql} ({reason})"
+            )
+    if problems:
+        raise AnonymizationError(
+            "; ".join(problems) + "; give a value of that type in the rules file", retryable=False
+        ) from None
 
 
 def rewrite_tables(target: PgTarget, item: Mapping[str, Any]) -> list[str]:
