@@ -276,6 +276,19 @@ def test_a_backup_without_method_created_before_a_5xx_is_used(fake, fake_app):
     assert created["id"] == fake_app.backups[0].id
 
 
+def test_a_backup_created_before_a_5xx_is_used_whatever_its_method(fake, fake_app):
+    """The documented answer to the backups POST shows ``"method": "periodic"`` for the backup it creates
+    (developers.scalingo.com/databases/backups): a backup made since a request answered 502 is this
+    request's even so; a second POST would take another manual-backup slot."""
+    fake.add_backup(APP, fake_app.dump_path, status="done", method="periodic", age=timedelta(hours=3))
+    fake.fail_next(502, times=1, path_contains="/backups", after_handling=True, method="POST")
+    fake_app.new_backup_method = "periodic"
+    with make_client(fake, backoff_s=0.01) as client:
+        created = client.create_backup(APP, fake_app.id)
+    assert [r.method for r in fake.requests_to(r"/databases/[^/]+/backups$")] == ["GET", "POST", "GET"]
+    assert len(fake_app.backups) == 2 and created["id"] == fake_app.backups[-1].id
+
+
 @pytest.mark.parametrize("step", ["/v1/tokens/exchange", "/addons", "/backups"])
 def test_an_answer_cut_off_is_retried_like_a_dropped_connection(fake, fake_app, chinook_dump, step):
     """The connection breaks in the middle of a JSON answer (``IncompleteRead``): before, the raw requests

@@ -884,26 +884,29 @@ class ScalingoClient:
     def _backup_created_since(
         self, app: str, addon_id: str, since: datetime, known: set[str] | None = None
     ) -> dict | None:
-        """The newest manual backup (or one whose ``method`` is absent or null) created at ``since`` or
-        later, give or take :data:`ADOPT_SKEW_S`, not among the ``known`` ids, that has not failed and
-        is not hidden; None when there is none or the list cannot be read."""
+        """The newest backup created at ``since`` or later, give or take :data:`ADOPT_SKEW_S`, not among
+        the ``known`` ids, that has not failed and is not hidden; a manual one (or one whose ``method``
+        is absent or null) first, else one of any ``method``: the documented answer to the backups POST
+        says ``"method": "periodic"`` for the backup it creates (developers.scalingo.com/databases/backups,
+        "Create a New Backup"), and any backup made since the request is a fresh copy of the database.
+        None when there is none or the list cannot be read."""
         try:
             backups = self.list_backups(app, addon_id)
         except ScalingoApiError as exc:
             log.warning("the backups of app %s cannot be listed (%s)", app, str(exc)[:200])
             return None
         earliest = since.timestamp() - ADOPT_SKEW_S
-        for backup in backups:  # newest first
-            if (
-                backup.get("id")
-                and str(backup.get("id")) not in (known or ())
-                and backup.get("method") in (None, "manual")
-                and not backup.get("hidden")
-                and _status(backup) not in BACKUP_FAILED
-                and parse_time(backup.get("created_at")).timestamp() >= earliest
-            ):
-                return backup
-        return None
+        fresh = [
+            backup
+            for backup in backups  # newest first
+            if backup.get("id")
+            and str(backup.get("id")) not in (known or ())
+            and not backup.get("hidden")
+            and _status(backup) not in BACKUP_FAILED
+            and parse_time(backup.get("created_at")).timestamp() >= earliest
+        ]
+        manual = [b for b in fresh if b.get("method") in (None, "manual")]
+        return (manual or fresh or [None])[0]
 
     def backup_status(
         self, app: str, addon_id: str, backup_id: str, *, unlisted_until: float | None = None
