@@ -375,11 +375,32 @@ def test_download_fails_after_too_many_cuts(fake, fake_app, client, chinook_dump
     assert not list(tmp_path.glob("r.tar.gz*"))
 
 
-def test_wrong_size_is_refused(fake, fake_app, client, chinook_dump, tmp_path):
+def test_backup_size_differing_from_a_complete_archive_is_kept(
+    fake, fake_app, client, chinook_dump, tmp_path, caplog
+):
+    """The docs call ``size`` the "backup size in bytes" (developers.scalingo.com/databases/backups), not
+    the archive's byte count: a complete archive (Content-Length met, gzip read to its end marker with
+    CRC and length) is kept, with a warning, whatever number the backup announces."""
     backup = fake.add_backup(APP, chinook_dump, reported_size=123)
     meta = client.latest_done_backup(APP, fake_app.id)
+    with caplog.at_level("WARNING"):
+        result = client.download_backup(APP, fake_app.id, meta, tmp_path / "w.tar.gz")
+    assert result.size == backup.archive.stat().st_size != 123
+    assert result.sha256 == sha256_file(backup.archive)
+    assert any("the backup's size says 123" in r.getMessage() for r in caplog.records)
+
+
+def test_truncated_archive_whose_size_differs_is_refused(fake, fake_app, client, chinook_dump, tmp_path):
+    """The archive itself is cut short (the server serves what it has, Content-Length included): the
+    backup's size is the only sign, and the gzip stream that does not reach its end marker confirms it."""
+    whole = fake.add_backup(APP, chinook_dump, age=timedelta(days=2)).archive.read_bytes()
+    short = tmp_path / "short.tar.gz"
+    short.write_bytes(whole[: len(whole) // 2])
+    fake.add_backup(APP, archive=short, reported_size=len(whole))
+    meta = client.latest_done_backup(APP, fake_app.id)
+    assert meta["size"] == len(whole)
     with pytest.raises(
-        ScalingoDownloadError, match=f"received {backup.archive.stat().st_size} bytes but .* 123"
+        ScalingoDownloadError, match=f"received {len(whole) // 2} bytes but .* {len(whole)} .*truncated"
     ):
         client.download_backup(APP, fake_app.id, meta, tmp_path / "w.tar.gz")
     assert not list(tmp_path.glob("w.tar.gz*"))

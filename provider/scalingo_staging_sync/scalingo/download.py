@@ -192,13 +192,14 @@ def download_archive(
     server answers 200 instead of 206, or 416 short of the end; a 416 naming the size already received
     means every byte had arrived). A signed URL refused (401/403/404/410) after it has worked, expired
     or single-use, is replaced by a new one from ``url`` (a callable). When complete the size is checked
-    against ``expected_size`` (the backup's ``size``), the gzip magic is checked, and the file is
-    renamed atomically.
+    against the Content-Length / Content-Range total and ``expected_size`` (the backup's ``size``), the
+    gzip magic is checked, and the file is renamed atomically.
     No Authorization header is sent: the URL is pre-signed; redirects (to object storage) are followed
     without one, and their URLs are masked like the signed URL. 429 and 5xx answers are retried like a
     dropped connection. With neither the backup's size nor a Content-Length / Content-Range total to
-    compare with (a chunked or connection-close body), the gzip stream is read to its end marker, so a
-    truncated download is still refused.
+    compare with (a chunked or connection-close body), or with a backup ``size`` that differs from the
+    bytes received (the docs call it the "backup size in bytes", not the archive's length), the gzip
+    stream is read to its end marker, so a truncated download is still refused.
     """
     get_url = url if callable(url) else (lambda: url)
     dest = Path(dest)
@@ -322,17 +323,14 @@ def download_archive(
                     out.flush()
                     time.sleep(wait)
         progress.update(received, force=True)
-        if expected_size and received != expected_size:
-            raise ScalingoDownloadError(
-                f"{label}: received {received} bytes but the backup's size is {expected_size} bytes; "
-                f"the archive is truncated or not the announced backup. Retry the task; if it persists, "
-                f"pick another backup id."
-            )
-        if not expected_size and announced is not None and received != announced:
+        if announced is not None and received != announced:
             raise ScalingoDownloadError(
                 f"{label}: received {received} bytes but the server announced {announced}; the archive is "
                 f"truncated. Retry the task."
             )
+        # the backup's ``size`` is documented as "backup size in bytes", not as the archive's byte count:
+        # a difference is checked against the gzip stream itself (read to its end marker, CRC and length)
+        size_differs = bool(expected_size) and received != expected_size
         with open(part, "rb") as fh:
             magic = fh.read(2)
         if magic != GZIP_MAGIC:
@@ -342,7 +340,22 @@ def download_archive(
                 f"{label}: the downloaded file is not a gzip archive (starts with {head!r}); Scalingo "
                 f"may have returned an error page instead of the backup. Retry, or pick another backup."
             )
-        if not expected_size and announced is None:
+        if size_differs:
+            broken = _gzip_complete(part, chunk_size)
+            if broken:
+                raise ScalingoDownloadError(
+                    f"{label}: received {received} bytes but the backup's size is {expected_size} bytes, "
+                    f"and the archive is truncated or corrupt ({broken}). Retry the task; if it persists, "
+                    f"pick another backup id."
+                )
+            log.warning(
+                "%s: received %d bytes, the backup's size says %d; the gzip stream is complete (end "
+                "marker, CRC and length checked): kept",
+                label,
+                received,
+                expected_size,
+            )
+        elif not expected_size and announced is None:
             # nothing announced the size (chunked / connection-close body, backup size null): a stream
             # cut at a chunk boundary looks complete to HTTP, so read the gzip to its end marker
             broken = _gzip_complete(part, chunk_size)
