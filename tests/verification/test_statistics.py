@@ -11,6 +11,7 @@ from pg_helpers import new_database
 
 from scalingo_staging_sync.anonymize.executor import run_table_plan
 from scalingo_staging_sync.anonymize.postload import (
+    PostLoadError,
     analyze_masked,
     finalize_masked_data,
     matview_refresh_order,
@@ -209,3 +210,58 @@ def test_pg_dump_18_statistics_archive(staging_pg18, tmp_path):
     finally:
         pg.drop_database("stats18_src")
         pg.drop_database("stats18_dst")
+
+
+def test_parallel_analyze_covers_every_relation_largest_first(target):
+    run(
+        target,
+        """
+        CREATE TABLE small (id int PRIMARY KEY, email text);
+        INSERT INTO small SELECT g, 's' || g || '@corp.test' FROM generate_series(1, 10) g;
+        CREATE TABLE big (id int PRIMARY KEY, email text);
+        INSERT INTO big SELECT g, 'b' || g || '@corp.test' FROM generate_series(1, 20000) g;
+        CREATE TABLE ev (id int, region text, note text) PARTITION BY LIST (region);
+        CREATE TABLE ev_eu PARTITION OF ev FOR VALUES IN ('eu');
+        CREATE TABLE ev_us PARTITION OF ev FOR VALUES IN ('us');
+        INSERT INTO ev SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END, 'n' || g
+            FROM generate_series(1, 5000) g;
+        CREATE TABLE emptied (id int, email text) WITH (autovacuum_enabled = false);
+        INSERT INTO emptied SELECT g, 'e' || g || '@corp.test' FROM generate_series(1, 50) g;
+        ANALYZE emptied;
+        DELETE FROM emptied;
+        CREATE MATERIALIZED VIEW mv AS SELECT id, email FROM small;
+        """,
+    )
+    result = analyze_masked(target, jobs=3)
+    assert result["jobs"] == 3
+    # the partitioned root counts its partitions (ev: 5000 rows, more pages than small and mv)
+    assert result["analyzed"][:2] == ["public.big", "public.ev"]
+    assert sorted(result["analyzed"]) == ["public.big", "public.emptied", "public.ev", "public.mv", "public.small"]
+    assert result["cleared"] == ["public.emptied"]  # the stale statistics of the emptied table
+    analyzed = {
+        name
+        for (name,) in run(
+            target, "SELECT DISTINCT tablename::text FROM pg_stats WHERE schemaname = 'public'"
+        )
+    }
+    assert {"big", "small", "mv", "ev", "ev_eu", "ev_us"} <= analyzed  # partitions through their root
+    assert "emptied" not in analyzed
+
+
+def test_a_parallel_analyze_that_fails_names_the_table(target):
+    run(
+        target,
+        """
+        CREATE FUNCTION boom(i int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS 'BEGIN RETURN i; END';
+        CREATE TABLE fine (id int PRIMARY KEY, v text);
+        INSERT INTO fine SELECT g, 'v' || g FROM generate_series(1, 2000) g;
+        CREATE TABLE "Broken" (id int);
+        INSERT INTO "Broken" SELECT g FROM generate_series(1, 100) g;
+        CREATE INDEX broken_boom ON "Broken" (boom(id));
+        CREATE OR REPLACE FUNCTION boom(i int) RETURNS int LANGUAGE plpgsql IMMUTABLE
+            AS 'BEGIN RAISE EXCEPTION ''secret-%'', i; END';
+        """,
+    )
+    with pytest.raises(PostLoadError, match=r'analyze public\.Broken failed') as raised:
+        analyze_masked(target, jobs=2)
+    assert "secret-" not in str(raised.value)  # the server's message quotes a value: withheld

@@ -338,6 +338,7 @@ def build_reference_dag(
             masked_columns=result(T.PLAN, "masked_columns"),
             conditional=result(T.PLAN, "conditional"),
             partially_masked=result(T.PLAN, "partially_masked"),
+            jobs=setting("restore_jobs"),
             **phase,
         )
         pii = PiiScanOperator(

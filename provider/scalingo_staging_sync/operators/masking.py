@@ -284,12 +284,15 @@ class FinalizeMaskedDataOperator(BaseOperator):
     :param partially_masked: ``{"schema.table.column": [json path, ...]}`` (the plan task's
         ``partially_masked``, templated): a ``json`` rule masks only those paths, so views computed from
         such a column are not counted as masked either.
+    :param jobs: sessions that ANALYZE at once, the largest relation first (templated; default: the
+        worker's CPU count, like ``PgRestoreOperator``'s ``jobs``; the reference DAG passes
+        ``restore_jobs``).
 
     XCom ``return_value``: ``{"materialized_views": {...}, "analyze": {"analyzed", "cleared",
-    "duration_s"}, "masked_view_columns": ["schema.view.column", ...]}``.
+    "duration_s", "jobs"}, "masked_view_columns": ["schema.view.column", ...]}``.
     """
 
-    template_fields: Sequence[str] = ("database", "masked_columns", "conditional", "partially_masked")
+    template_fields: Sequence[str] = ("database", "masked_columns", "conditional", "partially_masked", "jobs")
     ui_color = "#f5d76e"
 
     def __init__(
@@ -300,6 +303,7 @@ class FinalizeMaskedDataOperator(BaseOperator):
         masked_columns: Any = None,
         conditional: Any = None,
         partially_masked: Any = None,
+        jobs: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -308,6 +312,7 @@ class FinalizeMaskedDataOperator(BaseOperator):
         self.masked_columns = masked_columns
         self.conditional = conditional
         self.partially_masked = partially_masked
+        self.jobs = jobs
 
     @maps_sync_errors
     def execute(self, context: Any) -> dict[str, Any]:
@@ -321,7 +326,14 @@ class FinalizeMaskedDataOperator(BaseOperator):
             str(c) for c in as_list(self.masked_columns, "masked_columns") if str(c) not in partial
         ]  # a json rule masks some paths only: a view computed from such a column is not masked
         conditional = as_mapping(self.conditional, "conditional") or {}
-        result = finalize_masked_data(target, masked, [str(t) for t in conditional])
+        from scalingo_staging_sync.restore.runner import default_jobs
+
+        jobs = as_int(self.jobs, "jobs") or default_jobs()
+        if jobs < 1:
+            raise ValueError(
+                f"FinalizeMaskedDataOperator: jobs={jobs}: give 1 or more (sessions that ANALYZE at once)"
+            )
+        result = finalize_masked_data(target, masked, [str(t) for t in conditional], jobs=jobs)
         self.log.info(
             "masked data finalized on %s: materialized views %s; %d relation(s) analyzed, statistics cleared on %s",
             target.describe(),
