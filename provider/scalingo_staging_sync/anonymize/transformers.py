@@ -935,6 +935,10 @@ class Md5OfTransformer(Transformer):
 #: an unquoted path segment: a key (any text but '.' and '*') or ``*`` (every element of an array); a key
 #: holding either is written between double quotes (:func:`json_path_segments`)
 _JSON_SEGMENT_RE = re.compile(r"[^.*]+|\*")
+#: one path segment: a key between double quotes, a double quote inside doubled (the closing quote is
+#: not followed by another, so '"a""' is not closed rather than "a" followed by a stray quote), or the
+#: text up to the next '.'
+_JSON_PATH_TOKEN_RE = re.compile(r'"((?:[^"]|"")*)"(?!")|([^.]*)')
 #: JSON value types a path may point at to be masked (a missing path or a JSON null is left as it is)
 _JSON_MASKABLE = ("string", "number", "boolean", "object", "array")
 
@@ -948,33 +952,22 @@ def json_path_segments(path: str) -> list[str]:
     segments: list[str] = []
     i, n = 0, len(path)
     while True:
-        if path.startswith('"', i):
-            j, key = i + 1, []
-            while True:
-                if j >= n:
-                    raise ValueError(f'path {path!r}: a quoted key is not closed (write "a.b".c)')
-                if path[j] == '"':
-                    if path.startswith('""', j):
-                        key.append('"')
-                        j += 2
-                        continue
-                    break
-                key.append(path[j])
-                j += 1
-            segment, i = "".join(key), j + 1
+        token = _JSON_PATH_TOKEN_RE.match(path, i)
+        quoted, segment = token.groups()
+        i = token.end()
+        if quoted is not None:
+            segment = quoted.replace('""', '"')
             if segment in ("", "*"):
                 raise ValueError(f"path {path!r}: a quoted key is not empty and not '*'")
             if i < n and path[i] != ".":
                 raise ValueError(f"path {path!r}: a quoted key ends at a '.' or at the end of the path")
-        else:
-            j = path.find(".", i)
-            j = n if j < 0 else j
-            segment, i = path[i:j], j
-            if not segment or not _JSON_SEGMENT_RE.fullmatch(segment):
-                raise ValueError(
-                    f"path {path!r}: segments are keys or '*' (every element of an array) separated by '.' "
-                    f"(a key holding '.' between double quotes: \"a.b\"); found the segment {segment!r}"
-                )
+        elif segment.startswith('"'):
+            raise ValueError(f'path {path!r}: a quoted key is not closed (write "a.b".c)')
+        elif not _JSON_SEGMENT_RE.fullmatch(segment):
+            raise ValueError(
+                f"path {path!r}: segments are keys or '*' (every element of an array) separated by '.' "
+                f"(a key holding '.' between double quotes: \"a.b\"); found the segment {segment!r}"
+            )
         segments.append(segment)
         if i >= n:
             break
