@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,6 +122,22 @@ def _name_spec(column: str) -> tuple[dict[str, Any], str]:
     return {"transformer": "full_name"}, "person name: '<first> <last>' from the built-in lists"
 
 
+def _by_priority(detectors: Iterable[str]) -> list[str]:
+    """``detectors`` in :data:`_PRIORITY` order, the others after them in their own order."""
+    return sorted(detectors, key=lambda d: _PRIORITY.index(d) if d in _PRIORITY else len(_PRIORITY))
+
+
+def _detector_spec(detector: str, name: str) -> tuple[dict[str, Any], str] | None:
+    """The transformer spec (a copy) and why that ``detector``, fired on the column or JSON key
+    ``name``, suggests, or None."""
+    if detector == "personal.name":
+        return _name_spec(name)
+    if detector in _BY_DETECTOR:
+        spec, why = _BY_DETECTOR[detector]
+        return dict(spec), why
+    return None
+
+
 def _fallback(info: Any) -> tuple[dict[str, Any] | None, str]:
     """A value that removes the data when no specific transformer fits."""
     if not info.not_null:
@@ -212,14 +228,13 @@ def suggest_for(finding: Finding, catalog: Any, documents: Sequence[Any] | None 
         if spec is not None and _fits(spec, info, catalog):
             s.spec, s.why = spec, f"free text holding personal data (the name says nothing): {why}"
             return s
-    for detector in sorted(detectors, key=lambda d: _PRIORITY.index(d) if d in _PRIORITY else len(_PRIORITY)):
-        if detector == "personal.name":
-            candidates.append(_name_spec(finding.column))
-        elif detector in _BY_DETECTOR:
-            spec, why = _BY_DETECTOR[detector]
-            if spec["transformer"] == "hash":
+    for detector in _by_priority(detectors):
+        chosen = _detector_spec(detector, finding.column)
+        if chosen is not None:
+            spec, why = chosen
+            if detector in _BY_DETECTOR and spec["transformer"] == "hash":  # a user name's keeps its length
                 spec = _hash_for(info)
-            candidates.append((dict(spec), why))
+            candidates.append((spec, why))
     if info.category == "date" and not any(c[0]["transformer"] == "date_shift" for c in candidates):
         candidates.append(({"transformer": "date_shift"}, "date tied to a person: shifted by up to a year"))
     if info.category == "string":
@@ -316,12 +331,10 @@ def json_path_specs(documents: Sequence[Any]) -> tuple[dict[str, str], str | Non
             problems.append(f"the value under {path!r} cannot be named by a json path")
             return
         spec = ""
-        for detector in sorted(names, key=lambda d: _PRIORITY.index(d) if d in _PRIORITY else len(_PRIORITY)):
-            if detector == "personal.name":
-                spec = _name_spec(key)[0]["transformer"]
-            elif detector in _BY_DETECTOR:
-                spec = _BY_DETECTOR[detector][0]["transformer"]
-            if spec:
+        for detector in _by_priority(names):
+            chosen = _detector_spec(detector, key)
+            if chosen is not None:
+                spec = chosen[0]["transformer"]
                 break
         if not spec:
             whole = [d for d in content if d in _WHOLE_VALUE and _WHOLE_VALUE[d].fullmatch(value.strip())]
