@@ -697,11 +697,8 @@ def prepare_in_place(
             log.info(
                 "maintenance: %s already scaled down by an earlier run; keeping its saved formation", app
             )
-            write_state(target, "unmasked")
         else:
             scale_down(target, scaler, app)
-    else:
-        write_state(target, "unmasked")
     wipe_owned_objects(target)
     return target
 
