@@ -427,7 +427,7 @@ def _allow_problems(inv: Inventory, rules: Rules) -> list[str]:
     nothing). Patterns (``public.*.notes``) count when they match one column. A materialized view's
     columns are not in the archive's inventory: an entry names it when its table part does, without a
     wildcard. The large objects are ``pg_catalog.pg_largeobject.data``."""
-    from scalingo_staging_sync.pii.scanner import LARGE_OBJECTS_TABLE, _matches_any, parse_allow
+    from scalingo_staging_sync.pii.scanner import LARGE_OBJECTS_TABLE, matches_any, parse_allow
 
     names = [f"{LARGE_OBJECTS_TABLE}.data"]
     for table in inv.tables.values():
@@ -441,7 +441,7 @@ def _allow_problems(inv: Inventory, rules: Rules) -> list[str]:
         except ValueError as exc:
             errors.append(f"{where}: {exc}")
             continue
-        if _matches_any(names, [entry.pattern]):
+        if matches_any(names, [entry.pattern]):
             continue
         table_part, _, column = entry.pattern.rpartition(".")
         views = [
@@ -449,7 +449,7 @@ def _allow_problems(inv: Inventory, rules: Rules) -> list[str]:
             for view in inv.materialized_views
             for form in {f"{view.schema}.{view.name}", str(view)}
         ]
-        if not any(c in table_part for c in "*?[") and _matches_any(views, [entry.pattern]):
+        if not any(c in table_part for c in "*?[") and matches_any(views, [entry.pattern]):
             continue
         hint = ""
         try:

@@ -308,7 +308,8 @@ def _candidates(table: TableInfo, column: str) -> list[str]:
     return names
 
 
-def _matches_any(names: Sequence[str], patterns: Iterable[str]) -> str | None:
+def matches_any(names: Sequence[str], patterns: Iterable[str]) -> str | None:
+    """The first of ``patterns`` (shell-style, ``public.*.notes``) that one of ``names`` matches, or None."""
     for pattern in patterns:
         for name in names:
             if fnmatch.fnmatchcase(name, pattern):
@@ -686,7 +687,7 @@ def scan_database(
 
     def allow_status(finding: Finding, candidates: Sequence[str]) -> None:
         for entry in allow_entries:
-            if _matches_any(candidates, [entry.pattern]):
+            if matches_any(candidates, [entry.pattern]):
                 finding.status, finding.allow_reason = STATUS_ALLOWED, entry.reason
                 return
 
@@ -726,13 +727,13 @@ def scan_database(
             continue
         condition = next((conditions[t] for t in lineage if t in conditions), None)
         masked_here = {
-            c.name: hit for c in table.columns if (hit := _matches_any(_candidates(table, c.name), masked))
+            c.name: hit for c in table.columns if (hit := matches_any(_candidates(table, c.name), masked))
         }
         matched_masked.update(masked_here.values())
         partial_here = {
             c.name: partial[hit]
             for c in table.columns
-            if c.name in masked_here and (hit := _matches_any(_candidates(table, c.name), partial))
+            if c.name in masked_here and (hit := matches_any(_candidates(table, c.name), partial))
         }
         outside_cols = [c.name for c in table.columns if c.name in masked_here] if condition else []
 
