@@ -12,14 +12,15 @@ the guard leaves alone) and keeps those whose cut output is the candidate itself
 from __future__ import annotations
 
 import pytest
-from pg_helpers import copy_text_in, copy_text_out, new_database
+from pg_helpers import new_database
 from psycopg import sql
 
 from scalingo_staging_sync.anonymize import transformers as tr
-from scalingo_staging_sync.anonymize.planner import read_table
-from scalingo_staging_sync.anonymize.salt import derive_key, key_settings
-from scalingo_staging_sync.anonymize.sql import column_expressions, trigger_statements, update_statement
+from scalingo_staging_sync.anonymize.salt import derive_key
+from scalingo_staging_sync.anonymize.sql import column_expressions
 from scalingo_staging_sync.anonymize.transformers import ColumnInfo
+
+from .cut_helpers import mask_every_way, set_session_key
 
 #: under this salt, 9 candidates came back as themselves before the guard, cut to 6, 7, 8, 9 and 10
 #: characters ('155 Li', '298 Mil', '614 Rowa', '68 Orchar', '508 Junipe'...); 27 originals with their
@@ -124,29 +125,6 @@ def pgdb(staging_pg16):
         yield staging_pg16, name
 
 
-def _masked_by_sql(conn, copy_text: bytes):
-    """Load the originals through the on-load trigger (table ``by_trigger``) and mask them in place
-    with the UPDATE (table ``src``); both give the same bytes, returned."""
-    conn.execute(sql.SQL(DDL).format(sql.Identifier("src")))
-    conn.execute(sql.SQL(DDL).format(sql.Identifier("by_trigger")))
-    cat = read_table(conn, "public", "by_trigger")
-    create_fn, create_trigger, _drop = trigger_statements("public", "by_trigger", SPECS, cat.columns, conn)
-    conn.execute(create_fn)
-    conn.execute(create_trigger)
-    copy_text_in(conn, "by_trigger", copy_text)
-    copy_text_in(conn, "src", copy_text)
-    assert copy_text_out(conn, "src") == copy_text
-    conn.execute(update_statement("public", "src", column_expressions(SPECS, cat.columns)))
-    by_trigger = copy_text_out(conn, "by_trigger")
-    assert copy_text_out(conn, "src") == by_trigger
-    return cat, by_trigger
-
-
-def _session(conn, key: str) -> None:
-    for setting, value in key_settings(key).items():
-        conn.execute("SELECT set_config(%s, %s, false)", (setting, value))
-
-
 @pytest.mark.parametrize("engine", ["sql", "stream-translate", "stream-arrow-folding"])
 def test_cut_addresses_are_never_the_original(pgdb, engine):
     """Trigger and UPDATE (and the stream engine, byte for byte): no original comes back, and every
@@ -154,36 +132,20 @@ def test_cut_addresses_are_never_the_original(pgdb, engine):
     pg, name = pgdb
     key = derive_key(SALT)
     with pg.connect(name) as conn:
-        _session(conn, key)
+        set_session_key(conn, key)
         originals, exact = _originals(conn)
         # the premise: without the guard, these originals (as written) came back, in 5 of the lengths
         assert len(exact) >= 9, exact
         assert len({col for col, _v in exact}) >= 5, exact
-        copy_text = _copy_text(originals)
-        cat, by_trigger = _masked_by_sql(conn, copy_text)
-        table = "by_trigger"
-        if engine != "sql":
-            pytest.importorskip("duckdb")
-            from scalingo_staging_sync.anonymize import stream
-            from scalingo_staging_sync.tablename import TableName
-
-            arrow_folding = engine == "stream-arrow-folding"
-            if arrow_folding and not stream.arrow_folding_available():
-                pytest.skip("pyarrow is not installed")
-            conn.execute(sql.SQL(DDL).format(sql.Identifier("by_stream")))
-            with stream.StreamMasker(
-                TableName("public", "by_stream"),
-                SPECS,
-                cat.columns,
-                ["id", *COLUMNS],
-                key,
-                arrow_folding=arrow_folding,
-            ) as m:
-                masked = b"".join([*m.feed(copy_text), *m.finish()])
-            assert masked == by_trigger
-            copy_text_in(conn, "by_stream", masked)
-            table = "by_stream"
-        rows = conn.execute(sql.SQL("SELECT * FROM {} ORDER BY id").format(sql.Identifier(table))).fetchall()
+        rows = mask_every_way(
+            conn,
+            DDL,
+            SPECS,
+            _copy_text(originals),
+            key,
+            stream=engine != "sql",
+            arrow_folding=engine == "stream-arrow-folding",
+        )
         expected = _expected(conn, originals)
     leaks, unexpected = _check(rows, originals, expected)
     assert not leaks, f"{len(leaks)} originals kept, e.g. {leaks[:5]}"

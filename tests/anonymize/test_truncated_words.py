@@ -8,14 +8,13 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from pg_helpers import copy_text_in, copy_text_out, new_database
-from psycopg import sql
+from pg_helpers import new_database
 
 from scalingo_staging_sync.anonymize import transformers as tr
-from scalingo_staging_sync.anonymize.planner import read_table
-from scalingo_staging_sync.anonymize.salt import derive_key, key_settings
-from scalingo_staging_sync.anonymize.sql import column_expressions, trigger_statements, update_statement
+from scalingo_staging_sync.anonymize.salt import derive_key
 from scalingo_staging_sync.anonymize.transformers import ColumnInfo, get_transformer
+
+from .cut_helpers import mask_every_way
 
 #: under this salt (as under most), each of the five transformers gave some of these originals back
 #: before the fix (first_name 4 distinct originals, last_name 6, city 8, full_name 4, company 6)
@@ -90,31 +89,11 @@ def pgdb(staging_pg16):
         yield staging_pg16, name
 
 
-def _masked_by_sql(conn):
-    """Load the originals through the on-load trigger (table ``by_trigger``) and mask them in place
-    with the UPDATE (table ``src``); both give the same bytes, returned."""
-    conn.execute(sql.SQL(DDL).format(sql.Identifier("src")))
-    conn.execute(sql.SQL(DDL).format(sql.Identifier("by_trigger")))
-    cat = read_table(conn, "public", "by_trigger")
-    create_fn, create_trigger, _drop = trigger_statements("public", "by_trigger", SPECS, cat.columns, conn)
-    conn.execute(create_fn)
-    conn.execute(create_trigger)
-    copy_text_in(conn, "by_trigger", _copy_text())
-    copy_text_in(conn, "src", _copy_text())
-    assert copy_text_out(conn, "src") == _copy_text()
-    conn.execute(update_statement("public", "src", column_expressions(SPECS, cat.columns)))
-    by_trigger = copy_text_out(conn, "by_trigger")
-    assert copy_text_out(conn, "src") == by_trigger
-    return cat, by_trigger
-
-
 def test_cut_word_outputs_are_never_the_original_on_postgresql(pgdb):
     pg, name = pgdb
+    key = derive_key(SALT)
     with pg.connect(name) as conn:
-        for setting, value in key_settings(derive_key(SALT)).items():
-            conn.execute("SELECT set_config(%s, %s, false)", (setting, value))
-        _masked_by_sql(conn)
-        rows = conn.execute("SELECT * FROM by_trigger ORDER BY id").fetchall()
+        rows = mask_every_way(conn, DDL, SPECS, _copy_text(), key)
     assert len(rows) == ROWS
     leaks = _leaks(rows)
     assert not leaks, _summary(leaks)
@@ -122,31 +101,10 @@ def test_cut_word_outputs_are_never_the_original_on_postgresql(pgdb):
 
 @pytest.mark.parametrize("arrow_folding", [False, True], ids=["translate", "arrow-folding"])
 def test_cut_word_outputs_of_the_stream_engine_are_the_trigger_bytes(pgdb, arrow_folding):
-    pytest.importorskip("duckdb")
-    from scalingo_staging_sync.anonymize import stream
-    from scalingo_staging_sync.tablename import TableName
-
-    if arrow_folding and not stream.arrow_folding_available():
-        pytest.skip("pyarrow is not installed")
     pg, name = pgdb
     key = derive_key(SALT)
     with pg.connect(name) as conn:
-        for setting, value in key_settings(key).items():
-            conn.execute("SELECT set_config(%s, %s, false)", (setting, value))
-        cat, by_trigger = _masked_by_sql(conn)
-        conn.execute(sql.SQL(DDL).format(sql.Identifier("by_stream")))
-        with stream.StreamMasker(
-            TableName("public", "by_stream"),
-            SPECS,
-            cat.columns,
-            ["id", *COLUMNS],
-            key,
-            arrow_folding=arrow_folding,
-        ) as m:
-            masked = b"".join([*m.feed(_copy_text()), *m.finish()])
-        assert masked == by_trigger
-        copy_text_in(conn, "by_stream", masked)
-        rows = conn.execute("SELECT * FROM by_stream ORDER BY id").fetchall()
+        rows = mask_every_way(conn, DDL, SPECS, _copy_text(), key, stream=True, arrow_folding=arrow_folding)
     leaks = _leaks(rows)
     assert not leaks, _summary(leaks)
 
