@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 from scalingo_staging_sync.scalingo.client import ScalingoClient
 from scalingo_staging_sync.testing.fake_scalingo import FakeScalingoAPI
 
@@ -14,3 +17,21 @@ def make_client(fake: FakeScalingoAPI, **kwargs) -> ScalingoClient:
     )
     params.update(kwargs)
     return ScalingoClient(fake.api_token, **params)
+
+
+@contextlib.contextmanager
+def archive_log():
+    """The messages the archive module logs (a handler on its logger: Airflow's logging set-up can
+    keep records from reaching caplog)."""
+    messages: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: messages.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("scalingo_staging_sync.scalingo.archive")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

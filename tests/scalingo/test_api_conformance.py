@@ -484,3 +484,25 @@ def test_addon_plan_as_object_or_bare_name(plan, name):
     from scalingo_staging_sync.operators.backup import _plan_name
 
     assert _plan_name(plan) == name
+
+
+def test_an_archive_extracted_while_it_downloads_is_extracted_again_after_a_restart(tmp_path):
+    """A restart from byte 0 (416 to the resume) empties the file the extraction was reading: that
+    extraction stops and the finished file is extracted again; the dump is the archive's."""
+    from scalingo_helpers import archive_log
+
+    from scalingo_staging_sync.scalingo.archive import download_and_extract
+
+    with DocServer(download="refuse_range", cuts=[80_000]) as doc, doc.client() as client:
+        backup = client.latest_done_backup(APP, ADDON)
+        target = tmp_path / "r.tar.gz"
+        with archive_log() as messages:
+            result, dump = download_and_extract(
+                lambda follower: client.download_backup(APP, ADDON, backup, target, follower=follower),
+                target,
+                tmp_path / "x",
+            )
+    assert result.sha256 == hashlib.sha256(doc.archive).hexdigest()
+    assert dump.read_bytes() == doc.dump
+    assert [p.name for p in (tmp_path / "x").iterdir()] == [dump.name]
+    assert any("extracting r.tar.gz again" in m and "restarted from byte 0" in m for m in messages)

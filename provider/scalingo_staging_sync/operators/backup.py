@@ -211,7 +211,7 @@ class ScalingoBackupOperator(BaseOperator):
             database = {}
         from scalingo_staging_sync import storage
         from scalingo_staging_sync.operators._dump import cache_dir, cache_scope
-        from scalingo_staging_sync.scalingo.archive import check_dump_file, extract_dump
+        from scalingo_staging_sync.scalingo.archive import check_dump_file, download_and_extract, extract_dump
         from scalingo_staging_sync.settings import run_download_dir
 
         explicit = self.download_dir
@@ -239,13 +239,26 @@ class ScalingoBackupOperator(BaseOperator):
             else:
                 archive.unlink(missing_ok=True)
                 sidecar.unlink(missing_ok=True)
-                result = hook.download_backup(self.app, addon_id, backup, archive)
-                sha, size = result.sha256, result.size
-                log.info(
-                    "downloaded %s (%d bytes, sha256 %s, %d resume(s))", archive, size, sha, result.resumes
-                )
             try:
-                dump = extract_dump(archive, local_dir / name)
+                if reused:
+                    dump = extract_dump(archive, local_dir / name)
+                else:  # extracted while it downloads
+                    result, dump = download_and_extract(
+                        lambda follower: hook.download_backup(
+                            self.app, addon_id, backup, archive, follower=follower
+                        ),
+                        archive,
+                        local_dir / name,
+                    )
+                    sha, size = result.sha256, result.size
+                    log.info(
+                        "downloaded %s (%d bytes, sha256 %s, %d resume(s)) and extracted %s",
+                        archive,
+                        size,
+                        sha,
+                        result.resumes,
+                        dump.name,
+                    )
             except ScalingoApiError:
                 # an archive that does not extract is never reused by a later try: download it again
                 archive.unlink(missing_ok=True)

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import logging
+import os
 import posixpath
 import shutil
 import tarfile
+import threading
 import zlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 from scalingo_staging_sync.scalingo.errors import ScalingoArchiveError
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 #: dump file names in order of preference (the gem's: a Scalingo PostgreSQL backup holds one ``*.pgsql``;
 #: a ``*.sql`` is kept only if its content is a PostgreSQL dump, see :func:`check_dump_file`)
@@ -62,8 +70,8 @@ def check_dump_file(path: Path) -> str:
     )
 
 
-def open_gzip(path: Path) -> IO[bytes]:
-    """The decompressed stream of the gzip file ``path``: python-isal's reader (ISA-L's inflate, about
+def open_gzip(path: Path | IO[bytes]) -> IO[bytes]:
+    """The decompressed stream of the gzip file ``path`` (or of a binary file object): python-isal's reader (ISA-L's inflate, about
     1.4 times tarfile's zlib stream here, decompressing ahead on a thread) where it is installed, else the
     standard library's ``gzip`` (zlib). Both check every member's CRC and length when read to the end,
     and read concatenated members (``docs/performance.md``, "Component benchmarks")."""
@@ -94,9 +102,11 @@ def _rank(name: str) -> tuple[int, str] | None:
     return None
 
 
-def extract_dump(archive: Path, dest_dir: Path) -> Path:
+def extract_dump(archive: Path, dest_dir: Path, *, source: IO[bytes] | None = None) -> Path:
     """Validate every member of ``archive``, extract the ``*.pgsql`` dump (fallback ``*.dump``, then
     ``*.sql``) into ``dest_dir`` and return its path, after checking it is a pg_dump archive.
+    ``source``: read the archive's bytes from this file object instead of the file ``archive`` (a
+    :class:`GrowingFile` while the archive downloads; ``archive`` then only names it in messages).
 
     One pass over the gzip stream (:func:`open_gzip`, read as ``r|``, then to its end so its
     CRC is checked): each member is checked as it comes. Only the candidate dump that is the choice
@@ -118,7 +128,10 @@ def extract_dump(archive: Path, dest_dir: Path) -> Path:
     broken_gzip = gzip_errors()
     try:
         try:
-            with open_gzip(archive) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            with (
+                open_gzip(archive if source is None else source) as stream,
+                tarfile.open(fileobj=stream, mode="r|") as tar,
+            ):
                 for member in tar:
                     check_member(member, archive)
                     if not member.isfile():
@@ -152,6 +165,8 @@ def extract_dump(archive: Path, dest_dir: Path) -> Path:
                     pass
         except tarfile.FilterError as exc:
             raise ScalingoArchiveError(f"archive {archive.name}: unsafe member refused ({exc})") from None
+        except FollowStopped:
+            raise
         except (tarfile.TarError, OSError, *broken_gzip) as exc:
             if isinstance(exc, OSError) and not isinstance(exc, (tarfile.TarError, *broken_gzip)):
                 if "gzip" not in str(exc).lower() and "compressed" not in str(exc).lower():
@@ -191,3 +206,117 @@ def extract_dump(archive: Path, dest_dir: Path) -> Path:
         "extracted %s (%s format, %d bytes) from %s", target.name, fmt, target.stat().st_size, archive.name
     )
     return target
+
+
+class FollowStopped(Exception):
+    """A :class:`GrowingFile` stops being read: its download restarted from byte 0 or failed."""
+
+
+class GrowingFile(io.RawIOBase):
+    """Read a file while a download appends to it (another thread): a read waits for more bytes until
+    the writer calls :meth:`end`; :meth:`stop` (a restart from byte 0, a failed download) makes every
+    read raise :class:`FollowStopped`. The writer calls :meth:`grew` with the bytes written so far,
+    after flushing them to the file; the file is opened at the first call (it exists then) and read
+    through that descriptor, so the download's final rename does not disturb it."""
+
+    def __init__(self, path: Path, wait_s: float = 1.0) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self._cond = threading.Condition()
+        self._fh: IO[bytes] | None = None
+        self._size = 0
+        self._pos = 0
+        self._ended = False
+        self._stopped: str | None = None
+        self._wait_s = wait_s
+
+    # the writer's side
+    def grew(self, size: int) -> None:
+        with self._cond:
+            if self._fh is None and self._stopped is None:
+                self._fh = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+            self._size = size
+            self._cond.notify_all()
+
+    def end(self) -> None:
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
+
+    def stop(self, why: str) -> None:
+        with self._cond:
+            if self._stopped is None:
+                self._stopped = why
+            self._cond.notify_all()
+
+    # the reader's side
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        with self._cond:
+            while self._stopped is None and not self._ended and self._pos >= self._size:
+                self._cond.wait(self._wait_s)
+            if self._stopped is not None:
+                raise FollowStopped(self._stopped)
+            available = self._size - self._pos
+            fh = self._fh
+        if available <= 0 or fh is None:
+            return 0  # the download ended: end of file
+        data = os.pread(fh.fileno(), min(len(buffer), available), self._pos)
+        with self._cond:  # stopped while reading: the file may have been emptied under the read
+            if self._stopped is not None:
+                raise FollowStopped(self._stopped)
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    @property
+    def stopped(self) -> str | None:
+        """Why reading stopped (see :meth:`stop`), or None."""
+        with self._cond:
+            return self._stopped
+
+    def close(self) -> None:
+        with self._cond:
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
+        super().close()
+
+
+def download_and_extract(
+    download: Callable[[GrowingFile], _T], archive: Path, dest_dir: Path
+) -> tuple[_T, Path]:
+    """Run ``download(follower)`` (it writes ``<archive>.part`` and renames it ``archive`` when
+    complete, calling ``follower.grew`` / ``follower.stop`` as :func:`scalingo_staging_sync.scalingo.
+    download.download_archive` does) while :func:`extract_dump` reads the same bytes on a thread: the
+    gzip is inflated and the dump written as the archive arrives, not after.
+
+    The extraction only ends once the download has returned (its size and gzip checks passed): a
+    download that fails stops the extraction, which removes what it wrote, and the download's error is
+    raised. A download that restarted from byte 0 stops it too; the archive is then extracted again
+    from the finished file. An archive the extraction refuses raises its error once the download has
+    ended. Returns ``(what download returned, the dump's path)``."""
+    archive = Path(archive)
+    follower = GrowingFile(archive.with_name(archive.name + ".part"))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="extract") as pool:
+        extracting = pool.submit(extract_dump, archive, dest_dir, source=follower)
+        try:
+            try:
+                result = download(follower)
+            except BaseException:
+                follower.stop("the download failed")
+                with contextlib.suppress(BaseException):
+                    extracting.result()
+                raise
+            follower.end()
+            try:
+                return result, extracting.result()
+            except Exception:  # noqa: BLE001 - re-raised unless the restart explains it
+                if follower.stopped is None:
+                    raise
+                log.info("extracting %s again from the downloaded file (%s)", archive.name, follower.stopped)
+        finally:
+            follower.close()
+    return result, extract_dump(archive, dest_dir)

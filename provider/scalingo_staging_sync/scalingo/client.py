@@ -29,6 +29,7 @@ from scalingo_staging_sync import __version__
 from scalingo_staging_sync.scalingo import regions as _regions
 from scalingo_staging_sync.scalingo.download import (
     DownloadResult,
+    Follower,
     download_archive,
     mask_url,
     parse_retry_after,
@@ -1002,8 +1003,10 @@ class ScalingoClient:
         *,
         max_resumes: int = 5,
         progress_interval_s: float = 5.0,
+        follower: Follower | None = None,
     ) -> DownloadResult:
-        """Stream the backup archive to ``dest`` (see ``download.download_archive``)."""
+        """Stream the backup archive to ``dest`` (see ``download.download_archive``; ``follower`` reads it
+        as it arrives: :func:`scalingo_staging_sync.scalingo.archive.download_and_extract`)."""
         backup_id = backup["id"]
         if _status(backup) not in (None, BACKUP_DONE):
             raise BackupNotReadyError(
@@ -1019,6 +1022,7 @@ class ScalingoClient:
             max_resumes=max_resumes,
             resume_backoff_s=min(self.backoff_s, 1.0),
             progress_interval_s=progress_interval_s,
+            follower=follower,
         )
 
     # ------------------------------------------------------------------ formation, operations, runs

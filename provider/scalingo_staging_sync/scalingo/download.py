@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import requests
@@ -164,8 +164,19 @@ def sha256_file(path: Path, chunk_size: int = CHUNK_SIZE) -> str:
     return digest.hexdigest()
 
 
-def _rewind(out: IO[bytes]) -> tuple[Any, int]:
-    """Empty the ``.part`` file for a download from byte 0: a new digest and no byte received."""
+class Follower(Protocol):
+    """What reads the ``.part`` file while it is written (:class:`~scalingo_staging_sync.scalingo.archive.GrowingFile`)."""
+
+    def grew(self, size: int) -> None: ...
+
+    def stop(self, why: str) -> None: ...
+
+
+def _rewind(out: IO[bytes], follower: Follower | None = None) -> tuple[Any, int]:
+    """Empty the ``.part`` file for a download from byte 0: a new digest and no byte received; a
+    follower stops reading (what it read is not the start of the new transfer's bytes)."""
+    if follower is not None:
+        follower.stop("the download restarted from byte 0")
     out.seek(0)
     out.truncate()
     return hashlib.sha256(), 0
@@ -184,6 +195,7 @@ def download_archive(
     chunk_size: int = CHUNK_SIZE,
     progress_interval_s: float = 5.0,
     progress_step: float = 0.10,
+    follower: Follower | None = None,
 ) -> DownloadResult:
     """Download ``url`` (a signed URL, or a callable returning a fresh one) to ``dest``.
 
@@ -200,6 +212,10 @@ def download_archive(
     compare with (a chunked or connection-close body), or with a backup ``size`` that differs from the
     bytes received (the docs call it the "backup size in bytes", not the archive's length), the gzip
     stream is read to its end marker, so a truncated download is still refused.
+
+    ``follower`` (:class:`scalingo_staging_sync.scalingo.archive.GrowingFile`, which reads the
+    ``.part`` file as it grows): ``grew(bytes written)`` after each chunk is flushed, ``stop(why)``
+    when the download restarts from byte 0.
     """
     get_url = url if callable(url) else (lambda: url)
     dest = Path(dest)
@@ -246,7 +262,7 @@ def download_archive(
                                 "%s: server refused the Range request (HTTP 416), restarting from byte 0",
                                 label,
                             )
-                            digest, received = _rewind(out)
+                            digest, received = _rewind(out, follower)
                             continue
                         if resp.status_code in TRANSIENT_STATUSES:
                             raise _TransientStatus(
@@ -257,7 +273,7 @@ def download_archive(
                             announced = int(length) if length.strip().isdigit() else None
                         if resp.status_code == 200 and received:
                             log.warning("%s: server ignored the Range request, restarting from byte 0", label)
-                            digest, received = _rewind(out)
+                            digest, received = _rewind(out, follower)
                         elif resp.status_code == 206:
                             start = _content_range_start(resp.headers.get("Content-Range", ""))
                             announced = _content_range_total(resp.headers.get("Content-Range", ""))
@@ -288,6 +304,9 @@ def download_archive(
                             digest.update(chunk)
                             received += len(chunk)
                             progress.update(received)
+                            if follower is not None:
+                                out.flush()
+                                follower.grew(received)
                     break
                 except (
                     requests.ConnectionError,

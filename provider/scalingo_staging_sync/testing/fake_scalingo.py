@@ -28,6 +28,7 @@ when the connection closes), ``backup_show_route=False`` (only the documented li
 ``GET .../backups/{id}``), ``backups_order`` (``"newest"``, ``"oldest"``, ``"shuffled"``),
 ``backups_per_page`` (``meta.pagination`` pages), ``extra_fields`` (unknown fields everywhere),
 ``minimal_fields`` (optional fields left out), ``base_path`` (everything served under a path prefix).
+``download_rate_mb_s`` (not a variant: archives sent at about that many MB/s, as over a real network).
 Everything the server received is in ``fake.requests`` (method, path, Range header, auth kind, server).
 """
 
@@ -240,6 +241,7 @@ class FakeScalingoAPI:
         extra_fields: bool = False,
         minimal_fields: bool = False,
         base_path: str = "",
+        download_rate_mb_s: float | None = None,
     ):
         if download_framing not in ("length", "chunked", "close"):
             raise ValueError("download_framing is 'length', 'chunked' or 'close'")
@@ -256,6 +258,7 @@ class FakeScalingoAPI:
         self.archive_redirect = archive_redirect
         self.download_redirect = download_redirect
         self.download_framing = download_framing
+        self.download_rate_mb_s = download_rate_mb_s
         self.backup_show_route = backup_show_route
         self.backups_order = backups_order
         self.backups_per_page = backups_per_page
@@ -1251,9 +1254,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(data)
 
         sent = start
+        rate = (self.fake.download_rate_mb_s or 0) * 1e6
+        began = time.monotonic()
         with open(path, "rb") as fh:
             fh.seek(start)
             while sent <= end:
+                if rate:  # the bytes sent so far are due at this time
+                    time.sleep(max(0.0, began + (sent - start) / rate - time.monotonic()))
                 limit = end + 1 - sent
                 if cut_at is not None:
                     limit = min(limit, cut_at - sent)
