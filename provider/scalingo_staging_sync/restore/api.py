@@ -216,8 +216,7 @@ def restore(
             log.warning(msg)
             summary["warnings"].append(msg)
         check_extensions(dumpmod.plain_extensions(dump_path, header), target)
-        if plan is None:
-            _check_plain_policy(dump_path, header, lo_policy, matview_data)
+        _check_plain_policy(dump_path, header, lo_policy, matview_data, plan_given=plan is not None)
         targets.prepare(target, resolved, scaler=scaler, app=app, owner=owner)
         try:
             result = run_sql_script(dump_path, into, tools=tools, header=header)
@@ -392,20 +391,32 @@ def _unplanned_message(entries: list, skipped: Mapping[int, str]) -> str:
     return "no archive plan: not restored, safe by default as with a plan: " + "; ".join(parts)
 
 
-def _check_plain_policy(dump_path: Path, header: Any, large_objects: str, matview_data: bool) -> None:
-    """A plain-SQL script cannot be filtered: refuse one holding large objects or materialized view
-    data the caller did not ask for, before anything is touched."""
+def _check_plain_policy(
+    dump_path: Path, header: Any, large_objects: str, matview_data: bool, *, plan_given: bool = False
+) -> None:
+    """A plain-SQL script cannot be filtered: refuse one holding what is never restored (user mappings,
+    subscriptions: :data:`~scalingo_staging_sync.restore.runner.NEVER_RESTORED`), or (without a plan)
+    large objects or materialized view data the caller did not ask for, before anything is touched."""
+    from scalingo_staging_sync.restore.runner import NEVER_RESTORED
+
     kinds = dumpmod.plain_data_kinds(dump_path, header)
-    refused = []
-    if large_objects != "keep" and kinds & {
-        "BLOB",
-        "BLOBS",
-        "BLOB METADATA",
-        "LARGE OBJECT",
-        "LARGE OBJECTS",
-    }:
+    refused = [
+        f"{kind.lower()} entries ({NEVER_RESTORED[kind]})" for kind in sorted(kinds & NEVER_RESTORED.keys())
+    ]
+    if (
+        not plan_given
+        and large_objects != "keep"
+        and kinds
+        & {
+            "BLOB",
+            "BLOBS",
+            "BLOB METADATA",
+            "LARGE OBJECT",
+            "LARGE OBJECTS",
+        }
+    ):
         refused.append("large objects (pass large_objects='keep' to restore them)")
-    if not matview_data and "MATERIALIZED VIEW DATA" in kinds:
+    if not plan_given and not matview_data and "MATERIALIZED VIEW DATA" in kinds:
         refused.append("materialized view data (pass materialized_view_data=True to restore it)")
     if refused:
         raise RestoreError(

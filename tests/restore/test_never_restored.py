@@ -1,0 +1,95 @@
+"""What a backup may hold that a staging copy must never get, plan or no plan: user mappings (another
+server's user and password) and subscriptions (the publisher's connection string; replication of
+production's rows). The foreign server and its foreign tables are restored; without a mapping they
+cannot reach the server."""
+
+from __future__ import annotations
+
+import pytest
+from restore_helpers import superuser_target, unique_db
+
+from scalingo_staging_sync.restore.api import restore
+from scalingo_staging_sync.restore.errors import RestoreError
+from scalingo_staging_sync.restore.pgtools import find_pg_tools
+from scalingo_staging_sync.restore.toc import read_toc
+from scalingo_staging_sync.testing.postgres import pg_bin_dir
+
+SECRET = "prod-replication-pa55word"
+
+SOURCE_SQL = """
+CREATE TABLE person (id int PRIMARY KEY, email text);
+INSERT INTO person VALUES (1, 'jane@corp.test');
+CREATE FOREIGN DATA WRAPPER bench_fdw;
+CREATE SERVER prod_server FOREIGN DATA WRAPPER bench_fdw OPTIONS (host 'prod.example', dbname 'prod');
+CREATE USER MAPPING FOR CURRENT_USER SERVER prod_server OPTIONS (user 'reader', password 'prod-replication-pa55word');
+CREATE USER MAPPING FOR PUBLIC SERVER prod_server OPTIONS (user 'public_reader', password 'prod-replication-pa55word');
+CREATE FOREIGN TABLE remote_person (id int, email text) SERVER prod_server;
+CREATE PUBLICATION everything FOR TABLE person;
+CREATE SUBSCRIPTION from_prod CONNECTION 'host=prod.example dbname=prod user=rep password=prod-replication-pa55word'
+    PUBLICATION everything WITH (connect = false, enabled = false, create_slot = false, slot_name = NONE);
+COMMENT ON SUBSCRIPTION from_prod IS 'replica of production';
+"""
+
+
+@pytest.fixture(params=[16, 18], ids=["pg_dump-16", "pg_dump-18"])
+def source(request, tmp_path_factory):
+    pg = request.getfixturevalue(f"staging_pg{request.param}")
+    name = unique_db("creds_source")
+    pg.create_database(name)
+    pg.execute(SOURCE_SQL, name)
+    dump = pg.pg_dump(name, tmp_path_factory.mktemp("creds") / f"{name}.pgsql")
+    descs = {e.desc for e in read_toc(dump, find_pg_tools(pg_bin_dir(pg.version)))}
+    assert {"USER MAPPING", "SUBSCRIPTION", "FOREIGN TABLE"} <= descs, descs
+    return pg, dump
+
+
+def _restored(pg, db) -> dict:
+    return {
+        "rows": pg.execute("SELECT count(*) FROM person", db)[0][0],
+        "servers": [r[0] for r in pg.execute("SELECT srvname::text FROM pg_foreign_server", db)],
+        "foreign_tables": pg.execute("SELECT count(*) FROM pg_foreign_table", db)[0][0],
+        "user_mappings": pg.execute("SELECT count(*) FROM pg_user_mappings", db)[0][0],
+        "subscriptions": pg.execute(
+            "SELECT count(*) FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid "
+            "WHERE d.datname = current_database()",
+            db,
+        )[0][0],
+    }
+
+
+@pytest.mark.parametrize("sectioned", [False, True], ids=["whole", "by-section"])
+def test_user_mappings_and_subscriptions_are_never_restored(source, sectioned):
+    pg, dump = source
+    db = unique_db("staging_creds")
+    pg.create_database(db)
+    target = superuser_target(pg, db)  # a superuser could create both: only the restore's choice stops it
+    tools = find_pg_tools(pg_bin_dir(pg.version))
+    if sectioned:
+        outs = [
+            restore(dump, target, section=s, mode="in_place", tools=tools)
+            for s in ("pre-data", "data", "post-data")
+        ]
+        skipped = [s for out in outs for s in out["skipped"]]
+    else:
+        skipped = restore(dump, target, mode="in_place", tools=tools)["skipped"]
+    assert _restored(pg, db) == {
+        "rows": 1,
+        "servers": ["prod_server"],
+        "foreign_tables": 1,
+        "user_mappings": 0,
+        "subscriptions": 0,
+    }
+    assert sum("USER MAPPING" in s and "credentials for another server" in s for s in skipped) == 2
+    assert any("SUBSCRIPTION" in s and "publisher's credentials" in s for s in skipped)
+    assert any("COMMENT" in s and "describes a subscription" in s for s in skipped)
+    assert not any(SECRET in s for s in skipped)
+
+
+def test_a_plain_dump_holding_them_is_refused_before_anything_is_touched(source, tmp_path):
+    pg, dump = source
+    plain = pg.pg_dump(dump.stem, tmp_path / "plain.sql", fmt="p", extra=["--no-owner", "--no-privileges"])
+    db = unique_db("staging_plain")
+    pg.create_database(db)
+    with pytest.raises(RestoreError, match=r"holds subscription entries .* user mapping entries"):
+        restore(plain, superuser_target(pg, db), mode="in_place", tools=find_pg_tools(pg_bin_dir(pg.version)))
+    assert pg.execute("SELECT count(*) FROM pg_class WHERE relname = 'person'", db)[0][0] == 0
