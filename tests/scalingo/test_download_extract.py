@@ -55,7 +55,7 @@ def test_the_dump_is_written_before_the_archive_has_arrived(fake_archive_bytes, 
         with open(part, "wb") as out:
             out.write(archive[:head])
             out.flush()
-            follower.grew(head)
+            follower.grew(part, head)
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 written = [p.stat().st_size for p in dest.glob(".*.part")] if dest.exists() else []
@@ -65,7 +65,7 @@ def test_the_dump_is_written_before_the_archive_has_arrived(fake_archive_bytes, 
                 time.sleep(0.01)
             out.write(archive[head:])
             out.flush()
-            follower.grew(len(archive))
+            follower.grew(part, len(archive))
         os.replace(part, target)
         return "done"
 

@@ -215,13 +215,13 @@ class FollowStopped(Exception):
 class GrowingFile(io.RawIOBase):
     """Read a file while a download appends to it (another thread): a read waits for more bytes until
     the writer calls :meth:`end`; :meth:`stop` (a restart from byte 0, a failed download) makes every
-    read raise :class:`FollowStopped`. The writer calls :meth:`grew` with the bytes written so far,
-    after flushing them to the file; the file is opened at the first call (it exists then) and read
-    through that descriptor, so the download's final rename does not disturb it."""
+    read raise :class:`FollowStopped`. The writer calls :meth:`grew` with the file it writes and the
+    bytes written so far, after flushing them; the file is opened at the first call and read through
+    that descriptor, so the download's final rename does not disturb it."""
 
-    def __init__(self, path: Path, wait_s: float = 1.0) -> None:
+    def __init__(self, wait_s: float = 1.0) -> None:
         super().__init__()
-        self.path = Path(path)
+        self.path: Path | None = None
         self._cond = threading.Condition()
         self._fh: IO[bytes] | None = None
         self._size = 0
@@ -231,10 +231,13 @@ class GrowingFile(io.RawIOBase):
         self._wait_s = wait_s
 
     # the writer's side
-    def grew(self, size: int) -> None:
+    def grew(self, path: Path, size: int) -> None:
         with self._cond:
             if self._fh is None and self._stopped is None:
+                self.path = Path(path)
                 self._fh = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+            elif self.path is not None and Path(path) != self.path:
+                raise ValueError(f"GrowingFile follows {self.path}, not {path}")
             self._size = size
             self._cond.notify_all()
 
@@ -288,9 +291,9 @@ class GrowingFile(io.RawIOBase):
 def download_and_extract(
     download: Callable[[GrowingFile], _T], archive: Path, dest_dir: Path
 ) -> tuple[_T, Path]:
-    """Run ``download(follower)`` (it writes ``<archive>.part`` and renames it ``archive`` when
-    complete, calling ``follower.grew`` / ``follower.stop`` as :func:`scalingo_staging_sync.scalingo.
-    download.download_archive` does) while :func:`extract_dump` reads the same bytes on a thread: the
+    """Run ``download(follower)`` (it writes a file and renames it ``archive`` when complete, calling
+    ``follower.grew`` / ``follower.stop`` as :func:`scalingo_staging_sync.scalingo.download.
+    download_archive` does) while :func:`extract_dump` reads the same bytes on a thread: the
     gzip is inflated and the dump written as the archive arrives, not after.
 
     The extraction only ends once the download has returned (its size and gzip checks passed): a
@@ -299,7 +302,7 @@ def download_and_extract(
     from the finished file. An archive the extraction refuses raises its error once the download has
     ended. Returns ``(what download returned, the dump's path)``."""
     archive = Path(archive)
-    follower = GrowingFile(archive.with_name(archive.name + ".part"))
+    follower = GrowingFile()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="extract") as pool:
         extracting = pool.submit(extract_dump, archive, dest_dir, source=follower)
         try:

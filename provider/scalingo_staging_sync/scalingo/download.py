@@ -167,7 +167,7 @@ def sha256_file(path: Path, chunk_size: int = CHUNK_SIZE) -> str:
 class Follower(Protocol):
     """What reads the ``.part`` file while it is written (:class:`~scalingo_staging_sync.scalingo.archive.GrowingFile`)."""
 
-    def grew(self, size: int) -> None: ...
+    def grew(self, path: Path, size: int) -> None: ...
 
     def stop(self, why: str) -> None: ...
 
@@ -214,8 +214,8 @@ def download_archive(
     stream is read to its end marker, so a truncated download is still refused.
 
     ``follower`` (:class:`scalingo_staging_sync.scalingo.archive.GrowingFile`, which reads the
-    ``.part`` file as it grows): ``grew(bytes written)`` after each chunk is flushed, ``stop(why)``
-    when the download restarts from byte 0.
+    ``.part`` file as it grows): ``grew(the .part path, bytes written)`` after each chunk is flushed,
+    ``stop(why)`` when the download restarts from byte 0.
     """
     get_url = url if callable(url) else (lambda: url)
     dest = Path(dest)
@@ -306,7 +306,7 @@ def download_archive(
                             progress.update(received)
                             if follower is not None:
                                 out.flush()
-                                follower.grew(received)
+                                follower.grew(part, received)
                     break
                 except (
                     requests.ConnectionError,
