@@ -71,10 +71,11 @@ def check_dump_file(path: Path) -> str:
 
 
 def open_gzip(path: Path | IO[bytes]) -> IO[bytes]:
-    """The decompressed stream of the gzip file ``path`` (or of a binary file object): python-isal's reader (ISA-L's inflate, about
-    1.4 times tarfile's zlib stream here, decompressing ahead on a thread) where it is installed, else the
-    standard library's ``gzip`` (zlib). Both check every member's CRC and length when read to the end,
-    and read concatenated members (``docs/performance.md``, "Component benchmarks")."""
+    """The decompressed stream of the gzip file ``path`` (or of a binary file object): python-isal's
+    reader (ISA-L's inflate, about 1.4 times tarfile's zlib stream here, decompressing ahead on a thread)
+    where it is installed, else the standard library's ``gzip`` (zlib). Both check every member's CRC
+    and length when read to the end, and read concatenated members (``docs/performance.md``,
+    "Component benchmarks")."""
     try:
         from isal import igzip_threaded
     except ImportError:  # isal is a dependency, but its wheel may be missing somewhere
