@@ -255,7 +255,7 @@ def analyze_masked(
     (:func:`clear_stale_statistics`).
 
     ``jobs`` sessions analyze at once, the largest relation first (on ``make bench``'s scale-3 data,
-    two sessions took 0.49 s against 0.69 s for one: ``docs/performance.md``).
+    two sessions took 0.42 s against 0.59 s for one: ``docs/performance.md``).
 
     A table that ANALYZE cannot read (another owner) is reported by PostgreSQL as a skipped warning,
     not an error: :func:`scalingo_staging_sync.verification.verify_residuals` then finds any original
