@@ -236,7 +236,13 @@ def test_parallel_analyze_covers_every_relation_largest_first(target):
     assert result["jobs"] == 3
     # the partitioned root counts its partitions (ev: 5000 rows, more pages than small and mv)
     assert result["analyzed"][:2] == ["public.big", "public.ev"]
-    assert sorted(result["analyzed"]) == ["public.big", "public.emptied", "public.ev", "public.mv", "public.small"]
+    assert sorted(result["analyzed"]) == [
+        "public.big",
+        "public.emptied",
+        "public.ev",
+        "public.mv",
+        "public.small",
+    ]
     assert result["cleared"] == ["public.emptied"]  # the stale statistics of the emptied table
     analyzed = {
         name
@@ -262,6 +268,6 @@ def test_a_parallel_analyze_that_fails_names_the_table(target):
             AS 'BEGIN RAISE EXCEPTION ''secret-%'', i; END';
         """,
     )
-    with pytest.raises(PostLoadError, match=r'analyze public\.Broken failed') as raised:
+    with pytest.raises(PostLoadError, match=r"analyze public\.Broken failed") as raised:
         analyze_masked(target, jobs=2)
     assert "secret-" not in str(raised.value)  # the server's message quotes a value: withheld
