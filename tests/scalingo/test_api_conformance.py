@@ -66,6 +66,7 @@ class DocServer:
         strict_json=False,
         region_name="osc-fr1",
         gzip_if_accepted=False,
+        unchanged_formation=400,
     ):
         self.name = f"20260301010000_{RESOURCE}"
         self.archive, self.dump = _archive(self.name)
@@ -77,6 +78,16 @@ class DocServer:
         self.strict_json = strict_json
         self.region_name = region_name
         self.gzip_if_accepted = gzip_if_accepted
+        #: appendix "app formation": the app's containers, its status, the operations and their polls left;
+        #: a scale that changes nothing is refused as Scalingo does (400 ``{"error": "no change in
+        #: containers formation"}``) or as a validation error (422 ``{"errors": {...}}``)
+        self.formation = [
+            {"name": "web", "amount": 2, "size": "M"},
+            {"name": "worker", "amount": 1, "size": "S"},
+        ]
+        self.app_status = "running"
+        self.operations: dict[str, dict] = {}
+        self.unchanged_formation = unchanged_formation
         self.requests: list[dict] = []
         self.user_tokens: set[str] = set()
         self.addon_tokens: set[str] = set()
@@ -162,6 +173,9 @@ class _DocHandler(BaseHTTPRequestHandler):
             ("GET", r"/v1/regions", self.regions),
             ("GET", r"/v1/apps/([^/]+)/addons", self.addons),
             ("POST", r"/v1/apps/([^/]+)/addons/([^/]+)/token", self.addon_token),
+            ("GET", r"/v1/apps/([^/]+)/containers", self.containers),
+            ("POST", r"/v1/apps/([^/]+)/scale", lambda app: self.scale(app, raw)),
+            ("GET", r"/v1/apps/([^/]+)/operations/([^/]+)", self.operation),
             ("GET", db, self.database),
             ("GET", db + r"/backups", self.list_backups),
             ("POST", db + r"/backups", self.create_backup),
@@ -227,6 +241,50 @@ class _DocHandler(BaseHTTPRequestHandler):
         token = "at-" + secrets.token_hex(16)
         self.doc.addon_tokens.add(token)
         self._send(200, {"addon": {**self._addon(), "token": token}})
+
+    def containers(self, app):
+        if self._bearer(self.doc.user_tokens):
+            self._send(200, {"containers": self.doc.formation})
+
+    def scale(self, app, raw):
+        if not self._bearer(self.doc.user_tokens):
+            return None
+        wanted = json.loads(raw).get("containers")
+        doc = self.doc
+        with doc.lock:
+            if doc.app_status != "running":
+                return self._send(409, {"error": f"app is {doc.app_status}"})
+            current = {c["name"]: c for c in doc.formation}
+            unknown = [c["name"] for c in wanted if c["name"] not in current]
+            if unknown:
+                return self._send(
+                    422, {"errors": {"containers": [f"{n} is not a container type" for n in unknown]}}
+                )
+            if all(current[c["name"]]["amount"] == c["amount"] for c in wanted):
+                if doc.unchanged_formation == 422:
+                    return self._send(422, {"errors": {"containers": ["no change in containers formation"]}})
+                return self._send(400, {"error": "no change in containers formation"})
+            for c in wanted:
+                current[c["name"]]["amount"] = c["amount"]
+            doc.app_status = "scaling"
+            op_id = secrets.token_hex(8)
+            doc.operations[op_id] = {"id": op_id, "type": "scale", "status": "pending", "polls": 2}
+        location = f"/v1/apps/{app}/operations/{op_id}"
+        self._send(202, {"containers": doc.formation}, headers={"Location": location})
+
+    def operation(self, app, op_id):
+        if not self._bearer(self.doc.user_tokens):
+            return None
+        with self.doc.lock:
+            op = self.doc.operations.get(op_id)
+            if op is None:
+                return self._send(404, {"resource": "operation", "error": "not found"})
+            op["polls"] -= 1
+            op["status"] = "running" if op["polls"] > 0 else "done"
+            if op["status"] == "done":
+                self.doc.app_status = "running"
+            data = {k: v for k, v in op.items() if k != "polls"}
+        self._send(200, {"operation": data})
 
     def database(self, addon_id):
         if self._bearer(self.doc.addon_tokens):
@@ -381,6 +439,43 @@ def test_connection_check_needs_no_apps_list(monkeypatch):
         ok, message = ScalingoHook().test_connection()
     assert ok, message
     assert "token accepted" in message and "no apps list" in message and API_TOKEN not in message
+
+
+# ---------------------------------------------------------------------------- formation and scaling
+def test_scale_follows_the_operation_named_by_a_relative_location():
+    """Appendix "app formation": 202, the whole formation, ``Location: /v1/apps/{app}/operations/{id}``
+    polled until ``done``; a bad formation's 422 keeps the server's ``errors``."""
+    with DocServer() as doc, doc.client() as client:
+        result = client.scale(APP, {"web": 0, "worker": 0}, poll_interval=0.01)
+        assert result["operation"]["status"] == "done" and doc.app_status == "running"
+        assert {c["name"]: c["amount"] for c in client.get_formation(APP)} == {"web": 0, "worker": 0}
+        with pytest.raises(ScalingoApiError, match=r"HTTP 422.*clock is not a container type"):
+            client.scale(APP, {"clock": 1})
+    assert len(doc.hits("GET", r"/v1/apps/[^/]+/operations/[^/]+")) == 2
+
+
+@pytest.mark.parametrize("refusal", [400, 422])
+def test_scaling_to_the_formation_the_app_already_has_is_not_an_error(refusal, monkeypatch):
+    """A scale that changes nothing is refused by Scalingo (400 "no change in containers formation"):
+    a scale-back sent again (after a timeout, a retried teardown) finds the app already as wanted and
+    succeeds without an operation, and the saved formation is cleared; a refusal while the formation
+    differs is still an error."""
+    from scalingo_staging_sync.restore import targets
+
+    written = []
+    monkeypatch.setattr(targets, "write_state", lambda target, status, **fields: written.append(fields))
+    with DocServer(unchanged_formation=refusal) as doc, doc.client() as client:
+        before = [{"name": c["name"], "amount": c["amount"]} for c in client.get_formation(APP)]
+        result = client.scale(APP, before, poll_interval=0.01)
+        assert result["unchanged"] is True and result["operation_url"] is None
+        state = {"status": "verified", "app": APP, "formation": before}
+        assert targets.scale_back(None, client, state) == before
+        assert written == [{"app": None, "formation": None}]
+        with pytest.raises(ScalingoApiError, match=r"HTTP 422.*clock is not a container type"):
+            client.scale(APP, [{"name": "web", "amount": 2}, {"name": "clock", "amount": 1}])
+    assert doc.formation[0]["amount"] == 2
+    assert len(doc.hits("POST", r"/v1/apps/[^/]+/scale")) == 3
+    assert not doc.hits("GET", r"/v1/apps/[^/]+/operations/[^/]+")
 
 
 # ---------------------------------------------------------------------------- backups

@@ -1040,11 +1040,22 @@ class ScalingoClient:
         timeout: float = 600.0,
         poll_interval: float = 3.0,
     ) -> dict:
-        """Scale containers (``{"web": 0}`` or the API's list form); follow the operation when ``wait``."""
+        """Scale containers (``{"web": 0}`` or the API's list form); follow the operation when ``wait``.
+        An app that already has the wanted formation is not an error: ``{"unchanged": True, ...}``."""
         if isinstance(containers, dict):
             containers = [{"name": name, "amount": int(amount)} for name, amount in containers.items()]
         url = self._api(f"/apps/{_q(app)}/scale")
-        resp = self._user_request("POST", url, json_body={"containers": containers}, expected=(200, 202))
+        try:
+            resp = self._user_request("POST", url, json_body={"containers": containers}, expected=(200, 202))
+        except ScalingoApiError as exc:
+            # Scalingo refuses a scale that changes nothing (400 "no change in containers formation"; a
+            # validation error may say it too), e.g. a scale-back sent again after a timeout or a retried
+            # POST: when the app already has the wanted formation, there is nothing left to do
+            current = self.get_formation(app) if exc.status in (400, 422) else []
+            if not _formation_matches(current, containers):
+                raise
+            log.info("app %s already has the wanted formation (%s): nothing to scale", app, exc.body)
+            return {"containers": current, "operation_url": None, "unchanged": True}
         result = {
             "containers": _json(resp, url).get("containers", []),
             "operation_url": resp.headers.get("Location"),
@@ -1162,6 +1173,18 @@ def backup_failed_error(app: str, addon_id: str, backup: dict) -> BackupFailedEr
         f"backup {backup.get('id')!r} of app {app!r} (addon {addon_id}) ended in status "
         f"{backup.get('status')!r}; check the database dashboard, then use backup='latest' or create a new one."
     )
+
+
+def _formation_matches(current: list[dict], wanted: list[dict]) -> bool:
+    """Every wanted container type is in ``current`` with the wanted amount (and size, when given)."""
+    by_name = {c.get("name"): c for c in current if isinstance(c, dict)}
+    for want in wanted:
+        have = by_name.get(want.get("name"))
+        if have is None or ("amount" in want and int(have.get("amount") or 0) != int(want["amount"])):
+            return False
+        if want.get("size") and str(have.get("size") or "").lower() != str(want["size"]).lower():
+            return False
+    return bool(wanted)
 
 
 def _list(data: dict, key: str) -> list[dict]:
