@@ -395,6 +395,23 @@ def test_flow_with_opaque_tokens_and_only_documented_requests(tmp_path):
     assert "Authorization" not in download["headers"]
 
 
+def test_a_refused_api_token_keeps_the_servers_message():
+    """Sections 1.2 and 6: the exchange refuses a bad token with 401 ``{"error": str}``; the error says
+    what the server said, and names the fix, never the token."""
+    from scalingo_staging_sync.scalingo.errors import ScalingoAuthError
+
+    with DocServer() as doc, doc.client() as good:
+        good.get_formation(APP)
+        with ScalingoClient(
+            "tk-us-revoked-0000", auth_url=doc.url, api_url=doc.url, db_api_url=doc.url
+        ) as bad:
+            with pytest.raises(ScalingoAuthError) as err:
+                bad.get_formation(APP)
+    assert err.value.status == 401 and err.value.body == {"error": "invalid token"}
+    assert "'invalid token'" in str(err.value) and "password field" in str(err.value)
+    assert "tk-us-revoked" not in str(err.value)
+
+
 # ---------------------------------------------------------------------------- regions
 def test_no_region_configured_takes_the_regions_endpoint_default(monkeypatch):
     """Section 2.2: with no region in the connection and no ``osc-fr1`` in ``/v1/regions``, the region

@@ -407,12 +407,14 @@ class ScalingoClient:
                     expected=(200, 201),
                 )
             except ScalingoAuthError as exc:
+                said = exc.body.get("error") if isinstance(exc.body, dict) else exc.body
                 raise ScalingoAuthError(
-                    f"the Scalingo API token was refused by {url} (HTTP {exc.status}). Create a new token in "
-                    f"the Scalingo dashboard (Account > Tokens) and put it in the password field of the "
-                    f"Scalingo connection.",
+                    f"the Scalingo API token was refused by {url} (HTTP {exc.status}: {said!r}). Create a new "
+                    f"token in the Scalingo dashboard (Account > Tokens) and put it in the password field of "
+                    f"the Scalingo connection.",
                     status=exc.status,
                     url=url,
+                    body=exc.body,
                 ) from None
             token = _json(resp, url).get("token")
             if not token or not isinstance(token, str):
