@@ -88,6 +88,9 @@ class DocServer:
         self.app_status = "running"
         self.operations: dict[str, dict] = {}
         self.unchanged_formation = unchanged_formation
+        #: the next answers to ``POST /run`` and to operation reads: ``[status, ...]`` (an error each)
+        self.run_errors: list[int] = []
+        self.operation_errors: list[int] = []
         self.requests: list[dict] = []
         self.user_tokens: set[str] = set()
         self.addon_tokens: set[str] = set()
@@ -176,6 +179,7 @@ class _DocHandler(BaseHTTPRequestHandler):
             ("GET", r"/v1/apps/([^/]+)/containers", self.containers),
             ("POST", r"/v1/apps/([^/]+)/scale", lambda app: self.scale(app, raw)),
             ("GET", r"/v1/apps/([^/]+)/operations/([^/]+)", self.operation),
+            ("POST", r"/v1/apps/([^/]+)/run", lambda app: self.run(app, raw)),
             ("GET", db, self.database),
             ("GET", db + r"/backups", self.list_backups),
             ("POST", db + r"/backups", self.create_backup),
@@ -272,9 +276,29 @@ class _DocHandler(BaseHTTPRequestHandler):
         location = f"/v1/apps/{app}/operations/{op_id}"
         self._send(202, {"containers": doc.formation}, headers={"Location": location})
 
+    def run(self, app, raw):
+        if not self._bearer(self.doc.user_tokens):
+            return None
+        body = json.loads(raw)
+        doc = self.doc
+        with doc.lock:
+            op_id = secrets.token_hex(8)
+            doc.operations[op_id] = {"id": op_id, "type": "run", "status": "pending", "polls": 2}
+            error = doc.run_errors.pop(0) if doc.run_errors else None
+        if error:  # the container is started all the same (a proxy's 5xx after the API acted)
+            return self._send(error, {"error": "upstream provider returned an error, please retry later"})
+        container = {"id": "ct-" + op_id, "type": "one-off", "state": "starting", "command": body["command"]}
+        self._send(
+            200,
+            {"container": container, "attach_url": f"{doc.url}/attach/{op_id}"},
+            headers={"Location": f"/v1/apps/{app}/operations/{op_id}"},
+        )
+
     def operation(self, app, op_id):
         if not self._bearer(self.doc.user_tokens):
             return None
+        if self.doc.operation_errors:
+            return self._send(self.doc.operation_errors.pop(0), {"error": "internal error"})
         with self.doc.lock:
             op = self.doc.operations.get(op_id)
             if op is None:
@@ -493,6 +517,34 @@ def test_scaling_to_the_formation_the_app_already_has_is_not_an_error(refusal, m
     assert doc.formation[0]["amount"] == 2
     assert len(doc.hits("POST", r"/v1/apps/[^/]+/scale")) == 3
     assert not doc.hits("GET", r"/v1/apps/[^/]+/operations/[^/]+")
+
+
+# ---------------------------------------------------------------------------- one-off runs
+def test_one_off_run_follows_its_operation():
+    """Appendix "one-off commands": ``detached: true``, a container and a Location to follow."""
+    with DocServer() as doc, doc.client() as client:
+        result = client.run_detached(APP, "rails db:migrate", env={"K": "v"}, poll_interval=0.01)
+    assert result["operation"]["status"] == "done" and result["container"]["type"] == "one-off"
+    (run,) = doc.hits("POST", r"/v1/apps/[^/]+/run")
+    assert json.loads(run["body"]) == {"command": "rails db:migrate", "env": {"K": "v"}, "detached": True}
+
+
+@pytest.mark.parametrize("where", ["run", "operation"])
+def test_a_one_off_run_that_may_have_started_is_not_retried_by_the_task(where):
+    """A 5xx on the run POST (Scalingo may have started the container), or an operation that cannot be
+    followed after the container started: the error is not retryable (an Airflow retry of the task would
+    run the command twice) and says to check the container; the POST is sent once."""
+    from scalingo_staging_sync.errors import is_retryable
+
+    with DocServer() as doc, doc.client(max_attempts=2) as client:
+        if where == "run":
+            doc.run_errors = [502]
+        else:
+            doc.operation_errors = [503] * 5
+        with pytest.raises(ScalingoApiError, match=r"HTTP 50.*before running the command again") as err:
+            client.run_detached(APP, "rails db:seed", poll_interval=0.01)
+    assert not is_retryable(err.value)
+    assert len(doc.hits("POST", r"/v1/apps/[^/]+/run")) == 1
 
 
 # ---------------------------------------------------------------------------- backups

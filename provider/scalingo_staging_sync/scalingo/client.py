@@ -388,6 +388,7 @@ class ScalingoClient:
                 with attempt:
                     return self._send_once(method, url, **kwargs)
         except _Retryable as exc:
+            exc.error.unsent = exc.unsent  # the server cannot have acted on it (429, no connection)
             raise exc.error from None
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -1124,7 +1125,20 @@ class ScalingoClient:
             body["size"] = size
         url = self._api(f"/apps/{_q(app)}/run")
         # never retried after it may have reached Scalingo: the command would run twice
-        resp = self._user_request("POST", url, json_body=body, expected=(200, 201, 202), idempotent=False)
+        try:
+            resp = self._user_request("POST", url, json_body=body, expected=(200, 201, 202), idempotent=False)
+        except ScalingoServerError as exc:
+            if exc.url != url or getattr(exc, "unsent", False):
+                raise  # the token exchange's, or a request Scalingo never got: safe to run again
+            error = ScalingoServerError(
+                f"{exc} The one-off run may have started in app {app!r} all the same: check its containers "
+                f"and logs (scalingo --app {app} ps / logs) before running the command again.",
+                status=exc.status,
+                url=exc.url,
+                body=exc.body,
+            )
+            error.retryable = False  # a retry of the task would run the command a second time
+            raise error from None
         data = _json(resp, url)
         container = data.get("container", {})
         result = {"container": container, "operation_url": resp.headers.get("Location")}
@@ -1139,9 +1153,24 @@ class ScalingoClient:
                 raise ScalingoOperationError(
                     f"run in app {app!r} returned no Location header to follow; use wait=False with this API."
                 )
-            result["operation"] = self.wait_operation(
-                app, result["operation_url"], timeout=timeout, poll_interval=poll_interval, what="one-off run"
-            )
+            try:
+                result["operation"] = self.wait_operation(
+                    app,
+                    result["operation_url"],
+                    timeout=timeout,
+                    poll_interval=poll_interval,
+                    what="one-off run",
+                )
+            except (ScalingoServerError, ScalingoRateLimitError) as exc:
+                # the container is started: a retry of the task would run the command a second time
+                raise ScalingoOperationError(
+                    f"one-off container {container.get('id')} was started in app {app!r}, but its operation "
+                    f"could not be followed ({exc}). It may still be running: check its logs (scalingo --app "
+                    f"{app} logs) before running the command again.",
+                    status=exc.status,
+                    url=exc.url,
+                    body=exc.body,
+                ) from None
         return result
 
     def restart(
