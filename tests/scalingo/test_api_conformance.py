@@ -90,6 +90,12 @@ class DocServer:
         self.unchanged_formation = unchanged_formation
         #: the next answers to ``POST /run`` and to operation reads: ``[status, ...]`` (an error each)
         self.run_errors: list[int] = []
+        #: appendix "runtime environment": ``GET /variables``; ``variables_body`` replaces the answer's bytes
+        self.variables = {
+            "SECRET_KEY_BASE": "s3cr3t-key-base-0123",
+            "SCALINGO_POSTGRESQL_URL": "postgres://u:pw-0123@h:5432/db",
+        }
+        self.variables_body: bytes | None = None
         self.operation_errors: list[int] = []
         self.requests: list[dict] = []
         self.user_tokens: set[str] = set()
@@ -180,6 +186,7 @@ class _DocHandler(BaseHTTPRequestHandler):
             ("POST", r"/v1/apps/([^/]+)/scale", lambda app: self.scale(app, raw)),
             ("GET", r"/v1/apps/([^/]+)/operations/([^/]+)", self.operation),
             ("POST", r"/v1/apps/([^/]+)/run", lambda app: self.run(app, raw)),
+            ("GET", r"/v1/apps/([^/]+)/variables", self.variables),
             ("GET", db, self.database),
             ("GET", db + r"/backups", self.list_backups),
             ("POST", db + r"/backups", self.create_backup),
@@ -275,6 +282,16 @@ class _DocHandler(BaseHTTPRequestHandler):
             doc.operations[op_id] = {"id": op_id, "type": "scale", "status": "pending", "polls": 2}
         location = f"/v1/apps/{app}/operations/{op_id}"
         self._send(202, {"containers": doc.formation}, headers={"Location": location})
+
+    def variables(self, app):
+        if not self._bearer(self.doc.user_tokens):
+            return None
+        if self.doc.variables_body is not None:
+            return self._send(200, self.doc.variables_body)
+        listed = [
+            {"id": f"v{i}", "name": k, "value": v} for i, (k, v) in enumerate(self.doc.variables.items())
+        ]
+        self._send(200, {"variables": listed})
 
     def run(self, app, raw):
         if not self._bearer(self.doc.user_tokens):
@@ -517,6 +534,22 @@ def test_scaling_to_the_formation_the_app_already_has_is_not_an_error(refusal, m
     assert doc.formation[0]["amount"] == 2
     assert len(doc.hits("POST", r"/v1/apps/[^/]+/scale")) == 3
     assert not doc.hits("GET", r"/v1/apps/[^/]+/operations/[^/]+")
+
+
+# ---------------------------------------------------------------------------- app variables
+def test_variables_keep_one_value_and_an_unreadable_answer_is_not_quoted():
+    """Appendix "reading an app's environment": ``{"variables": [{"id", "name", "value"}]}``, one value
+    kept. An answer that is not JSON (cut off, a proxy's rewrite) holds every secret of the app: the
+    error does not quote it."""
+    with DocServer() as doc, doc.client() as client:
+        assert client.get_variable(APP, "SCALINGO_POSTGRESQL_URL") == "postgres://u:pw-0123@h:5432/db"
+        assert client.get_variable(APP, "DATABASE_URL") is None
+        doc.variables_body = (
+            b'{"variables": [{"id": "v0", "name": "SECRET_KEY_BASE", "value": "s3cr3t-key-base-0123"'
+        )
+        with pytest.raises(ScalingoApiError, match="expected a JSON object") as err:
+            client.get_variable(APP, "SCALINGO_POSTGRESQL_URL")
+    assert "s3cr3t" not in str(err.value) and "SECRET_KEY_BASE" not in str(err.value)
 
 
 # ---------------------------------------------------------------------------- one-off runs

@@ -659,7 +659,7 @@ class ScalingoClient:
         ``SCALINGO_POSTGRESQL_URL`` carries a password), the others are dropped unread."""
         url = self._api(f"/apps/{_q(app)}/variables")
         try:
-            variables = _json(self._user_request("GET", url), url).get("variables", [])
+            resp = self._user_request("GET", url)
         except ScalingoNotFoundError as exc:
             raise ScalingoNotFoundError(
                 f"Scalingo app {app!r} not found in region {self.region!r} (HTTP 404) while reading its "
@@ -667,6 +667,16 @@ class ScalingoClient:
                 status=404,
                 url=url,
                 body=exc.body,
+            ) from None
+        try:
+            variables = _json(resp, url).get("variables", [])
+        except ScalingoApiError as exc:
+            # _json quotes the start of the answer: here it would be the app's secrets
+            raise ScalingoApiError(
+                f"{url}: expected a JSON object (the answer is not quoted: it holds the app's variables); "
+                "check the connection's api_url points at Scalingo's main API.",
+                status=exc.status,
+                url=url,
             ) from None
         value = next(
             (v.get("value") for v in variables if isinstance(v, dict) and v.get("name") == name), None
