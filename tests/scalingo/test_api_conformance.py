@@ -96,6 +96,9 @@ class DocServer:
             "SCALINGO_POSTGRESQL_URL": "postgres://u:pw-0123@h:5432/db",
         }
         self.variables_body: bytes | None = None
+        #: the bytes of the token exchange's and the addon-token answers instead of their JSON (``None``)
+        self.exchange_body: bytes | None = None
+        self.addon_token_body: bytes | None = None
         self.operation_errors: list[int] = []
         self.requests: list[dict] = []
         self.user_tokens: set[str] = set()
@@ -217,6 +220,8 @@ class _DocHandler(BaseHTTPRequestHandler):
             return self._send(401, {"error": "invalid token"})
         token = "ut-" + secrets.token_hex(16)  # opaque: the docs promise a string, not a JWT layout
         self.doc.user_tokens.add(token)
+        if self.doc.exchange_body is not None:
+            return self._send(200, self.doc.exchange_body.replace(b"TOKEN", token.encode()))
         self._send(200, {"token": token})
 
     def regions(self):
@@ -251,6 +256,8 @@ class _DocHandler(BaseHTTPRequestHandler):
             return None
         token = "at-" + secrets.token_hex(16)
         self.doc.addon_tokens.add(token)
+        if self.doc.addon_token_body is not None:
+            return self._send(200, self.doc.addon_token_body.replace(b"TOKEN", token.encode()))
         self._send(200, {"addon": {**self._addon(), "token": token}})
 
     def containers(self, app):
@@ -451,6 +458,21 @@ def test_a_refused_api_token_keeps_the_servers_message():
     assert err.value.status == 401 and err.value.body == {"error": "invalid token"}
     assert "'invalid token'" in str(err.value) and "password field" in str(err.value)
     assert "tk-us-revoked" not in str(err.value)
+
+
+@pytest.mark.parametrize("which", ["exchange", "addon token"])
+def test_an_unreadable_token_answer_is_not_quoted(which):
+    """Sections 1.2 and 4: a token answer that is not JSON (here cut before its end) holds the token,
+    not masked yet since it was never read: the error does not quote it."""
+    with DocServer() as doc, doc.client(max_attempts=1) as client:
+        if which == "exchange":
+            doc.exchange_body = b'{"token": "TOKEN'
+        else:
+            doc.addon_token_body = b'{"addon": {"token": "TOKEN'
+        with pytest.raises(ScalingoApiError, match="not JSON") as err:
+            client.get_database(APP, ADDON)
+    issued = doc.user_tokens if which == "exchange" else doc.addon_tokens
+    assert issued and not any(token in str(err.value) for token in issued)
 
 
 # ---------------------------------------------------------------------------- regions

@@ -417,7 +417,7 @@ class ScalingoClient:
                     url=url,
                     body=exc.body,
                 ) from None
-            token = _json(resp, url).get("token")
+            token = _json(resp, url, quote=False).get("token")
             if not token or not isinstance(token, str):
                 raise ScalingoAuthError(
                     f"{url} answered without a token; check auth_url points at Scalingo's auth API."
@@ -723,7 +723,7 @@ class ScalingoClient:
             if cached and not force and time.time() < cached[1]:
                 return cached[0]
             url = self._api(f"/apps/{_q(app)}/addons/{_q(addon_id)}/token")
-            data = _json(self._user_request("POST", url, expected=(200, 201)), url)
+            data = _json(self._user_request("POST", url, expected=(200, 201)), url, quote=False)
             addon = data.get("addon") if isinstance(data.get("addon"), dict) else {}
             token = addon.get("token") or data.get("token")
             if not token or not isinstance(token, str):
@@ -1286,12 +1286,15 @@ def _normalize_backup(backup: dict) -> dict:
     return out
 
 
-def _json(resp: requests.Response, where: str) -> dict:
+def _json(resp: requests.Response, where: str, *, quote: bool = True) -> dict:
+    """The answer's JSON object. ``quote=False`` for an answer carrying a secret (a token): an unreadable
+    answer is then not quoted in the error (the secret is not masked before it is read)."""
     try:
         data = resp.json()
     except ValueError:
+        got = f"{resp.text[:120]!r}" if quote else f"{len(resp.content)} bytes that are not JSON (not shown)"
         raise ScalingoApiError(
-            f"{where}: expected a JSON object, got {resp.text[:120]!r}; check the connection's URLs point at Scalingo.",
+            f"{where}: expected a JSON object, got {got}; check the connection's URLs point at Scalingo.",
             status=resp.status_code,
         ) from None
     if not isinstance(data, dict):
