@@ -93,3 +93,24 @@ def test_a_plain_dump_holding_them_is_refused_before_anything_is_touched(source,
     with pytest.raises(RestoreError, match=r"holds subscription entries .* user mapping entries"):
         restore(plain, superuser_target(pg, db), mode="in_place", tools=find_pg_tools(pg_bin_dir(pg.version)))
     assert pg.execute("SELECT count(*) FROM pg_class WHERE relname = 'person'", db)[0][0] == 0
+
+
+def test_the_plan_names_them_before_anything_is_restored(source):
+    """The archive plan (the CLI's ``plan``, the dry run) lists each entry the restore will leave out."""
+    from scalingo_staging_sync.anonymize.rules import parse_rules_text
+    from scalingo_staging_sync.inventory import plan_from_archive
+    from scalingo_staging_sync.inventory.plan import plan_lines
+
+    pg, dump = source
+    rules = parse_rules_text(
+        "source_app: shop-prod\nanonymization_tables:\n  - table: public.person\n    columns:\n      email: email\n"
+    )
+    plan = plan_from_archive(dump, rules, tools=find_pg_tools(pg_bin_dir(pg.version)))
+    lines = [line for line in plan_lines(plan.to_json()) if "not restored (" in line]
+    assert any("USER MAPPING public SERVER prod_server" in line for line in lines), lines
+    assert sum("USER MAPPING" in line and "credentials for another server" in line for line in lines) == 2
+    assert any(line.startswith("warning: SUBSCRIPTION from_prod: not restored (") for line in lines), lines
+    assert any(
+        "COMMENT" in line and "from_prod" in line and "describes a subscription" in line for line in lines
+    )
+    assert not any(SECRET in line for line in plan_lines(plan.to_json()))

@@ -38,7 +38,7 @@ from scalingo_staging_sync.inventory.model import (
 from scalingo_staging_sync.pgast import column_refs
 from scalingo_staging_sync.restore.dump import entries_sql, read_dump_header
 from scalingo_staging_sync.restore.pgtools import PgTools, check_tools_for_dump, find_pg_tools
-from scalingo_staging_sync.restore.toc import KNOWN_DESCS, TocEntry, read_toc, toc_digest
+from scalingo_staging_sync.restore.toc import KNOWN_DESCS, TocEntry, never_restored, read_toc, toc_digest
 from scalingo_staging_sync.tablename import TableName
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,10 @@ def build_inventory(dump_path: str | os.PathLike, tools: PgTools | None = None) 
     _Reader(inv, entries, enums, composites).read(statements)
 
     for e in entries:
+        if (reason := never_restored(e)) is not None:
+            inv.never_restored.append(
+                (e.tag if e.tag.startswith(e.desc) else f"{e.desc} {e.qualified}", reason)
+            )
         if e.desc == "MATERIALIZED VIEW":
             inv.materialized_views.append(e.table_name)
         elif e.desc == "SEQUENCE":

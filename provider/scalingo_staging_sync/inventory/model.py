@@ -171,6 +171,9 @@ class Inventory:
     #: entries that depend on a large object (COMMENT / ACL / SECURITY LABEL on "LARGE OBJECT n")
     large_object_dependents: list[int] = field(default_factory=list)
     dump_version: str | None = None
+    #: ``(entry, reason)`` of the entries the restore never recreates (``restore.toc.NEVER_RESTORED``:
+    #: user mappings, subscriptions)
+    never_restored: list[tuple[str, str]] = field(default_factory=list)
     #: ``restore.toc.toc_digest`` of the archive's table of contents
     toc_sha256: str = ""
 

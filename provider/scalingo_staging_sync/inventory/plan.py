@@ -315,6 +315,8 @@ def plan_inventory(inv: Inventory, rules: Rules, *, exclude_tables: Any = ()) ->
     if errors:
         raise PlanError(sorted(_dedupe(errors), key=_entry_order))
 
+    # what the restore leaves out whatever the rules say: shown with the plan (and the dry run)
+    warnings.extend(f"{entry}: not restored ({reason})" for entry, reason in inv.never_restored)
     plan = ArchivePlan(items=items, warnings=warnings, toc_sha256=inv.toc_sha256)
     plan.large_objects = {"policy": rules.large_objects, "count": inv.large_object_count}
     plan.materialized_views = [str(m) for m in inv.materialized_views]

@@ -395,9 +395,9 @@ def _check_plain_policy(
     dump_path: Path, header: Any, large_objects: str, matview_data: bool, *, plan_given: bool = False
 ) -> None:
     """A plain-SQL script cannot be filtered: refuse one holding what is never restored (user mappings,
-    subscriptions: :data:`~scalingo_staging_sync.restore.runner.NEVER_RESTORED`), or (without a plan)
+    subscriptions: :data:`~scalingo_staging_sync.restore.toc.NEVER_RESTORED`), or (without a plan)
     large objects or materialized view data the caller did not ask for, before anything is touched."""
-    from scalingo_staging_sync.restore.runner import NEVER_RESTORED
+    from scalingo_staging_sync.restore.toc import NEVER_RESTORED
 
     kinds = dumpmod.plain_data_kinds(dump_path, header)
     refused = [

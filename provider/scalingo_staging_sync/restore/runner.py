@@ -30,6 +30,7 @@ from scalingo_staging_sync.restore.pgtools import PgTools, check_tools_for_dump,
 from scalingo_staging_sync.restore.progress import copy_progress
 from scalingo_staging_sync.restore.toc import (
     TocEntry,
+    never_restored,
     read_toc,
     resolve_schemas,
     section_args,
@@ -126,33 +127,6 @@ def default_jobs() -> int:
 # --------------------------------------------------------------------------------------------
 
 
-#: entries never restored, plan or no plan: they hold another server's credentials or connect to it, so
-#: a staging copy would reach production (or whatever they name) outside its backups
-NEVER_RESTORED = {
-    "USER MAPPING": (
-        "user mappings are never restored: they hold credentials for another server (a foreign server's "
-        "user and password), which would let staging read that server's live data; create the mapping "
-        "staging needs in a seed"
-    ),
-    "SUBSCRIPTION": (
-        "subscriptions are never restored: their connection string holds the publisher's credentials, "
-        "and an enabled copy would replicate production's rows into staging unmasked"
-    ),
-    "SUBSCRIPTION TABLE": "subscriptions are never restored (see the SUBSCRIPTION entry)",
-}
-#: entries that describe a subscription (``COMMENT - SUBSCRIPTION sub owner``): left out with it
-_SUBSCRIPTION_DEPENDENT_DESCS = ("COMMENT", "SECURITY LABEL")
-
-
-def never_restored(entry: TocEntry) -> str | None:
-    """Why ``entry`` is never restored (:data:`NEVER_RESTORED`), or None."""
-    if entry.desc in NEVER_RESTORED:
-        return NEVER_RESTORED[entry.desc]
-    if entry.desc in _SUBSCRIPTION_DEPENDENT_DESCS and entry.tag.startswith("SUBSCRIPTION "):
-        return f"describes a subscription, and {NEVER_RESTORED['SUBSCRIPTION']}"
-    return None
-
-
 @dataclass
 class Selection:
     kept: list[TocEntry]
@@ -176,7 +150,7 @@ def select_entries(
     values, exact), keep only ``only_data`` tables' data when given, skip FK constraints that reference a
     table whose data is excluded (``exclude_tables``), skip the data of PostGIS's own tables when
     the archive creates the extension (the extension provides it), and never keep STATISTICS DATA
-    (``pg_dump --statistics``: values of the original rows) or what :data:`NEVER_RESTORED` names (user
+    (``pg_dump --statistics``: values of the original rows) or what :data:`~scalingo_staging_sync.restore.toc.NEVER_RESTORED` names (user
     mappings, subscriptions: another server's credentials), plan or no plan."""
     hard_excluded = table_names(exclude_tables)
     excluded = hard_excluded + [t for t in table_names(exclude_data) if t not in hard_excluded]

@@ -69,6 +69,33 @@ class TocEntry:
         return TableName(self.schema or "public", self.tag)
 
 
+#: entries never restored, plan or no plan: they hold another server's credentials or connect to it, so
+#: a staging copy would reach production (or whatever they name) outside its backups
+NEVER_RESTORED = {
+    "USER MAPPING": (
+        "user mappings are never restored: they hold credentials for another server (a foreign server's "
+        "user and password), which would let staging read that server's live data; create the mapping "
+        "staging needs in a seed"
+    ),
+    "SUBSCRIPTION": (
+        "subscriptions are never restored: their connection string holds the publisher's credentials, "
+        "and an enabled copy would replicate production's rows into staging unmasked"
+    ),
+    "SUBSCRIPTION TABLE": "subscriptions are never restored (see the SUBSCRIPTION entry)",
+}
+#: entries that describe a subscription (``COMMENT - SUBSCRIPTION sub owner``): left out with it
+_SUBSCRIPTION_DEPENDENT_DESCS = ("COMMENT", "SECURITY LABEL")
+
+
+def never_restored(entry: TocEntry) -> str | None:
+    """Why ``entry`` is never restored (:data:`NEVER_RESTORED`), or None."""
+    if entry.desc in NEVER_RESTORED:
+        return NEVER_RESTORED[entry.desc]
+    if entry.desc in _SUBSCRIPTION_DEPENDENT_DESCS and entry.tag.startswith("SUBSCRIPTION "):
+        return f"describes a subscription, and {NEVER_RESTORED['SUBSCRIPTION']}"
+    return None
+
+
 def parse_toc_line(line: str) -> TocEntry | None:
     line = line.rstrip("\r\n")
     if not line or line.startswith(";"):
