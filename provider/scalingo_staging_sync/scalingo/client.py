@@ -388,7 +388,7 @@ class ScalingoClient:
                 with attempt:
                     return self._send_once(method, url, **kwargs)
         except _Retryable as exc:
-            exc.error.unsent = exc.unsent  # the server cannot have acted on it (429, no connection)
+            exc.error.unsent = exc.unsent
             raise exc.error from None
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -668,16 +668,7 @@ class ScalingoClient:
                 url=url,
                 body=exc.body,
             ) from None
-        try:
-            variables = _json(resp, url).get("variables", [])
-        except ScalingoApiError as exc:
-            # _json quotes the start of the answer: here it would be the app's secrets
-            raise ScalingoApiError(
-                f"{url}: expected a JSON object (the answer is not quoted: it holds the app's variables); "
-                "check the connection's api_url points at Scalingo's main API.",
-                status=exc.status,
-                url=url,
-            ) from None
+        variables = _json(resp, url, quote=False).get("variables", [])  # an unreadable answer: secrets
         value = next(
             (v.get("value") for v in variables if isinstance(v, dict) and v.get("name") == name), None
         )
@@ -1138,7 +1129,7 @@ class ScalingoClient:
         try:
             resp = self._user_request("POST", url, json_body=body, expected=(200, 201, 202), idempotent=False)
         except ScalingoServerError as exc:
-            if exc.url != url or getattr(exc, "unsent", False):
+            if exc.url != url or exc.unsent:
                 raise  # the token exchange's, or a request Scalingo never got: safe to run again
             error = ScalingoServerError(
                 f"{exc} The one-off run may have started in app {app!r} all the same: check its containers "
@@ -1287,8 +1278,8 @@ def _normalize_backup(backup: dict) -> dict:
 
 
 def _json(resp: requests.Response, where: str, *, quote: bool = True) -> dict:
-    """The answer's JSON object. ``quote=False`` for an answer carrying a secret (a token): an unreadable
-    answer is then not quoted in the error (the secret is not masked before it is read)."""
+    """The answer's JSON object. ``quote=False`` for an answer carrying secrets (a token, an app's
+    variables): an unreadable answer is then not quoted in the error (nothing in it is masked yet)."""
     try:
         data = resp.json()
     except ValueError:

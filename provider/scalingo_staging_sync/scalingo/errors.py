@@ -9,8 +9,12 @@ class ScalingoApiError(SyncError):
     """Any failure talking to Scalingo (base class).
 
     ``status`` is the HTTP status when there was a response, ``url`` the request URL (never a signed
-    download URL: those are secrets), ``body`` the parsed error body when Scalingo sent one.
+    download URL: those are secrets), ``body`` the parsed error body when Scalingo sent one. ``unsent``:
+    the request failed before the server could act on it (a 429, a connection never made), so sending
+    it again cannot repeat its effect.
     """
+
+    unsent: bool = False
 
     def __init__(self, message: str, *, status: int | None = None, url: str | None = None, body=None):
         super().__init__(message)
