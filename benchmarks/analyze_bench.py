@@ -20,8 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import freeze_bench as fb  # noqa: E402
-from load_profile import load_once  # noqa: E402
+from load_profile import generated_dump, load_once  # noqa: E402
 
 from scalingo_staging_sync.anonymize.postload import analyze_masked  # noqa: E402
 from scalingo_staging_sync.pgconn import PgTarget  # noqa: E402
@@ -39,13 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     jobs = [int(j) for j in args.jobs.split(",") if j.strip()]
-    pg = start_embedded_postgres(16, Path(tempfile.mkdtemp(prefix="sss-analyze-")))
-    dump = args.dump
-    if dump is None:
-        pg.create_database("prod")
-        print(fb.generate(pg.conninfo("prod"), args.scale), flush=True)
-        dump = pg.pg_dump("prod", Path(tempfile.mkdtemp(prefix="sss-analyze-dump-")) / "prod.pgc")
-        pg.drop_database("prod")
+    base = Path(tempfile.mkdtemp(prefix="sss-analyze-"))
+    pg = start_embedded_postgres(16, base)
+    dump = args.dump or generated_dump(pg, args.scale, base / "prod.pgc")
     loaded = load_once(pg, dump, "stream", 2, post_data=True)
     print(f"loaded: data {loaded['data_s']} s, post-data {loaded['post_data_s']} s", flush=True)
     target = PgTarget(host=pg.host, port=pg.port, user=pg.user, dbname="load_profile")

@@ -149,6 +149,23 @@ def load_once(pg, dump: Path, engine: str, jobs: int, post_data: bool = False) -
     }
 
 
+def generated_dump(pg, scale: float, out: Path, *, distinct: bool = False) -> Path:
+    """A ``pg_dump -Fc`` at ``out`` of ``benchmarks/datagen.py`` data at ``scale``, generated on ``pg``
+    (``distinct``: masked text columns as varied as a real table's, ``engines.DISTINCT_SQL``)."""
+    pg.create_database("prod")
+    print(fb.generate(pg.conninfo("prod"), scale), flush=True)
+    if distinct:
+        from engines import DISTINCT_SQL
+
+        with pg.connect("prod") as conn:
+            for statement in DISTINCT_SQL.split(";\n"):
+                if statement.strip():
+                    conn.execute(statement)
+    dump = pg.pg_dump("prod", out)
+    pg.drop_database("prod")
+    return dump
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -185,19 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--engines {args.engines!r}: choose among stream, stream_translate, trigger")
     base = Path(tempfile.mkdtemp(prefix="sss-load-profile-"))
     pg = start_embedded_postgres(16, base)
-    dump = args.dump
-    if dump is None:
-        pg.create_database("prod")
-        print(fb.generate(pg.conninfo("prod"), args.scale), flush=True)
-        if args.distinct:
-            from engines import DISTINCT_SQL
-
-            with pg.connect("prod") as conn:
-                for statement in DISTINCT_SQL.split(";\n"):
-                    if statement.strip():
-                        conn.execute(statement)
-        dump = pg.pg_dump("prod", base / "prod.pgc")
-        pg.drop_database("prod")
+    dump = args.dump or generated_dump(pg, args.scale, base / "prod.pgc", distinct=args.distinct)
     runs = []
     for i in range(args.repeat):
         for engine in engines[i % len(engines) :] + engines[: i % len(engines)]:
