@@ -100,6 +100,8 @@ class DocServer:
         self.exchange_body: bytes | None = None
         self.addon_token_body: bytes | None = None
         self.operation_errors: list[int] = []
+        #: the scheme and host the scale's ``Location`` names (``None``: a relative Location, as documented)
+        self.operation_host: str | None = None
         self.requests: list[dict] = []
         self.user_tokens: set[str] = set()
         self.addon_tokens: set[str] = set()
@@ -287,7 +289,7 @@ class _DocHandler(BaseHTTPRequestHandler):
             doc.app_status = "scaling"
             op_id = secrets.token_hex(8)
             doc.operations[op_id] = {"id": op_id, "type": "scale", "status": "pending", "polls": 2}
-        location = f"/v1/apps/{app}/operations/{op_id}"
+        location = f"{doc.operation_host or ''}/v1/apps/{app}/operations/{op_id}"
         self._send(202, {"containers": doc.formation}, headers={"Location": location})
 
     def variables(self, app):
@@ -306,6 +308,8 @@ class _DocHandler(BaseHTTPRequestHandler):
         body = json.loads(raw)
         doc = self.doc
         with doc.lock:
+            if doc.app_status != "running":
+                return self._send(409, {"error": f"app is {doc.app_status}"})
             op_id = secrets.token_hex(8)
             doc.operations[op_id] = {"id": op_id, "type": "run", "status": "pending", "polls": 2}
             error = doc.run_errors.pop(0) if doc.run_errors else None
@@ -556,6 +560,72 @@ def test_scaling_to_the_formation_the_app_already_has_is_not_an_error(refusal, m
     assert doc.formation[0]["amount"] == 2
     assert len(doc.hits("POST", r"/v1/apps/[^/]+/scale")) == 3
     assert not doc.hits("GET", r"/v1/apps/[^/]+/operations/[^/]+")
+
+
+def test_an_operation_refused_while_the_app_is_busy_is_asked_again_until_it_is_free():
+    """Appendix "app formation": while the app is ``scaling`` no other operation is possible. A scale
+    and a one-off run refused with a 409 (someone's scale or deployment in progress) did nothing: each
+    is sent again until the app is free, then followed to its end."""
+    with DocServer() as doc, doc.client() as client:
+        for call in (
+            lambda: client.scale(APP, {"web": 0}, poll_interval=0.05, timeout=10),
+            lambda: client.run_detached(APP, "rails db:seed", poll_interval=0.05),
+        ):
+            doc.app_status = "scaling"
+            threading.Timer(0.3, setattr, (doc, "app_status", "running")).start()
+            assert call()["operation"]["status"] == "done"
+    assert len(doc.hits("POST", r"/v1/apps/[^/]+/scale")) >= 3
+    assert len(doc.hits("POST", r"/v1/apps/[^/]+/run")) >= 3
+    assert doc.formation[0]["amount"] == 0
+
+
+def test_an_app_that_stays_busy_fails_the_operation_after_its_timeout():
+    """A 409 that lasts past the timeout is an error that names the app and says what to do."""
+    with DocServer() as doc, doc.client() as client:
+        doc.app_status = "restarting"
+        with pytest.raises(
+            ScalingoApiError, match=rf"HTTP 409.*{APP}.*still busy after 0.3 s.*ps\) and run again"
+        ):
+            client.scale(APP, {"web": 0}, poll_interval=0.05, timeout=0.3)
+    assert 2 <= len(doc.hits("POST", r"/v1/apps/[^/]+/scale")) <= 8
+    assert doc.formation[0]["amount"] == 2
+
+
+@pytest.mark.parametrize("named", ["localhost", "foreign"])
+def test_an_operation_location_on_another_host_is_read_from_the_api(named):
+    """The scale's ``Location`` is documented as a path; an absolute one naming another host (a proxy's
+    rewrite, the API calling itself ``localhost``) is read from the API host at that path: the user
+    token is never sent to a host the client was not configured with."""
+    foreign: list[str] = []
+
+    class Recorder(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            return
+
+        def do_GET(self):
+            foreign.append(self.headers.get("Authorization", ""))
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=other.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        with DocServer() as doc, doc.client() as client:
+            port = doc.url.rsplit(":", 1)[1]
+            doc.operation_host = (
+                f"http://localhost:{port}"
+                if named == "localhost"
+                else f"http://127.0.0.1:{other.server_port}"
+            )
+            result = client.scale(APP, {"web": 0}, poll_interval=0.01, timeout=5)
+            assert result["operation"]["status"] == "done" and doc.app_status == "running"
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert foreign == []
+    assert len(doc.hits("GET", r"/v1/apps/[^/]+/operations/[^/]+")) == 2
 
 
 # ---------------------------------------------------------------------------- app variables

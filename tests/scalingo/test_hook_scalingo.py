@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from datetime import timedelta
 
 import pytest
@@ -170,3 +171,17 @@ def test_connection_base_url_forms():
         == "https://gw.example.com:9000/scalingo"
     )
     assert connection_base_url(conn("http://127.0.0.1:8000", 9999)) == "http://127.0.0.1:8000"  # its own port
+
+
+def test_scaling_a_stopped_app_fails_at_once_with_what_to_do(fake, fake_app, scalingo_conn):
+    """A 409 on an app that waiting will not free (``stopped``, read from ``GET /v1/apps/{app}``) is an
+    error at once, not a wait until the timeout; a busy one (``scaling``) is asked again until free."""
+    app = fake.apps[APP]
+    app.status = "stopped"
+    with pytest.raises(Exception, match=r"HTTP 409.*the app is 'stopped': start it"):
+        ScalingoHook().scale(APP, {"web": 0}, poll_interval=5, timeout=600)
+    assert len(fake.requests_to(r"/scale$")) == 1
+    app.status = "scaling"
+    threading.Timer(0.3, setattr, (app, "status", "running")).start()
+    assert ScalingoHook().scale(APP, {"web": 0}, poll_interval=0.05)["operation"]["status"] == "done"
+    assert len(fake.requests_to(r"/scale$")) >= 3

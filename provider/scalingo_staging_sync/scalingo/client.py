@@ -61,6 +61,11 @@ BACKUP_DONE = "done"
 BACKUP_FAILED = frozenset({"error", "cancelled"})
 OPERATION_DONE = "done"
 OPERATION_FAILED = frozenset({"error", "failed"})
+#: app statuses (go-scalingo ``AppStatus``) that waiting does not change: an operation refused with a
+#: 409 on such an app is an error at once, on any other (``scaling``, ``restarting``) it is asked again
+APP_STATUSES_NOT_WAITED = frozenset({"stopped", "new"})
+#: how long a one-off run waits for another operation of its app to finish before it is started
+APP_BUSY_TIMEOUT_S = 600.0
 JWT_REFRESH_MARGIN_S = 300
 ADDON_TOKEN_TTL_S = 50 * 60
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -1050,7 +1055,9 @@ class ScalingoClient:
             containers = [{"name": name, "amount": int(amount)} for name, amount in containers.items()]
         url = self._api(f"/apps/{_q(app)}/scale")
         try:
-            resp = self._user_request("POST", url, json_body={"containers": containers}, expected=(200, 202))
+            resp = self._post_when_app_free(
+                app, url, {"containers": containers}, (200, 202), timeout=timeout, poll_interval=poll_interval
+            )
         except ScalingoApiError as exc:
             # Scalingo refuses a scale that changes nothing (400 "no change in containers formation"; a
             # validation error may say it too), e.g. a scale-back sent again after a timeout or a retried
@@ -1071,8 +1078,83 @@ class ScalingoClient:
             )
         return result
 
+    def _post_when_app_free(
+        self,
+        app: str,
+        url: str,
+        body: dict,
+        expected: tuple[int, ...],
+        *,
+        timeout: float,
+        poll_interval: float,
+        idempotent: bool = True,
+    ) -> requests.Response:
+        """POST an app operation (scale, restart, one-off run). Scalingo runs one operation at a time:
+        while the app is ``scaling`` or ``restarting`` (someone's deployment, a scale from the dashboard,
+        an autoscaler), another operation is refused with a 409. A refused POST did nothing, so it is
+        sent again every ``poll_interval`` until ``timeout``; an app that will not get free by waiting
+        (``stopped``, ``new``) is an error at once."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self._user_request(
+                    "POST", url, json_body=body, expected=expected, idempotent=idempotent
+                )
+            except ScalingoApiError as exc:
+                if exc.status != 409 or exc.url != url:
+                    raise
+                status = self._app_status(app)
+                waiting = status not in APP_STATUSES_NOT_WAITED
+                if not waiting or time.monotonic() + poll_interval > deadline:
+                    why = (
+                        f"the app is {status!r}: start it (scalingo --app {app} scale web:1) and run again"
+                        if not waiting
+                        else f"it was still busy after {timeout:g} s: let its current operation finish "
+                        f"(scalingo --app {app} ps) and run again"
+                    )
+                    raise type(exc)(
+                        f"{exc} Scalingo refused the operation on app {app!r} (HTTP 409): {why}.",
+                        status=exc.status,
+                        url=exc.url,
+                        body=exc.body,
+                    ) from None
+                log.info(
+                    "app %s is busy with another operation (status %s, HTTP 409); asking again in %.0f s",
+                    app,
+                    status or "unknown",
+                    poll_interval,
+                )
+                time.sleep(poll_interval)
+
+    def _app_status(self, app: str) -> str | None:
+        """The app's ``status`` (``GET /v1/apps/{app}``), or None when it cannot be read."""
+        url = self._api(f"/apps/{_q(app)}")
+        try:
+            status = _json(self._user_request("GET", url), url).get("app", {}).get("status")
+        except (ScalingoApiError, AttributeError):
+            return None
+        return status if isinstance(status, str) else None
+
+    def operation_url(self, location: str) -> str:
+        """The URL of the operation a ``Location`` header names, always on this client's API host: a
+        relative Location is joined to it, and an absolute one naming another host is read from the API
+        host at the same path, so the user token is never sent anywhere but the API."""
+        api = self.endpoints().api
+        parts = urlsplit(location)
+        if not parts.scheme and not parts.netloc:
+            return urljoin(api + "/", location)
+        base = urlsplit(api)
+        if (parts.scheme, parts.netloc) != (base.scheme, base.netloc):
+            log.info(
+                "the operation's Location names %s://%s; it is read from the API host %s instead",
+                parts.scheme,
+                parts.hostname,
+                base.netloc,
+            )
+        return urlunsplit((base.scheme, base.netloc, parts.path, parts.query, ""))
+
     def get_operation(self, app: str, location: str) -> dict:
-        url = urljoin(self.endpoints().api + "/", location) if not location.startswith("http") else location
+        url = self.operation_url(location)
         return _json(self._user_request("GET", url), url).get("operation", {})
 
     def wait_operation(
@@ -1125,9 +1207,18 @@ class ScalingoClient:
         if size:
             body["size"] = size
         url = self._api(f"/apps/{_q(app)}/run")
-        # never retried after it may have reached Scalingo: the command would run twice
+        # never retried after it may have reached Scalingo: the command would run twice (a 409 refusal,
+        # sent while another operation runs, did nothing: that one is sent again)
         try:
-            resp = self._user_request("POST", url, json_body=body, expected=(200, 201, 202), idempotent=False)
+            resp = self._post_when_app_free(
+                app,
+                url,
+                body,
+                (200, 201, 202),
+                timeout=min(timeout, APP_BUSY_TIMEOUT_S),
+                poll_interval=poll_interval,
+                idempotent=False,
+            )
         except ScalingoServerError as exc:
             if exc.url != url or exc.unsent:
                 raise  # the token exchange's, or a request Scalingo never got: safe to run again
@@ -1175,14 +1266,22 @@ class ScalingoClient:
         return result
 
     def restart(
-        self, app: str, scope: list[str] | None = None, *, wait: bool = True, timeout: float = 600.0
+        self,
+        app: str,
+        scope: list[str] | None = None,
+        *,
+        wait: bool = True,
+        timeout: float = 600.0,
+        poll_interval: float = 3.0,
     ) -> dict:
         url = self._api(f"/apps/{_q(app)}/restart")
-        resp = self._user_request("POST", url, json_body={"scope": scope or []}, expected=(200, 202))
+        resp = self._post_when_app_free(
+            app, url, {"scope": scope or []}, (200, 202), timeout=timeout, poll_interval=poll_interval
+        )
         result = {"operation_url": resp.headers.get("Location")}
         if wait and result["operation_url"]:
             result["operation"] = self.wait_operation(
-                app, result["operation_url"], timeout=timeout, what="restart"
+                app, result["operation_url"], timeout=timeout, poll_interval=poll_interval, what="restart"
             )
         return result
 
