@@ -66,12 +66,22 @@ def test_jwt_has_real_exp_and_is_cached(fake, fake_app, client):
 def test_short_lived_jwt_is_refreshed_before_exp(tmp_path, chinook_dump):
     from scalingo_staging_sync.testing.fake_scalingo import FakeScalingoAPI
 
-    with FakeScalingoAPI(workdir=tmp_path, jwt_ttl=60) as fake:  # < 5 min margin: refreshed each time
+    # lifetimes under the refresh margins (5 min, 1 min): each token is used for half of what is left of
+    # it, then exchanged again before it expires; not exchanged before every request
+    with FakeScalingoAPI(workdir=tmp_path, jwt_ttl=4, addon_token_ttl=4) as fake:
         fake.add_addon(APP, dump_path=chinook_dump)
         with make_client(fake) as client:
+            addon_id = client.get_postgresql_addon(APP)["id"]
+            for _ in range(2):
+                client.list_addons(APP)
+                client.list_backups(APP, addon_id)
+            assert len(fake.requests_to(r"/tokens/exchange$")) == 1
+            assert len(fake.requests_to(r"/addons/[^/]+/token$")) == 1
+            time.sleep(2.1)
             client.list_addons(APP)
-            client.list_addons(APP)
+            client.list_backups(APP, addon_id)
         assert len(fake.requests_to(r"/tokens/exchange$")) == 2
+        assert len(fake.requests_to(r"/addons/[^/]+/token$")) == 2
         assert not [r for r in fake.requests if r.path.endswith("/addons")] or all(
             r.auth == "bearer" for r in fake.requests_to(r"/addons$")
         )

@@ -67,6 +67,7 @@ APP_STATUSES_NOT_WAITED = frozenset({"stopped", "new"})
 #: how long a one-off run waits for another operation of its app to finish before it is started
 APP_BUSY_TIMEOUT_S = 600.0
 JWT_REFRESH_MARGIN_S = 300
+ADDON_TOKEN_REFRESH_MARGIN_S = 60
 ADDON_TOKEN_TTL_S = 50 * 60
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 #: statuses of the undocumented "show one backup" endpoint meaning "this API has no such route"
@@ -119,6 +120,13 @@ ADOPT_SKEW_S = 120
 
 _FRACTION = re.compile(r"\.(\d+)")
 _COMPACT_OFFSET = re.compile(r"([+-]\d\d)(\d\d)$")
+
+
+def refresh_time(exp: float, margin_s: float) -> float:
+    """When a token that expires at ``exp`` is exchanged again: ``margin_s`` before, or half-way
+    through what is left of it when it lives less than twice that (a token of a few minutes is
+    reused, not exchanged before every request)."""
+    return exp - min(margin_s, max(0.0, exp - time.time()) / 2)
 
 
 def parse_time(value: str | None) -> datetime:
@@ -226,6 +234,7 @@ class ScalingoClient:
         self._lock = threading.RLock()
         self._jwt: str | None = None
         self._jwt_exp: float = 0.0
+        self._jwt_refresh_at: float = 0.0
         self._endpoints: Endpoints | None = None
         self._addon_tokens: dict[tuple[str, str], tuple[str, float]] = {}
         self._no_show_route = False
@@ -400,7 +409,7 @@ class ScalingoClient:
     # ------------------------------------------------------------------ auth
     def _user_jwt(self, force: bool = False) -> str:
         with self._lock:
-            if not force and self._jwt and time.time() < self._jwt_exp - JWT_REFRESH_MARGIN_S:
+            if not force and self._jwt and time.time() < self._jwt_refresh_at:
                 return self._jwt
             url = f"{self._auth_url}/v1/tokens/exchange"
             try:
@@ -431,6 +440,7 @@ class ScalingoClient:
             exp = jwt_expiry(token)
             self._jwt = token
             self._jwt_exp = exp if exp else time.time() + 3600
+            self._jwt_refresh_at = refresh_time(self._jwt_exp, JWT_REFRESH_MARGIN_S)
             log.info(
                 "exchanged the Scalingo API token for a bearer token valid until %s",
                 datetime.fromtimestamp(self._jwt_exp, timezone.utc).isoformat(timespec="seconds"),
@@ -730,7 +740,7 @@ class ScalingoClient:
             expires = time.time() + ADDON_TOKEN_TTL_S
             exp = jwt_expiry(token)
             if exp:
-                expires = min(expires, exp - 60)
+                expires = min(expires, refresh_time(exp, ADDON_TOKEN_REFRESH_MARGIN_S))
             self._addon_tokens[key] = (token, expires)
             return token
 
