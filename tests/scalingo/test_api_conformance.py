@@ -100,6 +100,8 @@ class DocServer:
         self.exchange_body: bytes | None = None
         self.addon_token_body: bytes | None = None
         self.operation_errors: list[int] = []
+        #: the archive endpoint answers a short signed URL in a JSON object cut off before its last byte
+        self.short_archive_answer = False
         #: the scheme and host the scale's ``Location`` names (``None``: a relative Location, as documented)
         self.operation_host: str | None = None
         self.requests: list[dict] = []
@@ -372,6 +374,8 @@ class _DocHandler(BaseHTTPRequestHandler):
         token = secrets.token_urlsafe(24)
         self.doc.download_tokens[token] = backup_id
         url = f"{self.doc.url}/api/databases/{addon_id}/backups/{backup_id}/download?token={token}"
+        if self.doc.short_archive_answer:  # a short signed URL, and the answer cut off after it
+            return self._send(200, json.dumps({"download_url": f"/d?token={token}"}).encode()[:-1])
         self._send(200, {"download_url": url})
 
     def serve(self, backup_id, query):
@@ -702,6 +706,18 @@ def test_new_backup_polled_through_the_list_when_the_show_route_is_not_there():
     assert len(doc.hits("GET", rf"/api/databases/{ADDON}/backups/{created['id']}")) == 1
     # the list before the POST (a backup listed before it is never taken for its result), then 3 polls
     assert len(doc.hits("GET", rf"/api/databases/{ADDON}/backups")) == 4
+
+
+def test_an_archive_answer_that_is_not_json_is_not_quoted():
+    """Section 5.6: the archive endpoint's answer holds the signed download URL, a secret not masked
+    yet while the answer is read. An answer that is not JSON (cut off) is not quoted in the error,
+    however short the URL."""
+    with DocServer() as doc, doc.client() as client:
+        doc.short_archive_answer = True
+        with pytest.raises(ScalingoApiError, match="expected a JSON object") as err:
+            client.archive_url(APP, ADDON, doc.backups[0]["id"])
+    (token,) = doc.download_tokens
+    assert token not in str(err.value) and "token=" not in str(err.value)
 
 
 # ---------------------------------------------------------------------------- signed download

@@ -1001,7 +1001,7 @@ class ScalingoClient:
             url = resp.headers.get("Location")
             where = "Location header"
         else:
-            url = _json(resp, path).get("download_url")
+            url = _json(resp, path, quote=False).get("download_url")  # unreadable: the URL not masked yet
             where = "download_url"
         if not url or not isinstance(url, str):
             raise ScalingoApiError(
