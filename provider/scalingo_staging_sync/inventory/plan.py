@@ -229,6 +229,13 @@ def plan_inventory(inv: Inventory, rules: Rules, *, exclude_tables: Any = ()) ->
                 f"{rule.where}.table: {name} has a rule but {excluded[name]}: remove the rule or the exclusion"
             )
             continue
+        if inv.tables[name].kind == "foreign table":
+            # its rows live on the foreign server: none is restored, and an UPDATE would write there
+            errors.append(
+                f"{rule.where}.table: {name} is a foreign table: its rows live on another server, are never "
+                "restored and cannot be masked here; remove the entry"
+            )
+            continue
         ruled[name] = rule
 
     items: list[dict] = []
@@ -259,6 +266,16 @@ def plan_inventory(inv: Inventory, rules: Rules, *, exclude_tables: Any = ()) ->
                 masked_by[name] = f"{rule.where} names {name}"
         for child_name in inv.descendants(name):
             if child_name in excluded:  # its data is not restored: nothing to mask, nothing to prove
+                continue
+            if inv.tables[child_name].kind == "foreign table":
+                # none of its rows is restored; the parent's in-place UPDATE must not reach it (it would
+                # write to the foreign server): ONLY, as for a child planned on its own
+                if item is not None:
+                    item["children_planned"] = True
+                warnings.append(
+                    f"{child_name} is a foreign table below {name}: its rows live on another server and are "
+                    f"never restored, so {rule.where} does not mask it"
+                )
                 continue
             if child_name in ruled:
                 own = ruled[child_name]
@@ -413,6 +430,11 @@ def classify(
     if entry.desc == SEQUENCE_SET:
         return out("scanned", "sequence value: a counter without row content, restored as is")
     if entry.desc == TABLE_DATA and entry.table is not None:
+        table = inv.tables.get(entry.table)
+        if table is not None and table.kind == "foreign table":
+            from scalingo_staging_sync.restore.toc import FOREIGN_TABLE_DATA
+
+            return out("dropped", FOREIGN_TABLE_DATA)
         if entry.table in excluded:
             return out("excluded", excluded[entry.table])
         if entry.table in masked_by:

@@ -29,6 +29,7 @@ from scalingo_staging_sync.restore.names import qualified_key, table_names
 from scalingo_staging_sync.restore.pgtools import PgTools, check_tools_for_dump, find_pg_tools
 from scalingo_staging_sync.restore.progress import copy_progress
 from scalingo_staging_sync.restore.toc import (
+    FOREIGN_TABLE_DATA,
     TocEntry,
     never_restored,
     read_toc,
@@ -151,7 +152,8 @@ def select_entries(
     table whose data is excluded (``exclude_tables``), skip the data of PostGIS's own tables when
     the archive creates the extension (the extension provides it), and never keep STATISTICS DATA
     (``pg_dump --statistics``: values of the original rows) or what :data:`~scalingo_staging_sync.restore.toc.NEVER_RESTORED` names (user
-    mappings, subscriptions: another server's credentials), plan or no plan."""
+    mappings, subscriptions: another server's credentials) or the data of a foreign table
+    (:data:`~scalingo_staging_sync.restore.toc.FOREIGN_TABLE_DATA`), plan or no plan."""
     hard_excluded = table_names(exclude_tables)
     excluded = hard_excluded + [t for t in table_names(exclude_data) if t not in hard_excluded]
     only = set(table_names(only_data)) if only_data is not None else None
@@ -163,6 +165,7 @@ def select_entries(
     everything = all_entries if all_entries is not None else entries
     has_postgis = any(e.desc == "EXTENSION" and e.tag.startswith("postgis") for e in everything)
     table_entries = {e.table_name for e in everything if e.desc == "TABLE"}
+    foreign_tables = {e.table_name for e in everything if e.desc == "FOREIGN TABLE"}
     hard = set(hard_excluded)
     fk_skip = {
         fk.entry.dump_id: fk
@@ -190,6 +193,9 @@ def select_entries(
             continue
         if entry.desc == "TABLE DATA":
             table = entry.table_name
+            if table in foreign_tables:  # pg_dump --include-foreign-data: never written back through it
+                skipped.append((entry, FOREIGN_TABLE_DATA))
+                continue
             if table in excluded:
                 skipped.append((entry, "excluded table"))
                 excluded_names.append(str(table))

@@ -83,6 +83,11 @@ NEVER_RESTORED = {
     ),
     "SUBSCRIPTION TABLE": "subscriptions are never restored (see the SUBSCRIPTION entry)",
 }
+#: why the TABLE DATA of a foreign table (``pg_dump --include-foreign-data``) is never restored
+FOREIGN_TABLE_DATA = (
+    "the data of a foreign table is never restored: loading it would write its rows into the foreign "
+    "server through its wrapper, and they are another server's rows, not this database's"
+)
 #: entries that describe a subscription (``COMMENT - SUBSCRIPTION sub owner``): left out with it
 _SUBSCRIPTION_DEPENDENT_DESCS = ("COMMENT", "SECURITY LABEL")
 
