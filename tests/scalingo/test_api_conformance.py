@@ -100,6 +100,10 @@ class DocServer:
         self.exchange_body: bytes | None = None
         self.addon_token_body: bytes | None = None
         self.operation_errors: list[int] = []
+        #: the status (409, 422...) answering a backup request while a listed backup is not done or failed
+        self.refuse_backup_while_running: int | None = None
+        #: the status answering every backup request (a plan's limit)
+        self.refuse_backups: int | None = None
         #: the archive endpoint answers a short signed URL in a JSON object cut off before its last byte
         self.short_archive_answer = False
         #: the scheme and host the scale's ``Location`` names (``None``: a relative Location, as documented)
@@ -361,6 +365,13 @@ class _DocHandler(BaseHTTPRequestHandler):
     def create_backup(self, addon_id):
         if not self._bearer(self.doc.addon_tokens):
             return None
+        if self.doc.refuse_backup_while_running and any(
+            b["status"] not in ("done", "error") for b in self.doc.backups
+        ):
+            status = self.doc.refuse_backup_while_running
+            return self._send(status, {"error": "a backup is already in progress"})
+        if self.doc.refuse_backups:
+            return self._send(self.doc.refuse_backups, {"error": "manual backup limit reached"})
         backup = self.doc._backup(secrets.token_hex(12), "scheduled", "2026-03-02T09:00:00.000+01:00")
         backup["method"] = "manual"
         with self.doc.lock:
@@ -718,6 +729,28 @@ def test_an_archive_answer_that_is_not_json_is_not_quoted():
             client.archive_url(APP, ADDON, doc.backups[0]["id"])
     (token,) = doc.download_tokens
     assert token not in str(err.value) and "token=" not in str(err.value)
+
+
+@pytest.mark.parametrize("refusal", [409, 422])
+def test_a_backup_request_refused_while_one_is_running_waits_for_that_one(refusal):
+    """Section 5.4: the answer to a backup request while another backup runs is not documented. Refused
+    (409 or a validation error), the client takes the backup being made and waits for it like its own;
+    with none running, the refusal is the error it was, saying what to do."""
+    with DocServer(create_polls=2) as doc, doc.client() as client:
+        doc.refuse_backup_while_running = refusal
+        periodic = doc._backup("e" * 24, "running", "2026-03-02T08:59:00.000+01:00")
+        doc.backups.insert(0, periodic)
+        doc._polls[periodic["id"]] = 5  # each list is one step of the backup (two lists before the wait)
+        adopted = client.create_backup(APP, ADDON)
+        assert adopted["id"] == periodic["id"] and adopted["status"] == "running"
+        done = client.wait_for_backup(APP, ADDON, adopted["id"], poll_interval=0.01, timeout=10)
+        assert done["status"] == "done"
+        assert len(doc.hits("POST", rf"/api/databases/{ADDON}/backups")) == 1
+        assert len(doc.backups) == 2  # no second backup asked for
+
+        doc.refuse_backups = refusal  # none running: a plan's limit, say
+        with pytest.raises(ScalingoApiError, match=rf"HTTP {refusal}.*use backup='latest'"):
+            client.create_backup(APP, ADDON)
 
 
 # ---------------------------------------------------------------------------- signed download

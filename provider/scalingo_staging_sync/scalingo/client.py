@@ -881,6 +881,16 @@ class ScalingoClient:
         except ScalingoApiError as exc:
             # the backups POST's own refusal (not the addon-token request's, which _db_request makes first)
             if exc.status in (400, 409, 422) and str(exc.url or "").rstrip("/").endswith(path):
+                running = self._running_backup(app, addon_id)
+                if running is not None:
+                    # refused because one is being made (a periodic one, another run's): its data is as
+                    # fresh as a second one's would be, and waiting for it takes no manual-backup slot
+                    log.warning(
+                        "Scalingo refused a new backup of app %s (HTTP %s) while backup %s is %s (created %s): "
+                        "that one is used, once done",
+                        app, exc.status, running.get("id"), running.get("status"), running.get("created_at"),
+                    )  # fmt: skip
+                    return running
                 raise ScalingoApiError(
                     f"Scalingo refused to create a backup of app {app!r} addon {addon_id!r} (HTTP "
                     f"{exc.status}: {exc.body!r}); a backup may already be running or the plan's "
@@ -900,6 +910,17 @@ class ScalingoClient:
             )
         log.info("created backup %s of app %s (status %s)", backup.get("id"), app, backup.get("status"))
         return backup
+
+    def _running_backup(self, app: str, addon_id: str) -> dict | None:
+        """The newest backup still being made (neither ``done`` nor failed), or None (also when the
+        list cannot be read: the refusal is then reported as it is)."""
+        try:
+            backups = self.list_backups(app, addon_id)
+        except ScalingoApiError:
+            return None
+        return next(
+            (b for b in backups if b.get("id") and _status(b) not in (BACKUP_DONE, *BACKUP_FAILED)), None
+        )
 
     def _backup_created_since(
         self, app: str, addon_id: str, since: datetime, known: set[str] | None = None
