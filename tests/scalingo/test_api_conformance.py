@@ -102,6 +102,8 @@ class DocServer:
         self.operation_errors: list[int] = []
         #: the status (409, 422...) answering a backup request while a listed backup is not done or failed
         self.refuse_backup_while_running: int | None = None
+        #: the next scale or run requests answered 409 "app is scaling" (another operation in progress)
+        self.busy_refusals = 0
         #: the status answering every backup request (a plan's limit)
         self.refuse_backups: int | None = None
         #: the archive endpoint answers a short signed URL in a JSON object cut off before its last byte
@@ -278,6 +280,9 @@ class _DocHandler(BaseHTTPRequestHandler):
         wanted = json.loads(raw).get("containers")
         doc = self.doc
         with doc.lock:
+            if doc.busy_refusals:
+                doc.busy_refusals -= 1
+                return self._send(409, {"error": "app is scaling"})
             if doc.app_status != "running":
                 return self._send(409, {"error": f"app is {doc.app_status}"})
             current = {c["name"]: c for c in doc.formation}
@@ -314,6 +319,9 @@ class _DocHandler(BaseHTTPRequestHandler):
         body = json.loads(raw)
         doc = self.doc
         with doc.lock:
+            if doc.busy_refusals:
+                doc.busy_refusals -= 1
+                return self._send(409, {"error": "app is scaling"})
             if doc.app_status != "running":
                 return self._send(409, {"error": f"app is {doc.app_status}"})
             op_id = secrets.token_hex(8)
@@ -586,11 +594,10 @@ def test_an_operation_refused_while_the_app_is_busy_is_asked_again_until_it_is_f
             lambda: client.scale(APP, {"web": 0}, poll_interval=0.05, timeout=10),
             lambda: client.run_detached(APP, "rails db:seed", poll_interval=0.05),
         ):
-            doc.app_status = "scaling"
-            threading.Timer(0.3, setattr, (doc, "app_status", "running")).start()
+            doc.busy_refusals = 2
             assert call()["operation"]["status"] == "done"
-    assert len(doc.hits("POST", r"/v1/apps/[^/]+/scale")) >= 3
-    assert len(doc.hits("POST", r"/v1/apps/[^/]+/run")) >= 3
+    assert len(doc.hits("POST", r"/v1/apps/[^/]+/scale")) == 3
+    assert len(doc.hits("POST", r"/v1/apps/[^/]+/run")) == 3
     assert doc.formation[0]["amount"] == 0
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from datetime import timedelta
 
 import pytest
@@ -181,7 +180,7 @@ def test_scaling_a_stopped_app_fails_at_once_with_what_to_do(fake, fake_app, sca
     with pytest.raises(Exception, match=r"HTTP 409.*the app is 'stopped': start it"):
         ScalingoHook().scale(APP, {"web": 0}, poll_interval=5, timeout=600)
     assert len(fake.requests_to(r"/scale$")) == 1
-    app.status = "scaling"
-    threading.Timer(0.3, setattr, (app, "status", "running")).start()
+    app.status = "running"
+    fake.fail_next(409, times=2, path_contains="/scale", method="POST")  # another operation in progress
     assert ScalingoHook().scale(APP, {"web": 0}, poll_interval=0.05)["operation"]["status"] == "done"
-    assert len(fake.requests_to(r"/scale$")) >= 3
+    assert len(fake.requests_to(r"/scale$")) == 4

@@ -68,7 +68,7 @@ def test_short_lived_jwt_is_refreshed_before_exp(tmp_path, chinook_dump):
 
     # lifetimes under the refresh margins (5 min, 1 min): each token is used for half of what is left of
     # it, then exchanged again before it expires; not exchanged before every request
-    with FakeScalingoAPI(workdir=tmp_path, jwt_ttl=4, addon_token_ttl=4) as fake:
+    with FakeScalingoAPI(workdir=tmp_path, jwt_ttl=8, addon_token_ttl=8) as fake:
         fake.add_addon(APP, dump_path=chinook_dump)
         with make_client(fake) as client:
             addon_id = client.get_postgresql_addon(APP)["id"]
@@ -77,7 +77,7 @@ def test_short_lived_jwt_is_refreshed_before_exp(tmp_path, chinook_dump):
                 client.list_backups(APP, addon_id)
             assert len(fake.requests_to(r"/tokens/exchange$")) == 1
             assert len(fake.requests_to(r"/addons/[^/]+/token$")) == 1
-            time.sleep(2.1)
+            time.sleep(4.1)
             client.list_addons(APP)
             client.list_backups(APP, addon_id)
         assert len(fake.requests_to(r"/tokens/exchange$")) == 2
