@@ -204,7 +204,7 @@ class CopyTextReader:
 
     def next_copy_line(self, table: object) -> str:
         """The next ``COPY ... FROM stdin;`` line for ``table`` (named if it is missing), without its
-        newline, decoded in the archive's client encoding (names may hold any character);
+        newline (a quoted name's own newlines kept: the statement may span several lines), decoded in the archive's client encoding (names may hold any character);
         :attr:`encoding` follows the lines read on the way."""
         while True:
             line = self.out.readline()
@@ -213,6 +213,13 @@ class CopyTextReader:
             if m := ENCODING_LINE_RE.match(line.rstrip(b"\n")):
                 self.encoding = m.group("enc").decode()
             if line.startswith(b"COPY "):
+                # a quoted name may hold a newline (pg_dump writes it as is): the statement goes on
+                # until a line ends it outside any quoted name
+                while not (line.endswith(b" FROM stdin;\n") and line.count(b'"') % 2 == 0):
+                    more = self.out.readline()
+                    if not more:
+                        raise self.failure(table, "the COPY statement ended before FROM stdin")
+                    line += more
                 try:
                     return line.decode(python_encoding(self.encoding or "UTF8")).rstrip("\n")
                 except UnicodeDecodeError as exc:

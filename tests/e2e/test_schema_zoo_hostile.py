@@ -1,0 +1,384 @@
+"""Schema zoo, hostile cases: schemas the zoo does not hold, each dumped from a production database and
+driven through the same core (``run_core``) with the ``stream`` and ``trigger`` engines.
+
+- identifiers at PostgreSQL's 63-byte limit, two masked tables sharing their first 62 bytes, a long
+  multi-byte name, the same long name in two schemas, the same table name in two schemas with other rules;
+- multi-level sub-partitioning with a partition attached with another column order and dropped columns;
+- dropped columns before masked ones, a masked column added later with a DEFAULT;
+- in-place masking (a condition) of a table without a primary key holding duplicate rows;
+- a masked column in a primary key referenced by a foreign key from another masked table;
+- masked column names of 63 bytes (two sharing 62), a ``<col>_md5`` at the limit, a multi-byte one; a
+  table without a primary key with duplicate rows on load; a three-level inheritance tree masked in place;
+- a GENERATED ALWAYS identity, arrays, an enum, bytea and jsonb masked on load and in place;
+- columns differing only by case (DuckDB, the stream engine's, folds case) and DuckDB keywords;
+- a column name holding a newline (a COPY statement over several lines).
+"""
+
+# ruff: noqa: S608  (test fixtures: SQL of fixed test identifiers)
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.hard_dataset import find_originals
+from tests.e2e.test_schema_zoo import _fetch, run_core
+
+pytest.importorskip("duckdb")
+
+L63 = "a" * 62 + "x"
+L63B = "a" * 62 + "y"
+LUTF = "é" * 31 + "z"  # 63 bytes
+HOSTILE_SQL = f"""
+CREATE SCHEMA billing;
+CREATE TABLE public.users (id int PRIMARY KEY, junk1 text, email text NOT NULL, junk2 int, name text);
+ALTER TABLE public.users DROP COLUMN junk1;
+ALTER TABLE public.users DROP COLUMN junk2;
+ALTER TABLE public.users ADD COLUMN phone text DEFAULT '+33 6 11 22 33 44';
+INSERT INTO public.users (id, email, name, phone)
+    SELECT g, 'pub.user' || g || '@prod-corp.test', 'Pubname' || g, '+33 6 55 00 00 ' || lpad(g::text, 2, '0')
+    FROM generate_series(1, 20) g;
+CREATE TABLE billing.users (id int PRIMARY KEY, email text, iban text, plan text);
+INSERT INTO billing.users SELECT g, 'bill.user' || g || '@prod-corp.test', 'FR76IBANSECRET' || g, 'gold'
+    FROM generate_series(1, 20) g;
+
+CREATE TABLE "{L63}" (id int PRIMARY KEY, email text, kept text);
+CREATE TABLE "{L63B}" (id int PRIMARY KEY, email text, kept text);
+CREATE TABLE billing."{L63}" (id int PRIMARY KEY, email text, kept text);
+CREATE TABLE "{LUTF}" (id int PRIMARY KEY, email text, kept text);
+INSERT INTO "{L63}" SELECT g, 'long.x' || g || '@prod-corp.test', 'k' || g FROM generate_series(1, 10) g;
+INSERT INTO "{L63B}" SELECT g, 'long.y' || g || '@prod-corp.test', 'k' || g FROM generate_series(1, 10) g;
+INSERT INTO billing."{L63}" SELECT g, 'long.b' || g || '@prod-corp.test', 'k' || g FROM generate_series(1, 10) g;
+INSERT INTO "{LUTF}" SELECT g, 'long.u' || g || '@prod-corp.test', 'k' || g FROM generate_series(1, 10) g;
+
+CREATE TABLE ev (id int NOT NULL, region text NOT NULL, at date NOT NULL, email text, kept text)
+    PARTITION BY LIST (region);
+CREATE TABLE ev_eu PARTITION OF ev FOR VALUES IN ('eu') PARTITION BY RANGE (at);
+CREATE TABLE ev_eu_2024 PARTITION OF ev_eu FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE TABLE ev_eu_2025 (junk int, kept text, email text, at date NOT NULL, region text NOT NULL, id int NOT NULL);
+ALTER TABLE ev_eu_2025 DROP COLUMN junk;
+ALTER TABLE ev_eu ATTACH PARTITION ev_eu_2025 FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE TABLE ev_us (kept text, junk int, email text, id int NOT NULL, at date NOT NULL, region text NOT NULL);
+ALTER TABLE ev_us DROP COLUMN junk;
+ALTER TABLE ev ATTACH PARTITION ev_us FOR VALUES IN ('us');
+INSERT INTO ev SELECT g, (ARRAY['eu', 'us'])[1 + g % 2], DATE '2024-03-01' + (g * 20), 'ev' || g || '@prod-corp.test',
+    'kept' || g FROM generate_series(1, 30) g;
+
+CREATE TABLE logs (email text, kind text, detail text);
+INSERT INTO logs SELECT 'log' || (g % 4) || '@prod-corp.test', CASE WHEN g % 3 = 0 THEN 'test' ELSE 'real' END,
+    'same' FROM generate_series(1, 24) g;
+
+CREATE TABLE accounts (email text PRIMARY KEY, name text);
+CREATE TABLE memberships (id int PRIMARY KEY, account_email text REFERENCES accounts (email) ON UPDATE CASCADE,
+    note text);
+INSERT INTO accounts SELECT 'acct' || g || '@prod-corp.test', 'Acctname' || g FROM generate_series(1, 10) g;
+INSERT INTO memberships SELECT g, 'acct' || (1 + g % 10) || '@prod-corp.test', 'n' || g FROM generate_series(1, 20) g;
+"""
+
+HOSTILE_RULES = f"""
+source_app: hostile
+anonymization_tables:
+  - table: public.users
+    columns: {{email: email, name: last_name, phone: phone}}
+  - table: billing.users
+    columns: {{email: email, iban: {{transformer: hash, length: 24}}}}
+  - table: '"{L63}"'
+    columns: {{email: email}}
+  - table: '"{L63B}"'
+    columns: {{email: email}}
+  - table: 'billing."{L63}"'
+    columns: {{email: email}}
+  - table: '"{LUTF}"'
+    columns: {{email: email}}
+  - table: ev
+    columns: {{email: email}}
+  - table: logs
+    condition: "kind <> 'test'"
+    columns: {{email: email}}
+  - table: accounts
+    columns: {{email: email, name: last_name}}
+  - table: memberships
+    columns: {{account_email: email}}
+pii_scan:
+  on_unmasked: fail
+  allow:
+    - column: public.logs.email
+      reason: "test rows kept on purpose"
+verification:
+  enabled: true
+"""
+
+ORIGINALS = [
+    "pub.user",
+    "Pubname",
+    "+33 6 55",
+    "bill.user",
+    "IBANSECRET",
+    "long.x",
+    "long.y",
+    "long.b",
+    "long.u",
+    "ev1@",
+    "acct",
+    "Acctname",
+]
+
+
+@pytest.fixture(scope="module")
+def hostile_dump(prod_pg, tmp_path_factory):
+    db = "schema_zoo_hostile_prod"
+    prod_pg.create_database(db)
+    try:
+        prod_pg.execute(HOSTILE_SQL, db)
+        yield prod_pg.pg_dump(db, tmp_path_factory.mktemp("hostile") / "hostile.pgsql")
+    finally:
+        prod_pg.drop_database(db)
+
+
+@pytest.mark.parametrize("engine", ["stream", "trigger"])
+def test_hostile_schema(hostile_dump, staging_pg16, engine):
+    out = run_core(hostile_dump, staging_pg16, HOSTILE_RULES, engine)
+    db = out["db"]
+    try:
+        assert out["verification"]["passed"] and out["scan"].passed
+        assert find_originals(staging_pg16, ORIGINALS) == []
+        q = _fetch
+        assert q(staging_pg16, db, "SELECT count(*) FROM public.users WHERE email LIKE '%@example.com'") == [
+            (20,)
+        ]
+        assert q(
+            staging_pg16, db, "SELECT count(*), min(plan) FROM billing.users WHERE email LIKE '%@example.com'"
+        ) == [(20, "gold")]
+        for schema, name in [("public", L63), ("public", L63B), ("billing", L63), ("public", LUTF)]:
+            rows = q(staging_pg16, db, f'SELECT id, email, kept FROM "{schema}"."{name}" ORDER BY id')
+            assert [(r[0], r[2]) for r in rows] == [(g, f"k{g}") for g in range(1, 11)], name
+            assert all(r[1].endswith("@example.com") for r in rows), name
+        rows = q(staging_pg16, db, "SELECT id, region, at::text, email, kept FROM ev ORDER BY id")
+        assert [(r[0], r[4]) for r in rows] == [(g, f"kept{g}") for g in range(1, 31)]
+        assert all(r[3].endswith("@example.com") for r in rows)
+        rows = q(staging_pg16, db, "SELECT email, kind, detail FROM logs ORDER BY kind, email")
+        assert len(rows) == 24
+        assert all(e.endswith("@example.com") for e, k, _ in rows if k == "real")
+        assert all(e.endswith("@prod-corp.test") for e, k, _ in rows if k == "test")
+        rows = q(
+            staging_pg16,
+            db,
+            "SELECT count(*) FROM memberships m JOIN accounts a ON a.email = m.account_email",
+        )
+        assert rows == [(20,)]
+    finally:
+        staging_pg16.drop_database(db)
+
+
+C63 = "c" * 62 + "1"
+C63B = "c" * 62 + "2"
+M59 = "m" * 59
+COLS_SQL = f"""
+CREATE TABLE wide_cols (id int PRIMARY KEY, "{C63}" text, "{C63B}" text, "{M59}" text, "{M59}_md5" text, kind text,
+    "{"é" * 31}z" text);
+INSERT INTO wide_cols SELECT g, 'colone' || g || '@prod-corp.test', 'coltwo' || g || '@prod-corp.test', 'colfour' || g, md5('colfour' || g),
+    CASE WHEN g % 2 = 0 THEN 'a' ELSE 'b' END, 'colthree' || g FROM generate_series(1, 12) g;
+CREATE TABLE wide_cols_cond (LIKE wide_cols);
+INSERT INTO wide_cols_cond SELECT * FROM wide_cols;
+CREATE TABLE nopk (email text, name text, kind text);
+INSERT INTO nopk SELECT 'dup' || (g % 3) || '@prod-corp.test', 'Dupname' || (g % 3), 'k' || (g % 2) FROM generate_series(1, 12) g;
+CREATE TABLE parent_p (id int, email text);
+CREATE TABLE child_c (extra text) INHERITS (parent_p);
+CREATE TABLE grandchild_g (more text) INHERITS (child_c);
+INSERT INTO parent_p SELECT g, 'par' || g || '@prod-corp.test' FROM generate_series(1, 5) g;
+INSERT INTO child_c SELECT g, 'chi' || g || '@prod-corp.test', 'e' FROM generate_series(6, 10) g;
+INSERT INTO grandchild_g SELECT g, 'gra' || g || '@prod-corp.test', 'e', 'm' FROM generate_series(11, 15) g;
+"""
+COLS_RULES = f"""
+source_app: hostile
+anonymization_tables:
+  - table: wide_cols
+    columns: {{{C63}: email, {C63B}: email, {"é" * 31}z: hash, {M59}: hash}}
+  - table: wide_cols_cond
+    condition: "kind = 'a' OR kind = 'b'"
+    columns: {{{C63}: email, {C63B}: email, {"é" * 31}z: hash, {M59}: hash}}
+  - table: nopk
+    columns: {{email: email, name: last_name}}
+  - table: parent_p
+    condition: "id > 0"
+    columns: {{email: email}}
+pii_scan:
+  on_unmasked: fail
+verification:
+  enabled: true
+"""
+
+
+@pytest.mark.parametrize("engine", ["stream", "trigger"])
+def test_long_column_names_no_key_and_inheritance(prod_pg, staging_pg16, tmp_path, engine):
+    db = "schema_zoo_hostile_cols"
+    prod_pg.create_database(db)
+    try:
+        prod_pg.execute(COLS_SQL, db)
+        dump = prod_pg.pg_dump(db, tmp_path / "cols.pgsql")
+    finally:
+        prod_pg.drop_database(db)
+    out = run_core(dump, staging_pg16, COLS_RULES, engine)
+    try:
+        assert out["verification"]["passed"] and out["scan"].passed
+        assert (
+            find_originals(
+                staging_pg16,
+                ["colone", "coltwo", "colthree", "colfour", "dup", "Dupname", "par", "chi", "gra"],
+            )
+            == []
+        )
+        assert _fetch(staging_pg16, out["db"], "SELECT count(*) FROM nopk") == [(12,)]
+        assert _fetch(staging_pg16, out["db"], "SELECT count(*) FROM parent_p") == [(15,)]
+    finally:
+        staging_pg16.drop_database(out["db"])
+
+
+TYPES_SQL = """
+CREATE TYPE mood AS ENUM ('happy', 'sad');
+CREATE TABLE idents (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, email varchar(255), kind text,
+    emails text[], feeling mood, secret bytea, doc jsonb);
+INSERT INTO idents (email, kind, emails, feeling, secret, doc)
+    SELECT 'ident' || g || '@prod-corp.test', CASE WHEN g % 2 = 0 THEN 'a' ELSE 'b' END,
+    ARRAY['arr' || g || '@prod-corp.test', 'arrb' || g || '@prod-corp.test'], 'happy', convert_to('bytesecret' || g, 'UTF8'),
+    jsonb_build_object('email', 'json' || g || '@prod-corp.test', 'n', g) FROM generate_series(1, 12) g;
+CREATE TABLE idents_cond (LIKE idents INCLUDING IDENTITY);
+INSERT INTO idents_cond OVERRIDING SYSTEM VALUE SELECT * FROM idents;
+CREATE VIEW idents_v AS SELECT id, lower(email) AS mail FROM idents;
+"""
+TYPES_RULES = """
+source_app: hostile
+anonymization_tables:
+  - table: idents
+    columns:
+      email: email
+      emails: "null"
+      feeling: {transformer: fixed, value: sad}
+      secret: "null"
+      doc: {transformer: json, paths: {email: email}}
+  - table: idents_cond
+    condition: "kind IN ('a', 'b')"
+    columns:
+      email: email
+      emails: "null"
+      feeling: {transformer: fixed, value: sad}
+      secret: "null"
+      doc: {transformer: json, paths: {email: email}}
+pii_scan:
+  on_unmasked: fail
+verification:
+  enabled: true
+"""
+
+
+@pytest.mark.parametrize("engine", ["stream", "trigger"])
+def test_identity_arrays_enums_bytea_json(prod_pg, staging_pg16, tmp_path, engine):
+    db = "schema_zoo_hostile_types"
+    prod_pg.create_database(db)
+    try:
+        prod_pg.execute(TYPES_SQL, db)
+        dump = prod_pg.pg_dump(db, tmp_path / "types.pgsql")
+    finally:
+        prod_pg.drop_database(db)
+    out = run_core(dump, staging_pg16, TYPES_RULES, engine)
+    try:
+        assert out["verification"]["passed"] and out["scan"].passed
+        assert find_originals(staging_pg16, ["ident", "arr", "bytesecret", "json"]) == []
+        assert _fetch(staging_pg16, out["db"], "SELECT count(*), min(feeling::text) FROM idents_cond") == [
+            (12, "sad")
+        ]
+    finally:
+        staging_pg16.drop_database(out["db"])
+
+
+CASE_SQL = """
+CREATE TABLE "Contacts" (id int PRIMARY KEY, "Email" text, email text, "EMAIL" text, "Name" text, name text,
+    "pivot" text, "qualify" text);
+INSERT INTO "Contacts" SELECT g, 'upper' || g || '@prod-corp.test', 'lower' || g || '@prod-corp.test',
+    'keep' || g || '@internal.test', 'Uppername' || g, 'keptname' || g, 'pivotsecret' || g, 'qualkept' || g FROM generate_series(1, 12) g;
+"""
+CASE_RULES = """
+source_app: hostile
+anonymization_tables:
+  - table: '"Contacts"'
+    columns:
+      Email: email
+      email: {transformer: hash, length: 20}
+      Name: last_name
+      pivot: hash
+pii_scan:
+  on_unmasked: warn
+verification:
+  enabled: true
+"""
+
+
+@pytest.mark.parametrize("engine", ["stream", "trigger"])
+def test_columns_differing_only_by_case(prod_pg, staging_pg16, tmp_path, engine):
+    db = "schema_zoo_hostile_case"
+    prod_pg.create_database(db)
+    try:
+        prod_pg.execute(CASE_SQL, db)
+        dump = prod_pg.pg_dump(db, tmp_path / "case.pgsql")
+    finally:
+        prod_pg.drop_database(db)
+    out = run_core(dump, staging_pg16, CASE_RULES, engine)
+    try:
+        assert out["verification"]["passed"]
+        assert find_originals(staging_pg16, ["upper", "lower", "Uppername", "pivotsecret"]) == []
+        rows = _fetch(
+            staging_pg16, out["db"], 'SELECT id, "EMAIL", name, qualify FROM "Contacts" ORDER BY id'
+        )
+        assert rows == [(g, f"keep{g}@internal.test", f"keptname{g}", f"qualkept{g}") for g in range(1, 13)]
+    finally:
+        staging_pg16.drop_database(out["db"])
+
+
+NEWLINE_SQL = """
+CREATE TABLE "newline" (id int PRIMARY KEY, "e
+mail" text, "no
+te" text, "x"")
+FROM stdin;
+y" text);
+INSERT INTO "newline" SELECT g, 'nlmail' || g || '@prod-corp.test', 'kept note ' || g, 'nlsecret' || g FROM generate_series(1, 12) g;
+CREATE TABLE plain (id int PRIMARY KEY, "no
+te" text, email text);
+INSERT INTO plain SELECT g, 'plain note ' || g, 'plainmail' || g || '@prod-corp.test' FROM generate_series(1, 12) g;
+"""
+NEWLINE_RULES = """
+source_app: hostile
+anonymization_tables:
+  - table: newline
+    columns:
+      "e\\nmail": email
+      "x\\")\\nFROM stdin;\\ny": hash
+  - table: plain
+    columns: {email: email}
+pii_scan:
+  on_unmasked: warn
+verification:
+  enabled: true
+"""
+
+
+@pytest.mark.parametrize("engine", ["stream", "trigger"])
+def test_names_holding_a_newline(prod_pg, staging_pg16, tmp_path, engine):
+    """A quoted column name holding a newline (and even ``") FROM stdin;`` on a line of its
+    own): pg_dump writes the COPY statement over several lines. Before the fix, the on-load proof read
+    only its first line and failed with ``ValueError: substring not found`` before the data section."""
+    db = "schema_zoo_hostile_newline"
+    prod_pg.create_database(db)
+    try:
+        prod_pg.execute(NEWLINE_SQL, db)
+        dump = prod_pg.pg_dump(db, tmp_path / "newline.pgsql")
+    finally:
+        prod_pg.drop_database(db)
+    out = run_core(dump, staging_pg16, NEWLINE_RULES, engine)
+    try:
+        assert out["verification"]["passed"]
+        assert find_originals(staging_pg16, ["nlmail", "nlsecret", "plainmail"]) == []
+        rows = _fetch(staging_pg16, out["db"], 'SELECT id, "no\nte" FROM newline ORDER BY id')
+        assert rows == [(g, f"kept note {g}") for g in range(1, 13)]
+        rows = _fetch(staging_pg16, out["db"], 'SELECT id, "no\nte" FROM plain ORDER BY id')
+        assert rows == [(g, f"plain note {g}") for g in range(1, 13)]
+    finally:
+        staging_pg16.drop_database(out["db"])
