@@ -382,3 +382,29 @@ def test_names_holding_a_newline(prod_pg, staging_pg16, tmp_path, engine):
         assert rows == [(g, f"plain note {g}") for g in range(1, 13)]
     finally:
         staging_pg16.drop_database(out["db"])
+
+
+def test_a_table_name_holding_a_newline_is_refused_from_the_archive(prod_pg, staging_pg16, tmp_path):
+    """``pg_restore -l`` prints a newline of a table's name as a space. Before the fix, the pre-data
+    created ``"new<LF>line"``, then the data section looked for ``"new line"`` and failed with
+    ``relation "public.new line" does not exist``, even for a table no rule names. Now the archive plan
+    refuses it, naming the table and how to fix it, before anything is written."""
+    from scalingo_staging_sync.inventory.model import InventoryError
+
+    db = "schema_zoo_hostile_newline_table"
+    prod_pg.create_database(db)
+    try:
+        prod_pg.execute(
+            'CREATE TABLE "new\nline" (id int PRIMARY KEY, note text);'
+            "INSERT INTO \"new\nline\" VALUES (1, 'x');"
+            "CREATE TABLE t (id int PRIMARY KEY, email text); INSERT INTO t VALUES (1, 'nl@prod-corp.test');",
+            db,
+        )
+        dump = prod_pg.pg_dump(db, tmp_path / "newline_table.pgsql")
+    finally:
+        prod_pg.drop_database(db)
+    rules = "source_app: x\nanonymization_tables:\n  - table: t\n    columns: {email: email}\n"
+    with pytest.raises(InventoryError) as err:
+        run_core(dump, staging_pg16, rules, "stream")
+    assert "'public.new\\nline'" in str(err.value) and "RENAME" in str(err.value), str(err.value)
+    assert find_originals(staging_pg16, ["nl@prod-corp.test"]) == []

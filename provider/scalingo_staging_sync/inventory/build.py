@@ -88,6 +88,7 @@ def build_inventory(dump_path: str | os.PathLike, tools: PgTools | None = None) 
     enums = _enum_labels(type_sql) if type_entries else {}
     composites = _composite_columns(type_sql) if type_entries else {}
     _Reader(inv, entries, enums, composites).read(statements)
+    _refuse_unlistable_names(inv, dump_path)
 
     for e in entries:
         if (reason := never_restored(e)) is not None:
@@ -109,6 +110,25 @@ def build_inventory(dump_path: str | os.PathLike, tools: PgTools | None = None) 
     if inv.large_object_count == 0:  # grouped entries without parsable metadata: count the groups
         inv.large_object_count = sum(1 for e in entries if e.desc in LO_METADATA_DESCS)
     return inv
+
+
+def _refuse_unlistable_names(inv: Inventory, dump_path: Path) -> None:
+    """``pg_restore -l`` prints a line break of a name as a space: a table whose name (or schema's)
+    holds one is listed under another name, and its data could not be found, masked or loaded (the
+    data section failed with "relation ... does not exist", after the pre-data). Refused here, before
+    anything is written, naming each such table."""
+    bad = [
+        t.name
+        for t in inv.tables.values()
+        if any(ch in part for part in (t.name.schema, t.name.name) for ch in "\n\r")
+    ]
+    if bad:
+        names = ", ".join(repr(f"{t.schema}.{t.name}") for t in bad)
+        raise InventoryError(
+            f"{dump_path.name}: the name of {names} holds a line break, which pg_restore's table of "
+            "contents prints as a space, so its data cannot be restored under its name; rename it in "
+            "production (ALTER TABLE ... RENAME TO ... / ALTER SCHEMA ... RENAME TO ...) before the next backup"
+        )
 
 
 def archive_foreign_keys(
