@@ -134,9 +134,11 @@ def hostile_dump(prod_pg, tmp_path_factory):
         prod_pg.drop_database(db)
 
 
-@pytest.mark.parametrize("engine", ["stream", "trigger"])
-def test_hostile_schema(hostile_dump, staging_pg16, engine):
-    out = run_core(hostile_dump, staging_pg16, HOSTILE_RULES, engine)
+@pytest.mark.parametrize(
+    ("engine", "scalingo_role"), [("stream", False), ("trigger", False), ("stream", True)]
+)
+def test_hostile_schema(hostile_dump, staging_pg16, engine, scalingo_role):
+    out = run_core(hostile_dump, staging_pg16, HOSTILE_RULES, engine, scalingo_role=scalingo_role)
     db = out["db"]
     try:
         assert out["verification"]["passed"] and out["scan"].passed
@@ -408,3 +410,68 @@ def test_a_table_name_holding_a_newline_is_refused_from_the_archive(prod_pg, sta
         run_core(dump, staging_pg16, rules, "stream")
     assert "'public.new\\nline'" in str(err.value) and "RENAME" in str(err.value), str(err.value)
     assert find_originals(staging_pg16, ["nl@prod-corp.test"]) == []
+
+
+INHERIT_SQL = """
+CREATE TABLE p (id int PRIMARY KEY, email text, kind text);
+CREATE TABLE c (phone text) INHERITS (p);
+CREATE TABLE m (extra text) INHERITS (p);
+CREATE TABLE g (more text) INHERITS (m);
+CREATE TABLE ref (id int PRIMARY KEY, email text);
+INSERT INTO p SELECT g, 'inh' || g || '@prod-corp.test', 'a' FROM generate_series(1, 5) g;
+INSERT INTO c SELECT g, 'inh' || g || '@prod-corp.test', 'a', '+33 6 12 00 00 0' || g FROM generate_series(6, 9) g;
+INSERT INTO m SELECT g, 'inh' || g || '@prod-corp.test', 'a', 'x' FROM generate_series(10, 14) g;
+INSERT INTO g SELECT g, 'inh' || g || '@prod-corp.test', 'a', 'x', 'y' FROM generate_series(15, 19) g;
+INSERT INTO ref SELECT g, 'inh' || g || '@prod-corp.test' FROM generate_series(1, 19) g;
+"""
+INHERIT_RULES = """
+source_app: hostile
+anonymization_tables:
+  - table: p
+    condition: "kind = 'a'"
+    columns: {email: email}
+  - table: c
+    columns: {phone: phone, email: {transformer: hash, length: 20}}
+  - table: ref
+    columns: {email: email}
+pii_scan:
+  on_unmasked: fail
+verification:
+  enabled: true
+"""
+
+
+@pytest.mark.parametrize("engine", ["stream", "trigger"])
+def test_inheritance_descendants_with_items_of_their_own_are_masked_once(
+    prod_pg, staging_pg16, tmp_path, engine
+):
+    """A parent masked in place (a condition) whose inheritance descendants are items of their own: a
+    child with its own rule (masked on load) and a grandchild under a child that takes the parent's rule.
+    Before the fix, the parent's UPDATE reached the child with its own rule (its hashed e-mails were
+    masked again with the parent's ``email``), and the middle child's UPDATE reached the grandchild (its
+    e-mails masked twice: ``email(email(x))``, no longer the output the same address gets in every other
+    table). With the fix each is masked once, by its own item; the parent's proof samples only its own
+    rows (a child masked on load before it would otherwise read as "still holds the original")."""
+    db = "schema_zoo_hostile_inherit"
+    prod_pg.create_database(db)
+    try:
+        prod_pg.execute(INHERIT_SQL, db)
+        dump = prod_pg.pg_dump(db, tmp_path / "inherit.pgsql")
+    finally:
+        prod_pg.drop_database(db)
+    out = run_core(dump, staging_pg16, INHERIT_RULES, engine)
+    try:
+        assert out["verification"]["passed"] and out["scan"].passed
+        assert find_originals(staging_pg16, ["inh", "+33 6 12"]) == []
+        ref = dict(_fetch(staging_pg16, out["db"], "SELECT id, email FROM ref"))
+        rows = _fetch(
+            staging_pg16, out["db"], "SELECT tableoid::regclass::text, id, email FROM p ORDER BY id"
+        )
+        assert len(rows) == 19
+        for table, id_, email in rows:
+            if table == "c":  # its own rule, once
+                assert len(email) == 20 and all(ch in "0123456789abcdef" for ch in email), (table, id_, email)
+            else:  # the parent's rule, once: the output the same address gets in ref
+                assert email == ref[id_], (table, id_, email)
+    finally:
+        staging_pg16.drop_database(out["db"])

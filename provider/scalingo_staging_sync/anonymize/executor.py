@@ -700,7 +700,13 @@ def run_in_place(
             proof_item = dict(item, masked_columns=masked)
             if key_columns and masked:
                 stmt = sample_statement(
-                    item["schema"], item["name"], key_columns, masked, item.get("condition"), sample_rows
+                    item["schema"],
+                    item["name"],
+                    key_columns,
+                    masked,
+                    item.get("condition"),
+                    sample_rows,
+                    only=update_only(item, cat),  # the rows the UPDATE masks, not its children's
                 )
                 names = [*key_columns, *masked]
                 # read in the styles verification reads them (fingerprint.TEXT_STYLES), then back to

@@ -87,13 +87,20 @@ def sample_statement(
     masked_columns: list[str],
     condition: str | None,
     limit: int,
+    *,
+    only: bool = False,
 ) -> sql.Composable:
-    """Text of the key and masked columns of up to ``limit`` rows (the proof's originals)."""
+    """Text of the key and masked columns of up to ``limit`` rows (the proof's originals). ``only``:
+    the table's own rows, not its inheritance children's (the rows an ``UPDATE ONLY`` masks)."""
     cols = sql.SQL(", ").join(
         sql.SQL("({})::text").format(sql.Identifier(c)) for c in [*key_columns, *masked_columns]
     )
-    return sql.SQL("SELECT {} FROM {}{} LIMIT {}").format(
-        cols, table_ident(schema, name), where_clause(condition), sql.Literal(limit)
+    return sql.SQL("SELECT {} FROM {}{}{} LIMIT {}").format(
+        cols,
+        sql.SQL("ONLY ") if only else sql.SQL(""),
+        table_ident(schema, name),
+        where_clause(condition),
+        sql.Literal(limit),
     )
 
 

@@ -308,6 +308,18 @@ def plan_inventory(inv: Inventory, rules: Rules, *, exclude_tables: Any = ()) ->
         if item is not None and item.get("children_planned"):
             errors.extend(_custom_statement_only_errors(item, rule, rules, table))
 
+    # an UPDATE of a table reaches every inheritance descendant: one that is an item of its own (a child
+    # with its own rule, a grandchild under a ruled parent) would be masked twice, the second time over
+    # its masked values with another item's transformers. Each item with such a descendant runs ONLY.
+    own_items = {id(i) for i in items}
+    planned = {n for n, (_, i) in masking.items() if id(i) in own_items}
+    for name, (rule, item) in masking.items():
+        if rule.query or item.get("children_planned") or id(item) not in own_items:
+            continue
+        if any(d in planned for d in inv.descendants(name)):
+            item["children_planned"] = True
+            errors.extend(_custom_statement_only_errors(item, rule, rules, inv.tables[name]))
+
     # a refused rule's table (and what is below it without a rule of its own): its keys are judged once
     # the rule is fixed, not reported as unmasked now
     unplanned = {
