@@ -475,3 +475,51 @@ def test_inheritance_descendants_with_items_of_their_own_are_masked_once(
                 assert email == ref[id_], (table, id_, email)
     finally:
         staging_pg16.drop_database(out["db"])
+
+
+SUBPART_SQL = """
+CREATE TABLE sp (id int, region text, at date, email text, kind text) PARTITION BY LIST (region);
+CREATE TABLE sp_eu PARTITION OF sp FOR VALUES IN ('eu') PARTITION BY RANGE (at);
+CREATE TABLE sp_eu_2024 PARTITION OF sp_eu FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE TABLE sp_us PARTITION OF sp FOR VALUES IN ('us');
+INSERT INTO sp SELECT g, (ARRAY['eu', 'us'])[1 + g % 2], DATE '2024-03-01' + g, 'sp' || g || '@prod-corp.test', 'a'
+    FROM generate_series(1, 10) g;
+"""
+SUBPART_PARENT = "  - table: sp\n{condition}    columns: {{email: email}}\n"
+SUBPART_OWN = "  - table: sp_eu\n    columns: {email: {transformer: hash, length: 20}}\n"
+
+
+@pytest.mark.parametrize(
+    ("order", "condition"), [("own first", ""), ("parent first", "    condition: \"kind = 'a'\"\n")]
+)
+def test_a_sub_partitioned_table_with_its_own_rule_under_a_ruled_parent(
+    prod_pg, staging_pg16, tmp_path, order, condition
+):
+    """``sp`` (ruled) -> ``sp_eu`` (partitioned, a rule of its own) -> ``sp_eu_2024``. Before the fix, the
+    leaf got two plan items, one with each rule, so it was masked twice: which rule won depended on the
+    rules' order and mode (with a condition on ``sp``, its in-place UPDATE masked the leaf's hashes
+    again with ``email``). Now the leaf takes its nearest ruled ancestor's rule, once."""
+    db = "schema_zoo_hostile_subpart"
+    prod_pg.create_database(db)
+    try:
+        prod_pg.execute(SUBPART_SQL, db)
+        dump = prod_pg.pg_dump(db, tmp_path / "subpart.pgsql")
+    finally:
+        prod_pg.drop_database(db)
+    parent = SUBPART_PARENT.format(condition=condition)
+    rules = "source_app: hostile\nanonymization_tables:\n" + (
+        SUBPART_OWN + parent if order == "own first" else parent + SUBPART_OWN
+    )
+    out = run_core(dump, staging_pg16, rules, "stream")
+    try:
+        tables = [i["table"] for i in out["plan"]["items"]]
+        assert sorted(tables) == ["public.sp_eu_2024", "public.sp_us"], tables
+        assert out["verification"]["passed"] and out["scan"].passed
+        assert find_originals(staging_pg16, ["@prod-corp.test"]) == []
+        for table, email in _fetch(staging_pg16, out["db"], "SELECT tableoid::regclass::text, email FROM sp"):
+            if table == "sp_eu_2024":
+                assert len(email) == 20 and "@" not in email, (table, email)
+            else:
+                assert email.endswith("@example.com"), (table, email)
+    finally:
+        staging_pg16.drop_database(out["db"])

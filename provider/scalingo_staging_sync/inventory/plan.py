@@ -264,8 +264,13 @@ def plan_inventory(inv: Inventory, rules: Rules, *, exclude_tables: Any = ()) ->
             if table.kind != "partitioned table":
                 items.append(item)
                 masked_by[name] = f"{rule.where} names {name}"
-        for child_name in inv.descendants(name):
+        below = inv.descendants(name)
+        for child_name in below:
             if child_name in excluded:  # its data is not restored: nothing to mask, nothing to prove
+                continue
+            if child_name not in ruled and any(a in ruled for a in inv.ancestors(child_name) if a in below):
+                # under a sub-partitioned table or a child with a rule of its own: that rule's, planned
+                # with it (planning the parent's too gave the table two items, masking it twice)
                 continue
             if inv.tables[child_name].kind == "foreign table":
                 # none of its rows is restored; the parent's in-place UPDATE must not reach it (it would
