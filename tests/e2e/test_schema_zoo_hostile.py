@@ -523,3 +523,51 @@ def test_a_sub_partitioned_table_with_its_own_rule_under_a_ruled_parent(
                 assert email.endswith("@example.com"), (table, email)
     finally:
         staging_pg16.drop_database(out["db"])
+
+
+MULTI_SQL = """
+CREATE TABLE p1 (id int PRIMARY KEY, email text);
+CREATE TABLE p2 (id int PRIMARY KEY, phone text);
+CREATE TABLE c2 (x text) INHERITS (p1, p2);
+INSERT INTO p1 VALUES (1, 'multi1@prod-corp.test');
+INSERT INTO p2 VALUES (2, '+33 6 98 00 00 02');
+INSERT INTO c2 SELECT g, 'multi' || g || '@prod-corp.test', '+33 6 98 00 00 ' || lpad(g::text, 2, '0'), 'x'
+    FROM generate_series(3, 8) g;
+"""
+MULTI_RULES = """
+source_app: hostile
+anonymization_tables:
+  - table: p1
+    columns: {email: email}
+  - table: p2
+    columns: {phone: phone}
+"""
+
+
+@pytest.mark.parametrize("engine", ["stream", "trigger"])
+def test_multiple_inheritance_from_two_ruled_tables(prod_pg, staging_pg16, tmp_path, engine):
+    """``c2`` inherits from ``p1`` (ruled: email) and ``p2`` (ruled: phone). Before the fix it got one plan
+    item from each parent, and the run failed only at the verification, after the whole load, with
+    ``none of the 1 sampled keys was found after anonymization``, which named neither the cause nor the
+    fix. Now the archive plan refuses it, naming the table and how to fix it; with a rule of its own for
+    both columns the run passes."""
+    from scalingo_staging_sync.anonymize.planner import PlanError
+
+    db = "schema_zoo_hostile_multi"
+    prod_pg.create_database(db)
+    try:
+        prod_pg.execute(MULTI_SQL, db)
+        dump = prod_pg.pg_dump(db, tmp_path / "multi.pgsql")
+    finally:
+        prod_pg.drop_database(db)
+    with pytest.raises(PlanError) as err:
+        run_core(dump, staging_pg16, MULTI_RULES, engine)
+    assert "public.c2 inherits from several ruled tables" in str(err.value), str(err.value)
+    own = MULTI_RULES + "  - table: c2\n    columns: {email: email, phone: phone}\n"
+    out = run_core(dump, staging_pg16, own, engine)
+    try:
+        assert [i["table"] for i in out["plan"]["items"]].count("public.c2") == 1
+        assert out["verification"]["passed"] and out["scan"].passed
+        assert find_originals(staging_pg16, ["multi", "+33 6 98"]) == []
+    finally:
+        staging_pg16.drop_database(out["db"])

@@ -302,6 +302,15 @@ def plan_inventory(inv: Inventory, rules: Rules, *, exclude_tables: Any = ()) ->
             child = inv.tables[child_name]
             if child.kind == "partitioned table":
                 continue
+            prior = masking.get(child_name)
+            if prior is not None and prior[0] is not rule:
+                # multiple inheritance from two ruled tables: two items would mask it twice, the
+                # second over the first's output, and its proof could not be checked
+                errors.append(
+                    f"{rule.where}.table: {child_name} inherits from several ruled tables ({prior[0].where} "
+                    f"and {rule.where}): give {child_name} a rule of its own masking the columns of both"
+                )
+                continue
             child_item = _child_item(rule, rules, child, name, errors, parent_errors)
             if child_item is not None and item is not None:
                 items.append(child_item)
