@@ -571,3 +571,33 @@ def test_multiple_inheritance_from_two_ruled_tables(prod_pg, staging_pg16, tmp_p
         assert find_originals(staging_pg16, ["multi", "+33 6 98"]) == []
     finally:
         staging_pg16.drop_database(out["db"])
+
+
+def test_a_query_on_a_parent_whose_child_has_its_own_rule_is_warned_about(prod_pg, tmp_path):
+    """A query rule on an inheritance parent reaches the rows of a child that has its own rule (masked
+    twice, the query's output overriding the child's rule). The plan now says so; before, nothing did."""
+    from scalingo_staging_sync.anonymize.rules import parse_rules_text
+    from scalingo_staging_sync.inventory import plan_from_archive
+    from scalingo_staging_sync.restore.pgtools import find_pg_tools
+    from scalingo_staging_sync.testing.postgres import pg_bin_dir
+
+    db = "schema_zoo_hostile_query"
+    prod_pg.create_database(db)
+    try:
+        prod_pg.execute(
+            "CREATE TABLE qp (id int PRIMARY KEY, email text); CREATE TABLE qc (phone text) INHERITS (qp);"
+            "INSERT INTO qc VALUES (2, 'q2@prod-corp.test', '+33 6 98 00 00 02');",
+            db,
+        )
+        dump = prod_pg.pg_dump(db, tmp_path / "query.pgsql")
+    finally:
+        prod_pg.drop_database(db)
+    rules = parse_rules_text(
+        "source_app: hostile\nanonymization_tables:\n"
+        "  - table: qp\n    query: \"UPDATE qp SET email = 'x' || id || '@example.com'\"\n"
+        "  - table: qc\n    columns: {email: {transformer: hash, length: 20}, phone: phone}\n"
+    )
+    plan = plan_from_archive(str(dump), rules, tools=find_pg_tools(pg_bin_dir(16))).to_json()
+    assert any(
+        "public.qc has its own rule" in w and "UPDATE ONLY public.qp" in w for w in plan["warnings"]
+    ), plan["warnings"]

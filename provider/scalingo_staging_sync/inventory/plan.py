@@ -260,6 +260,12 @@ def plan_inventory(inv: Inventory, rules: Rules, *, exclude_tables: Any = ()) ->
                     masked_by.setdefault(
                         child_name, f"{rule.where}: its query on {name} also updates {child_name}"
                     )
+                    if child_name in ruled:  # masked twice, the query's output winning or not by order
+                        warnings.append(
+                            f"{child_name} has its own rule ({ruled[child_name].where}), but the query of "
+                            f"{rule.where} on {name} also updates its rows: leave them out of the query "
+                            f"(UPDATE ONLY {name} for an inheritance parent) or remove {child_name}'s rule"
+                        )
                 continue
             if table.kind != "partitioned table":
                 items.append(item)
