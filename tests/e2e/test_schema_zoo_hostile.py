@@ -441,9 +441,11 @@ verification:
 """
 
 
-@pytest.mark.parametrize("engine", ["stream", "trigger"])
+@pytest.mark.parametrize(
+    ("engine", "scalingo_role"), [("stream", False), ("trigger", False), ("stream", True)]
+)
 def test_inheritance_descendants_with_items_of_their_own_are_masked_once(
-    prod_pg, staging_pg16, tmp_path, engine
+    prod_pg, staging_pg16, tmp_path, engine, scalingo_role
 ):
     """A parent masked in place (a condition) whose inheritance descendants are items of their own: a
     child with its own rule (masked on load) and a grandchild under a child that takes the parent's rule.
@@ -459,7 +461,7 @@ def test_inheritance_descendants_with_items_of_their_own_are_masked_once(
         dump = prod_pg.pg_dump(db, tmp_path / "inherit.pgsql")
     finally:
         prod_pg.drop_database(db)
-    out = run_core(dump, staging_pg16, INHERIT_RULES, engine)
+    out = run_core(dump, staging_pg16, INHERIT_RULES, engine, scalingo_role=scalingo_role)
     try:
         assert out["verification"]["passed"] and out["scan"].passed
         assert find_originals(staging_pg16, ["inh", "+33 6 12"]) == []
