@@ -99,3 +99,63 @@ def test_a_condition_on_a_partitioned_table_verifies(prod_pg, staging_pg16, tmp_
         assert kept == [(300,)]  # January's rows, outside the condition, as they were
     finally:
         staging_pg16.drop_database("cond_partitions")
+
+
+def test_on_a_database_a_ruled_table_below_another_ruled_table_is_refused(staging_pg16):
+    """The catalog path (no archive: an existing database masked in place) runs one UPDATE per rule,
+    and an UPDATE reaches every partition and inheritance child: a child or partition with its own rule
+    under a ruled table would be masked twice. The plan refuses it, naming both rules; a child without
+    a rule of its own is masked by its parent's UPDATE, as before."""
+    import pytest
+
+    from scalingo_staging_sync.anonymize.planner import PlanError
+
+    staging_pg16.create_database("ruled_below")
+    staging_pg16.execute(
+        """
+        CREATE TABLE person (id int PRIMARY KEY, email text);
+        CREATE TABLE staff (badge text) INHERITS (person);
+        CREATE TABLE contractor () INHERITS (staff);
+        CREATE TABLE visit (id int, region text, email text, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
+        CREATE TABLE visit_eu PARTITION OF visit FOR VALUES IN ('eu');
+        """,
+        "ruled_below",
+    )
+    target = target_of(staging_pg16, "ruled_below")
+    rules = rules_from(
+        """
+        source_app: prod
+        anonymization_tables:
+          - table: person
+            columns: {email: email}
+          - table: contractor
+            columns: {email: hash}
+          - table: visit
+            columns: {email: email}
+          - table: visit_eu
+            columns: {email: hash}
+        """
+    )
+    with pytest.raises(PlanError) as err:
+        plan_anonymization(target, rules)
+    problems = str(err.value)
+    assert (
+        "anonymization_tables[1].table: public.contractor has its own rule, but anonymization_tables[0]"
+        in problems
+    )
+    assert "ancestor public.person" in problems
+    assert "anonymization_tables[3].table: public.visit_eu has its own rule" in problems
+    only_parents = rules_from(
+        """
+        source_app: prod
+        anonymization_tables:
+          - table: person
+            columns: {email: email}
+          - table: visit
+            columns: {email: email}
+        """
+    )
+    assert sorted(i["table"] for i in plan_anonymization(target, only_parents)) == [
+        "public.person",
+        "public.visit",
+    ]

@@ -253,6 +253,7 @@ def plan_anonymization(
             else:
                 unplanned.append(name)
         if masking:
+            errors.extend(ruled_ancestor_refusals(conn, masking))
             errors.extend(catalog_key_refusals(conn, rules, masking, unplanned))
     if errors:
         raise PlanError(errors)
@@ -1019,6 +1020,34 @@ JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = p.relnam
 WHERE c.relkind IN ('r', 'p', 'f')
 ORDER BY 1, 2, i.inhseqno
 """
+
+
+def ruled_ancestor_refusals(conn: Any, masking: Mapping[TableName, tuple[TableRule, dict]]) -> list[str]:
+    """On the catalog path each rule is one statement on its table, and an UPDATE of a table reaches
+    every partition and inheritance child: a table with its own rule below another ruled table would
+    be masked twice, the second time over masked values. Refused, naming both rules (the archive
+    plan, from the backup, gives each table its own rule instead)."""
+    parents: dict[TableName, list[TableName]] = {}
+    for cs, cn, ps, pn in conn.execute(_INHERITS_SQL).fetchall():
+        parents.setdefault(TableName(cs, cn), []).append(TableName(ps, pn))
+    errors: list[str] = []
+    for name, (rule, _) in masking.items():
+        todo, seen = list(parents.get(name, ())), set()
+        while todo:
+            ancestor = todo.pop(0)
+            if ancestor in seen:
+                continue
+            seen.add(ancestor)
+            if ancestor in masking:
+                errors.append(
+                    f"{rule.where}.table: {name} has its own rule, but {masking[ancestor][0].where} masks its "
+                    f"ancestor {ancestor} in place, and that UPDATE reaches {name}'s rows too: they would be "
+                    f"masked twice. Remove one of the two rules, or plan from the backup archive (dump_path), "
+                    f"where {name} takes only its own rule"
+                )
+                break
+            todo.extend(parents.get(ancestor, ()))
+    return errors
 
 
 def catalog_key_refusals(
