@@ -169,7 +169,11 @@ def verify_table(
         if check.mode == "in_place" and result.get("condition") and check.rows_reported == 0:
             pass  # no row meets the rule's condition: none was masked, there is nothing to prove
         else:
-            check.problems.append("no residual-value proof although the table has rows and masked columns")
+            check.problems.append(
+                "no residual-value proof although the table has rows and masked columns (without a primary "
+                "key or an unmasked column that can be compared with =, no row can be sampled and found "
+                "again: give the table a primary key, leave one such column unmasked, or exclude its data)"
+            )
     check.passed = not check.problems
     check.duration_s = time.monotonic() - started
     return check

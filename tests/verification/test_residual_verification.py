@@ -146,6 +146,7 @@ def test_missing_proof_and_missing_table_fail(staging_pg16, chinook_verify):
     report = verify_residuals(_target(staging_pg16, db), [no_proof, missing], SALT, raise_on_failure=False)
     assert not report["passed"]
     assert "no residual-value proof" in report["failures"][0]
+    assert "give the table a primary key, leave one such column unmasked, or exclude" in report["failures"][0]
     assert "verification query failed (SQLSTATE 42P01 (UndefinedTable)" in report["failures"][1]
 
 

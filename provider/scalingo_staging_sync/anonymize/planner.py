@@ -860,7 +860,11 @@ def _key_columns(
         if c not in masked and not info.generated and info.base_type.lstrip("_") not in _NO_EQUALITY_TYPES
     ]
     if not keys:
-        warnings.append("every column is masked and there is no usable key: no residual proof")
+        warnings.append(
+            "every column is masked and there is no usable key: no residual proof, so verification fails "
+            "if the table has rows; give it a primary key, leave one comparable column unmasked, or "
+            "exclude its data"
+        )
     return keys
 
 
