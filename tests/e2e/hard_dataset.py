@@ -213,3 +213,13 @@ def find_originals(pg, values: list[str]) -> list[str]:
                 text = bytes(data).decode("utf-8", "replace")
                 hits += [f"{db}:large object {loid}: {v}" for v in values if v in text]
     return hits
+
+
+def production_dump(prod_pg, path, db: str, sql: str):
+    """``sql`` run in a new production database ``db``, dumped to ``path`` (the database dropped)."""
+    prod_pg.create_database(db)
+    try:
+        prod_pg.execute(sql, db)
+        return prod_pg.pg_dump(db, path)
+    finally:
+        prod_pg.drop_database(db)

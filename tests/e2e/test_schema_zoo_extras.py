@@ -39,6 +39,7 @@ from scalingo_staging_sync.inventory import plan_from_archive
 from scalingo_staging_sync.restore.pgtools import find_pg_tools
 from scalingo_staging_sync.testing.postgres import pg_bin_dir
 from tests.e2e import test_schema_zoo as zoo
+from tests.e2e.hard_dataset import production_dump
 from tests.e2e.test_schema_zoo import _checksum, _columns, _fetch, run_core, staging_role_styles
 
 pytest.importorskip("duckdb")
@@ -974,13 +975,9 @@ def test_an_extension_in_a_schema_of_its_own_keys_a_table_without_primary_key(
     primary key. Before the fix, verification compared those keys with an ``=`` it looked up through a
     search path without that schema (the application's role or database sets it; the archive does not
     carry it): ``operator does not exist: extensions.vector = unknown``, and the run failed."""
-    db = "schema_zoo_ext_schema_prod"
-    prod_pg.create_database(db)
-    try:
-        prod_pg.execute(EXTENSION_SCHEMA_SQL, db)
-        dump = prod_pg.pg_dump(db, tmp_path / "ext.pgsql")
-    finally:
-        prod_pg.drop_database(db)
+    dump = production_dump(
+        prod_pg, tmp_path / "ext.pgsql", "schema_zoo_ext_schema_prod", EXTENSION_SCHEMA_SQL
+    )
     rules = "source_app: x\nanonymization_tables:\n  - table: events\n    columns: {actor_email: email}\n"
     out = run_core(dump, staging_pg16, rules, engine)
     try:
@@ -1017,13 +1014,7 @@ def test_a_typed_table(prod_pg, staging_pg16, tmp_path, engine):
     rules: no archive holding one could be planned."""
     from scalingo_staging_sync.anonymize.planner import PlanError
 
-    db = "schema_zoo_typed_prod"
-    prod_pg.create_database(db)
-    try:
-        prod_pg.execute(TYPED_SQL, db)
-        dump = prod_pg.pg_dump(db, tmp_path / "typed.pgsql")
-    finally:
-        prod_pg.drop_database(db)
+    dump = production_dump(prod_pg, tmp_path / "typed.pgsql", "schema_zoo_typed_prod", TYPED_SQL)
     tools = find_pg_tools(pg_bin_dir(16))
     # the type's columns with the table's options: NOT NULL refuses the null transformer
     with pytest.raises(PlanError) as err:
@@ -1074,13 +1065,7 @@ def test_domains_over_domains(prod_pg, staging_pg16, tmp_path, engine):
     domain's length, NOT NULL and CHECKs."""
     from scalingo_staging_sync.anonymize.planner import PlanError
 
-    db = "schema_zoo_domains_prod"
-    prod_pg.create_database(db)
-    try:
-        prod_pg.execute(DOMAINS_SQL, db)
-        dump = prod_pg.pg_dump(db, tmp_path / "domains.pgsql")
-    finally:
-        prod_pg.drop_database(db)
+    dump = production_dump(prod_pg, tmp_path / "domains.pgsql", "schema_zoo_domains_prod", DOMAINS_SQL)
     tools = find_pg_tools(pg_bin_dir(16))
     for patch, expected in [
         ("badge: email", "transformer 'email' needs at least 29 characters; column is public.code (a domain of at most 20 characters)"),
@@ -1130,13 +1115,9 @@ def test_a_unique_generated_column_computed_from_a_masked_column(prod_pg, stagin
     the unique index on the recomputed duplicates. Now the source column is checked as in the key."""
     from scalingo_staging_sync.anonymize.planner import PlanError
 
-    db = "schema_zoo_generated_unique_prod"
-    prod_pg.create_database(db)
-    try:
-        prod_pg.execute(GENERATED_UNIQUE_SQL, db)
-        dump = prod_pg.pg_dump(db, tmp_path / "generated.pgsql")
-    finally:
-        prod_pg.drop_database(db)
+    dump = production_dump(
+        prod_pg, tmp_path / "generated.pgsql", "schema_zoo_generated_unique_prod", GENERATED_UNIQUE_SQL
+    )
     tools = find_pg_tools(pg_bin_dir(16))
     for patch, expected in [
         ("display_name: first_name", "columns.display_name: transformer 'first_name' does not keep values unique, but display_name is in unique index accounts_slug_key of public.accounts (through generated column slug)"),

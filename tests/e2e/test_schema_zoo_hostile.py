@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.hard_dataset import find_originals
+from tests.e2e.hard_dataset import find_originals, production_dump
 from tests.e2e.test_schema_zoo import _fetch, run_core
 
 pytest.importorskip("duckdb")
@@ -28,6 +28,8 @@ pytest.importorskip("duckdb")
 L63 = "a" * 62 + "x"
 L63B = "a" * 62 + "y"
 LUTF = "é" * 31 + "z"  # 63 bytes
+
+
 HOSTILE_SQL = f"""
 CREATE SCHEMA billing;
 CREATE TABLE public.users (id int PRIMARY KEY, junk1 text, email text NOT NULL, junk2 int, name text);
@@ -125,13 +127,8 @@ ORIGINALS = [
 
 @pytest.fixture(scope="module")
 def hostile_dump(prod_pg, tmp_path_factory):
-    db = "schema_zoo_hostile_prod"
-    prod_pg.create_database(db)
-    try:
-        prod_pg.execute(HOSTILE_SQL, db)
-        yield prod_pg.pg_dump(db, tmp_path_factory.mktemp("hostile") / "hostile.pgsql")
-    finally:
-        prod_pg.drop_database(db)
+    path = tmp_path_factory.mktemp("hostile") / "hostile.pgsql"
+    return production_dump(prod_pg, path, "schema_zoo_hostile_prod", HOSTILE_SQL)
 
 
 @pytest.mark.parametrize(
@@ -212,13 +209,7 @@ verification:
 
 @pytest.mark.parametrize("engine", ["stream", "trigger"])
 def test_long_column_names_no_key_and_inheritance(prod_pg, staging_pg16, tmp_path, engine):
-    db = "schema_zoo_hostile_cols"
-    prod_pg.create_database(db)
-    try:
-        prod_pg.execute(COLS_SQL, db)
-        dump = prod_pg.pg_dump(db, tmp_path / "cols.pgsql")
-    finally:
-        prod_pg.drop_database(db)
+    dump = production_dump(prod_pg, tmp_path / "cols.pgsql", "schema_zoo_hostile_cols", COLS_SQL)
     out = run_core(dump, staging_pg16, COLS_RULES, engine)
     try:
         assert out["verification"]["passed"] and out["scan"].passed
@@ -274,13 +265,7 @@ verification:
 
 @pytest.mark.parametrize("engine", ["stream", "trigger"])
 def test_identity_arrays_enums_bytea_json(prod_pg, staging_pg16, tmp_path, engine):
-    db = "schema_zoo_hostile_types"
-    prod_pg.create_database(db)
-    try:
-        prod_pg.execute(TYPES_SQL, db)
-        dump = prod_pg.pg_dump(db, tmp_path / "types.pgsql")
-    finally:
-        prod_pg.drop_database(db)
+    dump = production_dump(prod_pg, tmp_path / "types.pgsql", "schema_zoo_hostile_types", TYPES_SQL)
     out = run_core(dump, staging_pg16, TYPES_RULES, engine)
     try:
         assert out["verification"]["passed"] and out["scan"].passed
@@ -316,13 +301,7 @@ verification:
 
 @pytest.mark.parametrize("engine", ["stream", "trigger"])
 def test_columns_differing_only_by_case(prod_pg, staging_pg16, tmp_path, engine):
-    db = "schema_zoo_hostile_case"
-    prod_pg.create_database(db)
-    try:
-        prod_pg.execute(CASE_SQL, db)
-        dump = prod_pg.pg_dump(db, tmp_path / "case.pgsql")
-    finally:
-        prod_pg.drop_database(db)
+    dump = production_dump(prod_pg, tmp_path / "case.pgsql", "schema_zoo_hostile_case", CASE_SQL)
     out = run_core(dump, staging_pg16, CASE_RULES, engine)
     try:
         assert out["verification"]["passed"]
@@ -367,13 +346,7 @@ def test_names_holding_a_newline(prod_pg, staging_pg16, tmp_path, engine):
     """A quoted column name holding a newline (and even ``") FROM stdin;`` on a line of its
     own): pg_dump writes the COPY statement over several lines. Before the fix, the on-load proof read
     only its first line and failed with ``ValueError: substring not found`` before the data section."""
-    db = "schema_zoo_hostile_newline"
-    prod_pg.create_database(db)
-    try:
-        prod_pg.execute(NEWLINE_SQL, db)
-        dump = prod_pg.pg_dump(db, tmp_path / "newline.pgsql")
-    finally:
-        prod_pg.drop_database(db)
+    dump = production_dump(prod_pg, tmp_path / "newline.pgsql", "schema_zoo_hostile_newline", NEWLINE_SQL)
     out = run_core(dump, staging_pg16, NEWLINE_RULES, engine)
     try:
         assert out["verification"]["passed"]
@@ -393,18 +366,14 @@ def test_a_table_name_holding_a_newline_is_refused_from_the_archive(prod_pg, sta
     refuses it, naming the table and how to fix it, before anything is written."""
     from scalingo_staging_sync.inventory.model import InventoryError
 
-    db = "schema_zoo_hostile_newline_table"
-    prod_pg.create_database(db)
-    try:
-        prod_pg.execute(
-            'CREATE TABLE "new\nline" (id int PRIMARY KEY, note text);'
-            "INSERT INTO \"new\nline\" VALUES (1, 'x');"
-            "CREATE TABLE t (id int PRIMARY KEY, email text); INSERT INTO t VALUES (1, 'nl@prod-corp.test');",
-            db,
-        )
-        dump = prod_pg.pg_dump(db, tmp_path / "newline_table.pgsql")
-    finally:
-        prod_pg.drop_database(db)
+    dump = production_dump(
+        prod_pg,
+        tmp_path / "newline_table.pgsql",
+        "schema_zoo_hostile_newline_table",
+        'CREATE TABLE "new\nline" (id int PRIMARY KEY, note text);'
+        "INSERT INTO \"new\nline\" VALUES (1, 'x');"
+        "CREATE TABLE t (id int PRIMARY KEY, email text); INSERT INTO t VALUES (1, 'nl@prod-corp.test');",
+    )
     rules = "source_app: x\nanonymization_tables:\n  - table: t\n    columns: {email: email}\n"
     with pytest.raises(InventoryError) as err:
         run_core(dump, staging_pg16, rules, "stream")
@@ -454,13 +423,7 @@ def test_inheritance_descendants_with_items_of_their_own_are_masked_once(
     e-mails masked twice: ``email(email(x))``, no longer the output the same address gets in every other
     table). With the fix each is masked once, by its own item; the parent's proof samples only its own
     rows (a child masked on load before it would otherwise read as "still holds the original")."""
-    db = "schema_zoo_hostile_inherit"
-    prod_pg.create_database(db)
-    try:
-        prod_pg.execute(INHERIT_SQL, db)
-        dump = prod_pg.pg_dump(db, tmp_path / "inherit.pgsql")
-    finally:
-        prod_pg.drop_database(db)
+    dump = production_dump(prod_pg, tmp_path / "inherit.pgsql", "schema_zoo_hostile_inherit", INHERIT_SQL)
     out = run_core(dump, staging_pg16, INHERIT_RULES, engine, scalingo_role=scalingo_role)
     try:
         assert out["verification"]["passed"] and out["scan"].passed
@@ -501,13 +464,7 @@ def test_a_sub_partitioned_table_with_its_own_rule_under_a_ruled_parent(
     leaf got two plan items, one with each rule, so it was masked twice: which rule won depended on the
     rules' order and mode (with a condition on ``sp``, its in-place UPDATE masked the leaf's hashes
     again with ``email``). Now the leaf takes its nearest ruled ancestor's rule, once."""
-    db = "schema_zoo_hostile_subpart"
-    prod_pg.create_database(db)
-    try:
-        prod_pg.execute(SUBPART_SQL, db)
-        dump = prod_pg.pg_dump(db, tmp_path / "subpart.pgsql")
-    finally:
-        prod_pg.drop_database(db)
+    dump = production_dump(prod_pg, tmp_path / "subpart.pgsql", "schema_zoo_hostile_subpart", SUBPART_SQL)
     parent = SUBPART_PARENT.format(condition=condition)
     rules = "source_app: hostile\nanonymization_tables:\n" + (
         SUBPART_OWN + parent if order == "own first" else parent + SUBPART_OWN
@@ -555,13 +512,7 @@ def test_multiple_inheritance_from_two_ruled_tables(prod_pg, staging_pg16, tmp_p
     both columns the run passes."""
     from scalingo_staging_sync.anonymize.planner import PlanError
 
-    db = "schema_zoo_hostile_multi"
-    prod_pg.create_database(db)
-    try:
-        prod_pg.execute(MULTI_SQL, db)
-        dump = prod_pg.pg_dump(db, tmp_path / "multi.pgsql")
-    finally:
-        prod_pg.drop_database(db)
+    dump = production_dump(prod_pg, tmp_path / "multi.pgsql", "schema_zoo_hostile_multi", MULTI_SQL)
     with pytest.raises(PlanError) as err:
         run_core(dump, staging_pg16, MULTI_RULES, engine)
     assert "public.c2 inherits from several ruled tables" in str(err.value), str(err.value)
@@ -583,17 +534,13 @@ def test_a_query_on_a_parent_whose_child_has_its_own_rule_is_warned_about(prod_p
     from scalingo_staging_sync.restore.pgtools import find_pg_tools
     from scalingo_staging_sync.testing.postgres import pg_bin_dir
 
-    db = "schema_zoo_hostile_query"
-    prod_pg.create_database(db)
-    try:
-        prod_pg.execute(
-            "CREATE TABLE qp (id int PRIMARY KEY, email text); CREATE TABLE qc (phone text) INHERITS (qp);"
-            "INSERT INTO qc VALUES (2, 'q2@prod-corp.test', '+33 6 98 00 00 02');",
-            db,
-        )
-        dump = prod_pg.pg_dump(db, tmp_path / "query.pgsql")
-    finally:
-        prod_pg.drop_database(db)
+    dump = production_dump(
+        prod_pg,
+        tmp_path / "query.pgsql",
+        "schema_zoo_hostile_query",
+        "CREATE TABLE qp (id int PRIMARY KEY, email text); CREATE TABLE qc (phone text) INHERITS (qp);"
+        "INSERT INTO qc VALUES (2, 'q2@prod-corp.test', '+33 6 98 00 00 02');",
+    )
     rules = parse_rules_text(
         "source_app: hostile\nanonymization_tables:\n"
         "  - table: qp\n    query: \"UPDATE qp SET email = 'x' || id || '@example.com'\"\n"

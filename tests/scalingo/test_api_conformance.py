@@ -274,17 +274,27 @@ class _DocHandler(BaseHTTPRequestHandler):
         if self._bearer(self.doc.user_tokens):
             self._send(200, {"containers": self.doc.formation})
 
+    def _busy(self) -> bool:
+        """Appendix "app formation": no other operation while the app is not ``running``: a 409 sent
+        (called with the lock held)."""
+        doc = self.doc
+        if doc.busy_refusals:
+            doc.busy_refusals -= 1
+            self._send(409, {"error": "app is scaling"})
+            return True
+        if doc.app_status != "running":
+            self._send(409, {"error": f"app is {doc.app_status}"})
+            return True
+        return False
+
     def scale(self, app, raw):
         if not self._bearer(self.doc.user_tokens):
             return None
         wanted = json.loads(raw).get("containers")
         doc = self.doc
         with doc.lock:
-            if doc.busy_refusals:
-                doc.busy_refusals -= 1
-                return self._send(409, {"error": "app is scaling"})
-            if doc.app_status != "running":
-                return self._send(409, {"error": f"app is {doc.app_status}"})
+            if self._busy():
+                return None
             current = {c["name"]: c for c in doc.formation}
             unknown = [c["name"] for c in wanted if c["name"] not in current]
             if unknown:
@@ -319,11 +329,8 @@ class _DocHandler(BaseHTTPRequestHandler):
         body = json.loads(raw)
         doc = self.doc
         with doc.lock:
-            if doc.busy_refusals:
-                doc.busy_refusals -= 1
-                return self._send(409, {"error": "app is scaling"})
-            if doc.app_status != "running":
-                return self._send(409, {"error": f"app is {doc.app_status}"})
+            if self._busy():
+                return None
             op_id = secrets.token_hex(8)
             doc.operations[op_id] = {"id": op_id, "type": "run", "status": "pending", "polls": 2}
             error = doc.run_errors.pop(0) if doc.run_errors else None

@@ -204,7 +204,8 @@ class CopyTextReader:
 
     def next_copy_line(self, table: object) -> str:
         """The next ``COPY ... FROM stdin;`` line for ``table`` (named if it is missing), without its
-        newline (a quoted name's own newlines kept: the statement may span several lines), decoded in the archive's client encoding (names may hold any character);
+        newline (a quoted name's own newlines kept: the statement may span several lines), decoded in
+        the archive's client encoding (names may hold any character);
         :attr:`encoding` follows the lines read on the way."""
         while True:
             line = self.out.readline()

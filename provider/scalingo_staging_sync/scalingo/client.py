@@ -891,13 +891,11 @@ class ScalingoClient:
                         app, exc.status, running.get("id"), running.get("status"), running.get("created_at"),
                     )  # fmt: skip
                     return running
-                raise ScalingoApiError(
+                raise exc.reworded(
                     f"Scalingo refused to create a backup of app {app!r} addon {addon_id!r} (HTTP "
                     f"{exc.status}: {exc.body!r}); a backup may already be running or the plan's "
                     f"manual-backup limit is reached. Wait for the running backup, or use backup='latest'.",
-                    status=exc.status,
-                    url=exc.url,
-                    body=exc.body,
+                    ScalingoApiError,
                 ) from None
             raise
         if isinstance(resp, dict):
@@ -1143,11 +1141,8 @@ class ScalingoClient:
                         else f"it was still busy after {timeout:g} s: let its current operation finish "
                         f"(scalingo --app {app} ps) and run again"
                     )
-                    raise type(exc)(
-                        f"{exc} Scalingo refused the operation on app {app!r} (HTTP 409): {why}.",
-                        status=exc.status,
-                        url=exc.url,
-                        body=exc.body,
+                    raise exc.reworded(
+                        f"{exc} Scalingo refused the operation on app {app!r} (HTTP 409): {why}."
                     ) from None
                 log.info(
                     "app %s is busy with another operation (status %s, HTTP 409); asking again in %.0f s",
@@ -1253,12 +1248,10 @@ class ScalingoClient:
         except ScalingoServerError as exc:
             if exc.url != url or exc.unsent:
                 raise  # the token exchange's, or a request Scalingo never got: safe to run again
-            error = ScalingoServerError(
+            error = exc.reworded(
                 f"{exc} The one-off run may have started in app {app!r} all the same: check its containers "
                 f"and logs (scalingo --app {app} ps / logs) before running the command again.",
-                status=exc.status,
-                url=exc.url,
-                body=exc.body,
+                ScalingoServerError,
             )
             error.retryable = False  # a retry of the task would run the command a second time
             raise error from None
@@ -1286,13 +1279,11 @@ class ScalingoClient:
                 )
             except (ScalingoServerError, ScalingoRateLimitError) as exc:
                 # the container is started: a retry of the task would run the command a second time
-                raise ScalingoOperationError(
+                raise exc.reworded(
                     f"one-off container {container.get('id')} was started in app {app!r}, but its operation "
                     f"could not be followed ({exc}). It may still be running: check its logs (scalingo --app "
                     f"{app} logs) before running the command again.",
-                    status=exc.status,
-                    url=exc.url,
-                    body=exc.body,
+                    ScalingoOperationError,
                 ) from None
         return result
 

@@ -22,6 +22,11 @@ class ScalingoApiError(SyncError):
         self.url = url
         self.body = body
 
+    def reworded(self, message: str, cls: type[ScalingoApiError] | None = None) -> ScalingoApiError:
+        """The same failure (``status``, ``url``, ``body``) told by ``message``, as ``cls`` (its own
+        class by default): an error that says more about what to do, raised ``from None``."""
+        return (cls or type(self))(message, status=self.status, url=self.url, body=self.body)
+
 
 class ScalingoAuthError(ScalingoApiError):
     """The API token, the user JWT or an addon token was refused (401/403)."""
