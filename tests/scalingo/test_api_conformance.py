@@ -17,6 +17,7 @@ import secrets
 import socket
 import tarfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -86,6 +87,7 @@ class DocServer:
             {"name": "worker", "amount": 1, "size": "S"},
         ]
         self.app_status = "running"
+        self.slow_refusal_s = 0.0
         self.operations: dict[str, dict] = {}
         self.unchanged_formation = unchanged_formation
         #: the next answers to ``POST /run`` and to operation reads: ``[status, ...]`` (an error each)
@@ -278,6 +280,9 @@ class _DocHandler(BaseHTTPRequestHandler):
         """Appendix "app formation": no other operation while the app is not ``running``: a 409 sent
         (called with the lock held)."""
         doc = self.doc
+        if doc.slow_refusal_s:  # a 409 that takes long to come (a loaded Scalingo), once
+            time.sleep(doc.slow_refusal_s)
+            doc.slow_refusal_s = 0
         if doc.busy_refusals:
             doc.busy_refusals -= 1
             self._send(409, {"error": "app is scaling"})
@@ -613,11 +618,25 @@ def test_an_app_that_stays_busy_fails_the_operation_after_its_timeout():
     with DocServer() as doc, doc.client() as client:
         doc.app_status = "restarting"
         with pytest.raises(
-            ScalingoApiError, match=rf"HTTP 409.*{APP}.*still busy after 0.3 s.*ps\) and run again"
+            ScalingoApiError, match=rf"HTTP 409.*{APP}.*still busy after 2 s.*ps\) and run again"
         ):
-            client.scale(APP, {"web": 0}, poll_interval=0.05, timeout=0.3)
-    assert 2 <= len(doc.hits("POST", r"/v1/apps/[^/]+/scale")) <= 8
+            client.scale(APP, {"web": 0}, poll_interval=0.2, timeout=2)
+    # the timeout runs from the first refusal: however long the token exchange took on a loaded
+    # machine, the app is asked again until it has been busy for 2 s (at most one ask per 0.2 s)
+    assert 2 <= len(doc.hits("POST", r"/v1/apps/[^/]+/scale")) <= 11
     assert doc.formation[0]["amount"] == 2
+
+
+def test_the_busy_timeout_runs_from_the_first_refusal():
+    """Time spent reaching Scalingo (a slow token exchange, a slow first answer) is not time spent
+    waiting for the app: an app busy at the first ask is asked again even when that ask took longer
+    than the timeout."""
+    with DocServer() as doc, doc.client() as client:
+        doc.app_status = "restarting"
+        doc.slow_refusal_s = 1.0
+        with pytest.raises(ScalingoApiError, match=r"still busy after 0.5 s"):
+            client.scale(APP, {"web": 0}, poll_interval=0.1, timeout=0.5)
+    assert len(doc.hits("POST", r"/v1/apps/[^/]+/scale")) >= 2
 
 
 @pytest.mark.parametrize("named", ["localhost", "foreign"])

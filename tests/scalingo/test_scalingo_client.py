@@ -67,8 +67,10 @@ def test_short_lived_jwt_is_refreshed_before_exp(tmp_path, chinook_dump):
     from scalingo_staging_sync.testing.fake_scalingo import FakeScalingoAPI
 
     # lifetimes under the refresh margins (5 min, 1 min): each token is used for half of what is left of
-    # it, then exchanged again before it expires; not exchanged before every request
-    with FakeScalingoAPI(workdir=tmp_path, jwt_ttl=8, addon_token_ttl=8) as fake:
+    # it, then exchanged again before it expires; not exchanged before every request. 20 s tokens: the
+    # first five requests have 9.5 s before the refresh even on a loaded machine, and 10.1 s later the
+    # refresh (at most 10 s after the exchange) is due
+    with FakeScalingoAPI(workdir=tmp_path, jwt_ttl=20, addon_token_ttl=20) as fake:
         fake.add_addon(APP, dump_path=chinook_dump)
         with make_client(fake) as client:
             addon_id = client.get_postgresql_addon(APP)["id"]
@@ -77,7 +79,7 @@ def test_short_lived_jwt_is_refreshed_before_exp(tmp_path, chinook_dump):
                 client.list_backups(APP, addon_id)
             assert len(fake.requests_to(r"/tokens/exchange$")) == 1
             assert len(fake.requests_to(r"/addons/[^/]+/token$")) == 1
-            time.sleep(4.1)
+            time.sleep(10.1)
             client.list_addons(APP)
             client.list_backups(APP, addon_id)
         assert len(fake.requests_to(r"/tokens/exchange$")) == 2

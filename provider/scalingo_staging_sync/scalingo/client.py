@@ -1121,9 +1121,10 @@ class ScalingoClient:
         """POST an app operation (scale, restart, one-off run). Scalingo runs one operation at a time:
         while the app is ``scaling`` or ``restarting`` (someone's deployment, a scale from the dashboard,
         an autoscaler), another operation is refused with a 409. A refused POST did nothing, so it is
-        sent again every ``poll_interval`` until ``timeout``; an app that will not get free by waiting
-        (``stopped``, ``new``) is an error at once."""
-        deadline = time.monotonic() + timeout
+        sent again every ``poll_interval`` until ``timeout`` has passed since the first refusal (the time
+        spent reaching Scalingo before it is not time spent waiting for the app); an app that will not
+        get free by waiting (``stopped``, ``new``) is an error at once."""
+        deadline = None
         while True:
             try:
                 return self._user_request(
@@ -1132,6 +1133,8 @@ class ScalingoClient:
             except ScalingoApiError as exc:
                 if exc.status != 409 or exc.url != url:
                     raise
+                if deadline is None:
+                    deadline = time.monotonic() + timeout
                 status = self._app_status(app)
                 waiting = status not in APP_STATUSES_NOT_WAITED
                 if not waiting or time.monotonic() + poll_interval > deadline:
