@@ -166,3 +166,13 @@ def test_content_true_positives(value, expected):
 )
 def test_content_false_positives(value):
     assert detect_in_value(value) == []
+
+
+def test_a_key_typed_reference_column_is_not_named_after_what_it_references():
+    names = lambda column, **kw: [p.name for p in detect_by_name(column, "t", **kw)]  # noqa: E731
+    assert names("address_id") == ["contact.address"]  # a text column: anything
+    assert names("address_id", key_typed=True) == []
+    assert names("country_uuid", key_typed=True) == names("city_fk", key_typed=True) == []
+    assert names("tax_id", key_typed=True) == ["identity.national_id"]  # the match takes the id in
+    assert names("phone", key_typed=True) == ["contact.phone"]  # a phone number stored as an integer
+    assert names("birth_date", key_typed=True) == ["personal.birth"]

@@ -85,6 +85,20 @@ def test_rows_outside_a_condition_fail_unless_allow_listed(db):
     assert {r["detector"] for r in email.reasons} >= {"outside_condition", "email"}
     assert report.outside_condition == {"public.users.email": 5, "public.users.nickname": 5}
     assert "outside the rule's condition" in email.reason
+    # the gate's error says what to do about rows outside a condition, not "mask them with a rule"
+    pg.execute("CREATE TABLE contacts (id int PRIMARY KEY, phone text)", name)
+    pg.execute("INSERT INTO contacts VALUES (1, '+33 6 12 34 56 78')", name)
+    both = scan(pg, name, masked_columns=MASKED, conditional=conditional)
+    with pytest.raises(UnmaskedPiiError) as info:
+        enforce(both, "fail")
+    message = str(info.value)
+    assert "Mask public.contacts.phone with a rule in anonymization_tables" in message
+    assert (
+        "public.users.email, public.users.nickname are masked only in the rows their rule's condition selects"
+        in message
+    )
+    assert "Widen or drop the condition" in message
+    pg.execute("DROP TABLE contacts", name)
 
     allowed = scan(
         pg,
@@ -103,6 +117,31 @@ def test_rows_outside_a_condition_fail_unless_allow_listed(db):
     # a condition that covers every row leaves nothing outside: masked
     everyone = scan(pg, name, masked_columns=MASKED, conditional={"users": "id > 0"})
     assert everyone.passed and everyone.outside_condition == {}
+
+
+KEYS = """
+CREATE TABLE country (country_id int PRIMARY KEY, label text);
+CREATE TABLE address (address_id bigint PRIMARY KEY, address text, country_id int REFERENCES country,
+    city_uuid uuid, national_id int, legacy_address_id text);
+INSERT INTO country VALUES (1, 'x');
+INSERT INTO address SELECT g, g || ' rue des Lilas', 1, gen_random_uuid(), 1000 + g, g || ' rue des Lilas'
+    FROM generate_series(1, 5) g;
+"""
+
+
+def test_a_key_column_named_after_what_it_references_is_not_personal_data(db):
+    """``address_id int`` holds the key of an address, not an address (pagila's, any ORM's foreign keys):
+    a name detector fires on such a column only when its match takes the reference token in
+    (``national_id``). A text column keeps its name finding: it could hold anything."""
+    pg, name = db
+    pg.execute(KEYS, name)
+    report = scan(pg, name, masked_columns=[])
+    flagged = {f.qualified_name for f in report.unmasked}
+    assert "public.address.address" in flagged and "public.address.national_id" in flagged
+    assert "public.address.legacy_address_id" in flagged
+    for key in ("public.address.address_id", "public.address.country_id", "public.country.country_id",
+                "public.address.city_uuid"):  # fmt: skip
+        assert key not in {f.qualified_name for f in report.findings}, key
 
 
 def test_condition_cannot_smuggle_a_statement(db):

@@ -255,13 +255,28 @@ def name_pattern_from_dict(item: Mapping[str, object]) -> NamePattern:
     return NamePattern(f"{category}.{pattern}", regex, category, severity)
 
 
+# The last token of a column that refers to another row (``address_id``, ``country_uuid``): the column
+# holds the key of an address, not an address.
+REFERENCE_TOKENS = ("id", "ids", "uuid", "uuids", "guid", "fk", "pk", "ref")
+
+
 def detect_by_name(
-    column: str, table: str = "", patterns: Sequence[NamePattern] = DEFAULT_NAME_PATTERNS
+    column: str,
+    table: str = "",
+    patterns: Sequence[NamePattern] = DEFAULT_NAME_PATTERNS,
+    *,
+    key_typed: bool = False,
 ) -> list[NamePattern]:
-    """Name patterns that match ``column`` (of ``table``)."""
+    """Name patterns that match ``column`` (of ``table``). ``key_typed``: the column's type cannot hold
+    text (an integer, a uuid): when its name ends with a reference token (``address_id``), only a
+    pattern whose match takes that token in (``national_id``, ``tax_id``) counts; ``address`` alone
+    names what the key points to, not what the column holds."""
     normalized = normalize_name(column)
     table_tokens = tokenize_name(table)
-    return [p for p in patterns if p.matches(normalized, table_tokens)]
+    hits = [p for p in patterns if p.matches(normalized, table_tokens)]
+    if key_typed and normalized.rsplit("_", 1)[-1] in REFERENCE_TOKENS:
+        hits = [p for p in hits if any(m.end() == len(normalized) for m in p.compiled.finditer(normalized))]
+    return hits
 
 
 # --------------------------------------------------------------------------------------------------

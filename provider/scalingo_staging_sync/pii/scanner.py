@@ -75,13 +75,29 @@ class UnmaskedPiiError(SyncError):
     def __init__(self, report: ScanReport):
         self.report = report
         columns = [f.qualified_name for f in report.unmasked]
+        # masked by a rule with a condition, and holding values in rows the condition leaves out
+        outside = [
+            f.qualified_name for f in report.unmasked if any(r.get("kind") == "condition" for r in f.reasons)
+        ]
+        unruled = [c for c in columns if c not in outside]
+        allow = 'list them under pii_scan.allow ("schema.table.column" or {column: ..., reason: ...})'
         message = (
-            f"PII scan found {len(columns)} unmasked column(s) holding personal data: {', '.join(columns)}. "
-            "Mask them with a rule in anonymization_tables, or list them under pii_scan.allow "
-            '("schema.table.column" or {column: ..., reason: ...}).'
+            f"PII scan found {len(columns)} unmasked column(s) holding personal data: {', '.join(columns)}."
             if columns
             else "PII scan failed."
         )
+        if unruled:
+            message += (
+                f" Mask {'them' if not outside else ', '.join(unruled)} with a rule in anonymization_tables,"
+                f" or {allow}."
+            )
+        if outside:
+            message += (
+                f" {'They are' if not unruled else ', '.join(outside) + ' are'} masked only in the rows "
+                "their rule's condition selects; the rows "
+                f"outside it keep their values. Widen or drop the condition, or {allow} when those rows "
+                "hold no personal data."
+            )
         if report.excluded_not_empty:
             message += (
                 f" Excluded table(s) holding rows although their data is not restored: "
@@ -758,7 +774,7 @@ def scan_database(
             candidates = _candidates(table, column.name)
             reasons: list[dict[str, Any]] = [
                 {"kind": "name", "detector": p.name, "category": p.category, "severity": p.severity}
-                for p in detect_by_name(column.name, table.name, name_patterns)
+                for p in detect_by_name(column.name, table.name, name_patterns, key_typed=not column.sampled)
             ]
             col_counts, non_null_count = content.get(column.name, ({}, 0))
             if column.name in outside:
