@@ -69,8 +69,10 @@ INSERT INTO public.credentials SELECT i,
 FROM generate_series(1, 400) i;
 -- e-mails whose domain's CHECK rejects every masked e-mail (and every hash)
 CREATE DOMAIN corp_email AS text CHECK (VALUE LIKE '%@corp.test');
-CREATE TABLE public.staff (id int PRIMARY KEY, email corp_email NOT NULL, backup_email corp_email);
-INSERT INTO public.staff SELECT i, 'staff' || i || '@corp.test', 'home' || i || '@corp.test'
+CREATE TABLE public.staff (id int PRIMARY KEY, email corp_email NOT NULL, backup_email corp_email,
+  picture bytea, address2 text);
+INSERT INTO public.staff SELECT i, 'staff' || i || '@corp.test', 'home' || i || '@corp.test',
+  decode(md5('face' || i), 'hex'), 'Apt ' || i
 FROM generate_series(1, 60) i;
 """
 
@@ -124,6 +126,8 @@ def test_every_suggestion_is_plannable_and_unfit_columns_fail_closed(staging_pg1
     # the domain's CHECK refuses an email or a hash: NULL when the column takes it, else left for review
     assert specs["public.staff.backup_email"] == "null"
     assert "public.staff.email" not in specs and "# REVIEW public.staff.email" in text
+    assert specs["public.staff.picture"] == "null"  # a photo of a staff member: removed
+    assert specs["public.staff.address2"] == "address"  # a numbered address line
 
     target = PgTarget(host=staging_pg16.host, port=staging_pg16.port, user=staging_pg16.user, dbname=name)
     items = plan_anonymization(target, rules)  # every suggestion is accepted as written

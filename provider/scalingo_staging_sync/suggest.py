@@ -47,6 +47,14 @@ _BY_DETECTOR: dict[str, tuple[dict[str, Any], str]] = {
     "contact.city": ({"transformer": "city"}, "city: a fictional town"),
     "personal.name_in_person_table": ({"transformer": "full_name"}, "a `name` column in a table of people"),
     "personal.birth": ({"transformer": "date_shift"}, "birth data"),
+    "personal.photo": (
+        {"transformer": "null"},
+        "a person's picture: removed (`fixed` if the column is NOT NULL)",
+    ),
+    "personal.photo_in_person_table": (
+        {"transformer": "null"},
+        "a picture in a table of people: removed (`fixed` if the column is NOT NULL)",
+    ),
     "identity.national_id": ({"transformer": "hash"}, "national identifier: keyed hash"),
     "financial.card": ({"transformer": "hash"}, "payment card data: keyed hash"),
     "card_number": ({"transformer": "hash"}, "values pass the card-number Luhn check"),

@@ -176,3 +176,15 @@ def test_a_key_typed_reference_column_is_not_named_after_what_it_references():
     assert names("tax_id", key_typed=True) == ["identity.national_id"]  # the match takes the id in
     assert names("phone", key_typed=True) == ["contact.phone"]  # a phone number stored as an integer
     assert names("birth_date", key_typed=True) == ["personal.birth"]
+
+
+def test_numbered_address_lines_and_pictures_of_people_are_named_personal():
+    """pagila's ``address.address2`` and ``staff.picture`` (a bytea photo) were not flagged."""
+    names = lambda column, table="t": [p.name for p in detect_by_name(column, table)]  # noqa: E731
+    for column in ("address2", "addr1", "street2", "address_2", "AddressLine2"):
+        assert "contact.address" in names(column), column
+    assert names("picture", "staff") == ["personal.photo_in_person_table"]
+    assert names("photo_url", "users") == ["personal.photo_in_person_table"]
+    assert names("picture", "products") == []  # a product's picture is nobody's face
+    assert names("avatar_url", "comments") == ["personal.photo"]
+    assert names("name", "staff") == ["personal.name_in_person_table"]

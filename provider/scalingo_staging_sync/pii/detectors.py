@@ -125,6 +125,14 @@ _PERSON_TABLES = (
     "applicants",
     "candidate",
     "candidates",
+    "staff",
+    "staffs",
+    "worker",
+    "workers",
+    "volunteer",
+    "volunteers",
+    "teacher",
+    "teachers",
 )
 
 # (name, token regex, category, severity). Documented in docs/rules.md, "PII scan detectors".
@@ -148,7 +156,9 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
     NamePattern("contact.fax", _tokens(r"fax"), "contact", "medium"),
     NamePattern(
         "contact.address",
-        _tokens(r"address|addresses|addr|street|street_address|address_line\d?|line\d"),
+        _tokens(
+            r"address|addresses|addr|street|street_address|address_line\d?|line\d|address\d|addr\d|street\d"
+        ),
         "contact",
         "high",
     ),
@@ -176,6 +186,20 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
         "high",
     ),
     NamePattern("personal.age", _tokens(r"age"), "personal", "low"),
+    # a person's picture (a bytea, or the URL or key of a stored file): a face is personal data
+    NamePattern(
+        "personal.photo",
+        _tokens(r"avatar|avatar_url|profile_picture|profile_photo|profile_image|headshot|selfie|mugshot"),
+        "personal",
+        "medium",
+    ),
+    NamePattern(
+        "personal.photo_in_person_table",
+        _tokens(r"picture|pictures|photo|photos|portrait|image|photo_url|picture_url|image_url"),
+        "personal",
+        "medium",
+        _PERSON_TABLES,
+    ),
     NamePattern(
         "personal.demographic", _tokens(r"gender|sex|nationality|ethnicity|religion"), "personal", "medium"
     ),
