@@ -7,6 +7,7 @@ import pytest
 from scalingo_staging_sync.pii.detectors import (
     build_patterns,
     card_number_valid,
+    column_kind,
     detect_by_name,
     detect_in_value,
     iban_valid,
@@ -168,14 +169,29 @@ def test_content_false_positives(value):
     assert detect_in_value(value) == []
 
 
-def test_a_key_typed_reference_column_is_not_named_after_what_it_references():
-    names = lambda column, **kw: [p.name for p in detect_by_name(column, "t", **kw)]  # noqa: E731
+def test_a_column_whose_type_cannot_hold_the_thing_it_is_named_about_is_not_flagged():
+    names = lambda column, kind="text": [p.name for p in detect_by_name(column, "users", kind=kind)]  # noqa: E731
     assert names("address_id") == ["contact.address"]  # a text column: anything
-    assert names("address_id", key_typed=True) == []
-    assert names("country_uuid", key_typed=True) == names("city_fk", key_typed=True) == []
-    assert names("tax_id", key_typed=True) == ["identity.national_id"]  # the match takes the id in
-    assert names("phone", key_typed=True) == ["contact.phone"]  # a phone number stored as an integer
-    assert names("birth_date", key_typed=True) == ["personal.birth"]
+    assert names("address_id", "number") == names("country_uuid", "key") == names("city_fk", "number") == []
+    assert names("emails_count", "number") == names("addresses_count", "number") == []
+    # Devise's columns: the instants and flags about a password, a token, an e-mail, a phone
+    for column in ("reset_password_sent_at", "password_changed_at", "token_expires_at", "phone_verified_at"):
+        assert names(column, "temporal") == [], column
+        assert names(column) != [], column  # as text it could hold anything
+    assert names("email_verified", "boolean") == names("otp_required_for_login", "boolean") == []
+    # named for what it is, whatever the type
+    assert names("tax_id", "number") == ["identity.national_id"]
+    assert names("phone", "number") == names("phone_number", "number") == ["contact.phone"]
+    assert names("encrypted_password", "other") == ["auth.secret"]  # bytea holds anything
+    # categories that describe the person whatever follows
+    assert names("birth_year", "number") == names("birth_date", "temporal") == ["personal.birth"]
+    assert names("salary_cents", "number") == ["financial.income"]
+    assert names("gender_id", "number") == ["personal.demographic"]
+    assert names("latitude_e6", "number") == ["location.geo"]
+    assert column_kind("bool", "B", False) == "boolean"
+    assert [column_kind(*t) for t in [("text", "S", True), ("int4", "N", False), ("timestamptz", "D", False),
+            ("interval", "T", False), ("uuid", "U", False), ("bytea", "U", False)]] == [
+        "text", "number", "temporal", "temporal", "key", "other"]  # fmt: skip
 
 
 def test_numbered_address_lines_and_pictures_of_people_are_named_personal():

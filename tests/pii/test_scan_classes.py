@@ -123,16 +123,23 @@ KEYS = """
 CREATE TABLE country (country_id int PRIMARY KEY, label text);
 CREATE TABLE address (address_id bigint PRIMARY KEY, address text, country_id int REFERENCES country,
     city_uuid uuid, national_id int, legacy_address_id text);
+CREATE TABLE users (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), email text, encrypted_password text,
+    reset_password_sent_at timestamp(6), confirmed_at timestamptz, email_verified boolean, sign_in_count int,
+    emails_count int, phone_number bigint, birth_year smallint);
+INSERT INTO users (email, encrypted_password, reset_password_sent_at, email_verified, emails_count, phone_number,
+    birth_year) VALUES ('jane@gmail.com', '$2a$12$abc', now(), true, 3, 33612345678, 1980);
 INSERT INTO country VALUES (1, 'x');
 INSERT INTO address SELECT g, g || ' rue des Lilas', 1, gen_random_uuid(), 1000 + g, g || ' rue des Lilas'
     FROM generate_series(1, 5) g;
 """
 
 
-def test_a_key_column_named_after_what_it_references_is_not_personal_data(db):
-    """``address_id int`` holds the key of an address, not an address (pagila's, any ORM's foreign keys):
-    a name detector fires on such a column only when its match takes the reference token in
-    (``national_id``). A text column keeps its name finding: it could hold anything."""
+def test_a_column_whose_type_cannot_hold_what_it_is_named_about_is_not_personal_data(db):
+    """``address_id int`` holds the key of an address, not an address (pagila's, any ORM's foreign keys);
+    ``reset_password_sent_at timestamp`` an instant, ``email_verified boolean`` a flag (Devise's). A name
+    detector fires on such a column only when its match takes the last token in (``national_id``,
+    ``phone_number``) or names the person whatever follows (``birth_year``). A text column keeps its
+    name finding: it could hold anything."""
     pg, name = db
     pg.execute(KEYS, name)
     report = scan(pg, name, masked_columns=[])
@@ -142,6 +149,9 @@ def test_a_key_column_named_after_what_it_references_is_not_personal_data(db):
     for key in ("public.address.address_id", "public.address.country_id", "public.country.country_id",
                 "public.address.city_uuid"):  # fmt: skip
         assert key not in {f.qualified_name for f in report.findings}, key
+    # a Devise users table: the instants, flags and counts about an e-mail or a password are not one
+    users = {f.column for f in report.unmasked if f.table == "users"}
+    assert users == {"email", "encrypted_password", "phone_number", "birth_year"}, users
 
 
 def test_condition_cannot_smuggle_a_statement(db):

@@ -279,9 +279,46 @@ def name_pattern_from_dict(item: Mapping[str, object]) -> NamePattern:
     return NamePattern(f"{category}.{pattern}", regex, category, severity)
 
 
-# The last token of a column that refers to another row (``address_id``, ``country_uuid``): the column
-# holds the key of an address, not an address.
-REFERENCE_TOKENS = ("id", "ids", "uuid", "uuids", "guid", "fk", "pk", "ref")
+# What a column's type lets it hold, for the name detectors (``column_kind``): ``text`` holds anything;
+# a ``boolean``, ``number``, ``temporal`` or ``key`` (uuid) column cannot hold an e-mail, a phone number
+# written out, a password or an address; ``other`` (bytea, arrays, ...) may hold anything.
+COLUMN_KINDS = ("text", "boolean", "number", "temporal", "key", "other")
+# Last tokens that say a column is *about* the thing its name starts with, not the thing: the key of
+# another row (``address_id``), a count (``emails_count``), an instant (``reset_password_sent_at``).
+QUALIFIER_TOKENS = ("id", "ids", "uuid", "uuids", "guid", "fk", "pk", "ref", "count", "counts", "at", "on")
+# Categories whose name still describes the person whatever follows it (``birth_year``, ``salary_cents``,
+# ``gender_code``, ``latitude_e6``): never cleared by the column's type.
+_KEPT_WHATEVER_THE_TYPE = ("identity", "financial", "medical", "biometric", "location")
+_KEPT_DETECTORS = ("personal.birth", "personal.age", "personal.demographic")
+
+
+def column_kind(typname: str, category: str, text_like: bool) -> str:
+    """The :data:`COLUMN_KINDS` entry of a column from its base type's ``typname`` and ``typcategory``."""
+    if text_like:
+        return "text"
+    if typname == "bool":
+        return "boolean"
+    if category == "N":
+        return "number"
+    if category in ("D", "T"):
+        return "temporal"
+    if typname == "uuid":
+        return "key"
+    return "other"
+
+
+def _about_not_the_thing(pattern: NamePattern, normalized: str, kind: str) -> bool:
+    """True when a ``kind`` column whose name ``pattern`` matched cannot hold what the pattern names:
+    the match stops before the name's last token, that token qualifies it (``_id``, ``_count``,
+    ``_at``; any word for a boolean: ``email_verified``), and the category is not one that describes
+    the person whatever follows."""
+    if kind in ("text", "other"):
+        return False
+    if pattern.category in _KEPT_WHATEVER_THE_TYPE or pattern.name in _KEPT_DETECTORS:
+        return False
+    if any(m.end() == len(normalized) for m in pattern.compiled.finditer(normalized)):
+        return False  # named for what it is: ``tax_id``, ``phone`` (a number stored as one)
+    return kind == "boolean" or normalized.rsplit("_", 1)[-1] in QUALIFIER_TOKENS
 
 
 def detect_by_name(
@@ -289,18 +326,21 @@ def detect_by_name(
     table: str = "",
     patterns: Sequence[NamePattern] = DEFAULT_NAME_PATTERNS,
     *,
-    key_typed: bool = False,
+    kind: str = "text",
 ) -> list[NamePattern]:
-    """Name patterns that match ``column`` (of ``table``). ``key_typed``: the column's type cannot hold
-    text (an integer, a uuid): when its name ends with a reference token (``address_id``), only a
-    pattern whose match takes that token in (``national_id``, ``tax_id``) counts; ``address`` alone
-    names what the key points to, not what the column holds."""
+    """Name patterns that match ``column`` (of ``table``). ``kind`` (:func:`column_kind`): a column
+    whose type cannot hold text is not flagged by a pattern it is only *about*: ``address_id integer``
+    (the key of an address), ``emails_count``, ``reset_password_sent_at timestamp``, ``email_verified
+    boolean``. A pattern whose match takes the last token in still counts (``tax_id``,
+    ``phone_number bigint``), and so do identity, financial, medical, biometric, location, birth, age
+    and demographic names (``birth_year``, ``salary_cents``)."""
     normalized = normalize_name(column)
     table_tokens = tokenize_name(table)
-    hits = [p for p in patterns if p.matches(normalized, table_tokens)]
-    if key_typed and normalized.rsplit("_", 1)[-1] in REFERENCE_TOKENS:
-        hits = [p for p in hits if any(m.end() == len(normalized) for m in p.compiled.finditer(normalized))]
-    return hits
+    return [
+        p
+        for p in patterns
+        if p.matches(normalized, table_tokens) and not _about_not_the_thing(p, normalized, kind)
+    ]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from scalingo_staging_sync.pii.detectors import (
     ContentPattern,
     NamePattern,
     build_patterns,
+    column_kind,
     detect_by_name,
     max_severity,
     severity_rank,
@@ -142,6 +143,7 @@ class ColumnInfo:
     name: str
     type_name: str
     sampled: bool
+    kind: str = "text"  # detectors.column_kind: what the type lets the column hold
 
 
 @dataclass
@@ -431,7 +433,12 @@ def list_tables(conn, schemas: Sequence[str] | None = None) -> list[TableInfo]:
         cur.execute(_COLUMNS_SQL, (list(by_oid),))
         for oid, name, type_name, typname, category, elem_name, elem_category in cur.fetchall():
             by_oid[oid].columns.append(
-                ColumnInfo(name, type_name, _is_text_like(typname, category, elem_name, elem_category))
+                ColumnInfo(
+                    name,
+                    type_name,
+                    text_like := _is_text_like(typname, category, elem_name, elem_category),
+                    column_kind(typname, category, text_like),
+                )
             )
     return tables
 
@@ -774,7 +781,7 @@ def scan_database(
             candidates = _candidates(table, column.name)
             reasons: list[dict[str, Any]] = [
                 {"kind": "name", "detector": p.name, "category": p.category, "severity": p.severity}
-                for p in detect_by_name(column.name, table.name, name_patterns, key_typed=not column.sampled)
+                for p in detect_by_name(column.name, table.name, name_patterns, kind=column.kind)
             ]
             col_counts, non_null_count = content.get(column.name, ({}, 0))
             if column.name in outside:
