@@ -390,10 +390,22 @@ def iban_valid(candidate: str) -> bool:
 
 
 def iban_candidate_valid(candidate: str) -> bool:
-    """A regex candidate may run past the IBAN (a following code or word): check the expected length."""
+    """A regex candidate may run past the IBAN (a following code or word after a space or a dash):
+    check the expected length. An IBAN glued to more letters or digits is not one: a 32-character hex
+    digest or a random token whose first characters happen to pass mod-97 (about one in a few hundred
+    of them) is not flagged."""
     compact = re.sub(r"[\s-]", "", candidate).upper()
     expected = IBAN_LENGTHS.get(compact[:2])
-    return expected is not None and len(compact) >= expected and iban_valid(compact[:expected])
+    if expected is None or len(compact) < expected or not iban_valid(compact[:expected]):
+        return False
+    seen = 0
+    for index, char in enumerate(candidate):
+        if char.isalnum():
+            seen += 1
+            if seen == expected:
+                rest = candidate[index + 1 :]
+                return not rest or rest[0] in " -\t"
+    return False
 
 
 _CARD_PREFIX = re.compile(
