@@ -70,9 +70,9 @@ FROM generate_series(1, 400) i;
 -- e-mails whose domain's CHECK rejects every masked e-mail (and every hash)
 CREATE DOMAIN corp_email AS text CHECK (VALUE LIKE '%@corp.test');
 CREATE TABLE public.staff (id int PRIMARY KEY, email corp_email NOT NULL, backup_email corp_email,
-  picture bytea, address2 text);
+  picture bytea, address2 text, remote_address varchar);
 INSERT INTO public.staff SELECT i, 'staff' || i || '@corp.test', 'home' || i || '@corp.test',
-  decode(md5('face' || i), 'hex'), 'Apt ' || i
+  decode(md5('face' || i), 'hex'), 'Apt ' || i, '81.12.3.' || i
 FROM generate_series(1, 60) i;
 """
 
@@ -128,6 +128,7 @@ def test_every_suggestion_is_plannable_and_unfit_columns_fail_closed(staging_pg1
     assert "public.staff.email" not in specs and "# REVIEW public.staff.email" in text
     assert specs["public.staff.picture"] == "null"  # a photo of a staff member: removed
     assert specs["public.staff.address2"] == "address"  # a numbered address line
+    assert specs["public.staff.remote_address"] == "hash"  # the audited gem's: an IP address, not a street
 
     target = PgTarget(host=staging_pg16.host, port=staging_pg16.port, user=staging_pg16.user, dbname=name)
     items = plan_anonymization(target, rules)  # every suggestion is accepted as written

@@ -223,6 +223,8 @@ def suggest_for(finding: Finding, catalog: Any, documents: Sequence[Any] | None 
     ]
     if names:  # the name says what the column is: a few look-alike values do not override it
         detectors = [r["detector"] for r in finding.reasons if r not in weak]
+        if {"ipv4", "ipv6"} & set(detectors):  # "address" named an IP address (remote_address): not a street
+            detectors = [d for d in detectors if d != "contact.address"]
     elif weak and len(weak) == len(finding.reasons):
         matched = ", ".join(f"{r['detector']} {r.get('matches', 0)}" for r in weak)
         s.review = (
