@@ -282,6 +282,7 @@ anonymization_tables:
       last_name: last_name
       nicknames: null
       last_ip: null
+      avatar: null  # a picture of the person (personal.photo)
       bio: hash
   - table: account_settings
     columns:
