@@ -60,6 +60,15 @@ FROM generate_series(1, 20) i;
 CREATE TABLE public.starred (id int PRIMARY KEY, doc jsonb);
 INSERT INTO public.starred SELECT i, jsonb_build_object('*', 'star' || i || '@mail.example.org')
 FROM generate_series(1, 20) i;
+-- a login provider's profile: its "name" and "picture" are the person's; a catalog's are not
+CREATE TABLE public.social_accounts (id int PRIMARY KEY, extra_data jsonb NOT NULL, catalog jsonb);
+INSERT INTO public.social_accounts SELECT i, jsonb_build_object('id', (1e20 + i)::text,
+         'email', 'g' || i || '@gmail.example.com', 'verified_email', true, 'name', 'Ana' || i || ' Silva',
+         'given_name', 'Ana' || i, 'family_name', 'Silva', 'picture', 'https://lh3.example.com/a/' || md5(i::text),
+         'locale', 'pt'),
+       jsonb_build_object('plan', jsonb_build_object('name', 'Gold ' || i, 'picture', 'https://cdn.example.com/p.png'),
+                          'owner', jsonb_build_object('email', 'o' || i || '@mail.example.org', 'photo', 'kept'))
+FROM generate_series(1, 30) i;
 -- a secret whose values happen to look like phone numbers twice in 400; a checksum column with one
 -- phone-like value in 400 (weak evidence: neither is a phone column)
 CREATE TABLE public.credentials (id int PRIMARY KEY, encrypted_password text NOT NULL, checksum text);
@@ -113,6 +122,16 @@ def test_every_suggestion_is_plannable_and_unfit_columns_fail_closed(staging_pg1
             "remark": "null",  # free text holding an e-mail: cleared
         },
     }
+    social = next(r for r in rules.anonymization_tables if r.qualified == "public.social_accounts").columns
+    assert social["extra_data"]["paths"] == {
+        "email": "email",
+        "family_name": "last_name",
+        "given_name": "first_name",
+        "name": "full_name",  # beside a given name and an e-mail: the person's name
+        "picture": "null",  # and the person's picture
+    }
+    # a plan's name and picture are not a person's; an owner's photo is, beside the owner's e-mail
+    assert social["catalog"]["paths"] == {"owner.email": "email", "owner.photo": "null"}
     # a key holding a dot is quoted in the path; a key "*" cannot be named: left for review
     doc = next(r for r in rules.anonymization_tables if r.qualified == "public.settings").columns["doc"]
     assert doc == {"transformer": "json", "paths": {'"owner.email"': "email", "owner.email": "email"}}

@@ -312,6 +312,13 @@ _WHOLE_VALUE = {
 }
 
 
+#: keys that make the JSON object holding them the description of a person (its "name" is a name)
+_PERSON_KEY = re.compile(
+    r"(?i)e[-_]?mail|email_address|first_?name|last_?name|given_?name|family_?name|surname|birth_?date"
+    r"|date_of_birth|phone|phone_number|mobile"
+)
+
+
 def json_path_specs(documents: Sequence[Any]) -> tuple[dict[str, str], str | None]:
     """The ``json`` transformer's ``paths`` for sampled documents: each string value whose key's name
     (as a column name would be judged) or content looks like personal data gets a path (keys joined
@@ -328,9 +335,11 @@ def json_path_specs(documents: Sequence[Any]) -> tuple[dict[str, str], str | Non
     found: dict[str, list[str]] = {}  # path -> the transformer chosen for each value seen there
     problems: list[str] = []
 
-    def leaf(value: str, path: list[str], unnamable: bool) -> None:
+    def leaf(value: str, path: list[str], unnamable: bool, person: bool) -> None:
         key = next((p for p in reversed(path) if p != "*"), "")
-        names = [p.name for p in detect_by_name(key)] if key else []
+        # in an object that describes a person, "name" and "picture" are that person's, as in a table
+        # of people (a login provider's profile: {"email", "given_name", "name", "picture"})
+        names = [p.name for p in detect_by_name(key, "person" if person else "")] if key else []
         content = detect_in_value(value)
         if not names and not content:
             return
@@ -353,18 +362,19 @@ def json_path_specs(documents: Sequence[Any]) -> tuple[dict[str, str], str | Non
             spec = "null"  # does not apply to a text value (a birth date: date_shift)
         found.setdefault(json_path_text(path), []).append(spec)
 
-    def walk(value: Any, path: list[str], unnamable: bool) -> None:
+    def walk(value: Any, path: list[str], unnamable: bool, person: bool) -> None:
         if isinstance(value, dict):
+            person = any(_PERSON_KEY.fullmatch(str(k)) for k in value)
             for k, v in value.items():  # a key "" or "*" has no path (quoted, "*" is not a key)
-                walk(v, [*path, str(k)], unnamable or str(k) in ("", "*"))
+                walk(v, [*path, str(k)], unnamable or str(k) in ("", "*"), person)
         elif isinstance(value, list):
             for v in value:
-                walk(v, [*path, "*"], unnamable)
+                walk(v, [*path, "*"], unnamable, person)
         elif isinstance(value, str):
-            leaf(value, path, unnamable)
+            leaf(value, path, unnamable, person)
 
     for document in documents:
-        walk(document, [], False)
+        walk(document, [], False, False)
     if problems:
         return {}, problems[0]
     # a path seen with several transformers (an e-mail here, free text there): the one most often
