@@ -79,9 +79,11 @@ FROM generate_series(1, 400) i;
 -- e-mails whose domain's CHECK rejects every masked e-mail (and every hash)
 CREATE DOMAIN corp_email AS text CHECK (VALUE LIKE '%@corp.test');
 CREATE TABLE public.staff (id int PRIMARY KEY, email corp_email NOT NULL, backup_email corp_email,
-  picture bytea, address2 text, remote_address varchar);
+  picture bytea, address2 text, remote_address varchar, user_agent text, short_ip varchar(15));
 INSERT INTO public.staff SELECT i, 'staff' || i || '@corp.test', 'home' || i || '@corp.test',
-  decode(md5('face' || i), 'hex'), 'Apt ' || i, '81.12.3.' || i
+  decode(md5('face' || i), 'hex'), 'Apt ' || i, '81.12.3.' || i,
+  CASE WHEN i % 6 = 0 THEN 'Mozilla/5.0 (Macintosh; rv:1.9.2.' || i || ') Gecko Firefox/3.8' ELSE 'Mozilla/5.0 (X11) Firefox/' || i END,
+  '81.12.4.' || i
 FROM generate_series(1, 60) i;
 """
 
@@ -108,7 +110,7 @@ def test_every_suggestion_is_plannable_and_unfit_columns_fail_closed(staging_pg1
     assert specs["public.users.birth_date"] == "date_shift"
     assert "public.users.display_label" not in specs  # generated: recomputed from the masked username
     assert "public.users.country" in {a["column"] if isinstance(a, dict) else a for a in rules.pii_scan.allow}
-    assert specs["public.users.last_ip"] == "null"  # inet, nullable: cleared
+    assert specs["public.users.last_ip"] == "ip"  # an address of the same family in a reserved range
     assert specs["public.users.latitude"] == "fixed"  # NOT NULL number: 0
     assert specs["public.events.notes"] == "null"  # free text with e-mails inside: cleared
     # jsonb: a json rule on the paths that hold personal data, by the key's name, else by the value
@@ -147,7 +149,9 @@ def test_every_suggestion_is_plannable_and_unfit_columns_fail_closed(staging_pg1
     assert "public.staff.email" not in specs and "# REVIEW public.staff.email" in text
     assert specs["public.staff.picture"] == "null"  # a photo of a staff member: removed
     assert specs["public.staff.address2"] == "address"  # a numbered address line
-    assert specs["public.staff.remote_address"] == "hash"  # the audited gem's: an IP address, not a street
+    assert specs["public.staff.remote_address"] == "ip"  # the audited gem's: an IP address, not a street
+    assert specs["public.staff.user_agent"] == "hash"  # a few IP-like version numbers: not an IP column
+    assert specs["public.staff.short_ip"] == "hash"  # varchar(15) cannot hold an IPv6 output
 
     target = PgTarget(host=staging_pg16.host, port=staging_pg16.port, user=staging_pg16.user, dbname=name)
     items = plan_anonymization(target, rules)  # every suggestion is accepted as written

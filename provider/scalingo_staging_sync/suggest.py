@@ -62,6 +62,12 @@ _BY_DETECTOR: dict[str, tuple[dict[str, Any], str]] = {
     "iban": ({"transformer": "hash"}, "values are valid IBANs"),
     "financial.processor_id": ({"transformer": "hash"}, "payment processor id: keyed hash"),
     "auth.secret": ({"transformer": "hash"}, "secret or credential: keyed hash"),
+    "network.ip": (
+        {"transformer": "ip"},
+        "IP address: a keyed address of the same family in a reserved range",
+    ),
+    "ipv4": ({"transformer": "ip"}, "values are IP addresses: keyed addresses in a reserved range"),
+    "ipv6": ({"transformer": "ip"}, "values are IP addresses: keyed addresses in a reserved range"),
     "jwt": ({"transformer": "hash"}, "values look like JSON Web Tokens"),
 }
 
@@ -225,6 +231,11 @@ def suggest_for(finding: Finding, catalog: Any, documents: Sequence[Any] | None 
         detectors = [r["detector"] for r in finding.reasons if r not in weak]
         if {"ipv4", "ipv6"} & set(detectors):  # "address" named an IP address (remote_address): not a street
             detectors = [d for d in detectors if d != "contact.address"]
+        ips = sum(r.get("matches", 0) for r in finding.reasons if r["detector"] in ("ipv4", "ipv6"))
+        if (
+            ips * 2 < sampled
+        ):  # IP addresses in some values (version numbers in a user agent): not an IP column
+            detectors = [d for d in detectors if d not in ("ipv4", "ipv6")]
     elif weak and len(weak) == len(finding.reasons):
         matched = ", ".join(f"{r['detector']} {r.get('matches', 0)}" for r in weak)
         s.review = (

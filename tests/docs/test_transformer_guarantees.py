@@ -40,6 +40,8 @@ DATE_INPUTS = [
     *(f"0001-01-{d:02d}" for d in range(1, 11)),
     *(f"9999-12-{d:02d}" for d in range(22, 32)),
 ]
+#: addresses for ``ip`` on an inet column (on text it takes TEXT_INPUTS, addresses or not)
+INET_INPUTS = ["192.168.1.5", "10.0.0.0/8", "::1", "2a01:e0a:1::5/64", "240.0.0.1", "2001:db8::1"]
 #: documents for ``json`` (its paths: a key and every element of an array)
 JSON_INPUTS = [
     '{"email": "alice.martin@example.org", "phones": ["+33 6 12 34 56 78", "0612345678"]}',
@@ -75,6 +77,9 @@ def _cases():
         for options in VARIANTS.get(name, [{}]):
             if name == "json":
                 yield pytest.param(name, options, "jsonb", id=f"{name}-jsonb-{options}")
+            elif name == "ip":
+                for type_sql in ("text", "inet"):
+                    yield pytest.param(name, options, type_sql, id=f"{name}-{type_sql}-{options}")
             elif t.categories == frozenset({"date"}):
                 for type_sql in ("date", "timestamptz"):
                     yield pytest.param(name, options, type_sql, id=f"{name}-{type_sql}-{options}")
@@ -89,6 +94,8 @@ def _outputs(target: PgTarget, name: str, options: dict, type_sql: str) -> list[
     inputs = DATE_INPUTS if column.category == "date" else TEXT_INPUTS
     if type_sql == "jsonb":
         inputs = JSON_INPUTS
+    if type_sql == "inet":
+        inputs = INET_INPUTS
     inputs = [*inputs, inputs[0]]
     rows = sql.SQL(", ").join(
         sql.SQL("({}, {}::{}, {})").format(

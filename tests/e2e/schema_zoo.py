@@ -281,7 +281,7 @@ anonymization_tables:
       first_name: first_name
       last_name: last_name
       nicknames: null
-      last_ip: null
+      last_ip: ip  # an address of the same family in a reserved range
       avatar: null  # a picture of the person (personal.photo)
       bio: hash
   - table: account_settings

@@ -17,7 +17,7 @@ both engines, on PostgreSQL 16 and 18, and compares the tables.
 transformers ``email``, ``phone``, ``first_name``, ``last_name``, ``city``, ``full_name`` (without
 ``from``), ``address``, ``postal_code``, ``company``, ``null``, ``fixed`` and ``hash`` on ``text`` /
 ``varchar`` columns, and ``date_shift`` on ``date`` columns. A table with any other masked column
-(derived columns such as ``md5_of`` or ``full_name`` with ``from``, ``json``, timestamps, transformers
+(derived columns such as ``md5_of`` or ``full_name`` with ``from``, ``json``, ``ip``, timestamps, transformers
 registered by users, custom strategies), a partition or child covered by an ancestor's trigger, a
 database or archive not in UTF8, or DuckDB not installed, is masked by its trigger exactly as before:
 the choice is made per table, before its first row is read, and logged.

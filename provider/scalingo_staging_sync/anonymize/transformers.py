@@ -70,6 +70,8 @@ class ColumnInfo:
             return "number"
         if self.base_type in JSON_TYPES:
             return "json"
+        if self.base_type == "inet":
+            return "inet"
         return "other"
 
     def to_dict(self) -> dict:
@@ -303,7 +305,7 @@ class Transformer:
 
     name: ClassVar[str]
     description: ClassVar[str]
-    #: column categories accepted ("string", "date", "number", "json", "other", "*" = any)
+    #: column categories accepted ("string", "date", "number", "json", "inet", "other", "*" = any)
     categories: ClassVar[frozenset[str]] = frozenset({"string"})
     #: JSON Schema "properties" of the options (besides "transformer")
     options_schema: ClassVar[dict[str, Any]] = {}
@@ -744,6 +746,56 @@ class PostalCodeTransformer(Transformer):
             zero_padded(shifted, d),
             zero_padded(offset, d),
         )
+
+
+@register_transformer
+class IpTransformer(Transformer):
+    name = "ip"
+    description = (
+        "an IP address of the same family from a keyed hash: IPv4 in 240.0.0.0/4 (reserved, never a "
+        "host on the internet), IPv6 in 2001:db8::/32 (documentation); an inet keeps its prefix length. "
+        "On text, a value with ':' is IPv6, any other IPv4; the same address gives the same output in "
+        "inet and text columns. Never the original."
+    )
+    categories = frozenset({"string", "inet"})
+    #: the longest output: 2001:db8:: and 60 hash bits (2001:db8::fff:ffff:ffff:ffff)
+    min_length = 29
+
+    V4_BASE, V4_SIZE = "240.0.0.0", 2**28
+    V6_BASE = "2001:db8::"
+
+    def expression(self, src, ctx):
+        inet = ctx.column.base_type == "inet"
+        # the address as text: host() of an inet (canonical, without its prefix length); a text value
+        # trimmed and ASCII lower-cased (IPv6 hex digits)
+        address = ctx.let(
+            sql.SQL("host({})").format(src)
+            if inet
+            else ascii_lower(sql.SQL("btrim({})").format(as_text(src))),
+            "text",
+        )
+        v6 = sql.SQL("family({}) = 6").format(src) if inet else sql.SQL("strpos({}, ':') > 0").format(address)
+        x = ctx.hash_int("ip", address)
+
+        def at(offset: sql.Composable) -> sql.Composable:
+            return sql.SQL("CASE WHEN {} THEN {}::inet + {} ELSE {}::inet + ({}) % {} END").format(
+                v6,
+                sql.Literal(self.V6_BASE),
+                offset,
+                sql.Literal(self.V4_BASE),
+                offset,
+                sql.Literal(self.V4_SIZE),
+            )
+
+        out = ctx.let(at(x), "inet")
+        # never the original: an address already in the output's range that the hash lands on takes
+        # the next one (inside the range: modulo 2^28 for IPv4; x + 1 < 2^61 for IPv6)
+        chosen = sql.SQL("CASE WHEN host({}) = {} THEN {} ELSE {} END").format(
+            out, address, at(sql.SQL("({} + 1)").format(x)), out
+        )
+        if inet:
+            return sql.SQL("set_masklen({}, masklen({}))").format(chosen, src)
+        return sql.SQL("host({})").format(chosen)
 
 
 @register_transformer
