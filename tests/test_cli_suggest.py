@@ -69,6 +69,14 @@ INSERT INTO public.social_accounts SELECT i, jsonb_build_object('id', (1e20 + i)
        jsonb_build_object('plan', jsonb_build_object('name', 'Gold ' || i, 'picture', 'https://cdn.example.com/p.png'),
                           'owner', jsonb_build_object('email', 'o' || i || '@mail.example.org', 'photo', 'kept'))
 FROM generate_series(1, 30) i;
+-- session stores: Django's (NOT NULL) and a Rails/Laravel-like one; a MAC address is no IP address
+CREATE TABLE public.django_session (session_key varchar(40) PRIMARY KEY, session_data text NOT NULL,
+                                    expire_date timestamptz NOT NULL);
+INSERT INTO public.django_session SELECT md5('k' || i), '.eJxVjDsOwjAQBe_iGkWO_8QlPRegi7zeNTZEjhQnouLuEIkCKhdv' || i,
+       now() FROM generate_series(1, 20) i;
+CREATE TABLE public.sessions (id int PRIMARY KEY, session_id varchar NOT NULL, data text, mac_address text);
+INSERT INTO public.sessions SELECT i, md5('s' || i), 'BAh7CEkiD3Nlc3Npb25faWQGOgZFVEkiJT' || i,
+       '00:1a:2b:3c:4d:' || lpad(to_hex(i), 2, '0') FROM generate_series(1, 20) i;
 -- a secret whose values happen to look like phone numbers twice in 400; a checksum column with one
 -- phone-like value in 400 (weak evidence: neither is a phone column)
 CREATE TABLE public.credentials (id int PRIMARY KEY, encrypted_password text NOT NULL, checksum text);
@@ -124,6 +132,9 @@ def test_every_suggestion_is_plannable_and_unfit_columns_fail_closed(staging_pg1
             "remark": "null",  # free text holding an e-mail: cleared
         },
     }
+    assert specs["public.django_session.session_data"] == "hash"  # NOT NULL: what a session store keeps
+    assert specs["public.sessions.data"] == "null"  # a sessions table's data: removed
+    assert specs["public.sessions.mac_address"] == "hash"  # a MAC address: not an IP address
     social = next(r for r in rules.anonymization_tables if r.qualified == "public.social_accounts").columns
     assert social["extra_data"]["paths"] == {
         "email": "email",

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from scalingo_staging_sync.pii.detectors import normalize_name
 from scalingo_staging_sync.pii.scanner import Finding, ScanReport
 from scalingo_staging_sync.tablename import TableName
 
@@ -62,6 +63,14 @@ _BY_DETECTOR: dict[str, tuple[dict[str, Any], str]] = {
     "iban": ({"transformer": "hash"}, "values are valid IBANs"),
     "financial.processor_id": ({"transformer": "hash"}, "payment processor id: keyed hash"),
     "auth.secret": ({"transformer": "hash"}, "secret or credential: keyed hash"),
+    "auth.session_data": (
+        {"transformer": "null"},
+        "a session store's data (who is logged in and what the session remembers): removed",
+    ),
+    "auth.session_data_in_session_table": (
+        {"transformer": "null"},
+        "the data of a sessions table (who is logged in and what the session remembers): removed",
+    ),
     "network.ip": (
         {"transformer": "ip"},
         "IP address: a keyed address of the same family in a reserved range",
@@ -146,6 +155,8 @@ def _detector_spec(detector: str, name: str) -> tuple[dict[str, Any], str] | Non
     ``name``, suggests, or None."""
     if detector == "personal.name":
         return _name_spec(name)
+    if detector == "network.ip" and re.search(r"(?:^|_)mac(?:_|$)", normalize_name(name)):
+        return {"transformer": "hash"}, "MAC address: keyed hash"
     if detector in _BY_DETECTOR:
         spec, why = _BY_DETECTOR[detector]
         return dict(spec), why
@@ -229,7 +240,8 @@ def suggest_for(finding: Finding, catalog: Any, documents: Sequence[Any] | None 
     ]
     if names:  # the name says what the column is: a few look-alike values do not override it
         detectors = [r["detector"] for r in finding.reasons if r not in weak]
-        if {"ipv4", "ipv6"} & set(detectors):  # "address" named an IP address (remote_address): not a street
+        mac = re.search(r"(?:^|_)mac(?:_|$)", normalize_name(finding.column))
+        if mac or {"ipv4", "ipv6"} & set(detectors):  # "address" named an IP or MAC address: not a street
             detectors = [d for d in detectors if d != "contact.address"]
         ips = sum(r.get("matches", 0) for r in finding.reasons if r["detector"] in ("ipv4", "ipv6"))
         if (

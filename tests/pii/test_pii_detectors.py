@@ -219,3 +219,15 @@ def test_numbered_address_lines_and_pictures_of_people_are_named_personal():
     assert names("picture", "products") == []  # a product's picture is nobody's face
     assert names("avatar_url", "comments") == ["personal.photo"]
     assert names("name", "staff") == ["personal.name_in_person_table"]
+
+
+def test_what_a_session_store_keeps_is_named_personal():
+    """Django's ``django_session.session_data`` and the ``data``/``payload`` of a Rails, Laravel or Flask
+    ``sessions`` table hold who is logged in (and what the session remembers) encoded: base64, signed,
+    compressed, so only the name can tell."""
+    names = lambda column, table="t": [p.name for p in detect_by_name(column, table)]  # noqa: E731
+    assert names("session_data", "django_session") == ["auth.session_data"]
+    assert names("data", "sessions") == ["auth.session_data_in_session_table"]
+    assert names("payload", "sessions") == ["auth.session_data_in_session_table"]
+    assert names("data", "user_sessions") == ["auth.session_data_in_session_table"]
+    assert names("data", "events") == [] and names("payload", "webhooks") == []

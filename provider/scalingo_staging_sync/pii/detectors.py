@@ -236,6 +236,17 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
         "auth",
         "high",
     ),
+    # what a web framework's session store keeps for a visitor (Django's session_data, the data or
+    # payload of a Rails, Laravel or Flask sessions table): who is logged in, and what the session
+    # remembers of them, encoded (base64, signed, compressed), so no value content can show it
+    NamePattern("auth.session_data", _tokens(r"session_data|sessiondata|session_payload"), "auth", "high"),
+    NamePattern(
+        "auth.session_data_in_session_table",
+        r"^(?:data|payload)$",
+        "auth",
+        "high",
+        ("session", "sessions"),
+    ),
     # network
     NamePattern(
         "network.ip",
