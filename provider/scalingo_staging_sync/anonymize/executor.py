@@ -41,7 +41,17 @@ from scalingo_staging_sync.anonymize.sql import (
 from scalingo_staging_sync.anonymize.strategies import StrategyContext, build_custom_statement, get_custom
 from scalingo_staging_sync.anonymize.stream import masking_trigger, spec_comment
 from scalingo_staging_sync.anonymize.transformers import get_transformer, options_of
-from scalingo_staging_sync.fingerprint import ALGORITHM, TEXT_STYLES, fingerprint
+from scalingo_staging_sync.fingerprint import (
+    ALGORITHM,
+    PHRASE_ALGORITHM,
+    PHRASE_TRANSFORMERS,
+    TEXT_STYLES,
+    fingerprint,
+    first_word_tag,
+    phrase_hash,
+    phrase_key,
+    row_phrases,
+)
 from scalingo_staging_sync.pgconn import PgTarget, turn_off_timeouts
 from scalingo_staging_sync.pgerrors import (
     MASKED_VALUE_FIXES,
@@ -184,9 +194,21 @@ def build_proof(
 ) -> dict[str, Any]:
     """CONTRACTS residual-value proof from rows of original text values (NULLs skipped)."""
     masked = list(item.get("masked_columns") or [])
+    specs = item.get("columns") or {}
+    people = [
+        c
+        for c in masked
+        if isinstance(specs.get(c), Mapping) and specs[c].get("transformer") in PHRASE_TRANSFORMERS
+    ]
+    emails: set[str] = set()
+    names: set[str] = set()
     out_rows = []
     if key_columns and masked:
         for row in rows:
+            if people:
+                row_emails, row_names = row_phrases([row[c] for c in people if row.get(c)])  # type: ignore[misc]
+                emails |= row_emails
+                names |= row_names
             key = [row.get(k) for k in key_columns]
             if all(k is None for k in key):  # a NULL part is looked up with IS NULL (verification)
                 continue
@@ -197,7 +219,17 @@ def build_proof(
             }
             if values:
                 out_rows.append({"key": key, "values": values})
-    return {"algorithm": ALGORITHM, "key_columns": list(key_columns), "rows": out_rows}
+    proof: dict[str, Any] = {"algorithm": ALGORITHM, "key_columns": list(key_columns), "rows": out_rows}
+    if emails or names:
+        key = phrase_key(salt)
+        proof["phrases"] = {
+            "algorithm": PHRASE_ALGORITHM,
+            "columns": people,
+            "emails": sorted(phrase_hash(key, p) for p in emails),
+            "names": sorted(phrase_hash(key, p) for p in names),
+            "firsts": sorted({first_word_tag(key, p.split(" ", 1)[0]) for p in names}),
+        }
+    return proof
 
 
 def rekeyable_columns(item: Mapping[str, Any], key_columns: Iterable[str]) -> list[str]:

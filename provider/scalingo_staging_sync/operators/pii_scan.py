@@ -44,6 +44,12 @@ class PiiScanOperator(BaseOperator):
     :param partially_masked: ``{"schema.table.column": [json path, ...]}`` of the columns a ``json`` rule
         masks (the plan task's ``partially_masked``, templated): the rest of their documents goes
         through the content detectors, and a match fails the gate unless allow-listed.
+    :param anonymize_results: the masking tasks' results (templated; those ``verify_anonymization``
+        reads): their proofs' phrases of sampled originals are looked for in every sampled column, and a
+        column holding copies of them (an e-mail address, or two names, of people a rule masks) fails
+        the gate unless allow-listed (finding ``copy.masked_originals``). None (default): not checked.
+    :param salt_variable: Airflow Variable of the salt the phrases were hashed with (with
+        ``anonymize_results``).
 
     Returns (XCom ``return_value``; when the gate fails, XCom key ``pii_scan`` instead) the report dict:
     counts, ``unmasked`` column names and ``findings`` (column, reasons, severity, sample counts,
@@ -63,6 +69,7 @@ class PiiScanOperator(BaseOperator):
         "conditional",
         "large_objects",
         "partially_masked",
+        "anonymize_results",
     )
     ui_color = "#f9d5e5"
 
@@ -82,6 +89,8 @@ class PiiScanOperator(BaseOperator):
         conditional: Any = None,
         large_objects: Any = False,
         partially_masked: Any = None,
+        anonymize_results: Any = None,
+        salt_variable: str = "scalingo_staging_sync_salt",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -100,6 +109,23 @@ class PiiScanOperator(BaseOperator):
         self.conditional = conditional
         self.large_objects = large_objects
         self.partially_masked = partially_masked
+        self.anonymize_results = anonymize_results
+        self.salt_variable = salt_variable
+
+    def _copies(self) -> Any:
+        """The :class:`~scalingo_staging_sync.pii.scanner.CopyIndex` of ``anonymize_results``, or None."""
+        from scalingo_staging_sync.operators._base import as_mapping_list
+
+        raw = self.anonymize_results
+        if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "none", "null")):
+            return None
+        results = as_mapping_list(self.anonymize_results, "anonymize_results")
+        if not any((r.get("proof") or {}).get("phrases") for r in results):
+            return None
+        from scalingo_staging_sync.operators.verify import get_salt
+        from scalingo_staging_sync.pii.scanner import CopyIndex
+
+        return CopyIndex.from_results(results, get_salt(self.salt_variable))
 
     @maps_sync_errors
     def execute(self, context: Any) -> dict[str, Any]:
@@ -115,7 +141,15 @@ class PiiScanOperator(BaseOperator):
             raise ValueError(f"on_unmasked must be 'fail' or 'warn', got {on_unmasked!r}")
         sample_rows = as_int(self.sample_rows, "sample_rows", default=DEFAULT_SAMPLE_ROWS)
         target = pg_target_from_connection(self.postgres_conn_id, as_str(self.database))
-        self.log.info("PII scan of %s (sample_rows=%d)", target.describe(), sample_rows)
+        copies = self._copies()
+        self.log.info(
+            "PII scan of %s (sample_rows=%d%s)",
+            target.describe(),
+            sample_rows,
+            f"; copies of {len(copies.emails)} e-mail(s) and {len(copies.names)} name(s) of sampled people"
+            if copies
+            else "",
+        )
         report = scan_target(
             target,
             schemas=[str(s) for s in as_list(self.schemas, "schemas")] or None,
@@ -132,6 +166,7 @@ class PiiScanOperator(BaseOperator):
                 str(k): [str(p) for p in as_list(v, "partially_masked")]
                 for k, v in (as_mapping(self.partially_masked, "partially_masked") or {}).items()
             },
+            copies=copies,
         )
         result = report.to_dict()
         result["enabled"] = True

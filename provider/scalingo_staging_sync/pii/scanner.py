@@ -27,6 +27,13 @@
   (``large_objects``); a match is a finding on ``pg_catalog.pg_largeobject.data``. With ``large_objects=False`` the database must hold
   none: any large object fails the scan.
 
+* **Copies of masked values** (``copies``, a :class:`CopyIndex` built from the masking tasks' proofs):
+  each sampled value's e-mail addresses and runs of two to four words are hashed with the proofs'
+  phrase key (:mod:`scalingo_staging_sync.fingerprint`) and looked up among the phrases of the masked
+  tables' sampled originals. A column where one e-mail address or two names of sampled people turn
+  up holds copies of values a rule masks elsewhere (Django's admin log keeps "Jean Dupont" in
+  ``object_repr``): a finding ``copy.masked_originals`` naming the masked tables.
+
 Sampled values are only counted, never stored, returned or logged.
 """
 
@@ -173,6 +180,11 @@ class Finding:
                 parts.append(f"name:{r['detector']}")
             elif r["kind"] == "condition":
                 parts.append(f"outside the rule's condition: {r['matches']} value(s) left as they are")
+            elif r["kind"] == "copy":
+                parts.append(
+                    f"copies of masked originals of {', '.join(r['tables'])} ({r['emails']} e-mail(s) and "
+                    f"{r['names']} name(s) of the sampled people, in {self.sampled_values} sampled values)"
+                )
             else:
                 parts.append(f"content:{r['detector']} ({r['matches']}/{self.sampled_values} sampled)")
         return ", ".join(parts)
@@ -444,6 +456,87 @@ def list_tables(conn, schemas: Sequence[str] | None = None) -> list[TableInfo]:
 
 
 # --------------------------------------------------------------------------------------------------
+# Copies of masked originals
+# --------------------------------------------------------------------------------------------------
+
+#: a column holds copies when this many distinct sampled e-mail addresses, or names, turn up in it
+COPY_MIN_EMAILS = 1
+COPY_MIN_NAMES = 2
+COPY_DETECTOR = "copy.masked_originals"
+#: the characters of each sampled value looked through for copies
+COPY_MAX_CHARS = 4096
+
+
+@dataclass
+class CopyIndex:
+    """Phrase hashes of the masked tables' sampled originals (their proofs' ``phrases``), each with
+    the tables it came from."""
+
+    key: bytes
+    emails: dict[str, set[str]] = field(default_factory=dict)
+    names: dict[str, set[str]] = field(default_factory=dict)
+    #: first_word_tag of the names' first words (None: every run of words is hashed)
+    firsts: set[int] | None = None
+
+    @classmethod
+    def from_results(cls, results: Iterable[Mapping[str, Any]], salt: str) -> CopyIndex | None:
+        """The index of the masking results' proofs (None when none carries phrases)."""
+        from scalingo_staging_sync.fingerprint import PHRASE_ALGORITHM, phrase_key
+
+        index = cls(key=phrase_key(salt))
+        for result in results:
+            phrases = ((result or {}).get("proof") or {}).get("phrases") or {}
+            if not phrases:
+                continue
+            if phrases.get("algorithm") != PHRASE_ALGORITHM:
+                raise ValueError(
+                    f"the proof of {result.get('table')} holds phrases of algorithm "
+                    f"{phrases.get('algorithm')!r}, not {PHRASE_ALGORITHM!r}: re-run its masking task"
+                )
+            table = str(TableName.parse(str(result["table"])))
+            for h in phrases.get("emails") or ():
+                index.emails.setdefault(h, set()).add(table)
+            for h in phrases.get("names") or ():
+                index.names.setdefault(h, set()).add(table)
+            if phrases.get("names"):
+                index.firsts = (index.firsts or set()) | {int(t) for t in phrases.get("firsts") or ()}
+        return index if index.emails or index.names else None
+
+    def matches(self, values: Iterable[str | None]) -> tuple[int, int, list[str]]:
+        """(distinct e-mails, distinct names) of the index found in ``values``, and their tables."""
+        from scalingo_staging_sync.fingerprint import phrase_hash, text_phrases
+
+        emails: set[str] = set()
+        names: set[str] = set()
+        for value in values:
+            if not value:
+                continue
+            for phrase, is_email in text_phrases(value[:COPY_MAX_CHARS], self.firsts, self.key):
+                h = phrase_hash(self.key, phrase)
+                if is_email and h in self.emails:
+                    emails.add(h)
+                elif not is_email and h in self.names:
+                    names.add(h)
+        tables = {t for h in emails for t in self.emails[h]} | {t for h in names for t in self.names[h]}
+        return len(emails), len(names), sorted(tables)
+
+    def copies(self, values: Iterable[str | None]) -> dict[str, Any] | None:
+        """The finding's reason when ``values`` hold copies, else None."""
+        n_emails, n_names, tables = self.matches(values)
+        if n_emails < COPY_MIN_EMAILS and n_names < COPY_MIN_NAMES:
+            return None
+        return {
+            "kind": "copy",
+            "detector": COPY_DETECTOR,
+            "severity": "high",
+            "matches": n_emails + n_names,
+            "emails": n_emails,
+            "names": n_names,
+            "tables": tables,
+        }
+
+
+# --------------------------------------------------------------------------------------------------
 # Sampling
 # --------------------------------------------------------------------------------------------------
 
@@ -679,6 +772,7 @@ def scan_database(
     large_objects: bool = False,
     max_large_objects: int = DEFAULT_MAX_LARGE_OBJECTS,
     partially_masked: Mapping[str, Sequence[str]] | None = None,
+    copies: CopyIndex | None = None,
 ) -> ScanReport:
     """Scan the database ``conn`` is connected to (an autocommit psycopg connection).
 
@@ -686,7 +780,9 @@ def scan_database(
     inheritance children); ``conditional``: table -> condition of its conditional rule;
     ``large_objects``: whether the rules keep large objects; ``partially_masked``: masked column ->
     the JSON paths its ``json`` rule masks: its sampled documents go through the content detectors
-    without the values at those paths, and what is left is a finding like any. See the module doc."""
+    without the values at those paths, and what is left is a finding like any; ``copies``: the
+    phrases of the masked tables' sampled originals, looked for in every sampled column. See the
+    module doc."""
     started = time.monotonic()
     if sample_rows < 1:
         raise ValueError("sample_rows must be >= 1")
@@ -762,6 +858,7 @@ def scan_database(
 
         sampled = [c for c in table.columns if c.sampled]
         content: dict[str, tuple[dict[str, int], int]] = {}
+        copied: dict[str, dict[str, Any]] = {}
         if sampled:
             rows = sample(table, [c.name for c in sampled]) or []
             if partial_here:
@@ -770,6 +867,12 @@ def scan_database(
             rows_sampled += len(rows)
             counts, non_null = count_content_matches(rows, len(sampled), content_patterns)
             content = {c.name: (counts[i], non_null[i]) for i, c in enumerate(sampled)}
+            if copies is not None:
+                for i, c in enumerate(sampled):
+                    if c.name not in masked_here or c.name in partial_here:
+                        hit = copies.copies(row[i] for row in rows)
+                        if hit is not None:
+                            copied[c.name] = hit
         outside: dict[str, tuple[dict[str, int], int]] = {}
         if outside_cols:
             rows = sample(table, outside_cols, _outside(condition))  # type: ignore[arg-type]
@@ -805,6 +908,8 @@ def scan_database(
                         "matches": n,
                     }
                 )
+            if column.name in copied:
+                reasons.append(copied[column.name])
             if not reasons:
                 continue
             finding = Finding(
@@ -822,7 +927,9 @@ def scan_database(
                     finding.status = STATUS_MASKED  # no row outside the condition holds a value
                 else:  # values left as they are (or the sample failed: recorded in errors)
                     allow_status(finding, candidates)
-            elif column.name in masked_here and not (column.name in partial_here and col_counts):
+            elif column.name in masked_here and not (
+                column.name in partial_here and (col_counts or column.name in copied)
+            ):
                 finding.status = STATUS_MASKED
             else:
                 allow_status(finding, candidates)
