@@ -77,6 +77,9 @@ INSERT INTO public.django_session SELECT md5('k' || i), '.eJxVjDsOwjAQBe_iGkWO_8
 CREATE TABLE public.sessions (id int PRIMARY KEY, session_id varchar NOT NULL, data text, mac_address text);
 INSERT INTO public.sessions SELECT i, md5('s' || i), 'BAh7CEkiD3Nlc3Npb25faWQGOgZFVEkiJT' || i,
        '00:1a:2b:3c:4d:' || lpad(to_hex(i), 2, '0') FROM generate_series(1, 20) i;
+-- an admin log naming the users ("Jean3 Dupont"): no detector sees a name, their copies do
+CREATE TABLE public.admin_log (id int PRIMARY KEY, object_repr varchar(200) NOT NULL, action text);
+INSERT INTO public.admin_log SELECT i, 'Jean' || i || ' Dupont', 'changed' FROM generate_series(1, 20) i;
 -- a secret whose values happen to look like phone numbers twice in 400; a checksum column with one
 -- phone-like value in 400 (weak evidence: neither is a phone column)
 CREATE TABLE public.credentials (id int PRIMARY KEY, encrypted_password text NOT NULL, checksum text);
@@ -132,6 +135,9 @@ def test_every_suggestion_is_plannable_and_unfit_columns_fail_closed(staging_pg1
             "remark": "null",  # free text holding an e-mail: cleared
         },
     }
+    assert specs["public.admin_log.object_repr"] == "fixed"  # copies of the users' names: cleared
+    assert "public.admin_log.action" not in specs
+    assert "copies of the names or e-mail addresses of the people of public.users" in text
     assert specs["public.django_session.session_data"] == "hash"  # NOT NULL: what a session store keeps
     assert specs["public.sessions.data"] == "null"  # a sessions table's data: removed
     assert specs["public.sessions.mac_address"] == "hash"  # a MAC address: not an IP address
@@ -193,3 +199,13 @@ def test_every_suggestion_is_plannable_and_unfit_columns_fail_closed(staging_pg1
         name,
     )
     assert settings == [(0, 20)]  # the dotted key and the nested owner.email, each masked
+
+
+def test_copies_of_names_can_be_left_out_of_the_scan(staging_pg16):
+    name = "cli_suggest_no_copies"
+    staging_pg16.create_database(name)
+    staging_pg16.execute(SCHEMA, name)
+    with_copies = run_cli("scan", "--dsn", staging_pg16.conninfo(name))
+    without = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--no-copies")
+    assert "public.admin_log.object_repr" in with_copies.stdout
+    assert "public.admin_log.object_repr" not in without.stdout and without.returncode == 1

@@ -237,6 +237,13 @@ def _scan_rules_plan(conn: Any, loaded: Any, path: Path, dsn: str) -> dict[str, 
 )
 @click.option("--target-app", default=None, help="target_app of --suggest-rules (the staging app).")
 @click.option("--force", is_flag=True, help="Overwrite the --suggest-rules file.")
+@click.option(
+    "--copies/--no-copies",
+    default=True,
+    show_default=True,
+    help="Look for copies of the people's names and e-mail addresses (read from the columns named so) "
+    "in the other columns: an admin log's 'Jean Dupont', a note naming the customer.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the scan report as JSON.")
 def scan(
     dsn: str,
@@ -247,6 +254,7 @@ def scan(
     source_app: str,
     target_app: str | None,
     force: bool,
+    copies: bool,
     as_json: bool,
 ) -> None:
     """Scan a database for personal data: column names and sampled values of every user table.
@@ -281,6 +289,10 @@ def scan(
     with conn:
         if rules is not None:
             kwargs.update(_scan_rules_plan(conn, loaded, rules, dsn))
+        if copies:
+            from scalingo_staging_sync.pii.scanner import CopyIndex, list_tables
+
+            kwargs["copies"] = CopyIndex.of_people(conn, list_tables(conn, list(schemas) or None))
         report = scan_database(conn, database=where, schemas=list(schemas) or None, **kwargs)
         suggested = None
         if suggest_out is not None:

@@ -40,7 +40,7 @@ def test_names_of_masked_customers_copied_into_tickets_fail_the_gate(dag, tmp_pa
         finding = next(
             f for f in report["pii_scan"]["findings"] if f["column"] == "public.support_ticket.summary"
         )
-        assert "copies of masked originals of public.customer" in finding["reason"], finding
+        assert "names or e-mail addresses of the people of public.customer" in finding["reason"], finding
         marker = box.staging.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = 'previous_staging_marker'",
             box.staging_db,

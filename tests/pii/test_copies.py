@@ -96,7 +96,7 @@ def test_the_scan_finds_copies_of_masked_originals(staging_pg16):
         assert log.status == "unmasked" and log.severity == "high"
         reason = next(r for r in log.reasons if r["detector"] == COPY_DETECTOR)
         assert reason["names"] == 2 and reason["emails"] == 0 and reason["tables"] == ["public.people"]
-        assert "copies of masked originals of public.people" in log.reason
+        assert "copies of the names or e-mail addresses of the people of public.people" in log.reason
         assert by_column["public.mailings.sent_to"].status == "unmasked"
         assert "public.notes.body" not in by_column  # one name: a namesake is possible
         assert "public.admin_log.change_message" not in by_column

@@ -182,8 +182,9 @@ class Finding:
                 parts.append(f"outside the rule's condition: {r['matches']} value(s) left as they are")
             elif r["kind"] == "copy":
                 parts.append(
-                    f"copies of masked originals of {', '.join(r['tables'])} ({r['emails']} e-mail(s) and "
-                    f"{r['names']} name(s) of the sampled people, in {self.sampled_values} sampled values)"
+                    f"copies of the names or e-mail addresses of the people of {', '.join(r['tables'])} "
+                    f"({r['emails']} e-mail(s) and {r['names']} name(s) of the sampled people, in "
+                    f"{self.sampled_values} sampled values)"
                 )
             else:
                 parts.append(f"content:{r['detector']} ({r['matches']}/{self.sampled_values} sampled)")
@@ -463,6 +464,10 @@ def list_tables(conn, schemas: Sequence[str] | None = None) -> list[TableInfo]:
 COPY_MIN_EMAILS = 1
 COPY_MIN_NAMES = 2
 COPY_DETECTOR = "copy.masked_originals"
+#: the name detectors of the columns whose values :meth:`CopyIndex.of_people` reads
+PEOPLE_DETECTORS = frozenset({"personal.name", "personal.name_in_person_table", "contact.email"})
+#: rows read per table by :meth:`CopyIndex.of_people` (a masking proof samples about as many)
+PEOPLE_SAMPLE_ROWS = 200
 #: the characters of each sampled value looked through for copies
 COPY_MAX_CHARS = 4096
 
@@ -477,6 +482,8 @@ class CopyIndex:
     names: dict[str, set[str]] = field(default_factory=dict)
     #: first_word_tag of the names' first words (None: every run of words is hashed)
     firsts: set[int] | None = None
+    #: columns ("schema.table.column") the phrases were read from: not searched for copies of themselves
+    sources: set[str] = field(default_factory=set)
 
     @classmethod
     def from_results(cls, results: Iterable[Mapping[str, Any]], salt: str) -> CopyIndex | None:
@@ -500,6 +507,44 @@ class CopyIndex:
                 index.names.setdefault(h, set()).add(table)
             if phrases.get("names"):
                 index.firsts = (index.firsts or set()) | {int(t) for t in phrases.get("firsts") or ()}
+        return index if index.emails or index.names else None
+
+    @classmethod
+    def of_people(
+        cls, conn: Any, tables: Sequence[TableInfo], sample_rows: int = PEOPLE_SAMPLE_ROWS
+    ) -> CopyIndex | None:
+        """The index of the names and e-mail addresses of a database's people, read where they are
+        (``scan`` on production, where no masking proof exists): the text columns that name
+        detectors call a person's name or e-mail address, ``sample_rows`` rows of each table, hashed
+        with a random key of this process."""
+        import os
+
+        from scalingo_staging_sync.fingerprint import first_word_tag, phrase_hash, row_phrases
+
+        index = cls(key=os.urandom(32), firsts=set())
+        for table in tables:
+            if table.relkind != "r":
+                continue
+            people = [
+                c.name
+                for c in table.columns
+                if c.sampled
+                and any(p.name in PEOPLE_DETECTORS for p in detect_by_name(c.name, table.name, kind=c.kind))
+            ]
+            if not people:
+                continue
+            rows = sample_table(conn, table, people, sample_rows, 1000)
+            found = False
+            for row in rows:
+                emails, names = row_phrases([v for v in row if v])
+                for phrase in emails:
+                    index.emails.setdefault(phrase_hash(index.key, phrase), set()).add(table.qualified_name)
+                for phrase in names:
+                    index.names.setdefault(phrase_hash(index.key, phrase), set()).add(table.qualified_name)
+                    index.firsts.add(first_word_tag(index.key, phrase.split(" ", 1)[0]))  # type: ignore[union-attr]
+                found = found or bool(emails or names)
+            if found:
+                index.sources.update(f"{table.qualified_name}.{c}" for c in people)
         return index if index.emails or index.names else None
 
     def matches(self, values: Iterable[str | None]) -> tuple[int, int, list[str]]:
@@ -869,7 +914,9 @@ def scan_database(
             content = {c.name: (counts[i], non_null[i]) for i, c in enumerate(sampled)}
             if copies is not None:
                 for i, c in enumerate(sampled):
-                    if c.name not in masked_here or c.name in partial_here:
+                    if (c.name not in masked_here or c.name in partial_here) and (
+                        f"{table.qualified_name}.{c.name}" not in copies.sources
+                    ):
                         hit = copies.copies(row[i] for row in rows)
                         if hit is not None:
                             copied[c.name] = hit
