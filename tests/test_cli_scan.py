@@ -243,3 +243,26 @@ def test_scan_counts_materialized_view_columns_computed_from_masked_ones_as_the_
     assert out.returncode == 0, out.stdout + out.stderr
     statuses = {f["column_id"]: f["status"] for f in json.loads(out.stdout)["findings"]}
     assert statuses["public.contact_book.login"] == "masked" and statuses["public.people.email"] == "masked"
+
+
+def test_a_people_table_the_role_cannot_read_is_reported_not_a_crash(staging_pg16):
+    """The copies' reading of names and e-mail addresses meets the table first: a permission error
+    there must leave the scan to report the table as not sampled (exit 1), as before."""
+    name = "cli_scan_unreadable"
+    staging_pg16.create_database(name)
+    staging_pg16.execute(
+        "CREATE ROLE scan_reader LOGIN; "
+        "CREATE TABLE people (id int PRIMARY KEY, first_name text, last_name text, email text); "
+        "INSERT INTO people VALUES (1, 'Ann', 'Lee', 'ann@example.org'); "
+        "CREATE TABLE notes (id int PRIMARY KEY, body text); INSERT INTO notes VALUES (1, 'hello'); "
+        "GRANT SELECT ON notes TO scan_reader",
+        name,
+    )
+    try:
+        proc = run_cli("scan", "--dsn", staging_pg16.conninfo(name, user="scan_reader"))
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert "error    public.people: could not be sampled" in proc.stdout, proc.stdout
+        assert "Traceback" not in proc.stderr
+    finally:
+        staging_pg16.drop_database(name)
+        staging_pg16.execute("DROP ROLE scan_reader")

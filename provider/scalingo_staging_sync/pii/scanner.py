@@ -533,7 +533,10 @@ class CopyIndex:
             ]
             if not people:
                 continue
-            rows = sample_table(conn, table, people, sample_rows, 1000)
+            try:
+                rows = sample_table(conn, table, people, sample_rows, 1000)
+            except Exception:  # noqa: BLE001 - the scan samples the table again and records its error
+                continue
             found = False
             for row in rows:
                 emails, names = row_phrases([v for v in row if v])
