@@ -5,12 +5,13 @@ names the customer: no name detector or content pattern can see that, the origin
 
 from __future__ import annotations
 
+import pytest
 from pg_helpers import new_database
 
 from scalingo_staging_sync.anonymize.executor import build_proof
 from scalingo_staging_sync.fingerprint import row_phrases, text_phrases
 from scalingo_staging_sync.pgconn import PgTarget
-from scalingo_staging_sync.pii.scanner import COPY_DETECTOR, CopyIndex, scan_target
+from scalingo_staging_sync.pii.scanner import COPY_DETECTOR, CopyIndex, UnmaskedPiiError, enforce, scan_target
 
 SALT = "copies-test-salt-0123456789abcdefghij"
 
@@ -107,6 +108,16 @@ def test_the_scan_finds_copies_of_masked_originals(staging_pg16):
             "public.mailings.sent_to",
             "public.orders.doc",
         }
+
+        with pytest.raises(UnmaskedPiiError) as failed:
+            enforce(report, "fail")
+        message = str(failed.value)
+        assert (
+            "public.admin_log.object_repr holds the names or e-mail addresses of people of public.people"
+            in message
+        )
+        assert "mask it too, with null, fixed or hash when it is free text" in message
+        assert "public.mailings.sent_to holds" not in message  # an e-mail found by its content too
 
         # without the proofs' phrases, none of these columns is a finding: no detector sees names
         plain = scan_target(

@@ -106,6 +106,24 @@ class UnmaskedPiiError(SyncError):
                 f"outside it keep their values. Widen or drop the condition, or {allow} when those rows "
                 "hold no personal data."
             )
+        copies = {
+            f.qualified_name: r["tables"]
+            for f in report.unmasked
+            for r in f.reasons
+            if r.get("kind") == "copy" and len(f.reasons) == 1
+        }
+        if copies:
+            message += (
+                " "
+                + "; ".join(
+                    f"{column} holds the names or e-mail addresses of people of {', '.join(tables)}"
+                    for column, tables in copies.items()
+                )
+                + (
+                    " (copies of values a rule masks there: an admin log's object name, a note or a ticket "
+                    "naming them): mask it too, with null, fixed or hash when it is free text."
+                )
+            )
         if report.excluded_not_empty:
             message += (
                 f" Excluded table(s) holding rows although their data is not restored: "
