@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from scalingo_staging_sync.pii.detectors import normalize_name
+from scalingo_staging_sync.pii.detectors import describes_a_person, normalize_name
 from scalingo_staging_sync.pii.scanner import Finding, ScanReport
 from scalingo_staging_sync.tablename import TableName
 
@@ -335,13 +335,6 @@ _WHOLE_VALUE = {
 }
 
 
-#: keys that make the JSON object holding them the description of a person (its "name" is a name)
-_PERSON_KEY = re.compile(
-    r"(?i)e[-_]?mail|email_address|first_?name|last_?name|given_?name|family_?name|surname|birth_?date"
-    r"|date_of_birth|phone|phone_number|mobile"
-)
-
-
 def json_path_specs(documents: Sequence[Any]) -> tuple[dict[str, str], str | None]:
     """The ``json`` transformer's ``paths`` for sampled documents: each string value whose key's name
     (as a column name would be judged) or content looks like personal data gets a path (keys joined
@@ -387,7 +380,7 @@ def json_path_specs(documents: Sequence[Any]) -> tuple[dict[str, str], str | Non
 
     def walk(value: Any, path: list[str], unnamable: bool, person: bool) -> None:
         if isinstance(value, dict):
-            person = any(_PERSON_KEY.fullmatch(str(k)) for k in value)
+            person = describes_a_person(value)
             for k, v in value.items():  # a key "" or "*" has no path (quoted, "*" is not a key)
                 walk(v, [*path, str(k)], unnamable or str(k) in ("", "*"), person)
         elif isinstance(value, list):

@@ -231,3 +231,26 @@ def test_what_a_session_store_keeps_is_named_personal():
     assert names("payload", "sessions") == ["auth.session_data_in_session_table"]
     assert names("data", "user_sessions") == ["auth.session_data_in_session_table"]
     assert names("data", "events") == [] and names("payload", "webhooks") == []
+
+
+def test_keys_of_json_documents_are_judged_as_column_names():
+    """A TOTP secret under "secret" (django-allauth's mfa_authenticator.data), names under "first_name",
+    and "name" beside an e-mail are personal data or credentials no content detector sees."""
+    from scalingo_staging_sync.pii.detectors import json_key_findings
+
+    def found(document):
+        return sorted((".".join(path), p.name) for path, p in json_key_findings(document))
+
+    assert found({"secret": "JBSWY3DPEHPK3PXPJBSWY3DP", "type": "totp"}) == [("secret", "auth.secret")]
+    # a page token or a short code is no credential; a secret is long and has no space
+    assert found({"next_page_token": "CAUQAA", "token": "see the docs for details"}) == []
+    profile = {"email": "a@b.example", "name": "Jean Dupont", "picture": "https://img.example/a.png"}
+    assert found({"owner": profile, "plan": {"name": "Gold", "picture": "https://cdn.example/p.png"}}) == [
+        ("owner.email", "contact.email"),
+        ("owner.name", "personal.name_in_person_table"),
+        ("owner.picture", "personal.photo_in_person_table"),
+    ]
+    assert found({"guests": [{"first_name": "Ann"}, {"first_name": ""}]}) == [
+        ("guests.*.first_name", "personal.name")
+    ]
+    assert found({"tags": ["first_name"], "count": 3, "first_name": None}) == []  # values, not keys

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 SEVERITIES = ("low", "medium", "high")
 _SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
@@ -352,6 +353,48 @@ def detect_by_name(
         for p in patterns
         if p.matches(normalized, table_tokens) and not _about_not_the_thing(p, normalized, kind)
     ]
+
+
+#: keys that make the JSON object holding them the description of a person (its "name" is a name)
+PERSON_KEY_RE = re.compile(
+    r"(?i)e[-_]?mail|email_address|first_?name|last_?name|given_?name|family_?name|surname|birth_?date"
+    r"|date_of_birth|phone|phone_number|mobile"
+)
+
+
+def describes_a_person(document: Mapping[str, Any]) -> bool:
+    """Whether a JSON object's keys say it describes a person (an e-mail, a phone, a birth date, a first,
+    last, given or family name): its ``name`` and ``picture`` are then that person's, as in a table of
+    people (a login provider's profile)."""
+    return any(PERSON_KEY_RE.fullmatch(str(k)) for k in document)
+
+
+def json_key_findings(
+    document: Any, patterns: Sequence[NamePattern] = DEFAULT_NAME_PATTERNS
+) -> list[tuple[tuple[str, ...], NamePattern]]:
+    """``(path, pattern)`` of each non-empty string value of a parsed JSON document whose key a high
+    severity name pattern flags (``first_name``, ``password``, ``iban``; ``name`` in an object that
+    describes a person): personal data no content detector can see. Paths as lists of
+    segments (keys, ``*`` for array elements)."""
+    out: list[tuple[tuple[str, ...], NamePattern]] = []
+
+    def walk(value: Any, path: list[str], person: bool) -> None:
+        if isinstance(value, Mapping):
+            person = describes_a_person(value)
+            for k, v in value.items():
+                walk(v, [*path, str(k)], person)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v, [*path, "*"], person)
+        elif isinstance(value, str) and value.strip() and path and path[-1] != "*":
+            for p in detect_by_name(path[-1], "person" if person else "", patterns):
+                if p.category == "auth" and (len(value) < 16 or " " in value.strip()):
+                    continue  # a page token, a short code: a secret is long and has no space
+                if p.severity == "high" or p.table_tokens:
+                    out.append((tuple(path), p))
+
+    walk(document, [], False)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------

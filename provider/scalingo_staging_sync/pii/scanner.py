@@ -198,6 +198,10 @@ class Finding:
                 parts.append(f"name:{r['detector']}")
             elif r["kind"] == "condition":
                 parts.append(f"outside the rule's condition: {r['matches']} value(s) left as they are")
+            elif r["kind"] == "json_key":
+                parts.append(
+                    f"json key:{r['detector']} at {', '.join(r['paths'])} ({r['matches']}/{self.sampled_values} sampled)"
+                )
             elif r["kind"] == "copy":
                 parts.append(
                     f"copies of the names or e-mail addresses of the people of {', '.join(r['tables'])} "
@@ -472,6 +476,50 @@ def list_tables(conn, schemas: Sequence[str] | None = None) -> list[TableInfo]:
                 )
             )
     return tables
+
+
+def json_key_reasons(values: Iterable[str | None], masked_paths: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The reasons of a json/jsonb column whose sampled documents hold, under a key a name detector
+    flags, a string value (:func:`~.detectors.json_key_findings`) at a path a ``json`` rule does not
+    mask (``masked_paths``): one per detector, with the number of documents and up to five paths. A
+    document cut by the sample's length limit is not read."""
+    import json
+
+    from scalingo_staging_sync.anonymize.transformers import json_path_segments, json_path_text
+    from scalingo_staging_sync.pii.detectors import json_key_findings
+
+    masked = {tuple(json_path_segments(p)) for p in masked_paths}
+
+    docs: dict[str, int] = {}
+    paths: dict[str, set[str]] = {}
+    patterns: dict[str, NamePattern] = {}
+    for value in values:
+        if not value:
+            continue
+        try:
+            document = json.loads(value)
+        except ValueError:
+            continue
+        seen = set()
+        for segments, pattern in json_key_findings(document):
+            if segments in masked:
+                continue
+            patterns[pattern.name] = pattern
+            paths.setdefault(pattern.name, set()).add(json_path_text(segments))
+            seen.add(pattern.name)
+        for name in seen:
+            docs[name] = docs.get(name, 0) + 1
+    return [
+        {
+            "kind": "json_key",
+            "detector": name,
+            "category": patterns[name].category,
+            "severity": patterns[name].severity,
+            "matches": docs[name],
+            "paths": sorted(paths[name])[:5],
+        }
+        for name in sorted(docs)
+    ]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -925,14 +973,20 @@ def scan_database(
         sampled = [c for c in table.columns if c.sampled]
         content: dict[str, tuple[dict[str, int], int]] = {}
         copied: dict[str, dict[str, Any]] = {}
+        keyed: dict[str, list[dict[str, Any]]] = {}
         if sampled:
-            rows = sample(table, [c.name for c in sampled]) or []
+            rows = raw = sample(table, [c.name for c in sampled]) or []
             if partial_here:
                 rows = _without_masked_paths(rows, [partial_here.get(c.name) for c in sampled])
             columns_sampled += len(sampled)
             rows_sampled += len(rows)
             counts, non_null = count_content_matches(rows, len(sampled), content_patterns)
             content = {c.name: (counts[i], non_null[i]) for i, c in enumerate(sampled)}
+            for i, c in enumerate(sampled):
+                if c.type_name in ("json", "jsonb") and (c.name not in masked_here or c.name in partial_here):
+                    keys = json_key_reasons((row[i] for row in raw), partial_here.get(c.name) or ())
+                    if keys:
+                        keyed[c.name] = keys
             if copies is not None:
                 for i, c in enumerate(sampled):
                     if (c.name not in masked_here or c.name in partial_here) and (
@@ -976,6 +1030,7 @@ def scan_database(
                         "matches": n,
                     }
                 )
+            reasons += keyed.get(column.name, [])
             if column.name in copied:
                 reasons.append(copied[column.name])
             if not reasons:
@@ -996,7 +1051,7 @@ def scan_database(
                 else:  # values left as they are (or the sample failed: recorded in errors)
                     allow_status(finding, candidates)
             elif column.name in masked_here and not (
-                column.name in partial_here and (col_counts or column.name in copied)
+                column.name in partial_here and (col_counts or column.name in copied or column.name in keyed)
             ):
                 finding.status = STATUS_MASKED
             else:

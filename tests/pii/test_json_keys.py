@@ -1,0 +1,56 @@
+"""The PII scan reads the keys of sampled json/jsonb documents as it reads column names (real
+PostgreSQL): a credential or a name under a key no content detector can judge is a finding, unless a
+``json`` rule masks that path; the finding names the paths, and suggest builds the rule from them."""
+
+from __future__ import annotations
+
+from pg_helpers import new_database
+
+from scalingo_staging_sync.pgconn import PgTarget
+from scalingo_staging_sync.pii.scanner import scan_target
+
+SCHEMA = """
+CREATE TABLE mfa_authenticator (id int PRIMARY KEY, type text, data jsonb NOT NULL);
+INSERT INTO mfa_authenticator SELECT i, 'totp', jsonb_build_object('secret', upper(md5(i::text)))
+FROM generate_series(1, 30) i;
+CREATE TABLE orders (id int PRIMARY KEY, doc jsonb);
+INSERT INTO orders SELECT i, jsonb_build_object(
+    'shipping', jsonb_build_object('email', 'c' || i || '@shop.example', 'name', 'Name' || i || ' Surname'),
+    'items', jsonb_build_array(jsonb_build_object('name', 'Widget', 'qty', i)))
+FROM generate_series(1, 30) i;
+CREATE TABLE webhooks (id int PRIMARY KEY, payload json);
+INSERT INTO webhooks SELECT i, json_build_object('event', 'paid', 'next_page_token', 'CAUQ' || i)
+FROM generate_series(1, 30) i;
+"""
+
+
+def test_credentials_and_names_under_json_keys_are_findings(staging_pg16):
+    pg = staging_pg16
+    with new_database(pg, "jsonkeys") as name:
+        pg.execute(SCHEMA, name)
+        target = PgTarget(host=pg.host, port=pg.port, user=pg.user, dbname=name)
+        report = scan_target(target)
+        by_column = {f.qualified_name: f for f in report.findings}
+        mfa = by_column["public.mfa_authenticator.data"]
+        assert mfa.status == "unmasked" and mfa.severity == "high"
+        assert "json key:auth.secret at secret (30/30 sampled)" in mfa.reason
+        orders = by_column["public.orders.doc"]
+        assert "json key:personal.name_in_person_table at shipping.name" in orders.reason
+        assert "items" not in orders.reason  # a product's name is nobody's
+        assert "public.webhooks.payload" not in by_column
+
+        # a json rule masking the e-mail path leaves the name beside it: still a finding; masking both
+        # clears it (the name is judged beside the e-mail even when the e-mail is masked)
+        only_email = scan_target(
+            target,
+            masked_columns=["public.orders.doc"],
+            partially_masked={"public.orders.doc": ["shipping.email"]},
+        )
+        left = {f.qualified_name: f for f in only_email.unmasked}["public.orders.doc"]
+        assert "shipping.name" in left.reason and "shipping.email" not in left.reason
+        both = scan_target(
+            target,
+            masked_columns=["public.orders.doc"],
+            partially_masked={"public.orders.doc": ["shipping.email", "shipping.name"]},
+        )
+        assert "public.orders.doc" not in {f.qualified_name for f in both.unmasked}
