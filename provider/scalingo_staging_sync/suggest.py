@@ -150,12 +150,16 @@ def _by_priority(detectors: Iterable[str]) -> list[str]:
     return sorted(detectors, key=lambda d: _PRIORITY.index(d) if d in _PRIORITY else len(_PRIORITY))
 
 
+#: a ``mac`` token in a column or key name: a MAC address, not an IP or street address
+_MAC_RE = re.compile(r"(?:^|_)mac(?:_|$)")
+
+
 def _detector_spec(detector: str, name: str) -> tuple[dict[str, Any], str] | None:
     """The transformer spec (a copy) and why that ``detector``, fired on the column or JSON key
     ``name``, suggests, or None."""
     if detector == "personal.name":
         return _name_spec(name)
-    if detector == "network.ip" and re.search(r"(?:^|_)mac(?:_|$)", normalize_name(name)):
+    if detector == "network.ip" and _MAC_RE.search(normalize_name(name)):
         return {"transformer": "hash"}, "MAC address: keyed hash"
     if detector in _BY_DETECTOR:
         spec, why = _BY_DETECTOR[detector]
@@ -240,13 +244,12 @@ def suggest_for(finding: Finding, catalog: Any, documents: Sequence[Any] | None 
     ]
     if names:  # the name says what the column is: a few look-alike values do not override it
         detectors = [r["detector"] for r in finding.reasons if r not in weak]
-        mac = re.search(r"(?:^|_)mac(?:_|$)", normalize_name(finding.column))
+        mac = _MAC_RE.search(normalize_name(finding.column))
         if mac or {"ipv4", "ipv6"} & set(detectors):  # "address" named an IP or MAC address: not a street
             detectors = [d for d in detectors if d != "contact.address"]
+        # IP addresses in under half of the values (version numbers in a user agent): not an IP column
         ips = sum(r.get("matches", 0) for r in finding.reasons if r["detector"] in ("ipv4", "ipv6"))
-        if (
-            ips * 2 < sampled
-        ):  # IP addresses in some values (version numbers in a user agent): not an IP column
+        if ips * 2 < sampled:
             detectors = [d for d in detectors if d not in ("ipv4", "ipv6")]
     elif weak and len(weak) == len(finding.reasons):
         matched = ", ".join(f"{r['detector']} {r.get('matches', 0)}" for r in weak)
