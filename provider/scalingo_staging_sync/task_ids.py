@@ -4,8 +4,8 @@ read them from here)."""
 from __future__ import annotations
 
 GATE = "safety_gate"
-#: skipped by the gate on a dry run (the gate skips its direct downstream); fetch_backup and the plan
-#: still run on a dry run (they only read) and DRY_RUN_STOP ends it after printing the plan
+#: the only task the gate skips on a dry run; it guards RESTORE_SCHEMA, which is skipped with it.
+#: fetch_backup and the plan still run on a dry run (they only read) and DRY_RUN_STOP prints the plan
 GATE_PASSED = "gate_passed"
 BACKUP = "fetch_backup"
 PLAN = "plan_anonymization"

@@ -1,16 +1,20 @@
 """The reference DAG's wiring: the provider's operators composed, values passed by templates.
 
-    safety_gate ─> gate_passed ─> fetch_backup ─> plan_anonymization (from the archive alone: rules checked,
-    every data-carrying entry classified) ─> dry_run_stop ─> restore_schema ─> prepare_masking (mapped:
-    proof + masking trigger per table) ─> load_data (every table's data, one pg_restore --jobs, masked rows
-    written once) ─> anonymize_table (mapped: drop trigger + count, or UPDATE in place)
+    safety_gate ─> gate_passed ───────────────────────────────────────────────────────┐
+               └─> fetch_backup ─> plan_anonymization (from the archive alone: rules   ├─> restore_schema
+                   checked, every data-carrying entry classified) ─────────────────────┘
+                                   plan_anonymization ─> dry_run_stop (prints the plan)
+    restore_schema ─> prepare_masking (mapped: proof + masking trigger per table) ─> load_data (every
+    table's data, one pg_restore --jobs, masked rows written once) ─> anonymize_table (mapped: drop
+    trigger + count, or UPDATE in place)
          ─> restore_post_data ─> finalize_masked_data (matviews refreshed, ANALYZE on masked data)
-         ─> pii_scan ─> verify_anonymization ─> run_seeds ─> promote ─> post_sync_commands
+         ─> pii_scan + verify_anonymization (side by side) ─> run_seeds ─> promote ─> post_sync_commands
          ─> cleanup (teardown) ─> audit_report (teardown, records the cleanup outcome)
 
 A rule error fails plan_anonymization before staging is touched. A dry run passes the gate's checks,
-fetches and plans the archive (both only read; "new" is read as "latest"), prints the plan and the
-classification at dry_run_stop and skips the rest; the cleanup removes the downloaded archive.
+which skips gate_passed only: the archive is fetched and planned (both only read; "new" is read as
+"latest"), dry_run_stop prints the plan and the classification, and restore_schema and everything after
+it are skipped with gate_passed; the cleanup removes the downloaded archive.
 
 Parsing reads no file and opens no connection: the rules file and the connections are read when tasks
 run. The only parse-time work is listing the configured rules folder, for the trigger form's
@@ -247,14 +251,13 @@ def build_reference_dag(
             scalingo_conn_id=scalingo_conn_id,
             staging_conn_id=staging_conn_id,
             on_success_callback=SyncSlackNotifier(event="start", **slack),
-            # a dry run skips only gate_passed: the backup is fetched and planned (read only), and
-            # dry_run_stop ends the run after printing the plan
-            ignore_downstream_trigger_rules=False,
+            # a dry run skips only gate_passed, which guards the restore: the backup is fetched and
+            # planned (read only), dry_run_stop prints the plan, and nothing from restore_schema on runs
+            dry_run_skips=[T.GATE_PASSED],
         )
         gate_passed = EmptyOperator(task_id=T.GATE_PASSED)
         backup = ScalingoBackupOperator(
             task_id=T.BACKUP,
-            trigger_rule="none_failed",  # gate_passed is skipped on a dry run
             scalingo_conn_id=scalingo_conn_id,
             app=setting("source_app"),
             # a dry run never asks Scalingo for a new backup: it reads the latest one
@@ -447,7 +450,14 @@ def build_reference_dag(
             on_failure_callback=None,
         ).as_teardown()
 
-        gate >> gate_passed >> backup >> plan >> dry_run_stop >> restore_schema
+        # Under a scheduler each link of the chain costs a scheduling loop (about a second), so the
+        # links that guard nothing run side by side: the download does not wait for gate_passed, and
+        # the restore does not wait for dry_run_stop (which only prints the plan). What stops a dry run
+        # is gate_passed, skipped by the gate: restore_schema (all_success) is skipped with it, and
+        # everything after it with restore_schema.
+        gate >> [gate_passed, backup]
+        backup >> plan >> [dry_run_stop, restore_schema]
+        gate_passed >> restore_schema
         restore_schema >> prepare >> load_data >> finish >> post_data
         restore_schema >> load_data >> post_data  # also when no table is masked (mapped tasks skipped)
         # the PII scan and the verification only read the masked data: side by side (one scheduler

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from airflow.providers.standard.operators.python import ShortCircuitOperator
+from airflow.providers.standard.operators.python import PythonOperator, ShortCircuitOperator
 
 from scalingo_staging_sync.errors import SyncError
 from scalingo_staging_sync.operators._base import as_bool, as_mapping, as_str, sync_errors
@@ -94,6 +94,11 @@ class SafetyGateOperator(ShortCircuitOperator):
     :param download_checker: proves an object-storage download location writable:
         ``checker(url, conn_id) -> detail`` (a callable or its import path ``"pkg.module:function"``).
         Default: ``scalingo_staging_sync.storage.probe_writable`` when the storage module has it.
+    :param dry_run_skips: task ids, each directly downstream of the gate, that a dry run skips; the
+        other downstream tasks then run on a dry run. Default (None): a dry run skips what a
+        ``ShortCircuitOperator`` skips (``ignore_downstream_trigger_rules``). The reference DAG skips
+        only ``gate_passed``, which guards the restore, so the backup is fetched while the gate's
+        marker is settled (one scheduler transition less before the download).
 
     Before the checks, leftovers of an interrupted run are finished
     (:func:`~scalingo_staging_sync.restore.targets.recover_leftovers`: scratch database dropped,
@@ -115,6 +120,7 @@ class SafetyGateOperator(ShortCircuitOperator):
         staging_conn_id: str = "staging_db",
         params_override: Any = None,
         download_checker: Any = None,
+        dry_run_skips: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("ignore_downstream_trigger_rules", True)
@@ -123,10 +129,31 @@ class SafetyGateOperator(ShortCircuitOperator):
         self.staging_conn_id = staging_conn_id
         self.params_override = params_override
         self.download_checker = download_checker
+        if isinstance(dry_run_skips, str):
+            raise GateConfigError(
+                f"dry_run_skips={dry_run_skips!r}: give a list of task ids, e.g. [{dry_run_skips!r}]"
+            )
+        self.dry_run_skips = None if dry_run_skips is None else tuple(dry_run_skips)
 
     def execute(self, context: Any) -> Any:
         with sync_errors():
-            return super().execute(context)
+            if self.dry_run_skips is None:
+                return super().execute(context)
+            task = context.get("task") or self
+            downstream = {t.task_id: t for t in task.get_direct_relatives(upstream=False)}
+            stray = [t for t in self.dry_run_skips if t not in downstream]
+            if stray:
+                raise GateConfigError(
+                    f"dry_run_skips names {stray!r}, not directly downstream of {self.task_id!r} "
+                    f"(its direct downstream tasks: {sorted(downstream)}): wire them after the gate "
+                    "or remove them from dry_run_skips"
+                )
+            # the gate's own decision, without ShortCircuitOperator's skipping of every downstream task
+            passed = PythonOperator.execute(self, context)
+            if not passed and self.dry_run_skips:
+                self.log.info("Dry run: skipping %s", ", ".join(self.dry_run_skips))
+                self.skip(ti=context["ti"], tasks=[downstream[t] for t in self.dry_run_skips])
+            return passed
 
     def _gate(self, **context: Any) -> bool:
         from scalingo_staging_sync import config

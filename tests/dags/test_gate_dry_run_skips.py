@@ -1,0 +1,91 @@
+"""The gate's ``dry_run_skips``: on a dry run only the named tasks are skipped (what waits for them is
+skipped with them, what runs beside them still runs); a name that is not directly downstream of the
+gate fails the gate before any check. The reference DAG uses it so that neither the download nor the
+restore waits for a task that guards nothing on a real run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pendulum
+import pytest
+from airflow_helpers import sync_dag, task_states
+
+pytestmark = pytest.mark.airflow
+
+
+def _gate_dag(tmp_path: Path, box, dag_id: str, dry_run_skips, dry_run: bool):
+    from airflow.providers.standard.operators.empty import EmptyOperator
+    from airflow.providers.standard.operators.python import PythonOperator
+    from airflow.sdk import DAG
+
+    from scalingo_staging_sync.operators import SafetyGateOperator
+
+    marks = tmp_path / dag_id
+    marks.mkdir()
+
+    def mark(name):
+        (marks / name).write_text("ran")
+
+    params = {
+        "target_app": box.target_app,
+        "confirm_target": None if dry_run else box.target_app,
+        "dry_run": dry_run,
+        "backup": "latest",
+        "exclude_tables": [],
+    }
+    with DAG(dag_id, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag:
+        gate = SafetyGateOperator(task_id="safety_gate", params_override=params, dry_run_skips=dry_run_skips)
+        guard = EmptyOperator(task_id="guard")
+        reader = PythonOperator(task_id="reader", python_callable=mark, op_args=["reader"])
+        writer = PythonOperator(task_id="writer", python_callable=mark, op_args=["writer"])
+        gate >> [guard, reader]
+        [guard, reader] >> writer
+    sync_dag(dag, tmp_path / f"dags-{dag_id}")
+    return dag, marks
+
+
+def test_a_dry_run_skips_only_the_named_task_and_what_waits_for_it(airflow_db, box, tmp_path):
+    dag, marks = _gate_dag(tmp_path, box, "gate_skips_dry", ["guard"], dry_run=True)
+    states = task_states(dag.test())
+    assert states["safety_gate"] == "success", states
+    assert states["guard"] == "skipped" and states["writer"] == "skipped", states
+    assert states["reader"] == "success", states  # beside the guard: it runs on a dry run
+    assert sorted(p.name for p in marks.iterdir()) == ["reader"]
+
+
+def test_a_real_run_skips_nothing(airflow_db, box, tmp_path):
+    dag, marks = _gate_dag(tmp_path, box, "gate_skips_real", ["guard"], dry_run=False)
+    states = task_states(dag.test())
+    assert all(s == "success" for s in states.values()), states
+    assert sorted(p.name for p in marks.iterdir()) == ["reader", "writer"]
+
+
+def test_a_name_not_downstream_of_the_gate_fails_it_naming_it(airflow_db, box, tmp_path, capfd):
+    dag, marks = _gate_dag(tmp_path, box, "gate_skips_stray", ["writer"], dry_run=True)
+    run = dag.test()
+    printed = "".join(capfd.readouterr())
+    assert "dry_run_skips names ['writer'], not directly downstream of 'safety_gate'" in printed
+    states = task_states(run)
+    assert str(run.state) == "failed" and states["safety_gate"] == "failed", states
+    assert not any(marks.iterdir()), "nothing after a failed gate runs"
+
+
+def test_a_single_string_is_refused_at_parse_time():
+    from scalingo_staging_sync.operators.gate import GateConfigError, SafetyGateOperator
+
+    with pytest.raises(GateConfigError, match=r"\['guard'\]"):
+        SafetyGateOperator(task_id="safety_gate", dry_run_skips="guard")
+
+
+def test_the_reference_dag_runs_side_by_side_what_guards_nothing(dag):
+    """Under a scheduler each link costs a scheduling loop: the download waits only for the gate, the
+    restore only for the plan and the guard, and dry_run_stop (printing the plan) for the plan."""
+    from scalingo_staging_sync import task_ids as T
+
+    up = {t.task_id: set(t.upstream_task_ids) for t in dag.tasks}
+    assert dag.get_task(T.GATE).dry_run_skips == (T.GATE_PASSED,)
+    assert up[T.GATE_PASSED] == {T.GATE} and up[T.BACKUP] == {T.GATE}
+    assert up[T.RESTORE_SCHEMA] == {T.PLAN, T.GATE_PASSED}
+    assert up[T.DRY_RUN_STOP] == {T.PLAN}
+    assert not dag.get_task(T.DRY_RUN_STOP).downstream_task_ids
