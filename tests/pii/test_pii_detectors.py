@@ -209,6 +209,28 @@ def test_a_column_whose_type_cannot_hold_the_thing_it_is_named_about_is_not_flag
         "text", "number", "temporal", "temporal", "key", "other"]  # fmt: skip
 
 
+def test_counts_flags_templates_and_parts_of_an_email_are_not_the_thing_they_are_named_about():
+    """django-oscar's schema failed the gate on ``num_orders_as_billing_address integer`` (a count),
+    ``is_shipping_country boolean`` and ``email_body_template text`` (a template, which --suggest-rules
+    turned into e-mail addresses)."""
+    names = lambda column, kind="text": [p.name for p in detect_by_name(column, "t", kind=kind)]  # noqa: E731
+    assert names("num_orders_as_billing_address", "number") == []
+    assert names("num_orders_as_billing_address") == ["contact.address"]  # as text it could hold one
+    assert names("is_shipping_country", "boolean") == names("phone", "boolean") == []
+    for column in ("email_body_template", "email_subject_template", "email_body_html_template",
+                   "address_format", "name_template"):  # fmt: skip
+        assert names(column) == [], column
+    for column in ("email_subject", "email_body", "email_html", "mail_message"):
+        assert names(column) == [], column  # their content is scanned: an address, a phone, a name
+    # what a number can be stays flagged, and what holds the thing itself
+    assert names("num_tel", "number") == names("phone_number", "number") == ["contact.phone"]
+    assert names("zip", "number") == ["contact.postal_code"]
+    assert names("emails") == names("contact_email") == ["contact.email"]
+    assert "contact.email" in names("email_address")
+    assert names("subject_email") == ["contact.email"]  # the match takes the last token in
+    assert names("address_text") == ["contact.address"]  # a part of an e-mail only after one
+
+
 def test_numbered_address_lines_and_pictures_of_people_are_named_personal():
     """pagila's ``address.address2`` and ``staff.picture`` (a bytea photo) were not flagged."""
     names = lambda column, table="t": [p.name for p in detect_by_name(column, table)]  # noqa: E731

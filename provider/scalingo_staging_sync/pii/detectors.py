@@ -302,6 +302,34 @@ QUALIFIER_TOKENS = ("id", "ids", "uuid", "uuids", "guid", "fk", "pk", "ref", "co
 # ``gender_code``, ``latitude_e6``): never cleared by the column's type.
 _KEPT_WHATEVER_THE_TYPE = ("identity", "financial", "medical", "biometric", "location")
 _KEPT_DETECTORS = ("personal.birth", "personal.age", "personal.demographic")
+# What no number can be, whatever its name ends with: an e-mail address, a street address, a city or
+# country, a person's name (``num_orders_as_billing_address integer`` counts orders). A phone number, a
+# postal code or a card number can be stored as one; a picture's large object has a number too (oid).
+_NEVER_A_NUMBER = (
+    "contact.email",
+    "contact.address",
+    "contact.city",
+    "contact.country",
+    "personal.name",
+    "personal.name_in_person_table",
+)
+# Last tokens of a text column that is a template or a format *for* what its name starts with
+# (``email_body_template``, ``address_format``): what it holds is judged by its content.
+TEMPLATE_TOKENS = ("template", "templates", "tpl", "format", "formats")
+# Last tokens of a text column that holds a part of an e-mail, not an address (``email_subject``,
+# ``email_body``): what it says is judged by its content (an address, a phone, a copied name).
+EMAIL_PART_TOKENS = (
+    "subject",
+    "body",
+    "html",
+    "text",
+    "content",
+    "contents",
+    "message",
+    "footer",
+    "header",
+    "signature",
+)
 
 
 def column_kind(typname: str, category: str, text_like: bool) -> str:
@@ -320,17 +348,28 @@ def column_kind(typname: str, category: str, text_like: bool) -> str:
 
 
 def _about_not_the_thing(pattern: NamePattern, normalized: str, kind: str) -> bool:
-    """True when a ``kind`` column whose name ``pattern`` matched cannot hold what the pattern names:
-    the match stops before the name's last token, that token qualifies it (``_id``, ``_count``,
-    ``_at``; any word for a boolean: ``email_verified``), and the category is not one that describes
-    the person whatever follows."""
-    if kind in ("text", "other"):
-        return False
+    """True when a ``kind`` column whose name ``pattern`` matched cannot hold what the pattern names,
+    and the category is not one that describes the person whatever follows:
+
+    - a boolean (``email_verified``, ``is_shipping_country``);
+    - a number, for what no number can be (:data:`_NEVER_A_NUMBER`: ``num_orders_as_billing_address``);
+    - a number, an instant or a uuid whose match stops before the name's last token, when that token
+      qualifies it (``_id``, ``_count``, ``_at``);
+    - a text whose match stops before its last token, when that token makes it a template or a format
+      (``email_body_template``, ``address_format``) or, for an e-mail, a part of one (``email_subject``):
+      its content is still scanned."""
     if pattern.category in _KEPT_WHATEVER_THE_TYPE or pattern.name in _KEPT_DETECTORS:
         return False
+    if kind == "boolean":
+        return True
+    if kind == "number" and pattern.name in _NEVER_A_NUMBER:
+        return True
     if any(m.end() == len(normalized) for m in pattern.compiled.finditer(normalized)):
         return False  # named for what it is: ``tax_id``, ``phone`` (a number stored as one)
-    return kind == "boolean" or normalized.rsplit("_", 1)[-1] in QUALIFIER_TOKENS
+    last = normalized.rsplit("_", 1)[-1]
+    if kind in ("text", "other"):
+        return last in TEMPLATE_TOKENS or (pattern.name == "contact.email" and last in EMAIL_PART_TOKENS)
+    return last in QUALIFIER_TOKENS
 
 
 def detect_by_name(
@@ -343,7 +382,9 @@ def detect_by_name(
     """Name patterns that match ``column`` (of ``table``). ``kind`` (:func:`column_kind`): a column
     whose type cannot hold text is not flagged by a pattern it is only *about*: ``address_id integer``
     (the key of an address), ``emails_count``, ``reset_password_sent_at timestamp``, ``email_verified
-    boolean``. A pattern whose match takes the last token in still counts (``tax_id``,
+    boolean``, ``num_orders_as_billing_address integer``; nor a text that is a template or a format
+    for it (``email_body_template``) or a part of an e-mail (``email_subject``), whose content is still
+    scanned. A pattern whose match takes the last token in still counts (``tax_id``,
     ``phone_number bigint``), and so do identity, financial, medical, biometric, location, birth, age
     and demographic names (``birth_year``, ``salary_cents``)."""
     normalized = normalize_name(column)
@@ -353,6 +394,22 @@ def detect_by_name(
         for p in patterns
         if p.matches(normalized, table_tokens) and not _about_not_the_thing(p, normalized, kind)
     ]
+
+
+#: name detectors whose column makes its table one of people, whatever the table is called
+PERSON_COLUMN_DETECTORS = ("contact.email", "contact.phone", "personal.name", "personal.birth")
+
+
+def table_of_people(table: str, columns: Iterable[tuple[str, str]]) -> str:
+    """The table name the name detectors judge ``table``'s columns with: ``table``, plus the token
+    ``person`` when one of its ``(column, kind)`` is named as a person's e-mail, phone, name or birth
+    date (:data:`PERSON_COLUMN_DETECTORS`). Its rows then describe people whatever it is called, and
+    its ``name`` and ``picture`` are theirs: django-oscar's ``reviews_productreview.name`` (an
+    anonymous reviewer's, next to their ``email``), as a JSON object with an e-mail key."""
+    for column, kind in columns:
+        if any(p.name in PERSON_COLUMN_DETECTORS for p in detect_by_name(column, table, kind=kind)):
+            return f"{table} person"
+    return table
 
 
 #: keys that make the JSON object holding them the description of a person (its "name" is a name)

@@ -57,6 +57,7 @@ from scalingo_staging_sync.pii.detectors import (
     detect_by_name,
     max_severity,
     severity_rank,
+    table_of_people,
 )
 from scalingo_staging_sync.tablename import TableName
 
@@ -591,11 +592,12 @@ class CopyIndex:
         for table in tables:
             if table.relkind != "r":
                 continue
+            context = table_of_people(table.name, [(c.name, c.kind) for c in table.columns])
             people = [
                 c.name
                 for c in table.columns
                 if c.sampled
-                and any(p.name in PEOPLE_DETECTORS for p in detect_by_name(c.name, table.name, kind=c.kind))
+                and any(p.name in PEOPLE_DETECTORS for p in detect_by_name(c.name, context, kind=c.kind))
             ]
             if not people:
                 continue
@@ -1002,11 +1004,12 @@ def scan_database(
                 rows_sampled += len(rows)
                 counts, non_null = count_content_matches(rows, len(outside_cols), content_patterns)
                 outside = {c: (counts[i], non_null[i]) for i, c in enumerate(outside_cols)}
+        context = table_of_people(table.name, [(c.name, c.kind) for c in table.columns])
         for column in table.columns:
             candidates = _candidates(table, column.name)
             reasons: list[dict[str, Any]] = [
                 {"kind": "name", "detector": p.name, "category": p.category, "severity": p.severity}
-                for p in detect_by_name(column.name, table.name, name_patterns, kind=column.kind)
+                for p in detect_by_name(column.name, context, name_patterns, kind=column.kind)
             ]
             col_counts, non_null_count = content.get(column.name, ({}, 0))
             if column.name in outside:
