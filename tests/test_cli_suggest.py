@@ -80,6 +80,10 @@ INSERT INTO public.sessions SELECT i, md5('s' || i), 'BAh7CEkiD3Nlc3Npb25faWQGOg
 -- an admin log naming the users ("Jean3 Dupont"): no detector sees a name, their copies do
 CREATE TABLE public.admin_log (id int PRIMARY KEY, object_repr varchar(200) NOT NULL, action text);
 INSERT INTO public.admin_log SELECT i, 'Jean' || i || ' Dupont', 'changed' FROM generate_series(1, 20) i;
+-- a cardholder's name in a table of no people (django-oscar's payment_bankcard): names, kept names
+CREATE TABLE public.payment_bankcard (id int PRIMARY KEY, name varchar(255) NOT NULL, number varchar(32));
+INSERT INTO public.payment_bankcard SELECT i, 'Jean' || i || ' Dupont', 'XXXX-XXXX-XXXX-' || (1000 + i)
+FROM generate_series(1, 20) i;
 -- a secret whose values happen to look like phone numbers twice in 400; a checksum column with one
 -- phone-like value in 400 (weak evidence: neither is a phone column)
 CREATE TABLE public.credentials (id int PRIMARY KEY, encrypted_password text NOT NULL, checksum text);
@@ -136,6 +140,7 @@ def test_every_suggestion_is_plannable_and_unfit_columns_fail_closed(staging_pg1
         },
     }
     assert specs["public.admin_log.object_repr"] == "fixed"  # copies of the users' names: cleared
+    assert specs["public.payment_bankcard.name"] == "full_name"  # named for names, holding names
     assert "public.admin_log.action" not in specs
     assert "copies of the names or e-mail addresses of the people of public.users" in text
     assert specs["public.django_session.session_data"] == "hash"  # NOT NULL: what a session store keeps

@@ -167,6 +167,17 @@ def _detector_spec(detector: str, name: str) -> tuple[dict[str, Any], str] | Non
     return None
 
 
+def _names_copied(finding: Finding, sampled: int) -> bool:
+    """Whether ``finding`` is only a copy of people's names in at least half of the sampled values (no
+    e-mail) of a column named for names (``name``, ``names``): django-oscar's ``payment_bankcard.name``,
+    the cardholder's, is better masked as a name than cleared."""
+    if [r["kind"] for r in finding.reasons] != ["copy"]:
+        return False
+    copy = finding.reasons[0]
+    named = {"name", "names"} & set(normalize_name(finding.column).split("_"))
+    return bool(named) and not copy.get("emails") and int(copy.get("names") or 0) * 2 >= sampled
+
+
 def _fallback(info: Any) -> tuple[dict[str, Any] | None, str]:
     """A value that removes the data when no specific transformer fits."""
     if not info.not_null:
@@ -259,6 +270,15 @@ def suggest_for(finding: Finding, catalog: Any, documents: Sequence[Any] | None 
             "query) or allow it with a reason; until then the scan fails on it"
         )
         return s
+    if not names and _names_copied(finding, sampled):  # a cardholder's `name`: names, reshaped as names
+        spec = {"transformer": "full_name"}
+        if _fits(spec, info, catalog):
+            s.spec = spec
+            s.why = (
+                "a column named for names whose values are mostly copies of the masked people's names: "
+                "a full name from the built-in lists"
+            )
+            return s
     if not names:  # found by content only: free text that holds e-mails, phones...: cleared, not reshaped
         spec, why = _fallback(info)
         if spec is not None and _fits(spec, info, catalog):
