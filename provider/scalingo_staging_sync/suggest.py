@@ -63,6 +63,10 @@ _BY_DETECTOR: dict[str, tuple[dict[str, Any], str]] = {
     "iban": ({"transformer": "hash"}, "values are valid IBANs"),
     "financial.processor_id": ({"transformer": "hash"}, "payment processor id: keyed hash"),
     "auth.secret": ({"transformer": "hash"}, "secret or credential: keyed hash"),
+    "auth.random_key": (
+        {"transformer": "hash"},
+        "random tokens under the name `key` in a table of people (a key mailed to confirm or cancel): keyed hash",
+    ),
     "auth.session_data": (
         {"transformer": "null"},
         "a session store's data (who is logged in and what the session remembers): removed",

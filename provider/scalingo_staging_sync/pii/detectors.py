@@ -412,6 +412,37 @@ def table_of_people(table: str, columns: Iterable[tuple[str, str]]) -> str:
     return table
 
 
+#: a column named ``key`` in a table of people whose values are random tokens: a key mailed to the
+#: person to confirm or cancel something (django-oscar's ``customer_productalert.key``), a credential of
+#: production: whoever holds it acts as that person there
+RANDOM_KEY_DETECTOR = "auth.random_key"
+_RANDOM_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{16,}")
+
+
+def random_key_reason(column: str, table_context: str, values: Iterable[Any]) -> dict[str, Any] | None:
+    """The ``auth.random_key`` reason of ``column`` (a name reason: the name and the values together),
+    or None. Only a column named ``key`` or ``keys`` in a table of people (``table_context`` from
+    :func:`table_of_people`) whose non-empty sampled ``values`` are at least 80 % random tokens (16 or
+    more letters, digits, ``-`` or ``_``, not all digits nor all letters), 90 % of them distinct: a
+    settings table's ``key`` (``site_name``) is not one, nor a storage key outside a table of people
+    (Active Storage's ``blobs.key``, which the staging app needs to find its files)."""
+    if normalize_name(column) not in ("key", "keys"):
+        return None
+    if not set(tokenize_name(table_context)) & set(_PERSON_TABLES):
+        return None
+    texts = [str(v).strip() for v in values if v is not None and str(v).strip()]
+    tokens = [t for t in texts if _RANDOM_TOKEN_RE.fullmatch(t) and not t.isdigit() and not t.isalpha()]
+    if not tokens or len(tokens) * 5 < len(texts) * 4 or len(set(tokens)) * 10 < len(tokens) * 9:
+        return None
+    return {
+        "kind": "name",
+        "detector": RANDOM_KEY_DETECTOR,
+        "category": "auth",
+        "severity": "high",
+        "matches": len(tokens),
+    }
+
+
 #: keys that make the JSON object holding them the description of a person (its "name" is a name)
 PERSON_KEY_RE = re.compile(
     r"(?i)e[-_]?mail|email_address|first_?name|last_?name|given_?name|family_?name|surname|birth_?date"

@@ -56,6 +56,7 @@ from scalingo_staging_sync.pii.detectors import (
     column_kind,
     detect_by_name,
     max_severity,
+    random_key_reason,
     severity_rank,
     table_of_people,
 )
@@ -976,6 +977,7 @@ def scan_database(
         content: dict[str, tuple[dict[str, int], int]] = {}
         copied: dict[str, dict[str, Any]] = {}
         keyed: dict[str, list[dict[str, Any]]] = {}
+        context = table_of_people(table.name, [(c.name, c.kind) for c in table.columns])
         if sampled:
             rows = raw = sample(table, [c.name for c in sampled]) or []
             if partial_here:
@@ -989,6 +991,10 @@ def scan_database(
                     keys = json_key_reasons((row[i] for row in raw), partial_here.get(c.name) or ())
                     if keys:
                         keyed[c.name] = keys
+                elif c.name not in masked_here:
+                    token = random_key_reason(c.name, context, (row[i] for row in raw))
+                    if token is not None:
+                        keyed[c.name] = [token]
             if copies is not None:
                 for i, c in enumerate(sampled):
                     if (c.name not in masked_here or c.name in partial_here) and (
@@ -1004,7 +1010,6 @@ def scan_database(
                 rows_sampled += len(rows)
                 counts, non_null = count_content_matches(rows, len(outside_cols), content_patterns)
                 outside = {c: (counts[i], non_null[i]) for i, c in enumerate(outside_cols)}
-        context = table_of_people(table.name, [(c.name, c.kind) for c in table.columns])
         for column in table.columns:
             candidates = _candidates(table, column.name)
             reasons: list[dict[str, Any]] = [
