@@ -274,16 +274,14 @@ def suggest_for(finding: Finding, catalog: Any, documents: Sequence[Any] | None 
             "query) or allow it with a reason; until then the scan fails on it"
         )
         return s
-    if not names and _names_copied(finding, sampled):  # a cardholder's `name`: names, reshaped as names
-        spec = {"transformer": "full_name"}
-        if _fits(spec, info, catalog):
-            s.spec = spec
+    if not names:  # found by content only: free text that holds e-mails, phones...: cleared, not reshaped
+        if _names_copied(finding, sampled) and _fits({"transformer": "full_name"}, info, catalog):
+            s.spec = {"transformer": "full_name"}  # a cardholder's `name`: names, reshaped as names
             s.why = (
                 "a column named for names whose values are mostly copies of the masked people's names: "
                 "a full name from the built-in lists"
             )
             return s
-    if not names:  # found by content only: free text that holds e-mails, phones...: cleared, not reshaped
         spec, why = _fallback(info)
         if spec is not None and _fits(spec, info, catalog):
             s.spec, s.why = spec, f"free text holding personal data (the name says nothing): {why}"

@@ -71,11 +71,14 @@ def test_a_name_not_downstream_of_the_gate_fails_it_naming_it(airflow_db, box, t
     assert not any(marks.iterdir()), "nothing after a failed gate runs"
 
 
-def test_a_single_string_is_refused_at_parse_time():
+def test_a_single_string_or_an_empty_list_is_refused_at_parse_time():
     from scalingo_staging_sync.operators.gate import GateConfigError, SafetyGateOperator
 
     with pytest.raises(GateConfigError, match=r"\['guard'\]"):
         SafetyGateOperator(task_id="safety_gate", dry_run_skips="guard")
+    # an empty list would make a dry run run everything after the gate
+    with pytest.raises(GateConfigError, match=r"dry_run_skips=\[\] skips nothing"):
+        SafetyGateOperator(task_id="safety_gate", dry_run_skips=[])
 
 
 def test_the_reference_dag_runs_side_by_side_what_guards_nothing(dag):

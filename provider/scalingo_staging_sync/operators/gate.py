@@ -133,6 +133,11 @@ class SafetyGateOperator(ShortCircuitOperator):
             raise GateConfigError(
                 f"dry_run_skips={dry_run_skips!r}: give a list of task ids, e.g. [{dry_run_skips!r}]"
             )
+        if dry_run_skips is not None and not list(dry_run_skips):
+            raise GateConfigError(
+                "dry_run_skips=[] skips nothing: a dry run would run every task after the gate; name the "
+                "task(s) that guard what writes (e.g. ['gate_passed']), or leave it unset to skip them all"
+            )
         self.dry_run_skips = None if dry_run_skips is None else tuple(dry_run_skips)
 
     def execute(self, context: Any) -> Any:
@@ -150,7 +155,7 @@ class SafetyGateOperator(ShortCircuitOperator):
                 )
             # the gate's own decision, without ShortCircuitOperator's skipping of every downstream task
             passed = PythonOperator.execute(self, context)
-            if not passed and self.dry_run_skips:
+            if not passed:
                 self.log.info("Dry run: skipping %s", ", ".join(self.dry_run_skips))
                 self.skip(ti=context["ti"], tasks=[downstream[t] for t in self.dry_run_skips])
             return passed

@@ -976,6 +976,7 @@ def scan_database(
         sampled = [c for c in table.columns if c.sampled]
         content: dict[str, tuple[dict[str, int], int]] = {}
         copied: dict[str, dict[str, Any]] = {}
+        # reasons that need the sampled values as well as the name: json keys, a random `key`
         keyed: dict[str, list[dict[str, Any]]] = {}
         context = table_of_people(table.name, [(c.name, c.kind) for c in table.columns])
         if sampled:
