@@ -64,6 +64,9 @@ class TableVerification:
     stats: dict[str, dict[str, int]] = field(default_factory=dict)
     stats_survived_columns: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    #: rows the proof sampled whose masked values were all NULL (or a fixed value already): no
+    #: original there to look for (Pay's ``stripe_account``, NULL unless the app uses Stripe Connect)
+    sampled_without_values: int = 0
     duration_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -168,6 +171,9 @@ def verify_table(
     elif result.get("masked_columns") and (check.rows_found or 0) > 0:
         if check.mode == "in_place" and result.get("condition") and check.rows_reported == 0:
             pass  # no row meets the rule's condition: none was masked, there is nothing to prove
+        elif key_columns and int(proof.get("sampled_rows") or 0) > 0:
+            # rows were sampled and found by their key, but none had an original to fingerprint
+            check.sampled_without_values = int(proof["sampled_rows"])
         else:
             check.problems.append(
                 "no residual-value proof although the table has rows and masked columns (without a primary "

@@ -84,6 +84,7 @@ def test_proof_format_skips_nulls_and_public_constants():
             {"key": ["1"], "values": {"email": fingerprint(SALT, "a@b.c")}},
             {"key": ["2"], "values": {"label": fingerprint(SALT, "secret")}},
         ],
+        "sampled_rows": 2,  # the row without a key cannot be found again: not sampled
     }
 
 
@@ -163,6 +164,29 @@ def test_in_place_proof_matches_verification(db):
     )
     with target.connect() as conn:
         assert not verify_table(conn, fake, SALT).passed
+
+
+def test_a_masked_column_null_in_every_row_is_verified_not_refused(db):
+    """Pay's ``pay_customers.stripe_account`` is NULL unless the app uses Stripe Connect: the proof has
+    no fingerprint to record, and verification failed the run ("no residual-value proof although the
+    table has rows...") on a table with a primary key. The proof now says how many rows it sampled."""
+    _pg, target = db
+    execute(target, "CREATE TABLE pay_customers (id bigint PRIMARY KEY, processor text, stripe_account text)")
+    execute(target, "INSERT INTO pay_customers SELECT g, 'stripe', NULL FROM generate_series(1, 300) g")
+    (result,) = anonymize(
+        target,
+        "source_app: p\nanonymization_tables: [{table: pay_customers, columns: {stripe_account: hash}}]",
+    )
+    assert result["proof"]["rows"] == [] and result["proof"]["sampled_rows"] == 200
+    with target.connect() as conn:
+        check = verify_table(conn, result, SALT)
+    assert check.passed, check.problems
+    assert check.sampled_without_values == 200
+    # a proof that sampled nothing (no key to find rows again by) still fails
+    keyless = dict(result, proof=build_proof({"masked_columns": ["stripe_account"]}, SALT, [], []))
+    with target.connect() as conn:
+        problems = verify_table(conn, keyless, SALT).problems
+    assert problems and "no residual-value proof" in problems[0]
 
 
 def test_retry_after_a_real_deadlock(db):

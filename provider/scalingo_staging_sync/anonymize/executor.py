@@ -203,6 +203,7 @@ def build_proof(
     emails: set[str] = set()
     names: set[str] = set()
     out_rows = []
+    sampled = 0  # rows with a key: those whose masked values are all NULL have nothing to fingerprint
     if key_columns and masked:
         for row in rows:
             if people:
@@ -212,6 +213,7 @@ def build_proof(
             key = [row.get(k) for k in key_columns]
             if all(k is None for k in key):  # a NULL part is looked up with IS NULL (verification)
                 continue
+            sampled += 1
             values = {
                 col: fingerprint(salt, row[col])
                 for col in masked
@@ -219,7 +221,12 @@ def build_proof(
             }
             if values:
                 out_rows.append({"key": key, "values": values})
-    proof: dict[str, Any] = {"algorithm": ALGORITHM, "key_columns": list(key_columns), "rows": out_rows}
+    proof: dict[str, Any] = {
+        "algorithm": ALGORITHM,
+        "key_columns": list(key_columns),
+        "rows": out_rows,
+        "sampled_rows": sampled,
+    }
     if emails or names:
         key = phrase_key(salt)
         proof["phrases"] = {
