@@ -276,3 +276,36 @@ def test_keys_of_json_documents_are_judged_as_column_names():
         ("guests.*.first_name", "personal.name")
     ]
     assert found({"tags": ["first_name"], "count": 3, "first_name": None}) == []  # values, not keys
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        # a Rails app's polymorphic and STI type columns, ActiveJob class names: `::` is a valid IPv6
+        # address (and `e::` too) when the match is not held to word edges
+        "CommentNotifier::Notification",
+        "ActionMailer::MailDeliveryJob",
+        "Devise::Mailer",
+        "Admin::User",
+        "dead::beef",
+        # a UUID's digits: a French phone number, a Luhn-valid card number grouped as no card is
+        "04151108-40c7-c2c9-308c-4954d7ee656a",
+        "7d0a3b65-0783-8862-6642-30fc4dc91622",
+        "{7d0a3b65-0783-8862-6642-30fc4dc91622}",
+        # an order number: 13 Luhn-valid digits with a Visa prefix, grouped 9-4 and glued to a letter
+        "R412916409-1889",
+        "412916409-1889",
+    ],
+)
+def test_look_alikes_of_a_rails_app_are_not_flagged(value):
+    assert detect_in_value(value) == []
+
+
+def test_real_ips_cards_and_phones_are_still_found_next_to_the_look_alikes():
+    assert "ipv6" in detect_in_value("from ::1 and fe80::1")
+    assert "ipv6" in detect_in_value("client 2a01:cb00:8a1:5e00::12 connected")
+    for card in ("4111111111111111", "4111 1111 1111 1111", "4111-1111-1111-1111", "3782 822463 10005"):
+        assert "card_number" in detect_in_value(f"paid with {card}."), card
+    assert "card_number" not in detect_in_value("4111 1111-1111 1111")  # separators mixed: not written so
+    assert "phone_fr" in detect_in_value("tel:0612345678.")
+    assert "phone_fr" in detect_in_value("job 04151108-40c7-c2c9-308c-4954d7ee656a, call 06 12 34 56 78")

@@ -561,9 +561,18 @@ _CARD_PREFIX = re.compile(
 )
 
 
+#: how a card number is written in groups: fours (the last group shorter, 13 to 19 digits), or
+#: American Express's and Diners Club's 4-6-5 and 4-6-4
+_CARD_GROUPS = re.compile(r"\d{4}(?:([ -])\d{4}){2}(?:\1\d{4})?(?:\1\d{1,4})?|\d{4}([ -])\d{6}\2\d{4,5}")
+
+
 def card_number_valid(candidate: str) -> bool:
-    """A known card brand prefix and length, and a valid Luhn checksum."""
+    """A known card brand prefix and length, and a valid Luhn checksum; written in one run of digits
+    or in a card's groups (``4111 1111 1111 1111``, ``3782 822463 10005``): digits grouped otherwise
+    are an order number or a UUID's digits (``R412916409-1889``, ``65-0783-8862-6642-30``)."""
     digits = re.sub(r"[\s-]", "", candidate)
+    if digits != candidate and not _CARD_GROUPS.fullmatch(candidate):
+        return False
     return bool(_CARD_PREFIX.match(digits)) and luhn_valid(digits)
 
 
@@ -573,10 +582,15 @@ def _ipv4_valid(candidate: str) -> bool:
 
 
 def _ipv6_valid(candidate: str) -> bool:
+    """A valid IPv6 address with a digit in it: ``::`` alone (Ruby's ``Admin::User``, a C++ scope)
+    and hex words (``dead::beef``) are not an address anyone has."""
     import ipaddress
 
+    address = candidate.split("/")[0]
+    if not any(ch.isdigit() for ch in address):
+        return False
     try:
-        ipaddress.IPv6Address(candidate.split("/")[0])
+        ipaddress.IPv6Address(address)
     except ValueError:
         return False
     return True
@@ -623,7 +637,7 @@ DEFAULT_CONTENT_PATTERNS: tuple[ContentPattern, ...] = (
     ),
     ContentPattern(
         "phone_fr",
-        _B + r"(?:(?:\+|00)33[\s.-]?(?:\(0\)[\s.-]?)?|0)[1-9](?:[\s.-]?\d{2}){4}" + r"(?![\d])",
+        _B + r"(?:(?:\+|00)33[\s.-]?(?:\(0\)[\s.-]?)?|0)[1-9](?:[\s.-]?\d{2}){4}" + r"(?![\w])",
         "high",
         needs_digit=True,
     ),
@@ -644,7 +658,7 @@ DEFAULT_CONTENT_PATTERNS: tuple[ContentPattern, ...] = (
     ),
     ContentPattern(
         "card_number",
-        r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])",
+        r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])",
         "high",
         card_number_valid,
         needs_digit=True,
@@ -659,7 +673,7 @@ DEFAULT_CONTENT_PATTERNS: tuple[ContentPattern, ...] = (
     ),
     ContentPattern(
         "ipv6",
-        r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Fa-f:])",
+        r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])",
         "medium",
         _ipv6_valid,
         hint=":",
@@ -680,8 +694,14 @@ def content_pattern_from_dict(item: Mapping[str, object]) -> ContentPattern:
     )
 
 
+#: a value that is only a UUID: its digits can look like a phone or a card number, it is neither
+UUID_RE = re.compile(r"\{?[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{12}\}?")
+
+
 def detect_in_value(value: str, patterns: Sequence[ContentPattern] = DEFAULT_CONTENT_PATTERNS) -> list[str]:
-    """Names of the content detectors that match ``value``."""
+    """Names of the content detectors that match ``value`` (none for a value that is a UUID)."""
+    if UUID_RE.fullmatch(value.strip()):
+        return []
     return [p.name for p in patterns if p.matches(value)]
 
 

@@ -50,6 +50,7 @@ from scalingo_staging_sync.errors import SyncError
 from scalingo_staging_sync.pgconn import turn_off_timeouts
 from scalingo_staging_sync.pii import DEFAULT_SAMPLE_ROWS
 from scalingo_staging_sync.pii.detectors import (
+    UUID_RE,
     ContentPattern,
     NamePattern,
     build_patterns,
@@ -742,6 +743,8 @@ def count_content_matches(
             if value is None or value == "":
                 continue
             non_null[index] += 1
+            if len(value) <= 38 and UUID_RE.fullmatch(value.strip()):
+                continue  # a UUID's digits look like a phone or a card number now and then
             has_digit = any(ch.isdigit() for ch in value)
             for pattern in patterns:
                 if pattern.needs_digit and not has_digit:
