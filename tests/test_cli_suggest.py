@@ -214,3 +214,82 @@ def test_copies_of_names_can_be_left_out_of_the_scan(staging_pg16):
     without = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--no-copies")
     assert "public.admin_log.object_repr" in with_copies.stdout
     assert "public.admin_log.object_repr" not in without.stdout and without.returncode == 1
+
+
+RAILS_SCHEMA = """
+-- a Rails app's shapes: friendly_id slugs made of the users' names, ahoy_email's recipients, ahoy
+-- events naming people under keys named for nothing, Active Storage file names, Ruby class names in
+-- STI/polymorphic type columns, ActiveJob ids
+CREATE TABLE users (id bigint PRIMARY KEY, first_name varchar, last_name varchar, email varchar NOT NULL,
+  slug varchar);
+CREATE UNIQUE INDEX index_users_on_slug ON users (slug);
+INSERT INTO users SELECT i, f, l, lower(f) || '.' || i || '@gmail.example', lower(f) || '-' || lower(l) || '-' || i
+FROM (SELECT i, (ARRAY['Hélène', 'Jean', 'Amélie', 'Björn', 'Zoé'])[1 + i % 5] || i AS f,
+             (ARRAY['Dupré', 'Lefèvre', 'Muller', 'Castaño', 'Nguyen'])[1 + i % 5] AS l
+      FROM generate_series(1, 60) i) s;
+UPDATE users SET slug = translate(lower(first_name), 'éèöñ', 'eeon') || '-' || translate(lower(last_name), 'éèüñ', 'eeun');
+CREATE TABLE friendly_id_slugs (id bigint PRIMARY KEY, slug varchar NOT NULL, sluggable_type varchar(50));
+INSERT INTO friendly_id_slugs SELECT id, slug, 'User' FROM users;
+CREATE TABLE ahoy_messages (id bigint PRIMARY KEY, "to" text, mailer varchar);
+INSERT INTO ahoy_messages SELECT id, email, 'UserMailer#welcome' FROM users;
+CREATE TABLE ahoy_events (id bigint PRIMARY KEY, name varchar, properties jsonb);
+INSERT INTO ahoy_events SELECT id, 'Searched users', jsonb_build_object('query', first_name || ' ' || last_name,
+  'url', 'https://shop.example/users/' || slug, 'page', 'search') FROM users;
+CREATE TABLE active_storage_blobs (id bigint PRIMARY KEY, key varchar NOT NULL, filename varchar NOT NULL);
+INSERT INTO active_storage_blobs SELECT id, md5(id::text), 'CV ' || first_name || ' ' || last_name || '.pdf' FROM users;
+CREATE TABLE noticed_notifications (id bigint PRIMARY KEY, type varchar, recipient_type varchar NOT NULL);
+INSERT INTO noticed_notifications SELECT g, 'CommentNotifier::Notification', 'Admin::User' FROM generate_series(1, 50) g;
+CREATE TABLE solid_queue_jobs (id bigint PRIMARY KEY, class_name varchar NOT NULL, active_job_id varchar);
+INSERT INTO solid_queue_jobs SELECT g, 'ActionMailer::MailDeliveryJob',
+  '04151108-40c7-c2c9-308c-' || lpad(to_hex(g), 12, '0') FROM generate_series(1, 50) g;
+"""
+
+
+def test_a_rails_apps_columns_get_what_they_hold(staging_pg16, tmp_path):
+    """Found on a Rails 7 app (devise, friendly_id, ahoy, Active Storage, noticed, solid_queue): slugs
+    and file names made of the users' names were not flagged, a column of recipients' e-mail addresses
+    was cleared instead of masked as e-mail addresses, a JSON key naming a person under a neutral name
+    was kept, and the Ruby class names of type columns were taken for IPv6 addresses and cleared."""
+    name = "cli_suggest_rails"
+    staging_pg16.create_database(name)
+    staging_pg16.execute(RAILS_SCHEMA, name)
+    out = tmp_path / "rules.yaml"
+    proc = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--suggest-rules", str(out))
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    rules = load_rules(out)
+    specs = {f"{r.qualified}.{c}": s for r in rules.anonymization_tables for c, s in r.columns.items()}
+    # friendly_id's slugs (accents dropped, as parameterize does): hashed alike in both tables
+    assert specs["public.users.slug"]["transformer"] == "hash"
+    assert specs["public.friendly_id_slugs.slug"]["transformer"] == "hash"
+    assert specs["public.active_storage_blobs.filename"]["transformer"] == "hash"  # "CV Hélène1 Dupré.pdf"
+    assert specs["public.ahoy_messages.to"] == {"transformer": "email"}  # every value an address
+    assert specs["public.ahoy_events.properties"] == {
+        "transformer": "json",
+        "paths": {"query": "full_name", "url": "null"},  # the name alone, a URL holding the slug
+    }
+    for clean in ("noticed_notifications", "solid_queue_jobs"):
+        assert f"public.{clean}." not in text, clean  # not suggested, not left for review
+    assert "REVIEW" not in text
+
+    target = PgTarget(host=staging_pg16.host, port=staging_pg16.port, user=staging_pg16.user, dbname=name)
+    items = plan_anonymization(target, rules)
+    for item in items:
+        run_table_plan(item, target, SALT)
+    same = staging_pg16.execute(
+        "SELECT count(*) FROM users u JOIN friendly_id_slugs f USING (id) WHERE u.slug = f.slug"
+        " AND u.slug !~ '-'",
+        name,
+    )
+    assert same == [(60,)]  # the same keyed hash in both tables: friendly_id's history still resolves
+    joined = staging_pg16.execute(
+        'SELECT count(*) FROM users u JOIN ahoy_messages m ON m."to" = u.email', name
+    )
+    assert joined == [(60,)]
+    report = scan_target(
+        target,
+        masked_columns=masked_columns_from_plan(items),
+        allow=list(rules.pii_scan.allow),
+        partially_masked=partially_masked_from_plan(items),
+    )
+    assert [f.qualified_name for f in report.unmasked] == []

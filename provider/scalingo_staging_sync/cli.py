@@ -298,7 +298,7 @@ def scan(
         if suggest_out is not None:
             from scalingo_staging_sync.suggest import render_rules_yaml, suggest_rules
 
-            suggested = suggest_rules(conn, report)
+            suggested = suggest_rules(conn, report, copies=kwargs.get("copies"))
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
     else:

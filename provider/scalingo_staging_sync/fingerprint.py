@@ -35,7 +35,7 @@ def fingerprint(salt: str, value: str) -> str:
 # "Jean Dupont" in object_repr, an audit trail or a note names the customer). Hashes only: no value
 # leaves the database in the clear.
 
-PHRASE_ALGORITHM = "blake2b-64/phrases-v1"
+PHRASE_ALGORITHM = "blake2b-64/phrases-v2"
 #: transformers whose originals identify a person and are compared elsewhere
 PHRASE_TRANSFORMERS = frozenset({"email", "first_name", "last_name", "full_name"})
 MAX_PHRASE_WORDS = 4
@@ -67,8 +67,36 @@ def _is_email(word: str) -> bool:
     return bool(local) and "." in domain and len(word) >= 6
 
 
+#: what separates the words of a slug, a handle, a file name or a URL ("jean-dupont", "@jean_dupont",
+#: "cv-jean-dupont.pdf", "/users/jean.dupont")
+_SLUG_SPLIT = re.compile(r"[\W_]+")
+
+
+#: letters NFKD does not decompose, written in ASCII as Rails' ``parameterize`` and Django's
+#: ``slugify`` (with unidecode) write them
+_FOLDED = str.maketrans({"ø": "o", "ł": "l", "đ": "d", "ð": "d", "þ": "th", "æ": "ae", "œ": "oe", "ı": "i"})
+
+
+def _ascii_folded(text: str) -> str:
+    """``text`` (lower-cased) without its accents ("hélène dupré" -> "helene dupre", "łukasiewicz" ->
+    "lukasiewicz"), as a slug writes it."""
+    import unicodedata
+
+    decomposed = unicodedata.normalize("NFKD", text.translate(_FOLDED))
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def name_forms(phrase: str) -> set[str]:
+    """A name phrase (lower-cased words joined by spaces) and the forms a slug, a handle or a file
+    name gives it: words split at hyphens, dots and underscores ("jean-pierre dupont" -> "jean pierre
+    dupont"), accents removed ("hélène dupré" -> "helene dupre")."""
+    split = " ".join(w for w in _SLUG_SPLIT.split(phrase) if w)
+    return {form for p in (phrase, split) for form in (p, _ascii_folded(p)) if form}
+
+
 def row_phrases(values: list[str]) -> tuple[set[str], set[str]]:
-    """(e-mails, names) of one sampled row's originals (the values of its person columns)."""
+    """(e-mails, names) of one sampled row's originals (the values of its person columns); each name
+    also in its :func:`name_forms`."""
     emails: set[str] = set()
     names: set[str] = set()
     single: list[str] = []
@@ -85,7 +113,7 @@ def row_phrases(values: list[str]) -> tuple[set[str], set[str]]:
         for b in single:
             if a != b:
                 names.add(f"{a} {b}")
-    return emails, {n for n in names if len(n) >= 5}
+    return emails, {form for n in names if len(n) >= 5 for form in name_forms(n)}
 
 
 def first_word_tag(key: bytes, word: str) -> int:
@@ -97,13 +125,18 @@ def first_word_tag(key: bytes, word: str) -> int:
 
 def text_phrases(text: str, firsts: Container[int] | None = None, key: bytes = b"") -> list[tuple[str, bool]]:
     """The phrases of a sampled value that a masked original could be: ``(phrase, is_email)`` for
-    each e-mail address and each run of two to four words (with ``firsts``, only the runs whose first
-    word's :func:`first_word_tag` under ``key`` is in it)."""
+    each e-mail address and each run of two to four words, the words split at white space and again
+    at any other separator (a slug's "jean-dupont", a file name's "cv_jean_dupont.pdf"); with
+    ``firsts``, only the runs whose first word's :func:`first_word_tag` under ``key`` is in it."""
     lowered = text.casefold()
     out = [(m, True) for m in _EMAIL_RE.findall(lowered)] if "@" in lowered else []
     ws = words(lowered)
-    for i in range(len(ws) - 1):
-        if firsts is not None and first_word_tag(key, ws[i]) not in firsts:
-            continue
-        out += [(" ".join(ws[i : i + n]), False) for n in range(2, MAX_PHRASE_WORDS + 1) if i + n <= len(ws)]
+    split = [w for w in _SLUG_SPLIT.split(lowered) if w]
+    for seq in (ws, split) if split != ws else (ws,):
+        for i in range(len(seq) - 1):
+            if firsts is not None and first_word_tag(key, seq[i]) not in firsts:
+                continue
+            out += [
+                (" ".join(seq[i : i + n]), False) for n in range(2, MAX_PHRASE_WORDS + 1) if i + n <= len(seq)
+            ]
     return out

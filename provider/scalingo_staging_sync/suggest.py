@@ -182,6 +182,26 @@ def _names_copied(finding: Finding, sampled: int) -> bool:
     return bool(named) and not copy.get("emails") and int(copy.get("names") or 0) * 2 >= sampled
 
 
+#: name tokens of a column holding one identifier per row, built from a person's name by the app (a
+#: slug "jean-dupont", a handle, an uploaded file's name): copies there are hashed, not cleared, so
+#: the values stay distinct and the same in every table (friendly_id's users.slug and its history)
+_IDENTIFIER_TOKENS = frozenset(
+    {"slug", "slugs", "permalink", "handle", "username", "login", "nickname", "filename", "file_name"}
+)
+
+
+def _copied_identifier(finding: Finding, info: Any, catalog: Any) -> dict[str, Any] | None:
+    """A keyed hash for a column named as an identifier whose only finding is copies of people's names
+    or e-mail addresses (users.slug "jean-dupont"), or None."""
+    if [r["kind"] for r in finding.reasons] != ["copy"] or info.category != "string":
+        return None
+    tokens = set(normalize_name(finding.column).split("_"))
+    if not (tokens & _IDENTIFIER_TOKENS or normalize_name(finding.column) in _IDENTIFIER_TOKENS):
+        return None
+    spec = _hash_for(info)
+    return spec if _fits(spec, info, catalog) else None
+
+
 def _fallback(info: Any) -> tuple[dict[str, Any] | None, str]:
     """A value that removes the data when no specific transformer fits."""
     if not info.not_null:
@@ -219,9 +239,46 @@ def _hash_for(info: Any) -> dict[str, Any]:
     return {"transformer": "hash", "length": length}
 
 
-def suggest_for(finding: Finding, catalog: Any, documents: Sequence[Any] | None = None) -> Suggestion:
+#: share of a column's sampled values that must be only an e-mail address (a phone number, an IP
+#: address) for a column named for nothing to be masked as one
+WHOLE_VALUE_SHARE = 0.9
+
+
+def _whole_value_spec(
+    finding: Finding, values: Sequence[str] | None, info: Any, catalog: Any
+) -> tuple[dict[str, Any], str] | None:
+    """The transformer of a content detector whose match is the whole value in nearly all the sampled
+    ``values`` of a column named for nothing (ahoy_email's ``ahoy_messages.to``: recipients' e-mail
+    addresses, masked as e-mail addresses so they stay the same as the users' own), or None."""
+    from scalingo_staging_sync.pii.detectors import detect_in_value
+
+    present = [v.strip() for v in values or () if v and v.strip()]
+    if not present:
+        return None
+    content = {r["detector"] for r in finding.reasons if r["kind"] == "content"}
+    for detector in _by_priority(content):
+        whole = _WHOLE_VALUE.get(detector)
+        if whole is None or detector not in _BY_DETECTOR:
+            continue
+        hits = sum(1 for v in present if whole.fullmatch(v) and detector in detect_in_value(v))
+        if hits >= WHOLE_VALUE_SHARE * len(present):
+            spec, why = _BY_DETECTOR[detector]
+            spec = _hash_for(info) if spec["transformer"] == "hash" else dict(spec)
+            if _fits(spec, info, catalog):
+                return spec, f"{hits} of {len(present)} sampled values are only that: {why}"
+    return None
+
+
+def suggest_for(
+    finding: Finding,
+    catalog: Any,
+    documents: Sequence[Any] | None = None,
+    values: Sequence[str] | None = None,
+    copies: Any = None,
+) -> Suggestion:
     """The suggestion for one finding; ``catalog`` is :class:`~..planner.TableCatalog` (or None);
-    ``documents``: sampled values of a json/jsonb column, parsed (see :func:`json_path_specs`)."""
+    ``documents``: sampled values of a json/jsonb column, parsed (see :func:`json_path_specs`);
+    ``values``: sampled values of a text column found by its content alone."""
     table = TableName(finding.schema, finding.table)
     s = Suggestion(finding.qualified_name, table, finding.column, finding.reason)
     detectors = [r["detector"] for r in finding.reasons]
@@ -237,7 +294,7 @@ def suggest_for(finding: Finding, catalog: Any, documents: Sequence[Any] | None 
         s.review = "generated column: it is recomputed from its sources; mask those"
         return s
     if info.category == "json" and documents:
-        paths, problem = json_path_specs(documents)
+        paths, problem = json_path_specs(documents, copies)
         if paths and not problem:
             spec = {"transformer": "json", "paths": paths}
             if _fits(spec, info, catalog):
@@ -275,11 +332,23 @@ def suggest_for(finding: Finding, catalog: Any, documents: Sequence[Any] | None 
         )
         return s
     if not names:  # found by content only: free text that holds e-mails, phones...: cleared, not reshaped
+        whole_spec = _whole_value_spec(finding, values, info, catalog)
+        if whole_spec is not None:  # ... unless each value is only that: reshaped as that
+            s.spec, s.why = whole_spec
+            return s
         if _names_copied(finding, sampled) and _fits({"transformer": "full_name"}, info, catalog):
             s.spec = {"transformer": "full_name"}  # a cardholder's `name`: names, reshaped as names
             s.why = (
                 "a column named for names whose values are mostly copies of the masked people's names: "
                 "a full name from the built-in lists"
+            )
+            return s
+        identifier = _copied_identifier(finding, info, catalog)
+        if identifier is not None:
+            s.spec = identifier
+            s.why = (
+                "an identifier made of people's names (a slug, a handle, a file name): keyed hash, "
+                "distinct values stay distinct and equal ones equal in every table"
             )
             return s
         spec, why = _fallback(info)
@@ -314,11 +383,13 @@ JSON_SAMPLE_ROWS = 200
 
 
 def suggest_rules(
-    conn: Any, report: ScanReport, *, json_sample_rows: int = JSON_SAMPLE_ROWS
+    conn: Any, report: ScanReport, *, json_sample_rows: int = JSON_SAMPLE_ROWS, copies: Any = None
 ) -> SuggestedRules:
     """One :class:`Suggestion` per finding of ``report`` (scanned through ``conn``). A json/jsonb
     column's documents are sampled again (``json_sample_rows``, whole: the scan's samples are cut) to
-    find the paths that hold personal data."""
+    find the paths that hold personal data (with ``copies``, the scan's
+    :class:`~..pii.scanner.CopyIndex`, also those holding copies of people's names and e-mails); a
+    text column found by its content alone, to see whether its values are only that content."""
     from scalingo_staging_sync.anonymize.planner import read_table
 
     catalogs: dict[tuple[str, str], Any] = {}
@@ -328,11 +399,32 @@ def suggest_rules(
         if key not in catalogs:
             catalogs[key] = read_table(conn, *key)
         info = catalogs[key].columns.get(finding.column) if catalogs[key] is not None else None
-        documents = None
+        documents = values = None
         if info is not None and info.category == "json" and not finding.allow_reason:
             documents = _sample_documents(conn, finding, json_sample_rows)
-        out.suggestions.append(suggest_for(finding, catalogs[key], documents))
+        elif (
+            info is not None
+            and info.category in ("string", "inet")
+            and not finding.allow_reason
+            and all(r["kind"] != "name" for r in finding.reasons)
+            and any(r["detector"] in _WHOLE_VALUE for r in finding.reasons if r["kind"] == "content")
+        ):
+            values = _sample_texts(conn, finding, json_sample_rows)
+        out.suggestions.append(suggest_for(finding, catalogs[key], documents, values, copies))
     return out
+
+
+def _sample_texts(conn: Any, finding: Finding, rows: int) -> list[str]:
+    from psycopg import sql
+
+    query = sql.SQL("SELECT {col}::text FROM {table} WHERE {col} IS NOT NULL LIMIT {rows}").format(
+        col=sql.Identifier(finding.column),
+        table=sql.Identifier(finding.schema, finding.table),
+        rows=sql.Literal(rows),
+    )
+    with conn.cursor() as cur:
+        cur.execute(query)
+        return [row[0] for row in cur.fetchall()]
 
 
 def _sample_documents(conn: Any, finding: Finding, rows: int) -> list[Any]:
@@ -356,11 +448,13 @@ _WHOLE_VALUE = {
     "phone_e164": re.compile(r"[+0-9 ().-]+"),
     "iban": re.compile(r"[A-Za-z0-9 ]+"),
     "card_number": re.compile(r"[0-9 -]+"),
+    "ipv4": re.compile(r"[0-9.]+(?:/\d{1,2})?"),
+    "ipv6": re.compile(r"[0-9A-Fa-f:.]+(?:/\d{1,3})?"),
     "jwt": re.compile(r"\S+"),
 }
 
 
-def json_path_specs(documents: Sequence[Any]) -> tuple[dict[str, str], str | None]:
+def json_path_specs(documents: Sequence[Any], copies: Any = None) -> tuple[dict[str, str], str | None]:
     """The ``json`` transformer's ``paths`` for sampled documents: each string value whose key's name
     (as a column name would be judged) or content looks like personal data gets a path (keys joined
     by '.', ``*`` for the elements of an array) and a transformer of a text value: the key's name
@@ -368,8 +462,13 @@ def json_path_specs(documents: Sequence[Any]) -> tuple[dict[str, str], str | Non
     is the whole value (an e-mail address -> email, an IBAN -> hash), else ``null`` (free text
     holding personal data is cleared). A key holding '.' is quoted (``"owner.email"``). Returns
     ``(paths, problem)``: ``problem`` names what a path cannot express (a key "" or "*", personal data
-    at the document's root, three nested arrays)."""
+    at the document's root, three nested arrays). With ``copies`` (the scan's
+    :class:`~..pii.scanner.CopyIndex`), a value holding a copy of a person's name or e-mail address
+    gets a path too, under a key named for nothing (an analytics event's ``{"query": "Jean Dupont"}``,
+    a notification's message naming its author): ``full_name`` when the value is that name alone,
+    else ``null``."""
     from scalingo_staging_sync.anonymize.transformers import ColumnInfo, get_transformer, json_path_text
+    from scalingo_staging_sync.fingerprint import MAX_PHRASE_WORDS, words
     from scalingo_staging_sync.pii.detectors import detect_by_name, detect_in_value
 
     text = ColumnInfo(name="value", type_sql="text", base_type="text")
@@ -382,23 +481,29 @@ def json_path_specs(documents: Sequence[Any]) -> tuple[dict[str, str], str | Non
         # of people (a login provider's profile: {"email", "given_name", "name", "picture"})
         names = [p.name for p in detect_by_name(key, "person" if person else "")] if key else []
         content = detect_in_value(value)
+        copied = ""
         if not names and not content:
-            return
+            n_emails, n_names, _ = copies.matches([value]) if copies is not None else (0, 0, [])
+            if not n_emails and not n_names:
+                return
+            alone = n_names and not n_emails and 2 <= len(words(value)) <= MAX_PHRASE_WORDS
+            copied = "full_name" if alone else "null"  # a URL or a slug naming them: cleared
         if not path:
             problems.append("the document itself is a string holding personal data")
             return
         if unnamable or path.count("*") > 2:
             problems.append(f"the value under {path!r} cannot be named by a json path")
             return
-        spec = ""
+        spec = copied
         for detector in _by_priority(names):
             chosen = _detector_spec(detector, key)
             if chosen is not None:
                 spec = chosen[0]["transformer"]
                 break
-        if not spec:
+        if not spec and content:
             whole = [d for d in content if d in _WHOLE_VALUE and _WHOLE_VALUE[d].fullmatch(value.strip())]
             spec = _BY_DETECTOR[whole[0]][0]["transformer"] if whole else "null"
+        spec = spec or "null"
         if spec != "null" and get_transformer(spec).check(text, {}):
             spec = "null"  # does not apply to a text value (a birth date: date_shift)
         found.setdefault(json_path_text(path), []).append(spec)

@@ -52,6 +52,46 @@ def test_phrases_of_originals_and_of_sampled_text():
     assert ("jean dupont", False) in text_phrases('{"name": "Jean Dupont", "n": 3}')
 
 
+def test_names_in_the_forms_slugs_and_file_names_give_them():
+    """friendly_id's ``users.slug`` ("helene-dupre"), a handle ("@jean_dupont"), an upload's file name
+    ("cv-jean-dupont.pdf") hold a masked person's name: words split at any separator, accents dropped."""
+    _, names = row_phrases(["Hélène", "Dupré-Martin"])
+    assert {
+        "hélène dupré-martin",
+        "hélène dupré martin",
+        "helene dupre martin",
+        "helene dupre-martin",
+    } <= names
+    for text in ("/users/helene-dupre-martin", "@helene_dupre_martin", "CV Hélène Dupré-Martin.pdf"):
+        assert "helene dupre martin" in dict(text_phrases(text)) or "hélène dupré martin" in dict(
+            text_phrases(text)
+        ), text
+    assert ("jean dupont", False) in text_phrases("cv-jean-dupont.pdf")
+
+
+def test_the_scan_finds_masked_names_in_slugs_handles_and_file_names(staging_pg16):
+    pg = staging_pg16
+    with new_database(pg, "copies_slugs") as name:
+        pg.execute(
+            "CREATE TABLE people (id int PRIMARY KEY, first_name text, last_name text, email text, bio text);"
+            "CREATE TABLE profiles (id int PRIMARY KEY, slug text, handle text, upload text);"
+            "INSERT INTO profiles VALUES (1, 'philomena-wrightsonbury', '@aurelio_castellamonte', 'a.png'),"
+            " (2, 'zenobie-orsted-lukasiewicz', NULL, 'cv-bartholomew-quennell.pdf'), (3, 'order-12', NULL, 'b.png');",
+            name,
+        )
+        target = PgTarget(host=pg.host, port=pg.port, user=pg.user, dbname=name)
+        report = scan_target(
+            target,
+            masked_columns=[f"public.people.{c}" for c in ("first_name", "last_name", "email", "bio")],
+            copies=CopyIndex.from_results(_proof_results(PEOPLE), SALT),
+        )
+        by_column = {f.qualified_name: f for f in report.unmasked}
+        slug = next(r for r in by_column["public.profiles.slug"].reasons if r["detector"] == COPY_DETECTOR)
+        assert slug["names"] == 2  # Philomena's, and Zénobie Ørsted-Łukasiewicz's without its accents
+        assert "public.profiles.handle" not in by_column  # one name alone: a namesake is possible
+        assert "public.profiles.upload" not in by_column
+
+
 def _proof_results(rows):
     item = {
         "schema": "public",
