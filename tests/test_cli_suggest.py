@@ -227,6 +227,8 @@ INSERT INTO users SELECT i, f, l, lower(f) || '.' || i || '@gmail.example', lowe
 FROM (SELECT i, (ARRAY['Hélène', 'Jean', 'Amélie', 'Björn', 'Zoé'])[1 + i % 5] || i AS f,
              (ARRAY['Dupré', 'Lefèvre', 'Muller', 'Castaño', 'Nguyen'])[1 + i % 5] AS l
       FROM generate_series(1, 60) i) s;
+ALTER TABLE users ADD COLUMN provider varchar, ADD COLUMN uid varchar;
+UPDATE users SET provider = 'google_oauth2', uid = (104719238000000000000 + id * 7919)::text WHERE id % 2 = 0;
 UPDATE users SET slug = translate(lower(first_name), 'éèöñ', 'eeon') || '-' || translate(lower(last_name), 'éèüñ', 'eeun');
 CREATE TABLE friendly_id_slugs (id bigint PRIMARY KEY, slug varchar NOT NULL, sluggable_type varchar(50));
 INSERT INTO friendly_id_slugs SELECT id, slug, 'User' FROM users;
@@ -264,6 +266,8 @@ def test_a_rails_apps_columns_get_what_they_hold(staging_pg16, tmp_path):
     assert specs["public.friendly_id_slugs.slug"]["transformer"] == "hash"
     assert specs["public.active_storage_blobs.filename"]["transformer"] == "hash"  # "CV Hélène1 Dupré.pdf"
     assert specs["public.ahoy_messages.to"] == {"transformer": "email"}  # every value an address
+    assert specs["public.users.uid"]["transformer"] == "hash"  # OmniAuth's id of the person at Google
+    assert "public.users.provider" not in text
     assert specs["public.ahoy_events.properties"] == {
         "transformer": "json",
         "paths": {"query": "full_name", "url": "null"},  # the name alone, a URL holding the slug

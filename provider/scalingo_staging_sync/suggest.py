@@ -62,6 +62,11 @@ _BY_DETECTOR: dict[str, tuple[dict[str, Any], str]] = {
     "financial.bank": ({"transformer": "hash"}, "bank account data: keyed hash"),
     "iban": ({"transformer": "hash"}, "values are valid IBANs"),
     "financial.processor_id": ({"transformer": "hash"}, "payment processor id: keyed hash"),
+    "identity.provider_uid": ({"transformer": "hash"}, "the person's id at a login provider: keyed hash"),
+    "identity.provider_uid_in_person_table": (
+        {"transformer": "hash"},
+        "a `uid` in a table of people (OmniAuth's id at the login provider, devise_token_auth's e-mail): keyed hash",
+    ),
     "auth.secret": ({"transformer": "hash"}, "secret or credential: keyed hash"),
     "auth.random_key": (
         {"transformer": "hash"},

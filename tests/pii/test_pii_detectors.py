@@ -309,3 +309,20 @@ def test_real_ips_cards_and_phones_are_still_found_next_to_the_look_alikes():
     assert "card_number" not in detect_in_value("4111 1111-1111 1111")  # separators mixed: not written so
     assert "phone_fr" in detect_in_value("tel:0612345678.")
     assert "phone_fr" in detect_in_value("job 04151108-40c7-c2c9-308c-4954d7ee656a, call 06 12 34 56 78")
+
+
+def test_a_persons_account_at_a_login_provider_is_flagged():
+    """OmniAuth's users.uid (next to users.provider) is the person's id at Google or GitHub, and
+    devise_token_auth's is their e-mail address; a uuid `uid` is the app's own id of the row."""
+    names = lambda column, table="users", kind="text": [  # noqa: E731
+        p.name for p in detect_by_name(column, table, kind=kind)
+    ]
+    assert names("uid") == ["identity.provider_uid_in_person_table"]
+    assert names("uid", kind="key") == [] and names("uid", "oauth_applications") == []
+    assert (
+        names("google_uid", "accounts")
+        == names("github_id", "settings", "number")
+        == ["identity.provider_uid"]
+    )
+    assert names("facebook_user_id", "members", "number") == ["identity.provider_uid"]
+    assert names("provider") == [] and names("guid") == []

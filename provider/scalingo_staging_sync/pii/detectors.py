@@ -149,6 +149,16 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
         "identity",
         "high",
     ),
+    # a person's account at a login provider (OmniAuth's users.provider + users.uid, devise_token_auth's
+    # uid, which is the e-mail address): it names them at Google, Facebook, GitHub...
+    NamePattern(
+        "identity.provider_uid",
+        r"(?:^|_)(?:google|facebook|fb|github|gitlab|twitter|apple|linkedin|microsoft|azure|okta|auth0"
+        r"|keycloak|omniauth|sso|openid|oidc)_(?:uid|id|user_id|sub|subject)(?:_|$)",
+        "identity",
+        "medium",
+    ),
+    NamePattern("identity.provider_uid_in_person_table", r"^uid$", "identity", "medium", _PERSON_TABLES),
     # contact
     NamePattern("contact.email", _tokens(r"e_?mail|emails|mail"), "contact", "high"),
     NamePattern(
@@ -358,6 +368,8 @@ def _about_not_the_thing(pattern: NamePattern, normalized: str, kind: str) -> bo
     - a text whose match stops before its last token, when that token makes it a template or a format
       (``email_body_template``, ``address_format``) or, for an e-mail, a part of one (``email_subject``):
       its content is still scanned."""
+    if pattern.name == "identity.provider_uid_in_person_table":
+        return kind != "text"  # a uuid `uid` is the app's own public id of the row, not a provider's
     if pattern.category in _KEPT_WHATEVER_THE_TYPE or pattern.name in _KEPT_DETECTORS:
         return False
     if kind == "boolean":
