@@ -433,16 +433,7 @@ def _sample_texts(conn: Any, finding: Finding, rows: int) -> list[str]:
 
 
 def _sample_documents(conn: Any, finding: Finding, rows: int) -> list[Any]:
-    from psycopg import sql
-
-    query = sql.SQL("SELECT {col}::text FROM {table} WHERE {col} IS NOT NULL LIMIT {rows}").format(
-        col=sql.Identifier(finding.column),
-        table=sql.Identifier(finding.schema, finding.table),
-        rows=sql.Literal(rows),
-    )
-    with conn.cursor() as cur:
-        cur.execute(query)
-        return [json.loads(row[0]) for row in cur.fetchall()]
+    return [json.loads(text) for text in _sample_texts(conn, finding, rows)]
 
 
 #: content detectors whose match is the whole value, when the value is only that: masked with the
