@@ -62,6 +62,10 @@ _BY_DETECTOR: dict[str, tuple[dict[str, Any], str]] = {
     "financial.bank": ({"transformer": "hash"}, "bank account data: keyed hash"),
     "iban": ({"transformer": "hash"}, "values are valid IBANs"),
     "financial.processor_id": ({"transformer": "hash"}, "payment processor id: keyed hash"),
+    "financial.processor_id_in_person_table": (
+        {"transformer": "hash"},
+        "the person's customer id at a payment processor: keyed hash",
+    ),
     "identity.provider_uid": ({"transformer": "hash"}, "the person's id at a login provider: keyed hash"),
     "identity.provider_uid_in_person_table": (
         {"transformer": "hash"},

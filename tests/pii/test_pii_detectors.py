@@ -326,3 +326,15 @@ def test_a_persons_account_at_a_login_provider_is_flagged():
     )
     assert names("facebook_user_id", "members", "number") == ["identity.provider_uid"]
     assert names("provider") == [] and names("guid") == []
+
+
+def test_laravels_address_lines_and_cashiers_customer_ids_are_flagged():
+    names = lambda column, table="users", kind="text": [  # noqa: E731
+        p.name for p in detect_by_name(column, table, kind=kind)
+    ]
+    for column in ("line_1", "line_2", "address_1", "address_line_2", "street_2", "addressLine1", "line1"):
+        assert names(column, "addresses") == ["contact.address"], column
+    assert names("line_items", "orders") == [] and names("pipeline_2", "jobs") == []
+    assert names("stripe_id") == ["financial.processor_id_in_person_table"]  # Cashier's "cus_..."
+    assert names("processor_id", "pay_customers") == ["financial.processor_id_in_person_table"]
+    assert names("stripe_id", "subscriptions") == [] and names("processor_id", "pay_charges") == []

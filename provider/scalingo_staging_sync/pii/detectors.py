@@ -168,7 +168,8 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
     NamePattern(
         "contact.address",
         _tokens(
-            r"address|addresses|addr|street|street_address|address_line\d?|line\d|address\d|addr\d|street\d"
+            r"address|addresses|addr|street|street_address|address_line(?:_?\d)?|line_?\d|address_?\d|addr_?\d"
+            r"|street_?\d"
         ),
         "contact",
         "high",
@@ -236,6 +237,17 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
         r"(?:^|_)(?:stripe|paypal|braintree|adyen|mangopay|gocardless)_(?:customer|account|card|source|payment_method|payer|mandate)",
         "financial",
         "medium",
+    ),
+    # the person's customer id at a payment processor, in a table of people (Laravel Cashier's
+    # users.stripe_id "cus_...", Pay's pay_customers.processor_id): Stripe holds their name and card
+    NamePattern(
+        "financial.processor_id_in_person_table",
+        _tokens(
+            r"(?:stripe|paypal|braintree|adyen|mangopay|gocardless|paddle|mollie|chargebee|recurly|processor)_id"
+        ),
+        "financial",
+        "medium",
+        _PERSON_TABLES,
     ),
     # auth / secrets
     NamePattern(
