@@ -67,6 +67,9 @@ def _is_email(word: str) -> bool:
     return bool(local) and "." in domain and len(word) >= 6
 
 
+#: the longest run of words looked up: a name of four words is up to six once its hyphens split it
+#: ("marie-claire de saint-exupéry")
+MAX_SPLIT_WORDS = 6
 #: what separates the words of a slug, a handle, a file name or a URL ("jean-dupont", "@jean_dupont",
 #: "cv-jean-dupont.pdf", "/users/jean.dupont")
 _SLUG_SPLIT = re.compile(r"[\W_]+")
@@ -125,18 +128,16 @@ def first_word_tag(key: bytes, word: str) -> int:
 
 def text_phrases(text: str, firsts: Container[int] | None = None, key: bytes = b"") -> list[tuple[str, bool]]:
     """The phrases of a sampled value that a masked original could be: ``(phrase, is_email)`` for
-    each e-mail address and each run of two to four words, the words split at white space and again
-    at any other separator (a slug's "jean-dupont", a file name's "cv_jean_dupont.pdf"); with
-    ``firsts``, only the runs whose first word's :func:`first_word_tag` under ``key`` is in it."""
+    each e-mail address and each run of two to :data:`MAX_SPLIT_WORDS` words, the words split at any
+    separator (white space, punctuation, a slug's "jean-dupont", a file name's "cv_jean_dupont.pdf");
+    with ``firsts``, only the runs whose first word's :func:`first_word_tag` under ``key`` is in it."""
     lowered = text.casefold()
     out = [(m, True) for m in _EMAIL_RE.findall(lowered)] if "@" in lowered else []
-    ws = words(lowered)
-    split = [w for w in _SLUG_SPLIT.split(lowered) if w]
-    for seq in (ws, split) if split != ws else (ws,):
-        for i in range(len(seq) - 1):
-            if firsts is not None and first_word_tag(key, seq[i]) not in firsts:
-                continue
-            out += [
-                (" ".join(seq[i : i + n]), False) for n in range(2, MAX_PHRASE_WORDS + 1) if i + n <= len(seq)
-            ]
+    seq = [w for w in _SLUG_SPLIT.split(lowered) if w]
+    seed = int.from_bytes(key[:4], "big")  # first_word_tag, inlined: this loop sees every word sampled
+    crc32 = zlib.crc32
+    for i in range(len(seq) - 1):
+        if firsts is not None and (crc32(seq[i].encode("utf-8"), seed) & 0xFFFF) not in firsts:
+            continue
+        out += [(" ".join(seq[i : i + n]), False) for n in range(2, MAX_SPLIT_WORDS + 1) if i + n <= len(seq)]
     return out
