@@ -338,3 +338,23 @@ def test_laravels_address_lines_and_cashiers_customer_ids_are_flagged():
     assert names("stripe_id") == ["financial.processor_id_in_person_table"]  # Cashier's "cus_..."
     assert names("processor_id", "pay_customers") == ["financial.processor_id_in_person_table"]
     assert names("stripe_id", "subscriptions") == [] and names("processor_id", "pay_charges") == []
+
+
+def test_an_authjs_schema_is_read_as_what_it_holds():
+    """Auth.js (NextAuth) with Prisma: ``Account.providerAccountId`` is the person's id at Google;
+    ``User.emailVerified`` is a timestamp, ``Account.token_type`` is "Bearer"."""
+    names = lambda column, table="Account", kind="text": [  # noqa: E731
+        p.name for p in detect_by_name(column, table, kind=kind)
+    ]
+    assert names("providerAccountId") == ["identity.provider_uid"]
+    assert names("provider_user_id", "identities") == ["identity.provider_uid"]
+    assert names("emailVerified", "User", "temporal") == []
+    assert (
+        names("phone_confirmed_at", "users", "temporal")
+        == names("last_password_change", "users", "temporal")
+        == []
+    )
+    assert names("date_of_birth", "users", "temporal") == ["personal.birth"]  # what an instant can be
+    assert names("card_expiry", "cards", "temporal") == ["financial.card"]
+    assert names("token_type") == names("grant_type") == names("token_scope") == []
+    assert names("access_token") == names("token") == names("password") == ["auth.secret"]

@@ -154,7 +154,8 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
     NamePattern(
         "identity.provider_uid",
         r"(?:^|_)(?:google|facebook|fb|github|gitlab|twitter|apple|linkedin|microsoft|azure|okta|auth0"
-        r"|keycloak|omniauth|sso|openid|oidc)_(?:uid|id|user_id|sub|subject)(?:_|$)",
+        r"|keycloak|omniauth|sso|openid|oidc)_(?:uid|id|user_id|sub|subject)(?:_|$)"
+        r"|(?:^|_)provider_(?:account_id|user_id|uid|sub)(?:_|$)",  # Auth.js's providerAccountId
         "identity",
         "medium",
     ),
@@ -354,6 +355,11 @@ EMAIL_PART_TOKENS = (
 )
 
 
+# Last tokens of a text column that names the kind of a secret, not the secret (OAuth's ``token_type``
+# "Bearer", ``grant_type``, ``token_scope``): what it holds is judged by its content.
+SECRET_KIND_TOKENS = ("type", "types", "kind", "scope", "scopes")
+
+
 def column_kind(typname: str, category: str, text_like: bool) -> str:
     """The :data:`COLUMN_KINDS` entry of a column from its base type's ``typname`` and ``typcategory``."""
     if text_like:
@@ -373,18 +379,19 @@ def _about_not_the_thing(pattern: NamePattern, normalized: str, kind: str) -> bo
     """True when a ``kind`` column whose name ``pattern`` matched cannot hold what the pattern names,
     and the category is not one that describes the person whatever follows:
 
-    - a boolean (``email_verified``, ``is_shipping_country``);
+    - a boolean or an instant (``email_verified``, ``is_shipping_country``, Auth.js's ``emailVerified
+      timestamp``);
     - a number, for what no number can be (:data:`_NEVER_A_NUMBER`: ``num_orders_as_billing_address``);
-    - a number, an instant or a uuid whose match stops before the name's last token, when that token
-      qualifies it (``_id``, ``_count``, ``_at``);
+    - a number or a uuid whose match stops before the name's last token, when that token qualifies it
+      (``_id``, ``_count``);
     - a text whose match stops before its last token, when that token makes it a template or a format
-      (``email_body_template``, ``address_format``) or, for an e-mail, a part of one (``email_subject``):
-      its content is still scanned."""
+      (``email_body_template``, ``address_format``), for an e-mail a part of one (``email_subject``),
+      for a secret its kind (``token_type``): its content is still scanned."""
     if pattern.name == "identity.provider_uid_in_person_table":
         return kind != "text"  # a uuid `uid` is the app's own public id of the row, not a provider's
     if pattern.category in _KEPT_WHATEVER_THE_TYPE or pattern.name in _KEPT_DETECTORS:
         return False
-    if kind == "boolean":
+    if kind in ("boolean", "temporal"):  # a flag or an instant about it (Auth.js's emailVerified)
         return True
     if kind == "number" and pattern.name in _NEVER_A_NUMBER:
         return True
@@ -392,7 +399,11 @@ def _about_not_the_thing(pattern: NamePattern, normalized: str, kind: str) -> bo
         return False  # named for what it is: ``tax_id``, ``phone`` (a number stored as one)
     last = normalized.rsplit("_", 1)[-1]
     if kind in ("text", "other"):
-        return last in TEMPLATE_TOKENS or (pattern.name == "contact.email" and last in EMAIL_PART_TOKENS)
+        return (
+            last in TEMPLATE_TOKENS
+            or (pattern.name == "contact.email" and last in EMAIL_PART_TOKENS)
+            or (pattern.category == "auth" and last in SECRET_KIND_TOKENS)
+        )
     return last in QUALIFIER_TOKENS
 
 
