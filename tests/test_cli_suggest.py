@@ -297,3 +297,44 @@ def test_a_rails_apps_columns_get_what_they_hold(staging_pg16, tmp_path):
         partially_masked=partially_masked_from_plan(items),
     )
     assert [f.qualified_name for f in report.unmasked] == []
+
+
+FRENCH_SCHEMA = """
+CREATE TABLE adherents (id int PRIMARY KEY, nom varchar(80) NOT NULL, prenom varchar(80) NOT NULL,
+  courriel varchar(255), telephone_portable varchar(20), adresse text, code_postal varchar(5), ville varchar(80),
+  date_naissance date, civilite varchar(4));
+INSERT INTO adherents SELECT i, 'Lefèvre' || i, 'Hélène' || i, 'helene' || i || '@orange.example',
+  '06 12 34 ' || lpad((i % 100)::text, 2, '0') || ' 00', i || ' rue des Lilas', '75011', 'Paris',
+  date '1980-01-01' + i, 'Mme' FROM generate_series(1, 40) i;
+CREATE TABLE produits (id int PRIMARY KEY, nom varchar(80) NOT NULL, prix numeric);
+INSERT INTO produits SELECT i, 'Produit ' || i, i FROM generate_series(1, 40) i;
+"""
+
+
+def test_a_french_schema_is_read_in_french(staging_pg16, tmp_path):
+    """Scalingo's customers are mostly French: their columns are `nom`, `prenom`, `courriel`,
+    `adresse`, `ville`, `date_naissance`, which the English-only name detectors did not see."""
+    name = "cli_suggest_french"
+    staging_pg16.create_database(name)
+    staging_pg16.execute(FRENCH_SCHEMA, name)
+    out = tmp_path / "rules.yaml"
+    proc = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--suggest-rules", str(out))
+    assert proc.returncode == 0, proc.stderr
+    rules = load_rules(out)
+    specs = {
+        f"{r.qualified}.{c}": s["transformer"]
+        for r in rules.anonymization_tables
+        for c, s in r.columns.items()
+    }
+    assert {k: v for k, v in specs.items() if k.startswith("public.adherents.")} == {
+        "public.adherents.nom": "last_name",  # beside `prenom`: the family name
+        "public.adherents.prenom": "first_name",
+        "public.adherents.courriel": "email",
+        "public.adherents.telephone_portable": "phone",
+        "public.adherents.adresse": "address",
+        "public.adherents.code_postal": "postal_code",
+        "public.adherents.ville": "city",
+        "public.adherents.date_naissance": "date_shift",
+        "public.adherents.civilite": "null",
+    }
+    assert not any(k.startswith("public.produits.") for k in specs)  # a product's `nom` is not a person's

@@ -149,9 +149,12 @@ class SuggestedRules:
 
 def _name_spec(column: str) -> tuple[dict[str, Any], str]:
     tokens = set(re.split(r"[^a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", column).lower()))
-    if tokens & {"first", "given", "firstname", "givenname"}:
+    if tokens & {"first", "given", "firstname", "givenname", "prenom", "prenoms", "vorname"}:
         return {"transformer": "first_name"}, "first name: a name from the built-in list"
-    if tokens & {"last", "family", "surname", "lastname", "familyname", "maiden"}:
+    if tokens & {
+        "last", "family", "surname", "lastname", "familyname", "maiden",
+        "famille", "naissance", "usage", "nachname", "apellido", "apellidos",
+    }:  # fmt: skip
         return {"transformer": "last_name"}, "last name: a name from the built-in list"
     if tokens & {"username", "nickname", "nick", "display", "user"}:
         return {"transformer": "hash", "length": 16}, "user name or handle: keyed hash"
@@ -172,6 +175,8 @@ def _detector_spec(detector: str, name: str) -> tuple[dict[str, Any], str] | Non
     ``name``, suggests, or None."""
     if detector == "personal.name":
         return _name_spec(name)
+    if detector == "personal.name_in_person_table" and normalize_name(name) in ("nom", "noms"):
+        return {"transformer": "last_name"}, "`nom` in a table of people: the family name (beside `prenom`)"
     if detector == "network.ip" and _MAC_RE.search(normalize_name(name)):
         return {"transformer": "hash"}, "MAC address: keyed hash"
     if detector in _BY_DETECTOR:

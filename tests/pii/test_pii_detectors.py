@@ -358,3 +358,35 @@ def test_an_authjs_schema_is_read_as_what_it_holds():
     assert names("card_expiry", "cards", "temporal") == ["financial.card"]
     assert names("token_type") == names("grant_type") == names("token_scope") == []
     assert names("access_token") == names("token") == names("password") == ["auth.secret"]
+
+
+@pytest.mark.parametrize(
+    ("column", "table", "expected"),
+    [
+        # a French schema (Scalingo's own market): nom / prénom, courriel, adresse, ville, naissance
+        ("prenom", "adherents", "personal.name"),
+        ("nom", "adherents", "personal.name_in_person_table"),
+        ("nom", "utilisateurs", "personal.name_in_person_table"),
+        ("nom_de_famille", "dossiers", "personal.name"),
+        ("courriel", "contact", "contact.email"),
+        ("telephone_portable", "salaries", "contact.phone"),
+        ("adresse_livraison", "commande", "contact.address"),
+        ("rue", "domicile", "contact.address"),
+        ("ville", "commande", "contact.city"),
+        ("pays", "commande", "contact.country"),
+        ("date_naissance", "eleves", "personal.birth"),
+        ("numero_secu", "salaries", "identity.national_id"),
+        ("sexe", "patients", "personal.demographic"),
+        ("vorname", "kunden", "personal.name"),
+        ("apellidos", "clientes", "personal.name"),
+    ],
+)
+def test_french_german_and_spanish_column_names(column, table, expected):
+    assert expected in [p.name for p in detect_by_name(column, table)]
+
+
+def test_a_products_nom_is_not_a_persons():
+    assert (
+        detect_by_name("nom", "produits") == [] and detect_by_name("nombre", "pedidos", kind="number") == []
+    )
+    assert detect_by_name("description", "produits") == detect_by_name("prix", "produits") == []

@@ -134,6 +134,37 @@ _PERSON_TABLES = (
     "volunteers",
     "teacher",
     "teachers",
+    # French (Scalingo's own market): utilisateur, adhérent, salarié, employé, élève, étudiant...
+    "utilisateur",
+    "utilisateurs",
+    "adherent",
+    "adherents",
+    "membre",
+    "membres",
+    "personne",
+    "personnes",
+    "salarie",
+    "salaries",
+    "employe",
+    "employes",
+    "eleve",
+    "eleves",
+    "etudiant",
+    "etudiants",
+    "candidat",
+    "candidats",
+    "locataire",
+    "locataires",
+    "proprietaire",
+    "proprietaires",
+    "benevole",
+    "benevoles",
+    "beneficiaire",
+    "beneficiaires",
+    "abonne",
+    "abonnes",
+    "inscrit",
+    "inscrits",
 )
 
 # (name, token regex, category, severity). Documented in docs/rules.md, "PII scan detectors".
@@ -144,7 +175,7 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
         _tokens(
             r"ssn|nir|social_security|tax_id|tax_number|tin|vat_number|passport|passport_number"
             r"|driver_license|drivers_license|driving_licence|driving_license|national_id|id_card"
-            r"|identity_card|identity_number"
+            r"|identity_card|identity_number|securite_sociale|secu|num_secu|numero_secu"
         ),
         "identity",
         "high",
@@ -161,23 +192,33 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
     ),
     NamePattern("identity.provider_uid_in_person_table", r"^uid$", "identity", "medium", _PERSON_TABLES),
     # contact
-    NamePattern("contact.email", _tokens(r"e_?mail|emails|mail"), "contact", "high"),
+    NamePattern("contact.email", _tokens(r"e_?mail|emails|mail|courriel|correo"), "contact", "high"),
     NamePattern(
-        "contact.phone", _tokens(r"phone|phones|telephone|tel|mobile|cellphone|msisdn"), "contact", "high"
+        "contact.phone",
+        _tokens(r"phone|phones|telephone|tel|mobile|cellphone|msisdn|portable|telefon|telefono|handy"),
+        "contact",
+        "high",
     ),
     NamePattern("contact.fax", _tokens(r"fax"), "contact", "medium"),
     NamePattern(
         "contact.address",
         _tokens(
             r"address|addresses|addr|street|street_address|address_line(?:_?\d)?|line_?\d|address_?\d|addr_?\d"
-            r"|street_?\d"
+            r"|street_?\d|adresse|adresses|rue|strasse|direccion"
         ),
         "contact",
         "high",
     ),
-    NamePattern("contact.postal_code", _tokens(r"postal|postcode|zip|zipcode|zip_code"), "contact", "medium"),
-    NamePattern("contact.city", _tokens(r"city|town|birthplace|birth_place"), "contact", "low"),
-    NamePattern("contact.country", _tokens(r"country"), "contact", "low"),
+    NamePattern(
+        "contact.postal_code", _tokens(r"postal|postcode|zip|zipcode|zip_code|plz"), "contact", "medium"
+    ),
+    NamePattern(
+        "contact.city",
+        _tokens(r"city|town|birthplace|birth_place|ville|commune|localite|ciudad|stadt"),
+        "contact",
+        "low",
+    ),
+    NamePattern("contact.country", _tokens(r"country|pays"), "contact", "low"),
     NamePattern("location.geo", _tokens(r"latitude|longitude|lat|lng|lon|geolocation"), "location", "medium"),
     # personal
     NamePattern(
@@ -187,14 +228,23 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
             r"|firstname|lastname|fullname|givenname|familyname|maiden|nickname|nick_name|display_name"
             r"|username|user_name|contact_name|customer_name|client_name|holder_name|cardholder_name"
             r"|owner_name|patient_name|employee_name|member_name|billing_name|shipping_name|recipient_name"
+            # French, German, Spanish: prénom, nom de famille / de naissance / d'usage, Vorname...
+            r"|prenom|prenoms|nom_famille|nom_de_famille|nom_naissance|nom_usage|nom_complet|vorname"
+            r"|nachname|apellido|apellidos"
         ),
         "personal",
         "high",
     ),
-    NamePattern("personal.name_in_person_table", r"^(?:name|names)$", "personal", "medium", _PERSON_TABLES),
+    NamePattern(
+        "personal.name_in_person_table",
+        r"^(?:name|names|nom|noms|nombre)$",
+        "personal",
+        "medium",
+        _PERSON_TABLES,
+    ),
     NamePattern(
         "personal.birth",
-        _tokens(r"birth|birthday|birthdate|birth_date|dob|date_of_birth"),
+        _tokens(r"birth|birthday|birthdate|birth_date|dob|date_of_birth|naissance|geburtsdatum|nacimiento"),
         "personal",
         "high",
     ),
@@ -214,7 +264,10 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
         _PERSON_TABLES,
     ),
     NamePattern(
-        "personal.demographic", _tokens(r"gender|sex|nationality|ethnicity|religion"), "personal", "medium"
+        "personal.demographic",
+        _tokens(r"gender|sex|nationality|ethnicity|religion|sexe|nationalite|civilite"),
+        "personal",
+        "medium",
     ),
     # financial
     NamePattern(
