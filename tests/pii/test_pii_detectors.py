@@ -390,3 +390,28 @@ def test_a_products_nom_is_not_a_persons():
         detect_by_name("nom", "produits") == [] and detect_by_name("nombre", "pedidos", kind="number") == []
     )
     assert detect_by_name("description", "produits") == detect_by_name("prix", "produits") == []
+
+
+def test_an_aspnet_identity_schema_is_read_as_what_it_holds():
+    """ASP.NET Core Identity on PostgreSQL (EF Core, PascalCase): AspNetUserTokens.Name is the token's
+    name ("AuthenticatorKey"), its Value the secret; AspNetUserLogins.ProviderKey is the person's id at
+    Google, ProviderDisplayName is "Google"; an owned type's BillingAddress_City is a city."""
+    names = lambda column, table: [p.name for p in detect_by_name(column, table)]  # noqa: E731
+    assert names("Name", "AspNetUserTokens") == []
+    assert names("Value", "AspNetUserTokens") == ["auth.secret_in_token_table"]
+    assert names("ProviderKey", "AspNetUserLogins") == ["identity.provider_uid"]
+    assert names("ProviderDisplayName", "AspNetUserLogins") == []
+    assert names("display_name", "users") == names("user_display_name", "posts") == ["personal.name"]
+    assert names("BillingAddress_City", "Customers") == ["contact.city"]
+    assert (
+        names("BillingAddress_ZipCode", "Customers")
+        == names("BillingAddress_PostalCode", "x")
+        == ["contact.postal_code"]
+    )
+    assert names("BillingAddress_Country", "Customers") == ["contact.country"]
+    assert names("BillingAddress_Street", "Customers") == ["contact.address"]
+    assert names("EmailAddress", "Customers")[0] == "contact.email"
+    # a table about people's things is not one of people; a table of people stays one
+    assert names("name", "user_roles") == names("name", "customer_groups") == []
+    assert names("name", "AspNetUsers") == names("name", "users_archive") == ["personal.name_in_person_table"]
+    assert names("name", "user_roles person") == ["personal.name_in_person_table"]  # it has an e-mail column

@@ -83,7 +83,37 @@ class NamePattern:
     def matches(self, normalized_column: str, table_tokens: Sequence[str] = ()) -> bool:
         if not self.compiled.search(normalized_column):
             return False
-        return not self.table_tokens or any(token in self.table_tokens for token in table_tokens)
+        if not self.table_tokens:
+            return True
+        if self.table_tokens is _PERSON_TABLES:
+            return is_people_table(table_tokens)
+        return any(token in self.table_tokens for token in table_tokens)
+
+
+#: last tokens of a table *about* people, not of them: ASP.NET's ``AspNetUserTokens`` (whose ``Name``
+#: is "AuthenticatorKey"), ``user_roles``, ``customer_groups``, ``member_settings``
+_ABOUT_PEOPLE_TOKENS = frozenset(
+    {
+        "token", "tokens", "role", "roles", "claim", "claims", "permission", "permissions", "group", "groups",
+        "setting", "settings", "preference", "preferences", "type", "types", "category", "categories",
+        "tag", "tags", "scope", "scopes", "provider", "providers", "plan", "plans", "level", "levels",
+        "status", "statuses", "state", "states", "right", "rights", "policy", "policies", "template",
+        "templates", "feature", "features", "flag", "flags", "option", "options", "segment", "segments",
+    }
+)  # fmt: skip
+
+
+def is_people_table(table_tokens: Sequence[str]) -> bool:
+    """Whether a table of these name tokens (:func:`tokenize_name`; the token ``person`` added by
+    :func:`table_of_people`) holds people: one of its tokens names people (``users``,
+    ``customer_profiles``), unless its last one says the table is about something of theirs
+    (``user_roles``, ``AspNetUserTokens``)."""
+    tokens = list(table_tokens)
+    if "person" in tokens:
+        return True
+    if tokens and tokens[-1] in _ABOUT_PEOPLE_TOKENS:
+        return False
+    return any(token in _PERSON_TABLES for token in tokens)
 
 
 _PERSON_TABLES = (
@@ -186,7 +216,7 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
         "identity.provider_uid",
         r"(?:^|_)(?:google|facebook|fb|github|gitlab|twitter|apple|linkedin|microsoft|azure|okta|auth0"
         r"|keycloak|omniauth|sso|openid|oidc)_(?:uid|id|user_id|sub|subject)(?:_|$)"
-        r"|(?:^|_)provider_(?:account_id|user_id|uid|sub)(?:_|$)",  # Auth.js's providerAccountId
+        r"|(?:^|_)provider_(?:account_id|user_id|uid|sub|key)(?:_|$)",  # Auth.js, ASP.NET Identity
         "identity",
         "medium",
     ),
@@ -210,7 +240,10 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
         "high",
     ),
     NamePattern(
-        "contact.postal_code", _tokens(r"postal|postcode|zip|zipcode|zip_code|plz"), "contact", "medium"
+        "contact.postal_code",
+        _tokens(r"postal_code|post_code|postal|postcode|zip_code|zipcode|zip|plz"),
+        "contact",
+        "medium",
     ),
     NamePattern(
         "contact.city",
@@ -313,6 +346,15 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
         "auth",
         "high",
     ),
+    # the value of a row of a tokens table (ASP.NET Identity's AspNetUserTokens.Value: the authenticator
+    # key), of a secrets or credentials table
+    NamePattern(
+        "auth.secret_in_token_table",
+        r"^(?:value|values|data)$",
+        "auth",
+        "high",
+        ("token", "tokens", "secret", "secrets", "credential", "credentials"),
+    ),
     # what a web framework's session store keeps for a visitor (Django's session_data, the data or
     # payload of a Rails, Laravel or Flask sessions table): who is logged in, and what the session
     # remembers of them, encoded (base64, signed, compressed), so no value content can show it
@@ -408,6 +450,11 @@ EMAIL_PART_TOKENS = (
 )
 
 
+# a display name of a thing, not of a person (ASP.NET Identity's ``ProviderDisplayName``: "Google")
+_THING_NAME_RE = re.compile(
+    r"(?:^|_)(?:provider|product|role|group|plan|team|org|organization|organisation|company|app|application"
+    r"|category|service|device|project|workspace|store|shop|site|brand)_display_name$"
+)
 # Last tokens of a text column that names the kind of a secret, not the secret (OAuth's ``token_type``
 # "Bearer", ``grant_type``, ``token_scope``): what it holds is judged by its content.
 SECRET_KIND_TOKENS = ("type", "types", "kind", "scope", "scopes")
@@ -446,6 +493,8 @@ def _about_not_the_thing(pattern: NamePattern, normalized: str, kind: str) -> bo
         return False
     if kind in ("boolean", "temporal"):  # a flag or an instant about it (Auth.js's emailVerified)
         return True
+    if pattern.name == "personal.name" and _THING_NAME_RE.search(normalized):
+        return True  # a thing's display name (ASP.NET's ProviderDisplayName "Google")
     if kind == "number" and pattern.name in _NEVER_A_NUMBER:
         return True
     if any(m.end() == len(normalized) for m in pattern.compiled.finditer(normalized)):
@@ -477,12 +526,20 @@ def detect_by_name(
     and demographic names (``birth_year``, ``salary_cents``)."""
     normalized = normalize_name(column)
     table_tokens = tokenize_name(table)
-    return [
+    found = [
         p
         for p in patterns
         if p.matches(normalized, table_tokens) and not _about_not_the_thing(p, normalized, kind)
     ]
+    if any(p.name == "contact.address" for p in found) and any(
+        p.name in _ADDRESS_PARTS and re.search(f"(?:{p.regex})$", normalized, re.IGNORECASE) for p in found
+    ):  # EF Core's owned types: BillingAddress_City is the address's city, not a street line
+        found = [p for p in found if p.name != "contact.address"]
+    return found
 
+
+#: what an address is made of besides its street: named last (``billing_address_city``), the column is that
+_ADDRESS_PARTS = ("contact.city", "contact.postal_code", "contact.country")
 
 #: name detectors whose column makes its table one of people, whatever the table is called
 PERSON_COLUMN_DETECTORS = ("contact.email", "contact.phone", "personal.name", "personal.birth")
@@ -516,7 +573,7 @@ def random_key_reason(column: str, table_context: str, values: Iterable[Any]) ->
     (Active Storage's ``blobs.key``, which the staging app needs to find its files)."""
     if normalize_name(column) not in ("key", "keys"):
         return None
-    if not set(tokenize_name(table_context)) & set(_PERSON_TABLES):
+    if not is_people_table(tokenize_name(table_context)):
         return None
     texts = [str(v).strip() for v in values if v is not None and str(v).strip()]
     tokens = [t for t in texts if _RANDOM_TOKEN_RE.fullmatch(t) and not t.isdigit() and not t.isalpha()]
