@@ -66,6 +66,10 @@ _BY_DETECTOR: dict[str, tuple[dict[str, Any], str]] = {
         {"transformer": "hash"},
         "the person's customer id at a payment processor: keyed hash",
     ),
+    "personal.actor": (
+        {"transformer": "hash"},
+        "who created or changed the row (a login, a name): keyed hash, the same as the login's",
+    ),
     "identity.provider_uid": ({"transformer": "hash"}, "the person's id at a login provider: keyed hash"),
     "identity.provider_uid_in_person_table": (
         {"transformer": "hash"},
@@ -156,7 +160,7 @@ def _name_spec(column: str) -> tuple[dict[str, Any], str]:
         "famille", "naissance", "usage", "nachname", "apellido", "apellidos",
     }:  # fmt: skip
         return {"transformer": "last_name"}, "last name: a name from the built-in list"
-    if tokens & {"username", "nickname", "nick", "display", "user"}:
+    if tokens & {"username", "nickname", "nick", "display", "user", "login"}:
         return {"transformer": "hash", "length": 16}, "user name or handle: keyed hash"
     return {"transformer": "full_name"}, "person name: '<first> <last>' from the built-in lists"
 

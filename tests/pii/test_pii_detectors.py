@@ -415,3 +415,29 @@ def test_an_aspnet_identity_schema_is_read_as_what_it_holds():
     assert names("name", "user_roles") == names("name", "customer_groups") == []
     assert names("name", "AspNetUsers") == names("name", "users_archive") == ["personal.name_in_person_table"]
     assert names("name", "user_roles person") == ["personal.name_in_person_table"]  # it has an e-mail column
+
+
+def test_a_jhipster_schema_is_read_as_what_it_holds():
+    """JHipster (Spring Boot, Liquibase): jhi_user.login ("jdupont12") is the person's handle, and
+    created_by / last_modified_by / the audit events' principal copy it; a patient's antécédents are
+    health data."""
+    names = lambda column, table="jhi_user", kind="text": [  # noqa: E731
+        p.name for p in detect_by_name(column, table, kind=kind)
+    ]
+    assert names("login") == names("user_login", "posts") == ["personal.name"]
+    assert (
+        names("created_by")
+        == names("last_modified_by")
+        == names("createdBy", "Invoice")
+        == ["personal.actor"]
+    )
+    assert (
+        names("principal", "jhi_persistent_audit_event")
+        == names("whodunnit", "versions")
+        == ["personal.actor"]
+    )
+    assert names("created_by", kind="number") == []  # a user id
+    assert names("principal_amount", "loans") == [] and names("login_provider", "logins") == []
+    assert names("last_login", "users", "temporal") == names("login_count", "users", "number") == []
+    assert names("antecedents", "patient") == names("groupe_sanguin", "patient") == ["medical.health"]
+    assert names("mutuelle", "patient") == ["medical.insurance"]

@@ -263,10 +263,24 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
             r"|owner_name|patient_name|employee_name|member_name|billing_name|shipping_name|recipient_name"
             # French, German, Spanish: prénom, nom de famille / de naissance / d'usage, Vorname...
             r"|prenom|prenoms|nom_famille|nom_de_famille|nom_naissance|nom_usage|nom_complet|vorname"
-            r"|nachname|apellido|apellidos"
-        ),
+            r"|nachname|apellido|apellidos|user_login|login_name"
+        )
+        + r"|^login$",  # a login is a person's handle (JHipster's jhi_user.login "jdupont")
         "personal",
         "high",
+    ),
+    # who did it: the login or name of the user who created or changed a row (Spring Data's
+    # @CreatedBy, JHipster's created_by / last_modified_by, its audit events' principal, PaperTrail's
+    # whodunnit); a text column only (a number there is a user id)
+    NamePattern(
+        "personal.actor",
+        _tokens(
+            r"created_by|updated_by|modified_by|last_modified_by|deleted_by|changed_by|performed_by"
+            r"|whodunnit"
+        )
+        + r"|^principal$",
+        "personal",
+        "medium",
     ),
     NamePattern(
         "personal.name_in_person_table",
@@ -380,11 +394,14 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
         _tokens(
             r"diagnosis|diagnoses|medical|prescription|health|disease|allergy|allergies|blood_type"
             r"|insurance_number|social_insurance"
+            # French: antécédents, diagnostic, pathologie, ordonnance, allergie, maladie, groupe sanguin
+            r"|antecedents|antecedent|diagnostic|diagnostics|pathologie|pathologies|ordonnance|ordonnances"
+            r"|allergie|allergies|maladie|maladies|groupe_sanguin"
         ),
         "medical",
         "high",
     ),
-    NamePattern("medical.insurance", _tokens(r"insurance"), "medical", "medium"),
+    NamePattern("medical.insurance", _tokens(r"insurance|mutuelle"), "medical", "medium"),
     # biometric
     NamePattern(
         "biometric.data",
@@ -487,7 +504,7 @@ def _about_not_the_thing(pattern: NamePattern, normalized: str, kind: str) -> bo
     - a text whose match stops before its last token, when that token makes it a template or a format
       (``email_body_template``, ``address_format``), for an e-mail a part of one (``email_subject``),
       for a secret its kind (``token_type``): its content is still scanned."""
-    if pattern.name == "identity.provider_uid_in_person_table":
+    if pattern.name in ("identity.provider_uid_in_person_table", "personal.actor"):
         return kind != "text"  # a uuid `uid` is the app's own public id of the row, not a provider's
     if pattern.category in _KEPT_WHATEVER_THE_TYPE or pattern.name in _KEPT_DETECTORS:
         return False
