@@ -338,3 +338,40 @@ def test_a_french_schema_is_read_in_french(staging_pg16, tmp_path):
         "public.adherents.civilite": "null",
     }
     assert not any(k.startswith("public.produits.") for k in specs)  # a product's `nom` is not a person's
+
+
+JHIPSTER_SCHEMA = """
+CREATE TABLE jhi_user (id bigint PRIMARY KEY, login varchar(50) NOT NULL UNIQUE, email varchar(191) UNIQUE,
+  created_by varchar(50) NOT NULL, last_modified_by varchar(50));
+INSERT INTO jhi_user SELECT i, 'jdupont' || i, 'jdupont' || i || '@free.example', 'system', 'jdupont' || (i % 7 + 1)
+FROM generate_series(1, 40) i;
+CREATE TABLE jhi_persistent_audit_event (event_id bigint PRIMARY KEY, principal varchar(50) NOT NULL,
+  event_type varchar(255));
+INSERT INTO jhi_persistent_audit_event SELECT g, 'jdupont' || (g % 40 + 1), 'AUTHENTICATION_SUCCESS'
+FROM generate_series(1, 200) g;
+"""
+
+
+def test_who_did_it_is_hashed_as_the_login_is(staging_pg16, tmp_path):
+    """JHipster's jhi_user.login is a person's handle; created_by, last_modified_by and the audit
+    events' principal copy it: hashed alike, an audit event still names the same (masked) user."""
+    name = "cli_suggest_jhipster"
+    staging_pg16.create_database(name)
+    staging_pg16.execute(JHIPSTER_SCHEMA, name)
+    out = tmp_path / "rules.yaml"
+    proc = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--suggest-rules", str(out))
+    assert proc.returncode == 0, proc.stderr
+    rules = load_rules(out)
+    specs = {f"{r.qualified}.{c}": s for r in rules.anonymization_tables for c, s in r.columns.items()}
+    for column in ("jhi_user.login", "jhi_user.created_by", "jhi_user.last_modified_by",
+                   "jhi_persistent_audit_event.principal"):  # fmt: skip
+        assert specs[f"public.{column}"] == {"transformer": "hash", "length": 16}, column
+    target = PgTarget(host=staging_pg16.host, port=staging_pg16.port, user=staging_pg16.user, dbname=name)
+    for item in plan_anonymization(target, rules):
+        run_table_plan(item, target, SALT)
+    joined = staging_pg16.execute(
+        "SELECT count(*) FROM jhi_persistent_audit_event e JOIN jhi_user u ON u.login = e.principal"
+        " WHERE u.login NOT LIKE 'jdupont%'",
+        name,
+    )
+    assert joined == [(200,)]

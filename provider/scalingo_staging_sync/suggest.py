@@ -67,7 +67,10 @@ _BY_DETECTOR: dict[str, tuple[dict[str, Any], str]] = {
         "the person's customer id at a payment processor: keyed hash",
     ),
     "personal.actor": (
-        {"transformer": "hash"},
+        {
+            "transformer": "hash",
+            "length": 16,
+        },  # the length of a user name's (_name_spec): equal logins stay equal
         "who created or changed the row (a login, a name): keyed hash, the same as the login's",
     ),
     "identity.provider_uid": ({"transformer": "hash"}, "the person's id at a login provider: keyed hash"),
@@ -377,7 +380,7 @@ def suggest_for(
         chosen = _detector_spec(detector, finding.column)
         if chosen is not None:
             spec, why = chosen
-            if detector in _BY_DETECTOR and spec["transformer"] == "hash":  # a user name's keeps its length
+            if detector in _BY_DETECTOR and spec["transformer"] == "hash" and "length" not in spec:
                 spec = _hash_for(info)
             candidates.append((spec, why))
     if info.category == "date" and not any(c[0]["transformer"] == "date_shift" for c in candidates):
