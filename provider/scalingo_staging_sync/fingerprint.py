@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import re
 import zlib
-from collections.abc import Container
+from collections.abc import Container, Iterable, Sequence
 
 ALGORITHM = "hmac-sha256/128"
 #: the session's text output styles when fingerprinted values are read (those pg_dump sets, so an
@@ -70,6 +70,7 @@ def _is_email(word: str) -> bool:
 #: the longest run of words looked up: a name of four words is up to six once its hyphens split it
 #: ("marie-claire de saint-exupéry")
 MAX_SPLIT_WORDS = 6
+_SIZES = list(range(2, MAX_SPLIT_WORDS + 1))
 #: what separates the words of a slug, a handle, a file name or a URL ("jean-dupont", "@jean_dupont",
 #: "cv-jean-dupont.pdf", "/users/jean.dupont")
 _SLUG_SPLIT = re.compile(r"[\W_]+")
@@ -126,18 +127,28 @@ def first_word_tag(key: bytes, word: str) -> int:
     return zlib.crc32(word.encode("utf-8"), int.from_bytes(key[:4], "big")) & 0xFFFF
 
 
-def text_phrases(text: str, firsts: Container[int] | None = None, key: bytes = b"") -> list[tuple[str, bool]]:
+def run_lengths(lengths: Iterable[int] | None) -> list[int] | None:
+    """The numbers of words of the names looked for that a run can have (two to
+    :data:`MAX_SPLIT_WORDS`), sorted; None stays None (every length)."""
+    return None if lengths is None else sorted({n for n in lengths if 2 <= n <= MAX_SPLIT_WORDS})
+
+
+def text_phrases(
+    text: str, firsts: Container[int] | None = None, key: bytes = b"", lengths: Sequence[int] | None = None
+) -> list[tuple[str, bool]]:
     """The phrases of a sampled value that a masked original could be: ``(phrase, is_email)`` for
     each e-mail address and each run of two to :data:`MAX_SPLIT_WORDS` words, the words split at any
     separator (white space, punctuation, a slug's "jean-dupont", a file name's "cv_jean_dupont.pdf");
-    with ``firsts``, only the runs whose first word's :func:`first_word_tag` under ``key`` is in it."""
+    with ``firsts``, only the runs whose first word's :func:`first_word_tag` under ``key`` is in it;
+    with ``lengths`` (:func:`run_lengths`), only runs of those numbers of words (the names')."""
     lowered = text.casefold()
     out = [(m, True) for m in _EMAIL_RE.findall(lowered)] if "@" in lowered else []
     seq = [w for w in _SLUG_SPLIT.split(lowered) if w]
+    sizes = _SIZES if lengths is None else lengths
     seed = int.from_bytes(key[:4], "big")  # first_word_tag, inlined: this loop sees every word sampled
     crc32 = zlib.crc32
     for i in range(len(seq) - 1):
         if firsts is not None and (crc32(seq[i].encode("utf-8"), seed) & 0xFFFF) not in firsts:
             continue
-        out += [(" ".join(seq[i : i + n]), False) for n in range(2, MAX_SPLIT_WORDS + 1) if i + n <= len(seq)]
+        out += [(" ".join(seq[i : i + n]), False) for n in sizes if i + n <= len(seq)]
     return out

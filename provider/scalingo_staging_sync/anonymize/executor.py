@@ -235,6 +235,7 @@ def build_proof(
             "emails": sorted(phrase_hash(key, p) for p in emails),
             "names": sorted(phrase_hash(key, p) for p in names),
             "firsts": sorted({first_word_tag(key, p.split(" ", 1)[0]) for p in names}),
+            "lengths": sorted({p.count(" ") + 1 for p in names}),
         }
     return proof
 

@@ -551,13 +551,15 @@ class CopyIndex:
     names: dict[str, set[str]] = field(default_factory=dict)
     #: first_word_tag of the names' first words (None: every run of words is hashed)
     firsts: set[int] | None = None
+    #: numbers of words of the names (None: every run of two to six words is hashed)
+    lengths: set[int] | None = None
     #: columns ("schema.table.column") the phrases were read from: not searched for copies of themselves
     sources: set[str] = field(default_factory=set)
 
     @classmethod
     def from_results(cls, results: Iterable[Mapping[str, Any]], salt: str) -> CopyIndex | None:
         """The index of the masking results' proofs (None when none carries phrases)."""
-        from scalingo_staging_sync.fingerprint import PHRASE_ALGORITHM, phrase_key
+        from scalingo_staging_sync.fingerprint import MAX_SPLIT_WORDS, PHRASE_ALGORITHM, phrase_key
 
         index = cls(key=phrase_key(salt))
         for result in results:
@@ -576,6 +578,10 @@ class CopyIndex:
                 index.names.setdefault(h, set()).add(table)
             if phrases.get("names"):
                 index.firsts = (index.firsts or set()) | {int(t) for t in phrases.get("firsts") or ()}
+                if phrases.get("lengths") is None:  # a proof that does not say: every length
+                    index.lengths = set(range(2, MAX_SPLIT_WORDS + 1))
+                else:
+                    index.lengths = (index.lengths or set()) | {int(n) for n in phrases["lengths"]}
         return index if index.emails or index.names else None
 
     @classmethod
@@ -590,7 +596,7 @@ class CopyIndex:
 
         from scalingo_staging_sync.fingerprint import first_word_tag, phrase_hash, row_phrases
 
-        index = cls(key=os.urandom(32), firsts=set())
+        index = cls(key=os.urandom(32), firsts=set(), lengths=set())
         for table in tables:
             if table.relkind != "r":
                 continue
@@ -615,6 +621,7 @@ class CopyIndex:
                 for phrase in names:
                     index.names.setdefault(phrase_hash(index.key, phrase), set()).add(table.qualified_name)
                     index.firsts.add(first_word_tag(index.key, phrase.split(" ", 1)[0]))  # type: ignore[union-attr]
+                    index.lengths.add(phrase.count(" ") + 1)  # type: ignore[union-attr]
                 found = found or bool(emails or names)
             if found:
                 index.sources.update(f"{table.qualified_name}.{c}" for c in people)
@@ -622,14 +629,15 @@ class CopyIndex:
 
     def matches(self, values: Iterable[str | None]) -> tuple[int, int, list[str]]:
         """(distinct e-mails, distinct names) of the index found in ``values``, and their tables."""
-        from scalingo_staging_sync.fingerprint import phrase_hash, text_phrases
+        from scalingo_staging_sync.fingerprint import phrase_hash, run_lengths, text_phrases
 
         emails: set[str] = set()
         names: set[str] = set()
+        sizes = run_lengths(self.lengths)
         for value in values:
             if not value:
                 continue
-            for phrase, is_email in text_phrases(value[:COPY_MAX_CHARS], self.firsts, self.key):
+            for phrase, is_email in text_phrases(value[:COPY_MAX_CHARS], self.firsts, self.key, sizes):
                 h = phrase_hash(self.key, phrase)
                 if is_email and h in self.emails:
                     emails.add(h)
