@@ -66,6 +66,10 @@ _BY_DETECTOR: dict[str, tuple[dict[str, Any], str]] = {
         {"transformer": "hash"},
         "the person's customer id at a payment processor: keyed hash",
     ),
+    "personal.login": (
+        {"transformer": "hash", "length": 16},
+        "a login, a person's handle: keyed hash (16 characters, as a user name's)",
+    ),
     "personal.actor": (
         {
             "transformer": "hash",
@@ -163,7 +167,7 @@ def _name_spec(column: str) -> tuple[dict[str, Any], str]:
         "famille", "naissance", "usage", "nachname", "apellido", "apellidos",
     }:  # fmt: skip
         return {"transformer": "last_name"}, "last name: a name from the built-in list"
-    if tokens & {"username", "nickname", "nick", "display", "user", "login"}:
+    if tokens & {"username", "nickname", "nick", "display", "user"}:
         return {"transformer": "hash", "length": 16}, "user name or handle: keyed hash"
     return {"transformer": "full_name"}, "person name: '<first> <last>' from the built-in lists"
 
@@ -299,7 +303,8 @@ def suggest_for(
 ) -> Suggestion:
     """The suggestion for one finding; ``catalog`` is :class:`~..planner.TableCatalog` (or None);
     ``documents``: sampled values of a json/jsonb column, parsed (see :func:`json_path_specs`);
-    ``values``: sampled values of a text column found by its content alone."""
+    ``values``: sampled values of a text column found by its content alone; ``copies``: the scan's
+    :class:`~..pii.scanner.CopyIndex` (JSON keys holding copies of people's names)."""
     table = TableName(finding.schema, finding.table)
     s = Suggestion(finding.qualified_name, table, finding.column, finding.reason)
     detectors = [r["detector"] for r in finding.reasons]

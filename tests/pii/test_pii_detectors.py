@@ -424,7 +424,11 @@ def test_a_jhipster_schema_is_read_as_what_it_holds():
     names = lambda column, table="jhi_user", kind="text": [  # noqa: E731
         p.name for p in detect_by_name(column, table, kind=kind)
     ]
-    assert names("login") == names("user_login", "posts") == ["personal.name"]
+    assert names("login") == names("user_login", "posts") == ["personal.login"]
+    assert names("name", "servers") == []  # a login does not make a table one of people
+    from scalingo_staging_sync.pii.detectors import table_of_people
+
+    assert table_of_people("servers", [("login", "text"), ("name", "text")]) == "servers"
     assert (
         names("created_by")
         == names("last_modified_by")

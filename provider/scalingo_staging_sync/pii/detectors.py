@@ -263,12 +263,14 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
             r"|owner_name|patient_name|employee_name|member_name|billing_name|shipping_name|recipient_name"
             # French, German, Spanish: prénom, nom de famille / de naissance / d'usage, Vorname...
             r"|prenom|prenoms|nom_famille|nom_de_famille|nom_naissance|nom_usage|nom_complet|vorname"
-            r"|nachname|apellido|apellidos|user_login|login_name"
-        )
-        + r"|^login$",  # a login is a person's handle (JHipster's jhi_user.login "jdupont")
+            r"|nachname|apellido|apellidos"
+        ),
         "personal",
         "high",
     ),
+    # a login is a person's handle (JHipster's jhi_user.login "jdupont12"); it does not make its table
+    # one of people (a server's SSH login)
+    NamePattern("personal.login", _tokens(r"user_login|login_name") + r"|^login$", "personal", "high"),
     # who did it: the login or name of the user who created or changed a row (Spring Data's
     # @CreatedBy, JHipster's created_by / last_modified_by, its audit events' principal, PaperTrail's
     # whodunnit); a text column only (a number there is a user id)
@@ -504,7 +506,7 @@ def _about_not_the_thing(pattern: NamePattern, normalized: str, kind: str) -> bo
     - a text whose match stops before its last token, when that token makes it a template or a format
       (``email_body_template``, ``address_format``), for an e-mail a part of one (``email_subject``),
       for a secret its kind (``token_type``): its content is still scanned."""
-    if pattern.name in ("identity.provider_uid_in_person_table", "personal.actor"):
+    if pattern.name in ("identity.provider_uid_in_person_table", "personal.actor", "personal.login"):
         return kind != "text"  # a uuid `uid` is the app's own public id of the row, not a provider's
     if pattern.category in _KEPT_WHATEVER_THE_TYPE or pattern.name in _KEPT_DETECTORS:
         return False
