@@ -77,6 +77,10 @@ _BY_DETECTOR: dict[str, tuple[dict[str, Any], str]] = {
         },  # the length of a user name's (_name_spec): equal logins stay equal
         "who created or changed the row (a login, a name): keyed hash, the same as the login's",
     ),
+    "personal.demographic": (
+        {"transformer": "null"},
+        "gender, nationality, marital status...: removed (a hash would not be one of the values the app accepts)",
+    ),
     "identity.provider_uid": ({"transformer": "hash"}, "the person's id at a login provider: keyed hash"),
     "identity.provider_uid_in_person_table": (
         {"transformer": "hash"},
@@ -167,7 +171,7 @@ def _name_spec(column: str) -> tuple[dict[str, Any], str]:
         "famille", "naissance", "usage", "nachname", "apellido", "apellidos",
     }:  # fmt: skip
         return {"transformer": "last_name"}, "last name: a name from the built-in list"
-    if tokens & {"username", "nickname", "nick", "display", "user"}:
+    if tokens & {"username", "nickname", "nick", "user"}:
         return {"transformer": "hash", "length": 16}, "user name or handle: keyed hash"
     return {"transformer": "full_name"}, "person name: '<first> <last>' from the built-in lists"
 
@@ -188,6 +192,10 @@ def _detector_spec(detector: str, name: str) -> tuple[dict[str, Any], str] | Non
         return _name_spec(name)
     if detector == "personal.name_in_person_table" and normalize_name(name) in ("nom", "noms"):
         return {"transformer": "last_name"}, "`nom` in a table of people: the family name (beside `prenom`)"
+    if detector == "personal.birth" and {"place", "city", "lieu", "ville", "town"} & set(
+        normalize_name(name).split("_")
+    ):
+        return {"transformer": "city"}, "place of birth: a fictional town"
     if detector == "network.ip" and _MAC_RE.search(normalize_name(name)):
         return {"transformer": "hash"}, "MAC address: keyed hash"
     if detector in _BY_DETECTOR:

@@ -445,3 +445,19 @@ def test_a_jhipster_schema_is_read_as_what_it_holds():
     assert names("last_login", "users", "temporal") == names("login_count", "users", "number") == []
     assert names("antecedents", "patient") == names("groupe_sanguin", "patient") == ["medical.health"]
     assert names("mutuelle", "patient") == ["medical.insurance"]
+
+
+def test_an_odoo_schema_is_read_as_what_it_holds():
+    """Odoo 17: hr_employee.identification_id and ssnid are national ids, spouse_complete_name and
+    emergency_contact name people, marital is a demographic; bank_account_id integer is the key of a
+    bank account row, not an account number."""
+    names = lambda column, table="hr_employee", kind="text": [  # noqa: E731
+        p.name for p in detect_by_name(column, table, kind=kind)
+    ]
+    assert names("identification_id") == names("ssnid") == ["identity.national_id"]
+    assert names("spouse_complete_name") == names("emergency_contact") == ["personal.name"]
+    assert names("complete_name", "res_partner") == ["personal.name"]
+    assert names("marital") == ["personal.demographic"]
+    assert names("bank_account_id", kind="number") == names("emergency_contact_id", kind="number") == []
+    assert names("tax_id", kind="number") == ["identity.national_id"]  # named for what it is
+    assert names("salary_cents", kind="number") == ["financial.income"]  # whatever follows

@@ -206,6 +206,7 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
             r"ssn|nir|social_security|tax_id|tax_number|tin|vat_number|passport|passport_number"
             r"|driver_license|drivers_license|driving_licence|driving_license|national_id|id_card"
             r"|identity_card|identity_number|securite_sociale|secu|num_secu|numero_secu"
+            r"|identification_id|identification_number|id_number|ssnid|ssn_id"
         ),
         "identity",
         "high",
@@ -264,6 +265,8 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
             # French, German, Spanish: prénom, nom de famille / de naissance / d'usage, Vorname...
             r"|prenom|prenoms|nom_famille|nom_de_famille|nom_naissance|nom_usage|nom_complet|vorname"
             r"|nachname|apellido|apellidos"
+            # a person's full name by another name (Odoo's complete_name), a relative's, an emergency contact's
+            r"|complete_name|spouse_name|spouse_complete_name|emergency_contact|emergency_contact_name|next_of_kin"
         ),
         "personal",
         "high",
@@ -314,7 +317,10 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
     ),
     NamePattern(
         "personal.demographic",
-        _tokens(r"gender|sex|nationality|ethnicity|religion|sexe|nationalite|civilite"),
+        _tokens(
+            r"gender|sex|nationality|ethnicity|religion|marital|marital_status|sexe|nationalite|civilite"
+            r"|situation_familiale"
+        ),
         "personal",
         "medium",
     ),
@@ -435,6 +441,8 @@ COLUMN_KINDS = ("text", "boolean", "number", "temporal", "key", "other")
 # Last tokens that say a column is *about* the thing its name starts with, not the thing: the key of
 # another row (``address_id``), a count (``emails_count``), an instant (``reset_password_sent_at``).
 QUALIFIER_TOKENS = ("id", "ids", "uuid", "uuids", "guid", "fk", "pk", "ref", "count", "counts", "at", "on")
+# Last tokens of a number or uuid column that is the key of another row (``bank_account_id``)
+_REFERENCE_TOKENS = ("id", "ids", "uuid", "uuids", "guid", "fk", "pk", "ref")
 # Categories whose name still describes the person whatever follows it (``birth_year``, ``salary_cents``,
 # ``gender_code``, ``latitude_e6``): never cleared by the column's type.
 _KEPT_WHATEVER_THE_TYPE = ("identity", "financial", "medical", "biometric", "location")
@@ -509,7 +517,16 @@ def _about_not_the_thing(pattern: NamePattern, normalized: str, kind: str) -> bo
     if pattern.name in ("identity.provider_uid_in_person_table", "personal.actor", "personal.login"):
         return kind != "text"  # a uuid `uid` is the app's own public id of the row, not a provider's
     if pattern.category in _KEPT_WHATEVER_THE_TYPE or pattern.name in _KEPT_DETECTORS:
-        return False
+        # ... except the key of another row holding a person's account (Odoo's hr_employee.bank_account_id
+        # integer: the account's number is in that row). A gender_id or a diagnosis_id is the key of a
+        # category, and tells it: those stay flagged
+        last = normalized.rsplit("_", 1)[-1]
+        return (
+            pattern.category == "financial"
+            and kind in ("number", "key")
+            and last in _REFERENCE_TOKENS
+            and not any(m.end() == len(normalized) for m in pattern.compiled.finditer(normalized))
+        )
     if kind in ("boolean", "temporal"):  # a flag or an instant about it (Auth.js's emailVerified)
         return True
     if pattern.name == "personal.name" and _THING_NAME_RE.search(normalized):
