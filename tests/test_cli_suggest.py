@@ -375,3 +375,38 @@ def test_who_did_it_is_hashed_as_the_login_is(staging_pg16, tmp_path):
         name,
     )
     assert joined == [(200,)]
+
+
+def test_not_null_json_and_uuid_columns_get_a_constant_not_a_review(staging_pg16, tmp_path):
+    """pretix's checkoutsession.session_data (jsonb NOT NULL) and eventlock.token (uuid NOT NULL) were
+    left for review: no transformer fitted, and the first run's gate failed on them."""
+    name = "cli_suggest_not_null"
+    staging_pg16.create_database(name)
+    staging_pg16.execute(
+        "CREATE TABLE checkoutsession (id int PRIMARY KEY, session_data jsonb NOT NULL);"
+        "INSERT INTO checkoutsession SELECT g, jsonb_build_object('step', g) FROM generate_series(1, 20) g;"
+        "CREATE TABLE eventlock (id int PRIMARY KEY, token uuid NOT NULL);"
+        "INSERT INTO eventlock SELECT g, gen_random_uuid() FROM generate_series(1, 20) g;"
+        "CREATE TABLE device (id int PRIMARY KEY, api_token uuid NOT NULL UNIQUE);"
+        "INSERT INTO device SELECT g, gen_random_uuid() FROM generate_series(1, 20) g;",
+        name,
+    )
+    out = tmp_path / "rules.yaml"
+    proc = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--suggest-rules", str(out))
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    specs = {
+        f"{r.qualified}.{c}": s for r in load_rules(out).anonymization_tables for c, s in r.columns.items()
+    }
+    assert specs["public.checkoutsession.session_data"] == {"transformer": "fixed", "value": "{}"}
+    assert specs["public.eventlock.token"] == {
+        "transformer": "fixed",
+        "value": "00000000-0000-0000-0000-000000000000",
+    }
+    assert "# REVIEW public.device.api_token" in text  # unique: one constant cannot fill it
+    target = PgTarget(host=staging_pg16.host, port=staging_pg16.port, user=staging_pg16.user, dbname=name)
+    for item in plan_anonymization(target, load_rules(out)):
+        run_table_plan(item, target, SALT)
+    assert staging_pg16.execute("SELECT count(*) FROM checkoutsession WHERE session_data = '{}'", name) == [
+        (20,)
+    ]

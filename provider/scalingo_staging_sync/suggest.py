@@ -245,7 +245,14 @@ def _fallback(info: Any) -> tuple[dict[str, Any] | None, str]:
         return {"transformer": "fixed", "value": 0}, "NOT NULL number column: 0"
     if info.category == "date":
         return {"transformer": "date_shift"}, "NOT NULL date column: shifted"
+    if info.category == "json":  # pretix's checkoutsession.session_data jsonb NOT NULL
+        return {"transformer": "fixed", "value": "{}"}, "NOT NULL json column: an empty object"
+    if info.base_type == "uuid":  # refused by the planner where the column is unique
+        return {"transformer": "fixed", "value": _NIL_UUID}, "NOT NULL uuid column: the nil UUID"
     return None, ""
+
+
+_NIL_UUID = "00000000-0000-0000-0000-000000000000"
 
 
 def _fits(spec: Mapping[str, Any], info: Any, catalog: Any) -> bool:

@@ -461,3 +461,21 @@ def test_an_odoo_schema_is_read_as_what_it_holds():
     assert names("bank_account_id", kind="number") == names("emergency_contact_id", kind="number") == []
     assert names("tax_id", kind="number") == ["identity.national_id"]  # named for what it is
     assert names("salary_cents", kind="number") == ["financial.income"]  # whatever follows
+
+
+def test_a_pretix_schema_is_read_as_what_it_holds():
+    """pretix: names by role and their cached copies (attendee_name_cached, invoice_to_name, an
+    invoice line's attendee_name), a bank transaction's payer, an address's name_cached."""
+    names = lambda column, table: [p.name for p in detect_by_name(column, table)]  # noqa: E731
+    assert names("attendee_name_cached", "pretixbase_orderposition") == ["personal.name"]
+    assert (
+        names("invoice_to_name", "pretixbase_invoice")
+        == names("attendee_name", "invoiceline")
+        == ["personal.name"]
+    )
+    assert names("payer", "banktransfer_banktransaction") == ["personal.name"]
+    assert names("name_cached", "pretixbase_invoiceaddress") == ["personal.name_in_person_table"]
+    assert names("name", "order_billingaddress") == ["personal.name_in_person_table"]
+    assert (
+        names("name_cached", "products") == names("product_name", "orders") == names("event_name", "x") == []
+    )

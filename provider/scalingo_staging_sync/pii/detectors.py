@@ -164,6 +164,13 @@ _PERSON_TABLES = (
     "volunteers",
     "teacher",
     "teachers",
+    # an address's name is the addressee's (pretix's invoiceaddress.name_cached, an order's billing address)
+    "address",
+    "addresses",
+    "invoiceaddress",
+    "billingaddress",
+    "shippingaddress",
+    "useraddress",
     # French (Scalingo's own market): utilisateur, adhérent, salarié, employé, élève, étudiant...
     "utilisateur",
     "utilisateurs",
@@ -267,6 +274,10 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
             r"|nachname|apellido|apellidos"
             # a person's full name by another name (Odoo's complete_name), a relative's, an emergency contact's
             r"|complete_name|spouse_name|spouse_complete_name|emergency_contact|emergency_contact_name|next_of_kin"
+            # the name of a person by their role, and its cached copy (pretix's attendee_name_cached)
+            r"|(?:attendee|payer|buyer|purchaser|sender|participant|passenger|beneficiary|invitee|speaker"
+            r"|guest|student|tenant|signatory|invoice_to|addressee|person|user)_name(?:_cached)?"
+            r"|payer|payer_name"
         ),
         "personal",
         "high",
@@ -289,7 +300,7 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
     ),
     NamePattern(
         "personal.name_in_person_table",
-        r"^(?:name|names|nom|noms|nombre)$",
+        r"^(?:name|names|nom|noms|nombre|name_cached|full_name_cached)$",
         "personal",
         "medium",
         _PERSON_TABLES,
