@@ -5,6 +5,8 @@ names the customer: no name detector or content pattern can see that, the origin
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from pg_helpers import new_database
 
@@ -175,3 +177,47 @@ def test_a_proof_without_person_columns_carries_no_phrases():
     proof = build_proof(item, SALT, ["id"], [{"id": "1", "token": "Jean Dupont"}])
     assert "phrases" not in proof
     assert CopyIndex.from_results([{"table": "t", "proof": proof}], SALT) is None
+
+
+def test_names_masked_inside_json_documents_are_looked_for_elsewhere(staging_pg16):
+    """pretix keeps an attendee's name only in ``name_parts`` (jsonb, masked by a json rule) and copies
+    it into an invoice's address block: the proof's phrases now hold the values at the paths a json
+    rule masks as names or e-mail addresses, so the copy is found."""
+    item = {
+        "schema": "public",
+        "name": "orderposition",
+        "masked_columns": ["attendee_name_parts"],
+        "columns": {
+            "attendee_name_parts": {
+                "transformer": "json",
+                "paths": {"given_name": "first_name", "family_name": "last_name", "_scheme": "null"},
+            }
+        },
+    }
+    sample = [
+        {
+            "id": str(i),
+            "attendee_name_parts": json.dumps(
+                {"_scheme": "given_family", "given_name": f, "family_name": la}
+            ),
+        }
+        for i, f, la, _ in PEOPLE
+    ]
+    proof = build_proof(item, SALT, ["id"], sample)
+    assert proof["phrases"]["columns"] == ["attendee_name_parts"] and len(proof["phrases"]["names"]) >= 4
+    pg = staging_pg16
+    with new_database(pg, "copies_json") as name:
+        pg.execute(
+            "CREATE TABLE orderposition (id int PRIMARY KEY, attendee_name_parts jsonb);"
+            "CREATE TABLE invoice (id int PRIMARY KEY, invoice_to text);"
+            "INSERT INTO invoice VALUES (1, E'ACME GmbH\\nPhilomena Wrightsonbury\\nHauptstr. 1'),"
+            " (2, E'Aurelio Castellamonte\\n12 rue de la Paix\\nParis'), (3, 'Order #12');",
+            name,
+        )
+        target = PgTarget(host=pg.host, port=pg.port, user=pg.user, dbname=name)
+        report = scan_target(
+            target,
+            masked_columns=["public.orderposition.attendee_name_parts"],
+            copies=CopyIndex.from_results([{"table": "public.orderposition", "proof": proof}], SALT),
+        )
+        assert [f.qualified_name for f in report.unmasked] == ["public.invoice.invoice_to"]

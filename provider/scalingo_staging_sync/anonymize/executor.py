@@ -189,6 +189,54 @@ def _skip(item: Mapping[str, Any], column: str, original: str) -> bool:
         return False
 
 
+def _phrase_paths(masked: Iterable[str], specs: Mapping[str, Any]) -> dict[str, list[list[str]]]:
+    """``{json column: [path segments]}`` of the paths a ``json`` rule masks with a transformer whose
+    originals identify a person (:data:`PHRASE_TRANSFORMERS`): pretix keeps its attendees' names in
+    ``name_parts`` documents, and their copies elsewhere (an invoice's address block) must be found."""
+    from scalingo_staging_sync.anonymize.transformers import json_path_segments
+
+    out: dict[str, list[list[str]]] = {}
+    for column in masked:
+        spec = specs.get(column)
+        if not isinstance(spec, Mapping) or spec.get("transformer") != "json":
+            continue
+        for path, inner in (options_of(spec).get("paths") or {}).items():
+            name = inner if isinstance(inner, str) else (inner or {}).get("transformer")
+            if name in PHRASE_TRANSFORMERS:
+                out.setdefault(column, []).append(json_path_segments(path))
+    return out
+
+
+def _json_path_values(row: Mapping[str, str | None], paths: Mapping[str, list[list[str]]]) -> list[str]:
+    """The string values at ``paths`` of the row's JSON documents (a text that is not JSON: none)."""
+    import json
+
+    values: list[str] = []
+
+    def walk(value: Any, segments: list[str]) -> None:
+        if not segments:
+            if isinstance(value, str) and value:
+                values.append(value)
+        elif segments[0] == "*":
+            if isinstance(value, list):
+                for item in value:
+                    walk(item, segments[1:])
+        elif isinstance(value, Mapping) and segments[0] in value:
+            walk(value[segments[0]], segments[1:])
+
+    for column, column_paths in paths.items():
+        text = row.get(column)
+        if not text:
+            continue
+        try:
+            document = json.loads(text)
+        except ValueError:
+            continue
+        for segments in column_paths:
+            walk(document, segments)
+    return values
+
+
 def build_proof(
     item: Mapping[str, Any], salt: str, key_columns: list[str], rows: Iterable[Mapping[str, str | None]]
 ) -> dict[str, Any]:
@@ -200,14 +248,17 @@ def build_proof(
         for c in masked
         if isinstance(specs.get(c), Mapping) and specs[c].get("transformer") in PHRASE_TRANSFORMERS
     ]
+    people_paths = _phrase_paths(masked, specs)  # json columns: the paths masked as names or e-mails
     emails: set[str] = set()
     names: set[str] = set()
     out_rows = []
     sampled = 0  # rows with a key: those whose masked values are all NULL have nothing to fingerprint
     if key_columns and masked:
         for row in rows:
-            if people:
-                row_emails, row_names = row_phrases([row[c] for c in people if row.get(c)])  # type: ignore[misc]
+            if people or people_paths:
+                originals = [row[c] for c in people if row.get(c)]
+                originals += _json_path_values(row, people_paths)
+                row_emails, row_names = row_phrases(originals)  # type: ignore[arg-type]
                 emails |= row_emails
                 names |= row_names
             key = [row.get(k) for k in key_columns]
@@ -231,7 +282,7 @@ def build_proof(
         key = phrase_key(salt)
         proof["phrases"] = {
             "algorithm": PHRASE_ALGORITHM,
-            "columns": people,
+            "columns": people + [c for c in people_paths if c not in people],
             "emails": sorted(phrase_hash(key, p) for p in emails),
             "names": sorted(phrase_hash(key, p) for p in names),
             "firsts": sorted({first_word_tag(key, p.split(" ", 1)[0]) for p in names}),
