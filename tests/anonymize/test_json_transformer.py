@@ -250,3 +250,16 @@ def test_pii_scan_judges_what_a_json_rule_leaves(on_load):
 
     execute(target, "UPDATE profiles SET contacts = '[]' WHERE id = 2")
     assert scan_target(target, **kwargs).passed
+
+
+def test_the_values_at_a_path_are_what_the_json_rule_masks():
+    """One walker for the json rule's paths (its skip check, and the proofs' phrases of the names it
+    masks): keys, '*' for every element, a number for one element; a missing path gives nothing."""
+    from scalingo_staging_sync.anonymize.transformers import json_path_segments, json_values_at
+
+    doc = {"owner": {"email": "a@x.test"}, "people": [{"name": "Ann Lee"}, {"name": "Bo Wu"}, {"x": 1}]}
+    assert list(json_values_at(doc, json_path_segments("owner.email"))) == ["a@x.test"]
+    assert list(json_values_at(doc, json_path_segments("people.*.name"))) == ["Ann Lee", "Bo Wu"]
+    assert list(json_values_at(doc, json_path_segments("people.1.name"))) == ["Bo Wu"]
+    assert list(json_values_at(doc, json_path_segments("people.7.name"))) == []
+    assert list(json_values_at(doc, json_path_segments("owner.phone"))) == []

@@ -211,19 +211,9 @@ def _json_path_values(row: Mapping[str, str | None], paths: Mapping[str, list[li
     """The string values at ``paths`` of the row's JSON documents (a text that is not JSON: none)."""
     import json
 
+    from scalingo_staging_sync.anonymize.transformers import json_values_at
+
     values: list[str] = []
-
-    def walk(value: Any, segments: list[str]) -> None:
-        if not segments:
-            if isinstance(value, str) and value:
-                values.append(value)
-        elif segments[0] == "*":
-            if isinstance(value, list):
-                for item in value:
-                    walk(item, segments[1:])
-        elif isinstance(value, Mapping) and segments[0] in value:
-            walk(value[segments[0]], segments[1:])
-
     for column, column_paths in paths.items():
         text = row.get(column)
         if not text:
@@ -233,7 +223,7 @@ def _json_path_values(row: Mapping[str, str | None], paths: Mapping[str, list[li
         except ValueError:
             continue
         for segments in column_paths:
-            walk(document, segments)
+            values += [v for v in json_values_at(document, segments) if isinstance(v, str) and v]
     return values
 
 

@@ -32,7 +32,7 @@ Register your own with :func:`register_transformer`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -1190,16 +1190,24 @@ def with_email_domain(spec: Mapping[str, Any], domain: str) -> dict[str, Any]:
     return out
 
 
-def _json_has(value: Any, segments: list[str]) -> bool:
-    """Whether ``value`` holds a non-null value at ``segments`` ('*': any element of an array)."""
+def json_values_at(value: Any, segments: Sequence[str]) -> Iterator[Any]:
+    """The values of the parsed JSON ``value`` at ``segments`` (:func:`json_path_segments`; '*': every
+    element of an array, a number: that element); a missing path gives none."""
     if not segments:
-        return value is not None
+        yield value
+        return
     head, rest = segments[0], segments[1:]
     if head == "*":
-        return isinstance(value, list) and any(_json_has(v, rest) for v in value)
-    if isinstance(value, dict):
-        return head in value and _json_has(value[head], rest)
-    if isinstance(value, list) and head.isdigit():
-        i = int(head)
-        return i < len(value) and _json_has(value[i], rest)
-    return False
+        if isinstance(value, list):
+            for item in value:
+                yield from json_values_at(item, rest)
+    elif isinstance(value, dict):
+        if head in value:
+            yield from json_values_at(value[head], rest)
+    elif isinstance(value, list) and head.isdigit() and int(head) < len(value):
+        yield from json_values_at(value[int(head)], rest)
+
+
+def _json_has(value: Any, segments: list[str]) -> bool:
+    """Whether ``value`` holds a non-null value at ``segments``."""
+    return any(v is not None for v in json_values_at(value, segments))

@@ -890,9 +890,15 @@ def content_pattern_from_dict(item: Mapping[str, object]) -> ContentPattern:
 UUID_RE = re.compile(r"\{?[0-9A-Fa-f]{8}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{4}-?[0-9A-Fa-f]{12}\}?")
 
 
+def is_uuid(value: str) -> bool:
+    """Whether ``value`` is only a UUID: its digits can look like a phone or a card number, it is
+    neither (the content detectors skip it)."""
+    return len(value) <= 40 and UUID_RE.fullmatch(value.strip()) is not None
+
+
 def detect_in_value(value: str, patterns: Sequence[ContentPattern] = DEFAULT_CONTENT_PATTERNS) -> list[str]:
     """Names of the content detectors that match ``value`` (none for a value that is a UUID)."""
-    if UUID_RE.fullmatch(value.strip()):
+    if is_uuid(value):
         return []
     return [p.name for p in patterns if p.matches(value)]
 

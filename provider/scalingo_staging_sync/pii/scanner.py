@@ -50,12 +50,12 @@ from scalingo_staging_sync.errors import SyncError
 from scalingo_staging_sync.pgconn import turn_off_timeouts
 from scalingo_staging_sync.pii import DEFAULT_SAMPLE_ROWS
 from scalingo_staging_sync.pii.detectors import (
-    UUID_RE,
     ContentPattern,
     NamePattern,
     build_patterns,
     column_kind,
     detect_by_name,
+    is_uuid,
     max_severity,
     random_key_reason,
     severity_rank,
@@ -751,8 +751,8 @@ def count_content_matches(
             if value is None or value == "":
                 continue
             non_null[index] += 1
-            if len(value) <= 38 and UUID_RE.fullmatch(value.strip()):
-                continue  # a UUID's digits look like a phone or a card number now and then
+            if is_uuid(value):
+                continue
             has_digit = any(ch.isdigit() for ch in value)
             for pattern in patterns:
                 if pattern.needs_digit and not has_digit:
