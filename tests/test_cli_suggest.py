@@ -5,6 +5,8 @@ for review (and the scan keeps failing on them: fail closed)."""
 
 from __future__ import annotations
 
+import json
+
 from cli_helpers import run_cli
 
 from scalingo_staging_sync.anonymize.executor import run_table_plan
@@ -410,3 +412,69 @@ def test_not_null_json_and_uuid_columns_get_a_constant_not_a_review(staging_pg16
     assert staging_pg16.execute("SELECT count(*) FROM checkoutsession WHERE session_data = '{}'", name) == [
         (20,)
     ]
+
+
+def test_not_null_text_json_documents_get_an_empty_document_not_an_empty_string(staging_pg16, tmp_path):
+    """Laravel keeps a notification's data as JSON in a text NOT NULL column: it was cleared to '', which
+    the app's json_decode cannot read back; an empty object keeps the page rendering. A NOT NULL text
+    column of free text holding e-mails still gets ''."""
+    name = "cli_suggest_text_json"
+    staging_pg16.create_database(name)
+    staging_pg16.execute(
+        "CREATE TABLE notifications (id uuid PRIMARY KEY, type varchar(255) NOT NULL, data text NOT NULL);"
+        "INSERT INTO notifications SELECT gen_random_uuid(), 'App\\Notifications\\Invoice',"
+        " json_build_object('message', 'Invoice sent to client' || g || '@example.org', 'amount', g)::text"
+        " FROM generate_series(1, 30) g;"
+        "CREATE TABLE jobs_batch (id int PRIMARY KEY, recipients text NOT NULL);"
+        "INSERT INTO jobs_batch SELECT g, json_build_array('u' || g || '@example.org')::text"
+        " FROM generate_series(1, 30) g;"
+        "CREATE TABLE people (id int PRIMARY KEY, first_name text, last_name text);"
+        "INSERT INTO people SELECT g, 'Gwendoline' || g, 'Kermarrec' || g FROM generate_series(1, 30) g;"
+        "CREATE TABLE activity (id int PRIMARY KEY, properties text NOT NULL);"
+        "INSERT INTO activity SELECT g, json_build_object('by', 'Gwendoline' || g || ' Kermarrec' || g)::text"
+        " FROM generate_series(1, 30) g;"
+        "CREATE TABLE remarks (id int PRIMARY KEY, body text NOT NULL);"
+        "INSERT INTO remarks SELECT g, '{draft} write to person' || g || '@example.org'"
+        " FROM generate_series(1, 30) g;",
+        name,
+    )
+    out = tmp_path / "rules.yaml"
+    proc = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--suggest-rules", str(out))
+    assert proc.returncode == 0, proc.stderr
+    specs = {
+        f"{r.qualified}.{c}": s for r in load_rules(out).anonymization_tables for c, s in r.columns.items()
+    }
+    assert specs["public.notifications.data"] == {"transformer": "fixed", "value": "{}"}
+    assert specs["public.jobs_batch.recipients"] == {"transformer": "fixed", "value": "[]"}
+    assert specs["public.activity.properties"] == {"transformer": "fixed", "value": "{}"}  # names' copies
+    assert specs["public.remarks.body"] == {"transformer": "fixed", "value": ""}
+
+
+def test_the_scan_finds_copies_of_names_kept_only_in_json_documents(staging_pg16):
+    """pretix keeps an invoice address's name only in ``name_parts`` (jsonb) and copies it into the
+    invoice's ``invoice_to`` text block; Supabase keeps a user's full name in ``raw_user_meta_data``.
+    The scan's copy index read text columns only, so these copies were not flagged on production."""
+    name = "cli_scan_json_names"
+    staging_pg16.create_database(name)
+    staging_pg16.execute(
+        "CREATE TABLE invoiceaddress (id int PRIMARY KEY, name_parts jsonb NOT NULL, city text);"
+        "INSERT INTO invoiceaddress SELECT g, jsonb_build_object('_scheme', 'given_family',"
+        " 'given_name', 'Gwendoline' || g, 'family_name', 'Kermarrec' || g), 'Brest' FROM generate_series(1, 30) g;"
+        "CREATE TABLE invoice (id int PRIMARY KEY, invoice_to text, internal_reference text);"
+        "INSERT INTO invoice SELECT g, 'Gwendoline' || g || ' Kermarrec' || g || E'\\n12 rue de Siam\\nBrest',"
+        " 'R' || g FROM generate_series(1, 30) g;"
+        "CREATE TABLE auth_users (id int PRIMARY KEY, raw_user_meta_data jsonb);"
+        "INSERT INTO auth_users SELECT g, jsonb_build_object('full_name', 'Anselme' || g || ' Quintard' || g,"
+        " 'email_verified', true) FROM generate_series(1, 30) g;"
+        "CREATE TABLE remarks (id int PRIMARY KEY, body text);"
+        "INSERT INTO remarks SELECT g, 'Called back Anselme' || g || ' Quintard' || g || ' about it'"
+        " FROM generate_series(1, 30) g;",
+        name,
+    )
+    with_copies = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--json")
+    findings = {f["column_id"]: f for f in json.loads(with_copies.stdout)["findings"]}
+    for column, source in (("public.invoice.invoice_to", "public.invoiceaddress"),
+                           ("public.remarks.body", "public.auth_users")):  # fmt: skip
+        copy = [r for r in findings[column]["reasons"] if r["kind"] == "copy"]
+        assert copy and source in copy[0]["tables"], (column, findings.get(column))
+    assert "public.invoice.internal_reference" not in findings

@@ -235,11 +235,19 @@ def _copied_identifier(finding: Finding, info: Any, catalog: Any) -> dict[str, A
     return spec if _fits(spec, info, catalog) else None
 
 
-def _fallback(info: Any) -> tuple[dict[str, Any] | None, str]:
-    """A value that removes the data when no specific transformer fits."""
+def _fallback(info: Any, values: Sequence[str] | None = None) -> tuple[dict[str, Any] | None, str]:
+    """A value that removes the data when no specific transformer fits. A NOT NULL text column whose
+    sampled ``values`` are all JSON objects (arrays) gets an empty one, so the app still decodes it
+    (Laravel's ``notifications.data``); '' would not be a document."""
     if not info.not_null:
         return {"transformer": "null"}, "no specific transformer fits this column: NULL"
     if info.category == "string":
+        shape = _json_text_shape(values)
+        if shape is not None and (info.max_length is None or info.max_length >= 2):
+            kind = "object" if shape == "{}" else "array"
+            return {"transformer": "fixed", "value": shape}, (
+                f"NOT NULL text column holding JSON documents: an empty {kind}"
+            )
         return {"transformer": "fixed", "value": ""}, "NOT NULL column, no specific transformer fits: ''"
     if info.category == "number":
         return {"transformer": "fixed", "value": 0}, "NOT NULL number column: 0"
@@ -253,6 +261,19 @@ def _fallback(info: Any) -> tuple[dict[str, Any] | None, str]:
 
 
 _NIL_UUID = "00000000-0000-0000-0000-000000000000"
+
+
+def _json_text_shape(values: Sequence[str] | None) -> str | None:
+    """'{}' when every non-empty sampled value opens a JSON object ('{' then '"' or '}'), '[]' when every
+    one opens an array ('[' then '{', '"', '[' or ']'), else None. Only the opening is read: the scan's samples may be cut."""
+    present = [v.lstrip() for v in values or () if v and v.strip()]
+    if not present:
+        return None
+    if all(v.startswith("{") and v[1:].lstrip()[:1] in ('"', "}") for v in present):
+        return "{}"
+    if all(v.startswith("[") and v[1:].lstrip()[:1] in ("{", '"', "[", "]") for v in present):
+        return "[]"
+    return None
 
 
 def _fits(spec: Mapping[str, Any], info: Any, catalog: Any) -> bool:
@@ -392,7 +413,7 @@ def suggest_for(
                 "distinct values stay distinct and equal ones equal in every table"
             )
             return s
-        spec, why = _fallback(info)
+        spec, why = _fallback(info, values)
         if spec is not None and _fits(spec, info, catalog):
             s.spec, s.why = spec, f"free text holding personal data (the name says nothing): {why}"
             return s
@@ -407,7 +428,7 @@ def suggest_for(
         candidates.append(({"transformer": "date_shift"}, "date tied to a person: shifted by up to a year"))
     if info.category == "string":
         candidates.append((_hash_for(info), "keyed hash (a unique-safe fallback)"))
-    candidates.append(_fallback(info))
+    candidates.append(_fallback(info, values))
     for spec, why in candidates:
         if spec is not None and _fits(spec, info, catalog):
             s.spec, s.why = spec, why
@@ -448,7 +469,10 @@ def suggest_rules(
             and info.category in ("string", "inet")
             and not finding.allow_reason
             and all(r["kind"] != "name" for r in finding.reasons)
-            and any(r["detector"] in _WHOLE_VALUE for r in finding.reasons if r["kind"] == "content")
+            and (
+                any(r["detector"] in _WHOLE_VALUE for r in finding.reasons if r["kind"] == "content")
+                or (info.not_null and info.category == "string")  # JSON documents in text: see _fallback
+            )
         ):
             values = _sample_texts(conn, finding, json_sample_rows)
         out.suggestions.append(suggest_for(finding, catalogs[key], documents, values, copies))
@@ -475,7 +499,7 @@ def _sample_documents(conn: Any, finding: Finding, rows: int) -> list[Any]:
 #: content detectors whose match is the whole value, when the value is only that: masked with the
 #: detector's transformer; any other match inside a JSON string (free text) is cleared (JSON null)
 _WHOLE_VALUE = {
-    "email": re.compile(r"\S+@\S+"),
+    "email": re.compile(r"[^\s\"'<>()\[\]{},;]+@[^\s\"'<>()\[\]{},;@]+"),  # not ["a@b.c"]: JSON
     "phone_fr": re.compile(r"[+0-9 ().-]+"),
     "phone_e164": re.compile(r"[+0-9 ().-]+"),
     "iban": re.compile(r"[A-Za-z0-9 ]+"),

@@ -590,8 +590,10 @@ class CopyIndex:
     ) -> CopyIndex | None:
         """The index of the names and e-mail addresses of a database's people, read where they are
         (``scan`` on production, where no masking proof exists): the text columns that name
-        detectors call a person's name or e-mail address, ``sample_rows`` rows of each table, hashed
-        with a random key of this process."""
+        detectors call a person's name or e-mail address, and the string values of json/jsonb
+        documents under keys they call so (pretix's ``name_parts`` {"given_name", "family_name"},
+        Supabase's ``raw_user_meta_data.full_name``), ``sample_rows`` rows of each table, hashed with a
+        random key of this process."""
         import os
 
         from scalingo_staging_sync.fingerprint import first_word_tag, phrase_hash, row_phrases
@@ -607,24 +609,31 @@ class CopyIndex:
                 if c.sampled
                 and any(p.name in PEOPLE_DETECTORS for p in detect_by_name(c.name, context, kind=c.kind))
             ]
-            if not people:
+            documents = [c.name for c in table.columns if c.type_name in ("json", "jsonb")]
+            if not people and not documents:
                 continue
             try:
-                rows = sample_table(conn, table, people, sample_rows, 1000)
+                rows = sample_table(conn, table, people + documents, sample_rows, COPY_MAX_CHARS)
             except Exception:  # noqa: BLE001 - the scan samples the table again and records its error
                 continue
-            found = False
+            found: set[str] = set()
             for row in rows:
-                emails, names = row_phrases([v for v in row if v])
+                values = [v[:1000] for v in row[: len(people)] if v]
+                for column, text in zip(documents, row[len(people) :], strict=True):
+                    named = _json_people_values(text)
+                    if named:
+                        values += named
+                        found.add(column)
+                emails, names = row_phrases(values)
                 for phrase in emails:
                     index.emails.setdefault(phrase_hash(index.key, phrase), set()).add(table.qualified_name)
                 for phrase in names:
                     index.names.setdefault(phrase_hash(index.key, phrase), set()).add(table.qualified_name)
                     index.firsts.add(first_word_tag(index.key, phrase.split(" ", 1)[0]))  # type: ignore[union-attr]
                     index.lengths.add(phrase.count(" ") + 1)  # type: ignore[union-attr]
-                found = found or bool(emails or names)
-            if found:
-                index.sources.update(f"{table.qualified_name}.{c}" for c in people)
+                if emails or names:
+                    found.update(people)
+            index.sources.update(f"{table.qualified_name}.{c}" for c in found)
         return index if index.emails or index.names else None
 
     def matches(self, values: Iterable[str | None]) -> tuple[int, int, list[str]]:
@@ -660,6 +669,25 @@ class CopyIndex:
             "names": n_names,
             "tables": tables,
         }
+
+
+def _json_people_values(text: str | None) -> list[str]:
+    """The string values of the JSON document ``text`` under keys that name detectors call a person's
+    name or e-mail address (a text that is not JSON, or was cut by the sample: none)."""
+    import json
+
+    from scalingo_staging_sync.pii.detectors import json_key_findings
+
+    if not text:
+        return []
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return []
+    from scalingo_staging_sync.anonymize.transformers import json_values_at
+
+    paths = dict.fromkeys(s for s, p in json_key_findings(document) if p.name in PEOPLE_DETECTORS)
+    return [v for s in paths for v in json_values_at(document, s) if isinstance(v, str) and v]
 
 
 # --------------------------------------------------------------------------------------------------
