@@ -373,6 +373,7 @@ def transformers(as_json: bool) -> None:
             if g["unique"]
             else "not unique",
             "keeps NULL" if g["keeps_null"] else "NULL replaced",
+            *(["keeps ''"] if g["keeps_empty"] else []),
             "keeps length" if g["keeps_length"] else "length may change",
             f"needs varchar(n) >= {g['min_length']}" if g["min_length"] else "any length",
         ]

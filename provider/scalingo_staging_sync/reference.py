@@ -27,6 +27,7 @@ def transformer_guarantees(transformer: Any) -> dict[str, Any]:
     * ``unique``: distinct inputs stay distinct (safe under a UNIQUE index); ``unique_bits``: with how
       many hash bits, when the registry says (default options);
     * ``keeps_null``: NULL stays NULL;
+    * ``keeps_empty``: an empty string stays empty on a string column (nothing to mask);
     * ``keeps_length``: the output has the input's length, for every input;
     * ``fits_column``: outputs are cut or sized to ``varchar(n)``; ``min_length`` is the smallest n.
     """
@@ -44,6 +45,7 @@ def transformer_guarantees(transformer: Any) -> dict[str, Any]:
         "unique_bits": bits,
         "unique": bool(transformer.unique),
         "keeps_null": bool(transformer.keeps_null),
+        "keeps_empty": bool(transformer.keeps_empty),
         "keeps_length": bool(transformer.keeps_length),
         "fits_column": True,
         "min_length": int(need or 0),
@@ -93,8 +95,8 @@ def _yes(flag: bool) -> str:
 
 def transformers_markdown() -> str:
     rows = [
-        "| transformer | output | accepts | options | deterministic | unique | keeps NULL | keeps length | min varchar(n) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| transformer | output | accepts | options | deterministic | unique | keeps NULL | keeps '' | keeps length | min varchar(n) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for info in transformers_info():
         g = info["guarantees"]
@@ -104,7 +106,7 @@ def transformers_markdown() -> str:
         accepts = "any" if info["accepts"] == ["*"] else ", ".join(info["accepts"])
         rows.append(
             f"| `{info['name']}` | {desc} | {accepts} | {options} | {_yes(g['deterministic'])} | "
-            f"{_yes(g['unique'])}{f' ({bits} bits)' if (bits := g.get('unique_bits')) and g['unique'] else ''} | {_yes(g['keeps_null'])} | {_yes(g['keeps_length'])} | {g['min_length']} |"
+            f"{_yes(g['unique'])}{f' ({bits} bits)' if (bits := g.get('unique_bits')) and g['unique'] else ''} | {_yes(g['keeps_null'])} | {_yes(g['keeps_empty'])} | {_yes(g['keeps_length'])} | {g['min_length']} |"
         )
     return "\n".join(rows)
 
@@ -179,8 +181,10 @@ def rules_reference_markdown() -> str:
             "### Transformer reference",
             "",
             "Read from the transformer registry (`anonymize/transformers.py`). *deterministic* (the same input",
-            "and salt give the same output) and *keeps length* (the output has the input's length, for every",
-            "input) are what each transformer declares, checked by running every built-in's SQL on PostgreSQL",
+            "and salt give the same output), *keeps ''* (an empty string stays empty on a string column: it",
+            'holds nothing to mask, and an app may read it as "none") and *keeps length* (the output has the',
+            "input's length, for every input) are what each transformer declares, checked by running every",
+            "built-in's SQL, as the engines wrap it, on PostgreSQL",
             "(`tests/docs/test_transformer_guarantees.py`). Every output is cut or sized to `varchar(n)` and a",
             "column shorter than *min varchar(n)* is rejected at planning time.",
             "",

@@ -16,6 +16,7 @@ from scalingo_staging_sync.anonymize.executor import (
     RetryPolicy,
     build_proof,
     run_table_plan,
+    sample_from_copy,
 )
 from scalingo_staging_sync.anonymize.planner import PlanError, plan_anonymization
 from scalingo_staging_sync.anonymize.strategies import register_strategy, unregister_strategy
@@ -187,6 +188,32 @@ def test_a_masked_column_null_in_every_row_is_verified_not_refused(db):
     with target.connect() as conn:
         problems = verify_table(conn, keyless, SALT).problems
     assert problems and "no residual-value proof" in problems[0]
+
+
+def test_the_proof_samples_rows_with_originals_first(db):
+    """A column added late is NULL in a table's first rows and filled in its recent ones: the proof
+    sampled the first 200 rows, all NULL there, and verification checked nothing of the rows that had
+    values. Rows with a value come first now, in place and on load."""
+    _pg, target = db
+    execute(target, "CREATE TABLE subscribers (id bigint PRIMARY KEY, plan text, phone text)")
+    execute(
+        target,
+        "INSERT INTO subscribers SELECT g, 'free', CASE WHEN g > 900 THEN '+3361234' || lpad(g::text, 4, '0') END"
+        " FROM generate_series(1, 1000) g",
+    )
+    (result,) = anonymize(
+        target, "source_app: p\nanonymization_tables: [{table: subscribers, columns: {phone: phone}}]"
+    )
+    assert result["proof"]["sampled_rows"] == 200
+    assert len(result["proof"]["rows"]) == 100  # the 100 rows with a phone, all of them
+    with target.connect() as conn:
+        check = verify_table(conn, result, SALT)
+    assert check.passed and check.keys_found == 100, check.problems
+    header = "COPY public.subscribers (id, plan, phone) FROM stdin;"
+    lines = [header] + [f"{g}\tfree\t{'+33612340001' if g > 1500 else chr(92) + 'N'}" for g in range(1, 2001)]
+    sample = sample_from_copy(iter(lines), 200, ["phone"])
+    assert len(sample) == 200 and all(r["phone"] is not None for r in sample)
+    assert sample_from_copy(iter(lines[:1501]), 200, ["phone"]) == sample_from_copy(iter(lines[:201]), 200)
 
 
 def test_retry_after_a_real_deadlock(db):
@@ -637,3 +664,43 @@ def test_every_fixed_value_a_column_refuses_is_named_at_once(db):
     assert "public.staff.ip: the rule's fixed value 'nope' does not fit the column's type inet" in message
     assert "note" not in message and message.endswith("give a value of that type in the rules file")
     assert info.value.retryable is False
+
+
+def test_empty_strings_stay_empty_and_a_partial_unique_index_holds(db):
+    """GoTrue keeps '' in its unused token columns, under a unique index WHERE the token is not
+    blank: the keyed hash of '' was the same for every such row, and restoring the index failed the
+    run. An empty string holds nothing to mask: the transformers that derive a value from the input
+    keep it empty (an app reads '' as "none": a pending e-mail change), and the proof skips it."""
+    _pg, target = db
+    execute(
+        target,
+        "CREATE TABLE users (id int PRIMARY KEY, confirmation_token varchar(255), email_change varchar(255),"
+        " phone_change text, first_name text)",
+    )
+    execute(
+        target,
+        "CREATE UNIQUE INDEX confirmation_token_idx ON users (confirmation_token)"
+        " WHERE confirmation_token::text !~ '^[0-9 ]*$'",
+    )
+    execute(
+        target,
+        "INSERT INTO users SELECT g, CASE WHEN g % 3 = 0 THEN 'tok' || g ELSE '' END,"
+        " CASE WHEN g % 5 = 0 THEN 'new' || g || '@corp.test' ELSE '' END, '', 'Ann' || g"
+        " FROM generate_series(1, 300) g",
+    )
+    (result,) = anonymize(
+        target,
+        "source_app: p\nanonymization_tables: [{table: users, columns: {confirmation_token: hash,"
+        " email_change: email, phone_change: phone, first_name: first_name}}]",
+    )
+    counts = execute(
+        target,
+        "SELECT count(*) FILTER (WHERE confirmation_token = ''), count(DISTINCT confirmation_token),"
+        " count(*) FILTER (WHERE email_change = ''), count(*) FILTER (WHERE email_change LIKE '%@example.com'),"
+        " count(*) FILTER (WHERE phone_change = ''), count(*) FILTER (WHERE first_name LIKE 'Ann%')"
+        " FROM users",
+    )
+    assert counts == [(200, 101, 240, 60, 300, 0)]
+    with target.connect() as conn:
+        check = verify_table(conn, result, SALT)
+    assert check.passed, check.problems

@@ -70,3 +70,23 @@ def test_case_insensitive_email_merges_case_variants(db):
         "  - {table: a, columns: {email: {transformer: email, case_insensitive: true}}}",
     )
     assert len({r[0] for r in execute(target, "SELECT email FROM a")}) == 1
+
+
+def test_a_unique_expression_index_holds_its_columns_unique_on_an_existing_database(db):
+    """Mastodon's tags: a unique index on lower(name), no plain one. The catalog path read only an
+    index's plain key columns, so `name: full_name` was planned and its load would fail on the index;
+    the archive path refused it already."""
+    from scalingo_staging_sync.anonymize.planner import PlanError
+
+    _pg, target = db
+    execute(target, "CREATE TABLE tags (id int PRIMARY KEY, name text NOT NULL, display_name text)")
+    execute(
+        target, "CREATE UNIQUE INDEX index_tags_on_name_lower_btree ON tags (lower(name) text_pattern_ops)"
+    )
+    execute(target, "INSERT INTO tags SELECT g, 'tag' || g, NULL FROM generate_series(1, 50) g")
+    with pytest.raises(
+        PlanError, match="name is in unique index index_tags_on_name_lower_btree of public.tags"
+    ):
+        anonymize(target, "source_app: p\nanonymization_tables: [{table: tags, columns: {name: full_name}}]")
+    anonymize(target, "source_app: p\nanonymization_tables: [{table: tags, columns: {name: hash}}]")
+    assert execute(target, "SELECT count(DISTINCT name) FROM tags") == [(50,)]

@@ -90,7 +90,11 @@ def _cases():
 def _outputs(target: PgTarget, name: str, options: dict, type_sql: str) -> list[tuple]:
     """(input text, output text) of every input, and of the first input again, in one session."""
     column = tr.ColumnInfo("v", type_sql, type_sql)
-    expr = tr.get_transformer(name).expression(sql.Identifier("v"), tr.BuildContext(column, options))
+    transformer = tr.get_transformer(name)
+    src = sql.Identifier("v")  # wrapped as every engine wraps it (keeps_empty)
+    expr = tr.keep_empty_sql(
+        transformer, column, src, transformer.expression(src, tr.BuildContext(column, options))
+    )
     inputs = DATE_INPUTS if column.category == "date" else TEXT_INPUTS
     if type_sql == "jsonb":
         inputs = JSON_INPUTS
@@ -135,3 +139,7 @@ def test_declared_guarantees_hold_on_postgresql(keyed, name, options, type_sql):
 
     lengths_kept = all(out is not None and len(out) == len(value) for value, out in first)
     assert lengths_kept is guarantees["keeps_length"], (name, options, first)
+
+    if type_sql == "text":  # an empty string kept empty, as declared
+        empty_kept = dict(first)[""] == ""
+        assert empty_kept is guarantees["keeps_empty"], (name, options, dict(first)[""])

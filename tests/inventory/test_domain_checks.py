@@ -118,3 +118,44 @@ def test_offline_evaluation_matches_postgresql(fresh_db, expression, values):
             except psycopg.errors.CheckViolation:
                 accepted = False
             assert evaluate_domain_check(expression, value) is accepted, (expression, value)
+
+
+TABLE_CHECK_DB = """
+CREATE TABLE saml_providers (id int PRIMARY KEY, metadata_xml text NOT NULL,
+  CONSTRAINT "metadata_xml not empty" CHECK (char_length(metadata_xml) > 0),
+  name text, CONSTRAINT pair CHECK (name IS NULL OR metadata_xml IS NOT NULL));
+INSERT INTO saml_providers VALUES (1, '<EntityDescriptor>jane@corp.test</EntityDescriptor>', 'corp');
+"""
+
+
+@pytest.mark.parametrize("version", [16, 18], ids=["pg_dump16", "pg_dump18"])
+def test_a_table_check_on_the_masked_column_alone_is_evaluated_too(archives, fresh_db, version):
+    """GoTrue's auth.saml_providers has CHECK (char_length(metadata_xml) > 0): `fixed: ""` (what
+    --suggest-rules proposed) passed the plan with a warning and failed the load. A CHECK on the masked
+    column alone is evaluated as a domain's is; one over several columns stays a warning."""
+    rules = rules_from(
+        "source_app: p\nanonymization_tables:\n"
+        "  - {table: saml_providers, columns: {metadata_xml: {transformer: fixed, value: ''}}}\n"
+    )
+    dump, tools = archives.make(TABLE_CHECK_DB, version)
+    with pytest.raises(PlanError) as err:
+        plan_from_archive(dump, rules, tools=tools)
+    text = str(err.value)
+    assert (
+        "anonymization_tables[0].columns.metadata_xml: public.saml_providers has CHECK constraint metadata_xml "
+        "not empty (" in text
+    ), text
+    assert "char_length(metadata_xml) > 0)" in text
+    assert "which rejects the masked value '' of transformer 'fixed'" in text
+    target = fresh_db(version)
+    with target.connect(autocommit=True) as conn:
+        conn.execute(TABLE_CHECK_DB)
+    with pytest.raises(PlanError, match="which rejects the masked value '' of transformer 'fixed'"):
+        plan_anonymization(target, rules)
+    fine = rules_from(
+        "source_app: p\nanonymization_tables:\n"
+        "  - {table: saml_providers, columns: {metadata_xml: {transformer: fixed, value: '<x/>'}}}\n"
+    )
+    (item,) = plan_from_archive(dump, fine, tools=tools).items
+    assert item["masked_columns"] == ["metadata_xml"]
+    assert "CHECK constraint pair involves masked column(s) metadata_xml" in item["warnings"]

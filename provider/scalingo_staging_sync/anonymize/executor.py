@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,9 +184,12 @@ def _skip(item: Mapping[str, Any], column: str, original: str) -> bool:
     if (item.get(FIXED_AS_READ) or {}).get(column) == original:
         return True
     try:
-        return get_transformer(spec["transformer"]).skip_in_proof(original, options_of(spec))
+        transformer = get_transformer(spec["transformer"])
     except KeyError:
         return False
+    if original == "" and transformer.keeps_empty:
+        return True  # kept empty: nothing was there to mask (keep_empty_sql)
+    return transformer.skip_in_proof(original, options_of(spec))
 
 
 def _phrase_paths(masked: Iterable[str], specs: Mapping[str, Any]) -> dict[str, list[list[str]]]:
@@ -335,24 +338,40 @@ def rekey_proof(conn: Any, item: Mapping[str, Any], proof: dict[str, Any], key: 
     return {**proof, "rows": rows}
 
 
-def sample_from_copy(lines: Iterator[str], limit: int = SAMPLE_ROWS) -> list[dict[str, str | None]]:
-    """First ``limit`` rows of a COPY stream (header first) as ``{column: text}``; closes the stream."""
+#: rows of a table's COPY text read, at most, per row of its proof's sample, looking for rows whose
+#: masked columns hold a value (:func:`sample_from_copy`)
+SAMPLE_SCAN_FACTOR = 10
+
+
+def sample_from_copy(
+    lines: Iterator[str], limit: int = SAMPLE_ROWS, masked: Sequence[str] = ()
+) -> list[dict[str, str | None]]:
+    """Up to ``limit`` rows of a COPY stream (header first) as ``{column: text}``; closes the stream.
+    Rows where a ``masked`` column is not NULL come first (they have originals to fingerprint; a
+    column filled only in recent rows is NULL in a table's first ones): up to ``limit`` *
+    :data:`SAMPLE_SCAN_FACTOR` rows are read to find them, then rows without fill the sample."""
     rows: list[dict[str, str | None]] = []
+    without: list[dict[str, str | None]] = []
     try:
         header = next(lines, None)
         if header is None:
             return rows
         names = parse_copy_header(header)
+        read = 0
         for line in lines:
-            if len(rows) >= limit:
+            if len(rows) >= limit or read >= limit * SAMPLE_SCAN_FACTOR or (not masked and read >= limit):
                 break
-            values = parse_copy_row(line)
-            rows.append(dict(zip(names, values, strict=False)))
+            read += 1
+            row = dict(zip(names, parse_copy_row(line), strict=False))
+            if not masked or any(row.get(c) is not None for c in masked):
+                rows.append(row)
+            elif len(without) < limit:
+                without.append(row)
     finally:
         close = getattr(lines, "close", None)
         if close:
             close()
-    return rows
+    return rows + without[: limit - len(rows)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -515,7 +534,8 @@ def _archive_sample(
     key_columns = list(item.get("key_columns") or [])
     if not key_columns:
         key_columns = archive_primary_keys(dump_path, tools).get(table, [])
-    return key_columns, sample_from_copy(stream_table_copy(dump_path, table, tools), sample_rows)
+    masked = list(item.get("masked_columns") or [])
+    return key_columns, sample_from_copy(stream_table_copy(dump_path, table, tools), sample_rows, masked)
 
 
 def as_verification_reads(
@@ -780,20 +800,27 @@ def run_in_place(
             key_columns = list(item.get("key_columns") or [])
             proof_item = dict(item, masked_columns=masked)
             if key_columns and masked:
-                stmt = sample_statement(
-                    item["schema"],
-                    item["name"],
-                    key_columns,
-                    masked,
-                    item.get("condition"),
-                    sample_rows,
-                    only=update_only(item, cat),  # the rows the UPDATE masks, not its children's
-                )
                 names = [*key_columns, *masked]
                 # read in the styles verification reads them (fingerprint.TEXT_STYLES), then back to
                 # the session's own for the masking statement (date_shift hashes a date's text)
                 own = _set_local(conn, TEXT_STYLES)
-                sample = [dict(zip(names, r, strict=True)) for r in conn.execute(stmt).fetchall()]
+                sample = []
+                # rows with an original to fingerprint first (a column filled only in recent rows
+                # is NULL in a table's first ones), then rows without, up to sample_rows in all
+                for with_values in (True, False):
+                    stmt = sample_statement(
+                        item["schema"],
+                        item["name"],
+                        key_columns,
+                        masked,
+                        item.get("condition"),
+                        sample_rows - len(sample),
+                        only=update_only(item, cat),  # the rows the UPDATE masks, not its children's
+                        with_values=with_values,
+                    )
+                    sample += [dict(zip(names, r, strict=True)) for r in conn.execute(stmt).fetchall()]
+                    if len(sample) >= sample_rows:
+                        break
                 proof_item[FIXED_AS_READ] = fixed_as_read(conn, item, cat)
                 _set_local(conn, own)
             else:

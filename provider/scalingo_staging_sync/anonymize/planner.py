@@ -113,10 +113,18 @@ LEFT JOIN LATERAL (
 WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum
 """
+# the key columns in order, then the columns its expressions read (Mastodon's unique index on
+# lower(tags.name): masking name with a transformer that is not unique would fail the index)
 _INDEXES_SQL = """
 SELECT ic.relname, i.indisprimary, i.indisunique OR i.indisexclusion,
        ARRAY(SELECT a.attname FROM unnest(i.indkey) WITH ORDINALITY k(attnum, ord)
              JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.ord)
+       || ARRAY(SELECT a.attname FROM pg_depend d
+                JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+                WHERE d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid
+                  AND d.refclassid = 'pg_class'::regclass AND d.refobjid = i.indrelid
+                  AND d.refobjsubid > 0 AND d.refobjsubid <> ALL (i.indkey::int2[])
+                ORDER BY a.attnum)
 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
 WHERE i.indrelid = %s
 """
@@ -545,7 +553,7 @@ def _like_regex(pattern: str, flags: int) -> Any:
     return re.compile("".join(out), flags | re.DOTALL)
 
 
-def evaluate_domain_check(expression: str, value: Any) -> bool:
+def evaluate_domain_check(expression: str, value: Any, column: str | None = None) -> bool:
     """Whether a domain CHECK ``expression`` accepts ``value`` (None: NULL), evaluated without a server
     on its pglast parse tree. Only what is evaluated exactly like PostgreSQL does is supported: AND / OR /
     NOT, ``LIKE`` / ``ILIKE`` (``~~``, ``~~*`` and their negations, without ``ESCAPE``), ``=`` / ``<>``
@@ -569,8 +577,8 @@ def evaluate_domain_check(expression: str, value: Any) -> bool:
         return [getattr(n, "sval", "") for n in items or ()]
 
     def ev(node: Any) -> Any:
-        if isinstance(node, ast.ColumnRef) and names(node.fields) == ["value"]:
-            return value
+        if isinstance(node, ast.ColumnRef) and names(node.fields) == ["value" if column is None else column]:
+            return value  # a table CHECK on one column: that column's reference stands for VALUE
         if isinstance(node, ast.A_Const):
             if node.isnull:
                 return None
@@ -671,8 +679,11 @@ def _domain_check_problems(
     and the fix; otherwise it is flagged in ``warnings``, as a table CHECK on a masked column is."""
     errors: list[str] = []
     for col, spec in specs.items():
-        checks = cat.domain_checks.get(col)
         info = cat.columns.get(col)
+        table_checks = [(n, d) for n, d, cols in cat.checks if cols == [col]] if info is not None else []
+        if table_checks:
+            errors += _table_check_problems(cat, col, spec, table_checks, prefix)
+        checks = cat.domain_checks.get(col)
         if not checks or info is None:
             continue
         try:
@@ -705,6 +716,39 @@ def _domain_check_problems(
                     f"{con_name} ({expression}) rejects the masked value {sample!r} of transformer "
                     f"{transformer.name!r}: loading the masked rows would fail; {fix}, or do not mask {col}"
                 )
+    return errors
+
+
+def _table_check_problems(
+    cat: TableCatalog,
+    col: str,
+    spec: Mapping[str, Any],
+    checks: list[tuple[str, str]],
+    prefix: str,
+) -> list[str]:
+    """A table CHECK on the masked column alone (GoTrue's ``saml_providers``: ``CHECK
+    (char_length(metadata_xml) > 0)``) that rejects the transformer's known output: refused now, as a
+    domain's is (the masked rows would fail to load). One that cannot be evaluated without a server
+    stays in the warnings every CHECK on a masked column gets (:func:`_flag_derived`)."""
+    try:
+        transformer = get_transformer(spec["transformer"])
+    except KeyError:
+        return []  # reported by _check_columns
+    known, sample = masked_sample(transformer, options_of(spec), cat.columns[col])
+    errors: list[str] = []
+    for con_name, definition in checks:
+        expression = _domain_check_expression(definition)
+        try:
+            accepted = evaluate_domain_check(expression, sample, column=col) if known else None
+        except _CannotEvaluate:
+            accepted = None
+        if accepted is False:
+            errors.append(
+                f"{prefix}.{col}: {cat.qualified} has CHECK constraint {con_name} ({expression}), which "
+                f"rejects the masked value {sample!r} of transformer {transformer.name!r}: loading the masked "
+                f"rows would fail; use a value the CHECK accepts ({col}: {{transformer: fixed, value: "
+                f"<value>}}), another transformer, or do not mask {col}"
+            )
     return errors
 
 

@@ -18,6 +18,7 @@ from scalingo_staging_sync.anonymize.transformers import (
     BuildContext,
     ColumnInfo,
     get_transformer,
+    keep_empty_sql,
     options_of,
 )
 
@@ -57,7 +58,8 @@ def column_expressions(
             return src_for(col)
         transformer = get_transformer(spec["transformer"])
         ctx = BuildContext(columns[col], options_of(spec), new=lambda other: new(other, (*_stack, col)))
-        cache[col] = transformer.expression(src_for(col), ctx)
+        expr = transformer.expression(src_for(col), ctx)
+        cache[col] = keep_empty_sql(transformer, columns[col], src_for(col), expr)
         return cache[col]
 
     return {col: new(col) for col in specs}
@@ -89,17 +91,27 @@ def sample_statement(
     limit: int,
     *,
     only: bool = False,
+    with_values: bool | None = None,
 ) -> sql.Composable:
     """Text of the key and masked columns of up to ``limit`` rows (the proof's originals). ``only``:
-    the table's own rows, not its inheritance children's (the rows an ``UPDATE ONLY`` masks)."""
+    the table's own rows, not its inheritance children's (the rows an ``UPDATE ONLY`` masks).
+    ``with_values``: True, only rows where a masked column is not NULL (they have originals to
+    fingerprint); False, only rows where every masked column is NULL; None, any row."""
     cols = sql.SQL(", ").join(
         sql.SQL("({})::text").format(sql.Identifier(c)) for c in [*key_columns, *masked_columns]
     )
+    where = where_clause(condition)
+    if with_values is not None and masked_columns:
+        some = sql.SQL(" OR ").join(
+            sql.SQL("{} IS NOT NULL").format(sql.Identifier(c)) for c in masked_columns
+        )
+        test = sql.SQL("({})" if with_values else "NOT ({})").format(some)
+        where = sql.SQL("{} AND {}").format(where, test) if condition else sql.SQL(" WHERE {}").format(test)
     return sql.SQL("SELECT {} FROM {}{}{} LIMIT {}").format(
         cols,
         sql.SQL("ONLY ") if only else sql.SQL(""),
         table_ident(schema, name),
-        where_clause(condition),
+        where,
         sql.Literal(limit),
     )
 
@@ -194,9 +206,9 @@ def trigger_statements(
                 let=let,
                 cached=True,
             )
-            expr = get_transformer(spec["transformer"]).expression(
-                sql.SQL("NEW.{}").format(sql.Identifier(col)), ctx
-            )
+            transformer = get_transformer(spec["transformer"])
+            src = sql.SQL("NEW.{}").format(sql.Identifier(col))
+            expr = keep_empty_sql(transformer, columns[col], src, transformer.expression(src, ctx))
             body.append(sql.SQL("  NEW.{} := {};").format(sql.Identifier(col), expr))
             done.add(col)
         return sql.SQL("NEW.{}").format(sql.Identifier(col))

@@ -38,6 +38,7 @@ from scalingo_staging_sync.anonymize.transformers import (
     BuildContext,
     ColumnInfo,
     get_transformer,
+    keep_empty_sql,
 )
 from scalingo_staging_sync.errors import SyncError
 
@@ -233,7 +234,10 @@ class StrategyContext:
         t = get_transformer(transformer)
         if transformer == "email":
             options.setdefault("domain", self.email_domain)
-        return t.expression(sql.Identifier(column), BuildContext(self.columns[column], options))
+        src = sql.Identifier(column)
+        return keep_empty_sql(
+            t, self.columns[column], src, t.expression(src, BuildContext(self.columns[column], options))
+        )
 
 
 @dataclass(frozen=True)

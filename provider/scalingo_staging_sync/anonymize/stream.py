@@ -381,7 +381,11 @@ def select_list(
                 raise StreamUnsupported(f"{col}: not in the table's catalog")
             if info.base_type in ("bpchar",):
                 raise StreamUnsupported(f"{col}: {info.type_sql} (padded text)")
-            expr = builder.expression(col, unescape_sql(f"c{i}"), specs[col], info)
+            c = unescape_sql(f"c{i}")
+            expr = builder.expression(col, c, specs[col], info)
+            transformer = tr.all_transformers().get(str(specs[col].get("transformer")))
+            if transformer is not None and transformer.keeps_empty and info.category == "string":
+                expr = f"CASE WHEN {c} = '' THEN '' ELSE {expr} END"  # as transformers.keep_empty_sql
             parts.append(f"{expr} AS c{i}")
         else:
             parts.append(f"c{i}")

@@ -315,6 +315,11 @@ class Transformer:
     unique: ClassVar[bool] = False
     #: output of a NULL input is NULL
     keeps_null: ClassVar[bool] = True
+    #: output of an empty string is the empty string, on a string column (it holds nothing to mask):
+    #: GoTrue's unused token columns hold '' under a unique index WHERE the token is not blank, and an
+    #: app reads '' as "none" (a pending e-mail change). Applied around :meth:`expression` by the
+    #: engines (:func:`keep_empty_sql`, the stream engine's equivalent)
+    keeps_empty: ClassVar[bool] = False
     #: the same input, salt and options give the same output, in every table and run (every built-in
     #: is: keyed hashes and constants only; checked on PostgreSQL by tests/docs/test_transformer_guarantees.py)
     deterministic: ClassVar[bool] = True
@@ -480,6 +485,7 @@ DEFAULT_EMAIL_DOMAIN = "example.com"
 @register_transformer
 class EmailTransformer(Transformer):
     name = "email"
+    keeps_empty = True
     description = (
         "'u' || <16..32 hex of md5(key || value)> || '@' || domain. Distinct inputs stay distinct, "
         "including case variants (Bob@x / bob@x), so it keeps a unique index; the same address gives "
@@ -524,6 +530,7 @@ class EmailTransformer(Transformer):
 @register_transformer
 class PhoneTransformer(Transformer):
     name = "phone"
+    keeps_empty = True
     description = (
         "prefix ('+999', an unassigned country code) || digits from a keyed hash; an original already "
         "of that shape is moved by a non-zero offset, so the output never equals it. Explicit digits must "
@@ -593,6 +600,7 @@ class PhoneTransformer(Transformer):
 
 
 class _WordTransformer(Transformer):
+    keeps_empty = True
     words: ClassVar[tuple[str, ...]]
     purpose: ClassVar[str]
 
@@ -636,6 +644,7 @@ class CityTransformer(_WordTransformer):
 @register_transformer
 class FullNameTransformer(Transformer):
     name = "full_name"
+    keeps_empty = True
     description = (
         "'<first> <last>' from the word lists by keyed hash of the value; with option from: a list of 1 "
         "to 4 columns of the same table ([first_name, last_name], [first_name, middle_name, last_name]) it "
@@ -674,6 +683,7 @@ class FullNameTransformer(Transformer):
 @register_transformer
 class AddressTransformer(Transformer):
     name = "address"
+    keeps_empty = True
     description = "'<1..999> <Street> <Suffix>' by keyed hash; the street word differs from the original's."
     min_length = 5
 
@@ -717,6 +727,7 @@ class AddressTransformer(Transformer):
 @register_transformer
 class PostalCodeTransformer(Transformer):
     name = "postal_code"
+    keeps_empty = True
     description = (
         "N digits (5 by default) from a keyed hash; an all-digit original of that length is moved by a "
         "non-zero offset modulo 10^N, so the output never equals it."
@@ -801,6 +812,7 @@ class IpTransformer(Transformer):
 @register_transformer
 class CompanyTransformer(Transformer):
     name = "company"
+    keeps_empty = True
     description = (
         "'<Word> <Suffix>' from built-in lists by keyed hash; the first word differs from the original's."
     )
@@ -876,6 +888,7 @@ class FixedTransformer(Transformer):
 @register_transformer
 class HashTransformer(Transformer):
     name = "hash"
+    keeps_empty = True
     description = (
         "hex of a keyed hash: sha256(convert_to(key || value, 'UTF8')) (built in since PG 11) or md5, "
         "cut to option length (default: 32, or the column length). Keeps a unique index only with "
@@ -1188,6 +1201,14 @@ def with_email_domain(spec: Mapping[str, Any], domain: str) -> dict[str, Any]:
             path: with_email_domain(_normalise_json_spec(raw), domain) for path, raw in out["paths"].items()
         }
     return out
+
+
+def keep_empty_sql(transformer: Transformer, column: ColumnInfo, src: sql.Composable, expr: sql.Composable):
+    """``expr`` (the masked value of ``src``), with an empty string kept empty when the transformer
+    says so (:attr:`Transformer.keeps_empty`) and the column is a string one."""
+    if not transformer.keeps_empty or column.category != "string":
+        return expr
+    return sql.SQL("CASE WHEN ({}) = '' THEN ({}) ELSE {} END").format(src, src, expr)
 
 
 def json_values_at(value: Any, segments: Sequence[str]) -> Iterator[Any]:

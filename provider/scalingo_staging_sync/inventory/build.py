@@ -465,7 +465,9 @@ class _Reader:
                 )
             )
         elif con.contype == ConstrType.CONSTR_CHECK:
-            table.checks.append((con.conname or "", tuple(_column_refs(con.raw_expr))))
+            table.checks.append(
+                (con.conname or "", tuple(_column_refs(con.raw_expr)), f"CHECK ({_sql(con.raw_expr)})")
+            )
 
     def _alter(self, stmt: ast.AlterTableStmt) -> None:
         if stmt.relation is None:

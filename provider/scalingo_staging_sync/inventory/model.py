@@ -117,7 +117,8 @@ class Table:
     children: list[TableName] = field(default_factory=list)  # direct partitions and inheritance children
     unique_keys: list[UniqueKey] = field(default_factory=list)
     foreign_keys: list[ForeignKeyInfo] = field(default_factory=list)
-    checks: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)  # (name, columns)
+    #: (name, columns, definition as ``CHECK (<expression>)``)
+    checks: list[tuple[str, tuple[str, ...], str]] = field(default_factory=list)
     #: columns of ``PARTITION BY`` (those its expressions reference) of a partitioned table
     partition_key: tuple[str, ...] = ()
 

@@ -135,7 +135,7 @@ def catalog_of(table: Table) -> TableCatalog:
         columns={c.name: c.info() for c in table.columns.values()},
         primary_key=table.primary_key,
         unique_indexes=[(k.name, list(k.columns)) for k in table.unique_keys],
-        checks=[(name, "", list(cols)) for name, cols in table.checks],
+        checks=[(name, definition, list(cols)) for name, cols, definition in table.checks],
         foreign_keys=[(f.name, list(f.columns)) for f in table.foreign_keys],
         generated_from={c.name: list(c.generated_from) for c in table.columns.values() if c.generated},
         domain_checks={c.name: list(c.domain_checks) for c in table.columns.values() if c.domain_checks},
