@@ -86,9 +86,9 @@ INSERT INTO public.admin_log SELECT i, 'Jean' || i || ' Dupont', 'changed' FROM 
 CREATE TABLE public.payment_bankcard (id int PRIMARY KEY, name varchar(255) NOT NULL, number varchar(32));
 INSERT INTO public.payment_bankcard SELECT i, 'Jean' || i || ' Dupont', 'XXXX-XXXX-XXXX-' || (1000 + i)
 FROM generate_series(1, 20) i;
--- a secret whose values happen to look like phone numbers twice in 400; a checksum column with one
+-- a secret whose values happen to look like phone numbers twice in 400; a reference column with one
 -- phone-like value in 400 (weak evidence: neither is a phone column)
-CREATE TABLE public.credentials (id int PRIMARY KEY, encrypted_password text NOT NULL, checksum text);
+CREATE TABLE public.credentials (id int PRIMARY KEY, encrypted_password text NOT NULL, ref_code text);
 INSERT INTO public.credentials SELECT i,
        CASE WHEN i IN (7, 300) THEN '$2a$12$Kx 06 12 34 56 78 Qe' || i ELSE '$2a$12$' || md5(i::text) END,
        CASE WHEN i = 42 THEN 'Kx 06 12 34 56 78 Qe' ELSE md5('c' || i) END
@@ -167,7 +167,7 @@ def test_every_suggestion_is_plannable_and_unfit_columns_fail_closed(staging_pg1
     # unique varchar(14): a 14-character hash keeps under 64 bits, nothing else fits: left for review
     assert "public.accounts.contact_email" not in specs and "# REVIEW public.accounts.contact_email" in text
     assert specs["public.credentials.encrypted_password"] == "hash"  # named a secret: not a phone
-    assert "public.credentials.checksum" not in specs and "# REVIEW public.credentials.checksum" in text
+    assert "public.credentials.ref_code" not in specs and "# REVIEW public.credentials.ref_code" in text
     # the domain's CHECK refuses an email or a hash: NULL when the column takes it, else left for review
     assert specs["public.staff.backup_email"] == "null"
     assert "public.staff.email" not in specs and "# REVIEW public.staff.email" in text
@@ -478,3 +478,48 @@ def test_the_scan_finds_copies_of_names_kept_only_in_json_documents(staging_pg16
         copy = [r for r in findings[column]["reasons"] if r["kind"] == "copy"]
         assert copy and source in copy[0]["tables"], (column, findings.get(column))
     assert "public.invoice.internal_reference" not in findings
+
+
+def test_a_supabase_auth_schema_gets_rules_its_app_still_runs_on(staging_pg16, tmp_path):
+    """GoTrue (Supabase auth): ``identities.email`` is generated from ``identity_data`` (masked: it is
+    recomputed, no review); ``provider_id`` holds an address in a few rows only and a provider's user
+    id in the others (a keyed hash, not an address for all); likewise the documents' ``sub``; a token
+    URL, an endpoint's auth method and a refresh counter are settings, not secrets."""
+    name = "cli_suggest_gotrue"
+    staging_pg16.create_database(name)
+    staging_pg16.execute(
+        "CREATE SCHEMA auth;"
+        "CREATE TABLE auth.identities (id uuid PRIMARY KEY, provider_id text NOT NULL, provider text NOT NULL,"
+        " identity_data jsonb NOT NULL, email text GENERATED ALWAYS AS (lower(identity_data->>'email')) STORED,"
+        " UNIQUE (provider_id, provider));"
+        "INSERT INTO auth.identities (id, provider_id, provider, identity_data)"
+        " SELECT gen_random_uuid(), CASE WHEN g % 10 = 0 THEN 'user' || g || '@example.org'"
+        "  ELSE (10293847560000 + g)::text END, 'google',"
+        " jsonb_build_object('sub', CASE WHEN g % 10 = 0 THEN 'user' || g || '@example.org'"
+        "  ELSE (10293847560000 + g)::text END, 'email', 'user' || g || '@example.org',"
+        "  'email_verified', true) FROM generate_series(1, 200) g;"
+        "CREATE TABLE auth.custom_oauth_providers (id int PRIMARY KEY, token_url text, client_secret text,"
+        " token_endpoint_auth_method text);"
+        "INSERT INTO auth.custom_oauth_providers VALUES (1, 'https://idp.example.org/token',"
+        " 'c1f0a9b8e7d6c5b4a3928170f6e5d4c3', 'client_secret_basic');"
+        "CREATE TABLE auth.sessions (id uuid PRIMARY KEY, refresh_token_counter bigint,"
+        " refresh_token_hmac_key text);",
+        name,
+    )
+    out = tmp_path / "rules.yaml"
+    proc = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--suggest-rules", str(out))
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    specs = {
+        f"{r.qualified}.{c}": s for r in load_rules(out).anonymization_tables for c, s in r.columns.items()
+    }
+    assert "REVIEW" not in text, text
+    assert "# auth.identities.email (" in text and "generated from identity_data, masked above" in text
+    assert specs["auth.identities.provider_id"]["transformer"] == "hash"
+    assert specs["auth.identities.identity_data"]["paths"] == {"email": "email", "sub": "hash"}
+    assert specs["auth.custom_oauth_providers.client_secret"]["transformer"] == "hash"
+    for column in ("auth.custom_oauth_providers.token_url", "auth.custom_oauth_providers.token_endpoint_auth_method",
+                   "auth.sessions.refresh_token_counter"):  # fmt: skip
+        assert column not in specs, column
+    scan = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--rules", str(out))
+    assert scan.returncode == 0, scan.stdout  # the generated column counts as masked

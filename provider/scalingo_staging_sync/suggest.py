@@ -47,6 +47,11 @@ _BY_DETECTOR: dict[str, tuple[dict[str, Any], str]] = {
     "contact.postal_code": ({"transformer": "postal_code"}, "postal code"),
     "contact.city": ({"transformer": "city"}, "city: a fictional town"),
     "personal.name_in_person_table": ({"transformer": "full_name"}, "a `name` column in a table of people"),
+    "personal.cardholder_name": ({"transformer": "full_name"}, "the cardholder's name on a stored card"),
+    "personal.company_in_person_table": (
+        {"transformer": "company"},
+        "a person's company (a sole trader's is named after them): a company name from the built-in lists",
+    ),
     "personal.birth": ({"transformer": "date_shift"}, "birth data"),
     "personal.photo": (
         {"transformer": "null"},
@@ -106,6 +111,10 @@ _BY_DETECTOR: dict[str, tuple[dict[str, Any], str]] = {
     "ipv4": ({"transformer": "ip"}, "values are IP addresses: keyed addresses in a reserved range"),
     "ipv6": ({"transformer": "ip"}, "values are IP addresses: keyed addresses in a reserved range"),
     "jwt": ({"transformer": "hash"}, "values look like JSON Web Tokens"),
+    "api_secret": (
+        {"transformer": "hash"},
+        "values are a service's credentials (a live API key, a private key)",
+    ),
 }
 
 #: a content detector that matched fewer than this share of a column's sampled values is weak evidence:
@@ -113,6 +122,9 @@ _BY_DETECTOR: dict[str, tuple[dict[str, Any], str]] = {
 #: encrypted_password a phone column); alone, the column is left for review instead of cleared (a
 #: checksum column with one phone-like value of 1000 must not be nulled unseen)
 WEAK_CONTENT_SHARE = 0.01
+#: share of a named column's sampled values a content detector must match to decide its transformer
+#: over the name's
+NAMED_CONTENT_SHARE = 0.5
 
 # order of preference when several detectors fired: the most specific output first (a secret, named
 # so, is hashed whatever its values look like)
@@ -122,6 +134,7 @@ _PRIORITY = (
     "email",
     "personal.name",
     "personal.name_in_person_table",
+    "personal.cardholder_name",
     "contact.phone",
     "contact.fax",
     "phone_fr",
@@ -143,6 +156,8 @@ class Suggestion:
     why: str = ""
     allow_reason: str | None = None  # set when judged clean
     review: str | None = None  # set when no transformer fits
+    #: set for a generated column whose sources are all masked: PostgreSQL recomputes it (a comment)
+    recomputed_from: list[str] | None = None
 
 
 @dataclass
@@ -160,6 +175,10 @@ class SuggestedRules:
     @property
     def review(self) -> list[Suggestion]:
         return [s for s in self.suggestions if s.review is not None]
+
+    @property
+    def recomputed(self) -> list[Suggestion]:
+        return [s for s in self.suggestions if s.recomputed_from is not None]
 
 
 def _name_spec(column: str) -> tuple[dict[str, Any], str]:
@@ -185,9 +204,15 @@ def _by_priority(detectors: Iterable[str]) -> list[str]:
 _MAC_RE = re.compile(r"(?:^|_)mac(?:_|$)")
 
 
+#: last name tokens of a column holding a digest of what its name starts with (a hash of the e-mail)
+_DIGEST_TOKENS = frozenset({"hash", "digest", "sha1", "sha256", "sha512", "md5", "checksum"})
+
+
 def _detector_spec(detector: str, name: str) -> tuple[dict[str, Any], str] | None:
     """The transformer spec (a copy) and why that ``detector``, fired on the column or JSON key
     ``name``, suggests, or None."""
+    if normalize_name(name).rsplit("_", 1)[-1] in _DIGEST_TOKENS:  # Mastodon's canonical_email_hash
+        return {"transformer": "hash"}, "a digest of personal data (still a pseudonym): keyed hash"
     if detector == "personal.name":
         return _name_spec(name)
     if detector == "personal.name_in_person_table" and normalize_name(name) in ("nom", "noms"):
@@ -376,8 +401,13 @@ def suggest_for(
         for r in finding.reasons
         if r["kind"] == "content" and r.get("matches", 0) / sampled < WEAK_CONTENT_SHARE
     ]
-    if names:  # the name says what the column is: a few look-alike values do not override it
-        detectors = [r["detector"] for r in finding.reasons if r not in weak]
+    if names:  # the name says what the column is: look-alike values in under half the sampled ones
+        # do not override it (Mastodon's identities.uid: an e-mail address for some providers)
+        detectors = [
+            r["detector"]
+            for r in finding.reasons
+            if r["kind"] != "content" or r.get("matches", 0) / sampled >= NAMED_CONTENT_SHARE
+        ]
         mac = _MAC_RE.search(normalize_name(finding.column))
         if mac or {"ipv4", "ipv6"} & set(detectors):  # "address" named an IP or MAC address: not a street
             detectors = [d for d in detectors if d != "contact.address"]
@@ -417,6 +447,10 @@ def suggest_for(
         if spec is not None and _fits(spec, info, catalog):
             s.spec, s.why = spec, f"free text holding personal data (the name says nothing): {why}"
             return s
+        # the content was not the whole value (checked above): an e-mail transformer would turn every
+        # value into an address (GoTrue's identities.provider_id, an e-mail in 2 % of its rows); a
+        # keyed hash keeps distinct values distinct where clearing cannot (unique, NOT NULL)
+        detectors = [r["detector"] for r in finding.reasons if r["kind"] != "content"]
     for detector in _by_priority(detectors):
         chosen = _detector_spec(detector, finding.column)
         if chosen is not None:
@@ -476,7 +510,26 @@ def suggest_rules(
         ):
             values = _sample_texts(conn, finding, json_sample_rows)
         out.suggestions.append(suggest_for(finding, catalogs[key], documents, values, copies))
+    _recomputed(out, catalogs)
     return out
+
+
+def _recomputed(out: SuggestedRules, catalogs: Mapping[tuple[str, str], Any]) -> None:
+    """A generated column left for review whose sources the suggested rules all mask is recomputed
+    from the masked values (GoTrue's ``auth.identities.email``, from ``identity_data``; the planner
+    lists it with the masked columns): a comment, not a review."""
+    masked: dict[tuple[str, str], set[str]] = {}
+    for s in out.masked:
+        masked.setdefault((s.table.schema, s.table.name), set()).add(s.column)
+    for s in out.suggestions:
+        if s.review is None or catalogs.get((s.table.schema, s.table.name)) is None:
+            continue
+        catalog = catalogs[(s.table.schema, s.table.name)]
+        info = catalog.columns.get(s.column)
+        sources = list(catalog.generated_from.get(s.column) or [])
+        if info is not None and info.generated and sources:
+            if set(sources) <= masked.get((s.table.schema, s.table.name), set()):
+                s.review, s.recomputed_from = None, sources
 
 
 def _sample_texts(conn: Any, finding: Finding, rows: int) -> list[str]:
@@ -507,6 +560,7 @@ _WHOLE_VALUE = {
     "ipv4": re.compile(r"[0-9.]+(?:/\d{1,2})?"),
     "ipv6": re.compile(r"[0-9A-Fa-f:.]+(?:/\d{1,3})?"),
     "jwt": re.compile(r"\S+"),
+    "api_secret": re.compile(r"\S+"),
 }
 
 
@@ -529,6 +583,8 @@ def json_path_specs(documents: Sequence[Any], copies: Any = None) -> tuple[dict[
 
     text = ColumnInfo(name="value", type_sql="text", base_type="text")
     found: dict[str, list[str]] = {}  # path -> the transformer chosen for each value seen there
+    seen: dict[str, int] = {}  # path -> string values seen there, flagged or not
+    by_content: dict[str, set[str]] = {}  # path -> transformers chosen for a value wholly that
     problems: list[str] = []
 
     def leaf(value: str, path: list[str], unnamable: bool, person: bool) -> None:
@@ -538,6 +594,8 @@ def json_path_specs(documents: Sequence[Any], copies: Any = None) -> tuple[dict[
         names = [p.name for p in detect_by_name(key, "person" if person else "")] if key else []
         content = detect_in_value(value)
         copied = ""
+        if path and not unnamable:
+            seen[json_path_text(path)] = seen.get(json_path_text(path), 0) + 1
         if not names and not content:
             n_emails, n_names, _ = copies.matches([value]) if copies is not None else (0, 0, [])
             if not n_emails and not n_names:
@@ -559,6 +617,8 @@ def json_path_specs(documents: Sequence[Any], copies: Any = None) -> tuple[dict[
         if not spec and content:
             whole = [d for d in content if d in _WHOLE_VALUE and _WHOLE_VALUE[d].fullmatch(value.strip())]
             spec = _BY_DETECTOR[whole[0]][0]["transformer"] if whole else "null"
+            if whole:
+                by_content.setdefault(json_path_text(path), set()).add(spec)
         spec = spec or "null"
         if spec != "null" and get_transformer(spec).check(text, {}):
             spec = "null"  # does not apply to a text value (a birth date: date_shift)
@@ -585,6 +645,10 @@ def json_path_specs(documents: Sequence[Any], copies: Any = None) -> tuple[dict[
     for path, specs in sorted(found.items()):
         ranked = sorted(set(specs), key=lambda t: (-specs.count(t), t != "null"))
         paths[path] = ranked[0]
+        if ranked[0] in by_content.get(path, ()) and specs.count(ranked[0]) * 2 < seen.get(path, 0):
+            # wholly an e-mail address in under half of the values seen there (GoTrue's identity_data
+            # "sub": a provider's user id, an address for some): a keyed hash, not an address for all
+            paths[path] = "hash"
     return paths, None
 
 
@@ -651,6 +715,13 @@ def render_rules_yaml(
     for s in suggested.review:
         lines.append(f"# REVIEW {s.column_id} ({_comment(s.finding)}): {_comment(s.review or '')}")
     if suggested.review:
+        lines.append("")
+    for s in suggested.recomputed:
+        lines.append(
+            f"# {s.column_id} ({_comment(s.finding)}): generated from {', '.join(s.recomputed_from or [])}, "
+            "masked above: PostgreSQL recomputes it from the masked values (the PII gate counts it as masked)"
+        )
+    if suggested.recomputed:
         lines.append("")
     lines.append("pii_scan:")
     lines.append("  on_unmasked: fail")

@@ -6,5 +6,16 @@ from __future__ import annotations
 #: Chinook's customer columns that carry personal data, as the masked columns of a plan name them
 CUSTOMER_MASKED = [
     f"public.customer.{c}"
-    for c in ("first_name", "last_name", "address", "city", "country", "postal_code", "phone", "fax", "email")
+    for c in (
+        "first_name",
+        "last_name",
+        "company",
+        "address",
+        "city",
+        "country",
+        "postal_code",
+        "phone",
+        "fax",
+        "email",
+    )
 ]

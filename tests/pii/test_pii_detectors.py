@@ -8,11 +8,13 @@ from scalingo_staging_sync.pii.detectors import (
     build_patterns,
     card_number_valid,
     column_kind,
+    content_ignored_by_name,
     detect_by_name,
     detect_in_value,
     iban_valid,
     luhn_valid,
     normalize_name,
+    table_of_people,
     tokenize_name,
 )
 
@@ -479,3 +481,103 @@ def test_a_pretix_schema_is_read_as_what_it_holds():
     assert (
         names("name_cached", "products") == names("product_name", "orders") == names("event_name", "x") == []
     )
+
+
+def test_a_solidus_shop_and_a_supabase_auth_schema_are_read_as_what_they_hold():
+    """Solidus: the cardholder's name on a stored card, a VAT id, a gateway's customer profile id;
+    an EAV table of a user's attributes is not a table of people (its ``name`` is 'phone', not a
+    person's). GoTrue: a token's URL, its endpoint's auth method and a refresh counter are not
+    secrets; a category about a thing (``address_type``) is not the thing."""
+    names = lambda column, table, kind="text": [  # noqa: E731
+        p.name for p in detect_by_name(column, table, kind=kind)
+    ]
+    assert (
+        names("name", "spree_credit_cards")
+        == names("name", "payment_bankcard")
+        == ["personal.cardholder_name"]
+    )
+    assert names("name", "spree_products") == []
+    assert names("vat_id", "spree_addresses") == ["identity.national_id"]
+    assert names("gateway_customer_profile_id", "spree_credit_cards") == ["financial.processor_id"]
+    assert names("gateway_payment_profile_id", "spree_credit_cards") == ["financial.processor_id"]
+    assert names("name", "user_attributes") == names("name", "customer_metadata") == []
+    assert names("name", "users") == ["personal.name_in_person_table"]
+    assert names("token_url", "custom_oauth_providers") == []
+    assert names("token_endpoint_auth_method", "oauth_clients") == []
+    assert names("refresh_token_counter", "sessions", kind="number") == []
+    assert names("refresh_token_hmac_key", "sessions") == ["auth.secret"]
+    assert (
+        names("address_type", "addresses") == names("phone_type", "users") == names("email_status", "x") == []
+    )
+    assert names("marital_status", "employees") == ["personal.demographic"]  # the status itself
+    assert (
+        names("company", "spree_addresses")
+        == names("company_name", "customers")
+        == ["personal.company_in_person_table"]
+    )
+    assert names("company", "spree_products") == names("company", "invoices") == []
+    assert names("phone_verified", "users") == ["contact.phone"]  # may hold the verified number
+
+
+def test_live_credentials_of_known_services_are_found_in_any_text():
+    """Solidus keeps the Stripe secret key in spree_payment_methods.preferences (YAML); a staging copy
+    must not charge real cards with it. A PEM private key, AWS, GitHub, Slack keys alike; the words
+    around them, or look-alikes without the service's prefix, are not."""
+    yaml = (
+        "---\n:server: production\n:secret_key: sk_live_51NxQ2bLkdIwHu7ixTs0Uq0bVlNzD8\n:test_mode: false\n"
+    )
+    assert "api_secret" in detect_in_value(yaml)
+    for value in (
+        "AKIAIOSFODNN7EXAMPLE",
+        "token=ghp_1234567890abcdefghijABCDEFGHIJ123456",
+        "xoxb-123456789012-abcdefABCDEF",
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA",
+        "-----BEGIN PRIVATE KEY-----",
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    ):
+        assert "api_secret" in detect_in_value(value), value
+    for value in (
+        "sk_test_4eC39HqLyjWDarjtT1zdp7dc",  # a test key charges nothing
+        "desk_live_session",
+        "-----BEGIN PUBLIC KEY-----",
+        "pk_live_51NxQ2bLkdIwHu7ixTs0Uq0bVlNzD8",  # publishable: public by design
+        "Je suis dans le skate_live_park",
+    ):
+        assert "api_secret" not in detect_in_value(value), value
+
+
+def test_a_product_code_is_not_a_card_or_a_phone_number():
+    """Solidus' spree_variants.gtin: about one GTIN-13 in ten passes the card-number Luhn check."""
+    assert "card_number" in detect_in_value("4006381333924")  # a valid GTIN-13 that passes Luhn too
+    assert content_ignored_by_name("gtin", "card_number") and content_ignored_by_name("ean13", "card_number")
+    assert content_ignored_by_name("barcode", "phone_fr") and content_ignored_by_name("isbn", "iban")
+    assert not content_ignored_by_name("gtin", "email")
+    assert not content_ignored_by_name("card_number", "card_number")
+    assert not content_ignored_by_name("notes", "card_number")
+
+
+def test_a_mastodon_instance_is_read_as_what_it_holds():
+    """Mastodon: a hashtag's display name and a security key's nickname are the things' own; an
+    avatar's file size is a number about a picture; OmniAuth's identities.uid is the provider's id of
+    the person; a blurhash's '@' and '.' are not an e-mail address."""
+    names = lambda column, table, kind="text": [  # noqa: E731
+        p.name for p in detect_by_name(column, table, kind=kind)
+    ]
+    assert names("display_name", "tags") == names("nickname", "webauthn_credentials") == []
+    assert table_of_people("tags", [("name", "text"), ("display_name", "text")]) == "tags"
+    assert names("display_name", "accounts") == names("display_name", "users") == ["personal.name"]
+    assert names("avatar_file_size", "accounts", kind="number") == []
+    assert names("avatar_file_name", "accounts") == ["personal.photo"]
+    assert names("uid", "identities") == ["identity.provider_uid_in_person_table"]
+    assert names("uid", "identities", kind="key") == []
+    assert content_ignored_by_name("blurhash", "email") and not content_ignored_by_name("bio", "email")
+
+
+def test_an_id_in_a_url_path_is_not_a_card_number():
+    """Mastodon's statuses.url ends with an 18-digit snowflake id; one in ten passes the Luhn check."""
+    ids = [
+        n for n in range(386416245366440500, 386416245366440600) if "card_number" in detect_in_value(str(n))
+    ]
+    assert ids  # the id alone looks like a card number
+    assert "card_number" not in detect_in_value(f"https://mastodon.social/@jane/{ids[0]}")
+    assert "card_number" in detect_in_value(f"paid with {ids[0]} yesterday")

@@ -18,7 +18,7 @@ def chinook_gate(staging_pg16):
     db = load_chinook(staging_pg16, "chinook_gate")
     staging_pg16.execute(
         "UPDATE customer SET first_name = 'Demo', last_name = 'User', email = 'u' || customer_id || '@example.com', "
-        "phone = NULL, fax = NULL, address = NULL, city = NULL, country = NULL, postal_code = NULL",
+        "phone = NULL, fax = NULL, company = NULL, address = NULL, city = NULL, country = NULL, postal_code = NULL",
         db,
     )
     return db

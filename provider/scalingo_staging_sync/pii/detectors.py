@@ -99,6 +99,8 @@ _ABOUT_PEOPLE_TOKENS = frozenset(
         "tag", "tags", "scope", "scopes", "provider", "providers", "plan", "plans", "level", "levels",
         "status", "statuses", "state", "states", "right", "rights", "policy", "policies", "template",
         "templates", "feature", "features", "flag", "flags", "option", "options", "segment", "segments",
+        "attribute", "attributes", "attr", "attrs", "meta", "metadata", "property", "properties",
+        "field", "fields", "label", "labels",
     }
 )  # fmt: skip
 
@@ -210,7 +212,7 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
     NamePattern(
         "identity.national_id",
         _tokens(
-            r"ssn|nir|social_security|tax_id|tax_number|tin|vat_number|passport|passport_number"
+            r"ssn|nir|social_security|tax_id|tax_number|tin|vat_number|vat_id|vat_no|vatin|passport|passport_number"
             r"|driver_license|drivers_license|driving_licence|driving_license|national_id|id_card"
             r"|identity_card|identity_number|securite_sociale|secu|num_secu|numero_secu"
             r"|identification_id|identification_number|id_number|ssnid|ssn_id"
@@ -228,7 +230,15 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
         "identity",
         "medium",
     ),
-    NamePattern("identity.provider_uid_in_person_table", r"^uid$", "identity", "medium", _PERSON_TABLES),
+    # a text `uid` in a table of people or of their login identities (Devise/OmniAuth's users.uid,
+    # Mastodon's identities(provider, uid)): the person's id at the provider
+    NamePattern(
+        "identity.provider_uid_in_person_table",
+        r"^uid$",
+        "identity",
+        "medium",
+        (*_PERSON_TABLES, "identity", "identities", "authentication", "authentications", "omniauth"),
+    ),
     # contact
     NamePattern("contact.email", _tokens(r"e_?mail|emails|mail|courriel|correo"), "contact", "high"),
     NamePattern(
@@ -305,6 +315,25 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
         "medium",
         _PERSON_TABLES,
     ),
+    # the company of a person, or of a person's address (Solidus' spree_addresses.company: a sole
+    # trader's business is often named after them, "Plomberie Dupont")
+    NamePattern(
+        "personal.company_in_person_table",
+        r"^(?:company|company_name|companyname|organization|organisation|organization_name|employer"
+        r"|employer_name|societe|raison_sociale|entreprise|firma|firmenname|empresa)$",
+        "personal",
+        "medium",
+        _PERSON_TABLES,
+    ),
+    # the cardholder's name on a stored card (Spree / Solidus spree_credit_cards.name, django-oscar's
+    # payment_bankcard.name)
+    NamePattern(
+        "personal.cardholder_name",
+        r"^(?:name|names|name_on_card|holder|holder_name)$",
+        "personal",
+        "high",
+        ("card", "cards", "creditcard", "creditcards", "bankcard", "bankcards"),
+    ),
     NamePattern(
         "personal.birth",
         _tokens(r"birth|birthday|birthdate|birth_date|dob|date_of_birth|naissance|geburtsdatum|nacimiento"),
@@ -354,7 +383,8 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
     NamePattern("financial.income", _tokens(r"salary|income|wage|wages"), "financial", "medium"),
     NamePattern(
         "financial.processor_id",
-        r"(?:^|_)(?:stripe|paypal|braintree|adyen|mangopay|gocardless)_(?:customer|account|card|source|payment_method|payer|mandate)",
+        r"(?:^|_)(?:stripe|paypal|braintree|adyen|mangopay|gocardless)_(?:customer|account|card|source|payment_method|payer|mandate)"
+        r"|(?:^|_)gateway_(?:customer|payment)_profile_id$",  # Spree / Solidus credit cards: cus_..., pm_...
         "financial",
         "medium",
     ),
@@ -451,7 +481,10 @@ def name_pattern_from_dict(item: Mapping[str, object]) -> NamePattern:
 COLUMN_KINDS = ("text", "boolean", "number", "temporal", "key", "other")
 # Last tokens that say a column is *about* the thing its name starts with, not the thing: the key of
 # another row (``address_id``), a count (``emails_count``), an instant (``reset_password_sent_at``).
-QUALIFIER_TOKENS = ("id", "ids", "uuid", "uuids", "guid", "fk", "pk", "ref", "count", "counts", "at", "on")
+QUALIFIER_TOKENS = (
+    "id", "ids", "uuid", "uuids", "guid", "fk", "pk", "ref", "count", "counts", "counter", "counters", "at", "on",
+    "size", "sizes", "version", "width", "height", "bytes",  # Paperclip's avatar_file_size integer
+)  # fmt: skip
 # Last tokens of a number or uuid column that is the key of another row (``bank_account_id``)
 _REFERENCE_TOKENS = ("id", "ids", "uuid", "uuids", "guid", "fk", "pk", "ref")
 # Categories whose name still describes the person whatever follows it (``birth_year``, ``salary_cents``,
@@ -468,6 +501,7 @@ _NEVER_A_NUMBER = (
     "contact.country",
     "personal.name",
     "personal.name_in_person_table",
+    "personal.cardholder_name",
 )
 # Last tokens of a text column that is a template or a format *for* what its name starts with
 # (``email_body_template``, ``address_format``): what it holds is judged by its content.
@@ -495,7 +529,16 @@ _THING_NAME_RE = re.compile(
 )
 # Last tokens of a text column that names the kind of a secret, not the secret (OAuth's ``token_type``
 # "Bearer", ``grant_type``, ``token_scope``): what it holds is judged by its content.
-SECRET_KIND_TOKENS = ("type", "types", "kind", "scope", "scopes")
+SECRET_KIND_TOKENS = (
+    "type", "types", "kind", "scope", "scopes", "method", "methods", "url", "urls", "uri", "uris",
+    "endpoint", "endpoints", "counter", "ttl", "lifetime",
+)  # fmt: skip
+# Last tokens of a text column (or JSON key) holding a category *about* what its name starts with, not
+# that thing: ``address_type`` "billing", ``phone_type`` "mobile", Stripe's
+# ``checks.address_postal_code_check`` "pass", ``email_status`` "bounced"
+ABOUT_VALUE_TOKENS = (
+    "type", "types", "kind", "check", "checks", "status", "statuses", "result", "results",
+)  # fmt: skip  # not "verified": a key phone_verified may hold the verified number
 
 
 def column_kind(typname: str, category: str, text_like: bool) -> str:
@@ -552,6 +595,11 @@ def _about_not_the_thing(pattern: NamePattern, normalized: str, kind: str) -> bo
             last in TEMPLATE_TOKENS
             or (pattern.name == "contact.email" and last in EMAIL_PART_TOKENS)
             or (pattern.category == "auth" and last in SECRET_KIND_TOKENS)
+            or (
+                last in ABOUT_VALUE_TOKENS
+                and pattern.category not in _KEPT_WHATEVER_THE_TYPE
+                and pattern.name not in _KEPT_DETECTORS  # marital_status is the status itself
+            )
         )
     return last in QUALIFIER_TOKENS
 
@@ -578,11 +626,37 @@ def detect_by_name(
         for p in patterns
         if p.matches(normalized, table_tokens) and not _about_not_the_thing(p, normalized, kind)
     ]
+    if found and _names_a_thing(normalized, table_tokens):
+        found = [p for p in found if p.name != "personal.name"]
     if any(p.name == "contact.address" for p in found) and any(
         p.name in _ADDRESS_PARTS and re.search(f"(?:{p.regex})$", normalized, re.IGNORECASE) for p in found
     ):  # EF Core's owned types: BillingAddress_City is the address's city, not a street line
         found = [p for p in found if p.name != "contact.address"]
     return found
+
+
+#: last tokens of a table of things (not of people): its display name or nickname is the thing's
+#: (Mastodon's ``tags.display_name`` "#Caturday", ``webauthn_credentials.nickname`` "YubiKey")
+_THING_TABLE_TOKENS = frozenset(
+    {
+        "tag", "tags", "category", "categories", "label", "labels", "role", "roles", "group", "groups",
+        "plan", "plans", "feature", "features", "template", "templates", "type", "types", "status",
+        "statuses", "scope", "scopes", "provider", "providers", "product", "products", "item", "items",
+        "channel", "channels", "list", "lists", "emoji", "emojis", "badge", "badges", "permission",
+        "permissions", "level", "levels", "segment", "segments", "app", "apps", "application",
+        "applications", "site", "sites", "store", "stores", "brand", "brands", "service", "services",
+        "device", "devices", "credential", "credentials", "webhook", "webhooks", "filter", "filters",
+        "rule", "rules", "instance", "instances", "domain", "domains", "server", "servers", "key", "keys",
+    }
+)  # fmt: skip
+_THING_NAME_COLUMNS = frozenset({"display_name", "displayname", "nickname", "nick", "name_display"})
+
+
+def _names_a_thing(normalized: str, table_tokens: Sequence[str]) -> bool:
+    """Whether the column is the display name or nickname of a table of things (its last token, the
+    token ``person`` that :func:`table_of_people` may add left aside)."""
+    tokens = [t for t in table_tokens if t != "person"] or list(table_tokens)
+    return normalized in _THING_NAME_COLUMNS and bool(tokens) and tokens[-1] in _THING_TABLE_TOKENS
 
 
 #: what an address is made of besides its street: named last (``billing_address_city``), the column is that
@@ -850,7 +924,7 @@ DEFAULT_CONTENT_PATTERNS: tuple[ContentPattern, ...] = (
     ),
     ContentPattern(
         "card_number",
-        r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])",
+        r"(?<![\w/-])\d(?:[ -]?\d){12,18}(?![\w-])",  # not after '/': a URL's snowflake id (Mastodon)
         "high",
         card_number_valid,
         needs_digit=True,
@@ -876,6 +950,18 @@ DEFAULT_CONTENT_PATTERNS: tuple[ContentPattern, ...] = (
         "high",
         hint="eyJ",
     ),
+    # a production credential of a well-known service, by its documented prefix (Stripe's live secret,
+    # restricted and webhook keys, AWS access key ids, GitHub, GitLab, Slack, Google, SendGrid,
+    # OpenAI), or a PEM private key: kept in a settings table (Solidus' spree_payment_methods
+    # preferences hold the Stripe key as YAML), a staging copy would charge real cards with it
+    ContentPattern(
+        "api_secret",
+        r"(?<![\w-])(?:[sr]k_live_[0-9a-z]{16,}|whsec_[0-9a-z+/=]{24,}|akia[0-9a-z]{16}(?![0-9a-z])"
+        r"|gh[pousr]_[0-9a-z]{36,}|github_pat_[0-9a-z_]{40,}|glpat-[0-9a-z_-]{20,}|xox[abposr]-[0-9a-z-]{10,}"
+        r"|aiza[0-9a-z_-]{35}|sg\.[0-9a-z_-]{16,}\.[0-9a-z_-]{16,}|sk-(?:proj-)?[0-9a-z_-]{32,}"
+        r"|-----begin (?:rsa |ec |dsa |openssh |encrypted )?private key-----)",
+        "high",
+    ),
 )
 
 
@@ -894,6 +980,31 @@ def is_uuid(value: str) -> bool:
     """Whether ``value`` is only a UUID: its digits can look like a phone or a card number, it is
     neither (the content detectors skip it)."""
     return len(value) <= 40 and UUID_RE.fullmatch(value.strip()) is not None
+
+
+#: tokens of a column named for a product's code (a GTIN/EAN barcode, an ISBN, a SKU): its digits are
+#: an article number, not a card or a phone number, whatever checksum they happen to pass
+_PRODUCT_CODE_TOKENS = frozenset(
+    {"gtin", "gtin13", "gtin14", "ean", "ean13", "upc", "isbn", "isbn13", "barcode", "sku", "mpn", "asin"}
+)
+_NUMBER_DETECTORS = frozenset({"card_number", "phone_fr", "phone_e164", "iban"})
+
+
+#: last tokens of a column holding an encoding of something else (Mastodon's media ``blurhash``, whose
+#: base-83 alphabet has '@' and '.': "x@K.lV" reads as an e-mail address)
+_ENCODED_TOKENS = frozenset(
+    {"blurhash", "thumbhash", "hash", "digest", "checksum", "signature", "fingerprint"}
+)
+
+
+def content_ignored_by_name(column: str, detector: str) -> bool:
+    """Whether the column's name says its values are not what the content detector ``detector`` sees
+    in them: Solidus' ``spree_variants.gtin`` (one in ten GTIN-13 passes the card-number Luhn check),
+    Mastodon's ``media_attachments.blurhash`` (an image's placeholder, read as e-mail addresses)."""
+    tokens = normalize_name(column).split("_")
+    if detector in _NUMBER_DETECTORS and _PRODUCT_CODE_TOKENS & set(tokens):
+        return True
+    return detector in ("email", *_NUMBER_DETECTORS) and tokens[-1] in _ENCODED_TOKENS
 
 
 def detect_in_value(value: str, patterns: Sequence[ContentPattern] = DEFAULT_CONTENT_PATTERNS) -> list[str]:

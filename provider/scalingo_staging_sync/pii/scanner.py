@@ -54,6 +54,7 @@ from scalingo_staging_sync.pii.detectors import (
     NamePattern,
     build_patterns,
     column_kind,
+    content_ignored_by_name,
     detect_by_name,
     is_uuid,
     max_severity,
@@ -1070,6 +1071,8 @@ def scan_database(
                         }
                     )
             for detector, n in sorted(col_counts.items()):
+                if content_ignored_by_name(column.name, detector):
+                    continue
                 reasons.append(
                     {
                         "kind": "content",
