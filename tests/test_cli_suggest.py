@@ -523,3 +523,34 @@ def test_a_supabase_auth_schema_gets_rules_its_app_still_runs_on(staging_pg16, t
         assert column not in specs, column
     scan = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--rules", str(out))
     assert scan.returncode == 0, scan.stdout  # the generated column counts as masked
+
+
+def test_a_key_in_a_few_documents_only_is_found_and_masked(staging_pg16, tmp_path):
+    """GoTrue writes ``traits.user_phone`` into the audit payload of a user's deletion only: 45 of
+    20,000 entries. The scan and suggest read a sample of documents, so the phone numbers (digits
+    without '+', no content detector sees them) stayed in staging after a successful run. The keys of
+    10,000 documents are listed, and documents holding a flagged key are read too."""
+    name = "cli_suggest_rare_key"
+    staging_pg16.create_database(name)
+    staging_pg16.execute(
+        "CREATE SCHEMA auth; CREATE TABLE auth.audit_log_entries (id int PRIMARY KEY, payload json);"
+        "INSERT INTO auth.audit_log_entries SELECT g, json_build_object('action', 'login', 'actor_id', g,"
+        " 'log_type', 'account') FROM generate_series(1, 9998) g;"
+        "INSERT INTO auth.audit_log_entries VALUES (9999, json_build_object('action', 'user_deleted',"
+        " 'traits', json_build_object('user_phone', '12061122671', 'user_id', 'x'))),"
+        " (10000, json_build_object('action', 'user_deleted', 'traits', json_build_object('user_phone',"
+        " '33612345678')));",
+        name,
+    )
+    out = tmp_path / "rules.yaml"
+    proc = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--suggest-rules", str(out))
+    assert proc.returncode == 0, proc.stderr
+    specs = {
+        f"{r.qualified}.{c}": s for r in load_rules(out).anonymization_tables for c, s in r.columns.items()
+    }
+    assert specs["auth.audit_log_entries.payload"] == {
+        "transformer": "json",
+        "paths": {"traits.user_phone": "phone"},
+    }
+    scan = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--rules", str(out))
+    assert scan.returncode == 0, scan.stdout  # the path masked: no finding left

@@ -546,7 +546,13 @@ def _sample_texts(conn: Any, finding: Finding, rows: int) -> list[str]:
 
 
 def _sample_documents(conn: Any, finding: Finding, rows: int) -> list[Any]:
-    return [json.loads(text) for text in _sample_texts(conn, finding, rows)]
+    """The sampled documents, and those holding a key a name detector flags that may be rare
+    (:func:`~..pii.scanner.documents_with_flagged_keys`)."""
+    from scalingo_staging_sync.pii.scanner import documents_with_flagged_keys
+
+    texts = _sample_texts(conn, finding, rows)
+    texts += documents_with_flagged_keys(conn, finding.schema, finding.table, finding.column, seen=texts)
+    return [json.loads(text) for text in texts]
 
 
 #: content detectors whose match is the whole value, when the value is only that: masked with the

@@ -566,6 +566,8 @@ def test_a_mastodon_instance_is_read_as_what_it_holds():
     assert names("display_name", "tags") == names("nickname", "webauthn_credentials") == []
     assert table_of_people("tags", [("name", "text"), ("display_name", "text")]) == "tags"
     assert names("display_name", "accounts") == names("display_name", "users") == ["personal.name"]
+    # a SAML claim's key (GoTrue's identity_data.custom_claims): the last segment, without underscore
+    assert names("http://schemas.microsoft.com/identity/claims/displayname", "") == ["personal.name"]
     assert names("avatar_file_size", "accounts", kind="number") == []
     assert names("avatar_file_name", "accounts") == ["personal.photo"]
     assert names("uid", "identities") == ["identity.provider_uid_in_person_table"]

@@ -276,7 +276,7 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
         "personal.name",
         _tokens(
             r"first_name|last_name|full_name|middle_name|maiden_name|given_name|family_name|surname"
-            r"|firstname|lastname|fullname|givenname|familyname|maiden|nickname|nick_name|display_name"
+            r"|firstname|lastname|fullname|givenname|familyname|maiden|nickname|nick_name|display_name|displayname"
             r"|username|user_name|contact_name|customer_name|client_name|holder_name|cardholder_name"
             r"|owner_name|patient_name|employee_name|member_name|billing_name|shipping_name|recipient_name"
             # French, German, Spanish: prénom, nom de famille / de naissance / d'usage, Vorname...

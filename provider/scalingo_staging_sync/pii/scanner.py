@@ -526,6 +526,97 @@ def json_key_reasons(values: Iterable[str | None], masked_paths: Sequence[str] =
     ]
 
 
+#: documents of a json/jsonb column whose keys are listed (beyond the scan's sample), and documents
+#: read per key a name detector flags: a key in a few documents only (GoTrue's audit payloads hold
+#: ``traits.user_phone`` in 45 of 20,000) is rarely in a sample of a few hundred
+JSON_KEY_SCAN_ROWS = 10000
+JSON_KEY_DOCUMENTS = 20
+_JSON_STRING_KEYS = '$.** ? (@.type() == "object").keyvalue() ? (@.value.type() == "string").key'
+_JSON_HAS_KEY = '$.** ? (@.type() == "object").keyvalue() ? (@.key == $k && @.value.type() == "string")'
+
+
+def documents_with_flagged_keys(
+    conn: Any,
+    schema: str,
+    table: str,
+    column: str,
+    *,
+    only: bool = False,
+    scan_rows: int = JSON_KEY_SCAN_ROWS,
+    per_key: int = JSON_KEY_DOCUMENTS,
+    seen: Iterable[str | None] = (),
+) -> list[str]:
+    """Documents (as text) of the json/jsonb ``column`` holding a string under a key that a high
+    severity name detector flags (``user_phone``, ``email``, ``password``...), ``per_key`` for each
+    such key found among the keys of the first ``scan_rows`` documents, at any depth, that none of
+    the ``seen`` documents (the sample, as text) holds. Their paths
+    are then read like a sample's (:func:`json_key_reasons`, ``json_path_specs``). A query that fails
+    (a permission, a timeout) gives none: the sample alone is judged, as before."""
+    from psycopg import sql
+
+    from scalingo_staging_sync.pii.detectors import detect_by_name
+
+    relation = sql.SQL("{}{}").format(
+        sql.SQL("ONLY ") if only else sql.SQL(""), sql.Identifier(schema, table)
+    )
+    col = sql.Identifier(column)
+    first = sql.SQL("(SELECT {col} FROM {rel} WHERE {col} IS NOT NULL LIMIT {n}) AS s").format(
+        col=col, rel=relation, n=sql.Literal(scan_rows)
+    )
+    out: list[str] = []
+    try:
+        with conn.transaction():
+            keys = conn.execute(
+                sql.SQL(
+                    "SELECT DISTINCT k #>> '{{}}' FROM {}, jsonb_path_query(s.{}::jsonb, {}) AS k"
+                ).format(first, col, sql.Literal(_JSON_STRING_KEYS))
+            ).fetchall()
+            known = _string_keys(seen)
+            flagged = sorted(
+                k
+                for (k,) in keys
+                if k and k not in known and any(p.severity == "high" for p in detect_by_name(k, ""))
+            )
+            for key in flagged:
+                rows = conn.execute(
+                    sql.SQL(
+                        "SELECT s.{col}::text FROM {first} WHERE jsonb_path_exists(s.{col}::jsonb, {path}, "
+                        "jsonb_build_object('k', %s::text)) LIMIT {n}"
+                    ).format(col=col, first=first, path=sql.Literal(_JSON_HAS_KEY), n=sql.Literal(per_key)),
+                    (key,),
+                ).fetchall()
+                out += [r[0] for r in rows if r[0]]
+    except Exception as exc:  # noqa: BLE001 - the sample alone is judged
+        log.info("keys of %s.%s.%s not listed: %s", schema, table, column, type(exc).__name__)
+    return out
+
+
+def _string_keys(texts: Iterable[str | None]) -> set[str]:
+    """The keys holding a string, at any depth, of the JSON documents ``texts`` (unparsable: none)."""
+    import json
+
+    keys: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if isinstance(v, str):
+                    keys.add(str(k))
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    for text in texts:
+        if not text:
+            continue
+        try:
+            walk(json.loads(text))
+        except ValueError:
+            continue
+    return keys
+
+
 # --------------------------------------------------------------------------------------------------
 # Copies of masked originals
 # --------------------------------------------------------------------------------------------------
@@ -1029,7 +1120,11 @@ def scan_database(
             content = {c.name: (counts[i], non_null[i]) for i, c in enumerate(sampled)}
             for i, c in enumerate(sampled):
                 if c.type_name in ("json", "jsonb") and (c.name not in masked_here or c.name in partial_here):
-                    keys = json_key_reasons((row[i] for row in raw), partial_here.get(c.name) or ())
+                    docs = [row[i] for row in raw]
+                    rare = documents_with_flagged_keys(
+                        conn, table.schema, table.name, c.name, only=table.relkind == "r", seen=docs
+                    )
+                    keys = json_key_reasons([*docs, *rare], partial_here.get(c.name) or ())
                     if keys:
                         keyed[c.name] = keys
                 elif c.name not in masked_here:
