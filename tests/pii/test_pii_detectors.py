@@ -573,6 +573,8 @@ def test_a_mastodon_instance_is_read_as_what_it_holds():
     assert names("uid", "identities") == ["identity.provider_uid_in_person_table"]
     assert names("uid", "identities", kind="key") == []
     assert content_ignored_by_name("blurhash", "email") and not content_ignored_by_name("bio", "email")
+    assert not content_ignored_by_name("email_signature", "phone_fr")  # "Jean Dupont, 06 12 34 56 78"
+    assert not content_ignored_by_name("weekly_digest", "email")
 
 
 def test_an_id_in_a_url_path_is_not_a_card_number():

@@ -992,9 +992,8 @@ _NUMBER_DETECTORS = frozenset({"card_number", "phone_fr", "phone_e164", "iban"})
 
 #: last tokens of a column holding an encoding of something else (Mastodon's media ``blurhash``, whose
 #: base-83 alphabet has '@' and '.': "x@K.lV" reads as an e-mail address)
-_ENCODED_TOKENS = frozenset(
-    {"blurhash", "thumbhash", "hash", "digest", "checksum", "signature", "fingerprint"}
-)
+#: (not "signature" nor "digest": an e-mail signature, a newsletter digest hold addresses and phones)
+_ENCODED_TOKENS = frozenset({"blurhash", "thumbhash", "hash", "checksum", "fingerprint"})
 
 
 def content_ignored_by_name(column: str, detector: str) -> bool:
