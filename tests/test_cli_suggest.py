@@ -554,3 +554,24 @@ def test_a_key_in_a_few_documents_only_is_found_and_masked(staging_pg16, tmp_pat
     }
     scan = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--rules", str(out))
     assert scan.returncode == 0, scan.stdout  # the path masked: no finding left
+
+
+def test_a_note_quoting_a_few_of_thousands_of_people_is_found(staging_pg16):
+    """Mastodon's account_warnings.text quotes 3 of 2,300 accounts' names ("Please stop harassing Mia
+    Johns."): the copy index read 200 people per table, so the names were rarely among them and the
+    column was not flagged on production. It reads 2,000."""
+    name = "cli_scan_few_quoted"
+    staging_pg16.create_database(name)
+    staging_pg16.execute(
+        "CREATE TABLE accounts (id int PRIMARY KEY, display_name text);"
+        "INSERT INTO accounts SELECT g, 'Gwenaelle' || g || ' Kerbrat' || g FROM generate_series(1, 2000) g;"
+        "CREATE TABLE account_warnings (id int PRIMARY KEY, text text);"
+        "INSERT INTO account_warnings VALUES (1, 'Please stop harassing Gwenaelle17 Kerbrat17.'),"
+        " (2, 'Reported by Gwenaelle1203 Kerbrat1203 twice'), (3, 'Spam, see Gwenaelle1777 Kerbrat1777'),"
+        " (4, 'Impersonating Gwenaelle640 Kerbrat640'), (5, 'ok');",
+        name,
+    )
+    proc = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--json")
+    findings = {f["column_id"]: f for f in json.loads(proc.stdout)["findings"]}
+    copy = [r for r in findings["public.account_warnings.text"]["reasons"] if r["kind"] == "copy"]
+    assert copy and copy[0]["names"] == 4 and copy[0]["tables"] == ["public.accounts"], copy
