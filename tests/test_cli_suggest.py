@@ -105,6 +105,17 @@ FROM generate_series(1, 60) i;
 """
 
 
+def _suggest(pg, name: str, tmp_path):
+    """``scan --suggest-rules`` of database ``name``: the rules file, its text and
+    ``{schema.table.column: spec}``."""
+    out = tmp_path / "rules.yaml"
+    proc = run_cli("scan", "--dsn", pg.conninfo(name), "--suggest-rules", str(out))
+    assert proc.returncode == 0, proc.stderr
+    rules = load_rules(out)
+    specs = {f"{r.qualified}.{c}": s for r in rules.anonymization_tables for c, s in r.columns.items()}
+    return out, out.read_text(), specs
+
+
 def test_every_suggestion_is_plannable_and_unfit_columns_fail_closed(staging_pg16, tmp_path):
     name = "cli_suggest_awkward"
     staging_pg16.create_database(name)
@@ -257,12 +268,8 @@ def test_a_rails_apps_columns_get_what_they_hold(staging_pg16, tmp_path):
     name = "cli_suggest_rails"
     staging_pg16.create_database(name)
     staging_pg16.execute(RAILS_SCHEMA, name)
-    out = tmp_path / "rules.yaml"
-    proc = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--suggest-rules", str(out))
-    assert proc.returncode == 0, proc.stderr
-    text = out.read_text()
+    out, text, specs = _suggest(staging_pg16, name, tmp_path)
     rules = load_rules(out)
-    specs = {f"{r.qualified}.{c}": s for r in rules.anonymization_tables for c, s in r.columns.items()}
     # friendly_id's slugs (accents dropped, as parameterize does): hashed alike in both tables
     assert specs["public.users.slug"]["transformer"] == "hash"
     assert specs["public.friendly_id_slugs.slug"]["transformer"] == "hash"
@@ -360,11 +367,8 @@ def test_who_did_it_is_hashed_as_the_login_is(staging_pg16, tmp_path):
     name = "cli_suggest_jhipster"
     staging_pg16.create_database(name)
     staging_pg16.execute(JHIPSTER_SCHEMA, name)
-    out = tmp_path / "rules.yaml"
-    proc = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--suggest-rules", str(out))
-    assert proc.returncode == 0, proc.stderr
+    out, text, specs = _suggest(staging_pg16, name, tmp_path)
     rules = load_rules(out)
-    specs = {f"{r.qualified}.{c}": s for r in rules.anonymization_tables for c, s in r.columns.items()}
     for column in ("jhi_user.login", "jhi_user.created_by", "jhi_user.last_modified_by",
                    "jhi_persistent_audit_event.principal"):  # fmt: skip
         assert specs[f"public.{column}"] == {"transformer": "hash", "length": 16}, column
@@ -393,13 +397,7 @@ def test_not_null_json_and_uuid_columns_get_a_constant_not_a_review(staging_pg16
         "INSERT INTO device SELECT g, gen_random_uuid() FROM generate_series(1, 20) g;",
         name,
     )
-    out = tmp_path / "rules.yaml"
-    proc = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--suggest-rules", str(out))
-    assert proc.returncode == 0, proc.stderr
-    text = out.read_text()
-    specs = {
-        f"{r.qualified}.{c}": s for r in load_rules(out).anonymization_tables for c, s in r.columns.items()
-    }
+    out, text, specs = _suggest(staging_pg16, name, tmp_path)
     assert specs["public.checkoutsession.session_data"] == {"transformer": "fixed", "value": "{}"}
     assert specs["public.eventlock.token"] == {
         "transformer": "fixed",
@@ -438,12 +436,7 @@ def test_not_null_text_json_documents_get_an_empty_document_not_an_empty_string(
         " FROM generate_series(1, 30) g;",
         name,
     )
-    out = tmp_path / "rules.yaml"
-    proc = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--suggest-rules", str(out))
-    assert proc.returncode == 0, proc.stderr
-    specs = {
-        f"{r.qualified}.{c}": s for r in load_rules(out).anonymization_tables for c, s in r.columns.items()
-    }
+    out, text, specs = _suggest(staging_pg16, name, tmp_path)
     assert specs["public.notifications.data"] == {"transformer": "fixed", "value": "{}"}
     assert specs["public.jobs_batch.recipients"] == {"transformer": "fixed", "value": "[]"}
     assert specs["public.activity.properties"] == {"transformer": "fixed", "value": "{}"}  # names' copies
@@ -506,13 +499,7 @@ def test_a_supabase_auth_schema_gets_rules_its_app_still_runs_on(staging_pg16, t
         " refresh_token_hmac_key text);",
         name,
     )
-    out = tmp_path / "rules.yaml"
-    proc = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--suggest-rules", str(out))
-    assert proc.returncode == 0, proc.stderr
-    text = out.read_text()
-    specs = {
-        f"{r.qualified}.{c}": s for r in load_rules(out).anonymization_tables for c, s in r.columns.items()
-    }
+    out, text, specs = _suggest(staging_pg16, name, tmp_path)
     assert "REVIEW" not in text, text
     assert "# auth.identities.email (" in text and "generated from identity_data, masked above" in text
     assert specs["auth.identities.provider_id"]["transformer"] == "hash"
@@ -542,12 +529,7 @@ def test_a_key_in_a_few_documents_only_is_found_and_masked(staging_pg16, tmp_pat
         " '33612345678')));",
         name,
     )
-    out = tmp_path / "rules.yaml"
-    proc = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--suggest-rules", str(out))
-    assert proc.returncode == 0, proc.stderr
-    specs = {
-        f"{r.qualified}.{c}": s for r in load_rules(out).anonymization_tables for c, s in r.columns.items()
-    }
+    out, text, specs = _suggest(staging_pg16, name, tmp_path)
     assert specs["auth.audit_log_entries.payload"] == {
         "transformer": "json",
         "paths": {"traits.user_phone": "phone"},

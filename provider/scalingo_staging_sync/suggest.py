@@ -307,13 +307,13 @@ def _fits(spec: Mapping[str, Any], info: Any, catalog: Any) -> bool:
     domain's CHECK constraints: an output a CHECK rejects (``email`` under ``CHECK (VALUE LIKE
     '%@corp.test')``), or that it cannot be evaluated on without a server (a keyed hash), is not
     suggested; the planner would refuse the first and warn that the second may fail the load."""
-    from scalingo_staging_sync.anonymize.planner import _check_columns, _domain_check_problems
+    from scalingo_staging_sync.anonymize.planner import _check_columns, _check_constraint_problems
 
     specs = {info.name: spec}
     doubts: list[str] = []
     return (
         not _check_columns(None, catalog, specs, info.name)
-        and not _domain_check_problems(catalog, specs, info.name, doubts)
+        and not _check_constraint_problems(catalog, specs, info.name, doubts)
         and not doubts
     )
 

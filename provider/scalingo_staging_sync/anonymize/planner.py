@@ -374,7 +374,7 @@ def plan_rule(
         }
         errors.extend(derived_cycle_errors(specs, error_prefix, cat.qualified, added))
         errors.extend(_check_columns(conn, cat, specs, error_prefix))
-        errors.extend(_domain_check_problems(cat, specs, error_prefix, warnings))
+        errors.extend(_check_constraint_problems(cat, specs, error_prefix, warnings))
         masked = list(specs)
 
     if rule.condition:
@@ -669,14 +669,15 @@ def evaluate_domain_check(expression: str, value: Any, column: str | None = None
     return result is not False
 
 
-def _domain_check_problems(
+def _check_constraint_problems(
     cat: TableCatalog, specs: Mapping[str, Mapping[str, Any]], prefix: str, warnings: list[str]
 ) -> list[str]:
     """A masked column whose domain has a CHECK: PostgreSQL checks the masked value against it when it is
     written (the masking trigger's row during the load, the in-place UPDATE). When the transformer's
     output is known without a server (:func:`masked_sample`) and the CHECK can be evaluated exactly
     (:func:`evaluate_domain_check`), a CHECK that rejects it is refused now, naming the domain, the column
-    and the fix; otherwise it is flagged in ``warnings``, as a table CHECK on a masked column is."""
+    and the fix; otherwise it is flagged in ``warnings``, as a table CHECK on a masked column is. A table
+    CHECK on the masked column alone is evaluated the same way (:func:`_table_check_problems`)."""
     errors: list[str] = []
     for col, spec in specs.items():
         info = cat.columns.get(col)
