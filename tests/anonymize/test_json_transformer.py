@@ -263,3 +263,37 @@ def test_the_values_at_a_path_are_what_the_json_rule_masks():
     assert list(json_values_at(doc, json_path_segments("people.1.name"))) == ["Bo Wu"]
     assert list(json_values_at(doc, json_path_segments("people.7.name"))) == []
     assert list(json_values_at(doc, json_path_segments("owner.phone"))) == []
+
+
+def test_an_empty_string_at_a_path_stays_empty_as_in_a_column(db):
+    """'' at a path is what '' in a column is: nothing to mask. The transformers that keep '' in a
+    column (``keeps_empty``) keep it inside a document too, so an app's "no pending change" marker stays
+    one; those that do not (``fixed``) still replace it. A document whose only masked value is '' passes
+    verification (it is left as it was); the other paths of the same document are masked."""
+    _pg, target = db
+    execute(
+        target,
+        """CREATE TABLE identities (id int PRIMARY KEY, data jsonb);
+        INSERT INTO identities VALUES
+          (1, '{"email": "", "phone": "", "name": "", "note": ""}'),
+          (2, '{"email": "", "phone": "+33 6 12 34 56 78", "name": "Zoé Lefèvre", "note": "x"}'),
+          (3, '{"emails": ["", "ann@corp.test"]}')""",
+    )
+    rules = """
+source_app: p
+anonymization_tables:
+  - table: identities
+    columns:
+      data:
+        transformer: json
+        paths: {email: email, phone: phone, name: full_name, note: {transformer: fixed, value: "-"}, "emails.*": email}
+"""
+    (item,) = anonymize(target, rules)
+    docs = dict(execute(target, "SELECT id, data FROM identities ORDER BY id"))
+    assert docs[1] == {"email": "", "phone": "", "name": "", "note": "-"}
+    assert docs[2]["email"] == "" and docs[2]["note"] == "-"
+    assert docs[2]["phone"].startswith("+999") and docs[2]["name"] not in ("", "Zoé Lefèvre")
+    assert docs[3]["emails"][0] == "" and docs[3]["emails"][1] not in ("", "ann@corp.test")
+    with target.connect(autocommit=True) as conn:
+        check = verify_table(conn, item, SALT)
+    assert check.passed, check.problems

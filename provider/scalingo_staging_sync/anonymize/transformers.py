@@ -1070,7 +1070,8 @@ class JsonTransformer(Transformer):
         "or '*' between double quotes, a quote in it doubled: '\"owner.email\".work') to a transformer "
         "of a text value (email, phone, first_name, hash, fixed, null, ...). The value at each path is "
         "masked as text and written back as a JSON string (null: JSON null); a missing path or a JSON "
-        "null is left as it is; keys not listed keep their values. On load like any transformer."
+        "null is left as it is, and so is '' under a transformer that keeps '' in a column; keys not "
+        "listed keep their values. On load like any transformer."
     )
     categories = frozenset({"json"})
     options_schema = {
@@ -1144,7 +1145,8 @@ class JsonTransformer(Transformer):
         inner = get_transformer(spec["transformer"])
         text = ColumnInfo(name=path, type_sql="text", base_type="text")
         sub = BuildContext(text, options_of(spec), key=ctx.key)  # inline: no let
-        masked = inner.expression(sql.SQL("({} #>> '{{}}')").format(value), sub)
+        src = sql.SQL("({} #>> '{{}}')").format(value)
+        masked = keep_empty_sql(inner, text, src, inner.expression(src, sub))  # '' at a path: as in a column
         return sql.SQL("coalesce(to_jsonb(({})::text), 'null'::jsonb)").format(masked)
 
     def _apply(self, doc, segments, spec, ctx, path, tag: str) -> sql.Composable:
@@ -1187,7 +1189,14 @@ class JsonTransformer(Transformer):
             doc = _json.loads(original_text)
         except (TypeError, ValueError):
             return False
-        return not any(_json_has(doc, json_path_segments(p)) for p in (options.get("paths") or {}))
+        return not any(
+            _json_has(
+                doc,
+                json_path_segments(p),
+                keeps_empty=get_transformer(_normalise_json_spec(raw)["transformer"]).keeps_empty,
+            )
+            for p, raw in (options.get("paths") or {}).items()
+        )
 
 
 def with_email_domain(spec: Mapping[str, Any], domain: str) -> dict[str, Any]:
@@ -1229,6 +1238,7 @@ def json_values_at(value: Any, segments: Sequence[str]) -> Iterator[Any]:
         yield from json_values_at(value[int(head)], rest)
 
 
-def _json_has(value: Any, segments: list[str]) -> bool:
-    """Whether ``value`` holds a non-null value at ``segments``."""
-    return any(v is not None for v in json_values_at(value, segments))
+def _json_has(value: Any, segments: list[str], *, keeps_empty: bool = False) -> bool:
+    """Whether ``value`` holds a value to mask at ``segments``: not null, nor '' when the path's
+    transformer keeps '' (:attr:`Transformer.keeps_empty`)."""
+    return any(v is not None and not (keeps_empty and v == "") for v in json_values_at(value, segments))
