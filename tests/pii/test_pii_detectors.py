@@ -585,3 +585,15 @@ def test_an_id_in_a_url_path_is_not_a_card_number():
     assert ids  # the id alone looks like a card number
     assert "card_number" not in detect_in_value(f"https://mastodon.social/@jane/{ids[0]}")
     assert "card_number" in detect_in_value(f"paid with {ids[0]} yesterday")
+
+
+def test_a_bound_on_an_age_is_a_setting_not_a_persons_age():
+    """Mastodon's ``min_status_age`` (how old a post must be before it is deleted), a cache's
+    ``max_age``, a product's ``minimum_age``: a threshold about ages, not anybody's age. A person's
+    ``age`` and ``age_group`` stay flagged, whatever the type."""
+    names = lambda column, kind="number": [p.name for p in detect_by_name(column, "accounts", kind=kind)]  # noqa: E731
+    for column in ("min_status_age", "max_age", "minimum_age", "maximum_age", "age_limit", "age_min",
+                   "cookie_max_age", "age_threshold"):  # fmt: skip
+        assert "personal.age" not in names(column), column
+    assert names("age") == names("age_years") == names("age", "text") == ["personal.age"]
+    assert "personal.age" in names("age_group", "text")

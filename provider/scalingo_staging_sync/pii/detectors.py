@@ -491,6 +491,8 @@ _REFERENCE_TOKENS = ("id", "ids", "uuid", "uuids", "guid", "fk", "pk", "ref")
 # ``gender_code``, ``latitude_e6``): never cleared by the column's type.
 _KEPT_WHATEVER_THE_TYPE = ("identity", "financial", "medical", "biometric", "location")
 _KEPT_DETECTORS = ("personal.birth", "personal.age", "personal.demographic")
+# Tokens that make an age in a name a bound, a setting about ages (``min_status_age``, ``max_age``)
+_BOUND_TOKENS = frozenset({"min", "max", "minimum", "maximum", "limit", "limits", "threshold"})
 # What no number can be, whatever its name ends with: an e-mail address, a street address, a city or
 # country, a person's name (``num_orders_as_billing_address integer`` counts orders). A phone number, a
 # postal code or a card number can be stored as one; a picture's large object has a number too (oid).
@@ -568,6 +570,8 @@ def _about_not_the_thing(pattern: NamePattern, normalized: str, kind: str) -> bo
     - a text whose match stops before its last token, when that token makes it a template or a format
       (``email_body_template``, ``address_format``), for an e-mail a part of one (``email_subject``),
       for a secret its kind (``token_type``): its content is still scanned."""
+    if pattern.name == "personal.age" and _BOUND_TOKENS.intersection(normalized.split("_")):
+        return True  # a threshold about ages (Mastodon's min_status_age, a cache's max_age)
     if pattern.name in ("identity.provider_uid_in_person_table", "personal.actor", "personal.login"):
         return kind != "text"  # a uuid `uid` is the app's own public id of the row, not a provider's
     if pattern.category in _KEPT_WHATEVER_THE_TYPE or pattern.name in _KEPT_DETECTORS:
