@@ -292,7 +292,8 @@ def scan(
         if copies:
             from scalingo_staging_sync.pii.scanner import CopyIndex, list_tables
 
-            kwargs["copies"] = CopyIndex.of_people(conn, list_tables(conn, list(schemas) or None))
+            kwargs["tables"] = list_tables(conn, list(schemas) or None)  # listed once, for both
+            kwargs["copies"] = CopyIndex.of_people(conn, kwargs["tables"])
         report = scan_database(conn, database=where, schemas=list(schemas) or None, **kwargs)
         suggested = None
         if suggest_out is not None:

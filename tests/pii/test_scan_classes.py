@@ -333,3 +333,21 @@ def test_plan_keys_of_tables_whose_names_need_quoting_match(db):
     assert [f.qualified_name for f in unmasked.unmasked] == ['crm."say ""hi""".email']
     allowed = scan(pg, name, masked_columns=[f"{dotted}.email"], allow=[unmasked.unmasked[0].qualified_name])
     assert allowed.passed and not allowed.unmasked
+
+
+def test_the_tables_a_caller_listed_are_the_ones_scanned(db):
+    """`scan --copies` lists the tables once for the copy index and the scan (``tables=``): the scan
+    reads those, and lists none of its own."""
+    from scalingo_staging_sync.pii.scanner import list_tables
+
+    pg, name = db
+    pg.execute(
+        "CREATE TABLE people (id int, email text); INSERT INTO people VALUES (1, 'ann@corp.test');"
+        "CREATE TABLE notes (id int, body text); INSERT INTO notes VALUES (1, 'call bob@corp.test');",
+        name,
+    )
+    with pg.connect(name) as conn:
+        listed = [t for t in list_tables(conn) if t.qualified_name == "public.notes"]
+        report = scan_database(conn, database=name, tables=listed)
+    assert report.tables_scanned == 1
+    assert {f.qualified_name for f in report.unmasked} == {"public.notes.body"}

@@ -1023,6 +1023,7 @@ def scan_database(
     max_large_objects: int = DEFAULT_MAX_LARGE_OBJECTS,
     partially_masked: Mapping[str, Sequence[str]] | None = None,
     copies: CopyIndex | None = None,
+    tables: Sequence[TableInfo] | None = None,
 ) -> ScanReport:
     """Scan the database ``conn`` is connected to (an autocommit psycopg connection).
 
@@ -1031,8 +1032,9 @@ def scan_database(
     ``large_objects``: whether the rules keep large objects; ``partially_masked``: masked column ->
     the JSON paths its ``json`` rule masks: its sampled documents go through the content detectors
     without the values at those paths, and what is left is a finding like any; ``copies``: the
-    phrases of the masked tables' sampled originals, looked for in every sampled column. See the
-    module doc."""
+    phrases of the masked tables' sampled originals, looked for in every sampled column; ``tables``:
+    the tables to scan, as :func:`list_tables` gave them to the caller already (default: listed here,
+    in ``schemas``). See the module doc."""
     started = time.monotonic()
     if sample_rows < 1:
         raise ValueError("sample_rows must be >= 1")
@@ -1047,7 +1049,7 @@ def scan_database(
     matched_masked: set[str] = set()
     by_name = {p.name: p for p in content_patterns}
 
-    tables = list_tables(conn, schemas)
+    tables = list(tables) if tables is not None else list_tables(conn, schemas)
     findings: list[Finding] = []
     errors: dict[str, str] = {}
     excluded_state: dict[str, str] = {}
