@@ -557,3 +557,24 @@ def test_a_note_quoting_a_few_of_thousands_of_people_is_found(staging_pg16):
     findings = {f["column_id"]: f for f in json.loads(proc.stdout)["findings"]}
     copy = [r for r in findings["public.account_warnings.text"]["reasons"] if r["kind"] == "copy"]
     assert copy and copy[0]["names"] == 4 and copy[0]["tables"] == ["public.accounts"], copy
+
+
+def test_an_inet_column_under_a_unique_index_gets_the_unique_ip(staging_pg16, tmp_path):
+    """Mastodon's ``ip_blocks.ip inet NOT NULL`` under a unique index was left for review (the default
+    ``ip`` does not keep addresses distinct); a plain inet column keeps the default."""
+    name = "cli_suggest_ip_blocks"
+    staging_pg16.create_database(name)
+    staging_pg16.execute(
+        "CREATE TABLE ip_blocks (id bigint PRIMARY KEY, ip inet NOT NULL, severity int);"
+        "CREATE UNIQUE INDEX index_ip_blocks_on_ip ON ip_blocks (ip);"
+        "CREATE TABLE sessions (id bigint PRIMARY KEY, ip inet);"
+        "INSERT INTO ip_blocks SELECT g, '81.0.0.0'::inet + g * 251, 1 FROM generate_series(1, 50) g;"
+        "INSERT INTO sessions SELECT g, '81.0.0.0'::inet + g * 7 FROM generate_series(1, 50) g;",
+        name,
+    )
+    try:
+        _out, text, specs = _suggest(staging_pg16, name, tmp_path)
+    finally:
+        staging_pg16.drop_database(name)
+    assert specs["public.ip_blocks.ip"] == {"transformer": "ip", "unique": True}, text
+    assert specs["public.sessions.ip"] == {"transformer": "ip"}

@@ -371,8 +371,8 @@ def transformers(as_json: bool) -> None:
         flags = [
             "deterministic" if g["deterministic"] else "random",
             ("unique" + (f" ({g['unique_bits']} hash bits)" if g.get("unique_bits") else ""))
-            if g["unique"]
-            else "not unique",
+            if g["unique"] and not (g.get("unique_with") and not g.get("unique_bits"))
+            else (f"unique with {g['unique_with']}" if g["unique"] else "not unique"),
             "keeps NULL" if g["keeps_null"] else "NULL replaced",
             *(["keeps ''"] if g["keeps_empty"] else []),
             "keeps length" if g["keeps_length"] else "length may change",

@@ -44,12 +44,27 @@ def transformer_guarantees(transformer: Any) -> dict[str, Any]:
         "deterministic": bool(transformer.deterministic),
         "unique_bits": bits,
         "unique": bool(transformer.unique),
+        "unique_with": (
+            ", ".join(f"{k}: {json.dumps(v)}" for k, v in transformer.unique_options.items())
+            if getattr(transformer, "unique_options", None)
+            else None
+        ),
         "keeps_null": bool(transformer.keeps_null),
         "keeps_empty": bool(transformer.keeps_empty),
         "keeps_length": bool(transformer.keeps_length),
         "fits_column": True,
         "min_length": int(need or 0),
     }
+
+
+def unique_label(g: Mapping[str, Any]) -> str:
+    """The *unique* column of a transformer's guarantees: ``yes (128 bits)``, ``with unique: true``
+    (only with that option), ``no``."""
+    if not g["unique"]:
+        return "no"
+    if g.get("unique_bits"):
+        return f"yes ({g['unique_bits']} bits)"
+    return f"with {g['unique_with']}" if g.get("unique_with") else "yes"
 
 
 def _option_text(name: str, schema: Mapping[str, Any], required: bool) -> str:
@@ -106,7 +121,7 @@ def transformers_markdown() -> str:
         accepts = "any" if info["accepts"] == ["*"] else ", ".join(info["accepts"])
         rows.append(
             f"| `{info['name']}` | {desc} | {accepts} | {options} | {_yes(g['deterministic'])} | "
-            f"{_yes(g['unique'])}{f' ({bits} bits)' if (bits := g.get('unique_bits')) and g['unique'] else ''} | {_yes(g['keeps_null'])} | {_yes(g['keeps_empty'])} | {_yes(g['keeps_length'])} | {g['min_length']} |"
+            f"{unique_label(g)} | {_yes(g['keeps_null'])} | {_yes(g['keeps_empty'])} | {_yes(g['keeps_length'])} | {g['min_length']} |"
         )
     return "\n".join(rows)
 

@@ -350,8 +350,35 @@ def _whole_value_spec(
         if hits >= WHOLE_VALUE_SHARE * len(present):
             spec, why = _BY_DETECTOR[detector]
             spec = _hash_for(info) if spec["transformer"] == "hash" else dict(spec)
-            if _fits(spec, info, catalog):
-                return spec, f"{hits} of {len(present)} sampled values are only that: {why}"
+            fitting = _fitting(spec, info, catalog)
+            if fitting is not None:
+                why = why if fitting == spec else _unique_why(fitting)
+                return fitting, f"{hits} of {len(present)} sampled values are only that: {why}"
+    return None
+
+
+def _unique_why(spec: Mapping[str, Any]) -> str:
+    options = ", ".join(f"{k}: {json.dumps(v)}" for k, v in spec.items() if k != "transformer")
+    return (
+        f"under a unique index: {spec['transformer']} with {options}, which keeps distinct values "
+        "distinct (its output range differs: see the transformer's reference)"
+    )
+
+
+def _fitting(spec: Mapping[str, Any], info: Any, catalog: Any) -> dict[str, Any] | None:
+    """``spec`` when the planner would accept it on this column, else its form that keeps distinct
+    values distinct when that one fits (``ip`` with ``unique: true`` under Mastodon's unique
+    ``ip_blocks.ip``), else None."""
+    if _fits(spec, info, catalog):
+        return dict(spec)
+    from scalingo_staging_sync.anonymize.transformers import get_transformer
+
+    name = spec.get("transformer")
+    options = get_transformer(name).unique_options if isinstance(name, str) else None
+    if options:
+        variant = {**spec, **options}
+        if _fits(variant, info, catalog):
+            return variant
     return None
 
 
@@ -464,8 +491,10 @@ def suggest_for(
         candidates.append((_hash_for(info), "keyed hash (a unique-safe fallback)"))
     candidates.append(_fallback(info, values))
     for spec, why in candidates:
-        if spec is not None and _fits(spec, info, catalog):
-            s.spec, s.why = spec, why
+        fitting = _fitting(spec, info, catalog) if spec is not None else None
+        if fitting is not None:
+            s.spec = fitting
+            s.why = why if fitting == spec else _unique_why(fitting)
             return s
     s.review = (
         f"no built-in transformer fits {info.type_sql}{' NOT NULL' if info.not_null else ''}: "

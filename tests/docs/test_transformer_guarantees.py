@@ -65,6 +65,7 @@ VARIANTS = {
     "full_name": [{}, {"from": ["other"]}],
     "date_shift": [{}, {"max_days": 40}],
     "json": [{"paths": {"email": "email", "phones.*": "phone"}}],
+    "ip": [{}, {"unique": True}],
 }
 
 

@@ -831,7 +831,13 @@ def unique_transformers() -> list[str]:
     from scalingo_staging_sync.anonymize.transformers import all_transformers
     from scalingo_staging_sync.anonymize.transformers import keeps_unique as registry_keeps_unique
 
-    return sorted(name for name in all_transformers() if registry_keeps_unique(name))
+    return sorted(
+        name
+        if registry_keeps_unique(name)
+        else f"{name} with {', '.join(f'{k}: {json.dumps(v)}' for k, v in t.unique_options.items())}"
+        for name, t in all_transformers().items()
+        if registry_keeps_unique(name) or (t.unique and t.unique_options)
+    )
 
 
 def check_condition_offline(cat: TableCatalog, condition: str, where: str) -> list[str]:

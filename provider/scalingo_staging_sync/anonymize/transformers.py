@@ -313,6 +313,8 @@ class Transformer:
     #: output can keep distinct inputs distinct (up to keyed-hash collisions); whether it does for given
     #: options and column, and with how many bits, is :meth:`unique_bits` (see :func:`keeps_unique`)
     unique: ClassVar[bool] = False
+    #: the options that make it keep distinct inputs distinct, when its default options do not
+    unique_options: ClassVar[Mapping[str, Any] | None] = None
     #: output of a NULL input is NULL
     keeps_null: ClassVar[bool] = True
     #: output of an empty string is the empty string, on a string column (it holds nothing to mask):
@@ -766,16 +768,39 @@ class IpTransformer(Transformer):
         "an IP address of the same family from a keyed hash: IPv4 in 240.0.0.0/4 (reserved, never a "
         "host on the internet), IPv6 in 2001:db8::/32 (documentation); an inet keeps its prefix length. "
         "On text, a value with ':' is IPv6, any other IPv4; the same address gives the same output in "
-        "inet and text columns. Never the original."
+        "inet and text columns. Never the original. Option unique: true (inet columns: a block list's "
+        "unique address) keeps distinct addresses distinct: IPv4 through a keyed permutation of all "
+        "2^32 addresses without a fixed point (the output can be any IPv4 address), IPv6 from 96 bits of "
+        "keyed hash in 2001:db8::/32."
     )
     categories = frozenset({"string", "inet"})
+    options_schema = {"unique": {"type": "boolean"}}
+    unique = True
+    unique_options = {"unique": True}
     #: the longest output: 2001:db8:: and 60 hash bits (2001:db8::fff:ffff:ffff:ffff)
     min_length = 29
 
     V4_BASE, V4_SIZE = "240.0.0.0", 2**28
     V6_BASE = "2001:db8::"
+    #: Feistel rounds of the IPv4 permutation (16-bit halves; 4 rounds: Luby-Rackoff's strong PRP)
+    V4_ROUNDS = 4
+
+    def unique_bits(self, column, options):
+        """``unique: true``: IPv4 is a permutation (no two addresses meet), IPv6 96 hash bits."""
+        return 96 if options.get("unique") else None
+
+    def check(self, column, options):
+        errors = super().check(column, options)
+        if not errors and options.get("unique") and column.category != "inet":
+            errors.append(
+                "option unique: true applies to inet columns (on text, spellings of one address are "
+                "distinct values and one output); use hash to keep a text column's values distinct"
+            )
+        return errors
 
     def expression(self, src, ctx):
+        if ctx.options.get("unique") and ctx.column.category == "inet":
+            return self._unique(src, ctx)
         inet = ctx.column.base_type == "inet"
         # the address as text: host() of an inet (canonical, without its prefix length); a text value
         # trimmed and ASCII lower-cased (IPv6 hex digits)
@@ -807,6 +832,57 @@ class IpTransformer(Transformer):
         if inet:
             return sql.SQL("set_masklen({}, masklen({}))").format(chosen, src)
         return sql.SQL("host({})").format(chosen)
+
+    def _unique(self, src, ctx):
+        """``unique: true`` on an inet: IPv4 is ``P^-1(P(x) + 1 mod 2^32)`` with ``P`` a keyed Feistel
+        permutation: a bijection (so distinct addresses stay distinct) with no fixed point (never the
+        original). IPv6 is 2001:db8: followed by 96 bits of keyed md5, the next 96 bits when those
+        give the original. Each round is a subquery over the previous one's halves, so the SQL grows
+        linearly with the rounds (nothing is repeated inline) and ``ctx.let`` is not needed."""
+        x = sql.SQL("({} - '0.0.0.0'::inet)").format(sql.SQL("host({})::inet").format(src))
+        sigma = self._feistel(self._feistel(x, ctx, inverse=False, plus_one=True), ctx, inverse=True)
+        v4 = sql.SQL("('0.0.0.0'::inet + {})").format(sigma)
+        h = keyed_md5("ip6", sql.SQL("host({})").format(src), ctx.key)
+
+        def v6_from(hash_expr: sql.Composable, start: int) -> sql.Composable:
+            groups = [
+                sql.SQL("substr({}, {}, 4)").format(hash_expr, sql.Literal(start + 4 * i)) for i in range(6)
+            ]
+            return sql.SQL("({} || {})::inet").format(
+                sql.Literal("2001:db8:"), sql.SQL(" || ':' || ").join(groups)
+            )
+
+        v6 = sql.SQL(
+            "(SELECT CASE WHEN host(_sss_v6) = host({src}) THEN {alt} ELSE _sss_v6 END "
+            "FROM (SELECT {first} OFFSET 0) AS _sss_t6(_sss_v6))"
+        ).format(src=src, alt=v6_from(sql.SQL("md5({})").format(h), 1), first=v6_from(h, 1))
+        chosen = sql.SQL("CASE WHEN family({}) = 6 THEN {} ELSE {} END").format(src, v6, v4)
+        return sql.SQL("set_masklen({}, masklen({}))").format(chosen, src)
+
+    def _feistel(self, x: sql.Composable, ctx, *, inverse: bool, plus_one: bool = False) -> sql.Composable:
+        """The keyed Feistel permutation of the 32-bit ``x`` (bigint), or its inverse; ``plus_one``:
+        the result plus one, modulo 2^32. Round ``i`` maps the halves ``(l, r)`` to ``(r, l # F_i(r))``,
+        with ``F_i(v)`` the first 16 bits of ``md5(key || '|ip4:i|' || v)``; the inverse runs the rounds
+        backwards, mapping ``(l, r)`` to ``(r # F_i(l), l)``."""
+        rounds = range(self.V4_ROUNDS - 1, -1, -1) if inverse else range(self.V4_ROUNDS)
+        l_col, r_col = sql.Identifier("_sss_l"), sql.Identifier("_sss_r")
+        step = sql.SQL("(SELECT {x} >> 16 AS {l}, {x} & 65535 AS {r})").format(x=x, l=l_col, r=r_col)
+
+        def f(i: int, v: sql.Composable) -> sql.Composable:
+            return hex_int(keyed_md5(f"ip4:{i}", sql.SQL("{}::text").format(v), ctx.key), 1, 4)
+
+        for n, i in enumerate(rounds):
+            if inverse:
+                new_l, new_r = sql.SQL("{} # {}").format(r_col, f(i, l_col)), l_col
+            else:
+                new_l, new_r = r_col, sql.SQL("{} # {}").format(l_col, f(i, r_col))
+            step = sql.SQL("(SELECT {} AS {}, {} AS {} FROM {} AS {} OFFSET 0)").format(
+                new_l, l_col, new_r, r_col, step, sql.Identifier(f"_sss_f{n}")
+            )
+        out = sql.SQL("({}::bigint << 16 | {})").format(l_col, r_col)
+        if plus_one:
+            out = sql.SQL("(({} + 1) % 4294967296)").format(out)
+        return sql.SQL("(SELECT {} FROM {} AS _sss_fo)").format(out, step)
 
 
 @register_transformer
