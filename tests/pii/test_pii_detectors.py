@@ -597,3 +597,38 @@ def test_a_bound_on_an_age_is_a_setting_not_a_persons_age():
         assert "personal.age" not in names(column), column
     assert names("age") == names("age_years") == names("age", "text") == ["personal.age"]
     assert "personal.age" in names("age_group", "text")
+
+
+def test_lower_case_glued_names_are_read_as_their_camel_case_spelling():
+    """AdventureWorks ported to PostgreSQL lower-cases its PascalCase names: ``nationalidnumber``,
+    ``passwordhash``, ``addressline1``, ``postalcode``, ``middlename`` were not flagged (its
+    ``NationalIDNumber`` spelling was). A glued name is split only into the detectors' words, so
+    ``postage`` (not post + age), ``healthcheck`` and ``emailpromotion`` stay as they are."""
+    names = lambda column, kind="text": [p.name for p in detect_by_name(column, "person", kind=kind)]  # noqa: E731
+    glued = {
+        "nationalidnumber": "identity.national_id",
+        "passwordhash": "auth.secret",
+        "passwordsalt": "auth.secret",
+        "addressline1": "contact.address",
+        "postalcode": "contact.postal_code",
+        "middlename": "personal.name",
+        "maritalstatus": "personal.demographic",
+        "phonenumber": "contact.phone",
+        "emailaddress": "contact.email",
+        "loginid": "personal.login",
+        "modifiedby": "personal.actor",
+        "lastsigninip": "network.ip",
+        "encryptedpassword": "auth.secret",
+        "otpsecret": "auth.secret",
+        "demographics": "personal.demographic",
+        "creditcardnumber": "financial.card",
+    }
+    for column, detector in glued.items():
+        assert detector in names(column), column
+        camel = "".join(part.capitalize() for part in normalize_name(column).split("_"))
+        assert names(camel) == names(column), (column, camel)  # as its camelCase spelling
+    assert names("dateofbirth", "temporal") == ["personal.birth"]
+    assert normalize_name("addressline2") == "address_line2"
+    for column in ("postage", "percentage", "healthcheck", "filename", "businessentityid", "rowguid"):
+        assert normalize_name(column) == column, column
+    assert names("emailpromotion", "number") == names("loginid", "number") == []

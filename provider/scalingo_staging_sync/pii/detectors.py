@@ -12,6 +12,7 @@ camelCase boundaries, lower-cased, and joined with ``_`` (``userEmail`` -> ``use
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,9 +50,65 @@ _NON_ALNUM = re.compile(r"[^A-Za-z0-9]+")
 
 
 def tokenize_name(name: str) -> list[str]:
-    """``"userEmail"`` -> ``["user", "email"]``; ``"IPAddress"`` -> ``["ip", "address"]``."""
+    """``"userEmail"`` -> ``["user", "email"]``; ``"IPAddress"`` -> ``["ip", "address"]``; a word glued
+    in lower case is split as its camelCase spelling would be (:func:`unglued`): ``"nationalidnumber"``
+    -> ``["national", "id", "number"]``."""
     spaced = _CAMEL_2.sub(r"\1_\2", _CAMEL_1.sub(r"\1_\2", name))
-    return [token.lower() for token in _NON_ALNUM.split(spaced) if token]
+    return [part for token in _NON_ALNUM.split(spaced) if token for part in unglued(token.lower())]
+
+
+#: the short words a glued name is split into besides the name detectors' own words of four letters
+#: or more (shorter ones such as ``age``, ``pin`` or ``tin`` hide in too many words: ``postage``)
+_GLUE_SHORT_WORDS = frozenset(
+    {"id", "ids", "num", "no", "nr", "ip", "by", "of", "tax", "vat", "key", "day", "uid", "otp"}
+)
+#: words of the names a glued name is made of that no name detector holds
+_GLUE_EXTRA_WORDS = frozenset(
+    {
+        "hash", "salt", "digest", "number", "code", "line", "status", "type", "date", "month", "year",
+        "first", "last", "middle", "given", "family", "full", "display", "user", "home", "work", "business",
+        "primary", "billing", "shipping", "contact", "person", "customer", "employee", "client", "owner",
+        "holder", "member", "approval", "expiry", "remote", "current", "sign", "signin", "verified",
+        "confirmed", "unconfirmed", "encrypted", "reset", "recovery", "backup", "confirmation",
+        "invitation", "auth", "authentication", "provider", "external", "value", "address", "addresses",
+        "login", "logon", "account", "private", "public", "access", "refresh", "session", "national",
+        "social", "security", "identity", "alternate", "additional", "emergency", "personal", "mobile",
+        "email",
+    }
+)  # fmt: skip
+
+
+@functools.cache
+def _glue_vocabulary() -> frozenset[str]:
+    words = {w for p in DEFAULT_NAME_PATTERNS for w in re.findall(r"[a-z]+", p.regex) if len(w) >= 4}
+    return frozenset(words | _GLUE_SHORT_WORDS | _GLUE_EXTRA_WORDS)
+
+
+@functools.lru_cache(maxsize=16384)
+def unglued(token: str) -> tuple[str, ...]:
+    """A lower-case token split into the words it glues together, as its camelCase spelling would
+    be: SQL Server schemas ported to PostgreSQL lower-case their PascalCase names (AdventureWorks'
+    ``NationalIDNumber`` is ``nationalidnumber``, ``PasswordHash`` ``passwordhash``, ``AddressLine1``
+    ``addressline1``), and legacy schemas write ``postalcode``, ``phonenumber``. Only when every part
+    is a word of the name detectors (or of :data:`_GLUE_EXTRA_WORDS`), the fewest parts; trailing
+    digits stay with the last part (``address``, ``line1``); a word of its own is kept whole."""
+    stem = token.rstrip("0123456789")
+    vocabulary = _glue_vocabulary()
+    if len(stem) < 5 or not stem.isascii() or not stem.isalpha() or stem in vocabulary:
+        return (token,)
+    # best[i]: the fewest words that make stem[:i], and the split that gives them
+    best: list[tuple[str, ...] | None] = [()] + [None] * len(stem)
+    for end in range(2, len(stem) + 1):
+        for start in range(max(0, end - 24), end - 1):
+            head = best[start]
+            if head is not None and stem[start:end] in vocabulary:
+                candidate = (*head, stem[start:end])
+                if best[end] is None or len(candidate) < len(best[end]):  # type: ignore[arg-type]
+                    best[end] = candidate
+    parts = best[len(stem)]
+    if parts is None or len(parts) < 2:
+        return (token,)
+    return (*parts[:-1], parts[-1] + token[len(stem) :])
 
 
 def normalize_name(name: str) -> str:
@@ -294,7 +351,9 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
     ),
     # a login is a person's handle (JHipster's jhi_user.login "jdupont12"); it does not make its table
     # one of people (a server's SSH login)
-    NamePattern("personal.login", _tokens(r"user_login|login_name") + r"|^login$", "personal", "high"),
+    NamePattern(
+        "personal.login", _tokens(r"user_login|login_name|login_id|loginid") + r"|^login$", "personal", "high"
+    ),
     # who did it: the login or name of the user who created or changed a row (Spring Data's
     # @CreatedBy, JHipster's created_by / last_modified_by, its audit events' principal, PaperTrail's
     # whodunnit); a text column only (a number there is a user id)
@@ -359,6 +418,9 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
         "personal.demographic",
         _tokens(
             r"gender|sex|nationality|ethnicity|religion|marital|marital_status|sexe|nationalite|civilite"
+            # a person's demographics as one document (AdventureWorks' person.demographics survey XML:
+            # birth date, income, marital status, children)
+            r"|demographic|demographics"
             r"|situation_familiale"
         ),
         "personal",
