@@ -578,3 +578,32 @@ def test_an_inet_column_under_a_unique_index_gets_the_unique_ip(staging_pg16, tm
         staging_pg16.drop_database(name)
     assert specs["public.ip_blocks.ip"] == {"transformer": "ip", "unique": True}, text
     assert specs["public.sessions.ip"] == {"transformer": "ip"}
+
+
+def test_a_not_null_column_under_a_check_gets_a_value_the_check_accepts(staging_pg16, tmp_path):
+    """AdventureWorks' ``employee``: ``fixed ''`` was proposed for ``gender char(1) NOT NULL`` under
+    ``CHECK (upper(gender) = ANY (ARRAY['M', 'F']))`` and the run failed to load the table. A value of
+    the CHECK's own is proposed; a keyed hash the CHECK cannot be judged on is not; a shifted birth date
+    under a range CHECK keeps date_shift, and its comment names the CHECK."""
+    name = "cli_suggest_checks"
+    staging_pg16.create_database(name)
+    staging_pg16.execute(
+        "CREATE TABLE employee (id int PRIMARY KEY, first_name text, gender char(1) NOT NULL,"
+        " maritalstatus char(1) NOT NULL, sex varchar(12) NOT NULL, birthdate date NOT NULL,"
+        " CONSTRAINT ck_gender CHECK (upper(gender::text) = ANY (ARRAY['M'::text, 'F'::text])),"
+        " CONSTRAINT ck_marital CHECK (upper(maritalstatus::text) = ANY (ARRAY['M'::text, 'S'::text])),"
+        " CONSTRAINT ck_sex CHECK (sex IN ('female', 'male', 'other')),"
+        " CONSTRAINT ck_birth CHECK (birthdate >= '1930-01-01' AND birthdate <= now() - interval '18 years'));"
+        "INSERT INTO employee SELECT g, 'Ann' || g, 'F', 'S', 'female', date '1980-01-01' + g"
+        " FROM generate_series(1, 40) g;",
+        name,
+    )
+    try:
+        _out, text, specs = _suggest(staging_pg16, name, tmp_path)
+    finally:
+        staging_pg16.drop_database(name)
+    assert specs["public.employee.gender"] == {"transformer": "fixed", "value": "M"}, text
+    assert specs["public.employee.maritalstatus"] == {"transformer": "fixed", "value": "M"}
+    assert specs.get("public.employee.sex") == {"transformer": "fixed", "value": "female"}, text  # not a hash
+    assert specs["public.employee.birthdate"] == {"transformer": "date_shift"}
+    assert "CHECK ck_birth bounds it" in text

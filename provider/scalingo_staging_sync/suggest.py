@@ -306,15 +306,33 @@ def _fits(spec: Mapping[str, Any], info: Any, catalog: Any) -> bool:
     transformer's type check, NOT NULL, unique keys with enough hash bits, depended-on columns) and its
     domain's CHECK constraints: an output a CHECK rejects (``email`` under ``CHECK (VALUE LIKE
     '%@corp.test')``), or that it cannot be evaluated on without a server (a keyed hash), is not
-    suggested; the planner would refuse the first and warn that the second may fail the load."""
+    suggested; the planner would refuse the first and warn that the second may fail the load. The
+    same for a table CHECK on the column alone (AdventureWorks' ``upper(gender) = ANY (...)``), except
+    for a shifted date: a range CHECK (``birthdate >= '1930-01-01'``) is named in the rule's comment
+    (:func:`_date_check_note`) instead, since no date transformer's output can be evaluated."""
     from scalingo_staging_sync.anonymize.planner import _check_columns, _check_constraint_problems
 
     specs = {info.name: spec}
     doubts: list[str] = []
+    table_doubts: list[str] = []
     return (
         not _check_columns(None, catalog, specs, info.name)
-        and not _check_constraint_problems(catalog, specs, info.name, doubts)
+        and not _check_constraint_problems(catalog, specs, info.name, doubts, table_doubts)
         and not doubts
+        and (not table_doubts or spec.get("transformer") == "date_shift")
+    )
+
+
+def _date_check_note(spec: Mapping[str, Any], info: Any, catalog: Any) -> str:
+    """For a ``date_shift`` on a column under a table CHECK: what to check by hand."""
+    if spec.get("transformer") != "date_shift" or catalog is None:
+        return ""
+    names = [n for n, _d, cols in getattr(catalog, "checks", ()) if cols == [info.name]]
+    if not names:
+        return ""
+    return (
+        f"; CHECK {', '.join(names)} bounds it: a date shifted out of its range fails the load "
+        "(lower max_days, or mask it another way)"
     )
 
 
@@ -355,6 +373,25 @@ def _whole_value_spec(
                 why = why if fitting == spec else _unique_why(fitting)
                 return fitting, f"{hits} of {len(present)} sampled values are only that: {why}"
     return None
+
+
+def _check_values(info: Any, catalog: Any) -> list[tuple[dict[str, Any], str]]:
+    """``fixed`` values from the string constants of the CHECK constraints on the column alone (its
+    domain's, its table's): AdventureWorks' ``CHECK (upper(gender) = ANY (ARRAY['M', 'F']))`` on a
+    ``NOT NULL`` column rejects '', and accepts 'M'. The caller keeps the first the CHECKs accept."""
+    from scalingo_staging_sync.anonymize.planner import _domain_check_expression, check_equality_values
+
+    if catalog is None:
+        return []
+    expressions = [
+        _domain_check_expression(d) for _n, d, cols in getattr(catalog, "checks", ()) if cols == [info.name]
+    ]
+    expressions += [e for _d, _n, e in (getattr(catalog, "domain_checks", {}) or {}).get(info.name, ())]
+    values = dict.fromkeys(v for e in expressions for v in check_equality_values(e))
+    return [
+        ({"transformer": "fixed", "value": v}, "NOT NULL column under a CHECK: a value the CHECK accepts")
+        for v in values
+    ]
 
 
 def _unique_why(spec: Mapping[str, Any]) -> str:
@@ -490,11 +527,14 @@ def suggest_for(
     if info.category == "string":
         candidates.append((_hash_for(info), "keyed hash (a unique-safe fallback)"))
     candidates.append(_fallback(info, values))
+    candidates += _check_values(info, catalog)
     for spec, why in candidates:
         fitting = _fitting(spec, info, catalog) if spec is not None else None
         if fitting is not None:
             s.spec = fitting
-            s.why = why if fitting == spec else _unique_why(fitting)
+            s.why = (why if fitting == spec else _unique_why(fitting)) + _date_check_note(
+                fitting, info, catalog
+            )
             return s
     s.review = (
         f"no built-in transformer fits {info.type_sql}{' NOT NULL' if info.not_null else ''}: "

@@ -531,8 +531,10 @@ def masked_sample(transformer: Any, options: Mapping[str, Any], column: ColumnIn
             return True, Decimal(text)
         except InvalidOperation:
             return False, None
-    if column.category != "string" or column.base_type == "bpchar":  # bpchar pads: not evaluated
+    if column.category != "string":
         return False, None
+    if column.base_type == "bpchar" and (column.max_length or 1) != len(text):
+        return False, None  # char(n) pads a shorter value with spaces: not evaluated
     return True, text
 
 
@@ -557,8 +559,10 @@ def evaluate_domain_check(expression: str, value: Any, column: str | None = None
     """Whether a domain CHECK ``expression`` accepts ``value`` (None: NULL), evaluated without a server
     on its pglast parse tree. Only what is evaluated exactly like PostgreSQL does is supported: AND / OR /
     NOT, ``LIKE`` / ``ILIKE`` (``~~``, ``~~*`` and their negations, without ``ESCAPE``), ``=`` / ``<>``
-    and ``IN`` on text, comparisons of numbers and of ``length(VALUE)`` / ``char_length(VALUE)``,
-    ``IS [NOT] NULL``, casts to text. Anything else raises :class:`_CannotEvaluate` (a regular
+    and ``IN`` on text, ``= ANY`` / ``<> ALL`` of an ``ARRAY[...]`` of text constants (AdventureWorks'
+    ``upper(gender) = ANY (ARRAY['M', 'F'])``), ``upper`` / ``lower`` / ``btrim`` of ASCII text,
+    comparisons of numbers and of ``length(VALUE)`` / ``char_length(VALUE)``, ``IS [NOT] NULL``, casts
+    to text. Anything else raises :class:`_CannotEvaluate` (a regular
     expression, a function call...). A CHECK that yields NULL accepts the value, as in PostgreSQL."""
     import re
     from decimal import Decimal
@@ -609,6 +613,15 @@ def evaluate_domain_check(expression: str, value: Any, column: str | None = None
                         return None
                     if isinstance(inner, str):
                         return Decimal(len(inner))
+            if fn[-1] in ("upper", "lower", "btrim") and fn[0] in ("pg_catalog", fn[-1]):
+                if len(node.args or ()) == 1 and not node.agg_star and not node.over:
+                    inner = ev(node.args[0])
+                    if inner is None:
+                        return None
+                    if isinstance(inner, str) and inner.isascii():  # locale-free: ASCII only
+                        return {"upper": str.upper, "lower": str.lower, "btrim": lambda t: t.strip(" ")}[
+                            fn[-1]
+                        ](inner)
             raise _CannotEvaluate
         if isinstance(node, ast.NullTest):
             inner = ev(node.arg)
@@ -620,6 +633,25 @@ def evaluate_domain_check(expression: str, value: Any, column: str | None = None
             if node.boolop == BoolExprType.AND_EXPR:
                 return False if False in args else (None if None in args else True)
             return True if True in args else (None if None in args else False)
+        if isinstance(node, ast.A_Expr) and node.kind in (A_Expr_Kind.AEXPR_OP_ANY, A_Expr_Kind.AEXPR_OP_ALL):
+            op = names(node.name)
+            array = node.rexpr
+            if isinstance(array, ast.TypeCast) and array.typeName.arrayBounds:  # IN on varchar, as printed:
+                cast = names(array.typeName.names)  # (ARRAY['a'::character varying, ...])::text[]
+                if cast[-1] not in _TEXT_CASTS or cast[0] not in ("pg_catalog", cast[-1]):
+                    raise _CannotEvaluate
+                array = array.arg
+            if op not in (["="], ["<>"]) or not isinstance(array, ast.A_ArrayExpr):
+                raise _CannotEvaluate
+            left = ev(node.lexpr)
+            items = [ev(i) for i in array.elements or ()]
+            if isinstance(left, Decimal) or any(i is not None and not isinstance(i, str) for i in items):
+                raise _CannotEvaluate
+            if left is None:
+                return None
+            if op == ["="]:  # = ANY: true on a match, else NULL if an element is NULL, else false
+                return True if left in items else (None if None in items else False)
+            return False if left in items else (None if None in items else True)  # <> ALL
         if isinstance(node, ast.A_Expr):
             op = names(node.name)
             kinds = (
@@ -669,21 +701,68 @@ def evaluate_domain_check(expression: str, value: Any, column: str | None = None
     return result is not False
 
 
+def check_equality_values(expression: str) -> list[str]:
+    """The text constants a CHECK ``expression`` compares a value with for equality (``IN (...)``, ``=
+    ANY (ARRAY[...])``, ``= '...'``), in order: candidate values the CHECK may accept. A ``LIKE``
+    pattern is not one; an expression pglast cannot parse gives none."""
+    import pglast
+    from pglast import ast
+    from pglast.enums import A_Expr_Kind
+
+    try:
+        root = (
+            pglast.parse_sql(f"CREATE DOMAIN _d AS text CHECK ({expression})")[0].stmt.constraints[0].raw_expr
+        )
+    except pglast.parser.ParseError:
+        return []
+    out: list[str] = []
+
+    def constants(node: Any) -> None:
+        if isinstance(node, ast.TypeCast):
+            constants(node.arg)
+        elif isinstance(node, ast.A_ArrayExpr):
+            for element in node.elements or ():
+                constants(element)
+        elif isinstance(node, (list, tuple)):
+            for element in node:
+                constants(element)
+        elif isinstance(node, ast.A_Const) and isinstance(node.val, ast.String):
+            out.append(node.val.sval)
+
+    def walk(node: Any) -> None:
+        if isinstance(node, ast.BoolExpr):
+            for arg in node.args:
+                walk(arg)
+        elif isinstance(node, ast.A_Expr) and [getattr(n, "sval", "") for n in node.name or ()] == ["="]:
+            if node.kind in (A_Expr_Kind.AEXPR_OP, A_Expr_Kind.AEXPR_IN, A_Expr_Kind.AEXPR_OP_ANY):
+                constants(node.lexpr)
+                constants(node.rexpr)
+
+    walk(root)
+    return list(dict.fromkeys(out))
+
+
 def _check_constraint_problems(
-    cat: TableCatalog, specs: Mapping[str, Mapping[str, Any]], prefix: str, warnings: list[str]
+    cat: TableCatalog,
+    specs: Mapping[str, Mapping[str, Any]],
+    prefix: str,
+    warnings: list[str],
+    table_doubts: list[str] | None = None,
 ) -> list[str]:
     """A masked column whose domain has a CHECK: PostgreSQL checks the masked value against it when it is
     written (the masking trigger's row during the load, the in-place UPDATE). When the transformer's
     output is known without a server (:func:`masked_sample`) and the CHECK can be evaluated exactly
     (:func:`evaluate_domain_check`), a CHECK that rejects it is refused now, naming the domain, the column
     and the fix; otherwise it is flagged in ``warnings``, as a table CHECK on a masked column is. A table
-    CHECK on the masked column alone is evaluated the same way (:func:`_table_check_problems`)."""
+    CHECK on the masked column alone is evaluated the same way (:func:`_table_check_problems`); one it
+    cannot evaluate for the output is named in ``table_doubts`` when given (``--suggest-rules`` then
+    proposes another transformer; the planner's own warning names every CHECK on a masked column)."""
     errors: list[str] = []
     for col, spec in specs.items():
         info = cat.columns.get(col)
         table_checks = [(n, d) for n, d, cols in cat.checks if cols == [col]] if info is not None else []
         if table_checks:
-            errors += _table_check_problems(cat, col, spec, table_checks, prefix)
+            errors += _table_check_problems(cat, col, spec, table_checks, prefix, table_doubts)
         checks = cat.domain_checks.get(col)
         if not checks or info is None:
             continue
@@ -726,6 +805,7 @@ def _table_check_problems(
     spec: Mapping[str, Any],
     checks: list[tuple[str, str]],
     prefix: str,
+    doubts: list[str] | None = None,
 ) -> list[str]:
     """A table CHECK on the masked column alone (GoTrue's ``saml_providers``: ``CHECK
     (char_length(metadata_xml) > 0)``) that rejects the transformer's known output: refused now, as a
@@ -743,6 +823,8 @@ def _table_check_problems(
             accepted = evaluate_domain_check(expression, sample, column=col) if known else None
         except _CannotEvaluate:
             accepted = None
+        if accepted is None and doubts is not None:
+            doubts.append(f"{col}: CHECK constraint {con_name} ({expression}) not evaluated for the output")
         if accepted is False:
             errors.append(
                 f"{prefix}.{col}: {cat.qualified} has CHECK constraint {con_name} ({expression}), which "
