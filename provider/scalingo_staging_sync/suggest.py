@@ -46,6 +46,10 @@ _BY_DETECTOR: dict[str, tuple[dict[str, Any], str]] = {
     "contact.address": ({"transformer": "address"}, "postal address line"),
     "contact.postal_code": ({"transformer": "postal_code"}, "postal code"),
     "contact.city": ({"transformer": "city"}, "city: a fictional town"),
+    "contact.location_in_person_table": (
+        {"transformer": "city"},
+        "where a person lives, as typed: a fictional town",
+    ),
     "personal.name_in_person_table": ({"transformer": "full_name"}, "a `name` column in a table of people"),
     "personal.cardholder_name": ({"transformer": "full_name"}, "the cardholder's name on a stored card"),
     "personal.company_in_person_table": (
@@ -142,6 +146,7 @@ _PRIORITY = (
     "contact.address",
     "contact.postal_code",
     "contact.city",
+    "contact.location_in_person_table",
     "personal.birth",
 )
 

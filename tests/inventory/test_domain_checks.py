@@ -102,8 +102,10 @@ CASES = [
     ("lower(VALUE) <> ALL (ARRAY['none', 'n/a']) AND btrim(VALUE) <> ''", ["NONE", "ok", "  ", " a "]),
     ("VALUE = ANY (ARRAY['a', NULL])", ["a", "b"]),
     # IN on a varchar column, as pg_get_constraintdef prints it
-    ("(VALUE)::text = ANY ((ARRAY['female'::character varying, 'male'::character varying])::text[])",
-     ["male", "x"]),  # fmt: skip
+    (
+        "(VALUE)::text = ANY ((ARRAY['female'::character varying, 'male'::character varying])::text[])",
+        ["male", "x"],
+    ),  # fmt: skip
     ("upper(VALUE) = 'É'", None),  # not ASCII: not evaluated
 ]
 

@@ -632,3 +632,12 @@ def test_lower_case_glued_names_are_read_as_their_camel_case_spelling():
     for column in ("postage", "percentage", "healthcheck", "filename", "businessentityid", "rowguid"):
         assert normalize_name(column) == column, column
     assert names("emailpromotion", "number") == names("loginid", "number") == []
+
+
+def test_a_persons_location_is_where_they_live():
+    """Chatwoot's ``contacts.location`` ("Chauvet-sur-Mer, France") was not flagged; a location in a
+    table of things (a warehouse's) is not a person's."""
+    names = lambda column, table: [p.name for p in detect_by_name(column, table)]  # noqa: E731
+    assert names("location", "contacts") == ["contact.location_in_person_table"]
+    assert names("location", "user_profiles") == ["contact.location_in_person_table"]
+    assert names("location", "warehouses") == []

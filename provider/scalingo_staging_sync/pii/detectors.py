@@ -327,6 +327,15 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
         "low",
     ),
     NamePattern("contact.country", _tokens(r"country|pays"), "contact", "low"),
+    # where a person lives, as they typed it (Chatwoot's contacts.location "Chauvet-sur-Mer, France",
+    # Discourse's user_profiles.location): a city at least
+    NamePattern(
+        "contact.location_in_person_table",
+        r"^(?:location|user_location|home_location|locality|hometown|home_town|residence|lieu_de_residence)$",
+        "contact",
+        "low",
+        _PERSON_TABLES,
+    ),
     NamePattern("location.geo", _tokens(r"latitude|longitude|lat|lng|lon|geolocation"), "location", "medium"),
     # personal
     NamePattern(
