@@ -221,3 +221,23 @@ def test_names_masked_inside_json_documents_are_looked_for_elsewhere(staging_pg1
             copies=CopyIndex.from_results([{"table": "public.orderposition", "proof": proof}], SALT),
         )
         assert [f.qualified_name for f in report.unmasked] == ["public.invoice.invoice_to"]
+
+
+def test_a_bare_name_in_a_change_log_is_no_persons_to_look_for():
+    """Chatwoot's ``audits.audited_changes`` hold the names of inboxes, teams and macros under ``name``;
+    masked as full names by the suggested json rule, they made the gate flag every team's and macro's
+    name as copies of people's. A bare ``name`` in a table of changes is masked but not looked for; a
+    user's name there, and a ``name`` in any other table's documents, still are."""
+    spec = {"transformer": "json", "paths": {"name": "full_name", "user.name": "full_name"}}
+    sample = [
+        {"id": "1", "doc": json.dumps({"name": "Support Team", "user": {"name": "Philomena Wrightsonbury"}})}
+    ]
+
+    def names(table):
+        item = {"schema": "public", "name": table, "masked_columns": ["doc"], "columns": {"doc": spec}}
+        proof = build_proof(item, SALT, ["id"], sample)
+        index = CopyIndex.from_results([{"table": f"public.{table}", "proof": proof}], SALT)
+        return {text for text in ("Support Team", "Philomena Wrightsonbury") if index.matches([text])[1]}
+
+    assert names("audits") == names("versions") == {"Philomena Wrightsonbury"}
+    assert names("profiles") == {"Support Team", "Philomena Wrightsonbury"}

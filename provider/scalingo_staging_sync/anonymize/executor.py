@@ -192,7 +192,9 @@ def _skip(item: Mapping[str, Any], column: str, original: str) -> bool:
     return transformer.skip_in_proof(original, options_of(spec))
 
 
-def _phrase_paths(masked: Iterable[str], specs: Mapping[str, Any]) -> dict[str, list[list[str]]]:
+def _phrase_paths(
+    masked: Iterable[str], specs: Mapping[str, Any], table: str = ""
+) -> dict[str, list[list[str]]]:
     """``{json column: [path segments]}`` of the paths a ``json`` rule masks with a transformer whose
     originals identify a person (:data:`PHRASE_TRANSFORMERS`): pretix keeps its attendees' names in
     ``name_parts`` documents, and their copies elsewhere (an invoice's address block) must be found."""
@@ -205,9 +207,34 @@ def _phrase_paths(masked: Iterable[str], specs: Mapping[str, Any]) -> dict[str, 
             continue
         for path, inner in (options_of(spec).get("paths") or {}).items():
             name = inner if isinstance(inner, str) else (inner or {}).get("transformer")
-            if name in PHRASE_TRANSFORMERS:
-                out.setdefault(column, []).append(json_path_segments(path))
+            segments = json_path_segments(path)
+            if name in PHRASE_TRANSFORMERS and not _bare_name_of_a_thing(table, segments):
+                out.setdefault(column, []).append(segments)
     return out
+
+
+#: last tokens of a table of changes to every kind of record (the audited gem's ``audits``,
+#: PaperTrail's ``versions``, an activity log): a bare ``name`` in its documents is any record's
+_CHANGE_LOG_TOKENS = frozenset(
+    {"audit", "audits", "version", "versions", "log", "logs", "history", "histories", "changes", "activities"}
+)
+
+
+def _bare_name_of_a_thing(table: str, segments: list[str]) -> bool:
+    """A path ending in a bare ``name`` key in a table of changes, whose parent key is not named for a
+    person: Chatwoot's ``audits.audited_changes`` hold the names of inboxes, teams, macros; masked to
+    be safe, they are no person's name to look for elsewhere (their copies would be every team's
+    name). ``user.name``, ``first_name`` there, and a ``name`` in any other table's documents (GoTrue's
+    ``raw_user_meta_data``) are still looked for."""
+    from scalingo_staging_sync.pii.detectors import is_people_table, tokenize_name
+
+    keys = [s for s in segments if s != "*"]
+    if not keys or keys[-1].lower() not in ("name", "names", "nom", "nombre"):
+        return False
+    tokens = tokenize_name(table)
+    if not tokens or tokens[-1] not in _CHANGE_LOG_TOKENS:
+        return False
+    return len(keys) < 2 or not is_people_table(tokenize_name(keys[-2]))
 
 
 def _json_path_values(row: Mapping[str, str | None], paths: Mapping[str, list[list[str]]]) -> list[str]:
@@ -241,7 +268,8 @@ def build_proof(
         for c in masked
         if isinstance(specs.get(c), Mapping) and specs[c].get("transformer") in PHRASE_TRANSFORMERS
     ]
-    people_paths = _phrase_paths(masked, specs)  # json columns: the paths masked as names or e-mails
+    # json columns: the paths masked as names or e-mails
+    people_paths = _phrase_paths(masked, specs, str(item.get("name") or ""))
     emails: set[str] = set()
     names: set[str] = set()
     out_rows = []
