@@ -607,3 +607,26 @@ def test_a_not_null_column_under_a_check_gets_a_value_the_check_accepts(staging_
     assert specs.get("public.employee.sex") == {"transformer": "fixed", "value": "female"}, text  # not a hash
     assert specs["public.employee.birthdate"] == {"transformer": "date_shift"}
     assert "CHECK ck_birth bounds it" in text
+
+
+def test_an_array_of_addresses_in_a_few_documents_only_is_found_and_masked(staging_pg16, tmp_path):
+    """Chatwoot keeps an e-mail message's recipients in ``messages.content_attributes`` as arrays
+    (``cc_emails: ["a@b.c"]``) in 1 % of the messages: the key listing read only keys holding a string,
+    and a string in an array was not named by its key, so the addresses stayed in staging."""
+    name = "cli_suggest_rare_array"
+    staging_pg16.create_database(name)
+    staging_pg16.execute(
+        "CREATE TABLE messages (id int PRIMARY KEY, content_attributes json);"
+        "INSERT INTO messages SELECT g, json_build_object('in_reply_to', g, 'cc_emails', '[]'::json)"
+        " FROM generate_series(1, 5000) g;"
+        "INSERT INTO messages SELECT g, json_build_object('cc_emails', json_build_array('cc' || g || '@mail.test'),"
+        " 'bcc_emails', '[]'::json) FROM generate_series(5001, 5003) g;",
+        name,
+    )
+    out, text, specs = _suggest(staging_pg16, name, tmp_path)
+    assert specs["public.messages.content_attributes"] == {
+        "transformer": "json",
+        "paths": {"cc_emails.*": "email"},
+    }, text
+    scan = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--rules", str(out))
+    assert scan.returncode == 0, scan.stdout

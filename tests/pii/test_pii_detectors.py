@@ -641,3 +641,19 @@ def test_a_persons_location_is_where_they_live():
     assert names("location", "contacts") == ["contact.location_in_person_table"]
     assert names("location", "user_profiles") == ["contact.location_in_person_table"]
     assert names("location", "warehouses") == []
+
+
+def test_national_ids_of_more_countries_are_named():
+    """Chatwoot's contacts kept a German ``steuer_id`` in their custom attributes, unflagged."""
+    for column in ("steuer_id", "steuerId", "steuernummer", "codice_fiscale", "nif", "dni", "bsn", "pesel",
+                   "cpf", "ni_number"):  # fmt: skip
+        assert "identity.national_id" in [p.name for p in detect_by_name(column, "t")], column
+    assert detect_by_name("nifty", "t") == detect_by_name("dnis", "t") == []
+
+
+def test_the_strings_of_an_array_are_named_by_its_key():
+    """``cc_emails: ["a@b.c"]`` (Chatwoot's messages): each address is flagged at ``cc_emails.*``."""
+    from scalingo_staging_sync.pii.detectors import json_key_findings
+
+    found = {(path, p.name) for path, p in json_key_findings({"cc_emails": ["a@b.test"], "tags": ["x"]})}
+    assert found == {(("cc_emails", "*"), "contact.email")}

@@ -273,6 +273,10 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
             r"|driver_license|drivers_license|driving_licence|driving_license|national_id|id_card"
             r"|identity_card|identity_number|securite_sociale|secu|num_secu|numero_secu"
             r"|identification_id|identification_number|id_number|ssnid|ssn_id"
+            # German Steuer-ID, Italian codice fiscale, Spanish NIF/DNI, Dutch BSN, Polish PESEL,
+            # Brazilian CPF, a UK National Insurance number
+            r"|steuer_id|steuerid|steuernummer|steuer_nummer|steueridentifikationsnummer|codice_fiscale"
+            r"|nif|dni|bsn|pesel|cpf|national_insurance|national_insurance_number|ni_number"
         ),
         "identity",
         "high",
@@ -815,8 +819,13 @@ def json_key_findings(
         elif isinstance(value, list):
             for v in value:
                 walk(v, [*path, "*"], person)
-        elif isinstance(value, str) and value.strip() and path and path[-1] != "*":
-            for p in detect_by_name(path[-1], "person" if person else "", patterns):
+        elif (
+            isinstance(value, str)
+            and value.strip()
+            and (key := next((s for s in reversed(path) if s != "*"), None))
+        ):
+            # an element of an array is named by the array's key (``cc_emails: ["a@b.c"]``)
+            for p in detect_by_name(key, "person" if person else "", patterns):
                 if p.category == "auth" and (len(value) < 16 or " " in value.strip()):
                     continue  # a page token, a short code: a secret is long and has no space
                 if p.severity == "high" or p.table_tokens:

@@ -531,8 +531,14 @@ def json_key_reasons(values: Iterable[str | None], masked_paths: Sequence[str] =
 #: ``traits.user_phone`` in 45 of 20,000) is rarely in a sample of a few hundred
 JSON_KEY_SCAN_ROWS = 10000
 JSON_KEY_DOCUMENTS = 20
-_JSON_STRING_KEYS = '$.** ? (@.type() == "object").keyvalue() ? (@.value.type() == "string").key'
-_JSON_HAS_KEY = '$.** ? (@.type() == "object").keyvalue() ? (@.key == $k && @.value.type() == "string")'
+#: keys holding a string or an array (of strings: Chatwoot's ``content_attributes.cc_emails``)
+_JSON_STRING_KEYS = (
+    '$.** ? (@.type() == "object").keyvalue() ? (@.value.type() == "string" || @.value.type() == "array").key'
+)
+_JSON_HAS_KEY = (
+    '$.** ? (@.type() == "object").keyvalue() '
+    '? (@.key == $k && (@.value.type() == "string" || exists (@.value[*] ? (@.type() == "string"))))'
+)
 
 
 def documents_with_flagged_keys(
@@ -592,7 +598,8 @@ def documents_with_flagged_keys(
 
 
 def _string_keys(texts: Iterable[str | None]) -> set[str]:
-    """The keys holding a string, at any depth, of the JSON documents ``texts`` (unparsable: none)."""
+    """The keys holding a string or an array with a string, at any depth, of the JSON documents
+    ``texts`` (unparsable: none)."""
     import json
 
     keys: set[str] = set()
@@ -600,7 +607,7 @@ def _string_keys(texts: Iterable[str | None]) -> set[str]:
     def walk(value: Any) -> None:
         if isinstance(value, dict):
             for k, v in value.items():
-                if isinstance(v, str):
+                if isinstance(v, str) or (isinstance(v, list) and any(isinstance(x, str) for x in v)):
                     keys.add(str(k))
                 walk(v)
         elif isinstance(value, list):
