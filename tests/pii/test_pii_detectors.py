@@ -657,3 +657,12 @@ def test_the_strings_of_an_array_are_named_by_its_key():
 
     found = {(path, p.name) for path, p in json_key_findings({"cc_emails": ["a@b.test"], "tags": ["x"]})}
     assert found == {(("cc_emails", "*"), "contact.email")}
+
+
+def test_a_custom_fields_display_name_is_not_a_persons():
+    """Chatwoot's ``custom_attribute_definitions.attribute_display_name`` ("Date of birth") was masked
+    as a full name, and the gate then took every contact's custom attributes for copies of names."""
+    names = lambda column, table: [p.name for p in detect_by_name(column, table)]  # noqa: E731
+    assert names("attribute_display_name", "custom_attribute_definitions") == []
+    assert names("display_name", "custom_attribute_definitions") == names("field_display_name", "forms") == []
+    assert names("display_name", "users") == ["personal.name"]

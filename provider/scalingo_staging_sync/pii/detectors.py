@@ -602,7 +602,9 @@ EMAIL_PART_TOKENS = (
 # a display name of a thing, not of a person (ASP.NET Identity's ``ProviderDisplayName``: "Google")
 _THING_NAME_RE = re.compile(
     r"(?:^|_)(?:provider|product|role|group|plan|team|org|organization|organisation|company|app|application"
-    r"|category|service|device|project|workspace|store|shop|site|brand)_display_name$"
+    r"|category|service|device|project|workspace|store|shop|site|brand"
+    # a custom field's label (Chatwoot's custom_attribute_definitions.attribute_display_name "Date of birth")
+    r"|attribute|field|column|property|option|setting|label|metric|event|report)_display_name$"
 )
 # Last tokens of a text column that names the kind of a secret, not the secret (OAuth's ``token_type``
 # "Bearer", ``grant_type``, ``token_scope``): what it holds is judged by its content.
@@ -726,6 +728,7 @@ _THING_TABLE_TOKENS = frozenset(
         "applications", "site", "sites", "store", "stores", "brand", "brands", "service", "services",
         "device", "devices", "credential", "credentials", "webhook", "webhooks", "filter", "filters",
         "rule", "rules", "instance", "instances", "domain", "domains", "server", "servers", "key", "keys",
+        "definition", "definitions", "field", "fields", "attribute", "attributes", "option", "options",
     }
 )  # fmt: skip
 _THING_NAME_COLUMNS = frozenset({"display_name", "displayname", "nickname", "nick", "name_display"})
