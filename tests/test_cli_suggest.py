@@ -175,8 +175,10 @@ def test_every_suggestion_is_plannable_and_unfit_columns_fail_closed(staging_pg1
     assert "# REVIEW public.starred.doc" in text
     # in a composite unique key: a word list would collide, so a keyed hash (the planner's own check)
     assert specs["public.accounts.first_name"] == "hash"
-    # unique varchar(14): a 14-character hash keeps under 64 bits, nothing else fits: left for review
-    assert "public.accounts.contact_email" not in specs and "# REVIEW public.accounts.contact_email" in text
+    # unique varchar(14): 14 hex characters keep under 64 bits; 14 base64url characters keep 84
+    assert specs["public.accounts.contact_email"] == "hash"
+    accounts = next(r for r in rules.anonymization_tables if r.qualified == "public.accounts").columns
+    assert accounts["contact_email"] == {"transformer": "hash", "encoding": "base64url", "length": 14}
     assert specs["public.credentials.encrypted_password"] == "hash"  # named a secret: not a phone
     assert "public.credentials.ref_code" not in specs and "# REVIEW public.credentials.ref_code" in text
     # the domain's CHECK refuses an email or a hash: NULL when the column takes it, else left for review
@@ -630,3 +632,29 @@ def test_an_array_of_addresses_in_a_few_documents_only_is_found_and_masked(stagi
     }, text
     scan = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--rules", str(out))
     assert scan.returncode == 0, scan.stdout
+
+
+def test_a_short_unique_identifier_gets_a_base64url_hash(staging_pg16, tmp_path):
+    """AdventureWorks' ``nationalidnumber varchar(15) NOT NULL`` under a unique index was left for review:
+    15 hex characters are 60 bits, under the 64 a unique index needs. base64url gives 90."""
+    name = "cli_suggest_short_unique"
+    staging_pg16.create_database(name)
+    staging_pg16.execute(
+        "CREATE TABLE employee (id int PRIMARY KEY, nationalidnumber varchar(15) NOT NULL UNIQUE,"
+        " tax_id varchar(9));"
+        "INSERT INTO employee SELECT g, (100000000 + g * 7919)::text, (100000000 + g)::text"
+        " FROM generate_series(1, 50) g;",
+        name,
+    )
+    try:
+        out, text, specs = _suggest(staging_pg16, name, tmp_path)
+        assert specs["public.employee.nationalidnumber"] == {
+            "transformer": "hash",
+            "encoding": "base64url",
+            "length": 15,
+        }, text
+        assert specs["public.employee.tax_id"] == {"transformer": "hash", "length": 9}  # not unique: hex
+        scan = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--rules", str(out))  # planned on it
+        assert scan.returncode == 0, scan.stdout + scan.stderr
+    finally:
+        staging_pg16.drop_database(name)

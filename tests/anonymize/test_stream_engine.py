@@ -53,6 +53,8 @@ COLUMNS = {
     "hashed": ("text", {"transformer": "hash"}),
     "hash_md5": ("text", {"transformer": "hash", "algorithm": "md5", "length": 20}),
     "hash64": ("varchar(64)", {"transformer": "hash", "length": 64}),
+    "hash_b64": ("varchar(15)", {"transformer": "hash", "encoding": "base64url"}),
+    "hash_b64md5": ("text", {"transformer": "hash", "algorithm": "md5", "encoding": "base64url"}),
     "birth_date": ("date", {"transformer": "date_shift"}),
     "shift30": ("date", {"transformer": "date_shift", "max_days": 30}),
     "wiped": ("text", {"transformer": "null"}),

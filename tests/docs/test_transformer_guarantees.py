@@ -57,7 +57,7 @@ OTHER = "Ann Lee"
 #: options that change the SQL (besides the required ones), each run as its own case
 VARIANTS = {
     "email": [{}, {"case_insensitive": True}, {"domain": "staging.test"}],
-    "hash": [{}, {"algorithm": "md5"}, {"length": 8}],
+    "hash": [{}, {"algorithm": "md5"}, {"length": 8}, {"encoding": "base64url", "length": 11}],
     "phone": [{}, {"prefix": "+1", "digits": 10}],
     "postal_code": [{}, {"digits": 3}],
     "fixed": [{"value": "ACME"}],

@@ -344,12 +344,12 @@ class _Builder:
             )
         if name == "hash":
             algorithm = options.get("algorithm", "sha256")
-            full = 64 if algorithm == "sha256" else 32
-            length = int(options.get("length", 32))
-            if info.max_length is not None:
-                length = min(length, info.max_length)
-            length = min(length, full)
+            transformer = tr.get_transformer("hash")
+            full = transformer._full(options)  # type: ignore[attr-defined]
+            length = transformer._length(info, options)  # type: ignore[attr-defined]
             h = f"sha256({KEY} || '|hash|' || {c})" if algorithm == "sha256" else _keyed_md5("hash", c)
+            if options.get("encoding", "hex") == "base64url":  # as the SQL form: base64url, no padding
+                h = f"rtrim(translate(to_base64(unhex({h})), '+/', '-_'), '=')"
             return h if length == full else f"left({h}, {length})"
         if name == "fixed":
             text = tr.FixedTransformer._text(options)

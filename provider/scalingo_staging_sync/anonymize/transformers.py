@@ -969,32 +969,43 @@ class HashTransformer(Transformer):
         "hex of a keyed hash: sha256(convert_to(key || value, 'UTF8')) (built in since PG 11) or md5, "
         "cut to option length (default: 32, or the column length). Keeps a unique index only with "
         "at least 16 hex characters (64 bits): length 8 does not. An explicit length must fit the column "
-        "(and md5's 32)."
+        "(and md5's 32). Option encoding: base64url writes the hash in RFC 4648 base64url without "
+        "padding (6 bits a character: 11 characters keep a unique index, for a varchar(11) to (15) "
+        "column; at most 43 for sha256, 22 for md5)."
     )
     options_schema = {
         "length": {"type": "integer", "minimum": 8, "maximum": 64},
         "algorithm": {"enum": ["sha256", "md5"]},
+        "encoding": {"enum": ["hex", "base64url"]},
     }
     unique = True
     min_length = 8
 
+    @staticmethod
+    def _full(options) -> int:
+        """The characters of the whole hash in the option's encoding."""
+        sha = options.get("algorithm", "sha256") == "sha256"
+        if options.get("encoding", "hex") == "base64url":
+            return 43 if sha else 22
+        return 64 if sha else 32
+
     def _length(self, column, options) -> int:
-        algorithm = options.get("algorithm", "sha256")
-        max_len = 64 if algorithm == "sha256" else 32
         length = int(options.get("length", 32))
         if column is not None and column.max_length is not None:
             length = min(length, column.max_length)
-        return min(length, max_len)
+        return min(length, self._full(options))
 
     def check(self, column, options):
         errors = super().check(column, options)
         length = options.get("length")
         if errors or not isinstance(length, int) or isinstance(length, bool):
             return errors  # a length of the wrong type is the options schema's error
-        if options.get("algorithm", "sha256") == "md5" and length > 32:
+        if length > self._full(options):
+            full, encoding = self._full(options), options.get("encoding", "hex")
+            algorithm = options.get("algorithm", "sha256")
             errors.append(
-                f"option length {length} is more than md5's 32 hex characters: set length to 32 or less, "
-                "or use algorithm sha256 (64)"
+                f"option length {length} is more than {algorithm}'s {full} {encoding} characters: set length "
+                f"to {full} or less" + (", or use algorithm sha256" if algorithm == "md5" else "")
             )
         elif column.category == "string" and column.max_length is not None and length > column.max_length:
             errors.append(
@@ -1004,18 +1015,23 @@ class HashTransformer(Transformer):
         return errors
 
     def unique_bits(self, column, options):
-        return 4 * self._length(column, options)
+        length = self._length(column, options)
+        if options.get("encoding", "hex") == "base64url":
+            return min(6 * length, 256 if options.get("algorithm", "sha256") == "sha256" else 128)
+        return 4 * length
 
     def expression(self, src, ctx):
         length = self._length(ctx.column, ctx.options)
+        full = self._full(ctx.options)
+        base64 = ctx.options.get("encoding", "hex") == "base64url"
         if ctx.options.get("algorithm", "sha256") == "md5":
             h = keyed_md5("hash", as_text(src), ctx.key)
-            full = 32
+            raw = sql.SQL("decode({}, 'hex')").format(h)
         else:
-            h = sql.SQL("encode(sha256(convert_to({} || '|hash|' || {}, 'UTF8')), 'hex')").format(
-                ctx.key, as_text(src)
-            )
-            full = 64
+            raw = sql.SQL("sha256(convert_to({} || '|hash|' || {}, 'UTF8'))").format(ctx.key, as_text(src))
+            h = sql.SQL("encode({}, 'hex')").format(raw)
+        if base64:  # RFC 4648 base64url without padding (43 / 22 characters: no line break)
+            h = sql.SQL("rtrim(translate(encode({}, 'base64'), '+/', '-_'), '=')").format(raw)
         return h if length == full else sql.SQL("left({}, {})").format(h, sql.Literal(length))
 
 
