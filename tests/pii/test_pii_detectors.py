@@ -666,3 +666,11 @@ def test_a_custom_fields_display_name_is_not_a_persons():
     assert names("attribute_display_name", "custom_attribute_definitions") == []
     assert names("display_name", "custom_attribute_definitions") == names("field_display_name", "forms") == []
     assert names("display_name", "users") == ["personal.name"]
+
+
+def test_second_factor_secrets_and_invite_keys_are_secrets():
+    """Discourse's ``user_second_factors.data`` (a TOTP secret) and ``invites.invite_key`` stayed."""
+    names = lambda column, table: [p.name for p in detect_by_name(column, table)]  # noqa: E731
+    assert names("data", "user_second_factors") == ["auth.secret_in_token_table"]
+    assert names("invite_key", "invites") == ["auth.secret"]
+    assert names("data", "topics") == []

@@ -480,6 +480,8 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
         _tokens(
             r"password|passwd|pwd|passphrase|secret|secrets|token|tokens|api_key|apikey|access_key"
             r"|private_key|secret_key|otp|otp_secret|oauth|credential|credentials|jwt|session_key|pin"
+            # a key mailed to someone to act as them (Discourse's invites.invite_key)
+            r"|invite_key|invitation_key|activation_key|confirmation_key|reset_key|unlock_key"
         ),
         "auth",
         "high",
@@ -491,7 +493,20 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
         r"^(?:value|values|data)$",
         "auth",
         "high",
-        ("token", "tokens", "secret", "secrets", "credential", "credentials"),
+        # ... and of a second factor (Discourse's user_second_factors.data: the TOTP secret)
+        (
+            "token",
+            "tokens",
+            "secret",
+            "secrets",
+            "credential",
+            "credentials",
+            "factor",
+            "factors",
+            "otp",
+            "totp",
+            "mfa",
+        ),
     ),
     # what a web framework's session store keeps for a visitor (Django's session_data, the data or
     # payload of a Rails, Laravel or Flask sessions table): who is logged in, and what the session
