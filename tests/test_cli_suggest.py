@@ -658,3 +658,29 @@ def test_a_short_unique_identifier_gets_a_base64url_hash(staging_pg16, tmp_path)
         assert scan.returncode == 0, scan.stdout + scan.stderr
     finally:
         staging_pg16.drop_database(name)
+
+
+def test_a_search_index_of_people_is_scanned_and_emptied(staging_pg16, tmp_path):
+    """Discourse keeps its users' names and e-mail addresses as the lexemes of tsvector columns
+    (``user_search_data.search_data``, ``post_search_data.search_data``), which the scan did not read:
+    they stayed in staging. A tsvector is read as its lexemes in position order, so its e-mail
+    addresses and copies of names are found, and it is emptied."""
+    name = "cli_suggest_tsvector"
+    staging_pg16.create_database(name)
+    staging_pg16.execute(
+        "CREATE TABLE users (id int PRIMARY KEY, username text, name text, email text);"
+        "INSERT INTO users SELECT g, 'gwen' || g, 'Gwenaelle' || g || ' Kerbrat' || g, 'gk' || g || '@mail.test'"
+        " FROM generate_series(1, 300) g;"
+        "CREATE TABLE user_search_data (user_id int PRIMARY KEY, search_data tsvector NOT NULL);"
+        "INSERT INTO user_search_data SELECT id, to_tsvector('simple', username || ' ' || name) FROM users;"
+        "CREATE TABLE post_search_data (post_id int PRIMARY KEY, search_data tsvector);"
+        "INSERT INTO post_search_data SELECT g, to_tsvector('simple', 'write to gk' || g || '@mail.test please')"
+        " FROM generate_series(1, 300) g;",
+        name,
+    )
+    try:
+        out, text, specs = _suggest(staging_pg16, name, tmp_path)
+    finally:
+        staging_pg16.drop_database(name)
+    assert specs["public.user_search_data.search_data"] == {"transformer": "fixed", "value": ""}, text
+    assert specs["public.post_search_data.search_data"] == {"transformer": "null"}, text

@@ -271,6 +271,11 @@ def _fallback(info: Any, values: Sequence[str] | None = None) -> tuple[dict[str,
     (Laravel's ``notifications.data``); '' would not be a document."""
     if not info.not_null:
         return {"transformer": "null"}, "no specific transformer fits this column: NULL"
+    if info.base_type == "tsvector":  # Discourse's user_search_data.search_data: the app rebuilds it
+        return {
+            "transformer": "fixed",
+            "value": "",
+        }, "a search index of personal data: emptied (reindex staging)"
     if info.category == "string":
         shape = _json_text_shape(values)
         if shape is not None and (info.max_length is None or info.max_length >= 2):

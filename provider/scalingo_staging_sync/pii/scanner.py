@@ -74,7 +74,9 @@ RANDOM_ORDER_MAX_PAGES = 12_800
 _ROWS_PER_PAGE_GUESS = 60  # when the table was never analyzed (reltuples = -1)
 
 SKIPPED_SCHEMAS = ("pg_catalog", "information_schema")
-_TEXT_TYPES = {"json", "jsonb", "xml", "inet", "cidr", "macaddr", "macaddr8", "hstore", "citext"}
+#: sampled as text besides the string types; a tsvector (a search index: Discourse's user_search_data
+#: holds its users' names and e-mail addresses as lexemes) is read as its lexemes in position order
+_TEXT_TYPES = {"json", "jsonb", "xml", "inet", "cidr", "macaddr", "macaddr8", "hstore", "citext", "tsvector"}
 
 STATUS_MASKED = "masked"
 STATUS_ALLOWED = "allowed"
@@ -824,8 +826,18 @@ def sample_table(
     else:
         where = sql.SQL(" WHERE {}").format(where)
 
+    types = {c.name: c.type_name for c in table.columns}
+
+    def text_of(column: str) -> Any:
+        if types.get(column) == "tsvector":  # 'annemie':2 'pruschke':3 -> "annemie pruschke" (phrases)
+            return sql.SQL(
+                "(SELECT string_agg(l.lexeme, ' ' ORDER BY l.positions[1] NULLS LAST, l.lexeme) "
+                "FROM unnest({}) AS l)"
+            ).format(sql.Identifier(column))
+        return sql.SQL("{}::text").format(sql.Identifier(column))
+
     select = sql.SQL(", ").join(
-        sql.SQL("left({}::text, {})").format(sql.Identifier(c), sql.Literal(max_value_chars)) for c in columns
+        sql.SQL("left({}, {})").format(text_of(c), sql.Literal(max_value_chars)) for c in columns
     )
     # ONLY: an inheritance parent's own rows; its children are scanned as tables of their own
     relation = sql.SQL("{}{}").format(
