@@ -95,6 +95,10 @@ _BY_DETECTOR: dict[str, tuple[dict[str, Any], str]] = {
         {"transformer": "hash"},
         "a `uid` in a table of people (OmniAuth's id at the login provider, devise_token_auth's e-mail): keyed hash",
     ),
+    "identity.sso_external_id": (
+        {"transformer": "hash"},
+        "the person's id at a single sign-on provider: keyed hash (the same in every table)",
+    ),
     "auth.secret": ({"transformer": "hash"}, "secret or credential: keyed hash"),
     "auth.random_key": (
         {"transformer": "hash"},

@@ -674,3 +674,11 @@ def test_second_factor_secrets_and_invite_keys_are_secrets():
     assert names("data", "user_second_factors") == ["auth.secret_in_token_table"]
     assert names("invite_key", "invites") == ["auth.secret"]
     assert names("data", "topics") == []
+
+
+def test_the_id_at_a_single_sign_on_provider_is_named():
+    """Discourse's ``single_sign_on_records.external_id`` stayed in staging."""
+    names = lambda column, table, kind="text": [p.name for p in detect_by_name(column, table, kind=kind)]  # noqa: E731
+    assert names("external_id", "single_sign_on_records") == ["identity.sso_external_id"]
+    assert names("external_id", "oauth_identities", "number") == ["identity.sso_external_id"]
+    assert names("external_id", "orders") == []

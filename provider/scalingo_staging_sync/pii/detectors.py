@@ -300,6 +300,15 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
         "medium",
         (*_PERSON_TABLES, "identity", "identities", "authentication", "authentications", "omniauth"),
     ),
+    # the person's id at a single sign-on provider, in its records (Discourse's
+    # single_sign_on_records.external_id)
+    NamePattern(
+        "identity.sso_external_id",
+        r"^(?:external_id|external_uid|external_user_id)$",
+        "identity",
+        "medium",
+        ("sso", "saml", "oauth", "oidc", "single"),
+    ),
     # contact
     NamePattern("contact.email", _tokens(r"e_?mail|emails|mail|courriel|correo"), "contact", "high"),
     NamePattern(
