@@ -123,6 +123,11 @@ _BY_DETECTOR: dict[str, tuple[dict[str, Any], str]] = {
         {"transformer": "hash"},
         "values are a service's credentials (a live API key, a private key)",
     ),
+    "url_credential": (
+        {"transformer": "null"},
+        "URLs holding a credential (a token in the query, a password): cleared, so staging does not "
+        "call production's endpoints with production's secrets",
+    ),
 }
 
 #: a content detector that matched fewer than this share of a column's sampled values is weak evidence:

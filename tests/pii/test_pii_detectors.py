@@ -682,3 +682,20 @@ def test_the_id_at_a_single_sign_on_provider_is_named():
     assert names("external_id", "single_sign_on_records") == ["identity.sso_external_id"]
     assert names("external_id", "oauth_identities", "number") == ["identity.sso_external_id"]
     assert names("external_id", "orders") == []
+
+
+@pytest.mark.parametrize(
+    ("value", "found"),
+    [
+        ("https://api.shop.test/chatwoot/events?token=9f625c2e0cd2b6b1addb7d997b424699", True),
+        ("https://edi.vendor.test/orders?client=7&access_token=abcdefghijklmnop1234", True),
+        ("https://ediuser:Passw0rd@edi.vendor.test/api", True),
+        ("postgres://app:pw1@db.internal:5432/prod", True),
+        ("https://example.com/page?key=short", False),
+        ("https://maps.google.com/?q=48.0058375,-4.0866254", False),
+        ("http://host:8080/path?page=2", False),
+    ],
+)
+def test_a_url_carrying_a_credential_is_found(value, found):
+    """Chatwoot's webhooks and bots (``...?token=9f62...``), AdventureWorks' vendor URLs with a password."""
+    assert ("url_credential" in detect_in_value(value)) is found, value

@@ -1073,6 +1073,17 @@ DEFAULT_CONTENT_PATTERNS: tuple[ContentPattern, ...] = (
         r"|-----begin (?:rsa |ec |dsa |openssh |encrypted )?private key-----)",
         "high",
     ),
+    # a URL carrying a credential: a password in its user info (AdventureWorks' vendor web service URLs
+    # https://user:secret@edi...), or a token, key, secret or signature of 16+ characters in its query
+    # (Chatwoot's webhooks and bots: ...?token=9f625c...): a staging copy would call production's
+    # endpoints with production's secrets
+    ContentPattern(
+        "url_credential",
+        r"(?<![\w.+-])[a-z][a-z0-9+.-]{1,15}://[^\s/?#@:]{1,64}:[^\s/?#@]{3,}@[^\s/?#@]+"
+        r"|[?&](?:access_token|auth_token|api_key|apikey|token|secret|client_secret|password|passwd|key"
+        r"|sig|signature|x-amz-signature)=[0-9a-z_.~%+-]{16,}",
+        "high",
+    ),
 )
 
 
