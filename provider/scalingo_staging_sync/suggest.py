@@ -172,6 +172,8 @@ class Suggestion:
     review: str | None = None  # set when no transformer fits
     #: set for a generated column whose sources are all masked: PostgreSQL recomputes it (a comment)
     recomputed_from: list[str] | None = None
+    #: the kinds of the finding's reasons (name, content, json_key, copy)
+    reason_kinds: tuple[str, ...] = ()
 
 
 @dataclass
@@ -455,6 +457,7 @@ def suggest_for(
     :class:`~..pii.scanner.CopyIndex` (JSON keys holding copies of people's names)."""
     table = TableName(finding.schema, finding.table)
     s = Suggestion(finding.qualified_name, table, finding.column, finding.reason)
+    s.reason_kinds = tuple(r["kind"] for r in finding.reasons)
     detectors = [r["detector"] for r in finding.reasons]
     names = [r for r in finding.reasons if r["kind"] == "name"]
     if names and len(names) == len(finding.reasons) and all(r["detector"] in CLEAN_CATEGORIES for r in names):
@@ -609,10 +612,13 @@ def suggest_rules(
 def _recomputed(out: SuggestedRules, catalogs: Mapping[tuple[str, str], Any]) -> None:
     """A generated column left for review whose sources the suggested rules all mask is recomputed
     from the masked values (GoTrue's ``auth.identities.email``, from ``identity_data``; the planner
-    lists it with the masked columns): a comment, not a review."""
+    lists it with the masked columns): a comment, not a review. One flagged by its name alone whose
+    sources hold nothing the scan found (AdventureWorks' ``customer.accountnumber``, ``'AW' ||
+    lpad(customerid)``) holds nothing more than they do: allowed, with that reason."""
     masked: dict[tuple[str, str], set[str]] = {}
     for s in out.masked:
         masked.setdefault((s.table.schema, s.table.name), set()).add(s.column)
+    found = {(s.table.schema, s.table.name, s.column) for s in out.suggestions}
     for s in out.suggestions:
         if s.review is None or catalogs.get((s.table.schema, s.table.name)) is None:
             continue
@@ -622,6 +628,14 @@ def _recomputed(out: SuggestedRules, catalogs: Mapping[tuple[str, str], Any]) ->
         if info is not None and info.generated and sources:
             if set(sources) <= masked.get((s.table.schema, s.table.name), set()):
                 s.review, s.recomputed_from = None, sources
+            elif not any((s.table.schema, s.table.name, c) in found for c in sources) and all(
+                kind == "name" for kind in s.reason_kinds
+            ):
+                s.review = None
+                s.allow_reason = (
+                    f"generated from {', '.join(sources)}, in which the scan found no personal data: "
+                    "it holds nothing more than they do"
+                )
 
 
 def _sample_texts(conn: Any, finding: Finding, rows: int) -> list[str]:
