@@ -356,6 +356,15 @@ def scan(
 # transformers, schema
 
 
+def _unique_flag(g: dict[str, Any]) -> str:
+    """``unique (128 hash bits)``, ``unique with unique: true`` (only with those options), ``not unique``."""
+    if not g["unique"]:
+        return "not unique"
+    if g.get("unique_bits"):
+        return f"unique ({g['unique_bits']} hash bits)"
+    return f"unique with {g['unique_with']}" if g.get("unique_with") else "unique"
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the registry as JSON.")
 def transformers(as_json: bool) -> None:
@@ -370,9 +379,7 @@ def transformers(as_json: bool) -> None:
         g = info["guarantees"]
         flags = [
             "deterministic" if g["deterministic"] else "random",
-            ("unique" + (f" ({g['unique_bits']} hash bits)" if g.get("unique_bits") else ""))
-            if g["unique"] and not (g.get("unique_with") and not g.get("unique_bits"))
-            else (f"unique with {g['unique_with']}" if g["unique"] else "not unique"),
+            _unique_flag(g),
             "keeps NULL" if g["keeps_null"] else "NULL replaced",
             *(["keeps ''"] if g["keeps_empty"] else []),
             "keeps length" if g["keeps_length"] else "length may change",

@@ -31,7 +31,7 @@ def transformer_guarantees(transformer: Any) -> dict[str, Any]:
     * ``keeps_length``: the output has the input's length, for every input;
     * ``fits_column``: outputs are cut or sized to ``varchar(n)``; ``min_length`` is the smallest n.
     """
-    from scalingo_staging_sync.anonymize.transformers import ColumnInfo
+    from scalingo_staging_sync.anonymize.transformers import ColumnInfo, options_text
 
     if transformer.required_options:  # its length depends on the options (a fixed value's length...)
         need = transformer.min_length
@@ -44,11 +44,7 @@ def transformer_guarantees(transformer: Any) -> dict[str, Any]:
         "deterministic": bool(transformer.deterministic),
         "unique_bits": bits,
         "unique": bool(transformer.unique),
-        "unique_with": (
-            ", ".join(f"{k}: {json.dumps(v)}" for k, v in transformer.unique_options.items())
-            if getattr(transformer, "unique_options", None)
-            else None
-        ),
+        "unique_with": options_text(transformer.unique_options) if transformer.unique_options else None,
         "keeps_null": bool(transformer.keeps_null),
         "keeps_empty": bool(transformer.keeps_empty),
         "keeps_length": bool(transformer.keeps_length),

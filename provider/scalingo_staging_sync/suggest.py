@@ -348,7 +348,7 @@ def _date_check_note(spec: Mapping[str, Any], info: Any, catalog: Any) -> str:
     """For a ``date_shift`` on a column under a table CHECK: what to check by hand."""
     if spec.get("transformer") != "date_shift" or catalog is None:
         return ""
-    names = [n for n, _d, cols in getattr(catalog, "checks", ()) if cols == [info.name]]
+    names = [n for n, _d in catalog.column_checks(info.name)]
     if not names:
         return ""
     return (
@@ -408,10 +408,8 @@ def _check_values(info: Any, catalog: Any) -> list[tuple[dict[str, Any], str]]:
 
     if catalog is None:
         return []
-    expressions = [
-        _domain_check_expression(d) for _n, d, cols in getattr(catalog, "checks", ()) if cols == [info.name]
-    ]
-    expressions += [e for _d, _n, e in (getattr(catalog, "domain_checks", {}) or {}).get(info.name, ())]
+    expressions = [_domain_check_expression(d) for _n, d in catalog.column_checks(info.name)]
+    expressions += [e for _d, _n, e in catalog.domain_checks.get(info.name, ())]
     values = dict.fromkeys(v for e in expressions for v in check_equality_values(e))
     return [
         ({"transformer": "fixed", "value": v}, "NOT NULL column under a CHECK: a value the CHECK accepts")
@@ -420,9 +418,11 @@ def _check_values(info: Any, catalog: Any) -> list[tuple[dict[str, Any], str]]:
 
 
 def _unique_why(spec: Mapping[str, Any]) -> str:
-    options = ", ".join(f"{k}: {json.dumps(v)}" for k, v in spec.items() if k != "transformer")
+    from scalingo_staging_sync.anonymize.transformers import options_of, options_text
+
     return (
-        f"under a unique index: {spec['transformer']} with {options}, which keeps distinct values "
+        f"under a unique index: {spec['transformer']} with {options_text(options_of(spec))}, which keeps "
+        "distinct values "
         "distinct (its output range differs: see the transformer's reference)"
     )
 
@@ -628,8 +628,10 @@ def _recomputed(out: SuggestedRules, catalogs: Mapping[tuple[str, str], Any]) ->
         if info is not None and info.generated and sources:
             if set(sources) <= masked.get((s.table.schema, s.table.name), set()):
                 s.review, s.recomputed_from = None, sources
-            elif not any((s.table.schema, s.table.name, c) in found for c in sources) and all(
-                kind == "name" for kind in s.reason_kinds
+            elif (
+                s.reason_kinds
+                and all(kind == "name" for kind in s.reason_kinds)
+                and not any((s.table.schema, s.table.name, c) in found for c in sources)
             ):
                 s.review = None
                 s.allow_reason = (

@@ -85,6 +85,10 @@ class TableCatalog:
     def qualified(self) -> str:
         return str(TableName(self.schema, self.name))
 
+    def column_checks(self, column: str) -> list[tuple[str, str]]:
+        """``(name, definition)`` of the table CHECKs on ``column`` alone."""
+        return [(n, d) for n, d, cols in self.checks if cols == [column]]
+
 
 # a domain's base type, length and NOT NULL are read down its chain of domains (a domain over a domain:
 # the length is the innermost one's that sets it, NOT NULL anywhere on the chain)
@@ -760,7 +764,7 @@ def _check_constraint_problems(
     errors: list[str] = []
     for col, spec in specs.items():
         info = cat.columns.get(col)
-        table_checks = [(n, d) for n, d, cols in cat.checks if cols == [col]] if info is not None else []
+        table_checks = cat.column_checks(col) if info is not None else []
         if table_checks:
             errors += _table_check_problems(cat, col, spec, table_checks, prefix, table_doubts)
         checks = cat.domain_checks.get(col)
@@ -910,13 +914,11 @@ def keeps_unique(transformer: Any, options: Mapping[str, Any], column: ColumnInf
 
 
 def unique_transformers() -> list[str]:
-    from scalingo_staging_sync.anonymize.transformers import all_transformers
+    from scalingo_staging_sync.anonymize.transformers import all_transformers, options_text
     from scalingo_staging_sync.anonymize.transformers import keeps_unique as registry_keeps_unique
 
     return sorted(
-        name
-        if registry_keeps_unique(name)
-        else f"{name} with {', '.join(f'{k}: {json.dumps(v)}' for k, v in t.unique_options.items())}"
+        name if registry_keeps_unique(name) else f"{name} with {options_text(t.unique_options)}"
         for name, t in all_transformers().items()
         if registry_keeps_unique(name) or (t.unique and t.unique_options)
     )

@@ -345,8 +345,8 @@ class _Builder:
         if name == "hash":
             algorithm = options.get("algorithm", "sha256")
             transformer = tr.get_transformer("hash")
-            full = transformer._full(options)  # type: ignore[attr-defined]
-            length = transformer._length(info, options)  # type: ignore[attr-defined]
+            full = transformer.full_length(options)  # type: ignore[attr-defined]
+            length = transformer.output_length(info, options)  # type: ignore[attr-defined]
             h = f"sha256({KEY} || '|hash|' || {c})" if algorithm == "sha256" else _keyed_md5("hash", c)
             if options.get("encoding", "hex") == "base64url":  # as the SQL form: base64url, no padding
                 h = f"rtrim(translate(to_base64(unhex({h})), '+/', '-_'), '=')"

@@ -447,6 +447,13 @@ def options_of(spec: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in spec.items() if k != "transformer"}
 
 
+def options_text(options: Mapping[str, Any]) -> str:
+    """Options as a rules file writes them: ``unique: true, length: 15``."""
+    import json
+
+    return ", ".join(f"{k}: {json.dumps(v)}" for k, v in options.items())
+
+
 #: fewest keyed-hash bits for a transformer to count as keeping a unique index: with 64 bits, 10^8
 #: distinct values collide with probability about 3e-4 (birthday bound n^2 / 2^65)
 MIN_UNIQUE_BITS = 64
@@ -982,26 +989,27 @@ class HashTransformer(Transformer):
     min_length = 8
 
     @staticmethod
-    def _full(options) -> int:
+    def full_length(options) -> int:
         """The characters of the whole hash in the option's encoding."""
         sha = options.get("algorithm", "sha256") == "sha256"
         if options.get("encoding", "hex") == "base64url":
             return 43 if sha else 22
         return 64 if sha else 32
 
-    def _length(self, column, options) -> int:
+    def output_length(self, column, options) -> int:
+        """The characters written: the option's length, cut to the column's and the hash's."""
         length = int(options.get("length", 32))
         if column is not None and column.max_length is not None:
             length = min(length, column.max_length)
-        return min(length, self._full(options))
+        return min(length, self.full_length(options))
 
     def check(self, column, options):
         errors = super().check(column, options)
         length = options.get("length")
         if errors or not isinstance(length, int) or isinstance(length, bool):
             return errors  # a length of the wrong type is the options schema's error
-        if length > self._full(options):
-            full, encoding = self._full(options), options.get("encoding", "hex")
+        if length > self.full_length(options):
+            full, encoding = self.full_length(options), options.get("encoding", "hex")
             algorithm = options.get("algorithm", "sha256")
             errors.append(
                 f"option length {length} is more than {algorithm}'s {full} {encoding} characters: set length "
@@ -1015,14 +1023,14 @@ class HashTransformer(Transformer):
         return errors
 
     def unique_bits(self, column, options):
-        length = self._length(column, options)
+        length = self.output_length(column, options)
         if options.get("encoding", "hex") == "base64url":
             return min(6 * length, 256 if options.get("algorithm", "sha256") == "sha256" else 128)
         return 4 * length
 
     def expression(self, src, ctx):
-        length = self._length(ctx.column, ctx.options)
-        full = self._full(ctx.options)
+        length = self.output_length(ctx.column, ctx.options)
+        full = self.full_length(ctx.options)
         base64 = ctx.options.get("encoding", "hex") == "base64url"
         if ctx.options.get("algorithm", "sha256") == "md5":
             h = keyed_md5("hash", as_text(src), ctx.key)

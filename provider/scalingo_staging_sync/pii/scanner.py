@@ -534,7 +534,7 @@ def json_key_reasons(values: Iterable[str | None], masked_paths: Sequence[str] =
 JSON_KEY_SCAN_ROWS = 10000
 JSON_KEY_DOCUMENTS = 20
 #: keys holding a string or an array (of strings: Chatwoot's ``content_attributes.cc_emails``)
-_JSON_STRING_KEYS = (
+_JSON_TEXT_KEYS = (
     '$.** ? (@.type() == "object").keyvalue() ? (@.value.type() == "string" || @.value.type() == "array").key'
 )
 _JSON_HAS_KEY = (
@@ -577,7 +577,7 @@ def documents_with_flagged_keys(
             keys = conn.execute(
                 sql.SQL(
                     "SELECT DISTINCT k #>> '{{}}' FROM {}, jsonb_path_query(s.{}::jsonb, {}) AS k"
-                ).format(first, col, sql.Literal(_JSON_STRING_KEYS))
+                ).format(first, col, sql.Literal(_JSON_TEXT_KEYS))
             ).fetchall()
             known = _string_keys(seen)
             flagged = sorted(
