@@ -34,6 +34,18 @@ def task_states(dag_run, *, prefer_unsuccessful: bool = False) -> dict[str, str]
     return states
 
 
+#: the reference DAG's steps the gate skips when the run has nothing for them (no seeds)
+IDLE_STEPS = ("run_seeds",)
+
+
+def every_step_ran(states: dict[str, str], *, idle: tuple[str, ...] = IDLE_STEPS) -> bool:
+    """True when every task of a reference-DAG run succeeded, the steps with nothing to do (``idle``:
+    by default ``run_seeds``, with no seeds) skipped by the gate."""
+    return all(s == ("skipped" if t in idle else "success") for t, s in states.items()) and all(
+        t in states for t in idle
+    )
+
+
 def session_task_states(run, *, by_map_index: bool = False) -> dict:
     """Task id (or ``(task id, map index)``) -> state, read in one metadata-DB session; of several
     instances under one key, the last one listed."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pendulum
 import pytest
-from airflow_helpers import sync_dag, task_states
+from airflow_helpers import stored_xcom, sync_dag, task_states
 
 pytestmark = pytest.mark.airflow
 
@@ -92,3 +92,131 @@ def test_the_reference_dag_runs_side_by_side_what_guards_nothing(dag):
     assert up[T.RESTORE_SCHEMA] == {T.PLAN, T.GATE_PASSED}
     assert up[T.DRY_RUN_STOP] == {T.PLAN}
     assert not dag.get_task(T.DRY_RUN_STOP).downstream_task_ids
+
+
+def _idle_dag(tmp_path: Path, box, dag_id: str, skip_when_empty, *, wiring: str = "good"):
+    """gate >> step >> idle >> after, and step >> after (``after`` accepts a skipped ``idle``).
+
+    Other ``wiring``: ``"leaf"`` (idle is followed by a teardown only), ``"no-direct-link"`` (after
+    does not wait for step), ``"all-success"`` (after keeps the default trigger rule)."""
+    from airflow.providers.standard.operators.python import PythonOperator
+    from airflow.sdk import DAG
+
+    from scalingo_staging_sync.operators import SafetyGateOperator
+
+    marks = tmp_path / dag_id
+    marks.mkdir()
+
+    def mark(name):
+        (marks / name).write_text("ran")
+
+    params = {
+        "target_app": box.target_app,
+        "confirm_target": box.target_app,
+        "dry_run": False,
+        "backup": "latest",
+        "exclude_tables": [],
+    }
+    rule = "all_success" if wiring == "all-success" else "none_failed_min_one_success"
+    with DAG(dag_id, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag:
+        gate = SafetyGateOperator(
+            task_id="safety_gate",
+            params_override=params,
+            dry_run_skips=["step"],
+            skip_when_empty=skip_when_empty,
+        )
+        step, idle = (PythonOperator(task_id=n, python_callable=mark, op_args=[n]) for n in ("step", "idle"))
+        after = PythonOperator(task_id="after", python_callable=mark, op_args=["after"], trigger_rule=rule)
+        if wiring == "leaf":
+            gate >> step >> [idle, after]
+            idle >> after.as_teardown()
+        else:
+            gate >> step >> idle >> after
+            if wiring != "no-direct-link":
+                step >> after
+    sync_dag(dag, tmp_path / f"dags-{dag_id}")
+    return dag, marks
+
+
+@pytest.mark.parametrize(
+    ("setting", "idle_state"),
+    [("exclude_tables", "skipped"), ("target_app", "success")],
+    ids=["empty-setting-skips", "set-setting-runs"],
+)
+def test_a_step_whose_setting_is_empty_is_skipped_and_what_follows_it_runs(
+    airflow_db, box, tmp_path, setting, idle_state
+):
+    dag, marks = _idle_dag(tmp_path, box, f"gate_idle_{idle_state}", {"idle": setting})
+    run = dag.test()
+    states = task_states(run)
+    assert str(run.state) == "success", states
+    assert states["idle"] == idle_state, states
+    assert states["step"] == "success" and states["after"] == "success", states
+    ran = ["after", "step"] if idle_state == "skipped" else ["after", "idle", "step"]
+    assert sorted(p.name for p in marks.iterdir()) == ran
+    # the gate's decision is still in XCom when it skipped a step
+    assert stored_xcom(run, "safety_gate") is True
+
+
+@pytest.mark.parametrize(
+    ("skip_when_empty", "wiring", "message"),
+    [
+        (
+            {"elsewhere": "seeds"},
+            "good",
+            "skip_when_empty names ['elsewhere'], not downstream of 'safety_gate'",
+        ),
+        (
+            {"idle": "no_such_setting"},
+            "good",
+            "skip_when_empty['idle'] = 'no_such_setting' is not a run setting",
+        ),
+        # skipped beforehand, a task followed by teardowns only would turn a failure before it into a
+        # successful run
+        ({"idle": "exclude_tables"}, "leaf", "'idle', which has no task after it but teardowns"),
+        (
+            {"idle": "exclude_tables"},
+            "no-direct-link",
+            "'after' after it does not wait for ['step'] directly",
+        ),
+        ({"idle": "exclude_tables"}, "all-success", "'after' after it has trigger_rule 'all_success'"),
+    ],
+    ids=["task-not-downstream", "unknown-setting", "last-before-teardowns", "no-direct-link", "all-success"],
+)
+def test_a_wrong_skip_when_empty_fails_the_gate_naming_it(
+    airflow_db, box, tmp_path, capfd, skip_when_empty, wiring, message
+):
+    dag, marks = _idle_dag(
+        tmp_path,
+        box,
+        f"gate_idle_wrong_{wiring}_" + "_".join(skip_when_empty),
+        skip_when_empty,
+        wiring=wiring,
+    )
+    run = dag.test()
+    printed = "".join(capfd.readouterr())
+    assert message in printed
+    assert str(run.state) == "failed" and task_states(run)["safety_gate"] == "failed"
+    # nothing after a failed gate runs, but a teardown
+    assert sorted(p.name for p in marks.iterdir()) == (["after"] if wiring == "leaf" else [])
+
+
+def test_skip_when_empty_must_map_task_ids_to_settings():
+    from scalingo_staging_sync.operators.gate import GateConfigError, SafetyGateOperator
+
+    with pytest.raises(GateConfigError, match=r"skip_when_empty=\['run_seeds'\]: give a mapping"):
+        SafetyGateOperator(task_id="safety_gate", skip_when_empty=["run_seeds"])
+
+
+def test_the_reference_dag_skips_the_seeds_step_without_a_gap(dag):
+    """No seeds: the gate skips run_seeds, and promote waits for both checks directly, so the skipped
+    step costs no scheduling loop and promote still needs both checks. post_sync_commands is never
+    skipped beforehand: the last step before the teardowns carries a failed promote into the run's
+    state."""
+    from scalingo_staging_sync import task_ids as T
+
+    up = {t.task_id: set(t.upstream_task_ids) for t in dag.tasks}
+    assert dag.get_task(T.GATE).skip_when_empty == {T.SEEDS: "seeds"}
+    assert up[T.PROMOTE] == {T.PII_SCAN, T.VERIFY, T.SEEDS}
+    assert dag.get_task(T.PROMOTE).trigger_rule == "none_failed_min_one_success"
+    assert up[T.CLEANUP] == {T.POST_SYNC_COMMANDS}

@@ -48,6 +48,11 @@ def test_success_swaps_in_an_anonymized_verified_copy(dag, box):
     # the previous staging copy was replaced and no scratch database is left
     assert not _previous_staging_intact(box)
     assert not any(name.endswith("__incoming") for name in _databases(box))
+    # no seeds in this run: the gate skipped run_seeds, and promote still ran; post_sync_commands is
+    # never skipped beforehand (it carries a failure before it into the run's state)
+    states = task_states(dag_run)
+    assert states["run_seeds"] == "skipped" and states["post_sync_commands"] == "success", states
+    assert states["promote"] == "success" and states["cleanup"] == "success", states
 
     # the backup the preflight checked ("latest" then) is pinned by id, and it is the one fetched
     checked = stored_xcom(dag_run, "safety_gate", "preflight")["facts"]["backup"]["id"]
@@ -308,6 +313,8 @@ def test_seeds_post_sync_commands_and_slack(dag, box, tmp_path, monkeypatch):
 
     dag_run, texts = _run_with_slack(dag, box, tmp_path, monkeypatch, options)
     assert str(dag_run.state) == "success", task_states(dag_run)
+    states = task_states(dag_run)
+    assert states["run_seeds"] == "success" and states["post_sync_commands"] == "success", states
     # seeds ran on the anonymized copy before it was promoted
     assert box.staging.execute(
         "SELECT first_name FROM employee WHERE employee_id = 1000", box.staging_db

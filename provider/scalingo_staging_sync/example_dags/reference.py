@@ -254,6 +254,11 @@ def build_reference_dag(
             # a dry run skips only gate_passed, which guards the restore: the backup is fetched and
             # planned (read only), dry_run_stop prints the plan, and nothing from restore_schema on runs
             dry_run_skips=[T.GATE_PASSED],
+            # no seeds in this run: run_seeds is skipped by the gate, no task start and, under a
+            # scheduler, no scheduling loop on the chain (promote waits for the checks directly).
+            # Not post_sync_commands: it is the last step before the teardowns, the one that turns a
+            # failed promote (or check) into a failed run; skipped beforehand, it would hide it
+            skip_when_empty={T.SEEDS: "seeds"},
         )
         gate_passed = EmptyOperator(task_id=T.GATE_PASSED)
         backup = ScalingoBackupOperator(
@@ -388,6 +393,9 @@ def build_reference_dag(
             postgres_conn_id=staging_conn_id,
             mode=restored_mode,
             keep_previous=setting("keep_previous"),
+            # run_seeds is skipped when the run has no seeds; promote still needs the checks to pass
+            # (linked to them directly below), and a dry run, which skips them all, skips it too
+            trigger_rule="none_failed_min_one_success",
             maintenance=setting("maintenance"),
             scalingo_conn_id=scalingo_conn_id,
             **phase,
@@ -463,4 +471,6 @@ def build_reference_dag(
         # the PII scan and the verification only read the masked data: side by side (one scheduler
         # transition less on the run's critical path), and both must pass before anything is promoted
         post_data >> finalize >> [pii, verify] >> seeds >> promote >> commands >> cleanup >> audit
+        # the gate skips run_seeds when the run has no seeds: promote waits for the checks too
+        [pii, verify] >> promote
     return dag

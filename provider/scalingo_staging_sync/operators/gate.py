@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,8 @@ from scalingo_staging_sync.operators._base import as_bool, as_mapping, as_str, s
 log = logging.getLogger(__name__)
 
 SETTINGS_KEY = "settings"
+#: the key of an operator's return value in XCom (Airflow's XCOM_RETURN_KEY)
+RETURN_KEY = "return_value"
 PREFLIGHT_KEY = "preflight"
 RULES_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -99,6 +101,13 @@ class SafetyGateOperator(ShortCircuitOperator):
         ``ShortCircuitOperator`` skips (``ignore_downstream_trigger_rules``). The reference DAG skips
         only ``gate_passed``, which guards the restore, so the backup is fetched while the gate's
         marker is settled (one scheduler transition less before the download).
+    :param skip_when_empty: ``{task_id: setting}``: a task downstream of the gate (at any depth) that a
+        run skips when that run setting is empty (``RunSettings`` field, e.g. ``seeds``), so a step with
+        nothing to do costs no task start and, under a scheduler, no scheduling loop. A skipped task
+        passes no failure on, so each named task must have a task after it that is not a teardown,
+        and every such task must wait directly for what the named task waits for (and accept the skip:
+        ``trigger_rule="none_failed_min_one_success"``), as the reference DAG's ``promote`` does for
+        ``run_seeds``; else the gate fails before any check, naming what is missing.
 
     Before the checks, leftovers of an interrupted run are finished
     (:func:`~scalingo_staging_sync.restore.targets.recover_leftovers`: scratch database dropped,
@@ -121,6 +130,7 @@ class SafetyGateOperator(ShortCircuitOperator):
         params_override: Any = None,
         download_checker: Any = None,
         dry_run_skips: Sequence[str] | None = None,
+        skip_when_empty: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("ignore_downstream_trigger_rules", True)
@@ -139,26 +149,61 @@ class SafetyGateOperator(ShortCircuitOperator):
                 "task(s) that guard what writes (e.g. ['gate_passed']), or leave it unset to skip them all"
             )
         self.dry_run_skips = None if dry_run_skips is None else tuple(dry_run_skips)
+        self.skip_when_empty = _skip_when_empty(skip_when_empty)
 
     def execute(self, context: Any) -> Any:
         with sync_errors():
-            if self.dry_run_skips is None:
-                return super().execute(context)
             task = context.get("task") or self
             downstream = {t.task_id: t for t in task.get_direct_relatives(upstream=False)}
-            stray = [t for t in self.dry_run_skips if t not in downstream]
+            everything_after = {t.task_id: t for t in task.get_flat_relatives(upstream=False)}
+            stray = [t for t in self.dry_run_skips or () if t not in downstream]
             if stray:
                 raise GateConfigError(
                     f"dry_run_skips names {stray!r}, not directly downstream of {self.task_id!r} "
                     f"(its direct downstream tasks: {sorted(downstream)}): wire them after the gate "
                     "or remove them from dry_run_skips"
                 )
-            # the gate's own decision, without ShortCircuitOperator's skipping of every downstream task
-            passed = PythonOperator.execute(self, context)
-            if not passed:
+            stray = [t for t in self.skip_when_empty if t not in everything_after]
+            if stray:
+                raise GateConfigError(
+                    f"skip_when_empty names {stray!r}, not downstream of {self.task_id!r}: wire them after "
+                    "the gate or remove them from skip_when_empty"
+                )
+            for task_id in self.skip_when_empty:
+                _check_skippable(everything_after[task_id])
+            if self.dry_run_skips is None:
+                passed = super().execute(context)  # a dry run: ShortCircuitOperator skipped everything
+            else:
+                # the gate's own decision, without ShortCircuitOperator's skipping of every downstream task
+                passed = PythonOperator.execute(self, context)
+            skips = []
+            if not passed and self.dry_run_skips is not None:
                 self.log.info("Dry run: skipping %s", ", ".join(self.dry_run_skips))
-                self.skip(ti=context["ti"], tasks=[downstream[t] for t in self.dry_run_skips])
+                skips = [downstream[t] for t in self.dry_run_skips]
+            elif passed:
+                skips = [everything_after[t] for t in self._idle_tasks(context["ti"])]
+            if skips:
+                # skip() ends execute (DownstreamTasksSkipped): the decision is pushed first
+                context["ti"].xcom_push(key=RETURN_KEY, value=passed)
+                self.skip(ti=context["ti"], tasks=skips)
             return passed
+
+    def _idle_tasks(self, ti: Any) -> list[str]:
+        """The ``skip_when_empty`` tasks whose setting is empty in this run's settings."""
+        if not self.skip_when_empty:
+            return []
+        settings = ti.xcom_pull(task_ids=self.task_id, key=SETTINGS_KEY) or {}
+        idle = []
+        for task_id, field in self.skip_when_empty.items():
+            if field not in settings:
+                raise GateConfigError(
+                    f"skip_when_empty[{task_id!r}] = {field!r} is not a run setting; one of: "
+                    + ", ".join(sorted(settings))
+                )
+            if not settings[field]:
+                self.log.info("skipping %s: no %s in this run", task_id, field.replace("_", " "))
+                idle.append(task_id)
+        return idle
 
     def _gate(self, **context: Any) -> bool:
         from scalingo_staging_sync import config
@@ -352,3 +397,51 @@ class SafetyGateOperator(ShortCircuitOperator):
         )
         for line in lines:
             self.log.info("%s", line)
+
+
+def _skip_when_empty(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) and k and v for k, v in value.items()
+    ):
+        raise GateConfigError(
+            f"skip_when_empty={value!r}: give a mapping of task id to run setting, e.g. {{'run_seeds': 'seeds'}}"
+        )
+    return dict(value)
+
+
+#: trigger rules of a task after a skipped one that run it when nothing before it failed
+_ACCEPTS_A_SKIP = ("none_failed_min_one_success", "none_failed")
+
+
+def _check_skippable(task: Any) -> None:
+    """A task the gate may skip beforehand: its upstream's failure still reaches the run's state.
+
+    A skipped task carries no upstream failure, so a failed check before it would leave the run
+    "success" if the skip were the only path from that check to the end of the run. Required: a task
+    after it that is not a teardown (a teardown's state does not decide the run's), and every such
+    task waiting directly for each task the skipped one waits for."""
+    after = [t for t in task.downstream_list if not getattr(t, "is_teardown", False)]
+    if not after:
+        raise GateConfigError(
+            f"skip_when_empty names {task.task_id!r}, which has no task after it but teardowns: skipped "
+            "beforehand, it would hide a failure of the tasks before it (the run would end in success); "
+            "remove it from skip_when_empty"
+        )
+    before = set(task.upstream_task_ids)
+    for t in after:
+        rule = str(getattr(t.trigger_rule, "value", t.trigger_rule))
+        if rule not in _ACCEPTS_A_SKIP:
+            raise GateConfigError(
+                f"skip_when_empty names {task.task_id!r}, but {t.task_id!r} after it has trigger_rule "
+                f"{rule!r}: a skipped {task.task_id!r} would skip it too; give it trigger_rule="
+                "'none_failed_min_one_success', or remove the task from skip_when_empty"
+            )
+        missing = sorted(before - set(t.upstream_task_ids))
+        if missing:
+            raise GateConfigError(
+                f"skip_when_empty names {task.task_id!r}, but {t.task_id!r} after it does not wait for "
+                f"{missing} directly: wire {missing} >> {t.task_id!r} (with trigger_rule="
+                "'none_failed_min_one_success'), or remove it from skip_when_empty"
+            )
