@@ -709,3 +709,117 @@ def test_a_generated_column_of_clean_sources_is_allowed(staging_pg16, tmp_path):
         assert scan.returncode == 0, scan.stdout
     finally:
         staging_pg16.drop_database(name)
+
+
+def test_keycloak_like_settings_bookkeeping_and_session_json(staging_pg16, tmp_path):
+    """From a Keycloak database: its realm's token and OTP settings were hashed or NULLed (named like
+    secrets), its Liquibase ``databasechangelog`` masked (Liquibase would run every changeset again),
+    and its sessions' JSON ``data`` replaced by an e-mail address (80 % of the documents hold one). The
+    settings are not flagged, the bookkeeping is allowed with its reason, the session data is cleared
+    and a column of e-mail addresses still gets ``email``."""
+    name = "cli_suggest_keycloak_like"
+    staging_pg16.create_database(name)
+    staging_pg16.execute(
+        "CREATE TABLE realm (id varchar(36) PRIMARY KEY, name varchar(255) UNIQUE,"
+        " access_token_lifespan int, otp_policy_digits int, password_policy varchar(2550),"
+        " reset_credentials_flow varchar(36), email_theme varchar(255));"
+        "INSERT INTO realm SELECT 'r' || g, 'realm-' || g, 300, 6, 'length(8) and digits(1)',"
+        " md5(g::text)::uuid::text, 'keycloak' FROM generate_series(1, 5) g;"
+        "CREATE TABLE databasechangelog (id varchar(255) NOT NULL, author varchar(255) NOT NULL,"
+        " filename varchar(255) NOT NULL, dateexecuted timestamp NOT NULL, orderexecuted int NOT NULL,"
+        " exectype varchar(10) NOT NULL, md5sum varchar(35), description varchar(255));"
+        "INSERT INTO databasechangelog SELECT 'cs-' || g, 'dev' || (g % 4) || '@redhat.test',"
+        " 'META-INF/jpa-changelog-' || g || '.xml', now(), g, 'EXECUTED' FROM generate_series(1, 30) g;"
+        "CREATE TABLE offline_user_session (user_session_id varchar(36) PRIMARY KEY, user_id varchar(255),"
+        " data text NOT NULL);"
+        "INSERT INTO offline_user_session SELECT 's' || g, 'u' || g,"
+        " json_build_object('brokerUserId', null, 'notes', json_build_object("
+        "'loginUsername', 'person' || g || '@mail.test', 'AUTH_TIME', '1700000000'))::text"
+        " FROM generate_series(1, 60) g;"
+        "CREATE TABLE federated_identity (user_id varchar(36), federated_username varchar(255));"
+        "INSERT INTO federated_identity SELECT 'u' || g, 'person' || g || '@mail.test'"
+        " FROM generate_series(1, 60) g;",
+        name,
+    )
+    try:
+        out, text, specs = _suggest(staging_pg16, name, tmp_path)
+        assert not [c for c in specs if c.startswith("public.realm.")], specs
+        assert "public.databasechangelog.author" not in specs
+        assert "Liquibase's migration bookkeeping" in text
+        # NOT NULL: an empty document the app can still parse
+        assert specs["public.offline_user_session.data"] == {"transformer": "fixed", "value": "{}"}, specs
+        assert specs["public.federated_identity.federated_username"] == {"transformer": "email"}, specs
+        scan = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--rules", str(out))
+        assert scan.returncode == 0, scan.stdout
+    finally:
+        staging_pg16.drop_database(name)
+
+
+def test_a_translations_map_is_masked_in_every_language(staging_pg16, tmp_path):
+    """Decidim's translated free text (``{"ca": ..., "es": ..., "machine_translations": {"ca": ...}}``):
+    the first 200 documents quoted e-mail addresses under ``ca`` only, so the rule masked ``ca`` and the
+    run's gate failed on the addresses under ``es`` further on. A path through one language stands
+    for every language seen there, in a nested map of languages too. A flag's literal under a key named for an e-mail
+    (``notification_settings.email_on_assigned_proposals: "1"``) is no personal data."""
+    name = "cli_suggest_translations"
+    staging_pg16.create_database(name)
+    staging_pg16.execute(
+        "CREATE TABLE decidim_comments_comments (id int PRIMARY KEY, body jsonb NOT NULL);"
+        "INSERT INTO decidim_comments_comments SELECT g, CASE WHEN g <= 200 THEN jsonb_build_object("
+        "'ca', 'Escriviu-me a persona' || g || '@correu.test si us plau', 'es', 'Estoy de acuerdo', 'en', 'Agreed',"
+        " 'machine_translations', jsonb_build_object('es', 'Escribidme'))"
+        " ELSE jsonb_build_object('ca', 'Molt bé', 'es', 'Escribidme a gente' || g || '@correo.test ya',"
+        " 'machine_translations', jsonb_build_object('ca', 'Escriviu-me a gente' || g || '@correo.test'))"
+        " END FROM generate_series(1, 400) g;"
+        "CREATE TABLE decidim_users (id int PRIMARY KEY, email varchar(255) NOT NULL, notification_settings jsonb);"
+        "INSERT INTO decidim_users SELECT g, 'user' || g || '@mail.test',"
+        " jsonb_build_object('email_on_assigned_proposals', '1', 'email_on_moderations', '0')"
+        " FROM generate_series(1, 50) g;",
+        name,
+    )
+    try:
+        out, text, specs = _suggest(staging_pg16, name, tmp_path)
+        paths = specs["public.decidim_comments_comments.body"]["paths"]
+        assert {"ca", "es", "en", "machine_translations.ca"} <= set(paths), paths
+        assert "public.decidim_users.notification_settings" not in specs, specs
+        scan = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--rules", str(out))
+        assert scan.returncode == 0, scan.stdout
+    finally:
+        staging_pg16.drop_database(name)
+
+
+def test_a_table_of_settings_is_masked_in_its_secret_rows_only(staging_pg16, tmp_path):
+    """Keycloak's ``component_config``: the LDAP bind password and the realm's private key are rows
+    among settings the staging Keycloak needs (the LDAP URL, the key size). The suggested rule hashes
+    the value in the rows of those keys only (its condition) and allows the other rows with the
+    reason; a table of settings holding an e-mail address too is masked in the whole column."""
+    name = "cli_suggest_key_value"
+    staging_pg16.create_database(name)
+    staging_pg16.execute(
+        "CREATE TABLE component_config (id varchar(36) PRIMARY KEY, component_id varchar(36) NOT NULL,"
+        " name varchar(255) NOT NULL, value varchar(4000));"
+        "INSERT INTO component_config SELECT 'c' || g || k, 'comp' || g, k,"
+        " CASE k WHEN 'bindCredential' THEN 'pw-' || md5(g::text) WHEN 'privateKey' THEN 'MIIEogIBAAKCAQEA' || md5(g::text)"
+        " WHEN 'connectionUrl' THEN 'ldaps://ldap' || g || '.corp.test' ELSE '2048' END"
+        " FROM generate_series(1, 10) g, unnest(ARRAY['bindCredential', 'privateKey', 'connectionUrl', 'keySize']) k;"
+        "CREATE TABLE realm_smtp_config (realm_id varchar(36), name varchar(255), value varchar(255));"
+        "INSERT INTO realm_smtp_config SELECT 'r' || g, k, CASE k WHEN 'password' THEN 'smtp-' || g"
+        " WHEN 'from' THEN 'noreply' || g || '@corp.test' ELSE 'smtp.corp.test' END"
+        " FROM generate_series(1, 5) g, unnest(ARRAY['password', 'from', 'host']) k;",
+        name,
+    )
+    try:
+        out, text, specs = _suggest(staging_pg16, name, tmp_path)
+        assert specs["public.component_config.value"]["transformer"] == "hash", specs
+        assert "condition: \"\\\"name\\\" IN ('bindCredential', 'privateKey')\"" in text, text
+        assert "the rows outside the rule's condition" in text
+        rules = load_rules(out)
+        [rule] = [r for r in rules.anonymization_tables if r.qualified == "public.component_config"]
+        assert rule.condition == "\"name\" IN ('bindCredential', 'privateKey')"
+        # the e-mail address beside the password: the whole column
+        [smtp] = [r for r in rules.anonymization_tables if r.qualified == "public.realm_smtp_config"]
+        assert not smtp.condition
+        scan = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--rules", str(out))
+        assert scan.returncode == 0, scan.stdout
+    finally:
+        staging_pg16.drop_database(name)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scalingo_staging_sync.pii.detectors import describes_a_person, normalize_name
-from scalingo_staging_sync.pii.scanner import Finding, ScanReport
+from scalingo_staging_sync.pii.scanner import STATUS_ALLOWED, Finding, ScanReport
 from scalingo_staging_sync.tablename import TableName
 
 #: name-detector categories judged clean on their own, with the reason written in the allow-list
@@ -174,6 +174,10 @@ class Suggestion:
     recomputed_from: list[str] | None = None
     #: the kinds of the finding's reasons (name, content, json_key, copy)
     reason_kinds: tuple[str, ...] = ()
+    #: the table rule's condition: only the rows of a table of settings that hold a secret are masked
+    condition: str | None = None
+    #: why the rows outside ``condition`` keep their values (a ``pii_scan.allow`` entry)
+    outside_reason: str | None = None
 
 
 @dataclass
@@ -373,6 +377,56 @@ def _hash_for(info: Any) -> dict[str, Any]:
 WHOLE_VALUE_SHARE = 0.9
 
 
+#: content detectors that find a secret: beside a key/value finding, they come from the same rows
+_SECRET_CONTENT = ("api_secret", "jwt")
+
+
+def _secret_rows(finding: Finding, info: Any, catalog: Any, s: Suggestion) -> bool:
+    """A table of settings whose secrets sit in the rows of some keys (Keycloak's ``component_config``:
+    ``bindCredential``, ``privateKey``): its value column is hashed in those rows only (the table
+    rule's condition), and the other rows, settings the staging app needs (an LDAP URL, a key's
+    size), are allowed outside it. Not when the column holds anything else a detector found (an
+    e-mail address in an SMTP configuration): then the whole column is masked, as any."""
+    kv = [r for r in finding.reasons if r["kind"] == "key_value"]
+    if not kv or info.category != "string":
+        return False
+    if any(r["kind"] != "key_value" and r.get("detector") not in _SECRET_CONTENT for r in finding.reasons):
+        return False
+    spec = _hash_for(info)
+    if not _fits(spec, info, catalog):
+        return False
+    keys = sorted({k for r in kv for k in r["keys"]})
+    column = '"' + kv[0]["key_column"].replace('"', '""') + '"'
+    literals = ", ".join("'" + k.replace("'", "''") + "'" for k in keys)
+    s.spec = spec
+    s.condition = f"{column} IN ({literals})"
+    s.why = (
+        f"a table of settings: the values of {', '.join(keys)} are secrets, keyed hash in those rows only "
+        "(the rule's condition; review the keys)"
+    )
+    s.outside_reason = (
+        f"a table of settings: the rows outside the rule's condition ({s.condition}) hold settings the "
+        "staging app needs, not secrets"
+    )
+    return True
+
+
+def _deciding_content(finding: Finding) -> set[str]:
+    """The content detectors of a named ``finding`` that match at least :data:`NAMED_CONTENT_SHARE`
+    of its sampled values and have a whole-value form: they decide its transformer over the name's
+    when the values are only that content."""
+    if not any(r["kind"] == "name" for r in finding.reasons):
+        return set()
+    sampled = max(int(finding.sampled_values or 0), 1)
+    return {
+        r["detector"]
+        for r in finding.reasons
+        if r["kind"] == "content"
+        and r["detector"] in _WHOLE_VALUE
+        and r.get("matches", 0) / sampled >= NAMED_CONTENT_SHARE
+    }
+
+
 def _whole_value_spec(
     finding: Finding, values: Sequence[str] | None, info: Any, catalog: Any
 ) -> tuple[dict[str, Any], str] | None:
@@ -458,6 +512,10 @@ def suggest_for(
     table = TableName(finding.schema, finding.table)
     s = Suggestion(finding.qualified_name, table, finding.column, finding.reason)
     s.reason_kinds = tuple(r["kind"] for r in finding.reasons)
+    if finding.status == STATUS_ALLOWED and finding.allow_reason:
+        # allowed by the scan itself (a migration tool's bookkeeping) or by the --rules allow-list
+        s.allow_reason = finding.allow_reason
+        return s
     detectors = [r["detector"] for r in finding.reasons]
     names = [r for r in finding.reasons if r["kind"] == "name"]
     if names and len(names) == len(finding.reasons) and all(r["detector"] in CLEAN_CATEGORIES for r in names):
@@ -466,6 +524,8 @@ def suggest_for(
     info = catalog.columns.get(finding.column) if catalog is not None else None
     if info is None:
         s.review = "not an ordinary table column (a materialized view?): mask its source table instead"
+        return s
+    if _secret_rows(finding, info, catalog, s):
         return s
     if info.generated:
         s.review = "generated column: it is recomputed from its sources; mask those"
@@ -498,6 +558,17 @@ def suggest_for(
             for r in finding.reasons
             if r["kind"] != "content" or r.get("matches", 0) / sampled >= NAMED_CONTENT_SHARE
         ]
+        # ... nor do values that only hold it in a longer text (a session's JSON holding an e-mail
+        # address is no e-mail address): the content decides when it is the whole of most values
+        present = [v.strip() for v in values or () if v and v.strip()]
+        if present:
+            detectors = [
+                d
+                for d in detectors
+                if d not in _deciding_content(finding)
+                or sum(1 for v in present if _WHOLE_VALUE[d].fullmatch(v))
+                >= NAMED_CONTENT_SHARE * len(present)
+            ]
         mac = _MAC_RE.search(normalize_name(finding.column))
         if mac or {"ipv4", "ipv6"} & set(detectors):  # "address" named an IP or MAC address: not a street
             detectors = [d for d in detectors if d != "contact.address"]
@@ -550,6 +621,10 @@ def suggest_for(
             candidates.append((spec, why))
     if info.category == "date" and not any(c[0]["transformer"] == "date_shift" for c in candidates):
         candidates.append(({"transformer": "date_shift"}, "date tied to a person: shifted by up to a year"))
+    if info.category == "string" and _json_text_shape(values) is not None:
+        # JSON documents in a NOT NULL text column (Keycloak's sessions' data): an empty document the
+        # app can still parse, before a hash it cannot
+        candidates.append(_fallback(info, values))
     if info.category == "string":
         candidates.append((_hash_for(info), "keyed hash (a unique-safe fallback)"))
     candidates.append(_fallback(info, values))
@@ -597,16 +672,34 @@ def suggest_rules(
             info is not None
             and info.category in ("string", "inet")
             and not finding.allow_reason
-            and all(r["kind"] != "name" for r in finding.reasons)
             and (
-                any(r["detector"] in _WHOLE_VALUE for r in finding.reasons if r["kind"] == "content")
-                or (info.not_null and info.category == "string")  # JSON documents in text: see _fallback
+                all(r["kind"] != "name" for r in finding.reasons)
+                and (
+                    any(r["detector"] in _WHOLE_VALUE for r in finding.reasons if r["kind"] == "content")
+                    or (info.not_null and info.category == "string")  # JSON documents in text: _fallback
+                )
+                # named, and a content detector that could decide the transformer over the name's: is
+                # each value that content, or text holding it (Keycloak's sessions' data: JSON)?
+                or bool(_deciding_content(finding))
             )
         ):
             values = _sample_texts(conn, finding, json_sample_rows)
         out.suggestions.append(suggest_for(finding, catalogs[key], documents, values, copies))
     _recomputed(out, catalogs)
+    _conditions_alone(out)
     return out
+
+
+def _conditions_alone(out: SuggestedRules) -> None:
+    """A condition is the whole table rule's: beside another masked column of the same table it would
+    leave that one unmasked outside it, so the table's secret rows are masked in the whole column."""
+    masked: dict[TableName, int] = {}
+    for s in out.masked:
+        masked[s.table] = masked.get(s.table, 0) + 1
+    for s in out.masked:
+        if s.condition is not None and masked[s.table] > 1:
+            s.condition = s.outside_reason = None
+            s.why += "; the whole column, since other columns of the table are masked too"
 
 
 def _recomputed(out: SuggestedRules, catalogs: Mapping[tuple[str, str], Any]) -> None:
@@ -693,23 +786,30 @@ def json_path_specs(documents: Sequence[Any], copies: Any = None) -> tuple[dict[
     else ``null``."""
     from scalingo_staging_sync.anonymize.transformers import ColumnInfo, get_transformer, json_path_text
     from scalingo_staging_sync.fingerprint import MAX_PHRASE_WORDS, words
-    from scalingo_staging_sync.pii.detectors import detect_by_name, detect_in_value
+    from scalingo_staging_sync.pii.detectors import detect_by_name, detect_in_value, is_a_flag_for
 
     text = ColumnInfo(name="value", type_sql="text", base_type="text")
     found: dict[str, list[str]] = {}  # path -> the transformer chosen for each value seen there
     seen: dict[str, int] = {}  # path -> string values seen there, flagged or not
     by_content: dict[str, set[str]] = {}  # path -> transformers chosen for a value wholly that
+    keys_at: dict[tuple[str, ...], set[str]] = {}  # path of an object -> the keys seen in it
+    as_list: dict[str, list[str]] = {}  # path text -> its keys
     problems: list[str] = []
 
     def leaf(value: str, path: list[str], unnamable: bool, person: bool) -> None:
         key = next((p for p in reversed(path) if p != "*"), "")
         # in an object that describes a person, "name" and "picture" are that person's, as in a table
         # of people (a login provider's profile: {"email", "given_name", "name", "picture"})
-        names = [p.name for p in detect_by_name(key, "person" if person else "")] if key else []
+        names = (
+            [p.name for p in detect_by_name(key, "person" if person else "") if not is_a_flag_for(p, value)]
+            if key
+            else []
+        )
         content = detect_in_value(value)
         copied = ""
         if path and not unnamable:
             seen[json_path_text(path)] = seen.get(json_path_text(path), 0) + 1
+            as_list[json_path_text(path)] = list(path)
         if not names and not content:
             n_emails, n_names, _ = copies.matches([value]) if copies is not None else (0, 0, [])
             if not n_emails and not n_names:
@@ -740,6 +840,8 @@ def json_path_specs(documents: Sequence[Any], copies: Any = None) -> tuple[dict[
 
     def walk(value: Any, path: list[str], unnamable: bool, person: bool) -> None:
         if isinstance(value, dict):
+            if not unnamable:
+                keys_at.setdefault(tuple(path), set()).update(str(k) for k in value)
             person = describes_a_person(value)
             for k, v in value.items():  # a key "" or "*" has no path (quoted, "*" is not a key)
                 walk(v, [*path, str(k)], unnamable or str(k) in ("", "*"), person)
@@ -763,7 +865,71 @@ def json_path_specs(documents: Sequence[Any], copies: Any = None) -> tuple[dict[
             # wholly an e-mail address in under half of the values seen there (GoTrue's identity_data
             # "sub": a provider's user id, an address for some): a keyed hash, not an address for all
             paths[path] = "hash"
-    return paths, None
+    _every_locale(paths, as_list, keys_at)
+    return dict(sorted(paths.items())), None
+
+
+#: a language code as a translations map's key (Decidim's {"ca": ..., "es": ...}, Mobility's, i18n's)
+_LOCALE_KEY_RE = re.compile(r"[a-z]{2,3}(?:[-_][A-Za-z]{2,4})?")
+#: a key suffixed with a language code (Decidim's content blocks' settings: body_ca, body_es)
+_LOCALE_SUFFIX_RE = re.compile(r"(.+)_([a-z]{2}(?:_[A-Za-z]{2,4})?)")
+
+
+def _translations(prefix: tuple[str, ...], keys_at: Mapping[tuple[str, ...], set[str]]) -> list[list[str]]:
+    """The members of a translations map at ``prefix``: its language-code keys, and the language-code
+    keys of a sibling object made of those only (Decidim's ``machine_translations``: ``{"ca": ...,
+    "machine_translations": {"es": ...}}``), as key lists; [] when it has fewer than two."""
+    keys = keys_at.get(prefix, set())
+    languages = {k for k in keys if _LOCALE_KEY_RE.fullmatch(k)}
+    nested = []
+    for k in sorted(keys - languages):
+        inner = keys_at.get((*prefix, k), set())
+        if inner and all(_LOCALE_KEY_RE.fullmatch(x) for x in inner):
+            nested.append(k)
+            languages |= inner
+    # every language seen in the map stands for the nested one too, and the other way round (a path
+    # missing in a document is left as it is)
+    members = [[lang] for lang in sorted(languages)] + [
+        [k, lang] for k in nested for lang in sorted(languages)
+    ]
+    return members if len(languages) >= 2 else []
+
+
+def _every_locale(
+    paths: dict[str, str], as_list: Mapping[str, list[str]], keys_at: Mapping[tuple[str, ...], set[str]]
+) -> None:
+    """A path through one language of a translations map stands for every language seen there:
+    Decidim's comments hold the same free text under ``ca``, ``es``, ``en`` and
+    ``machine_translations.*``, its content blocks under ``body_ca``, ``body_es``, and the sampled
+    documents quoted an e-mail address under one or two of them only."""
+    from scalingo_staging_sync.anonymize.transformers import json_path_text
+
+    for text, spec in list(paths.items()):
+        path = as_list.get(text)
+        if not path:
+            continue
+        for i in range(len(path)):
+            prefix = tuple(path[:i])
+            members = _translations(prefix, keys_at)
+            width = next((len(m) for m in members if path[i : i + len(m)] == m), 0)
+            if width:
+                variants = [[*prefix, *m, *path[i + width :]] for m in members]
+            else:
+                suffixed = _LOCALE_SUFFIX_RE.fullmatch(path[i])
+                if suffixed is None:
+                    continue
+                stem = suffixed.group(1)
+                siblings = sorted(
+                    k
+                    for k in keys_at.get(prefix, set())
+                    if (m := _LOCALE_SUFFIX_RE.fullmatch(k)) is not None and m.group(1) == stem
+                )
+                if len(siblings) < 2:
+                    continue
+                variants = [[*prefix, k, *path[i + 1 :]] for k in siblings]
+            for variant in variants:
+                paths.setdefault(json_path_text(variant), spec)
+            break
 
 
 _PLAIN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -813,6 +979,9 @@ def render_rules_yaml(
         lines.append("anonymization_tables:")
         for table, items in by_table.items():
             lines.append(f"  - table: {_scalar(table)}")
+            condition = next((s.condition for s in items if s.condition), None)
+            if condition:
+                lines.append(f"    condition: {_scalar(condition)}")
             lines.append("    columns:")
             for s in items:
                 lines.append(f"      # {_comment(s.finding)} -> {_comment(s.why)}")
@@ -839,11 +1008,15 @@ def render_rules_yaml(
         lines.append("")
     lines.append("pii_scan:")
     lines.append("  on_unmasked: fail")
-    if suggested.allowed:
+    outside = [s for s in suggested.masked if s.outside_reason]
+    if suggested.allowed or outside:
         lines.append("  allow:")
         for s in suggested.allowed:
             lines.append(f"    - column: {_scalar(s.column_id)}")
             lines.append(f"      reason: {_scalar(_comment(s.finding) + ': ' + (s.allow_reason or ''))}")
+        for s in outside:
+            lines.append(f"    - column: {_scalar(s.column_id)}")
+            lines.append(f"      reason: {_scalar(_comment(s.outside_reason or ''))}")
     else:
         lines.append("  allow: []")
     return "\n".join(lines) + "\n"

@@ -699,3 +699,101 @@ def test_the_id_at_a_single_sign_on_provider_is_named():
 def test_a_url_carrying_a_credential_is_found(value, found):
     """Chatwoot's webhooks and bots (``...?token=9f62...``), AdventureWorks' vendor URLs with a password."""
     assert ("url_credential" in detect_in_value(value)) is found, value
+
+
+def test_a_setting_about_secrets_is_not_a_secret():
+    """Keycloak's ``realm`` row holds its token and OTP settings (``access_token_lifespan integer``,
+    ``otp_policy_digits``, ``password_policy`` "length(8) and digits(1)", ``reset_credentials_flow``,
+    the id of a flow): hashed or NULLed, the staging Keycloak no longer works. A secret named for what
+    it is stays flagged, whatever follows it."""
+    names = lambda column, kind="text": [p.name for p in detect_by_name(column, "realm", kind=kind)]  # noqa: E731
+    for column, kind in (
+        ("access_token_lifespan", "number"),
+        ("access_token_life_implicit", "number"),
+        ("refresh_token_max_reuse", "number"),
+        ("otp_policy_digits", "number"),
+        ("otp_policy_period", "number"),
+        ("otp_policy_window", "number"),
+        ("otp_policy_alg", "text"),
+        ("password_policy", "text"),
+        ("reset_credentials_flow", "text"),
+        ("api_key_rotation", "text"),
+        ("password_min_length", "number"),
+    ):
+        assert "auth.secret" not in names(column, kind), column
+    for column in ("password", "otp_secret", "password_reset_token", "token_hash", "api_key_prefix",
+                   "client_secret", "secret_data"):  # fmt: skip
+        assert "auth.secret" in names(column), column
+    assert "auth.secret" in names("pin", "number")
+
+
+def test_a_theme_is_not_what_it_is_for_and_a_config_of_users_is_no_table_of_people():
+    """Keycloak's ``realm.email_theme`` ("keycloak") is a look, not an address; its
+    ``user_federation_config`` / ``user_federation_mapper`` rows configure an LDAP link: their ``name``
+    ("bindCredential", "email") is a setting's."""
+    assert not detect_by_name("email_theme", "realm")
+    assert not detect_by_name("login_theme", "realm")
+    for table in ("user_federation_config", "user_federation_mapper", "user_federation_mapper_config"):
+        assert "personal.name_in_person_table" not in [p.name for p in detect_by_name("name", table)], table
+    assert "personal.name_in_person_table" in [p.name for p in detect_by_name("name", "users")]
+
+
+def test_migration_bookkeeping_is_recognized_by_its_name_and_every_column():
+    from scalingo_staging_sync.pii.detectors import MIGRATION_TABLES, migration_bookkeeping
+
+    liquibase = sorted(MIGRATION_TABLES["databasechangelog"][1])
+    assert "Liquibase" in migration_bookkeeping("databasechangelog", liquibase)
+    assert "Liquibase" in migration_bookkeeping("DATABASECHANGELOG", [c.upper() for c in liquibase])
+    assert "Flyway" in migration_bookkeeping("flyway_schema_history", ["installed_by", "script", "success"])
+    # a column the tool does not create: a table of the app's own, scanned like any
+    assert migration_bookkeeping("databasechangelog", [*liquibase, "email"]) is None
+    assert migration_bookkeeping("changelog", liquibase) is None
+
+
+def test_keycloak_secrets_and_identity_provider_ids():
+    """Keycloak keeps its realms' signing keys as base64 DER without PEM armour and identity
+    providers' client secrets in key/value rows; its users' ids at an identity provider in
+    ``federated_identity.federated_user_id`` and ``broker_link.broker_user_id``."""
+    from scalingo_staging_sync.pii.detectors import detect_in_value
+
+    assert "api_secret" in detect_in_value("MIIEogIBAAKCAQEAlPu1IbRk9ZxY9t41mJbLG7cQ3NMpZayQtRaPQRVKoFmBRHgP")
+    assert "api_secret" in detect_in_value("MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7")
+    assert "api_secret" in detect_in_value("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")
+    # a public key or a certificate is no secret
+    assert "api_secret" not in detect_in_value("MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAlPu1IbRk9ZxY9t41")
+    assert "api_secret" not in detect_in_value("MIICqTCCAZECBgGPt2vXSjANBgkqhkiG9w0BAQsFADAYMRYwFAYDVQQDDA1t")
+    for table, column in (("federated_identity", "federated_user_id"), ("broker_link", "broker_user_id")):
+        assert "identity.sso_external_id" in [p.name for p in detect_by_name(column, table)], column
+
+
+def test_the_secrets_of_a_table_of_settings_are_found_by_their_keys():
+    """Keycloak's ``component_config(name, value)`` holds an LDAP bind password and the realm's private
+    keys among ordinary settings; a reference to a vault, a flag or an empty value is no secret, nor a
+    setting about a secret (``secretKeySize``)."""
+    from scalingo_staging_sync.pii.detectors import key_value_columns, secret_keys
+
+    assert key_value_columns(["id", "component_id", "name", "value"]) == ("name", "value")
+    assert key_value_columns(["option_id", "option_name", "option_value", "autoload"]) == (
+        "option_name",
+        "option_value",
+    )
+    assert key_value_columns(["id", "name", "description"]) is None
+    rows = [
+        ("bindCredential", "Sup3r-s3cret"),
+        ("connectionUrl", "ldaps://ldap.example.test"),
+        ("privateKey", "MIIEogIBAAKCAQEAlPu1"),
+        ("clientSecret", "${vault.idp_secret}"),
+        ("password", ""),
+        ("secretRequired", "true"),
+        ("client.secret.creation.time", "1712345678"),
+        ("client.secret.rotated", "xR4c8f0aQ1"),
+        ("keySize", "2048"),
+        ("secretKeySize", "32"),
+    ]
+    # a time about a secret, kept as text, could hold anything: its rows are masked too (harmless)
+    assert secret_keys(rows) == [
+        "bindCredential",
+        "client.secret.creation.time",
+        "client.secret.rotated",
+        "privateKey",
+    ]

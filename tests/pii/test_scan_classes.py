@@ -351,3 +351,31 @@ def test_the_tables_a_caller_listed_are_the_ones_scanned(db):
         report = scan_database(conn, database=name, tables=listed)
     assert report.tables_scanned == 1
     assert {f.qualified_name for f in report.unmasked} == {"public.notes.body"}
+
+
+def test_a_migration_tools_bookkeeping_is_kept_and_said_why(db):
+    """Keycloak's Liquibase ``databasechangelog`` names its developers as changesets' authors
+    (``bburke@redhat.com``); masked, Liquibase runs every changeset again when the staging Keycloak
+    starts. The scan allows it with the reason; the same table with a column Liquibase does not create
+    is the app's own and is flagged."""
+    pg, name = db
+    pg.execute(
+        "CREATE TABLE databasechangelog (id varchar(255) NOT NULL, author varchar(255) NOT NULL,"
+        " filename varchar(255) NOT NULL, dateexecuted timestamp NOT NULL, orderexecuted int NOT NULL,"
+        " exectype varchar(10) NOT NULL, md5sum varchar(35), description varchar(255),"
+        " comments varchar(255), tag varchar(255), liquibase varchar(20), contexts varchar(255),"
+        " labels varchar(255), deployment_id varchar(10));"
+        "INSERT INTO databasechangelog (id, author, filename, dateexecuted, orderexecuted, exectype)"
+        " SELECT 'cs-' || g, 'dev' || (g % 5) || '@redhat.test', 'META-INF/jpa-changelog-' || g || '.xml',"
+        " now(), g, 'EXECUTED' FROM generate_series(1, 40) g;"
+        "CREATE SCHEMA other; CREATE TABLE other.databasechangelog (id int, author text, email text);"
+        "INSERT INTO other.databasechangelog SELECT g, 'dev@redhat.test', 'x' FROM generate_series(1, 5) g;",
+        name,
+    )
+    report = scan(pg, name)
+    found = {f.qualified_name: f for f in report.findings}
+    kept = found["public.databasechangelog.author"]
+    assert kept.status == "allowed" and "Liquibase's migration bookkeeping" in kept.allow_reason
+    assert found["other.databasechangelog.author"].status == "unmasked"
+    assert {f.qualified_name for f in report.unmasked} >= {"other.databasechangelog.author"}
+    assert "public.databasechangelog.author" not in {f.qualified_name for f in report.unmasked}

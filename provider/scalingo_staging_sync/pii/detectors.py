@@ -158,6 +158,8 @@ _ABOUT_PEOPLE_TOKENS = frozenset(
         "templates", "feature", "features", "flag", "flags", "option", "options", "segment", "segments",
         "attribute", "attributes", "attr", "attrs", "meta", "metadata", "property", "properties",
         "field", "fields", "label", "labels",
+        # a configuration or a mapping of accounts (Keycloak's user_federation_config, _mapper)
+        "config", "configs", "configuration", "configurations", "mapper", "mappers",
     }
 )  # fmt: skip
 
@@ -308,6 +310,14 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
         "identity",
         "medium",
         ("sso", "saml", "oauth", "oidc", "single"),
+    ),
+    # the account's id at the identity provider a user logs in through (Keycloak's
+    # federated_identity.federated_user_id, a Google subject "1432770171830197216"; its broker_link)
+    NamePattern(
+        "identity.sso_external_id",
+        r"^(?:federated_user_id|broker_user_id|idp_user_id|idp_subject|federated_subject)$",
+        "identity",
+        "medium",
     ),
     # contact
     NamePattern("contact.email", _tokens(r"e_?mail|emails|mail|courriel|correo"), "contact", "high"),
@@ -606,7 +616,17 @@ _NEVER_A_NUMBER = (
 )
 # Last tokens of a text column that is a template or a format *for* what its name starts with
 # (``email_body_template``, ``address_format``): what it holds is judged by its content.
-TEMPLATE_TOKENS = ("template", "templates", "tpl", "format", "formats")
+TEMPLATE_TOKENS = (
+    "template",
+    "templates",
+    "tpl",
+    "format",
+    "formats",
+    "theme",
+    "themes",
+    "layout",
+    "layouts",
+)
 # Last tokens of a text column that holds a part of an e-mail, not an address (``email_subject``,
 # ``email_body``): what it says is judged by its content (an address, a phone, a copied name).
 EMAIL_PART_TOKENS = (
@@ -635,6 +655,17 @@ _THING_NAME_RE = re.compile(
 SECRET_KIND_TOKENS = (
     "type", "types", "kind", "scope", "scopes", "method", "methods", "url", "urls", "uri", "uris",
     "endpoint", "endpoints", "counter", "ttl", "lifetime",
+)  # fmt: skip
+# Tokens after a secret's name that make the column a setting about secrets, not one (Keycloak's
+# realm.access_token_lifespan integer, otp_policy_digits, password_policy "length(8)",
+# reset_credentials_flow): what it holds is judged by its content.
+SECRET_SETTING_TOKENS = frozenset(
+    {
+        "policy", "policies", "lifespan", "life", "lifetime", "ttl", "timeout", "expiry", "expiration",
+        "period", "window", "digits", "length", "size", "alg", "algorithm", "algorithms", "flow", "flows",
+        "reuse", "max", "min", "limit", "limits", "interval", "duration", "attempts", "retries", "version",
+        "enabled", "required", "rotation",
+    }
 )  # fmt: skip
 # Last tokens of a text column (or JSON key) holding a category *about* what its name starts with, not
 # that thing: ``address_type`` "billing", ``phone_type`` "mobile", Stripe's
@@ -692,8 +723,13 @@ def _about_not_the_thing(pattern: NamePattern, normalized: str, kind: str) -> bo
         return True  # a thing's display name (ASP.NET's ProviderDisplayName "Google")
     if kind == "number" and pattern.name in _NEVER_A_NUMBER:
         return True
-    if any(m.end() == len(normalized) for m in pattern.compiled.finditer(normalized)):
+    matches = list(pattern.compiled.finditer(normalized))
+    if any(m.end() == len(normalized) for m in matches):
         return False  # named for what it is: ``tax_id``, ``phone`` (a number stored as one)
+    if pattern.category == "auth" and matches:
+        after = normalized[matches[-1].end() :].split("_")
+        if SECRET_SETTING_TOKENS.intersection(after):
+            return True  # a setting about secrets: ``access_token_lifespan``, ``password_policy``
     last = normalized.rsplit("_", 1)[-1]
     if kind in ("text", "other"):
         return (
@@ -829,6 +865,20 @@ def describes_a_person(document: Mapping[str, Any]) -> bool:
     return any(PERSON_KEY_RE.fullmatch(str(k)) for k in document)
 
 
+#: string values of a setting (a flag, a switch) rather than of what its key is named for
+FLAG_LITERALS = frozenset({"0", "1", "true", "false", "t", "f", "yes", "no", "y", "n", "on", "off"})
+
+
+def is_a_flag_for(pattern: NamePattern, value: str) -> bool:
+    """Whether ``value`` is a flag's literal (:data:`FLAG_LITERALS`) under a key ``pattern`` names for an
+    e-mail address, a phone, a street address, a name or a secret, none of which it can be: a setting
+    about that (Decidim's ``notification_settings`` ``{"email_on_assigned_proposals": "1"}``). A
+    category, a code ("1" for a gender) still counts."""
+    return value.strip().lower() in FLAG_LITERALS and (
+        pattern.category in ("contact", "auth") or pattern.name.startswith("personal.name")
+    )
+
+
 def json_key_findings(
     document: Any, patterns: Sequence[NamePattern] = DEFAULT_NAME_PATTERNS
 ) -> list[tuple[tuple[str, ...], NamePattern]]:
@@ -855,6 +905,8 @@ def json_key_findings(
             for p in detect_by_name(key, "person" if person else "", patterns):
                 if p.category == "auth" and (len(value) < 16 or " " in value.strip()):
                     continue  # a page token, a short code: a secret is long and has no space
+                if is_a_flag_for(p, value):
+                    continue  # Decidim's notification_settings {"email_on_moderations": "1"}
                 if p.severity == "high" or p.table_tokens:
                     out.append((tuple(path), p))
 
@@ -1070,7 +1122,10 @@ DEFAULT_CONTENT_PATTERNS: tuple[ContentPattern, ...] = (
         r"(?<![\w-])(?:[sr]k_live_[0-9a-z]{16,}|whsec_[0-9a-z+/=]{24,}|akia[0-9a-z]{16}(?![0-9a-z])"
         r"|gh[pousr]_[0-9a-z]{36,}|github_pat_[0-9a-z_]{40,}|glpat-[0-9a-z_-]{20,}|xox[abposr]-[0-9a-z-]{10,}"
         r"|aiza[0-9a-z_-]{35}|sg\.[0-9a-z_-]{16,}\.[0-9a-z_-]{16,}|sk-(?:proj-)?[0-9a-z_-]{32,}"
-        r"|-----begin (?:rsa |ec |dsa |openssh |encrypted )?private key-----)",
+        r"|-----begin (?:rsa |ec |dsa |openssh |encrypted )?private key-----"
+        # a Google OAuth client secret; an RSA private key in base64 DER without its PEM armour, as
+        # Keycloak keeps its realms' signing keys (PKCS#1 "MIIEogIBAAKCAQEA...", PKCS#8 "MIIEvQIBADAN...")
+        r"|gocspx-[0-9a-z_-]{20,}|mii[a-z0-9]{3}ibaakcaqea|mii[a-z0-9]{3}ibadanbgkqhkig9w0baqefaasc)",
         "high",
     ),
     # a URL carrying a credential: a password in its user info (AdventureWorks' vendor web service URLs
@@ -1146,3 +1201,90 @@ def build_patterns(
     for item in (extra or {}).get("content") or []:  # type: ignore[union-attr]
         content.append(content_pattern_from_dict(item))
     return tuple(names), tuple(content)
+
+
+#: the bookkeeping tables of schema-migration tools, by name, with every column the tool creates: the
+#: app's migration tool reads them when it starts (Liquibase runs again a changeset whose id, author
+#: or file name it no longer finds), and what they hold comes from the app's source (its developers as
+#: changesets' authors, the database role that ran a migration), not from its users
+MIGRATION_TABLES: dict[str, tuple[str, frozenset[str]]] = {
+    "databasechangelog": (
+        "Liquibase",
+        frozenset(
+            {
+                "id", "author", "filename", "dateexecuted", "orderexecuted", "exectype", "md5sum",
+                "description", "comments", "tag", "liquibase", "contexts", "labels", "deployment_id",
+            }
+        ),
+    ),
+    "flyway_schema_history": (
+        "Flyway",
+        frozenset(
+            {
+                "installed_rank", "version", "description", "type", "script", "checksum", "installed_by",
+                "installed_on", "execution_time", "success",
+            }
+        ),
+    ),
+}  # fmt: skip
+MIGRATION_TABLES["schema_version"] = MIGRATION_TABLES["flyway_schema_history"]  # Flyway before 5
+
+
+def migration_bookkeeping(table: str, columns: Iterable[str]) -> str | None:
+    """Why a table is a schema-migration tool's bookkeeping (:data:`MIGRATION_TABLES`: its name, and
+    no column the tool does not create), or None. Such a table is kept as it is: masking it would make
+    the staging app's migration tool run the migrations again, or refuse to start."""
+    known = MIGRATION_TABLES.get(table.lower())
+    if known is None:
+        return None
+    tool, tool_columns = known
+    if not {c.lower() for c in columns} <= tool_columns:
+        return None
+    return (
+        f"{tool}'s migration bookkeeping: written from the app's source, read by {tool} when the app "
+        "starts (masked, the migrations would run again); kept as is"
+    )
+
+
+#: the two columns of a table of settings or attributes, one row per setting (Keycloak's
+#: ``component_config(name, value)``, ``identity_provider_config``, WordPress' ``wp_options(option_name,
+#: option_value)``, Rails settings' ``settings(var, value)``)
+KEY_VALUE_KEY_COLUMNS = (
+    "name",
+    "key",
+    "var",
+    "option_name",
+    "setting",
+    "setting_name",
+    "config_key",
+    "param_name",
+)
+KEY_VALUE_VALUE_COLUMNS = ("value", "val", "option_value", "setting_value", "config_value", "param_value")
+KEY_VALUE_DETECTOR = "auth.secret_in_key_value_row"
+#: a reference to a secret kept elsewhere (Keycloak's vault ``${vault.smtp_password}``, an env var)
+_SECRET_REFERENCE_RE = re.compile(r"\$\{[^}]+\}|%\([^)]+\)s|\$[A-Z_][A-Z0-9_]*")
+
+
+def key_value_columns(columns: Sequence[str]) -> tuple[str, str] | None:
+    """``(key column, value column)`` of a table of settings (:data:`KEY_VALUE_KEY_COLUMNS`,
+    :data:`KEY_VALUE_VALUE_COLUMNS`), or None."""
+    lowered = {c.lower(): c for c in columns}
+    key = next((lowered[k] for k in KEY_VALUE_KEY_COLUMNS if k in lowered), None)
+    value = next((lowered[v] for v in KEY_VALUE_VALUE_COLUMNS if v in lowered), None)
+    return (key, value) if key and value else None
+
+
+def secret_keys(rows: Iterable[tuple[Any, Any]]) -> list[str]:
+    """The keys of the ``(key, value)`` rows of a table of settings whose key is named for a secret
+    (``bindCredential``, ``clientSecret``, ``smtp_password``: the name detectors' ``auth.secret``) and
+    whose value is set: not empty, not a flag's literal, not a reference to a secret kept elsewhere
+    (``${vault.smtp_password}``). Sorted, each once."""
+    found: set[str] = set()
+    for key, value in rows:
+        if not isinstance(key, str) or not isinstance(value, str) or not value.strip():
+            continue
+        if value.strip().lower() in FLAG_LITERALS or _SECRET_REFERENCE_RE.fullmatch(value.strip()):
+            continue
+        if any(p.name == "auth.secret" for p in detect_by_name(key)):
+            found.add(key)
+    return sorted(found)

@@ -50,6 +50,7 @@ from scalingo_staging_sync.errors import SyncError
 from scalingo_staging_sync.pgconn import turn_off_timeouts
 from scalingo_staging_sync.pii import DEFAULT_SAMPLE_ROWS
 from scalingo_staging_sync.pii.detectors import (
+    KEY_VALUE_DETECTOR,
     ContentPattern,
     NamePattern,
     build_patterns,
@@ -57,8 +58,11 @@ from scalingo_staging_sync.pii.detectors import (
     content_ignored_by_name,
     detect_by_name,
     is_uuid,
+    key_value_columns,
     max_severity,
+    migration_bookkeeping,
     random_key_reason,
+    secret_keys,
     severity_rank,
     table_of_people,
 )
@@ -207,6 +211,11 @@ class Finding:
             elif r["kind"] == "json_key":
                 parts.append(
                     f"json key:{r['detector']} at {', '.join(r['paths'])} ({r['matches']}/{self.sampled_values} sampled)"
+                )
+            elif r["kind"] == "key_value":
+                parts.append(
+                    f"key/value:{r['detector']} in the rows whose {r['key_column']} is "
+                    f"{', '.join(r['keys'])} ({r['matches']}/{self.sampled_values} sampled)"
                 )
             elif r["kind"] == "copy":
                 parts.append(
@@ -1133,6 +1142,7 @@ def scan_database(
         # reasons that need the sampled values as well as the name: json keys, a random `key`
         keyed: dict[str, list[dict[str, Any]]] = {}
         context = table_of_people(table.name, [(c.name, c.kind) for c in table.columns])
+        bookkeeping = migration_bookkeeping(table.name, [c.name for c in table.columns])
         if sampled:
             rows = raw = sample(table, [c.name for c in sampled]) or []
             if partial_here:
@@ -1154,6 +1164,22 @@ def scan_database(
                     token = random_key_reason(c.name, context, (row[i] for row in raw))
                     if token is not None:
                         keyed[c.name] = [token]
+            pair = key_value_columns([c.name for c in sampled])
+            if pair is not None and pair[1] not in masked_here:
+                ki, vi = (next(i for i, c in enumerate(sampled) if c.name == n) for n in pair)
+                secrets = secret_keys((row[ki], row[vi]) for row in raw)
+                if secrets:
+                    keyed.setdefault(pair[1], []).append(
+                        {
+                            "kind": "key_value",
+                            "detector": KEY_VALUE_DETECTOR,
+                            "category": "auth",
+                            "severity": "high",
+                            "matches": sum(1 for row in raw if row[ki] in secrets and row[vi]),
+                            "key_column": pair[0],
+                            "keys": secrets[:20],
+                        }
+                    )
             if copies is not None:
                 for i, c in enumerate(sampled):
                     if (c.name not in masked_here or c.name in partial_here) and (
@@ -1225,6 +1251,8 @@ def scan_database(
                 finding.status = STATUS_MASKED
             else:
                 allow_status(finding, candidates)
+                if finding.status == STATUS_UNMASKED and bookkeeping:
+                    finding.status, finding.allow_reason = STATUS_ALLOWED, bookkeeping
             findings.append(finding)
 
     lo_summary: dict[str, Any] = {"kept": bool(large_objects)}
