@@ -66,6 +66,10 @@ _BY_DETECTOR: dict[str, tuple[dict[str, Any], str]] = {
         "a picture in a table of people: removed (`fixed` if the column is NOT NULL)",
     ),
     "identity.national_id": ({"transformer": "hash"}, "national identifier: keyed hash"),
+    "identity.document_number_in_person_table": (
+        {"transformer": "hash"},
+        "the number of a person's identity document: keyed hash",
+    ),
     "financial.card": ({"transformer": "hash"}, "payment card data: keyed hash"),
     "card_number": ({"transformer": "hash"}, "values pass the card-number Luhn check"),
     "financial.bank": ({"transformer": "hash"}, "bank account data: keyed hash"),

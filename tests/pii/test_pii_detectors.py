@@ -797,3 +797,41 @@ def test_the_secrets_of_a_table_of_settings_are_found_by_their_keys():
         "client.secret.rotated",
         "privateKey",
     ]
+
+
+def test_decidim_identity_documents_passwords_and_meeting_passwords():
+    """Decidim keeps an identity document's number in its users' ``extended_data`` (beside the phone),
+    former password hashes in ``previous_passwords`` (an array), and video meetings' URLs with their
+    password (Zoom's ``?pwd=``). An invoice's ``document_number`` is not a person's."""
+    from scalingo_staging_sync.pii.detectors import detect_in_value, json_key_findings
+
+    found = json_key_findings({"phone": "+34 934 569 435", "document_number": "G63651753"})
+    assert (("document_number",), "identity.document_number_in_person_table") in [
+        (p, f.name) for p, f in found
+    ]
+    assert not [p.name for p in detect_by_name("document_number", "invoices")]
+    assert "identity.national_id" in [p.name for p in detect_by_name("nie", "users")]
+    assert "auth.secret" in [p.name for p in detect_by_name("previous_passwords", "users", kind="other")]
+    assert "url_credential" in detect_in_value(
+        "https://us02web.zoom.us/j/88366251649?pwd=YiRAZu_Bxj4S62ZzE4QlS5CGpqE3"
+    )
+
+
+def test_a_time_under_a_key_named_for_a_secret_is_no_secret():
+    """A Decidim user's version (PaperTrail's ``object``) holds ``password_updated_at`` and
+    ``reset_password_sent_at`` as ISO strings: times about the password, not secrets; a birth date
+    written the same way is still a birth date, and a token still a token."""
+    from scalingo_staging_sync.pii.detectors import json_key_findings
+
+    found = {
+        path[0]: p.name
+        for path, p in json_key_findings(
+            {
+                "password_updated_at": "2023-10-06T20:23:55.206",
+                "reset_password_sent_at": "2023-10-06 20:23:55+02:00",
+                "birth_date": "1990-01-02",
+                "reset_password_token": "b2f1c8e0a9d74e6f8c1b",
+            }
+        )
+    }
+    assert found == {"birth_date": "personal.birth", "reset_password_token": "auth.secret"}, found

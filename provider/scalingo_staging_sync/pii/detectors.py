@@ -279,6 +279,8 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
             # Brazilian CPF, a UK National Insurance number
             r"|steuer_id|steuerid|steuernummer|steuer_nummer|steueridentifikationsnummer|codice_fiscale"
             r"|nif|dni|bsn|pesel|cpf|national_insurance|national_insurance_number|ni_number"
+            # an identity document's number (Spanish NIE, Decidim's id documents)
+            r"|nie|id_document_number|identity_document_number|numero_documento|numero_de_documento"
         ),
         "identity",
         "high",
@@ -399,6 +401,15 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
         "personal",
         "medium",
     ),
+    # the number of a person's identity document, in a table (or a JSON object) about people
+    # (Decidim's users.extended_data {"phone", "document_number"}); elsewhere an invoice's number
+    NamePattern(
+        "identity.document_number_in_person_table",
+        r"^(?:document_number|document_no|doc_number|numero_document)$",
+        "identity",
+        "high",
+        _PERSON_TABLES,
+    ),
     NamePattern(
         "personal.name_in_person_table",
         r"^(?:name|names|nom|noms|nombre|name_cached|full_name_cached)$",
@@ -497,7 +508,7 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
     NamePattern(
         "auth.secret",
         _tokens(
-            r"password|passwd|pwd|passphrase|secret|secrets|token|tokens|api_key|apikey|access_key"
+            r"password|passwords|passwd|pwd|passphrase|secret|secrets|token|tokens|api_key|apikey|access_key"
             r"|private_key|secret_key|otp|otp_secret|oauth|credential|credentials|jwt|session_key|pin"
             # a key mailed to someone to act as them (Discourse's invites.invite_key)
             r"|invite_key|invitation_key|activation_key|confirmation_key|reset_key|unlock_key"
@@ -867,16 +878,20 @@ def describes_a_person(document: Mapping[str, Any]) -> bool:
 
 #: string values of a setting (a flag, a switch) rather than of what its key is named for
 FLAG_LITERALS = frozenset({"0", "1", "true", "false", "t", "f", "yes", "no", "y", "n", "on", "off"})
+#: an instant written out (ISO 8601): when something about a secret or an address happened
+_INSTANT_RE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?")
 
 
 def is_a_flag_for(pattern: NamePattern, value: str) -> bool:
-    """Whether ``value`` is a flag's literal (:data:`FLAG_LITERALS`) under a key ``pattern`` names for an
-    e-mail address, a phone, a street address, a name or a secret, none of which it can be: a setting
-    about that (Decidim's ``notification_settings`` ``{"email_on_assigned_proposals": "1"}``). A
-    category, a code ("1" for a gender) still counts."""
-    return value.strip().lower() in FLAG_LITERALS and (
-        pattern.category in ("contact", "auth") or pattern.name.startswith("personal.name")
-    )
+    """Whether ``value`` is a flag's literal (:data:`FLAG_LITERALS`) or an instant under a key
+    ``pattern`` names for an e-mail address, a phone, a street address, a name or a secret, none of
+    which it can be: a setting or a time about that (Decidim's ``notification_settings``
+    ``{"email_on_assigned_proposals": "1"}``, a user's version ``{"password_updated_at":
+    "2023-10-06T20:23:55.206"}``). A category, a code ("1" for a gender), a birth date still count."""
+    if not (pattern.category in ("contact", "auth") or pattern.name.startswith("personal.name")):
+        return False
+    text = value.strip()
+    return text.lower() in FLAG_LITERALS or _INSTANT_RE.fullmatch(text) is not None
 
 
 def json_key_findings(
@@ -1135,7 +1150,7 @@ DEFAULT_CONTENT_PATTERNS: tuple[ContentPattern, ...] = (
     ContentPattern(
         "url_credential",
         r"(?<![\w.+-])[a-z][a-z0-9+.-]{1,15}://[^\s/?#@:]{1,64}:[^\s/?#@]{3,}@[^\s/?#@]+"
-        r"|[?&](?:access_token|auth_token|api_key|apikey|token|secret|client_secret|password|passwd|key"
+        r"|[?&](?:access_token|auth_token|api_key|apikey|token|secret|client_secret|password|passwd|pwd|key"
         r"|sig|signature|x-amz-signature)=[0-9a-z_.~%+-]{16,}",
         "high",
     ),
