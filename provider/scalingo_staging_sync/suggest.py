@@ -873,10 +873,27 @@ def json_path_specs(documents: Sequence[Any], copies: Any = None) -> tuple[dict[
     return dict(sorted(paths.items())), None
 
 
-#: a language code as a translations map's key (Decidim's {"ca": ..., "es": ...}, Mobility's, i18n's)
-_LOCALE_KEY_RE = re.compile(r"[a-z]{2,3}(?:[-_][A-Za-z]{2,4})?")
+#: language codes a translations map is keyed by (Decidim's {"ca": ..., "es": ...}, Mobility's, i18n's):
+#: ISO 639-1 codes of languages apps are translated into, without those that are common words or
+#: names of other keys (``id``, ``to``, ``or``, ``as``, ``in``, ``is``, ``at``, ``on``...)
+_LANGUAGES = frozenset(
+    """
+    af am ar az bg bn br bs ca co cs cy da de el en eo es et eu fa fi fr fy ga gd gl gu ha hi hr ht hu
+    hy ig ja jv ka kk km kn ko ku ky la lb lo lt lv mg mi mk ml mn mr ms mt nb ne nl nn no oc pa pl ps
+    pt ro ru rw sd si sk sl sm sn sq sr st su sv sw ta te tg th tk tl tr tt ug uk ur uz vi wo xh yi yo
+    zh zu
+    """.split()
+)
+_REGION_RE = re.compile(r"(?:[-_](?:[A-Z]{2}|[A-Za-z]{4}))?")
+
+
+def _is_language(key: str) -> bool:
+    """``key`` is a language code, with a region or a script (``pt_BR``, ``zh-Hant``) or without."""
+    return key[:2] in _LANGUAGES and _REGION_RE.fullmatch(key[2:]) is not None
+
+
 #: a key suffixed with a language code (Decidim's content blocks' settings: body_ca, body_es)
-_LOCALE_SUFFIX_RE = re.compile(r"(.+)_([a-z]{2}(?:_[A-Za-z]{2,4})?)")
+_LOCALE_SUFFIX_RE = re.compile(r"(.+)_([a-z]{2}(?:[-_](?:[A-Z]{2}|[A-Za-z]{4}))?)")
 
 
 def _translations(prefix: tuple[str, ...], keys_at: Mapping[tuple[str, ...], set[str]]) -> list[list[str]]:
@@ -884,11 +901,11 @@ def _translations(prefix: tuple[str, ...], keys_at: Mapping[tuple[str, ...], set
     keys of a sibling object made of those only (Decidim's ``machine_translations``: ``{"ca": ...,
     "machine_translations": {"es": ...}}``), as key lists; [] when it has fewer than two."""
     keys = keys_at.get(prefix, set())
-    languages = {k for k in keys if _LOCALE_KEY_RE.fullmatch(k)}
+    languages = {k for k in keys if _is_language(k)}
     nested = []
     for k in sorted(keys - languages):
         inner = keys_at.get((*prefix, k), set())
-        if inner and all(_LOCALE_KEY_RE.fullmatch(x) for x in inner):
+        if inner and all(_is_language(x) for x in inner):
             nested.append(k)
             languages |= inner
     # every language seen in the map stands for the nested one too, and the other way round (a path
@@ -923,10 +940,14 @@ def _every_locale(
                 if suffixed is None:
                     continue
                 stem = suffixed.group(1)
+                if not _is_language(suffixed.group(2)):
+                    continue
                 siblings = sorted(
                     k
                     for k in keys_at.get(prefix, set())
-                    if (m := _LOCALE_SUFFIX_RE.fullmatch(k)) is not None and m.group(1) == stem
+                    if (m := _LOCALE_SUFFIX_RE.fullmatch(k)) is not None
+                    and m.group(1) == stem
+                    and _is_language(m.group(2))
                 )
                 if len(siblings) < 2:
                     continue
