@@ -14,13 +14,8 @@ from airflow_helpers import stored_xcom, sync_dag, task_states
 pytestmark = pytest.mark.airflow
 
 
-def _gate_dag(tmp_path: Path, box, dag_id: str, dry_run_skips, dry_run: bool):
-    from airflow.providers.standard.operators.empty import EmptyOperator
-    from airflow.providers.standard.operators.python import PythonOperator
-    from airflow.sdk import DAG
-
-    from scalingo_staging_sync.operators import SafetyGateOperator
-
+def _marks_and_params(tmp_path: Path, box, dag_id: str, dry_run: bool):
+    """A folder the tasks mark when they run, the callable that marks it, and the gate's params."""
     marks = tmp_path / dag_id
     marks.mkdir()
 
@@ -34,6 +29,17 @@ def _gate_dag(tmp_path: Path, box, dag_id: str, dry_run_skips, dry_run: bool):
         "backup": "latest",
         "exclude_tables": [],
     }
+    return marks, mark, params
+
+
+def _gate_dag(tmp_path: Path, box, dag_id: str, dry_run_skips, dry_run: bool):
+    from airflow.providers.standard.operators.empty import EmptyOperator
+    from airflow.providers.standard.operators.python import PythonOperator
+    from airflow.sdk import DAG
+
+    from scalingo_staging_sync.operators import SafetyGateOperator
+
+    marks, mark, params = _marks_and_params(tmp_path, box, dag_id, dry_run)
     with DAG(dag_id, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag:
         gate = SafetyGateOperator(task_id="safety_gate", params_override=params, dry_run_skips=dry_run_skips)
         guard = EmptyOperator(task_id="guard")
@@ -104,19 +110,7 @@ def _idle_dag(tmp_path: Path, box, dag_id: str, skip_when_empty, *, wiring: str 
 
     from scalingo_staging_sync.operators import SafetyGateOperator
 
-    marks = tmp_path / dag_id
-    marks.mkdir()
-
-    def mark(name):
-        (marks / name).write_text("ran")
-
-    params = {
-        "target_app": box.target_app,
-        "confirm_target": box.target_app,
-        "dry_run": False,
-        "backup": "latest",
-        "exclude_tables": [],
-    }
+    marks, mark, params = _marks_and_params(tmp_path, box, dag_id, dry_run=False)
     rule = "all_success" if wiring == "all-success" else "none_failed_min_one_success"
     with DAG(dag_id, schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag:
         gate = SafetyGateOperator(
