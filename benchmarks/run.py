@@ -769,6 +769,8 @@ def run_local(box, stack: LocalAirflow, conf: dict | None = None) -> dict:
         else None,
         "state": times["state"] or state,
         "task_states": sorted({t["state"] for t in tis}),
+        # the steps the gate skips when the run has nothing for them (no seeds: run_seeds)
+        "skipped_tasks": sorted({t["task_id"] for t in tis if t["state"] == "skipped"}),
         "run_id": run_id,
         **audit_fields(report),
         "log_progress": task_log_progress(stack.home, run_id),
