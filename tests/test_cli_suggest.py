@@ -828,7 +828,7 @@ def test_a_table_of_settings_is_masked_in_its_secret_rows_only(staging_pg16, tmp
 def test_only_language_codes_make_a_translations_map():
     """A user's version (``{"current_sign_in_ip": ..., "current_sign_in_at": ...}``) is no translations
     map: ``ip`` and ``at`` are no languages, so the time gets no path of the IP's; ``body_ca`` stands
-    for ``body_es``, and ``{"ca", "pt_BR"}`` are languages."""
+    for ``body_es``, and ``{"it", "pt_BR"}`` are languages."""
     from scalingo_staging_sync.suggest import json_path_specs
 
     docs = [
@@ -838,6 +838,6 @@ def test_only_language_codes_make_a_translations_map():
     paths, problem = json_path_specs(docs)
     assert problem is None and paths == {"current_sign_in_ip": "ip"}, paths
     docs = [{"body_ca": f"Escriviu a persona{i}@correu.test", "body_es": "Hola"} for i in range(5)]
-    docs += [{"ca": "Hola", "pt_BR": f"Escreva para pessoa{i}@correio.test"} for i in range(5)]
+    docs += [{"it": "Ciao", "pt_BR": f"Escreva para pessoa{i}@correio.test"} for i in range(5)]
     paths, _ = json_path_specs(docs)
-    assert set(paths) == {"body_ca", "body_es", "ca", "pt_BR"}, paths
+    assert set(paths) == {"body_ca", "body_es", "it", "pt_BR"}, paths

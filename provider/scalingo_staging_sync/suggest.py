@@ -878,8 +878,8 @@ def json_path_specs(documents: Sequence[Any], copies: Any = None) -> tuple[dict[
 #: names of other keys (``id``, ``to``, ``or``, ``as``, ``in``, ``is``, ``at``, ``on``...)
 _LANGUAGES = frozenset(
     """
-    af am ar az bg bn br bs ca co cs cy da de el en eo es et eu fa fi fr fy ga gd gl gu ha hi hr ht hu
-    hy ig ja jv ka kk km kn ko ku ky la lb lo lt lv mg mi mk ml mn mr ms mt nb ne nl nn no oc pa pl ps
+    af am ar az bg bn br bs ca co cs cy da de el en eo es et eu fa fi fr fy ga gd gl gu ha he hi hr ht hu
+    hy ig it ja jv ka kk km kn ko ku ky la lb lo lt lv mg mi mk ml mn mr ms mt nb ne nl nn no oc pa pl ps
     pt ro ru rw sd si sk sl sm sn sq sr st su sv sw ta te tg th tk tl tr tt ug uk ur uz vi wo xh yi yo
     zh zu
     """.split()
