@@ -529,10 +529,10 @@ def suggest_for(
     if info is None:
         s.review = "not an ordinary table column (a materialized view?): mask its source table instead"
         return s
-    if _secret_rows(finding, info, catalog, s):
-        return s
     if info.generated:
         s.review = "generated column: it is recomputed from its sources; mask those"
+        return s
+    if _secret_rows(finding, info, catalog, s):
         return s
     if info.category == "json" and documents:
         paths, problem = json_path_specs(documents, copies)
@@ -790,7 +790,7 @@ def json_path_specs(documents: Sequence[Any], copies: Any = None) -> tuple[dict[
     else ``null``."""
     from scalingo_staging_sync.anonymize.transformers import ColumnInfo, get_transformer, json_path_text
     from scalingo_staging_sync.fingerprint import MAX_PHRASE_WORDS, words
-    from scalingo_staging_sync.pii.detectors import detect_by_name, detect_in_value, is_a_flag_for
+    from scalingo_staging_sync.pii.detectors import detect_by_name, detect_in_value, is_a_flag_or_time_for
 
     text = ColumnInfo(name="value", type_sql="text", base_type="text")
     found: dict[str, list[str]] = {}  # path -> the transformer chosen for each value seen there
@@ -805,7 +805,11 @@ def json_path_specs(documents: Sequence[Any], copies: Any = None) -> tuple[dict[
         # in an object that describes a person, "name" and "picture" are that person's, as in a table
         # of people (a login provider's profile: {"email", "given_name", "name", "picture"})
         names = (
-            [p.name for p in detect_by_name(key, "person" if person else "") if not is_a_flag_for(p, value)]
+            [
+                p.name
+                for p in detect_by_name(key, "person" if person else "")
+                if not is_a_flag_or_time_for(p, value)
+            ]
             if key
             else []
         )

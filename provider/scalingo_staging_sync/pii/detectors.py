@@ -882,7 +882,7 @@ FLAG_LITERALS = frozenset({"0", "1", "true", "false", "t", "f", "yes", "no", "y"
 _INSTANT_RE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?")
 
 
-def is_a_flag_for(pattern: NamePattern, value: str) -> bool:
+def is_a_flag_or_time_for(pattern: NamePattern, value: str) -> bool:
     """Whether ``value`` is a flag's literal (:data:`FLAG_LITERALS`) or an instant under a key
     ``pattern`` names for an e-mail address, a phone, a street address, a name or a secret, none of
     which it can be: a setting or a time about that (Decidim's ``notification_settings``
@@ -920,7 +920,7 @@ def json_key_findings(
             for p in detect_by_name(key, "person" if person else "", patterns):
                 if p.category == "auth" and (len(value) < 16 or " " in value.strip()):
                     continue  # a page token, a short code: a secret is long and has no space
-                if is_a_flag_for(p, value):
+                if is_a_flag_or_time_for(p, value):
                     continue  # Decidim's notification_settings {"email_on_moderations": "1"}
                 if p.severity == "high" or p.table_tokens:
                     out.append((tuple(path), p))
