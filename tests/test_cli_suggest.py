@@ -57,7 +57,7 @@ INSERT INTO public.events SELECT i, jsonb_build_object(
 -- personal data under a key that holds a dot (a quoted path names it), and under a key "*" (none does)
 CREATE TABLE public.settings (id int PRIMARY KEY, doc jsonb);
 INSERT INTO public.settings SELECT i, jsonb_build_object('owner.email', 'owner' || i || '@mail.example.org',
-                                                         'owner', jsonb_build_object('email', 'kept'))
+                                                         'owner', jsonb_build_object('email', 'kept@owner.example'))
 FROM generate_series(1, 20) i;
 CREATE TABLE public.starred (id int PRIMARY KEY, doc jsonb);
 INSERT INTO public.starred SELECT i, jsonb_build_object('*', 'star' || i || '@mail.example.org')
@@ -213,7 +213,7 @@ def test_every_suggestion_is_plannable_and_unfit_columns_fail_closed(staging_pg1
     )
     assert kept == [(0, 60)]  # the personal values are masked, the other keys kept
     settings = staging_pg16.execute(
-        "SELECT count(*) FILTER (WHERE doc->>'owner.email' LIKE 'owner%' OR doc#>>'{owner,email}' = 'kept'), "
+        "SELECT count(*) FILTER (WHERE doc->>'owner.email' LIKE 'owner%' OR doc#>>'{owner,email}' = 'kept@owner.example'), "
         "count(*) FILTER (WHERE doc->>'owner.email' LIKE 'u%@%' AND doc#>>'{owner,email}' LIKE 'u%@%') "
         "FROM public.settings",
         name,
@@ -841,3 +841,56 @@ def test_only_language_codes_make_a_translations_map():
     docs += [{"it": "Ciao", "pt_BR": f"Escreva para pessoa{i}@correio.test"} for i in range(5)]
     paths, _ = json_path_specs(docs)
     assert set(paths) == {"body_ca", "body_es", "it", "pt_BR"}, paths
+
+
+def test_paths_are_read_from_documents_of_the_whole_table_not_its_first_rows(staging_pg16, tmp_path):
+    """Mattermost's posts: only the newest rows' props hold webhook attachments, whose fields carry a
+    customer's e-mail address. Suggest read the column's first 200 documents, all older posts, and
+    wrote no path for them: the run's PII scan then failed on the suggested rules. Its documents are
+    drawn from the whole table, as the scan's sample is."""
+    name = "cli_suggest_newest_rows"
+    staging_pg16.create_database(name)
+    staging_pg16.execute(
+        "CREATE TABLE public.posts (id int PRIMARY KEY, props jsonb NOT NULL);"
+        "INSERT INTO public.posts SELECT g, jsonb_build_object('from_bot', 'false', 'channel_mentions', '')"
+        " FROM generate_series(1, 2400) g;"
+        "INSERT INTO public.posts SELECT g, jsonb_build_object('from_bot', 'true', 'attachments',"
+        " jsonb_build_array(jsonb_build_object('title', 'Reporter', 'fields', jsonb_build_array("
+        " jsonb_build_object('short', true, 'value', 'customer' || g || '@gmail.com')))))"
+        " FROM generate_series(2401, 3000) g;",
+        name,
+    )
+    out, text, specs = _suggest(staging_pg16, name, tmp_path)
+    assert specs["public.posts.props"] == {
+        "transformer": "json",
+        "paths": {"attachments.*.fields.*.value": "email"},
+    }
+    scan = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--rules", str(out))
+    assert scan.returncode == 0, scan.stdout  # the path masked: no finding left
+
+
+def test_a_value_quoting_a_flagged_value_of_its_document_gets_a_path():
+    """A Mattermost webhook attachment names the customer under ``author_name`` and again in its
+    ``fallback`` text ("Nouveau ticket de Alain Gimenez"): no detector sees a name in free text, and
+    the customer is no user the copy index knows. The author name was masked, the fallback kept it.
+    A value quoting a flagged value of the same document is cleared; other keys keep theirs."""
+    from scalingo_staging_sync.suggest import json_path_specs
+
+    docs = [
+        {
+            "from_webhook": "true",
+            "attachments": [
+                {
+                    "author_name": name,
+                    "fallback": f"Nouveau ticket de {name}",
+                    "title": f"Ticket #{i} – Poussière magnifique",
+                    "color": "#ff8000",
+                    "footer": "Zendesk",
+                }
+            ],
+        }
+        for i, name in enumerate(["Alain Gimenez", "Wenke Dubois", "Marta Nowak", "Ömer Yılmaz"])
+    ]
+    paths, problem = json_path_specs(docs)
+    assert problem is None
+    assert paths == {"attachments.*.author_name": "full_name", "attachments.*.fallback": "null"}, paths

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from scalingo_staging_sync.pii import DEFAULT_SAMPLE_ROWS
 from scalingo_staging_sync.pii.detectors import describes_a_person, normalize_name
 from scalingo_staging_sync.pii.scanner import STATUS_ALLOWED, Finding, ScanReport
 from scalingo_staging_sync.tablename import TableName
@@ -648,8 +649,9 @@ def suggest_for(
     return s
 
 
-#: documents read per json/jsonb column by :func:`suggest_rules`
-JSON_SAMPLE_ROWS = 200
+#: documents read per json/jsonb column by :func:`suggest_rules` (whole, drawn from the whole table):
+#: as many as the scan's sample, so that a key the scan's sample can meet has been seen
+JSON_SAMPLE_ROWS = DEFAULT_SAMPLE_ROWS
 
 
 def suggest_rules(
@@ -738,16 +740,11 @@ def _recomputed(out: SuggestedRules, catalogs: Mapping[tuple[str, str], Any]) ->
 
 
 def _sample_texts(conn: Any, finding: Finding, rows: int) -> list[str]:
-    from psycopg import sql
+    """Whole values of the finding's column, drawn from the whole table as the scan draws its sample
+    (not its first rows: a key or a form that only the newest rows hold would get no rule)."""
+    from scalingo_staging_sync.pii.scanner import sample_column
 
-    query = sql.SQL("SELECT {col}::text FROM {table} WHERE {col} IS NOT NULL LIMIT {rows}").format(
-        col=sql.Identifier(finding.column),
-        table=sql.Identifier(finding.schema, finding.table),
-        rows=sql.Literal(rows),
-    )
-    with conn.cursor() as cur:
-        cur.execute(query)
-        return [row[0] for row in cur.fetchall()]
+    return sample_column(conn, finding.schema, finding.table, finding.column, rows)
 
 
 def _sample_documents(conn: Any, finding: Finding, rows: int) -> list[Any]:
@@ -758,6 +755,11 @@ def _sample_documents(conn: Any, finding: Finding, rows: int) -> list[Any]:
     texts = _sample_texts(conn, finding, rows)
     texts += documents_with_flagged_keys(conn, finding.schema, finding.table, finding.column, seen=texts)
     return [json.loads(text) for text in texts]
+
+
+#: a flagged value this long or longer makes another value of its document that quotes it a path
+#: (shorter ones, "Paris", "true", are in too many texts by chance)
+_COPIED_MIN_CHARS = 8
 
 
 #: content detectors whose match is the whole value, when the value is only that: masked with the
@@ -790,7 +792,7 @@ def json_path_specs(documents: Sequence[Any], copies: Any = None) -> tuple[dict[
     else ``null``."""
     from scalingo_staging_sync.anonymize.transformers import ColumnInfo, get_transformer, json_path_text
     from scalingo_staging_sync.fingerprint import MAX_PHRASE_WORDS, words
-    from scalingo_staging_sync.pii.detectors import detect_by_name, detect_in_value, is_a_flag_or_time_for
+    from scalingo_staging_sync.pii.detectors import detect_by_name, detect_in_value, is_a_setting_or_time_for
 
     text = ColumnInfo(name="value", type_sql="text", base_type="text")
     found: dict[str, list[str]] = {}  # path -> the transformer chosen for each value seen there
@@ -808,7 +810,7 @@ def json_path_specs(documents: Sequence[Any], copies: Any = None) -> tuple[dict[
             [
                 p.name
                 for p in detect_by_name(key, "person" if person else "")
-                if not is_a_flag_or_time_for(p, value)
+                if not is_a_setting_or_time_for(p, value)
             ]
             if key
             else []
@@ -821,6 +823,8 @@ def json_path_specs(documents: Sequence[Any], copies: Any = None) -> tuple[dict[
         if not names and not content:
             n_emails, n_names, _ = copies.matches([value]) if copies is not None else (0, 0, [])
             if not n_emails and not n_names:
+                if path and not unnamable and path.count("*") <= 2:
+                    plain.append((value, path))
                 return
             alone = n_names and not n_emails and 2 <= len(words(value)) <= MAX_PHRASE_WORDS
             copied = "full_name" if alone else "null"  # a URL or a slug naming them: cleared
@@ -845,6 +849,8 @@ def json_path_specs(documents: Sequence[Any], copies: Any = None) -> tuple[dict[
         if spec != "null" and get_transformer(spec).check(text, {}):
             spec = "null"  # does not apply to a text value (a birth date: date_shift)
         found.setdefault(json_path_text(path), []).append(spec)
+        if len(value.strip()) >= _COPIED_MIN_CHARS:
+            flagged[value.strip().casefold()] = spec
 
     def walk(value: Any, path: list[str], unnamable: bool, person: bool) -> None:
         if isinstance(value, dict):
@@ -860,7 +866,18 @@ def json_path_specs(documents: Sequence[Any], copies: Any = None) -> tuple[dict[
             leaf(value, path, unnamable, person)
 
     for document in documents:
+        flagged: dict[str, str] = {}  # this document's values given a path -> their transformer
+        plain: list[tuple[str, list[str]]] = []  # its other string values and their paths
         walk(document, [], False, False)
+        # a value quoting another of the same document's flagged values is as personal: a webhook
+        # attachment's fallback "Nouveau ticket de Alain Gimenez" beside its author_name
+        for value, path in plain:
+            folded = value.strip().casefold()
+            quoted = next((f for f in flagged if f in folded), None)
+            if quoted is not None:
+                found.setdefault(json_path_text(path), []).append(
+                    flagged[quoted] if folded == quoted else "null"
+                )
     if problems:
         return {}, problems[0]
     # a path seen with several transformers (an e-mail here, free text there): the one most often

@@ -835,3 +835,57 @@ def test_a_time_under_a_key_named_for_a_secret_is_no_secret():
         )
     }
     assert found == {"birth_date": "personal.birth", "reset_password_token": "auth.secret"}, found
+
+
+def test_a_settings_word_under_an_email_key_and_a_version_under_a_phone_key_are_settings():
+    """Mattermost's notify props hold ``{"email": "default", "email_threads": "all"}`` (what to send
+    by e-mail) and its sessions ``{"mobile_version": "2.30.0"}``: settings, no address and no phone.
+    An address, a phone written any way and a name under the same keys are still found."""
+    from scalingo_staging_sync.pii.detectors import json_key_findings
+
+    def found(document):
+        return sorted((".".join(path), p.name) for path, p in json_key_findings(document))
+
+    assert (
+        found({"email": "default", "email_threads": "all", "push": "mention", "desktop_sound": "true"}) == []
+    )
+    assert found({"mobile_version": "2.30.0", "phone_verified": "false", "phone": "10.11"}) == []
+    assert found(
+        {
+            "email": "julie.martin@example.org",
+            "email_threads": "JULIE@EXAMPLE.ORG",
+            "mobile": "06 12 34 56 78",
+            "phone": "+49 (0)151 2345678",
+            "username": "all",
+        }
+    ) == [
+        ("email", "contact.email"),
+        ("email_threads", "contact.email"),
+        ("mobile", "contact.phone"),
+        ("phone", "contact.phone"),
+        ("username", "personal.name"),
+    ]
+
+
+def test_mattermosts_glued_secret_names_csrf_tokens_and_authors_are_flagged():
+    """Mattermost lower-cases its names without a separator (``users.mfasecret``, the TOTP secret,
+    beside ``clientsecret``), keeps a session's anti-forgery token in ``sessions.props.csrf``, and a
+    webhook attachment names its author (``author_name``). A setting about the token is not one."""
+    from scalingo_staging_sync.pii.detectors import json_key_findings
+
+    assert "auth.secret" in [p.name for p in detect_by_name("mfasecret", "users")]
+    assert "auth.secret" in [p.name for p in detect_by_name("totpsecret", "users")]
+    assert "auth.secret" in [p.name for p in detect_by_name("xsrf_token", "sessions")]
+    assert not detect_by_name("csrf_enabled", "settings")
+    assert not detect_by_name("mfaactive", "users")
+    found = {
+        ".".join(path): p.name
+        for path, p in json_key_findings(
+            {
+                "csrf": "emfpzca4sfr9ixctsqke6uzwwo",
+                "platform": "Macintosh",
+                "attachments": [{"author_name": "Alain Gimenez", "color": "#0052CC"}],
+            }
+        )
+    }
+    assert found == {"csrf": "auth.secret", "attachments.*.author_name": "personal.name"}, found

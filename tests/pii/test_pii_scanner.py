@@ -234,3 +234,34 @@ def test_a_small_table_is_sampled_from_all_its_rows_not_its_first_ones(staging_p
     assert pages <= 128  # the premise: a small table, read without TABLESAMPLE
     body = next(f for f in report.findings if f.column == "body")
     assert body.status == "unmasked" and body.sample_count > 500
+
+
+def test_a_large_table_is_sampled_from_all_its_pages_not_its_first_third(staging_pg16):
+    """TABLESAMPLE SYSTEM returns about three times sample_rows rows, page by page in physical order:
+    LIMIT alone kept those of the table's first third. Mattermost's newest posts, the only ones whose
+    props held an attachment with a customer's e-mail, were never read. Here the last quarter of the
+    rows carries e-mail addresses; the sample's rows are drawn from all the sampled pages."""
+    db = "pii_large_order"
+    staging_pg16.create_database(db)
+    staging_pg16.execute(
+        """
+        CREATE TABLE posts (id int, filler text, body text);
+        INSERT INTO posts SELECT g, repeat('x', 400), 'system job ' || g || ' finished'
+          FROM generate_series(1, 30000) g;
+        INSERT INTO posts SELECT g, repeat('x', 400), 'please write to customer' || g || '@gmail.com'
+          FROM generate_series(30001, 40000) g;
+        ANALYZE posts;
+        """,
+        db,
+    )
+    try:
+        with staging_pg16.connect(db) as conn:
+            pages = conn.execute("SELECT pg_relation_size('posts') / 8192").fetchone()[0]
+            report = scan_database(conn, database=db, sample_rows=400)
+    finally:
+        staging_pg16.drop_database(db)
+    assert pages > 128 * 10  # the premise: read through TABLESAMPLE
+    assert report.rows_sampled == 400
+    body = next((f for f in report.findings if f.column == "body"), None)
+    assert body is not None and body.status == "unmasked"
+    assert 40 <= body.sample_count <= 200, body.sample_count  # a quarter of 400, give or take

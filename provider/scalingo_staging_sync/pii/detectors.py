@@ -60,7 +60,24 @@ def tokenize_name(name: str) -> list[str]:
 #: the short words a glued name is split into besides the name detectors' own words of four letters
 #: or more (shorter ones such as ``age``, ``pin`` or ``tin`` hide in too many words: ``postage``)
 _GLUE_SHORT_WORDS = frozenset(
-    {"id", "ids", "num", "no", "nr", "ip", "by", "of", "tax", "vat", "key", "day", "uid", "otp"}
+    {
+        "id",
+        "ids",
+        "num",
+        "no",
+        "nr",
+        "ip",
+        "by",
+        "of",
+        "tax",
+        "vat",
+        "key",
+        "day",
+        "uid",
+        "otp",
+        "mfa",
+        "totp",
+    }
 )
 #: words of the names a glued name is made of that no name detector holds
 _GLUE_EXTRA_WORDS = frozenset(
@@ -377,7 +394,9 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
             r"|complete_name|spouse_name|spouse_complete_name|emergency_contact|emergency_contact_name|next_of_kin"
             # the name of a person by their role, and its cached copy (pretix's attendee_name_cached)
             r"|(?:attendee|payer|buyer|purchaser|sender|participant|passenger|beneficiary|invitee|speaker"
-            r"|guest|student|tenant|signatory|invoice_to|addressee|person|user)_name(?:_cached)?"
+            r"|guest|student|tenant|signatory|invoice_to|addressee|person|user"
+            # who wrote, reported, asked for or reviewed something (a webhook attachment's author_name)
+            r"|author|reporter|assignee|requester|submitter|reviewer|commenter)_name(?:_cached)?"
             r"|payer|payer_name"
         ),
         "personal",
@@ -512,6 +531,8 @@ DEFAULT_NAME_PATTERNS: tuple[NamePattern, ...] = (
             r"|private_key|secret_key|otp|otp_secret|oauth|credential|credentials|jwt|session_key|pin"
             # a key mailed to someone to act as them (Discourse's invites.invite_key)
             r"|invite_key|invitation_key|activation_key|confirmation_key|reset_key|unlock_key"
+            # a session's anti-forgery token (Mattermost's sessions.props {"csrf": ...})
+            r"|csrf|xsrf"
         ),
         "auth",
         "high",
@@ -882,16 +903,31 @@ FLAG_LITERALS = frozenset({"0", "1", "true", "false", "t", "f", "yes", "no", "y"
 _INSTANT_RE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?")
 
 
-def is_a_flag_or_time_for(pattern: NamePattern, value: str) -> bool:
-    """Whether ``value`` is a flag's literal (:data:`FLAG_LITERALS`) or an instant under a key
-    ``pattern`` names for an e-mail address, a phone, a street address, a name or a secret, none of
-    which it can be: a setting or a time about that (Decidim's ``notification_settings``
-    ``{"email_on_assigned_proposals": "1"}``, a user's version ``{"password_updated_at":
-    "2023-10-06T20:23:55.206"}``). A category, a code ("1" for a gender), a birth date still count."""
+#: a setting's choice under a key named for an e-mail address (Mattermost's notify props
+#: ``{"email": "default", "email_threads": "all"}``): one lower-case word, which no address is
+_SETTING_WORD_RE = re.compile(r"[a-z]+(?:_[a-z]+)*")
+#: fewer digits than this cannot be a phone number (a version: Mattermost's ``mobile_version``)
+_PHONE_MIN_DIGITS = 6
+
+
+def is_a_setting_or_time_for(pattern: NamePattern, value: str) -> bool:
+    """Whether ``value`` cannot be what a key ``pattern`` names (an e-mail address, a phone, a street
+    address, a name or a secret) holds, being a setting or a time about that: a flag's literal
+    (:data:`FLAG_LITERALS`, Decidim's ``notification_settings`` ``{"email_on_assigned_proposals":
+    "1"}``) or an instant (a user's version ``{"password_updated_at": "2023-10-06T20:23:55.206"}``);
+    under an e-mail key, one lower-case word (``"default"``, ``"all"``); under a phone key, fewer than
+    six digits (``"mobile_version": "2.30.0"``). A category, a code ("1" for a gender), a birth date
+    still count."""
     if not (pattern.category in ("contact", "auth") or pattern.name.startswith("personal.name")):
         return False
     text = value.strip()
-    return text.lower() in FLAG_LITERALS or _INSTANT_RE.fullmatch(text) is not None
+    if text.lower() in FLAG_LITERALS or _INSTANT_RE.fullmatch(text) is not None:
+        return True
+    if pattern.name == "contact.email":
+        return _SETTING_WORD_RE.fullmatch(text) is not None
+    if pattern.name == "contact.phone":
+        return sum(ch.isdigit() for ch in text) < _PHONE_MIN_DIGITS
+    return False
 
 
 def json_key_findings(
@@ -920,7 +956,7 @@ def json_key_findings(
             for p in detect_by_name(key, "person" if person else "", patterns):
                 if p.category == "auth" and (len(value) < 16 or " " in value.strip()):
                     continue  # a page token, a short code: a secret is long and has no space
-                if is_a_flag_or_time_for(p, value):
+                if is_a_setting_or_time_for(p, value):
                     continue  # Decidim's notification_settings {"email_on_moderations": "1"}
                 if p.severity == "high" or p.table_tokens:
                     out.append((tuple(path), p))

@@ -862,7 +862,10 @@ def sample_table(
         for _attempt in range(3):
             if percent is None:
                 break
-            query = sql.SQL("SELECT {} FROM {} TABLESAMPLE SYSTEM ({}){} LIMIT {}").format(
+            # ORDER BY random(): the sampled pages come in physical order, so LIMIT alone would keep
+            # those of the table's first third (Mattermost's newest posts, the only ones with
+            # attachments, were never read); their rows are few (about 3 x LIMIT), sorted cheaply
+            query = sql.SQL("SELECT {} FROM {} TABLESAMPLE SYSTEM ({}){} ORDER BY random() LIMIT {}").format(
                 select, relation, sql.Literal(percent), where, sql.Literal(sample_rows)
             )
             cur.execute(query, prepare=True)
@@ -882,6 +885,44 @@ def sample_table(
             prepare=True,
         )
         return cur.fetchall()
+
+
+def sample_column(conn, schema: str, table: str, column: str, sample_rows: int) -> list[str]:
+    """Up to ``sample_rows`` whole non-null values of one column as text, drawn from the whole table as
+    :func:`sample_table` draws them (``scan --suggest-rules`` reads a json column's documents again
+    with it: the table's first rows may all be alike, its newest hold the newest keys)."""
+    from psycopg import sql
+
+    # a partitioned table's size is its partitions' (pg_partition_tree: the table alone otherwise)
+    row = conn.execute(
+        "SELECT c.relkind::text, "
+        "(SELECT coalesce(sum(greatest(p.reltuples, 0)), 0) FROM pg_partition_tree(c.oid) t "
+        "JOIN pg_class p ON p.oid = t.relid), "
+        "(SELECT coalesce(sum(p.relpages), 0) FROM pg_partition_tree(c.oid) t JOIN pg_class p ON p.oid = t.relid), "
+        "format_type(a.atttypid, a.atttypmod) "
+        "FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid "
+        "WHERE c.oid = to_regclass(%s) AND a.attname = %s AND NOT a.attisdropped",
+        (sql.Identifier(schema, table).as_string(conn), column),
+    ).fetchone()
+    if row is None:
+        return []
+    relkind, est_rows, pages, type_name = row
+    info = TableInfo(
+        schema=schema,
+        name=table,
+        oid=0,
+        relkind=relkind,
+        est_rows=est_rows,
+        pages=pages,
+        columns=[ColumnInfo(column, type_name, True)],
+    )
+    where = sql.SQL("{} IS NOT NULL").format(sql.Identifier(column))
+    rows = sample_table(conn, info, [column], sample_rows, WHOLE_VALUE_CHARS, where)
+    return [r[0] for r in rows]
+
+
+#: ``left(value, n)`` that keeps any value whole (a text value is at most 1 GB)
+WHOLE_VALUE_CHARS = 1_073_741_824
 
 
 # --------------------------------------------------------------------------------------------------
