@@ -1176,7 +1176,10 @@ DEFAULT_CONTENT_PATTERNS: tuple[ContentPattern, ...] = (
         r"|-----begin (?:rsa |ec |dsa |openssh |encrypted )?private key-----"
         # a Google OAuth client secret; an RSA private key in base64 DER without its PEM armour, as
         # Keycloak keeps its realms' signing keys (PKCS#1 "MIIEogIBAAKCAQEA...", PKCS#8 "MIIEvQIBADAN...")
-        r"|gocspx-[0-9a-z_-]{20,}|mii[a-z0-9]{3}ibaakcaqea|mii[a-z0-9]{3}ibadanbgkqhkig9w0baqefaasc)",
+        r"|gocspx-[0-9a-z_-]{20,}|mii[a-z0-9]{3}ibaakcaqea|mii[a-z0-9]{3}ibadanbgkqhkig9w0baqefaasc"
+        # a Firebase Cloud Messaging registration token: a phone's push address, which with the app's
+        # server key sends it notifications (Mattermost's sessions.deviceid "android_rn-v2:<token>")
+        r"|[0-9a-z_-]{20,}:apa91b[0-9a-z_-]{100,})",
         "high",
     ),
     # a URL carrying a credential: a password in its user info (AdventureWorks' vendor web service URLs
