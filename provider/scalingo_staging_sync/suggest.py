@@ -273,13 +273,28 @@ _IDENTIFIER_TOKENS = frozenset(
 )
 
 
-def _copied_identifier(finding: Finding, info: Any, catalog: Any) -> dict[str, Any] | None:
-    """A keyed hash for a column named as an identifier whose only finding is copies of people's names
-    or e-mail addresses (users.slug "jean-dupont"), or None."""
+#: an identifier made of names is short (a document without a space is not one)
+_IDENTIFIER_MAX_CHARS = 255
+
+
+def _copied_identifier(
+    finding: Finding, info: Any, catalog: Any, values: Sequence[str] | None = None
+) -> dict[str, Any] | None:
+    """A keyed hash for a column whose only finding is copies of people's names or e-mail addresses
+    and that is named as an identifier (users.slug "jean-dupont") or whose sampled ``values`` are all
+    one word each (Matrix user ids "@julie.martin:example.org" in Synapse's ``events.sender``,
+    ``room_memberships.user_id``...: the key of a person in a hundred tables), or None. The same
+    keyed hash in every table keeps equal values equal, so the tables still join."""
     if [r["kind"] for r in finding.reasons] != ["copy"] or info.category != "string":
         return None
     tokens = set(normalize_name(finding.column).split("_"))
-    if not (tokens & _IDENTIFIER_TOKENS or normalize_name(finding.column) in _IDENTIFIER_TOKENS):
+    present = [v.strip() for v in values or () if v and v.strip()]
+    one_word = (
+        bool(present)
+        and all(len(v) <= _IDENTIFIER_MAX_CHARS and not any(ch.isspace() for ch in v) for v in present)
+        and not any(v[0] in "{[" for v in present)  # compact JSON documents are no identifiers
+    )
+    if not (tokens & _IDENTIFIER_TOKENS or normalize_name(finding.column) in _IDENTIFIER_TOKENS or one_word):
         return None
     spec = _hash_for(info)
     return spec if _fits(spec, info, catalog) else None
@@ -601,7 +616,7 @@ def suggest_for(
                 "a full name from the built-in lists"
             )
             return s
-        identifier = _copied_identifier(finding, info, catalog)
+        identifier = _copied_identifier(finding, info, catalog, values)
         if identifier is not None:
             s.spec = identifier
             s.why = (
@@ -687,13 +702,65 @@ def suggest_rules(
                 # named, and a content detector that could decide the transformer over the name's: is
                 # each value that content, or text holding it (Keycloak's sessions' data: JSON)?
                 or bool(_deciding_content(finding))
+                # copies of people's names only: identifiers made of them (one word each), or text?
+                or all(r["kind"] == "copy" for r in finding.reasons)
             )
         ):
             values = _sample_texts(conn, finding, json_sample_rows)
         out.suggestions.append(suggest_for(finding, catalogs[key], documents, values, copies))
     _recomputed(out, catalogs)
     _conditions_alone(out)
+    _foreign_key_partners(conn, out, catalogs)
     return out
+
+
+def _foreign_key_partners(conn: Any, out: SuggestedRules, catalogs: dict[tuple[str, str], Any]) -> None:
+    """Both sides of a foreign key masked alike: a column referencing a masked key (or referenced by a
+    masked column) gets the same rule, so the masked values still match (Synapse's
+    ``thread_subscriptions.user_id``, ``REFERENCES users (name)``, in a table too empty for the scan
+    to find anything); where both are masked differently, the referencing side takes the referenced
+    side's rule. The planner refuses a foreign key masked on one side only, naming it; a rule the
+    other column cannot take (too short a ``varchar``) is left for it to name."""
+    from scalingo_staging_sync.anonymize.planner import _FOREIGN_KEYS_SQL, read_table
+
+    try:
+        keys = conn.execute(_FOREIGN_KEYS_SQL).fetchall()
+    except Exception:  # noqa: BLE001 - the planner names what the rules miss
+        return
+    by_column = {(s.table, s.column): s for s in out.suggestions}
+
+    def masked(s: Suggestion | None) -> bool:
+        return s is not None and s.spec is not None and s.condition is None
+
+    def take(table: TableName, column: str, source: Suggestion, fk: str) -> bool:
+        key = (table.schema, table.name)
+        if key not in catalogs:
+            catalogs[key] = read_table(conn, *key)
+        info = catalogs[key].columns.get(column) if catalogs[key] is not None else None
+        if info is None or not _fits(source.spec, info, catalogs[key]):
+            return False
+        s = by_column.get((table, column))
+        if s is None:
+            s = Suggestion(
+                column_id=f"{table}.{column}", table=table, column=column, finding="no finding of its own"
+            )
+            out.suggestions.append(s)
+            by_column[(table, column)] = s
+        s.spec, s.review, s.allow_reason = dict(source.spec or {}), None, None
+        s.why = f"foreign key {fk} to {source.column_id}: masked alike, so the masked values still match"
+        return True
+
+    changed = True
+    while changed:  # a chain of keys (a -> b -> c) takes as many rounds as it has links
+        changed = False
+        for name, schema, table, ref_schema, ref_table, columns, ref_columns in keys:
+            child, parent = TableName(schema, table), TableName(ref_schema, ref_table)
+            for column, ref_column in zip(columns, ref_columns, strict=False):
+                mine, theirs = by_column.get((child, column)), by_column.get((parent, ref_column))
+                if masked(theirs) and (not masked(mine) or mine.spec != theirs.spec):
+                    changed |= take(child, column, theirs, name)
+                elif masked(mine) and not masked(theirs) and (theirs is None or theirs.condition is None):
+                    changed |= take(parent, ref_column, mine, name)
 
 
 def _conditions_alone(out: SuggestedRules) -> None:

@@ -893,12 +893,18 @@ def test_mattermosts_glued_secret_names_csrf_tokens_and_authors_are_flagged():
 
 def test_a_phones_push_token_is_found():
     """Mattermost keeps the phone's Firebase push token in ``sessions.deviceid``
-    (``android_rn-v2:<token>``): with the app's server key, it sends that phone notifications. A
+    (``android_rn-v2:<token>``), Synapse in ``pushers.pushkey``: with the app's server key, it sends
+    that phone notifications. A
     token-looking value without FCM's ``:APA91b`` marker is not one."""
     token = (
         "8EEXOLhrD_j-WohJ-lAmL1AHcg0yUOIiGGL0Abw2:APA91b5k9rbwft1cgbbcmzsih5dfuyqjnseq8uqti6krdsyzyjtgg79uubu1bjh"
         "rh1m8gegyeob76cs5xy1se1nkgmm9hrco3zh3q7obeki8whf4tq7nunfdnkwmg8"
     )
     assert "api_secret" in detect_in_value(f"android_rn-v2:{token}")
+    synapse = (
+        "VXvOuUsRzPI+3Zv8B6MkWw:APA91b0tRUkRaE/m6YsGwh3ljvr78kF+sENFf+tPu3Ofu1Z3LxuN+GN0qplSBMQK1QH"
+        + "x" * 40
+    )
+    assert "api_secret" in detect_in_value(synapse)  # Synapse's pushers.pushkey
     assert "api_secret" not in detect_in_value("android_rn-v2:" + "x" * 160)
     assert "api_secret" not in detect_in_value("APA91b is the prefix of a push token")

@@ -516,8 +516,9 @@ _TEXT_CASTS = frozenset({"text", "varchar", "name"})
 def masked_sample(transformer: Any, options: Mapping[str, Any], column: ColumnInfo) -> tuple[bool, Any]:
     """``(known, value)``: what the transformer writes into ``column`` for some input, computed without a
     server where its shape does not depend on the input in a way a CHECK could see: ``email`` (only hex
-    digits vary: ``u0123...@domain``), ``fixed`` (its value), ``null`` (NULL). ``known`` is False for the
-    others."""
+    digits vary: ``u0123...@domain``), ``hash`` (its length of hex or base64url characters: Synapse's
+    ``CHECK (full_user_id IS NOT NULL)``), ``fixed`` (its value), ``null`` (NULL). ``known`` is False
+    for the others."""
     name = transformer.name
     if name == "null":
         return True, None
@@ -526,6 +527,9 @@ def masked_sample(transformer: Any, options: Mapping[str, Any], column: ColumnIn
     elif name == "email":
         hex_len = transformer._hex_len(column, options)
         text = "u" + ("0123456789abcdef" * 2)[:hex_len] + "@" + transformer._domain(options)
+    elif name == "hash":
+        alphabet = "0123456789abcdef" if options.get("encoding", "hex") == "hex" else "AZaz09-_"
+        text = (alphabet * 8)[: transformer.output_length(column, options)]
     else:
         return False, None
     if column.base_type in _NUMERIC_BASE_TYPES:

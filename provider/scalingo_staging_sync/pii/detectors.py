@@ -1178,8 +1178,9 @@ DEFAULT_CONTENT_PATTERNS: tuple[ContentPattern, ...] = (
         # Keycloak keeps its realms' signing keys (PKCS#1 "MIIEogIBAAKCAQEA...", PKCS#8 "MIIEvQIBADAN...")
         r"|gocspx-[0-9a-z_-]{20,}|mii[a-z0-9]{3}ibaakcaqea|mii[a-z0-9]{3}ibadanbgkqhkig9w0baqefaasc"
         # a Firebase Cloud Messaging registration token: a phone's push address, which with the app's
-        # server key sends it notifications (Mattermost's sessions.deviceid "android_rn-v2:<token>")
-        r"|[0-9a-z_-]{20,}:apa91b[0-9a-z_-]{100,})",
+        # server key sends it notifications (Mattermost's sessions.deviceid "android_rn-v2:<token>",
+        # Synapse's pushers.pushkey; URL-safe base64, or with + and / as some clients write it)
+        r"|[0-9a-z_+/-]{11,}:apa91b[0-9a-z_+/=-]{100,})",
         "high",
     ),
     # a URL carrying a credential: a password in its user info (AdventureWorks' vendor web service URLs
