@@ -704,3 +704,51 @@ def test_empty_strings_stay_empty_and_a_partial_unique_index_holds(db):
     with target.connect() as conn:
         check = verify_table(conn, result, SALT)
     assert check.passed, check.problems
+
+
+def test_a_table_keyed_by_a_unique_index_only_is_proven_by_it(db, prod_pg, tmp_path):
+    """Synapse has no primary key on ``erased_users``, ``user_directory`` or ``profiles``: a unique index
+    on a NOT NULL column keys them. Every column masked, the plan had no key, the residual proof none,
+    and verification failed every run. The archive's unique key on NOT NULL columns stands in for the
+    primary key (a nullable or partial one does not); the proof finds each sampled row by its masked
+    key, and the verification passes."""
+    from scalingo_staging_sync.anonymize.planner import archive_row_keys
+    from scalingo_staging_sync.restore.pgtools import find_pg_tools
+    from scalingo_staging_sync.restore.runner import run_pg_restore
+
+    pg, target = db
+    src = "rowkey_src"
+    prod_pg.create_database(src)
+    prod_pg.execute(
+        "CREATE TABLE public.erased_users (user_id text NOT NULL);"
+        "CREATE UNIQUE INDEX erased_users_user ON public.erased_users (user_id);"
+        "CREATE TABLE public.notes (user_id text, body text);"  # a nullable unique column: no key
+        "CREATE UNIQUE INDEX notes_user ON public.notes (user_id);"
+        "CREATE TABLE public.partial (user_id text NOT NULL, body text);"  # a partial one: no key
+        "CREATE UNIQUE INDEX partial_user ON public.partial (user_id) WHERE body IS NOT NULL;"
+        "INSERT INTO public.erased_users SELECT '@person' || g || ':chat.example.org' FROM generate_series(1, 40) g;",
+        src,
+    )
+    dump = prod_pg.pg_dump(src, tmp_path / "rowkey.dump")
+    tools = find_pg_tools(pg.bin_dir)
+    assert archive_row_keys(str(dump), tools) == {"public.erased_users": ["user_id"]}
+    run_pg_restore(str(dump), target, section="pre-data", tools=tools)
+    rules = rules_from(
+        """
+        source_app: prod
+        anonymization_tables:
+          - table: erased_users
+            columns:
+              user_id: {transformer: hash, length: 32}
+        """
+    )
+    [item] = plan_anonymization(target, rules, dump_path=str(dump), tools=tools)
+    assert item["key_columns"] == ["user_id"] and item["mode"] == "on_load"
+    result = run_table_plan(item, target, SALT, dump_path=str(dump), tools=tools)
+    assert result["rows"] == 40 and len(result["proof"]["rows"]) == 40
+    run_pg_restore(str(dump), target, section="post-data", tools=tools)
+    assert execute(target, "SELECT count(*) FROM erased_users WHERE user_id LIKE '@person%'") == [(0,)]
+    with target.connect() as conn:
+        check = verify_table(conn, result, SALT)
+    assert check.passed, check.problems
+    assert check.keys_found == 40

@@ -555,13 +555,13 @@ def _archive_sample(
     item: Mapping[str, Any], dump_path: str, tools: Any, sample_rows: int
 ) -> tuple[list[str], list[dict[str, str | None]]]:
     """The key columns of the table's proof and the first ``sample_rows`` rows of its COPY text."""
-    from scalingo_staging_sync.anonymize.planner import archive_primary_keys
+    from scalingo_staging_sync.anonymize.planner import archive_row_keys
     from scalingo_staging_sync.restore.runner import stream_table_copy
 
     table = _qualified(item)
     key_columns = list(item.get("key_columns") or [])
     if not key_columns:
-        key_columns = archive_primary_keys(dump_path, tools).get(table, [])
+        key_columns = archive_row_keys(dump_path, tools).get(table, [])
     masked = list(item.get("masked_columns") or [])
     return key_columns, sample_from_copy(stream_table_copy(dump_path, table, tools), sample_rows, masked)
 

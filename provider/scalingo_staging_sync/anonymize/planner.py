@@ -245,7 +245,7 @@ def plan_anonymization(
     """
     dump_pks: dict[str, list[str]] = {}
     if dump_path:
-        dump_pks = archive_primary_keys(dump_path, tools)
+        dump_pks = archive_row_keys(dump_path, tools)
     errors: list[str] = []
     items: list[dict] = []
     masking: dict[TableName, tuple[TableRule, dict]] = {}
@@ -314,6 +314,16 @@ def archive_primary_keys(dump_path: str, tools: Any) -> dict[str, list[str]]:
 
     inv = build_inventory(dump_path, tools)
     return {str(t.name): t.primary_key for t in inv.tables.values() if t.primary_key}
+
+
+def archive_row_keys(dump_path: str, tools: Any) -> dict[str, list[str]]:
+    """``{str(TableName): [key columns]}``: each table's primary key, else a unique key on NOT NULL
+    columns (:attr:`~scalingo_staging_sync.inventory.model.Table.row_key`), from the archive's
+    inventory: the key the residual proof finds its sampled rows again by."""
+    from scalingo_staging_sync.inventory.build import build_inventory
+
+    inv = build_inventory(dump_path, tools)
+    return {str(t.name): t.row_key for t in inv.tables.values() if t.row_key}
 
 
 def plan_rule(
@@ -987,10 +997,10 @@ def _key_columns(
             # unique transformers (checked above) keep the key unique: the executor records each
             # sampled row under its masked key (computed with the masking expressions)
             warnings.append(
-                "primary key columns are masked: the residual proof finds each sampled row by its masked key"
+                "key columns are masked: the residual proof finds each sampled row by its masked key"
             )
             return pk
-        warnings.append("primary key columns are masked: the residual proof is keyed by the unmasked columns")
+        warnings.append("key columns are masked: the residual proof is keyed by the unmasked columns")
     # without a usable primary key, the unmasked columns that can be compared with "=" (verification
     # looks the sampled rows up with it: json, xml and the geometric types have no "=" operator)
     keys = [

@@ -126,6 +126,21 @@ class Table:
     def primary_key(self) -> list[str]:
         return next((list(k.columns) for k in self.unique_keys if k.kind == "primary key"), [])
 
+    @property
+    def row_key(self) -> list[str]:
+        """The columns that identify a row: the primary key, else the first UNIQUE constraint or unique
+        index on plain NOT NULL columns (no expression, no predicate): Synapse keys ``profiles``,
+        ``user_directory``, ``erased_users`` by a unique index and has no primary key there. [] when
+        there is none (the residual proof then has no way to find a sampled row again)."""
+        if self.primary_key:
+            return self.primary_key
+        for key in self.unique_keys:
+            if key.kind not in ("unique constraint", "unique index") or key.expression or key.partial:
+                continue
+            if key.columns and all(c in self.columns and self.columns[c].not_null for c in key.columns):
+                return list(key.columns)
+        return []
+
     def to_dict(self) -> dict:
         return {
             "table": str(self.name),

@@ -133,7 +133,7 @@ def catalog_of(table: Table) -> TableCatalog:
         oid=0,
         relkind="p" if table.kind == "partitioned table" else "r",
         columns={c.name: c.info() for c in table.columns.values()},
-        primary_key=table.primary_key,
+        primary_key=table.row_key,  # the key the residual proof finds a row by
         unique_indexes=[(k.name, list(k.columns)) for k in table.unique_keys],
         checks=[(name, definition, list(cols)) for name, cols, definition in table.checks],
         foreign_keys=[(f.name, list(f.columns)) for f in table.foreign_keys],
