@@ -116,6 +116,17 @@ def _suggest(pg, name: str, tmp_path):
     return out, out.read_text(), specs
 
 
+def _suggested_and_rescanned(pg, name: str, ddl: str, column: str, tmp_path) -> dict:
+    """The rule ``scan --suggest-rules`` writes for ``column`` of a new database ``name`` made by
+    ``ddl``, once a scan with the whole rules file has found nothing left."""
+    pg.create_database(name)
+    pg.execute(ddl, name)
+    out, _text, specs = _suggest(pg, name, tmp_path)
+    scan = run_cli("scan", "--dsn", pg.conninfo(name), "--rules", str(out))
+    assert scan.returncode == 0, scan.stdout  # the paths masked: no finding left
+    return specs[column]
+
+
 def test_every_suggestion_is_plannable_and_unfit_columns_fail_closed(staging_pg16, tmp_path):
     name = "cli_suggest_awkward"
     staging_pg16.create_database(name)
@@ -519,9 +530,9 @@ def test_a_key_in_a_few_documents_only_is_found_and_masked(staging_pg16, tmp_pat
     20,000 entries. The scan and suggest read a sample of documents, so the phone numbers (digits
     without '+', no content detector sees them) stayed in staging after a successful run. The keys of
     10,000 documents are listed, and documents holding a flagged key are read too."""
-    name = "cli_suggest_rare_key"
-    staging_pg16.create_database(name)
-    staging_pg16.execute(
+    spec = _suggested_and_rescanned(
+        staging_pg16,
+        "cli_suggest_rare_key",
         "CREATE SCHEMA auth; CREATE TABLE auth.audit_log_entries (id int PRIMARY KEY, payload json);"
         "INSERT INTO auth.audit_log_entries SELECT g, json_build_object('action', 'login', 'actor_id', g,"
         " 'log_type', 'account') FROM generate_series(1, 9998) g;"
@@ -529,15 +540,10 @@ def test_a_key_in_a_few_documents_only_is_found_and_masked(staging_pg16, tmp_pat
         " 'traits', json_build_object('user_phone', '12061122671', 'user_id', 'x'))),"
         " (10000, json_build_object('action', 'user_deleted', 'traits', json_build_object('user_phone',"
         " '33612345678')));",
-        name,
+        "auth.audit_log_entries.payload",
+        tmp_path,
     )
-    out, text, specs = _suggest(staging_pg16, name, tmp_path)
-    assert specs["auth.audit_log_entries.payload"] == {
-        "transformer": "json",
-        "paths": {"traits.user_phone": "phone"},
-    }
-    scan = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--rules", str(out))
-    assert scan.returncode == 0, scan.stdout  # the path masked: no finding left
+    assert spec == {"transformer": "json", "paths": {"traits.user_phone": "phone"}}
 
 
 def test_a_note_quoting_a_few_of_thousands_of_people_is_found(staging_pg16):
@@ -848,9 +854,9 @@ def test_paths_are_read_from_documents_of_the_whole_table_not_its_first_rows(sta
     customer's e-mail address. Suggest read the column's first 200 documents, all older posts, and
     wrote no path for them: the run's PII scan then failed on the suggested rules. Its documents are
     drawn from the whole table, as the scan's sample is."""
-    name = "cli_suggest_newest_rows"
-    staging_pg16.create_database(name)
-    staging_pg16.execute(
+    spec = _suggested_and_rescanned(
+        staging_pg16,
+        "cli_suggest_newest_rows",
         "CREATE TABLE public.posts (id int PRIMARY KEY, props jsonb NOT NULL);"
         "INSERT INTO public.posts SELECT g, jsonb_build_object('from_bot', 'false', 'channel_mentions', '')"
         " FROM generate_series(1, 2400) g;"
@@ -858,15 +864,10 @@ def test_paths_are_read_from_documents_of_the_whole_table_not_its_first_rows(sta
         " jsonb_build_array(jsonb_build_object('title', 'Reporter', 'fields', jsonb_build_array("
         " jsonb_build_object('short', true, 'value', 'customer' || g || '@gmail.com')))))"
         " FROM generate_series(2401, 3000) g;",
-        name,
+        "public.posts.props",
+        tmp_path,
     )
-    out, text, specs = _suggest(staging_pg16, name, tmp_path)
-    assert specs["public.posts.props"] == {
-        "transformer": "json",
-        "paths": {"attachments.*.fields.*.value": "email"},
-    }
-    scan = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--rules", str(out))
-    assert scan.returncode == 0, scan.stdout  # the path masked: no finding left
+    assert spec == {"transformer": "json", "paths": {"attachments.*.fields.*.value": "email"}}
 
 
 def test_a_value_quoting_a_flagged_value_of_its_document_gets_a_path():

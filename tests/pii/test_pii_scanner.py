@@ -209,13 +209,25 @@ def test_the_staging_databases_own_timeouts_do_not_bound_the_scan(staging_pg16):
     assert contact.status == "unmasked" and contact.sample_count == 50
 
 
+def _pages_and_scan(pg, db: str, ddl: str, table: str, sample_rows: int):
+    """``(pages of table, scan report)`` of a new database ``db`` made by ``ddl``, dropped after."""
+    pg.create_database(db)
+    pg.execute(ddl, db)
+    try:
+        with pg.connect(db) as conn:
+            pages = conn.execute("SELECT pg_relation_size(%s::regclass) / 8192", (table,)).fetchone()[0]
+            return pages, scan_database(conn, database=db, sample_rows=sample_rows)
+    finally:
+        pg.drop_database(db)
+
+
 def test_a_small_table_is_sampled_from_all_its_rows_not_its_first_ones(staging_pg16):
     """A table under SMALL_TABLE_PAGES with more rows than sample_rows: its first 1000 rows are system
     tickets, the 5000 after them carry e-mails. Read with LIMIT only, the scan saw the first 1000 and
     passed a table of personal data; rows in random order find them."""
-    db = "pii_small_order"
-    staging_pg16.create_database(db)
-    staging_pg16.execute(
+    pages, report = _pages_and_scan(
+        staging_pg16,
+        "pii_small_order",
         """
         CREATE TABLE tickets (id int, body text);
         INSERT INTO tickets SELECT g, 'system job ' || g || ' finished' FROM generate_series(1, 1000) g;
@@ -223,14 +235,9 @@ def test_a_small_table_is_sampled_from_all_its_rows_not_its_first_ones(staging_p
           FROM generate_series(1001, 6000) g;
         ANALYZE tickets;
         """,
-        db,
+        "tickets",
+        1000,
     )
-    try:
-        with staging_pg16.connect(db) as conn:
-            pages = conn.execute("SELECT pg_relation_size('tickets') / 8192").fetchone()[0]
-            report = scan_database(conn, database=db, sample_rows=1000)
-    finally:
-        staging_pg16.drop_database(db)
     assert pages <= 128  # the premise: a small table, read without TABLESAMPLE
     body = next(f for f in report.findings if f.column == "body")
     assert body.status == "unmasked" and body.sample_count > 500
@@ -241,9 +248,9 @@ def test_a_large_table_is_sampled_from_all_its_pages_not_its_first_third(staging
     LIMIT alone kept those of the table's first third. Mattermost's newest posts, the only ones whose
     props held an attachment with a customer's e-mail, were never read. Here the last quarter of the
     rows carries e-mail addresses; the sample's rows are drawn from all the sampled pages."""
-    db = "pii_large_order"
-    staging_pg16.create_database(db)
-    staging_pg16.execute(
+    pages, report = _pages_and_scan(
+        staging_pg16,
+        "pii_large_order",
         """
         CREATE TABLE posts (id int, filler text, body text);
         INSERT INTO posts SELECT g, repeat('x', 400), 'system job ' || g || ' finished'
@@ -252,14 +259,9 @@ def test_a_large_table_is_sampled_from_all_its_pages_not_its_first_third(staging
           FROM generate_series(30001, 40000) g;
         ANALYZE posts;
         """,
-        db,
+        "posts",
+        400,
     )
-    try:
-        with staging_pg16.connect(db) as conn:
-            pages = conn.execute("SELECT pg_relation_size('posts') / 8192").fetchone()[0]
-            report = scan_database(conn, database=db, sample_rows=400)
-    finally:
-        staging_pg16.drop_database(db)
     assert pages > 128 * 10  # the premise: read through TABLESAMPLE
     assert report.rows_sampled == 400
     body = next((f for f in report.findings if f.column == "body"), None)
