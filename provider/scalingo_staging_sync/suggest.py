@@ -750,8 +750,9 @@ def _foreign_key_partners(conn: Any, out: SuggestedRules, catalogs: dict[tuple[s
         s.why = f"foreign key {fk} to {source.column_id}: masked alike, so the masked values still match"
         return True
 
-    changed = True
-    while changed:  # a chain of keys (a -> b -> c) takes as many rounds as it has links
+    # a chain of keys (a -> b -> c) takes as many rounds as it has links; bounded, so that a column
+    # referencing two keys masked differently cannot swing between their rules for ever
+    for _round in range(len(keys) + 1):
         changed = False
         for name, schema, table, ref_schema, ref_table, columns, ref_columns in keys:
             child, parent = TableName(schema, table), TableName(ref_schema, ref_table)
@@ -761,6 +762,8 @@ def _foreign_key_partners(conn: Any, out: SuggestedRules, catalogs: dict[tuple[s
                     changed |= take(child, column, theirs, name)
                 elif masked(mine) and not masked(theirs) and (theirs is None or theirs.condition is None):
                     changed |= take(parent, ref_column, mine, name)
+        if not changed:
+            break
 
 
 def _conditions_alone(out: SuggestedRules) -> None:
