@@ -60,25 +60,8 @@ def tokenize_name(name: str) -> list[str]:
 #: the short words a glued name is split into besides the name detectors' own words of four letters
 #: or more (shorter ones such as ``age``, ``pin`` or ``tin`` hide in too many words: ``postage``)
 _GLUE_SHORT_WORDS = frozenset(
-    {
-        "id",
-        "ids",
-        "num",
-        "no",
-        "nr",
-        "ip",
-        "by",
-        "of",
-        "tax",
-        "vat",
-        "key",
-        "day",
-        "uid",
-        "otp",
-        "mfa",
-        "totp",
-    }
-)
+    {"id", "ids", "num", "no", "nr", "ip", "by", "of", "tax", "vat", "key", "day", "uid", "otp", "mfa", "totp"}
+)  # fmt: skip
 #: words of the names a glued name is made of that no name detector holds
 _GLUE_EXTRA_WORDS = frozenset(
     {

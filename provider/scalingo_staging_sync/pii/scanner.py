@@ -893,12 +893,11 @@ def sample_column(conn, schema: str, table: str, column: str, sample_rows: int) 
     with it: the table's first rows may all be alike, its newest hold the newest keys)."""
     from psycopg import sql
 
-    # a partitioned table's size is its partitions' (pg_partition_tree: the table alone otherwise)
+    # sized as list_tables sizes the tables it scans (pg_relation_size: a table never analyzed has
+    # relpages 0, and would be read whole in random order however big it is)
     row = conn.execute(
-        "SELECT c.relkind::text, "
-        "(SELECT coalesce(sum(greatest(p.reltuples, 0)), 0) FROM pg_partition_tree(c.oid) t "
-        "JOIN pg_class p ON p.oid = t.relid), "
-        "(SELECT coalesce(sum(p.relpages), 0) FROM pg_partition_tree(c.oid) t JOIN pg_class p ON p.oid = t.relid), "
+        "SELECT c.relkind::text, c.reltuples::float8, "
+        "(pg_relation_size(c.oid) / current_setting('block_size')::int)::bigint, "
         "format_type(a.atttypid, a.atttypmod) "
         "FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid "
         "WHERE c.oid = to_regclass(%s) AND a.attname = %s AND NOT a.attisdropped",
