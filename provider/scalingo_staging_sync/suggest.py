@@ -721,10 +721,10 @@ def _foreign_key_partners(conn: Any, out: SuggestedRules, catalogs: dict[tuple[s
     to find anything); where both are masked differently, the referencing side takes the referenced
     side's rule. The planner refuses a foreign key masked on one side only, naming it; a rule the
     other column cannot take (too short a ``varchar``) is left for it to name."""
-    from scalingo_staging_sync.anonymize.planner import _FOREIGN_KEYS_SQL, read_table
+    from scalingo_staging_sync.anonymize.planner import read_foreign_keys, read_table
 
     try:
-        keys = conn.execute(_FOREIGN_KEYS_SQL).fetchall()
+        keys = read_foreign_keys(conn)
     except Exception:  # noqa: BLE001 - the planner names what the rules miss
         return
     by_column = {(s.table, s.column): s for s in out.suggestions}
@@ -754,14 +754,14 @@ def _foreign_key_partners(conn: Any, out: SuggestedRules, catalogs: dict[tuple[s
     # referencing two keys masked differently cannot swing between their rules for ever
     for _round in range(len(keys) + 1):
         changed = False
-        for name, schema, table, ref_schema, ref_table, columns, ref_columns in keys:
-            child, parent = TableName(schema, table), TableName(ref_schema, ref_table)
-            for column, ref_column in zip(columns, ref_columns, strict=False):
+        for fk in keys:
+            child, parent = fk.table, fk.references
+            for column, ref_column in zip(fk.columns, fk.ref_columns, strict=False):
                 mine, theirs = by_column.get((child, column)), by_column.get((parent, ref_column))
                 if masked(theirs) and (not masked(mine) or mine.spec != theirs.spec):
-                    changed |= take(child, column, theirs, name)
+                    changed |= take(child, column, theirs, fk.name)
                 elif masked(mine) and not masked(theirs) and (theirs is None or theirs.condition is None):
-                    changed |= take(parent, ref_column, mine, name)
+                    changed |= take(parent, ref_column, mine, fk.name)
         if not changed:
             break
 
@@ -847,6 +847,16 @@ _WHOLE_VALUE = {
 }
 
 
+@dataclass
+class _DocumentValues:
+    """One document's string values, as :func:`json_path_specs` walks it."""
+
+    #: values given a path (stripped, case-folded; long enough to be quoted) -> their transformer
+    flagged: dict[str, str] = field(default_factory=dict)
+    #: the other string values and their paths
+    plain: list[tuple[str, list[str]]] = field(default_factory=list)
+
+
 def json_path_specs(documents: Sequence[Any], copies: Any = None) -> tuple[dict[str, str], str | None]:
     """The ``json`` transformer's ``paths`` for sampled documents: each string value whose key's name
     (as a column name would be judged) or content looks like personal data gets a path (keys joined
@@ -872,7 +882,7 @@ def json_path_specs(documents: Sequence[Any], copies: Any = None) -> tuple[dict[
     as_list: dict[str, list[str]] = {}  # path text -> its keys
     problems: list[str] = []
 
-    def leaf(value: str, path: list[str], unnamable: bool, person: bool) -> None:
+    def leaf(value: str, path: list[str], unnamable: bool, person: bool, document: _DocumentValues) -> None:
         key = next((p for p in reversed(path) if p != "*"), "")
         # in an object that describes a person, "name" and "picture" are that person's, as in a table
         # of people (a login provider's profile: {"email", "given_name", "name", "picture"})
@@ -894,7 +904,7 @@ def json_path_specs(documents: Sequence[Any], copies: Any = None) -> tuple[dict[
             n_emails, n_names, _ = copies.matches([value]) if copies is not None else (0, 0, [])
             if not n_emails and not n_names:
                 if path and not unnamable and path.count("*") <= 2:
-                    plain.append((value, path))
+                    document.plain.append((value, path))
                 return
             alone = n_names and not n_emails and 2 <= len(words(value)) <= MAX_PHRASE_WORDS
             copied = "full_name" if alone else "null"  # a URL or a slug naming them: cleared
@@ -920,33 +930,32 @@ def json_path_specs(documents: Sequence[Any], copies: Any = None) -> tuple[dict[
             spec = "null"  # does not apply to a text value (a birth date: date_shift)
         found.setdefault(json_path_text(path), []).append(spec)
         if len(value.strip()) >= _COPIED_MIN_CHARS:
-            flagged[value.strip().casefold()] = spec
+            document.flagged[value.strip().casefold()] = spec
 
-    def walk(value: Any, path: list[str], unnamable: bool, person: bool) -> None:
+    def walk(value: Any, path: list[str], unnamable: bool, person: bool, document: _DocumentValues) -> None:
         if isinstance(value, dict):
             if not unnamable:
                 keys_at.setdefault(tuple(path), set()).update(str(k) for k in value)
             person = describes_a_person(value)
             for k, v in value.items():  # a key "" or "*" has no path (quoted, "*" is not a key)
-                walk(v, [*path, str(k)], unnamable or str(k) in ("", "*"), person)
+                walk(v, [*path, str(k)], unnamable or str(k) in ("", "*"), person, document)
         elif isinstance(value, list):
             for v in value:
-                walk(v, [*path, "*"], unnamable, person)
+                walk(v, [*path, "*"], unnamable, person, document)
         elif isinstance(value, str):
-            leaf(value, path, unnamable, person)
+            leaf(value, path, unnamable, person, document)
 
-    for document in documents:
-        flagged: dict[str, str] = {}  # this document's values given a path -> their transformer
-        plain: list[tuple[str, list[str]]] = []  # its other string values and their paths
-        walk(document, [], False, False)
+    for parsed in documents:
+        values = _DocumentValues()
+        walk(parsed, [], False, False, values)
         # a value quoting another of the same document's flagged values is as personal: a webhook
         # attachment's fallback "Nouveau ticket de Alain Gimenez" beside its author_name
-        for value, path in plain:
+        for value, path in values.plain:
             folded = value.strip().casefold()
-            quoted = next((f for f in flagged if f in folded), None)
+            quoted = next((f for f in values.flagged if f in folded), None)
             if quoted is not None:
                 found.setdefault(json_path_text(path), []).append(
-                    flagged[quoted] if folded == quoted else "null"
+                    values.flagged[quoted] if folded == quoted else "null"
                 )
     if problems:
         return {}, problems[0]

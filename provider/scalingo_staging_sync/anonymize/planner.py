@@ -1175,6 +1175,15 @@ ORDER BY 1, 2, i.inhseqno
 """
 
 
+def read_foreign_keys(conn: Any) -> list[ForeignKeyFact]:
+    """The foreign keys of the database ``conn`` is connected to (those declared on a partitioned
+    table once, not once per partition), ordered by table and name."""
+    return [
+        ForeignKeyFact(con, TableName(ts, tn), tuple(cols), TableName(rs, rn), tuple(ref_cols))
+        for con, ts, tn, rs, rn, cols, ref_cols in conn.execute(_FOREIGN_KEYS_SQL).fetchall()
+    ]
+
+
 def ruled_ancestor_refusals(conn: Any, masking: Mapping[TableName, tuple[TableRule, dict]]) -> list[str]:
     """On the catalog path each rule is one statement on its table, and an UPDATE of a table reaches
     every partition and inheritance child: a table with its own rule below another ruled table would
@@ -1247,10 +1256,7 @@ def catalog_key_refusals(
     partition_keys: dict[TableName, list[str]] = {}
     for schema, name, definition in conn.execute(_PARTITION_KEYS_SQL).fetchall():
         partition_keys[TableName(schema, name)] = partition_key_columns(definition or "") or []
-    foreign_keys = [
-        ForeignKeyFact(con, TableName(ts, tn), tuple(cols), TableName(rs, rn), tuple(ref_cols))
-        for con, ts, tn, rs, rn, cols, ref_cols in conn.execute(_FOREIGN_KEYS_SQL).fetchall()
-    ]
+    foreign_keys = read_foreign_keys(conn)
     catalogs: dict[TableName, TableCatalog | None] = {}
 
     def columns_of(name: TableName) -> Mapping[str, Any] | None:

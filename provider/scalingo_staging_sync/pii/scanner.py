@@ -389,9 +389,12 @@ def matches_any(names: Sequence[str], patterns: Iterable[str]) -> str | None:
 # Catalog
 # --------------------------------------------------------------------------------------------------
 
-_TABLES_SQL = """
+#: a table's size in pages as the scan sizes its sample (not ``relpages``: 0 for a table never analyzed,
+#: a freshly restored copy, which would then be read whole in random order however big it is)
+_PAGES_SQL = "(pg_relation_size(c.oid) / current_setting('block_size')::int)::bigint"
+_TABLES_SQL = f"""
 SELECT n.nspname, c.relname, c.oid::bigint, c.relkind::text, c.reltuples::float8,
-       (pg_relation_size(c.oid) / current_setting('block_size')::int)::bigint,
+       {_PAGES_SQL},
        CASE WHEN c.relispartition THEN
          (SELECT rn.nspname || '.' || rc.relname FROM pg_class rc JOIN pg_namespace rn ON rn.oid = rc.relnamespace
           WHERE rc.oid = pg_partition_root(c.oid)) END,
@@ -408,7 +411,14 @@ WHERE c.relkind IN ('r', 'm')
   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_namespace'::regclass
                   AND d.objid = n.oid AND d.deptype = 'e')
 ORDER BY n.nspname, c.relname
-"""
+"""  # noqa: S608 - made of constants
+
+#: one column's table, sized as :data:`_TABLES_SQL` sizes it, and the column's type
+_COLUMN_SQL = f"""
+SELECT c.relkind::text, c.reltuples::float8, {_PAGES_SQL}, format_type(a.atttypid, a.atttypmod)
+FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+WHERE c.oid = to_regclass(%s) AND a.attname = %s AND NOT a.attisdropped
+"""  # noqa: S608 - made of constants
 
 _COLUMNS_SQL = """
 SELECT a.attrelid::bigint, a.attname, format_type(a.atttypid, a.atttypmod),
@@ -893,14 +903,8 @@ def sample_column(conn, schema: str, table: str, column: str, sample_rows: int) 
     with it: the table's first rows may all be alike, its newest hold the newest keys)."""
     from psycopg import sql
 
-    # sized as list_tables sizes the tables it scans (pg_relation_size: a table never analyzed has
-    # relpages 0, and would be read whole in random order however big it is)
-    row = conn.execute(
-        "SELECT c.relkind::text, c.reltuples::float8, "
-        "(pg_relation_size(c.oid) / current_setting('block_size')::int)::bigint, "
-        "format_type(a.atttypid, a.atttypmod) "
-        "FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid "
-        "WHERE c.oid = to_regclass(%s) AND a.attname = %s AND NOT a.attisdropped",
+    row = conn.execute(  # sized as list_tables sizes the tables it scans
+        _COLUMN_SQL,
         (sql.Identifier(schema, table).as_string(conn), column),
     ).fetchone()
     if row is None:
