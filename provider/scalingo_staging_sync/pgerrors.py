@@ -44,6 +44,12 @@ MASKED_VALUE_FIXES = {
         "masked values collide under this unique constraint: give the column a transformer that keeps "
         'distinct values distinct (docs/rules.md, "Uniqueness")'
     ),
+    "22P02": (
+        "a value could not be read as the masking reads it: a `json` rule on a text column reads each value "
+        "as a JSON document ('' and NULL are kept), and a value that is not one stops the masking: give the "
+        "column another transformer (`null`, `fixed`, `hash`) or a `query` rule "
+        '(docs/rules.md, "JSON documents")'
+    ),
     "22001": (
         "a masked value is longer than its column allows: choose a shorter output (a `hash` `length`, a "
         'shorter `fixed` value; docs/rules.md, "Transformers")'

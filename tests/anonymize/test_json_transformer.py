@@ -157,13 +157,14 @@ def test_bad_nested_rules_refused_at_validation(paths, expected):
     assert expected in str(err.value)
 
 
-def test_json_refused_on_a_text_column(db):
+def test_json_refused_on_a_column_of_another_type(db):
+    """json/jsonb and text columns (tests/anonymize/test_json_text_columns.py) take it; a number does not."""
     _pg, target = db
-    execute(target, "CREATE TABLE notes (id int PRIMARY KEY, body text)")
+    execute(target, "CREATE TABLE notes (id int PRIMARY KEY, body int)")
     from scalingo_staging_sync.anonymize.planner import PlanError
 
     with pytest.raises(
-        PlanError, match="transformer 'json' does not apply to type text \\(accepts json columns\\)"
+        PlanError, match="transformer 'json' does not apply to type integer \\(accepts json, string columns\\)"
     ):
         anonymize(
             target,

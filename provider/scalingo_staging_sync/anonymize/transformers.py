@@ -1153,6 +1153,12 @@ def json_path_text(segments: Sequence[str]) -> str:
     )
 
 
+def _holds_any_document(column: ColumnInfo) -> bool:
+    """Whether a string column can hold any document the ``json`` transformer writes back: no length
+    limit (varchar(n), char(n), a domain of at most n characters) and not ``name``."""
+    return column.max_length is None and column.base_type in ("text", "varchar", "citext")
+
+
 def _normalise_json_spec(spec: Any) -> dict[str, Any]:
     if spec is None:
         return {"transformer": "null"}
@@ -1171,9 +1177,14 @@ class JsonTransformer(Transformer):
         "of a text value (email, phone, first_name, hash, fixed, null, ...). The value at each path is "
         "masked as text and written back as a JSON string (null: JSON null); a missing path or a JSON "
         "null is left as it is, and so is '' under a transformer that keeps '' in a column; keys not "
-        "listed keep their values. On load like any transformer."
+        "listed keep their values. On a text column holding JSON documents (text, varchar without a "
+        "length, citext) each value is read as a document: '' stays '', a document with nothing to mask "
+        "keeps its text, a masked one is written in jsonb's normal form, and a value that is not JSON "
+        "stops the load. On load like any transformer."
     )
-    categories = frozenset({"json"})
+    categories = frozenset({"json", "string"})
+    #: '' in a text column holding JSON documents is no document: nothing to mask
+    keeps_empty = True
     options_schema = {
         "paths": {
             "type": "object",
@@ -1220,9 +1231,36 @@ class JsonTransformer(Transformer):
         return errors
 
     def check(self, column, options):
-        return super().check(column, options) or self.option_errors(options)
+        errors = super().check(column, options)
+        if not errors and column.category == "string" and not _holds_any_document(column):
+            errors.append(
+                f"transformer 'json' reads each value of a text column as a JSON document and writes it back "
+                f"in jsonb's normal form, which may be longer: not on {column.type_sql}; mask the column "
+                "with another transformer (null, fixed, hash), or with a query"
+            )
+        return errors or self.option_errors(options)
 
     def expression(self, src, ctx):
+        """The masked document of ``src``: :meth:`document` on a json/jsonb column; on a text column,
+        each value read as a JSON document, and written back as text only where a path changed it (an
+        unchanged document keeps its bytes; ``''`` is kept around this, by :func:`keep_empty_sql`)."""
+        if ctx.column.category != "string":
+            return self.document(src, ctx)
+        doc, masked = sql.Identifier("_sss_src"), sql.Identifier("_sss_masked")
+        return sql.SQL(
+            "(SELECT CASE WHEN {masked} = {doc} THEN {src} ELSE ({masked})::text END "
+            "FROM (SELECT ({src})::text::jsonb OFFSET 0) AS {t}({doc}), "
+            "LATERAL (SELECT {document} OFFSET 0) AS {u}({masked}))"
+        ).format(
+            masked=masked,
+            doc=doc,
+            src=src,
+            document=self.document(doc, ctx),
+            t=sql.Identifier("_sss_s"),
+            u=sql.Identifier("_sss_m"),
+        )
+
+    def document(self, src, ctx):
         """Each path is one step over the document as masked so far, so paths under the same array
         (``orders.*.email``, ``orders.*.phone``) both hold: ``(SELECT <step of d> FROM (SELECT <so far>
         OFFSET 0) AS t(d))`` names the document once per step (the SQL grows linearly with the paths, and
@@ -1238,7 +1276,7 @@ class JsonTransformer(Transformer):
             )
         if ctx.column.base_type == "json":
             return sql.SQL("({})::json").format(out)
-        return out
+        return out  # jsonb (of a jsonb column, or of a text column's value)
 
     def _leaf(self, value: sql.Composable, spec, ctx, path: str) -> sql.Composable:
         """The masked JSON value of the JSON value ``value`` (jsonb), through the path's transformer."""

@@ -318,7 +318,9 @@ def _copy_block(
                 return rows, nbytes, frozen
 
 
-_COPY_CONTEXT = re.compile(r"^COPY [^,]+, (?P<where>line \d+(?:, column [^:]+)?)")
+#: the COPY line of an error's context (the first line, or a later one below a trigger's: "PL/pgSQL
+#: function ... line 3 at assignment")
+_COPY_CONTEXT = re.compile(r"^COPY [^,]+, (?P<where>line \d+(?:, column [^:]+)?)", re.MULTILINE)
 
 
 def _describe_copy_error(exc: BaseException) -> str:
@@ -333,7 +335,7 @@ def _describe_copy_error(exc: BaseException) -> str:
         # (value "..." is out of range for type integer): every quoted part is withheld
         text += ": " + withhold_quoted(primary)
     context = getattr(diag, "context", None) if diag is not None else None
-    if context and (m := _COPY_CONTEXT.match(context)):
+    if context and (m := _COPY_CONTEXT.search(context)):
         text += f" (COPY data {m.group('where')})"
     if fix := masked_value_fix(exc):
         text += f"; {fix}"
