@@ -425,10 +425,12 @@ def test_not_null_json_and_uuid_columns_get_a_constant_not_a_review(staging_pg16
     ]
 
 
-def test_not_null_text_json_documents_get_an_empty_document_not_an_empty_string(staging_pg16, tmp_path):
+def test_text_json_documents_are_masked_at_their_paths_or_emptied(staging_pg16, tmp_path):
     """Laravel keeps a notification's data as JSON in a text NOT NULL column: it was cleared to '', which
-    the app's json_decode cannot read back; an empty object keeps the page rendering. A NOT NULL text
-    column of free text holding e-mails still gets ''."""
+    the app's json_decode cannot read back. A text column holding JSON documents is masked at the paths
+    that hold personal data, as a jsonb column is; one whose length is limited (the masked document may
+    be longer) gets an empty document the app can still parse. A NOT NULL text column of free text
+    holding e-mails still gets ''. A scan with the suggested rules finds nothing left."""
     name = "cli_suggest_text_json"
     staging_pg16.create_database(name)
     staging_pg16.execute(
@@ -436,7 +438,7 @@ def test_not_null_text_json_documents_get_an_empty_document_not_an_empty_string(
         "INSERT INTO notifications SELECT gen_random_uuid(), 'App\\Notifications\\Invoice',"
         " json_build_object('message', 'Invoice sent to client' || g || '@example.org', 'amount', g)::text"
         " FROM generate_series(1, 30) g;"
-        "CREATE TABLE jobs_batch (id int PRIMARY KEY, recipients text NOT NULL);"
+        "CREATE TABLE jobs_batch (id int PRIMARY KEY, recipients varchar(255) NOT NULL);"
         "INSERT INTO jobs_batch SELECT g, json_build_array('u' || g || '@example.org')::text"
         " FROM generate_series(1, 30) g;"
         "CREATE TABLE people (id int PRIMARY KEY, first_name text, last_name text);"
@@ -450,10 +452,13 @@ def test_not_null_text_json_documents_get_an_empty_document_not_an_empty_string(
         name,
     )
     out, text, specs = _suggest(staging_pg16, name, tmp_path)
-    assert specs["public.notifications.data"] == {"transformer": "fixed", "value": "{}"}
+    assert specs["public.notifications.data"] == {"transformer": "json", "paths": {"message": "null"}}
     assert specs["public.jobs_batch.recipients"] == {"transformer": "fixed", "value": "[]"}
-    assert specs["public.activity.properties"] == {"transformer": "fixed", "value": "{}"}  # names' copies
+    assert specs["public.activity.properties"] == {"transformer": "json", "paths": {"by": "full_name"}}
     assert specs["public.remarks.body"] == {"transformer": "fixed", "value": ""}
+    assert "JSON documents in text: the values at message" in text
+    scan = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--rules", str(out))
+    assert scan.returncode == 0, scan.stdout
 
 
 def test_the_scan_finds_copies_of_names_kept_only_in_json_documents(staging_pg16):
@@ -541,6 +546,25 @@ def test_a_key_in_a_few_documents_only_is_found_and_masked(staging_pg16, tmp_pat
         " (10000, json_build_object('action', 'user_deleted', 'traits', json_build_object('user_phone',"
         " '33612345678')));",
         "auth.audit_log_entries.payload",
+        tmp_path,
+    )
+    assert spec == {"transformer": "json", "paths": {"traits.user_phone": "phone"}}
+
+
+def test_a_key_in_a_few_documents_kept_in_text_only_is_found_and_masked(staging_pg16, tmp_path):
+    """The same audit log kept as text (JSON documents in a text column, '' in some rows): the keys of
+    its documents are listed too, and the rule masks the path in the text."""
+    spec = _suggested_and_rescanned(
+        staging_pg16,
+        "cli_suggest_rare_key_text",
+        "CREATE TABLE audit_log_entries (id int PRIMARY KEY, payload text);"
+        "INSERT INTO audit_log_entries SELECT g, CASE WHEN g % 100 = 0 THEN '' ELSE json_build_object("
+        "'action', 'login', 'actor_id', g, 'log_type', 'account')::text END FROM generate_series(1, 9998) g;"
+        "INSERT INTO audit_log_entries VALUES (9999, json_build_object('action', 'user_deleted',"
+        " 'traits', json_build_object('user_phone', '12061122671', 'user_id', 'x'))::text),"
+        " (10000, json_build_object('action', 'user_deleted', 'traits', json_build_object('user_phone',"
+        " '33612345678'))::text);",
+        "public.audit_log_entries.payload",
         tmp_path,
     )
     assert spec == {"transformer": "json", "paths": {"traits.user_phone": "phone"}}
@@ -721,8 +745,8 @@ def test_keycloak_like_settings_bookkeeping_and_session_json(staging_pg16, tmp_p
     """From a Keycloak database: its realm's token and OTP settings were hashed or NULLed (named like
     secrets), its Liquibase ``databasechangelog`` masked (Liquibase would run every changeset again),
     and its sessions' JSON ``data`` replaced by an e-mail address (80 % of the documents hold one). The
-    settings are not flagged, the bookkeeping is allowed with its reason, the session data is cleared
-    and a column of e-mail addresses still gets ``email``."""
+    settings are not flagged, the bookkeeping is allowed with its reason, the session data is masked
+    at the path of its login (text holding JSON) and a column of e-mail addresses still gets ``email``."""
     name = "cli_suggest_keycloak_like"
     staging_pg16.create_database(name)
     staging_pg16.execute(
@@ -752,8 +776,11 @@ def test_keycloak_like_settings_bookkeeping_and_session_json(staging_pg16, tmp_p
         assert not [c for c in specs if c.startswith("public.realm.")], specs
         assert "public.databasechangelog.author" not in specs
         assert "Liquibase's migration bookkeeping" in text
-        # NOT NULL: an empty document the app can still parse
-        assert specs["public.offline_user_session.data"] == {"transformer": "fixed", "value": "{}"}, specs
+        # JSON in text: masked at its path, as the login is (a keyed hash)
+        assert specs["public.offline_user_session.data"] == {
+            "transformer": "json",
+            "paths": {"notes.loginUsername": "hash"},
+        }, specs
         assert specs["public.federated_identity.federated_username"] == {"transformer": "email"}, specs
         scan = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--rules", str(out))
         assert scan.returncode == 0, scan.stdout
@@ -946,3 +973,64 @@ def test_user_ids_made_of_names_get_one_keyed_hash_in_every_table(staging_pg16, 
     target = PgTarget(host=staging_pg16.host, port=staging_pg16.port, user=staging_pg16.user, dbname=name)
     items = plan_anonymization(target, rules)  # the foreign key's two sides masked alike: accepted
     assert {i["table"] for i in items} >= {"public.users", "public.events", "public.thread_subscriptions"}
+
+
+def test_ids_in_text_json_documents_get_the_hash_of_the_columns_holding_them(staging_pg16, tmp_path):
+    """Synapse keeps each event whole as JSON in a text column (``event_json.json``): it was emptied to
+    '{}' (Synapse cannot read its events back). It is masked at its paths now, and the ids made of names
+    in it (``sender``, ``state_key``, the ``user_ids`` of a mention) get the keyed hash of the columns
+    holding them, so that an event's document and its row still name the same (masked) person. A key
+    holding a random token (a device key's id, ``ed25519:tTu6otp1MZ3MRx...``) is no name: its letters
+    made ``ip`` by chance and gave a path no other document has. Ids as keys (a map of direct chats)
+    cannot be masked by paths: their rules failed the run's gate."""
+    name = "cli_suggest_synapse_event_json"
+    staging_pg16.create_database(name)
+    staging_pg16.execute(
+        SYNAPSE_LIKE
+        + """
+CREATE TABLE public.event_json (event_id text PRIMARY KEY, json text NOT NULL);
+INSERT INTO public.event_json
+SELECT e.event_id, json_build_object(
+  'type', 'm.room.message', 'sender', e.sender, 'origin_server_ts', 1700000000000,
+  'content', json_build_object('msgtype', 'm.text', 'body', 'Bonjour ' || p.displayname || ', à demain',
+                               'm.mentions', json_build_object('user_ids', json_build_array(e.sender))),
+  'keys', json_build_object('ed25519:tTu6otp1MZ3MRxSz0YZQyJDIrzW4bIpSx' || substr(e.event_id, 3), 'x'))::text
+FROM public.events e JOIN public.profiles p ON p.full_user_id = e.sender;
+CREATE TABLE public.account_data (id int PRIMARY KEY, user_id text NOT NULL, content text NOT NULL,
+                                  content_b jsonb);
+INSERT INTO public.account_data
+SELECT row_number() OVER (), a.full_user_id, json_build_object(b.full_user_id, json_build_array('!r:chat.example.org'))::text,
+       jsonb_build_object('direct', jsonb_build_object(b.full_user_id, 'x'))
+FROM public.profiles a JOIN public.profiles b ON a.full_user_id < b.full_user_id AND length(a.user_id) = length(b.user_id);
+""",
+        name,
+    )
+    out, text, specs = _suggest(staging_pg16, name, tmp_path)
+    user_id = specs["public.users.name"]
+    assert user_id == specs["public.events.sender"] and user_id["transformer"] == "hash"
+    event = specs["public.event_json.json"]
+    assert event["transformer"] == "json", event
+    paths = event["paths"]
+    assert paths["sender"] == paths['content."m.mentions".user_ids.*'] == "hash", paths
+    assert paths["content.body"] in ("null", "full_name"), paths
+    assert not [p for p in paths if p.startswith("keys.")], paths
+    # ids as keys (Matrix's m.direct): a path masks values, never keys; text gets an empty document,
+    # a json column is left for review
+    assert specs["public.account_data.content"] == {"transformer": "fixed", "value": "{}"}
+    assert "public.account_data.content_b" not in specs
+    assert "a key of the documents under 'direct' holds personal data" in text
+    scan = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--rules", str(out))
+    unmasked = [line.split()[2] for line in scan.stdout.splitlines() if line.split()[:1] == ["unmasked"]]
+    assert unmasked == ["public.account_data.content_b"], scan.stdout  # the review item, nothing else
+
+    target = PgTarget(host=staging_pg16.host, port=staging_pg16.port, user=staging_pg16.user, dbname=name)
+    for item in plan_anonymization(target, load_rules(out)):
+        run_table_plan(item, target, SALT)
+    rows = staging_pg16.execute(
+        "SELECT e.sender, j.json FROM events e JOIN event_json j USING (event_id) ORDER BY event_id", name
+    )
+    assert len(rows) == 600
+    for sender, document in rows:
+        doc = json.loads(document)
+        assert doc["sender"] == sender and doc["content"]["m.mentions"]["user_ids"] == [sender]
+        assert "@" not in document and "Bonjour" not in document

@@ -27,7 +27,13 @@ from typing import Any
 
 from scalingo_staging_sync.pii import DEFAULT_SAMPLE_ROWS
 from scalingo_staging_sync.pii.detectors import describes_a_person, normalize_name
-from scalingo_staging_sync.pii.scanner import STATUS_ALLOWED, Finding, ScanReport
+from scalingo_staging_sync.pii.scanner import (
+    STATUS_ALLOWED,
+    Finding,
+    ScanReport,
+    documents_with_flagged_keys,
+    json_text_shape,
+)
 from scalingo_staging_sync.tablename import TableName
 
 #: name-detector categories judged clean on their own, with the reason written in the allow-list
@@ -277,6 +283,18 @@ _IDENTIFIER_TOKENS = frozenset(
 _IDENTIFIER_MAX_CHARS = 255
 
 
+def _one_word(value: str) -> bool:
+    """A value an identifier could be: one word (no white space) of at most
+    :data:`_IDENTIFIER_MAX_CHARS` characters, not a JSON document."""
+    text = value.strip()
+    return (
+        bool(text)
+        and len(text) <= _IDENTIFIER_MAX_CHARS
+        and not any(ch.isspace() for ch in text)
+        and text[0] not in "{["
+    )
+
+
 def _copied_identifier(
     finding: Finding, info: Any, catalog: Any, values: Sequence[str] | None = None
 ) -> dict[str, Any] | None:
@@ -288,12 +306,8 @@ def _copied_identifier(
     if [r["kind"] for r in finding.reasons] != ["copy"] or info.category != "string":
         return None
     tokens = set(normalize_name(finding.column).split("_"))
-    present = [v.strip() for v in values or () if v and v.strip()]
-    one_word = (
-        bool(present)
-        and all(len(v) <= _IDENTIFIER_MAX_CHARS and not any(ch.isspace() for ch in v) for v in present)
-        and not any(v[0] in "{[" for v in present)  # compact JSON documents are no identifiers
-    )
+    present = [v for v in values or () if v and v.strip()]
+    one_word = bool(present) and all(_one_word(v) for v in present)  # compact JSON: no identifier
     if not (tokens & _IDENTIFIER_TOKENS or normalize_name(finding.column) in _IDENTIFIER_TOKENS or one_word):
         return None
     spec = _hash_for(info)
@@ -333,17 +347,21 @@ def _fallback(info: Any, values: Sequence[str] | None = None) -> tuple[dict[str,
 _NIL_UUID = "00000000-0000-0000-0000-000000000000"
 
 
-def _json_text_shape(values: Sequence[str] | None) -> str | None:
-    """'{}' when every non-empty sampled value opens a JSON object ('{' then '"' or '}'), '[]' when every
-    one opens an array ('[' then '{', '"', '[' or ']'), else None. Only the opening is read: the scan's samples may be cut."""
-    present = [v.lstrip() for v in values or () if v and v.strip()]
-    if not present:
+def _text_documents(values: Sequence[str]) -> list[Any] | None:
+    """The parsed documents of a text column's sampled whole ``values`` when every non-empty one is a
+    JSON object or array, else None."""
+    present = [v for v in values if v and v.strip()]
+    if not present or _json_text_shape(present) is None:
         return None
-    if all(v.startswith("{") and v[1:].lstrip()[:1] in ('"', "}") for v in present):
-        return "{}"
-    if all(v.startswith("[") and v[1:].lstrip()[:1] in ("{", '"', "[", "]") for v in present):
-        return "[]"
-    return None
+    try:
+        return [json.loads(v) for v in present]
+    except ValueError:
+        return None
+
+
+def _json_text_shape(values: Sequence[str] | None) -> str | None:
+    """The scan's :func:`~..pii.scanner.json_text_shape` ('{}', '[]' or None) of sampled values."""
+    return json_text_shape(values or ())
 
 
 def _fits(spec: Mapping[str, Any], info: Any, catalog: Any) -> bool:
@@ -550,18 +568,22 @@ def suggest_for(
         return s
     if _secret_rows(finding, info, catalog, s):
         return s
-    if info.category == "json" and documents:
+    in_text = info.category == "string" and not documents and values is not None
+    if in_text:  # a text column holding JSON documents (a Rails `serialize` column): masked at its paths
+        documents = _text_documents(values)
+    if documents and info.category in ("json", "string"):
         paths, problem = json_path_specs(documents, copies)
         if paths and not problem:
             spec = {"transformer": "json", "paths": paths}
             if _fits(spec, info, catalog):
                 s.spec = spec
                 s.why = (
-                    f"JSON documents: the values at {', '.join(paths)} look like personal data in the "
-                    f"{len(documents)} sampled documents (other keys are kept; review the paths)"
+                    f"JSON documents{' in text' if in_text else ''}: the values at {', '.join(paths)} look "
+                    f"like personal data in the {len(documents)} sampled documents (other keys are kept; "
+                    "review the paths)"
                 )
                 return s
-        if problem:
+        if problem and not in_text:  # in text, the whole value can still be cleared (below)
             s.review = f"{problem}: write a query or a json rule by hand; until then the scan fails on it"
             return s
     candidates: list[tuple[dict[str, Any], str]] = []
@@ -664,9 +686,10 @@ def suggest_for(
     return s
 
 
-#: documents read per json/jsonb column by :func:`suggest_rules` (whole, drawn from the whole table):
-#: as many as the scan's sample, so that a key the scan's sample can meet has been seen
-JSON_SAMPLE_ROWS = DEFAULT_SAMPLE_ROWS
+#: values read per column by :func:`suggest_rules` (whole, drawn from the whole table): five times the
+#: scan's sample, so that a key in a few documents of a thousand (Synapse's room names in
+#: ``event_json``, 40 of 6,376 events) has been seen; the run's gate samples as many as the scan
+JSON_SAMPLE_ROWS = 5 * DEFAULT_SAMPLE_ROWS
 
 
 def suggest_rules(
@@ -704,9 +727,15 @@ def suggest_rules(
                 or bool(_deciding_content(finding))
                 # copies of people's names only: identifiers made of them (one word each), or text?
                 or all(r["kind"] == "copy" for r in finding.reasons)
+                # keys of JSON documents held as text: masked at their paths
+                or any(r["kind"] == "json_key" for r in finding.reasons)
             )
         ):
             values = _sample_texts(conn, finding, json_sample_rows)
+            if _json_text_shape(values) is not None:  # JSON documents in text: and those of rare keys
+                values += documents_with_flagged_keys(
+                    conn, finding.schema, finding.table, finding.column, seen=values
+                )
         out.suggestions.append(suggest_for(finding, catalogs[key], documents, values, copies))
     _recomputed(out, catalogs)
     _conditions_alone(out)
@@ -820,8 +849,6 @@ def _sample_texts(conn: Any, finding: Finding, rows: int) -> list[str]:
 def _sample_documents(conn: Any, finding: Finding, rows: int) -> list[Any]:
     """The sampled documents, and those holding a key a name detector flags that may be rare
     (:func:`~..pii.scanner.documents_with_flagged_keys`)."""
-    from scalingo_staging_sync.pii.scanner import documents_with_flagged_keys
-
     texts = _sample_texts(conn, finding, rows)
     texts += documents_with_flagged_keys(conn, finding.schema, finding.table, finding.column, seen=texts)
     return [json.loads(text) for text in texts]
@@ -845,6 +872,20 @@ _WHOLE_VALUE = {
     "jwt": re.compile(r"\S+"),
     "api_secret": re.compile(r"\S+"),
 }
+
+
+def _key_holds_personal_data(key: str, copies: Any) -> bool:
+    """Whether a JSON object's key is personal data: an e-mail address, or (with the scan's
+    :class:`~..pii.scanner.CopyIndex`) a copy of a person's name or e-mail address (a Matrix id
+    keying a map of direct chats, a signature)."""
+    from scalingo_staging_sync.pii.detectors import detect_in_value
+
+    if "email" in detect_in_value(key):
+        return True
+    if copies is None:
+        return False
+    n_emails, n_names, _ = copies.matches([key])
+    return bool(n_emails or n_names)
 
 
 @dataclass
@@ -872,7 +913,12 @@ def json_path_specs(documents: Sequence[Any], copies: Any = None) -> tuple[dict[
     else ``null``."""
     from scalingo_staging_sync.anonymize.transformers import ColumnInfo, get_transformer, json_path_text
     from scalingo_staging_sync.fingerprint import MAX_PHRASE_WORDS, words
-    from scalingo_staging_sync.pii.detectors import detect_by_name, detect_in_value, is_a_setting_or_time_for
+    from scalingo_staging_sync.pii.detectors import (
+        detect_by_name,
+        detect_in_value,
+        is_a_random_key,
+        is_a_setting_or_time_for,
+    )
 
     text = ColumnInfo(name="value", type_sql="text", base_type="text")
     found: dict[str, list[str]] = {}  # path -> the transformer chosen for each value seen there
@@ -892,7 +938,7 @@ def json_path_specs(documents: Sequence[Any], copies: Any = None) -> tuple[dict[
                 for p in detect_by_name(key, "person" if person else "")
                 if not is_a_setting_or_time_for(p, value)
             ]
-            if key
+            if key and not is_a_random_key(key)
             else []
         )
         content = detect_in_value(value)
@@ -907,7 +953,11 @@ def json_path_specs(documents: Sequence[Any], copies: Any = None) -> tuple[dict[
                     document.plain.append((value, path))
                 return
             alone = n_names and not n_emails and 2 <= len(words(value)) <= MAX_PHRASE_WORDS
-            copied = "full_name" if alone else "null"  # a URL or a slug naming them: cleared
+            # an identifier made of a name (a Matrix id "@julie.martin:server" in an event's sender):
+            # the keyed hash the columns holding it get, so that equal ids stay equal; other text, and
+            # a URL holding a slug, cleared
+            identifier = not n_emails and _one_word(value) and "/" not in value
+            copied = "full_name" if alone else "hash" if identifier else "null"
         if not path:
             problems.append("the document itself is a string holding personal data")
             return
@@ -936,6 +986,10 @@ def json_path_specs(documents: Sequence[Any], copies: Any = None) -> tuple[dict[
         if isinstance(value, dict):
             if not unnamable:
                 keys_at.setdefault(tuple(path), set()).update(str(k) for k in value)
+            held = next((str(k) for k in value if _key_holds_personal_data(str(k), copies)), None)
+            if held is not None:  # a path masks values, never keys (Matrix's m.direct {"@ann:server": [...]})
+                where = f"under {json_path_text(path)!r}" if path else "at its root"
+                problems.append(f"a key of the documents {where} holds personal data (a key is never masked)")
             person = describes_a_person(value)
             for k, v in value.items():  # a key "" or "*" has no path (quoted, "*" is not a key)
                 walk(v, [*path, str(k)], unnamable or str(k) in ("", "*"), person, document)

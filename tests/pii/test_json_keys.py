@@ -54,3 +54,38 @@ def test_credentials_and_names_under_json_keys_are_findings(staging_pg16):
             partially_masked={"public.orders.doc": ["shipping.email", "shipping.name"]},
         )
         assert "public.orders.doc" not in {f.qualified_name for f in both.unmasked}
+
+
+def test_keys_of_json_documents_kept_in_text_are_read_too(staging_pg16):
+    """A Rails ``serialize`` column holds JSON as text: its documents' keys are judged as a jsonb
+    column's (a TOTP secret under ``otp_secret``, names no content detector sees), and a json rule on
+    the text column clears them. Text that is not all documents (log lines opening with '['), a text
+    array whose literal opens with '{"', and a key holding a random token (a device key's id, whose
+    letters make ``ssn`` when split as camelCase) are not read so."""
+    pg = staging_pg16
+    with new_database(pg, "jsontextkeys") as name:
+        pg.execute(
+            """
+CREATE TABLE users (id int PRIMARY KEY, settings text, log text, tags text[], devices text);
+INSERT INTO users SELECT i,
+  json_build_object('otp_secret', upper(md5(i::text)), 'profile', json_build_object('first_name', 'Gwen' || i))::text,
+  CASE WHEN i % 2 = 0 THEN '[info] signed in' ELSE 'signed out' END,
+  ARRAY['first name', 'x'],
+  json_build_object('ed25519:q7XSsnR4tTu6MZ3MRxSz0YZQ' || i, 'AAAAC3NzaC1lZDI1NTE5AAAAIGb' || i)::text
+FROM generate_series(1, 30) i;
+""",
+            name,
+        )
+        target = PgTarget(host=pg.host, port=pg.port, user=pg.user, dbname=name)
+        by_column = {f.qualified_name: f for f in scan_target(target).findings}
+        settings = by_column["public.users.settings"]
+        assert settings.status == "unmasked"
+        assert "json key:auth.secret at otp_secret (30/30 sampled)" in settings.reason, settings.reason
+        assert "profile.first_name" in settings.reason, settings.reason
+        assert not {"public.users.log", "public.users.tags", "public.users.devices"} & set(by_column), by_column
+        masked = scan_target(
+            target,
+            masked_columns=["public.users.settings"],
+            partially_masked={"public.users.settings": ["otp_secret", "profile.first_name"]},
+        )
+        assert "public.users.settings" not in {f.qualified_name for f in masked.unmasked}

@@ -164,6 +164,8 @@ def test_a_token_that_only_begins_like_an_iban_is_not_one():
         ("from 192.168.12.7 at noon", "ipv4"),
         ("2001:db8:85a3::8a2e:370:7334", "ipv6"),
         ("Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N", "jwt"),
+        ("geo:48.8765,2.18967;u=12", "geo_uri"),
+        ("Location geo:-33.8688,151.2093 shared", "geo_uri"),
     ],
 )
 def test_content_true_positives(value, expected):
@@ -180,6 +182,9 @@ def test_content_true_positives(value, expected):
         "total 42.50 EUR",
         "AC/DC",
         "user at home",
+        "geo:0,0",
+        "geo:95.5,2.1",
+        "mygeo:48.8765,2.18967",
     ],
 )
 def test_content_false_positives(value):

@@ -866,6 +866,19 @@ def random_key_reason(column: str, table_context: str, values: Iterable[Any]) ->
     }
 
 
+_KEY_PART_RE = re.compile(r"[A-Za-z0-9]+")
+
+
+def is_a_random_key(key: str) -> bool:
+    """Whether a JSON key holds a random token (16 or more letters and digits, both, in one run): a
+    key id (Synapse's ``keys`` ``{"ed25519:tTu6otp1MZ3MRxSz0YZQyJDIrzW4bIpSx...": ...}``), a hash. It
+    is data, not a name: split as camelCase, its letters make words by chance (``...bIpSx...``:
+    ``ip``)."""
+    return any(
+        len(part) >= 16 and not part.isdigit() and not part.isalpha() for part in _KEY_PART_RE.findall(key)
+    )
+
+
 #: keys that make the JSON object holding them the description of a person (its "name" is a name)
 PERSON_KEY_RE = re.compile(
     r"(?i)e[-_]?mail|email_address|first_?name|last_?name|given_?name|family_?name|surname|birth_?date"
@@ -934,6 +947,7 @@ def json_key_findings(
             isinstance(value, str)
             and value.strip()
             and (key := next((s for s in reversed(path) if s != "*"), None))
+            and not is_a_random_key(key)
         ):
             # an element of an array is named by the array's key (``cc_emails: ["a@b.c"]``)
             for p in detect_by_name(key, "person" if person else "", patterns):
@@ -1064,6 +1078,16 @@ def _e164_valid(candidate: str) -> bool:
     return bool(re.fullmatch(r"\+[1-9]\d{7,14}", digits))
 
 
+def _geo_valid(candidate: str) -> bool:
+    """A ``geo:`` URI's latitude and longitude in range, both with decimals (a place, not ``geo:0,0``)."""
+    lat, _, lon = candidate[4:].partition(",")
+    try:
+        latitude, longitude = float(lat), float(lon)
+    except ValueError:
+        return False
+    return "." in lat and "." in lon and -90 <= latitude <= 90 and -180 <= longitude <= 180
+
+
 @dataclass(frozen=True)
 class ContentPattern:
     """A content detector: a regex, optionally confirmed by a checksum over each candidate match."""
@@ -1165,6 +1189,16 @@ DEFAULT_CONTENT_PATTERNS: tuple[ContentPattern, ...] = (
         # Synapse's pushers.pushkey; URL-safe base64, or with + and / as some clients write it)
         r"|[0-9a-z_+/-]{11,}:apa91b[0-9a-z_+/=-]{100,})",
         "high",
+    ),
+    # a place as a geo URI (RFC 5870): where a person shared their location from (Matrix's location
+    # events, "geo:48.8765,2.18967;u=12"), a delivery point
+    ContentPattern(
+        "geo_uri",
+        r"(?<![\w.-])geo:-?\d{1,2}(?:\.\d+)?,-?\d{1,3}(?:\.\d+)?",
+        "medium",
+        _geo_valid,
+        hint="geo:",
+        needs_digit=True,
     ),
     # a URL carrying a credential: a password in its user info (AdventureWorks' vendor web service URLs
     # https://user:secret@edi...), or a token, key, secret or signature of 16+ characters in its query

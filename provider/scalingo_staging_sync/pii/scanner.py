@@ -503,8 +503,24 @@ def list_tables(conn, schemas: Sequence[str] | None = None) -> list[TableInfo]:
     return tables
 
 
+def json_text_shape(values: Iterable[str | None]) -> str | None:
+    """Whether the sampled ``values`` of a text column are JSON documents: '{}' when every non-empty
+    one opens an object ('{' then '"' or '}'), '[]' when every one opens an array ('[' then '{', '"',
+    '[' or ']'), else None (also when there is none). Only the opening is read: the scan's sampled
+    values may be cut."""
+    present = [v.lstrip() for v in values if v and v.strip()]
+    if not present:
+        return None
+    if all(v.startswith("{") and v[1:].lstrip()[:1] in ('"', "}") for v in present):
+        return "{}"
+    if all(v.startswith("[") and v[1:].lstrip()[:1] in ("{", '"', "[", "]") for v in present):
+        return "[]"
+    return None
+
+
 def json_key_reasons(values: Iterable[str | None], masked_paths: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """The reasons of a json/jsonb column whose sampled documents hold, under a key a name detector
+    """The reasons of a json/jsonb column (or a text column holding JSON documents) whose sampled
+    documents hold, under a key a name detector
     flags, a string value (:func:`~.detectors.json_key_findings`) at a path a ``json`` rule does not
     mask (``masked_paths``): one per detector, with the number of documents and up to five paths. A
     document cut by the sample's length limit is not read."""
@@ -573,7 +589,8 @@ def documents_with_flagged_keys(
     per_key: int = JSON_KEY_DOCUMENTS,
     seen: Iterable[str | None] = (),
 ) -> list[str]:
-    """Documents (as text) of the json/jsonb ``column`` holding a string under a key that a high
+    """Documents (as text) of the json/jsonb ``column`` (or text column holding JSON documents: one that
+    is not fails the query) holding a string under a key that a high
     severity name detector flags (``user_phone``, ``email``, ``password``...), ``per_key`` for each
     such key found among the keys of the first ``scan_rows`` documents, at any depth, that none of
     the ``seen`` documents (the sample, as text) holds. Their paths
@@ -581,15 +598,16 @@ def documents_with_flagged_keys(
     (a permission, a timeout) gives none: the sample alone is judged, as before."""
     from psycopg import sql
 
-    from scalingo_staging_sync.pii.detectors import detect_by_name
+    from scalingo_staging_sync.pii.detectors import detect_by_name, is_a_random_key
 
     relation = sql.SQL("{}{}").format(
         sql.SQL("ONLY ") if only else sql.SQL(""), sql.Identifier(schema, table)
     )
     col = sql.Identifier(column)
-    first = sql.SQL("(SELECT {col} FROM {rel} WHERE {col} IS NOT NULL LIMIT {n}) AS s").format(
-        col=col, rel=relation, n=sql.Literal(scan_rows)
-    )
+    # '' in a text column holding documents is no document (and no jsonb)
+    first = sql.SQL(
+        "(SELECT {col} FROM {rel} WHERE {col} IS NOT NULL AND {col}::text <> '' LIMIT {n}) AS s"
+    ).format(col=col, rel=relation, n=sql.Literal(scan_rows))
     out: list[str] = []
     try:
         with conn.transaction():
@@ -602,7 +620,10 @@ def documents_with_flagged_keys(
             flagged = sorted(
                 k
                 for (k,) in keys
-                if k and k not in known and any(p.severity == "high" for p in detect_by_name(k, ""))
+                if k
+                and k not in known
+                and not is_a_random_key(k)
+                and any(p.severity == "high" for p in detect_by_name(k, ""))
             )
             for key in flagged:
                 rows = conn.execute(
@@ -1197,6 +1218,18 @@ def scan_database(
             content = {c.name: (counts[i], non_null[i]) for i, c in enumerate(sampled)}
             for i, c in enumerate(sampled):
                 if c.type_name in ("json", "jsonb") and (c.name not in masked_here or c.name in partial_here):
+                    docs = [row[i] for row in raw]
+                    rare = documents_with_flagged_keys(
+                        conn, table.schema, table.name, c.name, only=table.relkind == "r", seen=docs
+                    )
+                    keys = json_key_reasons([*docs, *rare], partial_here.get(c.name) or ())
+                    if keys:
+                        keyed[c.name] = keys
+                elif (
+                    (c.name not in masked_here or c.name in partial_here)
+                    and not c.type_name.endswith("]")  # an array's '{"a b",c}' is no document
+                    and json_text_shape([row[i] for row in raw])
+                ):  # text holding JSON (a Rails `serialize` column): its keys are judged as a json column's
                     docs = [row[i] for row in raw]
                     rare = documents_with_flagged_keys(
                         conn, table.schema, table.name, c.name, only=table.relkind == "r", seen=docs
