@@ -31,6 +31,18 @@ from scalingo_staging_sync.testing.postgres import (  # noqa: E402
 )
 
 
+@pytest.fixture(autouse=True)
+def _package_log_level():
+    """The command line run in-process (click's CliRunner) quiets the package's logger for the rest of
+    the process, as a command should; the next tests would lose its warnings (caplog sees nothing)."""
+    import logging
+
+    logger = logging.getLogger("scalingo_staging_sync")
+    level = logger.level
+    yield
+    logger.setLevel(level)
+
+
 @pytest.fixture(scope="session")
 def airflow_db():
     """A fresh Airflow metadata database (SQLite), once per test run."""
