@@ -1034,3 +1034,16 @@ FROM public.profiles a JOIN public.profiles b ON a.full_user_id < b.full_user_id
         doc = json.loads(document)
         assert doc["sender"] == sender and doc["content"]["m.mentions"]["user_ids"] == [sender]
         assert "@" not in document and "Bonjour" not in document
+
+
+def test_an_ip_address_under_a_json_key_is_an_ip_not_a_street():
+    """Keycloak's session data keeps ``{"ipAddress": "10.1.2.3"}``: the key says "address" and "ip";
+    it got ``address`` (a street line) as a column would not. A MAC address gets a hash, a home
+    address stays a street line."""
+    from scalingo_staging_sync.suggest import json_path_specs
+
+    paths, problem = json_path_specs(
+        [{"ipAddress": "10.1.2.3", "mac_address": "aa:bb:cc:dd:ee:ff", "home_address": "12 rue Vieille"}]
+    )
+    assert problem is None
+    assert paths == {"home_address": "address", "ipAddress": "ip", "mac_address": "hash"}

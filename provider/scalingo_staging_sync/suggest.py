@@ -235,6 +235,15 @@ def _by_priority(detectors: Iterable[str]) -> list[str]:
 _MAC_RE = re.compile(r"(?:^|_)mac(?:_|$)")
 
 
+def _no_street_for_a_network_address(detectors: list[str], name: str) -> list[str]:
+    """``detectors`` without ``contact.address`` where "address" names an IP or MAC address (a column or
+    a JSON key ``ip_address``, ``ipAddress``, ``mac_address``; IP addresses found in the values): no
+    street line."""
+    if _MAC_RE.search(normalize_name(name)) or {"network.ip", "ipv4", "ipv6"} & set(detectors):
+        return [d for d in detectors if d != "contact.address"]
+    return detectors
+
+
 #: last name tokens of a column holding a digest of what its name starts with (a hash of the e-mail)
 _DIGEST_TOKENS = frozenset({"hash", "digest", "sha1", "sha256", "sha512", "md5", "checksum"})
 
@@ -611,9 +620,7 @@ def suggest_for(
                 or sum(1 for v in present if _WHOLE_VALUE[d].fullmatch(v))
                 >= NAMED_CONTENT_SHARE * len(present)
             ]
-        mac = _MAC_RE.search(normalize_name(finding.column))
-        if mac or {"ipv4", "ipv6"} & set(detectors):  # "address" named an IP or MAC address: not a street
-            detectors = [d for d in detectors if d != "contact.address"]
+        detectors = _no_street_for_a_network_address(detectors, finding.column)
         # IP addresses in under half of the values (version numbers in a user agent): not an IP column
         ips = sum(r.get("matches", 0) for r in finding.reasons if r["detector"] in ("ipv4", "ipv6"))
         if ips * 2 < sampled:
@@ -965,7 +972,7 @@ def json_path_specs(documents: Sequence[Any], copies: Any = None) -> tuple[dict[
             problems.append(f"the value under {path!r} cannot be named by a json path")
             return
         spec = copied
-        for detector in _by_priority(names):
+        for detector in _by_priority(_no_street_for_a_network_address(names, key)):
             chosen = _detector_spec(detector, key)
             if chosen is not None:
                 spec = chosen[0]["transformer"]
