@@ -58,3 +58,35 @@ def execute(target: PgTarget, statement: str, params=None):
     with target.connect() as conn:
         cur = conn.execute(statement, params)
         return cur.fetchall() if cur.description else []
+
+
+def assert_verified(target: PgTarget, result) -> None:
+    """Residual-value verification of one table's result passes."""
+    from scalingo_staging_sync.verification import verify_table
+
+    with target.connect(autocommit=True) as conn:
+        check = verify_table(conn, result, SALT)
+    assert check.passed, check.problems
+
+
+def assert_in_place_gives(pg, setup_sql: str, yaml_text: str, rows_of, loaded) -> None:
+    """``setup_sql`` in a new database of ``pg``, masked in place by ``yaml_text``: ``rows_of`` (which
+    checks and returns a database's rows) gives ``loaded`` byte for byte, and verification passes."""
+    with new_database(pg, "inplace") as name:
+        other = target_of(pg, name)
+        execute(other, setup_sql)
+        (in_place,) = anonymize(other, yaml_text)
+        assert in_place["mode"] == "in_place"
+        assert rows_of(other) == loaded  # byte-identical on load and in place
+        assert_verified(other, in_place)
+
+
+def rows_without(target: PgTarget, query: str, originals) -> list:
+    """The rows of ``query``, once none of ``originals`` is found in any of them."""
+    import json
+
+    rows = execute(target, query)
+    text = json.dumps(rows, ensure_ascii=False)
+    for original in originals:
+        assert original not in text, original
+    return rows

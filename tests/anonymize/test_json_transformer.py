@@ -17,7 +17,15 @@ from scalingo_staging_sync.restore.pgtools import find_pg_tools
 from scalingo_staging_sync.restore.runner import run_pg_restore
 from scalingo_staging_sync.verification import verify_table
 
-from .conftest import SALT, anonymize, execute, rules_from
+from .conftest import (
+    SALT,
+    anonymize,
+    assert_in_place_gives,
+    assert_verified,
+    execute,
+    rows_without,
+    rules_from,
+)
 
 PROFILES = r"""
 CREATE TABLE profiles (id int PRIMARY KEY, prefs jsonb, legacy json, contacts jsonb);
@@ -71,15 +79,9 @@ anonymization_tables:
 """
 
 
-def _rows(target):
-    return execute(target, "SELECT id, prefs::text, legacy::text, contacts::text FROM profiles ORDER BY id")
-
-
 def _check_masked(target):
-    rows = _rows(target)
-    text = json.dumps(rows, ensure_ascii=False)
-    for original in ORIGINALS:
-        assert original not in text, original
+    query = "SELECT id, prefs::text, legacy::text, contacts::text FROM profiles ORDER BY id"
+    rows = rows_without(target, query, ORIGINALS)
     by_id = {r[0]: r for r in rows}
     alice = json.loads(by_id[1][1])
     assert alice["email"].endswith("@staging.test") and alice["theme"] == "dark"
@@ -119,21 +121,8 @@ def on_load(db_any, prod_pg, tmp_path):
 
 def test_json_paths_masked_on_load_and_in_place_identically(on_load, staging_pg16):
     target, result = on_load
-    loaded = _check_masked(target)
-    with target.connect(autocommit=True) as conn:
-        check = verify_table(conn, result, SALT)
-    assert check.passed, check.problems
-
-    with new_database(staging_pg16, "jsoninplace") as name:
-        from .conftest import target_of
-
-        other = target_of(staging_pg16, name)
-        execute(other, PROFILES)
-        (in_place,) = anonymize(other, RULES)
-        assert in_place["mode"] == "in_place"
-        assert _check_masked(other) == loaded  # byte-identical on load and in place
-        with other.connect(autocommit=True) as conn:
-            assert verify_table(conn, in_place, SALT).passed
+    assert_verified(target, result)
+    assert_in_place_gives(staging_pg16, PROFILES, RULES, _check_masked, _check_masked(target))
 
 
 @pytest.mark.parametrize(
@@ -164,7 +153,8 @@ def test_json_refused_on_a_column_of_another_type(db):
     from scalingo_staging_sync.anonymize.planner import PlanError
 
     with pytest.raises(
-        PlanError, match="transformer 'json' does not apply to type integer \\(accepts json, string columns\\)"
+        PlanError,
+        match="transformer 'json' does not apply to type integer \\(accepts json, string columns\\)",
     ):
         anonymize(
             target,
