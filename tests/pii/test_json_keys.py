@@ -89,3 +89,27 @@ FROM generate_series(1, 30) i;
             partially_masked={"public.users.settings": ["otp_secret", "profile.first_name"]},
         )
         assert "public.users.settings" not in {f.qualified_name for f in masked.unmasked}
+
+
+def test_the_keys_of_a_large_tables_documents_are_listed_from_the_whole_table(staging_pg16):
+    """The rare-key listing read a json column's *first* 10,000 documents: a key that only the newest
+    rows of a large table hold (a field added last year) was never listed. A table of more than twice
+    as many rows is read through pages drawn from the whole table; the same pages for the listing
+    and for the documents of each key found."""
+    import psycopg
+
+    from scalingo_staging_sync.pii.scanner import documents_with_flagged_keys
+
+    pg = staging_pg16
+    with new_database(pg, "jsonkeysnewest") as name:
+        pg.execute(
+            "CREATE TABLE events (id int PRIMARY KEY, doc jsonb);"
+            "INSERT INTO events SELECT i, jsonb_build_object('kind', 'visit', 'n', i) FROM generate_series(1, 10000) i;"
+            "INSERT INTO events SELECT i, jsonb_build_object('kind', 'signup', 'user_phone', '3361234' || i)"
+            " FROM generate_series(10001, 20000) i;"
+            "ANALYZE events;",
+            name,
+        )
+        with psycopg.connect(pg.conninfo(name), autocommit=True) as conn:
+            docs = documents_with_flagged_keys(conn, "public", "events", "doc", only=True, scan_rows=1000)
+            assert docs and all("user_phone" in d for d in docs), docs[:3]

@@ -592,7 +592,8 @@ def documents_with_flagged_keys(
     """Documents (as text) of the json/jsonb ``column`` (or text column holding JSON documents: one that
     is not fails the query) holding a string under a key that a high
     severity name detector flags (``user_phone``, ``email``, ``password``...), ``per_key`` for each
-    such key found among the keys of the first ``scan_rows`` documents, at any depth, that none of
+    such key found among the keys of about ``scan_rows`` documents (the first ones of a table of at most
+    twice that many rows, else those of pages drawn from the whole table), at any depth, that none of
     the ``seen`` documents (the sample, as text) holds. Their paths
     are then read like a sample's (:func:`json_key_reasons`, ``json_path_specs``). A query that fails
     (a permission, a timeout) gives none: the sample alone is judged, as before."""
@@ -604,13 +605,28 @@ def documents_with_flagged_keys(
         sql.SQL("ONLY ") if only else sql.SQL(""), sql.Identifier(schema, table)
     )
     col = sql.Identifier(column)
-    # '' in a text column holding documents is no document (and no jsonb)
-    first = sql.SQL(
-        "(SELECT {col} FROM {rel} WHERE {col} IS NOT NULL AND {col}::text <> '' LIMIT {n}) AS s"
-    ).format(col=col, rel=relation, n=sql.Literal(scan_rows))
     out: list[str] = []
     try:
         with conn.transaction():
+            # a large table's documents come from pages drawn from the whole table (its first rows may
+            # all be older than a key), about scan_rows of them; a small one's, its first scan_rows
+            info = _column_table(conn, schema, table, column)
+            limit = scan_rows
+            if info is not None and info.relkind in ("r", "m") and info.est_rows > 2 * scan_rows:
+                import random
+
+                percent = 100.0 * scan_rows / info.est_rows
+                # the same pages for the listing and for each key's documents: one seed per call
+                relation = sql.SQL("{} TABLESAMPLE SYSTEM ({}) REPEATABLE ({})").format(
+                    relation,
+                    sql.Literal(percent),
+                    sql.Literal(random.randrange(1 << 30)),  # noqa: S311
+                )
+                limit = 2 * scan_rows  # pages are drawn unevenly: a few more rows than asked, not fewer
+            # '' in a text column holding documents is no document (and no jsonb)
+            first = sql.SQL(
+                "(SELECT {col} FROM {rel} WHERE {col} IS NOT NULL AND {col}::text <> '' LIMIT {n}) AS s"
+            ).format(col=col, rel=relation, n=sql.Literal(limit))
             keys = conn.execute(
                 sql.SQL(
                     "SELECT DISTINCT k #>> '{{}}' FROM {}, jsonb_path_query(s.{}::jsonb, {}) AS k"
@@ -918,20 +934,16 @@ def sample_table(
         return cur.fetchall()
 
 
-def sample_column(conn, schema: str, table: str, column: str, sample_rows: int) -> list[str]:
-    """Up to ``sample_rows`` whole non-null values of one column as text, drawn from the whole table as
-    :func:`sample_table` draws them (``scan --suggest-rules`` reads a json column's documents again
-    with it: the table's first rows may all be alike, its newest hold the newest keys)."""
+def _column_table(conn, schema: str, table: str, column: str) -> TableInfo | None:
+    """The :class:`TableInfo` of one column's table, sized as :func:`list_tables` sizes the tables it
+    scans, with that column only; None when there is no such column."""
     from psycopg import sql
 
-    row = conn.execute(  # sized as list_tables sizes the tables it scans
-        _COLUMN_SQL,
-        (sql.Identifier(schema, table).as_string(conn), column),
-    ).fetchone()
+    row = conn.execute(_COLUMN_SQL, (sql.Identifier(schema, table).as_string(conn), column)).fetchone()
     if row is None:
-        return []
+        return None
     relkind, est_rows, pages, type_name = row
-    info = TableInfo(
+    return TableInfo(
         schema=schema,
         name=table,
         oid=0,
@@ -940,6 +952,17 @@ def sample_column(conn, schema: str, table: str, column: str, sample_rows: int) 
         pages=pages,
         columns=[ColumnInfo(column, type_name, True)],
     )
+
+
+def sample_column(conn, schema: str, table: str, column: str, sample_rows: int) -> list[str]:
+    """Up to ``sample_rows`` whole non-null values of one column as text, drawn from the whole table as
+    :func:`sample_table` draws them (``scan --suggest-rules`` reads a json column's documents again
+    with it: the table's first rows may all be alike, its newest hold the newest keys)."""
+    from psycopg import sql
+
+    info = _column_table(conn, schema, table, column)
+    if info is None:
+        return []
     where = sql.SQL("{} IS NOT NULL").format(sql.Identifier(column))
     rows = sample_table(conn, info, [column], sample_rows, WHOLE_VALUE_CHARS, where)
     return [r[0] for r in rows]
