@@ -926,6 +926,15 @@ def is_a_setting_or_time_for(pattern: NamePattern, value: str) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=8192)
+def _key_patterns(key: str, person: bool, patterns: tuple[NamePattern, ...]) -> tuple[NamePattern, ...]:
+    """:func:`detect_by_name` of a JSON key (in an object describing a person or not), none for a key
+    holding a random token; cached: the same keys come back in every document of a column."""
+    if is_a_random_key(key):
+        return ()
+    return tuple(detect_by_name(key, "person" if person else "", patterns))
+
+
 def json_key_findings(
     document: Any, patterns: Sequence[NamePattern] = DEFAULT_NAME_PATTERNS
 ) -> list[tuple[tuple[str, ...], NamePattern]]:
@@ -947,10 +956,9 @@ def json_key_findings(
             isinstance(value, str)
             and value.strip()
             and (key := next((s for s in reversed(path) if s != "*"), None))
-            and not is_a_random_key(key)
         ):
             # an element of an array is named by the array's key (``cc_emails: ["a@b.c"]``)
-            for p in detect_by_name(key, "person" if person else "", patterns):
+            for p in _key_patterns(key, person, tuple(patterns)):
                 if p.category == "auth" and (len(value) < 16 or " " in value.strip()):
                     continue  # a page token, a short code: a secret is long and has no space
                 if is_a_setting_or_time_for(p, value):
