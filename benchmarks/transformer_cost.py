@@ -8,6 +8,8 @@ of each, the distinct outputs (a unique transformer keeps them all) and the rati
         --values ipv4 --options '{}' '{"unique": true}'
     PYTHONPATH=provider .venv/bin/python benchmarks/transformer_cost.py --transformer hash --type text \\
         --values text --options '{"length": 15}' '{"encoding": "base64url", "length": 15}'
+    PYTHONPATH=provider .venv/bin/python benchmarks/transformer_cost.py --transformer json --type jsonb \\
+        --values document --options '{"paths": {"email": "email"}}'
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ from scalingo_staging_sync.testing.postgres import start_embedded_postgres
 VALUES = {
     "ipv4": "SELECT '0.0.0.0'::inet + g::bigint * 21473 AS v FROM generate_series(1, {n}) g",
     "text": "SELECT 'person-' || g || '@example.org' AS v FROM generate_series(1, {n}) g",
+    # a JSON document (as text; cast to the --type column: text or jsonb) with one path to mask
+    "document": (
+        "SELECT json_build_object('email', 'person-' || g || '@example.org', 'theme', 'dark', 'n', g)::text AS v "
+        "FROM generate_series(1, {n}) g"
+    ),
 }
 
 
