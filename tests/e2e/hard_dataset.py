@@ -186,13 +186,18 @@ def _text_columns_query() -> str:
     )
 
 
-def find_originals(pg, values: list[str]) -> list[str]:
-    """Every place of the whole cluster (all databases: tables, matviews, pg_stats, large objects) where
-    one of ``values`` appears as a substring. Empty: nothing survived."""
-    hits: list[str] = []
-    databases = [
+def database_names(pg) -> set[str]:
+    """The databases of ``pg`` one can connect to."""
+    return {
         r[0] for r in pg.execute("SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate")
-    ]
+    }
+
+
+def find_originals(pg, values: list[str], *, skip_databases=()) -> list[str]:
+    """Every place of the whole cluster (all databases but ``skip_databases``: tables, matviews, pg_stats,
+    large objects) where one of ``values`` appears as a substring. Empty: nothing survived."""
+    hits: list[str] = []
+    databases = sorted(database_names(pg) - set(skip_databases))
     for db in databases:
         with psycopg.connect(pg.conninfo(db), autocommit=True) as conn:
             for schema, table in conn.execute(_text_columns_query()).fetchall():
