@@ -30,8 +30,9 @@ from .conftest import (
 
 # the documents' own spacing and key order are kept where nothing is masked; escapes of every kind
 EVENTS = r"""
-CREATE TABLE event_json (id int PRIMARY KEY, body text NOT NULL, extra varchar);
-INSERT INTO event_json VALUES
+CREATE DOMAIN document_text AS text CHECK (VALUE <> 'forbidden');
+CREATE TABLE event_json (id int PRIMARY KEY, body text NOT NULL, extra varchar, meta document_text);
+INSERT INTO event_json (id, body, extra) VALUES
  (1, '{"sender": "@julie.martin:example.org", "content": {"body": "Salut Élodie\tça va ?\nà+ \\o/", "msgtype": "m.text"}, "origin_server_ts": 1700000000000}',
      '{ "email" :  "julie.martin@corp.test" ,"plan":"pro"}'),
  (2, '{"type":   "m.room.create",  "content": {"creator": "x"}}', ''),
@@ -39,6 +40,7 @@ INSERT INTO event_json VALUES
  (4, '[{"email": "ann@corp.test"}, {"email": "bob@corp.test", "n": 1.50}]', 'null'),
  (5, '"just a string"', '{"email": null}'),
  (6, '{"content": {"body": ""}, "sender": "@zoé:example.org"}', '{"email": "carl@corp.test", "a": {"b": [1, 2]}}');
+UPDATE event_json SET meta = extra WHERE id IN (1, 6);  -- a domain over text
 """
 RULES = """
 source_app: p
@@ -52,13 +54,18 @@ anonymization_tables:
       extra:
         transformer: json
         paths: {email: email}
+      meta:
+        transformer: json
+        paths: {email: email}
 """
 ORIGINALS = ["julie", "Élodie", "ann@corp", "bob@corp", "carl@corp", "zoé"]
 
 
 def _check_masked(target):
-    rows = rows_without(target, "SELECT id, body, extra FROM event_json ORDER BY id", ORIGINALS)
-    by_id = {r[0]: r[1:] for r in rows}
+    rows = rows_without(target, "SELECT id, body, extra, meta FROM event_json ORDER BY id", ORIGINALS)
+    by_id = {r[0]: r[1:3] for r in rows}
+    meta = {r[0]: r[3] for r in rows}
+    assert meta[1] == by_id[1][1] and meta[6] == by_id[6][1]  # the same rule, the same masked document
     first = json.loads(by_id[1][0])
     assert first["content"] == {"body": None, "msgtype": "m.text"} and len(first["sender"]) == 32
     assert first["origin_server_ts"] == 1700000000000
