@@ -934,6 +934,12 @@ def json_path_specs(documents: Sequence[Any], copies: Any = None) -> tuple[dict[
     keys_at: dict[tuple[str, ...], set[str]] = {}  # path of an object -> the keys seen in it
     as_list: dict[str, list[str]] = {}  # path text -> its keys
     problems: list[str] = []
+    personal_keys: dict[str, bool] = {}  # key -> whether it is personal data (the same keys recur)
+
+    def personal_key(key: str) -> bool:
+        if key not in personal_keys:
+            personal_keys[key] = _key_holds_personal_data(key, copies)
+        return personal_keys[key]
 
     def leaf(value: str, path: list[str], unnamable: bool, person: bool, document: _DocumentValues) -> None:
         key = next((p for p in reversed(path) if p != "*"), "")
@@ -993,7 +999,7 @@ def json_path_specs(documents: Sequence[Any], copies: Any = None) -> tuple[dict[
         if isinstance(value, dict):
             if not unnamable:
                 keys_at.setdefault(tuple(path), set()).update(str(k) for k in value)
-            held = next((str(k) for k in value if _key_holds_personal_data(str(k), copies)), None)
+            held = next((str(k) for k in value if personal_key(str(k))), None)
             if held is not None:  # a path masks values, never keys (Matrix's m.direct {"@ann:server": [...]})
                 where = f"under {json_path_text(path)!r}" if path else "at its root"
                 problems.append(f"a key of the documents {where} holds personal data (a key is never masked)")
