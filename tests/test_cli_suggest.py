@@ -1047,3 +1047,42 @@ def test_an_ip_address_under_a_json_key_is_an_ip_not_a_street():
     )
     assert problem is None
     assert paths == {"home_address": "address", "ipAddress": "ip", "mac_address": "hash"}
+
+
+def test_a_column_holding_a_masked_keys_values_without_a_foreign_key_is_masked_alike(staging_pg16, tmp_path):
+    """Synapse's ``user_reports.user_id`` (5 rows) names reported people by their ids with no foreign
+    key, too few rows for the scan to see copies of names in them: it kept the ids. A column with no
+    finding whose sampled values are all a masked key's (a unique column masked with a keyed hash)
+    gets the key's rule, so the masked values still match. A column where some values are not the
+    key's, or values of under 6 characters (a role "admin" that is also a user's name), is left."""
+    name = "cli_suggest_implied_reference"
+    staging_pg16.create_database(name)
+    staging_pg16.execute(SYNAPSE_LIKE, name)
+    staging_pg16.execute(
+        """
+INSERT INTO public.users SELECT '@jerome' || g || ':chat.example.org', NULL FROM generate_series(1, 3) g;
+CREATE TABLE public.user_reports (id int PRIMARY KEY, user_id text NOT NULL, reason text);
+INSERT INTO public.user_reports SELECT g, '@jerome' || g || ':chat.example.org', 'spam' FROM generate_series(1, 3) g;
+CREATE TABLE public.audit (id int PRIMARY KEY, actor text);
+INSERT INTO public.audit SELECT g, CASE WHEN g = 1 THEN 'system-cron-job' ELSE (SELECT name FROM public.users LIMIT 1) END
+FROM generate_series(1, 4) g;
+INSERT INTO public.users VALUES ('admin', NULL);
+CREATE TABLE public.roles (id int PRIMARY KEY, role text);
+INSERT INTO public.roles VALUES (1, 'admin');
+""",
+        name,
+    )
+    out, text, specs = _suggest(staging_pg16, name, tmp_path)
+    user_id = specs["public.users.name"]
+    assert specs["public.user_reports.user_id"] == user_id, specs.get("public.user_reports.user_id")
+    assert "its values are public." in text and "no foreign key says so" in text
+    assert "public.audit.actor" not in specs and "public.roles.role" not in specs
+    target = PgTarget(host=staging_pg16.host, port=staging_pg16.port, user=staging_pg16.user, dbname=name)
+    for item in plan_anonymization(target, load_rules(out)):
+        run_table_plan(item, target, SALT)
+    joined = staging_pg16.execute(
+        "SELECT count(*) FROM public.user_reports r JOIN public.users u ON u.name = r.user_id"
+        " WHERE r.user_id NOT LIKE '@%'",
+        name,
+    )
+    assert joined == [(3,)]  # masked, and still the same people

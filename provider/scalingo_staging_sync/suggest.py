@@ -746,8 +746,132 @@ def suggest_rules(
         out.suggestions.append(suggest_for(finding, catalogs[key], documents, values, copies))
     _recomputed(out, catalogs)
     _conditions_alone(out)
+    _implied_references(conn, out, catalogs)
     _foreign_key_partners(conn, out, catalogs)
     return out
+
+
+def _take_rule(
+    conn: Any,
+    out: SuggestedRules,
+    catalogs: dict[tuple[str, str], Any],
+    by_column: dict[tuple[TableName, str], Suggestion],
+    table: TableName,
+    column: str,
+    source: Suggestion,
+    why: str,
+) -> bool:
+    """``source``'s rule for ``table.column`` (a new suggestion when it has none), with ``why``; False
+    when the column cannot take it (the planner names that)."""
+    from scalingo_staging_sync.anonymize.planner import read_table
+
+    key = (table.schema, table.name)
+    if key not in catalogs:
+        catalogs[key] = read_table(conn, *key)
+    info = catalogs[key].columns.get(column) if catalogs[key] is not None else None
+    if info is None or not _fits(source.spec, info, catalogs[key]):
+        return False
+    s = by_column.get((table, column))
+    if s is None:
+        s = Suggestion(
+            column_id=f"{table}.{column}", table=table, column=column, finding="no finding of its own"
+        )
+        out.suggestions.append(s)
+        by_column[(table, column)] = s
+    s.spec, s.review, s.allow_reason = dict(source.spec or {}), None, None
+    s.why = why
+    return True
+
+
+#: an implied reference: sampled values of a column compared with the masked keys', and the fewest
+#: characters each must have (a short value, "admin", could be anything's)
+_REFERENCE_SAMPLE = 200
+_REFERENCE_MIN_CHARS = 6
+#: string columns of ordinary tables, not generated, outside the system's and extensions' schemas
+_STRING_COLUMNS_SQL = """
+SELECT n.nspname::text, c.relname::text, a.attname::text
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_type t ON t.oid = a.atttypid
+WHERE c.relkind = 'r' AND NOT c.relispartition AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+  AND t.typname IN ('text', 'varchar')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                  AND d.deptype = 'e')
+ORDER BY 1, 2, 3
+"""
+
+
+def _implied_references(conn: Any, out: SuggestedRules, catalogs: dict[tuple[str, str], Any]) -> None:
+    """A column without a foreign key whose values are those of a key masked with a keyed ``hash`` gets
+    the same rule: Synapse names its people by ids in a hundred tables with few foreign keys, and a
+    table too small for the scan to see copies of names in it (``user_reports.user_id``, 5 rows)
+    kept them. The key: a single-column primary key or unique index of a string column; the column:
+    a text column with no suggestion of its own, whose sampled non-empty values (up to 200) are all
+    the key's and each of 6 characters or more. A query that fails is skipped."""
+    from psycopg import sql
+
+    keys = []
+    for s in out.masked:
+        catalog = catalogs.get((s.table.schema, s.table.name))
+        if s.condition is not None or (s.spec or {}).get("transformer") != "hash" or catalog is None:
+            continue
+        info = catalog.columns.get(s.column)
+        unique = catalog.primary_key == [s.column] or any(
+            cols == [s.column] for _n, cols in catalog.unique_indexes
+        )
+        if info is not None and info.category == "string" and unique:
+            keys.append(s)
+    if not keys:
+        return
+    by_column = {(s.table, s.column): s for s in out.suggestions}
+    try:
+        columns = conn.execute(_STRING_COLUMNS_SQL).fetchall()
+    except Exception:  # noqa: BLE001 - no inference: the scan and the planner still judge the columns
+        return
+    for schema, table_name, column in columns:
+        table = TableName(schema, table_name)
+        if (table, column) in by_column:
+            continue
+        value = sql.SQL("s.v")
+        found = [
+            sql.SQL("count(*) FILTER (WHERE EXISTS (SELECT 1 FROM {} k WHERE k.{} = {}))").format(
+                sql.Identifier(key.table.schema, key.table.name), sql.Identifier(key.column), value
+            )
+            for key in keys
+        ]
+        query = sql.SQL(
+            "SELECT count(*), count(*) FILTER (WHERE length(s.v) < {}), {} FROM "
+            "(SELECT {} AS v FROM ONLY {} WHERE {} IS NOT NULL AND {} <> '' LIMIT {}) AS s"
+        ).format(
+            sql.Literal(_REFERENCE_MIN_CHARS),
+            sql.SQL(", ").join(found),
+            sql.Identifier(column),
+            sql.Identifier(schema, table_name),
+            sql.Identifier(column),
+            sql.Identifier(column),
+            sql.Literal(_REFERENCE_SAMPLE),
+        )
+        try:
+            with conn.transaction():
+                total, short, *hits = conn.execute(query).fetchone()
+        except Exception:  # noqa: BLE001 - skipped: the scan and the planner still judge the column
+            continue
+        if not total or short:
+            continue
+        source = next((key for key, n in zip(keys, hits, strict=True) if n == total), None)
+        if source is not None:
+            _take_rule(
+                conn,
+                out,
+                catalogs,
+                by_column,
+                table,
+                column,
+                source,
+                f"its values are {source.column_id}'s (no foreign key says so): masked alike, so they "
+                "still match",
+            )
 
 
 def _foreign_key_partners(conn: Any, out: SuggestedRules, catalogs: dict[tuple[str, str], Any]) -> None:
@@ -757,7 +881,7 @@ def _foreign_key_partners(conn: Any, out: SuggestedRules, catalogs: dict[tuple[s
     to find anything); where both are masked differently, the referencing side takes the referenced
     side's rule. The planner refuses a foreign key masked on one side only, naming it; a rule the
     other column cannot take (too short a ``varchar``) is left for it to name."""
-    from scalingo_staging_sync.anonymize.planner import read_foreign_keys, read_table
+    from scalingo_staging_sync.anonymize.planner import read_foreign_keys
 
     try:
         keys = read_foreign_keys(conn)
@@ -769,22 +893,8 @@ def _foreign_key_partners(conn: Any, out: SuggestedRules, catalogs: dict[tuple[s
         return s is not None and s.spec is not None and s.condition is None
 
     def take(table: TableName, column: str, source: Suggestion, fk: str) -> bool:
-        key = (table.schema, table.name)
-        if key not in catalogs:
-            catalogs[key] = read_table(conn, *key)
-        info = catalogs[key].columns.get(column) if catalogs[key] is not None else None
-        if info is None or not _fits(source.spec, info, catalogs[key]):
-            return False
-        s = by_column.get((table, column))
-        if s is None:
-            s = Suggestion(
-                column_id=f"{table}.{column}", table=table, column=column, finding="no finding of its own"
-            )
-            out.suggestions.append(s)
-            by_column[(table, column)] = s
-        s.spec, s.review, s.allow_reason = dict(source.spec or {}), None, None
-        s.why = f"foreign key {fk} to {source.column_id}: masked alike, so the masked values still match"
-        return True
+        why = f"foreign key {fk} to {source.column_id}: masked alike, so the masked values still match"
+        return _take_rule(conn, out, catalogs, by_column, table, column, source, why)
 
     # a chain of keys (a -> b -> c) takes as many rounds as it has links; bounded, so that a column
     # referencing two keys masked differently cannot swing between their rules for ever
