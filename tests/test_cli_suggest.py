@@ -448,6 +448,11 @@ def test_text_json_documents_are_masked_at_their_paths_or_emptied(staging_pg16, 
         " FROM generate_series(1, 30) g;"
         "CREATE TABLE remarks (id int PRIMARY KEY, body text NOT NULL);"
         "INSERT INTO remarks SELECT g, '{draft} write to person' || g || '@example.org'"
+        " FROM generate_series(1, 30) g;"
+        # nullable, found by an address in free text alone (no whole-value detector): read as documents too
+        "CREATE TABLE event_reports (id int PRIMARY KEY, content text);"
+        "INSERT INTO event_reports SELECT g, json_build_object('reason', 'publie mon adresse (' || g"
+        " || ', boulevard Laporte, 2034' || (g % 10) || ' Robertdan) sans mon accord', 'score', -100)::text"
         " FROM generate_series(1, 30) g;",
         name,
     )
@@ -456,6 +461,7 @@ def test_text_json_documents_are_masked_at_their_paths_or_emptied(staging_pg16, 
     assert specs["public.jobs_batch.recipients"] == {"transformer": "fixed", "value": "[]"}
     assert specs["public.activity.properties"] == {"transformer": "json", "paths": {"by": "full_name"}}
     assert specs["public.remarks.body"] == {"transformer": "fixed", "value": ""}
+    assert specs["public.event_reports.content"] == {"transformer": "json", "paths": {"reason": "null"}}
     assert "JSON documents in text: the values at message" in text
     scan = run_cli("scan", "--dsn", staging_pg16.conninfo(name), "--rules", str(out))
     assert scan.returncode == 0, scan.stdout

@@ -724,11 +724,9 @@ def suggest_rules(
             and info.category in ("string", "inet")
             and not finding.allow_reason
             and (
+                # found by its content, copies or keys alone: is each value that content (an address
+                # column), or text holding it, or a JSON document to mask at its paths?
                 all(r["kind"] != "name" for r in finding.reasons)
-                and (
-                    any(r["detector"] in _WHOLE_VALUE for r in finding.reasons if r["kind"] == "content")
-                    or (info.not_null and info.category == "string")  # JSON documents in text: _fallback
-                )
                 # named, and a content detector that could decide the transformer over the name's: is
                 # each value that content, or text holding it (Keycloak's sessions' data: JSON)?
                 or bool(_deciding_content(finding))

@@ -1106,13 +1106,19 @@ class ContentPattern:
     validator: object = None  # Callable[[str], bool] | None
     hint: str | None = None  # a substring every match contains (cheap pre-filter)
     needs_digit: bool = False  # every match contains a digit (cheap pre-filter)
+    #: a case-sensitive regex every value holding a match matches too, cheaper than ``regex``: searched first
+    prefilter: str | None = None
     compiled: re.Pattern = field(init=False, repr=False, compare=False)
+    compiled_prefilter: re.Pattern | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_severity(self.severity)
         object.__setattr__(self, "compiled", re.compile(self.regex, re.IGNORECASE))
+        object.__setattr__(self, "compiled_prefilter", re.compile(self.prefilter) if self.prefilter else None)
 
     def matches(self, value: str) -> bool:
+        if self.compiled_prefilter is not None and self.compiled_prefilter.search(value) is None:
+            return False
         validator = self.validator
         for match in self.compiled.finditer(value):
             if validator is None or validator(match.group(0)):  # type: ignore[operator]
@@ -1121,6 +1127,20 @@ class ContentPattern:
 
 
 _B = r"(?<![\w@.+-])"  # left edge: not glued to another token
+#: :data:`DEFAULT_CONTENT_PATTERNS`' ``street_address``: French (number, street type, name, 5-digit postal
+#: code, town), German and Swiss (a name ending in a street type, number, 4- or 5-digit postal code,
+#: town), English (number, capitalised words, street type, then a UK postcode or a US state and ZIP)
+_STREET_ADDRESS = (
+    r"(?-i:"
+    r"(?<![\w])\d{1,4}(?:\s?(?:bis|ter))?,?\s+(?i:rue|avenue|av\.|boulevard|bd|chemin|all[ée]e|impasse|place|quai"
+    r"|route|cours|square|passage)\s+[^\n,;]{2,50}?,?\s+\d{5}\s+[A-ZÀ-Ý]"
+    r"|(?<![\w])[A-ZÄÖÜ][\wäöüß.-]*(?:stra(?:ß|ss)e|Stra(?:ß|ss)e|str\.|Str\.|gasse|Gasse|weg|Weg|allee|Allee|platz"
+    r"|Platz|ring|Ring|damm|Damm|ufer|Ufer)\s+\d{1,4}\s?[a-z]?(?:\s?[-/]\s?\d{1,4}[a-z]?)?,?\s+\d{4,5}\s+[A-ZÄÖÜ]"
+    r"|(?<![\w])\d{1,5}[a-z]?\s+(?:[A-Z][a-z]+\s){1,3}(?:Street|St|Road|Rd|Avenue|Ave|Lane|Ln|Drive|Dr|Boulevard"
+    r"|Blvd|Court|Ct|Way|Place|Close|Crescent|Terrace|Gardens)\.?,\s+(?:[A-Z][\w ]{1,30},\s*)?"
+    r"(?:[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}|[A-Z]{2}\s\d{5})"
+    r")"
+)
 _E = r"(?![\w@])"  # right edge
 
 DEFAULT_CONTENT_PATTERNS: tuple[ContentPattern, ...] = (
@@ -1197,6 +1217,18 @@ DEFAULT_CONTENT_PATTERNS: tuple[ContentPattern, ...] = (
         # Synapse's pushers.pushkey; URL-safe base64, or with + and / as some clients write it)
         r"|[0-9a-z_+/-]{11,}:apa91b[0-9a-z_+/=-]{100,})",
         "high",
+    ),
+    # a postal address written out in free text (a message giving a delivery address, a location's
+    # description, a bio): a number, a street, a postal code and a town, in the French, German or
+    # English way ("14 rue des Vinaigriers, 75010 Paris", "Roggestraße 58/27, 33464 Essen", "2 Jones
+    # Road, E6J 3JB"): case-sensitive where capitals mark the names
+    ContentPattern(
+        "street_address",
+        _STREET_ADDRESS,
+        "medium",
+        needs_digit=True,
+        # each form ends with a postal code: 4-5 digits and a town's capital, a UK postcode, a US ZIP
+        prefilter=r"\d{4,5}\s+[A-ZÀ-ÝÄÖÜ]|\d[A-Z]{2}(?![a-z])|[A-Z]{2}\s\d{5}",
     ),
     # a place as a geo URI (RFC 5870): where a person shared their location from (Matrix's location
     # events, "geo:48.8765,2.18967;u=12"), a delivery point
