@@ -82,7 +82,9 @@ FROM generate_series(1, 30) i;
         assert settings.status == "unmasked"
         assert "json key:auth.secret at otp_secret (30/30 sampled)" in settings.reason, settings.reason
         assert "profile.first_name" in settings.reason, settings.reason
-        assert not {"public.users.log", "public.users.tags", "public.users.devices"} & set(by_column), by_column
+        assert not {"public.users.log", "public.users.tags", "public.users.devices"} & set(by_column), (
+            by_column
+        )
         masked = scan_target(
             target,
             masked_columns=["public.users.settings"],
