@@ -1083,6 +1083,19 @@ INSERT INTO public.roles VALUES (1, 'admin');
     assert specs["public.user_reports.user_id"] == user_id, specs.get("public.user_reports.user_id")
     assert "its values are public." in text and "no foreign key says so" in text
     assert "public.audit.actor" not in specs and "public.roles.role" not in specs
+    # only among the tables the scan reads: with --schema public, another schema's column is left
+    staging_pg16.execute(
+        "CREATE SCHEMA other; CREATE TABLE other.user_reports AS SELECT * FROM public.user_reports;", name
+    )
+    scoped = tmp_path / "scoped.yaml"
+    proc = run_cli(
+        "scan", "--dsn", staging_pg16.conninfo(name), "--schema", "public", "--suggest-rules", str(scoped)
+    )
+    assert proc.returncode in (0, 1), proc.stderr
+    scoped_specs = {f"{r.qualified}.{c}" for r in load_rules(scoped).anonymization_tables for c in r.columns}
+    assert "public.user_reports.user_id" in scoped_specs and "other.user_reports.user_id" not in scoped_specs
+    _out, _text, all_specs = _suggest(staging_pg16, name, tmp_path / "all")
+    assert all_specs["other.user_reports.user_id"] == user_id  # the whole database: both
     target = PgTarget(host=staging_pg16.host, port=staging_pg16.port, user=staging_pg16.user, dbname=name)
     for item in plan_anonymization(target, load_rules(out)):
         run_table_plan(item, target, SALT)

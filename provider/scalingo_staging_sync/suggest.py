@@ -335,7 +335,7 @@ def _fallback(info: Any, values: Sequence[str] | None = None) -> tuple[dict[str,
             "value": "",
         }, "a search index of personal data: emptied (reindex staging)"
     if info.category == "string":
-        shape = _json_text_shape(values)
+        shape = json_text_shape(values or ())
         if shape is not None and (info.max_length is None or info.max_length >= 2):
             kind = "object" if shape == "{}" else "array"
             return {"transformer": "fixed", "value": shape}, (
@@ -360,17 +360,12 @@ def _text_documents(values: Sequence[str]) -> list[Any] | None:
     """The parsed documents of a text column's sampled whole ``values`` when every non-empty one is a
     JSON object or array, else None."""
     present = [v for v in values if v and v.strip()]
-    if not present or _json_text_shape(present) is None:
+    if not present or json_text_shape(present) is None:
         return None
     try:
         return [json.loads(v) for v in present]
     except ValueError:
         return None
-
-
-def _json_text_shape(values: Sequence[str] | None) -> str | None:
-    """The scan's :func:`~..pii.scanner.json_text_shape` ('{}', '[]' or None) of sampled values."""
-    return json_text_shape(values or ())
 
 
 def _fits(spec: Mapping[str, Any], info: Any, catalog: Any) -> bool:
@@ -670,7 +665,7 @@ def suggest_for(
             candidates.append((spec, why))
     if info.category == "date" and not any(c[0]["transformer"] == "date_shift" for c in candidates):
         candidates.append(({"transformer": "date_shift"}, "date tied to a person: shifted by up to a year"))
-    if info.category == "string" and _json_text_shape(values) is not None:
+    if info.category == "string" and json_text_shape(values or ()) is not None:
         # JSON documents in a NOT NULL text column (Keycloak's sessions' data): an empty document the
         # app can still parse, before a hash it cannot
         candidates.append(_fallback(info, values))
@@ -737,14 +732,14 @@ def suggest_rules(
             )
         ):
             values = _sample_texts(conn, finding, json_sample_rows)
-            if _json_text_shape(values) is not None:  # JSON documents in text: and those of rare keys
+            if json_text_shape(values or ()) is not None:  # JSON documents in text: and those of rare keys
                 values += documents_with_flagged_keys(
                     conn, finding.schema, finding.table, finding.column, seen=values
                 )
         out.suggestions.append(suggest_for(finding, catalogs[key], documents, values, copies))
     _recomputed(out, catalogs)
     _conditions_alone(out)
-    _implied_references(conn, out, catalogs)
+    _implied_references(conn, out, catalogs, report.schemas)
     _foreign_key_partners(conn, out, catalogs)
     return out
 
@@ -785,29 +780,21 @@ def _take_rule(
 #: characters each must have (a short value, "admin", could be anything's)
 _REFERENCE_SAMPLE = 200
 _REFERENCE_MIN_CHARS = 6
-#: string columns of ordinary tables, not generated, outside the system's and extensions' schemas
-_STRING_COLUMNS_SQL = """
-SELECT n.nspname::text, c.relname::text, a.attname::text
-FROM pg_attribute a
-JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-JOIN pg_type t ON t.oid = a.atttypid
-WHERE c.relkind = 'r' AND NOT c.relispartition AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
-  AND t.typname IN ('text', 'varchar')
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
-  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
-                  AND d.deptype = 'e')
-ORDER BY 1, 2, 3
-"""
 
 
-def _implied_references(conn: Any, out: SuggestedRules, catalogs: dict[tuple[str, str], Any]) -> None:
+def _implied_references(
+    conn: Any, out: SuggestedRules, catalogs: dict[tuple[str, str], Any], schemas: Sequence[str] = ()
+) -> None:
     """A column without a foreign key whose values are those of a key masked with a keyed ``hash`` gets
     the same rule: Synapse names its people by ids in a hundred tables with few foreign keys, and a
     table too small for the scan to see copies of names in it (``user_reports.user_id``, 5 rows)
     kept them. The key: a single-column primary key or unique index of a string column; the column:
     a text column with no suggestion of its own, whose sampled non-empty values (up to 200) are all
-    the key's and each of 6 characters or more. A query that fails is skipped."""
+    the key's and each of 6 characters or more, among the tables the scan reads (``schemas``, all when
+    empty; not a partition: its root's rule covers it). A query that fails is skipped."""
     from psycopg import sql
+
+    from scalingo_staging_sync.pii.scanner import list_tables
 
     keys = []
     for s in out.masked:
@@ -824,9 +811,16 @@ def _implied_references(conn: Any, out: SuggestedRules, catalogs: dict[tuple[str
         return
     by_column = {(s.table, s.column): s for s in out.suggestions}
     try:
-        columns = conn.execute(_STRING_COLUMNS_SQL).fetchall()
+        tables = list_tables(conn, list(schemas) or None)
     except Exception:  # noqa: BLE001 - no inference: the scan and the planner still judge the columns
         return
+    columns = [
+        (t.schema, t.name, c.name)
+        for t in tables
+        if t.relkind == "r" and t.root is None
+        for c in t.columns
+        if c.type_name == "text" or c.type_name.startswith("character varying")
+    ]
     for schema, table_name, column in columns:
         table = TableName(schema, table_name)
         if (table, column) in by_column:
@@ -1029,10 +1023,9 @@ def json_path_specs(documents: Sequence[Any], copies: Any = None) -> tuple[dict[
     from scalingo_staging_sync.anonymize.transformers import ColumnInfo, get_transformer, json_path_text
     from scalingo_staging_sync.fingerprint import MAX_PHRASE_WORDS, words
     from scalingo_staging_sync.pii.detectors import (
-        detect_by_name,
         detect_in_value,
-        is_a_random_key,
         is_a_setting_or_time_for,
+        json_key_patterns,
     )
 
     text = ColumnInfo(name="value", type_sql="text", base_type="text")
@@ -1054,12 +1047,8 @@ def json_path_specs(documents: Sequence[Any], copies: Any = None) -> tuple[dict[
         # in an object that describes a person, "name" and "picture" are that person's, as in a table
         # of people (a login provider's profile: {"email", "given_name", "name", "picture"})
         names = (
-            [
-                p.name
-                for p in detect_by_name(key, "person" if person else "")
-                if not is_a_setting_or_time_for(p, value)
-            ]
-            if key and not is_a_random_key(key)
+            [p.name for p in json_key_patterns(key, person) if not is_a_setting_or_time_for(p, value)]
+            if key
             else []
         )
         content = detect_in_value(value)

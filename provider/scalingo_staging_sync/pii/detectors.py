@@ -927,9 +927,13 @@ def is_a_setting_or_time_for(pattern: NamePattern, value: str) -> bool:
 
 
 @functools.lru_cache(maxsize=8192)
-def _key_patterns(key: str, person: bool, patterns: tuple[NamePattern, ...]) -> tuple[NamePattern, ...]:
-    """:func:`detect_by_name` of a JSON key (in an object describing a person or not), none for a key
-    holding a random token; cached: the same keys come back in every document of a column."""
+def json_key_patterns(
+    key: str, person: bool = False, patterns: tuple[NamePattern, ...] = DEFAULT_NAME_PATTERNS
+) -> tuple[NamePattern, ...]:
+    """The name patterns a JSON key matches, judged as a column name (in an object describing a person
+    or not): the scan's keys, its rare-key listing and suggest's paths all read keys so. None for a
+    key holding a random token (:func:`is_a_random_key`). Cached: the same keys come back in every
+    document of a column."""
     if is_a_random_key(key):
         return ()
     return tuple(detect_by_name(key, "person" if person else "", patterns))
@@ -958,7 +962,7 @@ def json_key_findings(
             and (key := next((s for s in reversed(path) if s != "*"), None))
         ):
             # an element of an array is named by the array's key (``cc_emails: ["a@b.c"]``)
-            for p in _key_patterns(key, person, tuple(patterns)):
+            for p in json_key_patterns(key, person, tuple(patterns)):
                 if p.category == "auth" and (len(value) < 16 or " " in value.strip()):
                     continue  # a page token, a short code: a secret is long and has no space
                 if is_a_setting_or_time_for(p, value):

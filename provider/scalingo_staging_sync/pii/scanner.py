@@ -599,7 +599,7 @@ def documents_with_flagged_keys(
     (a permission, a timeout) gives none: the sample alone is judged, as before."""
     from psycopg import sql
 
-    from scalingo_staging_sync.pii.detectors import detect_by_name, is_a_random_key
+    from scalingo_staging_sync.pii.detectors import json_key_patterns
 
     relation = sql.SQL("{}{}").format(
         sql.SQL("ONLY ") if only else sql.SQL(""), sql.Identifier(schema, table)
@@ -636,10 +636,7 @@ def documents_with_flagged_keys(
             flagged = sorted(
                 k
                 for (k,) in keys
-                if k
-                and k not in known
-                and not is_a_random_key(k)
-                and any(p.severity == "high" for p in detect_by_name(k, ""))
+                if k and k not in known and any(p.severity == "high" for p in json_key_patterns(k))
             )
             for key in flagged:
                 rows = conn.execute(
@@ -1240,20 +1237,12 @@ def scan_database(
             counts, non_null = count_content_matches(rows, len(sampled), content_patterns)
             content = {c.name: (counts[i], non_null[i]) for i, c in enumerate(sampled)}
             for i, c in enumerate(sampled):
-                if c.type_name in ("json", "jsonb") and (c.name not in masked_here or c.name in partial_here):
-                    docs = [row[i] for row in raw]
-                    rare = documents_with_flagged_keys(
-                        conn, table.schema, table.name, c.name, only=table.relkind == "r", seen=docs
-                    )
-                    keys = json_key_reasons([*docs, *rare], partial_here.get(c.name) or ())
-                    if keys:
-                        keyed[c.name] = keys
-                elif (
-                    (c.name not in masked_here or c.name in partial_here)
-                    and not c.type_name.endswith("]")  # an array's '{"a b",c}' is no document
-                    and json_text_shape([row[i] for row in raw])
-                ):  # text holding JSON (a Rails `serialize` column): its keys are judged as a json column's
-                    docs = [row[i] for row in raw]
+                docs = [row[i] for row in raw]
+                if (c.name not in masked_here or c.name in partial_here) and (
+                    c.type_name in ("json", "jsonb")
+                    # text holding JSON (a Rails `serialize` column), not an array's '{"a b",c}'
+                    or (not c.type_name.endswith("]") and json_text_shape(docs) is not None)
+                ):  # its keys judged as column names, those of rare keys' documents too
                     rare = documents_with_flagged_keys(
                         conn, table.schema, table.name, c.name, only=table.relkind == "r", seen=docs
                     )
@@ -1261,7 +1250,7 @@ def scan_database(
                     if keys:
                         keyed[c.name] = keys
                 elif c.name not in masked_here:
-                    token = random_key_reason(c.name, context, (row[i] for row in raw))
+                    token = random_key_reason(c.name, context, docs)
                     if token is not None:
                         keyed[c.name] = [token]
             pair = key_value_columns([c.name for c in sampled])
