@@ -83,6 +83,21 @@ FAMILIES = {
     "date_shift (keyed)": ("users", {"birth_date": {"transformer": "date_shift"}}),
     "postal_code (keyed md5)": ("users", {"phone": {"transformer": "postal_code"}}),
     "company (keyed pick)": ("users", {"last_name": {"transformer": "company"}}),
+    # streamed since 2026-12-06 (their tables were masked by the trigger before)
+    "date_shift on timestamptz": ("users", {"created_at": {"transformer": "date_shift"}}),
+    "ip on text": ("users", {"phone": {"transformer": "ip"}}),
+    "email + md5_of it (derived)": (
+        "users",
+        {"email": {"transformer": "email"}, "phone": {"transformer": "md5_of", "column": "email"}},
+    ),
+    "names + full_name from them (derived)": (
+        "users",
+        {
+            "first_name": {"transformer": "first_name"},
+            "last_name": {"transformer": "last_name"},
+            "address": {"transformer": "full_name", "from": ["first_name", "last_name"]},
+        },
+    ),
 }
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 #: ``--distinct``: the masked text columns made as varied as a real table's (datagen repeats 10 first
@@ -325,8 +340,18 @@ def main() -> None:
         action="store_true",
         help="masked text columns as varied as a real table's (see DISTINCT_SQL), not datagen's few values",
     )
+    parser.add_argument(
+        "--with-timestamps",
+        action="store_true",
+        help="also date_shift on users.created_at and orders.created_at (timestamptz): tables the stream "
+        "engine left to the trigger before 2026-12-06",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    tables = {t: dict(specs) for t, specs in TABLES.items()}
+    if args.with_timestamps:
+        for specs in tables.values():
+            specs["created_at"] = {"transformer": "date_shift"}
     if args.engines:
         engines = args.engines.split(",")
     else:
@@ -344,6 +369,7 @@ def main() -> None:
         "repeat": args.repeat,
         "pg": args.pg,
         "distinct": args.distinct,
+        "with_timestamps": args.with_timestamps,
         "tables": {},
         "families": {},
     }
@@ -373,7 +399,7 @@ def main() -> None:
                 copy_text[table] = bytes(buf)
                 rows[table] = buf.count(b"\n")
         bench = Bench(pg, "bench", copy_text)
-        for table, specs in TABLES.items():
+        for table, specs in tables.items():
             report["tables"][table] = compare(bench, table, specs, engines, args.repeat, rows[table])
         total_rows = sum(rows.values())
         for engine in engines:

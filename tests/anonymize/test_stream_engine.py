@@ -57,9 +57,27 @@ COLUMNS = {
     "hash_b64md5": ("text", {"transformer": "hash", "algorithm": "md5", "encoding": "base64url"}),
     "birth_date": ("date", {"transformer": "date_shift"}),
     "shift30": ("date", {"transformer": "date_shift", "max_days": 30}),
+    "stamp": ("timestamp", {"transformer": "date_shift"}),
+    "stamp_tz": ("timestamptz", {"transformer": "date_shift", "max_days": 30}),
+    "ip_text": ("text", {"transformer": "ip"}),
+    "ip_inet": ("inet", {"transformer": "ip"}),
     "wiped": ("text", {"transformer": "null"}),
     "fixed_tab": ("text", {"transformer": "fixed", "value": "a\tb\\c é"}),
+    # fixed on other types: the value's text read by COPY as the trigger's CAST reads it
+    "fixed_json": ("jsonb", {"transformer": "fixed", "value": '{"b": [1, 2], "a": "x\\ny\\tz é"}'}),
+    "fixed_num": ("numeric(6,1)", {"transformer": "fixed", "value": 12.345}),
+    "fixed_at": ("timestamptz", {"transformer": "fixed", "value": "2024-03-01 10:00"}),
+    "fixed_flag": ("boolean", {"transformer": "fixed", "value": True}),
     "note": ("text", None),
+    "num": ("int", None),
+    # derived: the new values of other columns of the row, masked or not (escapes, NULLs, numbers)
+    "full_from": ("text", {"transformer": "full_name", "from": ["first_name", "note", "num"]}),
+    "full_from12": ("varchar(12)", {"transformer": "full_name", "from": ["first_name", "last_name"]}),
+    "full_wiped": ("text", {"transformer": "full_name", "from": ["wiped", "fixed_tab"]}),
+    "email_md5": ("varchar(40)", {"transformer": "md5_of", "column": "email"}),
+    "note_md5": ("text", {"transformer": "md5_of", "column": "note"}),
+    "date_md5": ("text", {"transformer": "md5_of", "column": "birth_date"}),
+    "stamp_md5": ("text", {"transformer": "md5_of", "column": "stamp_tz"}),
 }
 SPECS = {c: spec for c, (_t, spec) in COLUMNS.items() if spec is not None}
 DDL = "CREATE TABLE {} (id int, " + ", ".join(f'"{c}" {t}' for c, (t, _s) in COLUMNS.items()) + ")"
@@ -82,6 +100,33 @@ DATES = [
 ]  # fmt: skip
 
 
+STAMPS = [
+    "2020-01-01 10:00:00", r"\N", "infinity", "-infinity", "0044-03-15 12:00:00 BC", "12345-06-01 00:00:00",
+    "2020-02-29 23:59:59.999999", "1970-01-01 00:00:00.5", "0001-01-01 00:00:00", "0001-12-31 23:59:59 BC",
+]  # fmt: skip
+# as pg_dump writes them from a session in any TimeZone: the masking session hashes their UTC text
+STAMPS_TZ = [
+    "2020-01-01 10:00:00+00", "2020-01-01 01:00:00+05:30", "2020-12-31 22:00:00.25-03", r"\N",
+    "1900-01-01 00:00:00+00:09:21", "0044-03-15 00:30:00+01 BC", "0001-01-01 00:00:00+01", "infinity",
+    "-infinity", "12345-01-01 20:00:00-05", "2024-03-31 02:30:00.5+02", "2024-02-29 23:59:59.123+00",
+    "1969-12-31 23:59:59-00:00:01",
+]  # fmt: skip
+
+
+INETS = [
+    "192.168.1.5", "10.0.0.0/8", "::1", "2001:db8::1/64", "fe80::1ff:fe23:4567:890a", "::ffff:1.2.3.4",
+    r"\N", "240.0.0.1", "0.0.0.0/0", "2001:db8:85a3::8a2e:370:7334", "::", "255.255.255.255/31",
+]  # fmt: skip
+
+
+#: originals of the columns of other types (all replaced by a fixed value)
+OTHER_VALUES = {
+    "jsonb": [r'{"email": "a@b.c"}', r"\N"],
+    "numeric(6,1)": ["1.5", r"\N"],
+    "boolean": ["f", r"\N"],
+}
+
+
 def _decoded_len(text: str) -> int:
     return len(text.replace("\\\\", "\x00").replace("\\t", "\t").replace("\\n", "\n").replace("\\r", "\r"))
 
@@ -93,6 +138,19 @@ def _rows() -> bytes:
         for j, (typ, _spec) in enumerate(COLUMNS.values()):
             if typ == "date":
                 fields.append(DATES[(i + j) % len(DATES)])
+                continue
+            if typ in ("timestamp", "timestamptz"):
+                values = STAMPS if typ == "timestamp" else STAMPS_TZ
+                fields.append(values[(i + j) % len(values)])
+                continue
+            if typ in OTHER_VALUES:
+                fields.append(OTHER_VALUES[typ][(i + j) % 2])
+                continue
+            if typ == "inet":
+                fields.append(INETS[(i + j) % len(INETS)])
+                continue
+            if typ == "int":
+                fields.append(r"\N" if i % 5 == 0 else str(i * 37 - 500))
                 continue
             limit = int(typ[8:-1]) if typ.startswith("varchar(") else None
             k = (i + 7 * j) % len(TEXTS)
@@ -116,7 +174,7 @@ def test_stream_output_is_the_trigger_output_byte_for_byte(pgdb, monkeypatch, ar
     if arrow_folding and not stream.arrow_folding_available():
         pytest.skip("pyarrow is not installed")
 
-    monkeypatch.setattr(stream, "CHUNK", 1500)  # several DuckDB queries, on blocks of whole lines
+    monkeypatch.setattr(stream, "CHUNK", 6000)  # several DuckDB queries, on blocks of whole lines
     pg, name = pgdb
     key = derive_key(SALT)
     data = _rows()
@@ -255,17 +313,55 @@ def test_unsupported_columns_are_named():
     from scalingo_staging_sync.anonymize.transformers import ColumnInfo
 
     text = ColumnInfo("t", "text", "text")
+    stamp = ColumnInfo("s", "timestamp with time zone", "timestamptz")
     cases = [
-        ({"d": {"transformer": "md5_of", "column": "t"}}, {"d": text}, "md5_of"),
-        ({"t": {"transformer": "full_name", "from": ["a"]}}, {"t": text}, "other columns"),
+        ({"d": {"transformer": "md5_of", "column": "s"}}, {"d": text, "s": stamp}, r"reads s \(timestamp"),
+        ({"d": {"transformer": "full_name", "from": ["g"]}}, {"d": text, "g": text}, "reads g, which is not"),
+        ({"d": {"transformer": "md5_of", "column": "d"}}, {"d": text}, "cycle: d -> d"),
+        (
+            {"d": {"transformer": "md5_of", "column": "n"}, "n": {"transformer": "fixed", "value": 1.50}},
+            {"d": text, "n": ColumnInfo("n", "numeric", "numeric")},
+            "reads n, a fixed numeric",
+        ),
+        (
+            {"t": {"transformer": "fixed", "value": "101"}},
+            {"t": ColumnInfo("t", "bit(3)", "bit")},
+            "pads or cuts",
+        ),
         ({"t": {"transformer": "email"}}, {"t": ColumnInfo("t", "character(20)", "bpchar", 20)}, "padded"),
-        ({"t": {"transformer": "date_shift"}}, {"t": ColumnInfo("t", "timestamp", "timestamp")}, "date"),
+        ({"t": {"transformer": "ip", "unique": True}}, {"t": ColumnInfo("t", "inet", "inet")}, "unique"),
+        ({"t": {"transformer": "ip"}}, {"t": ColumnInfo("t", "cidr", "cidr")}, "ip on cidr"),
         ({"t": {"transformer": "email"}}, {"t": ColumnInfo("t", "citext", "citext")}, "text and varchar"),
         ({"x": {"transformer": "email"}}, {"t": text}, "not in the archive"),
     ]
     for specs, catalog, why in cases:
         with pytest.raises(StreamUnsupported, match=why):
-            select_list(specs, catalog, list(catalog))
+            select_list(specs, catalog, [c for c in catalog if c != "g"])
+
+
+def test_ip_addresses_are_written_as_postgresql_writes_them(pgdb):
+    """The ip transformer's outputs, ``'2001:db8::'::inet + x`` and ``'240.0.0.0'::inet + x % 2^28``,
+    written by DuckDB as PostgreSQL's ``host()`` writes them, for x with every pattern of zero words
+    (PostgreSQL writes the longest run of zero words as '::', the first of equal ones)."""
+    import duckdb
+
+    from scalingo_staging_sync.anonymize.stream import _v4_text, _v6_text
+
+    words = [0, 1, 0xABC, 0xFFFF]
+    xs = [
+        (a << 48) | (b << 32) | (c << 16) | d for a in words[:3] for b in words for c in words for d in words
+    ]
+    xs += [2**61 - 1, 2**60, 2**48, 2**28 - 1, 2**28, 12345678901234]
+    pg, name = pgdb
+    with pg.connect(name) as conn:
+        want = conn.execute(
+            "SELECT host('2001:db8::'::inet + x), host('240.0.0.0'::inet + x %% 268435456) FROM unnest(%s::bigint[]) x",
+            (xs,),
+        ).fetchall()
+    con = duckdb.connect()
+    query = f"SELECT {_v6_text('x')}, {_v4_text('x')} FROM unnest($1::BIGINT[]) t(x)"  # noqa: S608
+    got = con.execute(query, [xs]).fetchall()
+    assert got == want and len(set(want)) == len(set(xs))
 
 
 def test_a_duckdb_error_names_the_table_and_quotes_no_value():
@@ -314,15 +410,21 @@ def test_engine_names_are_checked():
 
 
 SOURCE_SQL = r"""
-CREATE TABLE people (id int PRIMARY KEY, email text, name text, born date, note text);
+CREATE TABLE people (id int PRIMARY KEY, email text, name text, born date, note text,
+    seen timestamptz, visit timestamp);
 CREATE TABLE derived (id int PRIMARY KEY, email text, email_md5 text);
 CREATE TABLE plain (id int, v text);
+CREATE TABLE documents (id int PRIMARY KEY, doc jsonb);
 INSERT INTO people SELECT g, 'Person.' || g || '@Example.org',
     CASE g % 4 WHEN 0 THEN E'Zoë \\ b' WHEN 1 THEN E'tab\there' WHEN 2 THEN NULL ELSE 'Jean Dupont' END,
-    date '1960-01-01' + g, 'keep ' || g FROM generate_series(1, 3000) g;
+    date '1960-01-01' + g, 'keep ' || g,
+    CASE WHEN g % 7 <> 0 THEN timestamptz '2024-03-30 21:00:00+00' + g * interval '37 min 13.5 s' END,
+    timestamp '1999-12-31 23:00:00' + g * interval '17 min 1.25 s' FROM generate_series(1, 3000) g;
 INSERT INTO derived SELECT g, 'd' || g || '@example.org', md5('d' || g || '@example.org')
 FROM generate_series(1, 500) g;
 INSERT INTO plain SELECT g, 'v' || g FROM generate_series(1, 100) g;
+INSERT INTO documents SELECT g, jsonb_build_object('email', 'doc' || g || '@example.org')
+FROM generate_series(1, 50) g;
 """
 ITEMS = [
     {
@@ -332,6 +434,8 @@ ITEMS = [
             "email": {"transformer": "email"},
             "name": {"transformer": "full_name"},
             "born": {"transformer": "date_shift"},
+            "seen": {"transformer": "date_shift"},
+            "visit": {"transformer": "date_shift", "max_days": 10},
         },
     },
     {
@@ -342,6 +446,11 @@ ITEMS = [
             "email_md5": {"transformer": "md5_of", "column": "email"},
         },
     },
+    {
+        "schema": "public",
+        "name": "documents",
+        "columns": {"doc": {"transformer": "json", "paths": {"email": "email"}}},
+    },
 ]
 FINGERPRINT = "SELECT count(*), md5(string_agg(t::text, '|' ORDER BY id)) FROM {} t"
 
@@ -351,6 +460,8 @@ def source_dump(prod_pg, tmp_path_factory):
     db = unique_db("stream_src")
     prod_pg.create_database(db)
     prod_pg.execute(SOURCE_SQL, db)
+    # pg_dump writes timestamptz values in the database's TimeZone: offsets other than +00
+    prod_pg.execute(sql.SQL("ALTER DATABASE {} SET timezone = 'Asia/Kolkata'").format(sql.Identifier(db)), db)
     return prod_pg.pg_dump(db, tmp_path_factory.mktemp("stream") / "src.pgc")
 
 
@@ -380,7 +491,9 @@ def _load_into(pg, db, target, dump, tools, engine: str | None):
         )[0][0]
         for item in ITEMS
     }
-    prints = {t: pg.execute(FINGERPRINT.format(t), db)[0] for t in ("people", "derived", "plain")}
+    prints = {
+        t: pg.execute(FINGERPRINT.format(t), db)[0] for t in ("people", "derived", "plain", "documents")
+    }
     return {str(t.table): t for t in loaded}, prints, enabled, filt
 
 
@@ -396,13 +509,15 @@ def test_the_loader_masks_on_the_worker_where_it_applies(request, prod_pg, sourc
     by_trigger, want, _enabled, _ = _load(pg, source_dump, tools, None)
     by_stream, got, enabled, filt = _load(pg, source_dump, tools, "stream")
     assert got == want  # the same tables, byte for byte
-    assert want["people"][0] == 3000 and want["derived"][0] == 500
-    # people streamed (its trigger disabled in the load's transaction), derived kept its trigger
-    # (md5_of), plain has no trigger
+    assert want["people"][0] == 3000 and want["derived"][0] == 500 and want["documents"][0] == 50
+    # people and derived (md5_of) streamed (their triggers disabled in the load's transaction),
+    # documents kept its trigger (json), plain has no trigger
     assert by_stream["public.people"].filtered and not by_trigger["public.people"].filtered
-    assert not by_stream["public.derived"].filtered and not by_stream["public.plain"].filtered
-    assert enabled == {"people": "D", "derived": "A"}
-    assert filt.used["public.people"] == "stream" and "md5_of" in filt.used["public.derived"]
+    assert by_stream["public.derived"].filtered
+    assert not by_stream["public.documents"].filtered and not by_stream["public.plain"].filtered
+    assert enabled == {"people": "D", "derived": "D", "documents": "A"}
+    assert filt.used["public.people"] == filt.used["public.derived"] == "stream"
+    assert "json" in filt.used["public.documents"]
     assert by_stream["public.people"].frozen  # FREEZE still applies after the trigger is disabled
 
 
@@ -448,7 +563,7 @@ def test_a_retried_load_masks_whatever_the_engine(prod_pg, staging_pg16, source_
     loaded, by_trigger, enabled, filt = _load_into(staging_pg16, db, target, source_dump, tools, "trigger")
     assert by_trigger == want and not loaded["public.people"].filtered
     assert (
-        enabled == {"people": "A", "derived": "A"}
+        enabled == {"people": "A", "derived": "A", "documents": "A"}
         and "masking_engine 'trigger'" in filt.used["public.people"]
     )
 
@@ -498,4 +613,40 @@ def test_without_duckdb_auto_keeps_the_triggers_and_stream_is_refused(
         StreamMasking("stream")
     loaded, got, enabled, filt = _load(staging_pg16, source_dump, tools, "auto")
     assert got == want and not any(t.filtered for t in loaded.values())
-    assert enabled == {"people": "A", "derived": "A"} and "no DuckDB" in filt.used["public.people"]
+    assert (
+        enabled == {"people": "A", "derived": "A", "documents": "A"}
+        and "no DuckDB" in filt.used["public.people"]
+    )
+
+
+def test_timestamps_stream_only_in_the_masking_sessions_styles(pgdb):
+    """date_shift hashes a timestamp's text as the session prints it: a session whose TimeZone is
+    not UTC (or whose DateStyle is not ISO) leaves the table to its trigger, which masks as before."""
+    pg, name = pgdb
+    item = {
+        "schema": "public",
+        "name": "visits",
+        "columns": {"seen_at": {"transformer": "date_shift"}, "email": {"transformer": "email"}},
+    }
+    with pg.connect(name) as conn:
+        conn.execute("CREATE TABLE visits (id int, seen_at timestamptz, email text)")
+        install_masking_trigger(conn, item)
+        for setting, value in key_settings(derive_key(SALT)).items():
+            conn.execute("SELECT set_config(%s, %s, false)", (setting, value))
+        table, columns = TableName("public", "visits"), ["id", "seen_at", "email"]
+        for style, value, why in (
+            ("TimeZone", "Europe/Paris", "TimeZone Europe/Paris"),
+            ("DateStyle", "SQL, DMY", "DateStyle SQL"),
+        ):
+            conn.execute("SELECT set_config(%s, %s, false)", (style, value))
+            filt = StreamMasking("auto")
+            assert filt(conn, table, columns) is None and why in filt.used["public.visits"]
+            conn.execute("RESET ALL")
+            for setting, v in key_settings(derive_key(SALT)).items():
+                conn.execute("SELECT set_config(%s, %s, false)", (setting, v))
+        filt = StreamMasking("auto")
+        conn.execute("BEGIN")  # the masker drops the trigger in the load's transaction
+        masker = filt(conn, table, columns)
+        assert masker is not None and filt.used["public.visits"] == "stream"
+        masker.close()
+        conn.execute("ROLLBACK")

@@ -698,10 +698,10 @@ def test_the_core_masks_the_schema_zoo(
             ]
         )  # fmt: skip
         if engine == "stream":
-            # every table masked on load streams but those only the trigger masks (jsonb paths, a fixed
-            # enum label; leaf partitions whose rows the archive loads through their root); the
-            # conditional rule masks in place
-            by_trigger = {"public.profiles", 'public."promo.50%"', "public.Customers"}
+            # every table masked on load streams (a fixed enum label too: COPY reads the label as the
+            # trigger's CAST does) but those only the trigger masks (jsonb paths; leaf partitions
+            # whose rows the archive loads through their root); the conditional rule masks in place
+            by_trigger = {"public.profiles", 'public."promo.50%"'}
             if "--load-via-partition-root" in dump_options:
                 by_trigger |= {t for t in planned if "events_20" in t}
             assert sorted(out["load"]["masked_on_worker"]) == sorted(set(planned) - by_trigger), out[

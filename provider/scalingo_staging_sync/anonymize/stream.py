@@ -14,11 +14,17 @@ integers read from the md5's hex digits for word picks and date shifts, ASCII-on
 both engines, on PostgreSQL 16 and 18, and compares the tables.
 
 **What it masks, and what stays with the trigger.** :func:`select_list` knows the built-in
-transformers ``email``, ``phone``, ``first_name``, ``last_name``, ``city``, ``full_name`` (without
-``from``), ``address``, ``postal_code``, ``company``, ``null``, ``fixed`` and ``hash`` on ``text`` /
-``varchar`` columns, and ``date_shift`` on ``date`` columns. A table with any other masked column
-(derived columns such as ``md5_of`` or ``full_name`` with ``from``, ``json``, ``ip``, timestamps, transformers
-registered by users, custom strategies), a partition or child covered by an ancestor's trigger, a
+transformers ``email``, ``phone``, ``first_name``, ``last_name``, ``city``, ``full_name``,
+``address``, ``postal_code``, ``company``, ``hash`` and the derived ``md5_of`` on ``text`` /
+``varchar`` columns, ``ip`` on those and ``inet`` ones (not with ``unique: true``), ``null`` and
+``fixed`` on columns of any type but ``char(n)`` (``fixed`` not on bit strings either: their casts
+pad or cut where COPY refuses), and ``date_shift`` on ``date``, ``timestamp`` and ``timestamptz``
+columns (a ``timestamptz`` is moved to UTC first, as the masking session prints it; a session in
+another TimeZone or DateStyle keeps the table with its trigger). A derived column (``md5_of``,
+``full_name`` with ``from``) reads its sources' new values in the same row, as the trigger reads
+``NEW`` (an unmasked source whose text depends on session settings, such as a ``timestamptz``, keeps
+the table with its trigger). A table with any other masked column (``json``, ``ip`` with
+``unique: true``, transformers registered by users, custom strategies), a partition or child covered by an ancestor's trigger, a
 database or archive not in UTF8, or DuckDB not installed, is masked by its trigger exactly as before:
 the choice is made per table, before its first row is read, and logged.
 
@@ -40,7 +46,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -49,7 +55,6 @@ from psycopg import sql
 from scalingo_staging_sync.anonymize import transformers as tr
 from scalingo_staging_sync.anonymize.transformers import KEY_GUC, ColumnInfo
 from scalingo_staging_sync.pgerrors import withhold_quoted
-from scalingo_staging_sync.restore.copytext import copy_escape
 from scalingo_staging_sync.tablename import TableName
 
 log = logging.getLogger(__name__)
@@ -234,6 +239,108 @@ def _fit(expr: str, info: ColumnInfo, natural: int | None) -> str:
     return expr
 
 
+def _date_plus(d: str, days: str) -> str:
+    """The text of the date ``d`` (PostgreSQL's ISO text: ``YYYY-MM-DD``, ``YYYY-MM-DD BC``) plus
+    ``days``, as PostgreSQL writes it (DuckDB reads and writes ``(BC)``)."""
+    return f"replace((replace({d}, ' BC', ' (BC)')::DATE + {days})::VARCHAR, ' (BC)', ' BC')"
+
+
+def _bc(e: str) -> str:
+    return f"CASE WHEN ends_with({e}, ' BC') THEN ' BC' ELSE '' END"
+
+
+def _days(x: str, max_days: int) -> str:
+    """The shift of ``date_shift``: ``-max_days..-1, 1..max_days`` days from the keyed integer ``x``."""
+    m = max_days
+    return f"(({x} % {2 * m} + {m + 1}) % {2 * m + 1} - {m})::INT"
+
+
+def _timestamp_shift(c: str, max_days: int, tz: bool) -> str:
+    """``date_shift`` of a timestamp's ISO text ``c`` (``YYYY-MM-DD HH:MM:SS[.f][ BC]``): the trigger's
+    ``src + make_interval(days => d)`` with ``d`` from the keyed hash of ``src::text``; the time of
+    day is kept. A ``timestamptz`` is written with its UTC offset (``+00``, ``+05:30``, ``-03``,
+    ``+00:09:21``) by pg_dump, while the masking session (TimeZone UTC) hashes its UTC text: a value
+    at ``+00`` is that text already; another is first moved to UTC (DuckDB's timestamp arithmetic,
+    proleptic Gregorian as PostgreSQL's, BC years included), then hashed, shifted and written in UTC
+    (``+00``): the same instant as the trigger's. One expression, no subquery (timestamps are mostly
+    distinct values: DuckDB would compute a subquery over them as a join)."""
+    body = f"replace({c}, ' BC', '')"
+    date = f"split_part({body}, ' ', 1) || {_bc(c)}"  # the date's text, its era kept
+    rest = f"split_part({body}, ' ', 2)"  # HH:MM:SS[.f][+HH[:MM[:SS]]]
+    shifted = _date_plus(date, _days(_hash_int("date_shift", c), max_days))
+    # 'YYYY-MM-DD[ BC]' -> 'YYYY-MM-DD <clock>[ BC]', the shifted date written once
+    same_clock = f"replace(replace({shifted} || '|', ' BC|', ' ' || {rest} || ' BC'), '|', ' ' || {rest})"
+    if not tz:
+        return f"CASE WHEN {c} IN ('infinity', '-infinity') THEN {c} ELSE {same_clock} END"
+
+    def seconds(hms: str) -> str:  # 'HH[:MM[:SS]]' -> seconds
+        h, m, s = (
+            f"coalesce(TRY_CAST(NULLIF(split_part({hms}, ':', {k}), '') AS BIGINT), 0)" for k in (1, 2, 3)
+        )
+        return f"({h} * 3600 + {m} * 60 + {s})"
+
+    # another offset: moved to UTC in a subquery over the values that need it (NULL for the others,
+    # so that DuckDB, which computes it over the distinct values, does it once for those)
+    w_body = "replace(w, ' BC', '')"
+    w_rest = f"split_part({w_body}, ' ', 2)"
+    clock = f"regexp_extract({w_rest}, '^[0-9:.]+')"
+    offset = f"substr({w_rest}, length({clock}) + 1)"
+    sign = f"CASE WHEN starts_with({offset}, '-') THEN -1 ELSE 1 END"
+    local = seconds(f"split_part({clock}, '.', 1)")
+    frac = f"CASE WHEN contains({clock}, '.') THEN '.' || split_part({clock}, '.', 2) ELSE '' END"
+    utc = f"({local} - {sign} * {seconds(f'substr({offset}, 2)')})"
+    # the UTC date (ud: the day moves by dd, -1, 0 or +1) and time of day (sod seconds)
+    hh, mm, ss = (_zero_padded(e, 2) for e in ("sod // 3600", "sod % 3600 // 60", "sod % 60"))
+    w_date = f"split_part({w_body}, ' ', 1) || {_bc('w')}"
+    parts = (
+        f"SELECT CASE WHEN dd = 0 THEN dl ELSE {_date_plus('dl', 'dd')} END AS ud, "  # noqa: S608
+        f"{hh} || ':' || {mm} || ':' || {ss} || fr AS clock "
+        f"FROM (SELECT {w_date} AS dl, floor(s / 86400)::INT AS dd, s - floor(s / 86400)::BIGINT * 86400 AS sod, fr "
+        f"FROM (SELECT {utc} AS s, {frac} AS fr) t0) t1"
+    )
+    moved = (
+        f"(SELECT split_part(sd, ' ', 1) || ' ' || clock || '+00' || {_bc('sd')} "  # noqa: S608
+        f"FROM (SELECT CASE WHEN {c} IN ('infinity', '-infinity') OR ends_with({body}, '+00') THEN NULL "
+        f"ELSE {c} END AS w) a, LATERAL ({parts}) p, "
+        f"LATERAL (SELECT split_part(ud, ' ', 1) || ' ' || clock || '+00' || {_bc('ud')} AS t) u, "
+        f"LATERAL (SELECT {_hash_int('date_shift', 't')} AS x) h, "
+        f"LATERAL (SELECT {_date_plus('ud', _days('x', max_days))} AS sd) d)"
+    )
+    return (
+        f"CASE WHEN {c} IN ('infinity', '-infinity') THEN {c} "
+        f"WHEN ends_with({body}, '+00') THEN {same_clock} ELSE {moved} END"
+    )
+
+
+def _v4_text(x: str) -> str:
+    """``host('240.0.0.0'::inet + (x) % 2^28)``: dotted quad."""
+    n = f"(({x}) % {tr.IpTransformer.V4_SIZE})"
+    return (
+        f"(240 + {n} // 16777216)::VARCHAR || '.' || ({n} // 65536 % 256)::VARCHAR || '.' "
+        f"|| ({n} // 256 % 256)::VARCHAR || '.' || ({n} % 256)::VARCHAR"
+    )
+
+
+def _v6_text(x: str) -> str:
+    """``host('2001:db8::'::inet + x)`` (0 <= x < 2^61) as PostgreSQL writes it
+    (``inet_net_ntop_ipv6``): lower-case hex words without leading zeros, the longest run of two
+    or more zero words (the first of equal ones) written ``::``. The words are 2001, db8, 0, 0 and
+    x's four: the run from the third word (with x's leading zero words) is the longest but when
+    x's last three words are zero and its first is not (a run of three against two)."""
+    w = [f"((({x}) >> {shift}) & 65535)" for shift in (48, 32, 16, 0)]
+    hexw = [f"lower(hex({e}))" for e in w]
+    tail = [" || ':' || ".join(hexw[k:]) for k in range(4)]
+    return (
+        f"CASE WHEN {w[0]} <> 0 AND {w[1]} = 0 AND {w[2]} = 0 AND {w[3]} = 0 "
+        f"THEN '2001:db8:0:0:' || {hexw[0]} || '::' "
+        f"WHEN {w[0]} <> 0 THEN '2001:db8::' || {tail[0]} "
+        f"WHEN {w[1]} <> 0 THEN '2001:db8::' || {tail[1]} "
+        f"WHEN {w[2]} <> 0 THEN '2001:db8::' || {tail[2]} "
+        f"WHEN {w[3]} <> 0 THEN '2001:db8::' || {tail[3]} "
+        "ELSE '2001:db8::' END"
+    )
+
+
 class _Builder:
     def __init__(self, arrow_folding: bool = False):
         #: fold with Arrow's ASCII kernels (registered on the connection), not ``translate``
@@ -255,9 +362,38 @@ class _Builder:
             f"LATERAL (SELECT {_hash_int(purpose, 'n')} AS x) h)"
         )
 
-    def expression(self, col: str, c: str, spec: Mapping[str, Any], info: ColumnInfo) -> str:
+    def ip(self, c: str, inet: bool) -> str:
+        """The ``ip`` transformer (``IpTransformer.expression``): the address as text (``host()`` of
+        an inet: its COPY text without the prefix length; a text value trimmed and ASCII
+        lower-cased), hashed; ``240.0.0.0 + x % 2^28`` or ``2001:db8:: + x`` written as
+        PostgreSQL's ``host()`` writes it, the next one when that is the original; an inet keeps its
+        prefix length."""
+        address = f"split_part({c}, '/', 1)" if inet else _alower(f"trim({c}, ' ')", self.arrow)
+        # never the original: an address in the output's range that the hash lands on takes the next
+        out = (
+            f"CASE WHEN v6 THEN CASE WHEN {_v6_text('x')} = a THEN {_v6_text('x + 1')} ELSE {_v6_text('x')} END "
+            f"ELSE CASE WHEN {_v4_text('x')} = a THEN {_v4_text('x + 1')} ELSE {_v4_text('x')} END END"
+        )
+        if inet:  # set_masklen(chosen, masklen(src)): inet writes a prefix length below the maximum
+            out = f"{out} || CASE WHEN contains(v, '/') THEN '/' || split_part(v, '/', 2) ELSE '' END"
+        v6 = "strpos(a, ':') > 0"  # family(src) = 6 for an inet, as the text form tells it
+        return (
+            f"(SELECT {out} FROM (SELECT {c} AS v, {address} AS a) s, "  # noqa: S608
+            f"LATERAL (SELECT {_hash_int('ip', 'a')} AS x, {v6} AS v6) h)"
+        )
+
+    def expression(
+        self,
+        col: str,
+        c: str,
+        spec: Mapping[str, Any],
+        info: ColumnInfo,
+        new: Callable[[str], str] | None = None,
+    ) -> str:
         """The DuckDB expression of ``spec`` on the decoded value ``c`` of column ``info``, giving
-        the SQL expression's text; :class:`StreamUnsupported` when there is none."""
+        the SQL expression's text (decoded: :func:`copy_field` makes it a COPY field);
+        :class:`StreamUnsupported` when there is none. ``new(other)`` is the decoded new value of
+        another column of the row (derived columns: ``md5_of``, ``full_name`` with ``from``)."""
         name = spec.get("transformer")
         options = tr.options_of(spec)
         transformer = tr.all_transformers().get(str(name))
@@ -265,18 +401,46 @@ class _Builder:
             raise StreamUnsupported(f"{col}: transformer {name!r} is not a built-in one")
         if name == "null":
             return "NULL"
+        if name in ("md5_of", "full_name") and transformer.depends_on(options):
+            if new is None:
+                raise StreamUnsupported(f"{col}: {name} reads other columns' masked values")
+            if info.base_type not in _TEXT_TYPES:
+                raise StreamUnsupported(
+                    f"{col}: {name} on {info.type_sql} (only text and varchar columns stream)"
+                )
+            if name == "md5_of":  # md5((NEW.col)::text)
+                return f"md5({new(options['column'])})"
+            # CASE WHEN src IS NULL THEN NULL ELSE concat_ws(' ', (NEW.a)::text, ...) END, fitted
+            pieces = ", ".join(new(part) for part in options["from"])
+            return _fit(f"CASE WHEN {c} IS NULL THEN NULL ELSE concat_ws(' ', {pieces}) END", info, None)
         if name == "date_shift":
-            if info.base_type != "date":
-                raise StreamUnsupported(f"{col}: date_shift on {info.type_sql} (only date columns stream)")
+            if info.base_type not in ("date", "timestamp", "timestamptz"):
+                raise StreamUnsupported(f"{col}: date_shift on {info.type_sql}")
             m = int(options.get("max_days", 365))
-            days = f"((x % {2 * m} + {m + 1}) % {2 * m + 1} - {m})::INT"
-            # PostgreSQL writes 'YYYY-MM-DD' and 'YYYY-MM-DD BC'; DuckDB reads and writes '(BC)'
-            as_duck = f"replace({c}, ' BC', ' (BC)')"
-            shifted = f"replace(({as_duck}::DATE + {days})::VARCHAR, ' (BC)', ' BC')"
-            return (
-                f"(SELECT CASE WHEN {c} IN ('infinity', '-infinity') THEN {c} ELSE {shifted} END "  # noqa: S608
-                f"FROM (SELECT {_hash_int('date_shift', c)} AS x) h)"
-            )
+            if info.base_type == "date":
+                return (
+                    f"(SELECT CASE WHEN {c} IN ('infinity', '-infinity') THEN {c} "  # noqa: S608
+                    f"ELSE {_date_plus(c, _days('x', m))} END FROM (SELECT {_hash_int('date_shift', c)} AS x) h)"
+                )
+            return _timestamp_shift(c, m, info.base_type == "timestamptz")
+        if name == "fixed":
+            # CAST('<value>' AS <type>) in the trigger; COPY reads the same text with the same type
+            # input in the same session (typmod, DateStyle, TimeZone), but for the casts that pad
+            # or cut where the input would refuse
+            if info.base_type in ("bpchar", "bit", "varbit"):
+                raise StreamUnsupported(f"{col}: fixed on {info.type_sql} (its cast pads or cuts)")
+            text = tr.FixedTransformer._text(options)
+            if info.category == "string" and info.max_length is not None and len(text) > info.max_length:
+                text = text[: info.max_length]  # CAST('...' AS varchar(n)) cuts it too
+            return _lit(text)
+        if name == "ip":
+            if options.get("unique"):
+                raise StreamUnsupported(f"{col}: ip with unique: true (a keyed permutation)")
+            if info.base_type not in (*_TEXT_TYPES, "inet"):
+                raise StreamUnsupported(
+                    f"{col}: ip on {info.type_sql} (text, varchar and inet columns stream)"
+                )
+            return self.ip(c, info.base_type == "inet")
         if info.base_type not in _TEXT_TYPES:
             raise StreamUnsupported(
                 f"{col}: {name} on {info.type_sql} (only text and varchar columns stream)"
@@ -307,8 +471,6 @@ class _Builder:
             expr = self.pick_ex(tr.fit_words(words, info, natural), "x", "split_part(n, ' ', 1)")
             return _fit(self.over_norm(c, transformer.purpose, expr), info, natural)  # type: ignore[attr-defined]
         if name == "full_name":
-            if options.get("from"):
-                raise StreamUnsupported(f"{col}: full_name built from other columns' masked values")
             natural = max(map(len, tr.FIRST_NAMES)) + 1 + max(map(len, tr.LAST_NAMES))
             first = self.pick_ex(tr.fit_words(tr.FIRST_NAMES, info, natural), "x", "split_part(n, ' ', 1)")
             last = self.pick_ex(tr.LAST_NAMES, "(x >> 30)", "split_part(n, ' ', 2)")
@@ -351,12 +513,23 @@ class _Builder:
             if options.get("encoding", "hex") == "base64url":  # as the SQL form: base64url, no padding
                 h = f"rtrim(translate(to_base64(unhex({h})), '+/', '-_'), '=')"
             return h if length == full else f"left({h}, {length})"
-        if name == "fixed":
-            text = tr.FixedTransformer._text(options)
-            if info.max_length is not None and len(text) > info.max_length:
-                text = text[: info.max_length]  # CAST('...' AS varchar(n)) cuts it too
-            return _lit(copy_escape(text))
         raise StreamUnsupported(f"{col}: transformer {name!r} has no stream form")
+
+
+#: types whose COPY text (pg_dump's, ISO dates) is the ``::text`` of a masking session: the unmasked
+#: columns a derived one may read (``timestamptz`` prints in the session's TimeZone, ``bpchar`` drops
+#: its padding, floats and money follow settings)
+_SAME_TEXT_TYPES = frozenset(
+    {"text", "varchar", "citext", "name", "int2", "int4", "int8", "numeric", "uuid", "bool", "date"}
+)
+
+
+def escape_sql(e: str) -> str:
+    """DuckDB SQL writing the text value ``e`` as a COPY text field (``copy_escape``)."""
+    out = f"replace({e}, '\\', '\\\\')"
+    for code, esc in ((9, "t"), (10, "n"), (13, "r"), (8, "b"), (12, "f"), (11, "v")):
+        out = f"replace({out}, chr({code}), '\\{esc}')"
+    return out
 
 
 def select_list(
@@ -367,28 +540,58 @@ def select_list(
     arrow_folding: bool = False,
 ) -> str:
     """The DuckDB select list masking ``columns`` (the archive's COPY column list, read as c0, c1...):
-    masked columns as their transformer's expression, the others passed through as they are. With
-    ``arrow_folding``, case folding calls the :func:`register_arrow_folding` functions."""
+    masked columns as their transformer's expression, the others passed through as they are. A
+    derived column (``md5_of``, ``full_name`` with ``from``) reads the new values of its sources, as
+    the trigger reads ``NEW``. With ``arrow_folding``, case folding calls the
+    :func:`register_arrow_folding` functions."""
     missing = [c for c in specs if c not in columns]
     if missing:
         raise StreamUnsupported(f"masked column(s) {missing} are not in the archive's COPY data")
     builder = _Builder(arrow_folding)
+    position = {col: i for i, col in enumerate(columns)}
+    values: dict[str, str] = {}  # column -> DuckDB expression of its new value (decoded text)
+
+    def new(col: str, stack: tuple[str, ...] = ()) -> str:
+        if col in values:
+            return values[col]
+        if col in stack:
+            raise StreamUnsupported(f"derived columns form a cycle: {' -> '.join((*stack, col))}")
+        info = catalog.get(col)
+        if info is None:
+            raise StreamUnsupported(f"{col}: not in the table's catalog")
+        if col not in position:
+            raise StreamUnsupported(f"{stack[-1]}: reads {col}, which is not in the archive's COPY data")
+        c = unescape_sql(f"c{position[col]}")
+        spec = specs.get(col)
+        if spec is None:  # not masked: a derived column reads its value as ``(NEW.col)::text``
+            if info.base_type not in _SAME_TEXT_TYPES:
+                raise StreamUnsupported(f"{stack[-1]}: reads {col} ({info.type_sql}), whose text may differ")
+            values[col] = c
+            return c
+        if info.base_type in ("bpchar",):
+            raise StreamUnsupported(f"{col}: {info.type_sql} (padded text)")
+        if stack and spec.get("transformer") == "fixed" and info.category != "string":
+            # (NEW.col)::text is the type's own text of the value, not the rules file's
+            raise StreamUnsupported(f"{stack[-1]}: reads {col}, a fixed {info.type_sql}")
+        expr = builder.expression(col, c, spec, info, lambda other: new(other, (*stack, col)))
+        transformer = tr.all_transformers().get(str(spec.get("transformer")))
+        if transformer is not None and transformer.keeps_empty and info.category == "string":
+            expr = f"CASE WHEN {c} = '' THEN '' ELSE {expr} END"  # as transformers.keep_empty_sql
+        values[col] = expr
+        return expr
+
     parts = []
     for i, col in enumerate(columns):
-        if col in specs:
-            info = catalog.get(col)
-            if info is None:
-                raise StreamUnsupported(f"{col}: not in the table's catalog")
-            if info.base_type in ("bpchar",):
-                raise StreamUnsupported(f"{col}: {info.type_sql} (padded text)")
-            c = unescape_sql(f"c{i}")
-            expr = builder.expression(col, c, specs[col], info)
-            transformer = tr.all_transformers().get(str(specs[col].get("transformer")))
-            if transformer is not None and transformer.keeps_empty and info.category == "string":
-                expr = f"CASE WHEN {c} = '' THEN '' ELSE {expr} END"  # as transformers.keep_empty_sql
-            parts.append(f"{expr} AS c{i}")
-        else:
+        if col not in specs:
             parts.append(f"c{i}")
+            continue
+        expr = new(col)
+        spec = specs[col]
+        if spec.get("transformer") == "fixed" or (
+            spec.get("transformer") == "full_name" and tr.options_of(spec).get("from")
+        ):
+            expr = escape_sql(expr)  # the others write no character COPY escapes
+        parts.append(f"{expr} AS c{i}")
     return ", ".join(parts)
 
 
@@ -630,17 +833,30 @@ class StreamMasking:
             specs = specs_of_comment(comment)
             if not specs:
                 raise StreamUnsupported("its trigger function carries no column specs")
-            encodings = conn.execute(
-                "SELECT current_setting('server_encoding'), current_setting('client_encoding')"
+            *encodings, datestyle, timezone = conn.execute(
+                "SELECT current_setting('server_encoding'), current_setting('client_encoding'), "
+                "current_setting('DateStyle'), current_setting('TimeZone')"
             ).fetchone()
             if tuple(encodings) != ("UTF8", "UTF8"):
                 raise StreamUnsupported(f"encodings {encodings[0]}/{encodings[1]} (UTF8 only)")
+            # date_shift hashes a date's text as the session prints it: ISO, and timestamptz in UTC
+            # (the masking sessions' styles, anonymize.salt.MASKING_STYLES)
+            if not datestyle.startswith("ISO") and any(
+                s.get("transformer") == "date_shift" for s in specs.values()
+            ):
+                raise StreamUnsupported(f"DateStyle {datestyle} (date_shift streams under ISO)")
             (key,) = conn.execute("SELECT current_setting(%s, true)", (KEY_GUC,)).fetchone()
             if not key:
                 raise StreamUnsupported("the session carries no masking key")
             cat = read_table(conn, table.schema, table.name)
             if cat is None:
                 raise StreamUnsupported("not found in the catalog")
+            if timezone not in ("UTC", "Etc/UTC") and any(
+                s.get("transformer") == "date_shift"
+                and getattr(cat.columns.get(col), "base_type", None) == "timestamptz"
+                for col, s in specs.items()
+            ):
+                raise StreamUnsupported(f"TimeZone {timezone} (a timestamptz's date_shift streams under UTC)")
             ident = sql.Identifier(table.schema, table.name)
             # the same trigger again, disabled, before the commit: the mark of a table already
             # masked on the worker (a fallback above turns it back on)
