@@ -650,3 +650,47 @@ def test_timestamps_stream_only_in_the_masking_sessions_styles(pgdb):
         assert masker is not None and filt.used["public.visits"] == "stream"
         masker.close()
         conn.execute("ROLLBACK")
+
+
+@pytest.mark.parametrize("later_offset", [False, True], ids=["all-utc", "an-offset-later"])
+def test_timestamptz_at_utc_are_shifted_without_a_move(pgdb, monkeypatch, later_offset):
+    """pg_dump in a UTC session writes every timestamptz at +00: the stream engine shifts them as
+    they are written (no move to UTC); a block holding another offset switches the table to the
+    general form from that block on. Either way the trigger's table, byte for byte."""
+    from scalingo_staging_sync.anonymize import stream
+    from scalingo_staging_sync.anonymize.transformers import ColumnInfo
+
+    monkeypatch.setattr(stream, "CHUNK", 400)
+    utc = [
+        s
+        for s in STAMPS_TZ
+        if s.endswith("+00") or s.endswith("+00 BC") or s in ("infinity", "-infinity", r"\N")
+    ]
+    utc += ["0044-03-15 00:30:00+00 BC", "12345-01-01 20:00:00+00", "2024-02-29 23:59:59.5+00"]
+    rows = [f"{i}\t{utc[i % len(utc)]}" for i in range(60)]
+    if later_offset:
+        rows += [f"{i}\t2024-06-01 01:30:00+05:30" for i in range(60, 70)]
+    data = ("\n".join(rows) + "\n").encode()
+    specs = {"at": {"transformer": "date_shift", "max_days": 20}}
+    pg, name = pgdb
+    key = derive_key(SALT)
+    with pg.connect(name) as conn:
+        for setting, value in key_settings(key).items():
+            conn.execute("SELECT set_config(%s, %s, false)", (setting, value))
+        for t in ("by_trigger", "by_stream"):
+            conn.execute(sql.SQL("CREATE TABLE {} (id int, at timestamptz)").format(sql.Identifier(t)))
+        cat = {
+            "id": ColumnInfo("id", "integer", "int4"),
+            "at": ColumnInfo("at", "timestamptz", "timestamptz"),
+        }
+        create_fn, create_trigger, _drop = trigger_statements("public", "by_trigger", specs, cat, conn)
+        conn.execute(create_fn)
+        conn.execute(create_trigger)
+        copy_text_in(conn, "by_trigger", data)
+        with StreamMasker(TableName("public", "by_stream"), specs, cat, ["id", "at"], key) as m:
+            assert "error(" in m.select  # the +00 form first
+            blocks = [out for i in range(0, len(data), 97) for out in m.feed(data[i : i + 97])]
+            masked = b"".join([*blocks, *m.finish()])
+            assert m.utc_only is not later_offset
+        copy_text_in(conn, "by_stream", masked)
+        assert copy_text_out(conn, "by_stream") == copy_text_out(conn, "by_trigger")
