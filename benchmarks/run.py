@@ -112,10 +112,10 @@ parallel_connections: 3
 email_domain: example.com
 anonymization_tables:
   - table: public.users
-    strategy: user_anonymization
+    strategy: user_anonymization{users_extra}
   - table: public.orders
     columns:
-      shipping_address: address
+      shipping_address: address{orders_extra}
 exclude_tables: []
 pii_scan:
   on_unmasked: fail
@@ -1299,7 +1299,15 @@ def run(args: argparse.Namespace) -> dict:
     jobs = args.jobs or max(1, os.cpu_count() or 1)
     base = Path(tempfile.mkdtemp(prefix=f"sss-bench-{args.scale}-"))
     rules = base / "bench_rules.yaml"
-    rules.write_text(RULES_TEMPLATE.format(source_app=SOURCE_APP, jobs=jobs))
+    extra = "\n    columns:\n      created_at: date_shift" if args.with_timestamps else ""
+    rules.write_text(
+        RULES_TEMPLATE.format(
+            source_app=SOURCE_APP,
+            jobs=jobs,
+            users_extra=extra,
+            orders_extra="\n      created_at: date_shift" if args.with_timestamps else "",
+        )
+    )
     dataset: dict = {}
     load_avg_start = _loadavg()
     code = code_state()
@@ -1468,6 +1476,7 @@ def run(args: argparse.Namespace) -> dict:
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "scale": args.scale,
             "jobs": jobs,
+            "with_timestamps": args.with_timestamps,
             "repeat": args.repeat,
             "dataset": dataset,
             "machine": machine,
@@ -1560,6 +1569,12 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="KEY=VALUE",
         help="extra environment of C's airflow standalone (e.g. a scheduler setting), repeatable",
+    )
+    parser.add_argument(
+        "--with-timestamps",
+        action="store_true",
+        help="the rules also shift users.created_at and orders.created_at (date_shift on timestamptz): "
+        "tables the stream engine left to their trigger before 2026-12-06",
     )
     parser.add_argument("--results-dir", type=Path, default=HERE / "results", help="where the JSON goes")
     args = parser.parse_args(argv)
