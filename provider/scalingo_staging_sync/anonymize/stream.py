@@ -337,8 +337,8 @@ def _v6_text(x: str) -> str:
     """``host('2001:db8::'::inet + x)`` (0 <= x < 2^61) as PostgreSQL writes it
     (``inet_net_ntop_ipv6``): lower-case hex words without leading zeros, the longest run of two
     or more zero words (the first of equal ones) written ``::``. The words are 2001, db8, 0, 0 and
-    x's four: the run from the third word (with x's leading zero words) is the longest but when
-    x's last three words are zero and its first is not (a run of three against two)."""
+    x's four: the run from the third word (with x's leading zero words) is the longest, except
+    when x's last three words are zero and its first is not (a run of three against two)."""
     w = [f"((({x}) >> {shift}) & 65535)" for shift in (48, 32, 16, 0)]
     hexw = [f"lower(hex({e}))" for e in w]
     tail = [" || ':' || ".join(hexw[k:]) for k in range(4)]
@@ -405,7 +405,8 @@ class _Builder:
         new: Callable[[str], str] | None = None,
     ) -> str:
         """The DuckDB expression of ``spec`` on the decoded value ``c`` of column ``info``, giving
-        the SQL expression's text (decoded: :func:`copy_field` makes it a COPY field);
+        the SQL expression's text (decoded: :func:`select_list` escapes it, :func:`escape_sql`, where
+        it may hold a character COPY escapes);
         :class:`StreamUnsupported` when there is none. ``new(other)`` is the decoded new value of
         another column of the row (derived columns: ``md5_of``, ``full_name`` with ``from``)."""
         name = spec.get("transformer")
